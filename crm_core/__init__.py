@@ -1,0 +1,1 @@
+"""CRM domain layer: settings, storage, tenancy, auth, column types, errors."""

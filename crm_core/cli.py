@@ -1,0 +1,102 @@
+"""The `crm` command: `crm serve`, `crm create-superuser`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import os
+import sys
+
+from crm_core.settings import Settings, SettingsError, load_settings
+
+
+def configure_logging(settings: Settings) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
+    if settings.log_file:
+        handlers.append(logging.FileHandler(settings.log_file))
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=handlers,
+        force=True,
+    )
+
+
+def serve(settings: Settings, host: str | None, port: int | None) -> None:
+    from aiohttp import web
+
+    from handlers.app import create_app
+
+    web.run_app(
+        create_app(settings),
+        host=host or settings.host,
+        port=port or settings.port,
+        access_log=None,  # our middleware writes one richer line per request
+        shutdown_timeout=10,
+    )
+
+
+async def create_superuser(settings: Settings, email: str, password: str, full_name: str) -> str:
+    from crm_core.auth import AuthService
+    from crm_core.storage import Storage
+    from models.accounts import SYSTEM_DOCUMENTS, RegisterIn, User
+
+    storage = Storage(settings)
+    await storage.start(SYSTEM_DOCUMENTS)
+    try:
+        data = RegisterIn(company_name="Platform", email=email, password=password,
+                          full_name=full_name)
+        await AuthService(settings, storage).register(data)
+        user = await User.find_one(User.email == data.email)
+        assert user is not None
+        user.is_superadmin = True
+        await user.save()
+        return str(user.id)
+    finally:
+        storage.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="crm", description="CRM backend")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_cmd = commands.add_parser("serve", help="start the HTTP API")
+    serve_cmd.add_argument("--host")
+    serve_cmd.add_argument("--port", type=int)
+    su = commands.add_parser("create-superuser", help="create a platform superadmin")
+    su.add_argument("--email", required=True)
+    su.add_argument("--full-name", default="Superadmin")
+    su.add_argument("--password", help="read from CRM_SUPERUSER_PASSWORD or asked for if absent")
+    args = parser.parse_args(argv)
+
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"crm: configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings)
+
+    if args.command == "serve":
+        serve(settings, args.host, args.port)
+        return 0
+    if args.command == "create-superuser":
+        if settings.embedded_database:
+            print("crm: create-superuser needs MONGODB_URL: the embedded database lives only "
+                  "inside a running server", file=sys.stderr)
+            return 2
+        password = args.password or os.environ.get("CRM_SUPERUSER_PASSWORD") or getpass.getpass()
+        from crm_core.errors import CrmError
+
+        try:
+            user_id = asyncio.run(create_superuser(settings, args.email, password, args.full_name))
+        except CrmError as exc:
+            print(f"crm: {exc.message}", file=sys.stderr)
+            return 1
+        print(f"superuser created: {user_id}")
+        return 0
+    return 2  # pragma: no cover - argparse rejects unknown commands
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""The permission catalogue and the built-in roles every tenant starts with (SPEC §9)."""
+
+from __future__ import annotations
+
+PERMISSIONS: dict[str, str] = {
+    "tenant.manage": "Change the company's settings and transfer ownership",
+    "users.read": "List the company's users",
+    "users.manage": "Create, edit and deactivate the company's users",
+    "roles.manage": "Create, edit and delete roles",
+    "tables.create": "Create custom tables (the creator owns them)",
+    "tables.all": "Read, edit and restructure every custom table of the company",
+    "shares.manage": "Share any table of the company, not only one's own",
+    "aliases.manage": "Rename tables and columns for the whole company",
+    "leads.read": "Read leads",
+    "leads.write": "Create, edit and delete leads",
+    "legal_entities.read": "Read legal entities",
+    "legal_entities.write": "Create, edit and delete legal entities",
+    "individuals.read": "Read individuals",
+    "individuals.write": "Create, edit and delete individuals",
+    "sms.read": "See SMS campaigns and their messages",
+    "sms.send": "Create and cancel SMS campaigns",
+}
+
+_STANDARD = [
+    "leads.read", "leads.write", "legal_entities.read", "legal_entities.write",
+    "individuals.read", "individuals.write",
+]
+
+BUILTIN_ROLES: dict[str, tuple[str, list[str]]] = {
+    "owner": ("Owner", sorted(PERMISSIONS)),
+    "admin": ("Administrator", sorted(set(PERMISSIONS) - {"tenant.manage"})),
+    "manager": ("Manager", [*_STANDARD, "tables.create", "sms.read", "sms.send", "users.read"]),
+    "viewer": ("Viewer", ["leads.read", "legal_entities.read", "individuals.read"]),
+}

@@ -1,0 +1,111 @@
+"""Passwords (bcrypt in an executor), access tokens (HS256 JWT) and refresh token secrets."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import partial
+
+import bcrypt
+import jwt
+
+from crm_core.errors import Unauthorized, ValidationFailed
+from crm_core.settings import MIN_SECRET_KEY_BYTES
+
+JWT_ALGORITHM = "HS256"
+PASSWORD_MIN_CHARS = 8
+PASSWORD_MAX_BYTES = 72  # bcrypt 5 refuses longer secrets; we never truncate silently
+BCRYPT_ROUNDS = 12
+REQUIRED_CLAIMS = ["exp", "iat", "sub", "jti", "tid"]
+
+
+def check_password_policy(password: str, field: str = "password") -> None:
+    if len(password) < PASSWORD_MIN_CHARS:
+        raise ValidationFailed.field(field, f"must be at least {PASSWORD_MIN_CHARS} characters")
+    if len(password.encode()) > PASSWORD_MAX_BYTES:
+        raise ValidationFailed.field(field, f"must be at most {PASSWORD_MAX_BYTES} bytes in UTF-8")
+
+
+async def hash_password(password: str, rounds: int = BCRYPT_ROUNDS) -> str:
+    check_password_policy(password)
+    loop = asyncio.get_running_loop()
+    hashed = await loop.run_in_executor(
+        None, partial(bcrypt.hashpw, password.encode(), bcrypt.gensalt(rounds))
+    )
+    return hashed.decode()
+
+
+async def verify_password(password: str, password_hash: str) -> bool:
+    encoded = password.encode()
+    if len(encoded) > PASSWORD_MAX_BYTES:
+        return False
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(
+        None, partial(bcrypt.checkpw, encoded, password_hash.encode())
+    )
+
+
+@dataclass(frozen=True)
+class AccessClaims:
+    user_id: str
+    tenant_id: str
+    jti: str
+    expires_at: datetime
+
+
+class TokenCodec:
+    """Signs and checks access tokens; decoding pins the algorithm and required claims."""
+
+    def __init__(self, secret_key: str, ttl_seconds: int) -> None:
+        if len(secret_key.encode()) < MIN_SECRET_KEY_BYTES:
+            raise ValueError(f"the signing key must be at least {MIN_SECRET_KEY_BYTES} bytes")
+        self._key = secret_key
+        self.ttl_seconds = ttl_seconds
+
+    def issue(self, user_id: str, tenant_id: str, now: datetime | None = None) -> str:
+        now = now or datetime.now(UTC)
+        claims = {
+            "sub": user_id,
+            "tid": tenant_id,
+            "jti": uuid.uuid4().hex,
+            "iat": now,
+            "exp": now + timedelta(seconds=self.ttl_seconds),
+            "typ": "access",
+        }
+        return jwt.encode(claims, self._key, algorithm=JWT_ALGORITHM)
+
+    def decode(self, token: str) -> AccessClaims:
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=[JWT_ALGORITHM],
+                options={"require": REQUIRED_CLAIMS},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("The access token has expired") from None
+        except jwt.InvalidTokenError:
+            raise Unauthorized("The access token is not valid") from None
+        if claims.get("typ") != "access" or not all(
+            isinstance(claims[c], str) for c in ("sub", "tid", "jti")
+        ):
+            raise Unauthorized("The access token is not valid")
+        return AccessClaims(
+            user_id=claims["sub"],
+            tenant_id=claims["tid"],
+            jti=claims["jti"],
+            expires_at=datetime.fromtimestamp(claims["exp"], UTC),
+        )
+
+
+def new_refresh_secret() -> str:
+    return secrets.token_urlsafe(48)
+
+
+def hash_refresh_secret(secret: str) -> str:
+    """Refresh tokens are stored as SHA-256 digests: they are long random values, not passwords."""
+    return hashlib.sha256(secret.encode()).hexdigest()

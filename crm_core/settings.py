@@ -1,0 +1,91 @@
+"""Service settings, read from the environment and an optional `.env` file.
+
+Settings are an object built once by the entry point (`crm serve`, the tests) and passed in;
+nothing reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+log = logging.getLogger(__name__)
+
+MIN_SECRET_KEY_BYTES = 32
+
+
+class SettingsError(Exception):
+    """The configuration cannot start the service; the message is one line for the operator."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    crm_env: Literal["development", "production", "test"] = "development"
+    secret_key: str = ""
+    host: str = "127.0.0.1"
+    port: int = Field(default=8005, ge=1, le=65535)
+
+    mongodb_url: str | None = None
+    crm_db_prefix: str = Field(default="crm", pattern=r"^[a-z][a-z0-9_]{0,20}$")
+    query_time_limit_ms: int = Field(default=5000, ge=1)
+
+    redis_url: str | None = None
+
+    access_token_ttl_seconds: int = Field(default=900, ge=10)
+    refresh_token_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=60)
+    registration_enabled: bool = True
+    login_max_failures: int = Field(default=5, ge=1)
+    login_max_failures_per_ip: int = Field(default=30, ge=1)
+    login_lockout_seconds: int = Field(default=900, ge=1)
+
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    default_phone_region: str = Field(default="RU", pattern=r"^[A-Z]{2}$")
+    default_timezone: str = "UTC"
+    string_max_length: int = Field(default=10_000, ge=1)
+
+    log_level: str = "INFO"
+    log_file: str | None = None
+
+    @model_validator(mode="after")
+    def _check_production(self) -> Settings:
+        if self.crm_env == "production":
+            if len(self.secret_key.encode()) < MIN_SECRET_KEY_BYTES:
+                raise SettingsError(
+                    f"SECRET_KEY must be set to at least {MIN_SECRET_KEY_BYTES} bytes in production"
+                )
+            if not self.mongodb_url:
+                raise SettingsError(
+                    "MONGODB_URL must be set in production (the embedded database is in memory)"
+                )
+        elif not self.secret_key:
+            self.secret_key = secrets.token_urlsafe(48)
+            log.warning("SECRET_KEY is not set: generated a random one, tokens end with the process")
+        if len(self.secret_key.encode()) < MIN_SECRET_KEY_BYTES:
+            raise SettingsError(f"SECRET_KEY must be at least {MIN_SECRET_KEY_BYTES} bytes long")
+        return self
+
+    @property
+    def embedded_database(self) -> bool:
+        return not self.mongodb_url
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment (and `.env`), raising SettingsError on bad config."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        inner = first.get("ctx", {}).get("error")
+        if isinstance(inner, SettingsError):
+            raise inner from None
+        field = ".".join(str(p) for p in first["loc"]) or "settings"
+        raise SettingsError(f"{field.upper()}: {first['msg']}") from None

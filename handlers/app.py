@@ -1,0 +1,56 @@
+"""The app factory: `create_app(settings)` wires storage, services, middlewares and routes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from crm_core.auth import AuthService
+from crm_core.services import Services
+from crm_core.settings import Settings
+from crm_core.storage import Storage
+from handlers import auth, docs, system
+from handlers.middlewares import access_log_middleware, error_middleware
+from handlers.routing import SERVICES, RouteSpec, RouteTable, build_view
+from models.accounts import SYSTEM_DOCUMENTS
+
+log = logging.getLogger(__name__)
+
+ROUTE_TABLES: list[RouteTable] = [system.routes, auth.routes, docs.routes]
+
+
+def all_routes() -> list[RouteSpec]:
+    return [spec for table in ROUTE_TABLES for spec in table.routes]
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[
+            # outermost first: the access log sees the final status of every answer,
+            # including the errors that error_middleware renders
+            access_log_middleware,
+            error_middleware,
+        ],
+    )
+    storage = Storage(settings)
+    app[SERVICES] = Services(settings=settings, storage=storage,
+                             auth=AuthService(settings, storage))
+    app.cleanup_ctx.append(_storage_ctx)
+
+    specs = all_routes()
+    for spec in specs:
+        app.router.add_route(spec.method, spec.path, build_view(spec))
+    docs.add_static(app)
+    app[docs.OPENAPI] = docs.OpenApiBuilder(specs).to_dict()
+    return app
+
+
+async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
+    storage = app[SERVICES].storage
+    await storage.start(SYSTEM_DOCUMENTS)
+    yield
+    storage.close()
+    log.info("storage closed")

@@ -1,0 +1,159 @@
+"""`/api/openapi.json`, generated with apispec from the route declarations and the same pydantic
+models that validate requests and shape responses; `/docs`, Swagger UI from bundled files."""
+
+from __future__ import annotations
+
+import copy
+from http import HTTPStatus
+from typing import Any
+
+from aiohttp import web
+from apispec import APISpec
+from pydantic import BaseModel
+from swagger_ui_bundle import swagger_ui_path
+
+from handlers.routing import Call, JsonObject, Public, RouteSpec, RouteTable
+from models.base import ErrorResponse
+
+API_VERSION = "0.1.0"
+REF = "#/components/schemas/{model}"
+SWAGGER_STATIC = "/docs/static"
+
+routes = RouteTable("docs")
+
+_ERROR_TEXT = {
+    400: "Bad input: `validation_error`, `invalid_json` or `invalid_filter`",
+    401: "`unauthorized`: no, expired, revoked or invalid access token",
+    403: "`forbidden`: the caller lacks the permission or access this needs",
+    404: "`not_found`: no such object in the caller's tenant",
+    409: "`conflict`: duplicate key, stale version or a state that forbids this",
+    413: "`payload_too_large`: the body is larger than `MAX_BODY_BYTES`",
+    429: "`rate_limited`: too many attempts, see `Retry-After`",
+    503: "`service_unavailable`: a backing service is not reachable",
+}
+
+
+class OpenApiBuilder:
+    def __init__(self, specs: list[RouteSpec]) -> None:
+        self.spec = APISpec(
+            title="CRM API",
+            version=API_VERSION,
+            openapi_version="3.1.0",
+            info={"description": "Multi-tenant CRM backend. Errors always have the shape of "
+                                 "`ErrorResponse`; see docs/api.md."},
+        )
+        self.spec.components.security_scheme(
+            "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+        )
+        self.ref(ErrorResponse)
+        for route in specs:
+            if route.in_schema:
+                self.add(route)
+
+    def ref(self, model: type[BaseModel], mode: str = "validation") -> dict[str, str]:
+        schema = model.model_json_schema(ref_template=REF, mode=mode)  # type: ignore[arg-type]
+        for name, definition in schema.pop("$defs", {}).items():
+            self._register(name, definition)
+        self._register(model.__name__, schema)
+        return {"$ref": REF.format(model=model.__name__)}
+
+    def _register(self, name: str, schema: dict[str, Any]) -> None:
+        if name not in self.spec.components.schemas:
+            self.spec.components.schema(name, copy.deepcopy(schema))
+
+    def add(self, route: RouteSpec) -> None:
+        operation: dict[str, Any] = {
+            "summary": route.summary,
+            "description": route.description.strip(),
+            "tags": [route.tag],
+            "operationId": route.handler.__module__.rsplit(".", 1)[-1] + "_"
+            + route.handler.__name__,
+            "x-access": route.access.label,
+            "responses": {},
+        }
+        parameters = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in route.path_params
+        ]
+        if route.query is not None:
+            query_schema = route.query.model_json_schema(ref_template=REF)
+            for name, definition in query_schema.get("$defs", {}).items():
+                self._register(name, definition)
+            required = set(query_schema.get("required", []))
+            for name, prop in query_schema.get("properties", {}).items():
+                param = {"name": name, "in": "query", "required": name in required,
+                         "schema": prop}
+                if "description" in prop:
+                    param["description"] = prop["description"]
+                parameters.append(param)
+        if parameters:
+            operation["parameters"] = parameters
+        if route.body is not None:
+            if route.body_schema is not None:
+                body_schema = route.body_schema
+            elif route.body is JsonObject:
+                body_schema = {"type": "object"}
+            else:
+                body_schema = self.ref(route.body)  # type: ignore[arg-type]
+            operation["requestBody"] = {
+                "required": True, "content": {"application/json": {"schema": body_schema}},
+            }
+        if route.access.needs_auth:
+            operation["security"] = [{"bearerAuth": []}]
+        else:
+            operation["security"] = []
+        ok: dict[str, Any] = {"description": HTTPStatus(route.status).phrase}
+        if route.status != 204:
+            if route.response_schema is not None:
+                ok["content"] = {"application/json": {"schema": route.response_schema}}
+            elif route.response is not None:
+                ok["content"] = {
+                    "application/json": {"schema": self.ref(route.response, "serialization")}
+                }
+        operation["responses"][str(route.status)] = ok
+        for status in route.error_statuses:
+            operation["responses"][str(status)] = {
+                "description": _ERROR_TEXT.get(status, HTTPStatus(status).phrase),
+                "content": {"application/json": {"schema": {"$ref": REF.format(
+                    model="ErrorResponse")}}},
+            }
+        self.spec.path(path=route.path, operations={route.method.lower(): operation})
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.spec.to_dict()
+
+
+@routes.get("/api/openapi.json", access=Public(), summary="This OpenAPI document",
+            in_schema=False)
+async def openapi_document(call: Call) -> dict[str, Any]:
+    return call.request.app[OPENAPI]
+
+
+@routes.get("/docs", access=Public(), summary="Swagger UI", in_schema=False)
+async def swagger_ui(call: Call) -> web.Response:
+    return web.Response(text=SWAGGER_PAGE, content_type="text/html")
+
+
+OPENAPI = web.AppKey("openapi", dict)
+
+SWAGGER_PAGE = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>CRM API</title>
+<link rel="stylesheet" href="{SWAGGER_STATIC}/swagger-ui.css">
+<link rel="icon" type="image/png" href="{SWAGGER_STATIC}/favicon-32x32.png"></head>
+<body><div id="swagger-ui"></div>
+<script src="{SWAGGER_STATIC}/swagger-ui-bundle.js"></script>
+<script src="{SWAGGER_STATIC}/swagger-ui-standalone-preset.js"></script>
+<script>
+window.onload = () => {{
+  window.ui = SwaggerUIBundle({{
+    url: "/api/openapi.json", dom_id: "#swagger-ui", deepLinking: true,
+    presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
+    layout: "StandaloneLayout", persistAuthorization: true,
+  }});
+}};
+</script></body></html>
+"""
+
+
+def add_static(app: web.Application) -> None:
+    app.router.add_static(SWAGGER_STATIC, str(swagger_ui_path), name="swagger-static")

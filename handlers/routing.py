@@ -1,0 +1,264 @@
+"""Route declarations: one decorator says method, path, models, access and errors.
+
+The app registers routes from these declarations, the OpenAPI document is generated from them,
+and the permission matrix test walks them, so a route cannot exist without saying what access
+it needs. The wrapper built here authenticates, checks access, parses the body and query, calls
+the handler and serializes what it returns: handlers hold no HTTP plumbing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from crm_core.context import TenantContext
+from crm_core.errors import CrmError, Forbidden, InvalidJson, Unauthorized, ValidationFailed
+from crm_core.services import Services
+
+SERVICES = web.AppKey("services", Services)
+CONTEXT_KEY = "crm_context"
+
+
+# ---- access declarations -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Access:
+    """What a route needs from its caller. Subclasses decide; `check` raises Forbidden."""
+
+    needs_auth: bool = True
+
+    def check(self, context: TenantContext | None) -> None:
+        return None
+
+    @property
+    def label(self) -> str:
+        return "authenticated"
+
+
+@dataclass(frozen=True)
+class Public(Access):
+    needs_auth: bool = False
+
+    @property
+    def label(self) -> str:
+        return "public"
+
+
+@dataclass(frozen=True)
+class Authenticated(Access):
+    pass
+
+
+@dataclass(frozen=True)
+class Permission(Access):
+    code: str = ""
+
+    def check(self, context: TenantContext | None) -> None:
+        if context is None or not context.has(self.code):
+            raise Forbidden(f"This needs the '{self.code}' permission")
+
+    @property
+    def label(self) -> str:
+        return self.code
+
+
+# ---- declarations --------------------------------------------------------------------------
+
+class JsonObject:
+    """Marker body type: a free-form JSON object validated by the domain (rows, filters...)."""
+
+
+Handler = Callable[["Call"], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    method: str
+    path: str
+    handler: Handler
+    access: Access
+    summary: str
+    tag: str
+    body: type[BaseModel] | type[JsonObject] | None = None
+    body_schema: dict[str, Any] | None = None
+    query: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    response_schema: dict[str, Any] | None = None
+    status: int = 200
+    errors: tuple[int, ...] = ()
+    description: str = ""
+    in_schema: bool = True
+
+    @property
+    def path_params(self) -> list[str]:
+        return re.findall(r"{(\w+)}", self.path)
+
+    @property
+    def error_statuses(self) -> list[int]:
+        statuses = set(self.errors)
+        if self.body is not None or self.query is not None or self.path_params:
+            statuses.add(400)
+        if self.body is not None:
+            statuses.add(413)
+        if self.access.needs_auth:
+            statuses.add(401)
+        if isinstance(self.access, Permission):
+            statuses.add(403)
+        return sorted(statuses)
+
+
+class RouteTable:
+    """The routes of one endpoint group (one handlers module)."""
+
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+        self.routes: list[RouteSpec] = []
+
+    def route(self, method: str, path: str, *, access: Access, summary: str,
+              **options: Any) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            self.routes.append(RouteSpec(
+                method=method, path=path, handler=handler, access=access, summary=summary,
+                tag=options.pop("tag", self.tag),
+                description=options.pop("description", handler.__doc__ or ""), **options,
+            ))
+            return handler
+        return register
+
+    def get(self, path: str, **kw: Any) -> Callable[[Handler], Handler]:
+        return self.route("GET", path, **kw)
+
+    def post(self, path: str, **kw: Any) -> Callable[[Handler], Handler]:
+        return self.route("POST", path, **kw)
+
+    def put(self, path: str, **kw: Any) -> Callable[[Handler], Handler]:
+        return self.route("PUT", path, **kw)
+
+    def patch(self, path: str, **kw: Any) -> Callable[[Handler], Handler]:
+        return self.route("PATCH", path, **kw)
+
+    def delete(self, path: str, **kw: Any) -> Callable[[Handler], Handler]:
+        return self.route("DELETE", path, **kw)
+
+
+# ---- the call a handler receives -----------------------------------------------------------
+
+@dataclass
+class Call:
+    request: web.Request
+    services: Services
+    context: TenantContext | None
+    body: Any = None
+    query: Any = None
+    token: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ctx(self) -> TenantContext:
+        assert self.context is not None, "route declared Public but uses the tenant context"
+        return self.context
+
+    def param(self, name: str) -> str:
+        return self.request.match_info[name]
+
+
+def pydantic_details(exc: ValidationError) -> list[dict[str, Any]]:
+    details = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(part) for part in err["loc"]) or "body"
+        message = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+        details.append({"field": loc, "message": message})
+    return details
+
+
+def validation_error(exc: ValidationError) -> ValidationFailed:
+    details = pydantic_details(exc)
+    first = details[0]
+    return ValidationFailed(f"{first['field']}: {first['message']}", details)
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    if not raw.strip():
+        return {}  # an absent body is an empty object: required fields are then named
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidJson() from None
+    if not isinstance(data, dict):
+        raise ValidationFailed.field("body", "must be a JSON object")
+    return data
+
+
+async def parse_body(request: web.Request, model: type[BaseModel] | type[JsonObject]) -> Any:
+    data = await read_json_object(request)
+    if model is JsonObject:
+        return data
+    try:
+        return model.model_validate_json(orjson.dumps(data))  # type: ignore[union-attr]
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+def parse_query(request: web.Request, model: type[BaseModel]) -> BaseModel:
+    values: dict[str, Any] = {}
+    for key in request.query:
+        items = request.query.getall(key)
+        values[key] = items[0] if len(items) == 1 else items
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+def bearer_token(request: web.Request) -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("Send 'Authorization: Bearer <access_token>'")
+    return token.strip()
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None
+                  ) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
+    )
+
+
+def render(result: Any, status: int) -> web.StreamResponse:
+    if isinstance(result, web.StreamResponse):
+        return result
+    if result is None:
+        return web.Response(status=204)
+    if isinstance(result, BaseModel):
+        result = result.model_dump(mode="json")
+    return json_response(result, status)
+
+
+def build_view(spec: RouteSpec) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def view(request: web.Request) -> web.StreamResponse:
+        services = request.app[SERVICES]
+        context = None
+        token: dict[str, Any] = {}
+        if spec.access.needs_auth:
+            context, jti, expires_at = await services.auth.authenticate(bearer_token(request))
+            request[CONTEXT_KEY] = context
+            token = {"jti": jti, "expires_at": expires_at}
+            spec.access.check(context)
+        query = parse_query(request, spec.query) if spec.query is not None else None
+        body = await parse_body(request, spec.body) if spec.body is not None else None
+        call = Call(request, services, context, body, query, token)
+        return render(await spec.handler(call), spec.status)
+
+    view.__name__ = spec.handler.__name__
+    return view
+
+
+def error_response(error: CrmError) -> web.Response:
+    return json_response(error.to_body(), error.status, error.headers or None)

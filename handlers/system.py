@@ -1,0 +1,22 @@
+"""`/health` and `/ready`."""
+
+from __future__ import annotations
+
+from crm_core.errors import ServiceUnavailable
+from handlers.routing import Call, Public, RouteTable
+from models.base import StatusOut
+
+routes = RouteTable("system")
+
+
+@routes.get("/health", access=Public(), summary="The process is up", response=StatusOut)
+async def health(call: Call) -> StatusOut:
+    return StatusOut(status="ok")
+
+
+@routes.get("/ready", access=Public(), summary="The database is reachable", response=StatusOut,
+            errors=(503,))
+async def ready(call: Call) -> StatusOut:
+    if not await call.services.storage.ping():
+        raise ServiceUnavailable("The database is not reachable")
+    return StatusOut(status="ready")

@@ -1,0 +1,1 @@
+"""Pydantic request/response models and beanie documents, one module per domain."""

@@ -1,0 +1,162 @@
+"""Tenants, users and refresh tokens: fixed-schema documents of the system database (beanie),
+and the auth API's request/response models."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from beanie import Document, PydanticObjectId
+from pydantic import EmailStr, Field, field_validator
+from pymongo import ASCENDING, IndexModel
+
+from models.base import InputModel, OutputModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Tenant(Document):
+    name: str
+    timezone: str = "UTC"
+    phone_region: str = "RU"
+    is_active: bool = True
+    created_at: datetime = Field(default_factory=utcnow)
+
+    class Settings:
+        name = "tenants"
+
+
+class User(Document):
+    tenant_id: PydanticObjectId
+    email: str
+    full_name: str
+    password_hash: str
+    role_ids: list[str] = Field(default_factory=list)
+    is_active: bool = True
+    is_superadmin: bool = False
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    class Settings:
+        name = "users"
+        indexes = [
+            IndexModel([("email", ASCENDING)], unique=True, name="email_unique"),
+            IndexModel([("tenant_id", ASCENDING)], name="tenant"),
+        ]
+
+
+class RefreshToken(Document):
+    token_hash: str
+    family_id: str
+    user_id: PydanticObjectId
+    tenant_id: PydanticObjectId
+    expires_at: datetime
+    used_at: datetime | None = None
+    revoked_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+    class Settings:
+        name = "refresh_tokens"
+        indexes = [
+            IndexModel([("token_hash", ASCENDING)], unique=True, name="token_hash_unique"),
+            IndexModel([("family_id", ASCENDING)], name="family"),
+            IndexModel([("user_id", ASCENDING)], name="user"),
+            IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expiry_ttl"),
+        ]
+
+
+class RevokedAccessToken(Document):
+    """Access tokens ended by logout before their expiry (kept until they expire anyway)."""
+
+    jti: str
+    expires_at: datetime
+
+    class Settings:
+        name = "revoked_access_tokens"
+        indexes = [
+            IndexModel([("jti", ASCENDING)], unique=True, name="jti_unique"),
+            IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expiry_ttl"),
+        ]
+
+
+SYSTEM_DOCUMENTS: list[type] = [Tenant, User, RefreshToken, RevokedAccessToken]
+
+
+def normalise_email(value: str) -> str:
+    """Emails are unique platform-wide and compared case-insensitively."""
+    return value.strip().lower()
+
+
+class PasswordField(InputModel):
+    password: str = Field(min_length=8, max_length=72, description="8 to 72 bytes in UTF-8")
+
+
+class RegisterIn(PasswordField):
+    company_name: str = Field(min_length=1, max_length=200)
+    email: EmailStr
+    full_name: str = Field(min_length=1, max_length=200)
+
+    _email = field_validator("email")(normalise_email)
+
+
+class LoginIn(InputModel):
+    email: str = Field(min_length=1, max_length=320)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class RefreshIn(InputModel):
+    refresh_token: str = Field(min_length=1, max_length=512)
+
+
+class LogoutIn(InputModel):
+    refresh_token: str | None = Field(default=None, max_length=512)
+
+
+class TokenPair(OutputModel):
+    access_token: str
+    refresh_token: str
+    token_type: str = "bearer"
+    expires_in: int = Field(description="Access token lifetime in seconds")
+
+
+class TenantOut(OutputModel):
+    id: str
+    name: str
+    timezone: str
+    phone_region: str
+
+
+class UserOut(OutputModel):
+    id: str
+    tenant_id: str
+    email: str
+    full_name: str
+    role_ids: list[str]
+    is_active: bool
+    created_at: datetime
+
+
+class MeOut(OutputModel):
+    user: UserOut
+    tenant: TenantOut
+    permissions: list[str]
+
+
+def user_out(user: User) -> UserOut:
+    return UserOut(
+        id=str(user.id),
+        tenant_id=str(user.tenant_id),
+        email=user.email,
+        full_name=user.full_name,
+        role_ids=user.role_ids,
+        is_active=user.is_active,
+        created_at=user.created_at,
+    )
+
+
+def tenant_out(tenant: Tenant) -> TenantOut:
+    return TenantOut(
+        id=str(tenant.id), name=tenant.name, timezone=tenant.timezone,
+        phone_region=tenant.phone_region,
+    )

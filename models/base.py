@@ -1,0 +1,38 @@
+"""Shared bases for request and response models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class InputModel(BaseModel):
+    """A request body or query: unknown fields are an error, types are not coerced."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=False)
+
+
+class OutputModel(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class ErrorDetail(OutputModel):
+    field: str | None = None
+    message: str
+
+
+class ErrorBody(OutputModel):
+    code: str = Field(examples=["validation_error"])
+    message: str
+    details: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class ErrorResponse(OutputModel):
+    """The shape of every error answer (SPEC §2)."""
+
+    error: ErrorBody
+
+
+class StatusOut(OutputModel):
+    status: str
