@@ -52,16 +52,19 @@ class AuthService:
             settings.login_max_failures_per_ip, settings.login_lockout_seconds
         )
         # Checked when the email is unknown, so both failures cost one bcrypt verification.
-        self._dummy_hash = bcrypt.hashpw(b"not-a-real-password", bcrypt.gensalt(12)).decode()
+        salt = bcrypt.gensalt(settings.bcrypt_rounds)
+        self._dummy_hash = bcrypt.hashpw(b"not-a-real-password", salt).decode()
 
     async def register(self, data: RegisterIn) -> TokenPair:
         if not self.settings.registration_enabled:
             raise Forbidden("Registration is switched off on this server")
         check_password_policy(data.password)
-        password_hash = await hash_password(data.password)
+        password_hash = await hash_password(data.password, self.settings.bcrypt_rounds)
         if await User.find_one(User.email == data.email):
-            raise Conflict("A user with this email already exists",
-                           [{"field": "email", "message": "already registered"}])
+            raise Conflict(
+                "A user with this email already exists",
+                [{"field": "email", "message": "already registered"}],
+            )
         tenant, owner_role_id = await create_tenant(self.storage, data.company_name)
         user = User(
             tenant_id=tenant.id,  # type: ignore[arg-type]
@@ -74,8 +77,10 @@ class AuthService:
             await user.insert()
         except DuplicateKeyError:
             await drop_tenant(self.storage, tenant)
-            raise Conflict("A user with this email already exists",
-                           [{"field": "email", "message": "already registered"}]) from None
+            raise Conflict(
+                "A user with this email already exists",
+                [{"field": "email", "message": "already registered"}],
+            ) from None
         log.info("registered tenant %s with owner %s", tenant.id, user.id)
         return await self._issue(user, family_id=uuid.uuid4().hex)
 
@@ -122,8 +127,9 @@ class AuthService:
             raise Unauthorized(INVALID_REFRESH)
         return await self._issue(user, family_id=claimed["family_id"])
 
-    async def logout(self, context: TenantContext, jti: str, expires_at: datetime,
-                     refresh_secret: str | None) -> None:
+    async def logout(
+        self, context: TenantContext, jti: str, expires_at: datetime, refresh_secret: str | None
+    ) -> None:
         try:
             await RevokedAccessToken(jti=jti, expires_at=expires_at).insert()
         except DuplicateKeyError:
@@ -171,7 +177,8 @@ class AuthService:
             family_id=family_id,
             user_id=user.id,  # type: ignore[arg-type]
             tenant_id=user.tenant_id,
-            expires_at=datetime.now(UTC) + timedelta(seconds=self.settings.refresh_token_ttl_seconds),
+            expires_at=datetime.now(UTC)
+            + timedelta(seconds=self.settings.refresh_token_ttl_seconds),
         ).insert()
         return TokenPair(
             access_token=self.codec.issue(str(user.id), str(user.tenant_id)),

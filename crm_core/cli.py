@@ -46,8 +46,9 @@ async def create_superuser(settings: Settings, email: str, password: str, full_n
     storage = Storage(settings)
     await storage.start(SYSTEM_DOCUMENTS)
     try:
-        data = RegisterIn(company_name="Platform", email=email, password=password,
-                          full_name=full_name)
+        data = RegisterIn(
+            company_name="Platform", email=email, password=password, full_name=full_name
+        )
         await AuthService(settings, storage).register(data)
         user = await User.find_one(User.email == data.email)
         assert user is not None
@@ -82,8 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "create-superuser":
         if settings.embedded_database:
-            print("crm: create-superuser needs MONGODB_URL: the embedded database lives only "
-                  "inside a running server", file=sys.stderr)
+            print(
+                "crm: create-superuser needs MONGODB_URL: the embedded database lives only "
+                "inside a running server",
+                file=sys.stderr,
+            )
             return 2
         password = args.password or os.environ.get("CRM_SUPERUSER_PASSWORD") or getpass.getpass()
         from crm_core.errors import CrmError

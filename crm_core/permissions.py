@@ -22,8 +22,12 @@ PERMISSIONS: dict[str, str] = {
 }
 
 _STANDARD = [
-    "leads.read", "leads.write", "legal_entities.read", "legal_entities.write",
-    "individuals.read", "individuals.write",
+    "leads.read",
+    "leads.write",
+    "legal_entities.read",
+    "legal_entities.write",
+    "individuals.read",
+    "individuals.write",
 ]
 
 BUILTIN_ROLES: dict[str, tuple[str, list[str]]] = {

@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     access_token_ttl_seconds: int = Field(default=900, ge=10)
     refresh_token_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=60)
     registration_enabled: bool = True
+    bcrypt_rounds: int = Field(default=12, ge=4, le=16)
     login_max_failures: int = Field(default=5, ge=1)
     login_max_failures_per_ip: int = Field(default=30, ge=1)
     login_lockout_seconds: int = Field(default=900, ge=1)
@@ -66,7 +67,7 @@ class Settings(BaseSettings):
                 )
         elif not self.secret_key:
             self.secret_key = secrets.token_urlsafe(48)
-            log.warning("SECRET_KEY is not set: generated a random one, tokens end with the process")
+            log.warning("SECRET_KEY is not set: generated one; tokens end with the process")
         if len(self.secret_key.encode()) < MIN_SECRET_KEY_BYTES:
             raise SettingsError(f"SECRET_KEY must be at least {MIN_SECRET_KEY_BYTES} bytes long")
         return self

@@ -40,8 +40,10 @@ class Storage:
             from mongomock_motor import AsyncMongoMockClient
 
             self.client = AsyncMongoMockClient(tz_aware=True)
-            log.warning("MONGODB_URL is not set: using the embedded in-memory database "
-                        "(data is lost when the process stops)")
+            log.warning(
+                "MONGODB_URL is not set: using the embedded in-memory database "
+                "(data is lost when the process stops)"
+            )
         else:
             from motor.motor_asyncio import AsyncIOMotorClient
 

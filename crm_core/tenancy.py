@@ -27,8 +27,15 @@ async def create_tenant(storage: Storage, name: str) -> tuple[Tenant, str]:
     db = storage.tenant_db(str(tenant.id))
     now = datetime.now(UTC)
     roles = [
-        {"_id": ObjectId(), "key": key, "name": title, "permissions": perms, "builtin": True,
-         "created_at": now, "updated_at": now}
+        {
+            "_id": ObjectId(),
+            "key": key,
+            "name": title,
+            "permissions": perms,
+            "builtin": True,
+            "created_at": now,
+            "updated_at": now,
+        }
         for key, (title, perms) in BUILTIN_ROLES.items()
     ]
     await db[ROLES].insert_many(roles)

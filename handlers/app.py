@@ -36,8 +36,9 @@ def create_app(settings: Settings) -> web.Application:
         ],
     )
     storage = Storage(settings)
-    app[SERVICES] = Services(settings=settings, storage=storage,
-                             auth=AuthService(settings, storage))
+    app[SERVICES] = Services(
+        settings=settings, storage=storage, auth=AuthService(settings, storage)
+    )
     app.cleanup_ctx.append(_storage_ctx)
 
     specs = all_routes()

@@ -17,16 +17,29 @@ from models.accounts import (
 routes = RouteTable("auth")
 
 
-@routes.post("/api/auth/register", access=Public(), summary="Register a company and its owner",
-             body=RegisterIn, response=TokenPair, status=201, errors=(403, 409))
+@routes.post(
+    "/api/auth/register",
+    access=Public(),
+    summary="Register a company and its owner",
+    body=RegisterIn,
+    response=TokenPair,
+    status=201,
+    errors=(403, 409),
+)
 async def register(call: Call) -> TokenPair:
     """Creates the tenant, its database and its owner user, and signs the owner in.
     403 when registration is switched off by `REGISTRATION_ENABLED=false`."""
     return await call.services.auth.register(call.body)
 
 
-@routes.post("/api/auth/login", access=Public(), summary="Sign in with email and password",
-             body=LoginIn, response=TokenPair, errors=(401, 429))
+@routes.post(
+    "/api/auth/login",
+    access=Public(),
+    summary="Sign in with email and password",
+    body=LoginIn,
+    response=TokenPair,
+    errors=(401, 429),
+)
 async def login(call: Call) -> TokenPair:
     """Unknown email and wrong password answer the same 401. Repeated failures for one email
     or one client address answer 429 with `Retry-After`."""
@@ -35,15 +48,22 @@ async def login(call: Call) -> TokenPair:
     )
 
 
-@routes.post("/api/auth/refresh", access=Public(), summary="Rotate a refresh token",
-             body=RefreshIn, response=TokenPair, errors=(401,))
+@routes.post(
+    "/api/auth/refresh",
+    access=Public(),
+    summary="Rotate a refresh token",
+    body=RefreshIn,
+    response=TokenPair,
+    errors=(401,),
+)
 async def refresh(call: Call) -> TokenPair:
     """Each refresh token works once; presenting a used one again revokes its whole family."""
     return await call.services.auth.refresh(call.body.refresh_token)
 
 
-@routes.post("/api/auth/logout", access=Authenticated(), summary="Sign out",
-             body=LogoutIn, status=204)
+@routes.post(
+    "/api/auth/logout", access=Authenticated(), summary="Sign out", body=LogoutIn, status=204
+)
 async def logout(call: Call) -> None:
     """Revokes the access token used for this call and, when given, the refresh token's family."""
     await call.services.auth.logout(
@@ -51,9 +71,9 @@ async def logout(call: Call) -> None:
     )
 
 
-@routes.get("/api/auth/me", access=Authenticated(), summary="The signed-in user",
-            response=MeOut)
+@routes.get("/api/auth/me", access=Authenticated(), summary="The signed-in user", response=MeOut)
 async def me(call: Call) -> MeOut:
     ctx = call.ctx
-    return MeOut(user=user_out(ctx.user), tenant=tenant_out(ctx.tenant),
-                 permissions=sorted(ctx.permissions))
+    return MeOut(
+        user=user_out(ctx.user), tenant=tenant_out(ctx.tenant), permissions=sorted(ctx.permissions)
+    )

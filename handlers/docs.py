@@ -39,8 +39,10 @@ class OpenApiBuilder:
             title="CRM API",
             version=API_VERSION,
             openapi_version="3.1.0",
-            info={"description": "Multi-tenant CRM backend. Errors always have the shape of "
-                                 "`ErrorResponse`; see docs/api.md."},
+            info={
+                "description": "Multi-tenant CRM backend. Errors always have the shape of "
+                "`ErrorResponse`; see docs/api.md."
+            },
         )
         self.spec.components.security_scheme(
             "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
@@ -66,7 +68,8 @@ class OpenApiBuilder:
             "summary": route.summary,
             "description": route.description.strip(),
             "tags": [route.tag],
-            "operationId": route.handler.__module__.rsplit(".", 1)[-1] + "_"
+            "operationId": route.handler.__module__.rsplit(".", 1)[-1]
+            + "_"
             + route.handler.__name__,
             "x-access": route.access.label,
             "responses": {},
@@ -81,8 +84,7 @@ class OpenApiBuilder:
                 self._register(name, definition)
             required = set(query_schema.get("required", []))
             for name, prop in query_schema.get("properties", {}).items():
-                param = {"name": name, "in": "query", "required": name in required,
-                         "schema": prop}
+                param = {"name": name, "in": "query", "required": name in required, "schema": prop}
                 if "description" in prop:
                     param["description"] = prop["description"]
                 parameters.append(param)
@@ -96,7 +98,8 @@ class OpenApiBuilder:
             else:
                 body_schema = self.ref(route.body)  # type: ignore[arg-type]
             operation["requestBody"] = {
-                "required": True, "content": {"application/json": {"schema": body_schema}},
+                "required": route.body_required,
+                "content": {"application/json": {"schema": body_schema}},
             }
         if route.access.needs_auth:
             operation["security"] = [{"bearerAuth": []}]
@@ -114,8 +117,9 @@ class OpenApiBuilder:
         for status in route.error_statuses:
             operation["responses"][str(status)] = {
                 "description": _ERROR_TEXT.get(status, HTTPStatus(status).phrase),
-                "content": {"application/json": {"schema": {"$ref": REF.format(
-                    model="ErrorResponse")}}},
+                "content": {
+                    "application/json": {"schema": {"$ref": REF.format(model="ErrorResponse")}}
+                },
             }
         self.spec.path(path=route.path, operations={route.method.lower(): operation})
 
@@ -123,8 +127,7 @@ class OpenApiBuilder:
         return self.spec.to_dict()
 
 
-@routes.get("/api/openapi.json", access=Public(), summary="This OpenAPI document",
-            in_schema=False)
+@routes.get("/api/openapi.json", access=Public(), summary="This OpenAPI document", in_schema=False)
 async def openapi_document(call: Call) -> dict[str, Any]:
     return call.request.app[OPENAPI]
 

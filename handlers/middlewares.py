@@ -28,8 +28,12 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
         context = request.get(CONTEXT_KEY)
         access_log.info(
             "%s %s %s %.1fms tenant=%s user=%s",
-            request.method, request.path, status, (time.perf_counter() - started) * 1000,
-            context.tenant_id if context else "-", context.user_id if context else "-",
+            request.method,
+            request.path,
+            status,
+            (time.perf_counter() - started) * 1000,
+            context.tenant_id if context else "-",
+            context.user_id if context else "-",
         )
 
 

@@ -22,10 +22,11 @@ from crm_core.errors import CrmError, Forbidden, InvalidJson, Unauthorized, Vali
 from crm_core.services import Services
 
 SERVICES = web.AppKey("services", Services)
-CONTEXT_KEY = "crm_context"
+CONTEXT_KEY = web.RequestKey("crm_context", TenantContext)
 
 
 # ---- access declarations -------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Access:
@@ -70,6 +71,7 @@ class Permission(Access):
 
 # ---- declarations --------------------------------------------------------------------------
 
+
 class JsonObject:
     """Marker body type: a free-form JSON object validated by the domain (rows, filters...)."""
 
@@ -96,6 +98,13 @@ class RouteSpec:
     in_schema: bool = True
 
     @property
+    def body_required(self) -> bool:
+        """An absent body reads as `{}`, so it is optional when the model requires nothing."""
+        if self.body is None or self.body is JsonObject or self.body_schema is not None:
+            return self.body is not None
+        return bool(self.body.model_json_schema().get("required"))  # type: ignore[union-attr]
+
+    @property
     def path_params(self) -> list[str]:
         return re.findall(r"{(\w+)}", self.path)
 
@@ -120,15 +129,24 @@ class RouteTable:
         self.tag = tag
         self.routes: list[RouteSpec] = []
 
-    def route(self, method: str, path: str, *, access: Access, summary: str,
-              **options: Any) -> Callable[[Handler], Handler]:
+    def route(
+        self, method: str, path: str, *, access: Access, summary: str, **options: Any
+    ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
-            self.routes.append(RouteSpec(
-                method=method, path=path, handler=handler, access=access, summary=summary,
-                tag=options.pop("tag", self.tag),
-                description=options.pop("description", handler.__doc__ or ""), **options,
-            ))
+            self.routes.append(
+                RouteSpec(
+                    method=method,
+                    path=path,
+                    handler=handler,
+                    access=access,
+                    summary=summary,
+                    tag=options.pop("tag", self.tag),
+                    description=options.pop("description", handler.__doc__ or ""),
+                    **options,
+                )
+            )
             return handler
+
         return register
 
     def get(self, path: str, **kw: Any) -> Callable[[Handler], Handler]:
@@ -148,6 +166,7 @@ class RouteTable:
 
 
 # ---- the call a handler receives -----------------------------------------------------------
+
 
 @dataclass
 class Call:
@@ -224,8 +243,9 @@ def bearer_token(request: web.Request) -> str:
     return token.strip()
 
 
-def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None
-                  ) -> web.Response:
+def json_response(
+    data: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
     return web.Response(
         body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
     )

@@ -14,8 +14,13 @@ async def health(call: Call) -> StatusOut:
     return StatusOut(status="ok")
 
 
-@routes.get("/ready", access=Public(), summary="The database is reachable", response=StatusOut,
-            errors=(503,))
+@routes.get(
+    "/ready",
+    access=Public(),
+    summary="The database is reachable",
+    response=StatusOut,
+    errors=(503,),
+)
 async def ready(call: Call) -> StatusOut:
     if not await call.services.storage.ping():
         raise ServiceUnavailable("The database is not reachable")

@@ -89,7 +89,13 @@ def normalise_email(value: str) -> str:
 
 
 class PasswordField(InputModel):
-    password: str = Field(min_length=8, max_length=72, description="8 to 72 bytes in UTF-8")
+    password: str = Field(
+        min_length=8,
+        max_length=72,
+        description="8 characters to 72 bytes in UTF-8 (bcrypt's limit; longer is refused, "
+        "never truncated)",
+        json_schema_extra={"format": "password"},
+    )
 
 
 class RegisterIn(PasswordField):
@@ -157,6 +163,8 @@ def user_out(user: User) -> UserOut:
 
 def tenant_out(tenant: Tenant) -> TenantOut:
     return TenantOut(
-        id=str(tenant.id), name=tenant.name, timezone=tenant.timezone,
+        id=str(tenant.id),
+        name=tenant.name,
+        timezone=tenant.timezone,
         phone_region=tenant.phone_region,
     )

@@ -1,0 +1,11 @@
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY crm_core crm_core
+COPY handlers handlers
+COPY models models
+COPY tasks tasks
+RUN pip install --no-cache-dir . && useradd --system crm
+USER crm
+EXPOSE 8005
+CMD ["crm", "serve", "--host", "0.0.0.0", "--port", "8005"]

@@ -1,0 +1,116 @@
+"""Shared fixtures: an app from the factory with test settings, a fresh in-memory database per
+test, and an `api` helper that registers tenants and calls the service as a client would."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from crm_core.settings import Settings
+from handlers.app import create_app
+
+TEST_SECRET = "test-secret-key-that-is-long-enough-0123456789"
+_counter = itertools.count()
+
+
+def make_settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "crm_env": "test",
+        "secret_key": TEST_SECRET,
+        "bcrypt_rounds": 4,
+        "mongodb_url": None,
+        "redis_url": None,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return make_settings()
+
+
+@dataclass
+class Account:
+    """A registered tenant owner (or any user) as a client sees it."""
+
+    email: str
+    password: str
+    access_token: str
+    refresh_token: str
+    me: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.access_token}"}
+
+    @property
+    def tenant_id(self) -> str:
+        return self.me["tenant"]["id"]
+
+    @property
+    def user_id(self) -> str:
+        return self.me["user"]["id"]
+
+
+class Api:
+    """Thin helpers over the test client; every call goes through HTTP."""
+
+    def __init__(self, client: TestClient) -> None:
+        self.client = client
+
+    async def register(
+        self, email: str | None = None, password: str = "correct-horse", company: str = "Acme"
+    ) -> Account:
+        email = email or f"owner{next(_counter)}@example.com"
+        resp = await self.client.post(
+            "/api/auth/register",
+            json={
+                "company_name": company,
+                "email": email,
+                "password": password,
+                "full_name": "Owner",
+            },
+        )
+        assert resp.status == 201, await resp.text()
+        tokens = await resp.json()
+        account = Account(email, password, tokens["access_token"], tokens["refresh_token"])
+        me = await self.client.get("/api/auth/me", headers=account.headers)
+        account.me = await me.json()
+        return account
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        account: Account | None = None,
+        expect: int | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        headers = kwargs.pop("headers", {})
+        if account is not None:
+            headers.update(account.headers)
+        resp = await self.client.request(method, path, headers=headers, **kwargs)
+        text = await resp.text()
+        if expect is not None:
+            assert resp.status == expect, f"{method} {path}: {resp.status} {text}"
+        return await resp.json() if text and resp.content_type == "application/json" else None
+
+
+@pytest.fixture
+async def client(aiohttp_client, settings) -> TestClient:
+    return await aiohttp_client(create_app(settings))
+
+
+@pytest.fixture
+def api(client) -> Api:
+    return Api(client)
+
+
+@pytest.fixture
+async def owner(api) -> Account:
+    return await api.register()
