@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import bcrypt
 from beanie import PydanticObjectId
 from pymongo.errors import DuplicateKeyError
 
+from crm_core.columns import ValueContext
 from crm_core.context import TenantContext
 from crm_core.errors import Conflict, Forbidden, Unauthorized
 from crm_core.ratelimit import FailureWindow
@@ -167,7 +169,19 @@ class AuthService:
             raise Unauthorized("The company is not active")
         db = self.storage.tenant_db(str(tenant.id))
         permissions = await resolve_permissions(db, user.role_ids)
-        context = TenantContext(tenant=tenant, user=user, db=db, permissions=permissions)
+        values = ValueContext(
+            timezone=_zone(tenant.timezone),
+            phone_region=tenant.phone_region,
+            string_max_length=self.settings.string_max_length,
+        )
+        context = TenantContext(
+            tenant=tenant,
+            user=user,
+            db=db,
+            permissions=permissions,
+            values=values,
+            max_time_ms=self.settings.query_time_limit_ms,
+        )
         return context, claims.jti, claims.expires_at
 
     async def _issue(self, user: User, family_id: str) -> TokenPair:
@@ -185,6 +199,14 @@ class AuthService:
             refresh_token=secret,
             expires_in=self.codec.ttl_seconds,
         )
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        log.error("unknown timezone %r, using UTC", name)
+        return ZoneInfo("UTC")
 
 
 def _aware(value: datetime) -> datetime:

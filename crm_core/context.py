@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from crm_core.columns import ValueContext
 from models.accounts import Tenant, User
 
 
@@ -14,6 +15,8 @@ class TenantContext:
     user: User
     db: Any  # the tenant's database, from Storage.tenant_db
     permissions: frozenset[str] = field(default_factory=frozenset)
+    values: ValueContext = field(default_factory=ValueContext.default)
+    max_time_ms: int = 5000  # server-side limit on list queries (QUERY_TIME_LIMIT_MS)
 
     @property
     def tenant_id(self) -> str:

@@ -5,8 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from crm_core.auth import AuthService
+from crm_core.columns import ColumnType
+from crm_core.registry import Registry
 from crm_core.settings import Settings
 from crm_core.storage import Storage
+from crm_core.tables.meta import MetaService
+from crm_core.tables.rows import RowService
 
 
 @dataclass
@@ -14,3 +18,6 @@ class Services:
     settings: Settings
     storage: Storage
     auth: AuthService
+    column_types: Registry[ColumnType]
+    meta: MetaService
+    rows: RowService

@@ -92,3 +92,26 @@ class Storage:
 
 def _redact(url: str) -> str:
     return re.sub(r"//[^@/]*@", "//***@", url)
+
+
+def _is_embedded(collection: Collection) -> bool:
+    return type(getattr(collection, "delegate", None)).__module__.startswith("mongomock")
+
+
+async def update_each(
+    collection: Collection,
+    updates: list[tuple[dict[str, Any], dict[str, Any]]],
+    ordered: bool = True,
+) -> None:
+    """Apply many single-document updates: one `bulk_write` on a real server, one update at a
+    time on the embedded database, whose `bulk_write` does not take current PyMongo's
+    `UpdateOne`. Either way a duplicate key raises (BulkWriteError or DuplicateKeyError)."""
+    if not updates:
+        return
+    if _is_embedded(collection):
+        for query, update in updates:
+            await collection.update_one(query, update)
+        return
+    from pymongo import UpdateOne
+
+    await collection.bulk_write([UpdateOne(q, u) for q, u in updates], ordered=ordered)

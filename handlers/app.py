@@ -8,17 +8,26 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from crm_core.auth import AuthService
+from crm_core.columns import default_column_types
 from crm_core.services import Services
 from crm_core.settings import Settings
 from crm_core.storage import Storage
-from handlers import auth, docs, system
+from crm_core.tables.meta import MetaService
+from crm_core.tables.rows import RowService
+from handlers import auth, data, docs, system, tables
 from handlers.middlewares import access_log_middleware, error_middleware
 from handlers.routing import SERVICES, RouteSpec, RouteTable, build_view
 from models.accounts import SYSTEM_DOCUMENTS
 
 log = logging.getLogger(__name__)
 
-ROUTE_TABLES: list[RouteTable] = [system.routes, auth.routes, docs.routes]
+ROUTE_TABLES: list[RouteTable] = [
+    system.routes,
+    auth.routes,
+    tables.routes,
+    data.routes,
+    docs.routes,
+]
 
 
 def all_routes() -> list[RouteSpec]:
@@ -36,8 +45,14 @@ def create_app(settings: Settings) -> web.Application:
         ],
     )
     storage = Storage(settings)
+    column_types = default_column_types()
     app[SERVICES] = Services(
-        settings=settings, storage=storage, auth=AuthService(settings, storage)
+        settings=settings,
+        storage=storage,
+        auth=AuthService(settings, storage),
+        column_types=column_types,
+        meta=MetaService(column_types),
+        rows=RowService(),
     )
     app.cleanup_ctx.append(_storage_ctx)
 

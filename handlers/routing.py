@@ -20,6 +20,8 @@ from pydantic import BaseModel, ValidationError
 from crm_core.context import TenantContext
 from crm_core.errors import CrmError, Forbidden, InvalidJson, Unauthorized, ValidationFailed
 from crm_core.services import Services
+from crm_core.tables.access import Level, require
+from crm_core.tables.definitions import Table, load_table
 
 SERVICES = web.AppKey("services", Services)
 CONTEXT_KEY = web.RequestKey("crm_context", TenantContext)
@@ -36,6 +38,10 @@ class Access:
 
     def check(self, context: TenantContext | None) -> None:
         return None
+
+    async def authorize(self, call: Call) -> None:
+        """Raise Forbidden/NotFound unless the call may proceed; may attach what it loaded."""
+        self.check(call.context)
 
     @property
     def label(self) -> str:
@@ -67,6 +73,24 @@ class Permission(Access):
     @property
     def label(self) -> str:
         return self.code
+
+
+@dataclass(frozen=True)
+class TableAccess(Access):
+    """The `{table}` of the path at a level: none is 404, too weak is 403 (SPEC §9).
+    `permission` is needed as well when set (e.g. `tables.create`)."""
+
+    level: Level = Level.READ
+
+    async def authorize(self, call: Call) -> None:
+        services = call.services
+        table = await load_table(call.ctx, services.column_types, call.param("table"))
+        await require(call.ctx, table, self.level)
+        call.table = table
+
+    @property
+    def label(self) -> str:
+        return f"table:{self.level.name.lower()}"
 
 
 # ---- declarations --------------------------------------------------------------------------
@@ -117,8 +141,10 @@ class RouteSpec:
             statuses.add(413)
         if self.access.needs_auth:
             statuses.add(401)
-        if isinstance(self.access, Permission):
+        if isinstance(self.access, Permission | TableAccess):
             statuses.add(403)
+        if isinstance(self.access, TableAccess):
+            statuses.add(404)
         return sorted(statuses)
 
 
@@ -176,6 +202,7 @@ class Call:
     body: Any = None
     query: Any = None
     token: dict[str, Any] = field(default_factory=dict)
+    table: Table | None = None
 
     @property
     def ctx(self) -> TenantContext:
@@ -184,6 +211,11 @@ class Call:
 
     def param(self, name: str) -> str:
         return self.request.match_info[name]
+
+    @property
+    def tbl(self) -> Table:
+        assert self.table is not None, "route is not declared with TableAccess"
+        return self.table
 
 
 def pydantic_details(exc: ValidationError) -> list[dict[str, Any]]:
@@ -270,10 +302,13 @@ def build_view(spec: RouteSpec) -> Callable[[web.Request], Awaitable[web.StreamR
             context, jti, expires_at = await services.auth.authenticate(bearer_token(request))
             request[CONTEXT_KEY] = context
             token = {"jti": jti, "expires_at": expires_at}
-            spec.access.check(context)
-        query = parse_query(request, spec.query) if spec.query is not None else None
-        body = await parse_body(request, spec.body) if spec.body is not None else None
-        call = Call(request, services, context, body, query, token)
+        call = Call(request, services, context, token=token)
+        if spec.access.needs_auth:
+            await spec.access.authorize(call)
+        if spec.query is not None:
+            call.query = parse_query(request, spec.query)
+        if spec.body is not None:
+            call.body = await parse_body(request, spec.body)
         return render(await spec.handler(call), spec.status)
 
     view.__name__ = spec.handler.__name__

@@ -13,6 +13,12 @@ class InputModel(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=False)
 
 
+class QueryModel(BaseModel):
+    """Query parameters: text that pydantic parses (`"5"` is 5); unknown names are an error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class OutputModel(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 

@@ -18,13 +18,19 @@ BASE_URL = os.environ["CRM_FUZZ_BASE_URL"]
 @schemathesis.auth(refresh_interval=None)
 class FreshOwner:
     def get(self, case, ctx):
-        body = json.dumps({
-            "company_name": "Fuzz", "full_name": "Fuzz Owner", "password": "fuzz-password",
-            "email": f"fuzz-{secrets.token_hex(8)}@example.com",
-        }).encode()
+        body = json.dumps(
+            {
+                "company_name": "Fuzz",
+                "full_name": "Fuzz Owner",
+                "password": "fuzz-password",
+                "email": f"fuzz-{secrets.token_hex(8)}@example.com",
+            }
+        ).encode()
         request = urllib.request.Request(  # noqa: S310 - a loopback URL set by scripts/fuzz
-            f"{BASE_URL}/api/auth/register", data=body,
-            headers={"Content-Type": "application/json"}, method="POST",
+            f"{BASE_URL}/api/auth/register",
+            data=body,
+            headers={"Content-Type": "application/json"},
+            method="POST",
         )
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
             return json.load(response)["access_token"]

@@ -1,0 +1,1 @@
+"""Custom tables: definitions (`meta`), rows (`rows`) and who may reach them (`access`)."""

@@ -1,0 +1,80 @@
+"""Loading and storing table definitions (`_tables` in the tenant's database)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from crm_core.columns import ColumnType
+from crm_core.context import TenantContext
+from crm_core.errors import NotFound, StaleTableVersion
+from crm_core.registry import Registry
+
+TABLES = "_tables"
+SYSTEM_FIELDS = ("_created_at", "_updated_at", "_created_by", "_updated_by")
+RESERVED_COLUMN_KEYS = frozenset({"id"})
+
+
+def utcnow() -> datetime:
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+@dataclass
+class Table:
+    """A loaded table definition with its column types resolved."""
+
+    doc: dict[str, Any]
+    types: Registry[ColumnType] = field(repr=False)
+
+    @property
+    def key(self) -> str:
+        return str(self.doc["key"])
+
+    @property
+    def version(self) -> int:
+        return int(self.doc["version"])
+
+    @property
+    def columns(self) -> list[dict[str, Any]]:
+        return list(self.doc.get("columns", []))
+
+    def column(self, key: str) -> dict[str, Any] | None:
+        return next((c for c in self.columns if c["key"] == key), None)
+
+    def column_type(self, column: dict[str, Any]) -> ColumnType:
+        return self.types.get(column["type"])
+
+    def collection(self, ctx: TenantContext) -> Any:
+        return ctx.db[self.key]
+
+
+async def load_table(ctx: TenantContext, types: Registry[ColumnType], key: str) -> Table:
+    if not isinstance(key, str) or not key or key.startswith("_") or len(key) > 63:
+        raise NotFound(f"Table '{key[:63]}' not found")
+    doc = await ctx.db[TABLES].find_one({"key": key})
+    if doc is None:
+        raise NotFound(f"Table '{key}' not found")
+    return Table(doc, types)
+
+
+def check_version(table: Table, expected: int | None) -> None:
+    if expected is not None and expected != table.version:
+        raise StaleTableVersion(
+            f"The table is at version {table.version}, the edit was based on {expected}",
+            [{"field": "version", "message": f"current version is {table.version}"}],
+        )
+
+
+async def save_definition(ctx: TenantContext, table: Table, changes: dict[str, Any]) -> Table:
+    """Write changes if nobody else changed the table since it was loaded (optimistic lock)."""
+    changes = {**changes, "updated_at": utcnow()}
+    updated = await ctx.db[TABLES].find_one_and_update(
+        {"_id": table.doc["_id"], "version": table.version},
+        {"$set": changes, "$inc": {"version": 1}},
+        return_document=True,
+    )
+    if updated is None:
+        raise StaleTableVersion()
+    return Table(updated, table.types)

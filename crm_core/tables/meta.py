@@ -1,0 +1,356 @@
+"""The table constructor (SPEC §5): create, rename and delete tables; add, change and delete
+columns, converting every row when a column changes type."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from bson import ObjectId
+from pymongo import ASCENDING
+from pymongo.errors import DuplicateKeyError, OperationFailure
+
+from crm_core.columns import ColumnType, ColumnValueError
+from crm_core.context import TenantContext
+from crm_core.errors import Conflict, NotFound, ValidationFailed
+from crm_core.registry import Registry
+from crm_core.storage import update_each
+from crm_core.tables.access import visible_filter
+from crm_core.tables.definitions import (
+    RESERVED_COLUMN_KEYS,
+    TABLES,
+    Table,
+    check_version,
+    save_definition,
+    utcnow,
+)
+from models.tables import MAX_COLUMNS, ColumnPatch, TableIn
+
+log = logging.getLogger(__name__)
+
+CONVERSION_BATCH = 1000
+SAMPLE_IDS = 5
+
+
+def unique_index_name(key: str) -> str:
+    return f"u_{key}"
+
+
+def plain_index_name(key: str) -> str:
+    return f"i_{key}"
+
+
+class MetaService:
+    def __init__(self, types: Registry[ColumnType]) -> None:
+        self.types = types
+
+    # ---- tables ---------------------------------------------------------------------------
+
+    async def list_tables(self, ctx: TenantContext) -> list[Table]:
+        query = await visible_filter(ctx)
+        docs = await ctx.db[TABLES].find(query).sort("key", ASCENDING).to_list(None)
+        return [Table(doc, self.types) for doc in docs]
+
+    async def create_table(self, ctx: TenantContext, data: TableIn) -> Table:
+        columns: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        errors: list[dict[str, Any]] = []
+        for index, column_in in enumerate(data.columns):
+            raw = column_in.model_dump()
+            if raw["key"] in seen:
+                errors.append(
+                    {
+                        "field": f"columns.{index}.key",
+                        "message": f"duplicate column key '{raw['key']}'",
+                    }
+                )
+                continue
+            seen.add(raw["key"])
+            try:
+                columns.append(self._normalise_column(ctx, raw, f"columns.{index}", None))
+            except ValidationFailed as exc:
+                errors.extend(exc.details)
+        if errors:
+            raise ValidationFailed(f"{errors[0]['field']}: {errors[0]['message']}", errors)
+        now = utcnow()
+        doc = {
+            "_id": ObjectId(),
+            "key": data.key,
+            "name": data.name or data.key,
+            "builtin": False,
+            "owner_id": ctx.user_id,
+            "version": 1,
+            "columns": columns,
+            "created_at": now,
+            "updated_at": now,
+        }
+        if await ctx.db[TABLES].find_one({"key": data.key}, {"_id": 1}):
+            raise _table_exists(data.key)
+        try:
+            await ctx.db[TABLES].insert_one(doc)
+        except DuplicateKeyError:
+            raise _table_exists(data.key) from None
+        table = Table(doc, self.types)
+        # a leftover collection of a deleted table must not leak rows into the new one
+        await ctx.db.drop_collection(data.key)
+        await ctx.db.create_collection(data.key)
+        for column in columns:
+            await self._create_indexes(ctx, table, column)
+        log.info("tenant %s created table %s", ctx.tenant_id, data.key)
+        return table
+
+    async def rename_table(
+        self, ctx: TenantContext, table: Table, name: str | None, version: int | None
+    ) -> Table:
+        check_version(table, version)
+        if name is None:
+            return table
+        return await save_definition(ctx, table, {"name": name})
+
+    async def delete_table(self, ctx: TenantContext, table: Table, version: int | None) -> None:
+        check_version(table, version)
+        result = await ctx.db[TABLES].delete_one({"_id": table.doc["_id"]})
+        if result.deleted_count:
+            await ctx.db.drop_collection(table.key)
+
+    # ---- columns --------------------------------------------------------------------------
+
+    async def add_column(
+        self, ctx: TenantContext, table: Table, column_in: Any, version: int | None
+    ) -> Table:
+        check_version(table, version)
+        raw = column_in.model_dump()
+        if table.column(raw["key"]) is not None:
+            raise Conflict(
+                f"Column '{raw['key']}' already exists",
+                [{"field": "key", "message": "already exists"}],
+            )
+        if len(table.columns) >= MAX_COLUMNS:
+            raise ValidationFailed.field("key", f"a table has at most {MAX_COLUMNS} columns")
+        column = self._normalise_column(ctx, raw, "", None)
+        rows = table.collection(ctx)
+        if column["required"]:
+            if column.get("default") is None:
+                count = await rows.count_documents({})
+                if count:
+                    raise Conflict(
+                        f"{count} rows would have no value for the required column "
+                        f"'{column['key']}'; give it a default",
+                        [{"field": "default", "message": "required on a table with rows"}],
+                    )
+            else:
+                stored = table.column_type(column).coerce(column, column["default"], ctx.values)
+                await rows.update_many({}, {"$set": {column["key"]: stored}})
+        await self._create_indexes(ctx, table, column)
+        try:
+            return await save_definition(ctx, table, {"columns": [*table.columns, column]})
+        except Conflict:
+            await self._drop_indexes(ctx, table, column["key"])
+            raise
+
+    async def change_column(
+        self, ctx: TenantContext, table: Table, key: str, patch: ColumnPatch, version: int | None
+    ) -> Table:
+        check_version(table, version)
+        current = table.column(key)
+        if current is None:
+            raise NotFound(f"Column '{key}' not found in table '{table.key}'")
+        changes = patch.model_dump(exclude_unset=True)
+        merged = {**current, **{k: v for k, v in changes.items() if k != "options"}}
+        if "options" in changes and changes["options"] is not None:
+            merged["options"] = changes["options"]
+        new_type = self.types.get(merged["type"]) if merged["type"] in self.types else None
+        if new_type is None:  # pragma: no cover - the model admits registered types only
+            raise ValidationFailed.field("type", "unknown column type")
+        if merged["type"] != "select":
+            if changes.get("options"):
+                raise ValidationFailed.field("options", "only select columns have options")
+            merged.pop("options", None)
+            merged.pop("max_option_id", None)
+        if merged["type"] != "string":
+            if changes.get("max_length") is not None:
+                raise ValidationFailed.field("max_length", "only string columns have max_length")
+            merged.pop("max_length", None)
+        if merged["type"] != current["type"] and "default" not in changes:
+            merged["default"] = None
+        column = self._normalise_column(ctx, merged, "", current)
+        rows = table.collection(ctx)
+
+        removed = {o["id"] for o in current.get("options") or []} - {
+            o["id"] for o in column.get("options") or []
+        }
+        if current["type"] == "select" and column["type"] == "select" and removed:
+            await rows.update_many({key: {"$in": sorted(removed)}}, {"$unset": {key: ""}})
+        if column["type"] != current["type"] or column.get("max_length") != current.get(
+            "max_length"
+        ):
+            await self._convert_rows(ctx, table, current, column)
+        if column["required"] and not current["required"]:
+            missing = await rows.count_documents({key: {"$exists": False}})
+            if missing:
+                raise Conflict(
+                    f"{missing} rows have no value for '{key}'",
+                    [{"field": "required", "message": f"{missing} rows are empty"}],
+                )
+        if (column["unique"], column["indexed"]) != (current["unique"], current["indexed"]):
+            await self._drop_indexes(ctx, table, key)
+            try:
+                await self._create_indexes(ctx, table, column)
+            except Conflict:
+                await self._create_indexes(ctx, table, current)
+                raise
+        columns = [column if c["key"] == key else c for c in table.columns]
+        return await save_definition(ctx, table, {"columns": columns})
+
+    async def delete_column(
+        self, ctx: TenantContext, table: Table, key: str, version: int | None
+    ) -> Table:
+        check_version(table, version)
+        if table.column(key) is None:
+            raise NotFound(f"Column '{key}' not found in table '{table.key}'")
+        columns = [c for c in table.columns if c["key"] != key]
+        updated = await save_definition(ctx, table, {"columns": columns})
+        await table.collection(ctx).update_many({key: {"$exists": True}}, {"$unset": {key: ""}})
+        await self._drop_indexes(ctx, table, key)
+        return updated
+
+    # ---- helpers --------------------------------------------------------------------------
+
+    def _normalise_column(
+        self, ctx: TenantContext, raw: dict[str, Any], path: str, previous: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        prefix = f"{path}." if path else ""
+        key = raw["key"]
+        if key in RESERVED_COLUMN_KEYS:
+            raise ValidationFailed.field(f"{prefix}key", f"'{key}' is reserved")
+        column_type = self.types.get(raw["type"])
+        column: dict[str, Any] = {
+            "key": key,
+            "name": raw.get("name") or key,
+            "type": raw["type"],
+            "required": bool(raw.get("required")),
+            "unique": bool(raw.get("unique")),
+            "indexed": bool(raw.get("indexed")),
+            "default": raw.get("default"),
+        }
+        if raw["type"] == "string" and raw.get("max_length") is not None:
+            column["max_length"] = raw["max_length"]
+        if raw["type"] == "select":
+            column["options"], column["max_option_id"] = self._assign_option_ids(
+                raw.get("options") or [], previous, f"{prefix}options"
+            )
+        try:
+            column_type.check_definition(column, ctx.values)
+        except ColumnValueError as exc:
+            raise ValidationFailed.field(f"{prefix}max_length", str(exc)) from None
+        if column["default"] is not None:
+            try:
+                column_type.coerce(column, column["default"], ctx.values)
+            except ColumnValueError as exc:
+                raise ValidationFailed.field(f"{prefix}default", str(exc)) from None
+        return column
+
+    @staticmethod
+    def _assign_option_ids(
+        options: list[dict[str, Any]], previous: dict[str, Any] | None, path: str
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Given ids are kept, missing ones get the next unused number; an id once used and
+        removed is never handed out again (`max_option_id` remembers the highest)."""
+        prev_ids = {o["id"] for o in (previous or {}).get("options") or []}
+        high = int((previous or {}).get("max_option_id") or 0)
+        given = [o["id"] for o in options if o.get("id") is not None]
+        seen: set[int] = set()
+        for index, option in enumerate(options):
+            option_id = option.get("id")
+            if option_id is None:
+                continue
+            if option_id in seen:
+                raise ValidationFailed.field(
+                    f"{path}.{index}.id", f"duplicate option id {option_id}"
+                )
+            seen.add(option_id)
+            if previous is not None and option_id not in prev_ids and option_id <= high:
+                raise ValidationFailed.field(
+                    f"{path}.{index}.id",
+                    f"option id {option_id} was used before; ids are not reused",
+                )
+        high = max([high, *given])
+        result = []
+        for option in options:
+            option_id = option.get("id")
+            if option_id is None:
+                high += 1
+                option_id = high
+            item = {"id": option_id, "label": option["label"]}
+            if option.get("color"):
+                item["color"] = option["color"]
+            result.append(item)
+        return result, high
+
+    async def _convert_rows(
+        self, ctx: TenantContext, table: Table, old: dict[str, Any], new: dict[str, Any]
+    ) -> None:
+        """Convert every stored value or change nothing and answer 409 with the failures."""
+        key = new["key"]
+        old_type, new_type = table.column_type(old), self.types.get(new["type"])
+        rows = table.collection(ctx)
+        updates: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        failures = 0
+        sample: list[str] = []
+        reason = ""
+        cursor = rows.find({key: {"$exists": True}}, {key: 1})
+        async for row in cursor:
+            try:
+                value = new_type.coerce(
+                    new, old_type.export_value(old, row[key]), ctx.values, lenient=True
+                )
+            except ColumnValueError as exc:
+                failures += 1
+                reason = reason or str(exc)
+                if len(sample) < SAMPLE_IDS:
+                    sample.append(str(row["_id"]))
+                continue
+            if value != row[key] or type(value) is not type(row[key]):
+                updates.append(({"_id": row["_id"]}, {"$set": {key: value}}))
+        if failures:
+            raise Conflict(
+                f"{failures} rows cannot be converted to {new['type']}; nothing was changed",
+                [{"field": key, "message": reason, "failed_rows": failures, "row_ids": sample}],
+            )
+        for start in range(0, len(updates), CONVERSION_BATCH):
+            await update_each(rows, updates[start : start + CONVERSION_BATCH], ordered=False)
+
+    async def _create_indexes(
+        self, ctx: TenantContext, table: Table, column: dict[str, Any]
+    ) -> None:
+        rows = table.collection(ctx)
+        key = column["key"]
+        try:
+            if column["unique"]:
+                # partial: rows without a value do not collide with each other
+                await rows.create_index(
+                    [(key, ASCENDING)],
+                    name=unique_index_name(key),
+                    unique=True,
+                    partialFilterExpression={key: {"$exists": True}},
+                )
+            elif column["indexed"]:
+                await rows.create_index([(key, ASCENDING)], name=plain_index_name(key))
+        except (DuplicateKeyError, OperationFailure):
+            raise Conflict(
+                f"Column '{key}' has duplicate values; it cannot be unique",
+                [{"field": "unique", "message": "existing rows repeat values"}],
+            ) from None
+
+    async def _drop_indexes(self, ctx: TenantContext, table: Table, key: str) -> None:
+        rows = table.collection(ctx)
+        existing = await rows.index_information()
+        for name in (unique_index_name(key), plain_index_name(key)):
+            if name in existing:
+                await rows.drop_index(name)
+
+
+def _table_exists(key: str) -> Conflict:
+    return Conflict(
+        f"A table with key '{key}' already exists", [{"field": "key", "message": "already exists"}]
+    )

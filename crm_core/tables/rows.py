@@ -1,0 +1,354 @@
+"""Rows of a table (SPEC §6): validation against the columns, CRUD, bulk, sorted pages."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from bson import ObjectId
+from pymongo import ASCENDING, DESCENDING
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from crm_core.columns import ColumnValueError, render_datetime
+from crm_core.context import TenantContext
+from crm_core.errors import Conflict, NotFound, ValidationFailed
+from crm_core.storage import update_each
+from crm_core.tables.definitions import SYSTEM_FIELDS, Table, utcnow
+
+SORT_FIELDS = {"id": "_id", "_id": "_id", **{f: f for f in SYSTEM_FIELDS}}
+_INDEX_NAME = re.compile(r"index:\s+u_([a-z][a-z0-9_]*)")
+
+
+def parse_row_id(row_id: Any) -> ObjectId:
+    if not isinstance(row_id, str) or not ObjectId.is_valid(row_id) or len(row_id) != 24:
+        raise NotFound("Row not found")
+    return ObjectId(row_id)
+
+
+class RowValues:
+    """Checks a row body against the table's columns, collecting every error."""
+
+    def __init__(self, table: Table, ctx: TenantContext, path: str = "") -> None:
+        self.table = table
+        self.ctx = ctx
+        self.path = path
+        self.errors: list[dict[str, Any]] = []
+
+    def _error(self, field: str, message: str) -> None:
+        self.errors.append({"field": f"{self.path}{field}", "message": message})
+
+    def _coerce(self, column: dict[str, Any], value: Any) -> Any:
+        try:
+            return self.table.column_type(column).coerce(column, value, self.ctx.values)
+        except ColumnValueError as exc:
+            self._error(column["key"], str(exc))
+            return None
+
+    def for_create(self, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            self._error("", "must be a JSON object")
+            return {}
+        values = self._known(body)
+        doc: dict[str, Any] = {}
+        for column in self.table.columns:
+            key = column["key"]
+            value = values.get(key)
+            if value is None and column.get("default") is not None:
+                value = column["default"]
+            if value is None:
+                if column["required"]:
+                    self._error(key, "is required")
+                continue
+            stored = self._coerce(column, value)
+            if stored is not None:
+                doc[key] = stored
+        return doc
+
+    def for_update(self, body: Any) -> tuple[dict[str, Any], list[str]]:
+        if not isinstance(body, dict):
+            self._error("", "must be a JSON object")
+            return {}, []
+        values = self._known(body)
+        set_values: dict[str, Any] = {}
+        unset: list[str] = []
+        for key, value in values.items():
+            column = self.table.column(key)
+            assert column is not None
+            if value is None:
+                if column["required"]:
+                    self._error(key, "is required and cannot be cleared")
+                else:
+                    unset.append(key)
+                continue
+            stored = self._coerce(column, value)
+            if stored is not None:
+                set_values[key] = stored
+        return set_values, unset
+
+    def _known(self, body: dict[str, Any]) -> dict[str, Any]:
+        known = {}
+        for key, value in body.items():
+            if self.table.column(key) is None:
+                if key == "id" or key in SYSTEM_FIELDS:
+                    self._error(key, "is read-only")
+                else:
+                    self._error(key, "unknown column")
+                continue
+            known[key] = value
+        return known
+
+    def raise_if_invalid(self) -> None:
+        if self.errors:
+            first = self.errors[0]
+            raise ValidationFailed(f"{first['field']}: {first['message']}", self.errors)
+
+
+class RowService:
+    """Row operations; the caller has already checked the table access level."""
+
+    def render(self, table: Table, doc: dict[str, Any]) -> dict[str, Any]:
+        row: dict[str, Any] = {"id": str(doc["_id"])}
+        for column in table.columns:
+            key = column["key"]
+            if key in doc:
+                row[key] = table.column_type(column).render(column, doc[key])
+        for field in SYSTEM_FIELDS:
+            value = doc.get(field)
+            if hasattr(value, "isoformat"):
+                value = render_datetime(value)
+            row[field] = value
+        return row
+
+    async def get(self, ctx: TenantContext, table: Table, row_id: str) -> dict[str, Any]:
+        doc = await table.collection(ctx).find_one({"_id": parse_row_id(row_id)})
+        if doc is None:
+            raise NotFound("Row not found")
+        return self.render(table, doc)
+
+    async def create(self, ctx: TenantContext, table: Table, body: Any) -> dict[str, Any]:
+        checker = RowValues(table, ctx)
+        doc = checker.for_create(body)
+        checker.raise_if_invalid()
+        doc.update(self._stamp(ctx, created=True), _id=ObjectId())
+        try:
+            await table.collection(ctx).insert_one(doc)
+        except DuplicateKeyError as exc:
+            raise _unique_conflict(exc) from None
+        return self.render(table, doc)
+
+    async def update(
+        self, ctx: TenantContext, table: Table, row_id: str, body: Any
+    ) -> dict[str, Any]:
+        oid = parse_row_id(row_id)
+        checker = RowValues(table, ctx)
+        set_values, unset = checker.for_update(body)
+        checker.raise_if_invalid()
+        update: dict[str, Any] = {"$set": {**set_values, **self._stamp(ctx, created=False)}}
+        if unset:
+            update["$unset"] = dict.fromkeys(unset, "")
+        try:
+            doc = await table.collection(ctx).find_one_and_update(
+                {"_id": oid}, update, return_document=True
+            )
+        except DuplicateKeyError as exc:
+            raise _unique_conflict(exc) from None
+        if doc is None:
+            raise NotFound("Row not found")
+        return self.render(table, doc)
+
+    async def delete(self, ctx: TenantContext, table: Table, row_id: str) -> None:
+        result = await table.collection(ctx).delete_one({"_id": parse_row_id(row_id)})
+        if not result.deleted_count:
+            raise NotFound("Row not found")
+
+    # ---- bulk -----------------------------------------------------------------------------
+
+    async def bulk_create(
+        self, ctx: TenantContext, table: Table, items: list[Any]
+    ) -> list[dict[str, Any]]:
+        """All or nothing: every item is validated first, errors are reported by index."""
+        docs: list[dict[str, Any]] = []
+        errors: list[dict[str, Any]] = []
+        stamp = self._stamp(ctx, created=True)
+        for index, item in enumerate(items):
+            checker = RowValues(table, ctx, f"items.{index}.")
+            doc = checker.for_create(item)
+            errors.extend(checker.errors)
+            docs.append({**doc, **stamp, "_id": ObjectId()})
+        _raise_errors(errors)
+        await self._check_unique(ctx, table, docs, exclude=[])
+        collection = table.collection(ctx)
+        try:
+            await collection.insert_many(docs, ordered=True)
+        except (BulkWriteError, DuplicateKeyError) as exc:
+            # a concurrent writer took a unique value between the check and the insert
+            await collection.delete_many({"_id": {"$in": [d["_id"] for d in docs]}})
+            raise _unique_conflict(exc) from None
+        return [self.render(table, doc) for doc in docs]
+
+    async def bulk_update(
+        self, ctx: TenantContext, table: Table, items: list[Any]
+    ) -> list[dict[str, Any]]:
+        errors: list[dict[str, Any]] = []
+        changes: list[tuple[ObjectId, dict[str, Any], list[str]]] = []
+        seen: set[ObjectId] = set()
+        for index, item in enumerate(items):
+            if not isinstance(item, dict):
+                errors.append({"field": f"items.{index}", "message": "must be a JSON object"})
+                continue
+            body = dict(item)
+            raw_id = body.pop("id", None)
+            try:
+                oid = parse_row_id(raw_id)
+            except NotFound:
+                errors.append({"field": f"items.{index}.id", "message": "a row id is required"})
+                continue
+            if oid in seen:
+                errors.append({"field": f"items.{index}.id", "message": "repeats another item"})
+                continue
+            seen.add(oid)
+            checker = RowValues(table, ctx, f"items.{index}.")
+            set_values, unset = checker.for_update(body)
+            errors.extend(checker.errors)
+            changes.append((oid, set_values, unset))
+        _raise_errors(errors)
+        collection = table.collection(ctx)
+        ids = [oid for oid, _, _ in changes]
+        originals = {d["_id"]: d async for d in collection.find({"_id": {"$in": ids}})}
+        missing = [
+            {"field": f"items.{i}.id", "message": "row not found"}
+            for i, oid in enumerate(ids)
+            if oid not in originals
+        ]
+        if missing:
+            raise NotFound(f"{len(missing)} rows not found", missing)
+        await self._check_unique(ctx, table, [s for _, s, _ in changes], exclude=ids)
+        stamp = self._stamp(ctx, created=False)
+        operations = []
+        for oid, set_values, unset in changes:
+            update: dict[str, Any] = {"$set": {**set_values, **stamp}}
+            if unset:
+                update["$unset"] = dict.fromkeys(unset, "")
+            operations.append(({"_id": oid}, update))
+        try:
+            await update_each(collection, operations, ordered=True)
+        except (BulkWriteError, DuplicateKeyError) as exc:
+            # a concurrent writer took a unique value after the check: put the batch back
+            for oid, doc in originals.items():
+                await collection.replace_one({"_id": oid}, doc)
+            raise _unique_conflict(exc) from None
+        docs = {d["_id"]: d async for d in collection.find({"_id": {"$in": ids}})}
+        return [self.render(table, docs[oid]) for oid in ids if oid in docs]
+
+    async def bulk_delete(self, ctx: TenantContext, table: Table, ids: list[str]) -> int:
+        errors = []
+        oids = []
+        for index, raw in enumerate(ids):
+            try:
+                oids.append(parse_row_id(raw))
+            except NotFound:
+                errors.append({"field": f"ids.{index}", "message": "not a row id"})
+        _raise_errors(errors)
+        result = await table.collection(ctx).delete_many({"_id": {"$in": oids}})
+        return int(result.deleted_count)
+
+    # ---- listing --------------------------------------------------------------------------
+
+    async def list(
+        self,
+        ctx: TenantContext,
+        table: Table,
+        query: dict[str, Any],
+        sort: list[tuple[str, int]],
+        limit: int,
+        offset: int,
+    ) -> tuple[list[dict[str, Any]], int]:
+        collection = table.collection(ctx)
+        max_time = ctx.max_time_ms
+        if not any(field == "_id" for field, _ in sort):
+            direction = sort[-1][1] if sort else ASCENDING
+            sort = [*sort, ("_id", direction)]  # ties broken by _id: pages never overlap
+        cursor = collection.find(query, max_time_ms=max_time).sort(sort).skip(offset).limit(limit)
+        docs = await cursor.to_list(length=limit)
+        total = await collection.count_documents(query, maxTimeMS=max_time)
+        return [self.render(table, d) for d in docs], total
+
+    @staticmethod
+    def sort_spec(
+        table: Table, sort_by: str | None, sort_order: str, field: str = "sort_by"
+    ) -> list[tuple[str, int]]:
+        direction = DESCENDING if sort_order == "desc" else ASCENDING
+        if sort_by is None:
+            return [("_id", direction)]
+        if sort_by in SORT_FIELDS:
+            return [(SORT_FIELDS[sort_by], direction)]
+        if table.column(sort_by) is None:
+            raise ValidationFailed.field(field, f"unknown column or field '{sort_by}'")
+        return [(sort_by, direction)]
+
+    # ---- helpers --------------------------------------------------------------------------
+
+    @staticmethod
+    def _stamp(ctx: TenantContext, created: bool) -> dict[str, Any]:
+        now = utcnow()
+        stamp: dict[str, Any] = {"_updated_at": now, "_updated_by": ctx.user_id}
+        if created:
+            stamp.update(_created_at=now, _created_by=ctx.user_id)
+        return stamp
+
+    async def _check_unique(
+        self, ctx: TenantContext, table: Table, docs: list[dict[str, Any]], exclude: list[ObjectId]
+    ) -> None:
+        for column in table.columns:
+            if not column["unique"]:
+                continue
+            key = column["key"]
+            first_index: dict[Any, int] = {}
+            for index, doc in enumerate(docs):
+                if key not in doc:
+                    continue
+                value = doc[key]
+                if value in first_index:
+                    raise Conflict(
+                        f"Items {first_index[value]} and {index} repeat the value of unique "
+                        f"column '{key}'",
+                        [{"field": f"items.{index}.{key}", "message": "duplicate value"}],
+                    )
+                first_index[value] = index
+            if not first_index:
+                continue
+            query: dict[str, Any] = {key: {"$in": list(first_index)}}
+            if exclude:
+                query["_id"] = {"$nin": exclude}
+            taken = await table.collection(ctx).find_one(query, {key: 1})
+            if taken is not None:
+                index = first_index[taken[key]]
+                raise Conflict(
+                    f"Item {index}: the value of unique column '{key}' is already used",
+                    [{"field": f"items.{index}.{key}", "message": "already used by another row"}],
+                )
+
+
+def _raise_errors(errors: list[dict[str, Any]]) -> None:
+    if errors:
+        raise ValidationFailed(f"{errors[0]['field']}: {errors[0]['message']}", errors)
+
+
+def _unique_conflict(exc: Exception) -> Conflict:
+    details: dict[str, Any] = getattr(exc, "details", None) or {}
+    pattern = details.get("keyPattern")
+    if not pattern:
+        for error in details.get("writeErrors", []):
+            pattern = error.get("keyPattern")
+            if pattern:
+                break
+    column = next(iter(pattern), None) if pattern else None
+    if column is None:
+        match = _INDEX_NAME.search(str(exc))
+        column = match.group(1) if match else None
+    if column is None:
+        return Conflict("A unique value is already used by another row")
+    return Conflict(
+        f"The value of unique column '{column}' is already used by another row",
+        [{"field": column, "message": "already used by another row"}],
+    )

@@ -1,0 +1,159 @@
+"""`/api/meta`: the table constructor (SPEC §5)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from crm_core.tables.access import Level
+from crm_core.tables.definitions import Table
+from handlers.routing import Authenticated, Call, Permission, RouteTable, TableAccess
+from models.tables import (
+    ColumnAddIn,
+    ColumnOut,
+    ColumnPatch,
+    TableIn,
+    TableList,
+    TableOut,
+    TablePatch,
+    VersionQuery,
+)
+
+routes = RouteTable("meta")
+
+TABLE = "/api/meta/tables/{table}"
+COLUMN = "/api/meta/tables/{table}/columns/{column}"
+
+
+def table_out(table: Table) -> TableOut:
+    doc = table.doc
+    return TableOut(
+        key=doc["key"],
+        name=doc.get("name") or doc["key"],
+        display_name=doc.get("name") or doc["key"],
+        version=doc["version"],
+        builtin=bool(doc.get("builtin")),
+        owner_id=doc.get("owner_id"),
+        columns=[column_out(c) for c in table.columns],
+        created_at=doc["created_at"],
+        updated_at=doc["updated_at"],
+    )
+
+
+def column_out(column: dict[str, Any]) -> ColumnOut:
+    return ColumnOut(
+        display_name=column.get("name") or column["key"],
+        **{k: v for k, v in column.items() if k in ColumnOut.model_fields},
+    )
+
+
+@routes.get(
+    "/api/meta/tables",
+    access=Authenticated(),
+    summary="Tables the caller can see",
+    response=TableList,
+)
+async def list_tables(call: Call) -> TableList:
+    tables = await call.services.meta.list_tables(call.ctx)
+    return TableList(items=[table_out(t) for t in tables])
+
+
+@routes.post(
+    "/api/meta/tables",
+    access=Permission(code="tables.create"),
+    summary="Create a table with its columns",
+    body=TableIn,
+    response=TableOut,
+    status=201,
+    errors=(409,),
+)
+async def create_table(call: Call) -> TableOut:
+    """Select options get integer ids (given or assigned). 409 when the key is taken."""
+    return table_out(await call.services.meta.create_table(call.ctx, call.body))
+
+
+@routes.get(
+    TABLE, access=TableAccess(level=Level.READ), summary="A table's definition", response=TableOut
+)
+async def get_table(call: Call) -> TableOut:
+    return table_out(call.tbl)
+
+
+@routes.patch(
+    TABLE,
+    access=TableAccess(level=Level.MANAGE),
+    summary="Rename a table",
+    query=VersionQuery,
+    body=TablePatch,
+    response=TableOut,
+    errors=(409,),
+)
+async def patch_table(call: Call) -> TableOut:
+    """Changes the display name; the key never changes. 409 on a stale `version`."""
+    table = await call.services.meta.rename_table(
+        call.ctx, call.tbl, call.body.name, call.query.version
+    )
+    return table_out(table)
+
+
+@routes.delete(
+    TABLE,
+    access=TableAccess(level=Level.MANAGE),
+    summary="Delete a table and its rows",
+    query=VersionQuery,
+    status=204,
+    errors=(409,),
+)
+async def delete_table(call: Call) -> None:
+    await call.services.meta.delete_table(call.ctx, call.tbl, call.query.version)
+
+
+@routes.post(
+    f"{TABLE}/columns",
+    access=TableAccess(level=Level.MANAGE),
+    summary="Add a column",
+    query=VersionQuery,
+    body=ColumnAddIn,
+    response=TableOut,
+    status=201,
+    errors=(409,),
+)
+async def add_column(call: Call) -> TableOut:
+    """A required column on a table with rows needs a `default`, which fills those rows."""
+    table = await call.services.meta.add_column(
+        call.ctx, call.tbl, call.body.root, call.query.version
+    )
+    return table_out(table)
+
+
+@routes.patch(
+    COLUMN,
+    access=TableAccess(level=Level.MANAGE),
+    summary="Change a column",
+    query=VersionQuery,
+    body=ColumnPatch,
+    response=TableOut,
+    errors=(409,),
+)
+async def change_column(call: Call) -> TableOut:
+    """Changing `type` converts every row, or answers 409 with the number of rows that would
+    fail and changes nothing. Options given replace the list: kept ids keep their rows,
+    removed options are cleared from rows, new ones get fresh ids (never reused)."""
+    table = await call.services.meta.change_column(
+        call.ctx, call.tbl, call.param("column"), call.body, call.query.version
+    )
+    return table_out(table)
+
+
+@routes.delete(
+    COLUMN,
+    access=TableAccess(level=Level.MANAGE),
+    summary="Delete a column and its values",
+    query=VersionQuery,
+    response=TableOut,
+    errors=(409,),
+)
+async def delete_column(call: Call) -> TableOut:
+    table = await call.services.meta.delete_column(
+        call.ctx, call.tbl, call.param("column"), call.query.version
+    )
+    return table_out(table)
