@@ -21,7 +21,7 @@ from models.tables import (
 routes = RouteTable("data")
 
 ROWS = "/api/data/{table}"
-ROW = "/api/data/{table}/{row_id}"
+ROW = "/api/data/{table}/{row_id:[0-9a-fA-F]{24}}"  # other ids: 404 from the router
 READ, WRITE = TableAccess(level=Level.READ), TableAccess(level=Level.WRITE)
 
 
@@ -34,7 +34,7 @@ async def list_rows(call: Call) -> dict[str, Any]:
     query: RowListQuery = call.query
     rows = call.services.rows
     sort = rows.sort_spec(call.tbl, query.sort_by, query.sort_order)
-    items, total = await rows.list(call.ctx, call.tbl, {}, sort, query.limit, query.offset)
+    items, total = await rows.page(call.ctx, call.tbl, {}, sort, query.limit, query.offset)
     return {"items": items, "total": total, "limit": query.limit, "offset": query.offset}
 
 

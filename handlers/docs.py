@@ -12,7 +12,7 @@ from apispec import APISpec
 from pydantic import BaseModel
 from swagger_ui_bundle import swagger_ui_path
 
-from handlers.routing import Call, JsonObject, Public, RouteSpec, RouteTable
+from handlers.routing import Call, JsonObject, Public, RouteSpec, RouteTable, path_parameters
 from models.base import ErrorResponse
 
 API_VERSION = "0.1.0"
@@ -75,8 +75,13 @@ class OpenApiBuilder:
             "responses": {},
         }
         parameters = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-            for name in route.path_params
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", **({"pattern": f"^{p}$"} if p else {})},
+            }
+            for name, p in path_parameters(route.path).items()
         ]
         if route.query is not None:
             query_schema = route.query.model_json_schema(ref_template=REF)
@@ -121,7 +126,7 @@ class OpenApiBuilder:
                     "application/json": {"schema": {"$ref": REF.format(model="ErrorResponse")}}
                 },
             }
-        self.spec.path(path=route.path, operations={route.method.lower(): operation})
+        self.spec.path(path=route.openapi_path, operations={route.method.lower(): operation})
 
     def to_dict(self) -> dict[str, Any]:
         return self.spec.to_dict()

@@ -8,7 +8,6 @@ the handler and serializes what it returns: handlers hold no HTTP plumbing.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -130,7 +129,16 @@ class RouteSpec:
 
     @property
     def path_params(self) -> list[str]:
-        return re.findall(r"{(\w+)}", self.path)
+        return list(path_parameters(self.path))
+
+    @property
+    def openapi_path(self) -> str:
+        """The path without aiohttp's regular expressions (`{row_id:[0-9a-f]{24}}`)."""
+        path = self.path
+        for name, pattern in path_parameters(self.path).items():
+            if pattern:
+                path = path.replace(f"{{{name}:{pattern}}}", f"{{{name}}}")
+        return path
 
     @property
     def error_statuses(self) -> list[int]:
@@ -189,6 +197,23 @@ class RouteTable:
 
     def delete(self, path: str, **kw: Any) -> Callable[[Handler], Handler]:
         return self.route("DELETE", path, **kw)
+
+
+def path_parameters(path: str) -> dict[str, str | None]:
+    """`{name}` or `{name:regex}` placeholders of an aiohttp path, in order."""
+    params: dict[str, str | None] = {}
+    depth, start = 0, 0
+    for index, char in enumerate(path):
+        if char == "{":
+            depth += 1
+            if depth == 1:
+                start = index + 1
+        elif char == "}":
+            depth -= 1
+            if depth == 0:
+                name, _, pattern = path[start:index].partition(":")
+                params[name] = pattern or None
+    return params
 
 
 # ---- the call a handler receives -----------------------------------------------------------

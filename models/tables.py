@@ -33,7 +33,7 @@ def _column_model(type_class: type[ColumnType]) -> type[BaseModel]:
     return create_model(  # type: ignore[call-overload, no-any-return]
         name,
         __base__=(ColumnCommon, type_class.settings_model),
-        type=(Literal[type_class.name], ...),  # type: ignore[valid-type]
+        type=(Literal[type_class.name], ...),  # type: ignore[valid-type, arg-type]
         default=(type_class.value_annotation | None, None),
     )
 

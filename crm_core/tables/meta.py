@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from bson import ObjectId
+from pydantic import BaseModel
 from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
@@ -55,6 +56,7 @@ class MetaService:
         columns: list[dict[str, Any]] = []
         seen: set[str] = set()
         errors: list[dict[str, Any]] = []
+        column_in: BaseModel
         for index, column_in in enumerate(data.columns):
             raw = column_in.model_dump()
             if raw["key"] in seen:

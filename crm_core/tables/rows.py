@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any
 
 from bson import ObjectId
@@ -114,9 +115,7 @@ class RowService:
                 row[key] = table.column_type(column).render(column, doc[key])
         for field in SYSTEM_FIELDS:
             value = doc.get(field)
-            if hasattr(value, "isoformat"):
-                value = render_datetime(value)
-            row[field] = value
+            row[field] = render_datetime(value) if isinstance(value, datetime) else value
         return row
 
     async def get(self, ctx: TenantContext, table: Table, row_id: str) -> dict[str, Any]:
@@ -254,7 +253,7 @@ class RowService:
 
     # ---- listing --------------------------------------------------------------------------
 
-    async def list(
+    async def page(
         self,
         ctx: TenantContext,
         table: Table,
