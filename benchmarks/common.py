@@ -1,0 +1,76 @@
+"""Shared helpers for the benchmark scripts: a real server on loopback with embedded defaults."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import ClientSession
+from aiohttp.test_utils import TestServer
+
+from crm_core.columns import default_column_types
+from crm_core.settings import Settings
+from handlers.app import create_app
+
+TEN_COLUMNS: list[dict[str, Any]] = [
+    {"key": "company_name", "type": "string", "required": True},
+    {"key": "total_sum", "type": "float", "indexed": True},
+    {"key": "quantity", "type": "integer"},
+    {"key": "doc_date", "type": "date"},
+    {"key": "call_at", "type": "time"},
+    {"key": "is_archived", "type": "boolean"},
+    {"key": "status", "type": "select",
+     "options": [{"id": 1, "label": "New"}, {"id": 2, "label": "Won"}, {"id": 3, "label": "Lost"}]},
+    {"key": "email", "type": "email"},
+    {"key": "phone", "type": "phone"},
+    {"key": "site", "type": "url"},
+]
+
+
+def random_rows(count: int, seed: int = 1) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    types = default_column_types()
+    return [
+        {c["key"]: types.get(c["type"]).random_value(c, rng) for c in TEN_COLUMNS}
+        for _ in range(count)
+    ]
+
+
+class Client:
+    def __init__(self, session: ClientSession, base: str) -> None:
+        self.session = session
+        self.base = base
+        self.headers: dict[str, str] = {}
+
+    async def call(self, method: str, path: str, expect: int = 200, **kw: Any) -> Any:
+        async with self.session.request(method, self.base + path, headers=self.headers,
+                                        **kw) as resp:
+            body = await resp.json() if resp.content_type == "application/json" else None
+            if resp.status != expect:
+                raise RuntimeError(f"{method} {path}: {resp.status} {body}")
+            return body
+
+    async def register(self) -> None:
+        tokens = await self.call("POST", "/api/auth/register", 201, json={
+            "company_name": "Bench", "email": f"bench{random.randint(0, 10**9)}@example.com",
+            "password": "bench-password", "full_name": "Bench"})
+        self.headers = {"Authorization": f"Bearer {tokens['access_token']}"}
+
+
+@contextlib.asynccontextmanager
+async def running_service(**overrides: Any) -> AsyncIterator[Client]:
+    logging.basicConfig(level=logging.WARNING)
+    settings = Settings(_env_file=None, crm_env="test", secret_key="b" * 40,  # type: ignore[call-arg]
+                        bcrypt_rounds=4, log_level="WARNING", **overrides)
+    server = TestServer(create_app(settings), host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with ClientSession() as session:
+            client = Client(session, str(server.make_url("")).rstrip("/"))
+            await client.register()
+            yield client
+    finally:
+        await server.close()
