@@ -18,25 +18,32 @@ BATCH = 1000
 
 async def main(rows: int, page_size: int) -> None:
     async with running_service() as api:
-        await api.call("POST", "/api/meta/tables", 201,
-                       json={"key": "bench", "columns": TEN_COLUMNS})
+        await api.call(
+            "POST", "/api/meta/tables", 201, json={"key": "bench", "columns": TEN_COLUMNS}
+        )
         data = random_rows(rows)
         started = time.perf_counter()
         for start in range(0, rows, BATCH):
-            await api.call("POST", "/api/data/bench/bulk", 201,
-                           json={"items": data[start:start + BATCH]})
+            await api.call(
+                "POST", "/api/data/bench/bulk", 201, json={"items": data[start : start + BATCH]}
+            )
         elapsed = time.perf_counter() - started
-        print(f"import: {rows} rows in {elapsed:.2f} s = {rows / elapsed:,.0f} rows/s "
-              f"(batches of {BATCH})")
+        print(
+            f"import: {rows} rows in {elapsed:.2f} s = {rows / elapsed:,.0f} rows/s "
+            f"(batches of {BATCH})"
+        )
 
-        for label, query in (("by id", ""), ("by total_sum desc",
-                                             "&sort_by=total_sum&sort_order=desc")):
+        for label, query in (
+            ("by id", ""),
+            ("by total_sum desc", "&sort_by=total_sum&sort_order=desc"),
+        ):
             pages, seen = 0, 0
             started = time.perf_counter()
             offset = 0
             while True:
                 page = await api.call(
-                    "GET", f"/api/data/bench?limit={page_size}&offset={offset}{query}")
+                    "GET", f"/api/data/bench?limit={page_size}&offset={offset}{query}"
+                )
                 pages += 1
                 seen += len(page["items"])
                 if len(page["items"]) < page_size:
@@ -44,8 +51,10 @@ async def main(rows: int, page_size: int) -> None:
                 offset += page_size
             elapsed = time.perf_counter() - started
             assert seen == rows, seen
-            print(f"paging {label}: {pages} pages of {page_size} in {elapsed:.2f} s = "
-                  f"{elapsed / pages * 1000:.1f} ms/page")
+            print(
+                f"paging {label}: {pages} pages of {page_size} in {elapsed:.2f} s = "
+                f"{elapsed / pages * 1000:.1f} ms/page"
+            )
 
 
 if __name__ == "__main__":

@@ -22,8 +22,15 @@ TEN_COLUMNS: list[dict[str, Any]] = [
     {"key": "doc_date", "type": "date"},
     {"key": "call_at", "type": "time"},
     {"key": "is_archived", "type": "boolean"},
-    {"key": "status", "type": "select",
-     "options": [{"id": 1, "label": "New"}, {"id": 2, "label": "Won"}, {"id": 3, "label": "Lost"}]},
+    {
+        "key": "status",
+        "type": "select",
+        "options": [
+            {"id": 1, "label": "New"},
+            {"id": 2, "label": "Won"},
+            {"id": 3, "label": "Lost"},
+        ],
+    },
     {"key": "email", "type": "email"},
     {"key": "phone", "type": "phone"},
     {"key": "site", "type": "url"},
@@ -46,25 +53,40 @@ class Client:
         self.headers: dict[str, str] = {}
 
     async def call(self, method: str, path: str, expect: int = 200, **kw: Any) -> Any:
-        async with self.session.request(method, self.base + path, headers=self.headers,
-                                        **kw) as resp:
+        async with self.session.request(
+            method, self.base + path, headers=self.headers, **kw
+        ) as resp:
             body = await resp.json() if resp.content_type == "application/json" else None
             if resp.status != expect:
                 raise RuntimeError(f"{method} {path}: {resp.status} {body}")
             return body
 
     async def register(self) -> None:
-        tokens = await self.call("POST", "/api/auth/register", 201, json={
-            "company_name": "Bench", "email": f"bench{random.randint(0, 10**9)}@example.com",
-            "password": "bench-password", "full_name": "Bench"})
+        tokens = await self.call(
+            "POST",
+            "/api/auth/register",
+            201,
+            json={
+                "company_name": "Bench",
+                "email": f"bench{random.randint(0, 10**9)}@example.com",
+                "password": "bench-password",
+                "full_name": "Bench",
+            },
+        )
         self.headers = {"Authorization": f"Bearer {tokens['access_token']}"}
 
 
 @contextlib.asynccontextmanager
 async def running_service(**overrides: Any) -> AsyncIterator[Client]:
     logging.basicConfig(level=logging.WARNING)
-    settings = Settings(_env_file=None, crm_env="test", secret_key="b" * 40,  # type: ignore[call-arg]
-                        bcrypt_rounds=4, log_level="WARNING", **overrides)
+    settings = Settings(
+        _env_file=None,
+        crm_env="test",
+        secret_key="b" * 40,  # type: ignore[call-arg]
+        bcrypt_rounds=4,
+        log_level="WARNING",
+        **overrides,
+    )
     server = TestServer(create_app(settings), host="127.0.0.1")
     await server.start_server()
     try:

@@ -162,12 +162,6 @@ class TextColumnType(ColumnType):
     def normalise(self, value: str, vctx: ValueContext) -> str:
         return value
 
-    def parse_filter_value(self, column: dict[str, Any], value: Any, vctx: ValueContext) -> Any:
-        # text operands are matched as typed: a partial email or phone must still be searchable
-        if not isinstance(value, str):
-            raise _wrong_type("a string", value)
-        return value
-
 
 class StringType(TextColumnType):
     name = "string"

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from crm_core.auth import AuthService
 from crm_core.columns import default_column_types
+from crm_core.filters import FilterBuilder, default_filter_operators
 from crm_core.services import Services
 from crm_core.settings import Settings
 from crm_core.storage import Storage
@@ -52,7 +53,7 @@ def create_app(settings: Settings) -> web.Application:
         auth=AuthService(settings, storage),
         column_types=column_types,
         meta=MetaService(column_types),
-        rows=RowService(),
+        rows=RowService(column_types, FilterBuilder(default_filter_operators())),
     )
     app.cleanup_ctx.append(_storage_ctx)
 

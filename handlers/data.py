@@ -1,10 +1,15 @@
-"""`/api/data/{table}`: rows of a table (SPEC §6)."""
+"""`/api/data/{table}`: rows of a table (SPEC §6) and the caller's row order (SPEC §7)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from bson import ObjectId
+
+from crm_core.errors import NotFound, ValidationFailed
+from crm_core.tables import ordering
 from crm_core.tables.access import Level
+from crm_core.tables.rows import parse_row_id
 from handlers.routing import Call, JsonObject, RouteTable, TableAccess
 from models.tables import (
     ROW_INPUT_SCHEMA,
@@ -15,7 +20,10 @@ from models.tables import (
     BulkDeleteIn,
     BulkUpdateIn,
     DeletedOut,
+    MoveIn,
+    MoveOut,
     RowListQuery,
+    UpdatedOut,
 )
 
 routes = RouteTable("data")
@@ -23,18 +31,22 @@ routes = RouteTable("data")
 ROWS = "/api/data/{table}"
 ROW = "/api/data/{table}/{row_id:[0-9a-fA-F]{24}}"  # other ids: 404 from the router
 READ, WRITE = TableAccess(level=Level.READ), TableAccess(level=Level.WRITE)
+BULK_UPDATE_SCHEMA = {"oneOf": [ROWS_SCHEMA, UpdatedOut.model_json_schema()]}
 
 
 @routes.get(
     ROWS, access=READ, summary="List rows", query=RowListQuery, response_schema=ROW_PAGE_SCHEMA
 )
 async def list_rows(call: Call) -> dict[str, Any]:
-    """Sorted by `sort_by` (a column key, `id` or a system field) in `sort_order`; ties are
-    broken by id, so pages never repeat or skip rows. `limit` 1..1000 (50), `offset`."""
+    """`filters` selects rows (docs/filters.md; 400 `invalid_filter` names the bad condition).
+    Sorted by `sort_by` (a column key, `id` or a system field) in `sort_order`, or by several
+    keys with `sort=-doc_date,company_name`; `sort_by=manual` is the caller's own order. Ties
+    are broken by id, so pages never repeat or skip rows. `limit` 1..1000 (50), `offset`."""
     query: RowListQuery = call.query
     rows = call.services.rows
-    sort = rows.sort_spec(call.tbl, query.sort_by, query.sort_order)
-    items, total = await rows.page(call.ctx, call.tbl, {}, sort, query.limit, query.offset)
+    sort = rows.sort_spec(call.tbl, query.sort_by, query.sort_order, query.sort)
+    where = rows.query(call.ctx, call.tbl, rows.filters.parse_param(query.filters))
+    items, total = await rows.page(call.ctx, call.tbl, where, sort, query.limit, query.offset)
     return {"items": items, "total": total, "limit": query.limit, "offset": query.offset}
 
 
@@ -73,26 +85,51 @@ async def bulk_create_rows(call: Call) -> dict[str, Any]:
     access=WRITE,
     summary="Update many rows, all or nothing",
     body=BulkUpdateIn,
-    response_schema=ROWS_SCHEMA,
+    response_schema=BULK_UPDATE_SCHEMA,
     errors=(409,),
 )
 async def bulk_update_rows(call: Call) -> dict[str, Any]:
-    """Each item is `{"id": ..., <column>: <value>, ...}`; 404 names the items whose row does
-    not exist, and nothing is changed."""
-    return {"items": await call.services.rows.bulk_update(call.ctx, call.tbl, call.body.items)}
+    """Either `items`, each `{"id": ..., <column>: <value>, ...}` (404 names the items whose
+    row does not exist, and nothing is changed), or `filters` with `values`, the same values for
+    every selected row (answers `{"updated": N}`)."""
+    body: BulkUpdateIn = call.body
+    rows = call.services.rows
+    if (body.items is None) == (body.filters is None):
+        raise ValidationFailed.field("items", "give either items or filters with values")
+    if body.items is not None:
+        if body.values is not None:
+            raise ValidationFailed.field("values", "goes with filters, not with items")
+        return {"items": await rows.bulk_update(call.ctx, call.tbl, body.items)}
+    if body.values is None:
+        raise ValidationFailed.field("values", "is required with filters")
+    where = _required_filter(call, body.filters)
+    return {"updated": await rows.update_where(call.ctx, call.tbl, where, body.values)}
 
 
 @routes.post(
     f"{ROWS}/bulk-delete",
     access=WRITE,
-    summary="Delete many rows by id",
+    summary="Delete many rows by id or filter",
     body=BulkDeleteIn,
     response=DeletedOut,
 )
 async def bulk_delete_rows(call: Call) -> DeletedOut:
-    return DeletedOut(
-        deleted=await call.services.rows.bulk_delete(call.ctx, call.tbl, call.body.ids)
-    )
+    """Either `ids` or a non-empty `filters`; answers how many rows were deleted."""
+    body: BulkDeleteIn = call.body
+    rows = call.services.rows
+    if (body.ids is None) == (body.filters is None):
+        raise ValidationFailed.field("ids", "give either ids or filters")
+    if body.ids is not None:
+        return DeletedOut(deleted=await rows.bulk_delete(call.ctx, call.tbl, body.ids))
+    where = _required_filter(call, body.filters)
+    return DeletedOut(deleted=await rows.delete_where(call.ctx, call.tbl, where))
+
+
+def _required_filter(call: Call, filters: Any) -> dict[str, Any]:
+    where = call.services.rows.query(call.ctx, call.tbl, filters)
+    if not where:
+        raise ValidationFailed.field("filters", "must have at least one condition")
+    return where
 
 
 @routes.get(ROW, access=READ, summary="A row", response_schema=ROW_SCHEMA)
@@ -117,3 +154,31 @@ async def update_row(call: Call) -> dict[str, Any]:
 @routes.delete(ROW, access=WRITE, summary="Delete a row", status=204)
 async def delete_row(call: Call) -> None:
     await call.services.rows.delete(call.ctx, call.tbl, call.param("row_id"))
+
+
+@routes.post(
+    f"{ROW}/move",
+    access=READ,
+    summary="Move a row in the caller's own order",
+    body=MoveIn,
+    response=MoveOut,
+)
+async def move_row(call: Call) -> MoveOut:
+    """Places the row just before `before_id` (null: last) in the caller's manual order
+    (`sort_by=manual`); other users' orders do not change. One write whatever the table's
+    size; the answer counts the reads and writes it took."""
+    before = call.body.before_id
+    costs = await ordering.move_row(
+        call.ctx,
+        call.tbl,
+        parse_row_id(call.param("row_id")),
+        None if before is None else _row_ref(before),
+    )
+    return MoveOut(**costs)
+
+
+def _row_ref(value: str) -> ObjectId:
+    try:
+        return parse_row_id(value)
+    except NotFound:
+        raise ValidationFailed.field("before_id", "is not a row id") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from crm_core.tables import ordering
 from crm_core.tables.access import Level
 from crm_core.tables.definitions import Table
 from handlers.routing import Authenticated, Call, Permission, RouteTable, TableAccess
@@ -16,6 +17,8 @@ from models.tables import (
     TableOut,
     TablePatch,
     VersionQuery,
+    ViewIn,
+    ViewOut,
 )
 
 routes = RouteTable("meta")
@@ -157,3 +160,27 @@ async def delete_column(call: Call) -> TableOut:
         call.ctx, call.tbl, call.param("column"), call.query.version
     )
     return table_out(table)
+
+
+@routes.get(
+    f"{TABLE}/view",
+    access=TableAccess(level=Level.READ),
+    summary="The caller's column order and hidden columns",
+    response=ViewOut,
+)
+async def get_view(call: Call) -> ViewOut:
+    """Columns added since the view was saved follow in table order."""
+    return ViewOut(**await ordering.get_view(call.ctx, call.tbl))
+
+
+@routes.put(
+    f"{TABLE}/view",
+    access=TableAccess(level=Level.READ),
+    summary="Save the caller's column order and hidden columns",
+    body=ViewIn,
+    response=ViewOut,
+)
+async def put_view(call: Call) -> ViewOut:
+    """Only the caller's own view changes; unknown or repeated keys are a 400."""
+    view = await ordering.put_view(call.ctx, call.tbl, call.body.column_order, call.body.hidden)
+    return ViewOut(**view)

@@ -118,10 +118,23 @@ SORT_ORDER = Literal["asc", "desc"]
 
 
 class RowListQuery(QueryModel):
+    filters: str | None = Field(
+        default=None,
+        max_length=100_000,
+        description='URL-encoded JSON array of conditions, e.g. [{"field":"total_sum","op":"gt",'
+        '"value":100000}]; see docs/filters.md',
+    )
     sort_by: str | None = Field(
-        default=None, max_length=64, description="A column key or a system field; default `_id`"
+        default=None,
+        max_length=64,
+        description="A column key, `id`, a system field, or `manual` (the caller's own order)",
     )
     sort_order: SORT_ORDER = "asc"
+    sort: str | None = Field(
+        default=None,
+        max_length=400,
+        description="Several keys, comma-separated, `-` for descending: `-doc_date,company_name`",
+    )
     limit: int = Field(default=50, ge=1, le=1000)
     offset: int = Field(default=0, ge=0, le=10_000_000)
 
@@ -159,15 +172,44 @@ class BulkCreateIn(InputModel):
 
 
 class BulkUpdateIn(InputModel):
-    items: list[dict[str, Any]] = Field(
-        min_length=1,
-        max_length=MAX_BULK_ITEMS,
-        description="Each item: `id` and the values to change",
+    """Either `items` (each `id` and the values to change) or `filters` and `values` (the same
+    values for every row the filter selects)."""
+
+    items: list[dict[str, Any]] | None = Field(
+        default=None, min_length=1, max_length=MAX_BULK_ITEMS
     )
+    filters: list[Any] | dict[str, Any] | None = None
+    values: dict[str, Any] | None = None
 
 
 class BulkDeleteIn(InputModel):
-    ids: list[str] = Field(min_length=1, max_length=MAX_BULK_ITEMS)
+    """Either `ids` or a non-empty `filters`."""
+
+    ids: list[str] | None = Field(default=None, min_length=1, max_length=MAX_BULK_ITEMS)
+    filters: list[Any] | dict[str, Any] | None = None
+
+
+class MoveIn(InputModel):
+    before_id: str | None = Field(description="The row to place this one before; null: last")
+
+
+class MoveOut(OutputModel):
+    reads: int
+    writes: int
+
+
+class ViewIn(InputModel):
+    column_order: list[str] = Field(default_factory=list, max_length=500)
+    hidden: list[str] = Field(default_factory=list, max_length=500)
+
+
+class ViewOut(OutputModel):
+    column_order: list[str]
+    hidden: list[str]
+
+
+class UpdatedOut(OutputModel):
+    updated: int
 
 
 class DeletedOut(OutputModel):

@@ -16,6 +16,7 @@ from crm_core.context import TenantContext
 from crm_core.errors import Conflict, NotFound, ValidationFailed
 from crm_core.registry import Registry
 from crm_core.storage import update_each
+from crm_core.tables import ordering
 from crm_core.tables.access import visible_filter
 from crm_core.tables.definitions import (
     RESERVED_COLUMN_KEYS,
@@ -114,6 +115,7 @@ class MetaService:
         result = await ctx.db[TABLES].delete_one({"_id": table.doc["_id"]})
         if result.deleted_count:
             await ctx.db.drop_collection(table.key)
+            await ordering.forget_table(ctx, table.key)
 
     # ---- columns --------------------------------------------------------------------------
 
@@ -214,6 +216,7 @@ class MetaService:
         updated = await save_definition(ctx, table, {"columns": columns})
         await table.collection(ctx).update_many({key: {"$exists": True}}, {"$unset": {key: ""}})
         await self._drop_indexes(ctx, table, key)
+        await ordering.forget_column(ctx, table.key, key)
         return updated
 
     # ---- helpers --------------------------------------------------------------------------

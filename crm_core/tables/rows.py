@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from crm_core.columns import ColumnValueError, render_datetime
+from crm_core.columns import ColumnType, ColumnValueError, render_datetime
 from crm_core.context import TenantContext
 from crm_core.errors import Conflict, NotFound, ValidationFailed
+from crm_core.filters import FilterBuilder, FilterEnv, table_fields
+from crm_core.registry import Registry
 from crm_core.storage import update_each
 from crm_core.tables.definitions import SYSTEM_FIELDS, Table, utcnow
+from crm_core.tables.ordering import manual_pipeline
 
 SORT_FIELDS = {"id": "_id", "_id": "_id", **{f: f for f in SYSTEM_FIELDS}}
 _INDEX_NAME = re.compile(r"index:\s+u_([a-z][a-z0-9_]*)")
@@ -104,8 +107,22 @@ class RowValues:
             raise ValidationFailed(f"{first['field']}: {first['message']}", self.errors)
 
 
+MAX_SORT_KEYS = 5
+
+
 class RowService:
     """Row operations; the caller has already checked the table access level."""
+
+    def __init__(self, types: Registry[ColumnType], filters: FilterBuilder) -> None:
+        self.types = types
+        self.filters = filters
+
+    def query(
+        self, ctx: TenantContext, table: Table, filters: Any, now: datetime | None = None
+    ) -> dict[str, Any]:
+        """The MongoDB query for a filter (already parsed from JSON); 400 invalid_filter."""
+        env = FilterEnv(ctx.values, now or datetime.now(UTC))
+        return self.filters.translate(filters, table_fields(table.columns, self.types), env)
 
     def render(self, table: Table, doc: dict[str, Any]) -> dict[str, Any]:
         row: dict[str, Any] = {"id": str(doc["_id"])}
@@ -258,32 +275,86 @@ class RowService:
         ctx: TenantContext,
         table: Table,
         query: dict[str, Any],
-        sort: list[tuple[str, int]],
+        sort: list[tuple[str, int]] | None,
         limit: int,
         offset: int,
     ) -> tuple[list[dict[str, Any]], int]:
+        """One page and the total; `sort=None` is the caller's manual order."""
         collection = table.collection(ctx)
         max_time = ctx.max_time_ms
-        if not any(field == "_id" for field, _ in sort):
-            direction = sort[-1][1] if sort else ASCENDING
-            sort = [*sort, ("_id", direction)]  # ties broken by _id: pages never overlap
-        cursor = collection.find(query, max_time_ms=max_time).sort(sort).skip(offset).limit(limit)
-        docs = await cursor.to_list(length=limit)
+        if sort is None:
+            pipeline = manual_pipeline(ctx.user_id, query, offset, limit)
+            docs = await collection.aggregate(pipeline, maxTimeMS=max_time).to_list(limit)
+        else:
+            if not any(field == "_id" for field, _ in sort):
+                direction = sort[-1][1] if sort else ASCENDING
+                sort = [*sort, ("_id", direction)]  # ties broken by _id: pages never overlap
+            cursor = (
+                collection.find(query, max_time_ms=max_time).sort(sort).skip(offset).limit(limit)
+            )
+            docs = await cursor.to_list(length=limit)
         total = await collection.count_documents(query, maxTimeMS=max_time)
         return [self.render(table, d) for d in docs], total
 
     @staticmethod
     def sort_spec(
-        table: Table, sort_by: str | None, sort_order: str, field: str = "sort_by"
-    ) -> list[tuple[str, int]]:
-        direction = DESCENDING if sort_order == "desc" else ASCENDING
-        if sort_by is None:
-            return [("_id", direction)]
-        if sort_by in SORT_FIELDS:
-            return [(SORT_FIELDS[sort_by], direction)]
-        if table.column(sort_by) is None:
-            raise ValidationFailed.field(field, f"unknown column or field '{sort_by}'")
-        return [(sort_by, direction)]
+        table: Table, sort_by: str | None, sort_order: str, sort: str | None = None
+    ) -> list[tuple[str, int]] | None:
+        """`sort_by` + `sort_order`, or `sort=-a,b`; None means the manual order."""
+        if sort is not None and sort_by is not None:
+            raise ValidationFailed.field("sort", "use either sort or sort_by, not both")
+        if sort is None:
+            if sort_by == "manual":
+                return None
+            direction = DESCENDING if sort_order == "desc" else ASCENDING
+            keys = [(sort_by, direction)] if sort_by is not None else []
+            field = "sort_by"
+        else:
+            parts = [p.strip() for p in sort.split(",")]
+            if not all(parts) or len(parts) > MAX_SORT_KEYS:
+                raise ValidationFailed.field(
+                    "sort", f"give 1 to {MAX_SORT_KEYS} comma-separated keys"
+                )
+            keys = [(p.lstrip("-"), DESCENDING if p.startswith("-") else ASCENDING) for p in parts]
+            field = "sort"
+        result = []
+        for key, direction in keys:
+            if key in SORT_FIELDS:
+                result.append((SORT_FIELDS[key], direction))
+            elif table.column(key) is not None:
+                result.append((key, direction))
+            else:
+                raise ValidationFailed.field(field, f"unknown column or field '{key[:64]}'")
+        return result or [("_id", ASCENDING)]
+
+    async def update_where(
+        self, ctx: TenantContext, table: Table, query: dict[str, Any], values: Any
+    ) -> int:
+        """The same values on every row the filter selects."""
+        checker = RowValues(table, ctx, "values.")
+        set_values, unset = checker.for_update(values)
+        checker.raise_if_invalid()
+        collection = table.collection(ctx)
+        for key in set_values:
+            column = table.column(key)
+            if column is not None and column["unique"]:
+                if await collection.count_documents(query, limit=2) > 1:
+                    raise Conflict(
+                        f"Many rows cannot share one value of unique column '{key}'",
+                        [{"field": f"values.{key}", "message": "unique column"}],
+                    )
+        update: dict[str, Any] = {"$set": {**set_values, **self._stamp(ctx, created=False)}}
+        if unset:
+            update["$unset"] = dict.fromkeys(unset, "")
+        try:
+            result = await collection.update_many(query, update)
+        except DuplicateKeyError as exc:
+            raise _unique_conflict(exc) from None
+        return int(result.matched_count)
+
+    async def delete_where(self, ctx: TenantContext, table: Table, query: dict[str, Any]) -> int:
+        result = await table.collection(ctx).delete_many(query)
+        return int(result.deleted_count)
 
     # ---- helpers --------------------------------------------------------------------------
 

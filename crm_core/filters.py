@@ -1,0 +1,435 @@
+"""The filter language (SPEC §6): a pure translation from the JSON filter to a MongoDB query.
+
+Each operator is one class in a registry; it names nothing about types itself: a column type
+lists the operators it admits and parses operands. A recursive builder handles `and`/`or`
+groups and the limits. Nothing from the client reaches MongoDB as an operator: fields are
+checked against the table's columns and every operand goes through its column type.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from typing import Any, ClassVar
+
+import orjson
+from bson import ObjectId
+
+from crm_core.columns import (
+    DATE_ONLY,
+    EQUALITY_OPS,
+    ColumnType,
+    ColumnValueError,
+    DateType,
+    StringType,
+    ValueContext,
+    to_utc_millis,
+)
+from crm_core.errors import InvalidFilter
+from crm_core.registry import Registry
+
+MAX_CONDITIONS = 100
+MAX_DEPTH = 5
+MAX_LIST_VALUES = 1000
+MAX_TEXT_OPERAND = 1000
+MAX_FILTER_CHARS = 100_000
+
+
+class ObjectIdType(ColumnType):
+    """The row id, as a filterable field (not a column type a table can use)."""
+
+    name = "id"
+    operators = EQUALITY_OPS - {"blank", "not_blank"}
+
+    def coerce(
+        self, column: dict[str, Any], value: Any, vctx: ValueContext, lenient: bool = False
+    ) -> Any:
+        if not isinstance(value, str) or not ObjectId.is_valid(value) or len(value) != 24:
+            raise ColumnValueError("is not a row id")
+        return ObjectId(value)
+
+
+SYSTEM_COLUMNS: dict[str, tuple[dict[str, Any], ColumnType]] = {
+    "id": ({"key": "_id", "type": "id"}, ObjectIdType()),
+    "_created_at": ({"key": "_created_at", "type": "date"}, DateType()),
+    "_updated_at": ({"key": "_updated_at", "type": "date"}, DateType()),
+    "_created_by": ({"key": "_created_by", "type": "string"}, StringType()),
+    "_updated_by": ({"key": "_updated_by", "type": "string"}, StringType()),
+}
+
+
+@dataclass(frozen=True)
+class FilterEnv:
+    """What a translation needs besides the filter: the tenant's value rules and the moment
+    `is_within` periods are computed from."""
+
+    values: ValueContext
+    now: datetime
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str  # the stored field name
+    column: dict[str, Any]
+    type: ColumnType
+
+
+class FilterProblem(ValueError):
+    """An operand does not fit; the builder adds the condition's path."""
+
+
+# ---- operators ------------------------------------------------------------------------------
+
+
+class FilterOperator:
+    """Turns (field, operand) into a MongoDB condition.
+
+    `build` must parse the operand through the field's column type and raise FilterProblem
+    (or ColumnValueError) when it does not fit; it never passes client data through as an
+    operator or a field name.
+    """
+
+    name: ClassVar[str]
+    takes_value: ClassVar[bool] = True
+
+    def build(self, field: Field, value: Any, env: FilterEnv) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class Negation(FilterOperator):
+    """`not_x` matches what `x` does not, blank values included (`$nor` keeps missing fields)."""
+
+    def __init__(self, name: str, positive: FilterOperator) -> None:
+        self.name = name  # type: ignore[misc]
+        self.positive = positive
+        self.takes_value = positive.takes_value  # type: ignore[misc]
+
+    def build(self, field: Field, value: Any, env: FilterEnv) -> dict[str, Any]:
+        return {"$nor": [self.positive.build(field, value, env)]}
+
+
+def _day_bounds(field: Field, value: Any, env: FilterEnv) -> tuple[datetime, datetime] | None:
+    """A `YYYY-MM-DD` operand on a date field means that whole day in the tenant's timezone."""
+    if (
+        isinstance(field.type, DateType)
+        and isinstance(value, str)
+        and DATE_ONLY.match(value.strip())
+    ):
+        start = field.type.coerce(field.column, value, env.values)
+        return start, to_utc_millis(start + timedelta(days=1))
+    return None
+
+
+def _operand(field: Field, value: Any, env: FilterEnv) -> Any:
+    if value is None:
+        raise FilterProblem("needs a value (use `blank` to find empty values)")
+    return field.type.parse_filter_value(field.column, value, env.values)
+
+
+class Eq(FilterOperator):
+    name = "eq"
+
+    def build(self, field: Field, value: Any, env: FilterEnv) -> dict[str, Any]:
+        bounds = _day_bounds(field, value, env)
+        if bounds:
+            return {field.name: {"$gte": bounds[0], "$lt": bounds[1]}}
+        return {field.name: _operand(field, value, env)}
+
+
+class In(FilterOperator):
+    name = "in"
+
+    def build(self, field: Field, value: Any, env: FilterEnv) -> dict[str, Any]:
+        if not isinstance(value, list) or not value:
+            raise FilterProblem("needs a non-empty list of values")
+        if len(value) > MAX_LIST_VALUES:
+            raise FilterProblem(f"takes at most {MAX_LIST_VALUES} values")
+        days = [_day_bounds(field, v, env) for v in value]
+        if any(days):
+            return {"$or": [Eq().build(field, v, env) for v in value]}
+        return {field.name: {"$in": [_operand(field, v, env) for v in value]}}
+
+
+class Blank(FilterOperator):
+    """Null, missing or the empty string; `false` and `0` are values, not blanks."""
+
+    name = "blank"
+    takes_value = False
+
+    def build(self, field: Field, value: Any, env: FilterEnv) -> dict[str, Any]:
+        return {"$or": [{field.name: None}, {field.name: ""}]}
+
+
+class TextMatch(FilterOperator):
+    """Case-insensitive literal matching: the operand is escaped, never a regular expression."""
+
+    template: ClassVar[str] = "{}"
+
+    def build(self, field: Field, value: Any, env: FilterEnv) -> dict[str, Any]:
+        if not isinstance(value, str) or not value:
+            raise FilterProblem("needs a non-empty string")
+        if len(value) > MAX_TEXT_OPERAND:
+            raise FilterProblem(f"takes at most {MAX_TEXT_OPERAND} characters")
+        pattern = self.template.format(re.escape(value))
+        return {field.name: {"$regex": pattern, "$options": "i"}}
+
+
+class Contains(TextMatch):
+    name = "contains"
+
+
+class StartsWith(TextMatch):
+    name = "starts_with"
+    template = "^{}"
+
+
+class EndsWith(TextMatch):
+    name = "ends_with"
+    template = "{}$"
+
+
+class Compare(FilterOperator):
+    """gt/gte/lt/lte; on a date field a `YYYY-MM-DD` operand compares whole days
+    (`gt 2025-08-15` starts at the 16th, `lte 2025-08-15` ends with the 15th)."""
+
+    mongo: ClassVar[str]  # the operator for a plain operand
+    day_mongo: ClassVar[str]  # and for a whole day: against its start or the next day's
+    day_edge: ClassVar[int]
+
+    def build(self, field: Field, value: Any, env: FilterEnv) -> dict[str, Any]:
+        bounds = _day_bounds(field, value, env)
+        if bounds:
+            return {field.name: {self.day_mongo: bounds[self.day_edge]}}
+        return {field.name: {self.mongo: _operand(field, value, env)}}
+
+
+class Gt(Compare):
+    name, mongo, day_mongo, day_edge = "gt", "$gt", "$gte", 1
+
+
+class Gte(Compare):
+    name, mongo, day_mongo, day_edge = "gte", "$gte", "$gte", 0
+
+
+class Lt(Compare):
+    name, mongo, day_mongo, day_edge = "lt", "$lt", "$lt", 0
+
+
+class Lte(Compare):
+    name, mongo, day_mongo, day_edge = "lte", "$lte", "$lt", 1
+
+
+class Between(FilterOperator):
+    """`[low, high]`, both ends included (whole days for `YYYY-MM-DD` operands)."""
+
+    name = "between"
+
+    def build(self, field: Field, value: Any, env: FilterEnv) -> dict[str, Any]:
+        if not isinstance(value, list) or len(value) != 2:
+            raise FilterProblem("needs [low, high]")
+        low = Gte().build(field, value[0], env)[field.name]
+        high = Lte().build(field, value[1], env)[field.name]
+        low_value, high_value = next(iter(low.values())), next(iter(high.values()))
+        if low_value > high_value:
+            raise FilterProblem("low is greater than high")
+        return {field.name: {**low, **high}}
+
+
+PERIODS = (
+    "today",
+    "yesterday",
+    "tomorrow",
+    "this_week",
+    "this_month",
+    "this_year",
+    "past_week",
+    "past_month",
+    "past_year",
+    "next_week",
+    "next_month",
+    "next_year",
+)
+MAX_DAYS = 36_600
+
+
+def add_months(day: date, months: int) -> date:
+    month_index = day.month - 1 + months
+    year, month = day.year + month_index // 12, month_index % 12 + 1
+    return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
+
+
+def period_days(period: Any, today: date) -> tuple[date, date]:
+    """The days [first, last) of a named period or `{"past_days"|"next_days": N}`.
+
+    `past_*` runs from that far back up to and including today; `next_*` from today up to and
+    including that far ahead; weeks start on Monday.
+    """
+    tomorrow = today + timedelta(days=1)
+    if isinstance(period, dict):
+        if len(period) != 1:
+            raise FilterProblem("takes one of past_days or next_days")
+        ((kind, count),) = period.items()
+        if kind not in ("past_days", "next_days"):
+            raise FilterProblem(f"unknown period '{kind}'")
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_DAYS:
+            raise FilterProblem(f"{kind} needs a whole number from 1 to {MAX_DAYS}")
+        if kind == "past_days":
+            return today - timedelta(days=count), tomorrow
+        return today, tomorrow + timedelta(days=count)
+    if period not in PERIODS:
+        raise FilterProblem(f"needs one of {', '.join(PERIODS)}, past_days or next_days")
+    week_start = today - timedelta(days=today.weekday())
+    month_start = today.replace(day=1)
+    year_start = today.replace(month=1, day=1)
+    ranges = {
+        "today": (today, tomorrow),
+        "yesterday": (today - timedelta(days=1), today),
+        "tomorrow": (tomorrow, tomorrow + timedelta(days=1)),
+        "this_week": (week_start, week_start + timedelta(days=7)),
+        "this_month": (month_start, add_months(month_start, 1)),
+        "this_year": (year_start, year_start.replace(year=year_start.year + 1)),
+        "past_week": (today - timedelta(days=7), tomorrow),
+        "past_month": (add_months(today, -1), tomorrow),
+        "past_year": (add_months(today, -12), tomorrow),
+        "next_week": (today, tomorrow + timedelta(days=7)),
+        "next_month": (today, add_months(today, 1) + timedelta(days=1)),
+        "next_year": (today, add_months(today, 12) + timedelta(days=1)),
+    }
+    return ranges[period]
+
+
+class IsWithin(FilterOperator):
+    name = "is_within"
+
+    def build(self, field: Field, value: Any, env: FilterEnv) -> dict[str, Any]:
+        zone = env.values.timezone
+        today = env.now.astimezone(zone).date()
+        first, last = period_days(value, today)
+        start = datetime.combine(first, time(), tzinfo=zone)
+        end = datetime.combine(last, time(), tzinfo=zone)
+        return {field.name: {"$gte": to_utc_millis(start), "$lt": to_utc_millis(end)}}
+
+
+def default_filter_operators() -> Registry[FilterOperator]:
+    registry: Registry[FilterOperator] = Registry("filter operator")
+    eq, in_, blank, contains = Eq(), In(), Blank(), Contains()
+    for operator in (
+        eq,
+        in_,
+        blank,
+        contains,
+        StartsWith(),
+        EndsWith(),
+        Gt(),
+        Gte(),
+        Lt(),
+        Lte(),
+        Between(),
+        IsWithin(),
+    ):
+        registry.register(operator)
+    registry.register(Negation("neq", eq))
+    registry.register(Negation("not_in", in_))
+    registry.register(Negation("not_blank", blank))
+    registry.register(Negation("not_contains", contains))
+    return registry
+
+
+# ---- the builder ----------------------------------------------------------------------------
+
+
+class FilterBuilder:
+    """Translates a filter (a list of conditions, all of which must hold) for one table."""
+
+    def __init__(self, operators: Registry[FilterOperator]) -> None:
+        self.operators = operators
+
+    def parse_param(self, text: str | None) -> Any:
+        if text is None or not text.strip():
+            return []
+        if len(text) > MAX_FILTER_CHARS:
+            raise _invalid("filters", f"is longer than {MAX_FILTER_CHARS} characters")
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            raise _invalid("filters", "is not valid JSON (URL-encode the JSON array)") from None
+
+    def translate(
+        self, filters: Any, fields: dict[str, Field], env: FilterEnv, path: str = "filters"
+    ) -> dict[str, Any]:
+        if isinstance(filters, dict):
+            filters = [filters]
+        if not isinstance(filters, list):
+            raise _invalid(path, "must be a JSON array of conditions")
+        counter = [0]
+        parts = [
+            self._node(c, fields, env, f"{path}.{i}", 1, counter) for i, c in enumerate(filters)
+        ]
+        if not parts:
+            return {}
+        return parts[0] if len(parts) == 1 else {"$and": parts}
+
+    def _node(
+        self,
+        node: Any,
+        fields: dict[str, Field],
+        env: FilterEnv,
+        path: str,
+        depth: int,
+        counter: list[int],
+    ) -> dict[str, Any]:
+        if depth > MAX_DEPTH:
+            raise _invalid(path, f"groups nest at most {MAX_DEPTH} levels deep")
+        if not isinstance(node, dict):
+            raise _invalid(path, "must be a condition object or an and/or group")
+        if "and" in node or "or" in node:
+            if len(node) != 1:
+                raise _invalid(path, "a group has exactly one key, `and` or `or`")
+            ((kind, children),) = node.items()
+            if not isinstance(children, list) or not children:
+                raise _invalid(f"{path}.{kind}", "must be a non-empty array of conditions")
+            parts = [
+                self._node(c, fields, env, f"{path}.{kind}.{i}", depth + 1, counter)
+                for i, c in enumerate(children)
+            ]
+            return {f"${kind}": parts}
+        counter[0] += 1
+        if counter[0] > MAX_CONDITIONS:
+            raise _invalid(path, f"a filter has at most {MAX_CONDITIONS} conditions")
+        unknown = set(node) - {"field", "op", "value"}
+        if unknown:
+            raise _invalid(path, f"unknown key '{sorted(unknown)[0]}' in a condition")
+        name = node.get("field")
+        if not isinstance(name, str) or name not in fields:
+            raise _invalid(path, f"unknown field '{str(name)[:64]}'")
+        field = fields[name]
+        op_name = node.get("op", "eq")
+        if not isinstance(op_name, str) or op_name not in self.operators:
+            raise _invalid(path, f"unknown operator '{str(op_name)[:32]}'")
+        if op_name not in field.type.operators:
+            raise _invalid(
+                path, f"operator '{op_name}' does not apply to {field.type.name} field '{name}'"
+            )
+        operator = self.operators.get(op_name)
+        if not operator.takes_value and node.get("value") not in (None, True):
+            raise _invalid(path, f"'{op_name}' takes no value")
+        try:
+            return operator.build(field, node.get("value"), env)
+        except (FilterProblem, ColumnValueError) as exc:
+            raise _invalid(path, f"'{name}' {op_name}: {exc}") from None
+
+
+def _invalid(path: str, message: str) -> InvalidFilter:
+    return InvalidFilter(f"{path}: {message}", [{"field": path, "message": message}])
+
+
+def table_fields(columns: list[dict[str, Any]], types: Registry[ColumnType]) -> dict[str, Field]:
+    fields = {
+        key: Field(column["key"], column, column_type)
+        for key, (column, column_type) in SYSTEM_COLUMNS.items()
+    }
+    for column in columns:
+        fields[column["key"]] = Field(column["key"], column, types.get(column["type"]))
+    return fields
