@@ -380,11 +380,11 @@ class FilterBuilder:
         depth: int,
         counter: list[int],
     ) -> dict[str, Any]:
-        if depth > MAX_DEPTH:
-            raise _invalid(path, f"groups nest at most {MAX_DEPTH} levels deep")
         if not isinstance(node, dict):
             raise _invalid(path, "must be a condition object or an and/or group")
         if "and" in node or "or" in node:
+            if depth > MAX_DEPTH:
+                raise _invalid(path, f"groups nest at most {MAX_DEPTH} levels deep")
             if len(node) != 1:
                 raise _invalid(path, "a group has exactly one key, `and` or `or`")
             ((kind, children),) = node.items()

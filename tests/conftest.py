@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from crm_core.security import hash_password
 from crm_core.settings import Settings
 from handlers.app import create_app
+from handlers.routing import SERVICES
 
 TEST_SECRET = "test-secret-key-that-is-long-enough-0123456789"
 _counter = itertools.count()
@@ -83,6 +85,17 @@ class Api:
         account.me = await me.json()
         return account
 
+    async def login(self, email: str, password: str) -> Account:
+        resp = await self.client.post(
+            "/api/auth/login", json={"email": email, "password": password}
+        )
+        assert resp.status == 200, await resp.text()
+        tokens = await resp.json()
+        account = Account(email, password, tokens["access_token"], tokens["refresh_token"])
+        me = await self.client.get("/api/auth/me", headers=account.headers)
+        account.me = await me.json()
+        return account
+
     async def call(
         self,
         method: str,
@@ -114,3 +127,22 @@ def api(client) -> Api:
 @pytest.fixture
 async def owner(api) -> Account:
     return await api.register()
+
+
+async def add_user(
+    api: Api, client: TestClient, owner: Account, role_key: str, email: str | None = None
+) -> Account:
+    """A second user in the owner's tenant with a built-in role, signed in through the API."""
+    from models.accounts import User
+
+    services = client.app[SERVICES]
+    role = await services.storage.tenant_db(owner.tenant_id)["_roles"].find_one({"key": role_key})
+    email = email or f"user{next(_counter)}@example.com"
+    await User(
+        tenant_id=owner.me["tenant"]["id"],
+        email=email,
+        full_name=role_key,
+        password_hash=await hash_password("user-password", 4),
+        role_ids=[str(role["_id"])],
+    ).insert()
+    return await api.login(email, "user-password")

@@ -52,6 +52,17 @@ def rank_between(low: str, high: str | None) -> str:
         index += 1
 
 
+IMPLICIT_RANK_LENGTH = 25  # 24 hex digits of the id and the trailing '8'
+
+
+def rank_after(low: str) -> str:
+    """A rank just above `low` that stays below the ids of rows created later, so that a row
+    moved to the end is followed by new rows (they are never moved, so they come last)."""
+    if len(low) < IMPLICIT_RANK_LENGTH:
+        return low + "8"
+    return low[:IMPLICIT_RANK_LENGTH] + rank_between(low[IMPLICIT_RANK_LENGTH:], None)
+
+
 def manual_pipeline(
     user_id: str, query: dict[str, Any], offset: int, limit: int
 ) -> list[dict[str, Any]]:
@@ -93,7 +104,7 @@ async def move_row(
         raise NotFound("Row not found")
     if before_id is None:
         last = await _neighbour_rank(ctx, table, row_id, None)
-        new_rank = rank_between(last or "", None)
+        new_rank = rank_after(last or "")
         reads += 1
     else:
         if before_id == row_id:
