@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestServer
 from crm_core.columns import default_column_types
 from crm_core.settings import Settings
 from handlers.app import create_app
+from handlers.routing import SERVICES
 
 TEN_COLUMNS: list[dict[str, Any]] = [
     {"key": "company_name", "type": "string", "required": True},
@@ -51,6 +52,8 @@ class Client:
         self.session = session
         self.base = base
         self.headers: dict[str, str] = {}
+        self.app_services: Any = None
+        self.tenant_id = ""
 
     async def call(self, method: str, path: str, expect: int = 200, **kw: Any) -> Any:
         async with self.session.request(
@@ -74,6 +77,7 @@ class Client:
             },
         )
         self.headers = {"Authorization": f"Bearer {tokens['access_token']}"}
+        self.tenant_id = (await self.call("GET", "/api/auth/me"))["tenant"]["id"]
 
 
 @contextlib.asynccontextmanager
@@ -92,6 +96,7 @@ async def running_service(**overrides: Any) -> AsyncIterator[Client]:
     try:
         async with ClientSession() as session:
             client = Client(session, str(server.make_url("")).rstrip("/"))
+            client.app_services = server.app[SERVICES]
             await client.register()
             yield client
     finally:
