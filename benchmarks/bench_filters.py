@@ -26,8 +26,7 @@ TWENTY = [
     {"field": "quantity", "op": "gte", "value": -500},
     {"field": "doc_date", "op": "is_within", "value": {"past_days": 3650}},
     {"field": "company_name", "op": "not_contains", "value": "zzz"},
-    {"or": [{"field": "status", "op": "in", "value": [1, 2]}, {"field": "status",
-                                                                "op": "blank"}]},
+    {"or": [{"field": "status", "op": "in", "value": [1, 2]}, {"field": "status", "op": "blank"}]},
     {"field": "email", "op": "ends_with", "value": "example.com"},
     {"field": "phone", "op": "starts_with", "value": "+7"},
     {"field": "site", "op": "contains", "value": "example"},
@@ -36,8 +35,12 @@ TWENTY = [
     {"field": "quantity", "op": "not_in", "value": [0, 1, 2]},
     {"field": "doc_date", "op": "gte", "value": "2024-01-01"},
     {"field": "total_sum", "op": "not_blank"},
-    {"and": [{"field": "quantity", "op": "lt", "value": 2_000_000},
-             {"field": "total_sum", "op": "gt", "value": 0}]},
+    {
+        "and": [
+            {"field": "quantity", "op": "lt", "value": 2_000_000},
+            {"field": "total_sum", "op": "gt", "value": 0},
+        ]
+    },
     {"field": "company_name", "op": "neq", "value": "nobody"},
     {"field": "_created_at", "op": "is_within", "value": "this_year"},
     {"field": "email", "op": "not_blank"},
@@ -60,37 +63,54 @@ def bench_translation() -> None:
 
 async def bench_list_and_moves() -> None:
     async with running_service() as api:
-        await api.call("POST", "/api/meta/tables", 201,
-                       json={"key": "bench", "columns": TEN_COLUMNS})
+        await api.call(
+            "POST", "/api/meta/tables", 201, json={"key": "bench", "columns": TEN_COLUMNS}
+        )
         data = random_rows(10_000)
         for start in range(0, len(data), 1000):
-            await api.call("POST", "/api/data/bench/bulk", 201,
-                           json={"items": data[start:start + 1000]})
-        flt = quote(json.dumps([{"field": "total_sum", "op": "gt", "value": 500_000},
-                                {"field": "company_name", "op": "contains", "value": "acme"}]))
+            await api.call(
+                "POST", "/api/data/bench/bulk", 201, json={"items": data[start : start + 1000]}
+            )
+        flt = quote(
+            json.dumps(
+                [
+                    {"field": "total_sum", "op": "gt", "value": 500_000},
+                    {"field": "company_name", "op": "contains", "value": "acme"},
+                ]
+            )
+        )
         rounds = 5
         started = time.perf_counter()
         for _ in range(rounds):
             page = await api.call("GET", f"/api/data/bench?filters={flt}&limit=50")
         elapsed = time.perf_counter() - started
-        print(f"list with 2 filters on 10,000 rows ({page['total']} match): "
-              f"{elapsed / rounds * 1000:.0f} ms per request")
+        print(
+            f"list with 2 filters on 10,000 rows ({page['total']} match): "
+            f"{elapsed / rounds * 1000:.0f} ms per request"
+        )
 
         for size in (1_000, 100_000):
             key = f"moves{size}"
-            await api.call("POST", "/api/meta/tables", 201, json={
-                "key": key, "columns": [{"key": "n", "type": "integer"}]})
+            await api.call(
+                "POST",
+                "/api/meta/tables",
+                201,
+                json={"key": key, "columns": [{"key": "n", "type": "integer"}]},
+            )
             # rows are written straight to the database: the API import is not what is measured
             services = api.app_services
             ctx_db = services.storage.tenant_db(api.tenant_id)
             ids = [ObjectId() for _ in range(size)]
             await ctx_db[key].insert_many([{"_id": i, "n": n} for n, i in enumerate(ids)])
             started = time.perf_counter()
-            costs = await api.call("POST", f"/api/data/{key}/{ids[-1]}/move",
-                                   json={"before_id": str(ids[size // 2])})
+            costs = await api.call(
+                "POST", f"/api/data/{key}/{ids[-1]}/move", json={"before_id": str(ids[size // 2])}
+            )
             elapsed = time.perf_counter() - started
-            print(f"move on a {size:,}-row table: {costs['writes']} write(s), "
-                  f"{costs['reads']} read(s), {elapsed * 1000:.0f} ms")
+            print(
+                f"move on a {size:,}-row table: {costs['writes']} write(s), "
+                f"{costs['reads']} read(s), {elapsed * 1000:.0f} ms"
+            )
 
 
 if __name__ == "__main__":

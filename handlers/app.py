@@ -15,7 +15,7 @@ from crm_core.settings import Settings
 from crm_core.storage import Storage
 from crm_core.tables.meta import MetaService
 from crm_core.tables.rows import RowService
-from handlers import auth, data, docs, system, tables
+from handlers import aliases, auth, data, docs, roles, shares, system, tables, users
 from handlers.middlewares import access_log_middleware, error_middleware
 from handlers.routing import SERVICES, RouteSpec, RouteTable, build_view
 from models.accounts import SYSTEM_DOCUMENTS
@@ -27,6 +27,10 @@ ROUTE_TABLES: list[RouteTable] = [
     auth.routes,
     tables.routes,
     data.routes,
+    roles.routes,
+    users.routes,
+    shares.routes,
+    aliases.routes,
     docs.routes,
 ]
 

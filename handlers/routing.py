@@ -77,19 +77,22 @@ class Permission(Access):
 @dataclass(frozen=True)
 class TableAccess(Access):
     """The `{table}` of the path at a level: none is 404, too weak is 403 (SPEC §9).
-    `permission` is needed as well when set (e.g. `tables.create`)."""
+    `permission`, when set, is needed as well (e.g. `aliases.manage`)."""
 
     level: Level = Level.READ
+    permission: str | None = None
 
     async def authorize(self, call: Call) -> None:
-        services = call.services
-        table = await load_table(call.ctx, services.column_types, call.param("table"))
+        if self.permission and not call.ctx.has(self.permission):
+            raise Forbidden(f"This needs the '{self.permission}' permission")
+        table = await load_table(call.ctx, call.services.column_types, call.param("table"))
         await require(call.ctx, table, self.level)
         call.table = table
 
     @property
     def label(self) -> str:
-        return f"table:{self.level.name.lower()}"
+        extra = f"+{self.permission}" if self.permission else ""
+        return f"table:{self.level.name.lower()}{extra}"
 
 
 # ---- declarations --------------------------------------------------------------------------

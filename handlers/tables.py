@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from crm_core import aliases
 from crm_core.tables import ordering
 from crm_core.tables.access import Level
 from crm_core.tables.definitions import Table
@@ -27,26 +28,35 @@ TABLE = "/api/meta/tables/{table}"
 COLUMN = "/api/meta/tables/{table}/columns/{column}"
 
 
-def table_out(table: Table) -> TableOut:
+def table_out(table: Table, alias: dict[str, Any] | None = None) -> TableOut:
     doc = table.doc
+    alias = alias or {}
+    names = alias.get("columns") or {}
+    name = doc.get("name") or doc["key"]
     return TableOut(
         key=doc["key"],
-        name=doc.get("name") or doc["key"],
-        display_name=doc.get("name") or doc["key"],
+        name=name,
+        display_name=alias.get("name") or name,
         version=doc["version"],
         builtin=bool(doc.get("builtin")),
         owner_id=doc.get("owner_id"),
-        columns=[column_out(c) for c in table.columns],
+        columns=[column_out(c, names.get(c["key"])) for c in table.columns],
         created_at=doc["created_at"],
         updated_at=doc["updated_at"],
     )
 
 
-def column_out(column: dict[str, Any]) -> ColumnOut:
+def column_out(column: dict[str, Any], alias: str | None = None) -> ColumnOut:
     return ColumnOut(
-        display_name=column.get("name") or column["key"],
+        display_name=alias or column.get("name") or column["key"],
         **{k: v for k, v in column.items() if k in ColumnOut.model_fields},
     )
+
+
+async def rendered(call: Call, table: Table) -> TableOut:
+    """A table as the caller sees it, with the tenant's display names."""
+    found = await aliases.aliases_for(call.ctx, [table.key])
+    return table_out(table, found.get(table.key))
 
 
 @routes.get(
@@ -57,7 +67,8 @@ def column_out(column: dict[str, Any]) -> ColumnOut:
 )
 async def list_tables(call: Call) -> TableList:
     tables = await call.services.meta.list_tables(call.ctx)
-    return TableList(items=[table_out(t) for t in tables])
+    found = await aliases.aliases_for(call.ctx, [t.key for t in tables])
+    return TableList(items=[table_out(t, found.get(t.key)) for t in tables])
 
 
 @routes.post(
@@ -71,14 +82,14 @@ async def list_tables(call: Call) -> TableList:
 )
 async def create_table(call: Call) -> TableOut:
     """Select options get integer ids (given or assigned). 409 when the key is taken."""
-    return table_out(await call.services.meta.create_table(call.ctx, call.body))
+    return await rendered(call, await call.services.meta.create_table(call.ctx, call.body))
 
 
 @routes.get(
     TABLE, access=TableAccess(level=Level.READ), summary="A table's definition", response=TableOut
 )
 async def get_table(call: Call) -> TableOut:
-    return table_out(call.tbl)
+    return await rendered(call, call.tbl)
 
 
 @routes.patch(
@@ -95,7 +106,7 @@ async def patch_table(call: Call) -> TableOut:
     table = await call.services.meta.rename_table(
         call.ctx, call.tbl, call.body.name, call.query.version
     )
-    return table_out(table)
+    return await rendered(call, table)
 
 
 @routes.delete(
@@ -125,7 +136,7 @@ async def add_column(call: Call) -> TableOut:
     table = await call.services.meta.add_column(
         call.ctx, call.tbl, call.body.root, call.query.version
     )
-    return table_out(table)
+    return await rendered(call, table)
 
 
 @routes.patch(
@@ -144,7 +155,7 @@ async def change_column(call: Call) -> TableOut:
     table = await call.services.meta.change_column(
         call.ctx, call.tbl, call.param("column"), call.body, call.query.version
     )
-    return table_out(table)
+    return await rendered(call, table)
 
 
 @routes.delete(
@@ -159,7 +170,7 @@ async def delete_column(call: Call) -> TableOut:
     table = await call.services.meta.delete_column(
         call.ctx, call.tbl, call.param("column"), call.query.version
     )
-    return table_out(table)
+    return await rendered(call, table)
 
 
 @routes.get(

@@ -1,39 +1,75 @@
-"""Who may reach a table, and how far (SPEC §9). The one place that decides it."""
+"""Who may reach a table, and how far (SPEC §9). The one place that decides it.
+
+A custom table belongs to its creator. `tables.all` reaches every table. Anyone else reaches it
+only through a share (`_shares`) to the user or to one of the user's roles; the strongest share
+wins. Without access the table is 404 (its existence stays hidden); with access too weak for
+the operation, 403.
+"""
 
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Any
 
 from crm_core.context import TenantContext
 from crm_core.errors import Forbidden, NotFound
 from crm_core.tables.definitions import Table
+
+SHARES = "_shares"
 
 
 class Level(IntEnum):
     NONE = 0
     READ = 1  # list and read rows
     WRITE = 2  # also create, edit and delete rows
-    MANAGE = 3  # also change the table's columns, rename and delete it
+    MANAGE = 3  # also change the table's columns, rename and delete it, share it
+
+
+LEVEL_NAMES = {"read": Level.READ, "write": Level.WRITE, "manage": Level.MANAGE}
+
+
+def _subject_query(ctx: TenantContext) -> dict[str, Any]:
+    return {"$or": [{"user_id": ctx.user_id}, {"role_id": {"$in": list(ctx.user.role_ids)}}]}
 
 
 async def access_level(ctx: TenantContext, table: Table) -> Level:
+    builtin = table.doc.get("builtin_permission")
+    if builtin:  # built-in tables (leads...) are reached through their own permissions
+        if ctx.has("tables.all"):
+            return Level.MANAGE
+        if ctx.has(f"{builtin}.write"):
+            return Level.WRITE
+        return Level.READ if ctx.has(f"{builtin}.read") else Level.NONE
     if ctx.has("tables.all") or table.doc.get("owner_id") == ctx.user_id:
         return Level.MANAGE
-    return Level.NONE
+    best = Level.NONE
+    async for share in ctx.db[SHARES].find({"table": table.key, **_subject_query(ctx)}):
+        best = max(best, LEVEL_NAMES.get(share.get("access", ""), Level.NONE))
+    return best
 
 
-async def require(ctx: TenantContext, table: Table, needed: Level) -> None:
-    """404 when the caller has no access at all (the table's existence stays hidden),
-    403 when the access is too weak for the operation."""
+async def require(ctx: TenantContext, table: Table, needed: Level) -> Level:
+    """404 when the caller has no access at all, 403 when it is too weak for the operation."""
     level = await access_level(ctx, table)
     if level == Level.NONE:
         raise NotFound(f"Table '{table.key}' not found")
     if level < needed:
         raise Forbidden(f"This needs {needed.name.lower()} access to table '{table.key}'")
+    return level
 
 
-async def visible_filter(ctx: TenantContext) -> dict[str, object]:
+async def visible_filter(ctx: TenantContext) -> dict[str, Any]:
     """The `_tables` query that selects the tables the caller may see."""
     if ctx.has("tables.all"):
         return {}
-    return {"owner_id": ctx.user_id}
+    shared = await ctx.db[SHARES].distinct("table", _subject_query(ctx))
+    readable_builtins = [
+        p.split(".")[0] for p in ctx.permissions if p.endswith(".read") or p.endswith(".write")
+    ]
+    return {
+        "$or": [
+            {"owner_id": ctx.user_id},
+            {"key": {"$in": shared}, "builtin_permission": None},
+            {"builtin_permission": {"$in": readable_builtins}},
+        ]
+    }

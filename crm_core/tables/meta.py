@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
+from crm_core import aliases, shares
 from crm_core.columns import ColumnType, ColumnValueError
 from crm_core.context import TenantContext
 from crm_core.errors import Conflict, NotFound, ValidationFailed
@@ -116,6 +117,8 @@ class MetaService:
         if result.deleted_count:
             await ctx.db.drop_collection(table.key)
             await ordering.forget_table(ctx, table.key)
+            await shares.forget_table(ctx, table.key)
+            await aliases.delete_alias(ctx, table.key)
 
     # ---- columns --------------------------------------------------------------------------
 
@@ -217,6 +220,7 @@ class MetaService:
         await table.collection(ctx).update_many({key: {"$exists": True}}, {"$unset": {key: ""}})
         await self._drop_indexes(ctx, table, key)
         await ordering.forget_column(ctx, table.key, key)
+        await aliases.forget_column(ctx, table.key, key)
         return updated
 
     # ---- helpers --------------------------------------------------------------------------

@@ -1,0 +1,85 @@
+"""`/api/permissions` and `/api/roles` (SPEC §9)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from crm_core import roles
+from crm_core.permissions import PERMISSIONS
+from handlers.routing import Authenticated, Call, Permission, RouteTable
+from models.access import (
+    PermissionList,
+    PermissionOut,
+    RoleIn,
+    RoleList,
+    RoleOut,
+    RolePatch,
+)
+
+routes = RouteTable("roles")
+ROLE = "/api/roles/{role_id}"
+MANAGE = Permission(code="roles.manage")
+
+
+def role_out(role: dict[str, Any]) -> RoleOut:
+    return RoleOut(
+        id=str(role["_id"]),
+        key=role.get("key"),
+        name=role["name"],
+        permissions=role.get("permissions", []),
+        builtin=bool(role.get("builtin")),
+    )
+
+
+@routes.get(
+    "/api/permissions",
+    access=Authenticated(),
+    summary="The permission catalogue",
+    response=PermissionList,
+    tag="permissions",
+)
+async def list_permissions(call: Call) -> PermissionList:
+    return PermissionList(
+        items=[PermissionOut(code=c, description=d) for c, d in sorted(PERMISSIONS.items())]
+    )
+
+
+@routes.get("/api/roles", access=Authenticated(), summary="The company's roles", response=RoleList)
+async def list_roles(call: Call) -> RoleList:
+    return RoleList(items=[role_out(r) for r in await roles.list_roles(call.ctx)])
+
+
+@routes.post(
+    "/api/roles", access=MANAGE, summary="Create a role", body=RoleIn, response=RoleOut, status=201
+)
+async def create_role(call: Call) -> RoleOut:
+    """Unknown permission codes are a 400; granting a permission the caller does not hold is
+    a 403."""
+    return role_out(await roles.create_role(call.ctx, call.body.name, call.body.permissions))
+
+
+@routes.get(ROLE, access=Authenticated(), summary="A role", response=RoleOut, errors=(404,))
+async def get_role(call: Call) -> RoleOut:
+    return role_out(await roles.get_role(call.ctx, call.param("role_id")))
+
+
+@routes.patch(
+    ROLE,
+    access=MANAGE,
+    summary="Rename a role or change its permissions",
+    body=RolePatch,
+    response=RoleOut,
+    errors=(404, 409),
+)
+async def update_role(call: Call) -> RoleOut:
+    """The owner role cannot change (409)."""
+    body: RolePatch = call.body
+    return role_out(
+        await roles.update_role(call.ctx, call.param("role_id"), body.name, body.permissions)
+    )
+
+
+@routes.delete(ROLE, access=MANAGE, summary="Delete a custom role", status=204, errors=(404, 409))
+async def delete_role(call: Call) -> None:
+    """Built-in roles and roles that users still hold answer 409."""
+    await roles.delete_role(call.ctx, call.param("role_id"))

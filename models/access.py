@@ -1,0 +1,128 @@
+"""Roles, users, shares, aliases and the permission catalogue (SPEC §8, §9)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import EmailStr, Field, field_validator
+
+from crm_core.permissions import PERMISSIONS
+from models.accounts import PasswordField, normalise_email
+from models.base import InputModel, OutputModel
+
+PermissionCode = Literal[tuple(sorted(PERMISSIONS))]  # type: ignore[valid-type]
+ObjectIdText = str
+ACCESS_LEVELS = Literal["read", "write", "manage"]
+
+
+class PermissionOut(OutputModel):
+    code: str
+    description: str
+
+
+class PermissionList(OutputModel):
+    items: list[PermissionOut]
+
+
+class RoleIn(InputModel):
+    name: str = Field(min_length=1, max_length=100)
+    permissions: list[PermissionCode] = Field(default_factory=list, max_length=100)  # type: ignore[valid-type]
+
+
+class RolePatch(InputModel):
+    name: str | None = Field(default=None, min_length=1, max_length=100)
+    permissions: list[PermissionCode] | None = Field(default=None, max_length=100)  # type: ignore[valid-type]
+
+
+class RoleOut(OutputModel):
+    id: str
+    key: str | None
+    name: str
+    permissions: list[str]
+    builtin: bool
+
+
+class RoleList(OutputModel):
+    items: list[RoleOut]
+
+
+class UserCreateIn(PasswordField):
+    email: EmailStr
+    full_name: str = Field(min_length=1, max_length=200)
+    role_ids: list[str] = Field(default_factory=list, max_length=50)
+
+    _email = field_validator("email")(normalise_email)
+
+
+class UserPatch(InputModel):
+    full_name: str | None = Field(default=None, min_length=1, max_length=200)
+    role_ids: list[str] | None = Field(default=None, max_length=50)
+    is_active: bool | None = None
+
+
+class UserList(OutputModel):
+    items: list[UserOutRef]
+
+
+class UserOutRef(OutputModel):
+    id: str
+    email: str
+    full_name: str
+    role_ids: list[str]
+    is_active: bool
+    created_at: datetime
+
+
+UserList.model_rebuild()
+
+
+class ShareIn(InputModel):
+    table: str = Field(min_length=1, max_length=63)
+    user_id: str | None = Field(default=None, max_length=24)
+    role_id: str | None = Field(default=None, max_length=24)
+    access: ACCESS_LEVELS
+
+
+class ShareOut(OutputModel):
+    id: str
+    table: str
+    user_id: str | None
+    role_id: str | None
+    access: str
+    granted_by: str
+    created_at: datetime
+
+
+class ShareList(OutputModel):
+    granted: list[ShareOut] = Field(description="Shares the caller granted")
+    received: list[ShareOut] = Field(
+        description="Shares that reach the caller, directly or through a role"
+    )
+
+
+class AliasIn(InputModel):
+    table: str | None = Field(
+        default=None, min_length=1, max_length=255, description="Display name of the table"
+    )
+    columns: dict[str, str] = Field(
+        default_factory=dict, max_length=500, description="Column key to display name"
+    )
+
+    @field_validator("columns")
+    @classmethod
+    def _names(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, name in value.items():
+            if not 1 <= len(name) <= 255:
+                raise ValueError(f"the name of '{key[:64]}' must be 1 to 255 characters")
+        return value
+
+
+class AliasOut(OutputModel):
+    table_key: str
+    table: str | None
+    columns: dict[str, str]
+
+
+class AliasList(OutputModel):
+    items: list[AliasOut]
