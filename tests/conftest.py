@@ -10,10 +10,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from crm_core.security import hash_password
 from crm_core.settings import Settings
 from handlers.app import create_app
-from handlers.routing import SERVICES
 
 TEST_SECRET = "test-secret-key-that-is-long-enough-0123456789"
 _counter = itertools.count()
@@ -132,17 +130,21 @@ async def owner(api) -> Account:
 async def add_user(
     api: Api, client: TestClient, owner: Account, role_key: str, email: str | None = None
 ) -> Account:
-    """A second user in the owner's tenant with a built-in role, signed in through the API."""
-    from models.accounts import User
-
-    services = client.app[SERVICES]
-    role = await services.storage.tenant_db(owner.tenant_id)["_roles"].find_one({"key": role_key})
+    """A user of the owner's company with a built-in role, created and signed in through the
+    API."""
+    roles = await api.call("GET", "/api/roles", owner, expect=200)
+    role_id = next(r["id"] for r in roles["items"] if r["key"] == role_key)
     email = email or f"user{next(_counter)}@example.com"
-    await User(
-        tenant_id=owner.me["tenant"]["id"],
-        email=email,
-        full_name=role_key,
-        password_hash=await hash_password("user-password", 4),
-        role_ids=[str(role["_id"])],
-    ).insert()
+    await api.call(
+        "POST",
+        "/api/users",
+        owner,
+        expect=201,
+        json={
+            "email": email,
+            "full_name": role_key.title(),
+            "password": "user-password",
+            "role_ids": [role_id],
+        },
+    )
     return await api.login(email, "user-password")
