@@ -12,6 +12,9 @@ import sys
 from crm_core.settings import Settings, SettingsError, load_settings
 
 
+MAX_REQUEST_LINE = 1024 * 1024
+
+
 def configure_logging(settings: Settings) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
     if settings.log_file:
@@ -34,6 +37,9 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
         host=host or settings.host,
         port=port or settings.port,
         access_log=None,  # our middleware writes one richer line per request
+        # long filter URLs: the request line may be up to 1 MiB (aiohttp's default is 8 KiB,
+        # and its parser answers longer lines with a plain-text 400 before our middleware)
+        handler_args={"max_line_size": MAX_REQUEST_LINE, "max_field_size": 64 * 1024},
         shutdown_timeout=10,
     )
 

@@ -57,6 +57,15 @@ class StringSettings(NoSettings):
     max_length: int | None = Field(
         default=None, ge=1, le=1_000_000, description="Longest value; at most STRING_MAX_LENGTH"
     )
+    validators: list[str] = Field(
+        default_factory=list, max_length=10,
+        description="Names of extra checks: inn, kpp, ogrn (see GET /api/meta/validators)",
+    )
+
+
+class LinkSettings(NoSettings):
+    table: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$",
+                       description="Key of the table whose rows this column references")
 
 
 class SelectOptionIn(NoSettings):
@@ -82,6 +91,13 @@ class ColumnType:
     value_annotation: ClassVar[Any] = str
     settings_model: ClassVar[type[BaseModel]] = NoSettings
     value_schema: ClassVar[dict[str, Any]] = {}
+    references: ClassVar[bool] = False  # values point at other objects: see missing_references
+
+    async def missing_references(self, ctx: Any, column: dict[str, Any],
+                                 values: list[Any]) -> set[Any]:
+        """For reference types: which of the stored values point at nothing the caller may
+        see (in the caller's tenant). The row service turns them into 400s."""
+        return set()
 
     def coerce(
         self, column: dict[str, Any], value: Any, vctx: ValueContext, lenient: bool = False

@@ -120,7 +120,7 @@ SORT_ORDER = Literal["asc", "desc"]
 class RowListQuery(QueryModel):
     filters: str | None = Field(
         default=None,
-        max_length=100_000,
+        max_length=20_000,
         description='URL-encoded JSON array of conditions, e.g. [{"field":"total_sum","op":"gt",'
         '"value":100000}]; see docs/filters.md',
     )

@@ -1,39 +1,60 @@
-"""Schemathesis hooks for scripts/fuzz: every generated request gets a bearer token of its own
-fresh tenant owner, so a fuzzed `POST /api/auth/logout` (which rightly revokes the token it was
-called with) cannot blind the rest of the run."""
+"""Schemathesis hooks for scripts/fuzz.
+
+Auth: one owner account is registered for the run; every generated request carries a token of
+it. A fuzzed `POST /api/auth/logout` rightly revokes the token it was called with, so before
+each request the token is checked and, when revoked, the same user signs in again: objects
+created earlier in the run stay reachable (same tenant) for the stateful phase.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import secrets
+import urllib.error
 import urllib.request
 
 import schemathesis
 from hypothesis import strategies as st
 
 BASE_URL = os.environ["CRM_FUZZ_BASE_URL"]
+EMAIL = f"fuzz-{secrets.token_hex(8)}@example.com"
+PASSWORD = "fuzz-password"
+
+
+def _call(method: str, path: str, body: dict | None = None, token: str | None = None):
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(  # noqa: S310 - a loopback URL set by scripts/fuzz
+        f"{BASE_URL}{path}", data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as exc:
+        return exc.code, None
 
 
 @schemathesis.auth(refresh_interval=None)
-class FreshOwner:
+class FuzzOwner:
+    token: str | None = None
+
     def get(self, case, ctx):
-        body = json.dumps(
-            {
-                "company_name": "Fuzz",
-                "full_name": "Fuzz Owner",
-                "password": "fuzz-password",
-                "email": f"fuzz-{secrets.token_hex(8)}@example.com",
-            }
-        ).encode()
-        request = urllib.request.Request(  # noqa: S310 - a loopback URL set by scripts/fuzz
-            f"{BASE_URL}/api/auth/register",
-            data=body,
-            headers={"Content-Type": "application/json"},
-            method="POST",
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-            return json.load(response)["access_token"]
+        if FuzzOwner.token is not None:
+            status, _ = _call("GET", "/api/auth/me", token=FuzzOwner.token)
+            if status == 200:
+                return FuzzOwner.token
+        if FuzzOwner.token is None:
+            status, tokens = _call("POST", "/api/auth/register", {
+                "company_name": "Fuzz", "full_name": "Fuzz Owner", "email": EMAIL,
+                "password": PASSWORD})
+        else:
+            status, tokens = _call("POST", "/api/auth/login",
+                                   {"email": EMAIL, "password": PASSWORD})
+        assert tokens is not None, f"could not sign in the fuzzing owner ({status})"
+        FuzzOwner.token = tokens["access_token"]
+        return FuzzOwner.token
 
     def set(self, case, data, ctx):
         case.headers = case.headers or {}

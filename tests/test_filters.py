@@ -300,7 +300,7 @@ def test_errors_name_the_condition(filters, path, message):
     ("text", "message"),
     [
         ("[{", "not valid JSON"),
-        ("x" * 100_001, "longer than"),
+        ("x" * 20_001, "longer than"),
     ],
 )
 def test_param_errors(text, message):
