@@ -20,7 +20,10 @@ from zoneinfo import ZoneInfo
 
 import email_validator
 import phonenumbers
+from bson import ObjectId
 from pydantic import BaseModel, ConfigDict, Field
+
+from crm_core.errors import CrmError
 
 from crm_core.registry import Registry
 
@@ -58,14 +61,17 @@ class StringSettings(NoSettings):
         default=None, ge=1, le=1_000_000, description="Longest value; at most STRING_MAX_LENGTH"
     )
     validators: list[str] = Field(
-        default_factory=list, max_length=10,
+        default_factory=list,
+        max_length=10,
         description="Names of extra checks: inn, kpp, ogrn (see GET /api/meta/validators)",
     )
 
 
 class LinkSettings(NoSettings):
-    table: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$",
-                       description="Key of the table whose rows this column references")
+    table: str = Field(
+        pattern=r"^[a-z][a-z0-9_]{0,62}$",
+        description="Key of the table whose rows this column references",
+    )
 
 
 class SelectOptionIn(NoSettings):
@@ -93,8 +99,9 @@ class ColumnType:
     value_schema: ClassVar[dict[str, Any]] = {}
     references: ClassVar[bool] = False  # values point at other objects: see missing_references
 
-    async def missing_references(self, ctx: Any, column: dict[str, Any],
-                                 values: list[Any]) -> set[Any]:
+    async def missing_references(
+        self, ctx: Any, column: dict[str, Any], values: list[Any], types: Registry[ColumnType]
+    ) -> set[Any]:
         """For reference types: which of the stored values point at nothing the caller may
         see (in the caller's tenant). The row service turns them into 400s."""
         return set()
@@ -469,6 +476,86 @@ class SelectType(ColumnType):
         return rng.choice(options)["id"] if options else None
 
 
+# ---- references -----------------------------------------------------------------------------
+
+
+def _object_id(value: Any) -> ObjectId:
+    if not isinstance(value, str) or len(value) != 24 or not ObjectId.is_valid(value):
+        raise ColumnValueError("is not a row id")
+    return ObjectId(value)
+
+
+class LinkType(ColumnType):
+    """A row of another table (`table`) of the same tenant; stored as its ObjectId."""
+
+    name = "link"
+    operators = EQUALITY_OPS
+    settings_model = LinkSettings
+    value_schema = {"type": "string", "pattern": "^[0-9a-fA-F]{24}$"}
+    references = True
+
+    def coerce(
+        self, column: dict[str, Any], value: Any, vctx: ValueContext, lenient: bool = False
+    ) -> Any:
+        return _object_id(value)
+
+    def render(self, column: dict[str, Any], stored: Any) -> Any:
+        return str(stored)
+
+    async def missing_references(
+        self, ctx: Any, column: dict[str, Any], values: list[Any], types: Registry[ColumnType]
+    ) -> set[Any]:
+        from crm_core.tables.access import Level, access_level
+        from crm_core.tables.definitions import load_table
+
+        try:
+            target = await load_table(ctx, types, column["table"])
+        except CrmError:
+            return set(values)
+        if await access_level(ctx, target) < Level.READ:
+            return set(values)
+        found = {
+            d["_id"]
+            async for d in ctx.db[target.key].find({"_id": {"$in": list(values)}}, {"_id": 1})
+        }
+        return set(values) - found
+
+    def random_value(self, column: dict[str, Any], rng: random.Random) -> Any:
+        return None
+
+
+class UserRefType(ColumnType):
+    """A user of the same tenant; stored as the user id text (like `_created_by`)."""
+
+    name = "user"
+    operators = EQUALITY_OPS
+    value_schema = {"type": "string", "pattern": "^[0-9a-fA-F]{24}$"}
+    references = True
+
+    def coerce(
+        self, column: dict[str, Any], value: Any, vctx: ValueContext, lenient: bool = False
+    ) -> Any:
+        return str(_object_id(value))
+
+    async def missing_references(
+        self, ctx: Any, column: dict[str, Any], values: list[Any], types: Registry[ColumnType]
+    ) -> set[Any]:
+        from models.accounts import User
+
+        users = User.get_motor_collection()
+        found = {
+            str(d["_id"])
+            async for d in users.find(
+                {"_id": {"$in": [ObjectId(v) for v in values]}, "tenant_id": ctx.tenant.id},
+                {"_id": 1},
+            )
+        }
+        return set(values) - found
+
+    def random_value(self, column: dict[str, Any], rng: random.Random) -> Any:
+        return None
+
+
 BUILTIN_COLUMN_TYPES: tuple[type[ColumnType], ...] = (
     StringType,
     IntegerType,
@@ -480,6 +567,8 @@ BUILTIN_COLUMN_TYPES: tuple[type[ColumnType], ...] = (
     EmailType,
     PhoneType,
     UrlType,
+    LinkType,
+    UserRefType,
 )
 
 

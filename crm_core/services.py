@@ -11,6 +11,7 @@ from crm_core.settings import Settings
 from crm_core.storage import Storage
 from crm_core.tables.meta import MetaService
 from crm_core.tables.rows import RowService
+from crm_core.validators import ColumnValidator
 
 
 @dataclass
@@ -19,5 +20,6 @@ class Services:
     storage: Storage
     auth: AuthService
     column_types: Registry[ColumnType]
+    validators: Registry[ColumnValidator]
     meta: MetaService
     rows: RowService

@@ -22,9 +22,12 @@ class ColumnValidator:
 
 
 def _digits(value: object, lengths: tuple[int, ...], what: str) -> list[int]:
-    if not isinstance(value, str) or not value.isdigit() or not value.isascii() or len(
-        value
-    ) not in lengths:
+    if (
+        not isinstance(value, str)
+        or not value.isdigit()
+        or not value.isascii()
+        or len(value) not in lengths
+    ):
         sizes = " or ".join(str(n) for n in lengths)
         raise ColumnValueError(f"{what} must be {sizes} digits")
     return [int(ch) for ch in value]
@@ -48,8 +51,10 @@ class InnValidator(ColumnValidator):
         if len(digits) == 10:
             ok = _weighted(digits, self.W10) == digits[9]
         else:
-            ok = _weighted(digits, self.W11) == digits[10] and _weighted(
-                digits, self.W12) == digits[11]
+            ok = (
+                _weighted(digits, self.W11) == digits[10]
+                and _weighted(digits, self.W12) == digits[11]
+            )
         if not ok:
             raise ColumnValueError("is not a valid INN (check digit mismatch)")
 

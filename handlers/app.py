@@ -8,8 +8,10 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from crm_core.auth import AuthService
+from crm_core.builtin_tables import migrate_all
 from crm_core.columns import default_column_types
 from crm_core.filters import FilterBuilder, default_filter_operators
+from crm_core.validators import default_validators
 from crm_core.services import Services
 from crm_core.settings import Settings
 from crm_core.storage import Storage
@@ -51,13 +53,15 @@ def create_app(settings: Settings) -> web.Application:
     )
     storage = Storage(settings)
     column_types = default_column_types()
+    validators = default_validators()
     app[SERVICES] = Services(
         settings=settings,
         storage=storage,
         auth=AuthService(settings, storage),
         column_types=column_types,
-        meta=MetaService(column_types),
-        rows=RowService(column_types, FilterBuilder(default_filter_operators())),
+        validators=validators,
+        meta=MetaService(column_types, validators),
+        rows=RowService(column_types, FilterBuilder(default_filter_operators()), validators),
     )
     app.cleanup_ctx.append(_storage_ctx)
 
@@ -72,6 +76,9 @@ def create_app(settings: Settings) -> web.Application:
 async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
     storage = app[SERVICES].storage
     await storage.start(SYSTEM_DOCUMENTS)
+    changed = await migrate_all(storage)  # built-in tables for tenants created before them
+    if changed:
+        log.info("migrated %d tenants", changed)
     yield
     storage.close()
     log.info("storage closed")

@@ -67,6 +67,7 @@ class ColumnPatch(InputModel):
     indexed: bool | None = None
     default: int | float | bool | str | None = None
     max_length: int | None = Field(default=None, ge=1, le=1_000_000)
+    validators: list[str] | None = Field(default=None, max_length=10)
     options: list[SelectOptionIn] | None = Field(default=None, max_length=1000)
 
 
@@ -95,6 +96,9 @@ class ColumnOut(OutputModel):
     indexed: bool
     default: Any = None
     max_length: int | None = None
+    validators: list[str] | None = None
+    table: str | None = Field(default=None, description="For link columns: the target table")
+    predefined: bool = False
     options: list[SelectOptionOut] | None = None
 
 

@@ -28,7 +28,8 @@ def _call(method: str, path: str, body: dict | None = None, token: str | None = 
         headers["Authorization"] = f"Bearer {token}"
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(  # noqa: S310 - a loopback URL set by scripts/fuzz
-        f"{BASE_URL}{path}", data=data, headers=headers, method=method)
+        f"{BASE_URL}{path}", data=data, headers=headers, method=method
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
             return response.status, json.load(response)
@@ -46,12 +47,20 @@ class FuzzOwner:
             if status == 200:
                 return FuzzOwner.token
         if FuzzOwner.token is None:
-            status, tokens = _call("POST", "/api/auth/register", {
-                "company_name": "Fuzz", "full_name": "Fuzz Owner", "email": EMAIL,
-                "password": PASSWORD})
+            status, tokens = _call(
+                "POST",
+                "/api/auth/register",
+                {
+                    "company_name": "Fuzz",
+                    "full_name": "Fuzz Owner",
+                    "email": EMAIL,
+                    "password": PASSWORD,
+                },
+            )
         else:
-            status, tokens = _call("POST", "/api/auth/login",
-                                   {"email": EMAIL, "password": PASSWORD})
+            status, tokens = _call(
+                "POST", "/api/auth/login", {"email": EMAIL, "password": PASSWORD}
+            )
         assert tokens is not None, f"could not sign in the fuzzing owner ({status})"
         FuzzOwner.token = tokens["access_token"]
         return FuzzOwner.token

@@ -42,7 +42,7 @@ async def test_create_table_assigns_option_ids(api, owner, client):
     db = tenant_db(client, owner)
     assert "contracts" in await db.list_collection_names()
     listed = await api.call("GET", "/api/meta/tables", owner, expect=200)
-    assert [t["key"] for t in listed["items"]] == ["contracts"]
+    assert [t["key"] for t in listed["items"] if not t["builtin"]] == ["contracts"]
     got = await api.call("GET", "/api/meta/tables/contracts", owner, expect=200)
     assert got == table
 
@@ -128,7 +128,7 @@ async def test_bad_definitions(api, owner, client, table, field):
     body = await api.call("POST", "/api/meta/tables", owner, json=table, expect=400)
     assert body["error"]["code"] == "validation_error"
     assert field in [d["field"] for d in body["error"]["details"]], body
-    assert await tenant_db(client, owner)["_tables"].count_documents({}) == 0
+    assert await tenant_db(client, owner)["_tables"].count_documents({"builtin": False}) == 0
 
 
 async def test_rename_and_stale_version(api, owner):
@@ -325,7 +325,7 @@ async def test_tables_of_other_users_and_tenants_are_404(api, owner):
     await api.call("DELETE", "/api/meta/tables/contracts", other, expect=404)
     await api.call("GET", "/api/data/contracts", other, expect=404)
     listed = await api.call("GET", "/api/meta/tables", other, expect=200)
-    assert listed["items"] == []
+    assert [t["key"] for t in listed["items"] if not t["builtin"]] == []
     # the same key in another tenant is another table
     await create_contracts(api, other)
     await api.call("GET", "/api/meta/tables/contracts", owner, expect=200)

@@ -17,6 +17,7 @@ from crm_core.context import TenantContext
 from crm_core.errors import Conflict, NotFound, ValidationFailed
 from crm_core.registry import Registry
 from crm_core.storage import update_each
+from crm_core.validators import ColumnValidator
 from crm_core.tables import ordering
 from crm_core.tables.access import visible_filter
 from crm_core.tables.definitions import (
@@ -44,8 +45,9 @@ def plain_index_name(key: str) -> str:
 
 
 class MetaService:
-    def __init__(self, types: Registry[ColumnType]) -> None:
+    def __init__(self, types: Registry[ColumnType], validators: Registry[ColumnValidator]) -> None:
         self.types = types
+        self.validators = validators
 
     # ---- tables ---------------------------------------------------------------------------
 
@@ -74,6 +76,9 @@ class MetaService:
                 columns.append(self._normalise_column(ctx, raw, f"columns.{index}", None))
             except ValidationFailed as exc:
                 errors.extend(exc.details)
+        for index, column in enumerate(columns):
+            if column["type"] == "link" and column["table"] != data.key:
+                errors += await self._link_target_errors(ctx, column, f"columns.{index}")
         if errors:
             raise ValidationFailed(f"{errors[0]['field']}: {errors[0]['message']}", errors)
         now = utcnow()
@@ -113,6 +118,20 @@ class MetaService:
 
     async def delete_table(self, ctx: TenantContext, table: Table, version: int | None) -> None:
         check_version(table, version)
+        if table.doc.get("builtin"):
+            raise Conflict(f"The built-in table '{table.key}' cannot be deleted")
+        referring = await ctx.db[TABLES].distinct(
+            "key",
+            {
+                "key": {"$ne": table.key},
+                "columns": {"$elemMatch": {"type": "link", "table": table.key}},
+            },
+        )
+        if referring:
+            raise Conflict(
+                f"Link columns of {', '.join(sorted(referring))} point at this table; "
+                "delete or change them first"
+            )
         result = await ctx.db[TABLES].delete_one({"_id": table.doc["_id"]})
         if result.deleted_count:
             await ctx.db.drop_collection(table.key)
@@ -135,6 +154,8 @@ class MetaService:
         if len(table.columns) >= MAX_COLUMNS:
             raise ValidationFailed.field("key", f"a table has at most {MAX_COLUMNS} columns")
         column = self._normalise_column(ctx, raw, "", None)
+        if column["type"] == "link" and column["table"] != table.key:
+            _raise(await self._link_target_errors(ctx, column, ""))
         rows = table.collection(ctx)
         if column["required"]:
             if column.get("default") is None:
@@ -163,6 +184,8 @@ class MetaService:
         if current is None:
             raise NotFound(f"Column '{key}' not found in table '{table.key}'")
         changes = patch.model_dump(exclude_unset=True)
+        if current.get("predefined") and changes.get("type", current["type"]) != current["type"]:
+            raise Conflict(f"'{key}' is a predefined column: its type cannot change")
         merged = {**current, **{k: v for k, v in changes.items() if k != "options"}}
         if "options" in changes and changes["options"] is not None:
             merged["options"] = changes["options"]
@@ -174,10 +197,19 @@ class MetaService:
                 raise ValidationFailed.field("options", "only select columns have options")
             merged.pop("options", None)
             merged.pop("max_option_id", None)
+        if merged["type"] != current["type"] and (
+            new_type.references or table.column_type(current).references
+        ):
+            raise ValidationFailed.field(
+                "type", "link and user columns cannot change type; add a new column instead"
+            )
         if merged["type"] != "string":
-            if changes.get("max_length") is not None:
-                raise ValidationFailed.field("max_length", "only string columns have max_length")
+            if changes.get("max_length") is not None or changes.get("validators"):
+                raise ValidationFailed.field(
+                    "max_length", "only string columns have max_length and validators"
+                )
             merged.pop("max_length", None)
+            merged.pop("validators", None)
         if merged["type"] != current["type"] and "default" not in changes:
             merged["default"] = None
         column = self._normalise_column(ctx, merged, "", current)
@@ -213,8 +245,11 @@ class MetaService:
         self, ctx: TenantContext, table: Table, key: str, version: int | None
     ) -> Table:
         check_version(table, version)
-        if table.column(key) is None:
+        column = table.column(key)
+        if column is None:
             raise NotFound(f"Column '{key}' not found in table '{table.key}'")
+        if column.get("predefined"):
+            raise Conflict(f"'{key}' is a predefined column of '{table.key}' and cannot be removed")
         columns = [c for c in table.columns if c["key"] != key]
         updated = await save_definition(ctx, table, {"columns": columns})
         await table.collection(ctx).update_many({key: {"$exists": True}}, {"$unset": {key: ""}})
@@ -244,6 +279,23 @@ class MetaService:
         }
         if raw["type"] == "string" and raw.get("max_length") is not None:
             column["max_length"] = raw["max_length"]
+        if raw.get("validators"):
+            for index, name in enumerate(raw["validators"]):
+                if (
+                    name not in self.validators
+                    or raw["type"] not in self.validators.get(name).types
+                ):
+                    raise ValidationFailed.field(
+                        f"{prefix}validators.{index}",
+                        f"no validator '{name[:32]}' for {raw['type']} columns "
+                        f"(known: {', '.join(self.validators.names())})",
+                    )
+            column["validators"] = list(dict.fromkeys(raw["validators"]))
+        if raw["type"] == "link":
+            column["table"] = raw["table"]
+        for flag in ("predefined",):
+            if raw.get(flag):
+                column[flag] = True
         if raw["type"] == "select":
             column["options"], column["max_option_id"] = self._assign_option_ids(
                 raw.get("options") or [], previous, f"{prefix}options"
@@ -258,6 +310,14 @@ class MetaService:
             except ColumnValueError as exc:
                 raise ValidationFailed.field(f"{prefix}default", str(exc)) from None
         return column
+
+    async def _link_target_errors(
+        self, ctx: TenantContext, column: dict[str, Any], path: str
+    ) -> list[dict[str, Any]]:
+        prefix = f"{path}." if path else ""
+        if await ctx.db[TABLES].count_documents({"key": column["table"]}, limit=1):
+            return []
+        return [{"field": f"{prefix}table", "message": f"no table '{column['table']}'"}]
 
     @staticmethod
     def _assign_option_ids(
@@ -357,6 +417,11 @@ class MetaService:
         for name in (unique_index_name(key), plain_index_name(key)):
             if name in existing:
                 await rows.drop_index(name)
+
+
+def _raise(errors: list[dict[str, Any]]) -> None:
+    if errors:
+        raise ValidationFailed(f"{errors[0]['field']}: {errors[0]['message']}", errors)
 
 
 def _table_exists(key: str) -> Conflict:

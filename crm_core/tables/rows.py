@@ -15,8 +15,10 @@ from crm_core.context import TenantContext
 from crm_core.errors import Conflict, NotFound, ValidationFailed
 from crm_core.filters import FilterBuilder, FilterEnv, table_fields
 from crm_core.registry import Registry
+from crm_core.validators import ColumnValidator
 from crm_core.storage import update_each
-from crm_core.tables.definitions import SYSTEM_FIELDS, Table, utcnow
+from crm_core.tables.access import Level, access_level
+from crm_core.tables.definitions import SYSTEM_FIELDS, TABLES, Table, load_table, utcnow
 from crm_core.tables.ordering import manual_pipeline
 
 SORT_FIELDS = {"id": "_id", "_id": "_id", **{f: f for f in SYSTEM_FIELDS}}
@@ -32,10 +34,17 @@ def parse_row_id(row_id: Any) -> ObjectId:
 class RowValues:
     """Checks a row body against the table's columns, collecting every error."""
 
-    def __init__(self, table: Table, ctx: TenantContext, path: str = "") -> None:
+    def __init__(
+        self,
+        table: Table,
+        ctx: TenantContext,
+        path: str = "",
+        validators: Registry[ColumnValidator] | None = None,
+    ) -> None:
         self.table = table
         self.ctx = ctx
         self.path = path
+        self.validators = validators
         self.errors: list[dict[str, Any]] = []
 
     def _error(self, field: str, message: str) -> None:
@@ -43,7 +52,11 @@ class RowValues:
 
     def _coerce(self, column: dict[str, Any], value: Any) -> Any:
         try:
-            return self.table.column_type(column).coerce(column, value, self.ctx.values)
+            stored = self.table.column_type(column).coerce(column, value, self.ctx.values)
+            for name in column.get("validators") or []:
+                if self.validators is not None and name in self.validators:
+                    self.validators.get(name).check(stored)
+            return stored
         except ColumnValueError as exc:
             self._error(column["key"], str(exc))
             return None
@@ -113,9 +126,92 @@ MAX_SORT_KEYS = 5
 class RowService:
     """Row operations; the caller has already checked the table access level."""
 
-    def __init__(self, types: Registry[ColumnType], filters: FilterBuilder) -> None:
+    def __init__(
+        self,
+        types: Registry[ColumnType],
+        filters: FilterBuilder,
+        validators: Registry[ColumnValidator],
+    ) -> None:
         self.types = types
         self.filters = filters
+        self.validators = validators
+
+    def checker(self, table: Table, ctx: TenantContext, path: str = "") -> RowValues:
+        return RowValues(table, ctx, path, self.validators)
+
+    async def check_rules(
+        self,
+        ctx: TenantContext,
+        table: Table,
+        docs: list[tuple[str, dict[str, Any]]],
+        whole_rows: bool = True,
+    ) -> None:
+        """What single values cannot tell: references to rows and users that must exist (and
+        be visible to the caller), and a table's 'at least one of' rules. `docs` pairs each
+        document (complete, as it will be stored) with the path its errors are reported at."""
+        errors: list[dict[str, Any]] = []
+        for column in table.columns:
+            column_type = table.column_type(column)
+            if not column_type.references:
+                continue
+            key = column["key"]
+            values = {doc[key] for _, doc in docs if doc.get(key) is not None}
+            if not values:
+                continue
+            missing = await column_type.missing_references(ctx, column, list(values), self.types)
+            errors += [
+                {"field": f"{path}{key}", "message": _missing_message(column)}
+                for path, doc in docs
+                if doc.get(key) in missing
+            ]
+        for group in table.doc.get("require_any") or [] if whole_rows else []:
+            for path, doc in docs:
+                if all(doc.get(k) in (None, "") for k in group):
+                    errors.append(
+                        {
+                            "field": f"{path}{group[0]}",
+                            "message": f"give at least one of {', '.join(group)}",
+                        }
+                    )
+        _raise_errors(errors)
+
+    async def clear_references(self, ctx: TenantContext, table: Table, ids: list[ObjectId]) -> None:
+        """Deleted rows: link columns that pointed at them are cleared, never left dangling."""
+        if not ids:
+            return
+        query = {"columns": {"$elemMatch": {"type": "link", "table": table.key}}}
+        async for doc in ctx.db[TABLES].find(query, {"key": 1, "columns": 1}):
+            for column in doc["columns"]:
+                if column["type"] == "link" and column.get("table") == table.key:
+                    await ctx.db[doc["key"]].update_many(
+                        {column["key"]: {"$in": ids}}, {"$unset": {column["key"]: ""}}
+                    )
+
+    async def expand(
+        self, ctx: TenantContext, table: Table, rows: list[dict[str, Any]], keys: list[str]
+    ) -> None:
+        """Replace the ids of the named link columns with the referenced rows (when the caller
+        may read their table; otherwise the ids stay)."""
+        for key in keys:
+            column = table.column(key)
+            if column is None or column["type"] != "link":
+                raise ValidationFailed.field("expand", f"'{key[:64]}' is not a link column")
+            ids = {ObjectId(r[key]) for r in rows if r.get(key)}
+            if not ids:
+                continue
+            try:
+                target = await load_table(ctx, self.types, column["table"])
+            except NotFound:
+                continue
+            if await access_level(ctx, target) < Level.READ:
+                continue
+            found = {
+                str(d["_id"]): self.render(target, d)
+                async for d in target.collection(ctx).find({"_id": {"$in": list(ids)}})
+            }
+            for row in rows:
+                if row.get(key):
+                    row[key] = found.get(row[key], row[key])
 
     def query(
         self, ctx: TenantContext, table: Table, filters: Any, now: datetime | None = None
@@ -142,9 +238,10 @@ class RowService:
         return self.render(table, doc)
 
     async def create(self, ctx: TenantContext, table: Table, body: Any) -> dict[str, Any]:
-        checker = RowValues(table, ctx)
+        checker = self.checker(table, ctx)
         doc = checker.for_create(body)
         checker.raise_if_invalid()
+        await self.check_rules(ctx, table, [("", doc)])
         doc.update(self._stamp(ctx, created=True), _id=ObjectId())
         try:
             await table.collection(ctx).insert_one(doc)
@@ -156,9 +253,14 @@ class RowService:
         self, ctx: TenantContext, table: Table, row_id: str, body: Any
     ) -> dict[str, Any]:
         oid = parse_row_id(row_id)
-        checker = RowValues(table, ctx)
+        checker = self.checker(table, ctx)
         set_values, unset = checker.for_update(body)
         checker.raise_if_invalid()
+        current = await table.collection(ctx).find_one({"_id": oid})
+        if current is None:
+            raise NotFound("Row not found")
+        merged = {k: v for k, v in {**current, **set_values}.items() if k not in unset}
+        await self.check_rules(ctx, table, [("", merged)])
         update: dict[str, Any] = {"$set": {**set_values, **self._stamp(ctx, created=False)}}
         if unset:
             update["$unset"] = dict.fromkeys(unset, "")
@@ -173,9 +275,11 @@ class RowService:
         return self.render(table, doc)
 
     async def delete(self, ctx: TenantContext, table: Table, row_id: str) -> None:
-        result = await table.collection(ctx).delete_one({"_id": parse_row_id(row_id)})
+        oid = parse_row_id(row_id)
+        result = await table.collection(ctx).delete_one({"_id": oid})
         if not result.deleted_count:
             raise NotFound("Row not found")
+        await self.clear_references(ctx, table, [oid])
 
     # ---- bulk -----------------------------------------------------------------------------
 
@@ -187,11 +291,12 @@ class RowService:
         errors: list[dict[str, Any]] = []
         stamp = self._stamp(ctx, created=True)
         for index, item in enumerate(items):
-            checker = RowValues(table, ctx, f"items.{index}.")
+            checker = self.checker(table, ctx, f"items.{index}.")
             doc = checker.for_create(item)
             errors.extend(checker.errors)
             docs.append({**doc, **stamp, "_id": ObjectId()})
         _raise_errors(errors)
+        await self.check_rules(ctx, table, [(f"items.{i}.", d) for i, d in enumerate(docs)])
         await self._check_unique(ctx, table, docs, exclude=[])
         collection = table.collection(ctx)
         try:
@@ -223,7 +328,7 @@ class RowService:
                 errors.append({"field": f"items.{index}.id", "message": "repeats another item"})
                 continue
             seen.add(oid)
-            checker = RowValues(table, ctx, f"items.{index}.")
+            checker = self.checker(table, ctx, f"items.{index}.")
             set_values, unset = checker.for_update(body)
             errors.extend(checker.errors)
             changes.append((oid, set_values, unset))
@@ -238,6 +343,14 @@ class RowService:
         ]
         if missing:
             raise NotFound(f"{len(missing)} rows not found", missing)
+        await self.check_rules(
+            ctx,
+            table,
+            [
+                (f"items.{i}.", {k: v for k, v in {**originals[oid], **s}.items() if k not in u})
+                for i, (oid, s, u) in enumerate(changes)
+            ],
+        )
         await self._check_unique(ctx, table, [s for _, s, _ in changes], exclude=ids)
         stamp = self._stamp(ctx, created=False)
         operations = []
@@ -266,6 +379,7 @@ class RowService:
                 errors.append({"field": f"ids.{index}", "message": "not a row id"})
         _raise_errors(errors)
         result = await table.collection(ctx).delete_many({"_id": {"$in": oids}})
+        await self.clear_references(ctx, table, oids)
         return int(result.deleted_count)
 
     # ---- listing --------------------------------------------------------------------------
@@ -331,9 +445,14 @@ class RowService:
         self, ctx: TenantContext, table: Table, query: dict[str, Any], values: Any
     ) -> int:
         """The same values on every row the filter selects."""
-        checker = RowValues(table, ctx, "values.")
+        checker = self.checker(table, ctx, "values.")
         set_values, unset = checker.for_update(values)
         checker.raise_if_invalid()
+        await self.check_rules(ctx, table, [("values.", set_values)], whole_rows=False)
+        if table.doc.get("require_any") and unset:
+            raise ValidationFailed.field(
+                f"values.{unset[0]}", "cannot be cleared on many rows of this table at once"
+            )
         collection = table.collection(ctx)
         for key in set_values:
             column = table.column(key)
@@ -353,7 +472,10 @@ class RowService:
         return int(result.matched_count)
 
     async def delete_where(self, ctx: TenantContext, table: Table, query: dict[str, Any]) -> int:
-        result = await table.collection(ctx).delete_many(query)
+        collection = table.collection(ctx)
+        ids = [d["_id"] async for d in collection.find(query, {"_id": 1})]
+        result = await collection.delete_many({"_id": {"$in": ids}})
+        await self.clear_references(ctx, table, ids)
         return int(result.deleted_count)
 
     # ---- helpers --------------------------------------------------------------------------
@@ -397,6 +519,12 @@ class RowService:
                     f"Item {index}: the value of unique column '{key}' is already used",
                     [{"field": f"items.{index}.{key}", "message": "already used by another row"}],
                 )
+
+
+def _missing_message(column: dict[str, Any]) -> str:
+    if column["type"] == "link":
+        return f"no such row in table '{column.get('table')}'"
+    return "no such user in this company"
 
 
 def _raise_errors(errors: list[dict[str, Any]]) -> None:

@@ -1,0 +1,165 @@
+"""The standard entities (SPEC §10): legal entities, individuals and leads are built-in tables
+with predefined columns, served by the same row engine as custom tables.
+
+They are created with every tenant and added idempotently to tenants that existed before
+(`crm migrate`, which start-up runs). Tenants may add their own columns; predefined ones cannot
+be removed or change type.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pymongo import ASCENDING
+
+from crm_core.tables.definitions import TABLES, utcnow
+
+log = logging.getLogger(__name__)
+
+
+def _col(key: str, type_: str, **extra: Any) -> dict[str, Any]:
+    column = {
+        "key": key,
+        "name": extra.pop("name", key.replace("_", " ").capitalize()),
+        "type": type_,
+        "required": False,
+        "unique": False,
+        "indexed": False,
+        "default": None,
+        "predefined": True,
+    }
+    column.update(extra)
+    return column
+
+
+def _options(*labels: str) -> dict[str, Any]:
+    return {
+        "options": [{"id": i, "label": label} for i, label in enumerate(labels, 1)],
+        "max_option_id": len(labels),
+    }
+
+
+BUILTIN_TABLES: list[dict[str, Any]] = [
+    {
+        "key": "legal_entities",
+        "name": "Legal entities",
+        "slug": "legal-entities",
+        "columns": [
+            _col("name", "string", required=True, indexed=True),
+            _col("inn", "string", name="INN", max_length=12, validators=["inn"], indexed=True),
+            _col("kpp", "string", name="KPP", max_length=9, validators=["kpp"]),
+            _col("ogrn", "string", name="OGRN", max_length=15, validators=["ogrn"]),
+            _col("address", "string"),
+            _col("phone", "phone"),
+            _col("email", "email"),
+            _col("website", "url"),
+        ],
+    },
+    {
+        "key": "individuals",
+        "name": "Individuals",
+        "slug": "individuals",
+        "require_any": [["last_name", "first_name"]],
+        "columns": [
+            _col("last_name", "string", indexed=True),
+            _col("first_name", "string"),
+            _col("middle_name", "string"),
+            _col("phone", "phone"),
+            _col("email", "email"),
+            _col("birth_date", "date"),
+            _col("address", "string"),
+        ],
+    },
+    {
+        "key": "leads",
+        "name": "Leads",
+        "slug": "leads",
+        "columns": [
+            _col("title", "string", required=True),
+            _col(
+                "status",
+                "select",
+                default=1,
+                indexed=True,
+                **_options("New", "In progress", "Won", "Lost"),
+            ),
+            _col(
+                "source",
+                "select",
+                **_options("Website", "Referral", "Cold call", "Advertising", "Other"),
+            ),
+            _col("amount", "float"),
+            _col("phone", "phone"),
+            _col("email", "email"),
+            _col("legal_entity", "link", table="legal_entities"),
+            _col("individual", "link", table="individuals"),
+            _col("assigned_to", "user", indexed=True),
+            _col("notes", "string"),
+        ],
+    },
+]
+BUILTIN_KEYS = {t["key"]: t for t in BUILTIN_TABLES}
+
+
+async def ensure_builtin_tables(db: Any) -> list[str]:
+    """Create the built-in tables a tenant lacks and add predefined columns it lacks.
+    Returns what changed; running it again changes nothing."""
+    changed = []
+    for spec in BUILTIN_TABLES:
+        key = spec["key"]
+        existing = await db[TABLES].find_one({"key": key})
+        if existing is not None and not existing.get("builtin"):
+            log.warning(
+                "tenant database %s has a custom table '%s'; the built-in one is not created there",
+                db.name,
+                key,
+            )
+            continue
+        if existing is None:
+            now = utcnow()
+            await db[TABLES].insert_one(
+                {
+                    "key": key,
+                    "name": spec["name"],
+                    "builtin": True,
+                    "builtin_permission": key,
+                    "owner_id": None,
+                    "version": 1,
+                    "columns": spec["columns"],
+                    "require_any": spec.get("require_any", []),
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+            changed.append(f"created {key}")
+        else:
+            have = {c["key"] for c in existing["columns"]}
+            missing = [c for c in spec["columns"] if c["key"] not in have]
+            if missing:
+                await db[TABLES].update_one(
+                    {"_id": existing["_id"]},
+                    {
+                        "$push": {"columns": {"$each": missing}},
+                        "$inc": {"version": 1},
+                        "$set": {"updated_at": utcnow()},
+                    },
+                )
+                changed.append(f"added {', '.join(c['key'] for c in missing)} to {key}")
+        for column in spec["columns"]:
+            if column["indexed"]:
+                await db[key].create_index([(column["key"], ASCENDING)], name=f"i_{column['key']}")
+    return changed
+
+
+async def migrate_all(storage: Any) -> int:
+    """Bring every tenant up to date; returns how many tenants changed."""
+    from models.accounts import Tenant
+
+    count = 0
+    async for tenant in Tenant.find_all():
+        changes = await ensure_builtin_tables(storage.tenant_db(str(tenant.id)))
+        if changes:
+            count += 1
+            log.info("tenant %s: %s", tenant.id, "; ".join(changes))
+    return count
