@@ -11,7 +11,6 @@ import sys
 
 from crm_core.settings import Settings, SettingsError, load_settings
 
-
 MAX_REQUEST_LINE = 1024 * 1024
 
 

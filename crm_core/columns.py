@@ -24,7 +24,6 @@ from bson import ObjectId
 from pydantic import BaseModel, ConfigDict, Field
 
 from crm_core.errors import CrmError
-
 from crm_core.registry import Registry
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1

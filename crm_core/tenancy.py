@@ -7,8 +7,8 @@ from typing import Any
 
 from bson import ObjectId
 
-from crm_core.permissions import BUILTIN_ROLES
 from crm_core.builtin_tables import ensure_builtin_tables
+from crm_core.permissions import BUILTIN_ROLES
 from crm_core.storage import Storage
 from crm_core.tables.definitions import TABLES
 from models.accounts import Tenant

@@ -11,12 +11,12 @@ from crm_core.auth import AuthService
 from crm_core.builtin_tables import migrate_all
 from crm_core.columns import default_column_types
 from crm_core.filters import FilterBuilder, default_filter_operators
-from crm_core.validators import default_validators
 from crm_core.services import Services
 from crm_core.settings import Settings
 from crm_core.storage import Storage
 from crm_core.tables.meta import MetaService
 from crm_core.tables.rows import RowService
+from crm_core.validators import default_validators
 from handlers import aliases, auth, data, docs, roles, shares, system, tables, users
 from handlers.middlewares import access_log_middleware, error_middleware
 from handlers.routing import SERVICES, RouteSpec, RouteTable, build_view

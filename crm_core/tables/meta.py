@@ -17,7 +17,6 @@ from crm_core.context import TenantContext
 from crm_core.errors import Conflict, NotFound, ValidationFailed
 from crm_core.registry import Registry
 from crm_core.storage import update_each
-from crm_core.validators import ColumnValidator
 from crm_core.tables import ordering
 from crm_core.tables.access import visible_filter
 from crm_core.tables.definitions import (
@@ -28,6 +27,7 @@ from crm_core.tables.definitions import (
     save_definition,
     utcnow,
 )
+from crm_core.validators import ColumnValidator
 from models.tables import MAX_COLUMNS, ColumnPatch, TableIn
 
 log = logging.getLogger(__name__)

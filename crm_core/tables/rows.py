@@ -15,11 +15,11 @@ from crm_core.context import TenantContext
 from crm_core.errors import Conflict, NotFound, ValidationFailed
 from crm_core.filters import FilterBuilder, FilterEnv, table_fields
 from crm_core.registry import Registry
-from crm_core.validators import ColumnValidator
 from crm_core.storage import update_each
 from crm_core.tables.access import Level, access_level
 from crm_core.tables.definitions import SYSTEM_FIELDS, TABLES, Table, load_table, utcnow
 from crm_core.tables.ordering import manual_pipeline
+from crm_core.validators import ColumnValidator
 
 SORT_FIELDS = {"id": "_id", "_id": "_id", **{f: f for f in SYSTEM_FIELDS}}
 _INDEX_NAME = re.compile(r"index:\s+u_([a-z][a-z0-9_]*)")
