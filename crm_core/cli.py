@@ -38,7 +38,8 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
         access_log=None,  # our middleware writes one richer line per request
         # long filter URLs: the request line may be up to 1 MiB (aiohttp's default is 8 KiB,
         # and its parser answers longer lines with a plain-text 400 before our middleware)
-        handler_args={"max_line_size": MAX_REQUEST_LINE, "max_field_size": 64 * 1024},
+        max_line_size=MAX_REQUEST_LINE,
+        max_field_size=64 * 1024,
         shutdown_timeout=10,
     )
 

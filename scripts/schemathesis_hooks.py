@@ -11,8 +11,11 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import threading
 import urllib.error
 import urllib.request
+
+import email_validator
 
 import schemathesis
 from hypothesis import strategies as st
@@ -76,3 +79,16 @@ schemathesis.openapi.format(
     "password",
     st.text(min_size=8, max_size=72).filter(lambda s: len(s.encode()) <= 72),
 )
+
+
+def _deliverable_syntax(address: str) -> bool:
+    try:
+        email_validator.validate_email(address, check_deliverability=False)
+    except email_validator.EmailNotValidError:
+        return False
+    return True
+
+
+# `format: email` means what email-validator accepts without a DNS lookup: special-use domains
+# such as `.test` or `.local` are refused, as the service refuses them.
+schemathesis.openapi.format("email", st.emails().filter(_deliverable_syntax))
