@@ -45,6 +45,7 @@ BUILTIN_TABLES: list[dict[str, Any]] = [
         "key": "legal_entities",
         "name": "Legal entities",
         "slug": "legal-entities",
+        "singular": "legal entity",
         "columns": [
             _col("name", "string", required=True, indexed=True),
             _col("inn", "string", name="INN", max_length=12, validators=["inn"], indexed=True),
@@ -60,6 +61,7 @@ BUILTIN_TABLES: list[dict[str, Any]] = [
         "key": "individuals",
         "name": "Individuals",
         "slug": "individuals",
+        "singular": "individual",
         "require_any": [["last_name", "first_name"]],
         "columns": [
             _col("last_name", "string", indexed=True),
@@ -75,6 +77,7 @@ BUILTIN_TABLES: list[dict[str, Any]] = [
         "key": "leads",
         "name": "Leads",
         "slug": "leads",
+        "singular": "lead",
         "columns": [
             _col("title", "string", required=True),
             _col(

@@ -17,7 +17,18 @@ from crm_core.storage import Storage
 from crm_core.tables.meta import MetaService
 from crm_core.tables.rows import RowService
 from crm_core.validators import default_validators
-from handlers import aliases, auth, data, docs, roles, shares, system, tables, users
+from handlers import (
+    aliases,
+    auth,
+    data,
+    docs,
+    entities,
+    roles,
+    shares,
+    system,
+    tables,
+    users,
+)
 from handlers.middlewares import access_log_middleware, error_middleware
 from handlers.routing import SERVICES, RouteSpec, RouteTable, build_view
 from models.accounts import SYSTEM_DOCUMENTS
@@ -29,6 +40,7 @@ ROUTE_TABLES: list[RouteTable] = [
     auth.routes,
     tables.routes,
     data.routes,
+    entities.routes,
     roles.routes,
     users.routes,
     shares.routes,

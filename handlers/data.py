@@ -22,6 +22,7 @@ from models.tables import (
     DeletedOut,
     MoveIn,
     MoveOut,
+    RowGetQuery,
     RowListQuery,
     UpdatedOut,
 )
@@ -47,6 +48,7 @@ async def list_rows(call: Call) -> dict[str, Any]:
     sort = rows.sort_spec(call.tbl, query.sort_by, query.sort_order, query.sort)
     where = rows.query(call.ctx, call.tbl, rows.filters.parse_param(query.filters))
     items, total = await rows.page(call.ctx, call.tbl, where, sort, query.limit, query.offset)
+    await rows.expand(call.ctx, call.tbl, items, _keys(query.expand))
     return {"items": items, "total": total, "limit": query.limit, "offset": query.offset}
 
 
@@ -132,9 +134,17 @@ def _required_filter(call: Call, filters: Any) -> dict[str, Any]:
     return where
 
 
-@routes.get(ROW, access=READ, summary="A row", response_schema=ROW_SCHEMA)
+@routes.get(ROW, access=READ, summary="A row", query=RowGetQuery, response_schema=ROW_SCHEMA)
 async def get_row(call: Call) -> dict[str, Any]:
-    return await call.services.rows.get(call.ctx, call.tbl, call.param("row_id"))
+    """`expand=legal_entity` answers the link column with the referenced row."""
+    rows = call.services.rows
+    row = await rows.get(call.ctx, call.tbl, call.param("row_id"))
+    await rows.expand(call.ctx, call.tbl, [row], _keys(call.query.expand))
+    return row
+
+
+def _keys(text: str | None) -> list[str]:
+    return [k.strip() for k in (text or "").split(",") if k.strip()]
 
 
 @routes.patch(

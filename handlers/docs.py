@@ -68,9 +68,8 @@ class OpenApiBuilder:
             "summary": route.summary,
             "description": route.description.strip(),
             "tags": [route.tag],
-            "operationId": route.handler.__module__.rsplit(".", 1)[-1]
-            + "_"
-            + route.handler.__name__,
+            "operationId": route.operation_id
+            or route.handler.__module__.rsplit(".", 1)[-1] + "_" + route.handler.__name__,
             "x-access": route.access.label,
             "responses": {},
         }

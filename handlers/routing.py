@@ -81,18 +81,20 @@ class TableAccess(Access):
 
     level: Level = Level.READ
     permission: str | None = None
+    fixed_table: str | None = None  # the built-in entity routes name their table themselves
 
     async def authorize(self, call: Call) -> None:
         if self.permission and not call.ctx.has(self.permission):
             raise Forbidden(f"This needs the '{self.permission}' permission")
-        table = await load_table(call.ctx, call.services.column_types, call.param("table"))
+        key = self.fixed_table or call.param("table")
+        table = await load_table(call.ctx, call.services.column_types, key)
         await require(call.ctx, table, self.level)
         call.table = table
 
     @property
     def label(self) -> str:
         extra = f"+{self.permission}" if self.permission else ""
-        return f"table:{self.level.name.lower()}{extra}"
+        return f"{self.fixed_table or 'table'}:{self.level.name.lower()}{extra}"
 
 
 # ---- declarations --------------------------------------------------------------------------
@@ -122,6 +124,7 @@ class RouteSpec:
     errors: tuple[int, ...] = ()
     description: str = ""
     in_schema: bool = True
+    operation_id: str | None = None
 
     @property
     def body_required(self) -> bool:

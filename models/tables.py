@@ -121,7 +121,15 @@ class TableList(OutputModel):
 SORT_ORDER = Literal["asc", "desc"]
 
 
-class RowListQuery(QueryModel):
+class RowGetQuery(QueryModel):
+    expand: str | None = Field(
+        default=None,
+        max_length=400,
+        description="Comma-separated link columns to answer with the referenced rows",
+    )
+
+
+class RowListQuery(RowGetQuery):
     filters: str | None = Field(
         default=None,
         max_length=20_000,

@@ -11,12 +11,10 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import threading
 import urllib.error
 import urllib.request
 
 import email_validator
-
 import schemathesis
 from hypothesis import strategies as st
 

@@ -51,6 +51,9 @@ async def access_level(ctx: TenantContext, table: Table) -> Level:
 async def require(ctx: TenantContext, table: Table, needed: Level) -> Level:
     """404 when the caller has no access at all, 403 when it is too weak for the operation."""
     level = await access_level(ctx, table)
+    if level == Level.NONE and table.doc.get("builtin_permission"):
+        # standard entities exist in every company: lacking their permission is a 403
+        raise Forbidden(f"This needs the '{table.doc['builtin_permission']}.read' permission")
     if level == Level.NONE:
         raise NotFound(f"Table '{table.key}' not found")
     if level < needed:
