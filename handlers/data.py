@@ -17,8 +17,10 @@ from models.tables import (
     ROW_SCHEMA,
     ROWS_SCHEMA,
     BulkCreateIn,
+    BulkDeleteIds,
     BulkDeleteIn,
     BulkUpdateIn,
+    BulkUpdateItems,
     DeletedOut,
     MoveIn,
     MoveOut,
@@ -94,16 +96,10 @@ async def bulk_update_rows(call: Call) -> dict[str, Any]:
     """Either `items`, each `{"id": ..., <column>: <value>, ...}` (404 names the items whose
     row does not exist, and nothing is changed), or `filters` with `values`, the same values for
     every selected row (answers `{"updated": N}`)."""
-    body: BulkUpdateIn = call.body
+    body = call.body.root
     rows = call.services.rows
-    if (body.items is None) == (body.filters is None):
-        raise ValidationFailed.field("items", "give either items or filters with values")
-    if body.items is not None:
-        if body.values is not None:
-            raise ValidationFailed.field("values", "goes with filters, not with items")
+    if isinstance(body, BulkUpdateItems):
         return {"items": await rows.bulk_update(call.ctx, call.tbl, body.items)}
-    if body.values is None:
-        raise ValidationFailed.field("values", "is required with filters")
     where = _required_filter(call, body.filters)
     return {"updated": await rows.update_where(call.ctx, call.tbl, where, body.values)}
 
@@ -117,11 +113,9 @@ async def bulk_update_rows(call: Call) -> dict[str, Any]:
 )
 async def bulk_delete_rows(call: Call) -> DeletedOut:
     """Either `ids` or a non-empty `filters`; answers how many rows were deleted."""
-    body: BulkDeleteIn = call.body
+    body = call.body.root
     rows = call.services.rows
-    if (body.ids is None) == (body.filters is None):
-        raise ValidationFailed.field("ids", "give either ids or filters")
-    if body.ids is not None:
+    if isinstance(body, BulkDeleteIds):
         return DeletedOut(deleted=await rows.bulk_delete(call.ctx, call.tbl, body.ids))
     where = _required_filter(call, body.filters)
     return DeletedOut(deleted=await rows.delete_where(call.ctx, call.tbl, where))

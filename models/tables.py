@@ -183,26 +183,37 @@ class BulkCreateIn(InputModel):
     items: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_BULK_ITEMS)
 
 
-class BulkUpdateIn(InputModel):
-    """Either `items` (each `id` and the values to change) or `filters` and `values` (the same
-    values for every row the filter selects)."""
-
-    items: list[dict[str, Any]] | None = Field(
-        default=None, min_length=1, max_length=MAX_BULK_ITEMS
+class BulkUpdateItems(InputModel):
+    items: list[dict[str, Any]] = Field(
+        min_length=1, max_length=MAX_BULK_ITEMS, description="Each: `id` and the values to change"
     )
-    filters: list[Any] | dict[str, Any] | None = None
-    values: dict[str, Any] | None = None
 
 
-class BulkDeleteIn(InputModel):
-    """Either `ids` or a non-empty `filters`."""
+class BulkUpdateWhere(InputModel):
+    filters: list[Any] | dict[str, Any] = Field(description="At least one condition")
+    values: dict[str, Any] = Field(description="The values to set on every selected row")
 
-    ids: list[str] | None = Field(default=None, min_length=1, max_length=MAX_BULK_ITEMS)
-    filters: list[Any] | dict[str, Any] | None = None
+
+class BulkUpdateIn(RootModel[BulkUpdateItems | BulkUpdateWhere]):
+    """Either `items` or `filters` with `values`."""
+
+
+class BulkDeleteIds(InputModel):
+    ids: list[str] = Field(min_length=1, max_length=MAX_BULK_ITEMS)
+
+
+class BulkDeleteWhere(InputModel):
+    filters: list[Any] | dict[str, Any] = Field(description="At least one condition")
+
+
+class BulkDeleteIn(RootModel[BulkDeleteIds | BulkDeleteWhere]):
+    """Either `ids` or `filters`."""
 
 
 class MoveIn(InputModel):
-    before_id: str | None = Field(description="The row to place this one before; null: last")
+    before_id: str | None = Field(
+        pattern=r"^[0-9a-fA-F]{24}$", description="The row to place this one before; null: last"
+    )
 
 
 class MoveOut(OutputModel):

@@ -43,28 +43,27 @@ class FuzzOwner:
     token: str | None = None
 
     def get(self, case, ctx):
-        if FuzzOwner.token is not None:
-            status, _ = _call("GET", "/api/auth/me", token=FuzzOwner.token)
-            if status == 200:
-                return FuzzOwner.token
-        if FuzzOwner.token is None:
-            status, tokens = _call(
-                "POST",
-                "/api/auth/register",
-                {
+        with FuzzOwner.lock:
+            if FuzzOwner.token is not None:
+                status, _ = _call("GET", "/api/auth/me", token=FuzzOwner.token)
+                if status == 200:
+                    return FuzzOwner.token
+            status, tokens = 0, None
+            if not FuzzOwner.registered:
+                owner = {
                     "company_name": "Fuzz",
                     "full_name": "Fuzz Owner",
                     "email": EMAIL,
                     "password": PASSWORD,
-                },
-            )
-        else:
-            status, tokens = _call(
-                "POST", "/api/auth/login", {"email": EMAIL, "password": PASSWORD}
-            )
-        assert tokens is not None, f"could not sign in the fuzzing owner ({status})"
-        FuzzOwner.token = tokens["access_token"]
-        return FuzzOwner.token
+                }
+                status, tokens = _call("POST", "/api/auth/register", owner)
+                FuzzOwner.registered = True
+            if tokens is None:  # registered before (by this or another worker): sign in
+                credentials = {"email": EMAIL, "password": PASSWORD}
+                status, tokens = _call("POST", "/api/auth/login", credentials)
+            assert tokens is not None, f"could not sign in the fuzzing owner ({status})"
+            FuzzOwner.token = tokens["access_token"]
+            return FuzzOwner.token
 
     def set(self, case, data, ctx):
         case.headers = case.headers or {}

@@ -294,7 +294,7 @@ async def test_move_errors(api, owner):
         "POST", f"/api/data/t/{row['id']}/move", owner, expect=400, json={"before_id": "nope"}
     )
     await api.call(
-        "POST", f"/api/data/t/{row['id']}/move", owner, expect=400, json={"before_id": "0" * 24}
+        "POST", f"/api/data/t/{row['id']}/move", owner, expect=404, json={"before_id": "0" * 24}
     )
     await api.call(
         "POST", f"/api/data/t/{'0' * 24}/move", owner, expect=404, json={"before_id": None}

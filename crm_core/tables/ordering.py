@@ -112,7 +112,10 @@ async def move_row(
         target = await rows.find_one({"_id": before_id}, {field.split(".")[0]: 1})
         reads += 1
         if target is None:
-            raise ValidationFailed.field("before_id", "no such row in this table")
+            raise NotFound(
+                "The row given as before_id is not in this table",
+                [{"field": "before_id", "message": "no such row in this table"}],
+            )
         target_rank = (target.get("_ranks") or {}).get(ctx.user_id) or f"{before_id}8"
         previous = await _neighbour_rank(ctx, table, row_id, target_rank)
         reads += 1
