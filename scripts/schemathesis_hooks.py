@@ -38,32 +38,31 @@ def _call(method: str, path: str, body: dict | None = None, token: str | None = 
         return exc.code, None
 
 
+_LOCK = threading.Lock()  # the run has several workers
+_STATE: dict[str, object] = {"token": None, "registered": False}
+
+
 @schemathesis.auth(refresh_interval=None)
 class FuzzOwner:
-    token: str | None = None
-
     def get(self, case, ctx):
-        with FuzzOwner.lock:
-            if FuzzOwner.token is not None:
-                status, _ = _call("GET", "/api/auth/me", token=FuzzOwner.token)
+        with _LOCK:
+            token = _STATE["token"]
+            if token is not None:
+                status, _ = _call("GET", "/api/auth/me", token=str(token))
                 if status == 200:
-                    return FuzzOwner.token
+                    return token
             status, tokens = 0, None
-            if not FuzzOwner.registered:
-                owner = {
-                    "company_name": "Fuzz",
-                    "full_name": "Fuzz Owner",
-                    "email": EMAIL,
-                    "password": PASSWORD,
-                }
+            if not _STATE["registered"]:
+                owner = {"company_name": "Fuzz", "full_name": "Fuzz Owner", "email": EMAIL,
+                         "password": PASSWORD}
                 status, tokens = _call("POST", "/api/auth/register", owner)
-                FuzzOwner.registered = True
+                _STATE["registered"] = True
             if tokens is None:  # registered before (by this or another worker): sign in
                 credentials = {"email": EMAIL, "password": PASSWORD}
                 status, tokens = _call("POST", "/api/auth/login", credentials)
             assert tokens is not None, f"could not sign in the fuzzing owner ({status})"
-            FuzzOwner.token = tokens["access_token"]
-            return FuzzOwner.token
+            _STATE["token"] = tokens["access_token"]
+            return _STATE["token"]
 
     def set(self, case, data, ctx):
         case.headers = case.headers or {}
