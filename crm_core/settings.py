@@ -51,6 +51,18 @@ class Settings(BaseSettings):
     default_timezone: str = "UTC"
     string_max_length: int = Field(default=10_000, ge=1)
 
+    sms_provider: Literal["log", "smsru"] = "log"
+    smsru_api_id: str = ""
+    smsru_base_url: str = "https://sms.ru"
+    sms_sender: str = ""
+    sms_rate_per_second: float = Field(default=10.0, gt=0, le=10_000)
+    sms_max_attempts: int = Field(default=4, ge=1, le=20)
+    sms_retry_base_seconds: float = Field(default=1.0, ge=0, le=600)
+    sms_send_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    sms_redelivery_seconds: float = Field(default=600.0, gt=0)
+    sms_batch_size: int = Field(default=100, ge=1, le=10_000)
+    sms_max_recipients: int = Field(default=100_000, ge=1)
+
     log_level: str = "INFO"
     log_file: str | None = None
 
@@ -70,7 +82,22 @@ class Settings(BaseSettings):
             log.warning("SECRET_KEY is not set: generated one; tokens end with the process")
         if len(self.secret_key.encode()) < MIN_SECRET_KEY_BYTES:
             raise SettingsError(f"SECRET_KEY must be at least {MIN_SECRET_KEY_BYTES} bytes long")
+        if self.sms_redelivery_seconds <= self.longest_send_seconds:
+            raise SettingsError(
+                f"SMS_REDELIVERY_SECONDS must exceed the longest send of one message "
+                f"({self.longest_send_seconds:.0f} s with these timeouts and retries), or a slow "
+                "send would be taken over by a second worker"
+            )
+        if self.sms_provider == "smsru" and not self.smsru_api_id:
+            raise SettingsError("SMSRU_API_ID is required with SMS_PROVIDER=smsru")
         return self
+
+    @property
+    def longest_send_seconds(self) -> float:
+        """Every attempt timing out, with the exponential backoff between them."""
+        attempts = self.sms_max_attempts
+        backoff = sum(self.sms_retry_base_seconds * 2**i for i in range(attempts - 1))
+        return attempts * self.sms_send_timeout_seconds + backoff
 
     @property
     def embedded_database(self) -> bool:
