@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from crm_core.auth import AuthService
 from crm_core.columns import ColumnType
@@ -23,3 +24,4 @@ class Services:
     validators: Registry[ColumnValidator]
     meta: MetaService
     rows: RowService
+    sms_queue: Any = None  # crm_core.sms.SmsQueue, set when the broker starts

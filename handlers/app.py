@@ -25,6 +25,7 @@ from handlers import (
     entities,
     roles,
     shares,
+    sms,
     system,
     tables,
     users,
@@ -32,6 +33,7 @@ from handlers import (
 from handlers.middlewares import access_log_middleware, error_middleware
 from handlers.routing import SERVICES, RouteSpec, RouteTable, build_view
 from models.accounts import SYSTEM_DOCUMENTS
+from tasks.broker import BrokerQueue, build_broker, make_runtime, receiving
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,7 @@ ROUTE_TABLES: list[RouteTable] = [
     users.routes,
     shares.routes,
     aliases.routes,
+    sms.routes,
     docs.routes,
 ]
 
@@ -76,6 +79,7 @@ def create_app(settings: Settings) -> web.Application:
         rows=RowService(column_types, FilterBuilder(default_filter_operators()), validators),
     )
     app.cleanup_ctx.append(_storage_ctx)
+    app.cleanup_ctx.append(_broker_ctx)
 
     specs = all_routes()
     for spec in specs:
@@ -94,3 +98,28 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     storage.close()
     log.info("storage closed")
+
+
+async def _broker_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The task broker. Embedded database (one process) or no Redis: the tasks run in this
+    process. Real MongoDB with Redis: this process only queues; `crm worker` sends."""
+    services = app[SERVICES]
+    settings = services.settings
+    broker = build_broker(settings)
+    runtime = await make_runtime(settings, services.storage)
+    broker.state.sms = runtime
+    services.sms_queue = BrokerQueue(broker)
+    await broker.startup()
+    if settings.redis_url and settings.embedded_database:
+        log.warning("the database is embedded: SMS tasks queued in Redis run in this process")
+    try:
+        if settings.redis_url and settings.embedded_database:
+            async with receiving(broker, settings):
+                yield
+        else:
+            if not settings.redis_url:
+                log.warning("REDIS_URL is not set: SMS tasks run in this process")
+            yield
+    finally:
+        await broker.shutdown()
+        await runtime.provider.close()

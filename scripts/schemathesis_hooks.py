@@ -54,8 +54,12 @@ class FuzzOwner:
                     return token
             status, tokens = 0, None
             if not _STATE["registered"]:
-                owner = {"company_name": "Fuzz", "full_name": "Fuzz Owner", "email": EMAIL,
-                         "password": PASSWORD}
+                owner = {
+                    "company_name": "Fuzz",
+                    "full_name": "Fuzz Owner",
+                    "email": EMAIL,
+                    "password": PASSWORD,
+                }
                 status, tokens = _call("POST", "/api/auth/register", owner)
                 _STATE["registered"] = True
             if tokens is None:  # registered before (by this or another worker): sign in

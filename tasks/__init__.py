@@ -1,0 +1,1 @@
+"""Background work on taskiq: the broker, the SMS tasks and the SMS providers."""

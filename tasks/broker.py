@@ -1,0 +1,130 @@
+"""The taskiq broker: taskiq-redis's stream broker with `REDIS_URL`, the in-memory broker
+without it. Tasks are registered on the broker built here; they find what they need
+(`SmsRuntime`) in the broker's state, set by whoever runs them: the API process (embedded
+database, or no Redis) or `crm worker`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from taskiq import AsyncBroker, Context, InMemoryBroker, TaskiqDepends
+from taskiq.receiver import Receiver
+
+from crm_core.settings import Settings
+from tasks import sms
+from tasks.providers import make_provider
+from tasks.ratelimit import SlotLimiter
+
+log = logging.getLogger(__name__)
+
+SEND_BATCH = "crm.sms.send_batch"
+SEND_ONE = "crm.sms.send_one"
+HEARTBEAT = "crm.heartbeat"
+QUEUE = "crm:tasks"
+GROUP = "crm-workers"
+
+
+async def _send_batch(
+    tenant_id: str, campaign_id: str, batch: int, context: Context = TaskiqDepends()
+) -> dict[str, int]:
+    return await sms.send_batch(
+        context.state.sms, context.message.task_id, tenant_id, campaign_id, batch
+    )
+
+
+async def _send_one(tenant_id: str, message_id: str, context: Context = TaskiqDepends()) -> int:
+    return await sms.send_one(context.state.sms, context.message.task_id, tenant_id, message_id)
+
+
+async def _heartbeat() -> None:
+    """Does nothing: its arrival makes a consumer look for unacknowledged tasks to take over
+    (taskiq-redis claims idle messages only after reading new ones)."""
+
+
+def build_broker(settings: Settings, consumer_name: str | None = None) -> AsyncBroker:
+    broker: AsyncBroker
+    if settings.redis_url:
+        from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker
+
+        broker = RedisStreamBroker(
+            settings.redis_url,
+            queue_name=QUEUE,
+            consumer_group_name=GROUP,
+            consumer_name=consumer_name,
+            xread_block=1000,
+            idle_timeout=int(settings.sms_redelivery_seconds * 1000),
+            unacknowledged_lock_timeout=30,
+        ).with_result_backend(RedisAsyncResultBackend(settings.redis_url, result_ex_time=3600))
+    else:
+        broker = InMemoryBroker()
+    broker.register_task(_send_batch, task_name=SEND_BATCH)
+    broker.register_task(_send_one, task_name=SEND_ONE)
+    broker.register_task(_heartbeat, task_name=HEARTBEAT)
+    return broker
+
+
+class BrokerQueue:
+    """`crm_core.sms.SmsQueue` on a taskiq broker."""
+
+    def __init__(self, broker: AsyncBroker) -> None:
+        self.broker = broker
+
+    async def send_batch(self, tenant_id: str, campaign_id: str, batch: int) -> None:
+        task = self.broker.find_task(SEND_BATCH)
+        assert task is not None
+        await task.kiq(tenant_id, campaign_id, batch)
+
+    async def send_one(self, tenant_id: str, message_id: str) -> None:
+        task = self.broker.find_task(SEND_ONE)
+        assert task is not None
+        await task.kiq(tenant_id, message_id)
+
+
+async def make_runtime(settings: Settings, storage: Any) -> sms.SmsRuntime:
+    redis = None
+    if settings.redis_url:
+        from redis.asyncio import Redis
+
+        redis = Redis.from_url(settings.redis_url)
+    return sms.SmsRuntime(
+        settings=settings,
+        storage=storage,
+        provider=make_provider(settings),
+        limiter=SlotLimiter(settings.sms_rate_per_second, redis),
+    )
+
+
+@contextlib.asynccontextmanager
+async def receiving(broker: AsyncBroker, settings: Settings) -> AsyncIterator[Receiver]:
+    """Run a receiver (and, with Redis, the heartbeat) until the block ends."""
+    receiver = Receiver(broker, run_startup=False, max_async_tasks=50)
+    finish = asyncio.Event()
+    listener = asyncio.create_task(receiver.listen(finish), name="crm-receiver")
+    pulse = asyncio.create_task(_pulse(broker, settings), name="crm-heartbeat")
+    try:
+        yield receiver
+    finally:
+        pulse.cancel()
+        finish.set()
+        try:
+            await asyncio.wait_for(listener, timeout=settings.sms_send_timeout_seconds + 5)
+        except (TimeoutError, asyncio.CancelledError):
+            listener.cancel()
+
+
+async def _pulse(broker: AsyncBroker, settings: Settings) -> None:
+    if not settings.redis_url:
+        return
+    task = broker.find_task(HEARTBEAT)
+    assert task is not None
+    period = max(0.2, settings.sms_redelivery_seconds / 2)
+    while True:
+        await asyncio.sleep(period)
+        try:
+            await task.kiq()
+        except Exception:  # Redis away for a moment: the next beat tries again
+            log.warning("heartbeat could not be sent", exc_info=True)

@@ -1,0 +1,142 @@
+"""SMS providers behind one interface.
+
+`send` either returns the provider's message id or raises one of three errors, and the sender
+acts on the kind:
+- `TransientSendError`: the provider said "not now" (HTTP 5xx, 429, 408/504, a connection that
+  never carried the request): safe to try again later;
+- `PermanentSendError`: the provider refused this message (4xx, a rejected number): fail it;
+- `AmbiguousSendError`: the request left and no answer came (a read timeout, a dropped
+  connection): the SMS may or may not have gone out, so it is never sent again blindly.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from crm_core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class SendError(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TransientSendError(SendError):
+    pass
+
+
+class PermanentSendError(SendError):
+    pass
+
+
+class AmbiguousSendError(SendError):
+    pass
+
+
+class SmsProvider:
+    """Sends one SMS. Implementations raise the errors above; they never retry themselves."""
+
+    name = "base"
+
+    async def send(self, phone: str, text: str, message_id: str) -> str:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        return None
+
+
+@dataclass
+class LogProvider(SmsProvider):
+    """The default: records each message in memory and logs it; nothing leaves the machine."""
+
+    name = "log"
+    sent: list[dict[str, str]] = field(default_factory=list)
+
+    async def send(self, phone: str, text: str, message_id: str) -> str:
+        provider_id = f"log-{len(self.sent) + 1}"
+        self.sent.append(
+            {"phone": phone, "text": text, "message_id": message_id, "provider_id": provider_id}
+        )
+        log.info("SMS to %s (%s): %s", phone, message_id, text)
+        return provider_id
+
+
+# SMS.ru answers per number; these codes mean "try later" rather than "this message is refused"
+SMSRU_TRANSIENT_CODES = {220, 221}  # service temporarily unavailable, sender not ready
+
+
+class SmsRuProvider(SmsProvider):
+    """SMS.ru's HTTP API (`POST {base}/sms/send`, `json=1`), as its public documentation
+    describes: a request status, then a status, code and `sms_id` per number."""
+
+    name = "smsru"
+
+    def __init__(self, api_id: str, base_url: str, sender: str, timeout: float) -> None:
+        self.api_id = api_id
+        self.base_url = base_url.rstrip("/")
+        self.sender = sender
+        self.timeout = aiohttp.ClientTimeout(total=None, connect=timeout, sock_read=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self.timeout)
+        return self._session
+
+    async def send(self, phone: str, text: str, message_id: str) -> str:
+        number = phone.lstrip("+")
+        form = {"api_id": self.api_id, "to": number, "msg": text, "json": "1"}
+        if self.sender:
+            form["from"] = self.sender
+        try:
+            async with self._client().post(f"{self.base_url}/sms/send", data=form) as resp:
+                status = resp.status
+                body: Any = await resp.json(content_type=None) if status < 500 else None
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            raise TransientSendError(f"could not connect to SMS.ru: {exc}") from None
+        except (TimeoutError, aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
+            raise AmbiguousSendError(f"no answer from SMS.ru after sending: {exc!r}") from None
+        except (aiohttp.ContentTypeError, ValueError) as exc:
+            raise AmbiguousSendError(f"unreadable answer from SMS.ru: {exc}") from None
+        if status >= 500 or status in (408, 429, 504):
+            raise TransientSendError(f"SMS.ru answered HTTP {status}")
+        if status >= 400:
+            raise PermanentSendError(f"SMS.ru refused the request: HTTP {status}")
+        if not isinstance(body, dict):
+            raise AmbiguousSendError("unreadable answer from SMS.ru")
+        if body.get("status") != "OK":
+            code = body.get("status_code")
+            reason = f"SMS.ru error {code}: {body.get('status_text', '')}".strip()
+            if code in SMSRU_TRANSIENT_CODES:
+                raise TransientSendError(reason)
+            raise PermanentSendError(reason)
+        result = (body.get("sms") or {}).get(number) or {}
+        if result.get("status") == "OK" and result.get("sms_id"):
+            return str(result["sms_id"])
+        code = result.get("status_code")
+        reason = f"SMS.ru error {code}: {result.get('status_text', '')}".strip()
+        if code in SMSRU_TRANSIENT_CODES:
+            raise TransientSendError(reason)
+        raise PermanentSendError(reason)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+def make_provider(settings: Settings) -> SmsProvider:
+    if settings.sms_provider == "smsru":
+        return SmsRuProvider(
+            settings.smsru_api_id,
+            settings.smsru_base_url,
+            settings.sms_sender,
+            settings.sms_send_timeout_seconds,
+        )
+    return LogProvider()
