@@ -153,7 +153,7 @@ async def create_campaign(
     now = datetime.now(UTC)
     campaign_id = ObjectId()
     seen: set[str] = set()
-    messages = []
+    messages: list[dict[str, Any]] = []
     duplicates = 0
     for raw_phone, values in recipients:
         phone = normalise_phone(raw_phone, ctx.tenant.phone_region)
@@ -178,7 +178,7 @@ async def create_campaign(
                 "updated_at": now,
             }
         )
-    batches = sorted({m["batch"] for m in messages if m["status"] == "pending"})
+    batches: list[int] = sorted({int(m["batch"]) for m in messages if m["status"] == "pending"})
     campaign = {
         "_id": campaign_id,
         "name": data.name,

@@ -14,7 +14,8 @@ local now = tonumber(ARGV[1])
 local interval = tonumber(ARGV[2])
 local slot = tonumber(redis.call('GET', KEYS[1]) or '0')
 if slot < now then slot = now end
-redis.call('SET', KEYS[1], tostring(slot + interval), 'PX', math.ceil((slot - now + interval) * 1000) + 1000)
+local ttl = math.ceil((slot - now + interval) * 1000) + 1000
+redis.call('SET', KEYS[1], tostring(slot + interval), 'PX', ttl)
 return tostring(slot)
 """
 
