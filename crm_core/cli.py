@@ -65,12 +65,87 @@ async def create_superuser(settings: Settings, email: str, password: str, full_n
         storage.close()
 
 
+WORKER_NEEDS_DATABASE = (
+    "crm worker needs MONGODB_URL: the embedded database lives inside one process, so a "
+    "separate worker could not see it. With the embedded database, `crm serve` runs the "
+    "tasks itself."
+)
+WORKER_NEEDS_REDIS = "crm worker needs REDIS_URL: without Redis, `crm serve` runs the tasks."
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
+    """Receive and run tasks until `stop` is set (SIGTERM/SIGINT in `crm worker`)."""
+    from crm_core.storage import Storage
+    from models.accounts import SYSTEM_DOCUMENTS
+    from tasks.broker import build_broker, make_runtime, receiving
+
+    storage = Storage(settings)
+    await storage.start(SYSTEM_DOCUMENTS)
+    broker = build_broker(settings)
+    runtime = await make_runtime(settings, storage)
+    broker.state.sms = runtime
+    await broker.startup()
+    try:
+        async with receiving(broker, settings):
+            logging.getLogger(__name__).info("worker started")
+            await stop.wait()
+    finally:
+        await broker.shutdown()
+        await runtime.provider.close()
+        storage.close()
+
+
+def worker(settings: Settings) -> int:
+    if settings.embedded_database:
+        print(f"crm: {WORKER_NEEDS_DATABASE}", file=sys.stderr)
+        return 2
+    if not settings.redis_url:
+        print(f"crm: {WORKER_NEEDS_REDIS}", file=sys.stderr)
+        return 2
+
+    async def _main() -> None:
+        import signal
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_worker(settings, stop)
+
+    asyncio.run(_main())
+    return 0
+
+
+def migrate(settings: Settings) -> int:
+    from crm_core.builtin_tables import migrate_all
+    from crm_core.storage import Storage
+    from models.accounts import SYSTEM_DOCUMENTS
+
+    if settings.embedded_database:
+        print("crm: migrate needs MONGODB_URL (the embedded database starts empty and "
+              "current)", file=sys.stderr)
+        return 2
+
+    async def _main() -> int:
+        storage = Storage(settings)
+        await storage.start(SYSTEM_DOCUMENTS)
+        try:
+            return await migrate_all(storage)
+        finally:
+            storage.close()
+
+    print(f"migrated {asyncio.run(_main())} tenants")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="crm", description="CRM backend")
     commands = parser.add_subparsers(dest="command", required=True)
     serve_cmd = commands.add_parser("serve", help="start the HTTP API")
     serve_cmd.add_argument("--host")
     serve_cmd.add_argument("--port", type=int)
+    commands.add_parser("worker", help="run background tasks (needs MONGODB_URL and REDIS_URL)")
+    commands.add_parser("migrate", help="add built-in tables to companies created before them")
     su = commands.add_parser("create-superuser", help="create a platform superadmin")
     su.add_argument("--email", required=True)
     su.add_argument("--full-name", default="Superadmin")
@@ -87,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         serve(settings, args.host, args.port)
         return 0
+    if args.command == "worker":
+        return worker(settings)
+    if args.command == "migrate":
+        return migrate(settings)
     if args.command == "create-superuser":
         if settings.embedded_database:
             print(

@@ -24,7 +24,11 @@ class SettingsError(Exception):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        env_ignore_empty=True,  # `KEY=` in .env means "the default", as in .env.example
     )
 
     crm_env: Literal["development", "production", "test"] = "development"
@@ -62,6 +66,8 @@ class Settings(BaseSettings):
     sms_redelivery_seconds: float = Field(default=600.0, gt=0)
     sms_batch_size: int = Field(default=100, ge=1, le=10_000)
     sms_max_recipients: int = Field(default=100_000, ge=1)
+    # whether `crm serve` receives Redis tasks itself; unset: only with the embedded database
+    api_runs_tasks: bool | None = None
 
     log_level: str = "INFO"
     log_file: str | None = None
@@ -102,6 +108,14 @@ class Settings(BaseSettings):
     @property
     def embedded_database(self) -> bool:
         return not self.mongodb_url
+
+    @property
+    def api_receives_tasks(self) -> bool:
+        """With Redis: does the API process run queued tasks (it must with the embedded
+        database, which no other process can reach)?"""
+        if self.api_runs_tasks is not None:
+            return self.api_runs_tasks
+        return self.embedded_database
 
 
 def load_settings(**overrides: object) -> Settings:

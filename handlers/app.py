@@ -110,10 +110,11 @@ async def _broker_ctx(app: web.Application) -> AsyncIterator[None]:
     broker.state.sms = runtime
     services.sms_queue = BrokerQueue(broker)
     await broker.startup()
-    if settings.redis_url and settings.embedded_database:
-        log.warning("the database is embedded: SMS tasks queued in Redis run in this process")
+    receive = bool(settings.redis_url) and settings.api_receives_tasks
+    if receive:
+        log.warning("SMS tasks queued in Redis run in this process (embedded database)")
     try:
-        if settings.redis_url and settings.embedded_database:
+        if receive:
             async with receiving(broker, settings):
                 yield
         else:

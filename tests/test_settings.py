@@ -86,3 +86,36 @@ def test_compose_file_wiring():
     assert services["worker"]["command"] == ["crm", "worker"]
     assert "8005:8005" in services["api"]["ports"]
     assert (ROOT / "Dockerfile").exists()
+
+
+def test_worker_refuses_the_embedded_database(monkeypatch, capsys):
+    monkeypatch.delenv("MONGODB_URL", raising=False)
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.setenv("CRM_ENV", "development")
+    assert main(["worker"]) == 2
+    err = capsys.readouterr().err
+    assert "MONGODB_URL" in err and "embedded database" in err
+
+
+def test_worker_needs_redis(monkeypatch, capsys):
+    monkeypatch.setenv("MONGODB_URL", "mongodb://127.0.0.1:1")
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.setenv("CRM_ENV", "development")
+    assert main(["worker"]) == 2
+    assert "REDIS_URL" in capsys.readouterr().err
+
+
+def test_redelivery_must_exceed_the_longest_send(monkeypatch):
+    monkeypatch.setenv("SMS_SEND_TIMEOUT_SECONDS", "10")
+    monkeypatch.setenv("SMS_MAX_ATTEMPTS", "4")
+    monkeypatch.setenv("SMS_REDELIVERY_SECONDS", "30")
+    with pytest.raises(SettingsError, match="SMS_REDELIVERY_SECONDS"):
+        load_settings(_env_file=None)
+
+
+def test_env_example_works_as_a_dot_env(monkeypatch):
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
+    settings = Settings(_env_file=ROOT / ".env.example")
+    assert settings.embedded_database and settings.redis_url is None
+    assert settings.api_runs_tasks is None and settings.port == 8005
