@@ -122,8 +122,10 @@ def migrate(settings: Settings) -> int:
     from models.accounts import SYSTEM_DOCUMENTS
 
     if settings.embedded_database:
-        print("crm: migrate needs MONGODB_URL (the embedded database starts empty and "
-              "current)", file=sys.stderr)
+        print(
+            "crm: migrate needs MONGODB_URL (the embedded database starts empty and current)",
+            file=sys.stderr,
+        )
         return 2
 
     async def _main() -> int:

@@ -98,17 +98,17 @@ class SmsRuProvider(SmsProvider):
         try:
             async with self._client().post(f"{self.base_url}/sms/send", data=form) as resp:
                 status = resp.status
-                body: Any = await resp.json(content_type=None) if status < 500 else None
+                if status >= 500 or status in (408, 429, 504):
+                    raise TransientSendError(f"SMS.ru answered HTTP {status}")
+                if status >= 400:
+                    raise PermanentSendError(f"SMS.ru refused the request: HTTP {status}")
+                body: Any = await resp.json(content_type=None)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             raise TransientSendError(f"could not connect to SMS.ru: {exc}") from None
         except (TimeoutError, aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
             raise AmbiguousSendError(f"no answer from SMS.ru after sending: {exc!r}") from None
-        except (aiohttp.ContentTypeError, ValueError) as exc:
+        except ValueError as exc:  # includes aiohttp's ContentTypeError and bad JSON
             raise AmbiguousSendError(f"unreadable answer from SMS.ru: {exc}") from None
-        if status >= 500 or status in (408, 429, 504):
-            raise TransientSendError(f"SMS.ru answered HTTP {status}")
-        if status >= 400:
-            raise PermanentSendError(f"SMS.ru refused the request: HTTP {status}")
         if not isinstance(body, dict):
             raise AmbiguousSendError("unreadable answer from SMS.ru")
         if body.get("status") != "OK":

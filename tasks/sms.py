@@ -143,6 +143,10 @@ async def _deliver(
         except AmbiguousSendError as exc:
             await _set(messages, message_id, "unknown", error=exc.reason)
             return 0
+        except Exception as exc:  # a provider bug: the request may have left, so never resend
+            log.exception("unexpected error sending message %s", message_id)
+            await _set(messages, message_id, "unknown", error=f"unexpected error: {exc!r}")
+            return 0
         await _set(
             messages, message_id, "sent", provider_id=provider_id, error=None, sent_at=_now()
         )

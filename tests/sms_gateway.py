@@ -1,0 +1,93 @@
+"""A fake SMS.ru gateway for the tests: an aiohttp app that records every request and can be
+told how to answer the next ones (OK, HTTP errors, SMS.ru errors, or no answer at all)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+
+@dataclass
+class Received:
+    phone: str
+    text: str
+    at: float
+
+
+@dataclass
+class FakeGateway:
+    received: list[Received] = field(default_factory=list)
+    script: deque[str] = field(default_factory=deque)  # behaviours for the next requests
+    hang_seconds: float = 5.0
+    accepted: list[Received] = field(default_factory=list)
+
+    def fail_next(self, *behaviours: str) -> None:
+        """'500', '429', '504', '400', 'error207', 'error220', 'hang' (no answer)."""
+        self.script.extend(behaviours)
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/sms/send", self.send)
+        return app
+
+    async def send(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        phone, text = str(form.get("to", "")), str(form.get("msg", ""))
+        assert form.get("api_id") == "test-api-id" and form.get("json") == "1"
+        item = Received(phone, text, time.monotonic())
+        self.received.append(item)
+        behaviour = self.script.popleft() if self.script else "ok"
+        if behaviour == "hang":
+            await asyncio.sleep(self.hang_seconds)
+        if behaviour.isdigit():
+            return web.Response(status=int(behaviour), text="gateway trouble")
+        if behaviour.startswith("error"):
+            code = int(behaviour[5:])
+            return web.json_response(
+                {
+                    "status": "OK",
+                    "status_code": 100,
+                    "sms": {
+                        phone: {
+                            "status": "ERROR",
+                            "status_code": code,
+                            "status_text": f"code {code}",
+                        }
+                    },
+                }
+            )
+        self.accepted.append(item)
+        return web.json_response(
+            {
+                "status": "OK",
+                "status_code": 100,
+                "sms": {
+                    phone: {
+                        "status": "OK",
+                        "status_code": 100,
+                        "sms_id": f"000000-{len(self.accepted)}",
+                    }
+                },
+                "balance": 100.0,
+            }
+        )
+
+    def accepted_per_phone(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for item in self.accepted:
+            counts[item.phone] = counts.get(item.phone, 0) + 1
+        return counts
+
+    def max_in_window(self, seconds: float = 1.0) -> int:
+        times = sorted(r.at for r in self.received)
+        best = 0
+        start = 0
+        for end, moment in enumerate(times):
+            while moment - times[start] >= seconds:
+                start += 1
+            best = max(best, end - start + 1)
+        return best
