@@ -1,0 +1,238 @@
+"""SMS campaigns through a real Redis: taskiq-redis stream brokers and real taskiq receivers,
+started in the test process so that they share its (embedded) database, against a fake SMS.ru
+gateway. Without `redis-server` on the PATH these tests say plainly that they did not run,
+except under CI=true, where that is a failure."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+from redis.asyncio import Redis
+from taskiq.receiver import Receiver
+
+from handlers.app import create_app
+from handlers.routing import SERVICES
+from tasks.broker import build_broker, make_runtime, receiving
+from tests.conftest import Api, make_settings
+from tests.sms_gateway import FakeGateway
+from tests.test_sms import phone, wait_done
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    binary = shutil.which("redis-server")
+    if binary is None:
+        message = (
+            "redis-server is not on the PATH: the Redis-backed SMS tests did NOT run "
+            "(apt-get install redis-server)"
+        )
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    port = _free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+        except OSError:
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture
+async def clean_redis(redis_url):
+    client = Redis.from_url(redis_url)
+    await client.flushall()
+    await client.aclose()
+    return redis_url
+
+
+@pytest.fixture
+async def gateway(aiohttp_server):
+    fake = FakeGateway()
+    server = await aiohttp_server(fake.app())
+    fake.url = str(server.make_url("")).rstrip("/")
+    return fake
+
+
+def redis_settings(redis_url, gateway, **overrides):
+    values = {
+        "redis_url": redis_url,
+        "sms_provider": "smsru",
+        "smsru_api_id": "test-api-id",
+        "smsru_base_url": gateway.url,
+        "sms_rate_per_second": 20,
+        "sms_batch_size": 10,
+        "sms_send_timeout_seconds": 0.2,
+        "sms_max_attempts": 2,
+        "sms_retry_base_seconds": 0.05,
+        "sms_redelivery_seconds": 1.0,
+        "api_runs_tasks": False,
+    }
+    values.update(overrides)
+    return make_settings(**values)
+
+
+class FreezingLimiter:
+    """Wraps a receiver's rate limiter; once `freeze` is set, the next wait never returns:
+    the worker stops dead between two messages, its task unacknowledged."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.freeze = asyncio.Event()
+
+    async def wait(self, tenant_id):
+        if self.freeze.is_set():
+            await asyncio.Event().wait()
+        await self.inner.wait(tenant_id)
+
+
+async def start_receiver(app, settings, name):
+    broker = build_broker(settings, consumer_name=name)
+    runtime = await make_runtime(settings, app[SERVICES].storage)
+    broker.state.sms = runtime
+    await broker.startup()
+    receiver = Receiver(broker, run_startup=False, max_async_tasks=50)
+    finish = asyncio.Event()
+    listener = asyncio.create_task(receiver.listen(finish))
+    return broker, runtime, listener, finish
+
+
+async def test_campaign_completes_through_redis_with_two_workers(
+    aiohttp_client, clean_redis, gateway
+):
+    settings = redis_settings(clean_redis, gateway, sms_rate_per_second=10)
+    app = create_app(settings)
+    api = Api(await aiohttp_client(app))
+    owner = await api.register()
+    workers = []
+    for name in ("worker-a", "worker-b"):
+        broker = build_broker(settings, consumer_name=name)
+        runtime = await make_runtime(settings, app[SERVICES].storage)
+        broker.state.sms = runtime
+        await broker.startup()
+        context = receiving(broker, settings)
+        await context.__aenter__()
+        workers.append((broker, context))
+    try:
+        created = await api.call(
+            "POST",
+            "/api/sms/campaigns",
+            owner,
+            expect=202,
+            json={
+                "name": "redis",
+                "text": "Привет, {{n}}",
+                "recipients": [{"phone": phone(i), "n": i} for i in range(25)],
+            },
+        )
+        done = await wait_done(api, owner, created["id"], timeout=20)
+    finally:
+        for broker, context in workers:
+            await context.__aexit__(None, None, None)
+            await broker.shutdown()
+    assert done["counts"]["sent"] == 25
+    assert sorted(r.text for r in gateway.accepted) == sorted(f"Привет, {i}" for i in range(25))
+    assert set(gateway.accepted_per_phone().values()) == {1}
+    # three batches on two workers, one rate for the tenant, shared through Redis
+    assert gateway.max_in_window(1.0) <= 11
+
+
+async def test_a_dead_workers_task_is_redelivered_and_nobody_gets_two(
+    aiohttp_client, clean_redis, gateway
+):
+    settings = redis_settings(clean_redis, gateway)
+    app = create_app(settings)
+    api = Api(await aiohttp_client(app))
+    owner = await api.register()
+    broker_a, runtime_a, listener_a, _ = await start_receiver(app, settings, "doomed")
+    freezer = FreezingLimiter(runtime_a.limiter)
+    runtime_a.limiter = freezer
+    created = await api.call(
+        "POST",
+        "/api/sms/campaigns",
+        owner,
+        expect=202,
+        json={"name": "crash", "text": "t", "recipients": [{"phone": phone(i)} for i in range(30)]},
+    )
+    while len(gateway.accepted) < 8:
+        await asyncio.sleep(0.01)
+    # tear the worker down abruptly: it stops between two messages and never acknowledges
+    freezer.freeze.set()
+    listener_a.cancel()
+    sent_by_a = len(gateway.accepted)
+    assert sent_by_a < 30
+    redis = Redis.from_url(clean_redis)
+    pending = await redis.xpending("crm:tasks", "crm-workers")
+    assert pending["pending"] >= 1  # A's tasks are still unacknowledged
+    # a second worker takes them over once they have been idle for the redelivery timeout
+    broker_b = build_broker(settings, consumer_name="survivor")
+    runtime_b = await make_runtime(settings, app[SERVICES].storage)
+    broker_b.state.sms = runtime_b
+    await broker_b.startup()
+    async with receiving(broker_b, settings):
+        done = await wait_done(api, owner, created["id"], timeout=30)
+    assert done["counts"]["sent"] == 30 and done["counts"]["unknown"] == 0
+    per_phone = gateway.accepted_per_phone()
+    assert len(per_phone) == 30 and set(per_phone.values()) == {1}
+    assert (await redis.xpending("crm:tasks", "crm-workers"))["pending"] == 0
+    await redis.aclose()
+    for task in [
+        t
+        for t in asyncio.all_tasks()
+        if t is not asyncio.current_task() and "freeze" in repr(t.get_coro())
+    ]:
+        task.cancel()
+    await broker_b.shutdown()
+
+
+async def test_api_runs_redis_tasks_itself_with_the_embedded_database(
+    aiohttp_client, clean_redis, gateway
+):
+    settings = redis_settings(clean_redis, gateway, api_runs_tasks=None)
+    assert settings.api_receives_tasks
+    api = Api(await aiohttp_client(create_app(settings)))
+    owner = await api.register()
+    created = await api.call(
+        "POST",
+        "/api/sms/campaigns",
+        owner,
+        expect=202,
+        json={"name": "in-process", "text": "t", "recipients": [{"phone": phone(1)}]},
+    )
+    done = await wait_done(api, owner, created["id"], timeout=10)
+    assert done["counts"]["sent"] == 1
