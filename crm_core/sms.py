@@ -99,7 +99,8 @@ def _list_recipients(data: CampaignIn) -> list[tuple[Any, dict[str, Any]]]:
     needed = placeholders(data.text)
     errors = []
     result = []
-    for index, item in enumerate(data.recipients or []):
+    for index, recipient in enumerate(data.recipients or []):
+        item = recipient.model_dump()
         if "phone" not in item:
             errors.append({"field": f"recipients.{index}.phone", "message": "is required"})
             continue

@@ -3,14 +3,36 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
 from models.base import InputModel, OutputModel, QueryModel
 
 MESSAGE_STATUSES = ("pending", "sending", "sent", "failed", "invalid", "cancelled", "unknown")
 MessageStatus = Literal["pending", "sending", "sent", "failed", "invalid", "cancelled", "unknown"]
+
+
+def _scalar(value: Any) -> Any:
+    if value is not None and not isinstance(value, str | int | float | bool):
+        raise ValueError("must be text, a number or a boolean")
+    return value
+
+
+Scalar = Annotated[
+    Any,
+    AfterValidator(_scalar),
+    WithJsonSchema({"type": ["string", "number", "boolean", "null"]}),
+]
+
+
+class RecipientIn(BaseModel):
+    """A phone and the values of the text's placeholders."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    __pydantic_extra__: dict[str, Scalar]  # type: ignore[assignment]
+
+    phone: str = Field(max_length=64)
 
 
 class CampaignIn(InputModel):
@@ -25,7 +47,7 @@ class CampaignIn(InputModel):
     table: str | None = Field(default=None, max_length=63)
     phone_column: str | None = Field(default=None, max_length=63)
     filters: list[Any] | dict[str, Any] | None = None
-    recipients: list[dict[str, Any]] | None = Field(
+    recipients: list[RecipientIn] | None = Field(
         default=None,
         min_length=1,
         max_length=10_000,

@@ -179,7 +179,7 @@ async def test_a_dead_workers_task_is_redelivered_and_nobody_gets_two(
     app = create_app(settings)
     api = Api(await aiohttp_client(app))
     owner = await api.register()
-    broker_a, runtime_a, listener_a, _ = await start_receiver(app, settings, "doomed")
+    _broker_a, runtime_a, listener_a, _ = await start_receiver(app, settings, "doomed")
     freezer = FreezingLimiter(runtime_a.limiter)
     runtime_a.limiter = freezer
     created = await api.call(

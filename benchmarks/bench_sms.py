@@ -1,0 +1,88 @@
+"""A 10,000-recipient SMS campaign through a fake SMS.ru gateway on loopback.
+
+    .venv/bin/python -m benchmarks.bench_sms [--recipients 10000] [--redis redis://127.0.0.1:6379/0]
+
+Prints messages per second and duplicates (must be 0) with the in-memory broker, and with
+Redis (taskiq-redis stream broker, two receivers in this process) when --redis is given.
+The rate limit is set far above what the machine reaches, so the figure is the pipeline's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+from aiohttp.test_utils import TestServer
+
+from benchmarks.common import running_service
+from handlers.routing import SERVICES
+from tasks.broker import build_broker, make_runtime, receiving
+from tests.sms_gateway import FakeGateway
+
+
+async def run(recipients: int, redis_url: str | None) -> None:
+    gateway = FakeGateway()
+    gateway_server = TestServer(gateway.app(), host="127.0.0.1")
+    await gateway_server.start_server()
+    url = str(gateway_server.make_url("")).rstrip("/")
+    overrides = {
+        "sms_provider": "smsru",
+        "smsru_api_id": "test-api-id",
+        "smsru_base_url": url,
+        "sms_rate_per_second": 10_000,
+        "sms_batch_size": 500,
+    }
+    if redis_url:
+        overrides.update(redis_url=redis_url, api_runs_tasks=False)
+    async with running_service(**overrides) as api:
+        contexts = []
+        if redis_url:
+            settings = api.app_services.settings
+            for name in ("bench-1", "bench-2"):
+                broker = build_broker(settings, consumer_name=name)
+                broker.state.sms = await make_runtime(settings, api.app_services.storage)
+                await broker.startup()
+                context = receiving(broker, settings)
+                await context.__aenter__()
+                contexts.append((broker, context))
+        started = time.perf_counter()
+        campaign = await api.call(
+            "POST",
+            "/api/sms/campaigns",
+            202,
+            json={
+                "name": "bench",
+                "text": "Здравствуйте, {{n}}!",
+                "recipients": [{"phone": f"+7916{i:07d}", "n": i} for i in range(recipients)],
+            },
+        )
+        created = time.perf_counter() - started
+        while True:
+            state = await api.call("GET", f"/api/sms/campaigns/{campaign['id']}")
+            if state["status"] == "completed":
+                break
+            await asyncio.sleep(0.2)
+        elapsed = time.perf_counter() - started
+        for broker, context in contexts:
+            await context.__aexit__(None, None, None)
+            await broker.shutdown()
+    await gateway_server.close()
+    duplicates = sum(n - 1 for n in gateway.accepted_per_phone().values())
+    mode = "redis, 2 receivers" if redis_url else "in-memory broker"
+    print(
+        f"{mode}: {recipients} recipients, created in {created:.1f} s, all sent in "
+        f"{elapsed:.1f} s = {recipients / elapsed:,.0f} messages/s; "
+        f"sent {state['counts']['sent']}, duplicates {duplicates}"
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--recipients", type=int, default=10_000)
+    parser.add_argument("--redis")
+    args = parser.parse_args()
+    asyncio.run(run(args.recipients, None))
+    if args.redis:
+        asyncio.run(run(args.recipients, args.redis))
+    _ = SERVICES
