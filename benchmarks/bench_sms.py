@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestServer
 
 from benchmarks.common import running_service
 from handlers.routing import SERVICES
-from tasks.broker import build_broker, make_runtime, receiving
+from tasks.broker import receiving, start_broker, stop_broker
 from tests.sms_gateway import FakeGateway
 
 
@@ -40,9 +40,7 @@ async def run(recipients: int, redis_url: str | None) -> None:
         if redis_url:
             settings = api.app_services.settings
             for name in ("bench-1", "bench-2"):
-                broker = build_broker(settings, consumer_name=name)
-                broker.state.sms = await make_runtime(settings, api.app_services.storage)
-                await broker.startup()
+                broker = await start_broker(settings, api.app_services.storage, name)
                 context = receiving(broker, settings)
                 await context.__aenter__()
                 contexts.append((broker, context))
@@ -66,7 +64,7 @@ async def run(recipients: int, redis_url: str | None) -> None:
         elapsed = time.perf_counter() - started
         for broker, context in contexts:
             await context.__aexit__(None, None, None)
-            await broker.shutdown()
+            await stop_broker(broker)
     await gateway_server.close()
     duplicates = sum(n - 1 for n in gateway.accepted_per_phone().values())
     mode = "redis, 2 receivers" if redis_url else "in-memory broker"

@@ -77,21 +77,17 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     """Receive and run tasks until `stop` is set (SIGTERM/SIGINT in `crm worker`)."""
     from crm_core.storage import Storage
     from models.accounts import SYSTEM_DOCUMENTS
-    from tasks.broker import build_broker, make_runtime, receiving
+    from tasks.broker import receiving, start_broker, stop_broker
 
     storage = Storage(settings)
     await storage.start(SYSTEM_DOCUMENTS)
-    broker = build_broker(settings)
-    runtime = await make_runtime(settings, storage)
-    broker.state.sms = runtime
-    await broker.startup()
+    broker = await start_broker(settings, storage)
     try:
         async with receiving(broker, settings):
             logging.getLogger(__name__).info("worker started")
             await stop.wait()
     finally:
-        await broker.shutdown()
-        await runtime.provider.close()
+        await stop_broker(broker)
         storage.close()
 
 

@@ -33,7 +33,7 @@ from handlers import (
 from handlers.middlewares import access_log_middleware, error_middleware
 from handlers.routing import SERVICES, RouteSpec, RouteTable, build_view
 from models.accounts import SYSTEM_DOCUMENTS
-from tasks.broker import BrokerQueue, build_broker, make_runtime, receiving
+from tasks.broker import BrokerQueue, receiving, start_broker, stop_broker
 
 log = logging.getLogger(__name__)
 
@@ -105,11 +105,8 @@ async def _broker_ctx(app: web.Application) -> AsyncIterator[None]:
     process. Real MongoDB with Redis: this process only queues; `crm worker` sends."""
     services = app[SERVICES]
     settings = services.settings
-    broker = build_broker(settings)
-    runtime = await make_runtime(settings, services.storage)
-    broker.state.sms = runtime
+    broker = await start_broker(settings, services.storage)
     services.sms_queue = BrokerQueue(broker)
-    await broker.startup()
     receive = bool(settings.redis_url) and settings.api_receives_tasks
     if receive:
         log.warning("SMS tasks queued in Redis run in this process (embedded database)")
@@ -122,5 +119,4 @@ async def _broker_ctx(app: web.Application) -> AsyncIterator[None]:
                 log.warning("REDIS_URL is not set: SMS tasks run in this process")
             yield
     finally:
-        await broker.shutdown()
-        await runtime.provider.close()
+        await stop_broker(broker)

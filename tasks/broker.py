@@ -98,6 +98,21 @@ async def make_runtime(settings: Settings, storage: Any) -> sms.SmsRuntime:
     )
 
 
+async def start_broker(
+    settings: Settings, storage: Any, consumer_name: str | None = None
+) -> AsyncBroker:
+    """A started broker whose tasks find their `SmsRuntime` in its state."""
+    broker = build_broker(settings, consumer_name)
+    broker.state.sms = await make_runtime(settings, storage)
+    await broker.startup()
+    return broker
+
+
+async def stop_broker(broker: AsyncBroker) -> None:
+    await broker.shutdown()
+    await broker.state.sms.provider.close()
+
+
 @contextlib.asynccontextmanager
 async def receiving(broker: AsyncBroker, settings: Settings) -> AsyncIterator[Receiver]:
     """Run a receiver (and, with Redis, the heartbeat) until the block ends."""

@@ -148,3 +148,14 @@ async def add_user(
         },
     )
     return await api.login(email, "user-password")
+
+
+@pytest.fixture
+async def gateway(aiohttp_server):
+    """A fake SMS.ru gateway on a loopback port (tests/sms_gateway.py)."""
+    from tests.sms_gateway import FakeGateway
+
+    fake = FakeGateway()
+    server = await aiohttp_server(fake.app())
+    fake.url = str(server.make_url("")).rstrip("/")
+    return fake

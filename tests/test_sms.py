@@ -12,20 +12,11 @@ from handlers.app import create_app
 from handlers.routing import SERVICES
 from tasks.sms import send_batch
 from tests.conftest import Api, make_settings
-from tests.sms_gateway import FakeGateway
 from tests.test_tables import tenant_db
 
 
 def phone(n: int) -> str:
     return f"+7916{n:07d}"
-
-
-@pytest.fixture
-async def gateway(aiohttp_server):
-    fake = FakeGateway()
-    server = await aiohttp_server(fake.app())
-    fake.url = str(server.make_url("")).rstrip("/")
-    return fake
 
 
 @pytest.fixture

@@ -18,9 +18,8 @@ from taskiq.receiver import Receiver
 
 from handlers.app import create_app
 from handlers.routing import SERVICES
-from tasks.broker import build_broker, make_runtime, receiving
+from tasks.broker import receiving, start_broker, stop_broker
 from tests.conftest import Api, make_settings
-from tests.sms_gateway import FakeGateway
 from tests.test_sms import phone, wait_done
 
 
@@ -81,14 +80,6 @@ async def clean_redis(redis_url):
     return redis_url
 
 
-@pytest.fixture
-async def gateway(aiohttp_server):
-    fake = FakeGateway()
-    server = await aiohttp_server(fake.app())
-    fake.url = str(server.make_url("")).rstrip("/")
-    return fake
-
-
 def redis_settings(redis_url, gateway, **overrides):
     values = {
         "redis_url": redis_url,
@@ -122,14 +113,10 @@ class FreezingLimiter:
 
 
 async def start_receiver(app, settings, name):
-    broker = build_broker(settings, consumer_name=name)
-    runtime = await make_runtime(settings, app[SERVICES].storage)
-    broker.state.sms = runtime
-    await broker.startup()
+    broker = await start_broker(settings, app[SERVICES].storage, consumer_name=name)
     receiver = Receiver(broker, run_startup=False, max_async_tasks=50)
-    finish = asyncio.Event()
-    listener = asyncio.create_task(receiver.listen(finish))
-    return broker, runtime, listener, finish
+    listener = asyncio.create_task(receiver.listen(asyncio.Event()))
+    return broker, broker.state.sms, listener
 
 
 async def test_campaign_completes_through_redis_with_two_workers(
@@ -141,10 +128,7 @@ async def test_campaign_completes_through_redis_with_two_workers(
     owner = await api.register()
     workers = []
     for name in ("worker-a", "worker-b"):
-        broker = build_broker(settings, consumer_name=name)
-        runtime = await make_runtime(settings, app[SERVICES].storage)
-        broker.state.sms = runtime
-        await broker.startup()
+        broker = await start_broker(settings, app[SERVICES].storage, consumer_name=name)
         context = receiving(broker, settings)
         await context.__aenter__()
         workers.append((broker, context))
@@ -164,7 +148,7 @@ async def test_campaign_completes_through_redis_with_two_workers(
     finally:
         for broker, context in workers:
             await context.__aexit__(None, None, None)
-            await broker.shutdown()
+            await stop_broker(broker)
     assert done["counts"]["sent"] == 25
     assert sorted(r.text for r in gateway.accepted) == sorted(f"Привет, {i}" for i in range(25))
     assert set(gateway.accepted_per_phone().values()) == {1}
@@ -179,7 +163,8 @@ async def test_a_dead_workers_task_is_redelivered_and_nobody_gets_two(
     app = create_app(settings)
     api = Api(await aiohttp_client(app))
     owner = await api.register()
-    _broker_a, runtime_a, listener_a, _ = await start_receiver(app, settings, "doomed")
+    before = asyncio.all_tasks()
+    _broker_a, runtime_a, listener_a = await start_receiver(app, settings, "doomed")
     freezer = FreezingLimiter(runtime_a.limiter)
     runtime_a.limiter = freezer
     created = await api.call(
@@ -200,10 +185,7 @@ async def test_a_dead_workers_task_is_redelivered_and_nobody_gets_two(
     pending = await redis.xpending("crm:tasks", "crm-workers")
     assert pending["pending"] >= 1  # A's tasks are still unacknowledged
     # a second worker takes them over once they have been idle for the redelivery timeout
-    broker_b = build_broker(settings, consumer_name="survivor")
-    runtime_b = await make_runtime(settings, app[SERVICES].storage)
-    broker_b.state.sms = runtime_b
-    await broker_b.startup()
+    broker_b = await start_broker(settings, app[SERVICES].storage, consumer_name="survivor")
     async with receiving(broker_b, settings):
         done = await wait_done(api, owner, created["id"], timeout=30)
     assert done["counts"]["sent"] == 30 and done["counts"]["unknown"] == 0
@@ -211,13 +193,12 @@ async def test_a_dead_workers_task_is_redelivered_and_nobody_gets_two(
     assert len(per_phone) == 30 and set(per_phone.values()) == {1}
     assert (await redis.xpending("crm:tasks", "crm-workers"))["pending"] == 0
     await redis.aclose()
-    for task in [
-        t
-        for t in asyncio.all_tasks()
-        if t is not asyncio.current_task() and "freeze" in repr(t.get_coro())
-    ]:
+    await stop_broker(broker_b)
+    # the dead worker's frozen tasks are cleared away with the test
+    leftovers = asyncio.all_tasks() - before - {asyncio.current_task()}
+    for task in leftovers:
         task.cancel()
-    await broker_b.shutdown()
+    await asyncio.gather(*leftovers, return_exceptions=True)
 
 
 async def test_api_runs_redis_tasks_itself_with_the_embedded_database(
