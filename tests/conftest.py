@@ -150,6 +150,27 @@ async def add_user(
     return await api.login(email, "user-password")
 
 
+async def sent_campaign(api: Api, account: Account) -> tuple[str, str]:
+    """A one-message campaign, waited for until sent: (campaign id, message id)."""
+    import asyncio
+
+    campaign = await api.call(
+        "POST",
+        "/api/sms/campaigns",
+        account,
+        expect=202,
+        json={"name": "c", "text": "t", "recipients": [{"phone": "+79161234567"}]},
+    )
+    for _ in range(200):
+        page = await api.call(
+            "GET", f"/api/sms/campaigns/{campaign['id']}/messages", account, expect=200
+        )
+        if page["items"][0]["status"] == "sent":
+            return campaign["id"], page["items"][0]["id"]
+        await asyncio.sleep(0.01)
+    raise AssertionError("the campaign was not sent")
+
+
 @pytest.fixture
 async def gateway(aiohttp_server):
     """A fake SMS.ru gateway on a loopback port (tests/sms_gateway.py)."""

@@ -8,10 +8,10 @@ import pytest
 from handlers.app import all_routes
 from handlers.routing import SERVICES, Public
 from models.accounts import User
-from tests.conftest import add_user
+from tests.conftest import add_user, sent_campaign
 
 # bodies that pass validation, so the answer is about the ids (default: {})
-VALID_BODIES = {"move_row": {"before_id": None}}
+VALID_BODIES = {"move_row": {"before_id": None}, "resolve_message": {"outcome": "sent"}}
 ID_ROUTES = [
     r for r in all_routes() if r.in_schema and r.path_params and not isinstance(r.access, Public)
 ]
@@ -55,7 +55,10 @@ async def build_tenant_a(api, client):
         json={"table": "iso", "role_id": role["id"], "access": "read"},
     )
     await api.call("PUT", "/api/aliases/iso", a, expect=200, json={"table": "Изоляция"})
+    campaign_id, message_id = await sent_campaign(api, a)
     ids = {
+        "campaign_id": campaign_id,
+        "message_id": message_id,
         "table": "only_a",
         "row_id": row["id"],
         "column": "n",

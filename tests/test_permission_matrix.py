@@ -11,7 +11,7 @@ from crm_core.permissions import BUILTIN_ROLES
 from crm_core.tables.access import Level
 from handlers.app import all_routes
 from handlers.routing import Authenticated, Permission, Public, RouteSpec, TableAccess
-from tests.conftest import add_user
+from tests.conftest import add_user, sent_campaign
 
 ROLES = ["viewer", "manager", "admin", "owner"]
 # what each role reaches of a custom table that the owner created and shared with nobody
@@ -98,7 +98,10 @@ async def test_matrix(api, client, route):
             json={"key": table, "columns": [{"key": "n", "type": "integer"}]},
         )
         row = await api.call("POST", f"/api/data/{table}", owner, json={"n": 1}, expect=201)
+        campaign_id, message_id = await sent_campaign(api, owner)
         values = {
+            "campaign_id": campaign_id,
+            "message_id": message_id,
             "table": table,
             "row_id": row["id"],
             "column": "n",
