@@ -217,3 +217,14 @@ async def test_api_runs_redis_tasks_itself_with_the_embedded_database(
     )
     done = await wait_done(api, owner, created["id"], timeout=10)
     assert done["counts"]["sent"] == 1
+
+
+async def test_ready_reports_an_unreachable_broker(aiohttp_client, clean_redis, gateway):
+    settings = redis_settings(clean_redis, gateway)
+    client = await aiohttp_client(create_app(settings))
+    assert (await client.get("/ready")).status == 200
+    runtime = client.app[SERVICES].sms_queue.broker.state.sms
+    runtime.limiter.redis = Redis.from_url("redis://127.0.0.1:1/0")  # nothing listens there
+    resp = await client.get("/ready")
+    assert resp.status == 503
+    assert (await resp.json())["error"]["code"] == "service_unavailable"
