@@ -17,11 +17,14 @@ async def health(call: Call) -> StatusOut:
 @routes.get(
     "/ready",
     access=Public(),
-    summary="The database is reachable",
+    summary="The database and the task broker are reachable",
     response=StatusOut,
     errors=(503,),
 )
 async def ready(call: Call) -> StatusOut:
     if not await call.services.storage.ping():
         raise ServiceUnavailable("The database is not reachable")
+    queue = call.services.sms_queue
+    if queue is not None and not await queue.ping():
+        raise ServiceUnavailable("The task broker (Redis) is not reachable")
     return StatusOut(status="ready")

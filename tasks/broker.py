@@ -73,6 +73,17 @@ class BrokerQueue:
     def __init__(self, broker: AsyncBroker) -> None:
         self.broker = broker
 
+    async def ping(self) -> bool:
+        """Redis answers (always true for the in-memory broker)."""
+        redis = self.broker.state.sms.limiter.redis
+        if redis is None:
+            return True
+        try:
+            return bool(await redis.ping())
+        except Exception:  # any connection failure means "not ready"
+            log.warning("Redis ping failed", exc_info=True)
+            return False
+
     async def send_batch(self, tenant_id: str, campaign_id: str, batch: int) -> None:
         task = self.broker.find_task(SEND_BATCH)
         assert task is not None
