@@ -1,6 +1,6 @@
 """A 10,000-recipient SMS campaign through a fake SMS.ru gateway on loopback.
 
-    .venv/bin/python -m benchmarks.bench_sms [--recipients 10000] [--redis redis://127.0.0.1:6379/0]
+    .venv/bin/python -m benchmarks.bench_sms [--recipients 10000] [--redis URL [--only-redis]]
 
 Prints messages per second and duplicates (must be 0) with the in-memory broker, and with
 Redis (taskiq-redis stream broker, two receivers in this process) when --redis is given.
