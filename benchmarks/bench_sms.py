@@ -32,6 +32,7 @@ async def run(recipients: int, redis_url: str | None) -> None:
         "smsru_base_url": url,
         "sms_rate_per_second": 10_000,
         "sms_batch_size": 500,
+        "access_token_ttl_seconds": 24 * 3600,  # the embedded run takes minutes
     }
     if redis_url:
         overrides.update(redis_url=redis_url, api_runs_tasks=False)
@@ -79,8 +80,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--recipients", type=int, default=10_000)
     parser.add_argument("--redis")
+    parser.add_argument("--only-redis", action="store_true")
     args = parser.parse_args()
-    asyncio.run(run(args.recipients, None))
+    if not args.only_redis:
+        asyncio.run(run(args.recipients, None))
     if args.redis:
         asyncio.run(run(args.recipients, args.redis))
     _ = SERVICES
