@@ -16,7 +16,6 @@ import time
 from aiohttp.test_utils import TestServer
 
 from benchmarks.common import running_service
-from handlers.routing import SERVICES
 from tasks.broker import receiving, start_broker, stop_broker
 from tests.sms_gateway import FakeGateway
 
@@ -86,4 +85,3 @@ if __name__ == "__main__":
         asyncio.run(run(args.recipients, None))
     if args.redis:
         asyncio.run(run(args.recipients, args.redis))
-    _ = SERVICES

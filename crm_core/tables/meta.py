@@ -293,9 +293,8 @@ class MetaService:
             column["validators"] = list(dict.fromkeys(raw["validators"]))
         if raw["type"] == "link":
             column["table"] = raw["table"]
-        for flag in ("predefined",):
-            if raw.get(flag):
-                column[flag] = True
+        if raw.get("predefined"):  # built-in columns keep their mark through edits
+            column["predefined"] = True
         if raw["type"] == "select":
             column["options"], column["max_option_id"] = self._assign_option_ids(
                 raw.get("options") or [], previous, f"{prefix}options"
