@@ -267,3 +267,31 @@ def test_short_keys_are_refused():
 
     with pytest.raises(ValueError):
         TokenCodec("short", 60)
+
+
+async def test_failures_from_one_address_are_rate_limited(aiohttp_client):
+    from handlers.app import create_app
+
+    client = await aiohttp_client(create_app(make_settings(login_max_failures_per_ip=3)))
+    for n in range(3):
+        resp = await client.post(
+            "/api/auth/login", json={"email": f"x{n}@example.com", "password": "wrong-password"}
+        )
+        assert resp.status == 401
+    resp = await client.post(
+        "/api/auth/login", json={"email": "fresh@example.com", "password": "wrong-password"}
+    )
+    assert resp.status == 429
+    assert (await resp.json())["error"]["code"] == "rate_limited"
+
+
+async def test_shutdown_closes_the_database_client(aiohttp_client):
+    from handlers.app import create_app
+    from handlers.routing import SERVICES
+
+    app = create_app(make_settings())
+    client = await aiohttp_client(app)
+    storage = app[SERVICES].storage
+    assert storage.client is not None
+    await client.close()
+    assert storage.client is None
