@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import EmailStr, Field, field_validator
 
 from crm_core.permissions import PERMISSIONS
-from models.accounts import PasswordField, normalise_email
+from models.accounts import PasswordField, UserOut, normalise_email
 from models.base import InputModel, OutputModel
 
 PermissionCode = Literal[tuple(sorted(PERMISSIONS))]  # type: ignore[valid-type]
@@ -62,19 +62,7 @@ class UserPatch(InputModel):
 
 
 class UserList(OutputModel):
-    items: list[UserOutRef]
-
-
-class UserOutRef(OutputModel):
-    id: str
-    email: str
-    full_name: str
-    role_ids: list[str]
-    is_active: bool
-    created_at: datetime
-
-
-UserList.model_rebuild()
+    items: list[UserOut]
 
 
 class ShareIn(InputModel):
