@@ -18,12 +18,25 @@ def phone(n: int) -> str:
     return f"+7916{n:07d}"
 
 
+def gateway_settings(gateway, **overrides):
+    """Test settings that send through the fake SMS.ru gateway."""
+    values = {
+        "sms_provider": "smsru",
+        "smsru_api_id": "test-api-id",
+        "smsru_base_url": gateway.url,
+        **overrides,
+    }
+    return make_settings(**values)
+
+
+async def gateway_api(aiohttp_client, gateway, **overrides) -> Api:
+    return Api(await aiohttp_client(create_app(gateway_settings(gateway, **overrides))))
+
+
 @pytest.fixture
 async def sms_client(aiohttp_client, gateway):
-    settings = make_settings(
-        sms_provider="smsru",
-        smsru_api_id="test-api-id",
-        smsru_base_url=gateway.url,
+    settings = gateway_settings(
+        gateway,
         sms_rate_per_second=200,
         sms_max_attempts=3,
         sms_retry_base_seconds=0.01,
@@ -351,15 +364,13 @@ async def test_a_redelivered_task_marks_its_half_sent_messages_unknown(
 
 
 async def test_cancel_stops_pending_messages(aiohttp_client, gateway):
-    settings = make_settings(
-        sms_provider="smsru",
-        smsru_api_id="test-api-id",
-        smsru_base_url=gateway.url,
+    api = await gateway_api(
+        aiohttp_client,
+        gateway,
         sms_rate_per_second=20,
         sms_send_timeout_seconds=0.5,
         sms_batch_size=100,
     )
-    api = Api(await aiohttp_client(create_app(settings)))
     owner = await api.register()
     created = await api.call(
         "POST",
@@ -385,14 +396,7 @@ async def test_cancel_stops_pending_messages(aiohttp_client, gateway):
 
 
 async def test_rate_limit_holds_at_the_gateway(aiohttp_client, gateway):
-    settings = make_settings(
-        sms_provider="smsru",
-        smsru_api_id="test-api-id",
-        smsru_base_url=gateway.url,
-        sms_rate_per_second=10,
-        sms_batch_size=5,
-    )
-    api = Api(await aiohttp_client(create_app(settings)))
+    api = await gateway_api(aiohttp_client, gateway, sms_rate_per_second=10, sms_batch_size=5)
     owner = await api.register()
     created = await api.call(
         "POST",

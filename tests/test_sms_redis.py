@@ -19,8 +19,8 @@ from taskiq.receiver import Receiver
 from handlers.app import create_app
 from handlers.routing import SERVICES
 from tasks.broker import receiving, start_broker, stop_broker
-from tests.conftest import Api, make_settings
-from tests.test_sms import phone, wait_done
+from tests.conftest import Api
+from tests.test_sms import gateway_settings, phone, wait_done
 
 
 def _free_port() -> int:
@@ -83,9 +83,6 @@ async def clean_redis(redis_url):
 def redis_settings(redis_url, gateway, **overrides):
     values = {
         "redis_url": redis_url,
-        "sms_provider": "smsru",
-        "smsru_api_id": "test-api-id",
-        "smsru_base_url": gateway.url,
         "sms_rate_per_second": 20,
         "sms_batch_size": 10,
         "sms_send_timeout_seconds": 0.2,
@@ -95,7 +92,7 @@ def redis_settings(redis_url, gateway, **overrides):
         "api_runs_tasks": False,
     }
     values.update(overrides)
-    return make_settings(**values)
+    return gateway_settings(gateway, **values)
 
 
 class FreezingLimiter:
@@ -164,7 +161,7 @@ async def test_a_dead_workers_task_is_redelivered_and_nobody_gets_two(
     api = Api(await aiohttp_client(app))
     owner = await api.register()
     before = asyncio.all_tasks()
-    _broker_a, runtime_a, listener_a = await start_receiver(app, settings, "doomed")
+    broker_a, runtime_a, listener_a = await start_receiver(app, settings, "doomed")
     freezer = FreezingLimiter(runtime_a.limiter)
     runtime_a.limiter = freezer
     created = await api.call(
@@ -199,6 +196,7 @@ async def test_a_dead_workers_task_is_redelivered_and_nobody_gets_two(
     for task in leftovers:
         task.cancel()
     await asyncio.gather(*leftovers, return_exceptions=True)
+    await stop_broker(broker_a)
 
 
 async def test_api_runs_redis_tasks_itself_with_the_embedded_database(
