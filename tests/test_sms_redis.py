@@ -226,3 +226,23 @@ async def test_ready_reports_an_unreachable_broker(aiohttp_client, clean_redis, 
     resp = await client.get("/ready")
     assert resp.status == 503
     assert (await resp.json())["error"]["code"] == "service_unavailable"
+
+
+async def test_worker_loop_starts_receives_and_stops(clean_redis, gateway):
+    """`crm worker`'s loop (run here directly: the command itself refuses the embedded
+    database, which is what this test process has)."""
+    from crm_core.cli import run_worker
+
+    settings = redis_settings(clean_redis, gateway)
+    stop = asyncio.Event()
+    worker = asyncio.create_task(run_worker(settings, stop))
+    redis = Redis.from_url(clean_redis)
+    for _ in range(100):  # the worker's consumer joins the group when it starts listening
+        groups = await redis.xinfo_groups("crm:tasks") if await redis.exists("crm:tasks") else []
+        if groups and groups[0]["consumers"] >= 1:
+            break
+        await asyncio.sleep(0.05)
+    assert groups and groups[0]["name"] == b"crm-workers"
+    stop.set()
+    await asyncio.wait_for(worker, timeout=10)
+    await redis.aclose()
