@@ -131,9 +131,6 @@ class ColumnType:
         """A valid JSON input value, for tests and benchmarks."""
         raise NotImplementedError
 
-    def json_schema(self, column: dict[str, Any]) -> dict[str, Any]:
-        return dict(self.value_schema)
-
     def check_definition(self, column: dict[str, Any], vctx: ValueContext) -> None:
         """Raise ColumnValueError when the column's own settings do not fit (e.g. limits)."""
 

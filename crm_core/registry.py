@@ -49,6 +49,3 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         return list(self._entries)
-
-    def unregister(self, name: str) -> None:
-        self._entries.pop(name, None)

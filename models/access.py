@@ -12,7 +12,6 @@ from models.accounts import PasswordField, UserOut, normalise_email
 from models.base import InputModel, OutputModel
 
 PermissionCode = Literal[tuple(sorted(PERMISSIONS))]  # type: ignore[valid-type]
-ObjectIdText = str
 ACCESS_LEVELS = Literal["read", "write", "manage"]
 
 

@@ -23,11 +23,6 @@ class OutputModel(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
-class ErrorDetail(OutputModel):
-    field: str | None = None
-    message: str
-
-
 class ErrorBody(OutputModel):
     code: str = Field(examples=["validation_error"])
     message: str

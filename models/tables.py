@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, Field, RootModel, create_model
+from pydantic import BaseModel, Field, RootModel, WithJsonSchema, create_model
 
 from crm_core.columns import BUILTIN_COLUMN_TYPES, ColumnType, SelectOptionIn
 from models.base import InputModel, OutputModel, QueryModel
@@ -30,11 +30,14 @@ class ColumnCommon(InputModel):
 
 def _column_model(type_class: type[ColumnType]) -> type[BaseModel]:
     name = "".join(part.capitalize() for part in type_class.name.split("_")) + "ColumnIn"
+    # the default is documented with the type's own JSON schema (`ColumnType.value_schema`)
+    default_schema = WithJsonSchema({"anyOf": [type_class.value_schema, {"type": "null"}]})
+    default_type: Any = Annotated[type_class.value_annotation | None, default_schema]
     return create_model(  # type: ignore[call-overload, no-any-return]
         name,
         __base__=(ColumnCommon, type_class.settings_model),
         type=(Literal[type_class.name], ...),  # type: ignore[valid-type, arg-type]
-        default=(type_class.value_annotation | None, None),
+        default=(default_type, None),
     )
 
 
