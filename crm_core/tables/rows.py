@@ -175,17 +175,32 @@ class RowService:
                     )
         _raise_errors(errors)
 
-    async def clear_references(self, ctx: TenantContext, table: Table, ids: list[ObjectId]) -> None:
+    async def referring_columns(self, ctx: TenantContext, table: Table) -> list[tuple[str, str]]:
+        """(table key, column key) of every link column that points at this table."""
+        query = {"columns": {"$elemMatch": {"type": "link", "table": table.key}}}
+        return [
+            (doc["key"], column["key"])
+            async for doc in ctx.db[TABLES].find(query, {"key": 1, "columns": 1})
+            for column in doc["columns"]
+            if column["type"] == "link" and column.get("table") == table.key
+        ]
+
+    async def clear_references(
+        self,
+        ctx: TenantContext,
+        table: Table,
+        ids: list[ObjectId],
+        referring: list[tuple[str, str]] | None = None,
+    ) -> None:
         """Deleted rows: link columns that pointed at them are cleared, never left dangling."""
         if not ids:
             return
-        query = {"columns": {"$elemMatch": {"type": "link", "table": table.key}}}
-        async for doc in ctx.db[TABLES].find(query, {"key": 1, "columns": 1}):
-            for column in doc["columns"]:
-                if column["type"] == "link" and column.get("table") == table.key:
-                    await ctx.db[doc["key"]].update_many(
-                        {column["key"]: {"$in": ids}}, {"$unset": {column["key"]: ""}}
-                    )
+        if referring is None:
+            referring = await self.referring_columns(ctx, table)
+        for table_key, column_key in referring:
+            await ctx.db[table_key].update_many(
+                {column_key: {"$in": ids}}, {"$unset": {column_key: ""}}
+            )
 
     async def expand(
         self, ctx: TenantContext, table: Table, rows: list[dict[str, Any]], keys: list[str]
@@ -256,11 +271,15 @@ class RowService:
         checker = self.checker(table, ctx)
         set_values, unset = checker.for_update(body)
         checker.raise_if_invalid()
-        current = await table.collection(ctx).find_one({"_id": oid})
-        if current is None:
-            raise NotFound("Row not found")
-        merged = {k: v for k, v in {**current, **set_values}.items() if k not in unset}
-        await self.check_rules(ctx, table, [("", merged)])
+        if table.doc.get("require_any"):
+            # an "at least one of" rule needs the whole row as it will be
+            current = await table.collection(ctx).find_one({"_id": oid})
+            if current is None:
+                raise NotFound("Row not found")
+            merged = {k: v for k, v in {**current, **set_values}.items() if k not in unset}
+            await self.check_rules(ctx, table, [("", merged)])
+        else:
+            await self.check_rules(ctx, table, [("", set_values)], whole_rows=False)
         update: dict[str, Any] = {"$set": {**set_values, **self._stamp(ctx, created=False)}}
         if unset:
             update["$unset"] = dict.fromkeys(unset, "")
@@ -473,9 +492,12 @@ class RowService:
 
     async def delete_where(self, ctx: TenantContext, table: Table, query: dict[str, Any]) -> int:
         collection = table.collection(ctx)
+        referring = await self.referring_columns(ctx, table)
+        if not referring:  # nothing points here: no need to know which rows went
+            return int((await collection.delete_many(query)).deleted_count)
         ids = [d["_id"] async for d in collection.find(query, {"_id": 1})]
         result = await collection.delete_many({"_id": {"$in": ids}})
-        await self.clear_references(ctx, table, ids)
+        await self.clear_references(ctx, table, ids, referring)
         return int(result.deleted_count)
 
     # ---- helpers --------------------------------------------------------------------------
