@@ -155,6 +155,24 @@ async def ensure_builtin_tables(db: Any) -> list[str]:
     return changed
 
 
+async def ensure_builtin_role_permissions(db: Any) -> list[str]:
+    """Give the built-in roles the permission codes added since the company was created."""
+    from crm_core.permissions import ADDED_LATER, BUILTIN_ROLES
+
+    changed = []
+    for key, (_title, permissions) in BUILTIN_ROLES.items():
+        added = [p for p in ADDED_LATER if p in permissions]
+        if not added:
+            continue
+        result = await db["_roles"].update_one(
+            {"key": key, "builtin": True},
+            {"$addToSet": {"permissions": {"$each": added}}},
+        )
+        if result.modified_count:
+            changed.append(f"gave {', '.join(added)} to role {key}")
+    return changed
+
+
 async def migrate_all(storage: Any) -> int:
     """Bring every tenant up to date; returns how many tenants changed."""
     from models.accounts import Tenant
@@ -162,6 +180,7 @@ async def migrate_all(storage: Any) -> int:
     count = 0
     async for tenant in Tenant.find_all():
         changes = await ensure_builtin_tables(storage.tenant_db(str(tenant.id)))
+        changes += await ensure_builtin_role_permissions(storage.tenant_db(str(tenant.id)))
         if changes:
             count += 1
             log.info("tenant %s: %s", tenant.id, "; ".join(changes))

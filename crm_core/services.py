@@ -13,6 +13,7 @@ from crm_core.storage import Storage
 from crm_core.tables.meta import MetaService
 from crm_core.tables.rows import RowService
 from crm_core.validators import ColumnValidator
+from crm_core.webhooks import WebhookService
 
 
 @dataclass
@@ -25,3 +26,5 @@ class Services:
     meta: MetaService
     rows: RowService
     sms_queue: Any = None  # crm_core.sms.SmsQueue, set when the broker starts
+    # integrations
+    webhooks: WebhookService | None = None

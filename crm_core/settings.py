@@ -69,6 +69,15 @@ class Settings(BaseSettings):
     # whether `crm serve` receives Redis tasks itself; unset: only with the embedded database
     api_runs_tasks: bool | None = None
 
+    # webhooks (docs/integrations.md)
+    webhook_allow_private_addresses: bool = False  # SSRF guard off: only for tests and labs
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    webhook_max_attempts: int = Field(default=6, ge=1, le=20)
+    webhook_retry_base_seconds: float = Field(default=30.0, ge=0, le=86_400)
+    webhook_disable_after_failures: int = Field(default=8, ge=1, le=1000)
+    webhook_sweep_seconds: float = Field(default=5.0, gt=0, le=3600)
+    webhook_log_retention_days: int = Field(default=30, ge=1, le=3650)
+
     log_level: str = "INFO"
     log_file: str | None = None
 

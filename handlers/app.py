@@ -17,6 +17,7 @@ from crm_core.storage import Storage
 from crm_core.tables.meta import MetaService
 from crm_core.tables.rows import RowService
 from crm_core.validators import default_validators
+from crm_core.webhooks import WebhookService
 from handlers import (
     aliases,
     auth,
@@ -29,11 +30,12 @@ from handlers import (
     system,
     tables,
     users,
+    webhooks,
 )
 from handlers.middlewares import access_log_middleware, error_middleware
 from handlers.routing import SERVICES, RouteSpec, RouteTable, build_view
 from models.accounts import SYSTEM_DOCUMENTS
-from tasks.broker import BrokerQueue, receiving, start_broker, stop_broker
+from tasks.broker import BrokerQueue, receiving, start_broker, stop_broker, sweeping
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,7 @@ ROUTE_TABLES: list[RouteTable] = [
     shares.routes,
     aliases.routes,
     sms.routes,
+    webhooks.routes,
     docs.routes,
 ]
 
@@ -69,7 +72,7 @@ def create_app(settings: Settings) -> web.Application:
     storage = Storage(settings)
     column_types = default_column_types()
     validators = default_validators()
-    app[SERVICES] = Services(
+    services = app[SERVICES] = Services(
         settings=settings,
         storage=storage,
         auth=AuthService(settings, storage),
@@ -78,6 +81,9 @@ def create_app(settings: Settings) -> web.Application:
         meta=MetaService(column_types, validators),
         rows=RowService(column_types, FilterBuilder(default_filter_operators()), validators),
     )
+    # integrations: webhooks hear row events from the row service
+    services.webhooks = WebhookService(settings, storage, column_types)
+    services.rows.events = services.webhooks
     app.cleanup_ctx.append(_storage_ctx)
     app.cleanup_ctx.append(_broker_ctx)
 
@@ -105,7 +111,7 @@ async def _broker_ctx(app: web.Application) -> AsyncIterator[None]:
     process. Real MongoDB with Redis: this process only queues; `crm worker` sends."""
     services = app[SERVICES]
     settings = services.settings
-    broker = await start_broker(settings, services.storage)
+    broker = await start_broker(settings, services.storage, webhooks=services.webhooks)
     services.sms_queue = BrokerQueue(broker)
     receive = bool(settings.redis_url) and settings.api_receives_tasks
     if receive:
@@ -114,9 +120,11 @@ async def _broker_ctx(app: web.Application) -> AsyncIterator[None]:
         if receive:
             async with receiving(broker, settings):
                 yield
+        elif not settings.redis_url:
+            log.warning("REDIS_URL is not set: SMS tasks run in this process")
+            async with sweeping(broker, settings):  # webhook retries
+                yield
         else:
-            if not settings.redis_url:
-                log.warning("REDIS_URL is not set: SMS tasks run in this process")
             yield
     finally:
         await stop_broker(broker)

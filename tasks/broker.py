@@ -14,7 +14,9 @@ from typing import Any
 from taskiq import AsyncBroker, Context, InMemoryBroker, TaskiqDepends
 from taskiq.receiver import Receiver
 
+from crm_core.columns import default_column_types
 from crm_core.settings import Settings
+from crm_core.webhooks import WebhookService
 from tasks import sms
 from tasks.providers import make_provider
 from tasks.ratelimit import SlotLimiter
@@ -24,6 +26,7 @@ log = logging.getLogger(__name__)
 SEND_BATCH = "crm.sms.send_batch"
 SEND_ONE = "crm.sms.send_one"
 HEARTBEAT = "crm.heartbeat"
+WEBHOOK_DELIVER = "crm.webhooks.deliver"
 QUEUE = "crm:tasks"
 GROUP = "crm-workers"
 
@@ -38,6 +41,12 @@ async def _send_batch(
 
 async def _send_one(tenant_id: str, message_id: str, context: Context = TaskiqDepends()) -> int:
     return await sms.send_one(context.state.sms, context.message.task_id, tenant_id, message_id)
+
+
+async def _deliver_webhook(
+    tenant_id: str, delivery_id: str, context: Context = TaskiqDepends()
+) -> str:
+    return str(await context.state.webhooks.deliver(tenant_id, delivery_id))
 
 
 async def _heartbeat() -> None:
@@ -64,6 +73,7 @@ def build_broker(settings: Settings, consumer_name: str | None = None) -> AsyncB
     broker.register_task(_send_batch, task_name=SEND_BATCH)
     broker.register_task(_send_one, task_name=SEND_ONE)
     broker.register_task(_heartbeat, task_name=HEARTBEAT)
+    broker.register_task(_deliver_webhook, task_name=WEBHOOK_DELIVER)
     return broker
 
 
@@ -95,6 +105,18 @@ class BrokerQueue:
         await task.kiq(tenant_id, message_id)
 
 
+class WebhookBrokerQueue:
+    """`crm_core.webhooks.WebhookQueue` on a taskiq broker."""
+
+    def __init__(self, broker: AsyncBroker) -> None:
+        self.broker = broker
+
+    async def deliver(self, tenant_id: str, delivery_id: str) -> None:
+        task = self.broker.find_task(WEBHOOK_DELIVER)
+        assert task is not None
+        await task.kiq(tenant_id, delivery_id)
+
+
 async def make_runtime(settings: Settings, storage: Any) -> sms.SmsRuntime:
     redis = None
     if settings.redis_url:
@@ -110,11 +132,20 @@ async def make_runtime(settings: Settings, storage: Any) -> sms.SmsRuntime:
 
 
 async def start_broker(
-    settings: Settings, storage: Any, consumer_name: str | None = None
+    settings: Settings,
+    storage: Any,
+    consumer_name: str | None = None,
+    webhooks: WebhookService | None = None,
 ) -> AsyncBroker:
-    """A started broker whose tasks find their `SmsRuntime` in its state."""
+    """A started broker whose tasks find their `SmsRuntime` and `WebhookService` in its
+    state (the API passes its own webhook service; a worker gets a new one)."""
     broker = build_broker(settings, consumer_name)
     broker.state.sms = await make_runtime(settings, storage)
+    if webhooks is None:
+        webhooks = WebhookService(settings, storage, default_column_types())
+    webhooks.queue = WebhookBrokerQueue(broker)
+    broker.state.webhooks = webhooks
+    broker.state.sms.webhooks = webhooks
     await broker.startup()
     return broker
 
@@ -122,6 +153,29 @@ async def start_broker(
 async def stop_broker(broker: AsyncBroker) -> None:
     await broker.shutdown()
     await broker.state.sms.provider.close()
+    await broker.state.webhooks.close()
+
+
+@contextlib.asynccontextmanager
+async def sweeping(broker: AsyncBroker, settings: Settings) -> AsyncIterator[None]:
+    """Where tasks run: queue webhook retries when they are due, until the block ends."""
+    sweeper = asyncio.create_task(_sweep(broker, settings), name="crm-webhook-sweeper")
+    try:
+        yield
+    finally:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
+
+
+async def _sweep(broker: AsyncBroker, settings: Settings) -> None:
+    webhooks: WebhookService = broker.state.webhooks
+    while True:
+        await asyncio.sleep(settings.webhook_sweep_seconds)
+        try:
+            await webhooks.sweep()
+        except Exception:  # the database away for a moment: the next round tries again
+            log.warning("webhook sweep failed", exc_info=True)
 
 
 @contextlib.asynccontextmanager
@@ -132,7 +186,8 @@ async def receiving(broker: AsyncBroker, settings: Settings) -> AsyncIterator[Re
     listener = asyncio.create_task(receiver.listen(finish), name="crm-receiver")
     pulse = asyncio.create_task(_pulse(broker, settings), name="crm-heartbeat")
     try:
-        yield receiver
+        async with sweeping(broker, settings):
+            yield receiver
     finally:
         pulse.cancel()
         finish.set()

@@ -24,6 +24,10 @@ def make_settings(**overrides: Any) -> Settings:
         "bcrypt_rounds": 4,
         "mongodb_url": None,
         "redis_url": None,
+        # webhooks: tests deliver to local receivers (tests/test_webhooks.py checks the guard)
+        "webhook_allow_private_addresses": True,
+        "webhook_retry_base_seconds": 0.01,
+        "webhook_sweep_seconds": 0.02,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -177,6 +181,17 @@ async def gateway(aiohttp_server):
     from tests.sms_gateway import FakeGateway
 
     fake = FakeGateway()
+    server = await aiohttp_server(fake.app())
+    fake.url = str(server.make_url("")).rstrip("/")
+    return fake
+
+
+@pytest.fixture
+async def receiver(aiohttp_server):
+    """A local webhook receiver on a free loopback port (tests/webhook_receiver.py)."""
+    from tests.webhook_receiver import Receiver
+
+    fake = Receiver()
     server = await aiohttp_server(fake.app())
     fake.url = str(server.make_url("")).rstrip("/")
     return fake

@@ -56,6 +56,14 @@ async def build_tenant_a(api, client):
     )
     await api.call("PUT", "/api/aliases/iso", a, expect=200, json={"table": "Изоляция"})
     campaign_id, message_id = await sent_campaign(api, a)
+    webhook = await api.call(  # integrations
+        "POST",
+        "/api/webhooks",
+        a,
+        expect=201,
+        json={"name": "w", "url": "http://127.0.0.1:9/", "events": ["row.deleted"]}
+        | {"tables": ["iso"]},
+    )
     ids = {
         "campaign_id": campaign_id,
         "message_id": message_id,
@@ -65,6 +73,7 @@ async def build_tenant_a(api, client):
         "user_id": member.user_id,
         "role_id": role["id"],
         "share_id": share["id"],
+        "webhook_id": webhook["id"],
     }
     return a, member, ids
 
@@ -107,6 +116,7 @@ async def test_lists_show_only_own_tenant(api, client):
     assert [t["key"] for t in tables if not t["builtin"]] == []
     assert await api.call("GET", "/api/shares", b, expect=200) == {"granted": [], "received": []}
     assert (await api.call("GET", "/api/aliases", b, expect=200))["items"] == []
+    assert (await api.call("GET", "/api/webhooks", b, expect=200))["items"] == []
 
 
 async def test_other_tenants_ids_in_bodies_are_400(api, client):

@@ -99,6 +99,14 @@ async def test_matrix(api, client, route):
         )
         row = await api.call("POST", f"/api/data/{table}", owner, json={"n": 1}, expect=201)
         campaign_id, message_id = await sent_campaign(api, owner)
+        webhook = await api.call(  # integrations: a webhook per role, since DELETE removes it
+            "POST",
+            "/api/webhooks",
+            owner,
+            expect=201,
+            json={"name": "w", "url": "http://127.0.0.1:9/", "events": ["row.deleted"]}
+            | {"tables": ["shared_one"]},
+        )
         values = {
             "campaign_id": campaign_id,
             "message_id": message_id,
@@ -108,6 +116,7 @@ async def test_matrix(api, client, route):
             "user_id": accounts["viewer"].user_id,
             "role_id": custom_role["id"],
             "share_id": share["id"],
+            "webhook_id": webhook["id"],
         }
         fixed = getattr(route.access, "fixed_table", None)
         if fixed:
