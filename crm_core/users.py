@@ -2,7 +2,9 @@
 
 Rules: the owner role is granted and the owner's account is managed only by holders of
 `tenant.manage`; the last active owner keeps the role and stays active; nobody deactivates
-themselves. A deactivated user's tokens stop working at their next request.
+themselves. A deactivated user's tokens stop working at their next request and stay dead
+after a reactivation (crm_core/sessions.py). Nobody manages a user who holds permissions the
+manager lacks (crm_core/grants.py).
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ from pymongo.errors import DuplicateKeyError
 
 from crm_core.context import TenantContext
 from crm_core.errors import Conflict, Forbidden, NotFound
+from crm_core.grants import check_grant
 from crm_core.ids import object_id
 from crm_core.roles import check_role_ids, owner_role_id
 from crm_core.security import hash_password
-from models.accounts import RefreshToken, User
+from crm_core.sessions import end_all_sessions
+from crm_core.tenancy import resolve_permissions
+from models.accounts import User
 
 
 async def list_users(ctx: TenantContext) -> list[User]:
@@ -28,6 +33,14 @@ async def get_user(ctx: TenantContext, user_id: str) -> User:
     if user is None or user.tenant_id != ctx.tenant.id:
         raise NotFound("User not found")
     return user
+
+
+async def check_may_manage_user(ctx: TenantContext, user: User) -> None:
+    """Only owners manage an owner's account; nobody manages a user holding permissions the
+    caller lacks (resetting their password would hand those permissions over)."""
+    if await owner_role_id(ctx) in user.role_ids and not ctx.has("tenant.manage"):
+        raise Forbidden("Only an owner can change an owner's account")
+    check_grant(ctx, await resolve_permissions(ctx.db, user.role_ids), "take over a user with")
 
 
 def _guard_owner_role(ctx: TenantContext, owner_id: str, role_ids: list[str]) -> None:
@@ -88,17 +101,21 @@ async def update_user(
         ).count()
         if others <= 1:
             raise Conflict("The company must keep at least one active owner")
+    changes: dict[str, object] = {"role_ids": new_roles, "is_active": active}
     if full_name is not None:
-        user.full_name = full_name
-    user.role_ids = new_roles
-    user.is_active = active
-    user.updated_at = datetime.now(UTC)
-    await user.save()
+        changes["full_name"] = full_name
+    # $set only what changes: a whole-document save could write back stale token epochs
     if not active:
-        await RefreshToken.get_motor_collection().update_many(
-            {"user_id": user.id, "revoked_at": None}, {"$set": {"revoked_at": datetime.now(UTC)}}
+        stored = await end_all_sessions(user.id, changes)  # type: ignore[arg-type]
+    else:
+        stored = await User.get_motor_collection().find_one_and_update(
+            {"_id": user.id},
+            {"$set": {**changes, "updated_at": datetime.now(UTC)}},
+            return_document=True,
         )
-    return user
+    if stored is None:
+        raise NotFound("User not found")
+    return User.model_validate(stored)
 
 
 def _email_taken() -> Conflict:
