@@ -12,6 +12,7 @@ from crm_core.settings import Settings
 from crm_core.storage import Storage
 from crm_core.tables.meta import MetaService
 from crm_core.tables.rows import RowService
+from crm_core.tokens import ApiTokenService
 from crm_core.validators import ColumnValidator
 from crm_core.webhooks import WebhookService
 
@@ -28,3 +29,4 @@ class Services:
     sms_queue: Any = None  # crm_core.sms.SmsQueue, set when the broker starts
     # integrations
     webhooks: WebhookService | None = None
+    tokens: ApiTokenService | None = None

@@ -13,6 +13,7 @@ Rules that keep webhooks from leaking what their owner may not see:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -34,7 +35,7 @@ from yarl import URL
 from crm_core.auth import build_context
 from crm_core.columns import ColumnType
 from crm_core.context import TenantContext
-from crm_core.errors import Forbidden, NotFound, ValidationFailed
+from crm_core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from crm_core.ids import object_id
 from crm_core.netguard import (
     BlockedAddress,
@@ -57,6 +58,7 @@ WEBHOOKS = "_webhooks"
 DELIVERIES = "_webhook_deliveries"
 DUE = "webhook_due"  # system database: deliveries waiting for their next attempt
 ITEMS_PER_DELIVERY = 100
+MAX_WEBHOOKS = 100  # per company
 RESPONSE_EXCERPT_BYTES = 512
 ATTEMPT_LOG = 20
 FINAL = ("succeeded", "failed", "skipped")
@@ -119,9 +121,12 @@ class WebhookService:
         if parsed.fragment:
             raise ValidationFailed.field("url", "must not have a #fragment")
         try:
-            await check_target(self.resolver, parsed.host, parsed.port or 80)
+            async with asyncio.timeout(self.settings.webhook_timeout_seconds):
+                await check_target(self.resolver, parsed.host, parsed.port or 80)
         except BlockedAddress as exc:
             raise ValidationFailed.field("url", f"not allowed: {exc}") from None
+        except TimeoutError:
+            raise ValidationFailed.field("url", f"{parsed.host} did not resolve in time") from None
         return str(parsed)
 
     async def _check_scope(self, ctx: TenantContext, events: list[str], tables: list[str]) -> None:
@@ -190,6 +195,10 @@ class WebhookService:
             "updated_at": now,
         }
         await ctx.db[WEBHOOKS].insert_one(hook)
+        # the slot is taken first, then counted: concurrent creations never pass the limit
+        if await ctx.db[WEBHOOKS].count_documents({}) > MAX_WEBHOOKS:
+            await ctx.db[WEBHOOKS].delete_one({"_id": hook["_id"]})
+            raise Conflict(f"A company has at most {MAX_WEBHOOKS} webhooks; delete some first")
         return hook
 
     async def list_webhooks(self, ctx: TenantContext) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ from crm_core.settings import Settings
 from crm_core.storage import Storage
 from crm_core.tables.meta import MetaService
 from crm_core.tables.rows import RowService
+from crm_core.tokens import ApiTokenService
 from crm_core.validators import default_validators
 from crm_core.webhooks import WebhookService
 from handlers import (
@@ -29,6 +30,7 @@ from handlers import (
     sms,
     system,
     tables,
+    tokens,
     users,
     webhooks,
 )
@@ -51,6 +53,7 @@ ROUTE_TABLES: list[RouteTable] = [
     aliases.routes,
     sms.routes,
     webhooks.routes,
+    tokens.routes,
     docs.routes,
 ]
 
@@ -84,6 +87,7 @@ def create_app(settings: Settings) -> web.Application:
     # integrations: webhooks hear row events from the row service
     services.webhooks = WebhookService(settings, storage, column_types)
     services.rows.events = services.webhooks
+    services.tokens = ApiTokenService(storage)
     app.cleanup_ctx.append(_storage_ctx)
     app.cleanup_ctx.append(_broker_ctx)
 

@@ -29,6 +29,7 @@ from crm_core.errors import (
 from crm_core.services import Services
 from crm_core.tables.access import Level, require
 from crm_core.tables.definitions import Table, load_table
+from crm_core.tokens import is_api_token
 
 SERVICES = web.AppKey("services", Services)
 CONTEXT_KEY = web.RequestKey("crm_context", TenantContext)
@@ -352,7 +353,11 @@ def build_view(spec: RouteSpec) -> Callable[[web.Request], Awaitable[web.StreamR
         context = None
         token: dict[str, Any] = {}
         if spec.access.needs_auth:
-            context, jti, expires_at = await services.auth.authenticate(bearer_token(request))
+            bearer = bearer_token(request)
+            if services.tokens is not None and is_api_token(bearer):  # integrations
+                context, jti, expires_at = await services.tokens.authenticate(bearer)
+            else:
+                context, jti, expires_at = await services.auth.authenticate(bearer)
             request[CONTEXT_KEY] = context
             token = {"jti": jti, "expires_at": expires_at}
             if context.user.must_change_password and not spec.allow_pending_password:

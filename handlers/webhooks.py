@@ -41,11 +41,13 @@ async def list_webhooks(call: Call) -> WebhookList:
     body=WebhookIn,
     response=WebhookWithSecret,
     status=201,
+    errors=(409,),
 )
 async def create_webhook(call: Call) -> WebhookWithSecret:
     """The answer carries the signing `secret`, shown only here and on rotation. The URL must
     resolve to public addresses (400 names `url`); row events need `tables` the caller can read
-    (400 names the item); `campaign.finished` needs `sms.read` (403)."""
+    (400 names the item); `campaign.finished` needs `sms.read` (403); at most 100 per company
+    (409)."""
     return webhook_with_secret(await _service(call).create(call.ctx, call.body))
 
 

@@ -78,6 +78,13 @@ class WebhookList(OutputModel):
     items: list[WebhookOut]
 
 
+class AttemptOut(OutputModel):
+    at: datetime
+    response_code: int | None
+    latency_ms: float | None
+    error: str | None
+
+
 class DeliveryOut(OutputModel):
     id: str
     webhook_id: str
@@ -89,6 +96,7 @@ class DeliveryOut(OutputModel):
     error: str | None
     next_attempt_at: datetime | None
     payload: dict[str, Any]
+    attempt_log: list[AttemptOut] = Field(description="The last 20 attempts, oldest first")
     created_at: datetime
     updated_at: datetime
 
@@ -140,6 +148,7 @@ def delivery_out(doc: dict[str, Any]) -> DeliveryOut:
         error=doc.get("error"),
         next_attempt_at=doc.get("next_attempt_at"),
         payload=doc["payload"],
+        attempt_log=[AttemptOut(**a) for a in doc.get("attempt_log", [])],
         created_at=doc["created_at"],
         updated_at=doc["updated_at"],
     )

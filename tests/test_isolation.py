@@ -64,6 +64,7 @@ async def build_tenant_a(api, client):
         json={"name": "w", "url": "http://127.0.0.1:9/", "events": ["row.deleted"]}
         | {"tables": ["iso"]},
     )
+    api_token = await api.call("POST", "/api/tokens", a, expect=201, json={"name": "t"})
     ids = {
         "campaign_id": campaign_id,
         "message_id": message_id,
@@ -74,6 +75,7 @@ async def build_tenant_a(api, client):
         "role_id": role["id"],
         "share_id": share["id"],
         "webhook_id": webhook["id"],
+        "token_id": api_token["id"],
     }
     return a, member, ids
 

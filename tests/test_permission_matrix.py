@@ -107,6 +107,9 @@ async def test_matrix(api, client, route):
             json={"name": "w", "url": "http://127.0.0.1:9/", "events": ["row.deleted"]}
             | {"tables": ["shared_one"]},
         )
+        api_token = await api.call(  # integrations: the caller's own token
+            "POST", "/api/tokens", accounts[role], expect=201, json={"name": "t"}
+        )
         values = {
             "campaign_id": campaign_id,
             "message_id": message_id,
@@ -117,6 +120,7 @@ async def test_matrix(api, client, route):
             "role_id": custom_role["id"],
             "share_id": share["id"],
             "webhook_id": webhook["id"],
+            "token_id": api_token["id"],
         }
         fixed = getattr(route.access, "fixed_table", None)
         if fixed:

@@ -403,3 +403,14 @@ async def test_other_tenants_see_no_webhooks(api, owner, receiver):
     await api.call("POST", "/api/leads", other, expect=201, json={"title": "theirs"})
     await asyncio.sleep(0.1)
     assert receiver.received == []
+
+
+async def test_a_company_has_a_bounded_number_of_webhooks(api, owner, monkeypatch):
+    monkeypatch.setattr("crm_core.webhooks.MAX_WEBHOOKS", 2)
+    url = "http://127.0.0.1:9/hook"
+    for _ in range(2):
+        await make_hook(api, owner, url, tables=["leads"])
+    body = {"name": "x", "url": url, "events": ["row.created"], "tables": ["leads"]}
+    answer = await api.call("POST", "/api/webhooks", owner, expect=409, json=body)
+    assert answer["error"]["code"] == "conflict"
+    assert len((await api.call("GET", "/api/webhooks", owner, expect=200))["items"]) == 2
