@@ -13,6 +13,7 @@ from typing import Any
 
 from pymongo import ASCENDING
 
+from crm_core.permissions import ADDED_LATER, BUILTIN_ROLES
 from crm_core.tables.definitions import TABLES, utcnow
 
 log = logging.getLogger(__name__)
@@ -157,8 +158,6 @@ async def ensure_builtin_tables(db: Any) -> list[str]:
 
 async def ensure_builtin_role_permissions(db: Any) -> list[str]:
     """Give the built-in roles the permission codes added since the company was created."""
-    from crm_core.permissions import ADDED_LATER, BUILTIN_ROLES
-
     changed = []
     for key, (_title, permissions) in BUILTIN_ROLES.items():
         added = [p for p in ADDED_LATER if p in permissions]

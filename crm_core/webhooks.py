@@ -46,6 +46,7 @@ from crm_core.netguard import (
 )
 from crm_core.registry import Registry
 from crm_core.settings import Settings
+from crm_core.sms import counts
 from crm_core.storage import Storage
 from crm_core.tables.access import Level, access_level
 from crm_core.tables.definitions import load_table
@@ -211,7 +212,9 @@ class WebhookService:
             raise NotFound("Webhook not found")
         return hook
 
-    async def update(self, ctx: TenantContext, webhook_id: str, data: WebhookPatch) -> dict:
+    async def update(
+        self, ctx: TenantContext, webhook_id: str, data: WebhookPatch
+    ) -> dict[str, Any]:
         hook = await self.get(ctx, webhook_id)
         changes: dict[str, Any] = {"updated_at": utcnow()}
         if data.name is not None:
@@ -350,20 +353,22 @@ class WebhookService:
         return len(deliveries)
 
     async def campaign_finished(self, db: Any, tenant_id: str, campaign: dict[str, Any]) -> None:
-        from crm_core.sms import counts
-
-        hooks = await self.subscribed(db, "campaign.finished", None)
-        if not hooks:
-            return
-        item = {
-            "id": str(campaign["_id"]),
-            "name": campaign["name"],
-            "status": campaign["status"],
-            "counts": await counts(db, campaign["_id"]),
-        }
-        await self.publish(
-            db, tenant_id, campaign.get("created_by"), "campaign.finished", None, [item], hooks
-        )
+        """`campaign.finished` (completed or cancelled); never fails the caller's work."""
+        try:
+            hooks = await self.subscribed(db, "campaign.finished", None)
+            if not hooks:
+                return
+            item = {
+                "id": str(campaign["_id"]),
+                "name": campaign["name"],
+                "status": campaign["status"],
+                "counts": await counts(db, campaign["_id"]),
+            }
+            await self.publish(
+                db, tenant_id, campaign.get("created_by"), "campaign.finished", None, [item], hooks
+            )
+        except Exception:
+            log.exception("campaign.finished for %s could not be recorded", campaign.get("_id"))
 
     # ---- delivery (task workers) ------------------------------------------------------------
 

@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
+from crm_core.builtin_tables import migrate_all
 from handlers.app import create_app
+from handlers.routing import SERVICES
 from tests.conftest import Api, add_user, make_settings
 from tests.webhook_receiver import verify
 
@@ -37,7 +39,7 @@ async def make_hook(api: Api, account, url: str, **fields: Any) -> dict[str, Any
 
 
 async def wait_for(condition, what: str = "condition") -> None:
-    for _ in range(500):
+    for _ in range(2000):  # a generous cap for a loaded machine; no timing is asserted
         if await condition():
             return
         await asyncio.sleep(0.01)
@@ -414,3 +416,15 @@ async def test_a_company_has_a_bounded_number_of_webhooks(api, owner, monkeypatc
     answer = await api.call("POST", "/api/webhooks", owner, expect=409, json=body)
     assert answer["error"]["code"] == "conflict"
     assert len((await api.call("GET", "/api/webhooks", owner, expect=200))["items"]) == 2
+
+
+async def test_migration_gives_webhooks_manage_to_older_companies(api, client, owner):
+    storage = client.app[SERVICES].storage
+    roles = storage.tenant_db(owner.tenant_id)["_roles"]
+    await roles.update_many({}, {"$pull": {"permissions": "webhooks.manage"}})
+    await api.call("GET", "/api/webhooks", owner, expect=403)
+    assert await migrate_all(storage) >= 1
+    granted = {r["key"] async for r in roles.find({"permissions": "webhooks.manage"})}
+    assert granted == {"owner", "admin"}
+    await api.call("GET", "/api/webhooks", owner, expect=200)
+    assert await migrate_all(storage) == 0  # nothing left to do

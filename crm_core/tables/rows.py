@@ -286,7 +286,7 @@ class RowService:
         except DuplicateKeyError as exc:
             raise _unique_conflict(exc) from None
         row = self.render(table, doc)
-        await self._publish(ctx, table, "row.created", [row])
+        await self.emit(ctx, table, "row.created", [row])
         return row
 
     async def update(
@@ -328,7 +328,7 @@ class RowService:
         if before is None:
             raise NotFound("Row not found")
         await self.clear_references(ctx, table, [oid])
-        await self._publish(ctx, table, "row.deleted", [self._deleted_item(table, before)])
+        await self.emit(ctx, table, "row.deleted", [self._deleted_item(table, before)])
 
     # ---- bulk -----------------------------------------------------------------------------
 
@@ -355,7 +355,7 @@ class RowService:
             await collection.delete_many({"_id": {"$in": [d["_id"] for d in docs]}})
             raise _unique_conflict(exc) from None
         rows = [self.render(table, doc) for doc in docs]
-        await self._publish(ctx, table, "row.created", rows)
+        await self.emit(ctx, table, "row.created", rows)
         return rows
 
     async def bulk_update(
@@ -565,7 +565,7 @@ class RowService:
             return []
         return await self.events.subscribed(ctx.db, event, table.key)
 
-    async def _publish(
+    async def emit(
         self,
         ctx: TenantContext,
         table: Table,
@@ -573,7 +573,9 @@ class RowService:
         items: list[dict[str, Any]],
         hooks: list[Any] | None = None,
     ) -> None:
-        """Tell the listeners; the write is done, so a failure here is logged, not raised."""
+        """Tell the listeners (webhooks) about rows written; every row write calls this (or
+        `_publish_updates`), and so must any new write path (imports...). The write is done, so
+        a failure here is logged, not raised."""
         if self.events is None or not items:
             return
         try:
@@ -613,7 +615,7 @@ class RowService:
                 )
             row = rendered[index] if rendered is not None else self.render(table, after)
             items.append({"id": row["id"], "changed": changed, "previous": previous, "row": row})
-        await self._publish(ctx, table, "row.updated", items, hooks)
+        await self.emit(ctx, table, "row.updated", items, hooks)
 
     def _deleted_item(self, table: Table, doc: dict[str, Any]) -> dict[str, Any]:
         return {"id": str(doc["_id"]), "row": self.render(table, doc)}
@@ -639,7 +641,7 @@ class RowService:
             deleted += int(result.deleted_count)
             await self.clear_references(ctx, table, gone)
             items = [self._deleted_item(table, d) for d in docs]
-            await self._publish(ctx, table, "row.deleted", items, hooks)
+            await self.emit(ctx, table, "row.deleted", items, hooks)
         return deleted
 
     # ---- helpers --------------------------------------------------------------------------
