@@ -77,11 +77,13 @@ class GuardedResolver(AbstractResolver):
 
     def __init__(self, allow_private: bool, inner: AbstractResolver | None = None) -> None:
         self.allow_private = allow_private
-        self.inner = inner or ThreadedResolver()
+        self.inner = inner  # made at first use: aiohttp's resolvers need a running loop
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
+        if self.inner is None:
+            self.inner = ThreadedResolver()
         results = await self.inner.resolve(host, port, family)
         if not results:
             raise BlockedAddress(f"{host} does not resolve")
@@ -94,7 +96,8 @@ class GuardedResolver(AbstractResolver):
         return results
 
     async def close(self) -> None:
-        await self.inner.close()
+        if self.inner is not None:
+            await self.inner.close()
 
 
 async def check_target(resolver: GuardedResolver, host: str, port: int) -> None:

@@ -178,3 +178,11 @@ async def test_a_stored_internal_literal_is_refused_at_send_time(api, owner, rec
 )
 def test_address_policy(address, allowed):
     assert (address_refusal(ipaddress.ip_address(address)) is None) is allowed
+
+
+def test_the_app_is_built_outside_an_event_loop():
+    """`crm serve` builds the app before its loop runs: the guarded resolver waits for one."""
+    from handlers.app import create_app
+
+    app = create_app(make_settings())
+    assert app[SERVICES].webhooks.resolver.inner is None  # type: ignore[union-attr]
