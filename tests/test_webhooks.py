@@ -12,58 +12,15 @@ from crm_core.builtin_tables import migrate_all
 from handlers.app import create_app
 from handlers.routing import SERVICES
 from tests.conftest import Api, add_user, make_settings
-from tests.webhook_receiver import verify
-
-ROW_EVENTS = ["row.created", "row.updated", "row.deleted"]
-
-
-async def make_table(api: Api, account, key: str = "deals") -> None:
-    await api.call(
-        "POST",
-        "/api/meta/tables",
-        account,
-        expect=201,
-        json={
-            "key": key,
-            "columns": [
-                {"key": "title", "type": "string", "required": True},
-                {"key": "amount", "type": "integer"},
-            ],
-        },
-    )
-
-
-async def make_hook(api: Api, account, url: str, **fields: Any) -> dict[str, Any]:
-    body = {"name": "sync", "url": url, "events": ROW_EVENTS, "tables": ["deals"], **fields}
-    return await api.call("POST", "/api/webhooks", account, expect=201, json=body)
-
-
-async def wait_for(condition, what: str = "condition") -> None:
-    for _ in range(2000):  # a generous cap for a loaded machine; no timing is asserted
-        if await condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-async def deliveries(api: Api, account, hook_id: str, **query: Any) -> list[dict[str, Any]]:
-    page = await api.call(
-        "GET", f"/api/webhooks/{hook_id}/deliveries", account, expect=200, params=query
-    )
-    return page["items"]
-
-
-async def settled(api: Api, account, hook_id: str, count: int) -> list[dict[str, Any]]:
-    """The log once `count` deliveries have reached a final state."""
-
-    async def done() -> bool:
-        items = await deliveries(api, account, hook_id)
-        final = [d for d in items if d["status"] in ("succeeded", "failed", "skipped")]
-        return len(final) >= count
-
-    await wait_for(done, f"{count} settled deliveries")
-    return await deliveries(api, account, hook_id)
-
+from tests.webhook_receiver import (
+    ROW_EVENTS,
+    deliveries,
+    make_hook,
+    make_table,
+    settled,
+    verify,
+    wait_for,
+)
 
 # ---- registration --------------------------------------------------------------------------
 

@@ -8,8 +8,7 @@ from handlers.routing import SERVICES
 from tasks.broker import receiving, start_broker, stop_broker
 from tests.conftest import Api
 from tests.test_sms_redis import clean_redis, redis_settings, redis_url  # noqa: F401
-from tests.test_webhooks import make_hook, make_table, settled
-from tests.webhook_receiver import verify
+from tests.webhook_receiver import make_hook, make_table, settled, verify
 
 
 async def test_a_worker_delivers_and_retries(aiohttp_client, clean_redis, gateway, receiver):  # noqa: F811

@@ -13,7 +13,7 @@ from bson import ObjectId
 from crm_core.netguard import address_refusal
 from handlers.routing import SERVICES
 from tests.conftest import Api, make_settings
-from tests.test_webhooks import make_hook, settled
+from tests.webhook_receiver import make_hook, settled
 
 # ---- SSRF ------------------------------------------------------------------------------------
 
@@ -80,6 +80,7 @@ def guarded(api: Api, answers: dict[str, list[list[str]]]) -> FakeResolver:
         "[::ffff:10.0.0.1]",
         "[2002:7f00:1::1]",
         "[64:ff9b::a00:1]",
+        "localhost",
     ],
 )
 async def test_internal_addresses_are_refused(api, owner, host):

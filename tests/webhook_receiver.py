@@ -1,8 +1,10 @@
-"""A local webhook receiver for the tests: an aiohttp app that records every request and
-answers with the statuses it is told to (200 when told nothing)."""
+"""Webhook test helpers: a local receiver (an aiohttp app that records every request and
+answers with the statuses it is told to, 200 when told nothing), the receiver's signature
+check, and API helpers that register webhooks and wait for their deliveries."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -13,6 +15,8 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+
+from tests.conftest import Api
 
 
 @dataclass
@@ -64,3 +68,54 @@ def verify(secret: str, headers: dict[str, str], body: bytes, tolerance: int = 3
     signed = f"{message_id}.{timestamp}.".encode() + body
     expected = "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
     return any(hmac.compare_digest(expected, s) for s in headers["webhook-signature"].split())
+
+
+ROW_EVENTS = ["row.created", "row.updated", "row.deleted"]
+
+
+async def make_table(api: Api, account, key: str = "deals") -> None:
+    await api.call(
+        "POST",
+        "/api/meta/tables",
+        account,
+        expect=201,
+        json={
+            "key": key,
+            "columns": [
+                {"key": "title", "type": "string", "required": True},
+                {"key": "amount", "type": "integer"},
+            ],
+        },
+    )
+
+
+async def make_hook(api: Api, account, url: str, **fields: Any) -> dict[str, Any]:
+    body = {"name": "sync", "url": url, "events": ROW_EVENTS, "tables": ["deals"], **fields}
+    return await api.call("POST", "/api/webhooks", account, expect=201, json=body)
+
+
+async def wait_for(condition, what: str = "condition") -> None:
+    for _ in range(2000):  # a generous cap for a loaded machine; no timing is asserted
+        if await condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def deliveries(api: Api, account, hook_id: str, **query: Any) -> list[dict[str, Any]]:
+    page = await api.call(
+        "GET", f"/api/webhooks/{hook_id}/deliveries", account, expect=200, params=query
+    )
+    return page["items"]
+
+
+async def settled(api: Api, account, hook_id: str, count: int) -> list[dict[str, Any]]:
+    """The log once `count` deliveries have reached a final state."""
+
+    async def done() -> bool:
+        items = await deliveries(api, account, hook_id)
+        final = [d for d in items if d["status"] in ("succeeded", "failed", "skipped")]
+        return len(final) >= count
+
+    await wait_for(done, f"{count} settled deliveries")
+    return await deliveries(api, account, hook_id)
