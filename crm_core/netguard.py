@@ -108,8 +108,8 @@ async def check_target(resolver: GuardedResolver, host: str, port: int) -> None:
             await resolver.resolve(host, port, socket.AF_UNSPEC)
         except BlockedAddress:
             raise
-        except OSError as exc:
-            raise BlockedAddress(f"{host} does not resolve") from exc
+        except (OSError, ValueError) as exc:  # ValueError: names IDNA cannot encode
+            raise BlockedAddress(f"{host[:100]} does not resolve") from exc
 
 
 def describe(exc: BaseException) -> str:

@@ -112,7 +112,11 @@ class WebhookService:
     # ---- registrations ----------------------------------------------------------------------
 
     async def _check_url(self, url: str) -> str:
-        parsed = URL(url)
+        try:
+            parsed = URL(url)
+            parsed.port  # noqa: B018 - yarl checks the port when it is read
+        except ValueError as exc:
+            raise ValidationFailed.field("url", f"is not a valid URL: {exc}") from None
         if parsed.scheme not in ("http", "https") or not parsed.host or not parsed.is_absolute():
             raise ValidationFailed.field("url", "must be an absolute http or https URL")
         if parsed.user is not None or parsed.password is not None:
@@ -538,6 +542,10 @@ class WebhookService:
                 await response.content.read(RESPONSE_EXCERPT_BYTES)
                 code = response.status
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            latency = round((time.perf_counter() - started) * 1000, 1)
+            return None, latency, describe(exc)
+        except Exception as exc:  # any other failure of a request to a URL a user chose
+            log.warning("webhook %s: unexpected request failure", hook["_id"], exc_info=True)
             latency = round((time.perf_counter() - started) * 1000, 1)
             return None, latency, describe(exc)
         latency = round((time.perf_counter() - started) * 1000, 1)
