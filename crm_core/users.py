@@ -40,12 +40,15 @@ async def check_may_manage_user(ctx: TenantContext, user: User) -> None:
     caller lacks (resetting their password would hand those permissions over)."""
     if await owner_role_id(ctx) in user.role_ids and not ctx.has("tenant.manage"):
         raise Forbidden("Only an owner can change an owner's account")
-    check_grant(ctx, await resolve_permissions(ctx.db, user.role_ids), "take over a user with")
+    permissions = await resolve_permissions(ctx.db, user.role_ids)
+    check_grant(ctx, permissions, what="manage a user with")
 
 
-def _guard_owner_role(ctx: TenantContext, owner_id: str, role_ids: list[str]) -> None:
-    if owner_id in role_ids and not ctx.has("tenant.manage"):
+async def check_may_give_roles(ctx: TenantContext, role_ids: list[str]) -> None:
+    """The owner role only from an owner; any role only with permissions the caller holds."""
+    if role_ids and await owner_role_id(ctx) in role_ids and not ctx.has("tenant.manage"):
         raise Forbidden("Only an owner can grant the owner role")
+    check_grant(ctx, await resolve_permissions(ctx.db, role_ids))
 
 
 async def create_user(
@@ -57,7 +60,7 @@ async def create_user(
     bcrypt_rounds: int,
 ) -> User:
     role_ids = await check_role_ids(ctx, role_ids)
-    _guard_owner_role(ctx, await owner_role_id(ctx), role_ids)
+    await check_may_give_roles(ctx, role_ids)
     if await User.find_one(User.email == email):
         raise _email_taken()
     user = User(
@@ -83,12 +86,10 @@ async def update_user(
 ) -> User:
     user = await get_user(ctx, user_id)
     owner_id = await owner_role_id(ctx)
-    if owner_id in user.role_ids and not ctx.has("tenant.manage"):
-        raise Forbidden("Only an owner can change an owner's account")
+    await check_may_manage_user(ctx, user)
     new_roles = user.role_ids if role_ids is None else await check_role_ids(ctx, role_ids)
     if role_ids is not None:
-        added = set(new_roles) - set(user.role_ids)
-        _guard_owner_role(ctx, owner_id, list(added))
+        await check_may_give_roles(ctx, [r for r in new_roles if r not in user.role_ids])
     active = user.is_active if is_active is None else is_active
     if is_active is False and str(user.id) == ctx.user_id:
         raise Conflict("You cannot deactivate yourself")
