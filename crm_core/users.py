@@ -94,14 +94,9 @@ async def update_user(
     if is_active is False and str(user.id) == ctx.user_id:
         raise Conflict("You cannot deactivate yourself")
     stays_owner = owner_id in new_roles and active
-    if owner_id in user.role_ids and user.is_active and not stays_owner:
-        others = await User.find(
-            User.tenant_id == ctx.tenant.id,
-            User.role_ids == owner_id,
-            User.is_active == True,  # noqa: E712 - a query, not a test
-        ).count()
-        if others <= 1:
-            raise Conflict("The company must keep at least one active owner")
+    loses_owner = owner_id in user.role_ids and user.is_active and not stays_owner
+    if loses_owner and await _active_owners(ctx, owner_id) <= 1:
+        raise _last_owner()
     changes: dict[str, object] = {"role_ids": new_roles, "is_active": active}
     if full_name is not None:
         changes["full_name"] = full_name
@@ -116,7 +111,25 @@ async def update_user(
         )
     if stored is None:
         raise NotFound("User not found")
+    if loses_owner and await _active_owners(ctx, owner_id) == 0:
+        # two owners stepping down at once both passed the check above: undo ours
+        await User.get_motor_collection().update_one(
+            {"_id": user.id}, {"$set": {"role_ids": user.role_ids, "is_active": True}}
+        )
+        raise _last_owner()
     return User.model_validate(stored)
+
+
+async def _active_owners(ctx: TenantContext, owner_id: str) -> int:
+    return await User.find(
+        User.tenant_id == ctx.tenant.id,
+        User.role_ids == owner_id,
+        User.is_active == True,  # noqa: E712 - a query, not a test
+    ).count()
+
+
+def _last_owner() -> Conflict:
+    return Conflict("The company must keep at least one active owner")
 
 
 def _email_taken() -> Conflict:

@@ -266,3 +266,33 @@ async def test_sharer_cannot_share_above_its_own_level(api, client, owner, own, 
         expect=201,
         json={"table": "deals", "user_id": other.user_id, "access": own},
     )
+
+
+async def test_two_owners_stepping_down_at_once_leave_one(api, client, owner):
+    import asyncio
+
+    roles = await role_ids(api, owner)
+    second = await add_user(api, client, owner, "admin")
+    await api.call(
+        "PATCH",
+        f"/api/users/{second.user_id}",
+        owner,
+        expect=200,
+        json={"role_ids": [roles["owner"]]},
+    )
+    for _ in range(5):
+        responses = await asyncio.gather(
+            *[
+                client.patch(
+                    f"/api/users/{account.user_id}",
+                    headers=account.headers,
+                    json={"role_ids": [roles["admin"]]},
+                )
+                for account in (owner, second)
+            ]
+        )
+        owners = await User.find(User.role_ids == roles["owner"], User.is_active == True).count()  # noqa: E712
+        assert owners >= 1
+        assert sorted(r.status for r in responses)[0] in (200, 409)
+        if owners == 1:
+            break
