@@ -16,7 +16,7 @@ from crm_core.columns import ColumnType, ColumnValueError
 from crm_core.context import TenantContext
 from crm_core.errors import Conflict, NotFound, ValidationFailed
 from crm_core.registry import Registry
-from crm_core.storage import update_each
+from crm_core.storage import skip_missing_index_options, update_each
 from crm_core.tables import ordering
 from crm_core.tables.access import visible_filter
 from crm_core.tables.definitions import (
@@ -395,12 +395,12 @@ class MetaService:
         key = column["key"]
         try:
             if column["unique"]:
-                # partial: rows without a value do not collide with each other
+                # rows without a value do not collide with each other
                 await rows.create_index(
                     [(key, ASCENDING)],
                     name=unique_index_name(key),
                     unique=True,
-                    partialFilterExpression={key: {"$exists": True}},
+                    **skip_missing_index_options(rows, key),
                 )
             elif column["indexed"]:
                 await rows.create_index([(key, ASCENDING)], name=plain_index_name(key))
