@@ -330,14 +330,16 @@ def path_param(name: str) -> Callable[[PathMaker], PathMaker]:
 
 
 class TenantObjects:
-    """Objects of one tenant, owned by `owner`, made on first use and kept: `await
+    """Objects of one tenant, made by its `owner` on first use and kept: `await
     objects.get("row_id")` makes a table with a row the first time, answers the same id after.
-    `fixed_table` is the built-in entity of the route (rows then live there)."""
+    `caller` is who will call the route (for objects a user can only reach when they are its
+    own, e.g. a personal token); row ids of built-in entity routes are rows of that entity."""
 
-    def __init__(self, factories: Factories, owner: Account) -> None:
+    def __init__(self, factories: Factories, owner: Account, caller: Account | None = None) -> None:
         self.factories = factories
         self.api = factories.api
         self.owner = owner
+        self.caller = caller or owner
         self.values: dict[str, str] = {}
         self.entity_rows: dict[str, str] = {}
         self.campaign: Any = None

@@ -64,7 +64,7 @@ def test_every_route_declares_its_access():
 class World:
     factories: Factories
     accounts: dict[str, Account]
-    reads: TenantObjects  # what GET routes reach: made on first use, never changed
+    reads: dict[str, TenantObjects]  # what GET routes reach, by role: made once, never changed
     broken: bool = False
 
     @property
@@ -78,7 +78,8 @@ async def build_world(client: TestClient) -> World:
     accounts = {"owner": owner}
     for role in ("viewer", "manager", "admin"):
         accounts[role] = await factories.user(owner, role)
-    return World(factories, accounts, TenantObjects(factories, owner))
+    reads = {role: TenantObjects(factories, owner, account) for role, account in accounts.items()}
+    return World(factories, accounts, reads)
 
 
 @pytest.fixture(scope="module")
@@ -107,13 +108,16 @@ async def test_matrix(module_client, world_box, route):
     world.broken = True  # until this case ends cleanly
     for role in ROLES:
         # each role's call reaches its own objects: what one role deletes, the next still has
-        reads = route.method == "GET"
-        objects = world.reads if reads else TenantObjects(world.factories, world.owner)
+        caller = world.accounts[role]
+        if route.method == "GET":
+            objects = world.reads[role]
+        else:
+            objects = TenantObjects(world.factories, world.owner, caller)
         path = await objects.path(route)
         resp = await module_client.request(
             route.method,
             path,
-            headers=world.accounts[role].headers,
+            headers=caller.headers,
             json={} if route.body is not None else None,
         )
         want = expected(route, role)
