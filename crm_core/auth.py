@@ -9,7 +9,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import bcrypt
 from beanie import PydanticObjectId
-from pymongo.errors import DuplicateKeyError
 
 from crm_core.columns import ValueContext
 from crm_core.context import TenantContext
@@ -24,7 +23,7 @@ from crm_core.security import (
     verify_password,
 )
 from crm_core.settings import Settings
-from crm_core.storage import Storage
+from crm_core.storage import DuplicateKeyError, Storage
 from crm_core.tenancy import create_tenant, drop_tenant, resolve_permissions
 from models.accounts import (
     RefreshToken,

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from pymongo.errors import DuplicateKeyError
-
 from crm_core.context import TenantContext
 from crm_core.errors import Conflict, Forbidden, NotFound
 from crm_core.ids import object_id
 from crm_core.roles import check_role_ids, owner_role_id
 from crm_core.security import hash_password
+from crm_core.storage import DuplicateKeyError
 from models.accounts import RefreshToken, User
 
 
