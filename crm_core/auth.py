@@ -68,7 +68,7 @@ class AuthService:
             )
         tenant, owner_role_id = await create_tenant(self.storage, data.company_name)
         user = User(
-            tenant_id=tenant.id,  # type: ignore[arg-type]
+            tenant_id=tenant.id,
             email=data.email,
             full_name=data.full_name,
             password_hash=password_hash,
@@ -188,7 +188,7 @@ class AuthService:
         await RefreshToken(
             token_hash=hash_refresh_secret(secret),
             family_id=family_id,
-            user_id=user.id,  # type: ignore[arg-type]
+            user_id=user.id,
             tenant_id=user.tenant_id,
             expires_at=datetime.now(UTC)
             + timedelta(seconds=self.settings.refresh_token_ttl_seconds),

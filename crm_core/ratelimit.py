@@ -9,12 +9,15 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 
 from crm_core.errors import RateLimited
 
 
 class FailureWindow:
-    def __init__(self, max_failures: int, window_seconds: int, clock=time.monotonic) -> None:
+    def __init__(
+        self, max_failures: int, window_seconds: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.max_failures = max_failures
         self.window_seconds = window_seconds
         self._clock = clock

@@ -49,7 +49,7 @@ async def create_user(
     user = User(
         tenant_id=ctx.tenant.id,
         email=email,
-        full_name=full_name,  # type: ignore[arg-type]
+        full_name=full_name,
         password_hash=await hash_password(password, bcrypt_rounds),
         role_ids=role_ids,
     )
@@ -82,7 +82,7 @@ async def update_user(
     if owner_id in user.role_ids and user.is_active and not stays_owner:
         others = await User.find(
             User.tenant_id == ctx.tenant.id,
-            User.role_ids == owner_id,
+            User.role_ids == owner_id,  # type: ignore[comparison-overlap]  # array holds it
             User.is_active == True,  # noqa: E712 - a query, not a test
         ).count()
         if others <= 1:
