@@ -6,7 +6,7 @@ afterwards, and a case that fails (A may have changed) has the next case build b
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient
 from handlers.app import all_routes
 from handlers.routing import SERVICES, Public
 from models.accounts import User
-from tests.conftest import PATH_PARAMS, Account, Api, Factories, TenantObjects
+from tests.conftest import IN_TABLE, PATH_PARAMS, Account, Api, Factories, TenantObjects
 
 # bodies that pass validation, so the answer is about the ids (default: {})
 VALID_BODIES = {"move_row": {"before_id": None}, "resolve_message": {"outcome": "sent"}}
@@ -43,24 +43,18 @@ class World:
     api: Api
     a: Account
     member: Account  # a manager of A
-    a_objects: TenantObjects  # one of A's objects for every path parameter
+    a_objects: TenantObjects  # A's objects for the path parameters
     only_a: str  # a table key that only A has
-    b: Account  # B has a table with the key of A's rows' table
-    row_ids: dict[str | None, str] = field(default_factory=dict)  # by built-in entity
+    b: Account  # B has a table with the key of A's table that holds A's rows
     broken: bool = False
 
-    def path_of(self, route) -> str:
-        """The route's path with A's ids; rows are tried through B's table of the same key."""
-        path = route.openapi_path
-        for name in route.path_params:
-            if name == "table" and "row_id" not in route.path_params:
-                value = self.only_a
-            elif name == "row_id":
-                value = self.row_ids[getattr(route.access, "fixed_table", None)]
-            else:
-                value = self.a_objects.values[name]
-            path = path.replace(f"{{{name}}}", value)
-        return path
+    async def path_of(self, route) -> str:
+        """The route's path with A's ids. Rows (and whatever lives in a table) are tried
+        through B's own table of the same key; any other table route names a table only A
+        has."""
+        if IN_TABLE.isdisjoint(route.path_params):
+            return await self.a_objects.path(route, table=self.only_a)
+        return await self.a_objects.path(route)
 
 
 async def build_world(client: TestClient) -> World:
@@ -70,18 +64,12 @@ async def build_world(client: TestClient) -> World:
     objects = TenantObjects(factories, a)
     for name in PATH_PARAMS:  # every kind of object A can have
         await objects.get(name)
-    table = objects.values["table"]
+    table = await objects.get("table")
     await factories.api.call("PUT", f"/api/aliases/{table}", a, expect=200, json={"table": "Изо"})
     only_a = (await factories.table(a, "only_a"))["key"]
     b = await factories.api.register(company="B")
     await factories.table(b, table)
-    world = World(factories.api, a, member, objects, only_a, b)
-    world.row_ids = {None: objects.values["row_id"]}
-    for route in ID_ROUTES:
-        fixed = getattr(route.access, "fixed_table", None)
-        if fixed and "row_id" in route.path_params and fixed not in world.row_ids:
-            world.row_ids[fixed] = await objects.value(route, "row_id")
-    return world
+    return World(factories.api, a, member, objects, only_a, b)
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +88,8 @@ async def get_world(client: TestClient, box: dict[str, World]) -> World:
 @pytest.mark.parametrize("route", ID_ROUTES, ids=lambda r: f"{r.method} {r.openapi_path}")
 async def test_other_tenants_ids_are_404(module_client, world_box, route):
     world = await get_world(module_client, world_box)
+    path = await world.path_of(route)  # may make an object of A first
     before = await snapshot(module_client, world.a)
-    path = world.path_of(route)
     payload = VALID_BODIES.get(route.handler.__name__, {}) if route.body is not None else None
     resp = await module_client.request(route.method, path, headers=world.b.headers, json=payload)
     body = await resp.json()
@@ -118,12 +106,12 @@ async def test_lists_show_only_own_tenant(module_client, world_box):
     users = await api.call("GET", "/api/users", b, expect=200)
     assert [u["email"] for u in users["items"]] == [b.email]
     roles = await api.call("GET", "/api/roles", b, expect=200)
-    assert world.a_objects.values["role_id"] not in [r["id"] for r in roles["items"]]
+    assert await world.a_objects.get("role_id") not in [r["id"] for r in roles["items"]]
     tables = (await api.call("GET", "/api/meta/tables", b, expect=200))["items"]
     # B sees its own table of the same key as A's, owned by B, and nothing of A's
     custom = [t for t in tables if not t["builtin"]]
     assert [(t["key"], t["owner_id"]) for t in custom] == [
-        (world.a_objects.values["table"], b.user_id)
+        (await world.a_objects.get("table"), b.user_id)
     ]
     assert await api.call("GET", "/api/shares", b, expect=200) == {"granted": [], "received": []}
     assert (await api.call("GET", "/api/aliases", b, expect=200))["items"] == []
@@ -133,8 +121,8 @@ async def test_lists_show_only_own_tenant(module_client, world_box):
 @pytest.mark.asyncio(loop_scope="module")
 async def test_other_tenants_ids_in_bodies_are_400(module_client, world_box):
     world = await get_world(module_client, world_box)
-    api, b, role_id = world.api, world.b, world.a_objects.values["role_id"]
-    mine = world.a_objects.values["table"]  # B's own table of that key
+    api, b, role_id = world.api, world.b, await world.a_objects.get("role_id")
+    mine = await world.a_objects.get("table")  # B's own table of that key
     before = await snapshot(module_client, world.a)
     body = await api.call(
         "POST",
