@@ -9,12 +9,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import bcrypt
 from beanie import PydanticObjectId
-from pymongo.errors import DuplicateKeyError
 
 from crm_core.columns import ValueContext
 from crm_core.context import TenantContext
 from crm_core.errors import Conflict, Forbidden, Unauthorized, ValidationFailed
-from crm_core.ratelimit import FailureWindow
+from crm_core.ratelimit import LoginThrottle, limit_storage
 from crm_core.security import (
     TokenCodec,
     check_password_policy,
@@ -26,7 +25,7 @@ from crm_core.security import (
 )
 from crm_core.sessions import end_all_sessions, revoke_family
 from crm_core.settings import Settings
-from crm_core.storage import Storage
+from crm_core.storage import DuplicateKeyError, Storage
 from crm_core.tenancy import create_tenant, drop_tenant, resolve_permissions
 from crm_core.users import check_may_manage_user, get_user
 from models.accounts import (
@@ -50,11 +49,11 @@ class AuthService:
         self.settings = settings
         self.storage = storage
         self.codec = TokenCodec(settings.secret_key, settings.access_token_ttl_seconds)
-        self.email_failures = FailureWindow(
-            settings.login_max_failures, settings.login_lockout_seconds
-        )
-        self.address_failures = FailureWindow(
-            settings.login_max_failures_per_ip, settings.login_lockout_seconds
+        self.throttle = LoginThrottle(
+            limit_storage(settings.redis_url),
+            per_email=settings.login_max_failures,
+            per_address=settings.login_max_failures_per_ip,
+            window_seconds=settings.login_lockout_seconds,
         )
         # Checked when the email is unknown, so both failures cost one bcrypt verification.
         salt = bcrypt.gensalt(settings.bcrypt_rounds)
@@ -72,7 +71,7 @@ class AuthService:
             )
         tenant, owner_role_id = await create_tenant(self.storage, data.company_name)
         user = User(
-            tenant_id=tenant.id,  # type: ignore[arg-type]
+            tenant_id=tenant.id,
             email=data.email,
             full_name=data.full_name,
             password_hash=password_hash,
@@ -91,8 +90,8 @@ class AuthService:
 
     async def login(self, email: str, password: str, client_address: str) -> TokenPair:
         email = normalise_email(email)
-        self.email_failures.check(email)
-        self.address_failures.check(client_address)
+        # the slot is taken before the bcrypt await: concurrent guesses cannot all get through
+        await self.throttle.reserve(email, client_address)
         user = await User.find_one(User.email == email)
         if user is None:
             await verify_password(password, self._dummy_hash)
@@ -103,10 +102,8 @@ class AuthService:
                 tenant = await Tenant.get(user.tenant_id)
                 ok = tenant is not None and tenant.is_active
         if not ok or user is None:
-            self.email_failures.record_failure(email)
-            self.address_failures.record_failure(client_address)
             raise Unauthorized(INVALID_CREDENTIALS)
-        self.email_failures.reset(email)
+        await self.throttle.succeeded(email, client_address)
         return await self._issue(user, family_id=uuid.uuid4().hex)
 
     async def refresh(self, secret: str) -> TokenPair:
@@ -156,9 +153,8 @@ class AuthService:
         failed login for the user's email (so a stolen access token cannot guess it)."""
         check_password_policy(new_password, "new_password")
         user = ctx.user
-        self.email_failures.check(user.email)
+        await self.throttle.reserve(user.email)
         if not await verify_password(current_password, user.password_hash):
-            self.email_failures.record_failure(user.email)
             raise ValidationFailed.field("current_password", "is not the current password")
         if new_password == current_password:
             raise ValidationFailed.field("new_password", "must differ from the current password")
@@ -170,7 +166,7 @@ class AuthService:
         )
         if stored is None:
             raise Conflict("The password or the account changed meanwhile; sign in again")
-        self.email_failures.reset(user.email)
+        await self.throttle.succeeded(user.email)
         log.info("user %s changed their password; other sessions ended", user.id)
         return await self._issue(User.model_validate(stored), family_id=uuid.uuid4().hex)
 
@@ -219,7 +215,7 @@ class AuthService:
         await RefreshToken(
             token_hash=hash_refresh_secret(secret),
             family_id=family_id,
-            user_id=user.id,  # type: ignore[arg-type]
+            user_id=user.id,
             tenant_id=user.tenant_id,
             session_epoch=user.session_epoch,
             expires_at=datetime.now(UTC)

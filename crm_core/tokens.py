@@ -65,7 +65,7 @@ class ApiTokenService:
         ]
         if unknown:
             raise ValidationFailed(f"{unknown[0]['field']}: {unknown[0]['message']}", unknown)
-        check_grant(ctx, data.permissions, "give a token")
+        check_grant(ctx, data.permissions, what="give a token")
         now = datetime.now(UTC)
         if data.expires_at is not None:
             if data.expires_at.tzinfo is None:
@@ -77,8 +77,8 @@ class ApiTokenService:
             token_hash=digest(secret),
             prefix=secret[: len(PREFIX) + 4],
             name=data.name,
-            user_id=ctx.user.id,  # type: ignore[arg-type]
-            tenant_id=ctx.tenant.id,  # type: ignore[arg-type]
+            user_id=ctx.user.id,
+            tenant_id=ctx.tenant.id,
             permissions=sorted(data.permissions),
             table_access=data.table_access,
             session_epoch=ctx.user.session_epoch,

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from pymongo.errors import DuplicateKeyError
-
 from crm_core.context import TenantContext
 from crm_core.errors import Conflict, Forbidden, NotFound
 from crm_core.grants import check_grant
@@ -20,6 +18,7 @@ from crm_core.ids import object_id
 from crm_core.roles import check_role_ids, owner_role_id
 from crm_core.security import hash_password
 from crm_core.sessions import end_all_sessions
+from crm_core.storage import DuplicateKeyError
 from crm_core.tenancy import resolve_permissions
 from models.accounts import User
 
@@ -40,12 +39,15 @@ async def check_may_manage_user(ctx: TenantContext, user: User) -> None:
     caller lacks (resetting their password would hand those permissions over)."""
     if await owner_role_id(ctx) in user.role_ids and not ctx.has("tenant.manage"):
         raise Forbidden("Only an owner can change an owner's account")
-    check_grant(ctx, await resolve_permissions(ctx.db, user.role_ids), "take over a user with")
+    permissions = await resolve_permissions(ctx.db, user.role_ids)
+    check_grant(ctx, permissions, what="manage a user with")
 
 
-def _guard_owner_role(ctx: TenantContext, owner_id: str, role_ids: list[str]) -> None:
-    if owner_id in role_ids and not ctx.has("tenant.manage"):
+async def check_may_give_roles(ctx: TenantContext, role_ids: list[str]) -> None:
+    """The owner role only from an owner; any role only with permissions the caller holds."""
+    if role_ids and await owner_role_id(ctx) in role_ids and not ctx.has("tenant.manage"):
         raise Forbidden("Only an owner can grant the owner role")
+    check_grant(ctx, await resolve_permissions(ctx.db, role_ids))
 
 
 async def create_user(
@@ -57,13 +59,13 @@ async def create_user(
     bcrypt_rounds: int,
 ) -> User:
     role_ids = await check_role_ids(ctx, role_ids)
-    _guard_owner_role(ctx, await owner_role_id(ctx), role_ids)
+    await check_may_give_roles(ctx, role_ids)
     if await User.find_one(User.email == email):
         raise _email_taken()
     user = User(
         tenant_id=ctx.tenant.id,
         email=email,
-        full_name=full_name,  # type: ignore[arg-type]
+        full_name=full_name,
         password_hash=await hash_password(password, bcrypt_rounds),
         role_ids=role_ids,
     )
@@ -83,24 +85,17 @@ async def update_user(
 ) -> User:
     user = await get_user(ctx, user_id)
     owner_id = await owner_role_id(ctx)
-    if owner_id in user.role_ids and not ctx.has("tenant.manage"):
-        raise Forbidden("Only an owner can change an owner's account")
+    await check_may_manage_user(ctx, user)
     new_roles = user.role_ids if role_ids is None else await check_role_ids(ctx, role_ids)
     if role_ids is not None:
-        added = set(new_roles) - set(user.role_ids)
-        _guard_owner_role(ctx, owner_id, list(added))
+        await check_may_give_roles(ctx, [r for r in new_roles if r not in user.role_ids])
     active = user.is_active if is_active is None else is_active
     if is_active is False and str(user.id) == ctx.user_id:
         raise Conflict("You cannot deactivate yourself")
     stays_owner = owner_id in new_roles and active
-    if owner_id in user.role_ids and user.is_active and not stays_owner:
-        others = await User.find(
-            User.tenant_id == ctx.tenant.id,
-            User.role_ids == owner_id,
-            User.is_active == True,  # noqa: E712 - a query, not a test
-        ).count()
-        if others <= 1:
-            raise Conflict("The company must keep at least one active owner")
+    loses_owner = owner_id in user.role_ids and user.is_active and not stays_owner
+    if loses_owner and await _active_owners(ctx, owner_id) <= 1:
+        raise _last_owner()
     changes: dict[str, object] = {"role_ids": new_roles, "is_active": active}
     if full_name is not None:
         changes["full_name"] = full_name
@@ -115,7 +110,26 @@ async def update_user(
         )
     if stored is None:
         raise NotFound("User not found")
-    return User.model_validate(stored)
+    if loses_owner and await _active_owners(ctx, owner_id) == 0:
+        # two owners stepping down at once both passed the check above: undo ours
+        await User.get_motor_collection().update_one(
+            {"_id": user.id}, {"$set": {"role_ids": user.role_ids, "is_active": True}}
+        )
+        raise _last_owner()
+    updated: User = User.model_validate(stored)
+    return updated
+
+
+async def _active_owners(ctx: TenantContext, owner_id: str) -> int:
+    return await User.find(
+        User.tenant_id == ctx.tenant.id,
+        User.role_ids == owner_id,  # type: ignore[comparison-overlap]  # array holds it
+        User.is_active == True,  # noqa: E712 - a query, not a test
+    ).count()
+
+
+def _last_owner() -> Conflict:
+    return Conflict("The company must keep at least one active owner")
 
 
 def _email_taken() -> Conflict:

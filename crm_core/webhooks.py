@@ -211,7 +211,9 @@ class WebhookService:
         return [h for h in hooks if await self._visible(ctx, h)]
 
     async def get(self, ctx: TenantContext, webhook_id: str) -> dict[str, Any]:
-        hook = await ctx.db[WEBHOOKS].find_one({"_id": object_id(webhook_id, "Webhook")})
+        hook: dict[str, Any] | None = await ctx.db[WEBHOOKS].find_one(
+            {"_id": object_id(webhook_id, "Webhook")}
+        )
         if hook is None or not await self._visible(ctx, hook):
             raise NotFound("Webhook not found")
         return hook
@@ -279,9 +281,10 @@ class WebhookService:
         code, latency, error = await self._send(hook, delivery)
         ok = error is None
         changes = self._attempt_changes("succeeded" if ok else "failed", code, latency, error, None)
-        return await ctx.db[DELIVERIES].find_one_and_update(
+        recorded: dict[str, Any] = await ctx.db[DELIVERIES].find_one_and_update(
             {"_id": delivery["_id"]}, changes, return_document=True
-        )  # type: ignore[no-any-return]
+        )
+        return recorded
 
     # ---- events -----------------------------------------------------------------------------
 
