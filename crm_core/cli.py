@@ -45,21 +45,17 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
 
 
 async def create_superuser(settings: Settings, email: str, password: str, full_name: str) -> str:
+    from crm_core.admin import AdminService
     from crm_core.auth import AuthService
     from crm_core.storage import Storage
-    from models.accounts import SYSTEM_DOCUMENTS, RegisterIn, User
+    from models.accounts import SYSTEM_DOCUMENTS
+    from models.admin import ADMIN_DOCUMENTS
 
     storage = Storage(settings)
-    await storage.start(SYSTEM_DOCUMENTS)
+    await storage.start(SYSTEM_DOCUMENTS + ADMIN_DOCUMENTS)
     try:
-        data = RegisterIn(
-            company_name="Platform", email=email, password=password, full_name=full_name
-        )
-        await AuthService(settings, storage).register(data)
-        user = await User.find_one(User.email == data.email)
-        assert user is not None
-        user.is_superadmin = True
-        await user.save()
+        admin = AdminService(settings, storage, AuthService(settings, storage))
+        user = await admin.create_superuser(email, password, full_name)
         return str(user.id)
     finally:
         storage.close()
@@ -144,7 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     serve_cmd.add_argument("--port", type=int)
     commands.add_parser("worker", help="run background tasks (needs MONGODB_URL and REDIS_URL)")
     commands.add_parser("migrate", help="add built-in tables to companies created before them")
-    su = commands.add_parser("create-superuser", help="create a platform superadmin")
+    su = commands.add_parser(
+        "create-superuser",
+        help="create a platform superadmin for /admin (needs MONGODB_URL; on the embedded "
+        "database set CRM_SUPERUSER_EMAIL/CRM_SUPERUSER_PASSWORD for `crm serve` instead)",
+    )
     su.add_argument("--email", required=True)
     su.add_argument("--full-name", default="Superadmin")
     su.add_argument("--password", help="read from CRM_SUPERUSER_PASSWORD or asked for if absent")
@@ -168,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         if settings.embedded_database:
             print(
                 "crm: create-superuser needs MONGODB_URL: the embedded database lives only "
-                "inside a running server",
+                "inside a running server; set CRM_SUPERUSER_EMAIL and CRM_SUPERUSER_PASSWORD "
+                "and `crm serve` creates the superadmin at start",
                 file=sys.stderr,
             )
             return 2

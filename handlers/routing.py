@@ -24,6 +24,10 @@ from crm_core.tables.definitions import Table, load_table
 
 SERVICES = web.AppKey("services", Services)
 CONTEXT_KEY = web.RequestKey("crm_context", TenantContext)
+# Path prefixes whose errors are pages for people, not JSON (the /admin panel): the error
+# middleware asks the renderer registered here to draw the error, whatever raised it.
+ErrorPage = Callable[[web.Request, CrmError], web.StreamResponse]
+ERROR_PAGES = web.AppKey("error_pages", dict[str, ErrorPage])
 
 
 # ---- access declarations -------------------------------------------------------------------
@@ -234,6 +238,7 @@ class Call:
     query: Any = None
     token: dict[str, Any] = field(default_factory=dict)
     table: Table | None = None
+    operator: Any = None  # crm_core.admin.Operator on the /admin pages
 
     @property
     def ctx(self) -> TenantContext:
@@ -334,8 +339,7 @@ def build_view(spec: RouteSpec) -> Callable[[web.Request], Awaitable[web.StreamR
             request[CONTEXT_KEY] = context
             token = {"jti": jti, "expires_at": expires_at}
         call = Call(request, services, context, token=token)
-        if spec.access.needs_auth:
-            await spec.access.authorize(call)
+        await spec.access.authorize(call)  # Public allows all; the /admin pages check a cookie
         if spec.query is not None:
             call.query = parse_query(request, spec.query)
         if spec.body is not None:
