@@ -492,7 +492,7 @@ class AdminService:
         database_ok = await self.storage.ping()
         kind = "embedded (mongomock-motor, in memory)" if self.storage.embedded else "MongoDB"
         version = ""
-        if database_ok:
+        if database_ok and not self.storage.embedded:
             try:
                 info = await self.storage.system_db.command("buildInfo")
                 version = f" {info.get('version', '')}"

@@ -129,7 +129,7 @@ def error_page(request: web.Request, error: CrmError) -> web.Response:
 
 
 def parse(model: type[Form], values: Any) -> Form:
-    data = {key: values.get(key) for key in values if key != "csrf"}
+    data = {key: values.get(key) for key in values if key not in ("csrf", "done")}
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -1,7 +1,6 @@
 """`/api/openapi.json`, generated with apispec from the route declarations and the same pydantic
 models that validate requests and shape responses; `/docs`, Swagger UI 5 from the files that the
-`swagger-ui-py` package ships (no CDN, online validator off), and `/docs/read`, the same document
-laid out for reading (every operation expanded, no "Try it out")."""
+`swagger-ui-py` package ships (no CDN, online validator off, a CSP that allows no other host)."""
 
 from __future__ import annotations
 
@@ -149,12 +148,7 @@ async def openapi_document(call: Call) -> dict[str, Any]:
 
 @routes.get("/docs", access=Public(), summary="Swagger UI", in_schema=False)
 async def swagger_ui(call: Call) -> web.Response:
-    return docs_page("try")
-
-
-@routes.get("/docs/read", access=Public(), summary="The API reference to read", in_schema=False)
-async def reading_view(call: Call) -> web.Response:
-    return docs_page("read")
+    return docs_page()
 
 
 OPENAPI = web.AppKey("openapi", dict)
@@ -165,9 +159,7 @@ DOCS_PAGE = """<!DOCTYPE html>
 <link rel="stylesheet" href="{swagger}/swagger-ui.css">
 <link rel="stylesheet" href="{assets}/docs.css">
 <link rel="icon" type="image/png" href="{swagger}/favicon-32x32.png"></head>
-<body data-mode="{mode}" data-spec="/api/openapi.json">
-<nav class="docs-nav"><a href="/docs">Try it out</a> <a href="/docs/read">Read</a>
-<a href="/api/openapi.json">openapi.json</a></nav>
+<body data-spec="/api/openapi.json">
 <div id="swagger-ui"></div>
 <script src="{swagger}/swagger-ui-bundle.js"></script>
 <script src="{swagger}/swagger-ui-standalone-preset.js"></script>
@@ -176,9 +168,8 @@ DOCS_PAGE = """<!DOCTYPE html>
 """
 
 
-def docs_page(mode: str) -> web.Response:
-    title = "CRM API" if mode == "try" else "CRM API reference"
-    html = DOCS_PAGE.format(title=title, mode=mode, swagger=SWAGGER_STATIC, assets=DOCS_ASSETS)
+def docs_page() -> web.Response:
+    html = DOCS_PAGE.format(title="CRM API", swagger=SWAGGER_STATIC, assets=DOCS_ASSETS)
     return web.Response(
         text=html,
         content_type="text/html",

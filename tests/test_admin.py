@@ -578,3 +578,10 @@ async def test_create_superuser_command_works_with_registration_switched_off():
     settings = make_settings(registration_enabled=False)
     user_id = await create_superuser(settings, "Boss@Example.com", "boss-password", "Boss")
     assert len(user_id) == 24
+
+
+async def test_pages_after_an_action_say_what_was_done(signed_in):
+    page = await signed_in.get("/admin/campaigns?done=campaign_cancelled")
+    assert "Done: you cancelled a campaign" in page
+    page = await signed_in.get("/admin/companies?q=x&page=1&done=nonsense")
+    assert "Done:" not in page
