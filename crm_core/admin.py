@@ -28,12 +28,14 @@ from bson import ObjectId
 from crm_core import sms
 from crm_core.context import TenantContext
 from crm_core.errors import Conflict, Forbidden, NotFound, Unauthorized
+from crm_core.permissions import PERMISSIONS
 from crm_core.security import check_password_policy, hash_password, verify_password
+from crm_core.sessions import end_all_sessions
 from crm_core.settings import Settings
 from crm_core.storage import Storage
 from crm_core.tables.definitions import TABLES
 from crm_core.tenancy import ROLES, create_tenant
-from models.accounts import RefreshToken, Tenant, User, normalise_email
+from models.accounts import Tenant, User, normalise_email
 from models.admin import (
     AdminAction,
     AdminSession,
@@ -60,6 +62,10 @@ log = logging.getLogger(__name__)
 PAGE_SIZE = 25
 SMS_WINDOW_DAYS = 30
 NOT_AN_ADMIN = "This account is not a platform administrator"
+MUST_CHANGE = (
+    "This account has a temporary password: choose a new one first "
+    "(POST /api/auth/password, see docs/api.md), then sign in here"
+)
 PLATFORM_COMPANY = "Platform"
 VERSIONED_PACKAGES = (
     "crm-backend",
@@ -152,14 +158,8 @@ class AdminService:
         not a superadmin; RateLimited under the API's failed-login throttle. The attempt
         reserves its slot in the throttle before the password is checked."""
         email = normalise_email(email)
-        windows = (
-            (self.auth.email_failures, email),
-            (self.auth.address_failures, address),
-        )
-        for window, key in windows:
-            window.check(key)
-        for window, key in windows:
-            window.record_failure(key)
+        # the slot is taken before the bcrypt await, as for the API's login
+        await self.auth.throttle.reserve(email, address)
         user = await User.find_one(User.email == email)
         if user is None:
             await verify_password(password, self.auth._dummy_hash)
@@ -169,18 +169,24 @@ class AdminService:
         if not ok or user is None:
             await self.record(None, "sign_in_failed", "user", "", email, address=address)
             raise Unauthorized("Invalid email or password")
-        self.auth.email_failures.reset(email)
+        await self.auth.throttle.succeeded(email, address)
         if not user.is_superadmin:
             await self.record(
                 None, "sign_in_failed", "user", str(user.id), email, NOT_AN_ADMIN, address
             )
             raise Forbidden(NOT_AN_ADMIN)
+        if user.must_change_password:
+            await self.record(
+                None, "sign_in_failed", "user", str(user.id), email, MUST_CHANGE, address
+            )
+            raise Forbidden(MUST_CHANGE)
         secret = secrets.token_urlsafe(32)
         ttl = timedelta(seconds=self.settings.admin_session_ttl_seconds)
         session = AdminSession(
             token_hash=digest(secret),
             user_id=user.id,  # type: ignore[arg-type]
             csrf_token=secrets.token_urlsafe(32),
+            session_epoch=user.session_epoch,
             address=address,
             expires_at=datetime.now(UTC) + ttl,
         )
@@ -200,7 +206,9 @@ class AdminService:
             await session.delete()
             return None
         user = await User.get(session.user_id)
-        if user is None or not user.is_active or not user.is_superadmin:
+        # the user's session epoch moves on deactivation and every password change or reset
+        current = user is not None and session.session_epoch == user.session_epoch
+        if user is None or not current or not user.is_active or not user.is_superadmin:
             await session.delete()
             return None
         return Operator(user, session, address)
@@ -354,6 +362,7 @@ class AdminService:
                     roles=[role_names.get(r, "?") for r in u.role_ids],
                     is_active=u.is_active,
                     is_superadmin=u.is_superadmin,
+                    must_change_password=u.must_change_password,
                     created_at=u.created_at,
                 )
                 for u in users
@@ -370,8 +379,9 @@ class AdminService:
             raise Conflict("This is your own company: deactivating it would lock you out")
         tenant.is_active = active
         await tenant.save()
-        if not active:
-            await _revoke_refresh_tokens({"tenant_id": tenant.id})
+        if not active:  # and they stay ended when the company comes back
+            async for user in User.find(User.tenant_id == tenant.id):
+                await end_all_sessions(user.id)  # type: ignore[arg-type]
         action = "company_reactivated" if active else "company_deactivated"
         await self.record(operator, action, "company", str(tenant.id), tenant.name)
         return tenant
@@ -385,20 +395,40 @@ class AdminService:
         return user
 
     async def set_user_active(self, operator: Operator, user_id: str, active: bool) -> User:
-        """A deactivated user's access tokens are refused at their next request, its refresh
-        tokens and panel sessions end. The operator may not deactivate itself."""
+        """A deactivated user's access and refresh tokens and panel sessions end at once and
+        stay ended after a reactivation. The operator may not deactivate itself."""
         user = await self._user(user_id)
         if not active and user.id == operator.user.id:
             raise Conflict("You cannot deactivate yourself")
+        if active:
+            await User.get_motor_collection().update_one(
+                {"_id": user.id}, {"$set": {"is_active": True, "updated_at": datetime.now(UTC)}}
+            )
+        else:  # its tokens stay dead after a reactivation (token epochs)
+            await end_all_sessions(user.id, {"is_active": False})  # type: ignore[arg-type]
         user.is_active = active
-        user.updated_at = datetime.now(UTC)
-        await user.save()
-        if not active:
-            await _revoke_refresh_tokens({"user_id": user.id})
-            await AdminSession.find(AdminSession.user_id == user.id).delete()
         action = "user_reactivated" if active else "user_deactivated"
         await self.record(operator, action, "user", str(user.id), user.email)
         return user
+
+    async def set_temporary_password(self, operator: Operator, user_id: str) -> tuple[User, str]:
+        """The API's own reset (`AuthService.set_temporary_password`), done by the operator:
+        a generated password, returned once; every session of the user ends, and the user must
+        choose a new password before anything else. The operator acts with every permission
+        in the user's company."""
+        user = await self._user(user_id)
+        tenant = await self._tenant(str(user.tenant_id))
+        ctx = TenantContext(
+            tenant=tenant,
+            user=operator.user,
+            db=self.storage.tenant_db(str(tenant.id)),
+            permissions=frozenset(PERMISSIONS),
+        )
+        if user.id == operator.user.id:
+            raise Conflict("Change your own password through the API (POST /api/auth/password)")
+        temporary = await self.auth.set_temporary_password(ctx, str(user.id))
+        await self.record(operator, "user_temporary_password", "user", str(user.id), user.email)
+        return user, temporary
 
     # ---- SMS --------------------------------------------------------------------------------
 
@@ -532,12 +562,6 @@ class AdminService:
             ],
             versions=versions,
         )
-
-
-async def _revoke_refresh_tokens(query: dict[str, Any]) -> None:
-    await RefreshToken.get_motor_collection().update_many(
-        {**query, "revoked_at": None}, {"$set": {"revoked_at": datetime.now(UTC)}}
-    )
 
 
 def _aware(value: datetime) -> datetime:

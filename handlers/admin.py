@@ -293,6 +293,24 @@ async def set_user_active(call: Call) -> web.StreamResponse:
     raise done(f"{PREFIX}/companies/{user.tenant_id}", action)
 
 
+@routes.post(
+    f"{PREFIX}/users/{{user_id:[0-9a-f]{{24}}}}/temporary-password",
+    access=ADMIN,
+    summary="Set a temporary password",
+    in_schema=False,
+)
+async def set_temporary_password(call: Call) -> web.Response:
+    """The password is on this page only (not stored in clear, not in a redirect)."""
+    user, password = await call.services.admin.set_temporary_password(
+        call.operator, call.param("user_id")
+    )
+    return page(
+        call.request,
+        "temporary_password.html",
+        context(call, user=user, password=password, section="companies"),
+    )
+
+
 @routes.get(f"{PREFIX}/campaigns", access=ADMIN, summary="SMS campaigns", in_schema=False)
 async def campaigns(call: Call) -> web.Response:
     query = parse(CampaignQuery, call.request.query)

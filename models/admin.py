@@ -22,6 +22,7 @@ class AdminSession(Document):
     token_hash: str
     user_id: PydanticObjectId
     csrf_token: str
+    session_epoch: int = 0  # the user's; a newer one (password change, deactivation) ends it
     address: str = ""
     created_at: datetime = Field(default_factory=utcnow)
     expires_at: datetime
@@ -129,6 +130,7 @@ class CompanyUser(OutputModel):
     roles: list[str]
     is_active: bool
     is_superadmin: bool
+    must_change_password: bool
     created_at: datetime
 
 

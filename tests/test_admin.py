@@ -585,3 +585,76 @@ async def test_pages_after_an_action_say_what_was_done(signed_in):
     assert "Done: you cancelled a campaign" in page
     page = await signed_in.get("/admin/companies?q=x&page=1&done=nonsense")
     assert "Done:" not in page
+
+
+# ---- with the token epochs: sessions that stay ended --------------------------------------------
+
+
+async def test_reactivated_user_does_not_get_its_old_tokens_back(signed_in, api, client):
+    owner = await api.register(company="Pied Piper")
+    member = await add_user(api, client, owner, "viewer")
+    await signed_in.post(f"/admin/users/{member.user_id}/active", {"active": "false"})
+    await signed_in.post(f"/admin/users/{member.user_id}/active", {"active": "true"})
+    await api.call("GET", "/api/auth/me", member, expect=401)
+    await api.call(
+        "POST", "/api/auth/refresh", json={"refresh_token": member.refresh_token}, expect=401
+    )
+    fresh = await api.login(member.email, member.password)
+    await api.call("GET", "/api/auth/me", fresh, expect=200)
+
+
+async def test_reactivated_company_does_not_revive_old_tokens(signed_in, api):
+    owner = await api.register(company="Aviato")
+    await signed_in.post(f"/admin/companies/{owner.tenant_id}/active", {"active": "false"})
+    await signed_in.post(f"/admin/companies/{owner.tenant_id}/active", {"active": "true"})
+    await api.call("GET", "/api/auth/me", owner, expect=401)
+    await api.call("GET", "/api/auth/me", await api.login(owner.email, owner.password), expect=200)
+
+
+async def test_temporary_password_is_shown_once_and_must_be_changed(signed_in, api, client):
+    owner = await api.register(company="Raviga")
+    member = await add_user(api, client, owner, "admin")
+    resp, page = await signed_in.post(
+        f"/admin/users/{member.user_id}/temporary-password", {}, status=200
+    )
+    assert resp.headers["Cache-Control"] == "no-store"
+    password = re.search(r'id="temporary-password">([^<]+)<', page).group(1)
+    assert len(password) >= 12 and member.email in page
+    await api.call("GET", "/api/auth/me", member, expect=401)  # its sessions ended
+    await api.call(
+        "POST",
+        "/api/auth/login",
+        json={"email": member.email, "password": member.password},
+        expect=401,
+    )
+    tokens = await api.call(
+        "POST", "/api/auth/login", json={"email": member.email, "password": password}, expect=200
+    )
+    assert tokens["must_change_password"] is True
+    headers = {"Authorization": f"Bearer {tokens['access_token']}"}
+    body = await api.call("GET", "/api/users", headers=headers, expect=403)
+    assert body["error"]["code"] == "password_change_required"
+    # the page that showed it is not stored anywhere: the audit log names the act, not the secret
+    log = await signed_in.get("/admin/audit")
+    assert "set a temporary password" in log and password not in log
+    company = await signed_in.get(f"/admin/companies/{owner.tenant_id}")
+    assert password not in company
+
+
+async def test_temporary_password_for_oneself_is_refused(signed_in):
+    root = await User.find_one(User.email == ROOT_EMAIL)
+    await signed_in.post(f"/admin/users/{root.id}/temporary-password", {}, status=409)
+
+
+async def test_a_reset_superadmin_loses_its_panel_session_and_cannot_sign_in_until_changed(
+    signed_in, client
+):
+    admin = client.app[SERVICES].admin
+    other = await admin.create_superuser("third@example.com", "third-password", "Third")
+    secret, _ = await admin.sign_in("third@example.com", "third-password", "127.0.0.1")
+    _, page = await signed_in.post(f"/admin/users/{other.id}/temporary-password", {}, status=200)
+    password = re.search(r'id="temporary-password">([^<]+)<', page).group(1)
+    assert await admin.operator(secret, "127.0.0.1") is None
+    second = Panel(client)
+    _, form = await second.sign_in("third@example.com", password, status=403)
+    assert "temporary password" in form
