@@ -658,3 +658,10 @@ async def test_a_reset_superadmin_loses_its_panel_session_and_cannot_sign_in_unt
     second = Panel(client)
     _, form = await second.sign_in("third@example.com", password, status=403)
     assert "temporary password" in form
+
+
+async def test_sms_sent_counts_have_an_index(client, api):
+    owner = await api.register()
+    db = client.app[SERVICES].storage.tenant_db(owner.tenant_id)
+    info = await db["_sms_messages"].index_information()
+    assert info["sent_at"]["key"] == [("sent_at", 1)]
