@@ -153,8 +153,10 @@ def context(call: Call, **values: Any) -> dict[str, Any]:
 
 def safe_next(target: str) -> str:
     """Only a path of this panel: never another host (open redirect)."""
+    if not target.isprintable() or " " in target or "\\" in target:
+        return PREFIX  # header injection, or a path a browser might read as another host
     parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not parts.path.startswith(PREFIX) or "\\" in target:
+    if parts.scheme or parts.netloc or not parts.path.startswith(PREFIX):
         return PREFIX
     return target
 

@@ -665,3 +665,14 @@ async def test_sms_sent_counts_have_an_index(client, api):
     db = client.app[SERVICES].storage.tenant_db(owner.tenant_id)
     info = await db["_sms_messages"].index_information()
     assert info["sent_at"]["key"] == [("sent_at", 1)]
+
+
+@pytest.mark.parametrize(
+    "target", ["/admin\r\nSet-Cookie: x=1", "/admin\\\\evil.example.com", "/admin x", "/api/users"]
+)
+async def test_odd_next_values_land_on_the_overview(panel, target):
+    await panel.get("/admin/login")
+    resp, _ = await panel.post(
+        "/admin/login", {"email": ROOT_EMAIL, "password": ROOT_PASSWORD, "next": target}
+    )
+    assert resp.headers["Location"] == "/admin"
