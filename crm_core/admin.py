@@ -125,7 +125,7 @@ class AdminService:
             )
         tenant, owner_role_id = await create_tenant(self.storage, PLATFORM_COMPANY)
         user = User(
-            tenant_id=tenant.id,  # type: ignore[arg-type]
+            tenant_id=tenant.id,
             email=email,
             full_name=full_name,
             password_hash=password_hash,
@@ -184,7 +184,7 @@ class AdminService:
         ttl = timedelta(seconds=self.settings.admin_session_ttl_seconds)
         session = AdminSession(
             token_hash=digest(secret),
-            user_id=user.id,  # type: ignore[arg-type]
+            user_id=user.id,
             csrf_token=secrets.token_urlsafe(32),
             session_epoch=user.session_epoch,
             address=address,
@@ -381,7 +381,7 @@ class AdminService:
         await tenant.save()
         if not active:  # and they stay ended when the company comes back
             async for user in User.find(User.tenant_id == tenant.id):
-                await end_all_sessions(user.id)  # type: ignore[arg-type]
+                await end_all_sessions(user.id)
         action = "company_reactivated" if active else "company_deactivated"
         await self.record(operator, action, "company", str(tenant.id), tenant.name)
         return tenant

@@ -379,7 +379,8 @@ def bar_chart(title: str, labels: list[str], values: list[int], series: str) -> 
         for child in list(parent):
             if str(child.tag).endswith("script"):
                 parent.remove(child)
-    return etree.tostring(tree, encoding="utf-8", xml_declaration=True)
+    svg: bytes = etree.tostring(tree, encoding="utf-8", xml_declaration=True)
+    return svg
 
 
 def svg(body: bytes) -> web.Response:

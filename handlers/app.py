@@ -92,7 +92,7 @@ def create_app(settings: Settings) -> web.Application:
         app.router.add_route(spec.method, spec.path, build_view(spec))
     docs.add_static(app)
     admin.setup(app)  # the operator's panel: templates and its stylesheet
-    app[docs.OPENAPI] = docs.OpenApiBuilder(specs).to_dict()
+    app[docs.OPENAPI] = docs.OpenApiDocument(specs)  # built on first request
     return app
 
 

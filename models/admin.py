@@ -8,8 +8,8 @@ from typing import Literal
 
 from beanie import Document, PydanticObjectId
 from pydantic import Field
-from pymongo import ASCENDING, DESCENDING, IndexModel
 
+from crm_core.storage import ASCENDING, DESCENDING, IndexModel
 from models.accounts import utcnow
 from models.base import OutputModel, QueryModel
 

@@ -7,8 +7,8 @@ import asyncio
 from handlers.app import create_app
 from handlers.routing import SERVICES
 from tasks.broker import receiving, start_broker, stop_broker
+from tests.admin_panel import ROOT_EMAIL, ROOT_PASSWORD, Panel
 from tests.conftest import Api, make_settings
-from tests.test_admin import ROOT_EMAIL, ROOT_PASSWORD, Panel
 from tests.test_sms_redis import clean_redis, redis_url  # noqa: F401 - fixtures
 
 
