@@ -394,3 +394,13 @@ def test_system_page(page, server, shots):
     page.goto("/admin/system")
     assert "/admin/login" in page.url
     page.watch.assert_clean()
+
+
+def test_without_chromium_the_browser_tests_fail_and_say_how_to_install_it(monkeypatch, tmp_path):
+    monkeypatch.setenv("CRM_CHROMIUM", str(tmp_path / "no-such-chromium"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(pytest.fail.Exception, match="apt-get install chromium"):
+        chromium_path()
+    monkeypatch.delenv("CRM_CHROMIUM")
+    with pytest.raises(pytest.fail.Exception, match="CRM_CHROMIUM"):
+        chromium_path()
