@@ -152,6 +152,8 @@ async def ensure_builtin_tables(db: Any) -> list[str]:
         for column in spec["columns"]:
             if column["indexed"]:
                 await db[key].create_index([(column["key"], ASCENDING)], name=f"i_{column['key']}")
+    # admin: the operator panel counts SMS sent per day and in the last 30 days by `sent_at`
+    await db["_sms_messages"].create_index([("sent_at", ASCENDING)], name="sent_at", sparse=True)
     return changed
 
 

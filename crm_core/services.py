@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from crm_core.admin import AdminService
 from crm_core.auth import AuthService
 from crm_core.columns import ColumnType
 from crm_core.registry import Registry
@@ -26,6 +27,7 @@ class Services:
     validators: Registry[ColumnValidator]
     meta: MetaService
     rows: RowService
+    admin: AdminService  # the operator's panel (/admin)
     sms_queue: Any = None  # crm_core.sms.SmsQueue, set when the broker starts
     # integrations
     webhooks: WebhookService | None = None

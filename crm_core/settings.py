@@ -81,6 +81,13 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_file: str | None = None
 
+    # the operator's panel (/admin): a superadmin that `crm serve` creates at start if its email
+    # is new (the only way to have one on the embedded database), and the panel's sessions
+    crm_superuser_email: str | None = Field(default=None, max_length=320)
+    crm_superuser_password: str | None = Field(default=None, repr=False)
+    crm_superuser_name: str = Field(default="Superadmin", min_length=1, max_length=200)
+    admin_session_ttl_seconds: int = Field(default=8 * 3600, ge=60, le=30 * 24 * 3600)
+
     @model_validator(mode="after")
     def _check_production(self) -> Settings:
         if self.crm_env == "production":
@@ -103,6 +110,15 @@ class Settings(BaseSettings):
                 f"({self.longest_send_seconds:.0f} s with these timeouts and retries), or a slow "
                 "send would be taken over by a second worker"
             )
+        if self.crm_superuser_email:
+            password = self.crm_superuser_password or ""
+            if "@" not in self.crm_superuser_email:
+                raise SettingsError("CRM_SUPERUSER_EMAIL must be an email address")
+            if len(password) < 8 or len(password.encode()) > 72:
+                raise SettingsError(
+                    "CRM_SUPERUSER_PASSWORD must be set, 8 characters to 72 bytes, "
+                    "when CRM_SUPERUSER_EMAIL is"
+                )
         if self.sms_provider == "smsru" and not self.smsru_api_id:
             raise SettingsError("SMSRU_API_ID is required with SMS_PROVIDER=smsru")
         return self

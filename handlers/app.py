@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from crm_core.admin import AdminService
 from crm_core.auth import AuthService
 from crm_core.builtin_tables import migrate_all
 from crm_core.columns import default_column_types
@@ -20,6 +21,7 @@ from crm_core.tokens import ApiTokenService
 from crm_core.validators import default_validators
 from crm_core.webhooks import WebhookService
 from handlers import (
+    admin,
     aliases,
     auth,
     data,
@@ -37,6 +39,7 @@ from handlers import (
 from handlers.middlewares import access_log_middleware, error_middleware
 from handlers.routing import SERVICES, RouteSpec, RouteTable, build_view
 from models.accounts import SYSTEM_DOCUMENTS
+from models.admin import ADMIN_DOCUMENTS
 from tasks.broker import BrokerQueue, receiving, start_broker, stop_broker, sweeping
 
 log = logging.getLogger(__name__)
@@ -55,6 +58,7 @@ ROUTE_TABLES: list[RouteTable] = [
     webhooks.routes,
     tokens.routes,
     docs.routes,
+    admin.routes,
 ]
 
 
@@ -75,14 +79,16 @@ def create_app(settings: Settings) -> web.Application:
     storage = Storage(settings)
     column_types = default_column_types()
     validators = default_validators()
+    auth_service = AuthService(settings, storage)
     services = app[SERVICES] = Services(
         settings=settings,
         storage=storage,
-        auth=AuthService(settings, storage),
+        auth=auth_service,
         column_types=column_types,
         validators=validators,
         meta=MetaService(column_types, validators),
         rows=RowService(column_types, FilterBuilder(default_filter_operators()), validators),
+        admin=AdminService(settings, storage, auth_service),
     )
     # integrations: webhooks hear row events from the row service
     services.webhooks = WebhookService(settings, storage, column_types)
@@ -95,13 +101,21 @@ def create_app(settings: Settings) -> web.Application:
     for spec in specs:
         app.router.add_route(spec.method, spec.path, build_view(spec))
     docs.add_static(app)
+    admin.setup(app)  # the operator's panel: templates and its stylesheet
     app[docs.OPENAPI] = docs.OpenApiDocument(specs)  # built on first request
     return app
 
 
 async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
     storage = app[SERVICES].storage
-    await storage.start(SYSTEM_DOCUMENTS)
+    await storage.start(SYSTEM_DOCUMENTS + ADMIN_DOCUMENTS)
+    settings = storage.settings
+    if settings.crm_superuser_email and settings.crm_superuser_password:
+        await app[SERVICES].admin.ensure_superuser(
+            settings.crm_superuser_email,
+            settings.crm_superuser_password,
+            settings.crm_superuser_name,
+        )
     changed = await migrate_all(storage)  # built-in tables for tenants created before them
     if changed:
         log.info("migrated %d tenants", changed)

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from taskiq import AsyncBroker, Context, InMemoryBroker, TaskiqDepends
@@ -77,6 +78,26 @@ def build_broker(settings: Settings, consumer_name: str | None = None) -> AsyncB
     return broker
 
 
+@dataclass
+class WorkerSeen:
+    name: str
+    idle_seconds: float
+    pending: int
+
+
+@dataclass
+class QueueStats:
+    kind: str
+    reachable: bool
+    queue_depth: int | None = None  # tasks not yet delivered to any worker
+    in_flight: int | None = None  # delivered, not yet acknowledged
+    workers: list[WorkerSeen] = field(default_factory=list)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 class BrokerQueue:
     """`crm_core.sms.SmsQueue` on a taskiq broker."""
 
@@ -93,6 +114,35 @@ class BrokerQueue:
         except Exception:  # any connection failure means "not ready"
             log.warning("Redis ping failed", exc_info=True)
             return False
+
+    async def stats(self) -> QueueStats:
+        """What the operator's system page shows: the broker, its backlog, the workers seen."""
+        redis = self.broker.state.sms.limiter.redis
+        if redis is None:
+            return QueueStats(kind="in-memory (tasks run in the API process)", reachable=True)
+        stats = QueueStats(kind=f"Redis stream {QUEUE}", reachable=await self.ping())
+        if not stats.reachable:
+            return stats
+        try:
+            groups = await redis.xinfo_groups(QUEUE)
+            consumers = await redis.xinfo_consumers(QUEUE, GROUP)
+        except Exception:  # the stream or the group does not exist before the first task
+            log.info("no task stream yet", exc_info=True)
+            stats.queue_depth, stats.in_flight = 0, 0
+            return stats
+        group = next((g for g in groups if _text(g.get("name")) == GROUP), None)
+        if group is not None:
+            stats.queue_depth = int(group.get("lag") or 0)
+            stats.in_flight = int(group.get("pending") or 0)
+        stats.workers = [
+            WorkerSeen(
+                name=_text(c.get("name")),
+                idle_seconds=int(c.get("idle") or 0) / 1000,
+                pending=int(c.get("pending") or 0),
+            )
+            for c in consumers
+        ]
+        return stats
 
     async def send_batch(self, tenant_id: str, campaign_id: str, batch: int) -> None:
         task = self.broker.find_task(SEND_BATCH)
