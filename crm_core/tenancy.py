@@ -9,6 +9,7 @@ from bson import ObjectId
 
 from crm_core.builtin_tables import ensure_builtin_tables
 from crm_core.permissions import BUILTIN_ROLES
+from crm_core.sms import ensure_indexes as ensure_sms_indexes
 from crm_core.storage import Storage
 from crm_core.tables.definitions import TABLES
 from models.accounts import Tenant
@@ -44,6 +45,7 @@ async def create_tenant(storage: Storage, name: str) -> tuple[Tenant, str]:
     await db[ROLES].create_index("key", unique=True, sparse=True, name="key_unique")
     await db[TABLES].create_index("key", unique=True, name="key_unique")
     await ensure_builtin_tables(db)
+    await ensure_sms_indexes(db)  # SMS (scaleb)
     owner_role = next(r for r in roles if r["key"] == "owner")
     return tenant, str(owner_role["_id"])
 
