@@ -1,10 +1,12 @@
-"""A 10,000-recipient SMS campaign through a fake SMS.ru gateway on loopback.
+"""SMS campaigns through a fake SMS.ru gateway on loopback, at two sizes.
 
-    .venv/bin/python -m benchmarks.bench_sms [--recipients 10000] [--redis URL [--only-redis]]
+    .venv/bin/python -m benchmarks.bench_sms [--recipients 1000 10000] [--redis URL [--only-redis]]
 
-Prints messages per second and duplicates (must be 0) with the in-memory broker, and with
-Redis (taskiq-redis stream broker, two receivers in this process) when --redis is given.
-The rate limit is set far above what the machine reaches, so the figure is the pipeline's.
+Prints, per campaign size, messages per second and duplicates (must be 0) with the in-memory
+broker, and with Redis (taskiq-redis stream broker, two receivers in this process) when --redis
+is given; then the cost per message of the largest size against the smallest (linear when it
+stays near 1). The rate limit is set far above what the machine reaches, so the figure is the
+pipeline's.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from tasks.broker import receiving, start_broker, stop_broker
 from tests.sms_gateway import FakeGateway
 
 
-async def run(recipients: int, redis_url: str | None) -> None:
+async def run(recipients: int, redis_url: str | None) -> float:
     gateway = FakeGateway()
     gateway_server = TestServer(gateway.app(), host="127.0.0.1")
     await gateway_server.start_server()
@@ -73,15 +75,23 @@ async def run(recipients: int, redis_url: str | None) -> None:
         f"{elapsed:.1f} s = {recipients / elapsed:,.0f} messages/s; "
         f"sent {state['counts']['sent']}, duplicates {duplicates}"
     )
+    return elapsed / recipients
+
+
+def compare(name: str, sizes: list[int], per_message: list[float]) -> None:
+    if len(sizes) > 1:
+        ratio = per_message[-1] / per_message[0]
+        print(f"{name}: time per message at {sizes[-1]} vs {sizes[0]} recipients: x{ratio:.2f}")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--recipients", type=int, default=10_000)
+    parser.add_argument("--recipients", type=int, nargs="+", default=[1_000, 10_000])
     parser.add_argument("--redis")
     parser.add_argument("--only-redis", action="store_true")
     args = parser.parse_args()
+    sizes = sorted(args.recipients)
     if not args.only_redis:
-        asyncio.run(run(args.recipients, None))
+        compare("in-memory broker", sizes, [asyncio.run(run(n, None)) for n in sizes])
     if args.redis:
-        asyncio.run(run(args.recipients, args.redis))
+        compare("redis", sizes, [asyncio.run(run(n, args.redis)) for n in sizes])

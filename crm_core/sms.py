@@ -29,19 +29,21 @@ MESSAGES = "_sms_messages"
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]{0,62})\s*\}\}")
 OPEN = ("pending", "sending")
 # Every query on the messages is served by one of these (docs/storage.md): the sender's reads
-# and claims by campaign, batch and status; the API's pages and counts by campaign and status;
-# the API's unfiltered page by campaign in _id order. Claims and outcomes go by `_id`.
-MESSAGE_INDEXES: list[tuple[str, list[tuple[str, int]]]] = [
-    ("campaign_batch_status", [("campaign_id", 1), ("batch", 1), ("status", 1), ("_id", 1)]),
-    ("campaign_status", [("campaign_id", 1), ("status", 1), ("_id", 1)]),
-    ("campaign", [("campaign_id", 1), ("_id", 1)]),
+# and claims by campaign, batch, status and an `_id` range; the API's pages and counts by
+# campaign and status; the API's unfiltered page by campaign in `_id` order; a claim's outcome
+# by its claim id (only claimed messages carry one, hence sparse). Single messages go by `_id`.
+MESSAGE_INDEXES: list[tuple[str, list[tuple[str, int]], dict[str, Any]]] = [
+    ("campaign_batch_status", [("campaign_id", 1), ("batch", 1), ("status", 1), ("_id", 1)], {}),
+    ("campaign_status", [("campaign_id", 1), ("status", 1), ("_id", 1)], {}),
+    ("campaign", [("campaign_id", 1), ("_id", 1)], {}),
+    ("claim", [("claim", 1)], {"sparse": True}),
 ]
 
 
 async def ensure_indexes(db: Any) -> None:
     """Create the SMS indexes of a tenant's database (idempotent)."""
-    for name, keys in MESSAGE_INDEXES:
-        await db[MESSAGES].create_index(keys, name=name)
+    for name, keys, options in MESSAGE_INDEXES:
+        await db[MESSAGES].create_index(keys, name=name, **options)
 
 
 class SmsQueue(Protocol):
@@ -187,6 +189,7 @@ async def create_campaign(
                 "status": "pending" if phone else "invalid",
                 "error": None if phone else "not a valid phone number",
                 "batch": index // batch_size,
+                "seq": index,
                 "attempts": 0,
                 "provider_id": None,
                 "created_at": now,

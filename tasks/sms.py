@@ -22,7 +22,7 @@ from bson import ObjectId
 
 from crm_core.settings import Settings
 from crm_core.sms import CAMPAIGNS, MESSAGES, OPEN, bump, count_messages
-from crm_core.storage import Storage
+from crm_core.storage import Storage, update_each
 from tasks.providers import (
     AmbiguousSendError,
     PermanentSendError,
@@ -146,23 +146,19 @@ async def _send_all(
     size = settings.sms_claim_size
     sent = 0
     for round_ in range(1, settings.sms_max_attempts + 1):
-        pending = (
-            await db[MESSAGES]
-            .find(query, {"phone": 1, "text": 1, "attempts": 1})
-            .sort("_id", 1)
-            .to_list(None)
-        )
+        pending = await db[MESSAGES].find(query, FIELDS).sort("_id", 1).to_list(None)
         retried = 0
         for start in range(0, len(pending), size):
             chunk = pending[start : start + size]
             slots = await runtime.limiter.wait(tenant_id, len(chunk))
-            claimed = await _claim(db, campaign_id, chunk, task_id)
+            claim, claimed = await _claim(db, campaign_id, query, chunk, task_id)
             if not claimed:
                 continue
+            if len(claimed) > len(slots):  # a message resent meanwhile fell inside the claim
+                slots += await runtime.limiter.wait(tenant_id, len(claimed) - len(slots))
             attempts = zip(claimed, slots, strict=False)  # a claim may get fewer than asked
             results = await asyncio.gather(*(_attempt(runtime, m, slot) for m, slot in attempts))
-            moves = await _record(db, claimed, results)
-            await bump(db, campaign_id, moves)
+            moves = await _record(db, campaign_id, claim, claimed, results)
             sent += moves.get("sent", 0)
             retried += moves.get("pending", 0)
         if not retried:
@@ -171,17 +167,24 @@ async def _send_all(
     return sent
 
 
+FIELDS = {"phone": 1, "text": 1, "attempts": 1, "seq": 1}
+
+
 async def _claim(
-    db: Any, campaign_id: ObjectId, chunk: list[dict[str, Any]], task_id: str
-) -> list[dict[str, Any]]:
+    db: Any,
+    campaign_id: ObjectId,
+    query: dict[str, Any],
+    chunk: list[dict[str, Any]],
+    task_id: str,
+) -> tuple[ObjectId, list[dict[str, Any]]]:
     """Mark the chunk's still-pending messages as ours in one update (`pending` → `sending`,
-    stamped with the task id and a claim id); what another delivery or a cancel took first is
-    left out."""
-    ids = [m["_id"] for m in chunk]
+    stamped with the task id and a claim id): the pending messages of the query between the
+    chunk's first and last `_id`. What another delivery or a cancel took first is left out;
+    the claim is read back only when it is not exactly the chunk."""
     claim = ObjectId()
     now = _now()
     result = await db[MESSAGES].update_many(
-        {"_id": {"$in": ids}, "status": "pending"},
+        {**query, "_id": {"$gte": chunk[0]["_id"], "$lte": chunk[-1]["_id"]}},
         {
             "$set": {
                 "status": "sending",
@@ -196,19 +199,15 @@ async def _claim(
     if result.modified_count == len(chunk):
         claimed = [{**m, "attempts": m.get("attempts", 0) + 1} for m in chunk]
     elif result.modified_count:
-        claimed = (
-            await db[MESSAGES]
-            .find({"_id": {"$in": ids}, "claim": claim}, {"phone": 1, "text": 1, "attempts": 1})
-            .sort("_id", 1)
-            .to_list(None)
-        )
+        claimed = await db[MESSAGES].find({"claim": claim}, FIELDS).sort("_id", 1).to_list(None)
     else:
         claimed = []
     await bump(db, campaign_id, {"pending": -len(claimed), "sending": len(claimed)})
-    return claimed
+    return claim, claimed
 
 
 Outcome = tuple[str, dict[str, Any]]  # the new status and the fields recorded with it
+OUTCOME_FIELDS = ("status", "error", "provider_id", "sent_at")
 
 
 async def _attempt(runtime: SmsRuntime, message: dict[str, Any], slot: float) -> Outcome:
@@ -232,43 +231,66 @@ async def _attempt(runtime: SmsRuntime, message: dict[str, Any], slot: float) ->
     return "sent", {"provider_id": provider_id, "error": None, "sent_at": _now()}
 
 
-async def _record(db: Any, claimed: list[dict[str, Any]], results: list[Outcome]) -> dict[str, int]:
-    """Record a claim's outcomes: one update per resulting status, each message's own fields
-    (provider id, error) picked by `_id` inside it. Only messages still `sending` under this
-    claim change. Returns the counter moves."""
-    groups: dict[str, list[tuple[ObjectId, dict[str, Any]]]] = {}
-    for message, (status, fields) in zip(claimed, results, strict=True):
-        groups.setdefault(status, []).append((message["_id"], fields))
+async def _record(
+    db: Any,
+    campaign_id: ObjectId,
+    claim: ObjectId,
+    claimed: list[dict[str, Any]],
+    results: list[Outcome],
+) -> dict[str, int]:
+    """Record a claim's outcomes in one update: each message takes its own status, error and
+    provider id from arrays indexed by its `seq` (its position in the campaign). Only messages
+    still `sending` under this claim change; if some were not (a redelivery marked them
+    `unknown`), the campaign's counters are recounted. Returns the status moves."""
     moves: dict[str, int] = {}
-    now = _now()
-    for status, items in groups.items():
-        ids = [i for i, _ in items]
-        values: dict[str, Any] = {"status": {"$literal": status}, "updated_at": {"$literal": now}}
-        for name in sorted({name for _, fields in items for name in fields}):
-            values[name] = _by_id([(i, fields.get(name)) for i, fields in items])
+    for status, _ in results:
+        moves["sending"] = moves.get("sending", 0) - 1
+        moves[status] = moves.get(status, 0) + 1
+    rows = [{"status": status, **fields} for status, fields in results]
+    if all(isinstance(m.get("seq"), int) for m in claimed):
+        low = min(m["seq"] for m in claimed)
+        span = max(m["seq"] for m in claimed) - low + 1
+        values: dict[str, Any] = {"updated_at": {"$literal": _now()}}
+        for name in OUTCOME_FIELDS:
+            column = [row.get(name) for row in rows]
+            if len({repr(v) for v in column}) == 1:
+                values[name] = {"$literal": column[0]}
+                continue
+            by_seq: list[Any] = [None] * span
+            for message, value in zip(claimed, column, strict=True):
+                by_seq[message["seq"] - low] = value
+            index = {"$subtract": ["$seq", low]}
+            values[name] = {"$arrayElemAt": [{"$literal": by_seq}, index]}
         result = await db[MESSAGES].update_many(
-            {"_id": {"$in": ids}, "status": "sending"}, [{"$set": values}]
+            {"claim": claim, "status": "sending"}, [{"$set": values}]
         )
-        moves["sending"] = moves.get("sending", 0) - result.modified_count
-        moves[status] = moves.get(status, 0) + result.modified_count
+        modified = result.modified_count
+    else:  # messages stored before `seq` existed: one update each (a bulk write on a server)
+        now = _now()
+        updates = [
+            (
+                {"_id": m["_id"], "claim": claim, "status": "sending"},
+                {"$set": {**row, "updated_at": now}},
+            )
+            for m, row in zip(claimed, rows, strict=True)
+        ]
+        await update_each(db[MESSAGES], updates, ordered=False)
+        modified = await db[MESSAGES].count_documents(
+            {"claim": claim, "status": {"$ne": "sending"}}
+        )
+    if modified == len(claimed):
+        await bump(db, campaign_id, moves)
+    else:
+        await recount(db, campaign_id)
     return moves
 
 
-def _by_id(values: list[tuple[ObjectId, Any]]) -> dict[str, Any]:
-    """An update-pipeline expression giving each message its own value (a literal when they
-    all share one)."""
-    distinct = {repr(v) for _, v in values}
-    if len(distinct) == 1:
-        return {"$literal": values[0][1]}
-    return {
-        "$switch": {
-            "branches": [
-                {"case": {"$eq": ["$_id", {"$literal": i}]}, "then": {"$literal": v}}
-                for i, v in values
-            ],
-            "default": None,
-        }
-    }
+async def recount(db: Any, campaign_id: ObjectId) -> dict[str, int]:
+    counted = await count_messages(db, campaign_id)
+    await db[CAMPAIGNS].update_one(
+        {"_id": campaign_id, "counts": {"$exists": True}}, {"$set": {"counts": counted}}
+    )
+    return counted
 
 
 async def _finish_campaign(db: Any, campaign_id: ObjectId) -> None:
