@@ -12,6 +12,7 @@ from crm_core.permissions import BUILTIN_ROLES
 from crm_core.sms import ensure_indexes as ensure_sms_indexes
 from crm_core.storage import Storage
 from crm_core.tables.definitions import TABLES
+from crm_core.tables.ordering import ensure_indexes as ensure_order_indexes
 from models.accounts import Tenant
 
 ROLES = "_roles"
@@ -46,6 +47,7 @@ async def create_tenant(storage: Storage, name: str) -> tuple[Tenant, str]:
     await db[TABLES].create_index("key", unique=True, name="key_unique")
     await ensure_builtin_tables(db)
     await ensure_sms_indexes(db)  # SMS (scaleb)
+    await ensure_order_indexes(db)  # manual row order (scaleb)
     owner_role = next(r for r in roles if r["key"] == "owner")
     return tenant, str(owner_role["_id"])
 

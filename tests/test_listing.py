@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from urllib.parse import quote
 
+from bson import ObjectId
+
 from tests.conftest import add_user
 from tests.test_tables import create_contracts, tenant_db
 
@@ -273,8 +275,9 @@ async def test_manual_order_two_users_filters_and_pages(api, owner, client):
     # deleting a moved row leaves no trace
     await api.call("DELETE", f"/api/data/t/{ids[4]}", owner, expect=204)
     assert await _manual(api, owner) == [5, 1, 2, 3, 0, 6]
-    docs = await tenant_db(client, owner)["t"].find({"_ranks": {"$exists": True}}).to_list(None)
-    assert {u for d in docs for u in d["_ranks"]} == {owner.user_id, admin.user_id}
+    entries = await tenant_db(client, owner)["_orders"].find({"table": "t"}).to_list(None)
+    assert ObjectId(ids[4]) not in {e["row"] for e in entries}
+    assert {e["user"] for e in entries} == {owner.user_id, admin.user_id}
     assert await _manual(api, admin) == [3, 0, 1, 2, 5, 6]
 
 

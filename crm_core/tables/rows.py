@@ -18,7 +18,7 @@ from crm_core.registry import Registry
 from crm_core.storage import update_each
 from crm_core.tables.access import Level, access_level
 from crm_core.tables.definitions import SYSTEM_FIELDS, TABLES, Table, load_table, utcnow
-from crm_core.tables.ordering import manual_pipeline
+from crm_core.tables.ordering import forget_rows, manual_page
 from crm_core.validators import ColumnValidator
 
 SORT_FIELDS = {"id": "_id", "_id": "_id", **{f: f for f in SYSTEM_FIELDS}}
@@ -298,6 +298,7 @@ class RowService:
         result = await table.collection(ctx).delete_one({"_id": oid})
         if not result.deleted_count:
             raise NotFound("Row not found")
+        await forget_rows(ctx, table.key, [oid])
         await self.clear_references(ctx, table, [oid])
 
     # ---- bulk -----------------------------------------------------------------------------
@@ -398,6 +399,7 @@ class RowService:
                 errors.append({"field": f"ids.{index}", "message": "not a row id"})
         _raise_errors(errors)
         result = await table.collection(ctx).delete_many({"_id": {"$in": oids}})
+        await forget_rows(ctx, table.key, oids)
         await self.clear_references(ctx, table, oids)
         return int(result.deleted_count)
 
@@ -416,8 +418,7 @@ class RowService:
         collection = table.collection(ctx)
         max_time = ctx.max_time_ms
         if sort is None:
-            pipeline = manual_pipeline(ctx.user_id, query, offset, limit)
-            docs = await collection.aggregate(pipeline, maxTimeMS=max_time).to_list(limit)
+            docs = await manual_page(ctx, table, query, offset, limit)
         else:
             if not any(field == "_id" for field, _ in sort):
                 direction = sort[-1][1] if sort else ASCENDING
@@ -497,6 +498,7 @@ class RowService:
             return int((await collection.delete_many(query)).deleted_count)
         ids = [d["_id"] async for d in collection.find(query, {"_id": 1})]
         result = await collection.delete_many({"_id": {"$in": ids}})
+        await forget_rows(ctx, table.key, ids)
         await self.clear_references(ctx, table, ids, referring)
         return int(result.deleted_count)
 
