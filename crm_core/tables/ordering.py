@@ -232,8 +232,8 @@ async def _highest_below(
     """The highest rank under `below` (or of all rows), the moving row left out."""
     query = {"_id": {"$ne": moving}}
     streams = [
-        _moved(ctx, table, query, cost, 2, True, below, {"_id": 1}),
-        _unmoved(ctx, table, query, cost, 2, True, below, {"_id": 1}),
+        _moved(ctx, table, query, cost, 16, True, below, {"_id": 1}),
+        _unmoved(ctx, table, query, cost, 16, True, below, {"_id": 1}),
     ]
     items = await _merged(streams, True, 1)
     return items[0][0] if items else None
