@@ -107,10 +107,11 @@ class Settings(BaseSettings):
         return attempts * self.sms_send_timeout_seconds + backoff
 
     # SMS (scaleb): messages claimed and sent together, about one second of sending at the
-    # tenant's rate, at least 10 (the database cost per message) and at most 200
+    # tenant's rate, at least 10 (the database cost per message) and at most 100 (the HTTP
+    # client's connection pool)
     @property
     def sms_claim_size(self) -> int:
-        return min(self.sms_batch_size, 200, max(10, math.ceil(self.sms_rate_per_second)))
+        return min(self.sms_batch_size, 100, max(10, math.ceil(self.sms_rate_per_second)))
 
     @property
     def embedded_database(self) -> bool:

@@ -33,6 +33,7 @@ from tasks.ratelimit import SlotLimiter, until
 
 log = logging.getLogger(__name__)
 
+SENDS_IN_FLIGHT = 100
 CLAIM_MARGIN_SECONDS = 2.0  # database latency and clock differences between workers
 
 
@@ -44,6 +45,14 @@ class SmsRuntime:
     storage: Storage
     provider: SmsProvider
     limiter: SlotLimiter
+    claims: asyncio.Semaphore | None = None  # claims in flight in this process
+
+    def claim_slots(self) -> asyncio.Semaphore:
+        """At most about `SENDS_IN_FLIGHT` requests at once per process (the HTTP client's
+        connection pool): more would wait for a connection inside their send timeout."""
+        if self.claims is None:
+            self.claims = asyncio.Semaphore(max(1, SENDS_IN_FLIGHT // self.settings.sms_claim_size))
+        return self.claims
 
 
 def _now() -> datetime:
@@ -150,21 +159,36 @@ async def _send_all(
         retried = 0
         for start in range(0, len(pending), size):
             chunk = pending[start : start + size]
-            slots = await runtime.limiter.wait(tenant_id, len(chunk))
-            claim, claimed = await _claim(db, campaign_id, query, chunk, task_id)
-            if not claimed:
-                continue
-            if len(claimed) > len(slots):  # a message resent meanwhile fell inside the claim
-                slots += await runtime.limiter.wait(tenant_id, len(claimed) - len(slots))
-            attempts = zip(claimed, slots, strict=False)  # a claim may get fewer than asked
-            results = await asyncio.gather(*(_attempt(runtime, m, slot) for m, slot in attempts))
-            moves = await _record(db, campaign_id, claim, claimed, results)
+            async with runtime.claim_slots():
+                moves = await _send_claim(
+                    runtime, db, tenant_id, campaign_id, query, chunk, task_id
+                )
             sent += moves.get("sent", 0)
             retried += moves.get("pending", 0)
         if not retried:
             break
         await asyncio.sleep(settings.sms_retry_base_seconds * 2 ** (round_ - 1))
     return sent
+
+
+async def _send_claim(
+    runtime: SmsRuntime,
+    db: Any,
+    tenant_id: str,
+    campaign_id: ObjectId,
+    query: dict[str, Any],
+    chunk: list[dict[str, Any]],
+    task_id: str,
+) -> dict[str, int]:
+    slots = await runtime.limiter.wait(tenant_id, len(chunk))
+    claim, claimed = await _claim(db, campaign_id, query, chunk, task_id)
+    if not claimed:
+        return {}
+    if len(claimed) > len(slots):  # a message resent meanwhile fell inside the claim
+        slots += await runtime.limiter.wait(tenant_id, len(claimed) - len(slots))
+    attempts = zip(claimed, slots, strict=False)  # a claim may get fewer than asked
+    results = await asyncio.gather(*(_attempt(runtime, m, slot) for m, slot in attempts))
+    return await _record(db, campaign_id, claim, claimed, results)
 
 
 FIELDS = {"phone": 1, "text": 1, "attempts": 1, "seq": 1}
