@@ -14,44 +14,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-from typing import Any
 
 from aiohttp.test_utils import TestServer
 
-from benchmarks.common import running_service
+from benchmarks.common import OperationCounter, running_service
 from tasks.broker import receiving, start_broker, stop_broker
 from tests.sms_gateway import FakeGateway
 
-OPERATIONS = (
-    "find",
-    "find_one",
-    "find_one_and_update",
-    "update_one",
-    "update_many",
-    "insert_one",
-    "insert_many",
-    "count_documents",
-    "aggregate",
-    "bulk_write",
-)
-operations = {"n": 0}
-
-
-def count_operations() -> None:
-    """Count the database operations on the SMS collections (the embedded database's
-    collection methods, wrapped for the benchmark only)."""
-    from mongomock.collection import Collection
-
-    def counted(method: Any) -> Any:
-        def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-            if self.name.startswith("_sms_"):
-                operations["n"] += 1
-            return method(self, *args, **kwargs)
-
-        return wrapper
-
-    for name in OPERATIONS:
-        setattr(Collection, name, counted(getattr(Collection, name)))
+operations = OperationCounter("_sms_")
 
 
 async def run(recipients: int, redis_url: str | None) -> float:
@@ -78,7 +48,7 @@ async def run(recipients: int, redis_url: str | None) -> float:
                 context = receiving(broker, settings)
                 await context.__aenter__()
                 contexts.append((broker, context))
-        operations["n"] = 0
+        operations.reset()
         started, cpu_started = time.perf_counter(), time.process_time()
         campaign = await api.call(
             "POST",
@@ -108,7 +78,7 @@ async def run(recipients: int, redis_url: str | None) -> float:
         f"{mode}: {recipients} recipients, created in {created:.1f} s, all sent in "
         f"{elapsed:.1f} s = {recipients / elapsed:,.0f} messages/s; process CPU {cpu:.1f} s = "
         f"{recipients / cpu:,.0f} messages per CPU second (gateway included); "
-        f"{operations['n'] / recipients:.2f} database operations per message; "
+        f"{operations.operations / recipients:.2f} database operations per message; "
         f"sent {state['counts']['sent']}, duplicates {duplicates}"
     )
     return cpu / recipients
@@ -127,7 +97,7 @@ if __name__ == "__main__":
     parser.add_argument("--only-redis", action="store_true")
     args = parser.parse_args()
     sizes = sorted(args.recipients)
-    count_operations()
+    operations.install()
     if not args.only_redis:
         compare("in-memory broker", sizes, [asyncio.run(run(n, None)) for n in sizes])
     if args.redis:

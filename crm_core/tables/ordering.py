@@ -245,18 +245,18 @@ async def move_row(
     """Place a row just before another (or last). Returns the reads and writes it cost."""
     rows, orders = table.collection(ctx), ctx.db[ORDERS]
     cost = Cost(reads=1)
-    if await rows.count_documents({"_id": row_id}, limit=1) == 0:
+    wanted = [row_id] if before_id is None else [row_id, before_id]
+    found = {d["_id"] async for d in rows.find({"_id": {"$in": wanted}}, {"_id": 1})}
+    if row_id not in found:
         raise NotFound("Row not found")
     if before_id == row_id:
         raise ValidationFailed.field("before_id", "a row cannot be moved before itself")
     target_rank: str | None = None
-    if before_id is not None:
-        cost.reads += 1
-        if await rows.count_documents({"_id": before_id}, limit=1) == 0:
-            raise NotFound(
-                "The row given as before_id is not in this table",
-                [{"field": "before_id", "message": "no such row in this table"}],
-            )
+    if before_id is not None and before_id not in found:
+        raise NotFound(
+            "The row given as before_id is not in this table",
+            [{"field": "before_id", "message": "no such row in this table"}],
+        )
     entry = {"table": table.key, "user": ctx.user_id, "row": row_id}
     for _ in range(MOVE_ATTEMPTS):
         if before_id is None:
