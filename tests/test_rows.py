@@ -114,7 +114,14 @@ async def test_bad_bodies(api, owner):
     await create_contracts(api, owner)
     body = await api.call("POST", "/api/data/contracts", owner, json=[1], expect=400)
     assert body["error"]["details"][0]["field"] == "body"
-    body = await api.call("POST", "/api/data/contracts", owner, data=b"{oops", expect=400)
+    body = await api.call(
+        "POST",
+        "/api/data/contracts",
+        owner,
+        data=b"{oops",
+        headers={"Content-Type": "application/json"},
+        expect=400,
+    )
     assert body["error"]["code"] == "invalid_json"
 
 
