@@ -11,6 +11,7 @@ import bcrypt
 from beanie import PydanticObjectId
 from pymongo.errors import DuplicateKeyError
 
+from crm_core.cache import DefinitionCache
 from crm_core.columns import ValueContext
 from crm_core.context import TenantContext
 from crm_core.errors import Conflict, Forbidden, Unauthorized, ValidationFailed
@@ -24,15 +25,14 @@ from crm_core.security import (
     new_temporary_password,
     verify_password,
 )
-from crm_core.sessions import end_all_sessions, revoke_family
+from crm_core.sessions import end_access_tokens, end_all_sessions, revoke_family
 from crm_core.settings import Settings
 from crm_core.storage import Storage
-from crm_core.tenancy import create_tenant, drop_tenant, resolve_permissions
+from crm_core.tenancy import create_tenant, drop_tenant
 from crm_core.users import check_may_manage_user, get_user
 from models.accounts import (
     RefreshToken,
     RegisterIn,
-    RevokedAccessToken,
     Tenant,
     TokenPair,
     User,
@@ -59,6 +59,7 @@ class AuthService:
         # Checked when the email is unknown, so both failures cost one bcrypt verification.
         salt = bcrypt.gensalt(settings.bcrypt_rounds)
         self._dummy_hash = bcrypt.hashpw(b"not-a-real-password", salt).decode()
+        self.cache = DefinitionCache()  # roles and table definitions of this process
 
     async def register(self, data: RegisterIn) -> TokenPair:
         if not self.settings.registration_enabled:
@@ -134,10 +135,9 @@ class AuthService:
     async def logout(
         self, context: TenantContext, jti: str, expires_at: datetime, refresh_secret: str | None
     ) -> None:
-        try:
-            await RevokedAccessToken(jti=jti, expires_at=expires_at).insert()
-        except DuplicateKeyError:
-            pass
+        # every access token of the user ends (the token epoch: no per-request revocation
+        # lookup); the user's other devices refresh once
+        await end_access_tokens(context.user.id)  # type: ignore[arg-type]
         if refresh_secret:
             token = await RefreshToken.find_one(
                 RefreshToken.token_hash == hash_refresh_secret(refresh_secret),
@@ -203,13 +203,12 @@ class AuthService:
             raise Unauthorized("This user is deactivated")
         if claims.epoch != user.token_epoch:
             raise Unauthorized("This session has ended; sign in again")
-        if await RevokedAccessToken.find_one(RevokedAccessToken.jti == claims.jti):
-            raise Unauthorized("The access token was revoked")
         tenant = await Tenant.get(user.tenant_id)
         if tenant is None or not tenant.is_active:
             raise Unauthorized("The company is not active")
         db = self.storage.tenant_db(str(tenant.id))
-        permissions = await resolve_permissions(db, user.role_ids)
+        # two round trips (user, tenant); roles and tables come from the process cache
+        permissions = await self.cache.permissions(db, tenant, user.role_ids)
         values = ValueContext(
             timezone=_zone(tenant.timezone),
             phone_region=tenant.phone_region,
@@ -222,6 +221,7 @@ class AuthService:
             permissions=permissions,
             values=values,
             max_time_ms=self.settings.query_time_limit_ms,
+            cache=self.cache,
         )
         return context, claims.jti, claims.expires_at
 

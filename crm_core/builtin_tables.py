@@ -157,12 +157,14 @@ async def ensure_builtin_tables(db: Any) -> list[str]:
 
 async def migrate_all(storage: Any) -> int:
     """Bring every tenant up to date; returns how many tenants changed."""
+    from crm_core.cache import tables_changed
     from models.accounts import Tenant
 
     count = 0
     async for tenant in Tenant.find_all():
         changes = await ensure_builtin_tables(storage.tenant_db(str(tenant.id)))
         if changes:
+            await tables_changed(tenant)  # processes already running drop their copies
             count += 1
             log.info("tenant %s: %s", tenant.id, "; ".join(changes))
     return count

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from crm_core.cache import DefinitionCache
 from crm_core.columns import ValueContext
 from models.accounts import Tenant, User
 
@@ -17,6 +18,7 @@ class TenantContext:
     permissions: frozenset[str] = field(default_factory=frozenset)
     values: ValueContext = field(default_factory=ValueContext.default)
     max_time_ms: int = 5000  # server-side limit on list queries (QUERY_TIME_LIMIT_MS)
+    cache: DefinitionCache | None = None  # the process's roles and tables (crm_core/cache.py)
 
     @property
     def tenant_id(self) -> str:

@@ -22,6 +22,8 @@ class Tenant(Document):
     phone_region: str = "RU"
     is_active: bool = True
     created_at: datetime = Field(default_factory=utcnow)
+    # version counters of what processes cache per tenant (crm_core/cache.py)
+    versions: dict[str, int] = Field(default_factory=dict)
 
     class Settings:
         name = "tenants"

@@ -12,6 +12,7 @@ from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from crm_core import aliases, shares
+from crm_core.cache import tables_changed
 from crm_core.columns import INT64_MAX, ColumnType, ColumnValueError
 from crm_core.context import TenantContext
 from crm_core.errors import Conflict, NotFound, ValidationFailed
@@ -97,6 +98,7 @@ class MetaService:
             raise _table_exists(data.key)
         try:
             await ctx.db[TABLES].insert_one(doc)
+            await tables_changed(ctx.tenant)
         except DuplicateKeyError:
             raise _table_exists(data.key) from None
         table = Table(doc, self.types)
@@ -134,6 +136,7 @@ class MetaService:
             )
         result = await ctx.db[TABLES].delete_one({"_id": table.doc["_id"]})
         if result.deleted_count:
+            await tables_changed(ctx.tenant)
             await ctx.db.drop_collection(table.key)
             await ordering.forget_table(ctx, table.key)
             await shares.forget_table(ctx, table.key)
