@@ -142,12 +142,17 @@ class OperationCounter:
         from mongomock.collection import Collection, Cursor
 
         counter = self
+        depth = [0]  # mongomock's find_one calls its own find: count the outer call only
 
         def counted(method: Any) -> Any:
             def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-                if self.name.startswith(counter.prefix):
+                if not depth[0] and self.name.startswith(counter.prefix):
                     counter.operations += 1
-                return method(self, *args, **kwargs)
+                depth[0] += 1
+                try:
+                    return method(self, *args, **kwargs)
+                finally:
+                    depth[0] -= 1
 
             return wrapper
 

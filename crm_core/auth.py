@@ -196,14 +196,19 @@ class AuthService:
             claims.tenant_id
         ):
             raise Unauthorized("The access token is not valid")
-        user = await User.get(PydanticObjectId(claims.user_id))
+        # plain driver reads (beanie's query layer costs more than the read on a warm path)
+        user_doc = await User.get_motor_collection().find_one(
+            {"_id": PydanticObjectId(claims.user_id)}
+        )
+        user = User.model_validate(user_doc) if user_doc is not None else None
         if user is None or str(user.tenant_id) != claims.tenant_id:
             raise Unauthorized("The access token is not valid")
         if not user.is_active:
             raise Unauthorized("This user is deactivated")
         if claims.epoch != user.token_epoch:
             raise Unauthorized("This session has ended; sign in again")
-        tenant = await Tenant.get(user.tenant_id)
+        tenant_doc = await Tenant.get_motor_collection().find_one({"_id": user.tenant_id})
+        tenant = Tenant.model_validate(tenant_doc) if tenant_doc is not None else None
         if tenant is None or not tenant.is_active:
             raise Unauthorized("The company is not active")
         db = self.storage.tenant_db(str(tenant.id))
