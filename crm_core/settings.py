@@ -104,7 +104,7 @@ class Settings(BaseSettings):
         """Every attempt timing out, with the exponential backoff between them."""
         attempts = self.sms_max_attempts
         backoff = sum(self.sms_retry_base_seconds * 2**i for i in range(attempts - 1))
-        return attempts * self.sms_send_timeout_seconds + backoff
+        return float(attempts * self.sms_send_timeout_seconds + backoff)
 
     # SMS (scaleb): messages claimed and sent together, about one second of sending at the
     # tenant's rate, at least 10 (the database cost per message) and at most 100 (the HTTP

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from bson import ObjectId
-from pymongo.errors import DuplicateKeyError
 
 from crm_core.context import TenantContext
 from crm_core.errors import Conflict, NotFound, ValidationFailed
+from crm_core.storage import DuplicateKeyError
 from crm_core.tables.definitions import Table
 
 DIGITS = "0123456789abcdef"
