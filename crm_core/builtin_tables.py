@@ -13,6 +13,7 @@ from typing import Any
 
 from pymongo import ASCENDING
 
+from crm_core.indexes import ensure_tenant_indexes
 from crm_core.tables.definitions import TABLES, utcnow
 
 log = logging.getLogger(__name__)
@@ -161,7 +162,9 @@ async def migrate_all(storage: Any) -> int:
 
     count = 0
     async for tenant in Tenant.find_all():
-        changes = await ensure_builtin_tables(storage.tenant_db(str(tenant.id)))
+        db = storage.tenant_db(str(tenant.id))
+        await ensure_tenant_indexes(db)  # indexes added since the tenant was created
+        changes = await ensure_builtin_tables(db)
         if changes:
             count += 1
             log.info("tenant %s: %s", tenant.id, "; ".join(changes))

@@ -19,9 +19,10 @@ from bson import ObjectId
 from crm_core.context import TenantContext
 from crm_core.errors import Conflict, NotFound, ValidationFailed
 from crm_core.ids import object_id
+from crm_core.storage import query_purpose
 from crm_core.tables.access import Level, require
 from crm_core.tables.definitions import load_table
-from crm_core.tables.rows import RowService
+from crm_core.tables.rows import CLIENT_QUERY, RowService
 from models.sms import MESSAGE_STATUSES, CampaignIn
 
 CAMPAIGNS = "_sms_campaigns"
@@ -85,7 +86,10 @@ async def _table_recipients(
         )
     query = rows.query(ctx, table, data.filters or [])
     recipients = []
-    async for doc in table.collection(ctx).find(query).sort("_id", 1).limit(limit + 1):
+    cursor = table.collection(ctx).find(query).sort("_id", 1).limit(limit + 1)
+    with query_purpose(CLIENT_QUERY):
+        docs = await cursor.to_list(None)
+    for doc in docs:
         values = {
             c["key"]: table.column_type(c).export_value(c, doc[c["key"]])
             for c in table.columns

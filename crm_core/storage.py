@@ -15,9 +15,11 @@ the declared indexes (tests/test_query_audit.py, crm_core/indexes.py).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import logging
 import re
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -63,6 +65,8 @@ class QueryRecord:
     stages: tuple[str, ...] = ()
     limited: bool = False
     purpose: str | None = None
+    indexes: tuple[tuple[tuple[str, int], ...], ...] | None = None
+    site: str = ""
     filter: Any = field(default=None, compare=False, hash=False)
 
     @property
@@ -71,10 +75,20 @@ class QueryRecord:
 
 
 class QueryLog:
-    """The queries recorded while one `recording()` block was open."""
+    """The queries recorded while one `recording()` block was open (`distinct`: each shape
+    once, for long runs such as a whole test session)."""
 
-    def __init__(self) -> None:
+    def __init__(self, distinct: bool = False) -> None:
         self.records: list[QueryRecord] = []
+        self.distinct = distinct
+        self._seen: set[QueryRecord] = set()
+
+    def add(self, record: QueryRecord) -> None:
+        if self.distinct:
+            if record in self._seen:
+                return
+            self._seen.add(record)
+        self.records.append(record)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -101,10 +115,10 @@ _logs_lock = threading.Lock()
 
 
 @contextmanager
-def recording() -> Iterator[QueryLog]:
+def recording(distinct: bool = False) -> Iterator[QueryLog]:
     """Record every query issued in this process while the block runs (all tasks, every
     storage). Blocks nest: each open log receives each query."""
-    log_ = QueryLog()
+    log_ = QueryLog(distinct)
     with _logs_lock:
         _active_logs.append(log_)
     try:
@@ -151,6 +165,24 @@ def filter_conditions(query: Any) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+_PROJECT_DIRS = ("crm_core", "handlers", "tasks", "models", "tests", "benchmarks", "scripts")
+
+
+def _call_site() -> str:
+    """`path:line` of the first project frame above the storage module on this stack (the
+    awaiting coroutines are on it), e.g. `crm_core/shares.py:54`; "" when none is."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        path = frame.f_code.co_filename.replace("\\", "/")
+        parts = path.rsplit("/", 2)
+        if len(parts) == 3 and parts[1] in _PROJECT_DIRS and parts[2] != "storage.py":
+            return f"{parts[1]}/{parts[2]}:{frame.f_lineno}"
+        if len(parts) == 3 and parts[1] == "tables":
+            return f"crm_core/tables/{parts[2]}:{frame.f_lineno}"
+        frame = frame.f_back  # type: ignore[assignment]
+    return ""
+
+
 def _sort_pairs(sort: Any) -> tuple[tuple[str, int], ...]:
     if not sort:
         return ()
@@ -169,6 +201,8 @@ def _record(
     sort: Any = None,
     pipeline: list[dict[str, Any]] | None = None,
     limited: bool = False,
+    indexes: Callable[[], Any] | None = None,
+    site: str = "",
 ) -> None:
     if not _active_logs:
         return
@@ -189,11 +223,13 @@ def _record(
         stages=stages,
         limited=limited,
         purpose=_PURPOSE.get(),
+        indexes=indexes() if indexes is not None else None,
+        site=site,
         filter=query,
     )
     with _logs_lock:
         for log_ in _active_logs:
-            log_.records.append(record)
+            log_.add(record)
 
 
 _COMMAND_KINDS = {
@@ -428,8 +464,22 @@ def _build_embedded_classes() -> None:
     # typed as Any: the stubs present these classes as motor's, whose signatures we narrow
     mm: Any = mongomock_motor
 
-    async def run(executor: ThreadPoolExecutor, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+    async def run(
+        executor: ThreadPoolExecutor,
+        fn: Callable[..., Any],
+        *args: Any,
+        record: Callable[[], None] | None = None,
+    ) -> Any:
+        """Run one call on the database thread; `record` reports it there, in call order, with
+        the caller's context (its query purpose)."""
+
+        def work() -> Any:
+            if record is not None:
+                record()
+            return fn(*args)
+
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(executor, context.run, work)
 
     class EmbeddedCursor(mm.AsyncCursor):
         """A find cursor read whole on the worker thread at its first read."""
@@ -448,8 +498,13 @@ def _build_embedded_classes() -> None:
             if buffer is None:
                 inner = self._crm_inner
                 collection = self.__dict__["_crm_collection"]
-                collection._crm_record("find", inner._spec, inner._sort, limited=bool(inner._limit))
-                buffer = await run(collection._crm_executor, list, inner)
+                record = collection._crm_recorder(
+                    "find",
+                    inner._spec,
+                    inner._sort,
+                    limited=bool(inner._limit),
+                )
+                buffer = await run(collection._crm_executor, list, inner, record=record)
                 buffer.reverse()
                 self.__dict__["_crm_buffer"] = buffer
             return buffer
@@ -471,8 +526,8 @@ def _build_embedded_classes() -> None:
 
         async def distinct(self, key: str) -> Any:
             collection = self.__dict__["_crm_collection"]
-            collection._crm_record("distinct", self._crm_inner._spec)
-            return await run(collection._crm_executor, self._crm_inner.distinct, key)
+            record = collection._crm_recorder("distinct", self._crm_inner._spec)
+            return await run(collection._crm_executor, self._crm_inner.distinct, key, record=record)
 
     class EmbeddedAggregateCursor:
         """An aggregation run on the worker thread at its first read."""
@@ -488,10 +543,10 @@ def _build_embedded_classes() -> None:
             if self._buffer is None:
                 inner = self._collection._crm_inner
                 pipeline = self._args[0] if self._args else self._kwargs.get("pipeline", [])
-                self._collection._crm_record("aggregate", pipeline=pipeline)
+                record = self._collection._crm_recorder("aggregate", pipeline=pipeline)
                 compute = functools.partial(inner.aggregate, *self._args, **self._kwargs)
                 buffer: list[Any] = await run(
-                    self._collection._crm_executor, lambda: list(compute())[::-1]
+                    self._collection._crm_executor, lambda: list(compute())[::-1], record=record
                 )
                 self._buffer = buffer
             return self._buffer
@@ -529,6 +584,12 @@ def _build_embedded_classes() -> None:
         def _crm_inner(self) -> Any:
             return self.__dict__["_AsyncMongoMockCollection__collection"]
 
+        def _crm_recorder(self, kind: str, *args: Any, **kwargs: Any) -> Callable[[], None]:
+            """The report of one call, to run on the database thread; its call site is taken
+            here, on the caller's stack."""
+            site = _call_site() if _active_logs else ""
+            return functools.partial(self._crm_record, kind, *args, **{**kwargs, "site": site})
+
         def _crm_record(
             self,
             kind: str,
@@ -536,9 +597,20 @@ def _build_embedded_classes() -> None:
             sort: Any = None,
             pipeline: Any = None,
             limited: bool = False,
+            site: str = "",
         ) -> None:
             inner = self._crm_inner
-            _record(inner.database.name, inner.name, kind, query, sort, pipeline, limited)
+            _record(
+                inner.database.name,
+                inner.name,
+                kind,
+                query,
+                sort,
+                pipeline,
+                limited,
+                functools.partial(_index_keys, inner),
+                site,
+            )
 
         def find(self, *args: Any, **kwargs: Any) -> EmbeddedCursor:
             return EmbeddedCursor(self._crm_inner.find(*args, **kwargs), self)
@@ -554,9 +626,10 @@ def _build_embedded_classes() -> None:
 
         async def call(self: EmbeddedCollection, *args: Any, **kwargs: Any) -> Any:
             query, sort = _call_shape(method, args, kwargs)
-            self._crm_record(kind, query, sort, limited=method == "find_one")
+            limited = method == "find_one" or bool(kwargs.get("limit"))
+            record = self._crm_recorder(kind, query, sort, limited=limited)
             fn = functools.partial(getattr(self._crm_inner, method), *args, **kwargs)
-            return await run(self._crm_executor, fn)
+            return await run(self._crm_executor, fn, record=record)
 
         call.__name__ = method
         return call
@@ -613,6 +686,14 @@ def _build_embedded_classes() -> None:
             return await run(self.__dict__["_crm_executor"], self._crm_inner.list_database_names)
 
     _embedded_classes["client"] = EmbeddedClient
+
+
+def _index_keys(collection: Any) -> tuple[tuple[tuple[str, int], ...], ...]:
+    """The key patterns of an embedded collection's indexes, as its store holds them."""
+    return tuple(
+        tuple((str(k), int(d)) for k, d in index["key"])
+        for index in list(collection._store.indexes.values())
+    )
 
 
 def _sync(value: Any) -> Any:

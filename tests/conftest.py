@@ -180,3 +180,17 @@ async def gateway(aiohttp_server):
     server = await aiohttp_server(fake.app())
     fake.url = str(server.make_url("")).rstrip("/")
     return fake
+
+
+# ---- query audit (storage): each distinct query shape of the session, checked against the
+# declared indexes by tests/test_query_audit.py, which runs last
+@pytest.fixture(scope="session", autouse=True)
+def session_queries():
+    from crm_core.storage import recording
+
+    with recording(distinct=True) as log:
+        yield log
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: item.nodeid.startswith("tests/test_query_audit.py"))

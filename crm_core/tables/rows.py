@@ -15,11 +15,14 @@ from crm_core.context import TenantContext
 from crm_core.errors import Conflict, NotFound, ValidationFailed
 from crm_core.filters import FilterBuilder, FilterEnv, table_fields
 from crm_core.registry import Registry
-from crm_core.storage import update_each
+from crm_core.storage import query_purpose, update_each
 from crm_core.tables.access import Level, access_level
 from crm_core.tables.definitions import SYSTEM_FIELDS, TABLES, Table, load_table, utcnow
 from crm_core.tables.ordering import manual_pipeline
 from crm_core.validators import ColumnValidator
+
+# the filter and sort of these queries are the client's (audited apart: crm_core/indexes.py)
+CLIENT_QUERY = "rows.client_query"
 
 SORT_FIELDS = {"id": "_id", "_id": "_id", **{f: f for f in SYSTEM_FIELDS}}
 _INDEX_NAME = re.compile(r"index:\s+u_([a-z][a-z0-9_]*)")
@@ -425,8 +428,10 @@ class RowService:
             cursor = (
                 collection.find(query, max_time_ms=max_time).sort(sort).skip(offset).limit(limit)
             )
-            docs = await cursor.to_list(length=limit)
-        total = await collection.count_documents(query, maxTimeMS=max_time)
+            with query_purpose(CLIENT_QUERY):
+                docs = await cursor.to_list(length=limit)
+        with query_purpose(CLIENT_QUERY):
+            total = await collection.count_documents(query, maxTimeMS=max_time)
         return [self.render(table, d) for d in docs], total
 
     @staticmethod
@@ -476,7 +481,9 @@ class RowService:
         for key in set_values:
             column = table.column(key)
             if column is not None and column["unique"]:
-                if await collection.count_documents(query, limit=2) > 1:
+                with query_purpose(CLIENT_QUERY):
+                    matches = await collection.count_documents(query, limit=2)
+                if matches > 1:
                     raise Conflict(
                         f"Many rows cannot share one value of unique column '{key}'",
                         [{"field": f"values.{key}", "message": "unique column"}],
@@ -485,7 +492,8 @@ class RowService:
         if unset:
             update["$unset"] = dict.fromkeys(unset, "")
         try:
-            result = await collection.update_many(query, update)
+            with query_purpose(CLIENT_QUERY):
+                result = await collection.update_many(query, update)
         except DuplicateKeyError as exc:
             raise _unique_conflict(exc) from None
         return int(result.matched_count)
@@ -494,8 +502,10 @@ class RowService:
         collection = table.collection(ctx)
         referring = await self.referring_columns(ctx, table)
         if not referring:  # nothing points here: no need to know which rows went
-            return int((await collection.delete_many(query)).deleted_count)
-        ids = [d["_id"] async for d in collection.find(query, {"_id": 1})]
+            with query_purpose(CLIENT_QUERY):
+                return int((await collection.delete_many(query)).deleted_count)
+        with query_purpose(CLIENT_QUERY):
+            ids = [d["_id"] async for d in collection.find(query, {"_id": 1})]
         result = await collection.delete_many({"_id": {"$in": ids}})
         await self.clear_references(ctx, table, ids, referring)
         return int(result.deleted_count)
