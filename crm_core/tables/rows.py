@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -306,9 +307,11 @@ class RowService:
     # ---- bulk -----------------------------------------------------------------------------
 
     async def bulk_create(
-        self, ctx: TenantContext, table: Table, items: list[Any]
+        self, ctx: TenantContext, table: Table, items: list[Any], full_rows: bool = True
     ) -> list[dict[str, Any]]:
-        """All or nothing: every item is validated first, errors are reported by index."""
+        """All or nothing: every item is validated first, errors are reported by index.
+        Answers the stored rows, or with `full_rows=False` only `{"id"}` of each."""
+        ctx = replace(ctx, values=ctx.values.with_memo())  # each distinct phone/email parsed once
         docs: list[dict[str, Any]] = []
         errors: list[dict[str, Any]] = []
         stamp = self._stamp(ctx, created=True)
@@ -327,11 +330,14 @@ class RowService:
             # a concurrent writer took a unique value between the check and the insert
             await collection.delete_many({"_id": {"$in": [d["_id"] for d in docs]}})
             raise _unique_conflict(exc) from None
+        if not full_rows:
+            return [{"id": str(doc["_id"])} for doc in docs]
         return [self.render(table, doc) for doc in docs]
 
     async def bulk_update(
         self, ctx: TenantContext, table: Table, items: list[Any]
     ) -> list[dict[str, Any]]:
+        ctx = replace(ctx, values=ctx.values.with_memo())
         errors: list[dict[str, Any]] = []
         changes: list[tuple[ObjectId, dict[str, Any], list[str]]] = []
         seen: set[ObjectId] = set()
