@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from crm_core.indexes import ensure_tenant_indexes
 from crm_core.storage import ASCENDING
 from crm_core.tables.definitions import TABLES, utcnow
 
@@ -161,7 +162,9 @@ async def migrate_all(storage: Any) -> int:
 
     count = 0
     async for tenant in Tenant.find_all():
-        changes = await ensure_builtin_tables(storage.tenant_db(str(tenant.id)))
+        db = storage.tenant_db(str(tenant.id))
+        await ensure_tenant_indexes(db)  # indexes added since the tenant was created
+        changes = await ensure_builtin_tables(db)
         if changes:
             await tables_changed(tenant)  # processes already running drop their copies
             count += 1

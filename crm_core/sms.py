@@ -19,31 +19,17 @@ from bson import ObjectId
 from crm_core.context import TenantContext
 from crm_core.errors import Conflict, NotFound, ValidationFailed
 from crm_core.ids import object_id
+from crm_core.storage import query_purpose
 from crm_core.tables.access import Level, require
 from crm_core.tables.definitions import load_table
-from crm_core.tables.rows import RowService
+from crm_core.tables.rows import CLIENT_QUERY, RowService
 from models.sms import MESSAGE_STATUSES, CampaignIn
 
 CAMPAIGNS = "_sms_campaigns"
 MESSAGES = "_sms_messages"
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]{0,62})\s*\}\}")
 OPEN = ("pending", "sending")
-# Every query on the messages is served by one of these (docs/storage.md): the sender's reads
-# and claims by campaign, batch, status and an `_id` range; the API's pages and counts by
-# campaign and status; the API's unfiltered page by campaign in `_id` order; a claim's outcome
-# by its claim id (only claimed messages carry one, hence sparse). Single messages go by `_id`.
-MESSAGE_INDEXES: list[tuple[str, list[tuple[str, int]], dict[str, Any]]] = [
-    ("campaign_batch_status", [("campaign_id", 1), ("batch", 1), ("status", 1), ("_id", 1)], {}),
-    ("campaign_status", [("campaign_id", 1), ("status", 1), ("_id", 1)], {}),
-    ("campaign", [("campaign_id", 1), ("_id", 1)], {}),
-    ("claim", [("claim", 1)], {"sparse": True}),
-]
-
-
-async def ensure_indexes(db: Any) -> None:
-    """Create the SMS indexes of a tenant's database (idempotent)."""
-    for name, keys, options in MESSAGE_INDEXES:
-        await db[MESSAGES].create_index(keys, name=name, **options)
+# Every query on the messages is served by an index of crm_core/indexes.py (`_sms_messages`).
 
 
 class SmsQueue(Protocol):
@@ -101,7 +87,10 @@ async def _table_recipients(
         )
     query = rows.query(ctx, table, data.filters or [])
     recipients = []
-    async for doc in table.collection(ctx).find(query).sort("_id", 1).limit(limit + 1):
+    cursor = table.collection(ctx).find(query).sort("_id", 1).limit(limit + 1)
+    with query_purpose(CLIENT_QUERY):
+        docs = await cursor.to_list(None)
+    for doc in docs:
         values = {
             c["key"]: table.column_type(c).export_value(c, doc[c["key"]])
             for c in table.columns

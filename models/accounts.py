@@ -51,6 +51,8 @@ class User(Document):
         indexes = [
             IndexModel([("email", ASCENDING)], unique=True, name="email_unique"),
             IndexModel([("tenant_id", ASCENDING)], name="tenant"),
+            # a company's user list, sorted by email (issue #12 §1)
+            IndexModel([("tenant_id", ASCENDING), ("email", ASCENDING)], name="tenant_email"),
         ]
 
 

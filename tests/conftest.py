@@ -423,3 +423,17 @@ async def _message_id(objects: TenantObjects, entity: str | None) -> str:
         "GET", f"/api/sms/campaigns/{campaign_id}/messages", objects.owner, expect=200
     )
     return page["items"][0]["id"]
+
+
+# ---- query audit (storage): each distinct query shape of the session, checked against the
+# declared indexes by tests/test_query_audit.py, which runs last
+@pytest.fixture(scope="session", autouse=True)
+def session_queries():
+    from crm_core.storage import recording
+
+    with recording(distinct=True) as log:
+        yield log
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: item.nodeid.startswith("tests/test_query_audit.py"))

@@ -34,7 +34,7 @@ async def seed(api, owner):
     created = await api.call(
         "POST", "/api/data/contracts/bulk", owner, json={"items": items}, expect=201
     )
-    return {r["company_name"]: r["id"] for r in created["items"]}
+    return {i["company_name"]: r["id"] for i, r in zip(items, created["items"], strict=True)}
 
 
 async def test_seed_readme_url_as_written(api, owner, client):

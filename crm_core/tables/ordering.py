@@ -31,18 +31,7 @@ from crm_core.tables.definitions import Table
 DIGITS = "0123456789abcdef"
 VIEWS = "_views"
 ORDERS = "_orders"
-ORDER_INDEXES: list[tuple[str, list[tuple[str, int]], bool]] = [
-    ("user_rank", [("table", 1), ("user", 1), ("rank", 1)], True),
-    ("user_row", [("table", 1), ("user", 1), ("row", 1)], True),
-    ("row", [("table", 1), ("row", 1)], False),
-]
 MOVE_ATTEMPTS = 3
-
-
-async def ensure_indexes(db: Any) -> None:
-    """Create the `_orders` indexes of a tenant's database (idempotent)."""
-    for name, keys, unique in ORDER_INDEXES:
-        await db[ORDERS].create_index(keys, name=name, unique=unique)
 
 
 def implicit_rank(row_id: ObjectId) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,12 +14,22 @@ from crm_core.context import TenantContext
 from crm_core.errors import Conflict, NotFound, ValidationFailed
 from crm_core.filters import FilterBuilder, FilterEnv, table_fields
 from crm_core.registry import Registry
-from crm_core.storage import ASCENDING, DESCENDING, BulkWriteError, DuplicateKeyError, update_each
+from crm_core.storage import (
+    ASCENDING,
+    DESCENDING,
+    BulkWriteError,
+    DuplicateKeyError,
+    query_purpose,
+    update_each,
+)
 from crm_core.tables.access import Level, access_level
 from crm_core.tables.definitions import SYSTEM_FIELDS, TABLES, Table, load_table, utcnow
 from crm_core.tables.ordering import forget_rows, manual_page
 from crm_core.tables.references import VisibleReferences
 from crm_core.validators import ColumnValidator
+
+# the filter and sort of these queries are the client's (audited apart: crm_core/indexes.py)
+CLIENT_QUERY = "rows.client_query"
 
 SORT_FIELDS = {"id": "_id", "_id": "_id", **{f: f for f in SYSTEM_FIELDS}}
 _INDEX_NAME = re.compile(r"index:\s+u_([a-z][a-z0-9_]*)")
@@ -304,9 +315,11 @@ class RowService:
     # ---- bulk -----------------------------------------------------------------------------
 
     async def bulk_create(
-        self, ctx: TenantContext, table: Table, items: list[Any]
+        self, ctx: TenantContext, table: Table, items: list[Any], full_rows: bool = True
     ) -> list[dict[str, Any]]:
-        """All or nothing: every item is validated first, errors are reported by index."""
+        """All or nothing: every item is validated first, errors are reported by index.
+        Answers the stored rows, or with `full_rows=False` only `{"id"}` of each."""
+        ctx = replace(ctx, values=ctx.values.with_memo())  # each distinct phone/email parsed once
         docs: list[dict[str, Any]] = []
         errors: list[dict[str, Any]] = []
         stamp = self._stamp(ctx, created=True)
@@ -325,11 +338,14 @@ class RowService:
             # a concurrent writer took a unique value between the check and the insert
             await collection.delete_many({"_id": {"$in": [d["_id"] for d in docs]}})
             raise _unique_conflict(exc) from None
+        if not full_rows:
+            return [{"id": str(doc["_id"])} for doc in docs]
         return [self.render(table, doc) for doc in docs]
 
     async def bulk_update(
         self, ctx: TenantContext, table: Table, items: list[Any]
     ) -> list[dict[str, Any]]:
+        ctx = replace(ctx, values=ctx.values.with_memo())
         errors: list[dict[str, Any]] = []
         changes: list[tuple[ObjectId, dict[str, Any], list[str]]] = []
         seen: set[ObjectId] = set()
@@ -426,8 +442,10 @@ class RowService:
             cursor = (
                 collection.find(query, max_time_ms=max_time).sort(sort).skip(offset).limit(limit)
             )
-            docs = await cursor.to_list(length=limit)
-        total = await collection.count_documents(query, maxTimeMS=max_time)
+            with query_purpose(CLIENT_QUERY):
+                docs = await cursor.to_list(length=limit)
+        with query_purpose(CLIENT_QUERY):
+            total = await collection.count_documents(query, maxTimeMS=max_time)
         return [self.render(table, d) for d in docs], total
 
     @staticmethod
@@ -480,7 +498,9 @@ class RowService:
         for key in set_values:
             column = table.column(key)
             if column is not None and column["unique"]:
-                if await collection.count_documents(query, limit=2) > 1:
+                with query_purpose(CLIENT_QUERY):
+                    matches = await collection.count_documents(query, limit=2)
+                if matches > 1:
                     raise Conflict(
                         f"Many rows cannot share one value of unique column '{key}'",
                         [{"field": f"values.{key}", "message": "unique column"}],
@@ -489,7 +509,8 @@ class RowService:
         if unset:
             update["$unset"] = dict.fromkeys(unset, "")
         try:
-            result = await collection.update_many(query, update)
+            with query_purpose(CLIENT_QUERY):
+                result = await collection.update_many(query, update)
         except DuplicateKeyError as exc:
             raise _unique_conflict(exc) from None
         return int(result.matched_count)
@@ -498,8 +519,10 @@ class RowService:
         collection = table.collection(ctx)
         referring = await self.referring_columns(ctx, table)
         if not referring:  # nothing points here: no need to know which rows went
-            return int((await collection.delete_many(query)).deleted_count)
-        ids = [d["_id"] async for d in collection.find(query, {"_id": 1})]
+            with query_purpose(CLIENT_QUERY):
+                return int((await collection.delete_many(query)).deleted_count)
+        with query_purpose(CLIENT_QUERY):
+            ids = [d["_id"] async for d in collection.find(query, {"_id": 1})]
         result = await collection.delete_many({"_id": {"$in": ids}})
         await forget_rows(ctx, table.key, ids)
         await self.clear_references(ctx, table, ids, referring)
