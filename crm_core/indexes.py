@@ -365,6 +365,19 @@ PENDING_REDESIGN: tuple[Exemption, ...] = (
         "counters existed)",
     ),
     _e("_sms_messages", "count", "campaign_id", "the total of a campaign's message page"),
+    _e(
+        "_sms_messages",
+        "count",
+        "campaign_id status",
+        "the total of a campaign's message page filtered by status",
+    ),
+    _e(
+        "_sms_messages",
+        "count",
+        "claim status",
+        "a claim's messages (at most 100) counted, for messages stored before `seq` existed",
+        "tasks/sms.py",
+    ),
 )
 
 
