@@ -1,10 +1,12 @@
-"""A 10,000-recipient SMS campaign through a fake SMS.ru gateway on loopback.
+"""SMS campaigns through a fake SMS.ru gateway on loopback, at two sizes.
 
-    .venv/bin/python -m benchmarks.bench_sms [--recipients 10000] [--redis URL [--only-redis]]
+    .venv/bin/python -m benchmarks.bench_sms [--recipients 1000 10000] [--redis URL [--only-redis]]
 
-Prints messages per second and duplicates (must be 0) with the in-memory broker, and with
-Redis (taskiq-redis stream broker, two receivers in this process) when --redis is given.
-The rate limit is set far above what the machine reaches, so the figure is the pipeline's.
+Prints, per campaign size, messages per second and duplicates (must be 0) with the in-memory
+broker, and with Redis (taskiq-redis stream broker, two receivers in this process) when --redis
+is given; then the cost per message of the largest size against the smallest (linear when it
+stays near 1). The rate limit is set far above what the machine reaches, so the figure is the
+pipeline's.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ import time
 
 from aiohttp.test_utils import TestServer
 
-from benchmarks.common import running_service
+from benchmarks.common import OperationCounter, running_service
 from tasks.broker import receiving, start_broker, stop_broker
 from tests.sms_gateway import FakeGateway
 
+operations = OperationCounter("_sms_")
 
-async def run(recipients: int, redis_url: str | None) -> None:
+
+async def run(recipients: int, redis_url: str | None) -> float:
     gateway = FakeGateway()
     gateway_server = TestServer(gateway.app(), host="127.0.0.1")
     await gateway_server.start_server()
@@ -44,7 +48,8 @@ async def run(recipients: int, redis_url: str | None) -> None:
                 context = receiving(broker, settings)
                 await context.__aenter__()
                 contexts.append((broker, context))
-        started = time.perf_counter()
+        operations.reset()
+        started, cpu_started = time.perf_counter(), time.process_time()
         campaign = await api.call(
             "POST",
             "/api/sms/campaigns",
@@ -62,6 +67,7 @@ async def run(recipients: int, redis_url: str | None) -> None:
                 break
             await asyncio.sleep(0.2)
         elapsed = time.perf_counter() - started
+        cpu = time.process_time() - cpu_started
         for broker, context in contexts:
             await context.__aexit__(None, None, None)
             await stop_broker(broker)
@@ -70,18 +76,29 @@ async def run(recipients: int, redis_url: str | None) -> None:
     mode = "redis, 2 receivers" if redis_url else "in-memory broker"
     print(
         f"{mode}: {recipients} recipients, created in {created:.1f} s, all sent in "
-        f"{elapsed:.1f} s = {recipients / elapsed:,.0f} messages/s; "
+        f"{elapsed:.1f} s = {recipients / elapsed:,.0f} messages/s; process CPU {cpu:.1f} s = "
+        f"{recipients / cpu:,.0f} messages per CPU second (gateway included); "
+        f"{operations.operations / recipients:.2f} database operations per message; "
         f"sent {state['counts']['sent']}, duplicates {duplicates}"
     )
+    return cpu / recipients
+
+
+def compare(name: str, sizes: list[int], per_message: list[float]) -> None:
+    if len(sizes) > 1:
+        ratio = per_message[-1] / per_message[0]
+        print(f"{name}: CPU per message at {sizes[-1]} vs {sizes[0]} recipients: x{ratio:.2f}")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--recipients", type=int, default=10_000)
+    parser.add_argument("--recipients", type=int, nargs="+", default=[1_000, 10_000])
     parser.add_argument("--redis")
     parser.add_argument("--only-redis", action="store_true")
     args = parser.parse_args()
+    sizes = sorted(args.recipients)
+    operations.install()
     if not args.only_redis:
-        asyncio.run(run(args.recipients, None))
+        compare("in-memory broker", sizes, [asyncio.run(run(n, None)) for n in sizes])
     if args.redis:
-        asyncio.run(run(args.recipients, args.redis))
+        compare("redis", sizes, [asyncio.run(run(n, args.redis)) for n in sizes])

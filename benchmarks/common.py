@@ -101,3 +101,69 @@ async def running_service(**overrides: Any) -> AsyncIterator[Client]:
             yield client
     finally:
         await server.close()
+
+
+# ---- database operation counts (scaleb) -----------------------------------------------------
+# What a real server's cost follows: operations issued and documents returned, counted on the
+# embedded database's collection methods (wrapped for the benchmarks only). The test double's
+# own full scans are not in these figures.
+
+OPERATIONS = (
+    "find",
+    "find_one",
+    "find_one_and_update",
+    "update_one",
+    "update_many",
+    "insert_one",
+    "insert_many",
+    "count_documents",
+    "aggregate",
+    "bulk_write",
+    "delete_one",
+    "delete_many",
+)
+
+
+class OperationCounter:
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = prefix
+        self.operations = 0
+        self.returned = 0
+        self._installed = False
+
+    def reset(self) -> None:
+        self.operations = self.returned = 0
+
+    def install(self) -> None:
+        """Count operations on collections whose name starts with `prefix`, and documents
+        returned by cursors."""
+        if self._installed:
+            return
+        from mongomock.collection import Collection, Cursor  # noqa: TID251 (benchmark probe)
+
+        counter = self
+        depth = [0]  # mongomock's find_one calls its own find: count the outer call only
+
+        def counted(method: Any) -> Any:
+            def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+                if not depth[0] and self.name.startswith(counter.prefix):
+                    counter.operations += 1
+                depth[0] += 1
+                try:
+                    return method(self, *args, **kwargs)
+                finally:
+                    depth[0] -= 1
+
+            return wrapper
+
+        for name in OPERATIONS:
+            setattr(Collection, name, counted(getattr(Collection, name)))
+        next_document = Cursor.__next__
+
+        def returned(self: Any) -> Any:
+            document = next_document(self)
+            counter.returned += 1
+            return document
+
+        Cursor.__next__ = returned  # type: ignore[method-assign]
+        self._installed = True

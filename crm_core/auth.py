@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import bcrypt
 from beanie import PydanticObjectId
 
+from crm_core.cache import DefinitionCache
 from crm_core.columns import ValueContext
 from crm_core.context import TenantContext
 from crm_core.errors import Conflict, Forbidden, Unauthorized, ValidationFailed
@@ -23,7 +24,7 @@ from crm_core.security import (
     new_temporary_password,
     verify_password,
 )
-from crm_core.sessions import end_all_sessions, revoke_family
+from crm_core.sessions import end_access_tokens, end_all_sessions, revoke_family
 from crm_core.settings import Settings
 from crm_core.storage import DuplicateKeyError, Storage
 from crm_core.tenancy import create_tenant, drop_tenant, resolve_permissions
@@ -31,7 +32,6 @@ from crm_core.users import check_may_manage_user, get_user
 from models.accounts import (
     RefreshToken,
     RegisterIn,
-    RevokedAccessToken,
     Tenant,
     TokenPair,
     User,
@@ -58,6 +58,7 @@ class AuthService:
         # Checked when the email is unknown, so both failures cost one bcrypt verification.
         salt = bcrypt.gensalt(settings.bcrypt_rounds)
         self._dummy_hash = bcrypt.hashpw(b"not-a-real-password", salt).decode()
+        self.cache = DefinitionCache()  # roles and table definitions of this process
 
     async def register(self, data: RegisterIn) -> TokenPair:
         if not self.settings.registration_enabled:
@@ -133,10 +134,9 @@ class AuthService:
     async def logout(
         self, context: TenantContext, jti: str, expires_at: datetime, refresh_secret: str | None
     ) -> None:
-        try:
-            await RevokedAccessToken(jti=jti, expires_at=expires_at).insert()
-        except DuplicateKeyError:
-            pass
+        # every access token of the user ends (the token epoch: no per-request revocation
+        # lookup); the user's other devices refresh once
+        await end_access_tokens(context.user.id)  # type: ignore[arg-type]
         if refresh_secret:
             token = await RefreshToken.find_one(
                 RefreshToken.token_hash == hash_refresh_secret(refresh_secret),
@@ -195,19 +195,23 @@ class AuthService:
             claims.tenant_id
         ):
             raise Unauthorized("The access token is not valid")
-        user = await User.get(PydanticObjectId(claims.user_id))
+        # plain driver reads (beanie's query layer costs more than the read on a warm path)
+        user_doc = await User.get_motor_collection().find_one(
+            {"_id": PydanticObjectId(claims.user_id)}
+        )
+        user = User.model_validate(user_doc) if user_doc is not None else None
         if user is None or str(user.tenant_id) != claims.tenant_id:
             raise Unauthorized("The access token is not valid")
         if not user.is_active:
             raise Unauthorized("This user is deactivated")
         if claims.epoch != user.token_epoch:
             raise Unauthorized("This session has ended; sign in again")
-        if await RevokedAccessToken.find_one(RevokedAccessToken.jti == claims.jti):
-            raise Unauthorized("The access token was revoked")
-        tenant = await Tenant.get(user.tenant_id)
+        tenant_doc = await Tenant.get_motor_collection().find_one({"_id": user.tenant_id})
+        tenant = Tenant.model_validate(tenant_doc) if tenant_doc is not None else None
         if tenant is None or not tenant.is_active:
             raise Unauthorized("The company is not active")
-        context = await build_context(self.storage, user, tenant)
+        # two round trips (user, tenant); roles and tables come from the process cache
+        context = await build_context(self.storage, user, tenant, self.cache)
         return context, claims.jti, claims.expires_at
 
     async def _issue(self, user: User, family_id: str) -> TokenPair:
@@ -231,9 +235,16 @@ class AuthService:
         )
 
 
-async def build_context(storage: Storage, user: User, tenant: Tenant) -> TenantContext:
-    """What `user` may do now in `tenant` (its roles' permissions, read afresh)."""
+async def build_context(
+    storage: Storage, user: User, tenant: Tenant, cache: DefinitionCache | None = None
+) -> TenantContext:
+    """What `user` may do now in `tenant`: its roles' permissions, from the process cache
+    (invalidated by the tenant's version counters) when there is one, else read afresh."""
     db = storage.tenant_db(str(tenant.id))
+    if cache is not None:
+        permissions = await cache.permissions(db, tenant, user.role_ids)
+    else:
+        permissions = await resolve_permissions(db, user.role_ids)
     settings = storage.settings
     values = ValueContext(
         timezone=_zone(tenant.timezone),
@@ -244,9 +255,10 @@ async def build_context(storage: Storage, user: User, tenant: Tenant) -> TenantC
         tenant=tenant,
         user=user,
         db=db,
-        permissions=await resolve_permissions(db, user.role_ids),
+        permissions=permissions,
         values=values,
         max_time_ms=settings.query_time_limit_ms,
+        cache=cache,
     )
 
 

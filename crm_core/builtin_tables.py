@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from crm_core.indexes import ensure_tenant_indexes
 from crm_core.permissions import ADDED_LATER, BUILTIN_ROLES
 from crm_core.storage import ASCENDING
 from crm_core.tables.definitions import TABLES, utcnow
@@ -175,12 +176,20 @@ async def ensure_builtin_role_permissions(db: Any) -> list[str]:
 
 async def migrate_all(storage: Any) -> int:
     """Bring every tenant up to date; returns how many tenants changed."""
+    from crm_core.cache import roles_changed, tables_changed
     from models.accounts import Tenant
 
     count = 0
     async for tenant in Tenant.find_all():
-        changes = await ensure_builtin_tables(storage.tenant_db(str(tenant.id)))
-        changes += await ensure_builtin_role_permissions(storage.tenant_db(str(tenant.id)))
+        db = storage.tenant_db(str(tenant.id))
+        await ensure_tenant_indexes(db)  # indexes added since the tenant was created
+        changes = await ensure_builtin_tables(db)
+        role_changes = await ensure_builtin_role_permissions(db)
+        if changes:
+            await tables_changed(tenant)  # processes already running drop their copies
+        if role_changes:
+            await roles_changed(tenant)
+        changes += role_changes
         if changes:
             count += 1
             log.info("tenant %s: %s", tenant.id, "; ".join(changes))

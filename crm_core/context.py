@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from crm_core.cache import DefinitionCache
 from crm_core.columns import ValueContext
 from models.accounts import Tenant, User
 
@@ -21,6 +22,7 @@ class TenantContext:
     # table access level (crm_core.tables.access.Level) its scope allows; None: a session
     api_token_id: str | None = None
     table_level_cap: int | None = None
+    cache: DefinitionCache | None = None  # the process's roles and tables (crm_core/cache.py)
 
     @property
     def tenant_id(self) -> str:

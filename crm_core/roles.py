@@ -7,6 +7,7 @@ from typing import Any
 
 from bson import ObjectId
 
+from crm_core.cache import roles_changed
 from crm_core.context import TenantContext
 from crm_core.errors import Conflict, NotFound, ValidationFailed
 from crm_core.grants import check_grant
@@ -49,6 +50,7 @@ async def create_role(ctx: TenantContext, name: str, permissions: list[str]) -> 
         "updated_at": now,
     }
     await ctx.db[ROLES].insert_one(role)
+    await roles_changed(ctx.tenant)
     return role
 
 
@@ -67,6 +69,7 @@ async def update_role(
         check_grant(ctx, permissions)
         changes["permissions"] = sorted(set(permissions))
     await ctx.db[ROLES].update_one({"_id": role["_id"]}, {"$set": changes})
+    await roles_changed(ctx.tenant)
     return {**role, **changes}
 
 
@@ -81,6 +84,7 @@ async def delete_role(ctx: TenantContext, role_id: str) -> None:
     if holders:
         raise Conflict(f"{holders} users hold this role; give them other roles first")
     await ctx.db[ROLES].delete_one({"_id": role["_id"]})
+    await roles_changed(ctx.tenant)
     from crm_core.shares import forget_role
 
     await forget_role(ctx, str(role["_id"]))

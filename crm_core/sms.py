@@ -19,15 +19,17 @@ from bson import ObjectId
 from crm_core.context import TenantContext
 from crm_core.errors import Conflict, NotFound, ValidationFailed
 from crm_core.ids import object_id
+from crm_core.storage import query_purpose
 from crm_core.tables.access import Level, require
 from crm_core.tables.definitions import load_table
-from crm_core.tables.rows import RowService
+from crm_core.tables.rows import CLIENT_QUERY, RowService
 from models.sms import MESSAGE_STATUSES, CampaignIn
 
 CAMPAIGNS = "_sms_campaigns"
 MESSAGES = "_sms_messages"
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]{0,62})\s*\}\}")
 OPEN = ("pending", "sending")
+# Every query on the messages is served by an index of crm_core/indexes.py (`_sms_messages`).
 
 
 class SmsQueue(Protocol):
@@ -85,7 +87,10 @@ async def _table_recipients(
         )
     query = rows.query(ctx, table, data.filters or [])
     recipients = []
-    async for doc in table.collection(ctx).find(query).sort("_id", 1).limit(limit + 1):
+    cursor = table.collection(ctx).find(query).sort("_id", 1).limit(limit + 1)
+    with query_purpose(CLIENT_QUERY):
+        docs = await cursor.to_list(None)
+    for doc in docs:
         values = {
             c["key"]: table.column_type(c).export_value(c, doc[c["key"]])
             for c in table.columns
@@ -173,6 +178,7 @@ async def create_campaign(
                 "status": "pending" if phone else "invalid",
                 "error": None if phone else "not a valid phone number",
                 "batch": index // batch_size,
+                "seq": index,
                 "attempts": 0,
                 "provider_id": None,
                 "created_at": now,
@@ -180,6 +186,9 @@ async def create_campaign(
             }
         )
     batches: list[int] = sorted({int(m["batch"]) for m in messages if m["status"] == "pending"})
+    initial = dict.fromkeys(MESSAGE_STATUSES, 0)
+    for message in messages:
+        initial[message["status"]] += 1
     campaign = {
         "_id": campaign_id,
         "name": data.name,
@@ -189,6 +198,7 @@ async def create_campaign(
         "phone_column": data.phone_column,
         "filters": data.filters,
         "duplicates": duplicates,
+        "counts": initial,
         "created_by": ctx.user_id,
         "created_at": now,
         "updated_at": now,
@@ -201,7 +211,9 @@ async def create_campaign(
     return campaign
 
 
-async def counts(db: Any, campaign_id: ObjectId) -> dict[str, int]:
+async def count_messages(db: Any, campaign_id: ObjectId) -> dict[str, int]:
+    """Count a campaign's messages by status (one aggregation: at completion, and for a
+    campaign stored before the counters existed)."""
     result = dict.fromkeys(MESSAGE_STATUSES, 0)
     pipeline = [
         {"$match": {"campaign_id": campaign_id}},
@@ -209,8 +221,27 @@ async def counts(db: Any, campaign_id: ObjectId) -> dict[str, int]:
     ]
     async for row in db[MESSAGES].aggregate(pipeline):
         result[row["_id"]] = row["n"]
+    return result
+
+
+async def counts(db: Any, campaign: dict[str, Any]) -> dict[str, int]:
+    """The campaign's counters, kept by `$inc` with every change of a message's status."""
+    stored = campaign.get("counts")
+    if stored is None:
+        stored = await count_messages(db, campaign["_id"])
+    result = {status: max(0, int(stored.get(status, 0))) for status in MESSAGE_STATUSES}
     result["total"] = sum(result.values())
     return result
+
+
+async def bump(db: Any, campaign_id: ObjectId, moves: dict[str, int]) -> None:
+    """Apply status changes to the campaign's counters in one `$inc` (a campaign without
+    counters is counted on read instead)."""
+    inc = {f"counts.{status}": n for status, n in moves.items() if n}
+    if inc:
+        await db[CAMPAIGNS].update_one(
+            {"_id": campaign_id, "counts": {"$exists": True}}, {"$inc": inc}
+        )
 
 
 async def get_campaign(ctx: TenantContext, campaign_id: str) -> dict[str, Any]:
@@ -256,10 +287,12 @@ async def cancel_campaign(ctx: TenantContext, campaign_id: str) -> dict[str, Any
     await ctx.db[CAMPAIGNS].update_one(
         {"_id": campaign["_id"]}, {"$set": {"status": "cancelled", "updated_at": now}}
     )
-    await ctx.db[MESSAGES].update_many(
+    cancelled = await ctx.db[MESSAGES].update_many(
         {"campaign_id": campaign["_id"], "status": "pending"},
         {"$set": {"status": "cancelled", "updated_at": now}},
     )
+    n = cancelled.modified_count
+    await bump(ctx.db, campaign["_id"], {"pending": -n, "cancelled": n})
     return await get_campaign(ctx, campaign_id)
 
 
@@ -285,6 +318,7 @@ async def resolve_message(
     )
     if resolved is None:
         raise Conflict("The message was resolved by someone else")
+    await bump(ctx.db, message["campaign_id"], {"unknown": -1, status: 1})
     if outcome == "resend":
         await ctx.db[CAMPAIGNS].update_one(
             {"_id": message["campaign_id"], "status": "completed"}, {"$set": {"status": "sending"}}

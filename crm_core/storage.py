@@ -1,14 +1,31 @@
 """The one place that builds MongoDB clients; nothing else in the project imports motor.
 
 Without `MONGODB_URL` the client is an in-process mongomock-motor database (embedded mode:
-data lives in memory and dies with the process). With it, a motor client with write concern
-`majority` and journaling. A later move to PyMongo's async client changes this module only.
+data lives in memory and dies with the process); its calls run on one worker thread of their
+own, one at a time, so the event loop keeps answering while the stand-in scans. With it, a
+motor client with write concern `majority` and journaling. A later move to PyMongo's async
+client changes this module only.
+
+The query recorder (`recording()`) sees every query the application issues, on either client:
+the embedded client reports each call, the real driver each command through PyMongo's command
+monitoring. Tests and benchmarks use it to count round trips and to check query shapes against
+the declared indexes (tests/test_query_audit.py, crm_core/indexes.py).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import functools
 import logging
 import re
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any
 
 from beanie import init_beanie
@@ -34,12 +51,278 @@ Database = Any  # motor's AsyncIOMotorDatabase or mongomock-motor's stand-in
 Collection = Any
 
 
+# ---- the query recorder ---------------------------------------------------------------------
+
+_PURPOSE: ContextVar[str | None] = ContextVar("crm_query_purpose", default=None)
+
+
+@dataclass(frozen=True)
+class QueryRecord:
+    """One query as the database received it, reduced to its shape.
+
+    `kind`: find, find_one, count, distinct, aggregate, update, delete, replace, insert,
+    find_and_modify, bulk_write, command (pings, index builds, drops). `conditions` are
+    `(field, operator)` pairs of the filter (operator `$eq` for a plain value; `$or`/`$nor`
+    branches are flattened with the operator named `$or`); `sort` the `(field, direction)`
+    pairs; `stages` the aggregation stage names; `purpose` the `query_purpose` in force.
+    """
+
+    database: str
+    collection: str
+    kind: str
+    conditions: tuple[tuple[str, str], ...] = ()
+    sort: tuple[tuple[str, int], ...] = ()
+    stages: tuple[str, ...] = ()
+    limited: bool = False
+    purpose: str | None = None
+    indexes: tuple[tuple[tuple[str, int], ...], ...] | None = None
+    site: str = ""
+    filter: Any = field(default=None, compare=False, hash=False)
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(f for f, _ in self.conditions)
+
+
+class QueryLog:
+    """The queries recorded while one `recording()` block was open (`distinct`: each shape
+    once, for long runs such as a whole test session)."""
+
+    def __init__(self, distinct: bool = False) -> None:
+        self.records: list[QueryRecord] = []
+        self.distinct = distinct
+        self._seen: set[QueryRecord] = set()
+
+    def add(self, record: QueryRecord) -> None:
+        if self.distinct:
+            if record in self._seen:
+                return
+            self._seen.add(record)
+        self.records.append(record)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def round_trips(self) -> int:
+        """Database round trips (every recorded call is one; a cursor read whole is one)."""
+        return len(self.records)
+
+    def count(self, kind: str | None = None, collection: str | None = None) -> int:
+        return sum(
+            1
+            for r in self.records
+            if (kind is None or r.kind == kind)
+            and (collection is None or r.collection == collection)
+        )
+
+    def kinds(self) -> list[str]:
+        return [r.kind for r in self.records]
+
+
+_active_logs: list[QueryLog] = []
+_logs_lock = threading.Lock()
+
+
+@contextmanager
+def recording(distinct: bool = False) -> Iterator[QueryLog]:
+    """Record every query issued in this process while the block runs (all tasks, every
+    storage). Blocks nest: each open log receives each query."""
+    log_ = QueryLog(distinct)
+    with _logs_lock:
+        _active_logs.append(log_)
+    try:
+        yield log_
+    finally:
+        with _logs_lock:
+            _active_logs.remove(log_)
+
+
+@contextmanager
+def query_purpose(name: str) -> Iterator[None]:
+    """Name why the queries issued inside the block are shaped the way they are; the query
+    audit's allow-list is keyed by these names (crm_core/indexes.py)."""
+    token = _PURPOSE.set(name)
+    try:
+        yield
+    finally:
+        _PURPOSE.reset(token)
+
+
+def _operators(value: Any) -> list[str]:
+    if isinstance(value, dict) and value and all(str(k).startswith("$") for k in value):
+        return list(value)
+    return ["$eq"]
+
+
+def filter_conditions(query: Any) -> tuple[tuple[str, str], ...]:
+    """The `(field, operator)` pairs of a filter; `$and` is flattened, the fields inside an
+    `$or`/`$nor` are reported with that operator (an index must serve every branch)."""
+    out: list[tuple[str, str]] = []
+    if not isinstance(query, dict):
+        return ()
+    for key, value in query.items():
+        if key == "$and":
+            for part in value:
+                out.extend(filter_conditions(part))
+        elif key in ("$or", "$nor"):
+            for part in value:
+                out.extend((f, key) for f, _ in filter_conditions(part))
+        elif key.startswith("$"):
+            out.append(("", key))  # $expr, $where, $text...: nothing an index bounds
+        else:
+            out.extend((key, op) for op in _operators(value))
+    return tuple(out)
+
+
+_PROJECT_DIRS = ("crm_core", "handlers", "tasks", "models", "tests", "benchmarks", "scripts")
+
+
+def _call_site() -> str:
+    """`path:line` of the first project frame above the storage module on this stack (the
+    awaiting coroutines are on it), e.g. `crm_core/shares.py:54`; "" when none is."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        path = frame.f_code.co_filename.replace("\\", "/")
+        parts = path.rsplit("/", 2)
+        if len(parts) == 3 and parts[1] in _PROJECT_DIRS and parts[2] != "storage.py":
+            return f"{parts[1]}/{parts[2]}:{frame.f_lineno}"
+        if len(parts) == 3 and parts[1] == "tables":
+            return f"crm_core/tables/{parts[2]}:{frame.f_lineno}"
+        frame = frame.f_back  # type: ignore[assignment]
+    return ""
+
+
+def _sort_pairs(sort: Any) -> tuple[tuple[str, int], ...]:
+    if not sort:
+        return ()
+    if isinstance(sort, str):
+        return ((sort, 1),)
+    if isinstance(sort, dict):
+        return tuple((str(k), int(v)) for k, v in sort.items())
+    return tuple((str(k), int(v)) for k, v in sort)
+
+
+def _record(
+    database: str,
+    collection: str,
+    kind: str,
+    query: Any = None,
+    sort: Any = None,
+    pipeline: list[dict[str, Any]] | None = None,
+    limited: bool = False,
+    indexes: Callable[[], Any] | None = None,
+    site: str = "",
+) -> None:
+    if not _active_logs:
+        return
+    stages: tuple[str, ...] = ()
+    if pipeline is not None:
+        stages = tuple(next(iter(stage), "") for stage in pipeline)
+        if pipeline and "$match" in pipeline[0]:
+            query = pipeline[0]["$match"]
+        if len(pipeline) > 1 and "$sort" in pipeline[1]:
+            sort = pipeline[1]["$sort"]
+        limited = any("$limit" in stage for stage in pipeline[:3])
+    record = QueryRecord(
+        database=database,
+        collection=collection,
+        kind=kind,
+        conditions=filter_conditions(query),
+        sort=_sort_pairs(sort),
+        stages=stages,
+        limited=limited,
+        purpose=_PURPOSE.get(),
+        indexes=indexes() if indexes is not None else None,
+        site=site,
+        filter=query,
+    )
+    with _logs_lock:
+        for log_ in _active_logs:
+            log_.add(record)
+
+
+_COMMAND_KINDS = {
+    "find": "find",
+    "aggregate": "aggregate",
+    "count": "count",
+    "distinct": "distinct",
+    "update": "update",
+    "delete": "delete",
+    "insert": "insert",
+    "findAndModify": "find_and_modify",
+}
+
+
+def _record_command(command: dict[str, Any], database: str, name: str) -> None:
+    """One command a real driver sent, recorded like the embedded client's calls."""
+    if not _active_logs or name in ("getMore", "endSessions", "hello", "isMaster"):
+        return
+    collection = command.get(name)
+    if not isinstance(collection, str):
+        _record(database, "", "command")
+        return
+    kind = _COMMAND_KINDS.get(name, "command")
+    if name == "find":
+        limit = command.get("limit", 0) or 0
+        kind = "find_one" if limit == 1 and command.get("singleBatch") else "find"
+        _record(
+            database,
+            collection,
+            kind,
+            command.get("filter"),
+            command.get("sort"),
+            None,
+            bool(limit),
+        )
+    elif name == "aggregate":
+        pipeline = command.get("pipeline") or []
+        counting = len(pipeline) >= 2 and "$group" in pipeline[-1] and "$match" in pipeline[0]
+        if counting and "n" in pipeline[-1]["$group"]:
+            _record(database, collection, "count", pipeline[0]["$match"])
+        else:
+            _record(database, collection, "aggregate", pipeline=pipeline)
+    elif name in ("update", "delete"):
+        statements = command.get("updates" if name == "update" else "deletes") or []
+        for statement in statements:
+            statement_kind = kind
+            if name == "update" and not any(str(k).startswith("$") for k in statement.get("u", {})):
+                statement_kind = "replace"
+            _record(database, collection, statement_kind, statement.get("q"))
+    elif name in ("distinct", "count"):
+        _record(database, collection, kind, command.get("query"))
+    elif name == "findAndModify":
+        _record(database, collection, kind, command.get("query"), command.get("sort"))
+    else:
+        _record(database, collection, kind)
+
+
+def _command_listener() -> Any:
+    from pymongo import monitoring
+
+    class Listener(monitoring.CommandListener):
+        def started(self, event: Any) -> None:
+            _record_command(event.command, event.database_name, event.command_name)
+
+        def succeeded(self, event: Any) -> None:
+            pass
+
+        def failed(self, event: Any) -> None:
+            pass
+
+    return Listener()
+
+
+# ---- storage ---------------------------------------------------------------------------------
+
+
 class Storage:
     """Hands out the system database and each tenant's database (SPEC §1)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.client: Any = None
+        self._executor: ThreadPoolExecutor | None = None
 
     @property
     def embedded(self) -> bool:
@@ -47,9 +330,8 @@ class Storage:
 
     async def start(self, document_models: list[type]) -> None:
         if self.embedded:
-            from mongomock_motor import AsyncMongoMockClient
-
-            self.client = AsyncMongoMockClient(tz_aware=True)
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedded-db")
+            self.client = _embedded_client(self._executor)
             log.warning(
                 "MONGODB_URL is not set: using the embedded in-memory database "
                 "(data is lost when the process stops)"
@@ -64,6 +346,7 @@ class Storage:
                 journal=True,
                 serverSelectionTimeoutMS=5000,
                 appname="crm-backend",
+                event_listeners=[_command_listener()],
             )
             log.info("using MongoDB at %s", _redact(self.settings.mongodb_url or ""))
         # beanie creates the declared indexes idempotently (unique email, refresh token hash...)
@@ -73,6 +356,9 @@ class Storage:
         if self.client is not None:
             self.client.close()
             self.client = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
 
     @property
     def system_db(self) -> Database:
@@ -105,7 +391,11 @@ def _redact(url: str) -> str:
 
 
 def _is_embedded(collection: Collection) -> bool:
-    return type(getattr(collection, "delegate", None)).__module__.startswith("mongomock")
+    return isinstance(collection, _EmbeddedCollectionBase)
+
+
+class _EmbeddedCollectionBase:
+    """Marks the embedded client's collections (the real class is built lazily, below)."""
 
 
 def skip_missing_index_options(collection: Collection, key: str) -> dict[str, Any]:
@@ -133,3 +423,303 @@ async def update_each(
             await collection.update_one(query, update)
         return
     await collection.bulk_write([UpdateOne(q, u) for q, u in updates], ordered=ordered)
+
+
+# ---- the embedded client: mongomock-motor, its calls on one worker thread --------------------
+
+_COLLECTION_KINDS = {
+    "find_one": "find_one",
+    "count_documents": "count",
+    "distinct": "distinct",
+    "update_one": "update",
+    "update_many": "update",
+    "replace_one": "replace",
+    "delete_one": "delete",
+    "delete_many": "delete",
+    "insert_one": "insert",
+    "insert_many": "insert",
+    "find_one_and_update": "find_and_modify",
+    "find_one_and_replace": "find_and_modify",
+    "find_one_and_delete": "find_and_modify",
+    "bulk_write": "bulk_write",
+}
+_COLLECTION_COMMANDS = (
+    "create_index",
+    "create_indexes",
+    "drop_index",
+    "drop_indexes",
+    "drop",
+    "index_information",
+    "estimated_document_count",
+    "rename",
+    "options",
+)
+
+
+def _call_shape(method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
+    """(filter, sort) of one collection method call, as pymongo's signatures place them."""
+    if method == "distinct":
+        query = args[1] if len(args) > 1 else kwargs.get("filter")
+    elif method.startswith("insert") or method == "bulk_write":
+        query = None
+    else:
+        query = args[0] if args else kwargs.get("filter")
+    return query, kwargs.get("sort")
+
+
+_embedded_classes: dict[str, Any] = {}
+
+
+def _embedded_client(executor: ThreadPoolExecutor) -> Any:
+    if not _embedded_classes:
+        _build_embedded_classes()
+    return _embedded_classes["client"](executor, tz_aware=True)
+
+
+def _build_embedded_classes() -> None:  # noqa: C901 (one closure of the embedded classes)
+    import mongomock_motor
+
+    # typed as Any: the stubs present these classes as motor's, whose signatures we narrow
+    mm: Any = mongomock_motor
+
+    async def run(
+        executor: ThreadPoolExecutor,
+        fn: Callable[..., Any],
+        *args: Any,
+        record: Callable[[], None] | None = None,
+    ) -> Any:
+        """Run one call on the database thread; `record` reports it there, in call order, with
+        the caller's context (its query purpose)."""
+
+        def work() -> Any:
+            if record is not None:
+                record()
+            return fn(*args)
+
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(executor, context.run, work)
+
+    class EmbeddedCursor(mm.AsyncCursor):  # type: ignore[misc]
+        """A find cursor read whole on the worker thread at its first read."""
+
+        def __init__(self, cursor: Any, collection: EmbeddedCollection) -> None:
+            super().__init__(cursor)
+            self.__dict__["_crm_collection"] = collection
+            self.__dict__["_crm_buffer"] = None
+
+        @property
+        def _crm_inner(self) -> Any:
+            return self.__dict__["_AsyncCursor__cursor"]
+
+        async def _crm_fill(self) -> list[Any]:
+            buffer = self.__dict__["_crm_buffer"]
+            if buffer is None:
+                inner = self._crm_inner
+                collection = self.__dict__["_crm_collection"]
+                record = collection._crm_recorder(
+                    "find",
+                    inner._spec,
+                    inner._sort,
+                    limited=bool(inner._limit),
+                )
+                buffer = await run(collection._crm_executor, list, inner, record=record)
+                buffer.reverse()
+                self.__dict__["_crm_buffer"] = buffer
+            return buffer  # type: ignore[no-any-return]
+
+        async def next(self) -> Any:
+            buffer = await self._crm_fill()
+            if not buffer:
+                raise StopAsyncIteration()
+            return buffer.pop()
+
+        __anext__ = next
+
+        async def to_list(self, *args: Any, **kwargs: Any) -> list[Any]:
+            buffer = await self._crm_fill()
+            length = args[0] if args else kwargs.get("length")
+            taken = buffer[::-1] if not length else buffer[: -length - 1 : -1]
+            del buffer[len(buffer) - len(taken) :]
+            return taken
+
+        async def distinct(self, key: str) -> Any:
+            collection = self.__dict__["_crm_collection"]
+            record = collection._crm_recorder("distinct", self._crm_inner._spec)
+            return await run(collection._crm_executor, self._crm_inner.distinct, key, record=record)
+
+    class EmbeddedAggregateCursor:
+        """An aggregation run on the worker thread at its first read."""
+
+        _buffer: list[Any] | None
+
+        def __init__(self, collection: EmbeddedCollection, args: Any, kwargs: Any) -> None:
+            self._collection = collection
+            self._args, self._kwargs = args, kwargs
+            self._buffer = None
+
+        async def _fill(self) -> list[Any]:
+            if self._buffer is None:
+                inner = self._collection._crm_inner
+                pipeline = self._args[0] if self._args else self._kwargs.get("pipeline", [])
+                record = self._collection._crm_recorder("aggregate", pipeline=pipeline)
+                compute = functools.partial(inner.aggregate, *self._args, **self._kwargs)
+                buffer: list[Any] = await run(
+                    self._collection._crm_executor, lambda: list(compute())[::-1], record=record
+                )
+                self._buffer = buffer
+            return self._buffer
+
+        def __aiter__(self) -> EmbeddedAggregateCursor:
+            return self
+
+        async def __anext__(self) -> Any:
+            buffer = await self._fill()
+            if not buffer:
+                raise StopAsyncIteration()
+            return buffer.pop()
+
+        next = __anext__
+
+        async def to_list(self, length: int | None = None) -> list[Any]:
+            buffer = await self._fill()
+            taken = buffer[::-1] if not length else buffer[: -length - 1 : -1]
+            del buffer[len(buffer) - len(taken) :]
+            return taken
+
+        async def close(self) -> None:
+            self._buffer = []
+
+    class EmbeddedCollection(mm.AsyncMongoMockCollection, _EmbeddedCollectionBase):  # type: ignore[misc]
+        def __init__(self, database: Any, collection: Any, executor: ThreadPoolExecutor) -> None:
+            super().__init__(database, collection)
+            self.__dict__["_crm_executor"] = executor
+
+        @property
+        def _crm_executor(self) -> ThreadPoolExecutor:
+            return self.__dict__["_crm_executor"]  # type: ignore[no-any-return]
+
+        @property
+        def _crm_inner(self) -> Any:
+            return self.__dict__["_AsyncMongoMockCollection__collection"]
+
+        def _crm_recorder(self, kind: str, *args: Any, **kwargs: Any) -> Callable[[], None]:
+            """The report of one call, to run on the database thread; its call site is taken
+            here, on the caller's stack."""
+            site = _call_site() if _active_logs else ""
+            return functools.partial(self._crm_record, kind, *args, **{**kwargs, "site": site})
+
+        def _crm_record(
+            self,
+            kind: str,
+            query: Any = None,
+            sort: Any = None,
+            pipeline: Any = None,
+            limited: bool = False,
+            site: str = "",
+        ) -> None:
+            inner = self._crm_inner
+            _record(
+                inner.database.name,
+                inner.name,
+                kind,
+                query,
+                sort,
+                pipeline,
+                limited,
+                functools.partial(_index_keys, inner),
+                site,
+            )
+
+        def find(self, *args: Any, **kwargs: Any) -> EmbeddedCursor:
+            return EmbeddedCursor(self._crm_inner.find(*args, **kwargs), self)
+
+        def aggregate(self, *args: Any, **kwargs: Any) -> EmbeddedAggregateCursor:
+            return EmbeddedAggregateCursor(self, args, kwargs)
+
+        def list_indexes(self, *args: Any, **kwargs: Any) -> Any:
+            raise NotImplementedError("use index_information")
+
+    def offloaded(method: str) -> Callable[..., Any]:
+        kind = _COLLECTION_KINDS.get(method, "command")
+
+        async def call(self: EmbeddedCollection, *args: Any, **kwargs: Any) -> Any:
+            query, sort = _call_shape(method, args, kwargs)
+            limited = method == "find_one" or bool(kwargs.get("limit"))
+            record = self._crm_recorder(kind, query, sort, limited=limited)
+            fn = functools.partial(getattr(self._crm_inner, method), *args, **kwargs)
+            return await run(self._crm_executor, fn, record=record)
+
+        call.__name__ = method
+        return call
+
+    for method in (*_COLLECTION_KINDS, *_COLLECTION_COMMANDS):
+        setattr(EmbeddedCollection, method, offloaded(method))
+
+    class EmbeddedDatabase(mm.AsyncMongoMockDatabase):  # type: ignore[misc]
+        def __init__(self, client: Any, database: Any, executor: ThreadPoolExecutor) -> None:
+            super().__init__(client, database)
+            self.__dict__["_crm_executor"] = executor
+
+        def get_collection(self, *args: Any, **kwargs: Any) -> EmbeddedCollection:
+            inner = self.__dict__["_AsyncMongoMockDatabase__database"]
+            return EmbeddedCollection(
+                self, inner.get_collection(*args, **kwargs), self.__dict__["_crm_executor"]
+            )
+
+        async def command(self, *args: Any, **kwargs: Any) -> Any:
+            _record(self.name, "", "command")
+            parent = super().command
+            return await run(self.__dict__["_crm_executor"], lambda: _sync(parent(*args, **kwargs)))
+
+        async def list_collection_names(self, *args: Any, **kwargs: Any) -> list[str]:
+            inner = self.__dict__["_AsyncMongoMockDatabase__database"]
+            fn = functools.partial(inner.list_collection_names, *args, **kwargs)
+            return await run(self.__dict__["_crm_executor"], fn)  # type: ignore[no-any-return]
+
+        async def drop_collection(self, *args: Any, **kwargs: Any) -> Any:
+            _record(self.name, "", "command")
+            inner = self.__dict__["_AsyncMongoMockDatabase__database"]
+            fn = functools.partial(inner.drop_collection, *args, **kwargs)
+            return await run(self.__dict__["_crm_executor"], fn)
+
+    class EmbeddedClient(mm.AsyncMongoMockClient):  # type: ignore[misc]
+        def __init__(self, executor: ThreadPoolExecutor, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.__dict__["_crm_executor"] = executor
+
+        @property
+        def _crm_inner(self) -> Any:
+            return self.__dict__["_AsyncMongoMockClient__client"]
+
+        def get_database(self, *args: Any, **kwargs: Any) -> EmbeddedDatabase:
+            return EmbeddedDatabase(
+                self, self._crm_inner.get_database(*args, **kwargs), self.__dict__["_crm_executor"]
+            )
+
+        async def drop_database(self, name: str) -> None:
+            _record(name, "", "command")
+            await run(self.__dict__["_crm_executor"], self._crm_inner.drop_database, name)
+
+        async def list_database_names(self) -> list[str]:
+            return await run(self.__dict__["_crm_executor"], self._crm_inner.list_database_names)  # type: ignore[no-any-return]
+
+    _embedded_classes["client"] = EmbeddedClient
+
+
+def _index_keys(collection: Any) -> tuple[tuple[tuple[str, int], ...], ...]:
+    """The key patterns of an embedded collection's indexes, as its store holds them."""
+    return tuple(
+        tuple((str(k), int(d)) for k, d in index["key"])
+        for index in list(collection._store.indexes.values())
+    )
+
+
+def _sync(value: Any) -> Any:
+    """Run a coroutine that never awaits (mongomock-motor's `command`) to its result."""
+    if asyncio.iscoroutine(value):
+        try:
+            value.send(None)
+        except StopIteration as done:
+            return done.value
+        raise RuntimeError("the embedded command awaited")
+    return value

@@ -8,9 +8,9 @@ from typing import Any
 from bson import ObjectId
 
 from crm_core.builtin_tables import ensure_builtin_tables
+from crm_core.indexes import ensure_tenant_indexes
 from crm_core.permissions import BUILTIN_ROLES
 from crm_core.storage import Storage
-from crm_core.tables.definitions import TABLES
 from models.accounts import Tenant
 
 ROLES = "_roles"
@@ -41,8 +41,7 @@ async def create_tenant(storage: Storage, name: str) -> tuple[Tenant, str]:
         for key, (title, perms) in BUILTIN_ROLES.items()
     ]
     await db[ROLES].insert_many(roles)
-    await db[ROLES].create_index("key", unique=True, sparse=True, name="key_unique")
-    await db[TABLES].create_index("key", unique=True, name="key_unique")
+    await ensure_tenant_indexes(db)
     await ensure_builtin_tables(db)
     owner_role = next(r for r in roles if r["key"] == "owner")
     return tenant, str(owner_role["_id"])

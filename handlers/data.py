@@ -17,6 +17,7 @@ from models.tables import (
     ROW_SCHEMA,
     ROWS_SCHEMA,
     BulkCreateIn,
+    BulkCreateQuery,
     BulkDeleteIds,
     BulkDeleteIn,
     BulkUpdateIn,
@@ -74,14 +75,18 @@ async def create_row(call: Call) -> dict[str, Any]:
     access=WRITE,
     summary="Create many rows, all or nothing",
     body=BulkCreateIn,
+    query=BulkCreateQuery,
     response_schema=ROWS_SCHEMA,
     status=201,
     errors=(409,),
 )
 async def bulk_create_rows(call: Call) -> dict[str, Any]:
     """Every item is validated first; errors name `items.<index>.<column>` and nothing is
-    stored. Up to 1000 items."""
-    return {"items": await call.services.rows.bulk_create(call.ctx, call.tbl, call.body.items)}
+    stored. Up to 1000 items. Answers `{"items": [{"id": ...}, ...]}` in input order;
+    `?return=rows` answers the stored rows instead."""
+    full = call.query.returning == "rows"
+    rows = await call.services.rows.bulk_create(call.ctx, call.tbl, call.body.items, full)
+    return {"items": rows}
 
 
 @routes.patch(

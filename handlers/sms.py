@@ -24,7 +24,7 @@ READ, SEND = Permission(code="sms.read"), Permission(code="sms.send")
 
 
 async def campaign_out(call: Call, campaign: dict[str, Any]) -> CampaignOut:
-    counts = await sms.counts(call.ctx.db, campaign["_id"])
+    counts = await sms.counts(call.ctx.db, campaign)
     return CampaignOut(
         id=str(campaign["_id"]),
         name=campaign["name"],

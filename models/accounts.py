@@ -23,6 +23,8 @@ class Tenant(Document):
     phone_region: str = "RU"
     is_active: bool = True
     created_at: datetime = Field(default_factory=utcnow)
+    # version counters of what processes cache per tenant (crm_core/cache.py)
+    versions: dict[str, int] = Field(default_factory=dict)
 
     class Settings:
         name = "tenants"
@@ -50,6 +52,8 @@ class User(Document):
         indexes = [
             IndexModel([("email", ASCENDING)], unique=True, name="email_unique"),
             IndexModel([("tenant_id", ASCENDING)], name="tenant"),
+            # a company's user list, sorted by email (issue #12 §1)
+            IndexModel([("tenant_id", ASCENDING), ("email", ASCENDING)], name="tenant_email"),
         ]
 
 

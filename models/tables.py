@@ -182,6 +182,15 @@ ROWS_SCHEMA: dict[str, Any] = {
 }
 
 
+class BulkCreateQuery(QueryModel):
+    returning: Literal["ids", "rows"] = Field(
+        default="ids",
+        alias="return",
+        description='`ids` (default): each created row as `{"id"}`, in input order; '
+        "`rows`: the rows as stored",
+    )
+
+
 class BulkCreateIn(InputModel):
     items: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_BULK_ITEMS)
 

@@ -461,3 +461,17 @@ async def _token_id(objects: TenantObjects, entity: str | None) -> str:
         "POST", "/api/tokens", objects.caller, expect=201, json={"name": "t"}
     )
     return str(token["id"])
+
+
+# ---- query audit (storage): each distinct query shape of the session, checked against the
+# declared indexes by tests/test_query_audit.py, which runs last
+@pytest.fixture(scope="session", autouse=True)
+def session_queries():
+    from crm_core.storage import recording
+
+    with recording(distinct=True) as log:
+        yield log
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: item.nodeid.startswith("tests/test_query_audit.py"))

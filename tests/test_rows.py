@@ -192,10 +192,58 @@ async def test_bulk_create_all_or_nothing(api, owner, client, create_table):
     assert await tenant_db(client, owner)["contracts"].count_documents({}) == 0
     good = [{"company_name": f"C{i}", "total_sum": i} for i in range(5)]
     created = await api.call(
-        "POST", "/api/data/contracts/bulk", owner, json={"items": good}, expect=201
+        "POST", "/api/data/contracts/bulk?return=rows", owner, json={"items": good}, expect=201
     )
     assert [r["company_name"] for r in created["items"]] == [f"C{i}" for i in range(5)]
     assert await tenant_db(client, owner)["contracts"].count_documents({}) == 5
+
+
+PEOPLE = {
+    "key": "people",
+    "columns": [
+        {"key": "name", "type": "string"},
+        {"key": "email", "type": "email"},
+        {"key": "phone", "type": "phone"},
+    ],
+}
+
+
+async def test_bulk_create_answers_ids_in_input_order_unless_rows_are_asked(api, owner, client):
+    await api.call("POST", "/api/meta/tables", owner, json=PEOPLE, expect=201)
+    items = [
+        {"name": f"R{i}", "email": "Ann@Example.COM", "phone": "8 916 123-45-67"} for i in range(3)
+    ]
+    created = await api.call(
+        "POST", "/api/data/people/bulk", owner, json={"items": items}, expect=201
+    )
+    assert all(set(item) == {"id"} for item in created["items"])
+    for index, item in enumerate(created["items"]):
+        row = await api.call("GET", f"/api/data/people/{item['id']}", owner, expect=200)
+        assert (row["name"], row["email"], row["phone"]) == (
+            f"R{index}",
+            "Ann@example.com",
+            "+79161234567",
+        )
+    rows = await api.call(
+        "POST", "/api/data/people/bulk?return=rows", owner, json={"items": items[:1]}, expect=201
+    )
+    assert rows["items"][0]["email"] == "Ann@example.com" and "id" in rows["items"][0]
+    bad = await api.call(
+        "POST", "/api/data/people/bulk?return=all", owner, json={"items": items}, expect=400
+    )
+    assert bad["error"]["code"] == "validation_error"
+    assert bad["error"]["details"][0]["field"] == "return"
+    assert await tenant_db(client, owner)["people"].count_documents({}) == 4
+
+
+async def test_bulk_create_reports_a_repeated_bad_value_at_every_item(api, owner, client):
+    await api.call("POST", "/api/meta/tables", owner, json=PEOPLE, expect=201)
+    items = [{"name": "A", "email": "not-an-email", "phone": "12"} for _ in range(3)]
+    body = await api.call("POST", "/api/data/people/bulk", owner, json={"items": items}, expect=400)
+    fields = [d["field"] for d in body["error"]["details"]]
+    assert fields == [f"items.{i}.{key}" for i in range(3) for key in ("email", "phone")]
+    assert len({d["message"] for d in body["error"]["details"] if "email" in d["field"]}) == 1
+    assert await tenant_db(client, owner)["people"].count_documents({}) == 0
 
 
 async def test_bulk_create_unique_conflicts_store_nothing(api, owner, client, create_table):
@@ -315,3 +363,32 @@ async def test_list_parameters(api, owner, create_table):
     ):
         body = await api.call("GET", f"/api/data/contracts?{bad}", owner, expect=400)
         assert body["error"]["code"] == "validation_error", bad
+
+
+async def test_bulk_create_parses_each_distinct_phone_and_email_once(api, owner, monkeypatch):
+    import email_validator
+    import phonenumbers
+
+    await api.call("POST", "/api/meta/tables", owner, json=PEOPLE, expect=201)
+    calls = {"phone": 0, "email": 0}
+    parse, validate = phonenumbers.parse, email_validator.validate_email
+
+    def counting_parse(*args, **kwargs):
+        calls["phone"] += 1
+        return parse(*args, **kwargs)
+
+    def counting_validate(*args, **kwargs):
+        calls["email"] += 1
+        return validate(*args, **kwargs)
+
+    monkeypatch.setattr(phonenumbers, "parse", counting_parse)
+    monkeypatch.setattr(email_validator, "validate_email", counting_validate)
+    items = [
+        {"name": str(i), "email": f"a{i % 2}@example.com", "phone": f"+7916123456{i % 3}"}
+        for i in range(30)
+    ]
+    await api.call("POST", "/api/data/people/bulk", owner, json={"items": items}, expect=201)
+    assert calls == {"phone": 3, "email": 2}
+    calls.update(phone=0, email=0)  # the next request parses again
+    await api.call("POST", "/api/data/people/bulk", owner, json={"items": items[:1]}, expect=201)
+    assert calls == {"phone": 1, "email": 1}

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from crm_core.cache import tables_changed
 from crm_core.columns import ColumnType
 from crm_core.context import TenantContext
 from crm_core.errors import NotFound, StaleTableVersion
@@ -53,7 +54,10 @@ class Table:
 async def load_table(ctx: TenantContext, types: Registry[ColumnType], key: str) -> Table:
     if not isinstance(key, str) or not key or key.startswith("_") or len(key) > 63:
         raise NotFound(f"Table '{key[:63]}' not found")
-    doc = await ctx.db[TABLES].find_one({"key": key})
+    if ctx.cache is not None:
+        doc = await ctx.cache.table(ctx.db, ctx.tenant, key)
+    else:
+        doc = await ctx.db[TABLES].find_one({"key": key})
     if doc is None:
         raise NotFound(f"Table '{key}' not found")
     return Table(doc, types)
@@ -77,4 +81,5 @@ async def save_definition(ctx: TenantContext, table: Table, changes: dict[str, A
     )
     if updated is None:
         raise StaleTableVersion()
+    await tables_changed(ctx.tenant)
     return Table(updated, table.types)

@@ -10,6 +10,7 @@ from bson import ObjectId
 from pydantic import BaseModel
 
 from crm_core import aliases, shares
+from crm_core.cache import tables_changed
 from crm_core.columns import INT64_MAX, ColumnType, ColumnValueError
 from crm_core.context import TenantContext
 from crm_core.errors import Conflict, NotFound, ValidationFailed
@@ -101,6 +102,7 @@ class MetaService:
             raise _table_exists(data.key)
         try:
             await ctx.db[TABLES].insert_one(doc)
+            await tables_changed(ctx.tenant)
         except DuplicateKeyError:
             raise _table_exists(data.key) from None
         table = Table(doc, self.types)
@@ -138,6 +140,7 @@ class MetaService:
             )
         result = await ctx.db[TABLES].delete_one({"_id": table.doc["_id"]})
         if result.deleted_count:
+            await tables_changed(ctx.tenant)
             await ctx.db.drop_collection(table.key)
             await ordering.forget_table(ctx, table.key)
             await shares.forget_table(ctx, table.key)

@@ -1,37 +1,51 @@
 """Per-user order of rows and columns (SPEC §7).
 
-Rows: each user's manual order is a rank per row. A row the user never moved ranks by its id
-(creation order: oldest first, new rows at the end); a moved row carries its own rank in
-`_ranks.<user_id>` on the row document, a string of hex digits strictly between its new
-neighbours' ranks. A move is one write whatever the table's size (the neighbours are read, not
-rewritten); ranks grow a digit only when moves keep landing in the same gap, and nothing needs
-rebalancing because a hex string always has room between two others. Deleted rows take their
-ranks with them.
+Rows: each user's manual order is a rank per row, a string of hex digits. A row the user never
+moved ranks by its id (`<24 hex digits of _id>8`: creation order, oldest first, new rows at the
+end). A moved row has an entry in `_orders` (`{table, user, row, rank}`, unique per user and
+rank and per user and row) with a rank strictly between its new neighbours' ranks. A move is one
+write (an upsert of that entry) whatever the table's size; ranks grow a digit only when moves
+keep landing in the same gap, and nothing is ever rebalanced because a hex string always has
+room between two others.
+
+A page in manual order merges two index-ordered streams: the user's entries by rank (index
+`table, user, rank`, then the rows fetched by `_id`) and the rows in `_id` order (the `_id`
+index) less the ones the user moved (looked up by `table, user, row`). Both are range reads
+that stop once the page is full, so a page costs what its offset and length cost, not the
+table's size. Deleted rows take their entries with them.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from bson import ObjectId
 
 from crm_core.context import TenantContext
-from crm_core.errors import NotFound, ValidationFailed
+from crm_core.errors import Conflict, NotFound, ValidationFailed
+from crm_core.storage import DuplicateKeyError
 from crm_core.tables.definitions import Table
 
 DIGITS = "0123456789abcdef"
 VIEWS = "_views"
-RANK = "_rank"
+ORDERS = "_orders"
+MOVE_ATTEMPTS = 3
 
 
-def rank_field(user_id: str) -> str:
-    return f"_ranks.{user_id}"
+def implicit_rank(row_id: ObjectId) -> str:
+    """The rank of a row its user never moved. It ends in '8' so that a rank below any of them
+    always exists (generated ranks never end in '0' either)."""
+    return f"{row_id}8"
 
 
-def effective_rank(user_id: str) -> dict[str, Any]:
-    """Aggregation expression of a row's rank for one user. Implicit ranks end in '8' so that a
-    rank below any of them always exists (generated ranks never end in '0' either)."""
-    return {"$ifNull": [f"${rank_field(user_id)}", {"$concat": [{"$toString": "$_id"}, "8"]}]}
+def _ids_below(rank: str) -> dict[str, Any]:
+    """The `_id` condition of the rows whose implicit rank is below `rank`."""
+    if len(rank) < 24:
+        return {"$lt": ObjectId(rank.ljust(24, "0"))}
+    head, rest = rank[:24], rank[24:]
+    return {"$lte": ObjectId(head)} if rest > "8" else {"$lt": ObjectId(head)}
 
 
 def rank_between(low: str, high: str | None) -> str:
@@ -63,65 +77,201 @@ def rank_after(low: str) -> str:
     return low[:IMPLICIT_RANK_LENGTH] + rank_between(low[IMPLICIT_RANK_LENGTH:], None)
 
 
-def manual_pipeline(
-    user_id: str, query: dict[str, Any], offset: int, limit: int
-) -> list[dict[str, Any]]:
-    return [
-        {"$match": query},
-        {"$addFields": {RANK: effective_rank(user_id)}},
-        {"$sort": {RANK: 1, "_id": 1}},
-        {"$skip": offset},
-        {"$limit": limit},
-        {"$project": {RANK: 0}},
+@dataclass
+class Cost:
+    """Database operations a move or a page issued (reported by the move endpoint)."""
+
+    reads: int = 0
+    writes: int = 0
+
+
+def _and(*clauses: dict[str, Any]) -> dict[str, Any]:
+    present = [c for c in clauses if c]
+    if not present:
+        return {}
+    return present[0] if len(present) == 1 else {"$and": present}
+
+
+async def _unmoved(
+    ctx: TenantContext,
+    table: Table,
+    query: dict[str, Any],
+    cost: Cost,
+    batch: int,
+    descending: bool = False,
+    below: str | None = None,
+    projection: dict[str, Any] | None = None,
+) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """Rows matching `query` the user never moved, by `_id`, with their implicit ranks."""
+    rows, orders = table.collection(ctx), ctx.db[ORDERS]
+    bound = {"_id": _ids_below(below)} if below is not None else {}
+    last: ObjectId | None = None
+    while True:
+        after = {"_id": {"$lt" if descending else "$gt": last}} if last is not None else {}
+        docs = (
+            await rows.find(_and(query, bound, after), projection, max_time_ms=ctx.max_time_ms)
+            .sort("_id", -1 if descending else 1)
+            .limit(batch)
+            .to_list(batch)
+        )
+        cost.reads += 1
+        if not docs:
+            return
+        ids = [d["_id"] for d in docs]
+        moved = {
+            o["row"]
+            async for o in orders.find(
+                {"table": table.key, "user": ctx.user_id, "row": {"$in": ids}}, {"row": 1}
+            )
+        }
+        cost.reads += 1
+        for doc in docs:
+            if doc["_id"] not in moved:
+                yield implicit_rank(doc["_id"]), doc
+        if len(docs) < batch:
+            return
+        last = ids[-1]
+
+
+async def _moved(
+    ctx: TenantContext,
+    table: Table,
+    query: dict[str, Any],
+    cost: Cost,
+    batch: int,
+    descending: bool = False,
+    below: str | None = None,
+    projection: dict[str, Any] | None = None,
+) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """Rows matching `query` the user moved, by rank (entries whose row is gone are skipped)."""
+    rows, orders = table.collection(ctx), ctx.db[ORDERS]
+    last: str | None = None
+    while True:
+        rank: dict[str, Any] = {}
+        if below is not None:
+            rank["$lt"] = below
+        if last is not None:
+            rank["$lt" if descending else "$gt"] = last
+        where: dict[str, Any] = {"table": table.key, "user": ctx.user_id}
+        if rank:
+            where["rank"] = rank
+        entries = (
+            await orders.find(where, {"row": 1, "rank": 1})
+            .sort("rank", -1 if descending else 1)
+            .limit(batch)
+            .to_list(batch)
+        )
+        cost.reads += 1
+        if not entries:
+            return
+        ids = [e["row"] for e in entries]
+        found = {
+            d["_id"]: d
+            async for d in rows.find(
+                _and(query, {"_id": {"$in": ids}}), projection, max_time_ms=ctx.max_time_ms
+            )
+        }
+        cost.reads += 1
+        for entry in entries:
+            if entry["row"] in found:
+                yield entry["rank"], found[entry["row"]]
+        if len(entries) < batch:
+            return
+        last = entries[-1]["rank"]
+
+
+async def _merged(
+    streams: list[AsyncIterator[tuple[str, dict[str, Any]]]], descending: bool, count: int
+) -> list[tuple[str, dict[str, Any]]]:
+    """The first `count` items of streams each already in rank order."""
+    heads: list[tuple[str, dict[str, Any]] | None] = [
+        await anext(stream, None) for stream in streams
     ]
+    result: list[tuple[str, dict[str, Any]]] = []
+    while len(result) < count:
+        live = [(head, i) for i, head in enumerate(heads) if head is not None]
+        if not live:
+            break
+        pick = (max if descending else min)(live, key=lambda item: item[0][0])
+        result.append(pick[0])
+        heads[pick[1]] = await anext(streams[pick[1]], None)
+    for stream in streams:
+        await stream.aclose()  # type: ignore[attr-defined]
+    return result
 
 
-async def _neighbour_rank(
-    ctx: TenantContext, table: Table, moving: ObjectId, below: str | None
+async def manual_page(
+    ctx: TenantContext, table: Table, query: dict[str, Any], offset: int, limit: int
+) -> list[dict[str, Any]]:
+    """One page of rows matching `query` in the caller's manual order."""
+    need = offset + limit
+    batch = min(max(need, 1), 1000)
+    cost = Cost()
+    streams = [
+        _moved(ctx, table, query, cost, batch),
+        _unmoved(ctx, table, query, cost, batch),
+    ]
+    items = await _merged(streams, False, need)
+    return [doc for _, doc in items[offset:]]
+
+
+async def _highest_below(
+    ctx: TenantContext, table: Table, moving: ObjectId, below: str | None, cost: Cost
 ) -> str | None:
     """The highest rank under `below` (or of all rows), the moving row left out."""
-    match: dict[str, Any] = {RANK: {"$lt": below}} if below is not None else {}
-    pipeline = [
-        {"$match": {"_id": {"$ne": moving}}},
-        {"$addFields": {RANK: effective_rank(ctx.user_id)}},
-        {"$match": match},
-        {"$sort": {RANK: -1}},
-        {"$limit": 1},
-        {"$project": {RANK: 1}},
+    query = {"_id": {"$ne": moving}}
+    streams = [
+        _moved(ctx, table, query, cost, 16, True, below, {"_id": 1}),
+        _unmoved(ctx, table, query, cost, 16, True, below, {"_id": 1}),
     ]
-    docs = await table.collection(ctx).aggregate(pipeline, maxTimeMS=ctx.max_time_ms).to_list(1)
-    return docs[0][RANK] if docs else None
+    items = await _merged(streams, True, 1)
+    return items[0][0] if items else None
 
 
 async def move_row(
     ctx: TenantContext, table: Table, row_id: ObjectId, before_id: ObjectId | None
 ) -> dict[str, int]:
     """Place a row just before another (or last). Returns the reads and writes it cost."""
-    rows = table.collection(ctx)
-    field = rank_field(ctx.user_id)
-    reads = 1
-    if await rows.count_documents({"_id": row_id}, limit=1) == 0:
+    rows, orders = table.collection(ctx), ctx.db[ORDERS]
+    cost = Cost(reads=1)
+    wanted = [row_id] if before_id is None else [row_id, before_id]
+    found = {d["_id"] async for d in rows.find({"_id": {"$in": wanted}}, {"_id": 1})}
+    if row_id not in found:
         raise NotFound("Row not found")
-    if before_id is None:
-        last = await _neighbour_rank(ctx, table, row_id, None)
-        new_rank = rank_after(last or "")
-        reads += 1
-    else:
-        if before_id == row_id:
-            raise ValidationFailed.field("before_id", "a row cannot be moved before itself")
-        target = await rows.find_one({"_id": before_id}, {field.split(".")[0]: 1})
-        reads += 1
-        if target is None:
-            raise NotFound(
-                "The row given as before_id is not in this table",
-                [{"field": "before_id", "message": "no such row in this table"}],
+    if before_id == row_id:
+        raise ValidationFailed.field("before_id", "a row cannot be moved before itself")
+    target_rank: str | None = None
+    if before_id is not None and before_id not in found:
+        raise NotFound(
+            "The row given as before_id is not in this table",
+            [{"field": "before_id", "message": "no such row in this table"}],
+        )
+    entry = {"table": table.key, "user": ctx.user_id, "row": row_id}
+    for _ in range(MOVE_ATTEMPTS):
+        if before_id is None:
+            last = await _highest_below(ctx, table, row_id, None, cost)
+            new_rank = rank_after(last or "")
+        else:
+            target = await orders.find_one(
+                {"table": table.key, "user": ctx.user_id, "row": before_id}, {"rank": 1}
             )
-        target_rank = (target.get("_ranks") or {}).get(ctx.user_id) or f"{before_id}8"
-        previous = await _neighbour_rank(ctx, table, row_id, target_rank)
-        reads += 1
-        new_rank = rank_between(previous or "", target_rank)
-    await rows.update_one({"_id": row_id}, {"$set": {field: new_rank}})
-    return {"reads": reads, "writes": 1}
+            cost.reads += 1
+            target_rank = target["rank"] if target else implicit_rank(before_id)
+            previous = await _highest_below(ctx, table, row_id, target_rank, cost)
+            new_rank = rank_between(previous or "", target_rank)
+        try:
+            await orders.update_one(entry, {"$set": {"rank": new_rank}}, upsert=True)
+        except DuplicateKeyError:  # a concurrent move took this rank first: look again
+            continue
+        cost.writes += 1
+        return {"reads": cost.reads, "writes": cost.writes}
+    raise Conflict("The row's neighbours kept changing; try the move again")
+
+
+async def forget_rows(ctx: TenantContext, table_key: str, row_ids: list[ObjectId]) -> None:
+    """Every user's order entries of deleted rows."""
+    if row_ids:
+        await ctx.db[ORDERS].delete_many({"table": table_key, "row": {"$in": row_ids}})
 
 
 # ---- column views ---------------------------------------------------------------------------
@@ -173,3 +323,4 @@ async def forget_column(ctx: TenantContext, table_key: str, column_key: str) -> 
 
 async def forget_table(ctx: TenantContext, table_key: str) -> None:
     await ctx.db[VIEWS].delete_many({"table": table_key})
+    await ctx.db[ORDERS].delete_many({"table": table_key})

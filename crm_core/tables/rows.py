@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -14,15 +15,26 @@ from crm_core.context import TenantContext
 from crm_core.errors import Conflict, NotFound, ValidationFailed
 from crm_core.filters import FilterBuilder, FilterEnv, table_fields
 from crm_core.registry import Registry
-from crm_core.storage import ASCENDING, DESCENDING, BulkWriteError, DuplicateKeyError, update_each
+from crm_core.storage import (
+    ASCENDING,
+    DESCENDING,
+    BulkWriteError,
+    DuplicateKeyError,
+    query_purpose,
+    update_each,
+)
 from crm_core.tables.access import Level, access_level
 from crm_core.tables.definitions import SYSTEM_FIELDS, TABLES, Table, load_table, utcnow
-from crm_core.tables.ordering import manual_pipeline
+from crm_core.tables.ordering import forget_rows, manual_page
 from crm_core.tables.references import VisibleReferences
 from crm_core.validators import ColumnValidator
 
 log = logging.getLogger(__name__)
 EVENT_CHUNK = 500  # rows read per round when a by-filter write must tell webhooks what changed
+
+# the filter and sort of these queries are the client's (audited apart: crm_core/indexes.py)
+CLIENT_QUERY = "rows.client_query"
+
 SORT_FIELDS = {"id": "_id", "_id": "_id", **{f: f for f in SYSTEM_FIELDS}}
 _INDEX_NAME = re.compile(r"index:\s+u_([a-z][a-z0-9_]*)")
 
@@ -327,15 +339,18 @@ class RowService:
         before = await table.collection(ctx).find_one_and_delete({"_id": oid})
         if before is None:
             raise NotFound("Row not found")
+        await forget_rows(ctx, table.key, [oid])
         await self.clear_references(ctx, table, [oid])
         await self.emit(ctx, table, "row.deleted", [self._deleted_item(table, before)])
 
     # ---- bulk -----------------------------------------------------------------------------
 
     async def bulk_create(
-        self, ctx: TenantContext, table: Table, items: list[Any]
+        self, ctx: TenantContext, table: Table, items: list[Any], full_rows: bool = True
     ) -> list[dict[str, Any]]:
-        """All or nothing: every item is validated first, errors are reported by index."""
+        """All or nothing: every item is validated first, errors are reported by index.
+        Answers the stored rows, or with `full_rows=False` only `{"id"}` of each."""
+        ctx = replace(ctx, values=ctx.values.with_memo())  # each distinct phone/email parsed once
         docs: list[dict[str, Any]] = []
         errors: list[dict[str, Any]] = []
         stamp = self._stamp(ctx, created=True)
@@ -356,11 +371,14 @@ class RowService:
             raise _unique_conflict(exc) from None
         rows = [self.render(table, doc) for doc in docs]
         await self.emit(ctx, table, "row.created", rows)
+        if not full_rows:
+            return [{"id": row["id"]} for row in rows]
         return rows
 
     async def bulk_update(
         self, ctx: TenantContext, table: Table, items: list[Any]
     ) -> list[dict[str, Any]]:
+        ctx = replace(ctx, values=ctx.values.with_memo())
         errors: list[dict[str, Any]] = []
         changes: list[tuple[ObjectId, dict[str, Any], list[str]]] = []
         seen: set[ObjectId] = set()
@@ -436,6 +454,7 @@ class RowService:
         if hooks:
             return await self._delete_telling(ctx, table, oids, hooks)
         result = await table.collection(ctx).delete_many({"_id": {"$in": oids}})
+        await forget_rows(ctx, table.key, oids)
         await self.clear_references(ctx, table, oids)
         return int(result.deleted_count)
 
@@ -454,8 +473,7 @@ class RowService:
         collection = table.collection(ctx)
         max_time = ctx.max_time_ms
         if sort is None:
-            pipeline = manual_pipeline(ctx.user_id, query, offset, limit)
-            docs = await collection.aggregate(pipeline, maxTimeMS=max_time).to_list(limit)
+            docs = await manual_page(ctx, table, query, offset, limit)
         else:
             if not any(field == "_id" for field, _ in sort):
                 direction = sort[-1][1] if sort else ASCENDING
@@ -463,8 +481,10 @@ class RowService:
             cursor = (
                 collection.find(query, max_time_ms=max_time).sort(sort).skip(offset).limit(limit)
             )
-            docs = await cursor.to_list(length=limit)
-        total = await collection.count_documents(query, maxTimeMS=max_time)
+            with query_purpose(CLIENT_QUERY):
+                docs = await cursor.to_list(length=limit)
+        with query_purpose(CLIENT_QUERY):
+            total = await collection.count_documents(query, maxTimeMS=max_time)
         return [self.render(table, d) for d in docs], total
 
     @staticmethod
@@ -517,7 +537,9 @@ class RowService:
         for key in set_values:
             column = table.column(key)
             if column is not None and column["unique"]:
-                if await collection.count_documents(query, limit=2) > 1:
+                with query_purpose(CLIENT_QUERY):
+                    matches = await collection.count_documents(query, limit=2)
+                if matches > 1:
                     raise Conflict(
                         f"Many rows cannot share one value of unique column '{key}'",
                         [{"field": f"values.{key}", "message": "unique column"}],
@@ -542,7 +564,8 @@ class RowService:
                 await self._publish_updates(ctx, table, pairs, hooks=hooks)
             return matched
         try:
-            result = await collection.update_many(query, update)
+            with query_purpose(CLIENT_QUERY):
+                result = await collection.update_many(query, update)
         except DuplicateKeyError as exc:
             raise _unique_conflict(exc) from None
         return int(result.matched_count)
@@ -555,9 +578,12 @@ class RowService:
             return await self._delete_telling(ctx, table, ids, hooks, query)
         referring = await self.referring_columns(ctx, table)
         if not referring:  # nothing points here: no need to know which rows went
-            return int((await collection.delete_many(query)).deleted_count)
-        ids = [d["_id"] async for d in collection.find(query, {"_id": 1})]
+            with query_purpose(CLIENT_QUERY):
+                return int((await collection.delete_many(query)).deleted_count)
+        with query_purpose(CLIENT_QUERY):
+            ids = [d["_id"] async for d in collection.find(query, {"_id": 1})]
         result = await collection.delete_many({"_id": {"$in": ids}})
+        await forget_rows(ctx, table.key, ids)
         await self.clear_references(ctx, table, ids, referring)
         return int(result.deleted_count)
 

@@ -1,0 +1,86 @@
+"""Per-process caches of what every request needs and rarely changes (issue #12 §3).
+
+A tenant's roles and table definitions are cached in each process under the tenant's version
+counters, kept on the tenant document (`versions.roles`, `versions.tables`). Authentication
+reads the user and the tenant anyway (two round trips), so every process sees a new version at
+its next request and stops using what it cached under the old one: no message between
+processes, no expiry to tune. The tenant document itself (timezone, region, active) is read on
+every request and needs no invalidation.
+
+Writers call exactly one function per cached thing, after their write:
+- `roles_changed(tenant_id)`: a role was created, changed or deleted;
+- `tables_changed(tenant_id)`: a table definition was created, changed or deleted.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from bson import ObjectId
+from cachetools import LRUCache
+
+from models.accounts import Tenant
+
+ROLES = "_roles"
+TABLES = "_tables"
+
+
+async def roles_changed(tenant: Tenant | str | ObjectId) -> None:
+    """Every process reloads the tenant's roles at its next request."""
+    await _bump(tenant, "roles")
+
+
+async def tables_changed(tenant: Tenant | str | ObjectId) -> None:
+    """Every process reloads the tenant's table definitions at their next use."""
+    await _bump(tenant, "tables")
+
+
+async def _bump(tenant: Tenant | str | ObjectId, name: str) -> None:
+    """`$inc` the counter; given the request's own `Tenant`, also move its copy, so the rest
+    of the request does not read what it has just replaced from the cache."""
+    tenant_id = tenant.id if isinstance(tenant, Tenant) else tenant
+    await Tenant.get_motor_collection().update_one(
+        {"_id": ObjectId(str(tenant_id))}, {"$inc": {f"versions.{name}": 1}}
+    )
+    if isinstance(tenant, Tenant):
+        tenant.versions = {**(tenant.versions or {}), name: version(tenant, name) + 1}
+
+
+def version(tenant: Tenant, name: str) -> int:
+    return int((tenant.versions or {}).get(name, 0))
+
+
+class DefinitionCache:
+    """Roles (by role id, their permissions) and table definitions (by key) per tenant and
+    version; least recently used entries go first when full."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._roles: LRUCache[tuple[str, int], dict[str, frozenset[str]]] = LRUCache(size)
+        self._tables: LRUCache[tuple[str, int, str], dict[str, Any]] = LRUCache(size)
+
+    async def permissions(self, db: Any, tenant: Tenant, role_ids: list[str]) -> frozenset[str]:
+        key = (str(tenant.id), version(tenant, "roles"))
+        roles = self._roles.get(key)
+        if roles is None:
+            roles = {
+                str(r["_id"]): frozenset(r.get("permissions", []))
+                async for r in db[ROLES].find({}, {"permissions": 1})
+            }
+            self._roles[key] = roles
+        found: set[str] = set()
+        for role_id in role_ids:
+            found |= roles.get(role_id, frozenset())
+        return frozenset(found)
+
+    async def table(self, db: Any, tenant: Tenant, key: str) -> dict[str, Any] | None:
+        """The stored definition (a copy: callers may change theirs), None when absent."""
+        cache_key = (str(tenant.id), version(tenant, "tables"), key)
+        doc = self._tables.get(cache_key)
+        if doc is None:
+            doc = await db[TABLES].find_one({"key": key})
+            if doc is None:
+                return None
+            self._tables[cache_key] = doc
+        fresh: dict[str, Any] = copy.deepcopy(doc)
+        return fresh

@@ -1,0 +1,404 @@
+"""Every index the service declares, and the rules that say whether one serves a query.
+
+System database indexes are declared on the beanie documents (models/accounts.py) and built by
+`init_beanie` at start-up. A tenant's own collections get the indexes of `TENANT_INDEXES`
+when the tenant is created and at every start-up/`crm migrate` (`ensure_tenant_indexes`,
+idempotent). Row collections carry `_id`, `u_<key>` (unique columns, partial) and `i_<key>`
+(indexed columns, link columns); crm_core/tables/meta.py keeps them in step with the columns.
+
+`unserved(record, indexes)` applies MongoDB's planning rules to one recorded query
+(crm_core/storage.py's recorder): equality fields first, then the sort, then one range, each
+`$or` branch on its own, `_id` always indexed. tests/test_query_audit.py runs it over every
+query the test suite issues. docs/storage.md lists the indexes and the queries each serves.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from crm_core.storage import QueryRecord
+
+log = logging.getLogger(__name__)
+
+Keys = tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    collection: str
+    keys: Keys
+    name: str
+    unique: bool = False
+    sparse: bool = False
+    partial: dict[str, Any] | None = field(default=None, compare=False, hash=False)
+    serves: str = ""
+
+
+def _string(name: str) -> dict[str, Any]:
+    # a share stores both subject fields, the unused one null: `$exists` would cover it
+    return {name: {"$type": "string"}}
+
+
+TENANT_INDEXES: tuple[IndexSpec, ...] = (
+    IndexSpec("_tables", (("key", 1),), "key_unique", unique=True, serves="a table by key"),
+    IndexSpec(
+        "_tables",
+        (("columns.table", 1),),
+        "link_targets",
+        serves="tables whose link columns point at a table",
+    ),
+    IndexSpec(
+        "_roles",
+        (("key", 1),),
+        "key_unique",
+        unique=True,
+        sparse=True,
+        serves="a built-in role by key (custom roles have none)",
+    ),
+    IndexSpec(
+        "_shares",
+        (("user_id", 1), ("table", 1)),
+        "user_table_unique",
+        unique=True,
+        partial=_string("user_id"),
+        serves="a user's shares (access checks, table lists); the share upsert",
+    ),
+    IndexSpec(
+        "_shares",
+        (("role_id", 1), ("table", 1)),
+        "role_table_unique",
+        unique=True,
+        partial=_string("role_id"),
+        serves="a role's shares; the share upsert; removing a role's shares",
+    ),
+    IndexSpec("_shares", (("table", 1),), "table", serves="removing a table's shares"),
+    IndexSpec("_shares", (("granted_by", 1),), "granted_by", serves="shares a user granted"),
+    IndexSpec(
+        "_views",
+        (("table", 1), ("user_id", 1)),
+        "table_user_unique",
+        unique=True,
+        serves="a user's column view of a table (read, upsert); a table's views",
+    ),
+    IndexSpec(
+        "_aliases",
+        (("table", 1),),
+        "table_unique",
+        unique=True,
+        serves="a table's aliases (read, upsert, delete)",
+    ),
+    IndexSpec(
+        "_sms_messages",
+        (("campaign_id", 1), ("_id", 1)),
+        "campaign_id",
+        serves="a campaign's messages page by page; recipients of a campaign",
+    ),
+    IndexSpec(
+        "_sms_messages",
+        (("campaign_id", 1), ("status", 1), ("_id", 1)),
+        "campaign_status",
+        serves="a campaign's messages by status, counts by status, stale claims",
+    ),
+    IndexSpec(
+        "_sms_messages",
+        (("campaign_id", 1), ("batch", 1), ("status", 1), ("_id", 1)),
+        "campaign_batch_status",
+        serves="the pending messages of one batch (the sending task) and its claims by _id range",
+    ),
+    # scaleb (issue #12 §4, §2): a claim's outcomes; per-user manual order
+    IndexSpec(
+        "_sms_messages",
+        (("claim", 1),),
+        "claim",
+        sparse=True,
+        serves="the messages of one claim (outcome update, read back); only claimed ones carry it",
+    ),
+    IndexSpec(
+        "_orders",
+        (("table", 1), ("user", 1), ("rank", 1)),
+        "user_rank",
+        unique=True,
+        serves="a user's moved rows in rank order (pages, a move's neighbour); one row per rank",
+    ),
+    IndexSpec(
+        "_orders",
+        (("table", 1), ("user", 1), ("row", 1)),
+        "user_row",
+        unique=True,
+        serves="a moved row's entry (the move's upsert, the target's rank, moved rows of a page)",
+    ),
+    IndexSpec(
+        "_orders",
+        (("table", 1), ("row", 1)),
+        "row",
+        serves="every user's entries of deleted rows",
+    ),
+)
+
+
+async def ensure_tenant_indexes(db: Any) -> None:
+    """Create the declared indexes of a tenant's own collections (idempotent: an index that
+    exists under its name with the same keys is left alone)."""
+    for spec in TENANT_INDEXES:
+        options: dict[str, Any] = {"name": spec.name}
+        if spec.unique:
+            options["unique"] = True
+        if spec.sparse:
+            options["sparse"] = True
+        if spec.partial is not None:
+            options["partialFilterExpression"] = spec.partial
+        await db[spec.collection].create_index(list(spec.keys), **options)
+
+
+def system_indexes(document_models: Iterable[type]) -> list[IndexSpec]:
+    """The indexes the beanie documents of the system database declare."""
+    specs = [IndexSpec(_collection_name(m), (("_id", 1),), "_id_") for m in document_models]
+    for model in document_models:
+        for index in getattr(getattr(model, "Settings", None), "indexes", []) or []:
+            document = index.document
+            specs.append(
+                IndexSpec(
+                    _collection_name(model),
+                    tuple((str(k), int(v)) for k, v in document["key"].items()),
+                    document.get("name", ""),
+                    unique=bool(document.get("unique")),
+                )
+            )
+    return specs
+
+
+def _collection_name(model: type) -> str:
+    settings = getattr(model, "Settings", None)
+    return str(getattr(settings, "name", None) or model.__name__)
+
+
+# ---- the planning rules --------------------------------------------------------------------
+
+EQUALITY = {"$eq", "$in"}
+RANGE = {"$gt", "$gte", "$lt", "$lte"}
+# conditions an index cannot bound ($ne, $nin, $not, $exists, unanchored $regex, $expr...):
+# harmless when another condition bounds the scan, a full scan when nothing else does
+
+
+def _conditions(query: dict[str, Any]) -> list[tuple[str, str, Any]]:
+    out: list[tuple[str, str, Any]] = []
+    for key, value in query.items():
+        if key == "$and":
+            for part in value:
+                out.extend(_conditions(part))
+        elif key.startswith("$"):
+            out.append(("", key, value))
+        elif isinstance(value, dict) and value and all(str(k).startswith("$") for k in value):
+            for op, operand in value.items():
+                if op == "$elemMatch" and isinstance(operand, dict):
+                    out.extend((f"{key}.{f}", o, v) for f, o, v in _conditions(operand) if f)
+                elif op == "$regex" and isinstance(operand, str) and operand.startswith("^"):
+                    out.append((key, "$gte", operand))  # an anchored prefix is a range
+                else:
+                    out.append((key, op, operand))
+        else:
+            out.append((key, "$eq", value))
+    return out
+
+
+def _branches(query: Any) -> list[list[tuple[str, str, Any]]]:
+    """The filter as the union of conjunctions the planner sees: each `$or` branch with the
+    conditions outside it."""
+    if not isinstance(query, dict):
+        return [[]]
+    top = {k: v for k, v in query.items() if k not in ("$or",)}
+    common = _conditions(top)
+    ors = query.get("$or")
+    if not ors:
+        return [common]
+    return [common + c for branch in ors for c in _branches(branch)]
+
+
+def _branch_served(
+    conditions: list[tuple[str, str, Any]], sort: Keys, limited: bool, indexes: list[Keys]
+) -> str | None:
+    equal = {f for f, op, _ in conditions if op in EQUALITY and f}
+    ranges = {f for f, op, _ in conditions if op in RANGE and f}
+    if "_id" in equal:
+        return None  # the _id index finds at most a handful of documents
+    sort_rest = tuple((f, d) for f, d in sort if f not in equal)
+    if not equal and not ranges and not sort_rest:
+        return "no condition bounds the scan (a collection scan)"
+    best = "no index starts with the filter's equality fields"
+    for keys in indexes:
+        fields = [f for f, _ in keys]
+        position = 0
+        while position < len(fields) and fields[position] in equal:
+            position += 1
+        bounded = position > 0  # equality fields outside the prefix are filtered after it
+        if sort_rest:
+            actual = keys[position : position + len(sort_rest)]
+            if [f for f, _ in actual] != [f for f, _ in sort_rest]:
+                best = f"the sort {list(sort_rest)} is not the index's next keys: in-memory sort"
+                continue
+            same = all(d == a for (_, d), (_, a) in zip(sort_rest, actual, strict=True))
+            flipped = all(d == -a for (_, d), (_, a) in zip(sort_rest, actual, strict=True))
+            if not (same or flipped):
+                best = "the sort's directions do not match the index"
+                continue
+            bounded = bounded or limited or any(f in ranges for f, _ in sort_rest)
+            position += len(sort_rest)
+        elif position < len(fields) and fields[position] in ranges:
+            bounded = True
+        if bounded:
+            return None
+        best = "the index is read whole"
+    return best
+
+
+def index_keys_for(record: QueryRecord, declared: list[IndexSpec]) -> list[Keys]:
+    keys = [s.keys for s in declared if s.collection == record.collection]
+    keys.extend(record.indexes or ())
+    keys.append((("_id", 1),))
+    return keys
+
+
+def unserved(record: QueryRecord, indexes: list[Keys]) -> str | None:
+    """Why the query's cost would grow with its collection's size, or None when an index
+    serves it by MongoDB's rules."""
+    if record.kind in ("insert", "command", "bulk_write"):
+        return None
+    if "$sort" in record.stages:
+        before_sort = record.stages[: record.stages.index("$sort")]
+        if any(stage in ("$addFields", "$set", "$project") for stage in before_sort):
+            return "sorts on a computed field: no index can serve it"
+    sort = record.sort if record.kind not in ("count", "distinct", "update", "delete") else ()
+    counting = record.kind == "count" or "$group" in record.stages
+    if counting and not record.limited and not _single(record.filter):
+        return "reads every matching document to count or group them"
+    reasons = []
+    for branch in _branches(record.filter):
+        reason = _branch_served(branch, sort, record.limited, indexes)
+        if reason:
+            reasons.append(reason)
+    return "; ".join(dict.fromkeys(reasons)) or None
+
+
+def _single(query: Any) -> bool:
+    return isinstance(query, dict) and "_id" in query and not isinstance(query["_id"], dict)
+
+
+def describe(record: QueryRecord) -> str:
+    where = f"{_database_kind(record.database)}.{record.collection}"
+    sort = f" sort {list(record.sort)}" if record.sort else ""
+    purpose = f" [{record.purpose}]" if record.purpose else ""
+    site = f" at {record.site}" if record.site else ""
+    return f"{record.kind} {where} {list(record.conditions)}{sort}{purpose}{site}"
+
+
+def _database_kind(name: str) -> str:
+    return "tenant" if re.search(r"_t_[0-9a-f]{24}$", name) else "system"
+
+
+# ---- the allow-lists -----------------------------------------------------------------------
+
+ROWS = "<rows>"  # any row collection of a tenant
+
+
+@dataclass(frozen=True)
+class Exemption:
+    """Queries of one shape that may cost what they cost: the collection (`ROWS` for any
+    table), the kind and the filter's field names (an empty set: no filter)."""
+
+    collection: str
+    kind: str
+    fields: frozenset[str]
+    reason: str
+    site: str = ""  # when set, only queries issued there (a path prefix, e.g. crm_core/sms.py)
+
+    def matches(self, record: QueryRecord) -> bool:
+        collection = collection_category(record)
+        return (
+            self.collection == collection
+            and self.kind == record.kind
+            and self.fields == frozenset(f for f in record.fields if f)
+            and record.site.startswith(self.site)
+        )
+
+
+def _e(collection: str, kind: str, fields: str, reason: str, site: str = "") -> Exemption:
+    return Exemption(collection, kind, frozenset(fields.split()), reason, site)
+
+
+# Documented in docs/storage.md ("Queries that scan, on purpose").
+ALLOWED: tuple[Exemption, ...] = (
+    _e("_tables", "find", "", "the table list of an administrator: the tenant's whole schema"),
+    _e(
+        "_tables",
+        "find",
+        "builtin_permission key owner_id",
+        "the table list of a user: the tenant's schema (one document per table) read whole",
+    ),
+    _e("_tables", "count", "builtin", "start-up migration: the built-in tables of a tenant"),
+    _e("_roles", "find", "", "the role list: a tenant's roles read whole"),
+    _e("tenants", "find", "", "start-up migration visits every tenant once"),
+    _e(
+        "users",
+        "count",
+        "tenant_id role_ids is_active",
+        "the last-owner guard counts a tenant's active owners (tenant index, then a filter)",
+    ),
+    _e("users", "count", "tenant_id role_ids", "a role in use: counted within the tenant"),
+)
+
+# Rows: a client chooses the filter and sort of a listing, a filtered bulk update or delete and
+# an SMS audience; an index serves them when the columns are `indexed` (docs/filters.md).
+CLIENT_SHAPED = ("rows.client_query",)
+
+# Redesigned on branch `scaleb` (issue #12 §2 and §4): manual order and SMS claims are index
+# reads; what remains grows with a campaign on purpose (documented in docs/sms.md).
+PENDING_REDESIGN: tuple[Exemption, ...] = (
+    _e(
+        "_sms_messages",
+        "aggregate",
+        "campaign_id",
+        "a campaign's messages counted once at completion (or on read, for one stored before the "
+        "counters existed)",
+    ),
+    _e("_sms_messages", "count", "campaign_id", "the total of a campaign's message page"),
+    _e(
+        "_sms_messages",
+        "count",
+        "campaign_id status",
+        "the total of a campaign's message page filtered by status",
+    ),
+    _e(
+        "_sms_messages",
+        "count",
+        "claim status",
+        "a claim's messages (at most 100) counted, for messages stored before `seq` existed",
+        "tasks/sms.py",
+    ),
+)
+
+
+def collection_category(record: QueryRecord) -> str:
+    if _database_kind(record.database) == "tenant" and not record.collection.startswith("_"):
+        return ROWS
+    return record.collection
+
+
+def audit(records: Iterable[QueryRecord], declared: list[IndexSpec]) -> list[str]:
+    """The application's queries that no index serves and no allow-list names."""
+    failures = []
+    for record in records:
+        if record.site.startswith(("tests/", "benchmarks/", "scripts/")):
+            continue  # a test or benchmark looking at the database, not the application
+        if record.purpose in CLIENT_SHAPED:
+            continue
+        reason = unserved(record, index_keys_for(record, declared))
+        if reason is None:
+            continue
+        if any(e.matches(record) for e in (*ALLOWED, *PENDING_REDESIGN)):
+            continue
+        failures.append(f"{describe(record)}: {reason}")
+    return sorted(set(failures))

@@ -1,0 +1,124 @@
+"""The query-shape audit (issue #12 §1): every query the application issued during this test
+session, and in a scenario of its own, is checked against the declared indexes by MongoDB's
+rules (crm_core/indexes.py). Runs last (tests/conftest.py orders it) so the session's record is
+complete; run alone it checks its own scenario."""
+
+from __future__ import annotations
+
+from crm_core.indexes import TENANT_INDEXES, audit, system_indexes, unserved
+from crm_core.storage import QueryRecord, recording
+from models.accounts import SYSTEM_DOCUMENTS
+from tests.conftest import CONTRACTS, add_user, sent_campaign, tenant_db
+
+
+async def create_contracts(api, owner):
+    return await api.call("POST", "/api/meta/tables", owner, json=CONTRACTS, expect=201)
+
+
+DECLARED = [*TENANT_INDEXES, *system_indexes(SYSTEM_DOCUMENTS)]
+
+
+async def scenario(api, client) -> None:
+    owner = await api.register()
+    manager = await add_user(api, client, owner, "manager")
+    await create_contracts(api, owner)
+    row = await api.call(
+        "POST", "/api/data/contracts", owner, json={"company_name": "A"}, expect=201
+    )
+    await api.call(
+        "POST",
+        "/api/data/contracts/bulk",
+        owner,
+        json={"items": [{"company_name": f"B{i}"} for i in range(3)]},
+        expect=201,
+    )
+    await api.call("GET", "/api/data/contracts?sort_by=_id&limit=2", owner, expect=200)
+    await api.call("GET", f"/api/data/contracts/{row['id']}", owner, expect=200)
+    await api.call(
+        "PATCH", f"/api/data/contracts/{row['id']}", owner, json={"total_sum": 5}, expect=200
+    )
+    await api.call(
+        "POST",
+        "/api/shares",
+        owner,
+        json={"table": "contracts", "user_id": manager.user_id, "access": "read"},
+        expect=201,
+    )
+    await api.call("GET", "/api/data/contracts?sort_by=_id", manager, expect=200)
+    await api.call("GET", "/api/meta/tables", manager, expect=200)
+    await api.call(
+        "PUT",
+        "/api/meta/tables/contracts/view",
+        owner,
+        json={"column_order": [], "hidden": []},
+    )
+    await api.call("DELETE", f"/api/data/contracts/{row['id']}", owner, expect=204)
+    await sent_campaign(api, owner)
+    await api.client.post("/api/auth/refresh", json={"refresh_token": owner.refresh_token})
+
+
+async def test_the_scenario_issues_only_index_served_queries(api, client):
+    with recording() as log:
+        await scenario(api, client)
+    assert len(log) > 50
+    assert audit(log.records, DECLARED) == []
+
+
+async def test_every_query_of_the_session_is_index_served_or_allowed(session_queries):
+    failures = audit(session_queries.records, DECLARED)
+    assert failures == [], "\n".join(failures)
+
+
+async def test_declared_tenant_indexes_exist(api, client):
+    owner = await api.register()
+    db = tenant_db(client, owner)
+    for spec in TENANT_INDEXES:
+        info = await db[spec.collection].index_information()
+        assert spec.name in info, spec
+        assert [tuple(k) for k in info[spec.name]["key"]] == [tuple(k) for k in spec.keys]
+        assert bool(info[spec.name].get("unique")) == spec.unique
+
+
+def _record(collection: str, kind: str = "find", query=None, sort=(), **kw) -> QueryRecord:
+    from crm_core.storage import filter_conditions
+
+    return QueryRecord(
+        "crm_t_" + "a" * 24,
+        collection,
+        kind,
+        conditions=filter_conditions(query or {}),
+        sort=tuple(sort),
+        filter=query or {},
+        **kw,
+    )
+
+
+def test_planning_rules():
+    idx = [(("a", 1), ("b", 1), ("c", 1)), (("_id", 1),)]
+    served = [
+        _record("t", query={"a": 1}),
+        _record("t", query={"a": 1, "b": {"$in": [1, 2]}}, sort=[("c", -1)]),
+        _record("t", query={"a": 1, "b": 2, "c": {"$gt": 3}}),
+        _record("t", query={"a": 1, "z": {"$ne": 2}}),
+        _record("t", query={"_id": 5, "z": 1}),
+        _record("t", query={"$or": [{"a": 1}, {"_id": 2}]}),
+        _record("t", query={}, sort=[("_id", -1)], limited=True),
+        _record("t", "count", query={"_id": 1}),
+        _record("t", "count", query={"a": 1}, limited=True),
+    ]
+    for record in served:
+        assert unserved(record, idx) is None, record
+    scans = [
+        _record("t", query={}),
+        _record("t", query={"b": 1}),
+        _record("t", query={"a": 1}, sort=[("z", 1)]),
+        _record("t", query={"a": 1}, sort=[("b", 1), ("c", -1)]),
+        _record("t", query={"$or": [{"a": 1}, {"z": 2}]}),
+        _record("t", query={"z": {"$ne": 1}}),
+        _record("t", "count", query={"a": 1}),
+        _record("t", "count", query={"z": 1}, limited=True),
+        _record("t", query={}, sort=[("_id", 1)]),
+        _record("t", "aggregate", query={"a": 1}, stages=("$match", "$addFields", "$sort")),
+    ]
+    for record in scans:
+        assert unserved(record, idx) is not None, record

@@ -1,0 +1,97 @@
+"""The storage module: the query recorder and the embedded database's worker thread."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from mongomock import collection as mongomock_collection
+
+from crm_core.storage import filter_conditions, query_purpose, recording
+from tests.conftest import CONTRACTS, tenant_db
+
+
+async def create_contracts(api, owner):
+    return await api.call("POST", "/api/meta/tables", owner, json=CONTRACTS, expect=201)
+
+
+async def test_recorder_counts_the_queries_of_one_request(api, owner):
+    await create_contracts(api, owner)
+    await api.call("POST", "/api/data/contracts", owner, json={"company_name": "A"}, expect=201)
+    with recording() as log:
+        page = await api.call(
+            "GET", "/api/data/contracts?sort_by=total_sum&limit=5", owner, expect=200
+        )
+    assert page["total"] == 1
+    finds = [r for r in log.records if r.collection == "contracts" and r.kind == "find"]
+    assert len(finds) == 1
+    assert finds[0].sort[0] == ("total_sum", 1)
+    assert finds[0].limited
+    assert log.count("count", "contracts") == 1
+    assert log.round_trips == len(log.records) >= 3  # user, tenant, ... then the page
+    assert {r.database for r in log.records} >= {"crm", f"crm_t_{owner.tenant_id}"}
+
+
+async def test_recorder_blocks_nest_and_name_their_purpose(api, owner, client):
+    db = tenant_db(client, owner)
+    with recording() as outer:
+        await api.call("GET", "/api/meta/tables", owner, expect=200)
+        with recording() as inner, query_purpose("test.purpose"):
+            await db["_roles"].find_one({"key": "owner"})
+            await db["_roles"].count_documents({})
+    assert [(r.kind, r.purpose) for r in inner.records] == [
+        ("find_one", "test.purpose"),
+        ("count", "test.purpose"),
+    ]
+    assert inner.records[0].conditions == (("key", "$eq"),)
+    assert len(outer) > len(inner)
+    assert outer.records[-2:] == inner.records
+    assert all(r.purpose is None for r in outer.records[:-2])
+
+
+def test_filter_conditions_flatten_and_and_name_operators():
+    query = {
+        "$and": [{"a": 1}, {"b": {"$gt": 2, "$lt": 5}}],
+        "$or": [{"c": 1}, {"d": {"$in": [1]}}],
+        "$expr": {"$eq": ["$x", 1]},
+    }
+    assert filter_conditions(query) == (
+        ("a", "$eq"),
+        ("b", "$gt"),
+        ("b", "$lt"),
+        ("c", "$or"),
+        ("d", "$or"),
+        ("", "$expr"),
+    )
+    assert filter_conditions({"doc": {"nested": 1}}) == (("doc", "$eq"),)
+
+
+async def test_embedded_queries_run_off_the_event_loop(api, owner, monkeypatch):
+    """While one embedded query is stuck in the database, the event loop still answers."""
+    await create_contracts(api, owner)
+    await api.call("POST", "/api/data/contracts", owner, json={"company_name": "A"}, expect=201)
+    release = threading.Event()
+    entered = threading.Event()
+    threads: list[str] = []
+    original = mongomock_collection.filter_applies
+
+    def blocking_match(query, document):
+        if document.get("company_name") == "A" and not entered.is_set():
+            threads.append(threading.current_thread().name)
+            entered.set()
+            release.wait(timeout=30)
+        return original(query, document)
+
+    monkeypatch.setattr(mongomock_collection, "filter_applies", blocking_match)
+    listing = asyncio.create_task(api.call("GET", "/api/data/contracts", owner))
+    while not entered.is_set() and not listing.done():
+        await asyncio.sleep(0.001)
+    assert not listing.done(), await listing
+    # the listing holds the database thread: /health (no database) still answers
+    health = await api.call("GET", "/health", expect=200)
+    assert health is not None
+    assert not listing.done()
+    release.set()
+    page = await listing
+    assert [r["company_name"] for r in page["items"]] == ["A"]
+    assert len(threads) == 1 and threads[0].startswith("embedded-db")
