@@ -433,7 +433,7 @@ class AdminService:
     # ---- SMS --------------------------------------------------------------------------------
 
     async def _campaign(self, tenant: Tenant, db: Any, doc: dict[str, Any]) -> PlatformCampaign:
-        counts = await sms.counts(db, doc["_id"])
+        counts = await sms.counts(db, doc)
         return PlatformCampaign(
             id=str(doc["_id"]),
             tenant_id=str(tenant.id),

@@ -369,7 +369,7 @@ class WebhookService:
                 "id": str(campaign["_id"]),
                 "name": campaign["name"],
                 "status": campaign["status"],
-                "counts": await counts(db, campaign["_id"]),
+                "counts": await counts(db, campaign),
             }
             await self.publish(
                 db, tenant_id, campaign.get("created_by"), "campaign.finished", None, [item], hooks

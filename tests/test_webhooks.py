@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from crm_core.builtin_tables import migrate_all
+from crm_core.cache import roles_changed
 from handlers.app import create_app
 from handlers.routing import SERVICES
 from tests.conftest import Api, add_user, make_settings
@@ -384,6 +385,7 @@ async def test_migration_gives_webhooks_manage_to_older_companies(api, client, o
     storage = client.app[SERVICES].storage
     roles = storage.tenant_db(owner.tenant_id)["_roles"]
     await roles.update_many({}, {"$pull": {"permissions": "webhooks.manage"}})
+    await roles_changed(owner.tenant_id)  # as a company from before the permission existed
     await api.call("GET", "/api/webhooks", owner, expect=403)
     assert await migrate_all(storage) >= 1
     granted = {r["key"] async for r in roles.find({"permissions": "webhooks.manage"})}
