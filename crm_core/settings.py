@@ -69,6 +69,14 @@ class Settings(BaseSettings):
     # whether `crm serve` receives Redis tasks itself; unset: only with the embedded database
     api_runs_tasks: bool | None = None
 
+    # files: CSV/XLSX import and export (docs/integrations.md)
+    import_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+    import_max_rows: int = Field(default=200_000, ge=1)
+    import_max_columns: int = Field(default=500, ge=1, le=10_000)
+    import_batch_size: int = Field(default=1000, ge=1, le=10_000)
+    import_max_pending: int = Field(default=10, ge=1)
+    export_max_concurrent: int = Field(default=2, ge=1)
+
     log_level: str = "INFO"
     log_file: str | None = None
 

@@ -7,7 +7,7 @@ from typing import Any
 from bson import ObjectId
 
 from crm_core.errors import NotFound, ValidationFailed
-from crm_core.tables import ordering
+from crm_core.tables import ordering, upsert
 from crm_core.tables.access import Level
 from crm_core.tables.rows import parse_row_id
 from handlers.routing import Call, JsonObject, RouteTable, TableAccess
@@ -16,6 +16,7 @@ from models.tables import (
     ROW_PAGE_SCHEMA,
     ROW_SCHEMA,
     ROWS_SCHEMA,
+    UPSERT_SCHEMA,
     BulkCreateIn,
     BulkDeleteIds,
     BulkDeleteIn,
@@ -72,16 +73,23 @@ async def create_row(call: Call) -> dict[str, Any]:
 @routes.post(
     f"{ROWS}/bulk",
     access=WRITE,
-    summary="Create many rows, all or nothing",
+    summary="Create (or upsert) many rows, all or nothing",
     body=BulkCreateIn,
-    response_schema=ROWS_SCHEMA,
+    response_schema=UPSERT_SCHEMA,
     status=201,
     errors=(409,),
 )
 async def bulk_create_rows(call: Call) -> dict[str, Any]:
     """Every item is validated first; errors name `items.<index>.<column>` and nothing is
-    stored. Up to 1000 items."""
-    return {"items": await call.services.rows.bulk_create(call.ctx, call.tbl, call.body.items)}
+    stored. Up to 1000 items. With `upsert_on` (a unique column, given in every item), an item
+    whose value matches a row updates it like a PATCH and the others are created; the answer
+    lists the indexes of the `created` and `updated` items."""
+    body = call.body
+    if body.upsert_on is not None:
+        return await upsert.bulk_upsert(
+            call.services.rows, call.ctx, call.tbl, body.items, body.upsert_on
+        )
+    return {"items": await call.services.rows.bulk_create(call.ctx, call.tbl, body.items)}
 
 
 @routes.patch(

@@ -105,13 +105,17 @@ class OpenApiBuilder:
                 "required": route.body_required,
                 "content": {"application/json": {"schema": body_schema}},
             }
+        if route.request_content is not None:
+            operation["requestBody"] = {"required": True, "content": route.request_content}
         if route.access.needs_auth:
             operation["security"] = [{"bearerAuth": []}]
         else:
             operation["security"] = []
         ok: dict[str, Any] = {"description": HTTPStatus(route.status).phrase}
         if route.status != 204:
-            if route.response_schema is not None:
+            if route.response_content is not None:
+                ok["content"] = route.response_content
+            elif route.response_schema is not None:
                 ok["content"] = {"application/json": {"schema": route.response_schema}}
             elif route.response is not None:
                 ok["content"] = {

@@ -125,6 +125,10 @@ class RouteSpec:
     description: str = ""
     in_schema: bool = True
     operation_id: str | None = None
+    # non-JSON bodies (file uploads, downloads): OpenAPI `content` maps; the handler reads the
+    # request body itself (`body` stays None) or returns its own response
+    request_content: dict[str, Any] | None = None
+    response_content: dict[str, Any] | None = None
 
     @property
     def body_required(self) -> bool:
@@ -151,8 +155,8 @@ class RouteSpec:
         statuses = set(self.errors)
         if self.body is not None or self.query is not None or self.path_params:
             statuses.add(400)
-        if self.body is not None:
-            statuses.add(413)
+        if self.body is not None or self.request_content is not None:
+            statuses.update((400, 413))
         if self.access.needs_auth:
             statuses.add(401)
         if isinstance(self.access, Permission | TableAccess):
