@@ -7,6 +7,8 @@ from typing import Any
 
 from crm_core.auth import AuthService
 from crm_core.columns import ColumnType
+from crm_core.files.exports import ExportService
+from crm_core.files.imports import ImportService
 from crm_core.registry import Registry
 from crm_core.settings import Settings
 from crm_core.storage import Storage
@@ -24,4 +26,6 @@ class Services:
     validators: Registry[ColumnValidator]
     meta: MetaService
     rows: RowService
+    imports: ImportService  # files: CSV/XLSX import and export
+    exports: ExportService
     sms_queue: Any = None  # crm_core.sms.SmsQueue, set when the broker starts

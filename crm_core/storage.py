@@ -7,8 +7,10 @@ data lives in memory and dies with the process). With it, a motor client with wr
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 from beanie import init_beanie
@@ -115,3 +117,44 @@ async def update_each(
     from pymongo import UpdateOne
 
     await collection.bulk_write([UpdateOne(q, u) for q, u in updates], ordered=ordered)
+
+
+async def find_in_batches(
+    collection: Collection,
+    query: dict[str, Any],
+    sort: list[tuple[str, int]],
+    batch_size: int,
+    pipeline: list[dict[str, Any]] | None = None,
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """Every matching document in `sort` order (or the aggregation `pipeline`'s), in lists of
+    `batch_size`, holding one batch at a time (exports).
+
+    A real server streams from the cursor (`allowDiskUse` for sorts on unindexed columns). The
+    embedded database's cursor copies every matching document before it yields the first, so a
+    find walks mongomock's own dataset generator instead, which sorts references and copies one
+    document at a time. An aggregation on the embedded database (the manual row order) is
+    computed whole by mongomock."""
+    batch: list[dict[str, Any]] = []
+    if pipeline is None and _is_embedded(collection):
+        from mongomock.helpers import make_datetime_timezone_aware_in_document
+
+        # mongomock-motor hands unknown attributes to the mongomock collection
+        tz_aware = collection.codec_options.tz_aware
+        for doc in collection._get_dataset(query, sort or None, None, dict):
+            batch.append(make_datetime_timezone_aware_in_document(doc) if tz_aware else doc)
+            if len(batch) >= batch_size:
+                yield batch
+                batch = []
+                await asyncio.sleep(0)  # let other requests run between batches
+    else:
+        if pipeline is None:
+            cursor = collection.find(query, sort=sort, batch_size=batch_size, allow_disk_use=True)
+        else:
+            cursor = collection.aggregate(pipeline, allowDiskUse=True, batchSize=batch_size)
+        async for doc in cursor:
+            batch.append(doc)
+            if len(batch) >= batch_size:
+                yield batch
+                batch = []
+    if batch:
+        yield batch

@@ -15,7 +15,7 @@ from taskiq import AsyncBroker, Context, InMemoryBroker, TaskiqDepends
 from taskiq.receiver import Receiver
 
 from crm_core.settings import Settings
-from tasks import sms
+from tasks import files, sms
 from tasks.providers import make_provider
 from tasks.ratelimit import SlotLimiter
 
@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 SEND_BATCH = "crm.sms.send_batch"
 SEND_ONE = "crm.sms.send_one"
 HEARTBEAT = "crm.heartbeat"
+RUN_IMPORT = "crm.files.run_import"
 QUEUE = "crm:tasks"
 GROUP = "crm-workers"
 
@@ -38,6 +39,12 @@ async def _send_batch(
 
 async def _send_one(tenant_id: str, message_id: str, context: Context = TaskiqDepends()) -> int:
     return await sms.send_one(context.state.sms, context.message.task_id, tenant_id, message_id)
+
+
+async def _run_import(
+    tenant_id: str, job_id: str, user_id: str, context: Context = TaskiqDepends()
+) -> None:
+    await files.run_import(context.state.files, context.message.task_id, tenant_id, job_id, user_id)
 
 
 async def _heartbeat() -> None:
@@ -64,6 +71,7 @@ def build_broker(settings: Settings, consumer_name: str | None = None) -> AsyncB
     broker.register_task(_send_batch, task_name=SEND_BATCH)
     broker.register_task(_send_one, task_name=SEND_ONE)
     broker.register_task(_heartbeat, task_name=HEARTBEAT)
+    broker.register_task(_run_import, task_name=RUN_IMPORT)
     return broker
 
 
@@ -94,6 +102,12 @@ class BrokerQueue:
         assert task is not None
         await task.kiq(tenant_id, message_id)
 
+    async def run_import(self, tenant_id: str, job_id: str, user_id: str) -> None:
+        """`crm_core.files.imports.ImportQueue`."""
+        task = self.broker.find_task(RUN_IMPORT)
+        assert task is not None
+        await task.kiq(tenant_id, job_id, user_id)
+
 
 async def make_runtime(settings: Settings, storage: Any) -> sms.SmsRuntime:
     redis = None
@@ -115,6 +129,7 @@ async def start_broker(
     """A started broker whose tasks find their `SmsRuntime` in its state."""
     broker = build_broker(settings, consumer_name)
     broker.state.sms = await make_runtime(settings, storage)
+    broker.state.files = files.make_runtime(settings, storage)
     await broker.startup()
     return broker
 

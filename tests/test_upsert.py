@@ -27,9 +27,7 @@ async def make_table(api, owner, key="people"):
 
 async def rows_of(api, owner, key="people"):
     page = await api.call("GET", f"/api/data/{key}?sort_by=email", owner, expect=200)
-    return [
-        {k: r.get(k) for k in ("email", "name", "code", "n")} for r in page["items"]
-    ]
+    return [{k: r.get(k) for k in ("email", "name", "code", "n")} for r in page["items"]]
 
 
 async def test_upsert_creates_and_updates(api, owner):

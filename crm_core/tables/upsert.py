@@ -98,7 +98,7 @@ async def plan_batch(
                     {
                         "position": position,
                         "field": upsert_on,
-                        "message": f"repeats the {upsert_on} of an earlier item",
+                        "message": "repeats an earlier item",
                     }
                 )
                 continue
