@@ -191,7 +191,7 @@ async def test_xlsx_by_multipart_with_typed_cells(api, client, owner):
     assert [r["row"] for r in job["preview"]["rows"]] == [2, 4]
     await confirm(api, owner, job)
     done = await finished(api, owner, job)
-    assert (done["state"], done["rows_total"], done["created"]) == ("completed", 2, 2), (done["message"], done["errors"])
+    assert (done["state"], done["rows_total"], done["created"]) == ("completed", 2, 2), done
     rows = await stored(api, owner)
     assert [(r["name"], r["amount"], r.get("due"), r["vip"], r.get("status")) for r in rows] == [
         ("-1+1", 2.5, None, False, None),  # text stays text

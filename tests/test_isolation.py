@@ -56,7 +56,12 @@ async def build_tenant_a(api, client):
     )
     await api.call("PUT", "/api/aliases/iso", a, expect=200, json={"table": "Изоляция"})
     campaign_id, message_id = await sent_campaign(api, a)
+    upload = await client.post(
+        "/api/data/iso/imports", data=b"n\n1\n", headers={**a.headers, "Content-Type": "text/csv"}
+    )
+    assert upload.status == 201, await upload.text()
     ids = {
+        "import_id": (await upload.json())["id"],
         "campaign_id": campaign_id,
         "message_id": message_id,
         "table": "only_a",
@@ -83,7 +88,7 @@ async def test_other_tenants_ids_are_404(api, client, route):
     )
     before = await snapshot(client, a)
     values = dict(ids)
-    if "row_id" in route.path_params:
+    if "row_id" in route.path_params or "import_id" in route.path_params:
         values["table"] = "iso"
     path = route.openapi_path
     for name in route.path_params:

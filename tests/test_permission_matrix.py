@@ -112,6 +112,14 @@ async def test_matrix(api, client, route):
         fixed = getattr(route.access, "fixed_table", None)
         if fixed:
             values["row_id"] = entity_rows[fixed]
+        if "import_id" in route.path_params:  # an uploaded file in the route's table
+            upload = await client.post(
+                f"/api/data/{fixed or table}/imports",
+                data=b"n\n1\n",
+                headers={**owner.headers, "Content-Type": "text/csv"},
+            )
+            assert upload.status == 201, await upload.text()
+            values["import_id"] = (await upload.json())["id"]
         path = route.openapi_path
         for name in route.path_params:
             path = path.replace(f"{{{name}}}", values[name])
