@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from crm_core.errors import ValidationFailed
 from crm_core.tables.access import Level
@@ -32,6 +33,8 @@ IMPORTS = f"{ROWS}/imports"
 IMPORT = f"{IMPORTS}/{{import_id:[0-9a-fA-F]{{24}}}}"
 READ, WRITE = TableAccess(level=Level.READ), TableAccess(level=Level.WRITE)
 READ_BYTES = 64 * 1024
+# what aiohttp's multipart reader raises on a malformed form
+MULTIPART_ERRORS = (ValueError, AssertionError, KeyError, web.HTTPException, HttpProcessingError)
 
 
 async def _file_chunks(request: web.Request) -> tuple[AsyncIterator[bytes], str, str]:
@@ -43,13 +46,21 @@ async def _file_chunks(request: web.Request) -> tuple[AsyncIterator[bytes], str,
             while part is not None and getattr(part, "name", None) != "file":
                 await part.release()
                 part = await reader.next()
-        except (ValueError, AssertionError, KeyError):
+        except MULTIPART_ERRORS:
             raise ValidationFailed.field("file", "the multipart form cannot be read") from None
         if part is None or not isinstance(part, BodyPartReader):
             raise ValidationFailed.field("file", "send the file in a form field named 'file'")
 
         async def from_part() -> AsyncIterator[bytes]:
-            while chunk := await part.read_chunk(READ_BYTES):
+            while True:
+                try:
+                    chunk = await part.read_chunk(READ_BYTES)
+                except MULTIPART_ERRORS:
+                    raise ValidationFailed.field(
+                        "file", "the multipart form ends before the file does"
+                    ) from None
+                if not chunk:
+                    return
                 yield chunk
 
         return from_part(), part.filename or "upload", part.headers.get("Content-Type", "")
@@ -69,7 +80,7 @@ async def _file_chunks(request: web.Request) -> tuple[AsyncIterator[bytes], str,
     request_content=UPLOAD_CONTENT,
     response=ImportOut,
     status=201,
-    errors=(409, 413, 429),
+    errors=(413, 429),
 )
 async def upload_import(call: Call) -> ImportOut:
     """The file goes as a multipart form field `file` or as the raw body (`Content-Type:

@@ -523,3 +523,27 @@ async def test_export_then_import_round_trip(api, client, owner):
         ("-x", "b@example.com", None, None, 1.25, True),
         ("=cmd", "a@example.com", "2025-01-02T00:00:00Z", 2, None, None),
     ]
+
+
+async def test_multipart_without_a_file_field_or_broken(api, client, owner):
+    await make_table(api, owner)
+    form = FormData()
+    form.add_field("other", b"name\nAnn\n", filename="a.csv")
+    resp = await client.post("/api/data/people/imports", data=form, headers=owner.headers)
+    body = await resp.json()
+    assert resp.status == 400
+    assert body["error"]["details"] == [
+        {"field": "file", "message": "send the file in a form field named 'file'"}
+    ]
+    resp = await client.post(
+        "/api/data/people/imports",
+        data=b"--xyz\r\nbroken",
+        headers={**owner.headers, "Content-Type": "multipart/form-data; boundary=xyz"},
+    )
+    assert resp.status == 400, await resp.text()
+    resp = await client.post(
+        "/api/data/people/imports",
+        data=b"name\nAnn\n",
+        headers={**owner.headers, "Content-Type": "multipart/form-data"},
+    )
+    assert resp.status == 400, await resp.text()

@@ -66,6 +66,7 @@ JOURNAL = "_import_journal"
 CHUNK_BYTES = 1024 * 1024
 PREVIEW_ROWS = 10
 MAX_STORED_ERRORS = 1000
+SAMPLE_MAX_CHARS = 2_000_000  # the preview rows kept in the job document (16 MB BSON limit)
 STALE_AFTER = timedelta(seconds=120)
 OPEN_STATES = ("uploading", "uploaded", "queued", "validating", "importing")
 RUNNING_STATES = ("queued", "validating", "importing")
@@ -248,7 +249,7 @@ class ImportService:
             if source.declared is not None and source.declared - 1 > max_rows:
                 raise file_error(f"the sheet has more than {max_rows} rows")
             rows = source.numbered()
-            sample = source.take(rows, PREVIEW_ROWS)
+            sample = _within(source.take(rows, PREVIEW_ROWS), SAMPLE_MAX_CHARS)
             total: int | None = None
             if info.format == "csv":
                 total = len(sample)
@@ -679,6 +680,17 @@ def _body(keys: list[str | None], cells: list[Any]) -> dict[str, Any]:
         for index, key in enumerate(keys)
         if key is not None and index < len(cells) and cells[index] is not None
     }
+
+
+def _within(sample: list[tuple[int, list[Any]]], max_chars: int) -> list[tuple[int, list[Any]]]:
+    """The first rows whose cells add up to at most `max_chars` characters."""
+    kept, total = [], 0
+    for number, cells in sample:
+        total += sum(len(str(cell)) for cell in cells)
+        if total > max_chars:
+            break
+        kept.append((number, cells))
+    return kept
 
 
 def _render(table: Table, values: dict[str, Any]) -> dict[str, Any]:
