@@ -51,7 +51,7 @@ async def upload(client, account, data, table="people", query="", content_type="
 
 
 async def finished(api, account, job, table="people"):
-    for _ in range(500):
+    for _ in range(3000):
         current = await api.call(
             "GET", f"/api/data/{table}/imports/{job['id']}", account, expect=200
         )
