@@ -159,6 +159,7 @@ class ImportService:
             "updated_at": now,
         }
         jobs = ctx.db[JOBS]
+        await self._ensure_indexes(ctx)
         # the slot is reserved (the job inserted) before the slow upload, then counted
         await jobs.insert_one(job)
         try:
@@ -197,6 +198,18 @@ class ImportService:
             await self._discard(ctx, job["_id"])
             raise
         return {**job, **changes}
+
+    @staticmethod
+    async def _ensure_indexes(ctx: TenantContext) -> None:
+        """Idempotent: the queries on jobs, file chunks and the journal are index-served."""
+        await ctx.db[JOBS].create_index(
+            [("table", 1), ("kind", 1), ("_id", -1)], name="table_kind_id"
+        )
+        await ctx.db[JOBS].create_index(
+            [("created_by", 1), ("kind", 1), ("state", 1)], name="creator_kind_state"
+        )
+        await ctx.db[FILES].create_index([("job_id", 1), ("n", 1)], name="job_chunk")
+        await ctx.db[JOURNAL].create_index([("job_id", 1), ("batch", 1)], name="job_batch")
 
     async def _store(
         self, ctx: TenantContext, job_id: ObjectId, chunks: AsyncIterator[bytes], local: IO[bytes]
