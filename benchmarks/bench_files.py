@@ -1,12 +1,12 @@
 """Import a CSV of N ten-column rows through the API, then export the table as CSV and XLSX.
 
-    .venv/bin/python -m benchmarks.bench_files [--rows 100000] [--no-memory]
+    .venv/bin/python -m benchmarks.bench_files [--rows 100000]
 
-Prints rows/s for the import (upload, validation pass, write pass: all-or-nothing mode) and
-for each export, timed without tracing; then, unless --no-memory, repeats them under
-tracemalloc and prints the memory they needed on top of what stays (the stored rows): the
-peak above the memory held after the import, and the peak above the memory held before the
-export. Embedded database, one process, HTTP over loopback.
+Prints, for the import (upload, validation pass, write pass: all-or-nothing mode) and each
+export: rows/s of wall time, rows per CPU-second of the process (fair on a shared machine),
+and the peak of resident memory above the phase's start together with what the phase leaves
+(for the import: the stored rows, which live in memory on the embedded database). Embedded
+database, one process, HTTP over loopback. Linux only (/proc/self).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import csv
 import os
 import tempfile
 import time
-import tracemalloc
 from typing import Any
 
 from benchmarks.common import TEN_COLUMNS, Client, random_rows, running_service
@@ -63,57 +62,73 @@ async def export(api: Client, table: str, fmt: str) -> tuple[int, int]:
     return size, lines
 
 
-async def run(api: Client, table: str, path: str, rows: int, traced: bool) -> None:
-    await api.call("POST", "/api/meta/tables", 201, json={"key": table, "columns": TEN_COLUMNS})
-    label = "traced" if traced else "timed"
-    if traced:
-        tracemalloc.start()
-    before = tracemalloc.get_traced_memory()[0] if traced else 0
-    started = time.perf_counter()
-    job = await import_file(api, table, path)
-    elapsed = time.perf_counter() - started
-    assert job["state"] == "completed" and job["created"] == rows, job
-    line = f"[{label}] import: {rows:,} rows in {elapsed:.1f} s = {rows / elapsed:,.0f} rows/s"
-    if traced:
-        current, peak = tracemalloc.get_traced_memory()
-        line += (
-            f"; stored rows and job hold {(current - before) / MB:.0f} MiB, "
-            f"peak {(peak - current) / MB:.1f} MiB above that"
-        )
-    print(line, flush=True)
-    for fmt in ("csv", "xlsx"):
-        if traced:
-            tracemalloc.reset_peak()
-        before = tracemalloc.get_traced_memory()[0] if traced else 0
-        started = time.perf_counter()
-        size, _ = await export(api, table, fmt)
-        elapsed = time.perf_counter() - started
-        line = (
-            f"[{label}] export {fmt}: {rows:,} rows, {size / MB:.1f} MiB in {elapsed:.1f} s = "
-            f"{rows / elapsed:,.0f} rows/s"
-        )
-        if traced:
-            line += f"; peak {(tracemalloc.get_traced_memory()[1] - before) / MB:.1f} MiB"
-        print(line, flush=True)
-    if traced:
-        tracemalloc.stop()
+def memory() -> tuple[float, float]:
+    """(resident, peak resident) of this process in MiB, from /proc/self/status."""
+    values = {}
+    with open("/proc/self/status") as status:
+        for line in status:
+            name, _, rest = line.partition(":")
+            if name in ("VmRSS", "VmHWM"):
+                values[name] = int(rest.split()[0]) / 1024
+    return values["VmRSS"], values["VmHWM"]
 
 
-async def main(rows: int, memory: bool) -> None:
+def reset_peak() -> None:
+    """Start a new peak-resident measure (Linux: writing 5 to clear_refs resets VmHWM)."""
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")
+
+
+class Phase:
+    """Wall time, CPU time of this process (the server, its tasks and the client all run in
+    it) and the peak of resident memory above the start of the phase."""
+
+    def __enter__(self) -> Phase:
+        reset_peak()
+        self.rss_before = memory()[0]
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self.wall
+        self.cpu = time.process_time() - self.cpu
+        self.rss_after, peak = memory()
+        self.peak_above = peak - self.rss_before
+
+    def figures(self, rows: int) -> str:
+        return (
+            f"{self.wall:.1f} s = {rows / self.wall:,.0f} rows/s wall, "
+            f"{rows / self.cpu:,.0f} rows per CPU-second; resident memory peak "
+            f"+{self.peak_above:.0f} MiB, +{self.rss_after - self.rss_before:.0f} MiB kept"
+        )
+
+
+async def main(rows: int) -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "rows.csv")
         write_csv(path, rows)
         size = os.path.getsize(path)  # noqa: ASYNC240
         print(f"file: {rows:,} rows, {size / MB:.1f} MiB", flush=True)
         async with running_service(import_max_rows=max(rows, 200_000)) as api:
-            await run(api, "timed", path, rows, traced=False)
-            if memory:
-                await run(api, "traced", path, rows, traced=True)
+            table = "bench"
+            await api.call(
+                "POST", "/api/meta/tables", 201, json={"key": table, "columns": TEN_COLUMNS}
+            )
+            with Phase() as phase:
+                job = await import_file(api, table, path)
+            assert job["state"] == "completed" and job["created"] == rows, job
+            print(f"import (all_or_nothing): {rows:,} rows in {phase.figures(rows)}", flush=True)
+            for fmt in ("csv", "xlsx"):
+                with Phase() as phase:
+                    size, _ = await export(api, table, fmt)
+                print(
+                    f"export {fmt}: {rows:,} rows, {size / MB:.1f} MiB in {phase.figures(rows)}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--no-memory", action="store_true")
     args = parser.parse_args()
-    asyncio.run(main(args.rows, not args.no_memory))
+    asyncio.run(main(args.rows))
