@@ -547,3 +547,18 @@ async def test_multipart_without_a_file_field_or_broken(api, client, owner):
         headers={**owner.headers, "Content-Type": "multipart/form-data"},
     )
     assert resp.status == 400, await resp.text()
+
+
+async def test_an_xlsx_that_unpacks_too_large_is_refused(api, client, owner, monkeypatch):
+    from crm_core.files import readers
+
+    await make_table(api, owner)
+    workbook = openpyxl.Workbook()
+    workbook.active.append(["name"])
+    workbook.active.append(["x" * 5000])
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    monkeypatch.setattr(readers, "XLSX_MAX_UNPACKED", 4000)
+    status, body = await upload(client, owner, buffer.getvalue())
+    assert status == 400
+    assert "unpacks to more than 4000 bytes" in body["error"]["message"]

@@ -25,6 +25,7 @@ SAMPLE_BYTES = 256 * 1024
 XLSX_MAGIC = b"PK\x03\x04"
 XLS_MAGIC = b"\xd0\xcf\x11\xe0"
 MAX_CELL_CHARS = 1_000_000
+XLSX_MAX_UNPACKED = 512 * 1024 * 1024
 FORMULA_QUOTED = ("'=", "'+", "'-", "'@", "'\t", "'\r")
 
 
@@ -131,6 +132,14 @@ def open_xlsx(stream: IO[bytes], sheet: str | None) -> tuple[Any, Any]:
     from openpyxl import load_workbook
     from openpyxl.utils.exceptions import InvalidFileException
 
+    try:  # a zip bomb is refused by the sizes its directory declares (reads stop there)
+        with zipfile.ZipFile(stream) as archive:
+            unpacked = sum(entry.file_size for entry in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        raise file_error("not a readable XLSX workbook (BadZipFile)") from None
+    if unpacked > XLSX_MAX_UNPACKED:
+        raise file_error(f"the workbook unpacks to more than {XLSX_MAX_UNPACKED} bytes")
+    stream.seek(0)
     try:
         # a file object: openpyxl would refuse a path without the .xlsx extension
         workbook = load_workbook(stream, read_only=True, data_only=True)
