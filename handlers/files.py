@@ -3,6 +3,7 @@ table (docs/integrations.md). Mirrored on the built-in tables (`/api/leads/impor
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +28,7 @@ from models.files import (
 )
 
 routes = RouteTable("files")
+log = logging.getLogger(__name__)
 
 ROWS = "/api/data/{table}"
 IMPORTS = f"{ROWS}/imports"
@@ -203,6 +205,9 @@ async def export_rows(call: Call) -> web.StreamResponse:
             finally:
                 workbook.close()
         await response.write_eof()
+        return response
+    except ConnectionResetError:  # the client went away mid-download: nothing to answer
+        log.info("export of %s stopped: the client closed the connection", call.tbl.key)
         return response
     finally:
         exports.release(call.ctx)
