@@ -189,17 +189,15 @@ async def export_rows(call: Call) -> web.StreamResponse:
                 "Cache-Control": "no-store",
             }
         )
+        # the headers go at once (a large XLSX takes a while to build before its bytes can)
+        response.enable_chunked_encoding()
+        await response.prepare(call.request)
         if plan.format == "csv":
-            response.enable_chunked_encoding()
-            await response.prepare(call.request)
             async for chunk in exports.csv_chunks(call.ctx, plan):
                 await response.write(chunk)
         else:
             workbook = await exports.xlsx_file(call.ctx, plan)
             try:
-                response.content_length = workbook.seek(0, 2)
-                workbook.seek(0)
-                await response.prepare(call.request)
                 while chunk := workbook.read(READ_BYTES):
                     await response.write(chunk)
             finally:
