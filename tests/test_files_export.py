@@ -175,6 +175,8 @@ async def test_export_of_a_builtin_table(api, client, owner):
     viewer = await add_user(api, client, owner, "viewer")  # leads.read
     resp = await client.get("/api/leads/export?format=xlsx", headers=viewer.headers)
     assert resp.status == 200
+    sheet = openpyxl.load_workbook(io.BytesIO(await resp.read())).active
+    assert [c.value for c in sheet[2]][:1] == ["Deal"]
 
 
 async def test_concurrent_exports_are_limited_per_company(api, client, owner):
