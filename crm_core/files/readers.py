@@ -26,6 +26,7 @@ XLSX_MAGIC = b"PK\x03\x04"
 XLS_MAGIC = b"\xd0\xcf\x11\xe0"
 MAX_CELL_CHARS = 1_000_000
 XLSX_MAX_UNPACKED = 512 * 1024 * 1024
+INT64 = (-(2**63), 2**63 - 1)
 FORMULA_QUOTED = ("'=", "'+", "'-", "'@", "'\t", "'\r")
 
 
@@ -191,6 +192,8 @@ def cell_value(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, time):
         return value.strftime("%H:%M:%S")
+    if isinstance(value, int) and not isinstance(value, bool) and not INT64[0] <= value <= INT64[1]:
+        return str(value)  # BSON holds 64-bit integers; the column type decides what it is
     if isinstance(value, bool | int | float):
         return value
     return str(value)
