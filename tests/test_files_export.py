@@ -190,3 +190,24 @@ async def test_concurrent_exports_are_limited_per_company(api, client, owner):
     service._running.pop(ctx_tenant)
     await export(client, owner)
     assert ctx_tenant not in service._running  # the slot is given back
+
+
+async def test_every_formula_start_is_neutralised_in_csv(api, client, owner):
+    await api.call(
+        "POST",
+        "/api/meta/tables",
+        owner,
+        expect=201,
+        json={"key": "texts", "columns": [{"key": "t", "type": "string"}]},
+    )
+    values = ["=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx", "plain", "a=b"]
+    await api.call(
+        "POST",
+        "/api/data/texts/bulk",
+        owner,
+        expect=201,
+        json={"items": [{"t": v} for v in values]},
+    )
+    _, body = await export(client, owner, "columns=t", table="texts")
+    cells = [row[0] for row in read_csv(body)[1:]]
+    assert cells == ["'=1+1", "'+1", "'-1", "'@SUM(A1)", "'\tx", "'\rx", "plain", "a=b"]
