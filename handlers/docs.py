@@ -4,6 +4,7 @@ models that validate requests and shape responses; `/docs`, Swagger UI from bund
 from __future__ import annotations
 
 import copy
+import functools
 from http import HTTPStatus
 from typing import Any
 
@@ -111,17 +112,7 @@ class OpenApiBuilder:
             operation["security"] = [{"bearerAuth": []}]
         else:
             operation["security"] = []
-        ok: dict[str, Any] = {"description": HTTPStatus(route.status).phrase}
-        if route.status != 204:
-            if route.response_content is not None:
-                ok["content"] = route.response_content
-            elif route.response_schema is not None:
-                ok["content"] = {"application/json": {"schema": route.response_schema}}
-            elif route.response is not None:
-                ok["content"] = {
-                    "application/json": {"schema": self.ref(route.response, "serialization")}
-                }
-        operation["responses"][str(route.status)] = ok
+        operation["responses"][str(route.status)] = self._success(route)
         for status in route.error_statuses:
             operation["responses"][str(status)] = {
                 "description": _ERROR_TEXT.get(status, HTTPStatus(status).phrase),
@@ -131,13 +122,39 @@ class OpenApiBuilder:
             }
         self.spec.path(path=route.openapi_path, operations={route.method.lower(): operation})
 
+    def _success(self, route: RouteSpec) -> dict[str, Any]:
+        ok: dict[str, Any] = {"description": HTTPStatus(route.status).phrase}
+        if route.status == 204:
+            return ok
+        if route.response_content is not None:  # files: downloads
+            ok["content"] = route.response_content
+        elif route.response_schema is not None:
+            ok["content"] = {"application/json": {"schema": route.response_schema}}
+        elif route.response is not None:
+            ok["content"] = {
+                "application/json": {"schema": self.ref(route.response, "serialization")}
+            }
+        return ok
+
     def to_dict(self) -> dict[str, Any]:
         return self.spec.to_dict()
 
 
+class OpenApiDocument:
+    """The document of an app's routes, built on first use and kept: building it costs about
+    half a second, which every app start (and every test's app) would otherwise pay."""
+
+    def __init__(self, specs: list[RouteSpec]) -> None:
+        self.specs = specs
+
+    @functools.cached_property
+    def document(self) -> dict[str, Any]:
+        return OpenApiBuilder(self.specs).to_dict()
+
+
 @routes.get("/api/openapi.json", access=Public(), summary="This OpenAPI document", in_schema=False)
 async def openapi_document(call: Call) -> dict[str, Any]:
-    return call.request.app[OPENAPI]
+    return call.request.app[OPENAPI].document
 
 
 @routes.get("/docs", access=Public(), summary="Swagger UI", in_schema=False)
@@ -145,7 +162,7 @@ async def swagger_ui(call: Call) -> web.Response:
     return web.Response(text=SWAGGER_PAGE, content_type="text/html")
 
 
-OPENAPI = web.AppKey("openapi", dict)
+OPENAPI = web.AppKey("openapi", OpenApiDocument)
 
 SWAGGER_PAGE = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>CRM API</title>

@@ -337,7 +337,7 @@ class ImportService:
             mapping = [{"header": h, "column": given.get(h)} for h in headers]
         if not any(m["column"] for m in mapping):
             raise ValidationFailed.field("mapping", "map at least one column of the file")
-        return mapping
+        return list(mapping)
 
     async def preview(
         self,
@@ -397,11 +397,11 @@ class ImportService:
         )
         if job is None:
             raise NotFound("Import not found")
-        return job
+        return dict(job)
 
     async def list_jobs(self, ctx: TenantContext, table: Table) -> list[dict[str, Any]]:
         cursor = ctx.db[JOBS].find({"kind": "import", "table": table.key}, {"sample": 0})
-        return await cursor.sort("_id", -1).limit(100).to_list(100)
+        return [dict(job) async for job in cursor.sort("_id", -1).limit(100)]
 
     async def confirm(
         self, ctx: TenantContext, table: Table, job_id: str, data: ConfirmIn
@@ -446,7 +446,7 @@ class ImportService:
             raise Conflict("The import was confirmed or deleted by someone else")
         assert self.queue is not None, "the task broker is not running"
         await self.queue.run_import(ctx.tenant_id, str(job["_id"]), ctx.user_id)
-        return claimed
+        return dict(claimed)
 
     async def delete(self, ctx: TenantContext, table: Table, job_id: str) -> None:
         job = await self.get(ctx, table, job_id)

@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bson import ObjectId
-from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from crm_core.context import TenantContext
 from crm_core.errors import Conflict, CrmError, ValidationFailed
-from crm_core.storage import update_each
+from crm_core.storage import BulkWriteError, DuplicateKeyError, update_each
 from crm_core.tables.definitions import Table
 from crm_core.tables.rows import RowService, _unique_conflict
 
@@ -264,7 +263,7 @@ async def bulk_upsert(
     }
     result = []
     for position in range(len(items)):
-        doc = created.get(position) or stored.get(updated_ids.get(position))  # type: ignore[arg-type]
+        doc = created.get(position) or stored.get(updated_ids.get(position))
         if doc is not None:
             result.append(rows.render(table, doc))
     return {
