@@ -147,7 +147,7 @@ async def preview_import(call: Call) -> PreviewOut:
     errors=(409,),
 )
 async def confirm_import(call: Call) -> ImportOut:
-    """Runs in the background; follow it with `GET .../imports/{id}`. `mode`:
+    """Runs in the background; follow it with `GET /api/data/{table}/imports/{id}`. `mode`:
     `all_or_nothing` (default: every row is validated first, and one bad row stores nothing)
     or `skip_invalid`. `upsert_on`: a unique, mapped column; rows whose value matches update
     that row (their empty cells leave values unchanged), the others are created. 409 when the
