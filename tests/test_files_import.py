@@ -352,11 +352,11 @@ async def test_all_or_nothing_undoes_written_batches_when_a_write_fails(
     real_apply = imports.apply_plan
     calls = []
 
-    async def failing_second_batch(ctx, table, plan):
+    async def failing_second_batch(ctx, table, plan, rows=None):
         calls.append(plan)
         if len(calls) == 2:  # a concurrent writer took a unique value meanwhile
             raise Conflict("The value of unique column 'email' is already used by another row")
-        await real_apply(ctx, table, plan)
+        await real_apply(ctx, table, plan, rows)
 
     monkeypatch.setattr(imports, "apply_plan", failing_second_batch)
     _, job = await upload(client, owner, b"name\na\nb\nc\nd\ne\n")

@@ -636,7 +636,7 @@ class ImportService:
             }
         )
         try:
-            await apply_plan(ctx, table, valid)
+            await apply_plan(ctx, table, valid, self.rows)
             progress.created += len(valid.creates)
             progress.updated += len(valid.updates)
             return
@@ -646,7 +646,7 @@ class ImportService:
         # skip-invalid: a concurrent writer took a unique value; find the rows it concerns
         for single in _singles(valid):
             try:
-                await apply_plan(ctx, table, single)
+                await apply_plan(ctx, table, single, self.rows)
             except Conflict as exc:
                 progress.skipped += 1
                 position = (single.creates or [(single.updates[0].position, {})])[0][0]

@@ -198,8 +198,11 @@ async def _check_unique(ctx: TenantContext, table: Table, plan: Plan) -> None:
             )
 
 
-async def apply_plan(ctx: TenantContext, table: Table, plan: Plan) -> None:
-    """Write a valid plan; on a unique conflict undo this batch and raise 409."""
+async def apply_plan(
+    ctx: TenantContext, table: Table, plan: Plan, rows: RowService | None = None
+) -> None:
+    """Write a valid plan; on a unique conflict undo this batch and raise 409. With `rows`,
+    the written rows are told to its listeners (webhooks: row.created, row.updated)."""
     collection = table.collection(ctx)
     try:
         if plan.creates:
@@ -214,6 +217,14 @@ async def apply_plan(ctx: TenantContext, table: Table, plan: Plan) -> None:
     except (BulkWriteError, DuplicateKeyError) as exc:
         await undo(ctx, table, plan.inserted_ids, [u.original for u in plan.updates])
         raise _unique_conflict(exc) from None
+    if rows is not None:
+        created = [rows.render(table, doc) for _, doc in plan.creates]
+        await rows.emit(ctx, table, "row.created", created)
+        pairs = []
+        for update in plan.updates:
+            merged = {**update.original, **update.set_values}
+            pairs.append((update.original, {k: v for k, v in merged.items() if k not in update.unset}))
+        await rows._publish_updates(ctx, table, pairs)
 
 
 async def undo(
@@ -254,7 +265,7 @@ async def bulk_upsert(
     check_upsert_column(table, upsert_on)
     plan = await plan_batch(rows, ctx, table, list(enumerate(items)), upsert_on)
     raise_plan_errors(plan)
-    await apply_plan(ctx, table, plan)
+    await apply_plan(ctx, table, plan, rows)
     created = {p: d for p, d in plan.creates}
     updated_ids = {u.position: u.row_id for u in plan.updates}
     stored = {
