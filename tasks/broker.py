@@ -210,7 +210,7 @@ async def start_broker(
     webhooks.queue = WebhookBrokerQueue(broker)
     broker.state.webhooks = webhooks
     broker.state.sms.webhooks = webhooks
-    broker.state.files = files.make_runtime(settings, storage)
+    broker.state.files = files.make_runtime(settings, storage, webhooks)
     await broker.startup()
     return broker
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from crm_core.auth import context_for_user
 from crm_core.columns import default_column_types
@@ -29,10 +30,12 @@ class FilesRuntime:
     imports: ImportService
 
 
-def make_runtime(settings: Settings, storage: Storage) -> FilesRuntime:
+def make_runtime(settings: Settings, storage: Storage, events: Any = None) -> FilesRuntime:
+    """`events`: the row listeners (the webhook service) told about imported rows."""
     rows = RowService(
         default_column_types(), FilterBuilder(default_filter_operators()), default_validators()
     )
+    rows.events = events
     return FilesRuntime(settings, storage, ImportService(rows, settings))
 
 

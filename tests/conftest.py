@@ -463,6 +463,8 @@ async def _token_id(objects: TenantObjects, entity: str | None) -> str:
         "POST", "/api/tokens", objects.caller, expect=201, json={"name": "t"}
     )
     return str(token["id"])
+
+
 # files: an uploaded CSV waiting in the route's table (state `uploaded`)
 @path_param("import_id", in_table=True)
 async def _import_id(objects: TenantObjects, entity: str | None) -> str:

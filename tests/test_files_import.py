@@ -562,3 +562,47 @@ async def test_an_xlsx_that_unpacks_too_large_is_refused(api, client, owner, mon
     status, body = await upload(client, owner, buffer.getvalue())
     assert status == 400
     assert "unpacks to more than 4000 bytes" in body["error"]["message"]
+
+
+async def test_imports_and_upserts_tell_webhooks(api, client, owner, receiver):
+    from tests.webhook_receiver import make_hook, wait_for
+    from tests.webhook_receiver import make_table as make_deals
+
+    await make_deals(api, owner)
+    await api.call(
+        "POST",
+        "/api/meta/tables/deals/columns",
+        owner,
+        expect=201,
+        json={"key": "ext", "type": "string", "unique": True},
+    )
+    await api.call("POST", "/api/data/deals", owner, expect=201, json={"title": "A", "ext": "a"})
+    await make_hook(api, owner, f"{receiver.url}/hook")
+    await api.call(
+        "POST",
+        "/api/data/deals/bulk",
+        owner,
+        expect=201,
+        json={"upsert_on": "ext", "items": [{"ext": "a", "amount": 5}, {"ext": "b", "title": "B"}]},
+    )
+    _, job = await upload(client, owner, b"title,ext\nC,c\nD,d\n", table="deals")
+    await confirm(api, owner, job, table="deals")
+    assert (await finished(api, owner, job, table="deals"))["created"] == 2
+
+    async def arrived() -> bool:
+        return len(receiver.events()) >= 3
+
+    await wait_for(arrived, "3 deliveries")
+    created = sorted(
+        item["row"]["title"] if "row" in item else item["title"]
+        for e in receiver.events()
+        if e["event"] == "row.created"
+        for item in e["items"]
+    )
+    assert created == ["B", "C", "D"]
+    updated = [
+        item for e in receiver.events() if e["event"] == "row.updated" for item in e["items"]
+    ]
+    assert [(u["row"]["title"], u["changed"], u["previous"]) for u in updated] == [
+        ("A", ["amount"], {"amount": None})
+    ]

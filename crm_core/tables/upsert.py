@@ -223,7 +223,9 @@ async def apply_plan(
         pairs = []
         for update in plan.updates:
             merged = {**update.original, **update.set_values}
-            pairs.append((update.original, {k: v for k, v in merged.items() if k not in update.unset}))
+            pairs.append(
+                (update.original, {k: v for k, v in merged.items() if k not in update.unset})
+            )
         await rows._publish_updates(ctx, table, pairs)
 
 
