@@ -390,6 +390,8 @@ class BooleanType(ColumnType):
         "0": False,
         "yes": True,
         "no": False,
+        "да": True,
+        "нет": False,
     }
 
     def coerce(
@@ -415,6 +417,8 @@ class BooleanType(ColumnType):
 # ---- dates and times ------------------------------------------------------------------------
 
 DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# the typecast (imports, type changes) also reads the Russian day-first form `15.08.2025 10:00`
+DOTTED_DATE = re.compile(r"^(\d{1,2})\.(\d{1,2})\.(\d{4})(?:[ T](\d{1,2}:\d{2}(?::\d{2})?))?$")
 
 
 def to_utc_millis(moment: datetime) -> datetime:
@@ -464,6 +468,13 @@ class DateType(ColumnType):
     ) -> Any:
         if not isinstance(value, str):
             raise _wrong_type("a date string", value)
+        dotted = DOTTED_DATE.match(value.strip()) if lenient else None
+        if dotted:
+            day, month, year, clock = dotted.groups()
+            value = f"{year}-{int(month):02d}-{int(day):02d}"
+            if clock:
+                hours, _, rest = clock.partition(":")
+                value += f"T{int(hours):02d}:{rest}"
         return self.parse(value, vctx)
 
     def render(self, column: dict[str, Any], stored: Any) -> Any:
@@ -521,6 +532,8 @@ class SelectType(ColumnType):
             by_label = {o["label"].strip().lower(): o["id"] for o in options}
             if value.strip().lower() in by_label:
                 return by_label[value.strip().lower()]
+            if value.strip().isdigit():  # an option id written as text
+                value = int(value.strip())
         if isinstance(value, bool) or not isinstance(value, int):
             raise _wrong_type("an option id (integer)", value)
         if value not in {o["id"] for o in options}:

@@ -8,6 +8,8 @@ from typing import Any
 from crm_core.admin import AdminService
 from crm_core.auth import AuthService
 from crm_core.columns import ColumnType
+from crm_core.files.exports import ExportService
+from crm_core.files.imports import ImportService
 from crm_core.registry import Registry
 from crm_core.settings import Settings
 from crm_core.storage import Storage
@@ -28,6 +30,8 @@ class Services:
     meta: MetaService
     rows: RowService
     admin: AdminService  # the operator's panel (/admin)
+    imports: ImportService  # files: CSV/XLSX import and export
+    exports: ExportService
     sms_queue: Any = None  # crm_core.sms.SmsQueue, set when the broker starts
     # integrations
     webhooks: WebhookService | None = None

@@ -78,6 +78,13 @@ class Settings(BaseSettings):
     webhook_disable_after_failures: int = Field(default=8, ge=1, le=1000)
     webhook_sweep_seconds: float = Field(default=5.0, gt=0, le=3600)
     webhook_log_retention_days: int = Field(default=30, ge=1, le=3650)
+    # files: CSV/XLSX import and export (docs/integrations.md)
+    import_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+    import_max_rows: int = Field(default=200_000, ge=1)
+    import_max_columns: int = Field(default=500, ge=1, le=10_000)
+    import_batch_size: int = Field(default=1000, ge=1, le=10_000)
+    import_max_pending: int = Field(default=10, ge=1)
+    export_max_concurrent: int = Field(default=2, ge=1)
 
     log_level: str = "INFO"
     log_file: str | None = None

@@ -17,11 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import itertools
 import logging
 import re
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -723,3 +724,46 @@ def _sync(value: Any) -> Any:
             return done.value
         raise RuntimeError("the embedded command awaited")
     return value
+
+
+async def find_in_batches(
+    collection: Collection,
+    query: dict[str, Any],
+    sort: list[tuple[str, int]],
+    batch_size: int,
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """Every matching document in `sort` order, in lists of `batch_size`, holding one batch at
+    a time (exports).
+
+    A real server streams from the cursor (`allowDiskUse` for sorts on unindexed columns). The
+    embedded database's cursor copies every matching document before it yields the first, so
+    there a find walks mongomock's own dataset generator instead (it sorts references and copies
+    one document at a time), a batch at a time on the database thread."""
+    if _is_embedded(collection):
+        from mongomock.helpers import make_datetime_timezone_aware_in_document
+
+        embedded: Any = collection
+        inner = embedded._crm_inner
+        executor = embedded._crm_executor
+        tz_aware = collection.codec_options.tz_aware
+        dataset = inner._get_dataset(query, sort or None, None, dict)
+        loop = asyncio.get_running_loop()
+
+        def take() -> list[dict[str, Any]]:
+            docs = list(itertools.islice(dataset, batch_size))
+            if tz_aware:
+                docs = [make_datetime_timezone_aware_in_document(d) for d in docs]  # type: ignore[no-untyped-call]
+            return docs
+
+        while chunk := await loop.run_in_executor(executor, take):
+            yield chunk
+        return
+    batch: list[dict[str, Any]] = []
+    cursor = collection.find(query, sort=sort, batch_size=batch_size, allow_disk_use=True)
+    async for doc in cursor:
+        batch.append(doc)
+        if len(batch) >= batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

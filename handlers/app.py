@@ -11,6 +11,8 @@ from crm_core.admin import AdminService
 from crm_core.auth import AuthService
 from crm_core.builtin_tables import migrate_all
 from crm_core.columns import default_column_types
+from crm_core.files.exports import ExportService
+from crm_core.files.imports import ImportService
 from crm_core.filters import FilterBuilder, default_filter_operators
 from crm_core.services import Services
 from crm_core.settings import Settings
@@ -27,6 +29,7 @@ from handlers import (
     data,
     docs,
     entities,
+    files,
     roles,
     shares,
     sms,
@@ -55,6 +58,7 @@ ROUTE_TABLES: list[RouteTable] = [
     shares.routes,
     aliases.routes,
     sms.routes,
+    files.routes,
     webhooks.routes,
     tokens.routes,
     docs.routes,
@@ -79,6 +83,7 @@ def create_app(settings: Settings) -> web.Application:
     storage = Storage(settings)
     column_types = default_column_types()
     validators = default_validators()
+    rows = RowService(column_types, FilterBuilder(default_filter_operators()), validators)
     auth_service = AuthService(settings, storage)
     services = app[SERVICES] = Services(
         settings=settings,
@@ -87,7 +92,9 @@ def create_app(settings: Settings) -> web.Application:
         column_types=column_types,
         validators=validators,
         meta=MetaService(column_types, validators),
-        rows=RowService(column_types, FilterBuilder(default_filter_operators()), validators),
+        rows=rows,
+        imports=ImportService(rows, settings),
+        exports=ExportService(rows, settings.export_max_concurrent),
         admin=AdminService(settings, storage, auth_service),
     )
     # integrations: webhooks hear row events from the row service
@@ -132,6 +139,7 @@ async def _broker_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = services.settings
     broker = await start_broker(settings, services.storage, webhooks=services.webhooks)
     services.sms_queue = BrokerQueue(broker)
+    services.imports.queue = services.sms_queue  # files: import jobs go to the same broker
     receive = bool(settings.redis_url) and settings.api_receives_tasks
     if receive:
         log.warning("SMS tasks queued in Redis run in this process (embedded database)")

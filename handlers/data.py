@@ -7,7 +7,7 @@ from typing import Any
 from bson import ObjectId
 
 from crm_core.errors import NotFound, ValidationFailed
-from crm_core.tables import ordering
+from crm_core.tables import ordering, upsert
 from crm_core.tables.access import Level
 from crm_core.tables.rows import parse_row_id
 from handlers.routing import Call, JsonObject, RouteTable, TableAccess
@@ -16,6 +16,7 @@ from models.tables import (
     ROW_PAGE_SCHEMA,
     ROW_SCHEMA,
     ROWS_SCHEMA,
+    UPSERT_SCHEMA,
     BulkCreateIn,
     BulkCreateQuery,
     BulkDeleteIds,
@@ -73,20 +74,29 @@ async def create_row(call: Call) -> dict[str, Any]:
 @routes.post(
     f"{ROWS}/bulk",
     access=WRITE,
-    summary="Create many rows, all or nothing",
+    summary="Create (or upsert) many rows, all or nothing",
     body=BulkCreateIn,
     query=BulkCreateQuery,
-    response_schema=ROWS_SCHEMA,
+    response_schema=UPSERT_SCHEMA,
     status=201,
     errors=(409,),
 )
 async def bulk_create_rows(call: Call) -> dict[str, Any]:
     """Every item is validated first; errors name `items.<index>.<column>` and nothing is
     stored. Up to 1000 items. Answers `{"items": [{"id": ...}, ...]}` in input order;
-    `?return=rows` answers the stored rows instead."""
+    `?return=rows` answers the stored rows instead. With `upsert_on` (a unique column, given in
+    every item), an item whose value matches a row updates it like a PATCH and the others are
+    created; the answer lists the indexes of the `created` and `updated` items."""
+    body = call.body
     full = call.query.returning == "rows"
-    rows = await call.services.rows.bulk_create(call.ctx, call.tbl, call.body.items, full)
-    return {"items": rows}
+    if body.upsert_on is not None:
+        result = await upsert.bulk_upsert(
+            call.services.rows, call.ctx, call.tbl, body.items, body.upsert_on
+        )
+        if not full:
+            result["items"] = [{"id": row["id"]} for row in result["items"]]
+        return result
+    return {"items": await call.services.rows.bulk_create(call.ctx, call.tbl, body.items, full)}
 
 
 @routes.patch(

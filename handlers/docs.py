@@ -116,19 +116,13 @@ class OpenApiBuilder:
                 "required": route.body_required,
                 "content": {"application/json": {"schema": body_schema}},
             }
+        if route.request_content is not None:
+            operation["requestBody"] = {"required": True, "content": route.request_content}
         if route.access.needs_auth:
             operation["security"] = [{"bearerAuth": []}]
         else:
             operation["security"] = []
-        ok: dict[str, Any] = {"description": HTTPStatus(route.status).phrase}
-        if route.status != 204:
-            if route.response_schema is not None:
-                ok["content"] = {"application/json": {"schema": route.response_schema}}
-            elif route.response is not None:
-                ok["content"] = {
-                    "application/json": {"schema": self.ref(route.response, "serialization")}
-                }
-        operation["responses"][str(route.status)] = ok
+        operation["responses"][str(route.status)] = self._success(route)
         for status in route.error_statuses:
             operation["responses"][str(status)] = {
                 "description": _ERROR_TEXT.get(status, HTTPStatus(status).phrase),
@@ -137,6 +131,20 @@ class OpenApiBuilder:
                 },
             }
         self.spec.path(path=route.openapi_path, operations={route.method.lower(): operation})
+
+    def _success(self, route: RouteSpec) -> dict[str, Any]:
+        ok: dict[str, Any] = {"description": HTTPStatus(route.status).phrase}
+        if route.status == 204:
+            return ok
+        if route.response_content is not None:  # files: downloads
+            ok["content"] = route.response_content
+        elif route.response_schema is not None:
+            ok["content"] = {"application/json": {"schema": route.response_schema}}
+        elif route.response is not None:
+            ok["content"] = {
+                "application/json": {"schema": self.ref(route.response, "serialization")}
+            }
+        return ok
 
     def to_dict(self) -> dict[str, Any]:
         return self.spec.to_dict()

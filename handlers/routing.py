@@ -138,6 +138,10 @@ class RouteSpec:
     description: str = ""
     in_schema: bool = True
     operation_id: str | None = None
+    # non-JSON bodies (file uploads, downloads): OpenAPI `content` maps; the handler reads the
+    # request body itself (`body` stays None) or returns its own response
+    request_content: dict[str, Any] | None = None
+    response_content: dict[str, Any] | None = None
     # reachable with a temporary password (POST /api/auth/password, me, logout); every other
     # authenticated route answers 403 `password_change_required` until the password changes
     allow_pending_password: bool = False
@@ -169,6 +173,8 @@ class RouteSpec:
             statuses.add(400)
         if self.body is not None:
             statuses.update((413, 415))
+        if self.request_content is not None:
+            statuses.update((400, 413))
         if self.access.needs_auth:
             statuses.add(401)
         if isinstance(self.access, Permission | TableAccess):

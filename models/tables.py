@@ -193,6 +193,31 @@ class BulkCreateQuery(QueryModel):
 
 class BulkCreateIn(InputModel):
     items: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_BULK_ITEMS)
+    upsert_on: str | None = Field(
+        default=None,
+        max_length=63,
+        description="A unique column: items whose value matches a row update it (only the "
+        "given columns change), the others are created",
+    )
+
+
+UPSERT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        **ROWS_SCHEMA["properties"],
+        "created": {
+            "type": "array",
+            "items": {"type": "integer"},
+            "description": "With upsert_on: indexes of the items that created a row",
+        },
+        "updated": {
+            "type": "array",
+            "items": {"type": "integer"},
+            "description": "With upsert_on: indexes of the items that updated a row",
+        },
+    },
+    "required": ["items"],
+}
 
 
 class BulkUpdateItems(InputModel):

@@ -18,7 +18,7 @@ from taskiq.receiver import Receiver
 from crm_core.columns import default_column_types
 from crm_core.settings import Settings
 from crm_core.webhooks import WebhookService
-from tasks import sms
+from tasks import files, sms
 from tasks.providers import make_provider
 from tasks.ratelimit import SlotLimiter
 
@@ -28,6 +28,7 @@ SEND_BATCH = "crm.sms.send_batch"
 SEND_ONE = "crm.sms.send_one"
 HEARTBEAT = "crm.heartbeat"
 WEBHOOK_DELIVER = "crm.webhooks.deliver"
+RUN_IMPORT = "crm.files.run_import"
 QUEUE = "crm:tasks"
 GROUP = "crm-workers"
 
@@ -48,6 +49,12 @@ async def _deliver_webhook(
     tenant_id: str, delivery_id: str, context: Context = TaskiqDepends()
 ) -> str:
     return str(await context.state.webhooks.deliver(tenant_id, delivery_id))
+
+
+async def _run_import(
+    tenant_id: str, job_id: str, user_id: str, context: Context = TaskiqDepends()
+) -> None:
+    await files.run_import(context.state.files, context.message.task_id, tenant_id, job_id, user_id)
 
 
 async def _heartbeat() -> None:
@@ -75,6 +82,7 @@ def build_broker(settings: Settings, consumer_name: str | None = None) -> AsyncB
     broker.register_task(_send_one, task_name=SEND_ONE)
     broker.register_task(_heartbeat, task_name=HEARTBEAT)
     broker.register_task(_deliver_webhook, task_name=WEBHOOK_DELIVER)
+    broker.register_task(_run_import, task_name=RUN_IMPORT)
     return broker
 
 
@@ -154,6 +162,12 @@ class BrokerQueue:
         assert task is not None
         await task.kiq(tenant_id, message_id)
 
+    async def run_import(self, tenant_id: str, job_id: str, user_id: str) -> None:
+        """`crm_core.files.imports.ImportQueue`."""
+        task = self.broker.find_task(RUN_IMPORT)
+        assert task is not None
+        await task.kiq(tenant_id, job_id, user_id)
+
 
 class WebhookBrokerQueue:
     """`crm_core.webhooks.WebhookQueue` on a taskiq broker."""
@@ -196,6 +210,7 @@ async def start_broker(
     webhooks.queue = WebhookBrokerQueue(broker)
     broker.state.webhooks = webhooks
     broker.state.sms.webhooks = webhooks
+    broker.state.files = files.make_runtime(settings, storage, webhooks)
     await broker.startup()
     return broker
 

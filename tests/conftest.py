@@ -32,6 +32,8 @@ def make_settings(**overrides: Any) -> Settings:
         "webhook_allow_private_addresses": True,
         "webhook_retry_base_seconds": 0.01,
         "webhook_sweep_seconds": 0.02,
+        # files: the generated suites upload many files as one owner (tests of the limit set it)
+        "import_max_pending": 10_000,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -461,6 +463,19 @@ async def _token_id(objects: TenantObjects, entity: str | None) -> str:
         "POST", "/api/tokens", objects.caller, expect=201, json={"name": "t"}
     )
     return str(token["id"])
+
+
+# files: an uploaded CSV waiting in the route's table (state `uploaded`)
+@path_param("import_id", in_table=True)
+async def _import_id(objects: TenantObjects, entity: str | None) -> str:
+    table = await objects.table(entity)
+    resp = await objects.api.client.post(
+        f"/api/data/{table}/imports",
+        data=b"n\n1\n",
+        headers={**objects.owner.headers, "Content-Type": "text/csv"},
+    )
+    assert resp.status == 201, await resp.text()
+    return (await resp.json())["id"]
 
 
 # ---- query audit (storage): each distinct query shape of the session, checked against the

@@ -215,6 +215,27 @@ async def manual_page(
     return [doc for _, doc in items[offset:]]
 
 
+async def manual_rows(
+    ctx: TenantContext, table: Table, query: dict[str, Any], batch: int = 1000
+) -> AsyncIterator[dict[str, Any]]:
+    """Every row matching `query` in the caller's manual order, streamed: the two
+    index-ordered streams merged as they are read (exports), `batch` documents per read."""
+    cost = Cost()
+    streams = [_moved(ctx, table, query, cost, batch), _unmoved(ctx, table, query, cost, batch)]
+    heads: list[tuple[str, dict[str, Any]] | None] = [await anext(s, None) for s in streams]
+    try:
+        while True:
+            live = [(head, i) for i, head in enumerate(heads) if head is not None]
+            if not live:
+                return
+            (_rank, doc), index = min(live, key=lambda item: item[0][0])
+            yield doc
+            heads[index] = await anext(streams[index], None)
+    finally:
+        for stream in streams:
+            await stream.aclose()  # type: ignore[attr-defined]
+
+
 async def _highest_below(
     ctx: TenantContext, table: Table, moving: ObjectId, below: str | None, cost: Cost
 ) -> str | None:

@@ -54,11 +54,13 @@ class RowValues:
         ctx: TenantContext,
         path: str = "",
         validators: Registry[ColumnValidator] | None = None,
+        lenient: bool = False,
     ) -> None:
         self.table = table
         self.ctx = ctx
         self.path = path
         self.validators = validators
+        self.lenient = lenient  # the typecast of file imports: "42" is 42, labels are options
         self.errors: list[dict[str, Any]] = []
 
     def _error(self, field: str, message: str) -> None:
@@ -66,7 +68,9 @@ class RowValues:
 
     def _coerce(self, column: dict[str, Any], value: Any) -> Any:
         try:
-            stored = self.table.column_type(column).coerce(column, value, self.ctx.values)
+            stored = self.table.column_type(column).coerce(
+                column, value, self.ctx.values, lenient=self.lenient
+            )
             for name in column.get("validators") or []:
                 if self.validators is not None and name in self.validators:
                     self.validators.get(name).check(stored)
@@ -170,8 +174,10 @@ class RowService:
         self.validators = validators
         self.events: RowEvents | None = None
 
-    def checker(self, table: Table, ctx: TenantContext, path: str = "") -> RowValues:
-        return RowValues(table, ctx, path, self.validators)
+    def checker(
+        self, table: Table, ctx: TenantContext, path: str = "", lenient: bool = False
+    ) -> RowValues:
+        return RowValues(table, ctx, path, self.validators, lenient)
 
     async def check_rules(
         self,

@@ -1,0 +1,152 @@
+"""Import a CSV of N ten-column rows through the API, then export the table as CSV and XLSX.
+
+    .venv/bin/python -m benchmarks.bench_files [--rows 100000] [--formats csv,xlsx] [--fill bulk]
+
+Prints, for the import (upload, validation pass, write pass: all-or-nothing mode) and each
+export: rows/s of wall time, rows per CPU-second of the process (fair on a shared machine),
+and the peak of resident memory above the phase's start together with what the phase leaves
+(for the import: the stored rows, which live in memory on the embedded database). Embedded
+database, one process, HTTP over loopback. Linux only (/proc/self).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import os
+import tempfile
+import time
+from typing import Any
+
+from aiohttp import ClientTimeout
+
+from benchmarks.common import TEN_COLUMNS, Client, random_rows, running_service
+
+MB = 1024 * 1024
+
+
+def write_csv(path: str, rows: int) -> None:
+    keys = [c["key"] for c in TEN_COLUMNS]
+    with open(path, "w", newline="", encoding="utf-8") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(keys)
+        for start in range(0, rows, 10_000):
+            for row in random_rows(min(10_000, rows - start), seed=start + 1):
+                writer.writerow(["" if row.get(k) is None else row[k] for k in keys])
+
+
+async def import_file(api: Client, table: str, path: str) -> dict[str, Any]:
+    with open(path, "rb") as stream:  # noqa: ASYNC230 - aiohttp streams it
+        async with api.session.post(
+            f"{api.base}/api/data/{table}/imports",
+            data=stream,
+            headers={**api.headers, "Content-Type": "text/csv"},
+            timeout=ClientTimeout(total=None),
+        ) as resp:
+            job = await resp.json()
+            assert resp.status == 201, job
+    await api.call("POST", f"/api/data/{table}/imports/{job['id']}/confirm", 202, json={})
+    while True:
+        await asyncio.sleep(0.2)
+        job = await api.call("GET", f"/api/data/{table}/imports/{job['id']}")
+        if job["state"] in ("completed", "failed"):
+            return job
+
+
+async def export(api: Client, table: str, fmt: str) -> tuple[int, int]:
+    size = lines = 0
+    url = f"{api.base}/api/data/{table}/export?format={fmt}&sort_by=total_sum"
+    no_limit = ClientTimeout(total=None)  # an XLSX answers once the workbook is complete
+    async with api.session.get(url, headers=api.headers, timeout=no_limit) as resp:
+        assert resp.status == 200, await resp.text()
+        async for chunk in resp.content.iter_chunked(256 * 1024):
+            size += len(chunk)
+            lines += chunk.count(b"\n")
+    return size, lines
+
+
+def memory() -> tuple[float, float]:
+    """(resident, peak resident) of this process in MiB, from /proc/self/status."""
+    values = {}
+    with open("/proc/self/status") as status:
+        for line in status:
+            name, _, rest = line.partition(":")
+            if name in ("VmRSS", "VmHWM"):
+                values[name] = int(rest.split()[0]) / 1024
+    return values["VmRSS"], values["VmHWM"]
+
+
+def reset_peak() -> None:
+    """Start a new peak-resident measure (Linux: writing 5 to clear_refs resets VmHWM)."""
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")
+
+
+class Phase:
+    """Wall time, CPU time of this process (the server, its tasks and the client all run in
+    it) and the peak of resident memory above the start of the phase."""
+
+    def __enter__(self) -> Phase:
+        reset_peak()
+        self.rss_before = memory()[0]
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self.wall
+        self.cpu = time.process_time() - self.cpu
+        self.rss_after, peak = memory()
+        self.peak_above = peak - self.rss_before
+
+    def figures(self, rows: int) -> str:
+        return (
+            f"{self.wall:.1f} s = {rows / self.wall:,.0f} rows/s wall, "
+            f"{rows / self.cpu:,.0f} rows per CPU-second; resident memory peak "
+            f"+{self.peak_above:.0f} MiB, +{self.rss_after - self.rss_before:.0f} MiB kept"
+        )
+
+
+async def fill_by_bulk(api: Client, table: str, rows: int) -> None:
+    for start in range(0, rows, 1000):
+        items = random_rows(min(1000, rows - start), seed=start + 1)
+        await api.call("POST", f"/api/data/{table}/bulk", 201, json={"items": items})
+
+
+async def main(rows: int, formats: list[str], fill: str) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "rows.csv")
+        write_csv(path, rows)
+        size = os.path.getsize(path)  # noqa: ASYNC240
+        print(f"file: {rows:,} rows, {size / MB:.1f} MiB", flush=True)
+        async with running_service(import_max_rows=max(rows, 200_000)) as api:
+            table = "bench"
+            await api.call(
+                "POST", "/api/meta/tables", 201, json={"key": table, "columns": TEN_COLUMNS}
+            )
+            if fill == "bulk":  # only the exports are measured
+                await fill_by_bulk(api, table, rows)
+            else:
+                with Phase() as phase:
+                    job = await import_file(api, table, path)
+                assert job["state"] == "completed" and job["created"] == rows, job
+                figures = phase.figures(rows)
+                print(f"import (all_or_nothing): {rows:,} rows in {figures}", flush=True)
+            for fmt in formats:
+                with Phase() as phase:
+                    size, _ = await export(api, table, fmt)
+                print(
+                    f"export {fmt}: {rows:,} rows, {size / MB:.1f} MiB in {phase.figures(rows)}",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--formats", default="csv,xlsx", help="exports to measure")
+    parser.add_argument(
+        "--fill", choices=["import", "bulk"], default="import", help="bulk: measure exports only"
+    )
+    args = parser.parse_args()
+    asyncio.run(main(args.rows, args.formats.split(","), args.fill))

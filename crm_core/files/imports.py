@@ -1,0 +1,745 @@
+"""Import of CSV/XLSX files into a table (`/api/data/{table}/imports`).
+
+1. Upload: the file is streamed into the tenant's database in 1 MiB chunks (`_import_files`,
+   so that a worker process can read it) and through a temporary file, which is inspected:
+   format, encoding, delimiter, header row, the first rows and, for CSV, the row count. A job
+   document (`_jobs`, state `uploaded`) keeps what was found and a proposed mapping of the
+   file's columns to the table's (by key, display name or alias).
+2. Preview: the first rows converted with a mapping, each cell through the column types'
+   typecast (the API's validation, reading text such as "42", "1,5", "да" or an option label),
+   with the errors of each cell and whether the row would create or update.
+3. Confirm: a taskiq task reads the file in batches and writes with the upsert planner
+   (crm_core/tables/upsert.py). `all_or_nothing` first validates every row in a streaming pass
+   and writes only when no row has an error; the writes then go batch by batch, each batch
+   recorded first in an undo journal (`_import_journal`: the ids it inserts, the rows it
+   updates as they were), so a failure half-way (a unique value taken by a concurrent writer,
+   a lost access, a worker that died) is undone from the journal. `skip_invalid` writes the
+   valid rows of each batch and reports the others. Memory stays flat: one batch at a time,
+   plus, for unique columns only, one 64-bit hash per row to find repeats across batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import tempfile
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import IO, Any, Protocol
+
+from bson import ObjectId
+
+from crm_core.aliases import aliases_for
+from crm_core.context import TenantContext
+from crm_core.errors import (
+    Conflict,
+    CrmError,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    ValidationFailed,
+)
+from crm_core.files.readers import (
+    CSV_DELIMITERS,
+    SAMPLE_BYTES,
+    FileInfo,
+    RowSource,
+    Utf8Check,
+    detect_encoding,
+    detect_format,
+    file_error,
+    sniff_delimiter,
+)
+from crm_core.settings import Settings
+from crm_core.tables.access import Level, require
+from crm_core.tables.definitions import Table, load_table, utcnow
+from crm_core.tables.rows import RowService
+from crm_core.tables.upsert import Plan, apply_plan, check_upsert_column, plan_batch, undo
+from models.files import CellError, ConfirmIn, PreviewOut, PreviewRow, UploadQuery
+
+log = logging.getLogger(__name__)
+
+JOBS = "_jobs"
+FILES = "_import_files"
+JOURNAL = "_import_journal"
+CHUNK_BYTES = 1024 * 1024
+PREVIEW_ROWS = 10
+MAX_STORED_ERRORS = 1000
+SAMPLE_MAX_CHARS = 2_000_000  # the preview rows kept in the job document (16 MB BSON limit)
+STALE_AFTER = timedelta(seconds=120)
+OPEN_STATES = ("uploading", "uploaded", "queued", "validating", "importing")
+RUNNING_STATES = ("queued", "validating", "importing")
+
+
+class ImportQueue(Protocol):
+    async def run_import(self, tenant_id: str, job_id: str, user_id: str) -> None: ...
+
+
+def _normal(text: str) -> str:
+    return re.sub(r"[\s_\-]+", " ", text.casefold()).strip()
+
+
+class ImportFailed(CrmError):
+    """Stops a job: the rows written so far are undone and the job fails with this message."""
+
+    code = "import_failed"
+    status = 400
+
+
+class Progress:
+    """The counters and the first errors of a running job."""
+
+    def __init__(self, headers: dict[str, str]) -> None:
+        self.headers = headers  # column key -> the file's column name
+        self.rows_done = 0
+        self.created = 0
+        self.updated = 0
+        self.skipped = 0
+        self.errors: list[dict[str, Any]] = []
+        self.errors_total = 0
+
+    def add_errors(self, errors: list[dict[str, Any]]) -> None:
+        self.errors_total += len(errors)
+        for error in sorted(errors, key=lambda e: e["position"]):
+            if len(self.errors) >= MAX_STORED_ERRORS:
+                break
+            self.errors.append(
+                {
+                    "row": error["position"],
+                    "field": error["field"],
+                    "column": self.headers.get(error["field"]),
+                    "message": error["message"],
+                }
+            )
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "rows_done": self.rows_done,
+            "created": self.created,
+            "updated": self.updated,
+            "skipped": self.skipped,
+            "errors": self.errors,
+            "errors_total": self.errors_total,
+        }
+
+
+class ImportService:
+    def __init__(self, rows: RowService, settings: Settings) -> None:
+        self.rows = rows
+        self.settings = settings
+        self.queue: ImportQueue | None = None  # set when the broker starts
+
+    # ---- upload -------------------------------------------------------------------------------
+
+    async def upload(
+        self,
+        ctx: TenantContext,
+        table: Table,
+        chunks: AsyncIterator[bytes],
+        name: str,
+        content_type: str,
+        query: UploadQuery,
+    ) -> dict[str, Any]:
+        """Store and inspect an uploaded file; the job answers with the detected columns."""
+        now = utcnow()
+        job: dict[str, Any] = {
+            "_id": ObjectId(),
+            "kind": "import",
+            "table": table.key,
+            "state": "uploading",
+            "file": {"name": name, "format": query.format or "csv", "size": 0},
+            "columns": [],
+            "mapping": [],
+            "sample": [],
+            "errors": [],
+            "errors_total": 0,
+            "created_by": ctx.user_id,
+            "created_at": now,
+            "updated_at": now,
+        }
+        jobs = ctx.db[JOBS]
+        await self._ensure_indexes(ctx)
+        # the slot is reserved (the job inserted) before the slow upload, then counted
+        await jobs.insert_one(job)
+        try:
+            unfinished = await jobs.count_documents(
+                {"kind": "import", "created_by": ctx.user_id, "state": {"$in": OPEN_STATES}}
+            )
+            if unfinished > self.settings.import_max_pending:
+                raise RateLimited(
+                    f"You have {unfinished - 1} unfinished imports; confirm or delete some "
+                    f"(at most {self.settings.import_max_pending})"
+                )
+            with tempfile.NamedTemporaryFile(prefix="crm-upload-") as local:
+                size, utf8 = await self._store(ctx, job["_id"], chunks, local)
+                if size == 0:
+                    raise file_error("the file is empty")
+                info, header, sample, total = await asyncio.to_thread(
+                    self._inspect,
+                    local.name,
+                    FileInfo(name, "csv", size),
+                    content_type,
+                    query,
+                    utf8,
+                )
+            mapping = await self.propose_mapping(ctx, table, header)
+            changes = {
+                "state": "uploaded",
+                "file": {k: v for k, v in vars(info).items() if v is not None},
+                "columns": header,
+                "mapping": mapping,
+                "sample": [{"row": n, "cells": cells} for n, cells in sample],
+                "rows_total": total,
+                "updated_at": utcnow(),
+            }
+            await jobs.update_one({"_id": job["_id"]}, {"$set": changes})
+        except BaseException:
+            await self._discard(ctx, job["_id"])
+            raise
+        return {**job, **changes}
+
+    @staticmethod
+    async def _ensure_indexes(ctx: TenantContext) -> None:
+        """Idempotent: the queries on jobs, file chunks and the journal are index-served."""
+        await ctx.db[JOBS].create_index(
+            [("table", 1), ("kind", 1), ("_id", -1)], name="table_kind_id"
+        )
+        await ctx.db[JOBS].create_index(
+            [("created_by", 1), ("kind", 1), ("state", 1)], name="creator_kind_state"
+        )
+        await ctx.db[FILES].create_index([("job_id", 1), ("n", 1)], name="job_chunk")
+        await ctx.db[JOURNAL].create_index([("job_id", 1), ("batch", 1)], name="job_batch")
+
+    async def _store(
+        self, ctx: TenantContext, job_id: ObjectId, chunks: AsyncIterator[bytes], local: IO[bytes]
+    ) -> tuple[int, bool]:
+        limit = self.settings.import_max_bytes
+        utf8 = Utf8Check()
+        size, number = 0, 0
+        pending = bytearray()
+        async for chunk in chunks:
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(
+                    f"The file is larger than {limit} bytes",
+                    [{"field": "file", "message": f"at most {limit} bytes"}],
+                )
+            utf8.feed(chunk)
+            local.write(chunk)
+            pending += chunk
+            if len(pending) >= CHUNK_BYTES:
+                await ctx.db[FILES].insert_one(
+                    {"job_id": job_id, "n": number, "data": bytes(pending)}
+                )
+                number += 1
+                pending.clear()
+        if pending:
+            await ctx.db[FILES].insert_one({"job_id": job_id, "n": number, "data": bytes(pending)})
+        utf8.feed(b"", final=True)
+        local.flush()
+        return size, utf8.valid
+
+    def _inspect(
+        self, path: str, info: FileInfo, content_type: str, query: UploadQuery, utf8_valid: bool
+    ) -> tuple[FileInfo, list[str], list[tuple[int, list[Any]]], int | None]:
+        with open(path, "rb") as stream:
+            head = stream.read(SAMPLE_BYTES)
+        info.format = detect_format(head, info.name, content_type, query.format)
+        if info.format == "csv":
+            info.encoding = detect_encoding(head, utf8_valid, query.encoding)
+            text = head.decode(info.encoding, errors="ignore")
+            info.delimiter = query.delimiter or CSV_DELIMITERS[sniff_delimiter(text)]
+        else:
+            info.sheet = query.sheet
+        max_rows = self.settings.import_max_rows
+        with RowSource(path, info) as source:
+            if len(source.header) > self.settings.import_max_columns:
+                raise file_error(
+                    f"the file has {len(source.header)} columns; at most "
+                    f"{self.settings.import_max_columns}"
+                )
+            if source.declared is not None and source.declared - 1 > max_rows:
+                raise file_error(f"the sheet has more than {max_rows} rows")
+            rows = source.numbered()
+            sample = _within(source.take(rows, PREVIEW_ROWS), SAMPLE_MAX_CHARS)
+            total: int | None = None
+            if info.format == "csv":
+                total = len(sample)
+                for _ in rows:
+                    total += 1
+                    if total > max_rows:
+                        break
+                if total > max_rows:
+                    raise file_error(f"the file has more than {max_rows} rows")
+            return info, source.header, sample, total
+
+    # ---- mapping and preview --------------------------------------------------------------
+
+    async def propose_mapping(
+        self, ctx: TenantContext, table: Table, header: list[str]
+    ) -> list[dict[str, Any]]:
+        """Each file column to the table column whose key, name or alias it spells (case,
+        spaces, `_` and `-` aside); a table column is taken once."""
+        alias = (await aliases_for(ctx, [table.key])).get(table.key) or {}
+        alias_names = alias.get("columns") or {}
+        candidates: dict[str, str] = {}
+        for source in ("key", "name", "alias"):
+            for column in table.columns:
+                text = alias_names.get(column["key"]) if source == "alias" else column.get(source)
+                if text:
+                    candidates.setdefault(_normal(text), column["key"])
+        used: set[str] = set()
+        mapping = []
+        for name in header:
+            key = candidates.get(_normal(name))
+            if key in used:
+                key = None
+            if key is not None:
+                used.add(key)
+            mapping.append({"header": name, "column": key})
+        return mapping
+
+    def check_mapping(
+        self, table: Table, job: dict[str, Any], given: dict[str, str | None] | None
+    ) -> list[dict[str, Any]]:
+        if given is None:
+            mapping = job["mapping"]
+        else:
+            headers = job["columns"]
+            errors = [
+                {"field": f"mapping.{h[:64]}", "message": "not a column of the file"}
+                for h in given
+                if h not in headers
+            ]
+            used: dict[str, str] = {}
+            for header, key in given.items():
+                if key is None:
+                    continue
+                if table.column(key) is None:
+                    errors.append(
+                        {
+                            "field": f"mapping.{header[:64]}",
+                            "message": f"unknown column '{key[:64]}'",
+                        }
+                    )
+                elif key in used:
+                    errors.append(
+                        {
+                            "field": f"mapping.{header[:64]}",
+                            "message": f"'{key}' is already mapped from '{used[key]}'",
+                        }
+                    )
+                else:
+                    used[key] = header
+            if errors:
+                raise ValidationFailed(f"{errors[0]['field']}: {errors[0]['message']}", errors)
+            mapping = [{"header": h, "column": given.get(h)} for h in headers]
+        if not any(m["column"] for m in mapping):
+            raise ValidationFailed.field("mapping", "map at least one column of the file")
+        return list(mapping)
+
+    async def preview(
+        self,
+        ctx: TenantContext,
+        table: Table,
+        job: dict[str, Any],
+        mapping: list[dict[str, Any]] | None = None,
+        upsert_on: str | None = None,
+    ) -> PreviewOut:
+        mapping = mapping if mapping is not None else job["mapping"]
+        if upsert_on is not None:
+            self._check_upsert(table, mapping, upsert_on)
+        keys = [m["column"] for m in mapping]
+        items = [(s["row"], _body(keys, s["cells"])) for s in job.get("sample") or []]
+        plan = await plan_batch(self.rows, ctx, table, items, upsert_on, lenient=True)
+        updates = {u.position: u for u in plan.updates}
+        creates = dict(plan.creates)
+        rows = []
+        for number, body in items:
+            if number in updates:
+                values = _render(table, updates[number].set_values)
+            elif number in creates:
+                values = _render(table, creates[number])
+            else:
+                values = {k: v for k, v in body.items()}
+            rows.append(
+                PreviewRow(
+                    row=number,
+                    action="update" if number in updates else "create",
+                    values=values,
+                    errors=[
+                        CellError(field=e["field"], message=e["message"])
+                        for e in plan.errors
+                        if e["position"] == number
+                    ],
+                )
+            )
+        return PreviewOut(
+            columns=job["columns"],
+            mapping={m["header"]: m["column"] for m in mapping},
+            unmapped=[m["header"] for m in mapping if not m["column"]],
+            rows=rows,
+        )
+
+    def _check_upsert(self, table: Table, mapping: list[dict[str, Any]], upsert_on: str) -> None:
+        check_upsert_column(table, upsert_on)
+        if upsert_on not in {m["column"] for m in mapping}:
+            raise ValidationFailed.field(
+                "upsert_on", f"'{upsert_on}' must be mapped from a column of the file"
+            )
+
+    # ---- jobs ---------------------------------------------------------------------------------
+
+    async def get(self, ctx: TenantContext, table: Table, job_id: str) -> dict[str, Any]:
+        job = await ctx.db[JOBS].find_one(
+            {"_id": ObjectId(job_id), "kind": "import", "table": table.key}
+        )
+        if job is None:
+            raise NotFound("Import not found")
+        return dict(job)
+
+    async def list_jobs(self, ctx: TenantContext, table: Table) -> list[dict[str, Any]]:
+        cursor = ctx.db[JOBS].find({"kind": "import", "table": table.key}, {"sample": 0})
+        return [dict(job) async for job in cursor.sort("_id", -1).limit(100)]
+
+    async def confirm(
+        self, ctx: TenantContext, table: Table, job_id: str, data: ConfirmIn
+    ) -> dict[str, Any]:
+        job = await self.get(ctx, table, job_id)
+        if job["state"] != "uploaded":
+            raise Conflict(f"The import is {job['state']}; only an uploaded file is confirmed")
+        mapping = self.check_mapping(table, job, data.mapping)
+        if data.upsert_on is not None:
+            self._check_upsert(table, mapping, data.upsert_on)
+        else:
+            mapped = {m["column"] for m in mapping}
+            missing = [
+                c["key"]
+                for c in table.columns
+                if c["required"] and c.get("default") is None and c["key"] not in mapped
+            ]
+            if missing:
+                raise ValidationFailed(
+                    f"mapping: required column '{missing[0]}' is not mapped",
+                    [
+                        {"field": "mapping", "message": f"required column '{k}' is not mapped"}
+                        for k in missing
+                    ],
+                )
+        claimed = await ctx.db[JOBS].find_one_and_update(
+            {"_id": job["_id"], "state": "uploaded"},
+            {
+                "$set": {
+                    "state": "queued",
+                    "mode": data.mode,
+                    "mapping": mapping,
+                    "upsert_on": data.upsert_on,
+                    "confirmed_by": ctx.user_id,
+                    "rows_done": 0,
+                    "updated_at": utcnow(),
+                }
+            },
+            return_document=True,
+        )
+        if claimed is None:
+            raise Conflict("The import was confirmed or deleted by someone else")
+        assert self.queue is not None, "the task broker is not running"
+        await self.queue.run_import(ctx.tenant_id, str(job["_id"]), ctx.user_id)
+        return dict(claimed)
+
+    async def delete(self, ctx: TenantContext, table: Table, job_id: str) -> None:
+        job = await self.get(ctx, table, job_id)
+        if job["state"] in RUNNING_STATES:
+            raise Conflict(f"The import is {job['state']}; wait until it has finished")
+        result = await ctx.db[JOBS].delete_one(
+            {"_id": job["_id"], "state": {"$nin": list(RUNNING_STATES)}}
+        )
+        if not result.deleted_count:
+            raise Conflict("The import has just started; wait until it has finished")
+        await self._discard(ctx, job["_id"], keep_job=True)
+
+    async def _discard(self, ctx: TenantContext, job_id: ObjectId, keep_job: bool = False) -> None:
+        if not keep_job:
+            await ctx.db[JOBS].delete_one({"_id": job_id})
+        await ctx.db[FILES].delete_many({"job_id": job_id})
+        await ctx.db[JOURNAL].delete_many({"job_id": job_id})
+
+    # ---- the background task ------------------------------------------------------------------
+
+    async def run(self, ctx: TenantContext, job_id: str, task_id: str) -> None:
+        """Run a confirmed import (the taskiq task's body). A delivery of a task whose earlier
+        delivery died (no heartbeat for two minutes) undoes what it wrote and starts again."""
+        jobs = ctx.db[JOBS]
+        oid = ObjectId(job_id)
+        now = utcnow()
+        start = {
+            "state": "validating",
+            "claimed_by": task_id,
+            "heartbeat_at": now,
+            "started_at": now,
+            "updated_at": now,
+        }
+        job = await jobs.find_one_and_update(
+            {"_id": oid, "state": "queued"}, {"$set": start}, return_document=True
+        )
+        if job is None:
+            job = await jobs.find_one({"_id": oid})
+            if (
+                job is None
+                or job["state"] not in ("validating", "importing")
+                or job.get("claimed_by") != task_id
+                or _aware(job["heartbeat_at"]) > now - STALE_AFTER
+            ):
+                return  # done, or another delivery is at work on it
+            log.warning("import %s: its worker stopped; undoing its writes and starting over", oid)
+            await self._rollback(ctx, job)
+            job = await jobs.find_one_and_update(
+                {"_id": oid, "heartbeat_at": job["heartbeat_at"]},
+                {"$set": start},
+                return_document=True,
+            )
+            if job is None:
+                return
+        try:
+            table = await load_table(ctx, self.rows.types, job["table"])
+            await require(ctx, table, Level.WRITE)
+            await self._run(ctx, table, job)
+        except CrmError as exc:
+            await self._rollback(ctx, job)
+            await self._finish(ctx, job, "failed", message=exc.message)
+        except Exception:
+            log.exception("import %s failed", oid)
+            await self._rollback(ctx, job)
+            await self._finish(
+                ctx,
+                job,
+                "failed",
+                message="An unexpected error stopped the import; nothing was kept",
+            )
+        finally:
+            await ctx.db[FILES].delete_many({"job_id": oid})
+
+    async def _run(self, ctx: TenantContext, table: Table, job: dict[str, Any]) -> None:
+        keys = [m["column"] for m in job["mapping"]]
+        progress = Progress({m["column"]: m["header"] for m in job["mapping"] if m["column"]})
+        with tempfile.NamedTemporaryFile(prefix="crm-import-") as local:
+            async for doc in ctx.db[FILES].find({"job_id": job["_id"]}, {"n": 1}).sort("n", 1):
+                chunk = await ctx.db[FILES].find_one({"_id": doc["_id"]})
+                local.write(chunk["data"])
+            local.flush()
+            info = FileInfo(**job["file"])
+            if job["mode"] == "all_or_nothing":
+                await self._pass(ctx, table, job, local.name, info, keys, progress, write=False)
+                if progress.errors_total:
+                    await self._finish(
+                        ctx,
+                        job,
+                        "failed",
+                        message=f"{progress.errors_total} errors; nothing was imported",
+                        rows_total=progress.rows_done,
+                        **progress.fields(),
+                    )
+                    return
+                total = progress.rows_done
+                progress = Progress(progress.headers)
+                await ctx.db[JOBS].update_one(
+                    {"_id": job["_id"]},
+                    {"$set": {"state": "importing", "rows_total": total, **progress.fields()}},
+                )
+            else:
+                await ctx.db[JOBS].update_one({"_id": job["_id"]}, {"$set": {"state": "importing"}})
+            await self._pass(ctx, table, job, local.name, info, keys, progress, write=True)
+        await ctx.db[JOURNAL].delete_many({"job_id": job["_id"]})
+        await self._finish(
+            ctx, job, "completed", rows_total=progress.rows_done, **progress.fields()
+        )
+
+    async def _pass(
+        self,
+        ctx: TenantContext,
+        table: Table,
+        job: dict[str, Any],
+        path: str,
+        info: FileInfo,
+        keys: list[str | None],
+        progress: Progress,
+        write: bool,
+    ) -> None:
+        """One streaming pass over the file: validate every batch, and write it when `write`
+        (all-or-nothing: any error stops the job and undoes it; skip-invalid: valid rows)."""
+        strict = job["mode"] == "all_or_nothing"
+        upsert_on = job.get("upsert_on")
+        unique = [c["key"] for c in table.columns if c["unique"]]
+        seen: dict[str, dict[int, int]] = {key: {} for key in unique}
+        source = RowSource(path, info)
+        await asyncio.to_thread(source.__enter__)
+        try:
+            rows = source.numbered()
+            batch_number = 0
+            while True:
+                batch = await asyncio.to_thread(source.take, rows, self.settings.import_batch_size)
+                if not batch:
+                    break
+                if progress.rows_done + len(batch) > self.settings.import_max_rows:
+                    raise ImportFailed(
+                        f"The file has more than {self.settings.import_max_rows} rows"
+                    )
+                items = [(number, _body(keys, cells)) for number, cells in batch]
+                plan = await plan_batch(self.rows, ctx, table, items, upsert_on, lenient=True)
+                _repeats_across_batches(plan, seen)
+                progress.add_errors(plan.errors)
+                if write:
+                    if strict and plan.errors:
+                        first = plan.errors[0]
+                        raise ImportFailed(
+                            f"Row {first['position']}: {first['field']} {first['message']} "
+                            "(the data changed since it was validated); nothing was kept"
+                        )
+                    await self._write(ctx, table, job, batch_number, plan, strict, progress)
+                progress.rows_done += len(batch)
+                batch_number += 1
+                await ctx.db[JOBS].update_one(
+                    {"_id": job["_id"]},
+                    {
+                        "$set": {
+                            **progress.fields(),
+                            "heartbeat_at": utcnow(),
+                            "updated_at": utcnow(),
+                        }
+                    },
+                )
+        finally:
+            await asyncio.to_thread(source.__exit__, None, None, None)
+
+    async def _write(
+        self,
+        ctx: TenantContext,
+        table: Table,
+        job: dict[str, Any],
+        batch_number: int,
+        plan: Plan,
+        strict: bool,
+        progress: Progress,
+    ) -> None:
+        invalid = plan.invalid_positions
+        valid = plan.without(invalid)
+        progress.skipped += len(invalid)
+        if not valid.creates and not valid.updates:
+            return
+        await ctx.db[JOURNAL].insert_one(
+            {
+                "job_id": job["_id"],
+                "batch": batch_number,
+                "inserted": valid.inserted_ids,
+                "originals": [u.original for u in valid.updates],
+            }
+        )
+        try:
+            await apply_plan(ctx, table, valid, self.rows)
+            progress.created += len(valid.creates)
+            progress.updated += len(valid.updates)
+            return
+        except Conflict:
+            if strict:
+                raise
+        # skip-invalid: a concurrent writer took a unique value; find the rows it concerns
+        for single in _singles(valid):
+            try:
+                await apply_plan(ctx, table, single, self.rows)
+            except Conflict as exc:
+                progress.skipped += 1
+                position = (single.creates or [(single.updates[0].position, {})])[0][0]
+                field = exc.details[0]["field"] if exc.details else ""
+                progress.add_errors(
+                    [
+                        {
+                            "position": position,
+                            "field": field,
+                            "message": "already used by another row",
+                        }
+                    ]
+                )
+                continue
+            progress.created += len(single.creates)
+            progress.updated += len(single.updates)
+
+    async def _rollback(self, ctx: TenantContext, job: dict[str, Any]) -> None:
+        table_key = job["table"]
+        journal = ctx.db[JOURNAL]
+        async for entry in journal.find({"job_id": job["_id"]}).sort("batch", -1):
+            try:
+                table = await load_table(ctx, self.rows.types, table_key)
+            except NotFound:
+                break  # the table is gone, and its rows with it
+            await undo(ctx, table, entry["inserted"], entry["originals"])
+            await self.rows.clear_references(ctx, table, entry["inserted"])
+        await journal.delete_many({"job_id": job["_id"]})
+
+    async def _finish(
+        self, ctx: TenantContext, job: dict[str, Any], state: str, **fields: Any
+    ) -> None:
+        now = utcnow()
+        await ctx.db[JOBS].update_one(
+            {"_id": job["_id"]},
+            {"$set": {"state": state, "finished_at": now, "updated_at": now, **fields}},
+        )
+
+
+def _body(keys: list[str | None], cells: list[Any]) -> dict[str, Any]:
+    """A row body from the mapped, non-empty cells (an empty cell is not given)."""
+    return {
+        key: cells[index]
+        for index, key in enumerate(keys)
+        if key is not None and index < len(cells) and cells[index] is not None
+    }
+
+
+def _within(sample: list[tuple[int, list[Any]]], max_chars: int) -> list[tuple[int, list[Any]]]:
+    """The first rows whose cells add up to at most `max_chars` characters."""
+    kept, total = [], 0
+    for number, cells in sample:
+        total += sum(len(str(cell)) for cell in cells)
+        if total > max_chars:
+            break
+        kept.append((number, cells))
+    return kept
+
+
+def _render(table: Table, values: dict[str, Any]) -> dict[str, Any]:
+    result = {}
+    for key, value in values.items():
+        column = table.column(key)
+        if column is not None:
+            result[key] = table.column_type(column).render(column, value)
+    return result
+
+
+def _repeats_across_batches(plan: Plan, seen: dict[str, dict[int, int]]) -> None:
+    """A unique value (the upsert key included) that an earlier row of the file holds."""
+    invalid = plan.invalid_positions
+    writes = [(p, d) for p, d in plan.creates] + [(u.position, u.set_values) for u in plan.updates]
+    for position, values in sorted(writes, key=lambda item: item[0]):
+        if position in invalid:
+            continue
+        for key, hashes in seen.items():
+            if key not in values:
+                continue
+            digest = hash((type(values[key]).__name__, values[key]))
+            earlier = hashes.get(digest)
+            if earlier is not None and earlier != position:
+                plan.errors.append(
+                    {"position": position, "field": key, "message": f"repeats row {earlier}"}
+                )
+            else:
+                hashes[digest] = position
+
+
+def _singles(plan: Plan) -> list[Plan]:
+    return [Plan(creates=[c]) for c in plan.creates] + [Plan(updates=[u]) for u in plan.updates]
+
+
+def _aware(moment: Any) -> Any:
+    from datetime import UTC
+
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -1,0 +1,34 @@
+"""A CSV import run by a `crm worker`-style receiver through a real Redis stream (the API
+process only queues). Skipped without `redis-server`, failed under CI=true (as the SMS ones)."""
+
+from __future__ import annotations
+
+from handlers.app import create_app
+from handlers.routing import SERVICES
+from tasks.broker import receiving, start_broker, stop_broker
+from tests.conftest import Api, make_settings
+from tests.test_files_import import finished, make_table, stored, upload
+from tests.test_sms_redis import clean_redis, redis_url  # noqa: F401 - fixtures
+
+
+async def test_import_runs_in_a_redis_worker(aiohttp_client, clean_redis):  # noqa: F811
+    settings = make_settings(redis_url=clean_redis, api_runs_tasks=False)
+    app = create_app(settings)
+    client = await aiohttp_client(app)
+    api = Api(client)
+    owner = await api.register()
+    await make_table(api, owner)
+    data = "name,email\n" + "".join(f"P{i},p{i}@example.com\n" for i in range(50))
+    status, job = await upload(client, owner, data.encode())
+    assert status == 201, job
+    await api.call(
+        "POST", f"/api/data/people/imports/{job['id']}/confirm", owner, expect=202, json={}
+    )
+    broker = await start_broker(settings, app[SERVICES].storage, consumer_name="files-worker")
+    try:
+        async with receiving(broker, settings):
+            done = await finished(api, owner, job)
+    finally:
+        await stop_broker(broker)
+    assert (done["state"], done["created"]) == ("completed", 50)
+    assert len(await stored(api, owner)) == 50
