@@ -35,7 +35,7 @@ async def test_upsert_creates_and_updates(api, owner):
     before = await rows_of(api, owner)
     body = await api.call(
         "POST",
-        "/api/data/people/bulk",
+        "/api/data/people/bulk?return=rows",
         owner,
         expect=201,
         json={
@@ -174,9 +174,10 @@ async def test_upsert_on_a_builtin_table(api, owner):
         json={"upsert_on": "external_id", "items": [{"external_id": "x1", "title": "Deal"}]},
     )
     assert first["created"] == [0]
+    assert list(first["items"][0]) == ["id"]  # ids unless ?return=rows, as bulk create
     again = await api.call(
         "POST",
-        "/api/leads/bulk",
+        "/api/leads/bulk?return=rows",
         owner,
         expect=201,
         json={"upsert_on": "external_id", "items": [{"external_id": "x1", "amount": 10}]},
