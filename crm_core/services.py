@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from crm_core.auth import AuthService
@@ -12,6 +12,7 @@ from crm_core.settings import Settings
 from crm_core.storage import Storage
 from crm_core.tables.meta import MetaService
 from crm_core.tables.rows import RowService
+from crm_core.tenancy import TenantService  # ops: company settings
 from crm_core.validators import ColumnValidator
 
 
@@ -25,3 +26,5 @@ class Services:
     meta: MetaService
     rows: RowService
     sms_queue: Any = None  # crm_core.sms.SmsQueue, set when the broker starts
+    # ops: company settings (/api/tenant)
+    tenants: TenantService = field(default_factory=TenantService)

@@ -16,6 +16,7 @@ from crm_core.settings import Settings
 from crm_core.storage import Storage
 from crm_core.tables.meta import MetaService
 from crm_core.tables.rows import RowService
+from crm_core.tenancy import TenantService
 from crm_core.validators import default_validators
 from handlers import (
     aliases,
@@ -28,6 +29,7 @@ from handlers import (
     sms,
     system,
     tables,
+    tenant,
     users,
 )
 from handlers.middlewares import access_log_middleware, error_middleware
@@ -48,6 +50,7 @@ ROUTE_TABLES: list[RouteTable] = [
     shares.routes,
     aliases.routes,
     sms.routes,
+    tenant.routes,  # ops: company settings
     docs.routes,
 ]
 
@@ -77,6 +80,7 @@ def create_app(settings: Settings) -> web.Application:
         validators=validators,
         meta=MetaService(column_types, validators),
         rows=RowService(column_types, FilterBuilder(default_filter_operators()), validators),
+        tenants=TenantService(),  # ops: company settings
     )
     app.cleanup_ctx.append(_storage_ctx)
     app.cleanup_ctx.append(_broker_ctx)

@@ -168,3 +168,35 @@ def tenant_out(tenant: Tenant) -> TenantOut:
         timezone=tenant.timezone,
         phone_region=tenant.phone_region,
     )
+
+
+# ---- company settings (`/api/tenant`) -----------------------------------------------------
+
+
+class TenantPatch(InputModel):
+    """The company settings to change; absent fields stay as they are, `null` is refused."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    timezone: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="An IANA time zone such as `Europe/Moscow`: naive dates in rows and filters "
+        "and the `is_within` periods follow it. Stored values never change with it.",
+        examples=["Europe/Moscow"],
+    )
+    phone_region: str | None = Field(
+        default=None,
+        min_length=2,
+        max_length=3,
+        description="Region for national phone numbers, as an ISO 3166 code that phonenumbers "
+        "knows (`RU`, `KZ`, `US`...). Numbers already stored keep their E.164 form.",
+        examples=["RU"],
+    )
+
+    @field_validator("name", "timezone", "phone_region", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("cannot be null; leave the field out to keep it")
+        return value
