@@ -11,9 +11,10 @@ import bcrypt
 from beanie import PydanticObjectId
 from pymongo.errors import DuplicateKeyError
 
+from crm_core import metrics
 from crm_core.columns import ValueContext
 from crm_core.context import TenantContext
-from crm_core.errors import Conflict, Forbidden, Unauthorized
+from crm_core.errors import Conflict, Forbidden, RateLimited, Unauthorized
 from crm_core.ratelimit import FailureWindow
 from crm_core.security import (
     TokenCodec,
@@ -88,8 +89,15 @@ class AuthService:
 
     async def login(self, email: str, password: str, client_address: str) -> TokenPair:
         email = normalise_email(email)
-        self.email_failures.check(email)
-        self.address_failures.check(client_address)
+        for scope, window, key in (
+            ("email", self.email_failures, email),
+            ("address", self.address_failures, client_address),
+        ):
+            try:
+                window.check(key)
+            except RateLimited:
+                metrics.LOGIN_LOCKOUTS.labels(scope).inc()
+                raise
         user = await User.find_one(User.email == email)
         if user is None:
             await verify_password(password, self._dummy_hash)
@@ -100,6 +108,7 @@ class AuthService:
                 tenant = await Tenant.get(user.tenant_id)
                 ok = tenant is not None and tenant.is_active
         if not ok or user is None:
+            metrics.LOGIN_FAILURES.inc()
             self.email_failures.record_failure(email)
             self.address_failures.record_failure(client_address)
             raise Unauthorized(INVALID_CREDENTIALS)

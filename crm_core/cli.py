@@ -9,21 +9,10 @@ import logging
 import os
 import sys
 
+from crm_core.logs import configure_logging
 from crm_core.settings import Settings, SettingsError, load_settings
 
 MAX_REQUEST_LINE = 1024 * 1024
-
-
-def configure_logging(settings: Settings) -> None:
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
-    if settings.log_file:
-        handlers.append(logging.FileHandler(settings.log_file))
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        handlers=handlers,
-        force=True,
-    )
 
 
 def serve(settings: Settings, host: str | None, port: int | None) -> None:
@@ -40,7 +29,9 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
         # and its parser answers longer lines with a plain-text 400 before our middleware)
         max_line_size=MAX_REQUEST_LINE,
         max_field_size=64 * 1024,
-        shutdown_timeout=10,
+        # in-flight requests get this long after SIGTERM (systemd's TimeoutStopSec and
+        # compose's stop_grace_period are set above it)
+        shutdown_timeout=settings.shutdown_timeout_seconds,
     )
 
 

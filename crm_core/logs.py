@@ -13,10 +13,14 @@ JSON line format.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import logging.handlers
+import queue
 import re
 import sys
+import threading
+import time
 import uuid
 from contextvars import ContextVar
 from pathlib import Path
@@ -54,6 +58,93 @@ class RequestIdFilter(logging.Filter):
 class _NotAccess(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return not record.name.startswith(ACCESS_LOGGER)
+
+
+AccessLine = tuple[float, str, str, int, float, str, str, str]
+
+
+class AccessLog:
+    """One line per request, cheap on the event loop.
+
+    With `crm serve`'s logging (`configure_logging`) the request only puts a tuple on a queue:
+    a thread makes the record, formats and writes it. Without it (tests), the record is handled
+    at once. Fields go on the record too, so the JSON format has them as keys.
+    """
+
+    MESSAGE = "%s %s %s %.1fms tenant=%s user=%s"
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self.logger = logger or logging.getLogger(ACCESS_LOGGER)
+        self.sink: queue.SimpleQueue[AccessLine | None] | None = None
+
+    def write(
+        self,
+        method: str,
+        path: str,
+        status: int,
+        duration_ms: float,
+        tenant: str,
+        user: str,
+        request_id: str,
+    ) -> None:
+        sink = self.sink
+        if sink is not None:
+            sink.put((time.time(), method, path, status, duration_ms, tenant, user, request_id))
+            return
+        logger = self.logger
+        if logger.disabled or not logger.isEnabledFor(logging.INFO):
+            return
+        line = (time.time(), method, path, status, duration_ms, tenant, user, request_id)
+        logger.handle(self.record(line))
+
+    def record(self, line: AccessLine) -> logging.LogRecord:
+        created, method, path, status, duration_ms, tenant, user, request_id = line
+        record = self.logger.makeRecord(
+            self.logger.name,
+            logging.INFO,
+            "",
+            0,
+            self.MESSAGE,
+            (method, path, status, duration_ms, tenant, user),
+            None,
+            extra={
+                "request_id": request_id,
+                "method": method,
+                "path": path,
+                "status": status,
+                "duration_ms": round(duration_ms, 1),
+                "tenant": tenant,
+                "user": user,
+            },
+        )
+        record.created = created
+        record.msecs = (created - int(created)) * 1000
+        return record
+
+
+ACCESS = AccessLog()
+
+
+class _AccessWriter(threading.Thread):
+    """Turns queued access lines into records and hands them to the access handlers."""
+
+    def __init__(self, access: AccessLog, handlers: list[logging.Handler]) -> None:
+        super().__init__(name="crm-access-log", daemon=True)
+        self.access = access
+        self.handlers = handlers
+        self.lines: queue.SimpleQueue[AccessLine | None] = queue.SimpleQueue()
+
+    def run(self) -> None:
+        while (line := self.lines.get()) is not None:
+            record = self.access.record(line)
+            for handler in self.handlers:
+                if record.levelno >= handler.level:
+                    handler.handle(record)
+
+    def stop(self) -> None:
+        """Write what is queued, then end."""
+        self.lines.put(None)
+        self.join(timeout=10)
 
 
 def make_formatter(log_format: str) -> logging.Formatter:
@@ -103,14 +194,37 @@ def configure_logging(settings: Settings) -> None:
         handlers.append(error)
     logging.basicConfig(level=level, handlers=handlers, force=True)
 
-    access = logging.getLogger(ACCESS_LOGGER)
-    for old in list(access.handlers):
-        access.removeHandler(old)
-        old.close()
+    # access lines: only in their file when there is one (stdout and the error file stay
+    # readable), else stdout (and LOG_FILE); written by a thread fed through a queue
+    targets: list[logging.Handler] = []
     if access_path:
-        # access lines only in their file: stdout and the error file stay readable
-        access.addHandler(_file_handler(access_path, formatter))
-        access.propagate = False
+        targets.append(_file_handler(access_path, formatter))
     else:
-        access.propagate = True
+        targets.append(stdout)
+        if settings.log_file:
+            targets.append(handlers[1])
+    access = logging.getLogger(ACCESS_LOGGER)
+    access.propagate = False
     access.disabled = not settings.access_log
+    global _writer
+    if _writer is not None:
+        _writer.stop()
+        _writer = None
+    ACCESS.sink = None
+    if settings.access_log and access.isEnabledFor(logging.INFO):
+        _writer = _AccessWriter(ACCESS, targets)
+        _writer.start()
+        ACCESS.sink = _writer.lines
+
+
+_writer: _AccessWriter | None = None
+
+
+@atexit.register
+def stop_access_log() -> None:
+    """Write what is still queued (at exit; tests call it to flush)."""
+    global _writer
+    ACCESS.sink = None
+    if _writer is not None:
+        _writer.stop()
+        _writer = None

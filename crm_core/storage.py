@@ -115,3 +115,11 @@ async def update_each(
     from pymongo import UpdateOne
 
     await collection.bulk_write([UpdateOne(q, u) for q, u in updates], ordered=ordered)
+
+
+def is_database_error(exc: BaseException) -> bool:
+    """Did the database (driver, connection, server) fail, as opposed to the request? Write
+    errors such as duplicate keys are the request's and not counted."""
+    from pymongo.errors import PyMongoError, WriteError
+
+    return isinstance(exc, PyMongoError) and not isinstance(exc, WriteError)

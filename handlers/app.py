@@ -24,6 +24,7 @@ from handlers import (
     data,
     docs,
     entities,
+    metrics,
     roles,
     shares,
     sms,
@@ -51,6 +52,7 @@ ROUTE_TABLES: list[RouteTable] = [
     aliases.routes,
     sms.routes,
     tenant.routes,  # ops: company settings
+    metrics.routes,  # ops: /metrics with METRICS_TOKEN
     docs.routes,
 ]
 
@@ -84,6 +86,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app.cleanup_ctx.append(_storage_ctx)
     app.cleanup_ctx.append(_broker_ctx)
+    app.cleanup_ctx.append(_metrics_listener_ctx)  # ops: METRICS_PORT
 
     specs = all_routes()
     for spec in specs:
@@ -124,3 +127,21 @@ async def _broker_ctx(app: web.Application) -> AsyncIterator[None]:
             yield
     finally:
         await stop_broker(broker)
+
+
+async def _metrics_listener_ctx(app: web.Application) -> AsyncIterator[None]:
+    """With METRICS_PORT: `/metrics` without a token on its own listener."""
+    services = app[SERVICES]
+    settings = services.settings
+    if settings.metrics_port is None:
+        yield
+        return
+    runner = web.AppRunner(metrics.metrics_app(services), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.metrics_host, settings.metrics_port)
+    await site.start()
+    log.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
+    try:
+        yield
+    finally:
+        await runner.cleanup()

@@ -8,7 +8,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from taskiq import AsyncBroker, Context, InMemoryBroker, TaskiqDepends
@@ -26,6 +30,7 @@ SEND_ONE = "crm.sms.send_one"
 HEARTBEAT = "crm.heartbeat"
 QUEUE = "crm:tasks"
 GROUP = "crm-workers"
+HEARTBEATS = "crm:workers:heartbeat"  # hash: receiver id -> unix time of its last beat
 
 
 async def _send_batch(
@@ -84,6 +89,26 @@ class BrokerQueue:
             log.warning("Redis ping failed", exc_info=True)
             return False
 
+    async def stats(self, heartbeat_seconds: float) -> dict[str, Any] | None:
+        """For /metrics: tasks waiting in the stream (not yet read by the group), pending
+        (read, not acknowledged) and each receiver's last heartbeat. None without Redis."""
+        redis = self.broker.state.sms.limiter.redis
+        if redis is None:
+            return None
+        waiting = pending = 0
+        if await redis.exists(QUEUE):
+            for group in await redis.xinfo_groups(QUEUE):
+                if _text(group.get("name")) == GROUP:
+                    waiting = int(group.get("lag") or 0)
+                    pending = int(group.get("pending") or 0)
+        beats = await redis.hgetall(HEARTBEATS)
+        return {
+            "waiting": waiting,
+            "pending": pending,
+            "heartbeats": {_text(k): float(v) for k, v in beats.items()},
+            "heartbeat_seconds": heartbeat_seconds,
+        }
+
     async def send_batch(self, tenant_id: str, campaign_id: str, batch: int) -> None:
         task = self.broker.find_task(SEND_BATCH)
         assert task is not None
@@ -131,9 +156,13 @@ async def receiving(broker: AsyncBroker, settings: Settings) -> AsyncIterator[Re
     finish = asyncio.Event()
     listener = asyncio.create_task(receiver.listen(finish), name="crm-receiver")
     pulse = asyncio.create_task(_pulse(broker, settings), name="crm-heartbeat")
+    alive = asyncio.create_task(_worker_heartbeat(broker, settings), name="crm-alive")  # ops
     try:
         yield receiver
     finally:
+        alive.cancel()
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(alive, timeout=2)  # removes its beat from Redis
         pulse.cancel()
         finish.set()
         try:
@@ -154,3 +183,34 @@ async def _pulse(broker: AsyncBroker, settings: Settings) -> None:
             await task.kiq()
         except Exception:  # Redis away for a moment: the next beat tries again
             log.warning("heartbeat could not be sent", exc_info=True)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def receiver_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+async def _worker_heartbeat(broker: AsyncBroker, settings: Settings) -> None:
+    """Every WORKER_HEARTBEAT_SECONDS: the receiver's beat in Redis (for /metrics) and the
+    mtime of WORKER_HEARTBEAT_FILE (for `crm worker-health`, the container healthcheck). The
+    beat is removed when the receiver stops cleanly."""
+    redis = broker.state.sms.limiter.redis
+    me = receiver_id()
+    path = Path(settings.worker_heartbeat_file) if settings.worker_heartbeat_file else None
+    try:
+        while True:
+            try:
+                if path is not None:
+                    path.touch()
+                if redis is not None:
+                    await redis.hset(HEARTBEATS, me, str(time.time()))
+            except Exception:  # Redis away for a moment: the next beat tries again
+                log.warning("worker heartbeat could not be written", exc_info=True)
+            await asyncio.sleep(settings.worker_heartbeat_seconds)
+    finally:
+        if redis is not None:
+            with contextlib.suppress(Exception):
+                await redis.hdel(HEARTBEATS, me)

@@ -20,6 +20,7 @@ from typing import Any
 
 from bson import ObjectId
 
+from crm_core import metrics
 from crm_core.settings import Settings
 from crm_core.sms import CAMPAIGNS, MESSAGES, OPEN
 from crm_core.storage import Storage
@@ -67,6 +68,7 @@ async def send_batch(
         },
     )
     if stale.modified_count:
+        metrics.SMS_MESSAGES.labels("unknown", runtime.provider.name).inc(stale.modified_count)
         log.warning(
             "campaign %s batch %s: %d messages were being sent by a worker that "
             "stopped; marked unknown",
@@ -126,6 +128,7 @@ async def _deliver(
             )
         except TransientSendError as exc:
             if attempt == settings.sms_max_attempts:
+                metrics.sms_message("failed", runtime.provider.name)
                 await _set(
                     messages,
                     message_id,
@@ -134,19 +137,24 @@ async def _deliver(
                 )
                 return 0
             # definitely not sent: back to pending until the retry
+            metrics.sms_message("retry", runtime.provider.name)
             await _set(messages, message_id, "pending", error=exc.reason)
             await asyncio.sleep(settings.sms_retry_base_seconds * 2 ** (attempt - 1))
             continue
         except PermanentSendError as exc:
+            metrics.sms_message("failed", runtime.provider.name)
             await _set(messages, message_id, "failed", error=exc.reason)
             return 0
         except AmbiguousSendError as exc:
+            metrics.sms_message("unknown", runtime.provider.name)
             await _set(messages, message_id, "unknown", error=exc.reason)
             return 0
         except Exception as exc:  # a provider bug: the request may have left, so never resend
             log.exception("unexpected error sending message %s", message_id)
+            metrics.sms_message("unknown", runtime.provider.name)
             await _set(messages, message_id, "unknown", error=f"unexpected error: {exc!r}")
             return 0
+        metrics.sms_message("sent", runtime.provider.name)
         await _set(
             messages, message_id, "sent", provider_id=provider_id, error=None, sent_at=_now()
         )
