@@ -1,4 +1,4 @@
-"""The `crm` command: `crm serve`, `crm create-superuser`."""
+"""The `crm` command: `serve`, `worker`, `worker-health`, `migrate`, `create-superuser`."""
 
 from __future__ import annotations
 
@@ -127,7 +127,26 @@ def migrate(settings: Settings) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def worker_health(settings: Settings) -> int:
+    """Exit 0 when this host's worker beat recently (its WORKER_HEARTBEAT_FILE is fresh)."""
+    import time
+
+    if not settings.worker_heartbeat_file:
+        print("crm: worker-health needs WORKER_HEARTBEAT_FILE", file=sys.stderr)
+        return 2
+    limit = 3 * settings.worker_heartbeat_seconds
+    try:
+        age = time.time() - os.stat(settings.worker_heartbeat_file).st_mtime
+    except OSError:
+        print("crm: no worker heartbeat yet", file=sys.stderr)
+        return 1
+    if age > limit:
+        print(f"crm: last worker heartbeat {age:.0f} s ago (limit {limit:.0f} s)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crm", description="CRM backend")
     commands = parser.add_subparsers(dest="command", required=True)
     serve_cmd = commands.add_parser("serve", help="start the HTTP API")
@@ -139,13 +158,22 @@ def main(argv: list[str] | None = None) -> int:
     su.add_argument("--email", required=True)
     su.add_argument("--full-name", default="Superadmin")
     su.add_argument("--password", help="read from CRM_SUPERUSER_PASSWORD or asked for if absent")
-    args = parser.parse_args(argv)
+    commands.add_parser(
+        "worker-health", help="exit 0 if the worker's heartbeat file is fresh (healthchecks)"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     try:
         settings = load_settings()
     except SettingsError as exc:
         print(f"crm: configuration error: {exc}", file=sys.stderr)
         return 2
+    if args.command == "worker-health":  # a healthcheck probe: no log files, no threads
+        return worker_health(settings)
     configure_logging(settings)
 
     if args.command == "serve":
