@@ -137,3 +137,110 @@ def test_worker_health(tmp_path, monkeypatch, capsys):
     os.utime(beat, (beat.stat().st_atime, beat.stat().st_mtime - 31))
     assert main(["worker-health"]) == 1
     assert "limit 30 s" in capsys.readouterr().err
+
+
+# ---- docker compose ----------------------------------------------------------------------
+
+
+def compose() -> dict:
+    import yaml
+
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def env_example() -> dict[str, str]:
+    values = {}
+    for line in (ROOT / "compose.env.example").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            values[key] = value
+    return values
+
+
+def test_every_service_restarts_and_reports_its_health():
+    services = compose()["services"]
+    assert set(services) == {"mongo", "redis", "api", "worker"}
+    for name, service in services.items():
+        assert service["restart"] in ("always", "unless-stopped"), name
+        assert service["healthcheck"]["test"], name
+    api_check = " ".join(services["api"]["healthcheck"]["test"])
+    assert "http://127.0.0.1:8005/ready" in api_check
+    worker_check = services["worker"]["healthcheck"]["test"]
+    assert worker_check[1:3] == ["crm", "worker-health"]
+    assert "worker-health" in crm_subcommands()
+    assert services["worker"]["environment"]["WORKER_HEARTBEAT_FILE"]
+    for name in ("api", "worker"):
+        for backend in ("mongo", "redis"):
+            assert services[name]["depends_on"][backend]["condition"] == "service_healthy"
+
+
+def test_data_lives_in_named_volumes():
+    data = compose()
+    mounts = {name: service.get("volumes", []) for name, service in data["services"].items()}
+    assert "mongo-data:/data/db" in mounts["mongo"]
+    assert "mongo-config:/data/configdb" in mounts["mongo"]  # the replica set's key file
+    assert "redis-data:/data" in mounts["redis"]
+    assert set(data["volumes"]) >= {"mongo-data", "mongo-config", "redis-data"}
+
+
+def test_mongodb_runs_with_authentication_and_an_application_user():
+    data = compose()
+    mongo = data["services"]["mongo"]
+    start = " ".join(mongo["entrypoint"])
+    assert "--keyFile /data/configdb/keyfile" in start and "--replSet rs0" in start
+    assert mongo["env_file"] == "compose.env"
+    init = "./deploy/mongo/init-crm-user.js:/docker-entrypoint-initdb.d/init-crm-user.js:ro"
+    assert init in mongo["volumes"]
+    script = (ROOT / "deploy" / "mongo" / "init-crm-user.js").read_text()
+    assert "createUser" in script and "process.env.CRM_MONGO_PASSWORD" in script
+    # the health check authenticates as the administrator from compose.env
+    check = " ".join(mongo["healthcheck"]["test"])
+    assert '-p "$$MONGO_INITDB_ROOT_PASSWORD"' in check and "rs.initiate" in check
+    env = env_example()
+    for key in ("SECRET_KEY", "MONGO_INITDB_ROOT_USERNAME", "MONGO_INITDB_ROOT_PASSWORD"):
+        assert key in env
+    assert re.fullmatch(
+        r"mongodb://crm:[^@]+@mongo:27017/\?replicaSet=rs0&authSource=admin", env["MONGODB_URL"]
+    )
+    # secrets are never written into the compose file itself
+    for name in ("api", "worker"):
+        assert "MONGODB_URL" not in data["services"][name]["environment"]
+        assert "SECRET_KEY" not in data["services"][name]["environment"]
+    assert "compose.env" in (ROOT / ".gitignore").read_text().split()
+
+
+def test_stop_grace_periods_cover_graceful_shutdown():
+    services = compose()["services"]
+    defaults = Settings(_env_file=None, crm_env="test", secret_key="x" * 40)  # type: ignore[call-arg]
+    api_grace = int(services["api"]["stop_grace_period"].rstrip("s"))
+    assert api_grace > float(services["api"]["environment"]["SHUTDOWN_TIMEOUT_SECONDS"])
+    worker_grace = int(services["worker"]["stop_grace_period"].rstrip("s"))
+    assert worker_grace > defaults.sms_send_timeout_seconds + 5
+
+
+async def test_the_api_healthcheck_command_follows_ready(aiohttp_client, monkeypatch):
+    """Run the compose healthcheck's own command against a live app (its port swapped in)."""
+    import asyncio
+
+    from handlers.app import create_app
+    from handlers.routing import SERVICES
+    from tests.conftest import make_settings
+
+    client = await aiohttp_client(create_app(make_settings()))
+    argv = compose()["services"]["api"]["healthcheck"]["test"][1:]
+    argv = [sys.executable if a == "python" else a for a in argv]
+    argv[-1] = argv[-1].replace(":8005/", f":{client.port}/")
+
+    async def probe() -> int:
+        process = await asyncio.create_subprocess_exec(
+            *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+        )
+        return await process.wait()
+
+    assert await probe() == 0
+
+    async def down():
+        return False
+
+    monkeypatch.setattr(client.app[SERVICES].storage, "ping", down)
+    assert await probe() != 0
