@@ -8,6 +8,7 @@ import getpass
 import logging
 import os
 import sys
+from typing import Any
 
 from crm_core.logs import configure_logging
 from crm_core.settings import Settings, SettingsError, load_settings
@@ -64,14 +65,27 @@ WORKER_NEEDS_DATABASE = (
 WORKER_NEEDS_REDIS = "crm worker needs REDIS_URL: without Redis, `crm serve` runs the tasks."
 
 
-async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
-    """Receive and run tasks until `stop` is set (SIGTERM/SIGINT in `crm worker`)."""
+def stop_on_signals(stop: asyncio.Event) -> None:
+    """SIGTERM and SIGINT set `stop` (for the running loop)."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event, storage: Any = None) -> None:
+    """Receive and run tasks until `stop` is set (SIGTERM/SIGINT in `crm worker`); running
+    tasks finish first. `storage`: an already started one (tests share their embedded
+    database this way), else the worker opens and closes its own."""
     from crm_core.storage import Storage
     from models.accounts import SYSTEM_DOCUMENTS
     from tasks.broker import receiving, start_broker, stop_broker
 
-    storage = Storage(settings)
-    await storage.start(SYSTEM_DOCUMENTS)
+    own_storage = storage is None
+    if storage is None:
+        storage = Storage(settings)
+        await storage.start(SYSTEM_DOCUMENTS)
     broker = await start_broker(settings, storage)
     try:
         async with receiving(broker, settings):
@@ -79,7 +93,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             await stop.wait()
     finally:
         await stop_broker(broker)
-        storage.close()
+        if own_storage:
+            storage.close()
 
 
 def worker(settings: Settings) -> int:
@@ -91,12 +106,8 @@ def worker(settings: Settings) -> int:
         return 2
 
     async def _main() -> None:
-        import signal
-
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        stop_on_signals(stop)
         await run_worker(settings, stop)
 
     asyncio.run(_main())
