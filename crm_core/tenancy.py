@@ -6,7 +6,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 from bson import ObjectId
@@ -17,7 +17,7 @@ from crm_core.errors import ValidationFailed
 from crm_core.permissions import BUILTIN_ROLES
 from crm_core.storage import Storage
 from crm_core.tables.definitions import TABLES
-from models.accounts import Tenant, TenantPatch
+from models.accounts import Tenant, TenantPatch, timezone_names
 
 ROLES = "_roles"
 
@@ -74,8 +74,7 @@ async def resolve_permissions(db: Any, role_ids: list[str]) -> frozenset[str]:
 
 @cache
 def _zone_names() -> frozenset[str]:
-    # the IANA names only: `localtime` and the like are not zones a company lives in
-    return frozenset(available_timezones()) - {"localtime", "Factory"}
+    return frozenset(timezone_names())
 
 
 def check_timezone(name: str) -> ZoneInfo:

@@ -4,9 +4,12 @@ and the auth API's request/response models."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import available_timezones
 
+import phonenumbers
 from beanie import Document, PydanticObjectId
-from pydantic import EmailStr, Field, field_validator
+from pydantic import ConfigDict, EmailStr, Field, field_validator
 from pymongo import ASCENDING, IndexModel
 
 from models.base import InputModel, OutputModel
@@ -173,10 +176,33 @@ def tenant_out(tenant: Tenant) -> TenantOut:
 # ---- company settings (`/api/tenant`) -----------------------------------------------------
 
 
+def timezone_names() -> list[str]:
+    """The IANA zones a company may pick (`localtime` and `Factory` are not places)."""
+    return sorted(available_timezones() - {"localtime", "Factory"})
+
+
+def phone_regions() -> list[str]:
+    return sorted(phonenumbers.SUPPORTED_REGIONS)
+
+
+def _tenant_patch_schema(schema: dict[str, Any]) -> None:
+    """Document what is accepted: strings only (`null` is refused), zones and regions as the
+    lists the service knows."""
+    enums: dict[str, list[str]] = {"timezone": timezone_names(), "phone_region": phone_regions()}
+    for name, prop in schema["properties"].items():
+        string = next(b for b in prop.pop("anyOf") if b.get("type") == "string")
+        prop.pop("default", None)
+        prop.update(string)
+        if name in enums:
+            prop["enum"] = enums[name]
+
+
 class TenantPatch(InputModel):
     """The company settings to change; absent fields stay as they are, `null` is refused."""
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=_tenant_patch_schema)
+
+    name: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"\S")
     timezone: str | None = Field(
         default=None,
         min_length=1,
