@@ -87,11 +87,19 @@ async def run_worker(settings: Settings, stop: asyncio.Event, storage: Any = Non
         storage = Storage(settings)
         await storage.start(SYSTEM_DOCUMENTS)
     broker = await start_broker(settings, storage)
+    exporter = None
+    if settings.metrics_port is not None:  # this worker's counters (SMS states...)
+        from crm_core.metrics import serve_metrics
+
+        exporter = serve_metrics(settings.metrics_host, settings.metrics_port)
     try:
         async with receiving(broker, settings):
             logging.getLogger(__name__).info("worker started")
             await stop.wait()
     finally:
+        if exporter is not None:
+            exporter.shutdown()
+            exporter.server_close()
         await stop_broker(broker)
         if own_storage:
             storage.close()

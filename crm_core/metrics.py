@@ -127,3 +127,17 @@ def exposition(extra: list[Any]) -> bytes:
         snapshot.register(_Snapshot(extra))
         body += generate_latest(snapshot)
     return body
+
+
+def serve_metrics(host: str, port: int) -> Any:
+    """A worker's own `/metrics` listener (a thread); `.shutdown()` stops it."""
+    from prometheus_client import start_http_server
+
+    registry: CollectorRegistry = REGISTRY
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    server, _thread = start_http_server(port, addr=host, registry=registry)
+    return server

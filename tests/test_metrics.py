@@ -9,9 +9,9 @@ import pytest
 from aiohttp import ClientSession
 from prometheus_client.parser import text_string_to_metric_families
 
+from crm_core.cli import run_worker
 from handlers.app import create_app
 from handlers.routing import SERVICES
-from tasks.broker import receiving, start_broker, stop_broker
 from tests.conftest import Api, make_settings
 from tests.test_sms import gateway_settings, phone, wait_done
 from tests.test_sms_redis import clean_redis, redis_url  # noqa: F401 (fixtures)
@@ -230,22 +230,36 @@ async def test_queue_depth_and_worker_heartbeats_with_redis(aiohttp_client, clea
     assert value(text, "crm_task_queue_depth", state="waiting") == 3  # 3 batches of 10, unread
     assert value(text, "crm_workers_alive") == 0
 
-    broker = await start_broker(settings, app[SERVICES].storage, consumer_name="w1")
+    # what `crm worker` runs, with its own metrics listener (its SMS counters live there)
+    worker_port = _free_port()
+    stop = asyncio.Event()
+    worker = asyncio.create_task(
+        run_worker(
+            settings.model_copy(update={"metrics_port": worker_port}),
+            stop,
+            storage=app[SERVICES].storage,
+        )
+    )
     try:
-        async with receiving(broker, settings):
-            await wait_done(api, owner, created["id"], timeout=20)
-            for _ in range(100):
-                text = await scrape(client)
-                if value(text, "crm_workers_alive") == 1:
-                    break
-                await asyncio.sleep(0.02)
-            assert value(text, "crm_workers_alive") == 1
-            beats = [k for k in samples(text) if k[0] == "crm_worker_heartbeat_timestamp_seconds"]
-            assert len(beats) == 1
-            assert value(text, "crm_task_queue_depth", state="waiting") == 0
-        text = await scrape(client)
-        # a receiver that stopped cleanly takes its beat with it
-        assert value(text, "crm_workers_alive") == 0
-        assert not [k for k in samples(text) if k[0] == "crm_worker_heartbeat_timestamp_seconds"]
+        await wait_done(api, owner, created["id"], timeout=20)
+        for _ in range(100):
+            text = await scrape(client)
+            if value(text, "crm_workers_alive") == 1:
+                break
+            await asyncio.sleep(0.02)
+        assert value(text, "crm_workers_alive") == 1
+        beats = [k for k in samples(text) if k[0] == "crm_worker_heartbeat_timestamp_seconds"]
+        assert len(beats) == 1
+        assert value(text, "crm_task_queue_depth", state="waiting") == 0
+        async with ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{worker_port}/metrics") as resp:
+                assert resp.status == 200
+                worker_text = await resp.text()
+        assert value(worker_text, "crm_sms_messages_total", state="sent", provider="smsru") >= 25
     finally:
-        await stop_broker(broker)
+        stop.set()
+        await asyncio.wait_for(worker, timeout=30)
+    text = await scrape(client)
+    # a receiver that stopped cleanly takes its beat with it
+    assert value(text, "crm_workers_alive") == 0
+    assert not [k for k in samples(text) if k[0] == "crm_worker_heartbeat_timestamp_seconds"]
