@@ -46,7 +46,7 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
         context = request.get(CONTEXT_KEY)
         access_log.write(
             request.method,
-            request.path,
+            request.rel_url.raw_path,  # as sent: a decoded %0A would split the line
             status,
             elapsed * 1000,
             context.tenant_id if context else "-",

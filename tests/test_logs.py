@@ -176,3 +176,17 @@ def test_the_shipped_logrotate_config_moves_files_away():
     # WatchedFileHandler reopens a moved file; copytruncate would lose lines and is not needed
     assert "copytruncate" not in config
     assert re.search(r"^\s*create 0640 crm crm$", config, re.M)
+
+
+async def test_an_encoded_newline_in_the_path_cannot_forge_a_log_line(
+    aiohttp_client, tmp_path, restore_logging
+):
+    settings = make_settings(log_dir=str(tmp_path))
+    logs.configure_logging(settings)
+    client = await crashing_client(aiohttp_client, settings)
+    forged = "/x%0A2026-01-01%2000:00:00,000%20INFO%20crm.access%20[admin]%20GET%20/ok%20200"
+    resp = await client.get(forged, headers={"X-Request-ID": "forge-1"})
+    assert resp.status == 404
+    text = await wait_for_text(tmp_path / "access.log", "forge-1")
+    (line,) = [x for x in text.splitlines() if "forge-1" in x]
+    assert "%0A" in line and "[admin]" not in text.replace(line, "")
