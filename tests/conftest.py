@@ -180,3 +180,26 @@ async def gateway(aiohttp_server):
     server = await aiohttp_server(fake.app())
     fake.url = str(server.make_url("")).rstrip("/")
     return fake
+
+
+# ---- ops: `crm` commands configure process-wide logging; undo it after each test ----------
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    import logging
+
+    from crm_core import logs
+
+    root = logging.getLogger()
+    access = logging.getLogger(logs.ACCESS_LOGGER)
+    saved = (root.handlers[:], root.level, access.handlers[:], access.propagate, access.disabled)
+    yield
+    logs.stop_access_log()
+    for handler in root.handlers:
+        if handler not in saved[0]:
+            handler.close()
+    root.handlers[:] = saved[0]
+    root.setLevel(saved[1])
+    access.handlers[:] = saved[2]
+    access.propagate, access.disabled = saved[3], saved[4]

@@ -15,23 +15,6 @@ from handlers.app import create_app
 from tests.conftest import make_settings
 
 
-@pytest.fixture
-def restore_logging():
-    """configure_logging replaces the root handlers (pytest's capture among them)."""
-    root = logging.getLogger()
-    access = logging.getLogger(logs.ACCESS_LOGGER)
-    saved = (root.handlers[:], root.level, access.handlers[:], access.propagate, access.disabled)
-    yield
-    logs.stop_access_log()
-    for handler in root.handlers:
-        if handler not in saved[0]:
-            handler.close()
-    root.handlers[:] = saved[0]
-    root.setLevel(saved[1])
-    access.handlers[:] = saved[2]
-    access.propagate, access.disabled = saved[3], saved[4]
-
-
 def read(path: Path) -> str:
     return path.read_text() if path.exists() else ""
 
@@ -78,9 +61,7 @@ async def test_an_unsafe_request_id_is_replaced(client, bad):
     assert re.fullmatch(r"[0-9a-f]{32}", resp.headers["X-Request-ID"])
 
 
-async def test_access_and_error_files_share_the_request_id(
-    aiohttp_client, tmp_path, restore_logging
-):
+async def test_access_and_error_files_share_the_request_id(aiohttp_client, tmp_path):
     settings = make_settings(log_dir=str(tmp_path / "logs"))
     logs.configure_logging(settings)
     client = await crashing_client(aiohttp_client, settings)
@@ -104,7 +85,7 @@ async def test_access_and_error_files_share_the_request_id(
     assert "unhandled" not in access and "fine-2" not in error
 
 
-async def test_explicit_file_settings_win_over_log_dir(aiohttp_client, tmp_path, restore_logging):
+async def test_explicit_file_settings_win_over_log_dir(aiohttp_client, tmp_path):
     settings = make_settings(
         log_dir=str(tmp_path / "dir"),
         access_log_file=str(tmp_path / "a" / "requests.log"),
@@ -118,7 +99,7 @@ async def test_explicit_file_settings_win_over_log_dir(aiohttp_client, tmp_path,
     assert not (tmp_path / "dir" / "access.log").exists()
 
 
-async def test_json_lines(aiohttp_client, tmp_path, restore_logging):
+async def test_json_lines(aiohttp_client, tmp_path):
     settings = make_settings(log_dir=str(tmp_path), log_format="json")
     logs.configure_logging(settings)
     client = await crashing_client(aiohttp_client, settings)
@@ -139,7 +120,7 @@ async def test_json_lines(aiohttp_client, tmp_path, restore_logging):
     assert crash["request_id"] == "json-1" and "secret internals" in crash["exc_info"]
 
 
-async def test_a_rotated_file_is_reopened(aiohttp_client, tmp_path, restore_logging):
+async def test_a_rotated_file_is_reopened(aiohttp_client, tmp_path):
     """What logrotate does (move the file away, no copytruncate): the next line goes to a new
     file at the configured path."""
     settings = make_settings(log_dir=str(tmp_path))
@@ -156,7 +137,7 @@ async def test_a_rotated_file_is_reopened(aiohttp_client, tmp_path, restore_logg
     assert "after-rotate" not in (tmp_path / "access.log.1").read_text()
 
 
-async def test_access_log_can_be_switched_off(aiohttp_client, tmp_path, restore_logging):
+async def test_access_log_can_be_switched_off(aiohttp_client, tmp_path):
     settings = make_settings(log_dir=str(tmp_path), access_log=False)
     logs.configure_logging(settings)
     client = await crashing_client(aiohttp_client, settings)
@@ -178,9 +159,7 @@ def test_the_shipped_logrotate_config_moves_files_away():
     assert re.search(r"^\s*create 0640 crm crm$", config, re.M)
 
 
-async def test_an_encoded_newline_in_the_path_cannot_forge_a_log_line(
-    aiohttp_client, tmp_path, restore_logging
-):
+async def test_an_encoded_newline_in_the_path_cannot_forge_a_log_line(aiohttp_client, tmp_path):
     settings = make_settings(log_dir=str(tmp_path))
     logs.configure_logging(settings)
     client = await crashing_client(aiohttp_client, settings)
