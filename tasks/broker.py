@@ -31,6 +31,7 @@ HEARTBEAT = "crm.heartbeat"
 QUEUE = "crm:tasks"
 GROUP = "crm-workers"
 HEARTBEATS = "crm:workers:heartbeat"  # hash: receiver id -> unix time of its last beat
+FORGET_SECONDS = 24 * 3600
 
 
 async def _send_batch(
@@ -101,11 +102,15 @@ class BrokerQueue:
                 if _text(group.get("name")) == GROUP:
                     waiting = int(group.get("lag") or 0)
                     pending = int(group.get("pending") or 0)
-        beats = await redis.hgetall(HEARTBEATS)
+        beats = {_text(k): float(v) for k, v in (await redis.hgetall(HEARTBEATS)).items()}
+        # a receiver that died without a clean stop stays visible (stale) for a day, then goes
+        forgotten = [k for k, stamp in beats.items() if time.time() - stamp > FORGET_SECONDS]
+        if forgotten:
+            await redis.hdel(HEARTBEATS, *forgotten)
         return {
             "waiting": waiting,
             "pending": pending,
-            "heartbeats": {_text(k): float(v) for k, v in beats.items()},
+            "heartbeats": {k: v for k, v in beats.items() if k not in forgotten},
             "heartbeat_seconds": heartbeat_seconds,
         }
 

@@ -263,3 +263,34 @@ async def test_queue_depth_and_worker_heartbeats_with_redis(aiohttp_client, clea
     # a receiver that stopped cleanly takes its beat with it
     assert value(text, "crm_workers_alive") == 0
     assert not [k for k in samples(text) if k[0] == "crm_worker_heartbeat_timestamp_seconds"]
+
+
+async def test_a_dead_receivers_beat_goes_stale_then_is_forgotten(
+    aiohttp_client,
+    clean_redis,  # noqa: F811
+    gateway,
+):
+    import time
+
+    from redis.asyncio import Redis
+
+    from tests.test_sms_redis import redis_settings
+
+    settings = redis_settings(clean_redis, gateway, metrics_token=TOKEN)
+    client = await aiohttp_client(create_app(settings))
+    redis = Redis.from_url(clean_redis)
+    now = time.time()
+    await redis.hset(
+        "crm:workers:heartbeat",
+        mapping={"host:1": str(now - 120), "host:2": str(now - 2 * 24 * 3600)},
+    )
+    text = await scrape(client)
+    beats = {
+        dict(labels)["worker"]: v
+        for (name, labels), v in samples(text).items()
+        if name == "crm_worker_heartbeat_timestamp_seconds"
+    }
+    assert list(beats) == ["host:1"] and beats["host:1"] == pytest.approx(now - 120)
+    assert value(text, "crm_workers_alive") == 0  # 120 s > 3 x 10 s: stale, not alive
+    assert await redis.hkeys("crm:workers:heartbeat") == [b"host:1"]
+    await redis.aclose()
