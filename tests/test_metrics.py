@@ -294,3 +294,32 @@ async def test_a_dead_receivers_beat_goes_stale_then_is_forgotten(
     assert value(text, "crm_workers_alive") == 0  # 120 s > 3 x 10 s: stale, not alive
     assert await redis.hkeys("crm:workers:heartbeat") == [b"host:1"]
     await redis.aclose()
+
+
+def test_multiprocess_mode_answers_the_sum_of_all_processes(tmp_path):
+    """PROMETHEUS_MULTIPROC_DIR: two processes count, a third answers for both."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    count = (
+        "from crm_core import metrics\n"
+        "for _ in range(3): metrics.observe_request('GET', '/health', 200, 0.01)\n"
+    )
+    for _ in range(2):
+        subprocess.run([sys.executable, "-c", count], env=env, check=True, timeout=60)
+    answer = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from crm_core import metrics; print(metrics.exposition([]).decode())",
+        ],
+        env=env,
+        check=True,
+        timeout=60,
+        capture_output=True,
+        text=True,
+    ).stdout
+    labels = {"method": "GET", "route": "/health", "status": "200"}
+    assert value(answer, "crm_http_requests_total", **labels) == 6
