@@ -165,15 +165,15 @@ async def receiving(broker: AsyncBroker, settings: Settings) -> AsyncIterator[Re
     try:
         yield receiver
     finally:
-        alive.cancel()
-        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-            await asyncio.wait_for(alive, timeout=2)  # removes its beat from Redis
         pulse.cancel()
         finish.set()
         try:
             await asyncio.wait_for(listener, timeout=settings.sms_send_timeout_seconds + 5)
         except (TimeoutError, asyncio.CancelledError):
             listener.cancel()
+        alive.cancel()  # after the running tasks: the beat goes when the receiver has stopped
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(alive, timeout=2)  # removes its beat from Redis
 
 
 async def _pulse(broker: AsyncBroker, settings: Settings) -> None:
