@@ -52,8 +52,7 @@ BACKEND_ERRORS = Counter(
 LOGIN_FAILURES = Counter("crm_login_failures_total", "Failed logins (wrong email or password)")
 LOGIN_LOCKOUTS = Counter(
     "crm_login_lockouts_total",
-    "Logins refused by the failed-login throttle, by what was locked",
-    ["scope"],  # email | address
+    "Logins refused by the failed-login throttle (per email or per client address)",
 )
 SMS_MESSAGES = Counter(
     "crm_sms_messages_total",

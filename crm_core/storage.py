@@ -13,6 +13,16 @@ from typing import Any
 
 from beanie import init_beanie
 
+# the driver names the rest of the project uses: every other module imports them from here
+# (ruff's banned-api rule keeps motor and pymongo out of every other module)
+from pymongo import ASCENDING as ASCENDING
+from pymongo import DESCENDING as DESCENDING
+from pymongo import IndexModel as IndexModel
+from pymongo import UpdateOne
+from pymongo.errors import BulkWriteError as BulkWriteError
+from pymongo.errors import DuplicateKeyError as DuplicateKeyError
+from pymongo.errors import OperationFailure as OperationFailure
+
 from crm_core.errors import NotFound
 from crm_core.settings import Settings
 
@@ -98,6 +108,16 @@ def _is_embedded(collection: Collection) -> bool:
     return type(getattr(collection, "delegate", None)).__module__.startswith("mongomock")
 
 
+def skip_missing_index_options(collection: Collection, key: str) -> dict[str, Any]:
+    """Options of a unique index that ignores rows without the field (empty values never
+    collide). A real server gets a partial index (`$exists: true`). mongomock applies partial
+    filters to writes but not when the index is built over existing rows, so there the index is
+    `sparse`, which skips exactly the same rows (nulls are never stored: null clears a cell)."""
+    if _is_embedded(collection):
+        return {"sparse": True}
+    return {"partialFilterExpression": {key: {"$exists": True}}}
+
+
 async def update_each(
     collection: Collection,
     updates: list[tuple[dict[str, Any], dict[str, Any]]],
@@ -112,8 +132,6 @@ async def update_each(
         for query, update in updates:
             await collection.update_one(query, update)
         return
-    from pymongo import UpdateOne
-
     await collection.bulk_write([UpdateOne(q, u) for q, u in updates], ordered=ordered)
 
 
