@@ -20,9 +20,9 @@ routes = RouteTable("metrics")
 async def scrape(services: Services) -> web.Response:
     stats = None
     queue = services.sms_queue
-    if queue is not None and hasattr(queue, "stats"):
+    if queue is not None and hasattr(queue, "metrics_stats"):
         try:
-            stats = await queue.stats(services.settings.worker_heartbeat_seconds)
+            stats = await queue.metrics_stats(services.settings.worker_heartbeat_seconds)
         except Exception:  # Redis away: counters still answer, the broker error is counted
             metrics.BACKEND_ERRORS.labels("broker").inc()
     body = metrics.exposition(metrics.scrape_gauges(stats))

@@ -13,6 +13,7 @@ from pydantic import ConfigDict, EmailStr, Field, field_validator
 
 from crm_core.storage import ASCENDING, IndexModel
 from models.base import InputModel, OutputModel
+from models.tokens import ApiToken
 
 
 def utcnow() -> datetime:
@@ -90,7 +91,7 @@ class RevokedAccessToken(Document):
         ]
 
 
-SYSTEM_DOCUMENTS: list[type] = [Tenant, User, RefreshToken, RevokedAccessToken]
+SYSTEM_DOCUMENTS: list[type] = [Tenant, User, RefreshToken, RevokedAccessToken, ApiToken]
 
 
 def normalise_email(value: str) -> str:
