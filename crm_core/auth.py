@@ -10,10 +10,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import bcrypt
 from beanie import PydanticObjectId
 
+from crm_core import metrics
 from crm_core.cache import DefinitionCache
 from crm_core.columns import ValueContext
 from crm_core.context import TenantContext
-from crm_core.errors import Conflict, Forbidden, Unauthorized, ValidationFailed
+from crm_core.errors import Conflict, Forbidden, RateLimited, Unauthorized, ValidationFailed
 from crm_core.ratelimit import LoginThrottle, limit_storage
 from crm_core.security import (
     TokenCodec,
@@ -92,7 +93,11 @@ class AuthService:
     async def login(self, email: str, password: str, client_address: str) -> TokenPair:
         email = normalise_email(email)
         # the slot is taken before the bcrypt await: concurrent guesses cannot all get through
-        await self.throttle.reserve(email, client_address)
+        try:
+            await self.throttle.reserve(email, client_address)
+        except RateLimited:
+            metrics.LOGIN_LOCKOUTS.inc()
+            raise
         user = await User.find_one(User.email == email)
         if user is None:
             await verify_password(password, self._dummy_hash)
@@ -103,6 +108,7 @@ class AuthService:
                 tenant = await Tenant.get(user.tenant_id)
                 ok = tenant is not None and tenant.is_active
         if not ok or user is None:
+            metrics.LOGIN_FAILURES.inc()
             raise Unauthorized(INVALID_CREDENTIALS)
         await self.throttle.succeeded(email, client_address)
         return await self._issue(user, family_id=uuid.uuid4().hex)

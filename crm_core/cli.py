@@ -1,4 +1,4 @@
-"""The `crm` command: `crm serve`, `crm create-superuser`."""
+"""The `crm` command: `serve`, `worker`, `worker-health`, `migrate`, `create-superuser`."""
 
 from __future__ import annotations
 
@@ -8,22 +8,12 @@ import getpass
 import logging
 import os
 import sys
+from typing import Any
 
+from crm_core.logs import configure_logging
 from crm_core.settings import Settings, SettingsError, load_settings
 
 MAX_REQUEST_LINE = 1024 * 1024
-
-
-def configure_logging(settings: Settings) -> None:
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
-    if settings.log_file:
-        handlers.append(logging.FileHandler(settings.log_file))
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        handlers=handlers,
-        force=True,
-    )
 
 
 def serve(settings: Settings, host: str | None, port: int | None) -> None:
@@ -42,7 +32,9 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
         # and its parser answers longer lines with a plain-text 400 before our middleware)
         max_line_size=MAX_REQUEST_LINE,
         max_field_size=64 * 1024,
-        shutdown_timeout=10,
+        # in-flight requests get this long after SIGTERM (systemd's TimeoutStopSec and
+        # compose's stop_grace_period are set above it)
+        shutdown_timeout=settings.shutdown_timeout_seconds,
     )
 
 
@@ -71,22 +63,44 @@ WORKER_NEEDS_DATABASE = (
 WORKER_NEEDS_REDIS = "crm worker needs REDIS_URL: without Redis, `crm serve` runs the tasks."
 
 
-async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
-    """Receive and run tasks until `stop` is set (SIGTERM/SIGINT in `crm worker`)."""
+def stop_on_signals(stop: asyncio.Event) -> None:
+    """SIGTERM and SIGINT set `stop` (for the running loop)."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event, storage: Any = None) -> None:
+    """Receive and run tasks until `stop` is set (SIGTERM/SIGINT in `crm worker`); running
+    tasks finish first. `storage`: an already started one (tests share their embedded
+    database this way), else the worker opens and closes its own."""
     from crm_core.storage import Storage
     from models.accounts import SYSTEM_DOCUMENTS
     from tasks.broker import receiving, start_broker, stop_broker
 
-    storage = Storage(settings)
-    await storage.start(SYSTEM_DOCUMENTS)
+    own_storage = storage is None
+    if storage is None:
+        storage = Storage(settings)
+        await storage.start(SYSTEM_DOCUMENTS)
     broker = await start_broker(settings, storage)
+    exporter = None
+    if settings.metrics_port is not None:  # this worker's counters (SMS states...)
+        from crm_core.metrics import serve_metrics
+
+        exporter = serve_metrics(settings.metrics_host, settings.metrics_port)
     try:
         async with receiving(broker, settings):
             logging.getLogger(__name__).info("worker started")
             await stop.wait()
     finally:
+        if exporter is not None:
+            exporter.shutdown()
+            exporter.server_close()
         await stop_broker(broker)
-        storage.close()
+        if own_storage:
+            storage.close()
 
 
 def worker(settings: Settings) -> int:
@@ -98,12 +112,8 @@ def worker(settings: Settings) -> int:
         return 2
 
     async def _main() -> None:
-        import signal
-
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        stop_on_signals(stop)
         await run_worker(settings, stop)
 
     asyncio.run(_main())
@@ -134,6 +144,25 @@ def migrate(settings: Settings) -> int:
     return 0
 
 
+def worker_health(settings: Settings) -> int:
+    """Exit 0 when this host's worker beat recently (its WORKER_HEARTBEAT_FILE is fresh)."""
+    import time
+
+    if not settings.worker_heartbeat_file:
+        print("crm: worker-health needs WORKER_HEARTBEAT_FILE", file=sys.stderr)
+        return 2
+    limit = 3 * settings.worker_heartbeat_seconds
+    try:
+        age = time.time() - os.stat(settings.worker_heartbeat_file).st_mtime
+    except OSError:
+        print("crm: no worker heartbeat yet", file=sys.stderr)
+        return 1
+    if age > limit:
+        print(f"crm: last worker heartbeat {age:.0f} s ago (limit {limit:.0f} s)", file=sys.stderr)
+        return 1
+    return 0
+
+
 COMMANDS = {
     "serve": (
         "start the HTTP API",
@@ -153,6 +182,11 @@ COMMANDS = {
         "Add the built-in tables (leads, legal entities, individuals) and their predefined "
         "columns to every company that lacks them; running it again changes nothing. Needs "
         "MONGODB_URL.",
+    ),
+    "worker-health": (
+        "exit 0 if the worker's heartbeat file is fresh (health checks)",
+        "Exit 0 when WORKER_HEARTBEAT_FILE was touched within three WORKER_HEARTBEAT_SECONDS "
+        "(a running `crm worker` touches it), 1 otherwise: the container health check.",
     ),
     "create-superuser": (
         "create a platform superadmin for /admin",
@@ -192,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
     )
     command("worker")
+    command("worker-health")
     command("migrate")
     su = command("create-superuser")
     su.add_argument("--email", required=True, help="the superadmin's email")
@@ -216,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"crm: configuration error: {exc}", file=sys.stderr)
         return 2
+    if args.command == "worker-health":  # a healthcheck probe: no log files, no threads
+        return worker_health(settings)
     configure_logging(settings)
 
     if args.command == "serve":

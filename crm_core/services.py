@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from crm_core.admin import AdminService
@@ -15,6 +15,7 @@ from crm_core.settings import Settings
 from crm_core.storage import Storage
 from crm_core.tables.meta import MetaService
 from crm_core.tables.rows import RowService
+from crm_core.tenancy import TenantService  # ops: company settings
 from crm_core.tokens import ApiTokenService
 from crm_core.validators import ColumnValidator
 from crm_core.webhooks import WebhookService
@@ -33,6 +34,8 @@ class Services:
     imports: ImportService  # files: CSV/XLSX import and export
     exports: ExportService
     sms_queue: Any = None  # crm_core.sms.SmsQueue, set when the broker starts
+    # ops: company settings (/api/tenant)
+    tenants: TenantService = field(default_factory=TenantService)
     # integrations
     webhooks: WebhookService | None = None
     tokens: ApiTokenService | None = None

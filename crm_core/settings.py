@@ -88,6 +88,18 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_file: str | None = None
+    # ops: log files and format (crm_core/logs.py), metrics, shutdown, worker heartbeat
+    log_format: Literal["text", "json"] = "text"
+    log_dir: str | None = None
+    access_log_file: str | None = None
+    error_log_file: str | None = None
+    access_log: bool = True
+    metrics_token: str | None = Field(default=None, min_length=16)
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_host: str = "127.0.0.1"
+    shutdown_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    worker_heartbeat_file: str | None = None
+    worker_heartbeat_seconds: float = Field(default=10.0, gt=0, le=3600)
 
     # the operator's panel (/admin): a superadmin that `crm serve` creates at start if its email
     # is new (the only way to have one on the embedded database), and the panel's sessions

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import phonenumbers
 from bson import ObjectId
 
+from crm_core import metrics
 from crm_core.context import TenantContext
 from crm_core.errors import Conflict, NotFound, ValidationFailed
 from crm_core.ids import object_id
@@ -30,6 +31,9 @@ MESSAGES = "_sms_messages"
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]{0,62})\s*\}\}")
 OPEN = ("pending", "sending")
 # Every query on the messages is served by an index of crm_core/indexes.py (`_sms_messages`).
+
+# metrics label of states no provider is involved in yet (queued, invalid, cancelled)
+NO_PROVIDER = "-"
 
 
 class SmsQueue(Protocol):
@@ -206,6 +210,9 @@ async def create_campaign(
     await ctx.db[CAMPAIGNS].insert_one(campaign)
     if messages:
         await ctx.db[MESSAGES].insert_many(messages)
+        invalid = sum(1 for m in messages if m["status"] == "invalid")
+        metrics.SMS_MESSAGES.labels("queued", NO_PROVIDER).inc(len(messages) - invalid)
+        metrics.SMS_MESSAGES.labels("invalid", NO_PROVIDER).inc(invalid)
     for batch in batches:
         await queue.send_batch(ctx.tenant_id, str(campaign_id), batch)
     return campaign
@@ -293,6 +300,7 @@ async def cancel_campaign(ctx: TenantContext, campaign_id: str) -> dict[str, Any
     )
     n = cancelled.modified_count
     await bump(ctx.db, campaign["_id"], {"pending": -n, "cancelled": n})
+    metrics.SMS_MESSAGES.labels("cancelled", NO_PROVIDER).inc(n)
     return await get_campaign(ctx, campaign_id)
 
 

@@ -767,3 +767,11 @@ async def find_in_batches(
             batch = []
     if batch:
         yield batch
+
+
+def is_database_error(exc: BaseException) -> bool:
+    """Did the database (driver, connection, server) fail, as opposed to the request? Write
+    errors such as duplicate keys are the request's and not counted."""
+    from pymongo.errors import PyMongoError, WriteError
+
+    return isinstance(exc, PyMongoError) and not isinstance(exc, WriteError)

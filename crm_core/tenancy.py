@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import phonenumbers
 from bson import ObjectId
 
 from crm_core.builtin_tables import ensure_builtin_tables
+from crm_core.context import TenantContext
+from crm_core.errors import ValidationFailed
 from crm_core.indexes import ensure_tenant_indexes
 from crm_core.permissions import BUILTIN_ROLES
 from crm_core.storage import Storage
-from models.accounts import Tenant
+from models.accounts import Tenant, TenantPatch, timezone_names
 
 ROLES = "_roles"
 
@@ -60,3 +66,70 @@ async def resolve_permissions(db: Any, role_ids: list[str]) -> frozenset[str]:
     async for role in db[ROLES].find({"_id": {"$in": ids}}, {"permissions": 1}):
         perms.update(role.get("permissions", []))
     return frozenset(perms)
+
+
+# ---- company settings (`/api/tenant`) -----------------------------------------------------
+
+
+@cache
+def _zone_names() -> frozenset[str]:
+    return frozenset(timezone_names())
+
+
+def check_timezone(name: str) -> ZoneInfo:
+    """The IANA zone called `name`; a 400 naming `timezone` otherwise."""
+    if name in _zone_names():
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            pass
+    raise ValidationFailed.field(
+        "timezone", f"unknown time zone {name!r}: use an IANA name such as 'Europe/Moscow'"
+    )
+
+
+def check_phone_region(code: str) -> str:
+    """A region phonenumbers can parse national numbers for; a 400 naming `phone_region`."""
+    if code not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValidationFailed.field(
+            "phone_region", f"unknown phone region {code!r}: use an ISO 3166 code such as 'RU'"
+        )
+    return code
+
+
+class TenantService:
+    """The company's own settings: name, time zone, default phone region.
+
+    `update_settings` is the ONE place that writes them: a per-process cache of tenant
+    settings invalidates itself there.
+    """
+
+    async def get_settings(self, ctx: TenantContext) -> Tenant:
+        return ctx.tenant
+
+    async def update_settings(self, ctx: TenantContext, patch: TenantPatch) -> Tenant:
+        """Validate everything first, then write only the fields given, in one `$set`.
+
+        Changing the time zone or the phone region rewrites no stored value: dates are kept in
+        UTC and phones in E.164, so only how new input and date filters are read changes.
+        """
+        changes: dict[str, Any] = {}
+        if patch.name is not None:
+            name = patch.name.strip()
+            if not name:
+                raise ValidationFailed.field("name", "must not be blank")
+            changes["name"] = name
+        zone = None
+        if patch.timezone is not None:
+            zone = check_timezone(patch.timezone)
+            changes["timezone"] = patch.timezone
+        if patch.phone_region is not None:
+            changes["phone_region"] = check_phone_region(patch.phone_region)
+        if changes:
+            await ctx.tenant.set(changes)
+            ctx.values = replace(
+                ctx.values,
+                timezone=zone or ctx.values.timezone,
+                phone_region=ctx.tenant.phone_region,
+            )
+        return ctx.tenant

@@ -19,6 +19,7 @@ from crm_core.settings import Settings
 from crm_core.storage import Storage
 from crm_core.tables.meta import MetaService
 from crm_core.tables.rows import RowService
+from crm_core.tenancy import TenantService
 from crm_core.tokens import ApiTokenService
 from crm_core.validators import default_validators
 from crm_core.webhooks import WebhookService
@@ -30,11 +31,13 @@ from handlers import (
     docs,
     entities,
     files,
+    metrics,
     roles,
     shares,
     sms,
     system,
     tables,
+    tenant,
     tokens,
     users,
     webhooks,
@@ -61,6 +64,8 @@ ROUTE_TABLES: list[RouteTable] = [
     files.routes,
     webhooks.routes,
     tokens.routes,
+    tenant.routes,  # ops: company settings
+    metrics.routes,  # ops: /metrics with METRICS_TOKEN
     docs.routes,
     admin.routes,
 ]
@@ -96,6 +101,7 @@ def create_app(settings: Settings) -> web.Application:
         imports=ImportService(rows, settings),
         exports=ExportService(rows, settings.export_max_concurrent),
         admin=AdminService(settings, storage, auth_service),
+        tenants=TenantService(),  # ops: company settings
     )
     # integrations: webhooks hear row events from the row service
     services.webhooks = WebhookService(settings, storage, column_types)
@@ -103,6 +109,7 @@ def create_app(settings: Settings) -> web.Application:
     services.tokens = ApiTokenService(storage)
     app.cleanup_ctx.append(_storage_ctx)
     app.cleanup_ctx.append(_broker_ctx)
+    app.cleanup_ctx.append(_metrics_listener_ctx)  # ops: METRICS_PORT
 
     specs = all_routes()
     for spec in specs:
@@ -155,3 +162,21 @@ async def _broker_ctx(app: web.Application) -> AsyncIterator[None]:
             yield
     finally:
         await stop_broker(broker)
+
+
+async def _metrics_listener_ctx(app: web.Application) -> AsyncIterator[None]:
+    """With METRICS_PORT: `/metrics` without a token on its own listener."""
+    services = app[SERVICES]
+    settings = services.settings
+    if settings.metrics_port is None:
+        yield
+        return
+    runner = web.AppRunner(metrics.metrics_app(services), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.metrics_host, settings.metrics_port)
+    await site.start()
+    log.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
+    try:
+        yield
+    finally:
+        await runner.cleanup()

@@ -1,4 +1,5 @@
-"""Request middlewares: the access log line and the one error renderer (SPEC §2)."""
+"""Request middlewares: request id, access log line and metrics; the one error renderer
+(SPEC §2)."""
 
 from __future__ import annotations
 
@@ -11,35 +12,49 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
+from crm_core import metrics
 from crm_core.errors import HTTP_STATUS_ERRORS, CrmError
+from crm_core.logs import ACCESS, REQUEST_ID, REQUEST_ID_HEADER, request_id_from
+from crm_core.storage import is_database_error
 from handlers.routing import CONTEXT_KEY, ERROR_PAGES, ErrorPage, error_response
 
-access_log = logging.getLogger("crm.access")
+access_log = ACCESS
 log = logging.getLogger(__name__)
 
 
 @web.middleware
 async def access_log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """One line per request: method, path, status, duration, tenant and user."""
+    """The request id (the client's `X-Request-ID` or a new one) for every log line of the
+    request, echoed in the answer; then one access line (method, path, status, duration,
+    tenant, user, request id) and the request metrics (per route template and status)."""
+    request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
+    REQUEST_ID.set(request_id)  # the request's own task: no other request sees it
     started = time.perf_counter()
     status = 500
     try:
         response = await handler(request)
         status = response.status
+        if not response.prepared:
+            response.headers[REQUEST_ID_HEADER] = request_id
         return response
     except web.HTTPException as exc:  # redirects are raised too
         status = exc.status
+        exc.headers[REQUEST_ID_HEADER] = request_id
         raise
     finally:
+        elapsed = time.perf_counter() - started
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else metrics.UNMATCHED_ROUTE
+        metrics.observe_request(request.method, route, status, elapsed)
         context = request.get(CONTEXT_KEY)
-        access_log.info(
-            "%s %s %s %.1fms tenant=%s user=%s",
+        access_log.write(
             request.method,
-            request.path,
+            request.rel_url.raw_path,  # as sent: a decoded %0A would split the line
             status,
-            (time.perf_counter() - started) * 1000,
+            elapsed * 1000,
             context.tenant_id if context else "-",
             context.user_id if context else "-",
+            request_id,
         )
 
 
@@ -62,8 +77,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except ConnectionResetError:  # the client went away mid-request (e.g. after a bad chunk)
         log.warning("client closed the connection during %s %s", request.method, request.path)
         return render(_for_status(400, "The connection was closed mid-request"))
-    except Exception:
+    except Exception as exc:
         log.exception("unhandled error in %s %s", request.method, request.path)
+        if is_database_error(exc):
+            metrics.BACKEND_ERRORS.labels("database").inc()
+        elif metrics.is_broker_error(exc):
+            metrics.BACKEND_ERRORS.labels("broker").inc()
         return render(CrmError())
     if response.status >= 400 and not isinstance(response, web.Response | web.FileResponse):
         return response

@@ -26,6 +26,7 @@ from crm_core.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
+from crm_core.logs import REQUEST_ID
 from crm_core.services import Services
 from crm_core.tables.access import Level, require
 from crm_core.tables.definitions import Table, load_table
@@ -386,4 +387,7 @@ def build_view(spec: RouteSpec) -> Callable[[web.Request], Awaitable[web.StreamR
 
 
 def error_response(error: CrmError) -> web.Response:
-    return json_response(error.to_body(), error.status, error.headers or None)
+    """The §2 body, with the request's id so the answer can be found in the logs."""
+    body = error.to_body()
+    body["error"]["request_id"] = REQUEST_ID.get()
+    return json_response(body, error.status, error.headers or None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from crm_core import metrics
 from crm_core.errors import ServiceUnavailable
 from handlers.routing import Call, Public, RouteTable
 from models.base import StatusOut
@@ -23,8 +24,10 @@ async def health(call: Call) -> StatusOut:
 )
 async def ready(call: Call) -> StatusOut:
     if not await call.services.storage.ping():
+        metrics.BACKEND_ERRORS.labels("database").inc()
         raise ServiceUnavailable("The database is not reachable")
     queue = call.services.sms_queue
     if queue is not None and not await queue.ping():
+        metrics.BACKEND_ERRORS.labels("broker").inc()
         raise ServiceUnavailable("The task broker (Redis) is not reachable")
     return StatusOut(status="ready")

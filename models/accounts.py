@@ -4,9 +4,12 @@ and the auth API's request/response models."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import available_timezones
 
+import phonenumbers
 from beanie import Document, PydanticObjectId
-from pydantic import EmailStr, Field, field_validator
+from pydantic import ConfigDict, EmailStr, Field, field_validator
 
 from crm_core.storage import ASCENDING, IndexModel
 from models.base import InputModel, OutputModel
@@ -205,3 +208,58 @@ def tenant_out(tenant: Tenant) -> TenantOut:
         timezone=tenant.timezone,
         phone_region=tenant.phone_region,
     )
+
+
+# ---- company settings (`/api/tenant`) -----------------------------------------------------
+
+
+def timezone_names() -> list[str]:
+    """The IANA zones a company may pick (`localtime` and `Factory` are not places)."""
+    return sorted(available_timezones() - {"localtime", "Factory"})
+
+
+def phone_regions() -> list[str]:
+    return sorted(phonenumbers.SUPPORTED_REGIONS)
+
+
+def _tenant_patch_schema(schema: dict[str, Any]) -> None:
+    """Document what is accepted: strings only (`null` is refused), zones and regions as the
+    lists the service knows."""
+    enums: dict[str, list[str]] = {"timezone": timezone_names(), "phone_region": phone_regions()}
+    for name, prop in schema["properties"].items():
+        string = next(b for b in prop.pop("anyOf") if b.get("type") == "string")
+        prop.pop("default", None)
+        prop.update(string)
+        if name in enums:
+            prop["enum"] = enums[name]
+
+
+class TenantPatch(InputModel):
+    """The company settings to change; absent fields stay as they are, `null` is refused."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=_tenant_patch_schema)
+
+    name: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"\S")
+    timezone: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="An IANA time zone such as `Europe/Moscow`: naive dates in rows and filters "
+        "and the `is_within` periods follow it. Stored values never change with it.",
+        examples=["Europe/Moscow"],
+    )
+    phone_region: str | None = Field(
+        default=None,
+        min_length=2,
+        max_length=3,
+        description="Region for national phone numbers, as an ISO 3166 code that phonenumbers "
+        "knows (`RU`, `KZ`, `US`...). Numbers already stored keep their E.164 form.",
+        examples=["RU"],
+    )
+
+    @field_validator("name", "timezone", "phone_region", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("cannot be null; leave the field out to keep it")
+        return value

@@ -27,6 +27,10 @@ class ErrorBody(OutputModel):
     code: str = Field(examples=["validation_error"])
     message: str
     details: list[dict[str, Any]] = Field(default_factory=list)
+    request_id: str | None = Field(
+        default=None,
+        description="The request's id (its `X-Request-ID`, sent or made): find it in the logs",
+    )
 
 
 class ErrorResponse(OutputModel):

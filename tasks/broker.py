@@ -8,8 +8,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from taskiq import AsyncBroker, Context, InMemoryBroker, TaskiqDepends
@@ -31,6 +35,8 @@ WEBHOOK_DELIVER = "crm.webhooks.deliver"
 RUN_IMPORT = "crm.files.run_import"
 QUEUE = "crm:tasks"
 GROUP = "crm-workers"
+HEARTBEATS = "crm:workers:heartbeat"  # hash: receiver id -> unix time of its last beat
+FORGET_SECONDS = 24 * 3600
 
 
 async def _send_batch(
@@ -122,6 +128,30 @@ class BrokerQueue:
         except Exception:  # any connection failure means "not ready"
             log.warning("Redis ping failed", exc_info=True)
             return False
+
+    async def metrics_stats(self, heartbeat_seconds: float) -> dict[str, Any] | None:
+        """For /metrics: tasks waiting in the stream (not yet read by the group), pending
+        (read, not acknowledged) and each receiver's last heartbeat. None without Redis."""
+        redis = self.broker.state.sms.limiter.redis
+        if redis is None:
+            return None
+        waiting = pending = 0
+        if await redis.exists(QUEUE):
+            for group in await redis.xinfo_groups(QUEUE):
+                if _text(group.get("name")) == GROUP:
+                    waiting = int(group.get("lag") or 0)
+                    pending = int(group.get("pending") or 0)
+        beats = {_text(k): float(v) for k, v in (await redis.hgetall(HEARTBEATS)).items()}
+        # a receiver that died without a clean stop stays visible (stale) for a day, then goes
+        forgotten = [k for k, stamp in beats.items() if time.time() - stamp > FORGET_SECONDS]
+        if forgotten:
+            await redis.hdel(HEARTBEATS, *forgotten)
+        return {
+            "waiting": waiting,
+            "pending": pending,
+            "heartbeats": {k: v for k, v in beats.items() if k not in forgotten},
+            "heartbeat_seconds": heartbeat_seconds,
+        }
 
     async def stats(self) -> QueueStats:
         """What the operator's system page shows: the broker, its backlog, the workers seen."""
@@ -250,6 +280,7 @@ async def receiving(broker: AsyncBroker, settings: Settings) -> AsyncIterator[Re
     finish = asyncio.Event()
     listener = asyncio.create_task(receiver.listen(finish), name="crm-receiver")
     pulse = asyncio.create_task(_pulse(broker, settings), name="crm-heartbeat")
+    alive = asyncio.create_task(_worker_heartbeat(broker, settings), name="crm-alive")  # ops
     try:
         async with sweeping(broker, settings):
             yield receiver
@@ -260,6 +291,9 @@ async def receiving(broker: AsyncBroker, settings: Settings) -> AsyncIterator[Re
             await asyncio.wait_for(listener, timeout=settings.sms_send_timeout_seconds + 5)
         except (TimeoutError, asyncio.CancelledError):
             listener.cancel()
+        alive.cancel()  # after the running tasks: the beat goes when the receiver has stopped
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(alive, timeout=2)  # removes its beat from Redis
 
 
 async def _pulse(broker: AsyncBroker, settings: Settings) -> None:
@@ -274,3 +308,30 @@ async def _pulse(broker: AsyncBroker, settings: Settings) -> None:
             await task.kiq()
         except Exception:  # Redis away for a moment: the next beat tries again
             log.warning("heartbeat could not be sent", exc_info=True)
+
+
+def receiver_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+async def _worker_heartbeat(broker: AsyncBroker, settings: Settings) -> None:
+    """Every WORKER_HEARTBEAT_SECONDS: the receiver's beat in Redis (for /metrics) and the
+    mtime of WORKER_HEARTBEAT_FILE (for `crm worker-health`, the container healthcheck). The
+    beat is removed when the receiver stops cleanly."""
+    redis = broker.state.sms.limiter.redis
+    me = receiver_id()
+    path = Path(settings.worker_heartbeat_file) if settings.worker_heartbeat_file else None
+    try:
+        while True:
+            try:
+                if path is not None:
+                    path.touch()
+                if redis is not None:
+                    await redis.hset(HEARTBEATS, me, str(time.time()))
+            except Exception:  # Redis away for a moment: the next beat tries again
+                log.warning("worker heartbeat could not be written", exc_info=True)
+            await asyncio.sleep(settings.worker_heartbeat_seconds)
+    finally:
+        if redis is not None:
+            with contextlib.suppress(Exception):
+                await redis.hdel(HEARTBEATS, me)

@@ -20,6 +20,7 @@ from typing import Any
 
 from bson import ObjectId
 
+from crm_core import metrics
 from crm_core.settings import Settings
 from crm_core.sms import CAMPAIGNS, MESSAGES, OPEN, bump, count_messages
 from crm_core.storage import Storage, update_each
@@ -70,6 +71,7 @@ async def send_batch(
         return {"sent": 0}
     stale = await _abandoned(runtime, db, cid, batch, task_id)
     if stale.modified_count:
+        metrics.SMS_MESSAGES.labels("unknown", runtime.provider.name).inc(stale.modified_count)
         log.warning(
             "campaign %s batch %s: %d messages were being sent by a worker that "
             "stopped; marked unknown",
@@ -236,6 +238,14 @@ OUTCOME_FIELDS = ("status", "error", "provider_id", "sent_at")
 
 
 async def _attempt(runtime: SmsRuntime, message: dict[str, Any], slot: float) -> Outcome:
+    outcome = await _send_at(runtime, message, slot)
+    # metrics: a transient failure put back to pending is counted as a retry
+    state = "retry" if outcome[0] == "pending" else outcome[0]
+    metrics.sms_message(state, runtime.provider.name)
+    return outcome
+
+
+async def _send_at(runtime: SmsRuntime, message: dict[str, Any], slot: float) -> Outcome:
     await until(slot)
     try:
         provider_id = await runtime.provider.send(

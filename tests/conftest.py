@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import shutil
+import socket
+import subprocess
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -429,6 +434,111 @@ async def _message_id(objects: TenantObjects, entity: str | None) -> str:
         "GET", f"/api/sms/campaigns/{campaign_id}/messages", objects.owner, expect=200
     )
     return page["items"][0]["id"]
+
+
+# ---- ops: `crm` commands configure process-wide logging; undo it after each test ----------
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    import logging
+
+    from crm_core import logs
+
+    root = logging.getLogger()
+    access = logging.getLogger(logs.ACCESS_LOGGER)
+    saved = (root.handlers[:], root.level, access.handlers[:], access.propagate, access.disabled)
+    yield
+    logs.stop_access_log()
+    for handler in root.handlers:
+        if handler not in saved[0]:
+            handler.close()
+    root.handlers[:] = saved[0]
+    root.setLevel(saved[1])
+    access.handlers[:] = saved[2]
+    access.propagate, access.disabled = saved[3], saved[4]
+
+
+# ---- Redis for the SMS, metrics and shutdown suites (moved here from test_sms_redis by ops) ----
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    """A private redis-server for the module (skipped with a note without one; CI fails)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        message = (
+            "redis-server is not on the PATH: the Redis-backed SMS tests did NOT run "
+            "(apt-get install redis-server)"
+        )
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+        except OSError:
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture
+async def clean_redis(redis_url):
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(redis_url)
+    await client.flushall()
+    await client.aclose()
+    return redis_url
+
+
+def redis_settings(redis_url: str, gateway: Any, **overrides: Any) -> Settings:
+    """Settings for SMS through Redis and the fake gateway, with short timeouts."""
+    values = {
+        "redis_url": redis_url,
+        "sms_rate_per_second": 20,
+        "sms_batch_size": 10,
+        "sms_send_timeout_seconds": 0.2,
+        "sms_max_attempts": 2,
+        "sms_retry_base_seconds": 0.05,
+        "sms_redelivery_seconds": 1.0,
+        "api_runs_tasks": False,
+    }
+    values.update(overrides)
+    from tests.sms_gateway import gateway_settings
+
+    return gateway_settings(gateway, **values)
 
 
 # ---- integrations: webhooks and API tokens ---------------------------------------------------

@@ -9,10 +9,9 @@ from handlers.routing import SERVICES
 from tasks.broker import receiving, start_broker, stop_broker
 from tests.admin_panel import ROOT_EMAIL, ROOT_PASSWORD, Panel
 from tests.conftest import Api, make_settings
-from tests.test_sms_redis import clean_redis, redis_url  # noqa: F401 - fixtures
 
 
-async def test_system_page_shows_queue_depth_and_workers(aiohttp_client, clean_redis):  # noqa: F811
+async def test_system_page_shows_queue_depth_and_workers(aiohttp_client, clean_redis):
     settings = make_settings(
         redis_url=clean_redis,
         api_runs_tasks=False,  # this process only queues, as an API next to real workers

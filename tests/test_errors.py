@@ -17,6 +17,8 @@ async def _error(resp, status, code):
     assert set(body) == {"error"}
     assert body["error"]["code"] == code
     assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    # every error names its request, as the X-Request-ID header of the answer does
+    assert body["error"]["request_id"] == resp.headers["X-Request-ID"]
     return body["error"]
 
 

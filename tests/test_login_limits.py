@@ -12,7 +12,6 @@ from redis.asyncio import Redis
 
 from handlers.app import create_app
 from tests.conftest import make_settings
-from tests.test_sms_redis import redis_url  # noqa: F401 - the module's redis-server fixture
 
 LIMIT = 5
 
@@ -109,7 +108,7 @@ async def test_concurrent_wrong_current_passwords_are_limited_too(api, client, o
 
 
 @pytest.fixture
-async def redis_clients(redis_url):  # noqa: F811
+async def redis_clients(redis_url):
     redis = Redis.from_url(redis_url)
     await redis.flushall()
     settings = make_settings(

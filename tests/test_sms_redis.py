@@ -6,93 +6,15 @@ except under CI=true, where that is a failure."""
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import socket
-import subprocess
-import time
 
-import pytest
 from redis.asyncio import Redis
 from taskiq.receiver import Receiver
 
 from handlers.app import create_app
 from handlers.routing import SERVICES
 from tasks.broker import receiving, start_broker, stop_broker
-from tests.conftest import Api, wait_done
-from tests.sms_gateway import gateway_settings, phone
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory):
-    binary = shutil.which("redis-server")
-    if binary is None:
-        message = (
-            "redis-server is not on the PATH: the Redis-backed SMS tests did NOT run "
-            "(apt-get install redis-server)"
-        )
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    port = _free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    process = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-        except OSError:
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
-    process.terminate()
-    process.wait(timeout=10)
-
-
-@pytest.fixture
-async def clean_redis(redis_url):
-    client = Redis.from_url(redis_url)
-    await client.flushall()
-    await client.aclose()
-    return redis_url
-
-
-def redis_settings(redis_url, gateway, **overrides):
-    values = {
-        "redis_url": redis_url,
-        "sms_rate_per_second": 20,
-        "sms_batch_size": 10,
-        "sms_send_timeout_seconds": 0.2,
-        "sms_max_attempts": 2,
-        "sms_retry_base_seconds": 0.05,
-        "sms_redelivery_seconds": 1.0,
-        "api_runs_tasks": False,
-    }
-    values.update(overrides)
-    return gateway_settings(gateway, **values)
+from tests.conftest import Api, redis_settings, wait_done
+from tests.sms_gateway import phone
 
 
 class FreezingLimiter:

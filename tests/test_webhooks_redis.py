@@ -6,12 +6,11 @@ from __future__ import annotations
 from handlers.app import create_app
 from handlers.routing import SERVICES
 from tasks.broker import receiving, start_broker, stop_broker
-from tests.conftest import Api
-from tests.test_sms_redis import clean_redis, redis_settings, redis_url  # noqa: F401
+from tests.conftest import Api, redis_settings
 from tests.webhook_receiver import make_hook, make_table, settled, verify
 
 
-async def test_a_worker_delivers_and_retries(aiohttp_client, clean_redis, gateway, receiver):  # noqa: F811
+async def test_a_worker_delivers_and_retries(aiohttp_client, clean_redis, gateway, receiver):
     settings = redis_settings(clean_redis, gateway)
     client = await aiohttp_client(create_app(settings))
     api = Api(client)

@@ -1,0 +1,230 @@
+"""Logging set-up: the request id of the running request, access and error log files, the
+JSON line format.
+
+- `REQUEST_ID` holds the id of the request being served (the aiohttp task of that request);
+  `RequestIdFilter` stamps it on every record as `request_id` ("-" outside a request), so every
+  line a request causes carries it, whichever logger wrote it.
+- Access lines (`crm.access`) go to `ACCESS_LOG_FILE` (or `LOG_DIR/access.log`) when set, and
+  then only there; warnings and errors of every other logger go to `ERROR_LOG_FILE` (or
+  `LOG_DIR/error.log`). Stdout keeps everything else (journald, docker logs).
+- Files are `WatchedFileHandler`s: after logrotate moves a file away, the next line reopens it
+  (no copytruncate, no signal needed; deploy/logrotate/crm is the shipped config).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import logging.handlers
+import queue
+import re
+import sys
+import threading
+import time
+import uuid
+from contextvars import ContextVar
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from crm_core.settings import Settings
+
+ACCESS_LOGGER = "crm.access"
+REQUEST_ID: ContextVar[str] = ContextVar("crm_request_id", default="-")
+REQUEST_ID_HEADER = "X-Request-ID"
+# what we accept from a client (or a proxy in front) as its request id; anything else is replaced
+_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(request_id)s %(message)s"
+
+
+def request_id_from(header: str | None) -> str:
+    """The client's `X-Request-ID` when it is a sane token, otherwise a new one."""
+    if header and _CLIENT_REQUEST_ID.fullmatch(header):
+        return header
+    return uuid.uuid4().hex
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds `record.request_id` (the running request's id, "-" outside a request)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = REQUEST_ID.get()
+        return True
+
+
+class _NotAccess(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.name.startswith(ACCESS_LOGGER)
+
+
+AccessLine = tuple[float, str, str, int, float, str, str, str]
+
+
+class AccessLog:
+    """One line per request, cheap on the event loop.
+
+    With `crm serve`'s logging (`configure_logging`) the request only puts a tuple on a queue:
+    a thread makes the record, formats and writes it. Without it (tests), the record is handled
+    at once. Fields go on the record too, so the JSON format has them as keys.
+    """
+
+    MESSAGE = "%s %s %s %.1fms tenant=%s user=%s"
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self.logger = logger or logging.getLogger(ACCESS_LOGGER)
+        self.sink: queue.SimpleQueue[AccessLine | None] | None = None
+
+    def write(
+        self,
+        method: str,
+        path: str,
+        status: int,
+        duration_ms: float,
+        tenant: str,
+        user: str,
+        request_id: str,
+    ) -> None:
+        sink = self.sink
+        if sink is not None:
+            sink.put((time.time(), method, path, status, duration_ms, tenant, user, request_id))
+            return
+        logger = self.logger
+        if logger.disabled or not logger.isEnabledFor(logging.INFO):
+            return
+        line = (time.time(), method, path, status, duration_ms, tenant, user, request_id)
+        logger.handle(self.record(line))
+
+    def record(self, line: AccessLine) -> logging.LogRecord:
+        created, method, path, status, duration_ms, tenant, user, request_id = line
+        record = self.logger.makeRecord(
+            self.logger.name,
+            logging.INFO,
+            "",
+            0,
+            self.MESSAGE,
+            (method, path, status, duration_ms, tenant, user),
+            None,
+            extra={
+                "request_id": request_id,
+                "method": method,
+                "path": path,
+                "status": status,
+                "duration_ms": round(duration_ms, 1),
+                "tenant": tenant,
+                "user": user,
+            },
+        )
+        record.created = created
+        record.msecs = (created - int(created)) * 1000
+        return record
+
+
+ACCESS = AccessLog()
+
+
+class _AccessWriter(threading.Thread):
+    """Turns queued access lines into records and hands them to the access handlers."""
+
+    def __init__(self, access: AccessLog, handlers: list[logging.Handler]) -> None:
+        super().__init__(name="crm-access-log", daemon=True)
+        self.access = access
+        self.handlers = handlers
+        self.lines: queue.SimpleQueue[AccessLine | None] = queue.SimpleQueue()
+
+    def run(self) -> None:
+        while (line := self.lines.get()) is not None:
+            record = self.access.record(line)
+            for handler in self.handlers:
+                if record.levelno >= handler.level:
+                    handler.handle(record)
+
+    def stop(self) -> None:
+        """Write what is queued, then end."""
+        self.lines.put(None)
+        self.join(timeout=10)
+
+
+def make_formatter(log_format: str) -> logging.Formatter:
+    if log_format == "json":
+        from pythonjsonlogger.json import JsonFormatter
+
+        return JsonFormatter(
+            JSON_FIELDS,
+            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            timestamp=False,
+        )
+    return logging.Formatter(TEXT_FORMAT)
+
+
+def log_paths(settings: Settings) -> tuple[Path | None, Path | None]:
+    """(access log file, error log file): explicit settings win over `LOG_DIR`."""
+    directory = Path(settings.log_dir) if settings.log_dir else None
+    access = settings.access_log_file or (directory / "access.log" if directory else None)
+    error = settings.error_log_file or (directory / "error.log" if directory else None)
+    return (Path(access) if access else None, Path(error) if error else None)
+
+
+def _file_handler(path: Path, formatter: logging.Formatter) -> logging.Handler:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.handlers.WatchedFileHandler(path, encoding="utf-8")
+    handler.setFormatter(formatter)
+    handler.addFilter(RequestIdFilter())
+    return handler
+
+
+def configure_logging(settings: Settings) -> None:
+    """Install the handlers for `crm` commands (tests leave logging to pytest)."""
+    formatter = make_formatter(settings.log_format)
+    level = settings.log_level.upper()
+    access_path, error_path = log_paths(settings)
+
+    stdout = logging.StreamHandler(sys.stdout)
+    stdout.setFormatter(formatter)
+    stdout.addFilter(RequestIdFilter())
+    handlers: list[logging.Handler] = [stdout]
+    if settings.log_file:
+        handlers.append(_file_handler(Path(settings.log_file), formatter))
+    if error_path:
+        error = _file_handler(error_path, formatter)
+        error.setLevel(logging.WARNING)
+        error.addFilter(_NotAccess())
+        handlers.append(error)
+    logging.basicConfig(level=level, handlers=handlers, force=True)
+
+    # access lines: only in their file when there is one (stdout and the error file stay
+    # readable), else stdout (and LOG_FILE); written by a thread fed through a queue
+    targets: list[logging.Handler] = []
+    if access_path:
+        targets.append(_file_handler(access_path, formatter))
+    else:
+        targets.append(stdout)
+        if settings.log_file:
+            targets.append(handlers[1])
+    access = logging.getLogger(ACCESS_LOGGER)
+    access.propagate = False
+    access.disabled = not settings.access_log
+    global _writer
+    if _writer is not None:
+        _writer.stop()
+        _writer = None
+    ACCESS.sink = None
+    if settings.access_log and access.isEnabledFor(logging.INFO):
+        _writer = _AccessWriter(ACCESS, targets)
+        _writer.start()
+        ACCESS.sink = _writer.lines
+
+
+_writer: _AccessWriter | None = None
+
+
+@atexit.register
+def stop_access_log() -> None:
+    """Write what is still queued (at exit; tests call it to flush)."""
+    global _writer
+    ACCESS.sink = None
+    if _writer is not None:
+        _writer.stop()
+        _writer = None
