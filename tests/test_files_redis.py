@@ -8,10 +8,9 @@ from handlers.routing import SERVICES
 from tasks.broker import receiving, start_broker, stop_broker
 from tests.conftest import Api, make_settings
 from tests.test_files_import import finished, make_table, stored, upload
-from tests.test_sms_redis import clean_redis, redis_url  # noqa: F401 - fixtures
 
 
-async def test_import_runs_in_a_redis_worker(aiohttp_client, clean_redis):  # noqa: F811
+async def test_import_runs_in_a_redis_worker(aiohttp_client, clean_redis):
     settings = make_settings(redis_url=clean_redis, api_runs_tasks=False)
     app = create_app(settings)
     client = await aiohttp_client(app)
