@@ -9,7 +9,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import bcrypt
 from beanie import PydanticObjectId
-from pymongo.errors import DuplicateKeyError
 
 from crm_core.columns import ValueContext
 from crm_core.context import TenantContext
@@ -26,7 +25,7 @@ from crm_core.security import (
 )
 from crm_core.sessions import end_all_sessions, revoke_family
 from crm_core.settings import Settings
-from crm_core.storage import Storage
+from crm_core.storage import DuplicateKeyError, Storage
 from crm_core.tenancy import create_tenant, drop_tenant, resolve_permissions
 from crm_core.users import check_may_manage_user, get_user
 from models.accounts import (
@@ -72,7 +71,7 @@ class AuthService:
             )
         tenant, owner_role_id = await create_tenant(self.storage, data.company_name)
         user = User(
-            tenant_id=tenant.id,  # type: ignore[arg-type]
+            tenant_id=tenant.id,
             email=data.email,
             full_name=data.full_name,
             password_hash=password_hash,
@@ -230,7 +229,7 @@ class AuthService:
         await RefreshToken(
             token_hash=hash_refresh_secret(secret),
             family_id=family_id,
-            user_id=user.id,  # type: ignore[arg-type]
+            user_id=user.id,
             tenant_id=user.tenant_id,
             session_epoch=user.session_epoch,
             expires_at=datetime.now(UTC)

@@ -11,8 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pymongo import ASCENDING
-
+from crm_core.storage import ASCENDING
 from crm_core.tables.definitions import TABLES, utcnow
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ import re
 import string
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
@@ -24,7 +24,6 @@ import phonenumbers
 from bson import ObjectId
 from pydantic import BaseModel, ConfigDict, Field
 
-from crm_core.errors import CrmError
 from crm_core.registry import Registry
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -51,6 +50,19 @@ class ValueContext:
     @classmethod
     def default(cls) -> ValueContext:
         return cls(ZoneInfo("UTC"), "RU", 10_000)
+
+
+class References(Protocol):
+    """What reference types ask about the caller's world. The row service answers
+    (crm_core/tables/references.py), so column types depend on no table or account code."""
+
+    async def readable_rows(self, table: str, ids: list[Any]) -> set[Any]:
+        """Those of `ids` that are rows of `table` the caller may read."""
+        ...
+
+    async def tenant_users(self, ids: list[str]) -> set[str]:
+        """Those of `ids` that are users of the caller's tenant."""
+        ...
 
 
 class NoSettings(BaseModel):
@@ -101,10 +113,11 @@ class ColumnType:
     references: ClassVar[bool] = False  # values point at other objects: see missing_references
 
     async def missing_references(
-        self, ctx: Any, column: dict[str, Any], values: list[Any], types: Registry[ColumnType]
+        self, refs: References, column: dict[str, Any], values: list[Any]
     ) -> set[Any]:
         """For reference types: which of the stored values point at nothing the caller may
-        see (in the caller's tenant). The row service turns them into 400s."""
+        see (in the caller's tenant), asked through `refs`. The row service turns them into
+        400s."""
         return set()
 
     def coerce(
@@ -515,22 +528,9 @@ class LinkType(ColumnType):
         return str(stored)
 
     async def missing_references(
-        self, ctx: Any, column: dict[str, Any], values: list[Any], types: Registry[ColumnType]
+        self, refs: References, column: dict[str, Any], values: list[Any]
     ) -> set[Any]:
-        from crm_core.tables.access import Level, access_level
-        from crm_core.tables.definitions import load_table
-
-        try:
-            target = await load_table(ctx, types, column["table"])
-        except CrmError:
-            return set(values)
-        if await access_level(ctx, target) < Level.READ:
-            return set(values)
-        found = {
-            d["_id"]
-            async for d in ctx.db[target.key].find({"_id": {"$in": list(values)}}, {"_id": 1})
-        }
-        return set(values) - found
+        return set(values) - await refs.readable_rows(column["table"], values)
 
     def random_value(self, column: dict[str, Any], rng: random.Random) -> Any:
         return None
@@ -550,19 +550,9 @@ class UserRefType(ColumnType):
         return str(_object_id(value))
 
     async def missing_references(
-        self, ctx: Any, column: dict[str, Any], values: list[Any], types: Registry[ColumnType]
+        self, refs: References, column: dict[str, Any], values: list[Any]
     ) -> set[Any]:
-        from models.accounts import User
-
-        users = User.get_motor_collection()
-        found = {
-            str(d["_id"])
-            async for d in users.find(
-                {"_id": {"$in": [ObjectId(v) for v in values]}, "tenant_id": ctx.tenant.id},
-                {"_id": 1},
-            )
-        }
-        return set(values) - found
+        return set(values) - await refs.tenant_users(values)
 
     def random_value(self, column: dict[str, Any], rng: random.Random) -> Any:
         return None

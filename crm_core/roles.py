@@ -18,11 +18,14 @@ OWNER = "owner"
 
 
 async def list_roles(ctx: TenantContext) -> list[dict[str, Any]]:
-    return await ctx.db[ROLES].find().sort([("builtin", -1), ("name", 1)]).to_list(None)
+    roles: list[dict[str, Any]] = (
+        await ctx.db[ROLES].find().sort([("builtin", -1), ("name", 1)]).to_list(None)
+    )
+    return roles
 
 
 async def get_role(ctx: TenantContext, role_id: str) -> dict[str, Any]:
-    role = await ctx.db[ROLES].find_one({"_id": object_id(role_id, "Role")})
+    role: dict[str, Any] | None = await ctx.db[ROLES].find_one({"_id": object_id(role_id, "Role")})
     if role is None:
         raise NotFound("Role not found")
     return role
@@ -72,7 +75,8 @@ async def delete_role(ctx: TenantContext, role_id: str) -> None:
     if role.get("builtin"):
         raise Conflict("Built-in roles cannot be deleted")
     holders = await User.find(
-        User.tenant_id == ctx.tenant.id, User.role_ids == str(role["_id"])
+        User.tenant_id == ctx.tenant.id,
+        User.role_ids == str(role["_id"]),  # type: ignore[comparison-overlap]  # array holds it
     ).count()
     if holders:
         raise Conflict(f"{holders} users hold this role; give them other roles first")

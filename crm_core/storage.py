@@ -13,6 +13,16 @@ from typing import Any
 
 from beanie import init_beanie
 
+# the driver names the rest of the project uses: every other module imports them from here
+# (ruff's banned-api rule keeps motor and pymongo out of every other module)
+from pymongo import ASCENDING as ASCENDING
+from pymongo import DESCENDING as DESCENDING
+from pymongo import IndexModel as IndexModel
+from pymongo import UpdateOne
+from pymongo.errors import BulkWriteError as BulkWriteError
+from pymongo.errors import DuplicateKeyError as DuplicateKeyError
+from pymongo.errors import OperationFailure as OperationFailure
+
 from crm_core.errors import NotFound
 from crm_core.settings import Settings
 
@@ -122,6 +132,4 @@ async def update_each(
         for query, update in updates:
             await collection.update_one(query, update)
         return
-    from pymongo import UpdateOne
-
     await collection.bulk_write([UpdateOne(q, u) for q, u in updates], ordered=ordered)

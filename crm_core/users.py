@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from pymongo.errors import DuplicateKeyError
-
 from crm_core.context import TenantContext
 from crm_core.errors import Conflict, Forbidden, NotFound
 from crm_core.grants import check_grant
@@ -20,6 +18,7 @@ from crm_core.ids import object_id
 from crm_core.roles import check_role_ids, owner_role_id
 from crm_core.security import hash_password
 from crm_core.sessions import end_all_sessions
+from crm_core.storage import DuplicateKeyError
 from crm_core.tenancy import resolve_permissions
 from models.accounts import User
 
@@ -66,7 +65,7 @@ async def create_user(
     user = User(
         tenant_id=ctx.tenant.id,
         email=email,
-        full_name=full_name,  # type: ignore[arg-type]
+        full_name=full_name,
         password_hash=await hash_password(password, bcrypt_rounds),
         role_ids=role_ids,
     )
@@ -117,13 +116,14 @@ async def update_user(
             {"_id": user.id}, {"$set": {"role_ids": user.role_ids, "is_active": True}}
         )
         raise _last_owner()
-    return User.model_validate(stored)
+    updated: User = User.model_validate(stored)
+    return updated
 
 
 async def _active_owners(ctx: TenantContext, owner_id: str) -> int:
     return await User.find(
         User.tenant_id == ctx.tenant.id,
-        User.role_ids == owner_id,
+        User.role_ids == owner_id,  # type: ignore[comparison-overlap]  # array holds it
         User.is_active == True,  # noqa: E712 - a query, not a test
     ).count()
 

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 from beanie import Document, PydanticObjectId
 from pydantic import EmailStr, Field, field_validator
-from pymongo import ASCENDING, IndexModel
 
+from crm_core.storage import ASCENDING, IndexModel
 from models.base import InputModel, OutputModel
 
 

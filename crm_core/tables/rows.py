@@ -7,18 +7,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bson import ObjectId
-from pymongo import ASCENDING, DESCENDING
-from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from crm_core.columns import ColumnType, ColumnValueError, render_datetime
 from crm_core.context import TenantContext
 from crm_core.errors import Conflict, NotFound, ValidationFailed
 from crm_core.filters import FilterBuilder, FilterEnv, table_fields
 from crm_core.registry import Registry
-from crm_core.storage import update_each
+from crm_core.storage import ASCENDING, DESCENDING, BulkWriteError, DuplicateKeyError, update_each
 from crm_core.tables.access import Level, access_level
 from crm_core.tables.definitions import SYSTEM_FIELDS, TABLES, Table, load_table, utcnow
 from crm_core.tables.ordering import manual_pipeline
+from crm_core.tables.references import VisibleReferences
 from crm_core.validators import ColumnValidator
 
 SORT_FIELDS = {"id": "_id", "_id": "_id", **{f: f for f in SYSTEM_FIELDS}}
@@ -150,6 +149,7 @@ class RowService:
         be visible to the caller), and a table's 'at least one of' rules. `docs` pairs each
         document (complete, as it will be stored) with the path its errors are reported at."""
         errors: list[dict[str, Any]] = []
+        refs = VisibleReferences(ctx, self.types)
         for column in table.columns:
             column_type = table.column_type(column)
             if not column_type.references:
@@ -158,7 +158,7 @@ class RowService:
             values = {doc[key] for _, doc in docs if doc.get(key) is not None}
             if not values:
                 continue
-            missing = await column_type.missing_references(ctx, column, list(values), self.types)
+            missing = await column_type.missing_references(refs, column, list(values))
             errors += [
                 {"field": f"{path}{key}", "message": _missing_message(column)}
                 for path, doc in docs
