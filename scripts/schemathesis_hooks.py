@@ -228,41 +228,46 @@ def _rewrite(case, seed: dict[str, object], n: int) -> None:
     if "campaign_id" in params and seed.get("campaign_id"):
         params["campaign_id"] = seed["campaign_id"]
     case.path_parameters = params
-    first, other = rows[n % len(rows)], rows[(n + 1) % len(rows)]
-    tail = path.rsplit("/", 1)[-1]
     if path.startswith("/api/data/") or entity is not None:
-        if method == "GET" and "row_id" not in params and entity is not None:
-            case.query = {"sort": "-_created_at", "limit": 1 + n % 20}
-        elif method == "GET" and "row_id" not in params:
-            case.query = {
-                "filters": json.dumps([{"field": "amount", "op": "gte", "value": -(10**6)}]),
-                "sort": ["-amount,title", "day", "kind,-price"][n % 3],
-                "expand": "company",
-                "limit": 1 + n % 20,
-            }
-        elif method == "GET":
-            case.query = {} if entity is not None else {"expand": "company"}
-        elif tail == "move":
-            case.body = {"before_id": None if n % 3 == 0 else other}
-        elif tail == "bulk" and method == "POST":
-            case.body = {"items": [make_row(n), make_row(n + 1)]}
-        elif tail == "bulk" and method == "PATCH":
-            case.body = (
-                {"items": [{"id": first, **make_row(n)}, {"id": other, **make_row(n + 1)}]}
-                if n % 2
-                else {"filters": [{"field": "id", "value": first}], "values": make_row(n)}
-            )
-        elif tail == "bulk-delete":
-            case.body = (
-                {"ids": [first]} if n % 2 else {"filters": [{"field": "id", "value": first}]}
-            )
-        elif method in ("POST", "PATCH"):
-            case.body = make_row(n)
+        _rewrite_rows(case, method, rows, make_row, entity is not None, n)
     elif path == "/api/shares" and method == "POST":
         subject = {"user_id": seed["user_id"]} if n % 2 else {"role_id": seed["role_id"]}
         case.body = {"table": SEED_TABLE, "access": ["read", "write", "manage"][n % 3], **subject}
     elif path == "/api/sms/campaigns" and method == "POST":
         case.body = _campaign(n)
+
+
+def _rewrite_rows(case, method: str, rows: list[str], make_row, builtin: bool, n: int) -> None:
+    first, other = rows[n % len(rows)], rows[(n + 1) % len(rows)]
+    tail = case.operation.path.rsplit("/", 1)[-1]
+    one_row = "row_id" in (case.path_parameters or {})
+    if method == "GET" and not one_row:
+        case.query = (
+            {"sort": "-_created_at", "limit": 1 + n % 20}
+            if builtin
+            else {
+                "filters": json.dumps([{"field": "amount", "op": "gte", "value": -(10**6)}]),
+                "sort": ["-amount,title", "day", "kind,-price"][n % 3],
+                "expand": "company",
+                "limit": 1 + n % 20,
+            }
+        )
+    elif method == "GET":
+        case.query = {} if builtin else {"expand": "company"}
+    elif tail == "move":
+        case.body = {"before_id": None if n % 3 == 0 else other}
+    elif tail == "bulk" and method == "POST":
+        case.body = {"items": [make_row(n), make_row(n + 1)]}
+    elif tail == "bulk" and method == "PATCH":
+        case.body = (
+            {"items": [{"id": first, **make_row(n)}, {"id": other, **make_row(n + 1)}]}
+            if n % 2
+            else {"filters": [{"field": "id", "value": first}], "values": make_row(n)}
+        )
+    elif tail == "bulk-delete":
+        case.body = {"ids": [first]} if n % 2 else {"filters": [{"field": "id", "value": first}]}
+    elif method in ("POST", "PATCH"):
+        case.body = make_row(n)
 
 
 _DATA_PATHS = ("/api/data/", "/api/shares", "/api/sms/campaigns", *ENTITIES)
