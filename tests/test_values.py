@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.test_tables import tenant_db
+from tests.conftest import tenant_db
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 OUT_OF_RANGE = [INT64_MIN - 1, INT64_MAX + 1, -(2**64), 2**64, 10**30, -(10**30)]
