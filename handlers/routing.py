@@ -149,8 +149,12 @@ class RouteSpec:
 
     @property
     def body_required(self) -> bool:
-        """An absent body reads as `{}`, so it is optional when the model requires nothing."""
-        if self.body is None or self.body is JsonObject or self.body_schema is not None:
+        """An absent body reads as `{}`, so it is optional when the model requires nothing; a
+        free-form object (a row) may be `{}` too (a PATCH changing nothing, a row whose columns
+        are all optional), so the table's columns decide, not the schema."""
+        if self.body is JsonObject:
+            return False
+        if self.body is None or self.body_schema is not None:
             return self.body is not None
         return bool(self.body.model_json_schema().get("required"))  # type: ignore[union-attr]
 

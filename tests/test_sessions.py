@@ -288,3 +288,43 @@ async def test_json_content_types_are_accepted(api, client, owner):
     # an empty body needs no content type (logout without a refresh token)
     resp = await client.post("/api/auth/logout", headers=owner.headers)
     assert resp.status == 204
+
+
+async def test_a_concurrent_profile_edit_does_not_bring_ended_tokens_back(api, client, owner):
+    import asyncio
+
+    manager = await add_user(api, client, owner, "manager")
+    password = "user-password"
+    for round_ in range(3):
+        new_password = f"changed-password-{round_}"
+        rename, change = await asyncio.gather(
+            client.patch(
+                f"/api/users/{manager.user_id}",
+                headers=owner.headers,
+                json={"full_name": f"Round {round_}"},
+            ),
+            client.post(
+                "/api/auth/password",
+                headers=manager.headers,
+                json={"current_password": password, "new_password": new_password},
+            ),
+        )
+        assert rename.status == 200 and change.status == 200, await change.text()
+        old_headers = manager.headers
+        manager.access_token = (await change.json())["access_token"]
+        password = new_password
+        assert (await client.get("/api/auth/me", headers=old_headers)).status == 401
+        assert await _status(client, manager) == 200
+    stored = await User.get(manager.user_id)
+    assert stored.full_name == "Round 2" and stored.token_epoch == 3
+
+
+async def test_tokens_from_before_epochs_count_as_epoch_zero(api, client, owner):
+    claims = jwt.decode(owner.access_token, TEST_SECRET, algorithms=["HS256"])
+    del claims["ep"]
+    legacy = {"Authorization": f"Bearer {jwt.encode(claims, TEST_SECRET, algorithm='HS256')}"}
+    assert (await client.get("/api/auth/me", headers=legacy)).status == 200
+    await api.call(
+        "POST", "/api/auth/logout", owner, expect=204, json={"refresh_token": owner.refresh_token}
+    )
+    assert (await client.get("/api/auth/me", headers=legacy)).status == 401
