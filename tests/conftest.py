@@ -4,6 +4,8 @@ test, and an `api` helper that registers tenants and calls the service as a clie
 from __future__ import annotations
 
 import itertools
+import os
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +24,8 @@ def make_settings(**overrides: Any) -> Settings:
         "crm_env": "test",
         "secret_key": TEST_SECRET,
         "bcrypt_rounds": 4,
-        "mongodb_url": None,
+        # the real-driver lane (scripts/test-mongoeco) points this at a mongoeco server
+        "mongodb_url": os.environ.get("CRM_TEST_MONGODB_URL") or None,
         "redis_url": None,
     }
     values.update(overrides)
@@ -113,8 +116,17 @@ class Api:
 
 
 @pytest.fixture
-async def client(aiohttp_client, settings) -> TestClient:
-    return await aiohttp_client(create_app(settings))
+async def client(aiohttp_client, settings) -> AsyncIterator[TestClient]:
+    test_client = await aiohttp_client(create_app(settings))
+    yield test_client
+    if settings.mongodb_url:  # a shared server: each test leaves it empty for the next
+        from handlers.routing import SERVICES
+
+        storage = test_client.app[SERVICES].storage
+        if storage.client is not None:
+            for name in await storage.client.list_database_names():
+                if name.startswith(settings.crm_db_prefix):
+                    await storage.client.drop_database(name)
 
 
 @pytest.fixture

@@ -402,7 +402,8 @@ class MetaService:
                     unique=True,
                     partialFilterExpression={key: {"$exists": True}},
                 )
-            elif column["indexed"]:
+            elif column["indexed"] or column["type"] == "link":
+                # link columns always: deleting a row clears the references to it by this index
                 await rows.create_index([(key, ASCENDING)], name=plain_index_name(key))
         except (DuplicateKeyError, OperationFailure):
             raise Conflict(
