@@ -11,9 +11,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pymongo import ASCENDING
-
 from crm_core.indexes import ensure_tenant_indexes
+from crm_core.storage import ASCENDING
 from crm_core.tables.definitions import TABLES, utcnow
 
 log = logging.getLogger(__name__)

@@ -8,6 +8,7 @@ family serves string, email, phone and url.
 
 from __future__ import annotations
 
+import decimal
 import math
 import random
 import re
@@ -15,7 +16,7 @@ import string
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time, timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
@@ -24,10 +25,10 @@ import phonenumbers
 from bson import ObjectId
 from pydantic import BaseModel, ConfigDict, Field
 
-from crm_core.errors import CrmError
 from crm_core.registry import Registry
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+FLOAT_EXACT_INT = 2**53  # every integer up to this magnitude is exact as a double
 URL_MAX_LENGTH = 2048
 
 EQUALITY_OPS = frozenset({"eq", "neq", "in", "not_in", "blank", "not_blank"})
@@ -75,6 +76,19 @@ class ValueContext:
         if isinstance(known, ColumnValueError):
             raise ColumnValueError(str(known))
         return known
+
+
+class References(Protocol):
+    """What reference types ask about the caller's world. The row service answers
+    (crm_core/tables/references.py), so column types depend on no table or account code."""
+
+    async def readable_rows(self, table: str, ids: list[Any]) -> set[Any]:
+        """Those of `ids` that are rows of `table` the caller may read."""
+        ...
+
+    async def tenant_users(self, ids: list[str]) -> set[str]:
+        """Those of `ids` that are users of the caller's tenant."""
+        ...
 
 
 class NoSettings(BaseModel):
@@ -125,10 +139,11 @@ class ColumnType:
     references: ClassVar[bool] = False  # values point at other objects: see missing_references
 
     async def missing_references(
-        self, ctx: Any, column: dict[str, Any], values: list[Any], types: Registry[ColumnType]
+        self, refs: References, column: dict[str, Any], values: list[Any]
     ) -> set[Any]:
         """For reference types: which of the stored values point at nothing the caller may
-        see (in the caller's tenant). The row service turns them into 400s."""
+        see (in the caller's tenant), asked through `refs`. The row service turns them into
+        400s."""
         return set()
 
     def coerce(
@@ -305,10 +320,15 @@ class IntegerType(ColumnType):
         self, column: dict[str, Any], value: Any, vctx: ValueContext, lenient: bool = False
     ) -> Any:
         if lenient and isinstance(value, str):
-            try:
-                value = float(value) if re.search(r"[.eE]", value) else int(value.strip())
-            except ValueError:
+            try:  # Decimal keeps every digit: "12345678901234567891.0" is not rounded
+                number = decimal.Decimal(value.strip())
+            except decimal.InvalidOperation:
                 raise ColumnValueError("is not a whole number") from None
+            if not number.is_finite() or number.adjusted() > 19:
+                raise ColumnValueError("is out of the 64-bit integer range")
+            if number != number.to_integral_value():
+                raise ColumnValueError("must be a whole number")
+            value = int(number)
         if lenient and isinstance(value, bool):
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -316,9 +336,18 @@ class IntegerType(ColumnType):
         if isinstance(value, float):
             if not math.isfinite(value) or not value.is_integer():
                 raise ColumnValueError("must be a whole number")
+            if abs(value) > FLOAT_EXACT_INT and not lenient:
+                # the JSON parser turns integers beyond 64 bits into doubles: a double this
+                # large may stand for another number (-2^63 - 1 reads as -2^63), so refuse it
+                raise ColumnValueError(
+                    "is out of the 64-bit integer range or not exact: write integers beyond "
+                    "2^53 as plain digits, from -9223372036854775808 to 9223372036854775807"
+                )
             value = int(value)
         if not INT64_MIN <= value <= INT64_MAX:
-            raise ColumnValueError("is out of the 64-bit integer range")
+            raise ColumnValueError(
+                "is out of the 64-bit integer range (-9223372036854775808 to 9223372036854775807)"
+            )
         return value
 
     def random_value(self, column: dict[str, Any], rng: random.Random) -> Any:
@@ -534,22 +563,9 @@ class LinkType(ColumnType):
         return str(stored)
 
     async def missing_references(
-        self, ctx: Any, column: dict[str, Any], values: list[Any], types: Registry[ColumnType]
+        self, refs: References, column: dict[str, Any], values: list[Any]
     ) -> set[Any]:
-        from crm_core.tables.access import Level, access_level
-        from crm_core.tables.definitions import load_table
-
-        try:
-            target = await load_table(ctx, types, column["table"])
-        except CrmError:
-            return set(values)
-        if await access_level(ctx, target) < Level.READ:
-            return set(values)
-        found = {
-            d["_id"]
-            async for d in ctx.db[target.key].find({"_id": {"$in": list(values)}}, {"_id": 1})
-        }
-        return set(values) - found
+        return set(values) - await refs.readable_rows(column["table"], values)
 
     def random_value(self, column: dict[str, Any], rng: random.Random) -> Any:
         return None
@@ -569,19 +585,9 @@ class UserRefType(ColumnType):
         return str(_object_id(value))
 
     async def missing_references(
-        self, ctx: Any, column: dict[str, Any], values: list[Any], types: Registry[ColumnType]
+        self, refs: References, column: dict[str, Any], values: list[Any]
     ) -> set[Any]:
-        from models.accounts import User
-
-        users = User.get_motor_collection()
-        found = {
-            str(d["_id"])
-            async for d in users.find(
-                {"_id": {"$in": [ObjectId(v) for v in values]}, "tenant_id": ctx.tenant.id},
-                {"_id": 1},
-            )
-        }
-        return set(values) - found
+        return set(values) - await refs.tenant_users(values)
 
     def random_value(self, column: dict[str, Any], rng: random.Random) -> Any:
         return None

@@ -103,7 +103,7 @@ class Settings(BaseSettings):
         """Every attempt timing out, with the exponential backoff between them."""
         attempts = self.sms_max_attempts
         backoff = sum(self.sms_retry_base_seconds * 2**i for i in range(attempts - 1))
-        return attempts * self.sms_send_timeout_seconds + backoff
+        return float(attempts * self.sms_send_timeout_seconds + backoff)
 
     @property
     def embedded_database(self) -> bool:

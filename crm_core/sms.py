@@ -218,14 +218,19 @@ async def counts(db: Any, campaign_id: ObjectId) -> dict[str, int]:
 
 
 async def get_campaign(ctx: TenantContext, campaign_id: str) -> dict[str, Any]:
-    campaign = await ctx.db[CAMPAIGNS].find_one({"_id": object_id(campaign_id, "Campaign")})
+    campaign: dict[str, Any] | None = await ctx.db[CAMPAIGNS].find_one(
+        {"_id": object_id(campaign_id, "Campaign")}
+    )
     if campaign is None:
         raise NotFound("Campaign not found")
     return campaign
 
 
 async def list_campaigns(ctx: TenantContext) -> list[dict[str, Any]]:
-    return await ctx.db[CAMPAIGNS].find().sort("_id", -1).limit(1000).to_list(None)
+    campaigns: list[dict[str, Any]] = (
+        await ctx.db[CAMPAIGNS].find().sort("_id", -1).limit(1000).to_list(None)
+    )
+    return campaigns
 
 
 async def list_messages(
@@ -277,7 +282,7 @@ async def resolve_message(
         )
     status = "pending" if outcome == "resend" else outcome
     now = datetime.now(UTC)
-    resolved = await ctx.db[MESSAGES].find_one_and_update(
+    resolved: dict[str, Any] | None = await ctx.db[MESSAGES].find_one_and_update(
         {"_id": message["_id"], "status": "unknown"},
         {"$set": {"status": status, "updated_at": now, "resolved_by": ctx.user_id}},
         return_document=True,

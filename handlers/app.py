@@ -85,7 +85,7 @@ def create_app(settings: Settings) -> web.Application:
     for spec in specs:
         app.router.add_route(spec.method, spec.path, build_view(spec))
     docs.add_static(app)
-    app[docs.OPENAPI] = docs.OpenApiBuilder(specs).to_dict()
+    app[docs.OPENAPI] = docs.OpenApiDocument(specs)  # built on first request
     return app
 
 
@@ -97,6 +97,7 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
         log.info("migrated %d tenants", changed)
     yield
     storage.close()
+    await app[SERVICES].auth.throttle.close()  # trust: the login limits' Redis client
     log.info("storage closed")
 
 

@@ -30,7 +30,7 @@ class RecipientIn(BaseModel):
     """A phone and the values of the text's placeholders."""
 
     model_config = ConfigDict(extra="allow", strict=True)
-    __pydantic_extra__: dict[str, Scalar]  # type: ignore[assignment]
+    __pydantic_extra__: dict[str, Scalar]
 
     phone: str = Field(max_length=64)
 

@@ -33,10 +33,10 @@ def _column_model(type_class: type[ColumnType]) -> type[BaseModel]:
     # the default is documented with the type's own JSON schema (`ColumnType.value_schema`)
     default_schema = WithJsonSchema({"anyOf": [type_class.value_schema, {"type": "null"}]})
     default_type: Any = Annotated[type_class.value_annotation | None, default_schema]
-    return create_model(  # type: ignore[call-overload, no-any-return]
+    return create_model(
         name,
         __base__=(ColumnCommon, type_class.settings_model),
-        type=(Literal[type_class.name], ...),  # type: ignore[valid-type, arg-type]
+        type=(Literal[type_class.name], ...),  # type: ignore[arg-type]
         default=(default_type, None),
     )
 

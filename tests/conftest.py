@@ -3,17 +3,20 @@ test, and an `api` helper that registers tenants and calls the service as a clie
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
+import pytest_asyncio
+from aiohttp.test_utils import TestClient, TestServer
 
 from crm_core.settings import Settings
 from handlers.app import create_app
+from handlers.routing import SERVICES
 
 TEST_SECRET = "test-secret-key-that-is-long-enough-0123456789"
 _counter = itertools.count()
@@ -192,6 +195,245 @@ async def gateway(aiohttp_server):
     server = await aiohttp_server(fake.app())
     fake.url = str(server.make_url("")).rstrip("/")
     return fake
+
+
+# ---- factories and worlds (tests area, issue #11 §5) ----------------------------------------
+# Every test module makes its objects through these: the `create_*` fixtures below, or a
+# `Factories` built on a module-scoped client (`module_client`) for suites that build their
+# world once. Tests import helpers from here (or tests/sms_gateway.py), never from each other.
+
+# the table that tests/test_tables.py and others build: every common column kind
+CONTRACTS: dict[str, Any] = {
+    "key": "contracts",
+    "columns": [
+        {"key": "company_name", "type": "string", "required": True},
+        {"key": "total_sum", "type": "float"},
+        {"key": "doc_date", "type": "date"},
+        {"key": "is_archived", "type": "boolean", "default": False},
+        {
+            "key": "status",
+            "type": "select",
+            "options": [{"label": "Active"}, {"id": 11, "label": "Signed"}],
+        },
+    ],
+}
+# a row of each built-in entity table, by the path key of its routes' `fixed_table`
+ENTITY_ROWS: dict[str, dict[str, Any]] = {
+    "leads": {"title": "Deal"},
+    "legal_entities": {"name": "ООО Ромашка"},
+    "individuals": {"last_name": "Иванов"},
+}
+
+
+def tenant_db(client: TestClient, account: Account) -> Any:
+    """The account's tenant database, to check what is stored."""
+    return client.app[SERVICES].storage.tenant_db(account.tenant_id)
+
+
+async def wait_done(api: Api, account: Account, campaign_id: str, timeout: float = 10.0) -> Any:
+    """The campaign once it is completed or cancelled with nothing left pending or sending."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        campaign = await api.call("GET", f"/api/sms/campaigns/{campaign_id}", account, expect=200)
+        if campaign["status"] in ("completed", "cancelled") and not (
+            campaign["counts"]["pending"] or campaign["counts"]["sending"]
+        ):
+            return campaign
+        assert loop.time() < deadline, campaign
+        await asyncio.sleep(0.01)
+
+
+class Factories:
+    """Objects made through the API as a client would, each checked to be created."""
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    async def table(
+        self,
+        account: Account,
+        key: str = "t",
+        columns: list[dict[str, Any]] | None = None,
+        **definition: Any,
+    ) -> Any:
+        """A custom table (default: one integer column `n`); answers its definition."""
+        if columns is None:
+            columns = [{"key": "n", "type": "integer"}]
+        body = {"key": key, "columns": columns, **definition}
+        return await self.api.call("POST", "/api/meta/tables", account, expect=201, json=body)
+
+    async def rows(self, account: Account, table: str, items: list[dict[str, Any]]) -> list[Any]:
+        """Rows created one by one (each answer is the stored row), in order."""
+        return [
+            await self.api.call("POST", f"/api/data/{table}", account, expect=201, json=item)
+            for item in items
+        ]
+
+    async def user(
+        self, account: Account, role: str = "viewer", email: str | None = None
+    ) -> Account:
+        """A signed-in user of the account's company with one built-in role."""
+        return await add_user(self.api, self.api.client, account, role, email)
+
+    async def role(self, account: Account, permissions: list[str] | None = None) -> Any:
+        """A custom role (default: `leads.read`); answers the role."""
+        body = {"name": f"Role {next(_counter)}", "permissions": permissions or ["leads.read"]}
+        return await self.api.call("POST", "/api/roles", account, expect=201, json=body)
+
+    async def campaign(self, account: Account, wait: bool = True, **body: Any) -> Any:
+        """An SMS campaign (default: one recipient); with `wait`, answered once it is done."""
+        body = {"name": "c", "text": "t", "recipients": [{"phone": "+79161234567"}], **body}
+        created = await self.api.call("POST", "/api/sms/campaigns", account, expect=202, json=body)
+        return await wait_done(self.api, account, created["id"]) if wait else created
+
+
+@pytest.fixture
+def factories(api: Api) -> Factories:
+    return Factories(api)
+
+
+@pytest.fixture
+def create_table(factories: Factories) -> Any:
+    return factories.table
+
+
+@pytest.fixture
+def create_rows(factories: Factories) -> Any:
+    return factories.rows
+
+
+@pytest.fixture
+def create_user(factories: Factories) -> Any:
+    return factories.user
+
+
+@pytest.fixture
+def create_campaign(factories: Factories) -> Any:
+    return factories.campaign
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def module_client() -> AsyncIterator[TestClient]:
+    """One app (test settings, embedded database) and client for a whole test module, on the
+    module's event loop: its tests must be marked `pytest.mark.asyncio(loop_scope="module")`.
+    The app's database then lives as long as the module: the module keeps its cases
+    independent (throwaway objects for writes, see `TenantObjects`)."""
+    client = TestClient(TestServer(create_app(make_settings())))  # a free port
+    await client.start_server()
+    yield client
+    await client.close()
+
+
+# How to make an existing object for each path parameter of the declared routes, in a tenant,
+# for the generated permission-matrix and isolation suites. A route with a new `{name}` needs
+# one maker here: an async function of (`TenantObjects`, the route's built-in entity or None)
+# answering the value for the path. `in_table=True`: the object lives in the route's table
+# (the `{table}` of the path, or the built-in entity of /api/leads/... routes), so it is made
+# once per table.
+PathMaker = Callable[["TenantObjects", str | None], Awaitable[str]]
+PATH_PARAMS: dict[str, PathMaker] = {}
+IN_TABLE: set[str] = set()
+
+
+def path_param(name: str, in_table: bool = False) -> Callable[[PathMaker], PathMaker]:
+    def register(maker: PathMaker) -> PathMaker:
+        PATH_PARAMS[name] = maker
+        if in_table:
+            IN_TABLE.add(name)
+        return maker
+
+    return register
+
+
+class TenantObjects:
+    """Objects of one tenant, made by its `owner` on first use and kept: `await
+    objects.get("row_id")` makes a table with a row the first time, answers the same id after.
+    `caller` is who will call the route (for objects a user can only reach when they are its
+    own, e.g. a personal token)."""
+
+    def __init__(self, factories: Factories, owner: Account, caller: Account | None = None) -> None:
+        self.factories = factories
+        self.api = factories.api
+        self.owner = owner
+        self.caller = caller or owner
+        self.values: dict[tuple[str | None, str], str] = {}
+
+    async def get(self, name: str, entity: str | None = None) -> str:
+        """The value of path parameter `name`; `entity`: the route's built-in entity table."""
+        key = (entity if name in IN_TABLE else None, name)
+        if key not in self.values:
+            maker = PATH_PARAMS.get(name)
+            assert maker is not None, f"no maker for path parameter {{{name}}} in PATH_PARAMS"
+            self.values[key] = await maker(self, key[0])
+        return self.values[key]
+
+    async def table(self, entity: str | None) -> str:
+        """The table an in-table object lives in."""
+        return entity or await self.get("table")
+
+    async def path(self, route: Any, **given: str) -> str:
+        """The route's path with every parameter filled with an object of this tenant (or the
+        value `given` for it)."""
+        entity = getattr(route.access, "fixed_table", None)
+        path = route.openapi_path
+        for name in route.path_params:
+            value = given[name] if name in given else await self.get(name, entity)
+            path = path.replace(f"{{{name}}}", value)
+        return path
+
+
+@path_param("table")
+async def _table(objects: TenantObjects, entity: str | None) -> str:
+    return (await objects.factories.table(objects.owner, f"t{next(_counter)}"))["key"]
+
+
+@path_param("column")
+async def _column(objects: TenantObjects, entity: str | None) -> str:
+    await objects.get("table")  # the table's one column
+    return "n"
+
+
+@path_param("row_id", in_table=True)
+async def _row_id(objects: TenantObjects, entity: str | None) -> str:
+    table = await objects.table(entity)
+    item = ENTITY_ROWS[entity] if entity else {"n": 1}
+    return (await objects.factories.rows(objects.owner, table, [item]))[0]["id"]
+
+
+@path_param("user_id")
+async def _user_id(objects: TenantObjects, entity: str | None) -> str:
+    return (await objects.factories.user(objects.owner, "viewer")).user_id
+
+
+@path_param("role_id")
+async def _role_id(objects: TenantObjects, entity: str | None) -> str:
+    return (await objects.factories.role(objects.owner))["id"]
+
+
+@path_param("share_id")
+async def _share_id(objects: TenantObjects, entity: str | None) -> str:
+    body = {"table": await objects.get("table"), "role_id": await objects.get("role_id")}
+    share = await objects.api.call(
+        "POST", "/api/shares", objects.owner, expect=201, json={**body, "access": "read"}
+    )
+    return share["id"]
+
+
+@path_param("campaign_id")
+async def _campaign_id(objects: TenantObjects, entity: str | None) -> str:
+    campaign = await objects.factories.campaign(objects.owner)
+    assert campaign["counts"]["sent"] == 1, campaign
+    return campaign["id"]
+
+
+@path_param("message_id")
+async def _message_id(objects: TenantObjects, entity: str | None) -> str:
+    campaign_id = await objects.get("campaign_id")
+    page = await objects.api.call(
+        "GET", f"/api/sms/campaigns/{campaign_id}/messages", objects.owner, expect=200
+    )
+    return page["items"][0]["id"]
 
 
 # ---- query audit (storage): each distinct query shape of the session, checked against the

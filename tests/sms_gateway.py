@@ -7,8 +7,28 @@ import asyncio
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
+
+from crm_core.settings import Settings
+from tests.conftest import make_settings
+
+
+def phone(n: int) -> str:
+    """The n-th of a series of valid Russian mobile numbers."""
+    return f"+7916{n:07d}"
+
+
+def gateway_settings(gateway: FakeGateway, **overrides: Any) -> Settings:
+    """Test settings that send through the fake SMS.ru gateway."""
+    values = {
+        "sms_provider": "smsru",
+        "smsru_api_id": "test-api-id",
+        "smsru_base_url": gateway.url,
+        **overrides,
+    }
+    return make_settings(**values)
 
 
 @dataclass

@@ -11,8 +11,7 @@ from crm_core.builtin_tables import ensure_builtin_tables
 from crm_core.columns import ColumnValueError
 from crm_core.validators import default_validators
 from handlers.routing import SERVICES
-from tests.conftest import add_user
-from tests.test_tables import tenant_db
+from tests.conftest import add_user, tenant_db
 
 VALIDATORS = default_validators()
 
@@ -261,19 +260,14 @@ async def test_predefined_columns_are_protected(api, owner):
     await api.call("DELETE", "/api/meta/tables/leads/columns/region", owner, expect=200)
 
 
-async def test_custom_tables_can_link_and_use_validators(api, owner):
-    await api.call(
-        "POST",
-        "/api/meta/tables",
+async def test_custom_tables_can_link_and_use_validators(api, owner, create_table):
+    await create_table(
         owner,
-        expect=201,
-        json={
-            "key": "contracts",
-            "columns": [
-                {"key": "client", "type": "link", "table": "legal_entities"},
-                {"key": "tax_id", "type": "string", "validators": ["inn"]},
-            ],
-        },
+        "contracts",
+        [
+            {"key": "client", "type": "link", "table": "legal_entities"},
+            {"key": "tax_id", "type": "string", "validators": ["inn"]},
+        ],
     )
     company = await api.call(
         "POST", "/api/legal-entities", owner, expect=201, json={"name": "ПАО Сбербанк"}
@@ -304,13 +298,7 @@ async def test_custom_tables_can_link_and_use_validators(api, owner):
         json={"key": "t3", "columns": [{"key": "x", "type": "string", "validators": ["snils"]}]},
     )
     # a table that links point at cannot be deleted from under them
-    await api.call(
-        "POST",
-        "/api/meta/tables",
-        owner,
-        expect=201,
-        json={"key": "parent", "columns": [{"key": "n", "type": "integer"}]},
-    )
+    await create_table(owner, "parent")
     await api.call(
         "POST",
         "/api/meta/tables/contracts/columns",

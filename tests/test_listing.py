@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 from urllib.parse import quote
 
-from tests.conftest import add_user
-from tests.test_tables import create_contracts, tenant_db
+from tests.conftest import CONTRACTS, Factories, add_user, tenant_db
 
 SEED_URL = (
     '/api/data/contracts?sort_by=doc_date&sort_order=desc&filters=[{"field":'
@@ -15,7 +14,7 @@ SEED_URL = (
 
 
 async def seed(api, owner):
-    await create_contracts(api, owner)
+    await Factories(api).table(owner, **CONTRACTS)
     items = [
         {
             "company_name": "A",
@@ -103,16 +102,9 @@ async def test_blank_and_negations(api, owner):
     assert await names([{"field": "company_name", "op": "contains", "value": "a"}]) == ["A"]
 
 
-async def test_multi_key_sort_and_errors(api, owner):
-    await api.call(
-        "POST",
-        "/api/meta/tables",
-        owner,
-        expect=201,
-        json={
-            "key": "t",
-            "columns": [{"key": "g", "type": "integer"}, {"key": "n", "type": "string"}],
-        },
+async def test_multi_key_sort_and_errors(api, owner, create_table):
+    await create_table(
+        owner, "t", [{"key": "g", "type": "integer"}, {"key": "n", "type": "string"}]
     )
     items = [{"g": 1, "n": "b"}, {"g": 2, "n": "a"}, {"g": 1, "n": "a"}, {"g": 2, "n": "c"}]
     await api.call("POST", "/api/data/t/bulk", owner, json={"items": items}, expect=201)
@@ -173,8 +165,8 @@ async def test_bulk_update_and_delete_by_filter(api, owner, client):
     assert await db["contracts"].count_documents({}) == 4
 
 
-async def test_column_view_per_user(api, owner, client):
-    await create_contracts(api, owner)
+async def test_column_view_per_user(api, owner, client, create_table):
+    await create_table(owner, **CONTRACTS)
     view = await api.call("GET", "/api/meta/tables/contracts/view", owner, expect=200)
     assert view == {
         "column_order": ["company_name", "total_sum", "doc_date", "is_archived", "status"],
@@ -219,14 +211,8 @@ async def _manual(api, account, extra=""):
     return [r["n"] for r in page["items"]]
 
 
-async def test_manual_order_two_users_filters_and_pages(api, owner, client):
-    await api.call(
-        "POST",
-        "/api/meta/tables",
-        owner,
-        expect=201,
-        json={"key": "t", "columns": [{"key": "n", "type": "integer"}]},
-    )
+async def test_manual_order_two_users_filters_and_pages(api, owner, client, create_table):
+    await create_table(owner, "t")
     created = await api.call(
         "POST", "/api/data/t/bulk", owner, expect=201, json={"items": [{"n": i} for i in range(6)]}
     )
@@ -278,14 +264,8 @@ async def test_manual_order_two_users_filters_and_pages(api, owner, client):
     assert await _manual(api, admin) == [3, 0, 1, 2, 5, 6]
 
 
-async def test_move_errors(api, owner):
-    await api.call(
-        "POST",
-        "/api/meta/tables",
-        owner,
-        expect=201,
-        json={"key": "t", "columns": [{"key": "n", "type": "integer"}]},
-    )
+async def test_move_errors(api, owner, create_table):
+    await create_table(owner, "t")
     row = await api.call("POST", "/api/data/t", owner, json={"n": 1}, expect=201)
     await api.call(
         "POST", f"/api/data/t/{row['id']}/move", owner, expect=400, json={"before_id": row["id"]}

@@ -1,17 +1,25 @@
 """The permission matrix: every declared route, called by each built-in role, answers what its
-declaration says. Generated from the route declarations, so a new route joins by itself."""
+declaration says. Generated from the route declarations, so a new route joins by itself.
+
+The company and its users are built once for the module (`world`). Cases stay independent:
+reads (GET) reach objects made once and never changed; any other method reaches throwaway
+objects made for that call (a deleted table, user or role is never seen again), and the
+world's sign-ins are checked after it, so a route that ends sessions cannot leak into later
+cases (the world is then built again)."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import pytest
+from aiohttp.test_utils import TestClient
 
 from crm_core.permissions import BUILTIN_ROLES
 from crm_core.tables.access import Level
 from handlers.app import all_routes
 from handlers.routing import Authenticated, Permission, Public, RouteSpec, TableAccess
-from tests.conftest import add_user, sent_campaign
+from tests.conftest import Account, Api, Factories, TenantObjects
 
 ROLES = ["viewer", "manager", "admin", "owner"]
 # what each role reaches of a custom table that the owner created and shared with nobody
@@ -52,73 +60,64 @@ def test_every_route_declares_its_access():
         assert isinstance(route.access, Public | Authenticated | Permission | TableAccess), route
 
 
-@pytest.mark.parametrize("route", ROUTES, ids=lambda r: f"{r.method} {r.openapi_path}")
-async def test_matrix(api, client, route):
-    owner = await api.register()
+@dataclass
+class World:
+    factories: Factories
+    accounts: dict[str, Account]
+    reads: dict[str, TenantObjects]  # what GET routes reach, by role: made once, never changed
+    broken: bool = False
+
+    @property
+    def owner(self) -> Account:
+        return self.accounts["owner"]
+
+
+async def build_world(client: TestClient) -> World:
+    factories = Factories(Api(client))
+    owner = await factories.api.register()
     accounts = {"owner": owner}
     for role in ("viewer", "manager", "admin"):
-        accounts[role] = await add_user(api, client, owner, role)
-    custom_role = await api.call(
-        "POST",
-        "/api/roles",
-        owner,
-        expect=201,
-        json={"name": "Custom", "permissions": ["leads.read"]},
-    )
-    await api.call(
-        "POST",
-        "/api/meta/tables",
-        owner,
-        expect=201,
-        json={"key": "shared_one", "columns": [{"key": "n", "type": "integer"}]},
-    )
-    share = await api.call(
-        "POST",
-        "/api/shares",
-        owner,
-        expect=201,
-        json={"table": "shared_one", "role_id": custom_role["id"], "access": "read"},
-    )
+        accounts[role] = await factories.user(owner, role)
+    reads = {role: TenantObjects(factories, owner, account) for role, account in accounts.items()}
+    return World(factories, accounts, reads)
+
+
+@pytest.fixture(scope="module")
+def world_box() -> dict[str, World]:
+    return {}
+
+
+async def get_world(client: TestClient, box: dict[str, World]) -> World:
+    if "world" not in box or box["world"].broken:
+        box["world"] = await build_world(client)
+    return box["world"]
+
+
+async def still_signed_in(world: World) -> bool:
+    for account in world.accounts.values():
+        resp = await world.factories.api.client.get("/api/auth/me", headers=account.headers)
+        if resp.status != 200:
+            return False
+    return True
+
+
+@pytest.mark.asyncio(loop_scope="module")
+@pytest.mark.parametrize("route", ROUTES, ids=lambda r: f"{r.method} {r.openapi_path}")
+async def test_matrix(module_client, world_box, route):
+    world = await get_world(module_client, world_box)
+    world.broken = True  # until this case ends cleanly
     for role in ROLES:
-        table = f"m_{role}"
-        entity_rows = {}
-        for key, body in (
-            ("leads", {"title": "Deal"}),
-            ("legal_entities", {"name": "ООО Ромашка"}),
-            ("individuals", {"last_name": "Иванов"}),
-        ):
-            entity_rows[key] = (
-                await api.call("POST", f"/api/data/{key}", owner, json=body, expect=201)
-            )["id"]
-        await api.call(
-            "POST",
-            "/api/meta/tables",
-            owner,
-            expect=201,
-            json={"key": table, "columns": [{"key": "n", "type": "integer"}]},
-        )
-        row = await api.call("POST", f"/api/data/{table}", owner, json={"n": 1}, expect=201)
-        campaign_id, message_id = await sent_campaign(api, owner)
-        values = {
-            "campaign_id": campaign_id,
-            "message_id": message_id,
-            "table": table,
-            "row_id": row["id"],
-            "column": "n",
-            "user_id": accounts["viewer"].user_id,
-            "role_id": custom_role["id"],
-            "share_id": share["id"],
-        }
-        fixed = getattr(route.access, "fixed_table", None)
-        if fixed:
-            values["row_id"] = entity_rows[fixed]
-        path = route.openapi_path
-        for name in route.path_params:
-            path = path.replace(f"{{{name}}}", values[name])
-        resp = await client.request(
+        # each role's call reaches its own objects: what one role deletes, the next still has
+        caller = world.accounts[role]
+        if route.method == "GET":
+            objects = world.reads[role]
+        else:
+            objects = TenantObjects(world.factories, world.owner, caller)
+        path = await objects.path(route)
+        resp = await module_client.request(
             route.method,
             path,
-            headers=accounts[role].headers,
+            headers=caller.headers,
             json={} if route.body is not None else None,
         )
         want = expected(route, role)
@@ -130,3 +129,4 @@ async def test_matrix(api, client, route):
             ), (role, resp.status, body)
         else:
             assert resp.status == int(want), (role, resp.status, body)
+    world.broken = route.method != "GET" and not await still_signed_in(world)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from bson import ObjectId
 
-from tests.test_tables import create_contracts, tenant_db
+from tests.conftest import CONTRACTS, tenant_db
 
 SEED_ROW = {
     "company_name": "ООО Ромашка",
@@ -18,8 +18,8 @@ SEED_ROW = {
 }
 
 
-async def test_seed_example_as_written(api, owner, client):
-    await create_contracts(api, owner)
+async def test_seed_example_as_written(api, owner, client, create_table):
+    await create_table(owner, **CONTRACTS)
     row = await api.call("POST", "/api/data/contracts", owner, json=SEED_ROW, expect=201)
     assert row["company_name"] == "ООО Ромашка"
     assert row["total_sum"] == 150000.5
@@ -30,27 +30,22 @@ async def test_seed_example_as_written(api, owner, client):
     assert await api.call("GET", f"/api/data/contracts/{row['id']}", owner, expect=200) == row
 
 
-async def test_stored_documents_use_native_bson_types(api, owner, client):
-    await api.call(
-        "POST",
-        "/api/meta/tables",
+async def test_stored_documents_use_native_bson_types(api, owner, client, create_table):
+    await create_table(
         owner,
-        expect=201,
-        json={
-            "key": "all_types",
-            "columns": [
-                {"key": "s", "type": "string"},
-                {"key": "i", "type": "integer"},
-                {"key": "f", "type": "float"},
-                {"key": "d", "type": "date"},
-                {"key": "t", "type": "time"},
-                {"key": "b", "type": "boolean"},
-                {"key": "sel", "type": "select", "options": [{"id": 3, "label": "x"}]},
-                {"key": "e", "type": "email"},
-                {"key": "p", "type": "phone"},
-                {"key": "u", "type": "url"},
-            ],
-        },
+        "all_types",
+        [
+            {"key": "s", "type": "string"},
+            {"key": "i", "type": "integer"},
+            {"key": "f", "type": "float"},
+            {"key": "d", "type": "date"},
+            {"key": "t", "type": "time"},
+            {"key": "b", "type": "boolean"},
+            {"key": "sel", "type": "select", "options": [{"id": 3, "label": "x"}]},
+            {"key": "e", "type": "email"},
+            {"key": "p", "type": "phone"},
+            {"key": "u", "type": "url"},
+        ],
     )
     await api.call(
         "POST",
@@ -102,38 +97,39 @@ async def test_stored_documents_use_native_bson_types(api, owner, client):
         ({"company_name": "x" * 10_001}, "company_name"),
     ],
 )
-async def test_bad_rows_are_400_and_store_nothing(api, owner, client, body, field):
-    await create_contracts(api, owner)
+async def test_bad_rows_are_400_and_store_nothing(api, owner, client, body, field, create_table):
+    await create_table(owner, **CONTRACTS)
     error = (await api.call("POST", "/api/data/contracts", owner, json=body, expect=400))["error"]
     assert error["code"] == "validation_error"
     assert field in [d["field"] for d in error["details"]]
     assert await tenant_db(client, owner)["contracts"].count_documents({}) == 0
 
 
-async def test_bad_bodies(api, owner):
-    await create_contracts(api, owner)
+async def test_bad_bodies(api, owner, create_table):
+    await create_table(owner, **CONTRACTS)
     body = await api.call("POST", "/api/data/contracts", owner, json=[1], expect=400)
     assert body["error"]["details"][0]["field"] == "body"
-    body = await api.call("POST", "/api/data/contracts", owner, data=b"{oops", expect=400)
+    body = await api.call(
+        "POST",
+        "/api/data/contracts",
+        owner,
+        data=b"{oops",
+        headers={"Content-Type": "application/json"},
+        expect=400,
+    )
     assert body["error"]["code"] == "invalid_json"
 
 
-async def test_integer_column_rejects_fractions(api, owner):
-    await api.call(
-        "POST",
-        "/api/meta/tables",
-        owner,
-        expect=201,
-        json={"key": "t", "columns": [{"key": "n", "type": "integer"}]},
-    )
+async def test_integer_column_rejects_fractions(api, owner, create_table):
+    await create_table(owner, "t")
     body = await api.call("POST", "/api/data/t", owner, json={"n": 1.5}, expect=400)
     assert body["error"]["details"] == [{"field": "n", "message": "must be a whole number"}]
     await api.call("POST", "/api/data/t", owner, json={"n": 2.0}, expect=201)
 
 
 @pytest.mark.parametrize("row_id", ["nope", "0" * 23, "g" * 24, "0" * 25, "%24where"])
-async def test_malformed_row_ids_are_404(api, owner, row_id):
-    await create_contracts(api, owner)
+async def test_malformed_row_ids_are_404(api, owner, row_id, create_table):
+    await create_table(owner, **CONTRACTS)
     for method in ("GET", "PATCH", "DELETE"):
         body = await api.call(
             method, f"/api/data/contracts/{row_id}", owner, json={} if method == "PATCH" else None
@@ -141,8 +137,8 @@ async def test_malformed_row_ids_are_404(api, owner, row_id):
         assert body["error"]["code"] == "not_found", (method, row_id)
 
 
-async def test_patch_and_delete(api, owner, client):
-    await create_contracts(api, owner)
+async def test_patch_and_delete(api, owner, client, create_table):
+    await create_table(owner, **CONTRACTS)
     row = await api.call("POST", "/api/data/contracts", owner, json=SEED_ROW, expect=201)
     patched = await api.call(
         "PATCH",
@@ -165,19 +161,14 @@ async def test_patch_and_delete(api, owner, client):
     await api.call("DELETE", f"/api/data/contracts/{row['id']}", owner, expect=404)
 
 
-async def test_unique_conflict_names_the_column(api, owner, client):
-    await api.call(
-        "POST",
-        "/api/meta/tables",
+async def test_unique_conflict_names_the_column(api, owner, client, create_table):
+    await create_table(
         owner,
-        expect=201,
-        json={
-            "key": "people",
-            "columns": [
-                {"key": "email", "type": "email", "unique": True},
-                {"key": "name", "type": "string"},
-            ],
-        },
+        "people",
+        [
+            {"key": "email", "type": "email", "unique": True},
+            {"key": "name", "type": "string"},
+        ],
     )
     await api.call("POST", "/api/data/people", owner, json={"email": "a@x.com"}, expect=201)
     # rows without a value do not collide
@@ -188,8 +179,8 @@ async def test_unique_conflict_names_the_column(api, owner, client):
     assert await tenant_db(client, owner)["people"].count_documents({}) == 3
 
 
-async def test_bulk_create_all_or_nothing(api, owner, client):
-    await create_contracts(api, owner)
+async def test_bulk_create_all_or_nothing(api, owner, client, create_table):
+    await create_table(owner, **CONTRACTS)
     items = [{"company_name": f"C{i}", "total_sum": i} for i in range(5)]
     items[3] = {"company_name": "bad", "total_sum": "x"}
     items[4] = {"nope": 1}
@@ -255,14 +246,8 @@ async def test_bulk_create_reports_a_repeated_bad_value_at_every_item(api, owner
     assert await tenant_db(client, owner)["people"].count_documents({}) == 0
 
 
-async def test_bulk_create_unique_conflicts_store_nothing(api, owner, client):
-    await api.call(
-        "POST",
-        "/api/meta/tables",
-        owner,
-        expect=201,
-        json={"key": "t", "columns": [{"key": "code", "type": "string", "unique": True}]},
-    )
+async def test_bulk_create_unique_conflicts_store_nothing(api, owner, client, create_table):
+    await create_table(owner, "t", [{"key": "code", "type": "string", "unique": True}])
     await api.call("POST", "/api/data/t", owner, json={"code": "taken"}, expect=201)
     within = await api.call(
         "POST",
@@ -283,8 +268,8 @@ async def test_bulk_create_unique_conflicts_store_nothing(api, owner, client):
     assert await tenant_db(client, owner)["t"].count_documents({}) == 1
 
 
-async def test_bulk_update_and_delete(api, owner, client):
-    await create_contracts(api, owner)
+async def test_bulk_update_and_delete(api, owner, client, create_table):
+    await create_table(owner, **CONTRACTS)
     created = await api.call(
         "POST",
         "/api/data/contracts/bulk",
@@ -330,8 +315,8 @@ async def test_bulk_update_and_delete(api, owner, client):
     assert bad_ids["error"]["details"][0]["field"] == "ids.0"
 
 
-async def test_pagination_over_ties_has_no_repeats_or_gaps(api, owner):
-    await create_contracts(api, owner)
+async def test_pagination_over_ties_has_no_repeats_or_gaps(api, owner, create_table):
+    await create_table(owner, **CONTRACTS)
     items = [{"company_name": f"C{i}", "total_sum": i % 3} for i in range(23)]
     await api.call("POST", "/api/data/contracts/bulk", owner, json={"items": items}, expect=201)
     for order in ("asc", "desc"):
@@ -354,8 +339,8 @@ async def test_pagination_over_ties_has_no_repeats_or_gaps(api, owner):
         assert sums == sorted(sums, reverse=order == "desc")
 
 
-async def test_list_parameters(api, owner):
-    await create_contracts(api, owner)
+async def test_list_parameters(api, owner, create_table):
+    await create_table(owner, **CONTRACTS)
     for name in ("b", "a", "c"):
         await api.call(
             "POST", "/api/data/contracts", owner, json={"company_name": name}, expect=201

@@ -11,22 +11,8 @@ from bson import ObjectId
 from handlers.app import create_app
 from handlers.routing import SERVICES
 from tasks.sms import send_batch
-from tests.conftest import Api, make_settings
-
-
-def phone(n: int) -> str:
-    return f"+7916{n:07d}"
-
-
-def gateway_settings(gateway, **overrides):
-    """Test settings that send through the fake SMS.ru gateway."""
-    values = {
-        "sms_provider": "smsru",
-        "smsru_api_id": "test-api-id",
-        "smsru_base_url": gateway.url,
-        **overrides,
-    }
-    return make_settings(**values)
+from tests.conftest import Api, Factories, wait_done
+from tests.sms_gateway import gateway_settings, phone
 
 
 async def gateway_api(aiohttp_client, gateway, **overrides) -> Api:
@@ -52,16 +38,10 @@ async def sms_api(sms_client):
     return Api(sms_client)
 
 
-async def wait_done(api, account, campaign_id, timeout=10.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        campaign = await api.call("GET", f"/api/sms/campaigns/{campaign_id}", account, expect=200)
-        if campaign["status"] in ("completed", "cancelled") and not (
-            campaign["counts"]["pending"] or campaign["counts"]["sending"]
-        ):
-            return campaign
-        assert asyncio.get_running_loop().time() < deadline, campaign
-        await asyncio.sleep(0.02)
+@pytest.fixture
+def create_table(sms_api):
+    """Tables of this module live in the SMS app."""
+    return Factories(sms_api).table
 
 
 async def messages(api, account, campaign_id, status=None):
@@ -107,22 +87,17 @@ async def test_campaign_from_recipients(sms_api, gateway):
     assert [c["id"] for c in listed["items"]] == [created["id"]]
 
 
-async def test_campaign_from_a_table_with_filters(sms_api, gateway, sms_client):
+async def test_campaign_from_a_table_with_filters(sms_api, gateway, sms_client, create_table):
     owner = await sms_api.register()
-    await sms_api.call(
-        "POST",
-        "/api/meta/tables",
+    await create_table(
         owner,
-        expect=201,
-        json={
-            "key": "clients",
-            "columns": [
-                {"key": "name", "type": "string"},
-                {"key": "mobile", "type": "phone"},
-                {"key": "vip", "type": "boolean"},
-                {"key": "tier", "type": "select", "options": [{"id": 1, "label": "Gold"}]},
-            ],
-        },
+        "clients",
+        [
+            {"key": "name", "type": "string"},
+            {"key": "mobile", "type": "phone"},
+            {"key": "vip", "type": "boolean"},
+            {"key": "tier", "type": "select", "options": [{"id": 1, "label": "Gold"}]},
+        ],
     )
     await sms_api.call(
         "POST",
@@ -188,17 +163,12 @@ async def test_campaign_from_a_table_with_filters(sms_api, gateway, sms_client):
         ({"text": "", "recipients": [{"phone": phone(1)}]}, "text"),
     ],
 )
-async def test_bad_campaigns_are_400_and_store_nothing(sms_api, sms_client, body, field):
+async def test_bad_campaigns_are_400_and_store_nothing(
+    sms_api, sms_client, body, field, create_table
+):
     owner = await sms_api.register()
-    await sms_api.call(
-        "POST",
-        "/api/meta/tables",
-        owner,
-        expect=201,
-        json={
-            "key": "clients",
-            "columns": [{"key": "mobile", "type": "phone"}, {"key": "vip", "type": "boolean"}],
-        },
+    await create_table(
+        owner, "clients", [{"key": "mobile", "type": "phone"}, {"key": "vip", "type": "boolean"}]
     )
     answer = await sms_api.call(
         "POST", "/api/sms/campaigns", owner, expect=400, json={"name": "x", **body}
@@ -209,16 +179,10 @@ async def test_bad_campaigns_are_400_and_store_nothing(sms_api, sms_client, body
     assert await db["_sms_messages"].count_documents({}) == 0
 
 
-async def test_campaign_from_an_unreachable_table_is_404(sms_api):
+async def test_campaign_from_an_unreachable_table_is_404(sms_api, create_table):
     owner = await sms_api.register()
     other = await sms_api.register()
-    await sms_api.call(
-        "POST",
-        "/api/meta/tables",
-        other,
-        expect=201,
-        json={"key": "secret", "columns": [{"key": "mobile", "type": "phone"}]},
-    )
+    await create_table(other, "secret", [{"key": "mobile", "type": "phone"}])
     await sms_api.call(
         "POST",
         "/api/sms/campaigns",

@@ -19,8 +19,8 @@ from taskiq.receiver import Receiver
 from handlers.app import create_app
 from handlers.routing import SERVICES
 from tasks.broker import receiving, start_broker, stop_broker
-from tests.conftest import Api
-from tests.test_sms import gateway_settings, phone, wait_done
+from tests.conftest import Api, wait_done
+from tests.sms_gateway import gateway_settings, phone
 
 
 def _free_port() -> int:

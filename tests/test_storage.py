@@ -8,7 +8,11 @@ import threading
 from mongomock import collection as mongomock_collection
 
 from crm_core.storage import filter_conditions, query_purpose, recording
-from tests.test_tables import create_contracts, tenant_db
+from tests.conftest import CONTRACTS, Factories, tenant_db
+
+
+async def create_contracts(api, owner):
+    await Factories(api).table(owner, **CONTRACTS)
 
 
 async def test_recorder_counts_the_queries_of_one_request(api, owner):

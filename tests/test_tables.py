@@ -4,34 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from handlers.routing import SERVICES
-
-CONTRACTS = {
-    "key": "contracts",
-    "columns": [
-        {"key": "company_name", "type": "string", "required": True},
-        {"key": "total_sum", "type": "float"},
-        {"key": "doc_date", "type": "date"},
-        {"key": "is_archived", "type": "boolean", "default": False},
-        {
-            "key": "status",
-            "type": "select",
-            "options": [{"label": "Active"}, {"id": 11, "label": "Signed"}],
-        },
-    ],
-}
+from tests.conftest import CONTRACTS, tenant_db
 
 
-async def create_contracts(api, owner):
-    return await api.call("POST", "/api/meta/tables", owner, json=CONTRACTS, expect=201)
-
-
-def tenant_db(client, account):
-    return client.app[SERVICES].storage.tenant_db(account.tenant_id)
-
-
-async def test_create_table_assigns_option_ids(api, owner, client):
-    table = await create_contracts(api, owner)
+async def test_create_table_assigns_option_ids(api, owner, client, create_table):
+    table = await create_table(owner, **CONTRACTS)
     assert table["key"] == "contracts" and table["version"] == 1
     status = next(c for c in table["columns"] if c["key"] == "status")
     assert status["options"] == [
@@ -47,8 +24,8 @@ async def test_create_table_assigns_option_ids(api, owner, client):
     assert got == table
 
 
-async def test_existing_key_is_409(api, owner):
-    await create_contracts(api, owner)
+async def test_existing_key_is_409(api, owner, create_table):
+    await create_table(owner, **CONTRACTS)
     body = await api.call("POST", "/api/meta/tables", owner, json=CONTRACTS, expect=409)
     assert body["error"]["code"] == "conflict"
 
@@ -131,8 +108,8 @@ async def test_bad_definitions(api, owner, client, table, field):
     assert await tenant_db(client, owner)["_tables"].count_documents({"builtin": False}) == 0
 
 
-async def test_rename_and_stale_version(api, owner):
-    await create_contracts(api, owner)
+async def test_rename_and_stale_version(api, owner, create_table):
+    await create_table(owner, **CONTRACTS)
     renamed = await api.call(
         "PATCH",
         "/api/meta/tables/contracts?version=1",
@@ -158,8 +135,8 @@ async def test_rename_and_stale_version(api, owner):
     assert "x" not in [c["key"] for c in got["columns"]]
 
 
-async def test_delete_table_drops_rows(api, owner, client):
-    await create_contracts(api, owner)
+async def test_delete_table_drops_rows(api, owner, client, create_table):
+    await create_table(owner, **CONTRACTS)
     await api.call("POST", "/api/data/contracts", owner, json={"company_name": "A"}, expect=201)
     await api.call("DELETE", "/api/meta/tables/contracts", owner, expect=204)
     db = tenant_db(client, owner)
@@ -167,13 +144,13 @@ async def test_delete_table_drops_rows(api, owner, client):
     await api.call("GET", "/api/meta/tables/contracts", owner, expect=404)
     await api.call("GET", "/api/data/contracts", owner, expect=404)
     # the key is free again, and the new table starts empty
-    await create_contracts(api, owner)
+    await create_table(owner, **CONTRACTS)
     page = await api.call("GET", "/api/data/contracts", owner, expect=200)
     assert page["total"] == 0
 
 
-async def test_add_and_delete_column(api, owner, client):
-    await create_contracts(api, owner)
+async def test_add_and_delete_column(api, owner, client, create_table):
+    await create_table(owner, **CONTRACTS)
     row = await api.call(
         "POST", "/api/data/contracts", owner, json={"company_name": "A", "total_sum": 5}, expect=201
     )
@@ -217,14 +194,8 @@ async def test_add_and_delete_column(api, owner, client):
     await api.call("DELETE", "/api/meta/tables/contracts/columns/total_sum", owner, expect=404)
 
 
-async def test_change_type_converts_or_refuses(api, owner, client):
-    await api.call(
-        "POST",
-        "/api/meta/tables",
-        owner,
-        expect=201,
-        json={"key": "t", "columns": [{"key": "code", "type": "string"}]},
-    )
+async def test_change_type_converts_or_refuses(api, owner, client, create_table):
+    await create_table(owner, "t", [{"key": "code", "type": "string"}])
     for code in ("10", "20", "30"):
         await api.call("POST", "/api/data/t", owner, json={"code": code}, expect=201)
     table = await api.call(
@@ -257,8 +228,8 @@ async def test_change_type_converts_or_refuses(api, owner, client):
     ]
 
 
-async def test_select_options_edit_and_ids_never_reused(api, owner, client):
-    await create_contracts(api, owner)
+async def test_select_options_edit_and_ids_never_reused(api, owner, client, create_table):
+    await create_table(owner, **CONTRACTS)
     row = await api.call(
         "POST", "/api/data/contracts", owner, json={"company_name": "A", "status": 12}, expect=201
     )
@@ -284,14 +255,8 @@ async def test_select_options_edit_and_ids_never_reused(api, owner, client):
     assert reuse["error"]["details"][0]["field"] == "options.0.id"
 
 
-async def test_unique_column_on_duplicates_is_409(api, owner):
-    await api.call(
-        "POST",
-        "/api/meta/tables",
-        owner,
-        expect=201,
-        json={"key": "t", "columns": [{"key": "code", "type": "string"}]},
-    )
+async def test_unique_column_on_duplicates_is_409(api, owner, create_table):
+    await create_table(owner, "t", [{"key": "code", "type": "string"}])
     for _ in range(2):
         await api.call("POST", "/api/data/t", owner, json={"code": "same"}, expect=201)
     await api.call(
@@ -301,25 +266,16 @@ async def test_unique_column_on_duplicates_is_409(api, owner):
     assert got["columns"][0]["unique"] is False
 
 
-async def test_required_change_with_empty_rows_is_409(api, owner):
-    await api.call(
-        "POST",
-        "/api/meta/tables",
-        owner,
-        expect=201,
-        json={
-            "key": "t",
-            "columns": [{"key": "a", "type": "string"}, {"key": "b", "type": "string"}],
-        },
-    )
+async def test_required_change_with_empty_rows_is_409(api, owner, create_table):
+    await create_table(owner, "t", [{"key": "a", "type": "string"}, {"key": "b", "type": "string"}])
     await api.call("POST", "/api/data/t", owner, json={"b": "x"}, expect=201)
     await api.call(
         "PATCH", "/api/meta/tables/t/columns/a", owner, json={"required": True}, expect=409
     )
 
 
-async def test_tables_of_other_users_and_tenants_are_404(api, owner):
-    await create_contracts(api, owner)
+async def test_tables_of_other_users_and_tenants_are_404(api, owner, create_table):
+    await create_table(owner, **CONTRACTS)
     other = await api.register()
     await api.call("GET", "/api/meta/tables/contracts", other, expect=404)
     await api.call("DELETE", "/api/meta/tables/contracts", other, expect=404)
@@ -327,5 +283,5 @@ async def test_tables_of_other_users_and_tenants_are_404(api, owner):
     listed = await api.call("GET", "/api/meta/tables", other, expect=200)
     assert [t["key"] for t in listed["items"] if not t["builtin"]] == []
     # the same key in another tenant is another table
-    await create_contracts(api, other)
+    await create_table(other, **CONTRACTS)
     await api.call("GET", "/api/meta/tables/contracts", owner, expect=200)

@@ -8,15 +8,19 @@ from typing import Any
 
 from bson import ObjectId
 from pydantic import BaseModel
-from pymongo import ASCENDING
-from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from crm_core import aliases, shares
-from crm_core.columns import ColumnType, ColumnValueError
+from crm_core.columns import INT64_MAX, ColumnType, ColumnValueError
 from crm_core.context import TenantContext
 from crm_core.errors import Conflict, NotFound, ValidationFailed
 from crm_core.registry import Registry
-from crm_core.storage import update_each
+from crm_core.storage import (
+    ASCENDING,
+    DuplicateKeyError,
+    OperationFailure,
+    skip_missing_index_options,
+    update_each,
+)
 from crm_core.tables import ordering
 from crm_core.tables.access import visible_filter
 from crm_core.tables.definitions import (
@@ -184,34 +188,7 @@ class MetaService:
         if current is None:
             raise NotFound(f"Column '{key}' not found in table '{table.key}'")
         changes = patch.model_dump(exclude_unset=True)
-        if current.get("predefined") and changes.get("type", current["type"]) != current["type"]:
-            raise Conflict(f"'{key}' is a predefined column: its type cannot change")
-        merged = {**current, **{k: v for k, v in changes.items() if k != "options"}}
-        if "options" in changes and changes["options"] is not None:
-            merged["options"] = changes["options"]
-        new_type = self.types.get(merged["type"]) if merged["type"] in self.types else None
-        if new_type is None:  # pragma: no cover - the model admits registered types only
-            raise ValidationFailed.field("type", "unknown column type")
-        if merged["type"] != "select":
-            if changes.get("options"):
-                raise ValidationFailed.field("options", "only select columns have options")
-            merged.pop("options", None)
-            merged.pop("max_option_id", None)
-        if merged["type"] != current["type"] and (
-            new_type.references or table.column_type(current).references
-        ):
-            raise ValidationFailed.field(
-                "type", "link and user columns cannot change type; add a new column instead"
-            )
-        if merged["type"] != "string":
-            if changes.get("max_length") is not None or changes.get("validators"):
-                raise ValidationFailed.field(
-                    "max_length", "only string columns have max_length and validators"
-                )
-            merged.pop("max_length", None)
-            merged.pop("validators", None)
-        if merged["type"] != current["type"] and "default" not in changes:
-            merged["default"] = None
+        merged = self._merge_patch(table, current, changes)
         column = self._normalise_column(ctx, merged, "", current)
         rows = table.collection(ctx)
 
@@ -259,6 +236,42 @@ class MetaService:
         return updated
 
     # ---- helpers --------------------------------------------------------------------------
+
+    def _merge_patch(
+        self, table: Table, current: dict[str, Any], changes: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The column definition a PATCH asks for (checked and normalised afterwards): what a
+        type change drops (options, string settings, the default) and what it may not do."""
+        key = current["key"]
+        if current.get("predefined") and changes.get("type", current["type"]) != current["type"]:
+            raise Conflict(f"'{key}' is a predefined column: its type cannot change")
+        merged = {**current, **{k: v for k, v in changes.items() if k != "options"}}
+        if "options" in changes and changes["options"] is not None:
+            merged["options"] = changes["options"]
+        new_type = self.types.get(merged["type"]) if merged["type"] in self.types else None
+        if new_type is None:  # pragma: no cover - the model admits registered types only
+            raise ValidationFailed.field("type", "unknown column type")
+        if merged["type"] != "select":
+            if changes.get("options"):
+                raise ValidationFailed.field("options", "only select columns have options")
+            merged.pop("options", None)
+            merged.pop("max_option_id", None)
+        if merged["type"] != current["type"] and (
+            new_type.references or table.column_type(current).references
+        ):
+            raise ValidationFailed.field(
+                "type", "link and user columns cannot change type; add a new column instead"
+            )
+        if merged["type"] != "string":
+            if changes.get("max_length") is not None or changes.get("validators"):
+                raise ValidationFailed.field(
+                    "max_length", "only string columns have max_length and validators"
+                )
+            merged.pop("max_length", None)
+            merged.pop("validators", None)
+        if merged["type"] != current["type"] and "default" not in changes:
+            merged["default"] = None
+        return merged
 
     def _normalise_column(
         self, ctx: TenantContext, raw: dict[str, Any], path: str, previous: dict[str, Any] | None
@@ -328,7 +341,13 @@ class MetaService:
         high = int((previous or {}).get("max_option_id") or 0)
         given = [o["id"] for o in options if o.get("id") is not None]
         seen: set[int] = set()
+        labels: set[str] = set()
         for index, option in enumerate(options):
+            if option["label"] in labels:  # a label names one option (text converts by label)
+                raise ValidationFailed.field(
+                    f"{path}.{index}.label", f"duplicate option label '{option['label'][:64]}'"
+                )
+            labels.add(option["label"])
             option_id = option.get("id")
             if option_id is None:
                 continue
@@ -343,10 +362,14 @@ class MetaService:
                     f"option id {option_id} was used before; ids are not reused",
                 )
         high = max([high, *given])
-        result = []
+        result: list[dict[str, Any]] = []
         for option in options:
             option_id = option.get("id")
             if option_id is None:
+                if high >= INT64_MAX:
+                    raise ValidationFailed.field(
+                        f"{path}.{len(result)}.id", "no option id is left above the highest one"
+                    )
                 high += 1
                 option_id = high
             item = {"id": option_id, "label": option["label"]}
@@ -395,12 +418,12 @@ class MetaService:
         key = column["key"]
         try:
             if column["unique"]:
-                # partial: rows without a value do not collide with each other
+                # rows without a value do not collide with each other
                 await rows.create_index(
                     [(key, ASCENDING)],
                     name=unique_index_name(key),
                     unique=True,
-                    partialFilterExpression={key: {"$exists": True}},
+                    **skip_missing_index_options(rows, key),
                 )
             elif column["indexed"] or column["type"] == "link":
                 # link columns always: deleting a row clears the references to it by this index

@@ -8,18 +8,24 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bson import ObjectId
-from pymongo import ASCENDING, DESCENDING
-from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from crm_core.columns import ColumnType, ColumnValueError, render_datetime
 from crm_core.context import TenantContext
 from crm_core.errors import Conflict, NotFound, ValidationFailed
 from crm_core.filters import FilterBuilder, FilterEnv, table_fields
 from crm_core.registry import Registry
-from crm_core.storage import query_purpose, update_each
+from crm_core.storage import (
+    ASCENDING,
+    DESCENDING,
+    BulkWriteError,
+    DuplicateKeyError,
+    query_purpose,
+    update_each,
+)
 from crm_core.tables.access import Level, access_level
 from crm_core.tables.definitions import SYSTEM_FIELDS, TABLES, Table, load_table, utcnow
 from crm_core.tables.ordering import manual_pipeline
+from crm_core.tables.references import VisibleReferences
 from crm_core.validators import ColumnValidator
 
 # the filter and sort of these queries are the client's (audited apart: crm_core/indexes.py)
@@ -154,6 +160,7 @@ class RowService:
         be visible to the caller), and a table's 'at least one of' rules. `docs` pairs each
         document (complete, as it will be stored) with the path its errors are reported at."""
         errors: list[dict[str, Any]] = []
+        refs = VisibleReferences(ctx, self.types)
         for column in table.columns:
             column_type = table.column_type(column)
             if not column_type.references:
@@ -162,7 +169,7 @@ class RowService:
             values = {doc[key] for _, doc in docs if doc.get(key) is not None}
             if not values:
                 continue
-            missing = await column_type.missing_references(ctx, column, list(values), self.types)
+            missing = await column_type.missing_references(refs, column, list(values))
             errors += [
                 {"field": f"{path}{key}", "message": _missing_message(column)}
                 for path, doc in docs
@@ -210,8 +217,8 @@ class RowService:
         self, ctx: TenantContext, table: Table, rows: list[dict[str, Any]], keys: list[str]
     ) -> None:
         """Replace the ids of the named link columns with the referenced rows (when the caller
-        may read their table; otherwise the ids stay)."""
-        for key in keys:
+        may read their table; otherwise the ids stay). A key named twice is expanded once."""
+        for key in dict.fromkeys(keys):
             column = table.column(key)
             if column is None or column["type"] != "link":
                 raise ValidationFailed.field("expand", f"'{key[:64]}' is not a link column")
@@ -461,14 +468,17 @@ class RowService:
                 )
             keys = [(p.lstrip("-"), DESCENDING if p.startswith("-") else ASCENDING) for p in parts]
             field = "sort"
-        result = []
+        result: list[tuple[str, int]] = []
         for key, direction in keys:
             if key in SORT_FIELDS:
-                result.append((SORT_FIELDS[key], direction))
+                target = SORT_FIELDS[key]
             elif table.column(key) is not None:
-                result.append((key, direction))
+                target = key
             else:
                 raise ValidationFailed.field(field, f"unknown column or field '{key[:64]}'")
+            if any(existing == target for existing, _ in result):
+                raise ValidationFailed.field(field, f"'{key[:64]}' is named twice")
+            result.append((target, direction))
         return result or [("_id", ASCENDING)]
 
     async def update_where(
