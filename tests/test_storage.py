@@ -95,3 +95,13 @@ async def test_embedded_queries_run_off_the_event_loop(api, owner, monkeypatch):
     page = await listing
     assert [r["company_name"] for r in page["items"]] == ["A"]
     assert len(threads) == 1 and threads[0].startswith("embedded-db")
+
+
+async def test_custom_roles_store_no_key_so_the_sparse_unique_index_skips_them(api, owner, client):
+    for name in ("Sales", "Support"):
+        await api.call(
+            "POST", "/api/roles", owner, json={"name": name, "permissions": []}, expect=201
+        )
+    custom = await tenant_db(client, owner)["_roles"].find({"builtin": False}).to_list(None)
+    assert len(custom) == 2
+    assert all("key" not in role for role in custom)
