@@ -207,21 +207,7 @@ class AuthService:
         tenant = await Tenant.get(user.tenant_id)
         if tenant is None or not tenant.is_active:
             raise Unauthorized("The company is not active")
-        db = self.storage.tenant_db(str(tenant.id))
-        permissions = await resolve_permissions(db, user.role_ids)
-        values = ValueContext(
-            timezone=_zone(tenant.timezone),
-            phone_region=tenant.phone_region,
-            string_max_length=self.settings.string_max_length,
-        )
-        context = TenantContext(
-            tenant=tenant,
-            user=user,
-            db=db,
-            permissions=permissions,
-            values=values,
-            max_time_ms=self.settings.query_time_limit_ms,
-        )
+        context = await build_context(self.storage, user, tenant)
         return context, claims.jti, claims.expires_at
 
     async def _issue(self, user: User, family_id: str) -> TokenPair:
@@ -243,6 +229,25 @@ class AuthService:
             expires_in=self.codec.ttl_seconds,
             must_change_password=user.must_change_password,
         )
+
+
+async def build_context(storage: Storage, user: User, tenant: Tenant) -> TenantContext:
+    """What `user` may do now in `tenant` (its roles' permissions, read afresh)."""
+    db = storage.tenant_db(str(tenant.id))
+    settings = storage.settings
+    values = ValueContext(
+        timezone=_zone(tenant.timezone),
+        phone_region=tenant.phone_region,
+        string_max_length=settings.string_max_length,
+    )
+    return TenantContext(
+        tenant=tenant,
+        user=user,
+        db=db,
+        permissions=await resolve_permissions(db, user.role_ids),
+        values=values,
+        max_time_ms=settings.query_time_limit_ms,
+    )
 
 
 def _zone(name: str) -> ZoneInfo:

@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from crm_core.indexes import ensure_tenant_indexes
+from crm_core.permissions import ADDED_LATER, BUILTIN_ROLES
 from crm_core.storage import ASCENDING
 from crm_core.tables.definitions import TABLES, utcnow
 
@@ -152,6 +153,24 @@ async def ensure_builtin_tables(db: Any) -> list[str]:
         for column in spec["columns"]:
             if column["indexed"] or column["type"] == "link":
                 await db[key].create_index([(column["key"], ASCENDING)], name=f"i_{column['key']}")
+    # admin: the operator panel counts SMS sent per day and in the last 30 days by `sent_at`
+    await db["_sms_messages"].create_index([("sent_at", ASCENDING)], name="sent_at", sparse=True)
+    return changed
+
+
+async def ensure_builtin_role_permissions(db: Any) -> list[str]:
+    """Give the built-in roles the permission codes added since the company was created."""
+    changed = []
+    for key, (_title, permissions) in BUILTIN_ROLES.items():
+        added = [p for p in ADDED_LATER if p in permissions]
+        if not added:
+            continue
+        result = await db["_roles"].update_one(
+            {"key": key, "builtin": True},
+            {"$addToSet": {"permissions": {"$each": added}}},
+        )
+        if result.modified_count:
+            changed.append(f"gave {', '.join(added)} to role {key}")
     return changed
 
 
@@ -164,6 +183,7 @@ async def migrate_all(storage: Any) -> int:
         db = storage.tenant_db(str(tenant.id))
         await ensure_tenant_indexes(db)  # indexes added since the tenant was created
         changes = await ensure_builtin_tables(db)
+        changes += await ensure_builtin_role_permissions(db)
         if changes:
             count += 1
             log.info("tenant %s: %s", tenant.id, "; ".join(changes))

@@ -47,21 +47,17 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
 
 
 async def create_superuser(settings: Settings, email: str, password: str, full_name: str) -> str:
+    from crm_core.admin import AdminService
     from crm_core.auth import AuthService
     from crm_core.storage import Storage
-    from models.accounts import SYSTEM_DOCUMENTS, RegisterIn, User
+    from models.accounts import SYSTEM_DOCUMENTS
+    from models.admin import ADMIN_DOCUMENTS
 
     storage = Storage(settings)
-    await storage.start(SYSTEM_DOCUMENTS)
+    await storage.start(SYSTEM_DOCUMENTS + ADMIN_DOCUMENTS)
     try:
-        data = RegisterIn(
-            company_name="Platform", email=email, password=password, full_name=full_name
-        )
-        await AuthService(settings, storage).register(data)
-        user = await User.find_one(User.email == data.email)
-        assert user is not None
-        user.is_superadmin = True
-        await user.save()
+        admin = AdminService(settings, storage, AuthService(settings, storage))
+        user = await admin.create_superuser(email, password, full_name)
         return str(user.id)
     finally:
         storage.close()
@@ -159,9 +155,11 @@ COMMANDS = {
         "MONGODB_URL.",
     ),
     "create-superuser": (
-        "create a platform superadmin",
-        "Create a platform superadmin with its own company. Needs MONGODB_URL. The password "
-        "comes from --password, else CRM_SUPERUSER_PASSWORD, else a prompt.",
+        "create a platform superadmin for /admin",
+        "Create a platform superadmin with its own company. Needs MONGODB_URL (on the embedded "
+        "database set CRM_SUPERUSER_EMAIL and CRM_SUPERUSER_PASSWORD and `crm serve` creates "
+        "it at start). The password comes from --password, else CRM_SUPERUSER_PASSWORD, else "
+        "a prompt.",
     ),
 }
 
@@ -236,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         if settings.embedded_database:
             print(
                 "crm: create-superuser needs MONGODB_URL: the embedded database lives only "
-                "inside a running server",
+                "inside a running server; set CRM_SUPERUSER_EMAIL and CRM_SUPERUSER_PASSWORD "
+                "and `crm serve` creates the superadmin at start",
                 file=sys.stderr,
             )
             return 2

@@ -17,6 +17,10 @@ class TenantContext:
     permissions: frozenset[str] = field(default_factory=frozenset)
     values: ValueContext = field(default_factory=ValueContext.default)
     max_time_ms: int = 5000  # server-side limit on list queries (QUERY_TIME_LIMIT_MS)
+    # API tokens (crm_core/tokens.py): the token that authenticated the call, and the highest
+    # table access level (crm_core.tables.access.Level) its scope allows; None: a session
+    api_token_id: str | None = None
+    table_level_cap: int | None = None
 
     @property
     def tenant_id(self) -> str:

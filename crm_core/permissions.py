@@ -19,6 +19,8 @@ PERMISSIONS: dict[str, str] = {
     "individuals.write": "Create, edit and delete individuals",
     "sms.read": "See SMS campaigns and their messages",
     "sms.send": "Create and cancel SMS campaigns",
+    # integrations
+    "webhooks.manage": "Register, change and test the company's webhooks",
 }
 
 _STANDARD = [
@@ -36,3 +38,7 @@ BUILTIN_ROLES: dict[str, tuple[str, list[str]]] = {
     "manager": ("Manager", [*_STANDARD, "tables.create", "sms.read", "sms.send", "users.read"]),
     "viewer": ("Viewer", ["leads.read", "legal_entities.read", "individuals.read"]),
 }
+
+# Codes added after companies existed: `crm migrate` (and `crm serve` at start) gives them to
+# the built-in roles that hold them in BUILTIN_ROLES.
+ADDED_LATER: list[str] = ["webhooks.manage"]

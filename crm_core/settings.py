@@ -69,8 +69,24 @@ class Settings(BaseSettings):
     # whether `crm serve` receives Redis tasks itself; unset: only with the embedded database
     api_runs_tasks: bool | None = None
 
+    # webhooks (docs/integrations.md)
+    webhook_allow_private_addresses: bool = False  # SSRF guard off: only for tests and labs
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    webhook_max_attempts: int = Field(default=6, ge=1, le=20)
+    webhook_retry_base_seconds: float = Field(default=30.0, ge=0, le=86_400)
+    webhook_disable_after_failures: int = Field(default=8, ge=1, le=1000)
+    webhook_sweep_seconds: float = Field(default=5.0, gt=0, le=3600)
+    webhook_log_retention_days: int = Field(default=30, ge=1, le=3650)
+
     log_level: str = "INFO"
     log_file: str | None = None
+
+    # the operator's panel (/admin): a superadmin that `crm serve` creates at start if its email
+    # is new (the only way to have one on the embedded database), and the panel's sessions
+    crm_superuser_email: str | None = Field(default=None, max_length=320)
+    crm_superuser_password: str | None = Field(default=None, repr=False)
+    crm_superuser_name: str = Field(default="Superadmin", min_length=1, max_length=200)
+    admin_session_ttl_seconds: int = Field(default=8 * 3600, ge=60, le=30 * 24 * 3600)
 
     @model_validator(mode="after")
     def _check_production(self) -> Settings:
@@ -94,6 +110,15 @@ class Settings(BaseSettings):
                 f"({self.longest_send_seconds:.0f} s with these timeouts and retries), or a slow "
                 "send would be taken over by a second worker"
             )
+        if self.crm_superuser_email:
+            password = self.crm_superuser_password or ""
+            if "@" not in self.crm_superuser_email:
+                raise SettingsError("CRM_SUPERUSER_EMAIL must be an email address")
+            if len(password) < 8 or len(password.encode()) > 72:
+                raise SettingsError(
+                    "CRM_SUPERUSER_PASSWORD must be set, 8 characters to 72 bytes, "
+                    "when CRM_SUPERUSER_EMAIL is"
+                )
         if self.sms_provider == "smsru" and not self.smsru_api_id:
             raise SettingsError("SMSRU_API_ID is required with SMS_PROVIDER=smsru")
         return self

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from crm_core.admin import AdminService
 from crm_core.auth import AuthService
 from crm_core.builtin_tables import migrate_all
 from crm_core.columns import default_column_types
@@ -16,8 +17,11 @@ from crm_core.settings import Settings
 from crm_core.storage import Storage
 from crm_core.tables.meta import MetaService
 from crm_core.tables.rows import RowService
+from crm_core.tokens import ApiTokenService
 from crm_core.validators import default_validators
+from crm_core.webhooks import WebhookService
 from handlers import (
+    admin,
     aliases,
     auth,
     data,
@@ -28,12 +32,15 @@ from handlers import (
     sms,
     system,
     tables,
+    tokens,
     users,
+    webhooks,
 )
 from handlers.middlewares import access_log_middleware, error_middleware
 from handlers.routing import SERVICES, RouteSpec, RouteTable, build_view
 from models.accounts import SYSTEM_DOCUMENTS
-from tasks.broker import BrokerQueue, receiving, start_broker, stop_broker
+from models.admin import ADMIN_DOCUMENTS
+from tasks.broker import BrokerQueue, receiving, start_broker, stop_broker, sweeping
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +55,10 @@ ROUTE_TABLES: list[RouteTable] = [
     shares.routes,
     aliases.routes,
     sms.routes,
+    webhooks.routes,
+    tokens.routes,
     docs.routes,
+    admin.routes,
 ]
 
 
@@ -69,15 +79,21 @@ def create_app(settings: Settings) -> web.Application:
     storage = Storage(settings)
     column_types = default_column_types()
     validators = default_validators()
-    app[SERVICES] = Services(
+    auth_service = AuthService(settings, storage)
+    services = app[SERVICES] = Services(
         settings=settings,
         storage=storage,
-        auth=AuthService(settings, storage),
+        auth=auth_service,
         column_types=column_types,
         validators=validators,
         meta=MetaService(column_types, validators),
         rows=RowService(column_types, FilterBuilder(default_filter_operators()), validators),
+        admin=AdminService(settings, storage, auth_service),
     )
+    # integrations: webhooks hear row events from the row service
+    services.webhooks = WebhookService(settings, storage, column_types)
+    services.rows.events = services.webhooks
+    services.tokens = ApiTokenService(storage)
     app.cleanup_ctx.append(_storage_ctx)
     app.cleanup_ctx.append(_broker_ctx)
 
@@ -85,13 +101,21 @@ def create_app(settings: Settings) -> web.Application:
     for spec in specs:
         app.router.add_route(spec.method, spec.path, build_view(spec))
     docs.add_static(app)
+    admin.setup(app)  # the operator's panel: templates and its stylesheet
     app[docs.OPENAPI] = docs.OpenApiDocument(specs)  # built on first request
     return app
 
 
 async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
     storage = app[SERVICES].storage
-    await storage.start(SYSTEM_DOCUMENTS)
+    await storage.start(SYSTEM_DOCUMENTS + ADMIN_DOCUMENTS)
+    settings = storage.settings
+    if settings.crm_superuser_email and settings.crm_superuser_password:
+        await app[SERVICES].admin.ensure_superuser(
+            settings.crm_superuser_email,
+            settings.crm_superuser_password,
+            settings.crm_superuser_name,
+        )
     changed = await migrate_all(storage)  # built-in tables for tenants created before them
     if changed:
         log.info("migrated %d tenants", changed)
@@ -106,7 +130,7 @@ async def _broker_ctx(app: web.Application) -> AsyncIterator[None]:
     process. Real MongoDB with Redis: this process only queues; `crm worker` sends."""
     services = app[SERVICES]
     settings = services.settings
-    broker = await start_broker(settings, services.storage)
+    broker = await start_broker(settings, services.storage, webhooks=services.webhooks)
     services.sms_queue = BrokerQueue(broker)
     receive = bool(settings.redis_url) and settings.api_receives_tasks
     if receive:
@@ -115,9 +139,11 @@ async def _broker_ctx(app: web.Application) -> AsyncIterator[None]:
         if receive:
             async with receiving(broker, settings):
                 yield
+        elif not settings.redis_url:
+            log.warning("REDIS_URL is not set: SMS tasks run in this process")
+            async with sweeping(broker, settings):  # webhook retries
+                yield
         else:
-            if not settings.redis_url:
-                log.warning("REDIS_URL is not set: SMS tasks run in this process")
             yield
     finally:
         await stop_broker(broker)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 from typing import Any
 
 from aiohttp import web
@@ -11,7 +12,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
 from crm_core.errors import HTTP_STATUS_ERRORS, CrmError
-from handlers.routing import CONTEXT_KEY, error_response
+from handlers.routing import CONTEXT_KEY, ERROR_PAGES, ErrorPage, error_response
 
 access_log = logging.getLogger("crm.access")
 log = logging.getLogger(__name__)
@@ -26,6 +27,9 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
         response = await handler(request)
         status = response.status
         return response
+    except web.HTTPException as exc:  # redirects are raised too
+        status = exc.status
+        raise
     finally:
         context = request.get(CONTEXT_KEY)
         access_log.info(
@@ -42,29 +46,41 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Render every error, aiohttp's own included, as `{"error": {code, message, details}}`."""
+    page = _error_page(request)
+    render = error_response if page is None else partial(page, request)
     try:
         response = await handler(request)
     except CrmError as exc:
-        return error_response(exc)
+        return render(exc)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(_from_http(exc, request))
+        return render(_from_http(exc, request))
     except HttpProcessingError as exc:  # a malformed body (bad chunk sizes...): the client's
         log.warning("malformed request body in %s %s: %s", request.method, request.path, exc)
-        return error_response(_for_status(400, f"Malformed HTTP request: {_first_line(exc)}"))
+        return render(_for_status(400, f"Malformed HTTP request: {_first_line(exc)}"))
     except ConnectionResetError:  # the client went away mid-request (e.g. after a bad chunk)
         log.warning("client closed the connection during %s %s", request.method, request.path)
-        return error_response(_for_status(400, "The connection was closed mid-request"))
+        return render(_for_status(400, "The connection was closed mid-request"))
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
-        return error_response(CrmError())
+        return render(CrmError())
     if response.status >= 400 and not isinstance(response, web.Response | web.FileResponse):
         return response
+    if page is not None and response.status >= 400 and response.content_type == "text/html":
+        return response  # a page that drew its own error
     if response.status >= 400 and response.content_type != "application/json":
         # aiohttp answers some errors (static files...) with plain responses
-        return error_response(_for_status(response.status))
+        return render(_for_status(response.status))
     return response
+
+
+def _error_page(request: web.Request) -> ErrorPage | None:
+    """The HTML error renderer of the page area this request is in, if any (`/admin`)."""
+    for prefix, page in request.app.get(ERROR_PAGES, {}).items():
+        if request.path == prefix or request.path.startswith(prefix + "/"):
+            return page
+    return None
 
 
 def _for_status(status: int, message: str | None = None) -> CrmError:

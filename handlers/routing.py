@@ -29,9 +29,14 @@ from crm_core.errors import (
 from crm_core.services import Services
 from crm_core.tables.access import Level, require
 from crm_core.tables.definitions import Table, load_table
+from crm_core.tokens import is_api_token
 
 SERVICES = web.AppKey("services", Services)
 CONTEXT_KEY = web.RequestKey("crm_context", TenantContext)
+# Path prefixes whose errors are pages for people, not JSON (the /admin panel): the error
+# middleware asks the renderer registered here to draw the error, whatever raised it.
+ErrorPage = Callable[[web.Request, CrmError], web.StreamResponse]
+ERROR_PAGES = web.AppKey("error_pages", dict[str, ErrorPage])
 
 
 # ---- access declarations -------------------------------------------------------------------
@@ -245,6 +250,7 @@ class Call:
     query: Any = None
     token: dict[str, Any] = field(default_factory=dict)
     table: Table | None = None
+    operator: Any = None  # crm_core.admin.Operator on the /admin pages
 
     @property
     def ctx(self) -> TenantContext:
@@ -352,14 +358,17 @@ def build_view(spec: RouteSpec) -> Callable[[web.Request], Awaitable[web.StreamR
         context = None
         token: dict[str, Any] = {}
         if spec.access.needs_auth:
-            context, jti, expires_at = await services.auth.authenticate(bearer_token(request))
+            bearer = bearer_token(request)
+            if services.tokens is not None and is_api_token(bearer):  # integrations
+                context, jti, expires_at = await services.tokens.authenticate(bearer)
+            else:
+                context, jti, expires_at = await services.auth.authenticate(bearer)
             request[CONTEXT_KEY] = context
             token = {"jti": jti, "expires_at": expires_at}
             if context.user.must_change_password and not spec.allow_pending_password:
                 raise PasswordChangeRequired()
         call = Call(request, services, context, token=token)
-        if spec.access.needs_auth:
-            await spec.access.authorize(call)
+        await spec.access.authorize(call)  # Public allows all; the /admin pages check a cookie
         if spec.query is not None:
             call.query = parse_query(request, spec.query)
         if spec.body is not None:

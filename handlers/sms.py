@@ -62,6 +62,8 @@ async def create_campaign(call: Call) -> CampaignOut:
         settings.sms_batch_size,
         settings.sms_max_recipients,
     )
+    if campaign["status"] == "completed" and call.services.webhooks is not None:
+        await call.services.webhooks.campaign_finished(call.ctx.db, call.ctx.tenant_id, campaign)
     return await campaign_out(call, campaign)
 
 
@@ -112,7 +114,10 @@ async def list_messages(call: Call) -> MessagePage:
 )
 async def cancel_campaign(call: Call) -> CampaignOut:
     """Messages not yet sent are cancelled; one being sent at this moment finishes."""
-    return await campaign_out(call, await sms.cancel_campaign(call.ctx, call.param("campaign_id")))
+    campaign = await sms.cancel_campaign(call.ctx, call.param("campaign_id"))
+    if call.services.webhooks is not None:
+        await call.services.webhooks.campaign_finished(call.ctx.db, call.ctx.tenant_id, campaign)
+    return await campaign_out(call, campaign)
 
 
 @routes.post(

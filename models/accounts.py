@@ -10,6 +10,7 @@ from pydantic import EmailStr, Field, field_validator
 
 from crm_core.storage import ASCENDING, IndexModel
 from models.base import InputModel, OutputModel
+from models.tokens import ApiToken
 
 
 def utcnow() -> datetime:
@@ -89,7 +90,7 @@ class RevokedAccessToken(Document):
         ]
 
 
-SYSTEM_DOCUMENTS: list[type] = [Tenant, User, RefreshToken, RevokedAccessToken]
+SYSTEM_DOCUMENTS: list[type] = [Tenant, User, RefreshToken, RevokedAccessToken, ApiToken]
 
 
 def normalise_email(value: str) -> str:

@@ -9,12 +9,15 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from taskiq import AsyncBroker, Context, InMemoryBroker, TaskiqDepends
 from taskiq.receiver import Receiver
 
+from crm_core.columns import default_column_types
 from crm_core.settings import Settings
+from crm_core.webhooks import WebhookService
 from tasks import sms
 from tasks.providers import make_provider
 from tasks.ratelimit import SlotLimiter
@@ -24,6 +27,7 @@ log = logging.getLogger(__name__)
 SEND_BATCH = "crm.sms.send_batch"
 SEND_ONE = "crm.sms.send_one"
 HEARTBEAT = "crm.heartbeat"
+WEBHOOK_DELIVER = "crm.webhooks.deliver"
 QUEUE = "crm:tasks"
 GROUP = "crm-workers"
 
@@ -38,6 +42,12 @@ async def _send_batch(
 
 async def _send_one(tenant_id: str, message_id: str, context: Context = TaskiqDepends()) -> int:
     return await sms.send_one(context.state.sms, context.message.task_id, tenant_id, message_id)
+
+
+async def _deliver_webhook(
+    tenant_id: str, delivery_id: str, context: Context = TaskiqDepends()
+) -> str:
+    return str(await context.state.webhooks.deliver(tenant_id, delivery_id))
 
 
 async def _heartbeat() -> None:
@@ -64,7 +74,28 @@ def build_broker(settings: Settings, consumer_name: str | None = None) -> AsyncB
     broker.register_task(_send_batch, task_name=SEND_BATCH)
     broker.register_task(_send_one, task_name=SEND_ONE)
     broker.register_task(_heartbeat, task_name=HEARTBEAT)
+    broker.register_task(_deliver_webhook, task_name=WEBHOOK_DELIVER)
     return broker
+
+
+@dataclass
+class WorkerSeen:
+    name: str
+    idle_seconds: float
+    pending: int
+
+
+@dataclass
+class QueueStats:
+    kind: str
+    reachable: bool
+    queue_depth: int | None = None  # tasks not yet delivered to any worker
+    in_flight: int | None = None  # delivered, not yet acknowledged
+    workers: list[WorkerSeen] = field(default_factory=list)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class BrokerQueue:
@@ -84,6 +115,35 @@ class BrokerQueue:
             log.warning("Redis ping failed", exc_info=True)
             return False
 
+    async def stats(self) -> QueueStats:
+        """What the operator's system page shows: the broker, its backlog, the workers seen."""
+        redis = self.broker.state.sms.limiter.redis
+        if redis is None:
+            return QueueStats(kind="in-memory (tasks run in the API process)", reachable=True)
+        stats = QueueStats(kind=f"Redis stream {QUEUE}", reachable=await self.ping())
+        if not stats.reachable:
+            return stats
+        try:
+            groups = await redis.xinfo_groups(QUEUE)
+            consumers = await redis.xinfo_consumers(QUEUE, GROUP)
+        except Exception:  # the stream or the group does not exist before the first task
+            log.info("no task stream yet", exc_info=True)
+            stats.queue_depth, stats.in_flight = 0, 0
+            return stats
+        group = next((g for g in groups if _text(g.get("name")) == GROUP), None)
+        if group is not None:
+            stats.queue_depth = int(group.get("lag") or 0)
+            stats.in_flight = int(group.get("pending") or 0)
+        stats.workers = [
+            WorkerSeen(
+                name=_text(c.get("name")),
+                idle_seconds=int(c.get("idle") or 0) / 1000,
+                pending=int(c.get("pending") or 0),
+            )
+            for c in consumers
+        ]
+        return stats
+
     async def send_batch(self, tenant_id: str, campaign_id: str, batch: int) -> None:
         task = self.broker.find_task(SEND_BATCH)
         assert task is not None
@@ -93,6 +153,18 @@ class BrokerQueue:
         task = self.broker.find_task(SEND_ONE)
         assert task is not None
         await task.kiq(tenant_id, message_id)
+
+
+class WebhookBrokerQueue:
+    """`crm_core.webhooks.WebhookQueue` on a taskiq broker."""
+
+    def __init__(self, broker: AsyncBroker) -> None:
+        self.broker = broker
+
+    async def deliver(self, tenant_id: str, delivery_id: str) -> None:
+        task = self.broker.find_task(WEBHOOK_DELIVER)
+        assert task is not None
+        await task.kiq(tenant_id, delivery_id)
 
 
 async def make_runtime(settings: Settings, storage: Any) -> sms.SmsRuntime:
@@ -110,11 +182,20 @@ async def make_runtime(settings: Settings, storage: Any) -> sms.SmsRuntime:
 
 
 async def start_broker(
-    settings: Settings, storage: Any, consumer_name: str | None = None
+    settings: Settings,
+    storage: Any,
+    consumer_name: str | None = None,
+    webhooks: WebhookService | None = None,
 ) -> AsyncBroker:
-    """A started broker whose tasks find their `SmsRuntime` in its state."""
+    """A started broker whose tasks find their `SmsRuntime` and `WebhookService` in its
+    state (the API passes its own webhook service; a worker gets a new one)."""
     broker = build_broker(settings, consumer_name)
     broker.state.sms = await make_runtime(settings, storage)
+    if webhooks is None:
+        webhooks = WebhookService(settings, storage, default_column_types())
+    webhooks.queue = WebhookBrokerQueue(broker)
+    broker.state.webhooks = webhooks
+    broker.state.sms.webhooks = webhooks
     await broker.startup()
     return broker
 
@@ -122,6 +203,29 @@ async def start_broker(
 async def stop_broker(broker: AsyncBroker) -> None:
     await broker.shutdown()
     await broker.state.sms.provider.close()
+    await broker.state.webhooks.close()
+
+
+@contextlib.asynccontextmanager
+async def sweeping(broker: AsyncBroker, settings: Settings) -> AsyncIterator[None]:
+    """Where tasks run: queue webhook retries when they are due, until the block ends."""
+    sweeper = asyncio.create_task(_sweep(broker, settings), name="crm-webhook-sweeper")
+    try:
+        yield
+    finally:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
+
+
+async def _sweep(broker: AsyncBroker, settings: Settings) -> None:
+    webhooks: WebhookService = broker.state.webhooks
+    while True:
+        await asyncio.sleep(settings.webhook_sweep_seconds)
+        try:
+            await webhooks.sweep()
+        except Exception:  # the database away for a moment: the next round tries again
+            log.warning("webhook sweep failed", exc_info=True)
 
 
 @contextlib.asynccontextmanager
@@ -132,7 +236,8 @@ async def receiving(broker: AsyncBroker, settings: Settings) -> AsyncIterator[Re
     listener = asyncio.create_task(receiver.listen(finish), name="crm-receiver")
     pulse = asyncio.create_task(_pulse(broker, settings), name="crm-heartbeat")
     try:
-        yield receiver
+        async with sweeping(broker, settings):
+            yield receiver
     finally:
         pulse.cancel()
         finish.set()

@@ -42,6 +42,7 @@ class SmsRuntime:
     storage: Storage
     provider: SmsProvider
     limiter: SlotLimiter
+    webhooks: Any = None  # crm_core.webhooks.WebhookService: campaign.finished events
 
 
 def _now() -> datetime:
@@ -85,7 +86,7 @@ async def send_batch(
     )
     for message_id in [d["_id"] async for d in pending]:
         sent += await _deliver(runtime, db, tenant_id, message_id, task_id)
-    await _finish_campaign(db, cid)
+    await _finish_campaign(db, cid, runtime, tenant_id)
     return {"sent": sent}
 
 
@@ -94,7 +95,7 @@ async def send_one(runtime: SmsRuntime, task_id: str, tenant_id: str, message_id
     sent = await _deliver(runtime, db, tenant_id, ObjectId(message_id), task_id)
     message = await db[MESSAGES].find_one({"_id": ObjectId(message_id)}, {"campaign_id": 1})
     if message is not None:
-        await _finish_campaign(db, message["campaign_id"])
+        await _finish_campaign(db, message["campaign_id"], runtime, tenant_id)
     return sent
 
 
@@ -160,12 +161,17 @@ async def _set(messages: Any, message_id: ObjectId, status: str, **fields: Any) 
     )
 
 
-async def _finish_campaign(db: Any, campaign_id: ObjectId) -> None:
+async def _finish_campaign(
+    db: Any, campaign_id: ObjectId, runtime: SmsRuntime | None = None, tenant_id: str = ""
+) -> None:
     still_open = await db[MESSAGES].count_documents(
         {"campaign_id": campaign_id, "status": {"$in": list(OPEN)}}, limit=1
     )
     if not still_open:
-        await db[CAMPAIGNS].update_one(
+        finished = await db[CAMPAIGNS].find_one_and_update(
             {"_id": campaign_id, "status": {"$in": ["queued", "sending"]}},
             {"$set": {"status": "completed", "updated_at": _now()}},
+            return_document=True,
         )
+        if finished is not None and runtime is not None and runtime.webhooks is not None:
+            await runtime.webhooks.campaign_finished(db, tenant_id, finished)

@@ -30,6 +30,10 @@ def make_settings(**overrides: Any) -> Settings:
         # the real-driver lane (scripts/test-mongoeco) points this at a mongoeco server
         "mongodb_url": os.environ.get("CRM_TEST_MONGODB_URL") or None,
         "redis_url": None,
+        # webhooks: tests deliver to local receivers (tests/test_webhooks.py checks the guard)
+        "webhook_allow_private_addresses": True,
+        "webhook_retry_base_seconds": 0.01,
+        "webhook_sweep_seconds": 0.02,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -434,6 +438,40 @@ async def _message_id(objects: TenantObjects, entity: str | None) -> str:
         "GET", f"/api/sms/campaigns/{campaign_id}/messages", objects.owner, expect=200
     )
     return page["items"][0]["id"]
+
+
+# ---- integrations: webhooks and API tokens ---------------------------------------------------
+
+
+@pytest.fixture
+async def receiver(aiohttp_server):
+    """A local webhook receiver on a free loopback port (tests/webhook_receiver.py)."""
+    from tests.webhook_receiver import Receiver
+
+    fake = Receiver()
+    server = await aiohttp_server(fake.app())
+    fake.url = str(server.make_url("")).rstrip("/")
+    return fake
+
+
+@path_param("webhook_id")
+async def _webhook_id(objects: TenantObjects, entity: str | None) -> str:
+    # on a table of its own that nothing writes to: no delivery ever changes the world
+    table = (await objects.factories.table(objects.owner, f"w{next(_counter)}"))["key"]
+    body = {"name": "w", "url": "http://127.0.0.1:9/", "events": ["row.deleted"]}
+    hook = await objects.api.call(
+        "POST", "/api/webhooks", objects.owner, expect=201, json={**body, "tables": [table]}
+    )
+    return str(hook["id"])
+
+
+@path_param("token_id")
+async def _token_id(objects: TenantObjects, entity: str | None) -> str:
+    # a personal token: only its maker reaches it, so it is made by the route's caller
+    token = await objects.api.call(
+        "POST", "/api/tokens", objects.caller, expect=201, json={"name": "t"}
+    )
+    return str(token["id"])
 
 
 # ---- query audit (storage): each distinct query shape of the session, checked against the

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 from openapi_spec_validator import validate
 
 from handlers.app import all_routes
@@ -47,8 +49,8 @@ async def test_every_app_route_is_declared(client):
     declared = {(r.method, r.openapi_path) for r in all_routes()}
     for resource in client.app.router.resources():
         info = resource.get_info()
-        if "prefix" in info:  # the bundled Swagger UI files
-            assert info["prefix"] == "/docs/static"
+        if "prefix" in info:  # Swagger UI's files, the docs' script, the panel's stylesheet
+            assert info["prefix"] in ("/docs/static", "/docs/assets", "/admin/static")
             continue
         path = info.get("path") or info.get("formatter")
         for route in resource:
@@ -57,16 +59,23 @@ async def test_every_app_route_is_declared(client):
             assert (route.method, path) in declared, (route.method, path)
 
 
-async def test_swagger_ui_is_served_locally(client):
+async def test_docs_page_loads_only_local_files(client):
+    """What a browser would fetch: every script and stylesheet is a local file that answers,
+    the CSP forbids any other host, and Swagger UI is 5.x (4.x cannot read OpenAPI 3.1).
+    tests/test_browser.py checks that the page really renders."""
     page = await client.get("/docs")
     assert page.status == 200
+    csp = page.headers["Content-Security-Policy"]
+    assert "default-src 'none'" in csp and "connect-src 'self'" in csp and "http" not in csp
     html = await page.text()
-    assert "/api/openapi.json" in html and "http" not in html.split("<body>")[1].split("</body>")[
-        0
-    ].replace("/api/openapi.json", "")
-    bundle = await client.get("/docs/static/swagger-ui-bundle.js")
-    assert bundle.status == 200
-    assert len(await bundle.read()) > 100_000
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert assets and all(a.startswith("/") and not a.startswith("//") for a in assets)
+    for asset in assets:
+        assert (await client.get(asset)).status == 200, asset
+    bundle = await (await client.get("/docs/static/swagger-ui-bundle.js")).text()
+    assert re.search(r'"5\.\d+\.\d+"', bundle)
+    script = await (await client.get("/docs/assets/docs.js")).text()
+    assert "validatorUrl: null" in script
 
 
 async def test_health_and_ready(client):

@@ -32,20 +32,28 @@ def _subject_query(ctx: TenantContext) -> dict[str, Any]:
     return {"$or": [{"user_id": ctx.user_id}, {"role_id": {"$in": list(ctx.user.role_ids)}}]}
 
 
+def _capped(ctx: TenantContext, level: Level) -> Level:
+    """An API token's scope caps what ownership, shares and `tables.all` give."""
+    if ctx.table_level_cap is None:
+        return level
+    return min(level, Level(ctx.table_level_cap))
+
+
 async def access_level(ctx: TenantContext, table: Table) -> Level:
     builtin = table.doc.get("builtin_permission")
     if builtin:  # built-in tables (leads...) are reached through their own permissions
-        if ctx.has("tables.all"):
-            return Level.MANAGE
+        level = _capped(ctx, Level.MANAGE) if ctx.has("tables.all") else Level.NONE
         if ctx.has(f"{builtin}.write"):
-            return Level.WRITE
-        return Level.READ if ctx.has(f"{builtin}.read") else Level.NONE
+            return max(level, Level.WRITE)
+        return max(level, Level.READ) if ctx.has(f"{builtin}.read") else level
     if ctx.has("tables.all") or table.doc.get("owner_id") == ctx.user_id:
-        return Level.MANAGE
+        return _capped(ctx, Level.MANAGE)
+    if ctx.table_level_cap == Level.NONE:
+        return Level.NONE
     best = Level.NONE
     async for share in ctx.db[SHARES].find({"table": table.key, **_subject_query(ctx)}):
         best = max(best, LEVEL_NAMES.get(share.get("access", ""), Level.NONE))
-    return best
+    return _capped(ctx, best)
 
 
 async def require(ctx: TenantContext, table: Table, needed: Level) -> Level:
@@ -63,12 +71,14 @@ async def require(ctx: TenantContext, table: Table, needed: Level) -> Level:
 
 async def visible_filter(ctx: TenantContext) -> dict[str, Any]:
     """The `_tables` query that selects the tables the caller may see."""
-    if ctx.has("tables.all"):
-        return {}
-    shared = await ctx.db[SHARES].distinct("table", _subject_query(ctx))
     readable_builtins = [
         p.split(".")[0] for p in ctx.permissions if p.endswith(".read") or p.endswith(".write")
     ]
+    if ctx.table_level_cap == Level.NONE:  # an API token without table access
+        return {"builtin_permission": {"$in": readable_builtins}}
+    if ctx.has("tables.all"):
+        return {}
+    shared = await ctx.db[SHARES].distinct("table", _subject_query(ctx))
     return {
         "$or": [
             {"owner_id": ctx.user_id},

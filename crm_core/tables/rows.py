@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from bson import ObjectId
 
@@ -27,6 +28,9 @@ from crm_core.tables.definitions import SYSTEM_FIELDS, TABLES, Table, load_table
 from crm_core.tables.ordering import manual_pipeline
 from crm_core.tables.references import VisibleReferences
 from crm_core.validators import ColumnValidator
+
+log = logging.getLogger(__name__)
+EVENT_CHUNK = 500  # rows read per round when a by-filter write must tell webhooks what changed
 
 # the filter and sort of these queries are the client's (audited apart: crm_core/indexes.py)
 CLIENT_QUERY = "rows.client_query"
@@ -133,6 +137,25 @@ class RowValues:
 MAX_SORT_KEYS = 5
 
 
+class RowEvents(Protocol):
+    """Who hears about written rows (webhooks: crm_core.webhooks.WebhookService)."""
+
+    async def subscribed(self, db: Any, event: str, table_key: str | None) -> list[Any]:
+        """Ids of the listeners of `event` on the table; empty: nobody listens."""
+        ...
+
+    async def publish(
+        self,
+        db: Any,
+        tenant_id: str,
+        actor_id: str | None,
+        event: str,
+        table_key: str | None,
+        items: list[dict[str, Any]],
+        hooks: list[Any] | None = None,
+    ) -> int: ...
+
+
 class RowService:
     """Row operations; the caller has already checked the table access level."""
 
@@ -145,6 +168,7 @@ class RowService:
         self.types = types
         self.filters = filters
         self.validators = validators
+        self.events: RowEvents | None = None
 
     def checker(self, table: Table, ctx: TenantContext, path: str = "") -> RowValues:
         return RowValues(table, ctx, path, self.validators)
@@ -273,7 +297,9 @@ class RowService:
             await table.collection(ctx).insert_one(doc)
         except DuplicateKeyError as exc:
             raise _unique_conflict(exc) from None
-        return self.render(table, doc)
+        row = self.render(table, doc)
+        await self.emit(ctx, table, "row.created", [row])
+        return row
 
     async def update(
         self, ctx: TenantContext, table: Table, row_id: str, body: Any
@@ -291,25 +317,30 @@ class RowService:
             await self.check_rules(ctx, table, [("", merged)])
         else:
             await self.check_rules(ctx, table, [("", set_values)], whole_rows=False)
-        update: dict[str, Any] = {"$set": {**set_values, **self._stamp(ctx, created=False)}}
+        stamp = self._stamp(ctx, created=False)
+        update: dict[str, Any] = {"$set": {**set_values, **stamp}}
         if unset:
             update["$unset"] = dict.fromkeys(unset, "")
         try:
-            doc = await table.collection(ctx).find_one_and_update(
-                {"_id": oid}, update, return_document=True
+            before = await table.collection(ctx).find_one_and_update(
+                {"_id": oid}, update, return_document=False
             )
         except DuplicateKeyError as exc:
             raise _unique_conflict(exc) from None
-        if doc is None:
+        if before is None:
             raise NotFound("Row not found")
-        return self.render(table, doc)
+        after = {k: v for k, v in {**before, **set_values, **stamp}.items() if k not in unset}
+        row = self.render(table, after)
+        await self._publish_updates(ctx, table, [(before, after)], rendered=[row])
+        return row
 
     async def delete(self, ctx: TenantContext, table: Table, row_id: str) -> None:
         oid = parse_row_id(row_id)
-        result = await table.collection(ctx).delete_one({"_id": oid})
-        if not result.deleted_count:
+        before = await table.collection(ctx).find_one_and_delete({"_id": oid})
+        if before is None:
             raise NotFound("Row not found")
         await self.clear_references(ctx, table, [oid])
+        await self.emit(ctx, table, "row.deleted", [self._deleted_item(table, before)])
 
     # ---- bulk -----------------------------------------------------------------------------
 
@@ -337,9 +368,11 @@ class RowService:
             # a concurrent writer took a unique value between the check and the insert
             await collection.delete_many({"_id": {"$in": [d["_id"] for d in docs]}})
             raise _unique_conflict(exc) from None
+        rows = [self.render(table, doc) for doc in docs]
+        await self.emit(ctx, table, "row.created", rows)
         if not full_rows:
-            return [{"id": str(doc["_id"])} for doc in docs]
-        return [self.render(table, doc) for doc in docs]
+            return [{"id": row["id"]} for row in rows]
+        return rows
 
     async def bulk_update(
         self, ctx: TenantContext, table: Table, items: list[Any]
@@ -402,6 +435,9 @@ class RowService:
                 await collection.replace_one({"_id": oid}, doc)
             raise _unique_conflict(exc) from None
         docs = {d["_id"]: d async for d in collection.find({"_id": {"$in": ids}})}
+        await self._publish_updates(
+            ctx, table, [(originals[oid], docs[oid]) for oid in ids if oid in docs]
+        )
         return [self.render(table, docs[oid]) for oid in ids if oid in docs]
 
     async def bulk_delete(self, ctx: TenantContext, table: Table, ids: list[str]) -> int:
@@ -413,6 +449,9 @@ class RowService:
             except NotFound:
                 errors.append({"field": f"ids.{index}", "message": "not a row id"})
         _raise_errors(errors)
+        hooks = await self._listeners(ctx, table, "row.deleted")
+        if hooks:
+            return await self._delete_telling(ctx, table, oids, hooks)
         result = await table.collection(ctx).delete_many({"_id": {"$in": oids}})
         await self.clear_references(ctx, table, oids)
         return int(result.deleted_count)
@@ -507,6 +546,22 @@ class RowService:
         update: dict[str, Any] = {"$set": {**set_values, **self._stamp(ctx, created=False)}}
         if unset:
             update["$unset"] = dict.fromkeys(unset, "")
+        hooks = await self._listeners(ctx, table, "row.updated")
+        if hooks:  # webhooks are told what changed in each row: go by chunks of ids
+            ids = [d["_id"] async for d in collection.find(query, {"_id": 1})]
+            matched = 0
+            for start in range(0, len(ids), EVENT_CHUNK):
+                chunk = {"$and": [query, {"_id": {"$in": ids[start : start + EVENT_CHUNK]}}]}
+                before = {d["_id"]: d async for d in collection.find(chunk)}
+                try:
+                    result = await collection.update_many(chunk, update)
+                except DuplicateKeyError as exc:
+                    raise _unique_conflict(exc) from None
+                matched += int(result.matched_count)
+                after = collection.find({"_id": {"$in": list(before)}})
+                pairs = [(before[d["_id"]], d) async for d in after]
+                await self._publish_updates(ctx, table, pairs, hooks=hooks)
+            return matched
         try:
             with query_purpose(CLIENT_QUERY):
                 result = await collection.update_many(query, update)
@@ -516,6 +571,10 @@ class RowService:
 
     async def delete_where(self, ctx: TenantContext, table: Table, query: dict[str, Any]) -> int:
         collection = table.collection(ctx)
+        hooks = await self._listeners(ctx, table, "row.deleted")
+        if hooks:
+            ids = [d["_id"] async for d in collection.find(query, {"_id": 1})]
+            return await self._delete_telling(ctx, table, ids, hooks, query)
         referring = await self.referring_columns(ctx, table)
         if not referring:  # nothing points here: no need to know which rows went
             with query_purpose(CLIENT_QUERY):
@@ -525,6 +584,92 @@ class RowService:
         result = await collection.delete_many({"_id": {"$in": ids}})
         await self.clear_references(ctx, table, ids, referring)
         return int(result.deleted_count)
+
+    # ---- events (webhooks): every row write tells them from here --------------------------
+
+    async def _listeners(self, ctx: TenantContext, table: Table, event: str) -> list[Any]:
+        if self.events is None:
+            return []
+        return await self.events.subscribed(ctx.db, event, table.key)
+
+    async def emit(
+        self,
+        ctx: TenantContext,
+        table: Table,
+        event: str,
+        items: list[dict[str, Any]],
+        hooks: list[Any] | None = None,
+    ) -> None:
+        """Tell the listeners (webhooks) about rows written; every row write calls this (or
+        `_publish_updates`), and so must any new write path (imports...). The write is done, so
+        a failure here is logged, not raised."""
+        if self.events is None or not items:
+            return
+        try:
+            await self.events.publish(
+                ctx.db, ctx.tenant_id, ctx.user_id, event, table.key, items, hooks
+            )
+        except Exception:
+            log.exception("row event %s on %s could not be recorded", event, table.key)
+
+    async def _publish_updates(
+        self,
+        ctx: TenantContext,
+        table: Table,
+        pairs: list[tuple[dict[str, Any], dict[str, Any]]],
+        rendered: list[dict[str, Any]] | None = None,
+        hooks: list[Any] | None = None,
+    ) -> None:
+        """`row.updated` for the rows whose column values changed, naming those columns and
+        their previous values."""
+        if self.events is None:
+            return
+        items = []
+        for index, (before, after) in enumerate(pairs):
+            changed = [
+                c["key"] for c in table.columns if before.get(c["key"]) != after.get(c["key"])
+            ]
+            if not changed:
+                continue
+            previous = {}
+            for key in changed:
+                column = table.column(key)
+                value = before.get(key)
+                previous[key] = (
+                    None
+                    if value is None or column is None
+                    else table.column_type(column).render(column, value)
+                )
+            row = rendered[index] if rendered is not None else self.render(table, after)
+            items.append({"id": row["id"], "changed": changed, "previous": previous, "row": row})
+        await self.emit(ctx, table, "row.updated", items, hooks)
+
+    def _deleted_item(self, table: Table, doc: dict[str, Any]) -> dict[str, Any]:
+        return {"id": str(doc["_id"]), "row": self.render(table, doc)}
+
+    async def _delete_telling(
+        self,
+        ctx: TenantContext,
+        table: Table,
+        ids: list[ObjectId],
+        hooks: list[Any],
+        query: dict[str, Any] | None = None,
+    ) -> int:
+        """Delete rows by chunks of ids, telling the listeners which rows went."""
+        collection = table.collection(ctx)
+        deleted = 0
+        for start in range(0, len(ids), EVENT_CHUNK):
+            chunk: dict[str, Any] = {"_id": {"$in": ids[start : start + EVENT_CHUNK]}}
+            if query:
+                chunk = {"$and": [query, chunk]}
+            docs = await collection.find(chunk).to_list(None)
+            gone = [d["_id"] for d in docs]
+            result = await collection.delete_many({"_id": {"$in": gone}})
+            deleted += int(result.deleted_count)
+            await self.clear_references(ctx, table, gone)
+            items = [self._deleted_item(table, d) for d in docs]
+            await self.emit(ctx, table, "row.deleted", items, hooks)
+        return deleted
 
     # ---- helpers --------------------------------------------------------------------------
 

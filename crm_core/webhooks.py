@@ -1,0 +1,584 @@
+"""Webhooks (docs/integrations.md): a company registers URLs for events on its tables and
+campaigns; each event becomes a delivery that task workers send, signed, with retries.
+
+Rules that keep webhooks from leaking what their owner may not see:
+- creating or changing a webhook needs `webhooks.manage`, read access to every table it names
+  and `sms.read` for `campaign.finished`; the one who last set its URL, events or tables owns
+  it, and every delivery is checked against the owner's access at send time (deactivated
+  owner, lost permission or lost table access: the delivery is `skipped`, nothing is sent);
+- a webhook is visible only to holders of `webhooks.manage` who could create it themselves;
+- the target must be public (crm_core/netguard.py), checked when the URL is saved and again
+  when each connection is made; redirects are never followed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import aiohttp
+import orjson
+from aiohttp.abc import AbstractResolver
+from beanie import PydanticObjectId
+from bson import ObjectId
+from yarl import URL
+
+from crm_core.auth import build_context
+from crm_core.columns import ColumnType
+from crm_core.context import TenantContext
+from crm_core.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from crm_core.ids import object_id
+from crm_core.netguard import (
+    BlockedAddress,
+    GuardedResolver,
+    check_literal_host,
+    check_target,
+    describe,
+)
+from crm_core.registry import Registry
+from crm_core.settings import Settings
+from crm_core.sms import counts
+from crm_core.storage import Storage
+from crm_core.tables.access import Level, access_level
+from crm_core.tables.definitions import load_table
+from models.accounts import Tenant, User
+from models.webhooks import ROW_EVENTS, WebhookIn, WebhookPatch
+
+log = logging.getLogger(__name__)
+
+WEBHOOKS = "_webhooks"
+DELIVERIES = "_webhook_deliveries"
+DUE = "webhook_due"  # system database: deliveries waiting for their next attempt
+ITEMS_PER_DELIVERY = 100
+MAX_WEBHOOKS = 100  # per company
+RESPONSE_EXCERPT_BYTES = 512
+ATTEMPT_LOG = 20
+FINAL = ("succeeded", "failed", "skipped")
+SECRET_PREFIX = "whsec_"
+
+
+class WebhookQueue(Protocol):
+    """Where delivery attempts go (the taskiq broker)."""
+
+    async def deliver(self, tenant_id: str, delivery_id: str) -> None: ...
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_secret() -> str:
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
+    """The `webhook-signature` header (the Standard Webhooks scheme): base64 HMAC-SHA256 of
+    `{webhook-id}.{webhook-timestamp}.{body}` keyed with the secret's decoded bytes."""
+    key = base64.b64decode(secret.removeprefix(SECRET_PREFIX))
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class WebhookService:
+    def __init__(
+        self,
+        settings: Settings,
+        storage: Storage,
+        types: Registry[ColumnType],
+        resolver: AbstractResolver | None = None,
+    ) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.types = types
+        self.resolver = GuardedResolver(settings.webhook_allow_private_addresses, resolver)
+        self.queue: WebhookQueue | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._indexed: set[str] = set()
+
+    # ---- registrations ----------------------------------------------------------------------
+
+    async def _check_url(self, url: str) -> str:
+        try:
+            parsed = URL(url)
+            parsed.port  # noqa: B018 - yarl checks the port when it is read
+        except ValueError as exc:
+            raise ValidationFailed.field("url", f"is not a valid URL: {exc}") from None
+        if parsed.scheme not in ("http", "https") or not parsed.host or not parsed.is_absolute():
+            raise ValidationFailed.field("url", "must be an absolute http or https URL")
+        if parsed.user is not None or parsed.password is not None:
+            raise ValidationFailed.field(
+                "url", "must not carry credentials; receivers check the signature instead"
+            )
+        if parsed.fragment:
+            raise ValidationFailed.field("url", "must not have a #fragment")
+        try:
+            async with asyncio.timeout(self.settings.webhook_timeout_seconds):
+                await check_target(self.resolver, parsed.host, parsed.port or 80)
+        except BlockedAddress as exc:
+            raise ValidationFailed.field("url", f"not allowed: {exc}") from None
+        except TimeoutError:
+            raise ValidationFailed.field("url", f"{parsed.host} did not resolve in time") from None
+        return str(parsed)
+
+    async def _check_scope(self, ctx: TenantContext, events: list[str], tables: list[str]) -> None:
+        """The caller could read everything the webhook would send (the granter rule)."""
+        wants_rows = any(e in ROW_EVENTS for e in events)
+        if wants_rows and not tables:
+            raise ValidationFailed.field("tables", "row events need at least one table")
+        if tables and not wants_rows:
+            raise ValidationFailed.field("tables", "tables apply to row events only")
+        if "campaign.finished" in events and not ctx.has("sms.read"):
+            raise Forbidden("campaign.finished needs the 'sms.read' permission")
+        errors = []
+        for index, key in enumerate(tables):
+            if not await self._can_read(ctx, key):
+                errors.append({"field": f"tables.{index}", "message": "no such table"})
+        if errors:
+            raise ValidationFailed(f"{errors[0]['field']}: {errors[0]['message']}", errors)
+
+    async def _can_read(self, ctx: TenantContext, key: str) -> bool:
+        try:
+            table = await load_table(ctx, self.types, key)
+        except NotFound:
+            return False
+        return await access_level(ctx, table) >= Level.READ
+
+    async def _visible(self, ctx: TenantContext, hook: dict[str, Any]) -> bool:
+        if "campaign.finished" in hook["events"] and not ctx.has("sms.read"):
+            return False
+        for key in hook.get("tables", []):
+            if not await self._can_read(ctx, key):
+                return False
+        return True
+
+    async def _ensure_indexes(self, db: Any) -> None:
+        if db.name in self._indexed:
+            return
+        await db[WEBHOOKS].create_index("tables", name="tables")
+        await db[WEBHOOKS].create_index("events", name="events")
+        await db[DELIVERIES].create_index([("webhook_id", 1), ("_id", -1)], name="webhook_log")
+        await db[DELIVERIES].create_index(
+            [("webhook_id", 1), ("status", 1), ("_id", -1)], name="webhook_status_log"
+        )
+        await db[DELIVERIES].create_index("expires_at", expireAfterSeconds=0, name="expiry_ttl")
+        await self.storage.system_db[DUE].create_index("due_at", name="due")
+        self._indexed.add(db.name)
+
+    async def create(self, ctx: TenantContext, data: WebhookIn) -> dict[str, Any]:
+        url = await self._check_url(data.url)
+        await self._check_scope(ctx, list(data.events), data.tables)
+        await self._ensure_indexes(ctx.db)
+        now = utcnow()
+        hook = {
+            "_id": ObjectId(),
+            "name": data.name,
+            "url": url,
+            "events": list(data.events),
+            "tables": data.tables,
+            "secret": new_secret(),
+            "is_active": data.is_active,
+            "consecutive_failures": 0,
+            "disabled_reason": None,
+            "disabled_at": None,
+            "created_by": ctx.user_id,
+            "owner_id": ctx.user_id,
+            "created_at": now,
+            "updated_at": now,
+        }
+        await ctx.db[WEBHOOKS].insert_one(hook)
+        # the slot is taken first, then counted: concurrent creations never pass the limit
+        if await ctx.db[WEBHOOKS].count_documents({}) > MAX_WEBHOOKS:
+            await ctx.db[WEBHOOKS].delete_one({"_id": hook["_id"]})
+            raise Conflict(f"A company has at most {MAX_WEBHOOKS} webhooks; delete some first")
+        return hook
+
+    async def list_webhooks(self, ctx: TenantContext) -> list[dict[str, Any]]:
+        hooks = await ctx.db[WEBHOOKS].find().sort("_id", 1).to_list(1000)
+        return [h for h in hooks if await self._visible(ctx, h)]
+
+    async def get(self, ctx: TenantContext, webhook_id: str) -> dict[str, Any]:
+        hook: dict[str, Any] | None = await ctx.db[WEBHOOKS].find_one(
+            {"_id": object_id(webhook_id, "Webhook")}
+        )
+        if hook is None or not await self._visible(ctx, hook):
+            raise NotFound("Webhook not found")
+        return hook
+
+    async def update(
+        self, ctx: TenantContext, webhook_id: str, data: WebhookPatch
+    ) -> dict[str, Any]:
+        hook = await self.get(ctx, webhook_id)
+        changes: dict[str, Any] = {"updated_at": utcnow()}
+        if data.name is not None:
+            changes["name"] = data.name
+        if data.url is not None:
+            changes["url"] = await self._check_url(data.url)
+        events = list(data.events) if data.events is not None else hook["events"]
+        tables = data.tables if data.tables is not None else hook.get("tables", [])
+        if data.events is not None or data.tables is not None:
+            await self._check_scope(ctx, events, tables)
+            changes.update(events=events, tables=tables)
+        if data.url is not None or data.events is not None or data.tables is not None:
+            changes["owner_id"] = ctx.user_id  # deliveries now run on this user's access
+        if data.is_active is not None:
+            changes["is_active"] = data.is_active
+            if data.is_active:
+                changes.update(consecutive_failures=0, disabled_reason=None, disabled_at=None)
+        await ctx.db[WEBHOOKS].update_one({"_id": hook["_id"]}, {"$set": changes})
+        return {**hook, **changes}
+
+    async def rotate_secret(self, ctx: TenantContext, webhook_id: str) -> dict[str, Any]:
+        hook = await self.get(ctx, webhook_id)
+        changes = {"secret": new_secret(), "updated_at": utcnow()}
+        await ctx.db[WEBHOOKS].update_one({"_id": hook["_id"]}, {"$set": changes})
+        return {**hook, **changes}
+
+    async def delete(self, ctx: TenantContext, webhook_id: str) -> None:
+        hook = await self.get(ctx, webhook_id)
+        await ctx.db[WEBHOOKS].delete_one({"_id": hook["_id"]})
+        await ctx.db[DELIVERIES].delete_many({"webhook_id": hook["_id"]})
+
+    async def deliveries(
+        self, ctx: TenantContext, webhook_id: str, status: str | None, limit: int, offset: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        hook = await self.get(ctx, webhook_id)
+        query: dict[str, Any] = {"webhook_id": hook["_id"]}
+        if status is not None:
+            query["status"] = status
+        collection = ctx.db[DELIVERIES]
+        docs = (
+            await collection.find(query, max_time_ms=ctx.max_time_ms)
+            .sort("_id", -1)
+            .skip(offset)
+            .limit(limit)
+            .to_list(limit)
+        )
+        return docs, await collection.count_documents(query, maxTimeMS=ctx.max_time_ms)
+
+    async def ping(self, ctx: TenantContext, webhook_id: str) -> dict[str, Any]:
+        """One signed `ping` sent now (even to a disabled webhook), recorded in its log; it
+        neither retries nor counts towards disabling."""
+        hook = await self.get(ctx, webhook_id)
+        now = utcnow()
+        delivery = self._delivery(hook["_id"], "ping", {"webhook_id": str(hook["_id"])}, now)
+        delivery["payload"]["actor_id"] = ctx.user_id
+        delivery.update(status="delivering", attempts=1, claimed_at=now)
+        await ctx.db[DELIVERIES].insert_one(delivery)
+        code, latency, error = await self._send(hook, delivery)
+        ok = error is None
+        changes = self._attempt_changes("succeeded" if ok else "failed", code, latency, error, None)
+        recorded: dict[str, Any] = await ctx.db[DELIVERIES].find_one_and_update(
+            {"_id": delivery["_id"]}, changes, return_document=True
+        )
+        return recorded
+
+    # ---- events -----------------------------------------------------------------------------
+
+    def _delivery(
+        self, webhook_id: ObjectId, event: str, payload: dict[str, Any], now: datetime
+    ) -> dict[str, Any]:
+        return {
+            "_id": ObjectId(),
+            "webhook_id": webhook_id,
+            "event": event,
+            "payload": {
+                "id": uuid.uuid4().hex,
+                "event": event,
+                "occurred_at": now.isoformat().replace("+00:00", "Z"),
+                **payload,
+            },
+            "status": "pending",
+            "attempts": 0,
+            "attempt_log": [],
+            "response_code": None,
+            "latency_ms": None,
+            "error": None,
+            "next_attempt_at": now,
+            "created_at": now,
+            "updated_at": now,
+            "expires_at": now + timedelta(days=self.settings.webhook_log_retention_days),
+        }
+
+    async def subscribed(self, db: Any, event: str, table_key: str | None) -> list[ObjectId]:
+        """Ids of the active webhooks that want `event` (on `table_key` for row events)."""
+        query: dict[str, Any] = {"is_active": True, "events": event}
+        if table_key is not None:
+            query["tables"] = table_key
+        return [h["_id"] async for h in db[WEBHOOKS].find(query, {"_id": 1})]
+
+    async def publish(
+        self,
+        db: Any,
+        tenant_id: str,
+        actor_id: str | None,
+        event: str,
+        table_key: str | None,
+        items: list[dict[str, Any]],
+        hooks: list[ObjectId] | None = None,
+    ) -> int:
+        """Record one delivery per subscribed webhook and per 100 items, and queue them.
+        Returns how many deliveries were queued."""
+        if not items:
+            return 0
+        if hooks is None:
+            hooks = await self.subscribed(db, event, table_key)
+        if not hooks:
+            return 0
+        now = utcnow()
+        deliveries = []
+        for chunk in _chunks(items, ITEMS_PER_DELIVERY):
+            payload: dict[str, Any] = {"actor_id": actor_id, "items": chunk}
+            if table_key is not None:
+                payload["table"] = table_key
+            event_id = uuid.uuid4().hex  # the same event has the same id in every webhook
+            for hook_id in hooks:
+                delivery = self._delivery(hook_id, event, payload, now)
+                delivery["payload"]["id"] = event_id
+                deliveries.append(delivery)
+        await db[DELIVERIES].insert_many(deliveries)
+        lease_end = now + self._lease()
+        await self.storage.system_db[DUE].insert_many(
+            [{"_id": d["_id"], "tenant_id": tenant_id, "due_at": lease_end} for d in deliveries]
+        )
+        if self.queue is not None:
+            for delivery in deliveries:
+                await self.queue.deliver(tenant_id, str(delivery["_id"]))
+        return len(deliveries)
+
+    async def campaign_finished(self, db: Any, tenant_id: str, campaign: dict[str, Any]) -> None:
+        """`campaign.finished` (completed or cancelled); never fails the caller's work."""
+        try:
+            hooks = await self.subscribed(db, "campaign.finished", None)
+            if not hooks:
+                return
+            item = {
+                "id": str(campaign["_id"]),
+                "name": campaign["name"],
+                "status": campaign["status"],
+                "counts": await counts(db, campaign["_id"]),
+            }
+            await self.publish(
+                db, tenant_id, campaign.get("created_by"), "campaign.finished", None, [item], hooks
+            )
+        except Exception:
+            log.exception("campaign.finished for %s could not be recorded", campaign.get("_id"))
+
+    # ---- delivery (task workers) ------------------------------------------------------------
+
+    def _lease(self) -> timedelta:
+        """How long an attempt may take before another worker may take it over."""
+        return timedelta(seconds=2 * self.settings.webhook_timeout_seconds + 30)
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds before attempt `attempt + 1`: base, 4x base, 16x base..."""
+        return float(self.settings.webhook_retry_base_seconds * 4 ** (attempt - 1))
+
+    async def deliver(self, tenant_id: str, delivery_id: str) -> str:
+        """One attempt of one delivery, if it is due; returns the delivery's new status."""
+        db = self.storage.tenant_db(tenant_id)
+        due = self.storage.system_db[DUE]
+        oid = ObjectId(delivery_id)
+        now = utcnow()
+        delivery = await db[DELIVERIES].find_one_and_update(
+            {
+                "_id": oid,
+                "$or": [
+                    {"status": {"$in": ["pending", "retrying"]}, "next_attempt_at": {"$lte": now}},
+                    {"status": "delivering", "claimed_at": {"$lte": now - self._lease()}},
+                ],
+            },
+            {
+                "$set": {"status": "delivering", "claimed_at": now, "updated_at": now},
+                "$inc": {"attempts": 1},
+            },
+            return_document=True,
+        )
+        if delivery is None:
+            current = await db[DELIVERIES].find_one({"_id": oid}, {"status": 1})
+            if current is None or current["status"] in FINAL:
+                await due.delete_one({"_id": oid})
+            return current["status"] if current else "gone"
+        hook = await db[WEBHOOKS].find_one({"_id": delivery["webhook_id"]})
+        refusal = await self._refusal(tenant_id, hook, delivery)
+        if refusal is not None or hook is None:
+            await db[DELIVERIES].update_one(
+                {"_id": oid}, self._attempt_changes("skipped", None, None, refusal, None)
+            )
+            await due.delete_one({"_id": oid})
+            return "skipped"
+        code, latency, error = await self._send(hook, delivery)
+        if error is None:
+            await db[DELIVERIES].update_one(
+                {"_id": oid}, self._attempt_changes("succeeded", code, latency, None, None)
+            )
+            await due.delete_one({"_id": oid})
+            if hook.get("consecutive_failures"):
+                await db[WEBHOOKS].update_one(
+                    {"_id": hook["_id"]}, {"$set": {"consecutive_failures": 0}}
+                )
+            return "succeeded"
+        if delivery["attempts"] < self.settings.webhook_max_attempts:
+            retry_at = utcnow() + timedelta(seconds=self.backoff(delivery["attempts"]))
+            await db[DELIVERIES].update_one(
+                {"_id": oid}, self._attempt_changes("retrying", code, latency, error, retry_at)
+            )
+            await due.update_one({"_id": oid}, {"$set": {"due_at": retry_at}}, upsert=True)
+            return "retrying"
+        await db[DELIVERIES].update_one(
+            {"_id": oid}, self._attempt_changes("failed", code, latency, error, None)
+        )
+        await due.delete_one({"_id": oid})
+        await self._count_failure(db, hook["_id"])
+        return "failed"
+
+    async def _count_failure(self, db: Any, hook_id: ObjectId) -> None:
+        limit = self.settings.webhook_disable_after_failures
+        hook = await db[WEBHOOKS].find_one_and_update(
+            {"_id": hook_id}, {"$inc": {"consecutive_failures": 1}}, return_document=True
+        )
+        if hook is not None and hook["is_active"] and hook["consecutive_failures"] >= limit:
+            now = utcnow()
+            await db[WEBHOOKS].update_one(
+                {"_id": hook_id, "is_active": True},
+                {
+                    "$set": {
+                        "is_active": False,
+                        "disabled_at": now,
+                        "updated_at": now,
+                        "disabled_reason": f"{limit} deliveries in a row failed",
+                    }
+                },
+            )
+            log.warning("webhook %s disabled after %d failed deliveries", hook_id, limit)
+
+    @staticmethod
+    def _attempt_changes(
+        status: str,
+        code: int | None,
+        latency: float | None,
+        error: str | None,
+        next_attempt_at: datetime | None,
+    ) -> dict[str, Any]:
+        now = utcnow()
+        entry = {"at": now, "response_code": code, "latency_ms": latency, "error": error}
+        return {
+            "$set": {
+                "status": status,
+                "response_code": code,
+                "latency_ms": latency,
+                "error": error,
+                "next_attempt_at": next_attempt_at,
+                "updated_at": now,
+            },
+            "$push": {"attempt_log": {"$each": [entry], "$slice": -ATTEMPT_LOG}},
+        }
+
+    async def _refusal(
+        self, tenant_id: str, hook: dict[str, Any] | None, delivery: dict[str, Any]
+    ) -> str | None:
+        """Why this delivery may not be sent now (its owner's current access), or None."""
+        if hook is None:
+            return "the webhook was deleted"
+        if not hook["is_active"]:
+            return "the webhook is disabled"
+        owner_id = hook.get("owner_id", "")
+        user = await User.get(PydanticObjectId(owner_id)) if ObjectId.is_valid(owner_id) else None
+        tenant = await Tenant.get(PydanticObjectId(tenant_id))
+        if user is None or not user.is_active or tenant is None or not tenant.is_active:
+            return "the webhook's owner is no longer active"
+        ctx = await build_context(self.storage, user, tenant)
+        if not ctx.has("webhooks.manage"):
+            return "the webhook's owner no longer holds 'webhooks.manage'"
+        event = delivery["event"]
+        if event in ROW_EVENTS:
+            key = delivery["payload"].get("table", "")
+            if not await self._can_read(ctx, key):
+                return f"the webhook's owner can no longer read table '{key}'"
+        if event == "campaign.finished" and not ctx.has("sms.read"):
+            return "the webhook's owner no longer holds 'sms.read'"
+        return None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(resolver=self.resolver, use_dns_cache=False)
+            self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
+        return self._session
+
+    async def _send(
+        self, hook: dict[str, Any], delivery: dict[str, Any]
+    ) -> tuple[int | None, float | None, str | None]:
+        """POST the payload once: (response code, latency in ms, error or None if 2xx)."""
+        body = orjson.dumps(delivery["payload"])
+        timestamp = int(time.time())
+        message_id = str(delivery["_id"])
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "crm-webhooks/1",
+            "webhook-id": message_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign(hook["secret"], message_id, timestamp, body),
+            "X-CRM-Event": delivery["event"],
+            "X-CRM-Webhook": str(hook["_id"]),
+        }
+        url = URL(hook["url"])
+        started = time.perf_counter()
+        try:
+            check_literal_host(url.host or "", self.resolver.allow_private)
+            timeout = aiohttp.ClientTimeout(total=self.settings.webhook_timeout_seconds)
+            async with self._client().post(
+                url, data=body, headers=headers, allow_redirects=False, timeout=timeout
+            ) as response:
+                await response.content.read(RESPONSE_EXCERPT_BYTES)
+                code = response.status
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            latency = round((time.perf_counter() - started) * 1000, 1)
+            return None, latency, describe(exc)
+        except Exception as exc:  # any other failure of a request to a URL a user chose
+            log.warning("webhook %s: unexpected request failure", hook["_id"], exc_info=True)
+            latency = round((time.perf_counter() - started) * 1000, 1)
+            return None, latency, describe(exc)
+        latency = round((time.perf_counter() - started) * 1000, 1)
+        if 200 <= code < 300:
+            return code, latency, None
+        if 300 <= code < 400:
+            return code, latency, f"HTTP {code}: redirects are not followed"
+        return code, latency, f"HTTP {code}"
+
+    async def sweep(self, limit: int = 100) -> int:
+        """Queue deliveries whose retry is due (or whose attempt was lost); returns how many."""
+        due = self.storage.system_db[DUE]
+        queued = 0
+        while queued < limit:
+            now = utcnow()
+            entry = await due.find_one_and_update(
+                {"due_at": {"$lte": now}},
+                {"$set": {"due_at": now + self._lease()}},
+                sort=[("due_at", 1)],
+            )
+            if entry is None:
+                break
+            if self.queue is not None:
+                await self.queue.deliver(entry["tenant_id"], str(entry["_id"]))
+            else:
+                await self.deliver(entry["tenant_id"], str(entry["_id"]))
+            queued += 1
+        return queued
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

@@ -1,0 +1,62 @@
+"""`/api/tokens`: the caller's API tokens (docs/integrations.md)."""
+
+from __future__ import annotations
+
+from crm_core.tokens import ApiTokenService
+from handlers.routing import Authenticated, Call, RouteTable
+from models.tokens import (
+    ApiTokenCreated,
+    ApiTokenIn,
+    ApiTokenList,
+    ApiTokenOut,
+    api_token_created,
+    api_token_out,
+)
+
+routes = RouteTable("tokens")
+TOKEN = "/api/tokens/{token_id}"
+OWN = Authenticated()  # every user manages their own tokens, within their own access
+
+
+def _service(call: Call) -> ApiTokenService:
+    assert call.services.tokens is not None
+    return call.services.tokens
+
+
+@routes.get("/api/tokens", access=OWN, summary="The caller's API tokens", response=ApiTokenList)
+async def list_tokens(call: Call) -> ApiTokenList:
+    """Never the secrets: only their first characters (`prefix`)."""
+    return ApiTokenList(
+        items=[api_token_out(t) for t in await _service(call).list_tokens(call.ctx)]
+    )
+
+
+@routes.post(
+    "/api/tokens",
+    access=OWN,
+    summary="Make an API token",
+    body=ApiTokenIn,
+    response=ApiTokenCreated,
+    status=201,
+    errors=(403, 409),
+)
+async def create_token(call: Call) -> ApiTokenCreated:
+    """The answer carries the `token`, shown only here. `permissions` must be codes the caller
+    holds (403 names the others); a request made with the token never exceeds what its user
+    holds at that moment. Only a signed-in session makes tokens (403 with a token); at most
+    100 per user (409)."""
+    token, secret = await _service(call).create(call.ctx, call.body)
+    return api_token_created(token, secret)
+
+
+@routes.get(
+    TOKEN, access=OWN, summary="One of the caller's API tokens", response=ApiTokenOut, errors=(404,)
+)
+async def get_token(call: Call) -> ApiTokenOut:
+    return api_token_out(await _service(call).get(call.ctx, call.param("token_id")))
+
+
+@routes.delete(TOKEN, access=OWN, summary="Revoke an API token", status=204, errors=(404,))
+async def revoke_token(call: Call) -> None:
+    """The token stops working at once."""
+    await _service(call).revoke(call.ctx, call.param("token_id"))
