@@ -151,7 +151,7 @@ async def ensure_builtin_tables(db: Any) -> list[str]:
                 )
                 changed.append(f"added {', '.join(c['key'] for c in missing)} to {key}")
         for column in spec["columns"]:
-            if column["indexed"]:
+            if column["indexed"] or column["type"] == "link":
                 await db[key].create_index([(column["key"], ASCENDING)], name=f"i_{column['key']}")
     # admin: the operator panel counts SMS sent per day and in the last 30 days by `sent_at`
     await db["_sms_messages"].create_index([("sent_at", ASCENDING)], name="sent_at", sparse=True)

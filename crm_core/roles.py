@@ -42,7 +42,8 @@ async def create_role(ctx: TenantContext, name: str, permissions: list[str]) -> 
     now = datetime.now(UTC)
     role = {
         "_id": ObjectId(),
-        "key": None,
+        # no `key`: the sparse unique index skips absent fields only (a null is indexed, and
+        # a second custom role would collide on a real MongoDB; mongomock skips nulls too)
         "name": name,
         "permissions": sorted(set(permissions)),
         "builtin": False,

@@ -27,8 +27,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
+import mongomock_motor
 from beanie import init_beanie
 
 # the driver names the rest of the project uses: every other module imports them from here
@@ -468,243 +469,242 @@ def _call_shape(method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> t
     return query, kwargs.get("sort")
 
 
-_embedded_classes: dict[str, Any] = {}
-
-
 def _embedded_client(executor: ThreadPoolExecutor) -> Any:
-    if not _embedded_classes:
-        _build_embedded_classes()
-    return _embedded_classes["client"](executor, tz_aware=True)
+    return EmbeddedClient(executor, tz_aware=True)
 
 
-def _build_embedded_classes() -> None:  # noqa: C901 (one closure of the embedded classes)
-    import mongomock_motor
+# typed as Any: the stubs present these classes as motor's, whose signatures we narrow
+mm: Any = mongomock_motor
 
-    # typed as Any: the stubs present these classes as motor's, whose signatures we narrow
-    mm: Any = mongomock_motor
 
-    async def run(
-        executor: ThreadPoolExecutor,
-        fn: Callable[..., Any],
-        *args: Any,
-        record: Callable[[], None] | None = None,
-    ) -> Any:
-        """Run one call on the database thread; `record` reports it there, in call order, with
-        the caller's context (its query purpose)."""
+async def _run(
+    executor: ThreadPoolExecutor,
+    fn: Callable[..., Any],
+    *args: Any,
+    record: Callable[[], None] | None = None,
+) -> Any:
+    """Run one call on the database thread; `record` reports it there, in call order, with
+    the caller's context (its query purpose)."""
 
-        def work() -> Any:
-            if record is not None:
-                record()
-            return fn(*args)
+    def work() -> Any:
+        if record is not None:
+            record()
+        return fn(*args)
 
-        context = contextvars.copy_context()
-        return await asyncio.get_running_loop().run_in_executor(executor, context.run, work)
+    context = contextvars.copy_context()
+    return await asyncio.get_running_loop().run_in_executor(executor, context.run, work)
 
-    class EmbeddedCursor(mm.AsyncCursor):  # type: ignore[misc]
-        """A find cursor read whole on the worker thread at its first read."""
 
-        def __init__(self, cursor: Any, collection: EmbeddedCollection) -> None:
-            super().__init__(cursor)
-            self.__dict__["_crm_collection"] = collection
-            self.__dict__["_crm_buffer"] = None
+class EmbeddedCursor(mm.AsyncCursor):  # type: ignore[misc]
+    """A find cursor read whole on the worker thread at its first read."""
 
-        @property
-        def _crm_inner(self) -> Any:
-            return self.__dict__["_AsyncCursor__cursor"]
+    def __init__(self, cursor: Any, collection: EmbeddedCollection) -> None:
+        super().__init__(cursor)
+        self.__dict__["_crm_collection"] = collection
+        self.__dict__["_crm_buffer"] = None
 
-        async def _crm_fill(self) -> list[Any]:
-            buffer = self.__dict__["_crm_buffer"]
-            if buffer is None:
-                inner = self._crm_inner
-                collection = self.__dict__["_crm_collection"]
-                record = collection._crm_recorder(
-                    "find",
-                    inner._spec,
-                    inner._sort,
-                    limited=bool(inner._limit),
-                )
-                buffer = await run(collection._crm_executor, list, inner, record=record)
-                buffer.reverse()
-                self.__dict__["_crm_buffer"] = buffer
-            return buffer  # type: ignore[no-any-return]
+    @property
+    def _crm_inner(self) -> Any:
+        return self.__dict__["_AsyncCursor__cursor"]
 
-        async def next(self) -> Any:
-            buffer = await self._crm_fill()
-            if not buffer:
-                raise StopAsyncIteration()
-            return buffer.pop()
-
-        __anext__ = next
-
-        async def to_list(self, *args: Any, **kwargs: Any) -> list[Any]:
-            buffer = await self._crm_fill()
-            length = args[0] if args else kwargs.get("length")
-            taken = buffer[::-1] if not length else buffer[: -length - 1 : -1]
-            del buffer[len(buffer) - len(taken) :]
-            return taken
-
-        async def distinct(self, key: str) -> Any:
-            collection = self.__dict__["_crm_collection"]
-            record = collection._crm_recorder("distinct", self._crm_inner._spec)
-            return await run(collection._crm_executor, self._crm_inner.distinct, key, record=record)
-
-    class EmbeddedAggregateCursor:
-        """An aggregation run on the worker thread at its first read."""
-
-        _buffer: list[Any] | None
-
-        def __init__(self, collection: EmbeddedCollection, args: Any, kwargs: Any) -> None:
-            self._collection = collection
-            self._args, self._kwargs = args, kwargs
-            self._buffer = None
-
-        async def _fill(self) -> list[Any]:
-            if self._buffer is None:
-                inner = self._collection._crm_inner
-                pipeline = self._args[0] if self._args else self._kwargs.get("pipeline", [])
-                record = self._collection._crm_recorder("aggregate", pipeline=pipeline)
-                compute = functools.partial(inner.aggregate, *self._args, **self._kwargs)
-                buffer: list[Any] = await run(
-                    self._collection._crm_executor, lambda: list(compute())[::-1], record=record
-                )
-                self._buffer = buffer
-            return self._buffer
-
-        def __aiter__(self) -> EmbeddedAggregateCursor:
-            return self
-
-        async def __anext__(self) -> Any:
-            buffer = await self._fill()
-            if not buffer:
-                raise StopAsyncIteration()
-            return buffer.pop()
-
-        next = __anext__
-
-        async def to_list(self, length: int | None = None) -> list[Any]:
-            buffer = await self._fill()
-            taken = buffer[::-1] if not length else buffer[: -length - 1 : -1]
-            del buffer[len(buffer) - len(taken) :]
-            return taken
-
-        async def close(self) -> None:
-            self._buffer = []
-
-    class EmbeddedCollection(mm.AsyncMongoMockCollection, _EmbeddedCollectionBase):  # type: ignore[misc]
-        def __init__(self, database: Any, collection: Any, executor: ThreadPoolExecutor) -> None:
-            super().__init__(database, collection)
-            self.__dict__["_crm_executor"] = executor
-
-        @property
-        def _crm_executor(self) -> ThreadPoolExecutor:
-            return self.__dict__["_crm_executor"]  # type: ignore[no-any-return]
-
-        @property
-        def _crm_inner(self) -> Any:
-            return self.__dict__["_AsyncMongoMockCollection__collection"]
-
-        def _crm_recorder(self, kind: str, *args: Any, **kwargs: Any) -> Callable[[], None]:
-            """The report of one call, to run on the database thread; its call site is taken
-            here, on the caller's stack."""
-            site = _call_site() if _active_logs else ""
-            return functools.partial(self._crm_record, kind, *args, **{**kwargs, "site": site})
-
-        def _crm_record(
-            self,
-            kind: str,
-            query: Any = None,
-            sort: Any = None,
-            pipeline: Any = None,
-            limited: bool = False,
-            site: str = "",
-        ) -> None:
+    async def _crm_fill(self) -> list[Any]:
+        buffer = self.__dict__["_crm_buffer"]
+        if buffer is None:
             inner = self._crm_inner
-            _record(
-                inner.database.name,
-                inner.name,
-                kind,
-                query,
-                sort,
-                pipeline,
-                limited,
-                functools.partial(_index_keys, inner),
-                site,
+            collection = self.__dict__["_crm_collection"]
+            record = collection._crm_recorder(
+                "find",
+                inner._spec,
+                inner._sort,
+                limited=bool(inner._limit),
             )
+            buffer = await _run(collection._crm_executor, list, inner, record=record)
+            buffer.reverse()
+            self.__dict__["_crm_buffer"] = buffer
+        return cast(list[Any], buffer)
 
-        def find(self, *args: Any, **kwargs: Any) -> EmbeddedCursor:
-            return EmbeddedCursor(self._crm_inner.find(*args, **kwargs), self)
+    async def next(self) -> Any:
+        buffer = await self._crm_fill()
+        if not buffer:
+            raise StopAsyncIteration()
+        return buffer.pop()
 
-        def aggregate(self, *args: Any, **kwargs: Any) -> EmbeddedAggregateCursor:
-            return EmbeddedAggregateCursor(self, args, kwargs)
+    __anext__ = next
 
-        def list_indexes(self, *args: Any, **kwargs: Any) -> Any:
-            raise NotImplementedError("use index_information")
+    async def to_list(self, *args: Any, **kwargs: Any) -> list[Any]:
+        buffer = await self._crm_fill()
+        length = args[0] if args else kwargs.get("length")
+        taken = buffer[::-1] if not length else buffer[: -length - 1 : -1]
+        del buffer[len(buffer) - len(taken) :]
+        return taken
 
-    def offloaded(method: str) -> Callable[..., Any]:
-        kind = _COLLECTION_KINDS.get(method, "command")
+    async def distinct(self, key: str) -> Any:
+        collection = self.__dict__["_crm_collection"]
+        record = collection._crm_recorder("distinct", self._crm_inner._spec)
+        return await _run(collection._crm_executor, self._crm_inner.distinct, key, record=record)
 
-        async def call(self: EmbeddedCollection, *args: Any, **kwargs: Any) -> Any:
-            query, sort = _call_shape(method, args, kwargs)
-            limited = method == "find_one" or bool(kwargs.get("limit"))
-            record = self._crm_recorder(kind, query, sort, limited=limited)
-            fn = functools.partial(getattr(self._crm_inner, method), *args, **kwargs)
-            return await run(self._crm_executor, fn, record=record)
 
-        call.__name__ = method
-        return call
+class EmbeddedAggregateCursor:
+    """An aggregation run on the worker thread at its first read."""
 
-    for method in (*_COLLECTION_KINDS, *_COLLECTION_COMMANDS):
-        setattr(EmbeddedCollection, method, offloaded(method))
+    _buffer: list[Any] | None
 
-    class EmbeddedDatabase(mm.AsyncMongoMockDatabase):  # type: ignore[misc]
-        def __init__(self, client: Any, database: Any, executor: ThreadPoolExecutor) -> None:
-            super().__init__(client, database)
-            self.__dict__["_crm_executor"] = executor
+    def __init__(self, collection: EmbeddedCollection, args: Any, kwargs: Any) -> None:
+        self._collection = collection
+        self._args, self._kwargs = args, kwargs
+        self._buffer = None
 
-        def get_collection(self, *args: Any, **kwargs: Any) -> EmbeddedCollection:
-            inner = self.__dict__["_AsyncMongoMockDatabase__database"]
-            return EmbeddedCollection(
-                self, inner.get_collection(*args, **kwargs), self.__dict__["_crm_executor"]
+    async def _fill(self) -> list[Any]:
+        if self._buffer is None:
+            inner = self._collection._crm_inner
+            pipeline = self._args[0] if self._args else self._kwargs.get("pipeline", [])
+            record = self._collection._crm_recorder("aggregate", pipeline=pipeline)
+            compute = functools.partial(inner.aggregate, *self._args, **self._kwargs)
+            buffer: list[Any] = await _run(
+                self._collection._crm_executor, lambda: list(compute())[::-1], record=record
             )
+            self._buffer = buffer
+        return self._buffer
 
-        async def command(self, *args: Any, **kwargs: Any) -> Any:
-            _record(self.name, "", "command")
-            parent = super().command
-            return await run(self.__dict__["_crm_executor"], lambda: _sync(parent(*args, **kwargs)))
+    def __aiter__(self) -> EmbeddedAggregateCursor:
+        return self
 
-        async def list_collection_names(self, *args: Any, **kwargs: Any) -> list[str]:
-            inner = self.__dict__["_AsyncMongoMockDatabase__database"]
-            fn = functools.partial(inner.list_collection_names, *args, **kwargs)
-            return await run(self.__dict__["_crm_executor"], fn)  # type: ignore[no-any-return]
+    async def __anext__(self) -> Any:
+        buffer = await self._fill()
+        if not buffer:
+            raise StopAsyncIteration()
+        return buffer.pop()
 
-        async def drop_collection(self, *args: Any, **kwargs: Any) -> Any:
-            _record(self.name, "", "command")
-            inner = self.__dict__["_AsyncMongoMockDatabase__database"]
-            fn = functools.partial(inner.drop_collection, *args, **kwargs)
-            return await run(self.__dict__["_crm_executor"], fn)
+    next = __anext__
 
-    class EmbeddedClient(mm.AsyncMongoMockClient):  # type: ignore[misc]
-        def __init__(self, executor: ThreadPoolExecutor, **kwargs: Any) -> None:
-            super().__init__(**kwargs)
-            self.__dict__["_crm_executor"] = executor
+    async def to_list(self, length: int | None = None) -> list[Any]:
+        buffer = await self._fill()
+        taken = buffer[::-1] if not length else buffer[: -length - 1 : -1]
+        del buffer[len(buffer) - len(taken) :]
+        return taken
 
-        @property
-        def _crm_inner(self) -> Any:
-            return self.__dict__["_AsyncMongoMockClient__client"]
+    async def close(self) -> None:
+        self._buffer = []
 
-        def get_database(self, *args: Any, **kwargs: Any) -> EmbeddedDatabase:
-            return EmbeddedDatabase(
-                self, self._crm_inner.get_database(*args, **kwargs), self.__dict__["_crm_executor"]
-            )
 
-        async def drop_database(self, name: str) -> None:
-            _record(name, "", "command")
-            await run(self.__dict__["_crm_executor"], self._crm_inner.drop_database, name)
+class EmbeddedCollection(mm.AsyncMongoMockCollection, _EmbeddedCollectionBase):  # type: ignore[misc]
+    def __init__(self, database: Any, collection: Any, executor: ThreadPoolExecutor) -> None:
+        super().__init__(database, collection)
+        self.__dict__["_crm_executor"] = executor
 
-        async def list_database_names(self) -> list[str]:
-            return await run(self.__dict__["_crm_executor"], self._crm_inner.list_database_names)  # type: ignore[no-any-return]
+    @property
+    def _crm_executor(self) -> ThreadPoolExecutor:
+        return cast(ThreadPoolExecutor, self.__dict__["_crm_executor"])
 
-    _embedded_classes["client"] = EmbeddedClient
+    @property
+    def _crm_inner(self) -> Any:
+        return self.__dict__["_AsyncMongoMockCollection__collection"]
+
+    def _crm_recorder(self, kind: str, *args: Any, **kwargs: Any) -> Callable[[], None]:
+        """The report of one call, to run on the database thread; its call site is taken
+        here, on the caller's stack."""
+        site = _call_site() if _active_logs else ""
+        return functools.partial(self._crm_record, kind, *args, **{**kwargs, "site": site})
+
+    def _crm_record(
+        self,
+        kind: str,
+        query: Any = None,
+        sort: Any = None,
+        pipeline: Any = None,
+        limited: bool = False,
+        site: str = "",
+    ) -> None:
+        inner = self._crm_inner
+        _record(
+            inner.database.name,
+            inner.name,
+            kind,
+            query,
+            sort,
+            pipeline,
+            limited,
+            functools.partial(_index_keys, inner),
+            site,
+        )
+
+    def find(self, *args: Any, **kwargs: Any) -> EmbeddedCursor:
+        return EmbeddedCursor(self._crm_inner.find(*args, **kwargs), self)
+
+    def aggregate(self, *args: Any, **kwargs: Any) -> EmbeddedAggregateCursor:
+        return EmbeddedAggregateCursor(self, args, kwargs)
+
+    def list_indexes(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError("use index_information")
+
+
+def _offloaded(method: str) -> Callable[..., Any]:
+    kind = _COLLECTION_KINDS.get(method, "command")
+
+    async def call(self: EmbeddedCollection, *args: Any, **kwargs: Any) -> Any:
+        query, sort = _call_shape(method, args, kwargs)
+        limited = method == "find_one" or bool(kwargs.get("limit"))
+        record = self._crm_recorder(kind, query, sort, limited=limited)
+        fn = functools.partial(getattr(self._crm_inner, method), *args, **kwargs)
+        return await _run(self._crm_executor, fn, record=record)
+
+    call.__name__ = method
+    return call
+
+
+for _method in (*_COLLECTION_KINDS, *_COLLECTION_COMMANDS):
+    setattr(EmbeddedCollection, _method, _offloaded(_method))
+
+
+class EmbeddedDatabase(mm.AsyncMongoMockDatabase):  # type: ignore[misc]
+    def __init__(self, client: Any, database: Any, executor: ThreadPoolExecutor) -> None:
+        super().__init__(client, database)
+        self.__dict__["_crm_executor"] = executor
+
+    def get_collection(self, *args: Any, **kwargs: Any) -> EmbeddedCollection:
+        inner = self.__dict__["_AsyncMongoMockDatabase__database"]
+        return EmbeddedCollection(
+            self, inner.get_collection(*args, **kwargs), self.__dict__["_crm_executor"]
+        )
+
+    async def command(self, *args: Any, **kwargs: Any) -> Any:
+        _record(self.name, "", "command")
+        parent = super().command
+        return await _run(self.__dict__["_crm_executor"], lambda: _sync(parent(*args, **kwargs)))
+
+    async def list_collection_names(self, *args: Any, **kwargs: Any) -> list[str]:
+        inner = self.__dict__["_AsyncMongoMockDatabase__database"]
+        fn = functools.partial(inner.list_collection_names, *args, **kwargs)
+        return cast(list[str], await _run(self.__dict__["_crm_executor"], fn))
+
+    async def drop_collection(self, *args: Any, **kwargs: Any) -> Any:
+        _record(self.name, "", "command")
+        inner = self.__dict__["_AsyncMongoMockDatabase__database"]
+        fn = functools.partial(inner.drop_collection, *args, **kwargs)
+        return await _run(self.__dict__["_crm_executor"], fn)
+
+
+class EmbeddedClient(mm.AsyncMongoMockClient):  # type: ignore[misc]
+    def __init__(self, executor: ThreadPoolExecutor, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.__dict__["_crm_executor"] = executor
+
+    @property
+    def _crm_inner(self) -> Any:
+        return self.__dict__["_AsyncMongoMockClient__client"]
+
+    def get_database(self, *args: Any, **kwargs: Any) -> EmbeddedDatabase:
+        return EmbeddedDatabase(
+            self, self._crm_inner.get_database(*args, **kwargs), self.__dict__["_crm_executor"]
+        )
+
+    async def drop_database(self, name: str) -> None:
+        _record(name, "", "command")
+        await _run(self.__dict__["_crm_executor"], self._crm_inner.drop_database, name)
+
+    async def list_database_names(self) -> list[str]:
+        names = await _run(self.__dict__["_crm_executor"], self._crm_inner.list_database_names)
+        return cast(list[str], names)
 
 
 def _index_keys(collection: Any) -> tuple[tuple[tuple[str, int], ...], ...]:

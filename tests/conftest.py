@@ -31,7 +31,8 @@ def make_settings(**overrides: Any) -> Settings:
         "crm_env": "test",
         "secret_key": TEST_SECRET,
         "bcrypt_rounds": 4,
-        "mongodb_url": None,
+        # the real-driver lane (scripts/test-mongoeco) points this at a mongoeco server
+        "mongodb_url": os.environ.get("CRM_TEST_MONGODB_URL") or None,
         "redis_url": None,
         # webhooks: tests deliver to local receivers (tests/test_webhooks.py checks the guard)
         "webhook_allow_private_addresses": True,
@@ -128,8 +129,17 @@ class Api:
 
 
 @pytest.fixture
-async def client(aiohttp_client, settings) -> TestClient:
-    return await aiohttp_client(create_app(settings))
+async def client(aiohttp_client, settings) -> AsyncIterator[TestClient]:
+    test_client = await aiohttp_client(create_app(settings))
+    yield test_client
+    if settings.mongodb_url:  # a shared server: each test leaves it empty for the next
+        from handlers.routing import SERVICES
+
+        storage = test_client.app[SERVICES].storage
+        if storage.client is not None:
+            for name in await storage.client.list_database_names():
+                if name.startswith(settings.crm_db_prefix):
+                    await storage.client.drop_database(name)
 
 
 @pytest.fixture

@@ -8,14 +8,13 @@ from __future__ import annotations
 from crm_core.indexes import TENANT_INDEXES, audit, system_indexes, unserved
 from crm_core.storage import QueryRecord, recording
 from models.accounts import SYSTEM_DOCUMENTS
-from tests.conftest import CONTRACTS, add_user, sent_campaign, tenant_db
+from tests.conftest import CONTRACTS, Factories, add_user, sent_campaign, tenant_db
+
+DECLARED = [*TENANT_INDEXES, *system_indexes(SYSTEM_DOCUMENTS)]
 
 
 async def create_contracts(api, owner):
-    return await api.call("POST", "/api/meta/tables", owner, json=CONTRACTS, expect=201)
-
-
-DECLARED = [*TENANT_INDEXES, *system_indexes(SYSTEM_DOCUMENTS)]
+    await Factories(api).table(owner, **CONTRACTS)
 
 
 async def scenario(api, client) -> None:
@@ -122,3 +121,26 @@ def test_planning_rules():
     ]
     for record in scans:
         assert unserved(record, idx) is not None, record
+
+
+async def test_share_upserts_rely_on_partial_unique_indexes(api, client):
+    owner = await api.register()
+    first = await add_user(api, client, owner, "manager")
+    second = await add_user(api, client, owner, "viewer")
+    await create_contracts(api, owner)
+    roles = await api.call("GET", "/api/roles", owner, expect=200)
+    for subject in (
+        {"user_id": first.user_id},
+        {"user_id": second.user_id},
+        {"role_id": roles["items"][2]["id"]},
+        {"role_id": roles["items"][3]["id"]},
+        {"user_id": first.user_id},  # again: the upsert changes the level, adds nothing
+    ):
+        await api.call(
+            "POST",
+            "/api/shares",
+            owner,
+            json={"table": "contracts", "access": "write", **subject},
+            expect=201,
+        )
+    assert await tenant_db(client, owner)["_shares"].count_documents({}) == 4

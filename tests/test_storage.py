@@ -8,11 +8,11 @@ import threading
 from mongomock import collection as mongomock_collection
 
 from crm_core.storage import filter_conditions, query_purpose, recording
-from tests.conftest import CONTRACTS, tenant_db
+from tests.conftest import CONTRACTS, Factories, tenant_db
 
 
 async def create_contracts(api, owner):
-    return await api.call("POST", "/api/meta/tables", owner, json=CONTRACTS, expect=201)
+    await Factories(api).table(owner, **CONTRACTS)
 
 
 async def test_recorder_counts_the_queries_of_one_request(api, owner):
@@ -95,3 +95,13 @@ async def test_embedded_queries_run_off_the_event_loop(api, owner, monkeypatch):
     page = await listing
     assert [r["company_name"] for r in page["items"]] == ["A"]
     assert len(threads) == 1 and threads[0].startswith("embedded-db")
+
+
+async def test_custom_roles_store_no_key_so_the_sparse_unique_index_skips_them(api, owner, client):
+    for name in ("Sales", "Support"):
+        await api.call(
+            "POST", "/api/roles", owner, json={"name": name, "permissions": []}, expect=201
+        )
+    custom = await tenant_db(client, owner)["_roles"].find({"builtin": False}).to_list(None)
+    assert len(custom) == 2
+    assert all("key" not in role for role in custom)

@@ -428,7 +428,8 @@ class MetaService:
                     unique=True,
                     **skip_missing_index_options(rows, key),
                 )
-            elif column["indexed"]:
+            elif column["indexed"] or column["type"] == "link":
+                # link columns always: deleting a row clears the references to it by this index
                 await rows.create_index([(key, ASCENDING)], name=plain_index_name(key))
         except (DuplicateKeyError, OperationFailure):
             raise Conflict(

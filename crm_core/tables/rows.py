@@ -555,7 +555,8 @@ class RowService:
             update["$unset"] = dict.fromkeys(unset, "")
         hooks = await self._listeners(ctx, table, "row.updated")
         if hooks:  # webhooks are told what changed in each row: go by chunks of ids
-            ids = [d["_id"] async for d in collection.find(query, {"_id": 1})]
+            with query_purpose(CLIENT_QUERY):
+                ids = [d["_id"] async for d in collection.find(query, {"_id": 1})]
             matched = 0
             for start in range(0, len(ids), EVENT_CHUNK):
                 chunk = {"$and": [query, {"_id": {"$in": ids[start : start + EVENT_CHUNK]}}]}
@@ -580,7 +581,8 @@ class RowService:
         collection = table.collection(ctx)
         hooks = await self._listeners(ctx, table, "row.deleted")
         if hooks:
-            ids = [d["_id"] async for d in collection.find(query, {"_id": 1})]
+            with query_purpose(CLIENT_QUERY):
+                ids = [d["_id"] async for d in collection.find(query, {"_id": 1})]
             return await self._delete_telling(ctx, table, ids, hooks, query)
         referring = await self.referring_columns(ctx, table)
         if not referring:  # nothing points here: no need to know which rows went
