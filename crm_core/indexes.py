@@ -131,6 +131,23 @@ TENANT_INDEXES: tuple[IndexSpec, ...] = (
         unique=True,
         serves="a moved row's entry (the move's upsert, the target's rank, moved rows of a page)",
     ),
+    # files (issue #15): import jobs, their uploaded chunks and undo journal
+    IndexSpec(
+        "_jobs",
+        (("table", 1), ("kind", 1), ("_id", -1)),
+        "table_kind_id",
+        serves="a table's imports, newest first",
+    ),
+    IndexSpec(
+        "_jobs",
+        (("created_by", 1), ("kind", 1), ("state", 1)),
+        "creator_kind_state",
+        serves="a user's unfinished imports counted (the pending limit)",
+    ),
+    IndexSpec("_import_files", (("job_id", 1), ("n", 1)), "job_chunk", serves="an upload's chunks"),
+    IndexSpec(
+        "_import_journal", (("job_id", 1), ("batch", 1)), "job_batch", serves="an import's undo"
+    ),
     IndexSpec(
         "_orders",
         (("table", 1), ("row", 1)),

@@ -26,10 +26,10 @@ from typing import IO, Any
 from crm_core.aliases import aliases_for
 from crm_core.context import TenantContext
 from crm_core.errors import RateLimited, ValidationFailed
-from crm_core.storage import find_in_batches
+from crm_core.storage import find_in_batches, query_purpose
 from crm_core.tables.definitions import SYSTEM_FIELDS, Table
 from crm_core.tables.ordering import get_view, manual_rows
-from crm_core.tables.rows import RowService
+from crm_core.tables.rows import CLIENT_QUERY, RowService
 from models.files import ExportQuery
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -85,7 +85,8 @@ class ExportService:
         where = self.rows.query(ctx, table, self.rows.filters.parse_param(query.filters))
         columns = await self._columns(ctx, table, query)
         if query.format == "xlsx":
-            count = await table.collection(ctx).count_documents(where, limit=XLSX_MAX_ROWS + 1)
+            with query_purpose(CLIENT_QUERY):  # the client's filter, as the list route's
+                count = await table.collection(ctx).count_documents(where, limit=XLSX_MAX_ROWS + 1)
             if count > XLSX_MAX_ROWS:
                 raise ValidationFailed.field(
                     "format", f"a sheet holds at most {XLSX_MAX_ROWS} rows: export as csv"

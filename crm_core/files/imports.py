@@ -164,7 +164,8 @@ class ImportService:
         await jobs.insert_one(job)
         try:
             unfinished = await jobs.count_documents(
-                {"kind": "import", "created_by": ctx.user_id, "state": {"$in": OPEN_STATES}}
+                {"kind": "import", "created_by": ctx.user_id, "state": {"$in": OPEN_STATES}},
+                limit=self.settings.import_max_pending + 1,
             )
             if unfinished > self.settings.import_max_pending:
                 raise RateLimited(
