@@ -12,19 +12,22 @@ from beanie import PydanticObjectId
 
 from crm_core.columns import ValueContext
 from crm_core.context import TenantContext
-from crm_core.errors import Conflict, Forbidden, Unauthorized
-from crm_core.ratelimit import FailureWindow
+from crm_core.errors import Conflict, Forbidden, Unauthorized, ValidationFailed
+from crm_core.ratelimit import LoginThrottle, limit_storage
 from crm_core.security import (
     TokenCodec,
     check_password_policy,
     hash_password,
     hash_refresh_secret,
     new_refresh_secret,
+    new_temporary_password,
     verify_password,
 )
+from crm_core.sessions import end_all_sessions, revoke_family
 from crm_core.settings import Settings
 from crm_core.storage import DuplicateKeyError, Storage
 from crm_core.tenancy import create_tenant, drop_tenant, resolve_permissions
+from crm_core.users import check_may_manage_user, get_user
 from models.accounts import (
     RefreshToken,
     RegisterIn,
@@ -46,11 +49,11 @@ class AuthService:
         self.settings = settings
         self.storage = storage
         self.codec = TokenCodec(settings.secret_key, settings.access_token_ttl_seconds)
-        self.email_failures = FailureWindow(
-            settings.login_max_failures, settings.login_lockout_seconds
-        )
-        self.address_failures = FailureWindow(
-            settings.login_max_failures_per_ip, settings.login_lockout_seconds
+        self.throttle = LoginThrottle(
+            limit_storage(settings.redis_url),
+            per_email=settings.login_max_failures,
+            per_address=settings.login_max_failures_per_ip,
+            window_seconds=settings.login_lockout_seconds,
         )
         # Checked when the email is unknown, so both failures cost one bcrypt verification.
         salt = bcrypt.gensalt(settings.bcrypt_rounds)
@@ -87,8 +90,8 @@ class AuthService:
 
     async def login(self, email: str, password: str, client_address: str) -> TokenPair:
         email = normalise_email(email)
-        self.email_failures.check(email)
-        self.address_failures.check(client_address)
+        # the slot is taken before the bcrypt await: concurrent guesses cannot all get through
+        await self.throttle.reserve(email, client_address)
         user = await User.find_one(User.email == email)
         if user is None:
             await verify_password(password, self._dummy_hash)
@@ -99,10 +102,8 @@ class AuthService:
                 tenant = await Tenant.get(user.tenant_id)
                 ok = tenant is not None and tenant.is_active
         if not ok or user is None:
-            self.email_failures.record_failure(email)
-            self.address_failures.record_failure(client_address)
             raise Unauthorized(INVALID_CREDENTIALS)
-        self.email_failures.reset(email)
+        await self.throttle.succeeded(email, client_address)
         return await self._issue(user, family_id=uuid.uuid4().hex)
 
     async def refresh(self, secret: str) -> TokenPair:
@@ -118,13 +119,14 @@ class AuthService:
             known = await RefreshToken.find_one(RefreshToken.token_hash == token_hash)
             if known is not None and known.used_at is not None:
                 log.warning("refresh token reuse detected; revoking family %s", known.family_id)
-                await self.revoke_family(known.family_id)
+                await revoke_family(known.family_id, known.user_id)
             raise Unauthorized(INVALID_REFRESH)
         if _aware(claimed["expires_at"]) <= now:
             raise Unauthorized("The refresh token has expired")
         user = await User.get(claimed["user_id"])
-        if user is None or not user.is_active:
-            await self.revoke_family(claimed["family_id"])
+        stale = user is not None and claimed.get("session_epoch", 0) != user.session_epoch
+        if user is None or not user.is_active or stale:
+            await revoke_family(claimed["family_id"], claimed["user_id"])
             raise Unauthorized(INVALID_REFRESH)
         return await self._issue(user, family_id=claimed["family_id"])
 
@@ -141,13 +143,50 @@ class AuthService:
                 RefreshToken.user_id == context.user.id,
             )
             if token is not None:
-                await self.revoke_family(token.family_id)
+                await revoke_family(token.family_id, token.user_id)
 
-    async def revoke_family(self, family_id: str) -> None:
-        await RefreshToken.get_motor_collection().update_many(
-            {"family_id": family_id, "revoked_at": None},
-            {"$set": {"revoked_at": datetime.now(UTC)}},
+    async def change_password(
+        self, ctx: TenantContext, current_password: str, new_password: str
+    ) -> TokenPair:
+        """The signed-in user's own password. Every other session ends (all access and refresh
+        tokens); the caller gets a fresh token pair. A wrong current password counts as a
+        failed login for the user's email (so a stolen access token cannot guess it)."""
+        check_password_policy(new_password, "new_password")
+        user = ctx.user
+        await self.throttle.reserve(user.email)
+        if not await verify_password(current_password, user.password_hash):
+            raise ValidationFailed.field("current_password", "is not the current password")
+        if new_password == current_password:
+            raise ValidationFailed.field("new_password", "must differ from the current password")
+        password_hash = await hash_password(new_password, self.settings.bcrypt_rounds)
+        stored = await end_all_sessions(
+            user.id,  # type: ignore[arg-type]
+            {"password_hash": password_hash, "must_change_password": False},
+            expect={"password_hash": user.password_hash, "is_active": True},
         )
+        if stored is None:
+            raise Conflict("The password or the account changed meanwhile; sign in again")
+        await self.throttle.succeeded(user.email)
+        log.info("user %s changed their password; other sessions ended", user.id)
+        return await self._issue(User.model_validate(stored), family_id=uuid.uuid4().hex)
+
+    async def set_temporary_password(self, ctx: TenantContext, user_id: str) -> str:
+        """An admin resets another user's password to a generated one, returned once. The user
+        must change it at the next sign-in; every session of theirs ends now."""
+        user = await get_user(ctx, user_id)
+        if str(user.id) == ctx.user_id:
+            raise Conflict("Change your own password with POST /api/auth/password")
+        await check_may_manage_user(ctx, user)
+        temporary = new_temporary_password()
+        password_hash = await hash_password(temporary, self.settings.bcrypt_rounds)
+        stored = await end_all_sessions(
+            user.id,  # type: ignore[arg-type]
+            {"password_hash": password_hash, "must_change_password": True},
+        )
+        if stored is None:
+            raise Conflict("The user changed meanwhile; try again")
+        log.info("user %s set a temporary password for user %s", ctx.user_id, user.id)
+        return temporary
 
     async def authenticate(self, bearer: str) -> tuple[TenantContext, str, datetime]:
         """Resolve an access token into a tenant context; 401 for anything not current."""
@@ -161,6 +200,8 @@ class AuthService:
             raise Unauthorized("The access token is not valid")
         if not user.is_active:
             raise Unauthorized("This user is deactivated")
+        if claims.epoch != user.token_epoch:
+            raise Unauthorized("This session has ended; sign in again")
         if await RevokedAccessToken.find_one(RevokedAccessToken.jti == claims.jti):
             raise Unauthorized("The access token was revoked")
         tenant = await Tenant.get(user.tenant_id)
@@ -190,13 +231,17 @@ class AuthService:
             family_id=family_id,
             user_id=user.id,
             tenant_id=user.tenant_id,
+            session_epoch=user.session_epoch,
             expires_at=datetime.now(UTC)
             + timedelta(seconds=self.settings.refresh_token_ttl_seconds),
         ).insert()
         return TokenPair(
-            access_token=self.codec.issue(str(user.id), str(user.tenant_id)),
+            access_token=self.codec.issue(
+                str(user.id), str(user.tenant_id), epoch=user.token_epoch
+            ),
             refresh_token=secret,
             expires_in=self.codec.ttl_seconds,
+            must_change_password=user.must_change_password,
         )
 
 

@@ -30,11 +30,13 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
     from aiohttp import web
 
     from handlers.app import create_app
+    from handlers.middlewares import ServerLog
 
     web.run_app(
         create_app(settings),
         host=host or settings.host,
         port=port or settings.port,
+        logger=ServerLog(),  # malformed requests: one client-error line, no traceback
         access_log=None,  # our middleware writes one richer line per request
         # long filter URLs: the request line may be up to 1 MiB (aiohttp's default is 8 KiB,
         # and its parser answers longer lines with a plain-text 400 before our middleware)
@@ -136,19 +138,80 @@ def migrate(settings: Settings) -> int:
     return 0
 
 
+COMMANDS = {
+    "serve": (
+        "start the HTTP API",
+        "Serve the HTTP API (docs at /docs, OpenAPI at /api/openapi.json). Settings come from "
+        "the environment and .env (README, Configuration). At start it adds the built-in tables "
+        "to companies created before them. Without MONGODB_URL the data lives in memory and "
+        "background tasks run in this process.",
+    ),
+    "worker": (
+        "run background tasks (needs MONGODB_URL and REDIS_URL)",
+        "Run queued background tasks (SMS sending) until SIGTERM or SIGINT; run as many as "
+        "you like. Needs MONGODB_URL and REDIS_URL: with the embedded database `crm serve` "
+        "runs the tasks itself and this command exits with status 2.",
+    ),
+    "migrate": (
+        "add built-in tables to companies created before them",
+        "Add the built-in tables (leads, legal entities, individuals) and their predefined "
+        "columns to every company that lacks them; running it again changes nothing. Needs "
+        "MONGODB_URL.",
+    ),
+    "create-superuser": (
+        "create a platform superadmin",
+        "Create a platform superadmin with its own company. Needs MONGODB_URL. The password "
+        "comes from --password, else CRM_SUPERUSER_PASSWORD, else a prompt.",
+    ),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="crm",
+        description="CRM backend: a multi-tenant CRM API and its background workers.",
+        epilog="`crm COMMAND --help` describes each command. Exit status 2: bad usage or "
+        "configuration.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str) -> argparse.ArgumentParser:
+        summary, description = COMMANDS[name]
+        return commands.add_parser(
+            name,
+            help=summary,
+            description=description,
+        )
+
+    serve_cmd = command("serve")
+    serve_cmd.add_argument(
+        "--host", help="address to listen on (default: HOST, else 127.0.0.1)", default=None
+    )
+    serve_cmd.add_argument(
+        "--port",
+        type=int,
+        help="port to listen on, 1-65535 (default: PORT, else 8005)",
+        default=None,
+    )
+    command("worker")
+    command("migrate")
+    su = command("create-superuser")
+    su.add_argument("--email", required=True, help="the superadmin's email")
+    su.add_argument(
+        "--full-name", default="Superadmin", help="the superadmin's name (default: %(default)s)"
+    )
+    su.add_argument(
+        "--password",
+        help="8 characters to 72 bytes; read from CRM_SUPERUSER_PASSWORD or asked for if absent",
+    )
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="crm", description="CRM backend")
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve_cmd = commands.add_parser("serve", help="start the HTTP API")
-    serve_cmd.add_argument("--host")
-    serve_cmd.add_argument("--port", type=int)
-    commands.add_parser("worker", help="run background tasks (needs MONGODB_URL and REDIS_URL)")
-    commands.add_parser("migrate", help="add built-in tables to companies created before them")
-    su = commands.add_parser("create-superuser", help="create a platform superadmin")
-    su.add_argument("--email", required=True)
-    su.add_argument("--full-name", default="Superadmin")
-    su.add_argument("--password", help="read from CRM_SUPERUSER_PASSWORD or asked for if absent")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
+    if args.command == "serve" and args.port is not None and not 1 <= args.port <= 65535:
+        print(f"crm: --port must be 1 to 65535, not {args.port}", file=sys.stderr)
+        return 2
 
     try:
         settings = load_settings()
@@ -158,7 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings)
 
     if args.command == "serve":
-        serve(settings, args.host, args.port)
+        try:
+            serve(settings, args.host, args.port)
+        except OSError as exc:  # address in use, unknown host, no permission for the port
+            where = f"{args.host or settings.host}:{args.port or settings.port}"
+            print(f"crm: cannot listen on {where}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
         return 0
     if args.command == "worker":
         return worker(settings)

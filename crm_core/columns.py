@@ -8,6 +8,7 @@ family serves string, email, phone and url.
 
 from __future__ import annotations
 
+import decimal
 import math
 import random
 import re
@@ -26,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from crm_core.registry import Registry
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+FLOAT_EXACT_INT = 2**53  # every integer up to this magnitude is exact as a double
 URL_MAX_LENGTH = 2048
 
 EQUALITY_OPS = frozenset({"eq", "neq", "in", "not_in", "blank", "not_blank"})
@@ -283,10 +285,15 @@ class IntegerType(ColumnType):
         self, column: dict[str, Any], value: Any, vctx: ValueContext, lenient: bool = False
     ) -> Any:
         if lenient and isinstance(value, str):
-            try:
-                value = float(value) if re.search(r"[.eE]", value) else int(value.strip())
-            except ValueError:
+            try:  # Decimal keeps every digit: "12345678901234567891.0" is not rounded
+                number = decimal.Decimal(value.strip())
+            except decimal.InvalidOperation:
                 raise ColumnValueError("is not a whole number") from None
+            if not number.is_finite() or number.adjusted() > 19:
+                raise ColumnValueError("is out of the 64-bit integer range")
+            if number != number.to_integral_value():
+                raise ColumnValueError("must be a whole number")
+            value = int(number)
         if lenient and isinstance(value, bool):
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -294,9 +301,18 @@ class IntegerType(ColumnType):
         if isinstance(value, float):
             if not math.isfinite(value) or not value.is_integer():
                 raise ColumnValueError("must be a whole number")
+            if abs(value) > FLOAT_EXACT_INT and not lenient:
+                # the JSON parser turns integers beyond 64 bits into doubles: a double this
+                # large may stand for another number (-2^63 - 1 reads as -2^63), so refuse it
+                raise ColumnValueError(
+                    "is out of the 64-bit integer range or not exact: write integers beyond "
+                    "2^53 as plain digits, from -9223372036854775808 to 9223372036854775807"
+                )
             value = int(value)
         if not INT64_MIN <= value <= INT64_MAX:
-            raise ColumnValueError("is out of the 64-bit integer range")
+            raise ColumnValueError(
+                "is out of the 64-bit integer range (-9223372036854775808 to 9223372036854775807)"
+            )
         return value
 
     def random_value(self, column: dict[str, Any], rng: random.Random) -> Any:

@@ -68,6 +68,13 @@ class Forbidden(CrmError):
     default_message = "You do not have permission to do this"
 
 
+class PasswordChangeRequired(Forbidden):
+    code = "password_change_required"
+    default_message = (
+        "Your password is a temporary one: change it with POST /api/auth/password first"
+    )
+
+
 class NotFound(CrmError):
     code = "not_found"
     status = 404
@@ -96,6 +103,12 @@ class PayloadTooLarge(CrmError):
     default_message = "The request body is too large"
 
 
+class UnsupportedMediaType(CrmError):
+    code = "unsupported_media_type"
+    status = 415
+    default_message = "The request body must be JSON: send 'Content-Type: application/json'"
+
+
 class RateLimited(CrmError):
     code = "rate_limited"
     status = 429
@@ -117,5 +130,6 @@ HTTP_STATUS_ERRORS: dict[int, type[CrmError]] = {
     405: MethodNotAllowed,
     409: Conflict,
     413: PayloadTooLarge,
+    415: UnsupportedMediaType,
     429: RateLimited,
 }

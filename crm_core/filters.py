@@ -413,7 +413,7 @@ class FilterBuilder:
                 path, f"operator '{op_name}' does not apply to {field.type.name} field '{name}'"
             )
         operator = self.operators.get(op_name)
-        if not operator.takes_value and node.get("value") not in (None, True):
+        if not operator.takes_value and node.get("value") is not None:
             raise _invalid(path, f"'{op_name}' takes no value")
         try:
             return operator.build(field, node.get("value"), env)

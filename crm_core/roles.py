@@ -8,7 +8,8 @@ from typing import Any
 from bson import ObjectId
 
 from crm_core.context import TenantContext
-from crm_core.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from crm_core.errors import Conflict, NotFound, ValidationFailed
+from crm_core.grants import check_grant
 from crm_core.ids import object_id
 from crm_core.tenancy import ROLES
 from models.accounts import User
@@ -35,15 +36,8 @@ async def owner_role_id(ctx: TenantContext) -> str:
     return str(role["_id"]) if role else ""
 
 
-def _check_grantable(ctx: TenantContext, permissions: list[str]) -> None:
-    """Nobody hands out a permission they do not hold themselves."""
-    missing = sorted(set(permissions) - ctx.permissions)
-    if missing:
-        raise Forbidden(f"You cannot grant permissions you do not hold: {', '.join(missing)}")
-
-
 async def create_role(ctx: TenantContext, name: str, permissions: list[str]) -> dict[str, Any]:
-    _check_grantable(ctx, permissions)
+    check_grant(ctx, permissions)
     now = datetime.now(UTC)
     role = {
         "_id": ObjectId(),
@@ -68,7 +62,9 @@ async def update_role(
     if name is not None:
         changes["name"] = name
     if permissions is not None:
-        _check_grantable(ctx, permissions)
+        # a role above the caller is not theirs to reshape, and what it gets must be held
+        check_grant(ctx, role.get("permissions", []), what="change a role with")
+        check_grant(ctx, permissions)
         changes["permissions"] = sorted(set(permissions))
     await ctx.db[ROLES].update_one({"_id": role["_id"]}, {"$set": changes})
     return {**role, **changes}

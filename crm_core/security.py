@@ -55,6 +55,7 @@ class AccessClaims:
     tenant_id: str
     jti: str
     expires_at: datetime
+    epoch: int = 0  # the user's token_epoch when issued (`ep`; tokens from before it carry 0)
 
 
 class TokenCodec:
@@ -66,11 +67,14 @@ class TokenCodec:
         self._key = secret_key
         self.ttl_seconds = ttl_seconds
 
-    def issue(self, user_id: str, tenant_id: str, now: datetime | None = None) -> str:
+    def issue(
+        self, user_id: str, tenant_id: str, now: datetime | None = None, epoch: int = 0
+    ) -> str:
         now = now or datetime.now(UTC)
         claims = {
             "sub": user_id,
             "tid": tenant_id,
+            "ep": epoch,
             "jti": uuid.uuid4().hex,
             "iat": now,
             "exp": now + timedelta(seconds=self.ttl_seconds),
@@ -94,12 +98,21 @@ class TokenCodec:
             isinstance(claims[c], str) for c in ("sub", "tid", "jti")
         ):
             raise Unauthorized("The access token is not valid")
+        epoch = claims.get("ep", 0)
+        if type(epoch) is not int:
+            raise Unauthorized("The access token is not valid")
         return AccessClaims(
             user_id=claims["sub"],
             tenant_id=claims["tid"],
             jti=claims["jti"],
             expires_at=datetime.fromtimestamp(claims["exp"], UTC),
+            epoch=epoch,
         )
+
+
+def new_temporary_password() -> str:
+    """16 URL-safe characters (96 random bits): typed once, then replaced by the user."""
+    return secrets.token_urlsafe(12)
 
 
 def new_refresh_secret() -> str:

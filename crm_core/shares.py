@@ -10,9 +10,10 @@ from bson import ObjectId
 from crm_core.columns import ColumnType
 from crm_core.context import TenantContext
 from crm_core.errors import Forbidden, NotFound, ValidationFailed
+from crm_core.grants import check_grant
 from crm_core.ids import object_id
 from crm_core.registry import Registry
-from crm_core.tables.access import SHARES, Level, access_level, require
+from crm_core.tables.access import LEVEL_NAMES, SHARES, Level, access_level, require
 from crm_core.tables.definitions import load_table
 from crm_core.tenancy import ROLES
 from models.accounts import User
@@ -49,6 +50,7 @@ async def grant(
     level = await require(ctx, table, Level.READ)
     if level < Level.MANAGE and not ctx.has("shares.manage"):
         raise Forbidden("Sharing a table needs manage access to it")
+    check_grant(ctx, level=LEVEL_NAMES[access], held_level=level)
     subject = await _subject(ctx, user_id, role_id)
     now = datetime.now(UTC)
     share = await ctx.db[SHARES].find_one_and_update(

@@ -108,6 +108,16 @@ def _is_embedded(collection: Collection) -> bool:
     return type(getattr(collection, "delegate", None)).__module__.startswith("mongomock")
 
 
+def skip_missing_index_options(collection: Collection, key: str) -> dict[str, Any]:
+    """Options of a unique index that ignores rows without the field (empty values never
+    collide). A real server gets a partial index (`$exists: true`). mongomock applies partial
+    filters to writes but not when the index is built over existing rows, so there the index is
+    `sparse`, which skips exactly the same rows (nulls are never stored: null clears a cell)."""
+    if _is_embedded(collection):
+        return {"sparse": True}
+    return {"partialFilterExpression": {key: {"$exists": True}}}
+
+
 async def update_each(
     collection: Collection,
     updates: list[tuple[dict[str, Any], dict[str, Any]]],

@@ -97,6 +97,7 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
         log.info("migrated %d tenants", changed)
     yield
     storage.close()
+    await app[SERVICES].auth.throttle.close()  # trust: the login limits' Redis client
     log.info("storage closed")
 
 

@@ -7,6 +7,7 @@ from models.accounts import (
     LoginIn,
     LogoutIn,
     MeOut,
+    PasswordChangeIn,
     RefreshIn,
     RegisterIn,
     TokenPair,
@@ -62,16 +63,46 @@ async def refresh(call: Call) -> TokenPair:
 
 
 @routes.post(
-    "/api/auth/logout", access=Authenticated(), summary="Sign out", body=LogoutIn, status=204
+    "/api/auth/logout",
+    access=Authenticated(),
+    summary="Sign out",
+    body=LogoutIn,
+    status=204,
+    allow_pending_password=True,
 )
 async def logout(call: Call) -> None:
-    """Revokes the access token used for this call and, when given, the refresh token's family."""
+    """Revokes the access token used for this call and, when given, the refresh token's family
+    (then the user's other access tokens end too; their refresh tokens still work)."""
     await call.services.auth.logout(
         call.ctx, call.token["jti"], call.token["expires_at"], call.body.refresh_token
     )
 
 
-@routes.get("/api/auth/me", access=Authenticated(), summary="The signed-in user", response=MeOut)
+@routes.post(
+    "/api/auth/password",
+    access=Authenticated(),
+    summary="Change one's own password",
+    body=PasswordChangeIn,
+    response=TokenPair,
+    errors=(409, 429),
+    allow_pending_password=True,
+)
+async def change_password(call: Call) -> TokenPair:
+    """Needs the current password (400 naming `current_password` when wrong; wrong guesses
+    count as failed logins and end in 429). Every session of the user ends, this one included:
+    the answer is a fresh token pair for the caller. Also clears a temporary password."""
+    return await call.services.auth.change_password(
+        call.ctx, call.body.current_password, call.body.new_password
+    )
+
+
+@routes.get(
+    "/api/auth/me",
+    access=Authenticated(),
+    summary="The signed-in user",
+    response=MeOut,
+    allow_pending_password=True,
+)
 async def me(call: Call) -> MeOut:
     ctx = call.ctx
     return MeOut(

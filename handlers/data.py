@@ -138,7 +138,8 @@ async def get_row(call: Call) -> dict[str, Any]:
 
 
 def _keys(text: str | None) -> list[str]:
-    return [k.strip() for k in (text or "").split(",") if k.strip()]
+    """Comma-separated keys, each once (`expand=a,a` is `expand=a`)."""
+    return list(dict.fromkeys(k.strip() for k in (text or "").split(",") if k.strip()))
 
 
 @routes.patch(

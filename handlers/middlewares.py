@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
 from crm_core.errors import HTTP_STATUS_ERRORS, CrmError
@@ -48,6 +50,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         return error_response(_from_http(exc, request))
+    except HttpProcessingError as exc:  # a malformed body (bad chunk sizes...): the client's
+        log.warning("malformed request body in %s %s: %s", request.method, request.path, exc)
+        return error_response(_for_status(400, f"Malformed HTTP request: {_first_line(exc)}"))
+    except ConnectionResetError:  # the client went away mid-request (e.g. after a bad chunk)
+        log.warning("client closed the connection during %s %s", request.method, request.path)
+        return error_response(_for_status(400, "The connection was closed mid-request"))
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(CrmError())
@@ -79,3 +87,26 @@ def _from_http(exc: web.HTTPException, request: web.Request) -> CrmError:
         if allowed:
             error.headers = {"Allow": ",".join(sorted(allowed))}
     return error
+
+
+def _first_line(exc: HttpProcessingError) -> str:
+    return (str(exc.message).strip().splitlines() or ["bad request"])[0].rstrip(":")
+
+
+class ServerLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """The logger of aiohttp's connection handler (`logger=` of the server).
+
+    Requests aiohttp cannot parse (bad header bytes, bad chunk sizes, duplicate lengths) are the
+    client's fault: one WARNING line, no traceback. aiohttp answers them itself with a plain
+    400 before any application code runs. Anything else stays an ERROR with its traceback.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.getLogger("crm.http"), {})
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
+        if isinstance(exc_info, HttpProcessingError):
+            remote = args[0] if args else "-"
+            self.logger.warning("malformed HTTP request from %s: %s", remote, _first_line(exc_info))
+            return
+        self.logger.error(msg, *args, exc_info=exc_info, **kwargs)

@@ -17,7 +17,15 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from crm_core.context import TenantContext
-from crm_core.errors import CrmError, Forbidden, InvalidJson, Unauthorized, ValidationFailed
+from crm_core.errors import (
+    CrmError,
+    Forbidden,
+    InvalidJson,
+    PasswordChangeRequired,
+    Unauthorized,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
 from crm_core.services import Services
 from crm_core.tables.access import Level, require
 from crm_core.tables.definitions import Table, load_table
@@ -125,6 +133,9 @@ class RouteSpec:
     description: str = ""
     in_schema: bool = True
     operation_id: str | None = None
+    # reachable with a temporary password (POST /api/auth/password, me, logout); every other
+    # authenticated route answers 403 `password_change_required` until the password changes
+    allow_pending_password: bool = False
 
     @property
     def body_required(self) -> bool:
@@ -152,7 +163,7 @@ class RouteSpec:
         if self.body is not None or self.query is not None or self.path_params:
             statuses.add(400)
         if self.body is not None:
-            statuses.add(413)
+            statuses.update((413, 415))
         if self.access.needs_auth:
             statuses.add(401)
         if isinstance(self.access, Permission | TableAccess):
@@ -264,10 +275,21 @@ def validation_error(exc: ValidationError) -> ValidationFailed:
     return ValidationFailed(f"{first['field']}: {first['message']}", details)
 
 
+def is_json_content_type(content_type: str) -> bool:
+    """`application/json` or a structured `+json` type (`application/merge-patch+json`)."""
+    kind, _, subtype = content_type.lower().partition("/")
+    return kind == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
 async def read_json_object(request: web.Request) -> dict[str, Any]:
     raw = await request.read()
     if not raw.strip():
         return {}  # an absent body is an empty object: required fields are then named
+    if not is_json_content_type(request.content_type):
+        raise UnsupportedMediaType(
+            f"The request body must be JSON, not '{request.content_type}': "
+            "send 'Content-Type: application/json'"
+        )
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -333,6 +355,8 @@ def build_view(spec: RouteSpec) -> Callable[[web.Request], Awaitable[web.StreamR
             context, jti, expires_at = await services.auth.authenticate(bearer_token(request))
             request[CONTEXT_KEY] = context
             token = {"jti": jti, "expires_at": expires_at}
+            if context.user.must_change_password and not spec.allow_pending_password:
+                raise PasswordChangeRequired()
         call = Call(request, services, context, token=token)
         if spec.access.needs_auth:
             await spec.access.authorize(call)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from crm_core import users
 from handlers.routing import Call, Permission, RouteTable
 from models.access import UserCreateIn, UserList, UserPatch
-from models.accounts import UserOut, user_out
+from models.accounts import TemporaryPasswordOut, UserOut, user_out
 
 routes = RouteTable("users")
 USER = "/api/users/{user_id}"
@@ -71,3 +71,20 @@ async def deactivate_user(call: Call) -> UserOut:
     """Users are deactivated, not erased: their rows keep their author."""
     user = await users.update_user(call.ctx, call.param("user_id"), None, None, False)
     return user_out(user)
+
+
+@routes.post(
+    USER + "/password",
+    access=MANAGE,
+    summary="Set a temporary password",
+    response=TemporaryPasswordOut,
+    errors=(404, 409),
+)
+async def set_temporary_password(call: Call) -> TemporaryPasswordOut:
+    """Generates a temporary password, answered once. Every session of the user ends; after
+    signing in with it, the user reaches only `POST /api/auth/password`, `GET /api/auth/me` and
+    logout (403 `password_change_required` elsewhere) until they choose a new one. Only owners
+    reset an owner; nobody resets a user who holds permissions the caller lacks (403); one's own
+    password changes through `POST /api/auth/password` (409)."""
+    temporary = await call.services.auth.set_temporary_password(call.ctx, call.param("user_id"))
+    return TemporaryPasswordOut(temporary_password=temporary)

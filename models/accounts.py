@@ -35,6 +35,12 @@ class User(Document):
     role_ids: list[str] = Field(default_factory=list)
     is_active: bool = True
     is_superadmin: bool = False
+    # Sessions (docs/api.md "Sessions"): access tokens carry `token_epoch` in their `ep` claim
+    # and die when it moves on; refresh tokens carry `session_epoch`. Both only ever grow, so
+    # tokens ended by a deactivation stay dead after a reactivation.
+    token_epoch: int = 0
+    session_epoch: int = 0
+    must_change_password: bool = False
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -51,6 +57,7 @@ class RefreshToken(Document):
     family_id: str
     user_id: PydanticObjectId
     tenant_id: PydanticObjectId
+    session_epoch: int = 0  # the user's session_epoch when issued; an older one is refused
     expires_at: datetime
     used_at: datetime | None = None
     revoked_at: datetime | None = None
@@ -124,6 +131,29 @@ class TokenPair(OutputModel):
     refresh_token: str
     token_type: str = "bearer"
     expires_in: int = Field(description="Access token lifetime in seconds")
+    must_change_password: bool = Field(
+        default=False,
+        description="The password is a temporary one: every route but `POST /api/auth/password`, "
+        "`GET /api/auth/me` and `POST /api/auth/logout` answers 403 `password_change_required` "
+        "until it is changed",
+    )
+
+
+class PasswordChangeIn(InputModel):
+    current_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = Field(
+        min_length=8,
+        max_length=72,
+        description="8 characters to 72 bytes in UTF-8; must differ from the current one",
+        json_schema_extra={"format": "password"},
+    )
+
+
+class TemporaryPasswordOut(OutputModel):
+    temporary_password: str = Field(
+        description="Shown once and never stored in clear: hand it to the user, who must change "
+        "it at the next sign-in"
+    )
 
 
 class TenantOut(OutputModel):
@@ -140,6 +170,7 @@ class UserOut(OutputModel):
     full_name: str
     role_ids: list[str]
     is_active: bool
+    must_change_password: bool = False
     created_at: datetime
 
 
@@ -157,6 +188,7 @@ def user_out(user: User) -> UserOut:
         full_name=user.full_name,
         role_ids=user.role_ids,
         is_active=user.is_active,
+        must_change_password=user.must_change_password,
         created_at=user.created_at,
     )
 

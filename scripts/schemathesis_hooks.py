@@ -39,7 +39,7 @@ def _call(method: str, path: str, body: dict | None = None, token: str | None = 
         return exc.code, None
 
 
-_LOCK = threading.Lock()  # the run has several workers
+_LOCK = threading.RLock()  # the run may have several workers; the seeding re-enters it
 _STATE: dict[str, object] = {"token": None, "registered": False}
 
 
@@ -93,3 +93,179 @@ def _deliverable_syntax(address: str) -> bool:
 # `format: email` means what email-validator accepts without a DNS lookup: special-use domains
 # such as `.test` or `.local` are refused, as the service refuses them.
 schemathesis.openapi.format("email", st.emails().filter(_deliverable_syntax))
+
+
+# ---- valid data for the operations whose validity depends on data -------------------------
+#
+# Random table keys, row ids and bodies reach rows, moves, bulk calls, shares and campaigns
+# only as 400/404. So every other generated case of those operations is rewritten, before it is
+# sent, into a valid call on objects seeded in the fuzzing company: two tables (one linking to
+# the other) with rows of every column type, a second user and a role to share with, and a
+# campaign. The other half keeps the fuzzed data, so both the refusals and the successes of
+# each operation are exercised. Rows deleted by the run are topped up before each rewrite.
+
+SEED_TABLE, LINKED_TABLE = "fuzz_deals", "fuzz_companies"
+SEED_COLUMNS = [
+    {"key": "title", "type": "string", "max_length": 200},
+    {"key": "amount", "type": "integer"},
+    {"key": "price", "type": "float"},
+    {"key": "done", "type": "boolean"},
+    {"key": "day", "type": "date"},
+    {"key": "kind", "type": "select", "options": [{"label": "new"}, {"label": "won"}]},
+    {"key": "email", "type": "email"},
+    {"key": "phone", "type": "phone"},
+    {"key": "company", "type": "link", "table": LINKED_TABLE},
+]
+MIN_ROWS = 6
+_SEED: dict[str, object] = {}
+_CALLS = {"n": 0}
+
+
+def _token() -> str:
+    return str(FuzzOwner().get(None, None))
+
+
+def _seed() -> dict[str, object]:
+    """Create (once) and top up the seeded objects; answers their ids."""
+    token = _token()
+    if not _SEED:
+        _call(
+            "POST",
+            "/api/meta/tables",
+            {"key": LINKED_TABLE, "columns": [{"key": "name", "type": "string"}]},
+            token,
+        )
+        _call("POST", "/api/meta/tables", {"key": SEED_TABLE, "columns": SEED_COLUMNS}, token)
+        companies = [
+            _call("POST", f"/api/data/{LINKED_TABLE}", {"name": f"Co {i}"}, token)[1]
+            for i in range(3)
+        ]
+        _SEED["companies"] = [c["id"] for c in companies if c]
+        role = _call("POST", "/api/roles", {"name": "Fuzz role", "permissions": []}, token)[1]
+        _SEED["role_id"] = role["id"] if role else None
+        user = _call(
+            "POST",
+            "/api/users",
+            {
+                "email": f"fuzz-peer-{secrets.token_hex(6)}@example.com",
+                "full_name": "Peer",
+                "password": "peer-password",
+                "role_ids": [],
+            },
+            token,
+        )[1]
+        _SEED["user_id"] = user["id"] if user else None
+    status, page = _call("GET", f"/api/data/{SEED_TABLE}?limit=50", token=token)
+    ids = [row["id"] for row in (page or {}).get("items", [])]
+    while len(ids) < MIN_ROWS:
+        status, row = _call("POST", f"/api/data/{SEED_TABLE}", _row(len(ids)), token)
+        assert row is not None, f"could not seed a row ({status})"
+        ids.append(row["id"])
+    _SEED["rows"] = ids
+    if not _SEED.get("campaign_id"):
+        status, campaign = _call("POST", "/api/sms/campaigns", _campaign(0), token)
+        _SEED["campaign_id"] = campaign["id"] if campaign else None
+    return _SEED
+
+
+def _row(n: int) -> dict[str, object]:
+    companies = list(_SEED.get("companies") or [])
+    row: dict[str, object] = {
+        "title": f"Deal {n} «ёлка»",
+        "amount": (n * 7919) % 1_000_000 - 500_000,
+        "price": n * 10.25,
+        "done": n % 2 == 0,
+        "day": f"2025-0{1 + n % 9}-1{n % 10}",
+        "kind": 1 + n % 2,
+        "email": f"deal{n}@example.com",
+        "phone": f"+7916{n % 10_000_000:07d}",
+    }
+    if companies:
+        row["company"] = companies[n % len(companies)]
+    return row
+
+
+def _campaign(n: int) -> dict[str, object]:
+    if n % 2:
+        return {
+            "name": f"Fuzz {n}",
+            "text": "Hello {{title}}",
+            "table": SEED_TABLE,
+            "phone_column": "phone",
+            "filters": [{"field": "done", "value": True}],
+        }
+    return {"name": f"Fuzz {n}", "text": "Hi", "recipients": [{"phone": "+79161234567"}]}
+
+
+def _rewrite(case, seed: dict[str, object], n: int) -> None:
+    path, method = case.operation.path, case.method.upper()
+    rows = list(seed["rows"])  # type: ignore[call-overload]
+    params = dict(case.path_parameters or {})
+    if "table" in params:
+        params["table"] = SEED_TABLE
+    if "row_id" in params:
+        params["row_id"] = rows[n % len(rows)]
+    if "campaign_id" in params and seed.get("campaign_id"):
+        params["campaign_id"] = seed["campaign_id"]
+    case.path_parameters = params
+    first, other = rows[n % len(rows)], rows[(n + 1) % len(rows)]
+    tail = path.rsplit("/", 1)[-1]
+    if path.startswith("/api/data/"):
+        if method == "GET" and "row_id" not in params:
+            case.query = {
+                "filters": json.dumps([{"field": "amount", "op": "gte", "value": -(10**6)}]),
+                "sort": ["-amount,title", "day", "kind,-price"][n % 3],
+                "expand": "company",
+                "limit": 1 + n % 20,
+            }
+        elif method == "GET":
+            case.query = {"expand": "company"}
+        elif tail == "move":
+            case.body = {"before_id": None if n % 3 == 0 else other}
+        elif tail == "bulk" and method == "POST":
+            case.body = {"items": [_row(n), _row(n + 1)]}
+        elif tail == "bulk" and method == "PATCH":
+            case.body = (
+                {"items": [{"id": first, "title": f"Bulk {n}"}, {"id": other, "done": True}]}
+                if n % 2
+                else {"filters": [{"field": "id", "value": first}], "values": {"price": 1.5}}
+            )
+        elif tail == "bulk-delete":
+            case.body = (
+                {"ids": [first]} if n % 2 else {"filters": [{"field": "id", "value": first}]}
+            )
+        elif method in ("POST", "PATCH"):
+            case.body = _row(n)
+    elif path == "/api/shares" and method == "POST":
+        subject = {"user_id": seed["user_id"]} if n % 2 else {"role_id": seed["role_id"]}
+        case.body = {"table": SEED_TABLE, "access": ["read", "write", "manage"][n % 3], **subject}
+    elif path == "/api/sms/campaigns" and method == "POST":
+        case.body = _campaign(n)
+
+
+_DATA_PATHS = ("/api/data/", "/api/shares", "/api/sms/campaigns")
+
+
+def _negative(case) -> bool:
+    meta = getattr(case, "meta", None)
+    if meta is None:
+        return False
+    generation = getattr(meta, "generation", None)
+    if generation is not None and getattr(generation.mode, "is_negative", False):
+        return True
+    components = getattr(meta, "components", None) or {}
+    return any(getattr(info.mode, "is_negative", False) for info in components.values())
+
+
+@schemathesis.hook
+def before_call(ctx, case, **kwargs):
+    path = case.operation.path
+    if not path.startswith(_DATA_PATHS) or _negative(case):
+        return  # negative cases must stay invalid: the checks expect them refused
+    with _LOCK:
+        _CALLS["n"] += 1
+        n = _CALLS["n"]
+        if n % 2:
+            return  # keep the fuzzed data
+        seed = _seed()
+    _rewrite(case, seed, n)

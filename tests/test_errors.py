@@ -30,8 +30,12 @@ async def test_wrong_method_is_405(client):
     assert "POST" in resp.headers["Allow"]
 
 
+JSON = {"Content-Type": "application/json"}
+
+
 async def test_malformed_json_is_invalid_json(client):
-    await _error(await client.post("/api/auth/login", data=b"{nope"), 400, "invalid_json")
+    resp = await client.post("/api/auth/login", data=b"{nope", headers=JSON)
+    await _error(resp, 400, "invalid_json")
 
 
 async def test_non_object_body(client):

@@ -109,7 +109,14 @@ async def test_bad_bodies(api, owner, create_table):
     await create_table(owner, **CONTRACTS)
     body = await api.call("POST", "/api/data/contracts", owner, json=[1], expect=400)
     assert body["error"]["details"][0]["field"] == "body"
-    body = await api.call("POST", "/api/data/contracts", owner, data=b"{oops", expect=400)
+    body = await api.call(
+        "POST",
+        "/api/data/contracts",
+        owner,
+        data=b"{oops",
+        headers={"Content-Type": "application/json"},
+        expect=400,
+    )
     assert body["error"]["code"] == "invalid_json"
 
 

@@ -10,11 +10,17 @@ from bson import ObjectId
 from pydantic import BaseModel
 
 from crm_core import aliases, shares
-from crm_core.columns import ColumnType, ColumnValueError
+from crm_core.columns import INT64_MAX, ColumnType, ColumnValueError
 from crm_core.context import TenantContext
 from crm_core.errors import Conflict, NotFound, ValidationFailed
 from crm_core.registry import Registry
-from crm_core.storage import ASCENDING, DuplicateKeyError, OperationFailure, update_each
+from crm_core.storage import (
+    ASCENDING,
+    DuplicateKeyError,
+    OperationFailure,
+    skip_missing_index_options,
+    update_each,
+)
 from crm_core.tables import ordering
 from crm_core.tables.access import visible_filter
 from crm_core.tables.definitions import (
@@ -335,7 +341,13 @@ class MetaService:
         high = int((previous or {}).get("max_option_id") or 0)
         given = [o["id"] for o in options if o.get("id") is not None]
         seen: set[int] = set()
+        labels: set[str] = set()
         for index, option in enumerate(options):
+            if option["label"] in labels:  # a label names one option (text converts by label)
+                raise ValidationFailed.field(
+                    f"{path}.{index}.label", f"duplicate option label '{option['label'][:64]}'"
+                )
+            labels.add(option["label"])
             option_id = option.get("id")
             if option_id is None:
                 continue
@@ -350,10 +362,14 @@ class MetaService:
                     f"option id {option_id} was used before; ids are not reused",
                 )
         high = max([high, *given])
-        result = []
+        result: list[dict[str, Any]] = []
         for option in options:
             option_id = option.get("id")
             if option_id is None:
+                if high >= INT64_MAX:
+                    raise ValidationFailed.field(
+                        f"{path}.{len(result)}.id", "no option id is left above the highest one"
+                    )
                 high += 1
                 option_id = high
             item = {"id": option_id, "label": option["label"]}
@@ -402,12 +418,12 @@ class MetaService:
         key = column["key"]
         try:
             if column["unique"]:
-                # partial: rows without a value do not collide with each other
+                # rows without a value do not collide with each other
                 await rows.create_index(
                     [(key, ASCENDING)],
                     name=unique_index_name(key),
                     unique=True,
-                    partialFilterExpression={key: {"$exists": True}},
+                    **skip_missing_index_options(rows, key),
                 )
             elif column["indexed"]:
                 await rows.create_index([(key, ASCENDING)], name=plain_index_name(key))

@@ -206,8 +206,8 @@ class RowService:
         self, ctx: TenantContext, table: Table, rows: list[dict[str, Any]], keys: list[str]
     ) -> None:
         """Replace the ids of the named link columns with the referenced rows (when the caller
-        may read their table; otherwise the ids stay)."""
-        for key in keys:
+        may read their table; otherwise the ids stay). A key named twice is expanded once."""
+        for key in dict.fromkeys(keys):
             column = table.column(key)
             if column is None or column["type"] != "link":
                 raise ValidationFailed.field("expand", f"'{key[:64]}' is not a link column")
@@ -450,14 +450,17 @@ class RowService:
                 )
             keys = [(p.lstrip("-"), DESCENDING if p.startswith("-") else ASCENDING) for p in parts]
             field = "sort"
-        result = []
+        result: list[tuple[str, int]] = []
         for key, direction in keys:
             if key in SORT_FIELDS:
-                result.append((SORT_FIELDS[key], direction))
+                target = SORT_FIELDS[key]
             elif table.column(key) is not None:
-                result.append((key, direction))
+                target = key
             else:
                 raise ValidationFailed.field(field, f"unknown column or field '{key[:64]}'")
+            if any(existing == target for existing, _ in result):
+                raise ValidationFailed.field(field, f"'{key[:64]}' is named twice")
+            result.append((target, direction))
         return result or [("_id", ASCENDING)]
 
     async def update_where(
