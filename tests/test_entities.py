@@ -11,7 +11,7 @@ from crm_core.builtin_tables import ensure_builtin_tables
 from crm_core.columns import ColumnValueError
 from crm_core.validators import default_validators
 from handlers.routing import SERVICES
-from tests.conftest import add_user, tenant_db
+from tests.conftest import tenant_db
 
 VALIDATORS = default_validators()
 
@@ -167,7 +167,7 @@ async def test_entity_validation(api, owner, client):
     assert lead["status"] == 1  # "New" by default
 
 
-async def test_references(api, client, owner):
+async def test_references(api, client, owner, create_user):
     company = await api.call(
         "POST",
         "/api/legal-entities",
@@ -178,7 +178,7 @@ async def test_references(api, client, owner):
     person = await api.call(
         "POST", "/api/individuals", owner, expect=201, json={"last_name": "Иванов"}
     )
-    manager = await add_user(api, client, owner, "manager")
+    manager = await create_user(owner, "manager")
     lead = await api.call(
         "POST",
         "/api/leads",
@@ -309,9 +309,9 @@ async def test_custom_tables_can_link_and_use_validators(api, owner, create_tabl
     await api.call("DELETE", "/api/meta/tables/parent", owner, expect=409)
 
 
-async def test_entity_permissions(api, client, owner):
-    viewer = await add_user(api, client, owner, "viewer")
-    manager = await add_user(api, client, owner, "manager")
+async def test_entity_permissions(api, client, owner, create_user):
+    viewer = await create_user(owner, "viewer")
+    manager = await create_user(owner, "manager")
     await api.call("POST", "/api/leads", manager, json={"title": "M"}, expect=201)
     assert (await api.call("GET", "/api/leads", viewer, expect=200))["total"] == 1
     await api.call("POST", "/api/leads", viewer, json={"title": "V"}, expect=403)
@@ -326,7 +326,7 @@ async def test_entity_permissions(api, client, owner):
     role = await api.call(
         "POST", "/api/roles", owner, expect=201, json={"name": "Nothing", "permissions": []}
     )
-    nobody = await add_user(api, client, owner, "viewer")
+    nobody = await create_user(owner, "viewer")
     await api.call(
         "PATCH", f"/api/users/{nobody.user_id}", owner, expect=200, json={"role_ids": [role["id"]]}
     )
