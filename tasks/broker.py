@@ -287,13 +287,18 @@ async def receiving(broker: AsyncBroker, settings: Settings) -> AsyncIterator[Re
     finally:
         pulse.cancel()
         finish.set()
+        # The receiver notices `finish` between messages; an idle one sits in a blocking stream
+        # read, so it is cancelled after the grace period. `asyncio.wait` never waits for a
+        # cancellation to complete (`wait_for` does, and a stream read cancelled mid-reply can
+        # hang until the broker's connections close in `stop_broker`).
         try:
-            await asyncio.wait_for(listener, timeout=settings.sms_send_timeout_seconds + 5)
-        except (TimeoutError, asyncio.CancelledError):
-            listener.cancel()
-        alive.cancel()  # after the running tasks: the beat goes when the receiver has stopped
-        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-            await asyncio.wait_for(alive, timeout=2)  # removes its beat from Redis
+            await asyncio.wait({listener}, timeout=settings.sms_send_timeout_seconds + 5)
+        finally:
+            if not listener.done():
+                listener.cancel()
+                await asyncio.wait({listener}, timeout=5)
+            alive.cancel()  # after the running tasks: the beat goes when the receiver stops
+            await asyncio.wait({alive}, timeout=2)  # removes its beat from Redis
 
 
 async def _pulse(broker: AsyncBroker, settings: Settings) -> None:
