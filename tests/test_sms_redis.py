@@ -41,7 +41,11 @@ async def start_receiver(app, settings, name):
 async def test_campaign_completes_through_redis_with_two_workers(
     aiohttp_client, clean_redis, gateway
 ):
-    settings = redis_settings(clean_redis, gateway, sms_rate_per_second=10)
+    # redelivery well above a batch's sending time: this test is about sharing the work and
+    # the rate; a redelivered task is the next test's subject
+    settings = redis_settings(
+        clean_redis, gateway, sms_rate_per_second=10, sms_redelivery_seconds=10
+    )
     app = create_app(settings)
     api = Api(await aiohttp_client(app))
     owner = await api.register()
