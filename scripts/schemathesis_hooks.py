@@ -128,6 +128,12 @@ def _token() -> str:
 def _seed() -> dict[str, object]:
     """Create (once) and top up the seeded objects; answers their ids."""
     token = _token()
+    if _SEED:
+        # a fuzzed DELETE /api/meta/tables/{table} may have dropped a seeded table: seed again
+        for key in (LINKED_TABLE, SEED_TABLE):
+            if _call("GET", f"/api/meta/tables/{key}", token=token)[0] == 404:
+                _SEED.clear()
+                break
     if not _SEED:
         _call(
             "POST",
