@@ -182,6 +182,7 @@ async def delete_row(call: Call) -> None:
     summary="Move a row in the caller's own order",
     body=MoveIn,
     response=MoveOut,
+    errors=(409,),  # concurrent moves kept taking the rank between the neighbours
 )
 async def move_row(call: Call) -> MoveOut:
     """Places the row just before `before_id` (null: last) in the caller's manual order
