@@ -280,9 +280,7 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-async def context_for_user(
-    settings: Settings, storage: Storage, tenant_id: str, user_id: str
-) -> TenantContext:
+async def context_for_user(storage: Storage, tenant_id: str, user_id: str) -> TenantContext:
     """The context of a user for background work (imports) started on their behalf: checked
     when the work runs, so a user deactivated or moved to another company in the meantime gets
     no further (401)."""
@@ -294,16 +292,4 @@ async def context_for_user(
     tenant = await Tenant.get(user.tenant_id)
     if tenant is None or not tenant.is_active:
         raise Unauthorized("The company is not active")
-    db = storage.tenant_db(tenant_id)
-    return TenantContext(
-        tenant=tenant,
-        user=user,
-        db=db,
-        permissions=await resolve_permissions(db, user.role_ids),
-        values=ValueContext(
-            timezone=_zone(tenant.timezone),
-            phone_region=tenant.phone_region,
-            string_max_length=settings.string_max_length,
-        ),
-        max_time_ms=settings.query_time_limit_ms,
-    )
+    return await build_context(storage, user, tenant)

@@ -43,7 +43,7 @@ async def run_import(
     runtime: FilesRuntime, task_id: str, tenant_id: str, job_id: str, user_id: str
 ) -> None:
     try:
-        ctx = await context_for_user(runtime.settings, runtime.storage, tenant_id, user_id)
+        ctx = await context_for_user(runtime.storage, tenant_id, user_id)
     except CrmError as exc:
         from bson import ObjectId
 

@@ -387,9 +387,7 @@ async def test_a_redelivered_task_undoes_a_dead_workers_writes_and_imports_once(
     services.imports.queue = Holding()
     _, job = await upload(client, owner, b"name\na\nb\n")
     await confirm(api, owner, job)
-    ctx = await context_for_user(
-        services.settings, services.storage, owner.tenant_id, owner.user_id
-    )
+    ctx = await context_for_user(services.storage, owner.tenant_id, owner.user_id)
     # a worker claimed it, wrote one row and died: its journal names the row
     dead_row = ObjectId()
     await ctx.db["people"].insert_one({"_id": dead_row, "name": "a"})
