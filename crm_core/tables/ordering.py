@@ -180,23 +180,39 @@ async def _moved(
         last = entries[-1]["rank"]
 
 
+async def _merge(
+    streams: list[AsyncIterator[tuple[str, dict[str, Any]]]], descending: bool
+) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """Streams each already in rank order, merged into one as they are read."""
+    heads: list[tuple[str, dict[str, Any]] | None] = [
+        await anext(stream, None) for stream in streams
+    ]
+    try:
+        while True:
+            live = [(head, i) for i, head in enumerate(heads) if head is not None]
+            if not live:
+                return
+            pick, index = (max if descending else min)(live, key=lambda item: item[0][0])
+            yield pick
+            heads[index] = await anext(streams[index], None)
+    finally:
+        for stream in streams:
+            await stream.aclose()  # type: ignore[attr-defined]
+
+
 async def _merged(
     streams: list[AsyncIterator[tuple[str, dict[str, Any]]]], descending: bool, count: int
 ) -> list[tuple[str, dict[str, Any]]]:
     """The first `count` items of streams each already in rank order."""
-    heads: list[tuple[str, dict[str, Any]] | None] = [
-        await anext(stream, None) for stream in streams
-    ]
+    merged = _merge(streams, descending)
     result: list[tuple[str, dict[str, Any]]] = []
-    while len(result) < count:
-        live = [(head, i) for i, head in enumerate(heads) if head is not None]
-        if not live:
-            break
-        pick = (max if descending else min)(live, key=lambda item: item[0][0])
-        result.append(pick[0])
-        heads[pick[1]] = await anext(streams[pick[1]], None)
-    for stream in streams:
-        await stream.aclose()  # type: ignore[attr-defined]
+    try:
+        async for item in merged:
+            result.append(item)
+            if len(result) >= count:
+                break
+    finally:
+        await merged.aclose()  # type: ignore[attr-defined]
     return result
 
 
@@ -222,18 +238,8 @@ async def manual_rows(
     index-ordered streams merged as they are read (exports), `batch` documents per read."""
     cost = Cost()
     streams = [_moved(ctx, table, query, cost, batch), _unmoved(ctx, table, query, cost, batch)]
-    heads: list[tuple[str, dict[str, Any]] | None] = [await anext(s, None) for s in streams]
-    try:
-        while True:
-            live = [(head, i) for i, head in enumerate(heads) if head is not None]
-            if not live:
-                return
-            (_rank, doc), index = min(live, key=lambda item: item[0][0])
-            yield doc
-            heads[index] = await anext(streams[index], None)
-    finally:
-        for stream in streams:
-            await stream.aclose()  # type: ignore[attr-defined]
+    async for _rank, doc in _merge(streams, False):
+        yield doc
 
 
 async def _highest_below(
