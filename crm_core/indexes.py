@@ -8,7 +8,7 @@ idempotent). Row collections carry `_id`, `u_<key>` (unique columns, partial) an
 
 `unserved(record, indexes)` applies MongoDB's planning rules to one recorded query
 (crm_core/storage.py's recorder): equality fields first, then the sort, then one range, each
-`$or` branch on its own, `_id` always indexed. tests/test_query_audit.py runs it over every
+`$or` branch on its own, `_id` always indexed. tests/platform/test_query_audit.py runs it over every
 query the test suite issues. docs/storage.md lists the indexes and the queries each serves.
 """
 

@@ -9,7 +9,7 @@ client changes this module only.
 The query recorder (`recording()`) sees every query the application issues, on either client:
 the embedded client reports each call, the real driver each command through PyMongo's command
 monitoring. Tests and benchmarks use it to count round trips and to check query shapes against
-the declared indexes (tests/test_query_audit.py, crm_core/indexes.py).
+the declared indexes (tests/platform/test_query_audit.py, crm_core/indexes.py).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, cast
 
 import mongomock_motor
@@ -177,20 +178,21 @@ def filter_conditions(query: Any) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-_PROJECT_DIRS = ("crm_core", "handlers", "tasks", "models", "tests", "benchmarks", "scripts")
+_ROOT = str(Path(__file__).resolve().parents[1]).replace("\\", "/") + "/"
+_PROJECT_DIRS = ("crm_core/", "handlers/", "tasks/", "models/", "tests/", "benchmarks/", "scripts/")
 
 
 def _call_site() -> str:
     """`path:line` of the first project frame above the storage module on this stack (the
-    awaiting coroutines are on it), e.g. `crm_core/shares.py:54`; "" when none is."""
+    awaiting coroutines are on it), relative to the repository, e.g. `crm_core/shares.py:54`;
+    "" when none is."""
     frame = sys._getframe(2)
     while frame is not None:
         path = frame.f_code.co_filename.replace("\\", "/")
-        parts = path.rsplit("/", 2)
-        if len(parts) == 3 and parts[1] in _PROJECT_DIRS and parts[2] != "storage.py":
-            return f"{parts[1]}/{parts[2]}:{frame.f_lineno}"
-        if len(parts) == 3 and parts[1] == "tables":
-            return f"crm_core/tables/{parts[2]}:{frame.f_lineno}"
+        if path.startswith(_ROOT):
+            relative = path[len(_ROOT) :]
+            if relative.startswith(_PROJECT_DIRS) and relative != "crm_core/storage.py":
+                return f"{relative}:{frame.f_lineno}"
         frame = frame.f_back  # type: ignore[assignment]
     return ""
 

@@ -34,7 +34,8 @@ def make_settings(**overrides: Any) -> Settings:
         # the real-driver lane (scripts/test-mongoeco) points this at a mongoeco server
         "mongodb_url": os.environ.get("CRM_TEST_MONGODB_URL") or None,
         "redis_url": None,
-        # webhooks: tests deliver to local receivers (tests/test_webhooks.py checks the guard)
+        # webhooks: tests deliver to local receivers (tests/webhooks/test_webhooks.py checks
+        # the guard)
         "webhook_allow_private_addresses": True,
         "webhook_retry_base_seconds": 0.01,
         "webhook_sweep_seconds": 0.02,
@@ -198,8 +199,8 @@ async def sent_campaign(api: Api, account: Account) -> tuple[str, str]:
 
 @pytest.fixture
 async def gateway(aiohttp_server):
-    """A fake SMS.ru gateway on a loopback port (tests/sms_gateway.py)."""
-    from tests.sms_gateway import FakeGateway
+    """A fake SMS.ru gateway on a loopback port (tests/support/sms_gateway.py)."""
+    from tests.support.sms_gateway import FakeGateway
 
     fake = FakeGateway()
     server = await aiohttp_server(fake.app())
@@ -210,9 +211,9 @@ async def gateway(aiohttp_server):
 # ---- factories and worlds (tests area, issue #11 §5) ----------------------------------------
 # Every test module makes its objects through these: the `create_*` fixtures below, or a
 # `Factories` built on a module-scoped client (`module_client`) for suites that build their
-# world once. Tests import helpers from here (or tests/sms_gateway.py), never from each other.
+# world once. Tests import helpers from here (or tests/support/), never from each other.
 
-# the table that tests/test_tables.py and others build: every common column kind
+# the table that tests/tables/test_tables.py and others build: every common column kind
 CONTRACTS: dict[str, Any] = {
     "key": "contracts",
     "columns": [
@@ -546,7 +547,7 @@ def redis_settings(redis_url: str, gateway: Any, **overrides: Any) -> Settings:
         "api_runs_tasks": False,
     }
     values.update(overrides)
-    from tests.sms_gateway import gateway_settings
+    from tests.support.sms_gateway import gateway_settings
 
     return gateway_settings(gateway, **values)
 
@@ -556,8 +557,8 @@ def redis_settings(redis_url: str, gateway: Any, **overrides: Any) -> Settings:
 
 @pytest.fixture
 async def receiver(aiohttp_server):
-    """A local webhook receiver on a free loopback port (tests/webhook_receiver.py)."""
-    from tests.webhook_receiver import Receiver
+    """A local webhook receiver on a free loopback port (tests/support/webhook_receiver.py)."""
+    from tests.support.webhook_receiver import Receiver
 
     fake = Receiver()
     server = await aiohttp_server(fake.app())
@@ -599,7 +600,7 @@ async def _import_id(objects: TenantObjects, entity: str | None) -> str:
 
 
 # ---- query audit (storage): each distinct query shape of the session, checked against the
-# declared indexes by tests/test_query_audit.py, which runs last
+# declared indexes by tests/platform/test_query_audit.py, which runs last
 @pytest.fixture(scope="session", autouse=True)
 def session_queries():
     from crm_core.storage import recording
@@ -609,4 +610,4 @@ def session_queries():
 
 
 def pytest_collection_modifyitems(items):
-    items.sort(key=lambda item: item.nodeid.startswith("tests/test_query_audit.py"))
+    items.sort(key=lambda item: item.nodeid.startswith("tests/platform/test_query_audit.py"))

@@ -3,7 +3,6 @@ upsert, bad files, limits, permissions and isolation."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 from datetime import datetime
 
@@ -14,62 +13,15 @@ from aiohttp import FormData
 from handlers.app import create_app
 from handlers.routing import SERVICES
 from tests.conftest import Api, add_user, make_settings
-
-COLUMNS = [
-    {"key": "name", "type": "string", "required": True, "name": "Full name"},
-    {"key": "email", "type": "email", "unique": True},
-    {"key": "amount", "type": "float"},
-    {"key": "due", "type": "date"},
-    {"key": "vip", "type": "boolean"},
-    {
-        "key": "status",
-        "type": "select",
-        "options": [{"id": 1, "label": "New"}, {"id": 2, "label": "Won"}],
-    },
-]
-GOOD_CSV = (
-    "Full name,email,Amount,due,vip,status,notes\n"
-    'Ann,ann@example.com,"1,5",15.08.2025,да,Won,x\n'
-    "Bob,bob@example.com,2,2025-08-16,no,1,y\n"
+from tests.support.files import (
+    BAD_ROWS_CSV,
+    GOOD_CSV,
+    confirm,
+    finished,
+    make_table,
+    stored,
+    upload,
 )
-BAD_ROWS_CSV = GOOD_CSV + ",nobody@example.com,3,,,,\nCid,not-an-email,abc,,,Lost,\n"
-
-
-async def make_table(api, owner, key="people"):
-    await api.call(
-        "POST", "/api/meta/tables", owner, expect=201, json={"key": key, "columns": COLUMNS}
-    )
-
-
-async def upload(client, account, data, table="people", query="", content_type="text/csv"):
-    resp = await client.post(
-        f"/api/data/{table}/imports?{query}",
-        data=data,
-        headers={**account.headers, "Content-Type": content_type},
-    )
-    return resp.status, await resp.json()
-
-
-async def finished(api, account, job, table="people"):
-    for _ in range(3000):
-        current = await api.call(
-            "GET", f"/api/data/{table}/imports/{job['id']}", account, expect=200
-        )
-        if current["state"] in ("completed", "failed"):
-            return current
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"the import did not finish: {current}")
-
-
-async def confirm(api, account, job, table="people", expect=202, **body):
-    return await api.call(
-        "POST", f"/api/data/{table}/imports/{job['id']}/confirm", account, expect=expect, json=body
-    )
-
-
-async def stored(api, account, table="people"):
-    page = await api.call("GET", f"/api/data/{table}?sort_by=name&limit=1000", account, expect=200)
-    return page["items"]
 
 
 async def test_upload_detects_columns_and_previews_rows(api, client, owner):
@@ -563,8 +515,8 @@ async def test_an_xlsx_that_unpacks_too_large_is_refused(api, client, owner, mon
 
 
 async def test_imports_and_upserts_tell_webhooks(api, client, owner, receiver):
-    from tests.webhook_receiver import make_hook, wait_for
-    from tests.webhook_receiver import make_table as make_deals
+    from tests.support.webhook_receiver import make_hook, wait_for
+    from tests.support.webhook_receiver import make_table as make_deals
 
     await make_deals(api, owner)
     await api.call(

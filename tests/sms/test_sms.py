@@ -12,7 +12,7 @@ from handlers.app import create_app
 from handlers.routing import SERVICES
 from tasks.sms import send_batch
 from tests.conftest import Api, Factories, wait_done
-from tests.sms_gateway import gateway_settings, phone
+from tests.support.sms_gateway import gateway_settings, phone
 
 
 async def gateway_api(aiohttp_client, gateway, **overrides) -> Api:

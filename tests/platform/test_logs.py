@@ -151,7 +151,7 @@ async def test_access_log_can_be_switched_off(aiohttp_client, tmp_path):
 
 
 def test_the_shipped_logrotate_config_moves_files_away():
-    text = (Path(__file__).parent.parent / "deploy" / "logrotate" / "crm").read_text()
+    text = (Path(__file__).parents[2] / "deploy" / "logrotate" / "crm").read_text()
     config = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
     assert "/var/log/crm/*.log" in config
     # WatchedFileHandler reopens a moved file; copytruncate would lose lines and is not needed

@@ -7,8 +7,8 @@ import asyncio
 from handlers.app import create_app
 from handlers.routing import SERVICES
 from tasks.broker import receiving, start_broker, stop_broker
-from tests.admin_panel import ROOT_EMAIL, ROOT_PASSWORD, Panel
 from tests.conftest import Api, make_settings
+from tests.support.admin_panel import ROOT_EMAIL, ROOT_PASSWORD, Panel
 
 
 async def test_system_page_shows_queue_depth_and_workers(aiohttp_client, clean_redis):

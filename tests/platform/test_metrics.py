@@ -12,7 +12,7 @@ from crm_core.cli import run_worker
 from handlers.app import create_app
 from handlers.routing import SERVICES
 from tests.conftest import Api, free_port, make_settings, redis_settings, wait_done
-from tests.sms_gateway import gateway_settings, phone
+from tests.support.sms_gateway import gateway_settings, phone
 
 TOKEN = "metrics-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -4,7 +4,7 @@ against the service on a free port, on the embedded defaults.
 Chromium is found at $CRM_CHROMIUM, else `chromium` on the PATH (Debian: `apt-get install
 chromium`; `.ci/run` installs it). Without it these tests FAIL with that instruction: they never
 pass silently. Screenshots of every page go to a temporary folder, or to $CRM_SCREENSHOT_DIR
-(`CRM_SCREENSHOT_DIR=docs/img .venv/bin/pytest tests/test_browser.py` refreshes the README's).
+(`CRM_SCREENSHOT_DIR=docs/img .venv/bin/pytest tests/admin/test_browser.py` refreshes the README's).
 """
 
 from __future__ import annotations

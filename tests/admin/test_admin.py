@@ -1,6 +1,6 @@
 """The operator's panel (/admin) over HTTP, as a browser without script would use it: sign-in,
 sessions and CSRF, who is refused, what each page shows and what each action changes. The
-same flows in a real browser are in tests/test_browser.py."""
+same flows in a real browser are in tests/admin/test_browser.py."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from handlers.app import all_routes
 from handlers.routing import SERVICES
 from models.accounts import Tenant, User
 from models.admin import AdminAction, AdminSession
-from tests.admin_panel import ROOT_EMAIL, ROOT_PASSWORD, Panel
 from tests.conftest import add_user, make_settings
+from tests.support.admin_panel import ROOT_EMAIL, ROOT_PASSWORD, Panel
 
 ADMIN_ROUTES = [r for r in all_routes() if isinstance(r.access, Superadmin)]
 

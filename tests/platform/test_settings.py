@@ -6,7 +6,7 @@ import yaml
 from crm_core.cli import main
 from crm_core.settings import Settings, SettingsError, load_settings
 
-ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 
 
 def test_production_needs_a_long_secret_key(monkeypatch):
@@ -77,7 +77,8 @@ def test_compose_file_wiring():
     assert "rs.initiate" in " ".join(services["mongo"]["healthcheck"]["test"])
     for name in ("api", "worker"):
         env = services[name]["environment"]
-        # MONGODB_URL (with credentials) and SECRET_KEY come from compose.env (tests/test_deploy.py)
+        # MONGODB_URL (with credentials) and SECRET_KEY come from compose.env
+        # (tests/platform/test_deploy.py)
         assert services[name]["env_file"] == "compose.env"
         assert env["REDIS_URL"].startswith("redis://redis:6379")
         assert env["CRM_ENV"] == "production"

@@ -58,7 +58,7 @@ def expected(route: RouteSpec, role: str) -> str:
 
 def test_every_route_declares_its_access():
     """The /admin pages (Superadmin: a panel session, no bearer token) have their own
-    generated suite in tests/test_admin.py."""
+    generated suite in tests/admin/test_admin.py."""
     for route in all_routes():
         assert isinstance(
             route.access, Public | Authenticated | Permission | TableAccess | Superadmin

@@ -13,7 +13,7 @@ from bson import ObjectId
 from crm_core.netguard import address_refusal
 from handlers.routing import SERVICES
 from tests.conftest import Api, make_settings
-from tests.webhook_receiver import make_hook, settled
+from tests.support.webhook_receiver import make_hook, settled
 
 # ---- SSRF ------------------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from crm_core.cache import roles_changed
 from handlers.app import create_app
 from handlers.routing import SERVICES
 from tests.conftest import Api, add_user, make_settings
-from tests.webhook_receiver import (
+from tests.support.webhook_receiver import (
     ROW_EVENTS,
     deliveries,
     make_hook,

@@ -5,7 +5,7 @@
 - A worker mid-campaign with Redis: `crm_core.cli.run_worker` (what `crm worker` runs) stops on
   a real SIGTERM through the same signal wiring; the tasks it is running finish and are
   acknowledged, nothing is left `sending` or `unknown`, the next worker resends nothing.
-  (A worker killed without a graceful stop is tests/test_sms_redis.py's redelivery case.)
+  (A worker killed without a graceful stop is tests/sms/test_sms_redis.py's redelivery case.)
   It runs inside the test process because a separate `crm worker` needs a real MongoDB (the
   embedded database lives in one process); the broker, receiver and Redis stream are real.
 """
@@ -28,7 +28,7 @@ from crm_core.cli import run_worker, stop_on_signals
 from handlers.app import create_app
 from handlers.routing import SERVICES
 from tests.conftest import TEST_SECRET, Api, free_port, redis_settings, wait_done
-from tests.sms_gateway import phone
+from tests.support.sms_gateway import phone
 
 STOP_TIMEOUT = 20  # TimeoutStopSec of deploy/systemd/crm-api.service
 

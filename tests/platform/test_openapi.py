@@ -62,7 +62,7 @@ async def test_every_app_route_is_declared(client):
 async def test_docs_page_loads_only_local_files(client):
     """What a browser would fetch: every script and stylesheet is a local file that answers,
     the CSP forbids any other host, and Swagger UI is 5.x (4.x cannot read OpenAPI 3.1).
-    tests/test_browser.py checks that the page really renders."""
+    tests/admin/test_browser.py checks that the page really renders."""
     page = await client.get("/docs")
     assert page.status == 200
     csp = page.headers["Content-Security-Policy"]

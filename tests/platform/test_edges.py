@@ -20,7 +20,7 @@ from handlers.app import create_app
 from handlers.middlewares import ServerLog
 from tests.conftest import TEST_SECRET, make_settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 MALFORMED = [
     b"GET /health HTTP/1.1\r\nHost: x\r\nX-Bad: \x01\x02\xff\r\n\r\n",

@@ -14,7 +14,7 @@ from handlers.app import create_app
 from handlers.routing import SERVICES
 from tasks.broker import receiving, start_broker, stop_broker
 from tests.conftest import Api, redis_settings, wait_done
-from tests.sms_gateway import phone
+from tests.support.sms_gateway import phone
 
 
 class FreezingLimiter:

@@ -7,7 +7,7 @@ from handlers.app import create_app
 from handlers.routing import SERVICES
 from tasks.broker import receiving, start_broker, stop_broker
 from tests.conftest import Api, redis_settings
-from tests.webhook_receiver import make_hook, make_table, settled, verify
+from tests.support.webhook_receiver import make_hook, make_table, settled, verify
 
 
 async def test_a_worker_delivers_and_retries(aiohttp_client, clean_redis, gateway, receiver):

@@ -7,7 +7,7 @@ from handlers.app import create_app
 from handlers.routing import SERVICES
 from tasks.broker import receiving, start_broker, stop_broker
 from tests.conftest import Api, make_settings
-from tests.test_files_import import finished, make_table, stored, upload
+from tests.support.files import finished, make_table, stored, upload
 
 
 async def test_import_runs_in_a_redis_worker(aiohttp_client, clean_redis):

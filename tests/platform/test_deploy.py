@@ -16,7 +16,7 @@ import pytest
 from crm_core.cli import build_parser, main
 from crm_core.settings import Settings
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 UNITS = ROOT / "deploy" / "systemd"
 UNIT_FILES = ["crm-api.service", "crm-worker@.service"]
 
