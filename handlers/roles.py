@@ -52,15 +52,15 @@ async def list_roles(call: Call) -> RoleList:
 @routes.post(
     "/api/roles", access=MANAGE, summary="Create a role", body=RoleIn, response=RoleOut, status=201
 )
-async def create_role(call: Call) -> RoleOut:
+async def create_role(call: Call, body: RoleIn) -> RoleOut:
     """Unknown permission codes are a 400; granting a permission the caller does not hold is
     a 403."""
-    return role_out(await roles.create_role(call.ctx, call.body.name, call.body.permissions))
+    return role_out(await roles.create_role(call.ctx, body.name, body.permissions))
 
 
 @routes.get(ROLE, access=Authenticated(), summary="A role", response=RoleOut, errors=(404,))
-async def get_role(call: Call) -> RoleOut:
-    return role_out(await roles.get_role(call.ctx, call.param("role_id")))
+async def get_role(call: Call, role_id: str) -> RoleOut:
+    return role_out(await roles.get_role(call.ctx, role_id))
 
 
 @routes.patch(
@@ -71,15 +71,12 @@ async def get_role(call: Call) -> RoleOut:
     response=RoleOut,
     errors=(404, 409),
 )
-async def update_role(call: Call) -> RoleOut:
+async def update_role(call: Call, body: RolePatch, role_id: str) -> RoleOut:
     """The owner role cannot change (409)."""
-    body: RolePatch = call.body
-    return role_out(
-        await roles.update_role(call.ctx, call.param("role_id"), body.name, body.permissions)
-    )
+    return role_out(await roles.update_role(call.ctx, role_id, body.name, body.permissions))
 
 
 @routes.delete(ROLE, access=MANAGE, summary="Delete a custom role", status=204, errors=(404, 409))
-async def delete_role(call: Call) -> None:
+async def delete_role(call: Call, role_id: str) -> None:
     """Built-in roles and roles that users still hold answer 409."""
-    await roles.delete_role(call.ctx, call.param("role_id"))
+    await roles.delete_role(call.ctx, role_id)

@@ -8,12 +8,16 @@ the handler and serializes what it returns: handlers hold no HTTP plumbing.
 
 from __future__ import annotations
 
+import inspect
+import operator
+import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import web
+from bson import ObjectId
 from pydantic import BaseModel, ValidationError
 
 from crm_core.context import TenantContext
@@ -26,6 +30,7 @@ from crm_core.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
+from crm_core.ids import object_id
 from crm_core.logs import REQUEST_ID
 from crm_core.services import Services
 from crm_core.tables.access import Level, require
@@ -118,7 +123,7 @@ class JsonObject:
     """Marker body type: a free-form JSON object validated by the domain (rows, filters...)."""
 
 
-Handler = Callable[["Call"], Awaitable[Any]]
+Handler = Callable[..., Awaitable[Any]]
 
 
 @dataclass(frozen=True)
@@ -146,6 +151,8 @@ class RouteSpec:
     # reachable with a temporary password (POST /api/auth/password, me, logout); every other
     # authenticated route answers 403 `password_change_required` until the password changes
     allow_pending_password: bool = False
+    # what the handler receives after `call`, read from its signature (see `handler_arguments`)
+    arguments: tuple[Argument, ...] = ()
 
     @property
     def body_required(self) -> bool:
@@ -200,6 +207,7 @@ class RouteTable:
         self, method: str, path: str, *, access: Access, summary: str, **options: Any
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
+            arguments, declared = handler_arguments(handler, path, options)
             self.routes.append(
                 RouteSpec(
                     method=method,
@@ -209,7 +217,8 @@ class RouteTable:
                     summary=summary,
                     tag=options.pop("tag", self.tag),
                     description=options.pop("description", handler.__doc__ or ""),
-                    **options,
+                    arguments=arguments,
+                    **{**options, **declared},
                 )
             )
             return handler
@@ -247,6 +256,60 @@ def path_parameters(path: str) -> dict[str, str | None]:
                 name, _, pattern = path[start:index].partition(":")
                 params[name] = pattern or None
     return params
+
+
+# ---- typed handler arguments ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Argument:
+    """One keyword argument of a handler: its name and how it is read from the call."""
+
+    name: str
+    read: Callable[[Call], Any]
+
+
+def _path_reader(name: str, annotation: Any) -> Callable[[Call], Any]:
+    if annotation is str:
+        return lambda call: call.param(name)
+    if annotation is ObjectId:
+        # `role_id` -> "Role not found": an id that is not one of ours is simply not found
+        what = name.removesuffix("_id").replace("_", " ").capitalize()
+        return lambda call: object_id(call.param(name), what)
+    raise TypeError(f"path parameter '{name}' must be annotated str or ObjectId")
+
+
+def handler_arguments(
+    handler: Handler, path: str, options: dict[str, Any]
+) -> tuple[tuple[Argument, ...], dict[str, Any]]:
+    """The arguments a handler takes after `call`, from its annotations: `body` (the declared
+    body model, parsed), `query` (the declared query model, parsed) and path parameters by
+    name (`str`, or `ObjectId`: a malformed id is a 404). A `body`/`query` annotation that is not
+    declared on the route declares it; one that differs from the declaration is an error at
+    import time, so the handler's types are always what the routing parses."""
+    hints = typing.get_type_hints(handler)
+    params = list(inspect.signature(handler).parameters)[1:]  # the first is the call
+    in_path = path_parameters(path)
+    arguments: list[Argument] = []
+    declared: dict[str, Any] = {}
+    for name in params:
+        annotation = hints.get(name)
+        if name in ("body", "query"):
+            model = options.get(name)
+            wanted = dict[str, Any] if model is JsonObject else model
+            if model is None and isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                declared[name] = annotation
+            elif annotation != wanted:
+                raise TypeError(
+                    f"{handler.__qualname__}: '{name}' is annotated {annotation!r} but the route "
+                    f"declares {model!r}"
+                )
+            arguments.append(Argument(name, operator.attrgetter(name)))
+        elif name in in_path:
+            arguments.append(Argument(name, _path_reader(name, annotation)))
+        else:
+            raise TypeError(f"{handler.__qualname__}: '{name}' is not body, query or in {path}")
+    return tuple(arguments), declared
 
 
 # ---- the call a handler receives -----------------------------------------------------------
@@ -384,7 +447,8 @@ def build_view(spec: RouteSpec) -> Callable[[web.Request], Awaitable[web.StreamR
             call.query = parse_query(request, spec.query)
         if spec.body is not None:
             call.body = await parse_body(request, spec.body)
-        return render(await spec.handler(call), spec.status)
+        arguments = {argument.name: argument.read(call) for argument in spec.arguments}
+        return render(await spec.handler(call, **arguments), spec.status)
 
     view.__name__ = spec.handler.__name__
     return view
