@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from crm_core.indexes import ensure_tenant_indexes
+from crm_core.indexes import ensure_system_indexes, ensure_tenant_indexes
 from crm_core.permissions import ADDED_LATER, BUILTIN_ROLES
 from crm_core.storage import ASCENDING
 from crm_core.tables.definitions import TABLES, utcnow
@@ -179,6 +179,7 @@ async def migrate_all(storage: Any) -> int:
     from crm_core.cache import roles_changed, tables_changed
     from models.accounts import Tenant
 
+    await ensure_system_indexes(storage.system_db)  # audit: system collections (webhook_due...)
     count = 0
     async for tenant in Tenant.find_all():
         db = storage.tenant_db(str(tenant.id))

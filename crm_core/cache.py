@@ -84,3 +84,52 @@ class DefinitionCache:
             self._tables[cache_key] = doc
         fresh: dict[str, Any] = copy.deepcopy(doc)
         return fresh
+
+
+# ---- webhook listeners (audit, issue #12 §1/§2 of this round) --------------------------------
+# Every row write asks who listens; the answer is cached per tenant under `versions.webhooks`,
+# bumped by every change to a webhook's events, tables or active state (crm_core/webhooks.py).
+
+WEBHOOKS = "webhooks"
+
+
+async def webhooks_changed(tenant: Tenant | str | ObjectId) -> None:
+    """Every process reloads the tenant's webhook listeners at their next use."""
+    await _bump(tenant, WEBHOOKS)
+
+
+class Listener:
+    """One webhook as a row write needs it: what it listens to."""
+
+    __slots__ = ("events", "id", "is_active", "tables")
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        self.id: ObjectId = doc["_id"]
+        self.events = frozenset(doc.get("events") or ())
+        self.tables = frozenset(doc.get("tables") or ())
+        self.is_active = bool(doc.get("is_active"))
+
+    def wants(self, event: str, table_key: str | None) -> bool:
+        return (
+            self.is_active
+            and event in self.events
+            and (table_key is None or table_key in self.tables)
+        )
+
+
+class ListenerCache:
+    """A tenant's webhooks (their ids, events, tables, active state) per version; a company has
+    at most `crm_core.webhooks.MAX_WEBHOOKS`, read whole once per version and process."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._listeners: LRUCache[tuple[str, int], tuple[Listener, ...]] = LRUCache(size)
+
+    async def listeners(self, db: Any, tenant: Tenant, collection: str) -> tuple[Listener, ...]:
+        key = (str(tenant.id), version(tenant, WEBHOOKS))
+        found = self._listeners.get(key)
+        if found is None:
+            projection = {"events": 1, "tables": 1, "is_active": 1}
+            docs = await db[collection].find({}, projection).sort("_id", 1).to_list(None)
+            found = tuple(Listener(d) for d in docs)
+            self._listeners[key] = found
+        return found

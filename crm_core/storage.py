@@ -283,7 +283,8 @@ def _record_command(command: dict[str, Any], database: str, name: str) -> None:
         pipeline = command.get("pipeline") or []
         counting = len(pipeline) >= 2 and "$group" in pipeline[-1] and "$match" in pipeline[0]
         if counting and "n" in pipeline[-1]["$group"]:
-            _record(database, collection, "count", pipeline[0]["$match"])
+            limited = any("$limit" in stage for stage in pipeline)  # count_documents(limit=)
+            _record(database, collection, "count", pipeline[0]["$match"], limited=limited)
         else:
             _record(database, collection, "aggregate", pipeline=pipeline)
     elif name in ("update", "delete"):

@@ -86,7 +86,9 @@ class ApiTokenService:
         )
         await token.insert()
         # the slot is taken first, then counted: concurrent creations never pass the limit
-        count = await ApiToken.find(ApiToken.user_id == ctx.user.id).count()
+        count = await ApiToken.get_motor_collection().count_documents(
+            {"user_id": ctx.user.id}, limit=MAX_TOKENS_PER_USER + 1
+        )
         if count > MAX_TOKENS_PER_USER:
             await token.delete()
             raise Conflict(f"A user has at most {MAX_TOKENS_PER_USER} API tokens; revoke some")

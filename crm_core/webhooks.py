@@ -33,6 +33,7 @@ from bson import ObjectId
 from yarl import URL
 
 from crm_core.auth import build_context
+from crm_core.cache import ListenerCache, webhooks_changed
 from crm_core.columns import ColumnType
 from crm_core.context import TenantContext
 from crm_core.errors import Conflict, Forbidden, NotFound, ValidationFailed
@@ -107,7 +108,7 @@ class WebhookService:
         self.resolver = GuardedResolver(settings.webhook_allow_private_addresses, resolver)
         self.queue: WebhookQueue | None = None
         self._session: aiohttp.ClientSession | None = None
-        self._indexed: set[str] = set()
+        self.listeners = ListenerCache()  # who listens to row writes, per tenant version
 
     # ---- registrations ----------------------------------------------------------------------
 
@@ -165,23 +166,9 @@ class WebhookService:
                 return False
         return True
 
-    async def _ensure_indexes(self, db: Any) -> None:
-        if db.name in self._indexed:
-            return
-        await db[WEBHOOKS].create_index("tables", name="tables")
-        await db[WEBHOOKS].create_index("events", name="events")
-        await db[DELIVERIES].create_index([("webhook_id", 1), ("_id", -1)], name="webhook_log")
-        await db[DELIVERIES].create_index(
-            [("webhook_id", 1), ("status", 1), ("_id", -1)], name="webhook_status_log"
-        )
-        await db[DELIVERIES].create_index("expires_at", expireAfterSeconds=0, name="expiry_ttl")
-        await self.storage.system_db[DUE].create_index("due_at", name="due")
-        self._indexed.add(db.name)
-
     async def create(self, ctx: TenantContext, data: WebhookIn) -> dict[str, Any]:
         url = await self._check_url(data.url)
         await self._check_scope(ctx, list(data.events), data.tables)
-        await self._ensure_indexes(ctx.db)
         now = utcnow()
         hook = {
             "_id": ObjectId(),
@@ -204,6 +191,7 @@ class WebhookService:
         if await ctx.db[WEBHOOKS].count_documents({}) > MAX_WEBHOOKS:
             await ctx.db[WEBHOOKS].delete_one({"_id": hook["_id"]})
             raise Conflict(f"A company has at most {MAX_WEBHOOKS} webhooks; delete some first")
+        await webhooks_changed(ctx.tenant)
         return hook
 
     async def list_webhooks(self, ctx: TenantContext) -> list[dict[str, Any]]:
@@ -239,6 +227,7 @@ class WebhookService:
             if data.is_active:
                 changes.update(consecutive_failures=0, disabled_reason=None, disabled_at=None)
         await ctx.db[WEBHOOKS].update_one({"_id": hook["_id"]}, {"$set": changes})
+        await webhooks_changed(ctx.tenant)
         return {**hook, **changes}
 
     async def rotate_secret(self, ctx: TenantContext, webhook_id: str) -> dict[str, Any]:
@@ -250,6 +239,7 @@ class WebhookService:
     async def delete(self, ctx: TenantContext, webhook_id: str) -> None:
         hook = await self.get(ctx, webhook_id)
         await ctx.db[WEBHOOKS].delete_one({"_id": hook["_id"]})
+        await webhooks_changed(ctx.tenant)
         await ctx.db[DELIVERIES].delete_many({"webhook_id": hook["_id"]})
 
     async def deliveries(
@@ -313,8 +303,16 @@ class WebhookService:
             "expires_at": now + timedelta(days=self.settings.webhook_log_retention_days),
         }
 
-    async def subscribed(self, db: Any, event: str, table_key: str | None) -> list[ObjectId]:
-        """Ids of the active webhooks that want `event` (on `table_key` for row events)."""
+    async def subscribed(
+        self, db: Any, event: str, table_key: str | None, tenant: Tenant | None = None
+    ) -> list[ObjectId]:
+        """Ids of the active webhooks that want `event` (on `table_key` for row events).
+        Given the request's tenant, from the process cache (no query on a warm process; a
+        change made by any process is seen at the next request through `versions.webhooks`);
+        without it (campaign completion, once per campaign), one indexed query."""
+        if tenant is not None:
+            listeners = await self.listeners.listeners(db, tenant, WEBHOOKS)
+            return [h.id for h in listeners if h.wants(event, table_key)]
         query: dict[str, Any] = {"is_active": True, "events": event}
         if table_key is not None:
             query["tables"] = table_key
@@ -442,17 +440,17 @@ class WebhookService:
             {"_id": oid}, self._attempt_changes("failed", code, latency, error, None)
         )
         await due.delete_one({"_id": oid})
-        await self._count_failure(db, hook["_id"])
+        await self._count_failure(db, tenant_id, hook["_id"])
         return "failed"
 
-    async def _count_failure(self, db: Any, hook_id: ObjectId) -> None:
+    async def _count_failure(self, db: Any, tenant_id: str, hook_id: ObjectId) -> None:
         limit = self.settings.webhook_disable_after_failures
         hook = await db[WEBHOOKS].find_one_and_update(
             {"_id": hook_id}, {"$inc": {"consecutive_failures": 1}}, return_document=True
         )
         if hook is not None and hook["is_active"] and hook["consecutive_failures"] >= limit:
             now = utcnow()
-            await db[WEBHOOKS].update_one(
+            disabled = await db[WEBHOOKS].update_one(
                 {"_id": hook_id, "is_active": True},
                 {
                     "$set": {
@@ -463,6 +461,8 @@ class WebhookService:
                     }
                 },
             )
+            if disabled.modified_count:
+                await webhooks_changed(tenant_id)  # row writes stop queueing for it
             log.warning("webhook %s disabled after %d failed deliveries", hook_id, limit)
 
     @staticmethod

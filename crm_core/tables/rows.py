@@ -144,8 +144,11 @@ MAX_SORT_KEYS = 5
 class RowEvents(Protocol):
     """Who hears about written rows (webhooks: crm_core.webhooks.WebhookService)."""
 
-    async def subscribed(self, db: Any, event: str, table_key: str | None) -> list[Any]:
-        """Ids of the listeners of `event` on the table; empty: nobody listens."""
+    async def subscribed(
+        self, db: Any, event: str, table_key: str | None, tenant: Any = None
+    ) -> list[Any]:
+        """Ids of the listeners of `event` on the table; empty: nobody listens. Given the
+        request's tenant, answered from the process cache."""
         ...
 
     async def publish(
@@ -600,7 +603,7 @@ class RowService:
     async def _listeners(self, ctx: TenantContext, table: Table, event: str) -> list[Any]:
         if self.events is None:
             return []
-        return await self.events.subscribed(ctx.db, event, table.key)
+        return await self.events.subscribed(ctx.db, event, table.key, ctx.tenant)
 
     async def emit(
         self,
@@ -616,6 +619,8 @@ class RowService:
         if self.events is None or not items:
             return
         try:
+            if hooks is None:  # from the process cache: no query on a warm process
+                hooks = await self._listeners(ctx, table, event)
             await self.events.publish(
                 ctx.db, ctx.tenant_id, ctx.user_id, event, table.key, items, hooks
             )

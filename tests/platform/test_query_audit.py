@@ -5,12 +5,14 @@ complete; run alone it checks its own scenario."""
 
 from __future__ import annotations
 
-from crm_core.indexes import TENANT_INDEXES, audit, system_indexes, unserved
+from crm_core.indexes import SYSTEM_INDEXES, TENANT_INDEXES, audit, declared_indexes, unserved
 from crm_core.storage import QueryRecord, recording
+from handlers.routing import SERVICES
 from models.accounts import SYSTEM_DOCUMENTS
+from models.admin import ADMIN_DOCUMENTS
 from tests.conftest import CONTRACTS, Factories, add_user, sent_campaign, tenant_db
 
-DECLARED = [*TENANT_INDEXES, *system_indexes(SYSTEM_DOCUMENTS)]
+DECLARED = declared_indexes([*SYSTEM_DOCUMENTS, *ADMIN_DOCUMENTS])
 
 
 async def create_contracts(api, owner):
@@ -76,6 +78,15 @@ async def test_declared_tenant_indexes_exist(api, client):
         assert spec.name in info, spec
         assert [tuple(k) for k in info[spec.name]["key"]] == [tuple(k) for k in spec.keys]
         assert bool(info[spec.name].get("unique")) == spec.unique
+
+
+async def test_declared_system_indexes_exist(api, client):
+    await api.register()
+    db = client.app[SERVICES].storage.system_db
+    for spec in SYSTEM_INDEXES:
+        info = await db[spec.collection].index_information()
+        assert spec.name in info, spec
+        assert [tuple(k) for k in info[spec.name]["key"]] == [tuple(k) for k in spec.keys]
 
 
 def _record(collection: str, kind: str = "find", query=None, sort=(), **kw) -> QueryRecord:
