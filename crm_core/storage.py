@@ -22,6 +22,7 @@ import logging
 import re
 import sys
 import threading
+from bisect import bisect_left, bisect_right
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -32,6 +33,10 @@ from typing import Any, cast
 
 import mongomock_motor
 from beanie import init_beanie
+from bson import ObjectId
+from mongomock.collection import Collection as MongomockCollection
+from mongomock.filtering import filter_applies
+from mongomock.helpers import make_datetime_timezone_aware_in_document
 
 # the driver names the rest of the project uses: every other module imports them from here
 # (ruff's banned-api rule keeps motor and pymongo out of every other module)
@@ -521,7 +526,7 @@ class EmbeddedCursor(mm.AsyncCursor):  # type: ignore[misc]
                 inner._sort,
                 limited=bool(inner._limit),
             )
-            buffer = await _run(collection._crm_executor, list, inner, record=record)
+            buffer = await _run(collection._crm_executor, _read_cursor, inner, record=record)
             buffer.reverse()
             self.__dict__["_crm_buffer"] = buffer
         return cast(list[Any], buffer)
@@ -710,6 +715,130 @@ class EmbeddedClient(mm.AsyncMongoMockClient):  # type: ignore[misc]
         return cast(list[str], names)
 
 
+# ---- the embedded client's reads by `_id` ---------------------------------------------------
+# mongomock evaluates every filter in Python over every document and copies every match before
+# a cursor's skip and limit apply. What MongoDB's `_id` index does for free is done here the
+# same way: a filter that names its `_id`s (equality, `$in`) looks them up in the store, a
+# read sorted by `_id` walks the ids in order from the filter's `_id` bounds, and a cursor
+# copies only the documents it returns. Every candidate still goes through mongomock's own
+# filter, so results are the same; ids are returned in `_id` order, as the index returns them.
+
+_ID_RANGE = {"$gt", "$gte", "$lt", "$lte"}
+
+
+def _id_clauses(spec: Any) -> list[Any]:
+    """The conditions on `_id` of a filter's top level and of its `$and` parts."""
+    if not isinstance(spec, dict):
+        return []
+    found = [spec["_id"]] if "_id" in spec else []
+    for part in spec.get("$and", ()) if isinstance(spec.get("$and"), list) else ():
+        found.extend(_id_clauses(part))
+    return found
+
+
+def _named_ids(spec: Any) -> list[Any] | None:
+    """The `_id`s a filter restricts itself to (equality or `$in`), None when it names none."""
+    named: set[Any] | None = None
+    for clause in _id_clauses(spec):
+        if isinstance(clause, dict) and any(str(k).startswith("$") for k in clause):
+            if "$eq" in clause:
+                values = [clause["$eq"]]
+            elif isinstance(clause.get("$in"), list):
+                values = clause["$in"]
+            else:
+                continue
+        else:
+            values = [clause]
+        if not all(isinstance(v, ObjectId) for v in values):
+            return None
+        named = set(values) if named is None else named & set(values)
+    return None if named is None else sorted(named, key=_binary)
+
+
+def _id_bounds(spec: Any) -> tuple[bytes | None, bool, bytes | None, bool] | None:
+    """(low, low inclusive, high, high inclusive) of the `_id` ranges of a filter, None when
+    it has none."""
+    low: bytes | None = None
+    high: bytes | None = None
+    low_in = high_in = True
+    ranged = False
+    for clause in _id_clauses(spec):
+        if not isinstance(clause, dict):
+            continue
+        for op, value in clause.items():
+            if op not in _ID_RANGE or not isinstance(value, ObjectId):
+                continue
+            ranged = True
+            key = value.binary
+            if op in ("$gt", "$gte") and (low is None or key >= low):
+                low_in = op == "$gte" and (key != low or low_in)
+                low = key
+            elif op in ("$lt", "$lte") and (high is None or key <= high):
+                high_in = op == "$lte" and (key != high or high_in)
+                high = key
+    return (low, low_in, high, high_in) if ranged else None
+
+
+def _binary(value: ObjectId) -> bytes:
+    return value.binary
+
+
+def _iter_documents(self: Any, spec: Any) -> Any:
+    """mongomock's `Collection._iter_documents`, with the store looked up by named `_id`s."""
+    ids = _named_ids(spec)
+    if ids is None:
+        return _ORIGINAL_ITER_DOCUMENTS(self, spec)
+    store = self._store
+    if store.is_empty:  # expires TTL'd documents, as every read of the store does
+        filter_applies(spec, {})  # mongomock validates the filter even then
+        return iter(())
+    found = [doc for doc in map(store._documents.get, ids) if doc is not None]
+    return (doc for doc in found if filter_applies(spec, doc))
+
+
+def _get_dataset(self: Any, spec: Any, sort: Any, fields: Any, as_class: Any) -> Any:
+    """mongomock's `Collection._get_dataset`; a read sorted by `_id` walks the ids in order
+    (from the filter's `_id` bounds, if any), lazily: a limited read stops early."""
+    pairs = list(sort.items()) if isinstance(sort, dict) else list(sort or ())
+    if len(pairs) != 1 or pairs[0][0] != "_id" or _named_ids(spec) is not None:
+        yield from _ORIGINAL_GET_DATASET(self, spec, sort, fields, as_class)
+        return
+    self._store._remove_expired_documents()
+    documents = self._store._documents
+    keys = list(documents)
+    if not all(type(k) is ObjectId for k in keys):
+        yield from _ORIGINAL_GET_DATASET(self, spec, sort, fields, as_class)
+        return
+    keys.sort(key=_binary)
+    binaries = [k.binary for k in keys]
+    low, low_in, high, high_in = _id_bounds(spec) or (None, True, None, True)
+    start = 0 if low is None else (bisect_left if low_in else bisect_right)(binaries, low)
+    stop = len(keys) if high is None else (bisect_right if high_in else bisect_left)(binaries, high)
+    window = keys[start:stop]
+    if pairs[0][1] < 0:
+        window.reverse()
+    for key in window:
+        doc = documents.get(key)
+        if doc is not None and filter_applies(spec, doc):
+            yield self._copy_only_fields(doc, fields, as_class)
+
+
+def _read_cursor(inner: Any) -> list[Any]:
+    """A mongomock cursor's documents, skip and limit applied before they are copied."""
+    skip = inner._skip or 0
+    stop = skip + abs(inner._limit) if inner._limit else None
+    docs = list(itertools.islice(inner._factory(), skip, stop))
+    if inner.collection.codec_options.tz_aware:
+        docs = [make_datetime_timezone_aware_in_document(d) for d in docs]
+    return docs
+
+
+_ORIGINAL_ITER_DOCUMENTS = MongomockCollection._iter_documents
+_ORIGINAL_GET_DATASET = MongomockCollection._get_dataset
+setattr(MongomockCollection, "_iter_documents", _iter_documents)  # noqa: B010
+setattr(MongomockCollection, "_get_dataset", _get_dataset)  # noqa: B010
+
+
 def _index_keys(collection: Any) -> tuple[tuple[tuple[str, int], ...], ...]:
     """The key patterns of an embedded collection's indexes, as its store holds them."""
     return tuple(
@@ -743,8 +872,6 @@ async def find_in_batches(
     there a find walks mongomock's own dataset generator instead (it sorts references and copies
     one document at a time), a batch at a time on the database thread."""
     if _is_embedded(collection):
-        from mongomock.helpers import make_datetime_timezone_aware_in_document
-
         embedded: Any = collection
         inner = embedded._crm_inner
         executor = embedded._crm_executor
