@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import gc
 import itertools
 import logging
 import re
@@ -361,6 +362,8 @@ class Storage:
             log.info("using MongoDB at %s", _redact(self.settings.mongodb_url or ""))
         # beanie creates the declared indexes idempotently (unique email, refresh token hash...)
         await init_beanie(database=self.system_db, document_models=document_models)
+        if self.embedded:
+            _freeze_start_up()
 
     def close(self) -> None:
         if self.client is not None:
@@ -394,6 +397,21 @@ class Storage:
     def max_time_ms(self) -> int:
         """Server-side time limit passed on every list query (`maxTimeMS`)."""
         return self.settings.query_time_limit_ms
+
+
+_frozen = False
+
+
+def _freeze_start_up() -> None:
+    """Once per process: what start-up built (modules, the app) leaves the garbage collector's
+    view, so its full passes, which stop every thread, no longer walk it. The embedded database
+    makes garbage on every read and keeps its rows in this heap, so those passes come often;
+    one took 90-190 ms with the start-up objects in view (docs/operations.md)."""
+    global _frozen
+    if not _frozen:
+        _frozen = True
+        gc.collect()
+        gc.freeze()
 
 
 def _redact(url: str) -> str:
