@@ -201,6 +201,8 @@ def as_before() -> Iterator[None]:
         setattr(MongomockCollection, "_iter_documents", saved[0])  # noqa: B010
         setattr(MongomockCollection, "_get_dataset", saved[1])  # noqa: B010
         storage._read_cursor = saved[2]
+        gc.collect()
+        gc.freeze()  # as the service's start-up leaves it
 
 
 async def main(rows: int, clients: int, samples: int, sizes: list[int]) -> None:

@@ -1,6 +1,6 @@
 """Per-user manual order at two table sizes (docs/filters.md).
 
-    .venv/bin/python -m benchmarks.bench_order [--rows 1000 20000] [--moves 50]
+    .venv/bin/python -m benchmarks.bench_order [--rows 1000 20000] [--moves 50] [--before]
 
 For each size: a table of integer rows written straight to the database, then `--moves`
 random moves through the API (half before a random row, a quarter to the end, a quarter before
@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
 import time
 
 from bson import ObjectId
 
+from benchmarks.bench_embedded import as_before
 from benchmarks.common import OperationCounter, running_service
 
 counter = OperationCounter()
@@ -88,10 +90,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000, 20_000])
     parser.add_argument("--moves", type=int, default=50)
+    parser.add_argument(
+        "--before",
+        action="store_true",
+        help="the embedded database's reads as before branch `audit` (mongomock's own scans)",
+    )
     args = parser.parse_args()
     counter.install()
     sizes = sorted(args.rows)
-    results = [asyncio.run(run(size, args.moves)) for size in sizes]
+    with as_before() if args.before else contextlib.nullcontext():
+        results = [asyncio.run(run(size, args.moves)) for size in sizes]
     if len(results) > 1:
         small, large = results[0], results[-1]
         for name in small:

@@ -166,4 +166,15 @@ class OperationCounter:
             return document
 
         Cursor.__next__ = returned  # type: ignore[method-assign]
+        # the embedded client reads a cursor's page without its __next__ (crm_core/storage.py)
+        from crm_core import storage
+
+        read_cursor = storage._read_cursor
+
+        def read_counted(inner: Any) -> list[Any]:
+            documents = read_cursor(inner)
+            counter.returned += len(documents)
+            return documents
+
+        storage._read_cursor = read_counted
         self._installed = True
