@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from crm_core.cache import tables_changed
-from crm_core.columns import ColumnType
+from crm_core.columns import Column, ColumnType
 from crm_core.context import TenantContext
 from crm_core.errors import NotFound, StaleTableVersion
 from crm_core.registry import Registry
@@ -24,10 +24,17 @@ def utcnow() -> datetime:
 
 @dataclass
 class Table:
-    """A loaded table definition with its column types resolved."""
+    """A loaded table definition: the stored document and its columns, parsed once into
+    `Column`s (written back with `Column.to_doc`, the `_tables` layout of docs/storage.md)."""
 
     doc: dict[str, Any]
     types: Registry[ColumnType] = field(repr=False)
+    _columns: tuple[Column, ...] = field(init=False, repr=False)
+    _by_key: dict[str, Column] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._columns = tuple(Column.from_doc(c) for c in self.doc.get("columns", []))
+        self._by_key = {c.key: c for c in self._columns}
 
     @property
     def key(self) -> str:
@@ -38,14 +45,14 @@ class Table:
         return int(self.doc["version"])
 
     @property
-    def columns(self) -> list[dict[str, Any]]:
-        return list(self.doc.get("columns", []))
+    def columns(self) -> list[Column]:
+        return list(self._columns)
 
-    def column(self, key: str) -> dict[str, Any] | None:
-        return next((c for c in self.columns if c["key"] == key), None)
+    def column(self, key: str) -> Column | None:
+        return self._by_key.get(key)
 
-    def column_type(self, column: dict[str, Any]) -> ColumnType:
-        return self.types.get(column["type"])
+    def column_type(self, column: Column) -> ColumnType:
+        return self.types.get(column.type)
 
     def collection(self, ctx: TenantContext) -> Any:
         return ctx.db[self.key]
@@ -72,8 +79,13 @@ def check_version(table: Table, expected: int | None) -> None:
 
 
 async def save_definition(ctx: TenantContext, table: Table, changes: dict[str, Any]) -> Table:
-    """Write changes if nobody else changed the table since it was loaded (optimistic lock)."""
+    """Write changes if nobody else changed the table since it was loaded (optimistic lock);
+    `columns` may be given as `Column`s."""
     changes = {**changes, "updated_at": utcnow()}
+    if "columns" in changes:
+        changes["columns"] = [
+            c.to_doc() if isinstance(c, Column) else c for c in changes["columns"]
+        ]
     updated = await ctx.db[TABLES].find_one_and_update(
         {"_id": table.doc["_id"], "version": table.version},
         {"$set": changes, "$inc": {"version": 1}},
