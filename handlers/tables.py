@@ -77,6 +77,7 @@ async def list_tables(call: Call) -> TableList:
     access=Permission(code="tables.create"),
     summary="Create a table with its columns",
     body=TableIn,
+    body_factory=lambda services: services.meta.models.table_in,
     response=TableOut,
     status=201,
     errors=(409,),
@@ -128,6 +129,7 @@ async def delete_table(call: Call) -> None:
     summary="Add a column",
     query=VersionQuery,
     body=ColumnAddIn,
+    body_factory=lambda services: services.meta.models.column_add_in,
     response=TableOut,
     status=201,
     errors=(409,),
@@ -146,6 +148,7 @@ async def add_column(call: Call) -> TableOut:
     summary="Change a column",
     query=VersionQuery,
     body=ColumnPatch,
+    body_factory=lambda services: services.meta.models.column_patch,
     response=TableOut,
     errors=(409,),
 )

@@ -40,7 +40,7 @@ from crm_core.tables.definitions import (
     utcnow,
 )
 from crm_core.validators import ColumnValidator
-from models.tables import MAX_COLUMNS, ColumnPatch, TableIn
+from models.tables import MAX_COLUMNS, ColumnPatch, TableIn, column_models
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ class MetaService:
     def __init__(self, types: Registry[ColumnType], validators: Registry[ColumnValidator]) -> None:
         self.types = types
         self.validators = validators
+        self.models = column_models(types)  # the body models of the table constructor
 
     # ---- tables ---------------------------------------------------------------------------
 
