@@ -40,7 +40,6 @@ EXACT_FLOAT_INT = 2**53
 BATCH = 1000
 CSV_TYPE = "text/csv"
 XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-TEXT_TYPES = frozenset({"string", "email", "phone", "url", "link", "user"})
 
 
 @dataclass(frozen=True)
