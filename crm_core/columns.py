@@ -158,9 +158,6 @@ class Column:
         (crm_core/sms.py); new code reads the attributes."""
         return self.to_doc()[name]
 
-    def get(self, name: str, default: Any = None) -> Any:
-        return self.to_doc().get(name, default)
-
 
 # the type-specific fields `Column` names; `ColumnType.settings_model` says which a type has
 SETTINGS_FIELDS = ("max_length", "validators", "table", "options", "max_option_id")
