@@ -319,3 +319,34 @@ def test_five_nested_groups_are_allowed():
     for _ in range(5):
         five = {"or": [five]}
     assert translate([five])
+
+
+EQUALITY_OPERATORS = {"eq", "neq", "in", "not_in", "blank", "not_blank"}
+TEXT_OPERATORS = EQUALITY_OPERATORS | {"contains", "not_contains", "starts_with", "ends_with"}
+ORDER_OPERATORS = EQUALITY_OPERATORS | {"gt", "gte", "lt", "lte", "between"}
+
+
+@pytest.mark.parametrize(
+    ("type_name", "expected"),
+    [
+        ("string", TEXT_OPERATORS),
+        ("email", TEXT_OPERATORS),
+        ("phone", TEXT_OPERATORS),
+        ("url", TEXT_OPERATORS),
+        ("integer", ORDER_OPERATORS),
+        ("float", ORDER_OPERATORS),
+        ("time", ORDER_OPERATORS),
+        ("date", ORDER_OPERATORS | {"is_within"}),
+        ("boolean", EQUALITY_OPERATORS),
+        ("select", EQUALITY_OPERATORS),
+        ("link", EQUALITY_OPERATORS),
+        ("user", EQUALITY_OPERATORS),
+    ],
+)
+def test_the_operators_of_each_type_are_those_docs_filters_md_lists(type_name, expected):
+    """Operators name the capability they need; these sets are the table of docs/filters.md."""
+    assert set(operators_for(TYPES.get(type_name), OPERATORS)) == expected
+
+
+def test_the_row_id_takes_equality_operators_only():
+    assert set(operators_for(FIELDS["id"].type, OPERATORS)) == {"eq", "neq", "in", "not_in"}
