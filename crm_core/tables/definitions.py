@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+from cachetools import LRUCache
+
 from crm_core.cache import tables_changed
 from crm_core.columns import Column, ColumnType
 from crm_core.context import TenantContext
@@ -15,6 +18,25 @@ from crm_core.registry import Registry
 TABLES = "_tables"
 SYSTEM_FIELDS = ("_created_at", "_updated_at", "_created_by", "_updated_by")
 RESERVED_COLUMN_KEYS = frozenset({"id"})
+
+
+# parsed columns by their stored form: `Column`s are immutable, so one parse serves every
+# request that loads the same definition (parsing costs about what the process cache's copy
+# of the document does; the key, the columns as JSON, is built in a small part of that)
+_PARSED: LRUCache[bytes, tuple[Column, ...]] = LRUCache(1000)
+
+
+def parse_columns(doc: dict[str, Any]) -> tuple[Column, ...]:
+    """The definition's columns, parsed once per distinct content."""
+    stored = doc.get("columns", [])
+    try:
+        key = orjson.dumps(stored)
+    except TypeError:  # a value JSON cannot hold: parse without the memo
+        return tuple(Column.from_doc(c) for c in stored)
+    columns: tuple[Column, ...] | None = _PARSED.get(key)
+    if columns is None:
+        columns = _PARSED[key] = tuple(Column.from_doc(c) for c in stored)
+    return columns
 
 
 def utcnow() -> datetime:
@@ -33,7 +55,7 @@ class Table:
     _by_key: dict[str, Column] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._columns = tuple(Column.from_doc(c) for c in self.doc.get("columns", []))
+        self._columns = parse_columns(self.doc)
         self._by_key = {c.key: c for c in self._columns}
 
     @property
