@@ -1,9 +1,14 @@
 """Column types (SPEC §4): one class per type, registered in one registry.
 
-A type owns everything about its values: coercion from JSON into the stored BSON value (with
-the typecast rules), rendering back to JSON, the JSON schema for the docs, the filter operators
-it admits, and a random value for tests and benchmarks. Families share behaviour: the text
-family serves string, email, phone and url.
+A type owns everything about its values and definitions: coercion from JSON into the stored
+BSON value (with the typecast rules), rendering back to JSON, the JSON schema for the docs, the
+capabilities filter operators ask for, its own settings (select options and their ids, string
+limits, a link's target), conversion, indexes, and a random value for tests and benchmarks. No
+other module branches on a type's name (tests/platform/test_column_types_guard.py). Families
+share behaviour: the text family serves string, email, phone and url.
+
+`Column` is a column definition as every module reads it, parsed from and dumped back to the
+stored shape of `_tables.columns` (docs/storage.md).
 """
 
 from __future__ import annotations
