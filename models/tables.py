@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, Union, cast
 
 from pydantic import Field, RootModel, WithJsonSchema, create_model
 
-from crm_core.columns import ColumnType, SelectOptionIn
+from crm_core.columns import SETTINGS_FIELDS, ColumnType, SelectOptionIn
 from crm_core.registry import Registry
 from models.base import InputModel, OutputModel, QueryModel
 
@@ -112,8 +112,20 @@ def _models_for(type_classes: tuple[type[ColumnType], ...]) -> ColumnModels:
     column_add_in = create_model(
         "ColumnAddIn", __base__=ColumnAddIn, __doc__=ColumnAddIn.__doc__, root=(union, ...)
     )
+    # the settings of types registered besides the built-ins, optional, with their own checks
+    # (a link's `table` stays fixed: it is not a field of ColumnPatch)
+    settings: dict[str, Any] = {}
+    for type_class in type_classes:
+        for name, info in type_class.settings_model.model_fields.items():
+            if name not in (*ColumnPatch.model_fields, *SETTINGS_FIELDS, *settings):
+                annotation: Any = Annotated[(info.annotation, *info.metadata)]
+                settings[name] = (annotation | None, Field(None, description=info.description))
     column_patch = create_model(
-        "ColumnPatch", __base__=ColumnPatch, __doc__=ColumnPatch.__doc__, type=(names | None, None)
+        "ColumnPatch",
+        __base__=ColumnPatch,
+        __doc__=ColumnPatch.__doc__,
+        type=(names | None, None),
+        **settings,
     )
     return ColumnModels(union, table_in, column_add_in, column_patch)
 

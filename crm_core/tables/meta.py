@@ -264,7 +264,10 @@ class MetaService:
             merged["options"] = changes["options"]
         merged["type"] = new_name
         own = new_type.settings_fields()
-        for name in SETTINGS_FIELDS:
+        every = dict.fromkeys(
+            [*SETTINGS_FIELDS, *(n for t in self.types for n in t.settings_fields())]
+        )
+        for name in every:
             if name in own:
                 continue
             if changes.get(name):

@@ -1,6 +1,7 @@
-"""A column type registered by the app that embeds the API (`create_app(extra_column_types=...)`):
-tables accept it, rows store, read and filter it, the OpenAPI document lists it; an app without
-it answers 400 for that type. The type lives in this test only."""
+"""Column types registered by the app that embeds the API (`create_app(extra_column_types=...)`):
+tables accept them, rows store, read and filter them, a type's own settings are stored, checked
+and edited, the OpenAPI document lists them; an app without them answers 400. The types live
+in this test only."""
 
 from __future__ import annotations
 
@@ -8,8 +9,16 @@ import random
 from typing import Any
 
 import pytest
+from pydantic import Field
 
-from crm_core.columns import ORDER_CAPS, Column, ColumnType, ColumnValueError, ValueContext
+from crm_core.columns import (
+    ORDER_CAPS,
+    Column,
+    ColumnType,
+    ColumnValueError,
+    NoSettings,
+    ValueContext,
+)
 from handlers.app import create_app
 from tests.conftest import Api, make_settings, tenant_db
 
@@ -35,10 +44,37 @@ class PercentType(ColumnType):
         return rng.randint(0, 100)
 
 
+class RatingSettings(NoSettings):
+    max_stars: int = Field(default=5, ge=1, le=10, description="The highest rating")
+
+
+class RatingType(ColumnType):
+    """1 to the column's own `max_stars`: a type with a setting of its own."""
+
+    name = "rating"
+    capabilities = ORDER_CAPS
+    value_annotation = int
+    settings_model = RatingSettings
+    value_schema = {"type": "integer", "minimum": 1}
+
+    def coerce(self, column: Column, value: Any, vctx: ValueContext, lenient: bool = False) -> Any:
+        top = column.extra["max_stars"]
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
+            raise ColumnValueError(f"must be from 1 to {top}")
+        return value
+
+    def needs_conversion(self, old: Column, new: Column) -> bool:
+        return old.type != new.type or old.extra != new.extra
+
+    def random_value(self, column: Column, rng: random.Random) -> Any:
+        return rng.randint(1, column.extra["max_stars"])
+
+
 @pytest.fixture
 async def client(aiohttp_client, settings):
-    # this module's app knows `percent`; the shared fixtures (api, owner, ...) use it
-    return await aiohttp_client(create_app(settings, extra_column_types=[PercentType()]))
+    # this module's app knows `percent` and `rating`; the shared fixtures (api, owner...) use it
+    types = [PercentType(), RatingType()]
+    return await aiohttp_client(create_app(settings, extra_column_types=types))
 
 
 COLUMNS = [{"key": "name", "type": "string"}, {"key": "done", "type": "percent", "indexed": True}]
@@ -165,5 +201,55 @@ async def test_an_app_without_the_type_refuses_it(aiohttp_client):
     await plain.call(
         "PATCH", "/api/meta/tables/tasks/columns/n", owner, expect=400, json={"type": "percent"}
     )
+    unknown = await plain.call(
+        "PATCH", "/api/meta/tables/tasks/columns/n", owner, expect=400, json={"max_stars": 4}
+    )
+    assert unknown["error"]["details"] == [{"field": "max_stars", "message": "unknown field"}]
     document = await plain.call("GET", "/api/openapi.json", expect=200)
     assert "PercentColumnIn" not in document["components"]["schemas"]
+
+
+async def test_a_registered_types_own_setting_is_stored_checked_and_edited(
+    api, client, owner, create_table
+):
+    await create_table(
+        owner,
+        "films",
+        [{"key": "stars", "type": "rating", "max_stars": 3}, {"key": "n", "type": "integer"}],
+    )
+    stored = await tenant_db(client, owner)["_tables"].find_one({"key": "films"})
+    assert stored["columns"][0] == {
+        "key": "stars",
+        "name": "stars",
+        "type": "rating",
+        "required": False,
+        "unique": False,
+        "indexed": False,
+        "default": None,
+        "max_stars": 3,
+    }
+    refused = await api.call("POST", "/api/data/films", owner, expect=400, json={"stars": 4})
+    assert refused["error"]["details"] == [{"field": "stars", "message": "must be from 1 to 3"}]
+    await api.call("POST", "/api/data/films", owner, expect=201, json={"stars": 3, "n": 1})
+
+    column = "/api/meta/tables/films/columns/stars"
+    lower = await api.call("PATCH", column, owner, expect=409, json={"max_stars": 2})
+    assert lower["error"]["details"][0]["failed_rows"] == 1
+    stored = await tenant_db(client, owner)["_tables"].find_one({"key": "films"})
+    assert stored["columns"][0]["max_stars"] == 3  # nothing changed
+    too_high = await api.call("PATCH", column, owner, expect=400, json={"max_stars": 11})
+    assert too_high["error"]["details"][0]["field"] == "max_stars"
+    await api.call("PATCH", column, owner, expect=200, json={"max_stars": 5})
+    await api.call("POST", "/api/data/films", owner, expect=201, json={"stars": 4})
+
+    other = await api.call(
+        "PATCH", "/api/meta/tables/films/columns/n", owner, expect=400, json={"max_stars": 4}
+    )
+    assert other["error"]["details"] == [
+        {"field": "max_stars", "message": "only rating columns have max_stars"}
+    ]
+    await api.call("PATCH", column, owner, expect=200, json={"type": "integer"})
+    stored = await tenant_db(client, owner)["_tables"].find_one({"key": "films"})
+    assert "max_stars" not in stored["columns"][0] and stored["columns"][0]["type"] == "integer"
+    rows = await api.call("GET", "/api/data/films", owner, expect=200, params={"sort_by": "stars"})
+    assert [r["stars"] for r in rows["items"]] == [3, 4]
