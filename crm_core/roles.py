@@ -46,7 +46,7 @@ class RoleService:
         check_grant(ctx, data.permissions)
         now = datetime.now(UTC)
         role = RoleRecord(
-            id=ObjectId(),  # type: ignore[arg-type]  # PydanticObjectId is an ObjectId
+            id=ObjectId(),
             # no `key`: left unset, so it is not stored (see RoleRecord)
             name=data.name,
             permissions=sorted(set(data.permissions)),

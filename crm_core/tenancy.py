@@ -77,7 +77,7 @@ class TenantService:
         now = datetime.now(UTC)
         roles = [
             RoleRecord(
-                id=ObjectId(),  # type: ignore[arg-type]  # PydanticObjectId is an ObjectId
+                id=ObjectId(),
                 key=key,
                 name=title,
                 permissions=perms,
