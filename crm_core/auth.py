@@ -31,6 +31,10 @@ from crm_core.storage import DuplicateKeyError, Storage
 from crm_core.tenancy import TenantService
 from crm_core.users import UserService
 from models.accounts import (
+    LoginIn,
+    LogoutIn,
+    PasswordChangeIn,
+    RefreshIn,
     RefreshToken,
     RegisterIn,
     Tenant,
@@ -94,8 +98,8 @@ class AuthService:
         log.info("registered tenant %s with owner %s", tenant.id, user.id)
         return await self._issue(user, family_id=uuid.uuid4().hex)
 
-    async def login(self, email: str, password: str, client_address: str) -> TokenPair:
-        email = normalise_email(email)
+    async def login(self, data: LoginIn, client_address: str) -> TokenPair:
+        email, password = normalise_email(data.email), data.password
         # the slot is taken before the bcrypt await: concurrent guesses cannot all get through
         try:
             await self.throttle.reserve(email, client_address)
@@ -117,9 +121,9 @@ class AuthService:
         await self.throttle.succeeded(email, client_address)
         return await self._issue(user, family_id=uuid.uuid4().hex)
 
-    async def refresh(self, secret: str) -> TokenPair:
+    async def refresh(self, data: RefreshIn) -> TokenPair:
         now = datetime.now(UTC)
-        token_hash = hash_refresh_secret(secret)
+        token_hash = hash_refresh_secret(data.refresh_token)
         # Mark the token used atomically: of two concurrent refreshes only one wins.
         collection = RefreshToken.get_motor_collection()
         claimed = await collection.find_one_and_update(
@@ -141,26 +145,24 @@ class AuthService:
             raise Unauthorized(INVALID_REFRESH)
         return await self._issue(user, family_id=claimed["family_id"])
 
-    async def logout(
-        self, context: TenantContext, jti: str, expires_at: datetime, refresh_secret: str | None
-    ) -> None:
-        # every access token of the user ends (the token epoch: no per-request revocation
-        # lookup); the user's other devices refresh once
+    async def logout(self, context: TenantContext, data: LogoutIn) -> None:
+        """Every access token of the user ends (the token epoch: no per-request revocation
+        lookup; the user's other devices refresh once), and the refresh token's family when
+        one is given."""
         await end_access_tokens(context.user.id)  # type: ignore[arg-type]
-        if refresh_secret:
+        if data.refresh_token:
             token = await RefreshToken.find_one(
-                RefreshToken.token_hash == hash_refresh_secret(refresh_secret),
+                RefreshToken.token_hash == hash_refresh_secret(data.refresh_token),
                 RefreshToken.user_id == context.user.id,
             )
             if token is not None:
                 await revoke_family(token.family_id, token.user_id)
 
-    async def change_password(
-        self, ctx: TenantContext, current_password: str, new_password: str
-    ) -> TokenPair:
+    async def change_password(self, ctx: TenantContext, data: PasswordChangeIn) -> TokenPair:
         """The signed-in user's own password. Every other session ends (all access and refresh
         tokens); the caller gets a fresh token pair. A wrong current password counts as a
         failed login for the user's email (so a stolen access token cannot guess it)."""
+        current_password, new_password = data.current_password, data.new_password
         check_password_policy(new_password, "new_password")
         user = ctx.user
         await self.throttle.reserve(user.email)

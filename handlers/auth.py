@@ -11,8 +11,6 @@ from models.accounts import (
     RefreshIn,
     RegisterIn,
     TokenPair,
-    tenant_out,
-    user_out,
 )
 
 routes = RouteTable("auth")
@@ -44,9 +42,7 @@ async def register(call: Call, body: RegisterIn) -> TokenPair:
 async def login(call: Call, body: LoginIn) -> TokenPair:
     """Unknown email and wrong password answer the same 401. Repeated failures for one email
     or one client address answer 429 with `Retry-After`."""
-    return await call.services.auth.login(
-        body.email, body.password, call.request.remote or "unknown"
-    )
+    return await call.services.auth.login(body, call.request.remote or "unknown")
 
 
 @routes.post(
@@ -59,7 +55,7 @@ async def login(call: Call, body: LoginIn) -> TokenPair:
 )
 async def refresh(call: Call, body: RefreshIn) -> TokenPair:
     """Each refresh token works once; presenting a used one again revokes its whole family."""
-    return await call.services.auth.refresh(body.refresh_token)
+    return await call.services.auth.refresh(body)
 
 
 @routes.post(
@@ -73,9 +69,7 @@ async def refresh(call: Call, body: RefreshIn) -> TokenPair:
 async def logout(call: Call, body: LogoutIn) -> None:
     """Revokes the access token used for this call and, when given, the refresh token's family
     (then the user's other access tokens end too; their refresh tokens still work)."""
-    await call.services.auth.logout(
-        call.ctx, call.token["jti"], call.token["expires_at"], body.refresh_token
-    )
+    await call.services.auth.logout(call.ctx, body)
 
 
 @routes.post(
@@ -91,9 +85,7 @@ async def change_password(call: Call, body: PasswordChangeIn) -> TokenPair:
     """Needs the current password (400 naming `current_password` when wrong; wrong guesses
     count as failed logins and end in 429). Every session of the user ends, this one included:
     the answer is a fresh token pair for the caller. Also clears a temporary password."""
-    return await call.services.auth.change_password(
-        call.ctx, body.current_password, body.new_password
-    )
+    return await call.services.auth.change_password(call.ctx, body)
 
 
 @routes.get(
@@ -104,7 +96,4 @@ async def change_password(call: Call, body: PasswordChangeIn) -> TokenPair:
     allow_pending_password=True,
 )
 async def me(call: Call) -> MeOut:
-    ctx = call.ctx
-    return MeOut(
-        user=user_out(ctx.user), tenant=tenant_out(ctx.tenant), permissions=sorted(ctx.permissions)
-    )
+    return MeOut.build(call.ctx.user, call.ctx.tenant, call.ctx.permissions)

@@ -3,8 +3,9 @@ and the auth API's request/response models."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Self
 from zoneinfo import available_timezones
 
 import phonenumbers
@@ -188,6 +189,10 @@ class MeOut(OutputModel):
     user: UserOut
     tenant: TenantOut
     permissions: list[str]
+
+    @classmethod
+    def build(cls, user: User, tenant: Tenant, permissions: Iterable[str]) -> Self:
+        return cls(user=user_out(user), tenant=tenant_out(tenant), permissions=sorted(permissions))
 
 
 def user_out(user: User) -> UserOut:
