@@ -29,7 +29,7 @@ import email_validator
 from bson import ObjectId
 from pydantic import BaseModel, ConfigDict, Field
 
-from crm_core.ids import is_object_id
+from crm_core.ids import parse_object_id
 from crm_core.phones import InvalidPhone, normalise_phone
 from crm_core.registry import Registry
 
@@ -784,9 +784,10 @@ def assign_option_ids(
 
 def value_object_id(value: Any, message: str = "is not a row id") -> ObjectId:
     """An id given as a value (a link, a filter operand): a 400 for its field when malformed."""
-    if not is_object_id(value):
+    parsed = parse_object_id(value)
+    if parsed is None:
         raise ColumnValueError(message)
-    return ObjectId(value)
+    return parsed
 
 
 class LinkType(ColumnType):

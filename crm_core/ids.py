@@ -1,4 +1,5 @@
-"""Parsing ids that arrive from clients: one check, and the answer for an id in a URL."""
+"""Parsing ids that arrive from clients: one check, and the answers for an id in a URL (404)
+and elsewhere (the caller's own terms; a column value: `crm_core.columns.value_object_id`)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,13 @@ def is_object_id(value: Any) -> TypeGuard[str]:
 def object_id(value: Any, what: str = "Object") -> ObjectId:
     """An id from a client naming a thing to act on: anything that is not one of ours is
     simply not found (`Row not found`)."""
-    if not is_object_id(value):
+    parsed = parse_object_id(value)
+    if parsed is None:
         raise NotFound(f"{what} not found")
-    return ObjectId(value)
+    return parsed
+
+
+def parse_object_id(value: Any) -> ObjectId | None:
+    """An id from a client (a body field, a token claim, a stored reference): None when it is
+    not one of ours, for the caller to answer in its own terms (a 400 naming the field, a 401)."""
+    return ObjectId(value) if is_object_id(value) else None
