@@ -126,10 +126,12 @@ class ListenerCache:
 
     async def listeners(self, db: Any, tenant: Tenant, collection: str) -> tuple[Listener, ...]:
         key = (str(tenant.id), version(tenant, WEBHOOKS))
-        found = self._listeners.get(key)
+        found: tuple[Listener, ...] | None = self._listeners.get(key)
         if found is None:
             projection = {"events": 1, "tables": 1, "is_active": 1}
-            docs = await db[collection].find({}, projection).sort("_id", 1).to_list(None)
+            docs: list[dict[str, Any]] = (
+                await db[collection].find({}, projection).sort("_id", 1).to_list(None)
+            )
             found = tuple(Listener(d) for d in docs)
             self._listeners[key] = found
         return found

@@ -35,9 +35,9 @@ from typing import Any, cast
 import mongomock_motor
 from beanie import init_beanie
 from bson import ObjectId
+from mongomock import filtering as _mongomock_filtering
+from mongomock import helpers as _mongomock_helpers
 from mongomock.collection import Collection as MongomockCollection
-from mongomock.filtering import filter_applies
-from mongomock.helpers import make_datetime_timezone_aware_in_document
 
 # the driver names the rest of the project uses: every other module imports them from here
 # (ruff's banned-api rule keeps motor and pymongo out of every other module)
@@ -742,6 +742,11 @@ class EmbeddedClient(mm.AsyncMongoMockClient):  # type: ignore[misc]
 # filter, so results are the same; ids are returned in `_id` order, as the index returns them.
 
 _ID_RANGE = {"$gt", "$gte", "$lt", "$lte"}
+# mongomock is untyped: its two functions used here, typed
+filter_applies: Callable[[Any, Any], bool] = _mongomock_filtering.filter_applies
+make_datetime_timezone_aware_in_document: Callable[[Any], Any] = (
+    _mongomock_helpers.make_datetime_timezone_aware_in_document
+)
 
 
 def _id_clauses(spec: Any) -> list[Any]:
@@ -851,8 +856,8 @@ def _read_cursor(inner: Any) -> list[Any]:
     return docs
 
 
-_ORIGINAL_ITER_DOCUMENTS = MongomockCollection._iter_documents
-_ORIGINAL_GET_DATASET = MongomockCollection._get_dataset
+_ORIGINAL_ITER_DOCUMENTS: Callable[..., Any] = MongomockCollection._iter_documents
+_ORIGINAL_GET_DATASET: Callable[..., Any] = MongomockCollection._get_dataset
 setattr(MongomockCollection, "_iter_documents", _iter_documents)  # noqa: B010
 setattr(MongomockCollection, "_get_dataset", _get_dataset)  # noqa: B010
 
@@ -900,7 +905,7 @@ async def find_in_batches(
         def take() -> list[dict[str, Any]]:
             docs = list(itertools.islice(dataset, batch_size))
             if tz_aware:
-                docs = [make_datetime_timezone_aware_in_document(d) for d in docs]  # type: ignore[no-untyped-call]
+                docs = [make_datetime_timezone_aware_in_document(d) for d in docs]
             return docs
 
         while chunk := await loop.run_in_executor(executor, take):
