@@ -190,6 +190,7 @@ class WebhookService:
         # the slot is taken first, then counted: concurrent creations never pass the limit
         if await ctx.db[WEBHOOKS].count_documents({}) > MAX_WEBHOOKS:
             await ctx.db[WEBHOOKS].delete_one({"_id": hook["_id"]})
+            await webhooks_changed(ctx.tenant)  # another process may have cached it meanwhile
             raise Conflict(f"A company has at most {MAX_WEBHOOKS} webhooks; delete some first")
         await webhooks_changed(ctx.tenant)
         return hook
