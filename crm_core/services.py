@@ -12,6 +12,7 @@ from crm_core.files.exports import ExportService
 from crm_core.files.imports import ImportService
 from crm_core.registry import Registry
 from crm_core.settings import Settings
+from crm_core.sms import CampaignService  # sms: campaigns and messages
 from crm_core.storage import Storage
 from crm_core.tables.meta import MetaService
 from crm_core.tables.rows import RowService
@@ -33,6 +34,7 @@ class Services:
     admin: AdminService  # the operator's panel (/admin)
     imports: ImportService  # files: CSV/XLSX import and export
     exports: ExportService
+    sms: CampaignService  # sms: campaigns and messages (its queue is set when the broker starts)
     sms_queue: Any = None  # crm_core.sms.SmsQueue, set when the broker starts
     # ops: company settings (/api/tenant)
     tenants: TenantService = field(default_factory=TenantService)

@@ -16,6 +16,7 @@ from crm_core.files.imports import ImportService
 from crm_core.filters import FilterBuilder, default_filter_operators
 from crm_core.services import Services
 from crm_core.settings import Settings
+from crm_core.sms import CampaignService  # sms
 from crm_core.storage import Storage
 from crm_core.tables.meta import MetaService
 from crm_core.tables.rows import RowService
@@ -102,11 +103,14 @@ def create_app(settings: Settings) -> web.Application:
         exports=ExportService(rows, settings.export_max_concurrent),
         admin=AdminService(settings, storage, auth_service),
         tenants=TenantService(),  # ops: company settings
+        sms=CampaignService(settings, rows),  # sms
     )
     # integrations: webhooks hear row events from the row service
     services.webhooks = WebhookService(settings, storage, column_types)
     services.rows.events = services.webhooks
     services.tokens = ApiTokenService(storage)
+    services.sms.events = services.webhooks  # sms: `campaign.finished` events
+    services.sms.queue = lambda: services.sms_queue  # sms: the running broker's queue
     app.cleanup_ctx.append(_storage_ctx)
     app.cleanup_ctx.append(_broker_ctx)
     app.cleanup_ctx.append(_metrics_listener_ctx)  # ops: METRICS_PORT

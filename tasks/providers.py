@@ -18,30 +18,30 @@ from typing import Any
 import aiohttp
 
 from crm_core.settings import Settings
+from crm_core.sms import (  # the domain decides what each kind means (docs/sms.md)
+    AmbiguousSendError,
+    PermanentSendError,
+    SendError,
+    TransientSendError,
+)
+
+__all__ = [
+    "AmbiguousSendError",
+    "LogProvider",
+    "PermanentSendError",
+    "SendError",
+    "SmsProvider",
+    "SmsRuProvider",
+    "TransientSendError",
+    "make_provider",
+]
 
 log = logging.getLogger(__name__)
 
 
-class SendError(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class TransientSendError(SendError):
-    pass
-
-
-class PermanentSendError(SendError):
-    pass
-
-
-class AmbiguousSendError(SendError):
-    pass
-
-
 class SmsProvider:
-    """Sends one SMS. Implementations raise the errors above; they never retry themselves."""
+    """Sends one SMS (`crm_core.sms.SmsProvider`). Implementations raise the errors above;
+    they never retry themselves."""
 
     name = "base"
 
