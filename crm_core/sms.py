@@ -257,6 +257,11 @@ async def _bump(db: Any, campaign_id: ObjectId, moves: dict[str, int]) -> None:
         )
 
 
+def _open(counters: dict[str, int] | None) -> int:
+    """Messages pending or sending by the counters."""
+    return sum(int((counters or {}).get(s, 0)) for s in OPEN)
+
+
 def _drifted(counters: dict[str, int] | None) -> bool:
     """Counters a stopped worker left behind (a message write without its `$inc`): once nothing
     is pending or sending, an open counter or a negative one cannot be right."""
@@ -547,10 +552,11 @@ class SmsSender:
         campaign = await db[CAMPAIGNS].find_one({"_id": cid}, {"status": 1})
         if campaign is None or campaign["status"] == "cancelled":
             return BatchResult()
-        # one read: the batch's pending messages, and what an earlier delivery left in sending
-        unfinished = await self._read(
-            db, {"batch": batch, "campaign_id": cid, "status": {"$in": list(OPEN)}}
-        )
+        # one read of the batch: its pending messages, and what an earlier delivery of this
+        # task left in `sending` (bounded by the batch size; no `$in`, slow on the embedded db)
+        unfinished = await self._read(db, {"batch": batch, "campaign_id": cid})
+        if any(m.claimed_by == task_id for m in unfinished):  # a redelivery of this task
+            await self._needs_repair(db, cid)
         if any(m.status == "sending" and m.claimed_by == task_id for m in unfinished):
             await self._abandoned(db, cid, batch, task_id, unfinished)
         if campaign["status"] == "queued":
@@ -565,10 +571,14 @@ class SmsSender:
         return BatchResult(sent=sent)
 
     async def send_one(self, db: Any, tenant_id: str, message_id: str, task_id: str) -> int:
-        message = await db[MESSAGES].find_one({"_id": ObjectId(message_id)}, {"campaign_id": 1})
+        message = await db[MESSAGES].find_one(
+            {"_id": ObjectId(message_id)}, {"campaign_id": 1, "claimed_by": 1}
+        )
         if message is None:
             return 0
         cid = message["campaign_id"]
+        if message.get("claimed_by") == task_id:  # a redelivery of this task
+            await self._needs_repair(db, cid)
         query = {"_id": message["_id"], "status": "pending"}
         sent = await self._send_all(db, tenant_id, cid, query, task_id, None)
         await self._finish(db, tenant_id, cid)
@@ -628,9 +638,11 @@ class SmsSender:
             await _bump(db, campaign_id, {"sending": -n, "unknown": n})
 
     async def _read(self, db: Any, query: dict[str, Any]) -> list[Outgoing]:
-        docs = (
-            await db[MESSAGES].find(query, {**FIELDS, "claimed_at": 1}).sort("_id", 1).to_list(None)
-        )
+        """The messages of `query` (at most a batch) in `_id` order, sorted here: the batch's
+        index bounds the read (its status key sits between the batch and `_id`, and a server
+        sorting by `_id` might prefer the campaign's index and read the whole campaign)."""
+        docs = await db[MESSAGES].find(query, {**FIELDS, "claimed_at": 1}).to_list(None)
+        docs.sort(key=lambda d: d["_id"])
         return [Outgoing.model_validate(d) for d in docs]
 
     async def _send_all(
@@ -778,8 +790,8 @@ class SmsSender:
                 modified += done.modified_count
         if modified == len(claimed):
             await _bump(db, campaign_id, moves)
-        else:
-            await self._repair(db, campaign_id)
+        else:  # a redelivery marked some `unknown` (and moved their counters) meanwhile
+            await self._needs_repair(db, campaign_id)
         return moves
 
     async def _record_by_seq(
@@ -806,33 +818,53 @@ class SmsSender:
         )
         return int(result.modified_count)
 
-    async def _repair(self, db: Any, campaign_id: ObjectId) -> None:
-        """Recount a campaign's counters (cold: only after a worker stopped between two
-        writes, or a redelivery took over a claim)."""
-        counted = await _count_messages(db, campaign_id)
-        await db[CAMPAIGNS].update_one(
-            {"_id": campaign_id, "counts": {"$exists": True}}, {"$set": {"counts": counted}}
-        )
+    async def _needs_repair(self, db: Any, campaign_id: ObjectId) -> None:
+        """A delivery that may have lost a counter move (a redelivered task, whose earlier
+        delivery stopped between a message write and its `$inc`; a claim taken over) flags the
+        campaign: its counters are recounted when it completes."""
+        await db[CAMPAIGNS].update_one({"_id": campaign_id}, {"$set": {"repair": True}})
 
     async def _finish(self, db: Any, tenant_id: str, campaign_id: ObjectId) -> None:
-        """Complete the campaign when nothing is left to send. Its counters are kept by `$inc`;
-        if they show something still open (a worker stopped between a message write and its
-        `$inc`), they are recounted once here."""
-        still_open = await db[MESSAGES].count_documents(
-            {"campaign_id": campaign_id, "status": {"$in": list(OPEN)}}, limit=1
+        """Complete the campaign when nothing is left to send. While its counters show
+        messages pending or sending it is not done (every delivery moves them with its own
+        writes, and the one that moves the last calls this too); once they show none, two
+        limited reads confirm it. Counters that cannot be right then (`_drifted`), or a campaign
+        flagged for repair, are recounted once, after waiting for late moves of live workers."""
+        campaign = await db[CAMPAIGNS].find_one(
+            {"_id": campaign_id}, {"status": 1, "counts": 1, "repair": 1}
         )
-        if still_open:
-            return
-        campaign = await db[CAMPAIGNS].find_one({"_id": campaign_id}, {"status": 1, "counts": 1})
         if campaign is None or campaign["status"] not in ("queued", "sending"):
             return
-        update: dict[str, Any] = {"status": "completed", "updated_at": _now()}
-        if _drifted(campaign.get("counts")):
-            update["counts"] = await _count_messages(db, campaign_id)
+        counters: dict[str, int] | None = campaign.get("counts")
+        repair = bool(campaign.get("repair")) or _drifted(counters)
+        if not repair and _open(counters) > 0:
+            return
+        for status in OPEN:  # two limited counts: `$in` is slow on the embedded database
+            if await db[MESSAGES].count_documents(
+                {"status": status, "campaign_id": campaign_id}, limit=1
+            ):
+                return
+        update: dict[str, Any] = {"$set": {"status": "completed", "updated_at": _now()}}
+        if repair:
+            update["$set"]["counts"] = await self._recount(db, campaign_id)
+            update["$unset"] = {"repair": ""}
         finished = await db[CAMPAIGNS].find_one_and_update(
             {"_id": campaign_id, "status": {"$in": ["queued", "sending"]}},
-            {"$set": update},
+            update,
             return_document=True,
         )
         if finished is not None and self.events is not None:
             await self.events.campaign_finished(db, tenant_id, finished)
+
+    async def _recount(self, db: Any, campaign_id: ObjectId) -> dict[str, int]:
+        """The campaign's messages counted, once nothing is open. A live worker's last move
+        (an outcome's `$inc` right after its write) may still be on its way: it shows as an
+        open counter, so this waits up to `CLAIM_MARGIN_SECONDS` for the counters to settle;
+        an open counter that stays is one a stopped worker lost."""
+        deadline = time.monotonic() + CLAIM_MARGIN_SECONDS
+        while time.monotonic() < deadline:
+            doc = await db[CAMPAIGNS].find_one({"_id": campaign_id}, {"counts": 1})
+            if doc is None or _open(doc.get("counts")) <= 0:
+                break
+            await asyncio.sleep(0.05)
+        return await _count_messages(db, campaign_id)
