@@ -836,7 +836,7 @@ class SmsSender:
         if campaign is None or campaign["status"] not in ("queued", "sending"):
             return
         counters: dict[str, int] | None = campaign.get("counts")
-        repair = bool(campaign.get("repair")) or _drifted(counters)
+        repair = bool(campaign.get("repair")) or counters is None
         if not repair and _open(counters) > 0:
             return
         for status in OPEN:  # two limited counts: `$in` is slow on the embedded database
@@ -845,7 +845,7 @@ class SmsSender:
             ):
                 return
         update: dict[str, Any] = {"$set": {"status": "completed", "updated_at": _now()}}
-        if repair:
+        if repair or _drifted(counters):
             update["$set"]["counts"] = await self._recount(db, campaign_id)
             update["$unset"] = {"repair": ""}
         finished = await db[CAMPAIGNS].find_one_and_update(
