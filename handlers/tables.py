@@ -41,7 +41,7 @@ def table_out(table: Table, alias: dict[str, Any] | None = None) -> TableOut:
         version=doc["version"],
         builtin=bool(doc.get("builtin")),
         owner_id=doc.get("owner_id"),
-        columns=[column_out(c, names.get(c["key"])) for c in table.columns],
+        columns=[column_out(c, names.get(c.key)) for c in table.columns],
         created_at=doc["created_at"],
         updated_at=doc["updated_at"],
     )
