@@ -179,3 +179,23 @@ def test_a_name_given_twice_is_a_list_and_control_fields_are_not_seen():
     with pytest.raises(ValidationFailed) as twice:
         parse_fields(MultiDict([("limit", "3"), ("limit", "4")]), StrictPage)
     assert twice.value.details[0]["field"] == "limit"
+
+
+async def test_requests_do_not_read_annotations(client, owner, monkeypatch):
+    """A handler's signature is read once, when its route is declared: a request runs only the
+    readers built then (no reflection per request)."""
+    import inspect
+    import typing
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("reflection at request time")
+
+    monkeypatch.setattr(typing, "get_type_hints", refuse)
+    monkeypatch.setattr(inspect, "signature", refuse)
+    resp = await client.post("/api/roles", json={"name": "Helpers"}, headers=owner.headers)
+    assert resp.status == 201
+    role_id = (await resp.json())["id"]
+    resp = await client.patch(
+        f"/api/roles/{role_id}", json={"name": "Aides"}, headers=owner.headers
+    )
+    assert (resp.status, (await resp.json())["name"]) == (200, "Aides")
