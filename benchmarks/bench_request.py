@@ -6,9 +6,13 @@ service's own list route, both on an empty table of the same embedded database.
 The bare handler does the storage calls the list handler does (one `find` of up to 50 rows,
 one `count_documents`) and nothing else; the service adds authentication (the user and the
 tenant: two round trips on a warm process), access checks from the process cache, parsing and
-serialising. The two alternate for `--rounds` rounds (so a burst of load elsewhere on the
-machine hits both) and the median of the per-round ratios is the figure. Prints both rates,
-their ratio and the database operations per request.
+serialising. A third handler is the bare one plus the two reads authentication makes (the
+floor the trust rules set: a revoked or deactivated token dies at its next request). The three
+alternate for `--rounds` rounds (so a burst of load elsewhere on the machine hits all) and the
+medians of the per-round ratios are the figures, in requests/s and in CPU per request (the
+process's CPU time: server, the embedded database's thread and the client, steadier than the
+rate on a shared machine). Prints the rates, the ratios and the database operations per
+request.
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ import time
 
 from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestServer
+from bson import ObjectId
 
 from benchmarks.common import OperationCounter, running_service
+from models.accounts import Tenant, User
 
 counter = OperationCounter()
 
@@ -54,44 +60,72 @@ async def run(total: int, clients: int, rounds: int) -> None:
             json={"key": "empty", "columns": [{"key": "n", "type": "integer"}]},
         )
         db = api.app_services.storage.tenant_db(api.tenant_id)
+        tenant_id = ObjectId(api.tenant_id)
+        user_id = ObjectId((await api.call("GET", "/api/auth/me"))["user"]["id"])
 
         async def bare(request: web.Request) -> web.Response:
             docs = await db["empty"].find({}).sort("_id", 1).limit(50).to_list(50)
             total_rows = await db["empty"].count_documents({})
             return web.json_response({"items": docs, "total": total_rows})
 
+        async def bare_with_reads(request: web.Request) -> web.Response:
+            """The bare handler plus the two reads the trust rules need on every request."""
+            await User.get_motor_collection().find_one({"_id": user_id})
+            await Tenant.get_motor_collection().find_one({"_id": tenant_id})
+            return await bare(request)
+
         app = web.Application()
         app.router.add_get("/bare", bare)
+        app.router.add_get("/reads", bare_with_reads)
         server = TestServer(app, host="127.0.0.1")
         await server.start_server()
-        bare_url = str(server.make_url("/bare"))
-        service_url = f"{api.base}/api/data/empty?limit=50"
+        urls = {
+            "bare": (str(server.make_url("/bare")), {}),
+            "reads": (str(server.make_url("/reads")), {}),
+            "service": (f"{api.base}/api/data/empty?limit=50", api.headers),
+        }
+        figures: dict[str, list[tuple[float, float]]] = {name: [] for name in urls}
         async with ClientSession() as session:
-            await hammer(session, service_url, api.headers, 50, clients)  # warm
-            await hammer(session, bare_url, {}, 50, clients)
-            bare, service = [], []
+            for url, headers in urls.values():
+                await hammer(session, url, headers, 50, clients)  # warm
             for _ in range(rounds):
-                bare.append(await hammer(session, bare_url, {}, total, clients))
-                counter.reset()
-                service.append(await hammer(session, service_url, api.headers, total, clients))
-                per_request = counter.operations / total
+                for name, (url, headers) in urls.items():
+                    counter.reset()
+                    figures[name].append(await hammer(session, url, headers, total, clients))
+                    if name == "service":
+                        per_request = counter.operations / total
         await server.close()
-    rates = sorted(b[0] / s[0] for b, s in zip(bare, service, strict=True))
-    cpus = sorted(s[1] / b[1] for b, s in zip(bare, service, strict=True))
+
+    def rate(name: str) -> float:
+        return statistics.median(f[0] for f in figures[name])
+
+    def cpu(name: str) -> float:
+        return statistics.median(f[1] for f in figures[name])
+
+    def ratios(name: str) -> tuple[float, float, list[float]]:
+        """Median ratio to the bare handler (requests/s, CPU), per round so that a burst of
+        load elsewhere hits both sides; and the per-round rate ratios, sorted."""
+        pairs = list(zip(figures["bare"], figures[name], strict=True))
+        by_rate = sorted(b[0] / o[0] for b, o in pairs)
+        return statistics.median(by_rate), statistics.median(o[1] / b[1] for b, o in pairs), by_rate
+
+    print(f"median of {rounds} rounds of {total} requests, {clients} clients")
+    print(f"bare handler: {rate('bare'):,.0f} requests/s, {cpu('bare'):,.0f} CPU µs per request")
     print(
-        f"bare handler: {statistics.median(b[0] for b in bare):,.0f} requests/s, "
-        f"{statistics.median(b[1] for b in bare):,.0f} CPU µs per request (median of {rounds})"
+        f"bare + the user and tenant reads: {rate('reads'):,.0f} requests/s, "
+        f"{cpu('reads'):,.0f} CPU µs per request"
     )
     print(
-        f"service GET /api/data/empty?limit=50: {statistics.median(s[0] for s in service):,.0f} "
-        f"requests/s, {statistics.median(s[1] for s in service):,.0f} CPU µs per request, "
+        f"service GET /api/data/empty?limit=50: {rate('service'):,.0f} requests/s, "
+        f"{cpu('service'):,.0f} CPU µs per request, "
         f"{per_request:.1f} database operations per request"
     )
-    print(
-        f"bare vs service: x{statistics.median(rates):.2f} in requests/s "
-        f"(rounds: {', '.join(f'x{r:.2f}' for r in rates)}), "
-        f"x{statistics.median(cpus):.2f} in CPU per request"
-    )
+    for name, label in (("reads", "bare + reads"), ("service", "service")):
+        by_rate, by_cpu, rounds_ = ratios(name)
+        print(
+            f"bare vs {label}: x{by_rate:.2f} in requests/s "
+            f"(rounds: {', '.join(f'x{r:.2f}' for r in rounds_)}), x{by_cpu:.2f} in CPU per request"
+        )
 
 
 if __name__ == "__main__":
