@@ -5,6 +5,7 @@ COPY crm_core crm_core
 COPY handlers handlers
 COPY models models
 COPY tasks tasks
+COPY crm_app crm_app
 RUN pip install --no-cache-dir . && useradd --system crm
 USER crm
 EXPOSE 8005

@@ -81,7 +81,7 @@ def start_server(
     env.pop("REDIS_URL", None)
     log_file = open(workdir / f"serve-{log_level}-{port}.log", "wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "crm_core.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "crm_app.cli", "serve", "--port", str(port)],
         stdout=log_file,
         stderr=subprocess.STDOUT,
         env=env,

@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestServer
 
 from benchmarks.common import OperationCounter, running_service
 from tasks.broker import receiving, start_broker, stop_broker
-from tests.sms_gateway import FakeGateway
+from tests.support.sms_gateway import FakeGateway
 
 operations = OperationCounter("_sms_")
 

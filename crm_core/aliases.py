@@ -7,35 +7,51 @@ from typing import Any
 from crm_core.context import TenantContext
 from crm_core.errors import ValidationFailed
 from crm_core.tables.definitions import Table
+from models.access import AliasIn, AliasRecord
 
 ALIASES = "_aliases"
 
 
+class AliasService:
+    """One `_aliases` document per table: its display name and its columns' names."""
+
+    async def find(self, ctx: TenantContext, keys: list[str]) -> dict[str, AliasRecord]:
+        """The aliases of the tables `keys`, by table key (tables without any are absent)."""
+        cursor = ctx.db[ALIASES].find({"table": {"$in": keys}})
+        return {doc["table"]: AliasRecord.from_document(doc) async for doc in cursor}
+
+    async def put(self, ctx: TenantContext, table: Table, data: AliasIn) -> AliasRecord:
+        """Replace the table's aliases; unknown column keys are a 400 naming each."""
+        errors = [
+            {"field": f"columns.{key[:64]}", "message": "unknown column"}
+            for key in data.columns
+            if table.column(key) is None
+        ]
+        if errors:
+            raise ValidationFailed(f"{errors[0]['field']}: {errors[0]['message']}", errors)
+        alias = AliasRecord(table=table.key, name=data.table, columns=data.columns)
+        await ctx.db[ALIASES].replace_one({"table": table.key}, alias.to_document(), upsert=True)
+        return alias
+
+    @staticmethod
+    async def delete(ctx: TenantContext, table_key: str) -> None:
+        await ctx.db[ALIASES].delete_one({"table": table_key})
+
+    @staticmethod
+    async def forget_column(ctx: TenantContext, table_key: str, column_key: str) -> None:
+        """A deleted column's display name goes with it."""
+        await ctx.db[ALIASES].update_one(
+            {"table": table_key}, {"$unset": {f"columns.{column_key}": ""}}
+        )
+
+
 async def aliases_for(ctx: TenantContext, keys: list[str]) -> dict[str, dict[str, Any]]:
-    docs = await ctx.db[ALIASES].find({"table": {"$in": keys}}).to_list(None)
-    return {d["table"]: d for d in docs}
+    """The stored alias documents by table key, for the modules not on this branch that read
+    them as documents (crm_core/files, handlers/tables.py); new code uses `AliasService.find`."""
+    found = await AliasService().find(ctx, keys)
+    return {key: alias.to_document() for key, alias in found.items()}
 
 
-async def put_alias(
-    ctx: TenantContext, table: Table, name: str | None, columns: dict[str, str]
-) -> dict[str, Any]:
-    errors = [
-        {"field": f"columns.{key[:64]}", "message": "unknown column"}
-        for key in columns
-        if table.column(key) is None
-    ]
-    if errors:
-        raise ValidationFailed(f"{errors[0]['field']}: {errors[0]['message']}", errors)
-    doc = {"table": table.key, "name": name, "columns": columns}
-    await ctx.db[ALIASES].replace_one({"table": table.key}, doc, upsert=True)
-    return doc
-
-
-async def delete_alias(ctx: TenantContext, table_key: str) -> None:
-    await ctx.db[ALIASES].delete_one({"table": table_key})
-
-
-async def forget_column(ctx: TenantContext, table_key: str, column_key: str) -> None:
-    await ctx.db[ALIASES].update_one(
-        {"table": table_key}, {"$unset": {f"columns.{column_key}": ""}}
-    )
+# crm_core/tables/meta.py (not on this branch) calls these names when a table or column goes
+delete_alias = AliasService.delete
+forget_column = AliasService.forget_column

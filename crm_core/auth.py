@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import bcrypt
-from beanie import PydanticObjectId
 from cachetools import LRUCache
 
 from crm_core import metrics
@@ -16,7 +15,9 @@ from crm_core.cache import DefinitionCache, ValidatedDocuments
 from crm_core.columns import ValueContext
 from crm_core.context import TenantContext
 from crm_core.errors import Conflict, Forbidden, RateLimited, Unauthorized, ValidationFailed
+from crm_core.ids import object_id, parse_object_id
 from crm_core.ratelimit import LoginThrottle, limit_storage
+from crm_core.roles import RoleService
 from crm_core.security import (
     AccessClaims,
     TokenCodec,
@@ -24,15 +25,18 @@ from crm_core.security import (
     hash_password,
     hash_refresh_secret,
     new_refresh_secret,
-    new_temporary_password,
     verify_password,
 )
 from crm_core.sessions import end_access_tokens, end_all_sessions, revoke_family
 from crm_core.settings import Settings
 from crm_core.storage import DuplicateKeyError, Storage
-from crm_core.tenancy import create_tenant, drop_tenant, resolve_permissions
-from crm_core.users import check_may_manage_user, get_user
+from crm_core.tenancy import TenantService
+from crm_core.users import UserService
 from models.accounts import (
+    LoginIn,
+    LogoutIn,
+    PasswordChangeIn,
+    RefreshIn,
     RefreshToken,
     RegisterIn,
     Tenant,
@@ -49,9 +53,13 @@ VERIFIED_TOKENS = 10_000  # access tokens whose checked claims a process keeps
 
 
 class AuthService:
-    def __init__(self, settings: Settings, storage: Storage) -> None:
+    def __init__(
+        self, settings: Settings, storage: Storage, users: UserService, tenants: TenantService
+    ) -> None:
         self.settings = settings
         self.storage = storage
+        self.users = users
+        self.tenants = tenants
         self.codec = TokenCodec(settings.secret_key, settings.access_token_ttl_seconds)
         self.throttle = LoginThrottle(
             limit_storage(settings.redis_url),
@@ -65,7 +73,7 @@ class AuthService:
         self.cache = DefinitionCache()  # roles and table definitions of this process
         # access tokens whose signature this process has checked (request path, issue #12 §3)
         self.verified: LRUCache[str, AccessClaims] = LRUCache(VERIFIED_TOKENS)
-        self.users, self.tenants = ValidatedDocuments(User), ValidatedDocuments(Tenant)
+        self.user_models, self.tenant_models = ValidatedDocuments(User), ValidatedDocuments(Tenant)
 
     async def register(self, data: RegisterIn) -> TokenPair:
         if not self.settings.registration_enabled:
@@ -77,7 +85,7 @@ class AuthService:
                 "A user with this email already exists",
                 [{"field": "email", "message": "already registered"}],
             )
-        tenant, owner_role_id = await create_tenant(self.storage, data.company_name)
+        tenant, owner_role_id = await self.tenants.create_tenant(self.storage, data.company_name)
         user = User(
             tenant_id=tenant.id,
             email=data.email,
@@ -88,7 +96,7 @@ class AuthService:
         try:
             await user.insert()
         except DuplicateKeyError:
-            await drop_tenant(self.storage, tenant)
+            await self.tenants.drop_tenant(self.storage, tenant)
             raise Conflict(
                 "A user with this email already exists",
                 [{"field": "email", "message": "already registered"}],
@@ -96,8 +104,8 @@ class AuthService:
         log.info("registered tenant %s with owner %s", tenant.id, user.id)
         return await self._issue(user, family_id=uuid.uuid4().hex)
 
-    async def login(self, email: str, password: str, client_address: str) -> TokenPair:
-        email = normalise_email(email)
+    async def login(self, data: LoginIn, client_address: str) -> TokenPair:
+        email, password = normalise_email(data.email), data.password
         # the slot is taken before the bcrypt await: concurrent guesses cannot all get through
         try:
             await self.throttle.reserve(email, client_address)
@@ -119,9 +127,9 @@ class AuthService:
         await self.throttle.succeeded(email, client_address)
         return await self._issue(user, family_id=uuid.uuid4().hex)
 
-    async def refresh(self, secret: str) -> TokenPair:
+    async def refresh(self, data: RefreshIn) -> TokenPair:
         now = datetime.now(UTC)
-        token_hash = hash_refresh_secret(secret)
+        token_hash = hash_refresh_secret(data.refresh_token)
         # Mark the token used atomically: of two concurrent refreshes only one wins.
         collection = RefreshToken.get_motor_collection()
         claimed = await collection.find_one_and_update(
@@ -143,26 +151,24 @@ class AuthService:
             raise Unauthorized(INVALID_REFRESH)
         return await self._issue(user, family_id=claimed["family_id"])
 
-    async def logout(
-        self, context: TenantContext, jti: str, expires_at: datetime, refresh_secret: str | None
-    ) -> None:
-        # every access token of the user ends (the token epoch: no per-request revocation
-        # lookup); the user's other devices refresh once
+    async def logout(self, context: TenantContext, data: LogoutIn) -> None:
+        """Every access token of the user ends (the token epoch: no per-request revocation
+        lookup; the user's other devices refresh once), and the refresh token's family when
+        one is given."""
         await end_access_tokens(context.user.id)  # type: ignore[arg-type]
-        if refresh_secret:
+        if data.refresh_token:
             token = await RefreshToken.find_one(
-                RefreshToken.token_hash == hash_refresh_secret(refresh_secret),
+                RefreshToken.token_hash == hash_refresh_secret(data.refresh_token),
                 RefreshToken.user_id == context.user.id,
             )
             if token is not None:
                 await revoke_family(token.family_id, token.user_id)
 
-    async def change_password(
-        self, ctx: TenantContext, current_password: str, new_password: str
-    ) -> TokenPair:
+    async def change_password(self, ctx: TenantContext, data: PasswordChangeIn) -> TokenPair:
         """The signed-in user's own password. Every other session ends (all access and refresh
         tokens); the caller gets a fresh token pair. A wrong current password counts as a
         failed login for the user's email (so a stolen access token cannot guess it)."""
+        current_password, new_password = data.current_password, data.new_password
         check_password_policy(new_password, "new_password")
         user = ctx.user
         await self.throttle.reserve(user.email)
@@ -183,35 +189,18 @@ class AuthService:
         return await self._issue(User.model_validate(stored), family_id=uuid.uuid4().hex)
 
     async def set_temporary_password(self, ctx: TenantContext, user_id: str) -> str:
-        """An admin resets another user's password to a generated one, returned once. The user
-        must change it at the next sign-in; every session of theirs ends now."""
-        user = await get_user(ctx, user_id)
-        if str(user.id) == ctx.user_id:
-            raise Conflict("Change your own password with POST /api/auth/password")
-        await check_may_manage_user(ctx, user)
-        temporary = new_temporary_password()
-        password_hash = await hash_password(temporary, self.settings.bcrypt_rounds)
-        stored = await end_all_sessions(
-            user.id,  # type: ignore[arg-type]
-            {"password_hash": password_hash, "must_change_password": True},
-        )
-        if stored is None:
-            raise Conflict("The user changed meanwhile; try again")
-        log.info("user %s set a temporary password for user %s", ctx.user_id, user.id)
-        return temporary
+        """`UserService.set_temporary_password`, under the name crm_core/admin.py calls."""
+        return await self.users.set_temporary_password(ctx, object_id(user_id, "User"))
 
     async def authenticate(self, bearer: str) -> tuple[TenantContext, str, datetime]:
         """Resolve an access token into a tenant context; 401 for anything not current."""
         claims = self.claims(bearer)
-        if not PydanticObjectId.is_valid(claims.user_id) or not PydanticObjectId.is_valid(
-            claims.tenant_id
-        ):
+        user_id = parse_object_id(claims.user_id)
+        if user_id is None or parse_object_id(claims.tenant_id) is None:
             raise Unauthorized("The access token is not valid")
         # plain driver reads (beanie's query layer costs more than the read on a warm path)
-        user_doc = await User.get_motor_collection().find_one(
-            {"_id": PydanticObjectId(claims.user_id)}
-        )
-        user = self.users.validate(user_doc) if user_doc is not None else None
+        user_doc = await User.get_motor_collection().find_one({"_id": user_id})
+        user = self.user_models.validate(user_doc) if user_doc is not None else None
         if user is None or str(user.tenant_id) != claims.tenant_id:
             raise Unauthorized("The access token is not valid")
         if not user.is_active:
@@ -219,7 +208,7 @@ class AuthService:
         if claims.epoch != user.token_epoch:
             raise Unauthorized("This session has ended; sign in again")
         tenant_doc = await Tenant.get_motor_collection().find_one({"_id": user.tenant_id})
-        tenant = self.tenants.validate(tenant_doc) if tenant_doc is not None else None
+        tenant = self.tenant_models.validate(tenant_doc) if tenant_doc is not None else None
         if tenant is None or not tenant.is_active:
             raise Unauthorized("The company is not active")
         # two round trips (user, tenant); roles and tables come from the process cache
@@ -231,7 +220,7 @@ class AuthService:
         the same way every time), its expiry at every request; only tokens that verified are
         kept, so made-up tokens cannot fill the cache. Whether the token is still alive (the
         user's epoch, active flags) is decided by `authenticate` from the documents it reads."""
-        claims = self.verified.get(bearer)
+        claims: AccessClaims | None = self.verified.get(bearer)
         if claims is None:
             claims = self.codec.decode(bearer)
             self.verified[bearer] = claims
@@ -269,7 +258,7 @@ async def build_context(
     if cache is not None:
         permissions = await cache.permissions(db, tenant, user.role_ids)
     else:
-        permissions = await resolve_permissions(db, user.role_ids)
+        permissions = await RoleService.permissions_of(db, user.role_ids)
     settings = storage.settings
     values = ValueContext(
         timezone=_zone(tenant.timezone),
@@ -303,9 +292,10 @@ async def context_for_user(storage: Storage, tenant_id: str, user_id: str) -> Te
     """The context of a user for background work (imports) started on their behalf: checked
     when the work runs, so a user deactivated or moved to another company in the meantime gets
     no further (401)."""
-    if not PydanticObjectId.is_valid(user_id) or not PydanticObjectId.is_valid(tenant_id):
+    parsed = parse_object_id(user_id)
+    if parsed is None or parse_object_id(tenant_id) is None:
         raise Unauthorized("Unknown user")
-    user = await User.get(PydanticObjectId(user_id))
+    user = await User.get(parsed)
     if user is None or str(user.tenant_id) != tenant_id or not user.is_active:
         raise Unauthorized("The user is no longer active in this company")
     tenant = await Tenant.get(user.tenant_id)

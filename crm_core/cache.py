@@ -115,7 +115,7 @@ class ValidatedDocuments(Generic[Model]):
         self._models: LRUCache[Any, tuple[dict[str, Any], Model]] = LRUCache(size)
 
     def validate(self, doc: dict[str, Any]) -> Model:
-        cached = self._models.get(doc["_id"])
+        cached: tuple[dict[str, Any], Model] | None = self._models.get(doc["_id"])
         if cached is None or cached[0] != doc:
             cached = (doc, self.model.model_validate(doc))
             self._models[doc["_id"]] = cached

@@ -11,95 +11,108 @@ from crm_core.cache import roles_changed
 from crm_core.context import TenantContext
 from crm_core.errors import Conflict, NotFound, ValidationFailed
 from crm_core.grants import check_grant
-from crm_core.ids import object_id
+from crm_core.ids import parse_object_id
+from crm_core.shares import ShareService
 from crm_core.tenancy import ROLES
+from models.access import RoleIn, RolePatch, RoleRecord
 from models.accounts import User
 
 OWNER = "owner"
 
 
-async def list_roles(ctx: TenantContext) -> list[dict[str, Any]]:
-    roles: list[dict[str, Any]] = (
-        await ctx.db[ROLES].find().sort([("builtin", -1), ("name", 1)]).to_list(None)
-    )
-    return roles
+class RoleService:
+    """The company's roles. Every write moves the tenant's `roles` version (crm_core/cache.py),
+    so every process re-reads permissions at its next request; deleting a role ends its shares."""
 
+    def __init__(self, shares: ShareService) -> None:
+        self.shares = shares
 
-async def get_role(ctx: TenantContext, role_id: str) -> dict[str, Any]:
-    role: dict[str, Any] | None = await ctx.db[ROLES].find_one({"_id": object_id(role_id, "Role")})
-    if role is None:
-        raise NotFound("Role not found")
-    return role
+    async def list_roles(self, ctx: TenantContext) -> list[RoleRecord]:
+        cursor = ctx.db[ROLES].find().sort([("builtin", -1), ("name", 1)])
+        return [RoleRecord.from_document(doc) async for doc in cursor]
 
+    async def get_role(self, ctx: TenantContext, role_id: ObjectId) -> RoleRecord:
+        doc: dict[str, Any] | None = await ctx.db[ROLES].find_one({"_id": role_id})
+        if doc is None:
+            raise NotFound("Role not found")
+        return RoleRecord.from_document(doc)
 
-async def owner_role_id(ctx: TenantContext) -> str:
-    role = await ctx.db[ROLES].find_one({"key": OWNER}, {"_id": 1})
-    return str(role["_id"]) if role else ""
+    async def owner_role_id(self, ctx: TenantContext) -> str:
+        role = await ctx.db[ROLES].find_one({"key": OWNER}, {"_id": 1})
+        return str(role["_id"]) if role else ""
 
+    async def create_role(self, ctx: TenantContext, data: RoleIn) -> RoleRecord:
+        """Unknown codes never get here (RoleIn); codes the caller lacks are a 403."""
+        check_grant(ctx, data.permissions)
+        now = datetime.now(UTC)
+        role = RoleRecord(
+            id=ObjectId(),
+            # no `key`: left unset, so it is not stored (see RoleRecord)
+            name=data.name,
+            permissions=sorted(set(data.permissions)),
+            builtin=False,
+            created_at=now,
+            updated_at=now,
+        )
+        await ctx.db[ROLES].insert_one(role.to_document())
+        await roles_changed(ctx.tenant)
+        return role
 
-async def create_role(ctx: TenantContext, name: str, permissions: list[str]) -> dict[str, Any]:
-    check_grant(ctx, permissions)
-    now = datetime.now(UTC)
-    role = {
-        "_id": ObjectId(),
-        # no `key`: the sparse unique index skips absent fields only (a null is indexed, and
-        # a second custom role would collide on a real MongoDB; mongomock skips nulls too)
-        "name": name,
-        "permissions": sorted(set(permissions)),
-        "builtin": False,
-        "created_at": now,
-        "updated_at": now,
-    }
-    await ctx.db[ROLES].insert_one(role)
-    await roles_changed(ctx.tenant)
-    return role
+    async def update_role(
+        self, ctx: TenantContext, role_id: ObjectId, patch: RolePatch
+    ) -> RoleRecord:
+        role = await self.get_role(ctx, role_id)
+        if role.key == OWNER:
+            raise Conflict("The owner role cannot be changed")
+        changes: dict[str, Any] = {"updated_at": datetime.now(UTC)}
+        if patch.name is not None:
+            changes["name"] = patch.name
+        if patch.permissions is not None:
+            # a role above the caller is not theirs to reshape, and what it gets must be held
+            check_grant(ctx, role.permissions, what="change a role with")
+            check_grant(ctx, patch.permissions)
+            changes["permissions"] = sorted(set(patch.permissions))
+        await ctx.db[ROLES].update_one({"_id": role.id}, {"$set": changes})
+        await roles_changed(ctx.tenant)
+        return role.model_copy(update=changes)
 
+    async def delete_role(self, ctx: TenantContext, role_id: ObjectId) -> None:
+        role = await self.get_role(ctx, role_id)
+        if role.builtin:
+            raise Conflict("Built-in roles cannot be deleted")
+        holders = await User.find(
+            User.tenant_id == ctx.tenant.id,
+            User.role_ids == str(role.id),  # type: ignore[comparison-overlap]  # array holds it
+        ).count()
+        if holders:
+            raise Conflict(f"{holders} users hold this role; give them other roles first")
+        await ctx.db[ROLES].delete_one({"_id": role.id})
+        await roles_changed(ctx.tenant)
+        await self.shares.forget_role(ctx, str(role.id))
 
-async def update_role(
-    ctx: TenantContext, role_id: str, name: str | None, permissions: list[str] | None
-) -> dict[str, Any]:
-    role = await get_role(ctx, role_id)
-    if role.get("key") == OWNER:
-        raise Conflict("The owner role cannot be changed")
-    changes: dict[str, Any] = {"updated_at": datetime.now(UTC)}
-    if name is not None:
-        changes["name"] = name
-    if permissions is not None:
-        # a role above the caller is not theirs to reshape, and what it gets must be held
-        check_grant(ctx, role.get("permissions", []), what="change a role with")
-        check_grant(ctx, permissions)
-        changes["permissions"] = sorted(set(permissions))
-    await ctx.db[ROLES].update_one({"_id": role["_id"]}, {"$set": changes})
-    await roles_changed(ctx.tenant)
-    return {**role, **changes}
+    @staticmethod
+    async def permissions_of(db: Any, role_ids: list[str]) -> frozenset[str]:
+        """The union of the permissions of the roles `role_ids` in the tenant database `db`
+        (ids that are not roles grant nothing). The process cache (crm_core/cache.py) answers
+        this on the request path; this reads afresh."""
+        ids = [parsed for r in role_ids if (parsed := parse_object_id(r)) is not None]
+        if not ids:
+            return frozenset()
+        perms: set[str] = set()
+        async for role in db[ROLES].find({"_id": {"$in": ids}}, {"permissions": 1}):
+            perms.update(role.get("permissions", []))
+        return frozenset(perms)
 
-
-async def delete_role(ctx: TenantContext, role_id: str) -> None:
-    role = await get_role(ctx, role_id)
-    if role.get("builtin"):
-        raise Conflict("Built-in roles cannot be deleted")
-    holders = await User.find(
-        User.tenant_id == ctx.tenant.id,
-        User.role_ids == str(role["_id"]),  # type: ignore[comparison-overlap]  # array holds it
-    ).count()
-    if holders:
-        raise Conflict(f"{holders} users hold this role; give them other roles first")
-    await ctx.db[ROLES].delete_one({"_id": role["_id"]})
-    await roles_changed(ctx.tenant)
-    from crm_core.shares import forget_role
-
-    await forget_role(ctx, str(role["_id"]))
-
-
-async def check_role_ids(
-    ctx: TenantContext, role_ids: list[str], field: str = "role_ids"
-) -> list[str]:
-    """Every id must be a role of this tenant: anything else is a 400 naming the item."""
-    errors = []
-    for index, role_id in enumerate(role_ids):
-        ok = isinstance(role_id, str) and len(role_id) == 24 and ObjectId.is_valid(role_id)
-        if not ok or not await ctx.db[ROLES].count_documents({"_id": ObjectId(role_id)}, limit=1):
-            errors.append({"field": f"{field}.{index}", "message": "no such role"})
-    if errors:
-        raise ValidationFailed(f"{errors[0]['field']}: {errors[0]['message']}", errors)
-    return list(dict.fromkeys(role_ids))
+    async def check_role_ids(
+        self, ctx: TenantContext, role_ids: list[str], field: str = "role_ids"
+    ) -> list[str]:
+        """Every id must be a role of this tenant: anything else is a 400 naming the item.
+        Returns the ids without repeats, in their order."""
+        errors = []
+        for index, role_id in enumerate(role_ids):
+            parsed = parse_object_id(role_id)
+            if parsed is None or not await ctx.db[ROLES].count_documents({"_id": parsed}, limit=1):
+                errors.append({"field": f"{field}.{index}", "message": "no such role"})
+        if errors:
+            raise ValidationFailed(f"{errors[0]['field']}: {errors[0]['message']}", errors)
+        return list(dict.fromkeys(role_ids))

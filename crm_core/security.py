@@ -14,20 +14,18 @@ import bcrypt
 import jwt
 
 from crm_core.errors import Unauthorized, ValidationFailed
+from crm_core.passwords import PASSWORD_MAX_BYTES, password_problem
 from crm_core.settings import MIN_SECRET_KEY_BYTES
 
 JWT_ALGORITHM = "HS256"
-PASSWORD_MIN_CHARS = 8
-PASSWORD_MAX_BYTES = 72  # bcrypt 5 refuses longer secrets; we never truncate silently
 BCRYPT_ROUNDS = 12
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "jti", "tid"]
 
 
 def check_password_policy(password: str, field: str = "password") -> None:
-    if len(password) < PASSWORD_MIN_CHARS:
-        raise ValidationFailed.field(field, f"must be at least {PASSWORD_MIN_CHARS} characters")
-    if len(password.encode()) > PASSWORD_MAX_BYTES:
-        raise ValidationFailed.field(field, f"must be at most {PASSWORD_MAX_BYTES} bytes in UTF-8")
+    problem = password_problem(password)
+    if problem is not None:
+        raise ValidationFailed.field(field, problem)
 
 
 async def hash_password(password: str, rounds: int = BCRYPT_ROUNDS) -> str:

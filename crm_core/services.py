@@ -6,17 +6,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crm_core.admin import AdminService
+from crm_core.aliases import AliasService
 from crm_core.auth import AuthService
 from crm_core.columns import ColumnType
 from crm_core.files.exports import ExportService
 from crm_core.files.imports import ImportService
 from crm_core.registry import Registry
+from crm_core.roles import RoleService
 from crm_core.settings import Settings
+from crm_core.shares import ShareService
 from crm_core.storage import Storage
 from crm_core.tables.meta import MetaService
 from crm_core.tables.rows import RowService
 from crm_core.tenancy import TenantService  # ops: company settings
 from crm_core.tokens import ApiTokenService
+from crm_core.users import UserService
 from crm_core.validators import ColumnValidator
 from crm_core.webhooks import WebhookService
 
@@ -33,6 +37,11 @@ class Services:
     admin: AdminService  # the operator's panel (/admin)
     imports: ImportService  # files: CSV/XLSX import and export
     exports: ExportService
+    # services: the account domains
+    roles: RoleService
+    users: UserService
+    shares: ShareService
+    aliases: AliasService
     sms_queue: Any = None  # crm_core.sms.SmsQueue, set when the broker starts
     # ops: company settings (/api/tenant)
     tenants: TenantService = field(default_factory=TenantService)

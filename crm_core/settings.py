@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from crm_core.passwords import PASSWORD_MAX_BYTES, PASSWORD_MIN_CHARS, password_problem
+
 log = logging.getLogger(__name__)
 
 MIN_SECRET_KEY_BYTES = 32
@@ -134,10 +136,10 @@ class Settings(BaseSettings):
             password = self.crm_superuser_password or ""
             if "@" not in self.crm_superuser_email:
                 raise SettingsError("CRM_SUPERUSER_EMAIL must be an email address")
-            if len(password) < 8 or len(password.encode()) > 72:
+            if password_problem(password) is not None:
                 raise SettingsError(
-                    "CRM_SUPERUSER_PASSWORD must be set, 8 characters to 72 bytes, "
-                    "when CRM_SUPERUSER_EMAIL is"
+                    f"CRM_SUPERUSER_PASSWORD must be set, {PASSWORD_MIN_CHARS} characters to "
+                    f"{PASSWORD_MAX_BYTES} bytes, when CRM_SUPERUSER_EMAIL is"
                 )
         if self.sms_provider == "smsru" and not self.smsru_api_id:
             raise SettingsError("SMSRU_API_ID is required with SMS_PROVIDER=smsru")

@@ -1,4 +1,4 @@
-"""Creating tenants and resolving a user's rights inside one."""
+"""Companies (tenants): creating and dropping one, and its own settings (SPEC §12)."""
 
 from __future__ import annotations
 
@@ -17,55 +17,10 @@ from crm_core.errors import ValidationFailed
 from crm_core.indexes import ensure_tenant_indexes
 from crm_core.permissions import BUILTIN_ROLES
 from crm_core.storage import Storage
+from models.access import RoleRecord
 from models.accounts import Tenant, TenantPatch, timezone_names
 
 ROLES = "_roles"
-
-
-async def create_tenant(storage: Storage, name: str) -> tuple[Tenant, str]:
-    """Create the tenant document and its database with the built-in roles.
-
-    Returns the tenant and the id of its `owner` role.
-    """
-    settings = storage.settings
-    tenant = Tenant(
-        name=name, timezone=settings.default_timezone, phone_region=settings.default_phone_region
-    )
-    await tenant.insert()
-    db = storage.tenant_db(str(tenant.id))
-    now = datetime.now(UTC)
-    roles = [
-        {
-            "_id": ObjectId(),
-            "key": key,
-            "name": title,
-            "permissions": perms,
-            "builtin": True,
-            "created_at": now,
-            "updated_at": now,
-        }
-        for key, (title, perms) in BUILTIN_ROLES.items()
-    ]
-    await db[ROLES].insert_many(roles)
-    await ensure_tenant_indexes(db)
-    await ensure_builtin_tables(db)
-    owner_role = next(r for r in roles if r["key"] == "owner")
-    return tenant, str(owner_role["_id"])
-
-
-async def drop_tenant(storage: Storage, tenant: Tenant) -> None:
-    await storage.client.drop_database(storage.tenant_db_name(str(tenant.id)))
-    await tenant.delete()
-
-
-async def resolve_permissions(db: Any, role_ids: list[str]) -> frozenset[str]:
-    ids = [ObjectId(r) for r in role_ids if ObjectId.is_valid(r)]
-    if not ids:
-        return frozenset()
-    perms: set[str] = set()
-    async for role in db[ROLES].find({"_id": {"$in": ids}}, {"permissions": 1}):
-        perms.update(role.get("permissions", []))
-    return frozenset(perms)
 
 
 # ---- company settings (`/api/tenant`) -----------------------------------------------------
@@ -98,11 +53,50 @@ def check_phone_region(code: str) -> str:
 
 
 class TenantService:
-    """The company's own settings: name, time zone, default phone region.
+    """Companies: creating one (its database and built-in roles), dropping one, and its own
+    settings: name, time zone, default phone region.
 
-    `update_settings` is the ONE place that writes them: a per-process cache of tenant
+    `update_settings` is the ONE place that writes the settings: a per-process cache of tenant
     settings invalidates itself there.
     """
+
+    @staticmethod
+    async def create_tenant(storage: Storage, name: str) -> tuple[Tenant, str]:
+        """Create the tenant document and its database with the built-in roles.
+
+        Returns the tenant and the id of its `owner` role.
+        """
+        settings = storage.settings
+        tenant = Tenant(
+            name=name,
+            timezone=settings.default_timezone,
+            phone_region=settings.default_phone_region,
+        )
+        await tenant.insert()
+        db = storage.tenant_db(str(tenant.id))
+        now = datetime.now(UTC)
+        roles = [
+            RoleRecord(
+                id=ObjectId(),
+                key=key,
+                name=title,
+                permissions=perms,
+                builtin=True,
+                created_at=now,
+                updated_at=now,
+            )
+            for key, (title, perms) in BUILTIN_ROLES.items()
+        ]
+        await db[ROLES].insert_many([role.to_document() for role in roles])
+        await ensure_tenant_indexes(db)
+        await ensure_builtin_tables(db)
+        owner_role = next(r for r in roles if r.key == "owner")
+        return tenant, str(owner_role.id)
+
+    @staticmethod
+    async def drop_tenant(storage: Storage, tenant: Tenant) -> None:
+        await storage.client.drop_database(storage.tenant_db_name(str(tenant.id)))
+        await tenant.delete()
 
     async def get_settings(self, ctx: TenantContext) -> Tenant:
         return ctx.tenant
@@ -133,3 +127,7 @@ class TenantService:
                 phone_region=ctx.tenant.phone_region,
             )
         return ctx.tenant
+
+
+# crm_core/admin.py (not on this branch) creates the platform's own company with this name
+create_tenant = TenantService.create_tenant

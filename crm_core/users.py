@@ -9,123 +9,145 @@ manager lacks (crm_core/grants.py).
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
+
+from bson import ObjectId
 
 from crm_core.context import TenantContext
 from crm_core.errors import Conflict, Forbidden, NotFound
 from crm_core.grants import check_grant
-from crm_core.ids import object_id
-from crm_core.roles import check_role_ids, owner_role_id
-from crm_core.security import hash_password
+from crm_core.roles import RoleService
+from crm_core.security import hash_password, new_temporary_password
 from crm_core.sessions import end_all_sessions
 from crm_core.storage import DuplicateKeyError
-from crm_core.tenancy import resolve_permissions
+from models.access import UserCreateIn, UserPatch
 from models.accounts import User
 
-
-async def list_users(ctx: TenantContext) -> list[User]:
-    return await User.find(User.tenant_id == ctx.tenant.id).sort("+email").to_list()
+log = logging.getLogger(__name__)
 
 
-async def get_user(ctx: TenantContext, user_id: str) -> User:
-    user = await User.get(object_id(user_id, "User"))
-    if user is None or user.tenant_id != ctx.tenant.id:
-        raise NotFound("User not found")
-    return user
+class UserService:
+    def __init__(self, roles: RoleService, bcrypt_rounds: int) -> None:
+        self.roles = roles
+        self.bcrypt_rounds = bcrypt_rounds
 
+    async def list_users(self, ctx: TenantContext) -> list[User]:
+        return await User.find(User.tenant_id == ctx.tenant.id).sort("+email").to_list()
 
-async def check_may_manage_user(ctx: TenantContext, user: User) -> None:
-    """Only owners manage an owner's account; nobody manages a user holding permissions the
-    caller lacks (resetting their password would hand those permissions over)."""
-    if await owner_role_id(ctx) in user.role_ids and not ctx.has("tenant.manage"):
-        raise Forbidden("Only an owner can change an owner's account")
-    permissions = await resolve_permissions(ctx.db, user.role_ids)
-    check_grant(ctx, permissions, what="manage a user with")
+    async def get_user(self, ctx: TenantContext, user_id: ObjectId) -> User:
+        user = await User.get(user_id)
+        if user is None or user.tenant_id != ctx.tenant.id:
+            raise NotFound("User not found")
+        return user
 
+    async def check_may_manage_user(self, ctx: TenantContext, user: User) -> None:
+        """Only owners manage an owner's account; nobody manages a user holding permissions the
+        caller lacks (resetting their password would hand those permissions over)."""
+        if await self.roles.owner_role_id(ctx) in user.role_ids and not ctx.has("tenant.manage"):
+            raise Forbidden("Only an owner can change an owner's account")
+        permissions = await self.roles.permissions_of(ctx.db, user.role_ids)
+        check_grant(ctx, permissions, what="manage a user with")
 
-async def check_may_give_roles(ctx: TenantContext, role_ids: list[str]) -> None:
-    """The owner role only from an owner; any role only with permissions the caller holds."""
-    if role_ids and await owner_role_id(ctx) in role_ids and not ctx.has("tenant.manage"):
-        raise Forbidden("Only an owner can grant the owner role")
-    check_grant(ctx, await resolve_permissions(ctx.db, role_ids))
+    async def check_may_give_roles(self, ctx: TenantContext, role_ids: list[str]) -> None:
+        """The owner role only from an owner; any role only with permissions the caller holds."""
+        owner = role_ids and await self.roles.owner_role_id(ctx) in role_ids
+        if owner and not ctx.has("tenant.manage"):
+            raise Forbidden("Only an owner can grant the owner role")
+        check_grant(ctx, await self.roles.permissions_of(ctx.db, role_ids))
 
-
-async def create_user(
-    ctx: TenantContext,
-    email: str,
-    full_name: str,
-    password: str,
-    role_ids: list[str],
-    bcrypt_rounds: int,
-) -> User:
-    role_ids = await check_role_ids(ctx, role_ids)
-    await check_may_give_roles(ctx, role_ids)
-    if await User.find_one(User.email == email):
-        raise _email_taken()
-    user = User(
-        tenant_id=ctx.tenant.id,
-        email=email,
-        full_name=full_name,
-        password_hash=await hash_password(password, bcrypt_rounds),
-        role_ids=role_ids,
-    )
-    try:
-        await user.insert()
-    except DuplicateKeyError:
-        raise _email_taken() from None
-    return user
-
-
-async def update_user(
-    ctx: TenantContext,
-    user_id: str,
-    full_name: str | None,
-    role_ids: list[str] | None,
-    is_active: bool | None,
-) -> User:
-    user = await get_user(ctx, user_id)
-    owner_id = await owner_role_id(ctx)
-    await check_may_manage_user(ctx, user)
-    new_roles = user.role_ids if role_ids is None else await check_role_ids(ctx, role_ids)
-    if role_ids is not None:
-        await check_may_give_roles(ctx, [r for r in new_roles if r not in user.role_ids])
-    active = user.is_active if is_active is None else is_active
-    if is_active is False and str(user.id) == ctx.user_id:
-        raise Conflict("You cannot deactivate yourself")
-    stays_owner = owner_id in new_roles and active
-    loses_owner = owner_id in user.role_ids and user.is_active and not stays_owner
-    if loses_owner and await _active_owners(ctx, owner_id) <= 1:
-        raise _last_owner()
-    changes: dict[str, object] = {"role_ids": new_roles, "is_active": active}
-    if full_name is not None:
-        changes["full_name"] = full_name
-    # $set only what changes: a whole-document save could write back stale token epochs
-    if not active:
-        stored = await end_all_sessions(user.id, changes)  # type: ignore[arg-type]
-    else:
-        stored = await User.get_motor_collection().find_one_and_update(
-            {"_id": user.id},
-            {"$set": {**changes, "updated_at": datetime.now(UTC)}},
-            return_document=True,
+    async def create_user(self, ctx: TenantContext, data: UserCreateIn) -> User:
+        """`role_ids` must be roles of this company (400 names the bad one); the owner role
+        only from an owner (403); the email must be new on the platform (409)."""
+        role_ids = await self.roles.check_role_ids(ctx, data.role_ids)
+        await self.check_may_give_roles(ctx, role_ids)
+        if await User.find_one(User.email == data.email):
+            raise _email_taken()
+        user = User(
+            tenant_id=ctx.tenant.id,
+            email=data.email,
+            full_name=data.full_name,
+            password_hash=await hash_password(data.password, self.bcrypt_rounds),
+            role_ids=role_ids,
         )
-    if stored is None:
-        raise NotFound("User not found")
-    if loses_owner and await _active_owners(ctx, owner_id) == 0:
-        # two owners stepping down at once both passed the check above: undo ours
-        await User.get_motor_collection().update_one(
-            {"_id": user.id}, {"$set": {"role_ids": user.role_ids, "is_active": True}}
+        try:
+            await user.insert()
+        except DuplicateKeyError:
+            raise _email_taken() from None
+        return user
+
+    async def update_user(self, ctx: TenantContext, user_id: ObjectId, patch: UserPatch) -> User:
+        """Name, roles and activity; deactivating ends every session of the user. The company
+        keeps one active owner, also against two owners stepping down at once (409)."""
+        user = await self.get_user(ctx, user_id)
+        owner_id = await self.roles.owner_role_id(ctx)
+        await self.check_may_manage_user(ctx, user)
+        new_roles = (
+            user.role_ids
+            if patch.role_ids is None
+            else await self.roles.check_role_ids(ctx, patch.role_ids)
         )
-        raise _last_owner()
-    updated: User = User.model_validate(stored)
-    return updated
+        if patch.role_ids is not None:
+            await self.check_may_give_roles(ctx, [r for r in new_roles if r not in user.role_ids])
+        active = user.is_active if patch.is_active is None else patch.is_active
+        if patch.is_active is False and str(user.id) == ctx.user_id:
+            raise Conflict("You cannot deactivate yourself")
+        stays_owner = owner_id in new_roles and active
+        loses_owner = owner_id in user.role_ids and user.is_active and not stays_owner
+        if loses_owner and await self._active_owners(ctx, owner_id) <= 1:
+            raise _last_owner()
+        changes: dict[str, object] = {"role_ids": new_roles, "is_active": active}
+        if patch.full_name is not None:
+            changes["full_name"] = patch.full_name
+        # $set only what changes: a whole-document save could write back stale token epochs
+        if not active:
+            stored = await end_all_sessions(user.id, changes)  # type: ignore[arg-type]
+        else:
+            stored = await User.get_motor_collection().find_one_and_update(
+                {"_id": user.id},
+                {"$set": {**changes, "updated_at": datetime.now(UTC)}},
+                return_document=True,
+            )
+        if stored is None:
+            raise NotFound("User not found")
+        if loses_owner and await self._active_owners(ctx, owner_id) == 0:
+            # two owners stepping down at once both passed the check above: undo ours
+            await User.get_motor_collection().update_one(
+                {"_id": user.id}, {"$set": {"role_ids": user.role_ids, "is_active": True}}
+            )
+            raise _last_owner()
+        updated: User = User.model_validate(stored)
+        return updated
 
+    async def deactivate_user(self, ctx: TenantContext, user_id: ObjectId) -> User:
+        """Users are deactivated, not erased: their rows keep their author."""
+        return await self.update_user(ctx, user_id, UserPatch(is_active=False))
 
-async def _active_owners(ctx: TenantContext, owner_id: str) -> int:
-    return await User.find(
-        User.tenant_id == ctx.tenant.id,
-        User.role_ids == owner_id,  # type: ignore[comparison-overlap]  # array holds it
-        User.is_active == True,  # noqa: E712 - a query, not a test
-    ).count()
+    async def set_temporary_password(self, ctx: TenantContext, user_id: ObjectId) -> str:
+        """An admin resets another user's password to a generated one, returned once. The user
+        must change it at the next sign-in; every session of theirs ends now."""
+        user = await self.get_user(ctx, user_id)
+        if str(user.id) == ctx.user_id:
+            raise Conflict("Change your own password with POST /api/auth/password")
+        await self.check_may_manage_user(ctx, user)
+        temporary = new_temporary_password()
+        password_hash = await hash_password(temporary, self.bcrypt_rounds)
+        stored = await end_all_sessions(
+            user.id,  # type: ignore[arg-type]
+            {"password_hash": password_hash, "must_change_password": True},
+        )
+        if stored is None:
+            raise Conflict("The user changed meanwhile; try again")
+        log.info("user %s set a temporary password for user %s", ctx.user_id, user.id)
+        return temporary
+
+    @staticmethod
+    async def _active_owners(ctx: TenantContext, owner_id: str) -> int:
+        return await User.find(
+            User.tenant_id == ctx.tenant.id,
+            User.role_ids == owner_id,  # type: ignore[comparison-overlap]  # array holds it
+            User.is_active == True,  # noqa: E712 - a query, not a test
+        ).count()
 
 
 def _last_owner() -> Conflict:

@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from crm_core import aliases
 from crm_core.tables.access import Level
 from handlers.routing import Authenticated, Call, RouteTable, TableAccess
 from models.access import AliasIn, AliasList, AliasOut
 
 routes = RouteTable("aliases")
 ALIAS = "/api/aliases/{table}"
-
-
-def alias_out(key: str, doc: dict[str, Any] | None) -> AliasOut:
-    doc = doc or {}
-    return AliasOut(table_key=key, table=doc.get("name"), columns=doc.get("columns") or {})
 
 
 @routes.get(
@@ -26,8 +18,8 @@ def alias_out(key: str, doc: dict[str, Any] | None) -> AliasOut:
 )
 async def list_aliases(call: Call) -> AliasList:
     tables = await call.services.meta.list_tables(call.ctx)
-    found = await aliases.aliases_for(call.ctx, [t.key for t in tables])
-    return AliasList(items=[alias_out(k, d) for k, d in sorted(found.items())])
+    found = await call.services.aliases.find(call.ctx, [t.key for t in tables])
+    return AliasList(items=[AliasOut.from_record(k, a) for k, a in sorted(found.items())])
 
 
 @routes.put(
@@ -37,12 +29,11 @@ async def list_aliases(call: Call) -> AliasList:
     body=AliasIn,
     response=AliasOut,
 )
-async def put_alias(call: Call) -> AliasOut:
+async def put_alias(call: Call, body: AliasIn) -> AliasOut:
     """Replaces the table's aliases; unknown column keys are a 400. Keys and data never change;
     meta responses show the names as `display_name`."""
-    body: AliasIn = call.body
-    doc = await aliases.put_alias(call.ctx, call.tbl, body.table, body.columns)
-    return alias_out(call.tbl.key, doc)
+    alias = await call.services.aliases.put(call.ctx, call.tbl, body)
+    return AliasOut.from_record(call.tbl.key, alias)
 
 
 @routes.delete(
@@ -52,4 +43,4 @@ async def put_alias(call: Call) -> AliasOut:
     status=204,
 )
 async def delete_alias(call: Call) -> None:
-    await aliases.delete_alias(call.ctx, call.tbl.key)
+    await call.services.aliases.delete(call.ctx, call.tbl.key)

@@ -8,19 +8,23 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from crm_core.admin import AdminService
+from crm_core.aliases import AliasService
 from crm_core.auth import AuthService
 from crm_core.builtin_tables import migrate_all
 from crm_core.columns import default_column_types
 from crm_core.files.exports import ExportService
 from crm_core.files.imports import ImportService
 from crm_core.filters import FilterBuilder, default_filter_operators
+from crm_core.roles import RoleService
 from crm_core.services import Services
 from crm_core.settings import Settings
+from crm_core.shares import ShareService
 from crm_core.storage import Storage
 from crm_core.tables.meta import MetaService
 from crm_core.tables.rows import RowService
 from crm_core.tenancy import TenantService
 from crm_core.tokens import ApiTokenService
+from crm_core.users import UserService
 from crm_core.validators import default_validators
 from crm_core.webhooks import WebhookService
 from handlers import (
@@ -89,7 +93,12 @@ def create_app(settings: Settings) -> web.Application:
     column_types = default_column_types()
     validators = default_validators()
     rows = RowService(column_types, FilterBuilder(default_filter_operators()), validators)
-    auth_service = AuthService(settings, storage)
+    # services: the account domains
+    shares = ShareService(column_types)
+    roles_service = RoleService(shares)
+    users_service = UserService(roles_service, settings.bcrypt_rounds)
+    tenants = TenantService()
+    auth_service = AuthService(settings, storage, users_service, tenants)
     services = app[SERVICES] = Services(
         settings=settings,
         storage=storage,
@@ -101,7 +110,12 @@ def create_app(settings: Settings) -> web.Application:
         imports=ImportService(rows, settings),
         exports=ExportService(rows, settings.export_max_concurrent),
         admin=AdminService(settings, storage, auth_service),
-        tenants=TenantService(),  # ops: company settings
+        tenants=tenants,  # ops: company settings
+        # services: the account domains
+        roles=roles_service,
+        users=users_service,
+        shares=shares,
+        aliases=AliasService(),
     )
     # integrations: webhooks hear row events from the row service
     services.webhooks = WebhookService(settings, storage, column_types)

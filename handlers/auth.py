@@ -11,8 +11,6 @@ from models.accounts import (
     RefreshIn,
     RegisterIn,
     TokenPair,
-    tenant_out,
-    user_out,
 )
 
 routes = RouteTable("auth")
@@ -27,10 +25,10 @@ routes = RouteTable("auth")
     status=201,
     errors=(403, 409),
 )
-async def register(call: Call) -> TokenPair:
+async def register(call: Call, body: RegisterIn) -> TokenPair:
     """Creates the tenant, its database and its owner user, and signs the owner in.
     403 when registration is switched off by `REGISTRATION_ENABLED=false`."""
-    return await call.services.auth.register(call.body)
+    return await call.services.auth.register(body)
 
 
 @routes.post(
@@ -41,12 +39,10 @@ async def register(call: Call) -> TokenPair:
     response=TokenPair,
     errors=(401, 429),
 )
-async def login(call: Call) -> TokenPair:
+async def login(call: Call, body: LoginIn) -> TokenPair:
     """Unknown email and wrong password answer the same 401. Repeated failures for one email
     or one client address answer 429 with `Retry-After`."""
-    return await call.services.auth.login(
-        call.body.email, call.body.password, call.request.remote or "unknown"
-    )
+    return await call.services.auth.login(body, call.request.remote or "unknown")
 
 
 @routes.post(
@@ -57,9 +53,9 @@ async def login(call: Call) -> TokenPair:
     response=TokenPair,
     errors=(401,),
 )
-async def refresh(call: Call) -> TokenPair:
+async def refresh(call: Call, body: RefreshIn) -> TokenPair:
     """Each refresh token works once; presenting a used one again revokes its whole family."""
-    return await call.services.auth.refresh(call.body.refresh_token)
+    return await call.services.auth.refresh(body)
 
 
 @routes.post(
@@ -70,12 +66,10 @@ async def refresh(call: Call) -> TokenPair:
     status=204,
     allow_pending_password=True,
 )
-async def logout(call: Call) -> None:
+async def logout(call: Call, body: LogoutIn) -> None:
     """Revokes the access token used for this call and, when given, the refresh token's family
     (then the user's other access tokens end too; their refresh tokens still work)."""
-    await call.services.auth.logout(
-        call.ctx, call.token["jti"], call.token["expires_at"], call.body.refresh_token
-    )
+    await call.services.auth.logout(call.ctx, body)
 
 
 @routes.post(
@@ -87,13 +81,11 @@ async def logout(call: Call) -> None:
     errors=(409, 429),
     allow_pending_password=True,
 )
-async def change_password(call: Call) -> TokenPair:
+async def change_password(call: Call, body: PasswordChangeIn) -> TokenPair:
     """Needs the current password (400 naming `current_password` when wrong; wrong guesses
     count as failed logins and end in 429). Every session of the user ends, this one included:
     the answer is a fresh token pair for the caller. Also clears a temporary password."""
-    return await call.services.auth.change_password(
-        call.ctx, call.body.current_password, call.body.new_password
-    )
+    return await call.services.auth.change_password(call.ctx, body)
 
 
 @routes.get(
@@ -104,7 +96,4 @@ async def change_password(call: Call) -> TokenPair:
     allow_pending_password=True,
 )
 async def me(call: Call) -> MeOut:
-    ctx = call.ctx
-    return MeOut(
-        user=user_out(ctx.user), tenant=tenant_out(ctx.tenant), permissions=sorted(ctx.permissions)
-    )
+    return MeOut.build(call.ctx.user, call.ctx.tenant, call.ctx.permissions)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from bson import ObjectId
 
-from crm_core import roles
 from crm_core.permissions import PERMISSIONS
 from handlers.routing import Authenticated, Call, Permission, RouteTable
 from models.access import (
@@ -19,16 +18,6 @@ from models.access import (
 routes = RouteTable("roles")
 ROLE = "/api/roles/{role_id}"
 MANAGE = Permission(code="roles.manage")
-
-
-def role_out(role: dict[str, Any]) -> RoleOut:
-    return RoleOut(
-        id=str(role["_id"]),
-        key=role.get("key"),
-        name=role["name"],
-        permissions=role.get("permissions", []),
-        builtin=bool(role.get("builtin")),
-    )
 
 
 @routes.get(
@@ -46,7 +35,8 @@ async def list_permissions(call: Call) -> PermissionList:
 
 @routes.get("/api/roles", access=Authenticated(), summary="The company's roles", response=RoleList)
 async def list_roles(call: Call) -> RoleList:
-    return RoleList(items=[role_out(r) for r in await roles.list_roles(call.ctx)])
+    roles = await call.services.roles.list_roles(call.ctx)
+    return RoleList(items=[RoleOut.from_record(role) for role in roles])
 
 
 @routes.post(
@@ -55,12 +45,12 @@ async def list_roles(call: Call) -> RoleList:
 async def create_role(call: Call, body: RoleIn) -> RoleOut:
     """Unknown permission codes are a 400; granting a permission the caller does not hold is
     a 403."""
-    return role_out(await roles.create_role(call.ctx, body.name, body.permissions))
+    return RoleOut.from_record(await call.services.roles.create_role(call.ctx, body))
 
 
 @routes.get(ROLE, access=Authenticated(), summary="A role", response=RoleOut, errors=(404,))
-async def get_role(call: Call, role_id: str) -> RoleOut:
-    return role_out(await roles.get_role(call.ctx, role_id))
+async def get_role(call: Call, role_id: ObjectId) -> RoleOut:
+    return RoleOut.from_record(await call.services.roles.get_role(call.ctx, role_id))
 
 
 @routes.patch(
@@ -71,12 +61,12 @@ async def get_role(call: Call, role_id: str) -> RoleOut:
     response=RoleOut,
     errors=(404, 409),
 )
-async def update_role(call: Call, body: RolePatch, role_id: str) -> RoleOut:
+async def update_role(call: Call, body: RolePatch, role_id: ObjectId) -> RoleOut:
     """The owner role cannot change (409)."""
-    return role_out(await roles.update_role(call.ctx, role_id, body.name, body.permissions))
+    return RoleOut.from_record(await call.services.roles.update_role(call.ctx, role_id, body))
 
 
 @routes.delete(ROLE, access=MANAGE, summary="Delete a custom role", status=204, errors=(404, 409))
-async def delete_role(call: Call, role_id: str) -> None:
+async def delete_role(call: Call, role_id: ObjectId) -> None:
     """Built-in roles and roles that users still hold answer 409."""
-    await roles.delete_role(call.ctx, role_id)
+    await call.services.roles.delete_role(call.ctx, role_id)

@@ -2,34 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from bson import ObjectId
 
-from crm_core import shares
 from handlers.routing import Authenticated, Call, RouteTable
 from models.access import ShareIn, ShareList, ShareOut
 
 routes = RouteTable("shares")
 
 
-def share_out(share: dict[str, Any]) -> ShareOut:
-    return ShareOut(
-        id=str(share["_id"]),
-        table=share["table"],
-        user_id=share.get("user_id"),
-        role_id=share.get("role_id"),
-        access=share["access"],
-        granted_by=share["granted_by"],
-        created_at=share["created_at"],
-    )
-
-
 @routes.get(
     "/api/shares", access=Authenticated(), summary="Shares granted and received", response=ShareList
 )
 async def list_shares(call: Call) -> ShareList:
-    granted, received = await shares.list_shares(call.ctx)
+    granted, received = await call.services.shares.list_shares(call.ctx)
     return ShareList(
-        granted=[share_out(s) for s in granted], received=[share_out(s) for s in received]
+        granted=[ShareOut.from_record(s) for s in granted],
+        received=[ShareOut.from_record(s) for s in received],
     )
 
 
@@ -42,15 +30,11 @@ async def list_shares(call: Call) -> ShareList:
     status=201,
     errors=(403, 404),
 )
-async def create_share(call: Call) -> ShareOut:
+async def create_share(call: Call, body: ShareIn) -> ShareOut:
     """`read` lists and reads rows, `write` also creates, edits and deletes them, `manage` also
     changes the columns. Needs manage access to the table (or `shares.manage`); the user or
     role must belong to the same company (400). Sharing again changes the level."""
-    body: ShareIn = call.body
-    share = await shares.grant(
-        call.ctx, call.services.column_types, body.table, body.user_id, body.role_id, body.access
-    )
-    return share_out(share)
+    return ShareOut.from_record(await call.services.shares.grant(call.ctx, body))
 
 
 @routes.delete(
@@ -60,6 +44,6 @@ async def create_share(call: Call) -> ShareOut:
     status=204,
     errors=(404,),
 )
-async def delete_share(call: Call) -> None:
+async def delete_share(call: Call, share_id: ObjectId) -> None:
     """Takes effect at the next request of the user or role holders."""
-    await shares.revoke(call.ctx, call.services.column_types, call.param("share_id"))
+    await call.services.shares.revoke(call.ctx, share_id)

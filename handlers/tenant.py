@@ -21,8 +21,8 @@ async def get_tenant(call: Call) -> TenantOut:
     body=TenantPatch,
     response=TenantOut,
 )
-async def update_tenant(call: Call) -> TenantOut:
+async def update_tenant(call: Call, body: TenantPatch) -> TenantOut:
     """Only the fields given change. An unknown IANA time zone or phone region is a 400 naming
     the field. Changing the time zone rewrites no stored value: dates stay in UTC; naive dates
     sent afterwards and the `is_within` periods of date filters follow the new zone."""
-    return tenant_out(await call.services.tenants.update_settings(call.ctx, call.body))
+    return tenant_out(await call.services.tenants.update_settings(call.ctx, body))

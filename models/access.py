@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Literal, Self
 
+from beanie import PydanticObjectId
 from pydantic import EmailStr, Field, field_validator
 
 from crm_core.permissions import PERMISSIONS
 from models.accounts import PasswordField, UserOut, normalise_email
-from models.base import InputModel, OutputModel
+from models.base import InputModel, OutputModel, StoredRecord
 
 PermissionCode = Literal[tuple(sorted(PERMISSIONS))]  # type: ignore[valid-type]
 ACCESS_LEVELS = Literal["read", "write", "manage"]
@@ -34,12 +35,35 @@ class RolePatch(InputModel):
     permissions: list[PermissionCode] | None = Field(default=None, max_length=100)  # type: ignore[valid-type]
 
 
+class RoleRecord(StoredRecord):
+    """A document of the tenant's `_roles` collection. Custom roles have no `key` (the sparse
+    unique index skips absent fields only: a stored null would collide on a real MongoDB)."""
+
+    id: PydanticObjectId = Field(alias="_id")
+    key: str | None = None  # the built-in roles: owner, admin, manager, viewer
+    name: str
+    permissions: list[str] = Field(default_factory=list)
+    builtin: bool = False
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
 class RoleOut(OutputModel):
     id: str
     key: str | None
     name: str
     permissions: list[str]
     builtin: bool
+
+    @classmethod
+    def from_record(cls, role: RoleRecord) -> Self:
+        return cls(
+            id=str(role.id),
+            key=role.key,
+            name=role.name,
+            permissions=role.permissions,
+            builtin=role.builtin,
+        )
 
 
 class RoleList(OutputModel):
@@ -71,6 +95,20 @@ class ShareIn(InputModel):
     access: ACCESS_LEVELS
 
 
+class ShareRecord(StoredRecord):
+    """A document of the tenant's `_shares` collection: one table shared with exactly one
+    user or role (the other id is stored as null)."""
+
+    id: PydanticObjectId = Field(alias="_id")
+    table: str
+    user_id: str | None = None
+    role_id: str | None = None
+    access: str
+    granted_by: str
+    created_at: datetime
+    updated_at: datetime | None = None
+
+
 class ShareOut(OutputModel):
     id: str
     table: str
@@ -79,6 +117,18 @@ class ShareOut(OutputModel):
     access: str
     granted_by: str
     created_at: datetime
+
+    @classmethod
+    def from_record(cls, share: ShareRecord) -> Self:
+        return cls(
+            id=str(share.id),
+            table=share.table,
+            user_id=share.user_id,
+            role_id=share.role_id,
+            access=share.access,
+            granted_by=share.granted_by,
+            created_at=share.created_at,
+        )
 
 
 class ShareList(OutputModel):
@@ -105,10 +155,25 @@ class AliasIn(InputModel):
         return value
 
 
+class AliasRecord(StoredRecord):
+    """A document of the tenant's `_aliases` collection: one table's display names."""
+
+    table: str
+    name: str | None = None
+    columns: dict[str, str] = Field(default_factory=dict)
+
+
 class AliasOut(OutputModel):
     table_key: str
     table: str | None
     columns: dict[str, str]
+
+    @classmethod
+    def from_record(cls, table_key: str, alias: AliasRecord | None) -> Self:
+        """A table without aliases answers its key with no names."""
+        if alias is None:
+            return cls(table_key=table_key, table=None, columns={})
+        return cls(table_key=table_key, table=alias.name, columns=alias.columns)
 
 
 class AliasList(OutputModel):

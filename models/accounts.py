@@ -3,14 +3,16 @@ and the auth API's request/response models."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Self
 from zoneinfo import available_timezones
 
 import phonenumbers
 from beanie import Document, PydanticObjectId
 from pydantic import ConfigDict, EmailStr, Field, field_validator
 
+from crm_core.passwords import PASSWORD_MAX_BYTES, PASSWORD_MIN_CHARS
 from crm_core.storage import ASCENDING, IndexModel
 from models.base import InputModel, OutputModel
 from models.tokens import ApiToken
@@ -105,10 +107,10 @@ def normalise_email(value: str) -> str:
 
 class PasswordField(InputModel):
     password: str = Field(
-        min_length=8,
-        max_length=72,
-        description="8 characters to 72 bytes in UTF-8 (bcrypt's limit; longer is refused, "
-        "never truncated)",
+        min_length=PASSWORD_MIN_CHARS,
+        max_length=PASSWORD_MAX_BYTES,
+        description=f"{PASSWORD_MIN_CHARS} characters to {PASSWORD_MAX_BYTES} bytes in UTF-8 "
+        "(bcrypt's limit; longer is refused, never truncated)",
         json_schema_extra={"format": "password"},
     )
 
@@ -150,9 +152,10 @@ class TokenPair(OutputModel):
 class PasswordChangeIn(InputModel):
     current_password: str = Field(min_length=1, max_length=1024)
     new_password: str = Field(
-        min_length=8,
-        max_length=72,
-        description="8 characters to 72 bytes in UTF-8; must differ from the current one",
+        min_length=PASSWORD_MIN_CHARS,
+        max_length=PASSWORD_MAX_BYTES,
+        description=f"{PASSWORD_MIN_CHARS} characters to {PASSWORD_MAX_BYTES} bytes in UTF-8; "
+        "must differ from the current one",
         json_schema_extra={"format": "password"},
     )
 
@@ -186,6 +189,10 @@ class MeOut(OutputModel):
     user: UserOut
     tenant: TenantOut
     permissions: list[str]
+
+    @classmethod
+    def build(cls, user: User, tenant: Tenant, permissions: Iterable[str]) -> Self:
+        return cls(user=user_out(user), tenant=tenant_out(tenant), permissions=sorted(permissions))
 
 
 def user_out(user: User) -> UserOut:

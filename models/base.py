@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -21,6 +21,21 @@ class QueryModel(BaseModel):
 
 class OutputModel(BaseModel):
     model_config = ConfigDict(from_attributes=True)
+
+
+class StoredRecord(BaseModel):
+    """A document of a tenant collection as the domain passes it around (a role, a share...):
+    read with `from_document`, written with `to_document`, which gives back the stored layout
+    (`_id`, fields left unset are left out). Unknown stored fields are ignored, not an error."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    @classmethod
+    def from_document(cls, document: dict[str, Any]) -> Self:
+        return cls.model_validate(document)
+
+    def to_document(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_unset=True)
 
 
 class ErrorBody(OutputModel):

@@ -543,7 +543,7 @@ async def test_login_cookie_is_scoped_to_the_form(panel):
 
 
 async def test_create_superuser_command_works_with_registration_switched_off():
-    from crm_core.cli import create_superuser
+    from crm_app.cli import create_superuser
 
     settings = make_settings(registration_enabled=False)
     user_id = await create_superuser(settings, "Boss@Example.com", "boss-password", "Boss")

@@ -1,11 +1,31 @@
 """Guards on the shape of the code (issue #11 §4, §6): no import cycles between the project's
-modules. Imports inside functions count too: a lazy import that hides a cycle fails here."""
+modules, and the layers. Imports inside functions count too: a lazy import that hides a cycle or
+crosses a layer fails here.
+
+The layers (what holds, and is kept so by `test_layers`):
+- `crm_app` (the `crm` command) is the composition root: it may import everything, and nothing
+  imports it.
+- `crm_core` (the domain) imports neither `handlers`, `tasks` nor `crm_app`.
+- `models` (pydantic models and beanie documents) imports neither `handlers`, `tasks` nor
+  `crm_app`; it may use `crm_core`'s leaf modules (storage, permissions, column types).
+- `tasks` imports neither `handlers` nor `crm_app`.
+- `handlers` imports `tasks` only in `handlers.app`: `create_app`, the web application's part
+  of the composition root, starts the task broker; no handler module reaches a task.
+"""
 
 from __future__ import annotations
 
 import grimp
 
-PACKAGES = ("crm_core", "handlers", "models", "tasks")
+PACKAGES = ("crm_core", "handlers", "models", "tasks", "crm_app")
+
+# importer package -> the packages it must not reach, directly or through other modules
+FORBIDDEN = {
+    "crm_core": ("handlers", "tasks", "crm_app"),
+    "models": ("handlers", "tasks", "crm_app"),
+    "tasks": ("handlers", "crm_app"),
+    "handlers": ("crm_app",),
+}
 
 
 def test_no_import_cycles():
@@ -17,6 +37,22 @@ def test_no_import_cycles():
             if back:
                 cycles.append(" -> ".join((module, *back)))
     assert cycles == []
+
+
+def test_layers():
+    graph = grimp.build_graph(*PACKAGES, cache_dir=None)
+    crossings = [
+        " -> ".join(chain)
+        for importer, forbidden in FORBIDDEN.items()
+        for imported in forbidden
+        for chain in sorted(
+            graph.find_shortest_chains(importer=importer, imported=imported, as_packages=True)
+        )
+    ]
+    assert crossings == []
+    # handlers reach tasks through the app factory only
+    reaching_tasks = graph.find_downstream_modules("tasks", as_package=True)
+    assert sorted(m for m in reaching_tasks if m.split(".")[0] == "handlers") == ["handlers.app"]
 
 
 def test_the_guard_sees_a_cycle(tmp_path, monkeypatch):

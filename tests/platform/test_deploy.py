@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from crm_core.cli import build_parser, main
+from crm_app.cli import build_parser, main
 from crm_core.settings import Settings
 
 ROOT = Path(__file__).parents[2]

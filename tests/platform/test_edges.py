@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestServer
 
-from crm_core import cli
+from crm_app import cli
 from handlers.app import create_app
 from handlers.middlewares import ServerLog
 from tests.conftest import TEST_SECRET, make_settings
@@ -86,7 +86,7 @@ def test_serve_on_a_port_in_use_is_one_line_and_status_2(tmp_path):
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run(
-            [sys.executable, "-m", "crm_core.cli", "serve", "--port", str(port)],
+            [sys.executable, "-m", "crm_app.cli", "serve", "--port", str(port)],
             capture_output=True,
             text=True,
             env={**_crm_env(), "PYTHONPATH": str(ROOT)},

@@ -8,7 +8,7 @@ import pytest
 from aiohttp import ClientSession
 from prometheus_client.parser import text_string_to_metric_families
 
-from crm_core.cli import run_worker
+from crm_app.cli import run_worker
 from handlers.app import create_app
 from handlers.routing import SERVICES
 from tests.conftest import Api, free_port, make_settings, redis_settings, wait_done

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from crm_core.cli import main
+from crm_app.cli import main
 from crm_core.settings import Settings, SettingsError, load_settings
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]

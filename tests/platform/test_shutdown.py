@@ -2,7 +2,7 @@
 
 - `crm serve` as a real process: requests in flight finish, new connections are refused, the
   process exits 0 within the stop timeout of the shipped units.
-- A worker mid-campaign with Redis: `crm_core.cli.run_worker` (what `crm worker` runs) stops on
+- A worker mid-campaign with Redis: `crm_app.cli.run_worker` (what `crm worker` runs) stops on
   a real SIGTERM through the same signal wiring; the tasks it is running finish and are
   acknowledged, nothing is left `sending` or `unknown`, the next worker resends nothing.
   (A worker killed without a graceful stop is tests/sms/test_sms_redis.py's redelivery case.)
@@ -24,7 +24,7 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from crm_core.cli import run_worker, stop_on_signals
+from crm_app.cli import run_worker, stop_on_signals
 from handlers.app import create_app
 from handlers.routing import SERVICES
 from tests.conftest import TEST_SECRET, Api, free_port, redis_settings, wait_done
@@ -70,7 +70,7 @@ def serve(tmp_path):
     for name in ("MONGODB_URL", "REDIS_URL", "ACCESS_LOG_FILE", "ERROR_LOG_FILE", "LOG_FILE"):
         env.pop(name, None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "crm_core.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "crm_app.cli", "serve", "--port", str(port)],
         env=env,
         cwd=tmp_path,
         stdout=subprocess.PIPE,

@@ -157,7 +157,7 @@ async def test_ready_reports_an_unreachable_broker(aiohttp_client, clean_redis, 
 async def test_worker_loop_starts_receives_and_stops(clean_redis, gateway):
     """`crm worker`'s loop (run here directly: the command itself refuses the embedded
     database, which is what this test process has)."""
-    from crm_core.cli import run_worker
+    from crm_app.cli import run_worker
 
     settings = redis_settings(clean_redis, gateway)
     stop = asyncio.Event()

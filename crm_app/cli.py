@@ -41,14 +41,22 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
 async def create_superuser(settings: Settings, email: str, password: str, full_name: str) -> str:
     from crm_core.admin import AdminService
     from crm_core.auth import AuthService
+    from crm_core.columns import default_column_types
+    from crm_core.roles import RoleService
+    from crm_core.shares import ShareService
     from crm_core.storage import Storage
+    from crm_core.tenancy import TenantService
+    from crm_core.users import UserService
     from models.accounts import SYSTEM_DOCUMENTS
     from models.admin import ADMIN_DOCUMENTS
 
     storage = Storage(settings)
     await storage.start(SYSTEM_DOCUMENTS + ADMIN_DOCUMENTS)
     try:
-        admin = AdminService(settings, storage, AuthService(settings, storage))
+        roles = RoleService(ShareService(default_column_types()))
+        users = UserService(roles, settings.bcrypt_rounds)
+        auth = AuthService(settings, storage, users, TenantService())
+        admin = AdminService(settings, storage, auth)
         user = await admin.create_superuser(email, password, full_name)
         return str(user.id)
     finally:
