@@ -11,13 +11,14 @@ from __future__ import annotations
 import inspect
 import operator
 import typing
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
 from bson import ObjectId
+from multidict import MultiMapping
 from pydantic import BaseModel, ValidationError
 
 from crm_core.context import TenantContext
@@ -187,9 +188,8 @@ class RouteSpec:
     @property
     def error_statuses(self) -> list[int]:
         statuses = set(self.errors)
-        if self.body is not None or self.query is not None or self.form is not None:
-            statuses.add(400)
-        if self.path_params:
+        parsed = (self.body, self.query, self.form)
+        if any(model is not None for model in parsed) or self.path_params:
             statuses.add(400)
         if self.body is not None:
             statuses.update((413, 415))
@@ -413,14 +413,14 @@ Fields = TypeVar("Fields", bound=BaseModel)
 
 
 def parse_fields(
-    fields: Mapping[str, Any], model: type[Fields], ignored: frozenset[str] = frozenset()
+    fields: MultiMapping[Any], model: type[Fields], ignored: frozenset[str] = frozenset()
 ) -> Fields:
     """Named text values (a query string, a form) into `model`: a name given twice is a list."""
     values: dict[str, Any] = {}
     for key in fields:
         if key in ignored or key in values:
             continue
-        items = fields.getall(key)  # type: ignore[attr-defined]
+        items = fields.getall(key)
         values[key] = items[0] if len(items) == 1 else items
     try:
         return model.model_validate(values)
