@@ -20,6 +20,7 @@ import aiohttp_jinja2
 import jinja2
 import pygal
 from aiohttp import web
+from bson import ObjectId
 from pygal.etree import etree
 from pygal.style import Style
 
@@ -250,8 +251,8 @@ async def companies(call: Call, query: CompanyQuery) -> web.Response:
 
 
 @routes.get(f"{PREFIX}/companies/{TENANT}", access=ADMIN, summary="A company", in_schema=False)
-async def company(call: Call, tenant_id: str) -> web.Response:
-    detail = await call.services.admin.company(tenant_id)
+async def company(call: Call, tenant_id: ObjectId) -> web.Response:
+    detail = await call.services.admin.company(str(tenant_id))
     return page(call.request, "company.html", context(call, detail=detail, section="companies"))
 
 
@@ -261,8 +262,12 @@ async def company(call: Call, tenant_id: str) -> web.Response:
     summary="Deactivate or reactivate a company",
     in_schema=False,
 )
-async def set_company_active(call: Call, form: ActiveForm, tenant_id: str) -> web.StreamResponse:
-    tenant = await call.services.admin.set_company_active(call.operator, tenant_id, form.active)
+async def set_company_active(
+    call: Call, form: ActiveForm, tenant_id: ObjectId
+) -> web.StreamResponse:
+    tenant = await call.services.admin.set_company_active(
+        call.operator, str(tenant_id), form.active
+    )
     action = "company_reactivated" if form.active else "company_deactivated"
     raise done(f"{PREFIX}/companies/{tenant.id}", action)
 
@@ -273,8 +278,8 @@ async def set_company_active(call: Call, form: ActiveForm, tenant_id: str) -> we
     summary="Deactivate or reactivate a user",
     in_schema=False,
 )
-async def set_user_active(call: Call, form: ActiveForm, user_id: str) -> web.StreamResponse:
-    user = await call.services.admin.set_user_active(call.operator, user_id, form.active)
+async def set_user_active(call: Call, form: ActiveForm, user_id: ObjectId) -> web.StreamResponse:
+    user = await call.services.admin.set_user_active(call.operator, str(user_id), form.active)
     action = "user_reactivated" if form.active else "user_deactivated"
     raise done(f"{PREFIX}/companies/{user.tenant_id}", action)
 
@@ -285,9 +290,9 @@ async def set_user_active(call: Call, form: ActiveForm, user_id: str) -> web.Str
     summary="Set a temporary password",
     in_schema=False,
 )
-async def set_temporary_password(call: Call, user_id: str) -> web.Response:
+async def set_temporary_password(call: Call, user_id: ObjectId) -> web.Response:
     """The password is on this page only (not stored in clear, not in a redirect)."""
-    user, password = await call.services.admin.set_temporary_password(call.operator, user_id)
+    user, password = await call.services.admin.set_temporary_password(call.operator, str(user_id))
     return page(
         call.request,
         "temporary_password.html",
@@ -307,8 +312,10 @@ async def campaigns(call: Call, query: CampaignQuery) -> web.Response:
     summary="Cancel a campaign",
     in_schema=False,
 )
-async def cancel_campaign(call: Call, tenant_id: str, campaign_id: str) -> web.StreamResponse:
-    await call.services.admin.cancel_campaign(call.operator, tenant_id, campaign_id)
+async def cancel_campaign(
+    call: Call, tenant_id: ObjectId, campaign_id: ObjectId
+) -> web.StreamResponse:
+    await call.services.admin.cancel_campaign(call.operator, str(tenant_id), str(campaign_id))
     raise done(f"{PREFIX}/campaigns", "campaign_cancelled")
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
+from bson import ObjectId
 
 from crm_core.errors import ValidationFailed
 from crm_core.tables.access import Level
@@ -108,12 +109,12 @@ async def list_imports(call: Call) -> ImportList:
 
 
 @routes.get(IMPORT, access=WRITE, summary="An import and its progress", response=ImportOut)
-async def get_import(call: Call, import_id: str) -> ImportOut:
+async def get_import(call: Call, import_id: ObjectId) -> ImportOut:
     """`state` (uploaded, queued, validating, importing, completed, failed), `rows_done` of
     `rows_total`, the counts created/updated/skipped, and the first 1000 `errors` with their
     row numbers (the header is row 1) and fields; an uploaded file also shows its preview."""
     imports = call.services.imports
-    job = await imports.get(call.ctx, call.tbl, import_id)
+    job = await imports.get(call.ctx, call.tbl, str(import_id))
     preview = None
     if job["state"] == "uploaded":
         preview = await imports.preview(call.ctx, call.tbl, job)
@@ -127,11 +128,11 @@ async def get_import(call: Call, import_id: str) -> ImportOut:
     body=PreviewIn,
     response=PreviewOut,
 )
-async def preview_import(call: Call, body: PreviewIn, import_id: str) -> PreviewOut:
+async def preview_import(call: Call, body: PreviewIn, import_id: ObjectId) -> PreviewOut:
     """The first rows converted with `mapping` (file column name to column key, null to leave
     it out) and, with `upsert_on`, whether each would create or update a row."""
     imports = call.services.imports
-    job = await imports.get(call.ctx, call.tbl, import_id)
+    job = await imports.get(call.ctx, call.tbl, str(import_id))
     mapping = imports.check_mapping(call.tbl, job, body.mapping)
     return await imports.preview(call.ctx, call.tbl, job, mapping, body.upsert_on)
 
@@ -145,22 +146,22 @@ async def preview_import(call: Call, body: PreviewIn, import_id: str) -> Preview
     status=202,
     errors=(409,),
 )
-async def confirm_import(call: Call, body: ConfirmIn, import_id: str) -> ImportOut:
+async def confirm_import(call: Call, body: ConfirmIn, import_id: ObjectId) -> ImportOut:
     """Runs in the background; follow it with `GET /api/data/{table}/imports/{id}`. `mode`:
     `all_or_nothing` (default: every row is validated first, and one bad row stores nothing)
     or `skip_invalid`. `upsert_on`: a unique, mapped column; rows whose value matches update
     that row (their empty cells leave values unchanged), the others are created. 409 when the
     import is not in state `uploaded`."""
     imports = call.services.imports
-    job = await imports.confirm(call.ctx, call.tbl, import_id, body)
+    job = await imports.confirm(call.ctx, call.tbl, str(import_id), body)
     return import_out(job)
 
 
 @routes.delete(IMPORT, access=WRITE, summary="Discard an import", status=204, errors=(409,))
-async def delete_import(call: Call, import_id: str) -> None:
+async def delete_import(call: Call, import_id: ObjectId) -> None:
     """Deletes the job and its stored file (the rows an import stored stay). 409 while it
     runs."""
-    await call.services.imports.delete(call.ctx, call.tbl, import_id)
+    await call.services.imports.delete(call.ctx, call.tbl, str(import_id))
 
 
 @routes.get(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from bson import ObjectId
+
 from crm_core.tokens import ApiTokenService
 from handlers.routing import Authenticated, Call, RouteTable
 from models.tokens import (
@@ -52,11 +54,11 @@ async def create_token(call: Call, body: ApiTokenIn) -> ApiTokenCreated:
 @routes.get(
     TOKEN, access=OWN, summary="One of the caller's API tokens", response=ApiTokenOut, errors=(404,)
 )
-async def get_token(call: Call, token_id: str) -> ApiTokenOut:
-    return api_token_out(await _service(call).get(call.ctx, token_id))
+async def get_token(call: Call, token_id: ObjectId) -> ApiTokenOut:
+    return api_token_out(await _service(call).get(call.ctx, str(token_id)))
 
 
 @routes.delete(TOKEN, access=OWN, summary="Revoke an API token", status=204, errors=(404,))
-async def revoke_token(call: Call, token_id: str) -> None:
+async def revoke_token(call: Call, token_id: ObjectId) -> None:
     """The token stops working at once."""
-    await _service(call).revoke(call.ctx, token_id)
+    await _service(call).revoke(call.ctx, str(token_id))
