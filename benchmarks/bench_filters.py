@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 from bson import ObjectId
 
 from benchmarks.common import TEN_COLUMNS, random_rows, running_service
-from crm_core.columns import ValueContext, default_column_types
+from crm_core.columns import Column, ValueContext, default_column_types
 from crm_core.filters import FilterBuilder, FilterEnv, default_filter_operators, table_fields
 
 TWENTY = [
@@ -50,7 +50,7 @@ TWENTY = [
 
 def bench_translation() -> None:
     builder = FilterBuilder(default_filter_operators())
-    fields = table_fields(TEN_COLUMNS, default_column_types())
+    fields = table_fields([Column.from_doc(c) for c in TEN_COLUMNS], default_column_types())
     env = FilterEnv(ValueContext(ZoneInfo("UTC"), "RU", 10_000), datetime.now(UTC))
     count = sum(len(c.get("or", c.get("and", [c]))) for c in TWENTY)
     rounds = 2000

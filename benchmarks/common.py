@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 
-from crm_core.columns import default_column_types
+from crm_core.columns import Column, default_column_types
 from crm_core.settings import Settings
 from handlers.app import create_app
 from handlers.routing import SERVICES
@@ -42,7 +42,7 @@ def random_rows(count: int, seed: int = 1) -> list[dict[str, Any]]:
     rng = random.Random(seed)
     types = default_column_types()
     return [
-        {c["key"]: types.get(c["type"]).random_value(c, rng) for c in TEN_COLUMNS}
+        {c["key"]: types.get(c["type"]).random_value(Column.from_doc(c), rng) for c in TEN_COLUMNS}
         for _ in range(count)
     ]
 

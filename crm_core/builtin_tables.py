@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from crm_core.columns import Column, default_column_types
 from crm_core.indexes import ensure_tenant_indexes
 from crm_core.permissions import ADDED_LATER, BUILTIN_ROLES
 from crm_core.storage import ASCENDING
@@ -110,6 +111,7 @@ async def ensure_builtin_tables(db: Any) -> list[str]:
     """Create the built-in tables a tenant lacks and add predefined columns it lacks.
     Returns what changed; running it again changes nothing."""
     changed = []
+    types = default_column_types()  # built-in tables use built-in types only
     for spec in BUILTIN_TABLES:
         key = spec["key"]
         existing = await db[TABLES].find_one({"key": key})
@@ -150,9 +152,9 @@ async def ensure_builtin_tables(db: Any) -> list[str]:
                     },
                 )
                 changed.append(f"added {', '.join(c['key'] for c in missing)} to {key}")
-        for column in spec["columns"]:
-            if column["indexed"] or column["type"] == "link":
-                await db[key].create_index([(column["key"], ASCENDING)], name=f"i_{column['key']}")
+        for column in map(Column.from_doc, spec["columns"]):
+            if types.get(column.type).plain_index(column):
+                await db[key].create_index([(column.key, ASCENDING)], name=f"i_{column.key}")
     # admin: the operator panel counts SMS sent per day and in the last 30 days by `sent_at`
     await db["_sms_messages"].create_index([("sent_at", ASCENDING)], name="sent_at", sparse=True)
     return changed

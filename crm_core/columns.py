@@ -1,9 +1,14 @@
 """Column types (SPEC §4): one class per type, registered in one registry.
 
-A type owns everything about its values: coercion from JSON into the stored BSON value (with
-the typecast rules), rendering back to JSON, the JSON schema for the docs, the filter operators
-it admits, and a random value for tests and benchmarks. Families share behaviour: the text
-family serves string, email, phone and url.
+A type owns everything about its values and definitions: coercion from JSON into the stored
+BSON value (with the typecast rules), rendering back to JSON, the JSON schema for the docs, the
+capabilities filter operators ask for, its own settings (select options and their ids, string
+limits, a link's target), conversion, indexes, and a random value for tests and benchmarks. No
+other module branches on a type's name (tests/platform/test_column_types_guard.py). Families
+share behaviour: the text family serves string, email, phone and url.
+
+`Column` is a column definition as every module reads it, parsed from and dumped back to the
+stored shape of `_tables.columns` (docs/storage.md).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import math
 import random
 import re
 import string
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time, timedelta
 from typing import Any, ClassVar, Protocol
@@ -21,23 +26,146 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import email_validator
-import phonenumbers
 from bson import ObjectId
 from pydantic import BaseModel, ConfigDict, Field
 
+from crm_core.ids import parse_object_id
+from crm_core.phones import InvalidPhone, normalise_phone
 from crm_core.registry import Registry
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 FLOAT_EXACT_INT = 2**53  # every integer up to this magnitude is exact as a double
 URL_MAX_LENGTH = 2048
 
-EQUALITY_OPS = frozenset({"eq", "neq", "in", "not_in", "blank", "not_blank"})
-TEXT_OPS = EQUALITY_OPS | {"contains", "not_contains", "starts_with", "ends_with"}
-ORDER_OPS = EQUALITY_OPS | {"gt", "gte", "lt", "lte", "between"}
+# What a type's values admit; each filter operator names the one it needs (crm_core/filters.py)
+EQUALITY = "equality"  # eq, neq, in, not_in
+BLANK = "blank"  # blank, not_blank: the value may be missing
+TEXT = "text"  # contains, starts_with, ends_with
+ORDERED = "ordered"  # gt, gte, lt, lte, between
+PERIOD = "period"  # is_within: values are moments
+EQUALITY_CAPS = frozenset({EQUALITY, BLANK})
+TEXT_CAPS = EQUALITY_CAPS | {TEXT}
+ORDER_CAPS = EQUALITY_CAPS | {ORDERED}
 
 
 class ColumnValueError(ValueError):
     """A value does not fit its column; the message says why, the caller names the column."""
+
+
+class DefinitionError(ColumnValueError):
+    """A column definition does not fit its type; `field` is the definition's field at fault
+    (relative: `options.2.id`), the table service prefixes the column's path."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+# ---- the column model ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SelectOption:
+    id: int
+    label: str
+    color: str | None = None
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> SelectOption:
+        return cls(int(doc["id"]), str(doc["label"]), doc.get("color"))
+
+    def to_doc(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"id": self.id, "label": self.label}
+        if self.color:
+            doc["color"] = self.color
+        return doc
+
+
+# the stored fields of a column definition, in the order they are written (docs/storage.md)
+COMMON_FIELDS = ("key", "name", "type", "required", "unique", "indexed", "default")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column definition of a table, parsed once when the table is loaded
+    (`crm_core.tables.definitions.Table`) and dumped back to the stored shape by `to_doc`.
+
+    The common fields are those of every type; the type's own settings (`max_length`,
+    `validators`, `table`, `options`, `max_option_id`) are None where the type has none, and
+    `extra` keeps the settings of a registered type this model does not name."""
+
+    key: str
+    type: str
+    name: str
+    required: bool = False
+    unique: bool = False
+    indexed: bool = False
+    default: Any = None
+    predefined: bool = False
+    max_length: int | None = None
+    validators: tuple[str, ...] | None = None
+    table: str | None = None
+    options: tuple[SelectOption, ...] | None = None
+    max_option_id: int | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> Column:
+        known = {*COMMON_FIELDS, "predefined", *SETTINGS_FIELDS}
+        options = doc.get("options")
+        validators = doc.get("validators")
+        max_option_id = doc.get("max_option_id")
+        return cls(
+            key=str(doc["key"]),
+            type=str(doc["type"]),
+            name=str(doc.get("name") or doc["key"]),
+            required=bool(doc.get("required")),
+            unique=bool(doc.get("unique")),
+            indexed=bool(doc.get("indexed")),
+            default=doc.get("default"),
+            predefined=bool(doc.get("predefined")),
+            max_length=doc.get("max_length"),
+            validators=None if validators is None else tuple(validators),
+            table=doc.get("table"),
+            options=None if options is None else tuple(SelectOption.from_doc(o) for o in options),
+            max_option_id=None if max_option_id is None else int(max_option_id),
+            extra={k: v for k, v in doc.items() if k not in known},
+        )
+
+    def to_doc(self) -> dict[str, Any]:
+        """The stored shape: the common fields, then the settings this column has."""
+        doc: dict[str, Any] = {
+            "key": self.key,
+            "name": self.name,
+            "type": self.type,
+            "required": self.required,
+            "unique": self.unique,
+            "indexed": self.indexed,
+            "default": self.default,
+        }
+        if self.max_length is not None:
+            doc["max_length"] = self.max_length
+        if self.validators is not None:
+            doc["validators"] = list(self.validators)
+        if self.table is not None:
+            doc["table"] = self.table
+        if self.predefined:
+            doc["predefined"] = True
+        if self.options is not None:
+            doc["options"] = [o.to_doc() for o in self.options]
+        if self.max_option_id is not None:
+            doc["max_option_id"] = self.max_option_id
+        doc.update(self.extra)
+        return doc
+
+    def __getitem__(self, name: str) -> Any:
+        """Read a stored field by name, for callers not yet moved to the attributes
+        (crm_core/sms.py); new code reads the attributes."""
+        return self.to_doc()[name]
+
+
+# the type-specific fields `Column` names; `ColumnType.settings_model` says which a type has
+SETTINGS_FIELDS = ("max_length", "validators", "table", "options", "max_option_id")
 
 
 @dataclass(frozen=True)
@@ -124,31 +252,40 @@ class SelectSettings(NoSettings):
 
 
 class ColumnType:
-    """Base of every column type.
+    """Base of every column type: every decision that depends on a column's type is a method
+    or class attribute here, so no other module branches on a type's name.
 
-    Subclasses set `name`, `operators`, `value_annotation` (the Python/JSON type of a value, for
-    the definition models) and `settings_model` (type-specific fields of a column definition),
-    and implement `coerce`, `render` and `random_value`.
+    Subclasses set `name`, `capabilities` (what filter operators may apply),
+    `value_annotation` (the Python/JSON type of a value, for the definition models) and
+    `settings_model` (type-specific fields of a column definition), and implement `coerce`,
+    `render` and `random_value`. The other hooks have defaults that fit most types.
     """
 
     name: ClassVar[str]
-    operators: ClassVar[frozenset[str]] = EQUALITY_OPS
+    capabilities: ClassVar[frozenset[str]] = EQUALITY_CAPS
     value_annotation: ClassVar[Any] = str
     settings_model: ClassVar[type[BaseModel]] = NoSettings
     value_schema: ClassVar[dict[str, Any]] = {}
     references: ClassVar[bool] = False  # values point at other objects: see missing_references
+    # values are rows of the table named by the column's `table` setting (`target_table`)
+    links_rows: ClassVar[bool] = False
+    sms_recipient: ClassVar[bool] = False  # values can be SMS recipients
+
+    # ---- values ---------------------------------------------------------------------------
 
     async def missing_references(
-        self, refs: References, column: dict[str, Any], values: list[Any]
+        self, refs: References, column: Column, values: list[Any]
     ) -> set[Any]:
         """For reference types: which of the stored values point at nothing the caller may
         see (in the caller's tenant), asked through `refs`. The row service turns them into
         400s."""
         return set()
 
-    def coerce(
-        self, column: dict[str, Any], value: Any, vctx: ValueContext, lenient: bool = False
-    ) -> Any:
+    def missing_reference_message(self, column: Column) -> str:
+        """The 400 message for a value `missing_references` named."""
+        return "no such object"
+
+    def coerce(self, column: Column, value: Any, vctx: ValueContext, lenient: bool = False) -> Any:
         """Turn a JSON value (never None) into the stored BSON value, or raise ColumnValueError.
 
         `lenient` is the typecast used when a column changes type: the value is the old value
@@ -156,24 +293,62 @@ class ColumnType:
         """
         raise NotImplementedError
 
-    def render(self, column: dict[str, Any], stored: Any) -> Any:
+    def render(self, column: Column, stored: Any) -> Any:
         """Turn a stored value into its JSON form."""
         return stored
 
-    def export_value(self, column: dict[str, Any], stored: Any) -> Any:
+    def export_value(self, column: Column, stored: Any) -> Any:
         """The JSON value handed to another type when the column changes type."""
         return self.render(column, stored)
 
-    def parse_filter_value(self, column: dict[str, Any], value: Any, vctx: ValueContext) -> Any:
+    def cell_value(self, column: Column, stored: Any) -> Any:
+        """The plain value of a spreadsheet cell (exports); dates are handled by the caller."""
+        return stored
+
+    def parse_filter_value(self, column: Column, value: Any, vctx: ValueContext) -> Any:
         """A filter operand is parsed like a row value."""
         return self.coerce(column, value, vctx)
 
-    def random_value(self, column: dict[str, Any], rng: random.Random) -> Any:
+    def random_value(self, column: Column, rng: random.Random) -> Any:
         """A valid JSON input value, for tests and benchmarks."""
         raise NotImplementedError
 
-    def check_definition(self, column: dict[str, Any], vctx: ValueContext) -> None:
-        """Raise ColumnValueError when the column's own settings do not fit (e.g. limits)."""
+    # ---- definitions ----------------------------------------------------------------------
+
+    @classmethod
+    def settings_fields(cls) -> frozenset[str]:
+        """The stored settings a column of this type has (`SETTINGS_FIELDS` it uses)."""
+        fields = set(cls.settings_model.model_fields)
+        return frozenset(fields)
+
+    def normalise_settings(self, raw: Mapping[str, Any], previous: Column | None) -> dict[str, Any]:
+        """The type's own stored settings from a validated definition (`raw`: the input model
+        dumped); `previous` is the column being changed, if any. Raise DefinitionError."""
+        return {
+            name: raw[name]
+            for name in self.settings_fields()
+            if raw.get(name) is not None and raw.get(name) != []
+        }
+
+    def check_definition(self, column: Column, vctx: ValueContext) -> None:
+        """Raise DefinitionError when the column's own settings do not fit (e.g. limits)."""
+
+    def removed_values(self, old: Column, new: Column) -> list[Any]:
+        """Stored values that no longer fit after a change of settings of a column that keeps
+        this type (a removed select option): the table service clears them from rows."""
+        return []
+
+    def needs_conversion(self, old: Column, new: Column) -> bool:
+        """Whether changing `old` into `new` (of this type) must convert the stored values."""
+        return old.type != new.type
+
+    def target_table(self, column: Column) -> str | None:
+        """The table whose rows the values reference (a link's target), if any."""
+        return None
+
+    def plain_index(self, column: Column) -> bool:
+        """Whether a non-unique column gets an index."""
+        return column.indexed
 
 
 def _wrong_type(expected: str, value: Any) -> ColumnValueError:
@@ -200,16 +375,14 @@ def _json_type(value: Any) -> str:
 class TextColumnType(ColumnType):
     """Strings checked and normalised by `normalise`; shares the text filter operators."""
 
-    operators = TEXT_OPS
+    capabilities = TEXT_CAPS
     value_schema = {"type": "string"}
     max_length: ClassVar[int] = 10_000
 
-    def limit(self, column: dict[str, Any], vctx: ValueContext) -> int:
+    def limit(self, column: Column, vctx: ValueContext) -> int:
         return min(self.max_length, vctx.string_max_length)
 
-    def coerce(
-        self, column: dict[str, Any], value: Any, vctx: ValueContext, lenient: bool = False
-    ) -> Any:
+    def coerce(self, column: Column, value: Any, vctx: ValueContext, lenient: bool = False) -> Any:
         if lenient and isinstance(value, bool | int | float):
             value = str(value).lower() if isinstance(value, bool) else str(value)
         if not isinstance(value, str):
@@ -227,16 +400,23 @@ class StringType(TextColumnType):
     name = "string"
     settings_model = StringSettings
 
-    def limit(self, column: dict[str, Any], vctx: ValueContext) -> int:
-        own = column.get("max_length")
+    sms_recipient = True
+
+    def limit(self, column: Column, vctx: ValueContext) -> int:
+        own = column.max_length
         return min(own, vctx.string_max_length) if own else vctx.string_max_length
 
-    def check_definition(self, column: dict[str, Any], vctx: ValueContext) -> None:
-        own = column.get("max_length")
+    def check_definition(self, column: Column, vctx: ValueContext) -> None:
+        own = column.max_length
         if own and own > vctx.string_max_length:
-            raise ColumnValueError(f"max_length may be at most {vctx.string_max_length}")
+            raise DefinitionError(
+                "max_length", f"max_length may be at most {vctx.string_max_length}"
+            )
 
-    def random_value(self, column: dict[str, Any], rng: random.Random) -> Any:
+    def needs_conversion(self, old: Column, new: Column) -> bool:
+        return old.type != new.type or old.max_length != new.max_length
+
+    def random_value(self, column: Column, rng: random.Random) -> Any:
         words = ["ООО", "Ромашка", "Acme", "Lead", "договор", "client", "Север", "deal"]
         return " ".join(rng.choice(words) for _ in range(rng.randint(1, 4)))
 
@@ -257,7 +437,7 @@ class EmailType(TextColumnType):
             raise ColumnValueError(f"is not a valid email address ({exc})") from None
         return result.normalized
 
-    def random_value(self, column: dict[str, Any], rng: random.Random) -> Any:
+    def random_value(self, column: Column, rng: random.Random) -> Any:
         user = "".join(rng.choices(string.ascii_lowercase, k=8))
         return f"{user}@example.com"
 
@@ -266,6 +446,7 @@ class PhoneType(TextColumnType):
     name = "phone"
     max_length = 64
     value_schema = {"type": "string", "description": "E.164 in answers, e.g. +79161234567"}
+    sms_recipient = True
 
     def normalise(self, value: str, vctx: ValueContext) -> str:
         region = vctx.phone_region
@@ -274,14 +455,11 @@ class PhoneType(TextColumnType):
     @staticmethod
     def _parse(value: str, region: str) -> str:
         try:
-            number = phonenumbers.parse(value, region)
-        except phonenumbers.NumberParseException:
-            raise ColumnValueError("is not a phone number") from None
-        if not phonenumbers.is_valid_number(number):
-            raise ColumnValueError("is not a valid phone number")
-        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+            return normalise_phone(value, region)
+        except InvalidPhone as exc:
+            raise ColumnValueError(str(exc)) from None
 
-    def random_value(self, column: dict[str, Any], rng: random.Random) -> Any:
+    def random_value(self, column: Column, rng: random.Random) -> Any:
         return f"+7916{rng.randint(0, 9_999_999):07d}"
 
 
@@ -303,7 +481,7 @@ class UrlType(TextColumnType):
             raise ColumnValueError("must not contain spaces")
         return value
 
-    def random_value(self, column: dict[str, Any], rng: random.Random) -> Any:
+    def random_value(self, column: Column, rng: random.Random) -> Any:
         return f"https://example.com/{rng.randint(1, 10**6)}"
 
 
@@ -312,13 +490,11 @@ class UrlType(TextColumnType):
 
 class IntegerType(ColumnType):
     name = "integer"
-    operators = ORDER_OPS
+    capabilities = ORDER_CAPS
     value_annotation = int
     value_schema = {"type": "integer", "minimum": INT64_MIN, "maximum": INT64_MAX}
 
-    def coerce(
-        self, column: dict[str, Any], value: Any, vctx: ValueContext, lenient: bool = False
-    ) -> Any:
+    def coerce(self, column: Column, value: Any, vctx: ValueContext, lenient: bool = False) -> Any:
         if lenient and isinstance(value, str):
             try:  # Decimal keeps every digit: "12345678901234567891.0" is not rounded
                 number = decimal.Decimal(value.strip())
@@ -350,19 +526,17 @@ class IntegerType(ColumnType):
             )
         return value
 
-    def random_value(self, column: dict[str, Any], rng: random.Random) -> Any:
+    def random_value(self, column: Column, rng: random.Random) -> Any:
         return rng.randint(-1000, 1_000_000)
 
 
 class FloatType(ColumnType):
     name = "float"
-    operators = ORDER_OPS
+    capabilities = ORDER_CAPS
     value_annotation = float
     value_schema = {"type": "number"}
 
-    def coerce(
-        self, column: dict[str, Any], value: Any, vctx: ValueContext, lenient: bool = False
-    ) -> Any:
+    def coerce(self, column: Column, value: Any, vctx: ValueContext, lenient: bool = False) -> Any:
         if lenient and isinstance(value, str):
             try:
                 value = float(value.strip().replace(",", "."))
@@ -375,7 +549,7 @@ class FloatType(ColumnType):
             raise ColumnValueError("must be a finite number")
         return value
 
-    def random_value(self, column: dict[str, Any], rng: random.Random) -> Any:
+    def random_value(self, column: Column, rng: random.Random) -> Any:
         return round(rng.uniform(0, 1_000_000), 2)
 
 
@@ -394,9 +568,7 @@ class BooleanType(ColumnType):
         "нет": False,
     }
 
-    def coerce(
-        self, column: dict[str, Any], value: Any, vctx: ValueContext, lenient: bool = False
-    ) -> Any:
+    def coerce(self, column: Column, value: Any, vctx: ValueContext, lenient: bool = False) -> Any:
         if lenient and isinstance(value, str) and value.strip().lower() in self._words:
             return self._words[value.strip().lower()]
         if (
@@ -410,7 +582,7 @@ class BooleanType(ColumnType):
             raise _wrong_type("true or false", value)
         return value
 
-    def random_value(self, column: dict[str, Any], rng: random.Random) -> Any:
+    def random_value(self, column: Column, rng: random.Random) -> Any:
         return rng.random() < 0.5
 
 
@@ -442,7 +614,7 @@ class DateType(ColumnType):
     tenant's timezone); stored as a UTC datetime, rendered as ISO 8601 in UTC."""
 
     name = "date"
-    operators = ORDER_OPS | {"is_within"}
+    capabilities = ORDER_CAPS | {PERIOD}
     value_schema = {"type": "string", "description": "YYYY-MM-DD or ISO 8601 date-time"}
 
     def parse(self, value: str, vctx: ValueContext) -> datetime:
@@ -463,9 +635,7 @@ class DateType(ColumnType):
                 "is not a valid date (use YYYY-MM-DD or an ISO 8601 date-time)"
             ) from None
 
-    def coerce(
-        self, column: dict[str, Any], value: Any, vctx: ValueContext, lenient: bool = False
-    ) -> Any:
+    def coerce(self, column: Column, value: Any, vctx: ValueContext, lenient: bool = False) -> Any:
         if not isinstance(value, str):
             raise _wrong_type("a date string", value)
         dotted = DOTTED_DATE.match(value.strip()) if lenient else None
@@ -477,10 +647,10 @@ class DateType(ColumnType):
                 value += f"T{int(hours):02d}:{rest}"
         return self.parse(value, vctx)
 
-    def render(self, column: dict[str, Any], stored: Any) -> Any:
+    def render(self, column: Column, stored: Any) -> Any:
         return render_datetime(stored) if isinstance(stored, datetime) else stored
 
-    def random_value(self, column: dict[str, Any], rng: random.Random) -> Any:
+    def random_value(self, column: Column, rng: random.Random) -> Any:
         moment = datetime(2024, 1, 1, tzinfo=UTC) + timedelta(minutes=rng.randint(0, 10**6))
         return moment.strftime("%Y-%m-%dT%H:%M:00Z")
 
@@ -492,12 +662,10 @@ class TimeType(ColumnType):
     """`HH:MM` or `HH:MM:SS` (`9:05` too); stored and rendered as `HH:MM:SS`."""
 
     name = "time"
-    operators = ORDER_OPS
+    capabilities = ORDER_CAPS
     value_schema = {"type": "string", "pattern": r"^\d{1,2}:\d{2}(:\d{2})?$"}
 
-    def coerce(
-        self, column: dict[str, Any], value: Any, vctx: ValueContext, lenient: bool = False
-    ) -> Any:
+    def coerce(self, column: Column, value: Any, vctx: ValueContext, lenient: bool = False) -> Any:
         if not isinstance(value, str):
             raise _wrong_type("a time string", value)
         match = TIME_RE.match(value.strip())
@@ -509,7 +677,13 @@ class TimeType(ColumnType):
             raise ColumnValueError("is not a valid time of day") from None
         return parsed.strftime("%H:%M:%S")
 
-    def random_value(self, column: dict[str, Any], rng: random.Random) -> Any:
+    def cell_value(self, column: Column, stored: Any) -> Any:
+        if isinstance(stored, str):
+            hours, minutes, seconds = (int(p) for p in stored.split(":"))
+            return time(hours, minutes, seconds)
+        return stored
+
+    def random_value(self, column: Column, rng: random.Random) -> Any:
         return f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}"
 
 
@@ -524,63 +698,129 @@ class SelectType(ColumnType):
     settings_model = SelectSettings
     value_schema = {"type": "integer", "description": "The id of one of the column's options"}
 
-    def coerce(
-        self, column: dict[str, Any], value: Any, vctx: ValueContext, lenient: bool = False
-    ) -> Any:
-        options = column.get("options") or []
+    def coerce(self, column: Column, value: Any, vctx: ValueContext, lenient: bool = False) -> Any:
+        options = column.options or ()
         if lenient and isinstance(value, str):
-            by_label = {o["label"].strip().lower(): o["id"] for o in options}
+            by_label = {o.label.strip().lower(): o.id for o in options}
             if value.strip().lower() in by_label:
                 return by_label[value.strip().lower()]
             if value.strip().isdigit():  # an option id written as text
                 value = int(value.strip())
         if isinstance(value, bool) or not isinstance(value, int):
             raise _wrong_type("an option id (integer)", value)
-        if value not in {o["id"] for o in options}:
+        if value not in {o.id for o in options}:
             raise ColumnValueError(f"{value} is not an option of this column")
         return value
 
-    def export_value(self, column: dict[str, Any], stored: Any) -> Any:
-        labels = {o["id"]: o["label"] for o in column.get("options") or []}
+    def export_value(self, column: Column, stored: Any) -> Any:
+        labels = {o.id: o.label for o in column.options or ()}
         return labels.get(stored, stored)
 
-    def random_value(self, column: dict[str, Any], rng: random.Random) -> Any:
-        options = column.get("options") or []
-        return rng.choice(options)["id"] if options else None
+    def cell_value(self, column: Column, stored: Any) -> Any:
+        return self.export_value(column, stored)
+
+    def random_value(self, column: Column, rng: random.Random) -> Any:
+        options = column.options or ()
+        return rng.choice(options).id if options else None
+
+    def normalise_settings(self, raw: Mapping[str, Any], previous: Column | None) -> dict[str, Any]:
+        options, high = assign_option_ids(raw.get("options") or [], previous)
+        return {"options": options, "max_option_id": high}
+
+    @classmethod
+    def settings_fields(cls) -> frozenset[str]:
+        return frozenset({"options", "max_option_id"})
+
+    def removed_values(self, old: Column, new: Column) -> list[Any]:
+        if old.type != new.type:
+            return []
+        kept = {o.id for o in new.options or ()}
+        return sorted(o.id for o in old.options or () if o.id not in kept)
+
+
+def assign_option_ids(
+    options: list[dict[str, Any]], previous: Column | None
+) -> tuple[list[dict[str, Any]], int]:
+    """Given ids are kept, missing ones get the next unused number; an id once used and
+    removed is never handed out again (`max_option_id` remembers the highest)."""
+    prev_ids = {o.id for o in (previous.options if previous else None) or ()}
+    high = int((previous.max_option_id if previous else None) or 0)
+    given = [o["id"] for o in options if o.get("id") is not None]
+    seen: set[int] = set()
+    labels: set[str] = set()
+    for index, option in enumerate(options):
+        if option["label"] in labels:  # a label names one option (text converts by label)
+            raise DefinitionError(
+                f"options.{index}.label", f"duplicate option label '{option['label'][:64]}'"
+            )
+        labels.add(option["label"])
+        option_id = option.get("id")
+        if option_id is None:
+            continue
+        if option_id in seen:
+            raise DefinitionError(f"options.{index}.id", f"duplicate option id {option_id}")
+        seen.add(option_id)
+        if previous is not None and option_id not in prev_ids and option_id <= high:
+            raise DefinitionError(
+                f"options.{index}.id", f"option id {option_id} was used before; ids are not reused"
+            )
+    high = max([high, *given])
+    result: list[dict[str, Any]] = []
+    for option in options:
+        option_id = option.get("id")
+        if option_id is None:
+            if high >= INT64_MAX:
+                raise DefinitionError(
+                    f"options.{len(result)}.id", "no option id is left above the highest one"
+                )
+            high += 1
+            option_id = high
+        result.append(SelectOption(option_id, option["label"], option.get("color")).to_doc())
+    return result, high
 
 
 # ---- references -----------------------------------------------------------------------------
 
 
-def _object_id(value: Any) -> ObjectId:
-    if not isinstance(value, str) or len(value) != 24 or not ObjectId.is_valid(value):
-        raise ColumnValueError("is not a row id")
-    return ObjectId(value)
+def value_object_id(value: Any, message: str = "is not a row id") -> ObjectId:
+    """An id given as a value (a link, a filter operand): a 400 for its field when malformed."""
+    parsed = parse_object_id(value)
+    if parsed is None:
+        raise ColumnValueError(message)
+    return parsed
 
 
 class LinkType(ColumnType):
     """A row of another table (`table`) of the same tenant; stored as its ObjectId."""
 
     name = "link"
-    operators = EQUALITY_OPS
     settings_model = LinkSettings
     value_schema = {"type": "string", "pattern": "^[0-9a-fA-F]{24}$"}
     references = True
+    links_rows = True
 
-    def coerce(
-        self, column: dict[str, Any], value: Any, vctx: ValueContext, lenient: bool = False
-    ) -> Any:
-        return _object_id(value)
+    def coerce(self, column: Column, value: Any, vctx: ValueContext, lenient: bool = False) -> Any:
+        return value_object_id(value)
 
-    def render(self, column: dict[str, Any], stored: Any) -> Any:
+    def render(self, column: Column, stored: Any) -> Any:
         return str(stored)
 
     async def missing_references(
-        self, refs: References, column: dict[str, Any], values: list[Any]
+        self, refs: References, column: Column, values: list[Any]
     ) -> set[Any]:
-        return set(values) - await refs.readable_rows(column["table"], values)
+        return set(values) - await refs.readable_rows(column.table or "", values)
 
-    def random_value(self, column: dict[str, Any], rng: random.Random) -> Any:
+    def missing_reference_message(self, column: Column) -> str:
+        return f"no such row in table '{column.table}'"
+
+    def target_table(self, column: Column) -> str | None:
+        return column.table
+
+    def plain_index(self, column: Column) -> bool:
+        # always: deleting a row clears the references to it by this index
+        return True
+
+    def random_value(self, column: Column, rng: random.Random) -> Any:
         return None
 
 
@@ -588,22 +828,29 @@ class UserRefType(ColumnType):
     """A user of the same tenant; stored as the user id text (like `_created_by`)."""
 
     name = "user"
-    operators = EQUALITY_OPS
     value_schema = {"type": "string", "pattern": "^[0-9a-fA-F]{24}$"}
     references = True
 
-    def coerce(
-        self, column: dict[str, Any], value: Any, vctx: ValueContext, lenient: bool = False
-    ) -> Any:
-        return str(_object_id(value))
+    def missing_reference_message(self, column: Column) -> str:
+        return "no such user in this company"
+
+    def coerce(self, column: Column, value: Any, vctx: ValueContext, lenient: bool = False) -> Any:
+        return str(value_object_id(value))
 
     async def missing_references(
-        self, refs: References, column: dict[str, Any], values: list[Any]
+        self, refs: References, column: Column, values: list[Any]
     ) -> set[Any]:
         return set(values) - await refs.tenant_users(values)
 
-    def random_value(self, column: dict[str, Any], rng: random.Random) -> Any:
+    def random_value(self, column: Column, rng: random.Random) -> Any:
         return None
+
+
+def referring_query(types: Iterable[ColumnType], table_key: str) -> dict[str, Any]:
+    """The `_tables` query for the definitions with a column whose values are rows of
+    `table_key`."""
+    names = [t.name for t in types if t.links_rows]
+    return {"columns": {"$elemMatch": {"type": {"$in": names}, "table": table_key}}}
 
 
 BUILTIN_COLUMN_TYPES: tuple[type[ColumnType], ...] = (

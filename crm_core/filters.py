@@ -1,7 +1,8 @@
 """The filter language (SPEC §6): a pure translation from the JSON filter to a MongoDB query.
 
-Each operator is one class in a registry; it names nothing about types itself: a column type
-lists the operators it admits and parses operands. A recursive builder handles `and`/`or`
+Each operator is one class in a registry; it declares the capability of a column type it
+needs (`ColumnType.capabilities`: equality, blank, text, ordered, period) and names no type; the
+column type parses operands. A recursive builder handles `and`/`or`
 groups and the limits. Nothing from the client reaches MongoDB as an operator: fields are
 checked against the table's columns and every operand goes through its column type.
 """
@@ -15,17 +16,22 @@ from datetime import date, datetime, time, timedelta
 from typing import Any, ClassVar
 
 import orjson
-from bson import ObjectId
 
 from crm_core.columns import (
+    BLANK,
     DATE_ONLY,
-    EQUALITY_OPS,
+    EQUALITY,
+    ORDERED,
+    PERIOD,
+    TEXT,
+    Column,
     ColumnType,
     ColumnValueError,
     DateType,
     StringType,
     ValueContext,
     to_utc_millis,
+    value_object_id,
 )
 from crm_core.errors import InvalidFilter
 from crm_core.registry import Registry
@@ -41,22 +47,22 @@ class ObjectIdType(ColumnType):
     """The row id, as a filterable field (not a column type a table can use)."""
 
     name = "id"
-    operators = EQUALITY_OPS - {"blank", "not_blank"}
+    capabilities = frozenset({EQUALITY})  # every row has one: never blank
 
-    def coerce(
-        self, column: dict[str, Any], value: Any, vctx: ValueContext, lenient: bool = False
-    ) -> Any:
-        if not isinstance(value, str) or not ObjectId.is_valid(value) or len(value) != 24:
-            raise ColumnValueError("is not a row id")
-        return ObjectId(value)
+    def coerce(self, column: Column, value: Any, vctx: ValueContext, lenient: bool = False) -> Any:
+        return value_object_id(value)
 
 
-SYSTEM_COLUMNS: dict[str, tuple[dict[str, Any], ColumnType]] = {
-    "id": ({"key": "_id", "type": "id"}, ObjectIdType()),
-    "_created_at": ({"key": "_created_at", "type": "date"}, DateType()),
-    "_updated_at": ({"key": "_updated_at", "type": "date"}, DateType()),
-    "_created_by": ({"key": "_created_by", "type": "string"}, StringType()),
-    "_updated_by": ({"key": "_updated_by", "type": "string"}, StringType()),
+def _system(key: str, column_type: ColumnType) -> tuple[Column, ColumnType]:
+    return Column(key=key, type=column_type.name, name=key), column_type
+
+
+SYSTEM_COLUMNS: dict[str, tuple[Column, ColumnType]] = {
+    "id": _system("_id", ObjectIdType()),
+    "_created_at": _system("_created_at", DateType()),
+    "_updated_at": _system("_updated_at", DateType()),
+    "_created_by": _system("_created_by", StringType()),
+    "_updated_by": _system("_updated_by", StringType()),
 }
 
 
@@ -72,7 +78,7 @@ class FilterEnv:
 @dataclass(frozen=True)
 class Field:
     name: str  # the stored field name
-    column: dict[str, Any]
+    column: Column
     type: ColumnType
 
 
@@ -86,13 +92,18 @@ class FilterProblem(ValueError):
 class FilterOperator:
     """Turns (field, operand) into a MongoDB condition.
 
-    `build` must parse the operand through the field's column type and raise FilterProblem
-    (or ColumnValueError) when it does not fit; it never passes client data through as an
-    operator or a field name.
+    `needs` is the capability a column type must have (`ColumnType.capabilities`) for the
+    operator to apply to its fields. `build` must parse the operand through the field's column
+    type and raise FilterProblem (or ColumnValueError) when it does not fit; it never passes
+    client data through as an operator or a field name.
     """
 
     name: ClassVar[str]
+    needs: ClassVar[str] = EQUALITY
     takes_value: ClassVar[bool] = True
+
+    def applies_to(self, column_type: ColumnType) -> bool:
+        return self.needs in column_type.capabilities
 
     def build(self, field: Field, value: Any, env: FilterEnv) -> dict[str, Any]:
         raise NotImplementedError
@@ -104,6 +115,7 @@ class Negation(FilterOperator):
     def __init__(self, name: str, positive: FilterOperator) -> None:
         self.name = name  # type: ignore[misc]
         self.positive = positive
+        self.needs = positive.needs  # type: ignore[misc]
         self.takes_value = positive.takes_value  # type: ignore[misc]
 
     def build(self, field: Field, value: Any, env: FilterEnv) -> dict[str, Any]:
@@ -156,6 +168,7 @@ class Blank(FilterOperator):
     """Null, missing or the empty string; `false` and `0` are values, not blanks."""
 
     name = "blank"
+    needs = BLANK
     takes_value = False
 
     def build(self, field: Field, value: Any, env: FilterEnv) -> dict[str, Any]:
@@ -165,6 +178,7 @@ class Blank(FilterOperator):
 class TextMatch(FilterOperator):
     """Case-insensitive literal matching: the operand is escaped, never a regular expression."""
 
+    needs = TEXT
     template: ClassVar[str] = "{}"
 
     def build(self, field: Field, value: Any, env: FilterEnv) -> dict[str, Any]:
@@ -194,6 +208,7 @@ class Compare(FilterOperator):
     """gt/gte/lt/lte; on a date field a `YYYY-MM-DD` operand compares whole days
     (`gt 2025-08-15` starts at the 16th, `lte 2025-08-15` ends with the 15th)."""
 
+    needs = ORDERED
     mongo: ClassVar[str]  # the operator for a plain operand
     day_mongo: ClassVar[str]  # and for a whole day: against its start or the next day's
     day_edge: ClassVar[int]
@@ -225,6 +240,7 @@ class Between(FilterOperator):
     """`[low, high]`, both ends included (whole days for `YYYY-MM-DD` operands)."""
 
     name = "between"
+    needs = ORDERED
 
     def build(self, field: Field, value: Any, env: FilterEnv) -> dict[str, Any]:
         if not isinstance(value, list) or len(value) != 2:
@@ -302,6 +318,7 @@ def period_days(period: Any, today: date) -> tuple[date, date]:
 
 class IsWithin(FilterOperator):
     name = "is_within"
+    needs = PERIOD
 
     def build(self, field: Field, value: Any, env: FilterEnv) -> dict[str, Any]:
         zone = env.values.timezone
@@ -408,11 +425,11 @@ class FilterBuilder:
         op_name = node.get("op", "eq")
         if not isinstance(op_name, str) or op_name not in self.operators:
             raise _invalid(path, f"unknown operator '{str(op_name)[:32]}'")
-        if op_name not in field.type.operators:
+        operator = self.operators.get(op_name)
+        if not operator.applies_to(field.type):
             raise _invalid(
                 path, f"operator '{op_name}' does not apply to {field.type.name} field '{name}'"
             )
-        operator = self.operators.get(op_name)
         if not operator.takes_value and node.get("value") is not None:
             raise _invalid(path, f"'{op_name}' takes no value")
         try:
@@ -425,11 +442,16 @@ def _invalid(path: str, message: str) -> InvalidFilter:
     return InvalidFilter(f"{path}: {message}", [{"field": path, "message": message}])
 
 
-def table_fields(columns: list[dict[str, Any]], types: Registry[ColumnType]) -> dict[str, Field]:
+def table_fields(columns: list[Column], types: Registry[ColumnType]) -> dict[str, Field]:
     fields = {
-        key: Field(column["key"], column, column_type)
+        key: Field(column.key, column, column_type)
         for key, (column, column_type) in SYSTEM_COLUMNS.items()
     }
     for column in columns:
-        fields[column["key"]] = Field(column["key"], column, types.get(column["type"]))
+        fields[column.key] = Field(column.key, column, types.get(column.type))
     return fields
+
+
+def operators_for(column_type: ColumnType, operators: Registry[FilterOperator]) -> list[str]:
+    """The names of the operators that apply to a column type's fields."""
+    return [op.name for op in operators if op.applies_to(column_type)]

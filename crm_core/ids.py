@@ -1,16 +1,23 @@
-"""Parsing ids that arrive from clients."""
+"""Parsing ids that arrive from clients: one check, and the answers for an id in a URL (404)
+and elsewhere (the caller's own terms; a column value: `crm_core.columns.value_object_id`)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeGuard
 
 from bson import ObjectId
 
 from crm_core.errors import NotFound
 
 
+def is_object_id(value: Any) -> TypeGuard[str]:
+    """Exactly 24 hex digits (`ObjectId.is_valid` also admits 12-byte strings and ObjectIds)."""
+    return isinstance(value, str) and len(value) == 24 and ObjectId.is_valid(value)
+
+
 def object_id(value: Any, what: str = "Object") -> ObjectId:
-    """An id from a URL: anything that is not one of ours is simply not found."""
+    """An id from a client naming a thing to act on: anything that is not one of ours is
+    simply not found (`Row not found`)."""
     parsed = parse_object_id(value)
     if parsed is None:
         raise NotFound(f"{what} not found")
@@ -20,6 +27,4 @@ def object_id(value: Any, what: str = "Object") -> ObjectId:
 def parse_object_id(value: Any) -> ObjectId | None:
     """An id from a client (a body field, a token claim, a stored reference): None when it is
     not one of ours, for the caller to answer in its own terms (a 400 naming the field, a 401)."""
-    if not isinstance(value, str) or len(value) != 24 or not ObjectId.is_valid(value):
-        return None
-    return ObjectId(value)
+    return ObjectId(value) if is_object_id(value) else None

@@ -7,7 +7,7 @@ import re
 from typing import ClassVar
 
 from crm_core.columns import ColumnValueError
-from crm_core.registry import Registry
+from crm_core.registry import Named, Registry
 
 
 class ColumnValidator:
@@ -19,6 +19,10 @@ class ColumnValidator:
 
     def check(self, value: object) -> None:
         raise NotImplementedError
+
+    def accepts(self, column_type: Named) -> bool:
+        """Whether it can be attached to columns of this type."""
+        return column_type.name in self.types
 
 
 def _digits(value: object, lengths: tuple[int, ...], what: str) -> list[int]:

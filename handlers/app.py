@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 
 from aiohttp import web
 
@@ -11,7 +11,7 @@ from crm_core.admin import AdminService
 from crm_core.aliases import AliasService
 from crm_core.auth import AuthService
 from crm_core.builtin_tables import migrate_all
-from crm_core.columns import default_column_types
+from crm_core.columns import ColumnType, default_column_types
 from crm_core.files.exports import ExportService
 from crm_core.files.imports import ImportService
 from crm_core.filters import FilterBuilder, default_filter_operators
@@ -79,7 +79,11 @@ def all_routes() -> list[RouteSpec]:
     return [spec for table in ROUTE_TABLES for spec in table.routes]
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(
+    settings: Settings, extra_column_types: Iterable[ColumnType] = ()
+) -> web.Application:
+    """The API app. `extra_column_types`: column types registered besides the built-in ones
+    (docs/architecture.md, how to add a column type)."""
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=[
@@ -91,6 +95,8 @@ def create_app(settings: Settings) -> web.Application:
     )
     storage = Storage(settings)
     column_types = default_column_types()
+    for column_type in extra_column_types:  # columns: types an embedding app adds
+        column_types.register(column_type)
     validators = default_validators()
     rows = RowService(column_types, FilterBuilder(default_filter_operators()), validators)
     # services: the account domains
@@ -125,7 +131,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_broker_ctx)
     app.cleanup_ctx.append(_metrics_listener_ctx)  # ops: METRICS_PORT
 
-    specs = all_routes()
+    specs = [spec.for_app(services) for spec in all_routes()]  # columns: per-app body models
     for spec in specs:
         app.router.add_route(spec.method, spec.path, build_view(spec))
     docs.add_static(app)

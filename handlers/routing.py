@@ -12,7 +12,7 @@ import inspect
 import operator
 import typing
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import orjson
@@ -140,6 +140,9 @@ class RouteSpec:
     tag: str
     body: type[BaseModel] | type[JsonObject] | None = None
     body_schema: dict[str, Any] | None = None
+    # columns: the body model of this app (a subclass of `body` built from the app's
+    # registries, e.g. the table constructor's column types); `for_app` resolves it
+    body_factory: Callable[[Services], type[BaseModel]] | None = None
     query: type[BaseModel] | None = None
     # an HTML form (`application/x-www-form-urlencoded` or multipart) read into this model: the
     # /admin pages' POSTs; a route has a JSON `body` or a `form`, not both
@@ -160,6 +163,12 @@ class RouteSpec:
     allow_pending_password: bool = False
     # what the handler receives after `call`, read from its signature (see `handler_arguments`)
     arguments: tuple[Argument, ...] = ()
+
+    def for_app(self, services: Services) -> RouteSpec:
+        """This route as an app serves and documents it: `body` from `body_factory`."""
+        if self.body_factory is None:
+            return self
+        return replace(self, body=self.body_factory(services))
 
     @property
     def body_required(self) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from crm_core import aliases
+from crm_core.columns import Column
 from crm_core.tables import ordering
 from crm_core.tables.access import Level
 from crm_core.tables.definitions import Table
@@ -46,10 +47,10 @@ def table_out(table: Table, alias: dict[str, Any] | None = None) -> TableOut:
     )
 
 
-def column_out(column: dict[str, Any], alias: str | None = None) -> ColumnOut:
+def column_out(column: Column, alias: str | None = None) -> ColumnOut:
     return ColumnOut(
-        display_name=alias or column.get("name") or column["key"],
-        **{k: v for k, v in column.items() if k in ColumnOut.model_fields},
+        display_name=alias or column.name or column.key,
+        **{k: v for k, v in column.to_doc().items() if k in ColumnOut.model_fields},
     )
 
 
@@ -76,6 +77,7 @@ async def list_tables(call: Call) -> TableList:
     access=Permission(code="tables.create"),
     summary="Create a table with its columns",
     body=TableIn,
+    body_factory=lambda services: services.meta.models.table_in,
     response=TableOut,
     status=201,
     errors=(409,),
@@ -127,6 +129,7 @@ async def delete_table(call: Call) -> None:
     summary="Add a column",
     query=VersionQuery,
     body=ColumnAddIn,
+    body_factory=lambda services: services.meta.models.column_add_in,
     response=TableOut,
     status=201,
     errors=(409,),
@@ -145,6 +148,7 @@ async def add_column(call: Call) -> TableOut:
     summary="Change a column",
     query=VersionQuery,
     body=ColumnPatch,
+    body_factory=lambda services: services.meta.models.column_patch,
     response=TableOut,
     errors=(409,),
 )

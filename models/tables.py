@@ -1,14 +1,18 @@
 """Table constructor models (SPEC §5): column definitions, one input model per column type
-(built from the column-type classes, so a new type brings its own schema), tables, rows."""
+(built from an app's column-type registry by `column_models`, so a registered type brings its
+own schema), tables, rows."""
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, cast
 
-from pydantic import BaseModel, Field, RootModel, WithJsonSchema, create_model
+from pydantic import Field, RootModel, WithJsonSchema, create_model
 
-from crm_core.columns import BUILTIN_COLUMN_TYPES, ColumnType, SelectOptionIn
+from crm_core.columns import SETTINGS_FIELDS, ColumnType, SelectOptionIn
+from crm_core.registry import Registry
 from models.base import InputModel, OutputModel, QueryModel
 
 KEY_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
@@ -28,31 +32,22 @@ class ColumnCommon(InputModel):
     indexed: bool = False
 
 
-def _column_model(type_class: type[ColumnType]) -> type[BaseModel]:
-    name = "".join(part.capitalize() for part in type_class.name.split("_")) + "ColumnIn"
-    # the default is documented with the type's own JSON schema (`ColumnType.value_schema`)
-    default_schema = WithJsonSchema({"anyOf": [type_class.value_schema, {"type": "null"}]})
-    default_type: Any = Annotated[type_class.value_annotation | None, default_schema]
-    return create_model(
-        name,
-        __base__=(ColumnCommon, type_class.settings_model),
-        type=(Literal[type_class.name], ...),  # type: ignore[arg-type]
-        default=(default_type, None),
-    )
+class ColumnIn(ColumnCommon):
+    """The fields every column definition has; `column_models` makes one model per registered
+    type on top of it (its `type` literal, its settings, its default's type)."""
+
+    type: str
 
 
-COLUMN_INPUT_MODELS: list[type[BaseModel]] = [_column_model(t) for t in BUILTIN_COLUMN_TYPES]
-# A discriminated union on `type`: each column type validates its own settings and default.
-ColumnIn = Annotated[Union[tuple(COLUMN_INPUT_MODELS)], Field(discriminator="type")]  # type: ignore[valid-type]  # noqa: UP007
-
-
+# the base declares the shape handlers are typed with; an app's `column_models(...).table_in`
+# checks `columns` against the app's column types
 class TableIn(InputModel):
     key: Key
     name: str | None = Field(default=None, min_length=1, max_length=255)
-    columns: list[ColumnIn] = Field(default_factory=list, max_length=MAX_COLUMNS)  # type: ignore[valid-type]
+    columns: list[ColumnIn] = Field(default_factory=list, max_length=MAX_COLUMNS)
 
 
-class ColumnAddIn(RootModel[ColumnIn]):  # type: ignore[valid-type]
+class ColumnAddIn(RootModel[ColumnIn]):
     """A column definition: the fields common to all types and those of its `type`."""
 
 
@@ -63,7 +58,7 @@ class TablePatch(InputModel):
 class ColumnPatch(InputModel):
     """Change a column: any of these; `type` converts every row or answers 409."""
 
-    type: Literal[tuple(t.name for t in BUILTIN_COLUMN_TYPES)] | None = None  # type: ignore[valid-type]
+    type: str | None = None
     name: str | None = Field(default=None, min_length=1, max_length=255)
     required: bool | None = None
     unique: bool | None = None
@@ -72,6 +67,67 @@ class ColumnPatch(InputModel):
     max_length: int | None = Field(default=None, ge=1, le=1_000_000)
     validators: list[str] | None = Field(default=None, max_length=10)
     options: list[SelectOptionIn] | None = Field(default=None, max_length=1000)
+
+
+def _column_model(type_class: type[ColumnType]) -> type[ColumnIn]:
+    name = "".join(part.capitalize() for part in type_class.name.split("_")) + "ColumnIn"
+    # the default is documented with the type's own JSON schema (`ColumnType.value_schema`)
+    default_schema = WithJsonSchema({"anyOf": [type_class.value_schema, {"type": "null"}]})
+    default_type: Any = Annotated[type_class.value_annotation | None, default_schema]
+    type_literal: Any = Literal[type_class.name]
+    bases: Any = (ColumnIn, type_class.settings_model)
+    model = create_model(
+        name, __base__=bases, type=(type_literal, ...), default=(default_type, None)
+    )
+    return cast(type[ColumnIn], model)
+
+
+@dataclass(frozen=True)
+class ColumnModels:
+    """The body models of the table constructor for one set of column types."""
+
+    column_in: Any  # a discriminated union of one model per type
+    table_in: type[TableIn]
+    column_add_in: type[ColumnAddIn]
+    column_patch: type[ColumnPatch]
+
+
+def column_models(types: Registry[ColumnType]) -> ColumnModels:
+    """The models for an app's column-type registry (built once per set of type classes)."""
+    return _models_for(tuple(type(t) for t in types))
+
+
+@functools.cache
+def _models_for(type_classes: tuple[type[ColumnType], ...]) -> ColumnModels:
+    per_type = [_column_model(t) for t in type_classes]
+    # A discriminated union on `type`: each column type validates its own settings and default.
+    union: Any = Annotated[Union[tuple(per_type)], Field(discriminator="type")]  # noqa: UP007
+    names: Any = Literal[tuple(t.name for t in type_classes)]
+    table_in = create_model(
+        "TableIn",
+        __base__=TableIn,
+        __doc__=TableIn.__doc__,
+        columns=(list[union], Field(default_factory=list, max_length=MAX_COLUMNS)),
+    )
+    column_add_in = create_model(
+        "ColumnAddIn", __base__=ColumnAddIn, __doc__=ColumnAddIn.__doc__, root=(union, ...)
+    )
+    # the settings of types registered besides the built-ins, optional, with their own checks
+    # (a link's `table` stays fixed: it is not a field of ColumnPatch)
+    settings: dict[str, Any] = {}
+    for type_class in type_classes:
+        for name, info in type_class.settings_model.model_fields.items():
+            if name not in (*ColumnPatch.model_fields, *SETTINGS_FIELDS, *settings):
+                annotation: Any = Annotated[(info.annotation, *info.metadata)]
+                settings[name] = (annotation | None, Field(None, description=info.description))
+    column_patch = create_model(
+        "ColumnPatch",
+        __base__=ColumnPatch,
+        __doc__=ColumnPatch.__doc__,
+        type=(names | None, None),
+        **settings,
+    )
+    return ColumnModels(union, table_in, column_add_in, column_patch)
 
 
 class VersionQuery(QueryModel):

@@ -24,6 +24,7 @@ from datetime import UTC, datetime, time
 from typing import IO, Any
 
 from crm_core.aliases import aliases_for
+from crm_core.columns import Column, ColumnType
 from crm_core.context import TenantContext
 from crm_core.errors import RateLimited, ValidationFailed
 from crm_core.storage import find_in_batches, query_purpose
@@ -39,15 +40,14 @@ EXACT_FLOAT_INT = 2**53
 BATCH = 1000
 CSV_TYPE = "text/csv"
 XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-TEXT_TYPES = frozenset({"string", "email", "phone", "url", "link", "user"})
 
 
 @dataclass(frozen=True)
 class ExportColumn:
     key: str
     header: str
-    type: str  # a column type name, or "datetime"/"text" for system fields
-    column: dict[str, Any] | None
+    column: Column | None  # None for `id` and the system fields
+    column_type: ColumnType | None
 
 
 @dataclass
@@ -101,7 +101,7 @@ class ExportService:
         if query.columns is not None:
             keys = [k.strip() for k in query.columns.split(",")]
             errors = []
-            known = {c["key"] for c in table.columns} | set(SYSTEM_FIELDS) | {"id"}
+            known = {c.key for c in table.columns} | set(SYSTEM_FIELDS) | {"id"}
             for index, key in enumerate(keys):
                 if key not in known:
                     errors.append({"field": "columns", "message": f"unknown column '{key[:64]}'"})
@@ -123,15 +123,11 @@ class ExportService:
         result = []
         for key in keys:
             column = table.column(key)
-            if column is None:
-                kind = "text" if key in ("id", "_created_by", "_updated_by") else "datetime"
-                header = key
-            else:
-                kind = column["type"]
-                header = key
-                if query.headers == "names":
-                    header = names.get(key) or column.get("name") or key
-            result.append(ExportColumn(key, header, kind, column))
+            header = key
+            if column is not None and query.headers == "names":
+                header = names.get(key) or column.name or key
+            column_type = None if column is None else table.column_type(column)
+            result.append(ExportColumn(key, header, column, column_type))
         return result
 
     # ---- reading ------------------------------------------------------------------------------
@@ -188,13 +184,9 @@ class ExportService:
             if value.tzinfo is None:
                 value = value.replace(tzinfo=UTC)
             return value.astimezone(ctx.values.timezone).replace(tzinfo=None)
-        if column.type == "select" and column.column is not None:
-            labels = {o["id"]: o["label"] for o in column.column.get("options") or []}
-            return labels.get(value, value)
-        if column.type == "time" and isinstance(value, str):
-            hours, minutes, seconds = (int(p) for p in value.split(":"))
-            return time(hours, minutes, seconds)
-        if isinstance(value, bool | int | float | str):
+        if column.column is not None and column.column_type is not None:
+            value = column.column_type.cell_value(column.column, value)  # labels, times of day
+        if isinstance(value, bool | int | float | str | time):
             return value
         return str(value)
 

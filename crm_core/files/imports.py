@@ -287,9 +287,9 @@ class ImportService:
         candidates: dict[str, str] = {}
         for source in ("key", "name", "alias"):
             for column in table.columns:
-                text = alias_names.get(column["key"]) if source == "alias" else column.get(source)
+                text = alias_names.get(column.key) if source == "alias" else getattr(column, source)
                 if text:
-                    candidates.setdefault(_normal(text), column["key"])
+                    candidates.setdefault(_normal(text), column.key)
         used: set[str] = set()
         mapping = []
         for name in header:
@@ -416,9 +416,9 @@ class ImportService:
         else:
             mapped = {m["column"] for m in mapping}
             missing = [
-                c["key"]
+                c.key
                 for c in table.columns
-                if c["required"] and c.get("default") is None and c["key"] not in mapped
+                if c.required and c.default is None and c.key not in mapped
             ]
             if missing:
                 raise ValidationFailed(
@@ -571,7 +571,7 @@ class ImportService:
         (all-or-nothing: any error stops the job and undoes it; skip-invalid: valid rows)."""
         strict = job["mode"] == "all_or_nothing"
         upsert_on = job.get("upsert_on")
-        unique = [c["key"] for c in table.columns if c["unique"]]
+        unique = [c.key for c in table.columns if c.unique]
         seen: dict[str, dict[int, int]] = {key: {} for key in unique}
         source = RowSource(path, info)
         await asyncio.to_thread(source.__enter__)

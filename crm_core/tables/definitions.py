@@ -6,8 +6,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+from cachetools import LRUCache
+
 from crm_core.cache import tables_changed
-from crm_core.columns import ColumnType
+from crm_core.columns import Column, ColumnType
 from crm_core.context import TenantContext
 from crm_core.errors import NotFound, StaleTableVersion
 from crm_core.registry import Registry
@@ -17,6 +20,25 @@ SYSTEM_FIELDS = ("_created_at", "_updated_at", "_created_by", "_updated_by")
 RESERVED_COLUMN_KEYS = frozenset({"id"})
 
 
+# parsed columns by their stored form: `Column`s are immutable, so one parse serves every
+# request that loads the same definition (parsing costs about what the process cache's copy
+# of the document does; the key, the columns as JSON, is built in a small part of that)
+_PARSED: LRUCache[bytes, tuple[Column, ...]] = LRUCache(1000)
+
+
+def parse_columns(doc: dict[str, Any]) -> tuple[Column, ...]:
+    """The definition's columns, parsed once per distinct content."""
+    stored = doc.get("columns", [])
+    try:
+        key = orjson.dumps(stored)
+    except TypeError:  # a value JSON cannot hold: parse without the memo
+        return tuple(Column.from_doc(c) for c in stored)
+    columns: tuple[Column, ...] | None = _PARSED.get(key)
+    if columns is None:
+        columns = _PARSED[key] = tuple(Column.from_doc(c) for c in stored)
+    return columns
+
+
 def utcnow() -> datetime:
     now = datetime.now(UTC)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
@@ -24,10 +46,17 @@ def utcnow() -> datetime:
 
 @dataclass
 class Table:
-    """A loaded table definition with its column types resolved."""
+    """A loaded table definition: the stored document and its columns, parsed once into
+    `Column`s (written back with `Column.to_doc`, the `_tables` layout of docs/storage.md)."""
 
     doc: dict[str, Any]
     types: Registry[ColumnType] = field(repr=False)
+    _columns: tuple[Column, ...] = field(init=False, repr=False)
+    _by_key: dict[str, Column] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._columns = parse_columns(self.doc)
+        self._by_key = {c.key: c for c in self._columns}
 
     @property
     def key(self) -> str:
@@ -38,14 +67,14 @@ class Table:
         return int(self.doc["version"])
 
     @property
-    def columns(self) -> list[dict[str, Any]]:
-        return list(self.doc.get("columns", []))
+    def columns(self) -> list[Column]:
+        return list(self._columns)
 
-    def column(self, key: str) -> dict[str, Any] | None:
-        return next((c for c in self.columns if c["key"] == key), None)
+    def column(self, key: str) -> Column | None:
+        return self._by_key.get(key)
 
-    def column_type(self, column: dict[str, Any]) -> ColumnType:
-        return self.types.get(column["type"])
+    def column_type(self, column: Column) -> ColumnType:
+        return self.types.get(column.type)
 
     def collection(self, ctx: TenantContext) -> Any:
         return ctx.db[self.key]
@@ -72,8 +101,13 @@ def check_version(table: Table, expected: int | None) -> None:
 
 
 async def save_definition(ctx: TenantContext, table: Table, changes: dict[str, Any]) -> Table:
-    """Write changes if nobody else changed the table since it was loaded (optimistic lock)."""
+    """Write changes if nobody else changed the table since it was loaded (optimistic lock);
+    `columns` may be given as `Column`s."""
     changes = {**changes, "updated_at": utcnow()}
+    if "columns" in changes:
+        changes["columns"] = [
+            c.to_doc() if isinstance(c, Column) else c for c in changes["columns"]
+        ]
     updated = await ctx.db[TABLES].find_one_and_update(
         {"_id": table.doc["_id"], "version": table.version},
         {"$set": changes, "$inc": {"version": 1}},

@@ -11,7 +11,14 @@ from pydantic import BaseModel
 
 from crm_core import aliases, shares
 from crm_core.cache import tables_changed
-from crm_core.columns import INT64_MAX, ColumnType, ColumnValueError
+from crm_core.columns import (
+    SETTINGS_FIELDS,
+    Column,
+    ColumnType,
+    ColumnValueError,
+    DefinitionError,
+    referring_query,
+)
 from crm_core.context import TenantContext
 from crm_core.errors import Conflict, NotFound, ValidationFailed
 from crm_core.registry import Registry
@@ -33,7 +40,7 @@ from crm_core.tables.definitions import (
     utcnow,
 )
 from crm_core.validators import ColumnValidator
-from models.tables import MAX_COLUMNS, ColumnPatch, TableIn
+from models.tables import MAX_COLUMNS, ColumnPatch, TableIn, column_models
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +60,7 @@ class MetaService:
     def __init__(self, types: Registry[ColumnType], validators: Registry[ColumnValidator]) -> None:
         self.types = types
         self.validators = validators
+        self.models = column_models(types)  # the body models of the table constructor
 
     # ---- tables ---------------------------------------------------------------------------
 
@@ -62,7 +70,7 @@ class MetaService:
         return [Table(doc, self.types) for doc in docs]
 
     async def create_table(self, ctx: TenantContext, data: TableIn) -> Table:
-        columns: list[dict[str, Any]] = []
+        columns: list[Column] = []
         seen: set[str] = set()
         errors: list[dict[str, Any]] = []
         column_in: BaseModel
@@ -82,8 +90,7 @@ class MetaService:
             except ValidationFailed as exc:
                 errors.extend(exc.details)
         for index, column in enumerate(columns):
-            if column["type"] == "link" and column["table"] != data.key:
-                errors += await self._link_target_errors(ctx, column, f"columns.{index}")
+            errors += await self._target_errors(ctx, column, data.key, f"columns.{index}")
         if errors:
             raise ValidationFailed(f"{errors[0]['field']}: {errors[0]['message']}", errors)
         now = utcnow()
@@ -94,7 +101,7 @@ class MetaService:
             "builtin": False,
             "owner_id": ctx.user_id,
             "version": 1,
-            "columns": columns,
+            "columns": [c.to_doc() for c in columns],
             "created_at": now,
             "updated_at": now,
         }
@@ -127,11 +134,7 @@ class MetaService:
         if table.doc.get("builtin"):
             raise Conflict(f"The built-in table '{table.key}' cannot be deleted")
         referring = await ctx.db[TABLES].distinct(
-            "key",
-            {
-                "key": {"$ne": table.key},
-                "columns": {"$elemMatch": {"type": "link", "table": table.key}},
-            },
+            "key", {"key": {"$ne": table.key}, **referring_query(self.types, table.key)}
         )
         if referring:
             raise Conflict(
@@ -161,26 +164,25 @@ class MetaService:
         if len(table.columns) >= MAX_COLUMNS:
             raise ValidationFailed.field("key", f"a table has at most {MAX_COLUMNS} columns")
         column = self._normalise_column(ctx, raw, "", None)
-        if column["type"] == "link" and column["table"] != table.key:
-            _raise(await self._link_target_errors(ctx, column, ""))
+        _raise(await self._target_errors(ctx, column, table.key, ""))
         rows = table.collection(ctx)
-        if column["required"]:
-            if column.get("default") is None:
+        if column.required:
+            if column.default is None:
                 count = await rows.count_documents({})
                 if count:
                     raise Conflict(
                         f"{count} rows would have no value for the required column "
-                        f"'{column['key']}'; give it a default",
+                        f"'{column.key}'; give it a default",
                         [{"field": "default", "message": "required on a table with rows"}],
                     )
             else:
-                stored = table.column_type(column).coerce(column, column["default"], ctx.values)
-                await rows.update_many({}, {"$set": {column["key"]: stored}})
+                stored = self.types.get(column.type).coerce(column, column.default, ctx.values)
+                await rows.update_many({}, {"$set": {column.key: stored}})
         await self._create_indexes(ctx, table, column)
         try:
             return await save_definition(ctx, table, {"columns": [*table.columns, column]})
         except Conflict:
-            await self._drop_indexes(ctx, table, column["key"])
+            await self._drop_indexes(ctx, table, column.key)
             raise
 
     async def change_column(
@@ -193,32 +195,29 @@ class MetaService:
         changes = patch.model_dump(exclude_unset=True)
         merged = self._merge_patch(table, current, changes)
         column = self._normalise_column(ctx, merged, "", current)
+        new_type = self.types.get(column.type)
         rows = table.collection(ctx)
 
-        removed = {o["id"] for o in current.get("options") or []} - {
-            o["id"] for o in column.get("options") or []
-        }
-        if current["type"] == "select" and column["type"] == "select" and removed:
-            await rows.update_many({key: {"$in": sorted(removed)}}, {"$unset": {key: ""}})
-        if column["type"] != current["type"] or column.get("max_length") != current.get(
-            "max_length"
-        ):
+        removed = new_type.removed_values(current, column)
+        if removed:
+            await rows.update_many({key: {"$in": removed}}, {"$unset": {key: ""}})
+        if new_type.needs_conversion(current, column):
             await self._convert_rows(ctx, table, current, column)
-        if column["required"] and not current["required"]:
+        if column.required and not current.required:
             missing = await rows.count_documents({key: {"$exists": False}})
             if missing:
                 raise Conflict(
                     f"{missing} rows have no value for '{key}'",
                     [{"field": "required", "message": f"{missing} rows are empty"}],
                 )
-        if (column["unique"], column["indexed"]) != (current["unique"], current["indexed"]):
+        if (column.unique, column.indexed) != (current.unique, current.indexed):
             await self._drop_indexes(ctx, table, key)
             try:
                 await self._create_indexes(ctx, table, column)
             except Conflict:
                 await self._create_indexes(ctx, table, current)
                 raise
-        columns = [column if c["key"] == key else c for c in table.columns]
+        columns = [column if c.key == key else c for c in table.columns]
         return await save_definition(ctx, table, {"columns": columns})
 
     async def delete_column(
@@ -228,9 +227,9 @@ class MetaService:
         column = table.column(key)
         if column is None:
             raise NotFound(f"Column '{key}' not found in table '{table.key}'")
-        if column.get("predefined"):
+        if column.predefined:
             raise Conflict(f"'{key}' is a predefined column of '{table.key}' and cannot be removed")
-        columns = [c for c in table.columns if c["key"] != key]
+        columns = [c for c in table.columns if c.key != key]
         updated = await save_definition(ctx, table, {"columns": columns})
         await table.collection(ctx).update_many({key: {"$exists": True}}, {"$unset": {key: ""}})
         await self._drop_indexes(ctx, table, key)
@@ -241,152 +240,111 @@ class MetaService:
     # ---- helpers --------------------------------------------------------------------------
 
     def _merge_patch(
-        self, table: Table, current: dict[str, Any], changes: dict[str, Any]
+        self, table: Table, current: Column, changes: dict[str, Any]
     ) -> dict[str, Any]:
         """The column definition a PATCH asks for (checked and normalised afterwards): what a
-        type change drops (options, string settings, the default) and what it may not do."""
-        key = current["key"]
-        if current.get("predefined") and changes.get("type", current["type"]) != current["type"]:
+        type change drops (the settings the new type has not, the default) and what it may not
+        do. Settings given replace the current ones (a select's `options` list)."""
+        key = current.key
+        new_name = changes.get("type") or current.type
+        if current.predefined and new_name != current.type:
             raise Conflict(f"'{key}' is a predefined column: its type cannot change")
-        merged = {**current, **{k: v for k, v in changes.items() if k != "options"}}
-        if "options" in changes and changes["options"] is not None:
-            merged["options"] = changes["options"]
-        new_type = self.types.get(merged["type"]) if merged["type"] in self.types else None
-        if new_type is None:  # pragma: no cover - the model admits registered types only
+        if new_name not in self.types:  # pragma: no cover - the model admits registered types
             raise ValidationFailed.field("type", "unknown column type")
-        if merged["type"] != "select":
-            if changes.get("options"):
-                raise ValidationFailed.field("options", "only select columns have options")
-            merged.pop("options", None)
-            merged.pop("max_option_id", None)
-        if merged["type"] != current["type"] and (
+        new_type = self.types.get(new_name)
+        if new_name != current.type and (
             new_type.references or table.column_type(current).references
         ):
             raise ValidationFailed.field(
                 "type", "link and user columns cannot change type; add a new column instead"
             )
-        if merged["type"] != "string":
-            if changes.get("max_length") is not None or changes.get("validators"):
+        # a field given as null clears it, except `options` (null: keep the list)
+        merged = {**current.to_doc(), **{k: v for k, v in changes.items() if k != "options"}}
+        if changes.get("options") is not None:
+            merged["options"] = changes["options"]
+        merged["type"] = new_name
+        own = new_type.settings_fields()
+        every = dict.fromkeys(
+            [*SETTINGS_FIELDS, *(n for t in self.types for n in t.settings_fields())]
+        )
+        for name in every:
+            if name in own:
+                continue
+            if changes.get(name):
+                having = sorted(t.name for t in self.types if name in t.settings_fields())
                 raise ValidationFailed.field(
-                    "max_length", "only string columns have max_length and validators"
+                    name, f"only {', '.join(having) or 'no'} columns have {name}"
                 )
-            merged.pop("max_length", None)
-            merged.pop("validators", None)
-        if merged["type"] != current["type"] and "default" not in changes:
+            merged.pop(name, None)
+        if new_name != current.type and "default" not in changes:
             merged["default"] = None
         return merged
 
     def _normalise_column(
-        self, ctx: TenantContext, raw: dict[str, Any], path: str, previous: dict[str, Any] | None
-    ) -> dict[str, Any]:
+        self, ctx: TenantContext, raw: dict[str, Any], path: str, previous: Column | None
+    ) -> Column:
         prefix = f"{path}." if path else ""
         key = raw["key"]
         if key in RESERVED_COLUMN_KEYS:
             raise ValidationFailed.field(f"{prefix}key", f"'{key}' is reserved")
         column_type = self.types.get(raw["type"])
-        column: dict[str, Any] = {
-            "key": key,
-            "name": raw.get("name") or key,
-            "type": raw["type"],
-            "required": bool(raw.get("required")),
-            "unique": bool(raw.get("unique")),
-            "indexed": bool(raw.get("indexed")),
-            "default": raw.get("default"),
-        }
-        if raw["type"] == "string" and raw.get("max_length") is not None:
-            column["max_length"] = raw["max_length"]
-        if raw.get("validators"):
-            for index, name in enumerate(raw["validators"]):
-                if (
-                    name not in self.validators
-                    or raw["type"] not in self.validators.get(name).types
-                ):
-                    raise ValidationFailed.field(
-                        f"{prefix}validators.{index}",
-                        f"no validator '{name[:32]}' for {raw['type']} columns "
-                        f"(known: {', '.join(self.validators.names())})",
-                    )
-            column["validators"] = list(dict.fromkeys(raw["validators"]))
-        if raw["type"] == "link":
-            column["table"] = raw["table"]
-        if raw.get("predefined"):  # built-in columns keep their mark through edits
-            column["predefined"] = True
-        if raw["type"] == "select":
-            column["options"], column["max_option_id"] = self._assign_option_ids(
-                raw.get("options") or [], previous, f"{prefix}options"
-            )
+        try:
+            settings = column_type.normalise_settings(raw, previous)
+        except DefinitionError as exc:
+            raise ValidationFailed.field(f"{prefix}{exc.field}", str(exc)) from None
+        for index, name in enumerate(settings.get("validators") or []):
+            if name not in self.validators or not self.validators.get(name).accepts(column_type):
+                raise ValidationFailed.field(
+                    f"{prefix}validators.{index}",
+                    f"no validator '{name[:32]}' for {raw['type']} columns "
+                    f"(known: {', '.join(self.validators.names())})",
+                )
+        if settings.get("validators"):
+            settings["validators"] = list(dict.fromkeys(settings["validators"]))
+        column = Column.from_doc(
+            {
+                "key": key,
+                "name": raw.get("name") or key,
+                "type": raw["type"],
+                "required": bool(raw.get("required")),
+                "unique": bool(raw.get("unique")),
+                "indexed": bool(raw.get("indexed")),
+                "default": raw.get("default"),
+                **settings,
+                # built-in columns keep their mark through edits
+                **({"predefined": True} if raw.get("predefined") else {}),
+            }
+        )
         try:
             column_type.check_definition(column, ctx.values)
-        except ColumnValueError as exc:
-            raise ValidationFailed.field(f"{prefix}max_length", str(exc)) from None
-        if column["default"] is not None:
+        except DefinitionError as exc:
+            raise ValidationFailed.field(f"{prefix}{exc.field}", str(exc)) from None
+        if column.default is not None:
             try:
-                column_type.coerce(column, column["default"], ctx.values)
+                column_type.coerce(column, column.default, ctx.values)
             except ColumnValueError as exc:
                 raise ValidationFailed.field(f"{prefix}default", str(exc)) from None
         return column
 
-    async def _link_target_errors(
-        self, ctx: TenantContext, column: dict[str, Any], path: str
+    async def _target_errors(
+        self, ctx: TenantContext, column: Column, table_key: str, path: str
     ) -> list[dict[str, Any]]:
-        prefix = f"{path}." if path else ""
-        if await ctx.db[TABLES].count_documents({"key": column["table"]}, limit=1):
+        """A reference to another table's rows needs that table (a table may refer to itself:
+        it is being created or exists)."""
+        target = self.types.get(column.type).target_table(column)
+        if target is None or target == table_key:
             return []
-        return [{"field": f"{prefix}table", "message": f"no table '{column['table']}'"}]
-
-    @staticmethod
-    def _assign_option_ids(
-        options: list[dict[str, Any]], previous: dict[str, Any] | None, path: str
-    ) -> tuple[list[dict[str, Any]], int]:
-        """Given ids are kept, missing ones get the next unused number; an id once used and
-        removed is never handed out again (`max_option_id` remembers the highest)."""
-        prev_ids = {o["id"] for o in (previous or {}).get("options") or []}
-        high = int((previous or {}).get("max_option_id") or 0)
-        given = [o["id"] for o in options if o.get("id") is not None]
-        seen: set[int] = set()
-        labels: set[str] = set()
-        for index, option in enumerate(options):
-            if option["label"] in labels:  # a label names one option (text converts by label)
-                raise ValidationFailed.field(
-                    f"{path}.{index}.label", f"duplicate option label '{option['label'][:64]}'"
-                )
-            labels.add(option["label"])
-            option_id = option.get("id")
-            if option_id is None:
-                continue
-            if option_id in seen:
-                raise ValidationFailed.field(
-                    f"{path}.{index}.id", f"duplicate option id {option_id}"
-                )
-            seen.add(option_id)
-            if previous is not None and option_id not in prev_ids and option_id <= high:
-                raise ValidationFailed.field(
-                    f"{path}.{index}.id",
-                    f"option id {option_id} was used before; ids are not reused",
-                )
-        high = max([high, *given])
-        result: list[dict[str, Any]] = []
-        for option in options:
-            option_id = option.get("id")
-            if option_id is None:
-                if high >= INT64_MAX:
-                    raise ValidationFailed.field(
-                        f"{path}.{len(result)}.id", "no option id is left above the highest one"
-                    )
-                high += 1
-                option_id = high
-            item = {"id": option_id, "label": option["label"]}
-            if option.get("color"):
-                item["color"] = option["color"]
-            result.append(item)
-        return result, high
+        if await ctx.db[TABLES].count_documents({"key": target}, limit=1):
+            return []
+        prefix = f"{path}." if path else ""
+        return [{"field": f"{prefix}table", "message": f"no table '{target}'"}]
 
     async def _convert_rows(
-        self, ctx: TenantContext, table: Table, old: dict[str, Any], new: dict[str, Any]
+        self, ctx: TenantContext, table: Table, old: Column, new: Column
     ) -> None:
         """Convert every stored value or change nothing and answer 409 with the failures."""
-        key = new["key"]
-        old_type, new_type = table.column_type(old), self.types.get(new["type"])
+        key = new.key
+        old_type, new_type = table.column_type(old), self.types.get(new.type)
         rows = table.collection(ctx)
         updates: list[tuple[dict[str, Any], dict[str, Any]]] = []
         failures = 0
@@ -408,19 +366,17 @@ class MetaService:
                 updates.append(({"_id": row["_id"]}, {"$set": {key: value}}))
         if failures:
             raise Conflict(
-                f"{failures} rows cannot be converted to {new['type']}; nothing was changed",
+                f"{failures} rows cannot be converted to {new.type}; nothing was changed",
                 [{"field": key, "message": reason, "failed_rows": failures, "row_ids": sample}],
             )
         for start in range(0, len(updates), CONVERSION_BATCH):
             await update_each(rows, updates[start : start + CONVERSION_BATCH], ordered=False)
 
-    async def _create_indexes(
-        self, ctx: TenantContext, table: Table, column: dict[str, Any]
-    ) -> None:
+    async def _create_indexes(self, ctx: TenantContext, table: Table, column: Column) -> None:
         rows = table.collection(ctx)
-        key = column["key"]
+        key = column.key
         try:
-            if column["unique"]:
+            if column.unique:
                 # rows without a value do not collide with each other
                 await rows.create_index(
                     [(key, ASCENDING)],
@@ -428,8 +384,7 @@ class MetaService:
                     unique=True,
                     **skip_missing_index_options(rows, key),
                 )
-            elif column["indexed"] or column["type"] == "link":
-                # link columns always: deleting a row clears the references to it by this index
+            elif self.types.get(column.type).plain_index(column):
                 await rows.create_index([(key, ASCENDING)], name=plain_index_name(key))
         except (DuplicateKeyError, OperationFailure):
             raise Conflict(

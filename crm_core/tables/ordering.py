@@ -320,7 +320,7 @@ async def forget_rows(ctx: TenantContext, table_key: str, row_ids: list[ObjectId
 
 def effective_view(table: Table, stored: dict[str, Any] | None) -> dict[str, list[str]]:
     """Stored order filtered to today's columns, columns added since appended in table order."""
-    keys = [c["key"] for c in table.columns]
+    keys = [c.key for c in table.columns]
     existing = set(keys)
     order = [k for k in (stored or {}).get("column_order", []) if k in existing]
     order += [k for k in keys if k not in order]
@@ -336,7 +336,7 @@ async def get_view(ctx: TenantContext, table: Table) -> dict[str, list[str]]:
 async def put_view(
     ctx: TenantContext, table: Table, column_order: list[str], hidden: list[str]
 ) -> dict[str, list[str]]:
-    existing = {c["key"] for c in table.columns}
+    existing = {c.key for c in table.columns}
     errors = []
     for name, keys in (("column_order", column_order), ("hidden", hidden)):
         seen: set[str] = set()

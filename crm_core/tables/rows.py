@@ -10,10 +10,11 @@ from typing import Any, Protocol
 
 from bson import ObjectId
 
-from crm_core.columns import ColumnType, ColumnValueError, render_datetime
+from crm_core.columns import Column, ColumnType, ColumnValueError, referring_query, render_datetime
 from crm_core.context import TenantContext
 from crm_core.errors import Conflict, NotFound, ValidationFailed
 from crm_core.filters import FilterBuilder, FilterEnv, table_fields
+from crm_core.ids import object_id
 from crm_core.registry import Registry
 from crm_core.storage import (
     ASCENDING,
@@ -27,6 +28,7 @@ from crm_core.tables.access import Level, access_level
 from crm_core.tables.definitions import SYSTEM_FIELDS, TABLES, Table, load_table, utcnow
 from crm_core.tables.ordering import forget_rows, manual_page
 from crm_core.tables.references import VisibleReferences
+from crm_core.tables.updates import set_unset
 from crm_core.validators import ColumnValidator
 
 log = logging.getLogger(__name__)
@@ -40,9 +42,7 @@ _INDEX_NAME = re.compile(r"index:\s+u_([a-z][a-z0-9_]*)")
 
 
 def parse_row_id(row_id: Any) -> ObjectId:
-    if not isinstance(row_id, str) or not ObjectId.is_valid(row_id) or len(row_id) != 24:
-        raise NotFound("Row not found")
-    return ObjectId(row_id)
+    return object_id(row_id, "Row")
 
 
 class RowValues:
@@ -66,17 +66,17 @@ class RowValues:
     def _error(self, field: str, message: str) -> None:
         self.errors.append({"field": f"{self.path}{field}", "message": message})
 
-    def _coerce(self, column: dict[str, Any], value: Any) -> Any:
+    def _coerce(self, column: Column, value: Any) -> Any:
         try:
             stored = self.table.column_type(column).coerce(
                 column, value, self.ctx.values, lenient=self.lenient
             )
-            for name in column.get("validators") or []:
+            for name in column.validators or ():
                 if self.validators is not None and name in self.validators:
                     self.validators.get(name).check(stored)
             return stored
         except ColumnValueError as exc:
-            self._error(column["key"], str(exc))
+            self._error(column.key, str(exc))
             return None
 
     def for_create(self, body: Any) -> dict[str, Any]:
@@ -86,12 +86,12 @@ class RowValues:
         values = self._known(body)
         doc: dict[str, Any] = {}
         for column in self.table.columns:
-            key = column["key"]
+            key = column.key
             value = values.get(key)
-            if value is None and column.get("default") is not None:
-                value = column["default"]
+            if value is None and column.default is not None:
+                value = column.default
             if value is None:
-                if column["required"]:
+                if column.required:
                     self._error(key, "is required")
                 continue
             stored = self._coerce(column, value)
@@ -110,7 +110,7 @@ class RowValues:
             column = self.table.column(key)
             assert column is not None
             if value is None:
-                if column["required"]:
+                if column.required:
                     self._error(key, "is required and cannot be cleared")
                 else:
                     unset.append(key)
@@ -195,13 +195,14 @@ class RowService:
             column_type = table.column_type(column)
             if not column_type.references:
                 continue
-            key = column["key"]
+            key = column.key
             values = {doc[key] for _, doc in docs if doc.get(key) is not None}
             if not values:
                 continue
             missing = await column_type.missing_references(refs, column, list(values))
+            message = column_type.missing_reference_message(column)
             errors += [
-                {"field": f"{path}{key}", "message": _missing_message(column)}
+                {"field": f"{path}{key}", "message": message}
                 for path, doc in docs
                 if doc.get(key) in missing
             ]
@@ -218,13 +219,18 @@ class RowService:
 
     async def referring_columns(self, ctx: TenantContext, table: Table) -> list[tuple[str, str]]:
         """(table key, column key) of every link column that points at this table."""
-        query = {"columns": {"$elemMatch": {"type": "link", "table": table.key}}}
-        return [
-            (doc["key"], column["key"])
-            async for doc in ctx.db[TABLES].find(query, {"key": 1, "columns": 1})
-            for column in doc["columns"]
-            if column["type"] == "link" and column.get("table") == table.key
-        ]
+        query = referring_query(self.types, table.key)
+        found = []
+        async for doc in ctx.db[TABLES].find(query, {"key": 1, "columns": 1}):
+            for column in map(Column.from_doc, doc["columns"]):
+                if self._target(column) == table.key:
+                    found.append((doc["key"], column.key))
+        return found
+
+    def _target(self, column: Column) -> str | None:
+        if column.type not in self.types:
+            return None
+        return self.types.get(column.type).target_table(column)
 
     async def clear_references(
         self,
@@ -250,13 +256,14 @@ class RowService:
         may read their table; otherwise the ids stay). A key named twice is expanded once."""
         for key in dict.fromkeys(keys):
             column = table.column(key)
-            if column is None or column["type"] != "link":
+            target_key = None if column is None else self._target(column)
+            if target_key is None:
                 raise ValidationFailed.field("expand", f"'{key[:64]}' is not a link column")
             ids = {ObjectId(r[key]) for r in rows if r.get(key)}
             if not ids:
                 continue
             try:
-                target = await load_table(ctx, self.types, column["table"])
+                target = await load_table(ctx, self.types, target_key)
             except NotFound:
                 continue
             if await access_level(ctx, target) < Level.READ:
@@ -279,7 +286,7 @@ class RowService:
     def render(self, table: Table, doc: dict[str, Any]) -> dict[str, Any]:
         row: dict[str, Any] = {"id": str(doc["_id"])}
         for column in table.columns:
-            key = column["key"]
+            key = column.key
             if key in doc:
                 row[key] = table.column_type(column).render(column, doc[key])
         for field in SYSTEM_FIELDS:
@@ -324,9 +331,7 @@ class RowService:
         else:
             await self.check_rules(ctx, table, [("", set_values)], whole_rows=False)
         stamp = self._stamp(ctx, created=False)
-        update: dict[str, Any] = {"$set": {**set_values, **stamp}}
-        if unset:
-            update["$unset"] = dict.fromkeys(unset, "")
+        update = set_unset({**set_values, **stamp}, unset)
         try:
             before = await table.collection(ctx).find_one_and_update(
                 {"_id": oid}, update, return_document=False
@@ -430,10 +435,7 @@ class RowService:
         stamp = self._stamp(ctx, created=False)
         operations = []
         for oid, set_values, unset in changes:
-            update: dict[str, Any] = {"$set": {**set_values, **stamp}}
-            if unset:
-                update["$unset"] = dict.fromkeys(unset, "")
-            operations.append(({"_id": oid}, update))
+            operations.append(({"_id": oid}, set_unset({**set_values, **stamp}, unset)))
         try:
             await update_each(collection, operations, ordered=True)
         except (BulkWriteError, DuplicateKeyError) as exc:
@@ -542,7 +544,7 @@ class RowService:
         collection = table.collection(ctx)
         for key in set_values:
             column = table.column(key)
-            if column is not None and column["unique"]:
+            if column is not None and column.unique:
                 with query_purpose(CLIENT_QUERY):
                     matches = await collection.count_documents(query, limit=2)
                 if matches > 1:
@@ -550,9 +552,7 @@ class RowService:
                         f"Many rows cannot share one value of unique column '{key}'",
                         [{"field": f"values.{key}", "message": "unique column"}],
                     )
-        update: dict[str, Any] = {"$set": {**set_values, **self._stamp(ctx, created=False)}}
-        if unset:
-            update["$unset"] = dict.fromkeys(unset, "")
+        update = set_unset({**set_values, **self._stamp(ctx, created=False)}, unset)
         hooks = await self._listeners(ctx, table, "row.updated")
         if hooks:  # webhooks are told what changed in each row: go by chunks of ids
             with query_purpose(CLIENT_QUERY):
@@ -636,9 +636,7 @@ class RowService:
             return
         items = []
         for index, (before, after) in enumerate(pairs):
-            changed = [
-                c["key"] for c in table.columns if before.get(c["key"]) != after.get(c["key"])
-            ]
+            changed = [c.key for c in table.columns if before.get(c.key) != after.get(c.key)]
             if not changed:
                 continue
             previous = {}
@@ -695,9 +693,9 @@ class RowService:
         self, ctx: TenantContext, table: Table, docs: list[dict[str, Any]], exclude: list[ObjectId]
     ) -> None:
         for column in table.columns:
-            if not column["unique"]:
+            if not column.unique:
                 continue
-            key = column["key"]
+            key = column.key
             first_index: dict[Any, int] = {}
             for index, doc in enumerate(docs):
                 if key not in doc:
@@ -722,12 +720,6 @@ class RowService:
                     f"Item {index}: the value of unique column '{key}' is already used",
                     [{"field": f"items.{index}.{key}", "message": "already used by another row"}],
                 )
-
-
-def _missing_message(column: dict[str, Any]) -> str:
-    if column["type"] == "link":
-        return f"no such row in table '{column.get('table')}'"
-    return "no such user in this company"
 
 
 def _raise_errors(errors: list[dict[str, Any]]) -> None:

@@ -15,11 +15,13 @@ from typing import Any
 
 from bson import ObjectId
 
+from crm_core.columns import Column
 from crm_core.context import TenantContext
 from crm_core.errors import Conflict, CrmError, ValidationFailed
 from crm_core.storage import BulkWriteError, DuplicateKeyError, update_each
 from crm_core.tables.definitions import Table
 from crm_core.tables.rows import RowService, _unique_conflict
+from crm_core.tables.updates import set_unset
 
 
 @dataclass
@@ -57,11 +59,11 @@ class Plan:
         return [doc["_id"] for _, doc in self.creates]
 
 
-def check_upsert_column(table: Table, key: str, field_name: str = "upsert_on") -> dict[str, Any]:
+def check_upsert_column(table: Table, key: str, field_name: str = "upsert_on") -> Column:
     column = table.column(key)
     if column is None:
         raise ValidationFailed.field(field_name, f"'{key[:64]}' is not a column of this table")
-    if not column["unique"]:
+    if not column.unique:
         raise ValidationFailed.field(field_name, f"column '{key}' must be unique to match rows")
     return column
 
@@ -169,9 +171,9 @@ async def _check_unique(ctx: TenantContext, table: Table, plan: Plan) -> None:
     ]
     updated_ids = [u.row_id for u in plan.updates]
     for column in table.columns:
-        if not column["unique"]:
+        if not column.unique:
             continue
-        key = column["key"]
+        key = column.key
         holders: dict[Any, int] = {}
         for position, values in values_of:
             if key not in values:
@@ -209,9 +211,7 @@ async def apply_plan(
             await collection.insert_many([d for _, d in plan.creates], ordered=True)
         operations = []
         for update in plan.updates:
-            change: dict[str, Any] = {"$set": update.set_values}
-            if update.unset:
-                change["$unset"] = dict.fromkeys(update.unset, "")
+            change = set_unset(update.set_values, update.unset)
             operations.append(({"_id": update.row_id}, change))
         await update_each(collection, operations, ordered=True)
     except (BulkWriteError, DuplicateKeyError) as exc:

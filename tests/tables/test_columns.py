@@ -9,17 +9,19 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from crm_core.columns import ColumnValueError, ValueContext, default_column_types
+from crm_core.columns import Column, ColumnValueError, ValueContext, default_column_types
 from crm_core.registry import DuplicateEntry, Registry, UnknownEntry
 
 TYPES = default_column_types()
 UTC_CTX = ValueContext(ZoneInfo("UTC"), "RU", 10_000)
 MSK_CTX = ValueContext(ZoneInfo("Europe/Moscow"), "RU", 10_000)
-SELECT = {
-    "key": "status",
-    "type": "select",
-    "options": [{"id": 1, "label": "Active"}, {"id": 11, "label": "Signed"}],
-}
+SELECT = Column.from_doc(
+    {
+        "key": "status",
+        "type": "select",
+        "options": [{"id": 1, "label": "Active"}, {"id": 11, "label": "Signed"}],
+    }
+)
 
 ACCEPTED = [
     # type, input, stored, rendered, context
@@ -112,7 +114,7 @@ REJECTED = [
 
 
 def _column(type_name):
-    return SELECT if type_name == "select" else {"key": "c", "type": type_name}
+    return SELECT if type_name == "select" else Column.from_doc({"key": "c", "type": type_name})
 
 
 @pytest.mark.parametrize(("type_name", "value", "stored", "rendered", "ctx"), ACCEPTED)
@@ -135,7 +137,7 @@ def test_select_accepts_option_ids():
 
 
 def test_string_max_length_of_column():
-    column = {"key": "c", "type": "string", "max_length": 3}
+    column = Column.from_doc({"key": "c", "type": "string", "max_length": 3})
     with pytest.raises(ColumnValueError, match="longer than 3"):
         TYPES.get("string").coerce(column, "abcd", UTC_CTX)
 
@@ -156,8 +158,8 @@ def test_string_max_length_of_column():
     ],
 )
 def test_lenient_conversion(old, new, value, converted):
-    old_column = SELECT if old == "select" else {"key": "c", "type": old}
-    new_column = SELECT if new == "select" else {"key": "c", "type": new}
+    old_column = _column(old)
+    new_column = _column(new)
     exported = TYPES.get(old).export_value(old_column, value)
     assert TYPES.get(new).coerce(new_column, exported, UTC_CTX, lenient=True) == converted
 

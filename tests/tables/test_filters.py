@@ -10,13 +10,14 @@ from zoneinfo import ZoneInfo
 import pytest
 from bson import ObjectId
 
-from crm_core.columns import ValueContext, default_column_types
+from crm_core.columns import Column, ValueContext, default_column_types
 from crm_core.errors import InvalidFilter
 from crm_core.filters import (
     MAX_CONDITIONS,
     FilterBuilder,
     FilterEnv,
     default_filter_operators,
+    operators_for,
     period_days,
     table_fields,
 )
@@ -36,7 +37,7 @@ COLUMNS = [
     {"key": "p", "type": "phone"},
     {"key": "u", "type": "url"},
 ]
-FIELDS = table_fields(COLUMNS, TYPES)
+FIELDS = table_fields([Column.from_doc(c) for c in COLUMNS], TYPES)
 NOW = datetime(2025, 8, 15, 12, 30, tzinfo=UTC)  # a Friday
 ENV = FilterEnv(ValueContext(ZoneInfo("UTC"), "RU", 10_000), NOW)
 MSK = FilterEnv(ValueContext(ZoneInfo("Europe/Moscow"), "RU", 10_000), NOW)
@@ -83,7 +84,7 @@ def test_operator_type_matrix(op, key):
     """Every operator either translates for a type that lists it or is refused naming it."""
     column_type = FIELDS[key].type
     condition = {"field": key, "op": op, "value": operand_for(op, key)}
-    if op in column_type.operators:
+    if op in operators_for(column_type, OPERATORS):
         query = translate([condition])
         assert query and isinstance(query, dict)
     else:
@@ -318,3 +319,34 @@ def test_five_nested_groups_are_allowed():
     for _ in range(5):
         five = {"or": [five]}
     assert translate([five])
+
+
+EQUALITY_OPERATORS = {"eq", "neq", "in", "not_in", "blank", "not_blank"}
+TEXT_OPERATORS = EQUALITY_OPERATORS | {"contains", "not_contains", "starts_with", "ends_with"}
+ORDER_OPERATORS = EQUALITY_OPERATORS | {"gt", "gte", "lt", "lte", "between"}
+
+
+@pytest.mark.parametrize(
+    ("type_name", "expected"),
+    [
+        ("string", TEXT_OPERATORS),
+        ("email", TEXT_OPERATORS),
+        ("phone", TEXT_OPERATORS),
+        ("url", TEXT_OPERATORS),
+        ("integer", ORDER_OPERATORS),
+        ("float", ORDER_OPERATORS),
+        ("time", ORDER_OPERATORS),
+        ("date", ORDER_OPERATORS | {"is_within"}),
+        ("boolean", EQUALITY_OPERATORS),
+        ("select", EQUALITY_OPERATORS),
+        ("link", EQUALITY_OPERATORS),
+        ("user", EQUALITY_OPERATORS),
+    ],
+)
+def test_the_operators_of_each_type_are_those_docs_filters_md_lists(type_name, expected):
+    """Operators name the capability they need; these sets are the table of docs/filters.md."""
+    assert set(operators_for(TYPES.get(type_name), OPERATORS)) == expected
+
+
+def test_the_row_id_takes_equality_operators_only():
+    assert set(operators_for(FIELDS["id"].type, OPERATORS)) == {"eq", "neq", "in", "not_in"}

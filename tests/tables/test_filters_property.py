@@ -12,8 +12,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mongomock_motor import AsyncMongoMockClient
 
-from crm_core.columns import ValueContext, default_column_types
-from crm_core.filters import FilterBuilder, FilterEnv, default_filter_operators, table_fields
+from crm_core.columns import Column, ValueContext, default_column_types
+from crm_core.filters import (
+    FilterBuilder,
+    FilterEnv,
+    default_filter_operators,
+    operators_for,
+    table_fields,
+)
 
 TYPES = default_column_types()
 COLUMNS = [
@@ -24,7 +30,7 @@ COLUMNS = [
     {"key": "b", "type": "boolean"},
     {"key": "sel", "type": "select", "options": [{"id": 1, "label": "a"}, {"id": 2, "label": "b"}]},
 ]
-FIELDS = table_fields(COLUMNS, TYPES)
+FIELDS = table_fields([Column.from_doc(c) for c in COLUMNS], TYPES)
 NOW = datetime(2025, 8, 15, 12, tzinfo=UTC)
 ENV = FilterEnv(ValueContext(ZoneInfo("UTC"), "RU", 10_000), NOW)
 BUILDER = FilterBuilder(default_filter_operators())
@@ -63,7 +69,7 @@ def day_text(moment):
 @st.composite
 def conditions(draw):
     key = draw(st.sampled_from(list(values)))
-    ops = sorted(FIELDS[key].type.operators - {"is_within"})
+    ops = sorted(set(operators_for(FIELDS[key].type, BUILDER.operators)) - {"is_within"})
     op = draw(st.sampled_from(ops))
     strategy = values[key]
     if key == "d":
