@@ -15,6 +15,7 @@ from crm_core.registry import Registry
 from crm_core.roles import RoleService
 from crm_core.settings import Settings
 from crm_core.shares import ShareService
+from crm_core.sms import CampaignService  # sms: campaigns and messages
 from crm_core.storage import Storage
 from crm_core.tables.meta import MetaService
 from crm_core.tables.rows import RowService
@@ -42,6 +43,7 @@ class Services:
     users: UserService
     shares: ShareService
     aliases: AliasService
+    sms: CampaignService  # sms: campaigns and messages (its queue is set when the broker starts)
     sms_queue: Any = None  # crm_core.sms.SmsQueue, set when the broker starts
     # ops: company settings (/api/tenant)
     tenants: TenantService = field(default_factory=TenantService)

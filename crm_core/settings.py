@@ -7,7 +7,6 @@ nothing reads the environment at import time.
 from __future__ import annotations
 
 import logging
-import math
 import secrets
 from typing import Literal
 
@@ -151,13 +150,6 @@ class Settings(BaseSettings):
         attempts = self.sms_max_attempts
         backoff = sum(self.sms_retry_base_seconds * 2**i for i in range(attempts - 1))
         return float(attempts * self.sms_send_timeout_seconds + backoff)
-
-    # SMS (scaleb): messages claimed and sent together, about one second of sending at the
-    # tenant's rate, at least 10 (the database cost per message) and at most 100 (the HTTP
-    # client's connection pool)
-    @property
-    def sms_claim_size(self) -> int:
-        return min(self.sms_batch_size, 100, max(10, math.ceil(self.sms_rate_per_second)))
 
     @property
     def embedded_database(self) -> bool:

@@ -1,16 +1,26 @@
-"""SMS campaigns (SPEC §11): who gets which text, one message document per recipient.
+"""SMS campaigns (SPEC §11): who gets which text, one message document per recipient, and the
+state machine that sends them.
 
-Sending happens in taskiq workers (tasks/sms.py); this module decides what is sent. A campaign's
-recipients come from a table (a phone column and a filter, through the filter engine) or from
-an explicit list. Texts are rendered per recipient from `{{key}}` placeholders; an unknown
-placeholder is a 400 at creation. Phones are normalised to E.164 with the tenant's region;
-repeats are dropped (and counted), invalid numbers are stored as `invalid` and never sent.
+`CampaignService` (built in `create_app`, held on `Services.sms`) creates, reads and cancels
+campaigns and resolves messages; `SmsSender` is the message state machine (claim, attempt,
+record, finish): the taskiq tasks of tasks/sms.py receive ids and call it, nothing more. A
+campaign's recipients come from a table (a phone column and a filter, through the filter engine)
+or from an explicit list. Texts are rendered per recipient from `{{key}}` placeholders; an
+unknown placeholder is a 400 at creation. Phones are normalised to E.164 with the tenant's
+region; repeats are dropped (and counted), invalid numbers are stored as `invalid` and never
+sent. The exactly-once rules and the claim design are in docs/sms.md.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import math
 import re
-from datetime import UTC, datetime
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import phonenumbers
@@ -20,20 +30,73 @@ from crm_core import metrics
 from crm_core.context import TenantContext
 from crm_core.errors import Conflict, NotFound, ValidationFailed
 from crm_core.ids import object_id
+from crm_core.settings import Settings
 from crm_core.storage import query_purpose
 from crm_core.tables.access import Level, require
 from crm_core.tables.definitions import load_table
 from crm_core.tables.rows import CLIENT_QUERY, RowService
-from models.sms import MESSAGE_STATUSES, CampaignIn
+from models.sms import (
+    MESSAGE_STATUSES,
+    BatchResult,
+    CampaignIn,
+    CampaignRecord,
+    MessageQuery,
+    MessageRecord,
+    Outgoing,
+    ResolveOutcome,
+    SendOutcome,
+)
+
+log = logging.getLogger(__name__)
 
 CAMPAIGNS = "_sms_campaigns"
 MESSAGES = "_sms_messages"
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]{0,62})\s*\}\}")
 OPEN = ("pending", "sending")
 # Every query on the messages is served by an index of crm_core/indexes.py (`_sms_messages`).
+# Filters name `batch` or `claim` first: the embedded database tests conditions in order.
 
 # metrics label of states no provider is involved in yet (queued, invalid, cancelled)
 NO_PROVIDER = "-"
+
+SENDS_IN_FLIGHT = 100  # requests at once per process: the HTTP client's connection pool
+MAX_CLAIM = 500  # messages one claim marks (one update, one outcome update)
+CLAIM_MARGIN_SECONDS = 2.0  # database latency and clock differences between workers
+
+
+# ---- what the domain needs from the outside ----------------------------------------------
+
+
+class SendError(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TransientSendError(SendError):
+    """The provider said "not now" (HTTP 5xx, 429, 408/504, no connection): try again later."""
+
+
+class PermanentSendError(SendError):
+    """The provider refused this message (4xx, a rejected number): fail it."""
+
+
+class AmbiguousSendError(SendError):
+    """The request left and no answer came: it may have been sent, never resend it blindly."""
+
+
+class SmsProvider(Protocol):
+    """Sends one SMS (tasks/providers.py): the provider's id, or one of the errors above."""
+
+    name: str
+
+    async def send(self, phone: str, text: str, message_id: str) -> str: ...
+
+
+class RateSlots(Protocol):
+    """The tenant's sending rate (tasks/ratelimit.py `SlotLimiter`)."""
+
+    async def wait(self, tenant_id: str, count: int = 1) -> list[float]: ...
 
 
 class SmsQueue(Protocol):
@@ -42,6 +105,22 @@ class SmsQueue(Protocol):
     async def send_batch(self, tenant_id: str, campaign_id: str, batch: int) -> None: ...
 
     async def send_one(self, tenant_id: str, message_id: str) -> None: ...
+
+
+class CampaignEvents(Protocol):
+    """Who hears that a campaign finished (crm_core.webhooks.WebhookService)."""
+
+    async def campaign_finished(
+        self, db: Any, tenant_id: str, campaign: dict[str, Any]
+    ) -> None: ...
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def placeholders(text: str) -> list[str]:
@@ -135,92 +214,12 @@ def _list_recipients(data: CampaignIn) -> list[tuple[Any, dict[str, Any]]]:
     return result
 
 
-async def create_campaign(
-    ctx: TenantContext,
-    rows: RowService,
-    queue: SmsQueue,
-    data: CampaignIn,
-    batch_size: int,
-    max_recipients: int,
-) -> dict[str, Any]:
-    from_table = data.table is not None or data.phone_column is not None
-    if from_table == (data.recipients is not None):
-        raise ValidationFailed.field(
-            "recipients", "give either table with phone_column, or recipients"
-        )
-    if from_table and (data.table is None or data.phone_column is None):
-        raise ValidationFailed.field("phone_column", "table and phone_column go together")
-    if data.filters is not None and not from_table:
-        raise ValidationFailed.field("filters", "filters select rows of a table")
-    if from_table:
-        recipients = await _table_recipients(ctx, rows, data, max_recipients)
-    else:
-        recipients = _list_recipients(data)
-    if len(recipients) > max_recipients:
-        raise ValidationFailed.field(
-            "recipients", f"a campaign has at most {max_recipients} recipients"
-        )
-    now = datetime.now(UTC)
-    campaign_id = ObjectId()
-    seen: set[str] = set()
-    messages: list[dict[str, Any]] = []
-    duplicates = 0
-    for raw_phone, values in recipients:
-        phone = normalise_phone(raw_phone, ctx.tenant.phone_region)
-        if phone is not None and phone in seen:
-            duplicates += 1
-            continue
-        if phone is not None:
-            seen.add(phone)
-        index = len(messages)
-        messages.append(
-            {
-                "_id": ObjectId(),
-                "campaign_id": campaign_id,
-                "phone": phone or _text(raw_phone)[:64],
-                "text": render(data.text, values),
-                "status": "pending" if phone else "invalid",
-                "error": None if phone else "not a valid phone number",
-                "batch": index // batch_size,
-                "seq": index,
-                "attempts": 0,
-                "provider_id": None,
-                "created_at": now,
-                "updated_at": now,
-            }
-        )
-    batches: list[int] = sorted({int(m["batch"]) for m in messages if m["status"] == "pending"})
-    initial = dict.fromkeys(MESSAGE_STATUSES, 0)
-    for message in messages:
-        initial[message["status"]] += 1
-    campaign = {
-        "_id": campaign_id,
-        "name": data.name,
-        "text": data.text,
-        "status": "queued" if batches else "completed",
-        "table": data.table,
-        "phone_column": data.phone_column,
-        "filters": data.filters,
-        "duplicates": duplicates,
-        "counts": initial,
-        "created_by": ctx.user_id,
-        "created_at": now,
-        "updated_at": now,
-    }
-    await ctx.db[CAMPAIGNS].insert_one(campaign)
-    if messages:
-        await ctx.db[MESSAGES].insert_many(messages)
-        invalid = sum(1 for m in messages if m["status"] == "invalid")
-        metrics.SMS_MESSAGES.labels("queued", NO_PROVIDER).inc(len(messages) - invalid)
-        metrics.SMS_MESSAGES.labels("invalid", NO_PROVIDER).inc(invalid)
-    for batch in batches:
-        await queue.send_batch(ctx.tenant_id, str(campaign_id), batch)
-    return campaign
+# ---- the campaign counters ---------------------------------------------------------------
 
 
-async def count_messages(db: Any, campaign_id: ObjectId) -> dict[str, int]:
-    """Count a campaign's messages by status (one aggregation: at completion, and for a
-    campaign stored before the counters existed)."""
+async def _count_messages(db: Any, campaign_id: ObjectId) -> dict[str, int]:
+    """Count a campaign's messages by status: one aggregation over the campaign, run only on a
+    cold path (a campaign stored before the counters existed, or a counter repair)."""
     result = dict.fromkeys(MESSAGE_STATUSES, 0)
     pipeline = [
         {"$match": {"campaign_id": campaign_id}},
@@ -231,19 +230,26 @@ async def count_messages(db: Any, campaign_id: ObjectId) -> dict[str, int]:
     return result
 
 
+async def _with_counters(db: Any, doc: dict[str, Any]) -> CampaignRecord:
+    """The campaign as stored; one stored before the counters existed gets them now (counted
+    once and kept, so every later read is the document alone)."""
+    if doc.get("counts") is None:
+        doc = {**doc, "counts": await _count_messages(db, doc["_id"])}
+        await db[CAMPAIGNS].update_one(
+            {"_id": doc["_id"], "counts": {"$exists": False}}, {"$set": {"counts": doc["counts"]}}
+        )
+    return CampaignRecord.model_validate(doc)
+
+
 async def counts(db: Any, campaign: dict[str, Any]) -> dict[str, int]:
-    """The campaign's counters, kept by `$inc` with every change of a message's status."""
-    stored = campaign.get("counts")
-    if stored is None:
-        stored = await count_messages(db, campaign["_id"])
-    result = {status: max(0, int(stored.get(status, 0))) for status in MESSAGE_STATUSES}
-    result["total"] = sum(result.values())
-    return result
+    """A stored campaign's counters by status, with `total` (for the operator's panel and the
+    `campaign.finished` webhook, which read campaign documents themselves)."""
+    return (await _with_counters(db, campaign)).totals().model_dump()
 
 
-async def bump(db: Any, campaign_id: ObjectId, moves: dict[str, int]) -> None:
+async def _bump(db: Any, campaign_id: ObjectId, moves: dict[str, int]) -> None:
     """Apply status changes to the campaign's counters in one `$inc` (a campaign without
-    counters is counted on read instead)."""
+    counters gets them, counted, on its next read instead)."""
     inc = {f"counts.{status}": n for status, n in moves.items() if n}
     if inc:
         await db[CAMPAIGNS].update_one(
@@ -251,85 +257,614 @@ async def bump(db: Any, campaign_id: ObjectId, moves: dict[str, int]) -> None:
         )
 
 
-async def get_campaign(ctx: TenantContext, campaign_id: str) -> dict[str, Any]:
-    campaign: dict[str, Any] | None = await ctx.db[CAMPAIGNS].find_one(
-        {"_id": object_id(campaign_id, "Campaign")}
-    )
-    if campaign is None:
+def _open(counters: dict[str, int] | None) -> int:
+    """Messages pending or sending by the counters."""
+    return sum(int((counters or {}).get(s, 0)) for s in OPEN)
+
+
+def _drifted(counters: dict[str, int] | None) -> bool:
+    """Counters a stopped worker left behind (a message write without its `$inc`): once nothing
+    is pending or sending, an open counter or a negative one cannot be right."""
+    if counters is None:
+        return True
+    return any(counters.get(s, 0) for s in OPEN) or any(v < 0 for v in counters.values())
+
+
+# ---- campaigns: the API's side -------------------------------------------------------------
+
+
+class CampaignService:
+    """Campaigns and their messages as the API sees them (handlers/sms.py)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        rows: RowService,
+        queue: Callable[[], SmsQueue | None] = lambda: None,
+        events: CampaignEvents | None = None,
+    ) -> None:
+        self.settings = settings
+        self.rows = rows
+        self.queue = queue  # the running broker's queue (`Services.sms_queue`, handlers/app.py)
+        self.events = events
+
+    def _queue(self) -> SmsQueue:
+        queue = self.queue()
+        if queue is None:
+            raise RuntimeError("the SMS queue is not running")
+        return queue
+
+    async def create(self, ctx: TenantContext, data: CampaignIn) -> CampaignRecord:
+        recipients = await self._recipients(ctx, data)
+        now = _now()
+        campaign_id = ObjectId()
+        messages, duplicates = self._messages(ctx, data, recipients, campaign_id, now)
+        batches = sorted({int(m["batch"]) for m in messages if m["status"] == "pending"})
+        initial = dict.fromkeys(MESSAGE_STATUSES, 0)
+        for message in messages:
+            initial[message["status"]] += 1
+        doc = {
+            "_id": campaign_id,
+            "name": data.name,
+            "text": data.text,
+            "status": "queued" if batches else "completed",
+            "table": data.table,
+            "phone_column": data.phone_column,
+            "filters": data.filters,
+            "duplicates": duplicates,
+            "counts": initial,
+            "created_by": ctx.user_id,
+            "created_at": now,
+            "updated_at": now,
+        }
+        await ctx.db[CAMPAIGNS].insert_one(doc)
+        if messages:
+            await ctx.db[MESSAGES].insert_many(messages)
+            invalid = initial["invalid"]
+            metrics.SMS_MESSAGES.labels("queued", NO_PROVIDER).inc(len(messages) - invalid)
+            metrics.SMS_MESSAGES.labels("invalid", NO_PROVIDER).inc(invalid)
+        for batch in batches:
+            await self._queue().send_batch(ctx.tenant_id, str(campaign_id), batch)
+        campaign = CampaignRecord.model_validate(doc)
+        if not batches:
+            await self._finished(ctx, campaign)
+        return campaign
+
+    async def _recipients(
+        self, ctx: TenantContext, data: CampaignIn
+    ) -> list[tuple[Any, dict[str, Any]]]:
+        from_table = data.table is not None or data.phone_column is not None
+        if from_table == (data.recipients is not None):
+            raise ValidationFailed.field(
+                "recipients", "give either table with phone_column, or recipients"
+            )
+        if from_table and (data.table is None or data.phone_column is None):
+            raise ValidationFailed.field("phone_column", "table and phone_column go together")
+        if data.filters is not None and not from_table:
+            raise ValidationFailed.field("filters", "filters select rows of a table")
+        limit = self.settings.sms_max_recipients
+        if from_table:
+            recipients = await _table_recipients(ctx, self.rows, data, limit)
+        else:
+            recipients = _list_recipients(data)
+        if len(recipients) > limit:
+            raise ValidationFailed.field("recipients", f"a campaign has at most {limit} recipients")
+        return recipients
+
+    def _messages(
+        self,
+        ctx: TenantContext,
+        data: CampaignIn,
+        recipients: list[tuple[Any, dict[str, Any]]],
+        campaign_id: ObjectId,
+        now: datetime,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """One document per distinct recipient, in order; and how many repeats were dropped."""
+        batch_size = self.settings.sms_batch_size
+        seen: set[str] = set()
+        messages: list[dict[str, Any]] = []
+        duplicates = 0
+        for raw_phone, values in recipients:
+            phone = normalise_phone(raw_phone, ctx.tenant.phone_region)
+            if phone is not None and phone in seen:
+                duplicates += 1
+                continue
+            if phone is not None:
+                seen.add(phone)
+            index = len(messages)
+            messages.append(
+                {
+                    "_id": ObjectId(),
+                    "campaign_id": campaign_id,
+                    "phone": phone or _text(raw_phone)[:64],
+                    "text": render(data.text, values),
+                    "status": "pending" if phone else "invalid",
+                    "error": None if phone else "not a valid phone number",
+                    "batch": index // batch_size,
+                    "seq": index,
+                    "attempts": 0,
+                    "provider_id": None,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+        return messages, duplicates
+
+    async def _finished(self, ctx: TenantContext, campaign: CampaignRecord) -> None:
+        if self.events is not None:
+            doc = campaign.model_dump(by_alias=True)
+            await self.events.campaign_finished(ctx.db, ctx.tenant_id, doc)
+
+    async def get(self, ctx: TenantContext, campaign_id: str) -> CampaignRecord:
+        doc = await ctx.db[CAMPAIGNS].find_one({"_id": object_id(campaign_id, "Campaign")})
+        if doc is None:
+            raise NotFound("Campaign not found")
+        return await _with_counters(ctx.db, doc)
+
+    async def list_campaigns(self, ctx: TenantContext) -> list[CampaignRecord]:
+        """The newest 1,000 campaigns."""
+        docs = await ctx.db[CAMPAIGNS].find().sort("_id", -1).limit(1000).to_list(None)
+        return [await _with_counters(ctx.db, doc) for doc in docs]
+
+    async def messages(
+        self, ctx: TenantContext, campaign_id: str, query: MessageQuery
+    ) -> tuple[list[MessageRecord], int]:
+        """A page of the campaign's messages in creation order, and their total, which the
+        campaign's counters give (by status: it may lag a claim being recorded at that moment
+        by the claim's size)."""
+        campaign = await self.get(ctx, campaign_id)
+        where: dict[str, Any] = {"campaign_id": campaign.id}
+        if query.status is not None:
+            where["status"] = query.status
+        docs = (
+            await ctx.db[MESSAGES]
+            .find(where, max_time_ms=ctx.max_time_ms)
+            .sort("_id", 1)
+            .skip(query.offset)
+            .limit(query.limit)
+            .to_list(query.limit)
+        )
+        totals = campaign.totals()
+        total = totals.total if query.status is None else getattr(totals, query.status)
+        return [MessageRecord.model_validate(d) for d in docs], total
+
+    async def cancel(self, ctx: TenantContext, campaign_id: str) -> CampaignRecord:
+        """Pending messages are cancelled; a claim being sent right now finishes."""
+        campaign = await _cancel(ctx, campaign_id)
+        await self._finished(ctx, campaign)
+        return campaign
+
+    async def resolve(
+        self, ctx: TenantContext, message_id: str, outcome: ResolveOutcome
+    ) -> MessageRecord:
+        """The documented rule for `unknown` messages: an operator who checked with the
+        provider (its delivery report, the recipient) records `sent` or `failed`, or accepts the
+        risk of a second SMS and asks to `resend`."""
+        found = await ctx.db[MESSAGES].find_one({"_id": object_id(message_id, "Message")})
+        if found is None:
+            raise NotFound("Message not found")
+        message = MessageRecord.model_validate(found)
+        if message.status != "unknown":
+            raise Conflict(
+                f"Only messages whose fate is unknown are resolved; this one is {message.status}"
+            )
+        status = "pending" if outcome == "resend" else outcome
+        resolved = await ctx.db[MESSAGES].find_one_and_update(
+            {"_id": message.id, "status": "unknown"},
+            {"$set": {"status": status, "updated_at": _now(), "resolved_by": ctx.user_id}},
+            return_document=True,
+        )
+        if resolved is None:
+            raise Conflict("The message was resolved by someone else")
+        await _bump(ctx.db, message.campaign_id, {"unknown": -1, status: 1})
+        if outcome == "resend":
+            await ctx.db[CAMPAIGNS].update_one(
+                {"_id": message.campaign_id, "status": "completed"},
+                {"$set": {"status": "sending"}},
+            )
+            await self._queue().send_one(ctx.tenant_id, str(message.id))
+        return MessageRecord.model_validate(resolved)
+
+
+async def _cancel(ctx: TenantContext, campaign_id: str) -> CampaignRecord:
+    doc = await ctx.db[CAMPAIGNS].find_one({"_id": object_id(campaign_id, "Campaign")})
+    if doc is None:
         raise NotFound("Campaign not found")
-    return campaign
-
-
-async def list_campaigns(ctx: TenantContext) -> list[dict[str, Any]]:
-    campaigns: list[dict[str, Any]] = (
-        await ctx.db[CAMPAIGNS].find().sort("_id", -1).limit(1000).to_list(None)
-    )
-    return campaigns
-
-
-async def list_messages(
-    ctx: TenantContext, campaign_id: str, status: str | None, limit: int, offset: int
-) -> tuple[list[dict[str, Any]], int]:
-    campaign = await get_campaign(ctx, campaign_id)
-    query: dict[str, Any] = {"campaign_id": campaign["_id"]}
-    if status is not None:
-        query["status"] = status
-    collection = ctx.db[MESSAGES]
-    docs = (
-        await collection.find(query, max_time_ms=ctx.max_time_ms)
-        .sort("_id", 1)
-        .skip(offset)
-        .limit(limit)
-        .to_list(limit)
-    )
-    return docs, await collection.count_documents(query, maxTimeMS=ctx.max_time_ms)
-
-
-async def cancel_campaign(ctx: TenantContext, campaign_id: str) -> dict[str, Any]:
-    """Pending messages are cancelled; a message being sent right now finishes."""
-    campaign = await get_campaign(ctx, campaign_id)
-    if campaign["status"] == "completed":
+    if doc["status"] == "completed":
         raise Conflict("The campaign has already completed")
-    now = datetime.now(UTC)
+    now = _now()
     await ctx.db[CAMPAIGNS].update_one(
-        {"_id": campaign["_id"]}, {"$set": {"status": "cancelled", "updated_at": now}}
+        {"_id": doc["_id"]}, {"$set": {"status": "cancelled", "updated_at": now}}
     )
     cancelled = await ctx.db[MESSAGES].update_many(
-        {"campaign_id": campaign["_id"], "status": "pending"},
+        {"campaign_id": doc["_id"], "status": "pending"},
         {"$set": {"status": "cancelled", "updated_at": now}},
     )
     n = cancelled.modified_count
-    await bump(ctx.db, campaign["_id"], {"pending": -n, "cancelled": n})
+    await _bump(ctx.db, doc["_id"], {"pending": -n, "cancelled": n})
     metrics.SMS_MESSAGES.labels("cancelled", NO_PROVIDER).inc(n)
-    return await get_campaign(ctx, campaign_id)
+    found = await ctx.db[CAMPAIGNS].find_one({"_id": doc["_id"]})
+    return await _with_counters(ctx.db, found)
 
 
-async def resolve_message(
-    ctx: TenantContext, queue: SmsQueue, message_id: str, outcome: str
-) -> dict[str, Any]:
-    """The documented rule for `unknown` messages: an operator who checked with the provider
-    (its delivery report, the recipient) records `sent` or `failed`, or accepts the risk of a
-    second SMS and asks to `resend`."""
-    message = await ctx.db[MESSAGES].find_one({"_id": object_id(message_id, "Message")})
-    if message is None:
-        raise NotFound("Message not found")
-    if message["status"] != "unknown":
-        raise Conflict(
-            f"Only messages whose fate is unknown are resolved; this one is {message['status']}"
+async def cancel_campaign(ctx: TenantContext, campaign_id: str) -> dict[str, Any]:
+    """The cancel as the operator's panel runs it for a company (crm_core/admin.py reads the
+    stored document; the tenant's own cancel is `CampaignService.cancel`)."""
+    return (await _cancel(ctx, campaign_id)).model_dump(by_alias=True)
+
+
+# ---- sending: the message state machine (the workers' side) --------------------------------
+
+
+def claim_size(settings: Settings) -> int:
+    """About one second of sending at the tenant's rate (at least 10, at most the batch and
+    `MAX_CLAIM`): what a worker that stops mid-claim can leave in `sending`."""
+    rate = max(10, math.ceil(settings.sms_rate_per_second))
+    return min(settings.sms_batch_size, MAX_CLAIM, rate)
+
+
+@dataclass
+class SendCapacity:
+    """What one process sends at once: claims in flight (so that no claim takes its rate slots
+    while it could not use them) and requests in flight (the HTTP client's connection pool:
+    more would wait for a connection inside their send timeout)."""
+
+    claim_size: int
+    claims: asyncio.Semaphore = field(init=False)
+    requests: asyncio.Semaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.claims = asyncio.Semaphore(max(1, SENDS_IN_FLIGHT // self.claim_size))
+        self.requests = asyncio.Semaphore(SENDS_IN_FLIGHT)
+
+
+FIELDS = {"phone": 1, "text": 1, "attempts": 1, "seq": 1, "status": 1, "claimed_by": 1}
+OUTCOME_FIELDS = ("status", "error", "provider_id", "sent_at")
+
+
+class SmsSender:
+    """The message state machine: `pending` → `sending` (claimed) → an outcome. Each message
+    is claimed atomically (stamped with the task id and a claim id) before its request leaves,
+    so two workers never send it. A redelivered task marks `unknown` what its earlier delivery
+    left in `sending`, never sends it blindly a second time (`CampaignService.resolve`).
+    Transient provider errors are retried with exponential backoff up to `SMS_MAX_ATTEMPTS`;
+    permanent ones fail the message; an ambiguous answer makes it `unknown`. Every send first
+    takes the tenant's next rate slot. Built per task from the worker's runtime."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        provider: SmsProvider,
+        limiter: RateSlots,
+        capacity: SendCapacity,
+        events: CampaignEvents | None = None,
+    ) -> None:
+        self.settings = settings
+        self.provider = provider
+        self.limiter = limiter
+        self.capacity = capacity
+        self.events = events
+
+    async def send_batch(
+        self, db: Any, tenant_id: str, campaign_id: str, batch: int, task_id: str
+    ) -> BatchResult:
+        cid = ObjectId(campaign_id)
+        campaign = await db[CAMPAIGNS].find_one({"_id": cid}, {"status": 1})
+        if campaign is None or campaign["status"] == "cancelled":
+            return BatchResult()
+        # one read of the batch: its pending messages, and what an earlier delivery of this
+        # task left in `sending` (bounded by the batch size; no `$in`, slow on the embedded db)
+        unfinished = await self._read(db, {"batch": batch, "campaign_id": cid})
+        if any(m.claimed_by == task_id for m in unfinished):  # a redelivery of this task
+            await self._needs_repair(db, cid)
+        if any(m.status == "sending" and m.claimed_by == task_id for m in unfinished):
+            await self._abandoned(db, cid, batch, task_id, unfinished)
+        if campaign["status"] == "queued":
+            await db[CAMPAIGNS].update_one(
+                {"_id": cid, "status": "queued"},
+                {"$set": {"status": "sending", "updated_at": _now()}},
+            )
+        query = {"batch": batch, "campaign_id": cid, "status": "pending"}
+        pending = [m for m in unfinished if m.status == "pending"]
+        sent = await self._send_all(db, tenant_id, cid, query, task_id, pending)
+        await self._finish(db, tenant_id, cid)
+        return BatchResult(sent=sent)
+
+    async def send_one(self, db: Any, tenant_id: str, message_id: str, task_id: str) -> int:
+        message = await db[MESSAGES].find_one(
+            {"_id": ObjectId(message_id)}, {"campaign_id": 1, "claimed_by": 1}
         )
-    status = "pending" if outcome == "resend" else outcome
-    now = datetime.now(UTC)
-    resolved: dict[str, Any] | None = await ctx.db[MESSAGES].find_one_and_update(
-        {"_id": message["_id"], "status": "unknown"},
-        {"$set": {"status": status, "updated_at": now, "resolved_by": ctx.user_id}},
-        return_document=True,
-    )
-    if resolved is None:
-        raise Conflict("The message was resolved by someone else")
-    await bump(ctx.db, message["campaign_id"], {"unknown": -1, status: 1})
-    if outcome == "resend":
-        await ctx.db[CAMPAIGNS].update_one(
-            {"_id": message["campaign_id"], "status": "completed"}, {"$set": {"status": "sending"}}
+        if message is None:
+            return 0
+        cid = message["campaign_id"]
+        if message.get("claimed_by") == task_id:  # a redelivery of this task
+            await self._needs_repair(db, cid)
+        query = {"_id": message["_id"], "status": "pending"}
+        sent = await self._send_all(db, tenant_id, cid, query, task_id, None)
+        await self._finish(db, tenant_id, cid)
+        return sent
+
+    def claim_bound(self) -> timedelta:
+        """The longest a live worker takes from a claim to its record: the claim's rate slots,
+        its requests (at most `SENDS_IN_FLIGHT` at once, each within the send timeout) and a
+        margin."""
+        settings = self.settings
+        size = self.capacity.claim_size
+        return timedelta(
+            seconds=size / settings.sms_rate_per_second
+            + math.ceil(size / SENDS_IN_FLIGHT) * settings.sms_send_timeout_seconds
+            + CLAIM_MARGIN_SECONDS
         )
-        await queue.send_one(ctx.tenant_id, str(message["_id"]))
-    return resolved
+
+    async def _abandoned(
+        self,
+        db: Any,
+        campaign_id: ObjectId,
+        batch: int,
+        task_id: str,
+        unfinished: list[Outgoing],
+    ) -> None:
+        """Mark `unknown` what an earlier delivery of this task left in `sending`. That
+        delivery may still be alive (taken over because the batch ran longer than the
+        redelivery timeout): a claim is presumed abandoned only once it is older than
+        `claim_bound`, so this waits for younger claims first."""
+        bound = self.claim_bound()
+        ours = [m for m in unfinished if m.status == "sending" and m.claimed_by == task_id]
+        young = [_aware(m.claimed_at) for m in ours if m.claimed_at is not None]
+        young = [moment for moment in young if moment > _now() - bound]
+        if young:
+            await asyncio.sleep(max(0.0, (max(young) + bound - _now()).total_seconds()))
+        ours_query = {"batch": batch, "campaign_id": campaign_id, "status": "sending"}
+        stale = await db[MESSAGES].update_many(
+            {**ours_query, "claimed_by": task_id},
+            {
+                "$set": {
+                    "status": "unknown",
+                    "updated_at": _now(),
+                    "error": "the worker stopped while sending; check before resending",
+                }
+            },
+        )
+        n = stale.modified_count
+        if n:
+            metrics.SMS_MESSAGES.labels("unknown", self.provider.name).inc(n)
+            log.warning(
+                "campaign %s batch %s: %d messages were being sent by a worker that "
+                "stopped; marked unknown",
+                campaign_id,
+                batch,
+                n,
+            )
+            await _bump(db, campaign_id, {"sending": -n, "unknown": n})
+
+    async def _read(self, db: Any, query: dict[str, Any]) -> list[Outgoing]:
+        """The messages of `query` (at most a batch) in `_id` order, sorted here: the batch's
+        index bounds the read (its status key sits between the batch and `_id`, and a server
+        sorting by `_id` might prefer the campaign's index and read the whole campaign)."""
+        docs = await db[MESSAGES].find(query, {**FIELDS, "claimed_at": 1}).to_list(None)
+        docs.sort(key=lambda d: d["_id"])
+        return [Outgoing.model_validate(d) for d in docs]
+
+    async def _send_all(
+        self,
+        db: Any,
+        tenant_id: str,
+        campaign_id: ObjectId,
+        query: dict[str, Any],
+        task_id: str,
+        first: list[Outgoing] | None,
+    ) -> int:
+        """Send every pending message matching `query`: one read per round (the first round's
+        may be given), then claims sent concurrently, each message on its own rate slot.
+        Messages a transient error put back to `pending` are tried again in the next round,
+        after the backoff; the others are never touched again by this delivery."""
+        settings = self.settings
+        size = self.capacity.claim_size
+        sent = 0
+        for round_ in range(1, settings.sms_max_attempts + 1):
+            pending = first if round_ == 1 and first is not None else await self._read(db, query)
+            retried = 0
+            for start in range(0, len(pending), size):
+                chunk = pending[start : start + size]
+                async with self.capacity.claims:
+                    moves = await self._send_claim(
+                        db, tenant_id, campaign_id, query, chunk, task_id
+                    )
+                sent += moves.get("sent", 0)
+                retried += moves.get("pending", 0)
+            if not retried:
+                break
+            await asyncio.sleep(settings.sms_retry_base_seconds * 2 ** (round_ - 1))
+        return sent
+
+    async def _send_claim(
+        self,
+        db: Any,
+        tenant_id: str,
+        campaign_id: ObjectId,
+        query: dict[str, Any],
+        chunk: list[Outgoing],
+        task_id: str,
+    ) -> dict[str, int]:
+        slots = await self.limiter.wait(tenant_id, len(chunk))
+        claim, claimed = await self._claim(db, campaign_id, query, chunk, task_id)
+        if not claimed:
+            return {}
+        if len(claimed) > len(slots):  # a message resent meanwhile fell inside the claim
+            slots += await self.limiter.wait(tenant_id, len(claimed) - len(slots))
+        attempts = zip(claimed, slots, strict=False)
+        results = await asyncio.gather(*(self._attempt(m, slot) for m, slot in attempts))
+        return await self._record(db, campaign_id, claim, claimed, results)
+
+    async def _claim(
+        self,
+        db: Any,
+        campaign_id: ObjectId,
+        query: dict[str, Any],
+        chunk: list[Outgoing],
+        task_id: str,
+    ) -> tuple[ObjectId, list[Outgoing]]:
+        """Mark the chunk's still-pending messages as ours in one update (`pending` →
+        `sending`, stamped with the task id and a claim id): the pending messages of the query
+        between the chunk's first and last `_id`. What another delivery or a cancel took first
+        is left out; the claim is read back only when it is not exactly the chunk."""
+        claim = ObjectId()
+        now = _now()
+        result = await db[MESSAGES].update_many(
+            {**query, "_id": {"$gte": chunk[0].id, "$lte": chunk[-1].id}},
+            {
+                "$set": {
+                    "status": "sending",
+                    "claimed_by": task_id,
+                    "claim": claim,
+                    "claimed_at": now,
+                    "updated_at": now,
+                },
+                "$inc": {"attempts": 1},
+            },
+        )
+        claimed: list[Outgoing] = []
+        if result.modified_count == len(chunk):
+            claimed = [m.model_copy(update={"attempts": m.attempts + 1}) for m in chunk]
+        elif result.modified_count:
+            docs = await db[MESSAGES].find({"claim": claim}, FIELDS).sort("_id", 1).to_list(None)
+            claimed = [Outgoing.model_validate(d) for d in docs]
+        await _bump(db, campaign_id, {"pending": -len(claimed), "sending": len(claimed)})
+        return claim, claimed
+
+    async def _attempt(self, message: Outgoing, slot: float) -> SendOutcome:
+        delay = slot - time.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        async with self.capacity.requests:
+            outcome = await self._send(message)
+        # metrics: a transient failure put back to pending is counted as a retry
+        state = "retry" if outcome.status == "pending" else outcome.status
+        metrics.sms_message(state, self.provider.name)
+        return outcome
+
+    async def _send(self, message: Outgoing) -> SendOutcome:
+        try:
+            provider_id = await self.provider.send(message.phone, message.text, str(message.id))
+        except TransientSendError as exc:
+            if message.attempts >= self.settings.sms_max_attempts:
+                reason = f"gave up after {message.attempts} attempts: {exc.reason}"
+                return SendOutcome(status="failed", error=reason)
+            # definitely not sent: tried again later
+            return SendOutcome(status="pending", error=exc.reason)
+        except PermanentSendError as exc:
+            return SendOutcome(status="failed", error=exc.reason)
+        except AmbiguousSendError as exc:
+            return SendOutcome(status="unknown", error=exc.reason)
+        except Exception as exc:  # a provider bug: the request may have left, so never resend
+            log.exception("unexpected error sending message %s", message.id)
+            return SendOutcome(status="unknown", error=f"unexpected error: {exc!r}")
+        return SendOutcome(status="sent", provider_id=provider_id, sent_at=_now())
+
+    async def _record(
+        self,
+        db: Any,
+        campaign_id: ObjectId,
+        claim: ObjectId,
+        claimed: list[Outgoing],
+        results: list[SendOutcome],
+    ) -> dict[str, int]:
+        """Record a claim's outcomes in one update: each message takes its own status, error
+        and provider id from arrays indexed by its `seq` (its position in the campaign). Only
+        messages still `sending` under this claim change; if some were not (a redelivery
+        marked them `unknown`), the campaign's counters are repaired. Returns the moves."""
+        moves: dict[str, int] = {}
+        for result in results:
+            moves["sending"] = moves.get("sending", 0) - 1
+            moves[result.status] = moves.get(result.status, 0) + 1
+        if all(m.seq is not None for m in claimed):
+            modified = await self._record_by_seq(db, claim, claimed, results)
+        else:  # messages stored before `seq` existed: one update each (a one-off)
+            modified = 0
+            now = _now()
+            for message, result in zip(claimed, results, strict=True):
+                done = await db[MESSAGES].update_one(
+                    {"_id": message.id, "claim": claim, "status": "sending"},
+                    {"$set": {**result.model_dump(), "updated_at": now}},
+                )
+                modified += done.modified_count
+        if modified == len(claimed):
+            await _bump(db, campaign_id, moves)
+        else:  # a redelivery marked some `unknown` (and moved their counters) meanwhile
+            await self._needs_repair(db, campaign_id)
+        return moves
+
+    async def _record_by_seq(
+        self, db: Any, claim: ObjectId, claimed: list[Outgoing], results: list[SendOutcome]
+    ) -> int:
+        seqs = [int(m.seq or 0) for m in claimed]
+        low = min(seqs)
+        span = max(seqs) - low + 1
+        rows = [r.model_dump() for r in results]
+        values: dict[str, Any] = {"updated_at": {"$literal": _now()}}
+        for name in OUTCOME_FIELDS:
+            column = [row[name] for row in rows]
+            first = column[0]
+            if all(v == first and type(v) is type(first) for v in column):
+                values[name] = {"$literal": first}
+                continue
+            by_seq: list[Any] = [None] * span
+            for seq, value in zip(seqs, column, strict=True):
+                by_seq[seq - low] = value
+            index = {"$subtract": ["$seq", low]}
+            values[name] = {"$arrayElemAt": [{"$literal": by_seq}, index]}
+        result = await db[MESSAGES].update_many(
+            {"claim": claim, "status": "sending"}, [{"$set": values}]
+        )
+        return int(result.modified_count)
+
+    async def _needs_repair(self, db: Any, campaign_id: ObjectId) -> None:
+        """A delivery that may have lost a counter move (a redelivered task, whose earlier
+        delivery stopped between a message write and its `$inc`; a claim taken over) flags the
+        campaign: its counters are recounted when it completes."""
+        await db[CAMPAIGNS].update_one({"_id": campaign_id}, {"$set": {"repair": True}})
+
+    async def _finish(self, db: Any, tenant_id: str, campaign_id: ObjectId) -> None:
+        """Complete the campaign when nothing is left to send. While its counters show
+        messages pending or sending it is not done (every delivery moves them with its own
+        writes, and the one that moves the last calls this too); once they show none, two
+        limited reads confirm it. Counters that cannot be right then (`_drifted`), or a campaign
+        flagged for repair, are recounted once, after waiting for late moves of live workers."""
+        campaign = await db[CAMPAIGNS].find_one(
+            {"_id": campaign_id}, {"status": 1, "counts": 1, "repair": 1}
+        )
+        if campaign is None or campaign["status"] not in ("queued", "sending"):
+            return
+        counters: dict[str, int] | None = campaign.get("counts")
+        repair = bool(campaign.get("repair")) or counters is None
+        if not repair and _open(counters) > 0:
+            return
+        for status in OPEN:  # two limited counts: `$in` is slow on the embedded database
+            if await db[MESSAGES].count_documents(
+                {"status": status, "campaign_id": campaign_id}, limit=1
+            ):
+                return
+        update: dict[str, Any] = {"$set": {"status": "completed", "updated_at": _now()}}
+        if repair or _drifted(counters):
+            update["$set"]["counts"] = await self._recount(db, campaign_id)
+            update["$unset"] = {"repair": ""}
+        finished = await db[CAMPAIGNS].find_one_and_update(
+            {"_id": campaign_id, "status": {"$in": ["queued", "sending"]}},
+            update,
+            return_document=True,
+        )
+        if finished is not None and self.events is not None:
+            await self.events.campaign_finished(db, tenant_id, finished)
+
+    async def _recount(self, db: Any, campaign_id: ObjectId) -> dict[str, int]:
+        """The campaign's messages counted, once nothing is open. A live worker's last move
+        (an outcome's `$inc` right after its write) may still be on its way: it shows as an
+        open counter, so this waits up to `CLAIM_MARGIN_SECONDS` for the counters to settle;
+        an open counter that stays is one a stopped worker lost."""
+        deadline = time.monotonic() + CLAIM_MARGIN_SECONDS
+        while time.monotonic() < deadline:
+            doc = await db[CAMPAIGNS].find_one({"_id": campaign_id}, {"counts": 1})
+            if doc is None or _open(doc.get("counts")) <= 0:
+                break
+            await asyncio.sleep(0.05)
+        return await _count_messages(db, campaign_id)

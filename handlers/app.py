@@ -19,6 +19,7 @@ from crm_core.roles import RoleService
 from crm_core.services import Services
 from crm_core.settings import Settings
 from crm_core.shares import ShareService
+from crm_core.sms import CampaignService  # sms
 from crm_core.storage import Storage
 from crm_core.tables.meta import MetaService
 from crm_core.tables.rows import RowService
@@ -122,11 +123,14 @@ def create_app(
         users=users_service,
         shares=shares,
         aliases=AliasService(),
+        sms=CampaignService(settings, rows),  # sms
     )
     # integrations: webhooks hear row events from the row service
     services.webhooks = WebhookService(settings, storage, column_types)
     services.rows.events = services.webhooks
     services.tokens = ApiTokenService(storage)
+    services.sms.events = services.webhooks  # sms: `campaign.finished` events
+    services.sms.queue = lambda: services.sms_queue  # sms: the running broker's queue
     app.cleanup_ctx.append(_storage_ctx)
     app.cleanup_ctx.append(_broker_ctx)
     app.cleanup_ctx.append(_metrics_listener_ctx)  # ops: METRICS_PORT

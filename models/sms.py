@@ -5,12 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+from bson import ObjectId
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
 from models.base import InputModel, OutputModel, QueryModel
 
 MESSAGE_STATUSES = ("pending", "sending", "sent", "failed", "invalid", "cancelled", "unknown")
 MessageStatus = Literal["pending", "sending", "sent", "failed", "invalid", "cancelled", "unknown"]
+CampaignStatus = Literal["queued", "sending", "completed", "cancelled"]
+ResolveOutcome = Literal["sent", "failed", "resend"]
 
 
 def _scalar(value: Any) -> Any:
@@ -70,7 +73,7 @@ class CampaignOut(OutputModel):
     id: str
     name: str
     text: str
-    status: Literal["queued", "sending", "completed", "cancelled"]
+    status: CampaignStatus
     table: str | None
     phone_column: str | None
     duplicates: int = Field(description="Numbers dropped because they repeat an earlier one")
@@ -111,18 +114,121 @@ class MessageQuery(QueryModel):
 class ResolveIn(InputModel):
     """What the operator decided about a message whose fate is unknown."""
 
-    outcome: Literal["sent", "failed", "resend"]
+    outcome: ResolveOutcome
 
 
-def message_out(doc: dict[str, Any]) -> MessageOut:
+# ---- the stored documents, as the SMS domain reads them (docs/storage.md) ------------------
+
+
+class StoredModel(BaseModel):
+    """A document of `_sms_campaigns` or `_sms_messages`: `_id` as `id`, unknown fields kept
+    out, missing optional ones defaulted (documents stored by earlier versions stay readable)."""
+
+    model_config = ConfigDict(
+        arbitrary_types_allowed=True, extra="ignore", populate_by_name=True, frozen=True
+    )
+
+    id: ObjectId = Field(alias="_id")
+
+
+class CampaignRecord(StoredModel):
+    """One `_sms_campaigns` document. `counts` is None only for a campaign stored before the
+    counters existed (the domain counts and stores them on its first read)."""
+
+    name: str
+    text: str
+    status: CampaignStatus
+    table: str | None = None
+    phone_column: str | None = None
+    filters: Any = None
+    duplicates: int = 0
+    counts: dict[str, int] | None = None
+    created_by: str
+    created_at: datetime
+    updated_at: datetime | None = None
+
+    def totals(self) -> CampaignCounts:
+        """The counters by status, with `total` (never negative: a counter left behind by a
+        stopped worker is repaired when the campaign completes)."""
+        stored = self.counts or {}
+        values = {status: max(0, int(stored.get(status, 0))) for status in MESSAGE_STATUSES}
+        return CampaignCounts(total=sum(values.values()), **values)
+
+
+class MessageRecord(StoredModel):
+    """One `_sms_messages` document. `seq` is None for messages stored before it existed."""
+
+    campaign_id: ObjectId
+    phone: str
+    text: str
+    status: MessageStatus
+    attempts: int = 0
+    provider_id: str | None = None
+    error: str | None = None
+    batch: int = 0
+    seq: int | None = None
+    claimed_by: str | None = None
+    claim: ObjectId | None = None
+    claimed_at: datetime | None = None
+    updated_at: datetime
+
+
+class Outgoing(StoredModel):
+    """What a sender needs of a message it is about to send (a projection of MessageRecord)."""
+
+    phone: str
+    text: str
+    attempts: int = 0
+    seq: int | None = None
+    status: MessageStatus = "pending"
+    claimed_by: str | None = None
+    claimed_at: datetime | None = None
+
+
+class SendOutcome(BaseModel):
+    """What one attempt came to: the message's new status and the fields recorded with it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    status: MessageStatus
+    error: str | None = None
+    provider_id: str | None = None
+    sent_at: datetime | None = None
+
+
+class BatchResult(BaseModel):
+    """A sending task's result (what taskiq stores)."""
+
+    sent: int = 0
+
+
+# ---- output mappers ------------------------------------------------------------------------
+
+
+def campaign_out(campaign: CampaignRecord) -> CampaignOut:
+    return CampaignOut(
+        id=str(campaign.id),
+        name=campaign.name,
+        text=campaign.text,
+        status=campaign.status,
+        table=campaign.table,
+        phone_column=campaign.phone_column,
+        duplicates=campaign.duplicates,
+        counts=campaign.totals(),
+        created_by=campaign.created_by,
+        created_at=campaign.created_at,
+    )
+
+
+def message_out(message: MessageRecord) -> MessageOut:
     return MessageOut(
-        id=str(doc["_id"]),
-        campaign_id=str(doc["campaign_id"]),
-        phone=doc["phone"],
-        text=doc["text"],
-        status=doc["status"],
-        attempts=doc.get("attempts", 0),
-        provider_id=doc.get("provider_id"),
-        error=doc.get("error"),
-        updated_at=doc["updated_at"],
+        id=str(message.id),
+        campaign_id=str(message.campaign_id),
+        phone=message.phone,
+        text=message.text,
+        status=message.status,
+        attempts=message.attempts,
+        provider_id=message.provider_id,
+        error=message.error,
+        updated_at=message.updated_at,
     )
