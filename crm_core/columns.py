@@ -158,11 +158,6 @@ class Column:
         doc.update(self.extra)
         return doc
 
-    def __getitem__(self, name: str) -> Any:
-        """Read a stored field by name, for callers not yet moved to the attributes
-        (crm_core/sms.py); new code reads the attributes."""
-        return self.to_doc()[name]
-
 
 # the type-specific fields `Column` names; `ColumnType.settings_model` says which a type has
 SETTINGS_FIELDS = ("max_length", "validators", "table", "options", "max_option_id")

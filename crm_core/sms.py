@@ -23,13 +23,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-import phonenumbers
 from bson import ObjectId
 
 from crm_core import metrics
 from crm_core.context import TenantContext
 from crm_core.errors import Conflict, NotFound, ValidationFailed
 from crm_core.ids import object_id
+from crm_core.phones import InvalidPhone, normalise_phone
 from crm_core.settings import Settings
 from crm_core.storage import query_purpose
 from crm_core.tables.access import Level, require
@@ -141,16 +141,14 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def normalise_phone(raw: Any, region: str) -> str | None:
+def recipient_phone(raw: Any, region: str) -> str | None:
+    """A recipient's number as E.164, or None when it is not a valid phone number."""
     if not isinstance(raw, str | int) or isinstance(raw, bool):
         return None
     try:
-        number = phonenumbers.parse(str(raw), region)
-    except phonenumbers.NumberParseException:
+        return normalise_phone(str(raw), region)
+    except InvalidPhone:
         return None
-    if not phonenumbers.is_valid_number(number):
-        return None
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 async def _table_recipients(
@@ -161,7 +159,7 @@ async def _table_recipients(
     column = table.column(data.phone_column or "")
     if column is None:
         raise ValidationFailed.field("phone_column", "no such column in the table")
-    if column["type"] not in ("phone", "string"):
+    if not table.column_type(column).sms_recipient:
         raise ValidationFailed.field("phone_column", "must be a phone or string column")
     unknown = [p for p in placeholders(data.text) if table.column(p) is None]
     if unknown:
@@ -175,11 +173,11 @@ async def _table_recipients(
         docs = await cursor.to_list(None)
     for doc in docs:
         values = {
-            c["key"]: table.column_type(c).export_value(c, doc[c["key"]])
+            c.key: table.column_type(c).export_value(c, doc[c.key])
             for c in table.columns
-            if c["key"] in doc
+            if c.key in doc
         }
-        recipients.append((doc.get(column["key"]), values))
+        recipients.append((doc.get(column.key), values))
     return recipients
 
 
@@ -365,7 +363,7 @@ class CampaignService:
         messages: list[dict[str, Any]] = []
         duplicates = 0
         for raw_phone, values in recipients:
-            phone = normalise_phone(raw_phone, ctx.tenant.phone_region)
+            phone = recipient_phone(raw_phone, ctx.tenant.phone_region)
             if phone is not None and phone in seen:
                 duplicates += 1
                 continue

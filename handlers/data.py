@@ -42,12 +42,11 @@ BULK_UPDATE_SCHEMA = {"oneOf": [ROWS_SCHEMA, UpdatedOut.model_json_schema()]}
 @routes.get(
     ROWS, access=READ, summary="List rows", query=RowListQuery, response_schema=ROW_PAGE_SCHEMA
 )
-async def list_rows(call: Call) -> dict[str, Any]:
+async def list_rows(call: Call, query: RowListQuery) -> dict[str, Any]:
     """`filters` selects rows (docs/filters.md; 400 `invalid_filter` names the bad condition).
     Sorted by `sort_by` (a column key, `id` or a system field) in `sort_order`, or by several
     keys with `sort=-doc_date,company_name`; `sort_by=manual` is the caller's own order. Ties
     are broken by id, so pages never repeat or skip rows. `limit` 1..1000 (50), `offset`."""
-    query: RowListQuery = call.query
     rows = call.services.rows
     sort = rows.sort_spec(call.tbl, query.sort_by, query.sort_order, query.sort)
     where = rows.query(call.ctx, call.tbl, rows.filters.parse_param(query.filters))
@@ -66,9 +65,9 @@ async def list_rows(call: Call) -> dict[str, Any]:
     status=201,
     errors=(409,),
 )
-async def create_row(call: Call) -> dict[str, Any]:
+async def create_row(call: Call, body: dict[str, Any]) -> dict[str, Any]:
     """400 names each bad field; 409 when a unique column's value is taken."""
-    return await call.services.rows.create(call.ctx, call.tbl, call.body)
+    return await call.services.rows.create(call.ctx, call.tbl, body)
 
 
 @routes.post(
@@ -81,14 +80,15 @@ async def create_row(call: Call) -> dict[str, Any]:
     status=201,
     errors=(409,),
 )
-async def bulk_create_rows(call: Call) -> dict[str, Any]:
+async def bulk_create_rows(
+    call: Call, body: BulkCreateIn, query: BulkCreateQuery
+) -> dict[str, Any]:
     """Every item is validated first; errors name `items.<index>.<column>` and nothing is
     stored. Up to 1000 items. Answers `{"items": [{"id": ...}, ...]}` in input order;
     `?return=rows` answers the stored rows instead. With `upsert_on` (a unique column, given in
     every item), an item whose value matches a row updates it like a PATCH and the others are
     created; the answer lists the indexes of the `created` and `updated` items."""
-    body = call.body
-    full = call.query.returning == "rows"
+    full = query.returning == "rows"
     if body.upsert_on is not None:
         result = await upsert.bulk_upsert(
             call.services.rows, call.ctx, call.tbl, body.items, body.upsert_on
@@ -107,16 +107,16 @@ async def bulk_create_rows(call: Call) -> dict[str, Any]:
     response_schema=BULK_UPDATE_SCHEMA,
     errors=(409,),
 )
-async def bulk_update_rows(call: Call) -> dict[str, Any]:
+async def bulk_update_rows(call: Call, body: BulkUpdateIn) -> dict[str, Any]:
     """Either `items`, each `{"id": ..., <column>: <value>, ...}` (404 names the items whose
     row does not exist, and nothing is changed), or `filters` with `values`, the same values for
     every selected row (answers `{"updated": N}`)."""
-    body = call.body.root
+    change = body.root
     rows = call.services.rows
-    if isinstance(body, BulkUpdateItems):
-        return {"items": await rows.bulk_update(call.ctx, call.tbl, body.items)}
-    where = _required_filter(call, body.filters)
-    return {"updated": await rows.update_where(call.ctx, call.tbl, where, body.values)}
+    if isinstance(change, BulkUpdateItems):
+        return {"items": await rows.bulk_update(call.ctx, call.tbl, change.items)}
+    where = _required_filter(call, change.filters)
+    return {"updated": await rows.update_where(call.ctx, call.tbl, where, change.values)}
 
 
 @routes.post(
@@ -126,13 +126,13 @@ async def bulk_update_rows(call: Call) -> dict[str, Any]:
     body=BulkDeleteIn,
     response=DeletedOut,
 )
-async def bulk_delete_rows(call: Call) -> DeletedOut:
+async def bulk_delete_rows(call: Call, body: BulkDeleteIn) -> DeletedOut:
     """Either `ids` or a non-empty `filters`; answers how many rows were deleted."""
-    body = call.body.root
+    which = body.root
     rows = call.services.rows
-    if isinstance(body, BulkDeleteIds):
-        return DeletedOut(deleted=await rows.bulk_delete(call.ctx, call.tbl, body.ids))
-    where = _required_filter(call, body.filters)
+    if isinstance(which, BulkDeleteIds):
+        return DeletedOut(deleted=await rows.bulk_delete(call.ctx, call.tbl, which.ids))
+    where = _required_filter(call, which.filters)
     return DeletedOut(deleted=await rows.delete_where(call.ctx, call.tbl, where))
 
 
@@ -144,11 +144,11 @@ def _required_filter(call: Call, filters: Any) -> dict[str, Any]:
 
 
 @routes.get(ROW, access=READ, summary="A row", query=RowGetQuery, response_schema=ROW_SCHEMA)
-async def get_row(call: Call) -> dict[str, Any]:
+async def get_row(call: Call, query: RowGetQuery, row_id: str) -> dict[str, Any]:
     """`expand=legal_entity` answers the link column with the referenced row."""
     rows = call.services.rows
-    row = await rows.get(call.ctx, call.tbl, call.param("row_id"))
-    await rows.expand(call.ctx, call.tbl, [row], _keys(call.query.expand))
+    row = await rows.get(call.ctx, call.tbl, row_id)
+    await rows.expand(call.ctx, call.tbl, [row], _keys(query.expand))
     return row
 
 
@@ -166,14 +166,14 @@ def _keys(text: str | None) -> list[str]:
     response_schema=ROW_SCHEMA,
     errors=(409,),
 )
-async def update_row(call: Call) -> dict[str, Any]:
+async def update_row(call: Call, body: dict[str, Any], row_id: str) -> dict[str, Any]:
     """Only the given columns change; `null` clears a column that is not required."""
-    return await call.services.rows.update(call.ctx, call.tbl, call.param("row_id"), call.body)
+    return await call.services.rows.update(call.ctx, call.tbl, row_id, body)
 
 
 @routes.delete(ROW, access=WRITE, summary="Delete a row", status=204)
-async def delete_row(call: Call) -> None:
-    await call.services.rows.delete(call.ctx, call.tbl, call.param("row_id"))
+async def delete_row(call: Call, row_id: str) -> None:
+    await call.services.rows.delete(call.ctx, call.tbl, row_id)
 
 
 @routes.post(
@@ -184,15 +184,15 @@ async def delete_row(call: Call) -> None:
     response=MoveOut,
     errors=(409,),  # concurrent moves kept taking the rank between the neighbours
 )
-async def move_row(call: Call) -> MoveOut:
+async def move_row(call: Call, body: MoveIn, row_id: str) -> MoveOut:
     """Places the row just before `before_id` (null: last) in the caller's manual order
     (`sort_by=manual`); other users' orders do not change. One write whatever the table's
     size; the answer counts the reads and writes it took."""
-    before = call.body.before_id
+    before = body.before_id
     costs = await ordering.move_row(
         call.ctx,
         call.tbl,
-        parse_row_id(call.param("row_id")),
+        parse_row_id(row_id),
         None if before is None else _row_ref(before),
     )
     return MoveOut(**costs)

@@ -29,12 +29,12 @@ READ, SEND = Permission(code="sms.read"), Permission(code="sms.send")
     status=202,
     errors=(404,),
 )
-async def create_campaign(call: Call) -> CampaignOut:
+async def create_campaign(call: Call, body: CampaignIn) -> CampaignOut:
     """From a table (`table`, `phone_column`, optional `filters` in the filter language) or
     from `recipients`. `{{key}}` placeholders are filled per recipient; an unknown one is a 400.
     Phones are normalised to E.164; repeated numbers are dropped and counted, invalid ones are
     recorded as `invalid` and not sent. Answers 202: workers send it."""
-    return campaign_out(await call.services.sms.create(call.ctx, call.body))
+    return campaign_out(await call.services.sms.create(call.ctx, body))
 
 
 @routes.get(
@@ -52,8 +52,8 @@ async def list_campaigns(call: Call) -> CampaignList:
     response=CampaignOut,
     errors=(404,),
 )
-async def get_campaign(call: Call) -> CampaignOut:
-    return campaign_out(await call.services.sms.get(call.ctx, call.param("campaign_id")))
+async def get_campaign(call: Call, campaign_id: str) -> CampaignOut:
+    return campaign_out(await call.services.sms.get(call.ctx, campaign_id))
 
 
 @routes.get(
@@ -64,9 +64,8 @@ async def get_campaign(call: Call) -> CampaignOut:
     response=MessagePage,
     errors=(404,),
 )
-async def list_messages(call: Call) -> MessagePage:
-    query: MessageQuery = call.query
-    messages, total = await call.services.sms.messages(call.ctx, call.param("campaign_id"), query)
+async def list_messages(call: Call, query: MessageQuery, campaign_id: str) -> MessagePage:
+    messages, total = await call.services.sms.messages(call.ctx, campaign_id, query)
     return MessagePage(
         items=[message_out(m) for m in messages],
         total=total,
@@ -82,9 +81,9 @@ async def list_messages(call: Call) -> MessagePage:
     response=CampaignOut,
     errors=(404, 409),
 )
-async def cancel_campaign(call: Call) -> CampaignOut:
+async def cancel_campaign(call: Call, campaign_id: str) -> CampaignOut:
     """Messages not yet sent are cancelled; one being sent at this moment finishes."""
-    return campaign_out(await call.services.sms.cancel(call.ctx, call.param("campaign_id")))
+    return campaign_out(await call.services.sms.cancel(call.ctx, campaign_id))
 
 
 @routes.post(
@@ -95,10 +94,9 @@ async def cancel_campaign(call: Call) -> CampaignOut:
     response=MessageOut,
     errors=(404, 409),
 )
-async def resolve_message(call: Call) -> MessageOut:
+async def resolve_message(call: Call, body: ResolveIn, message_id: str) -> MessageOut:
     """For `unknown` messages only (a worker stopped mid-send, or the provider gave no answer):
     record `sent` or `failed` after checking with the provider, or `resend`, accepting that the
     recipient may get it twice."""
-    body: ResolveIn = call.body
-    message = await call.services.sms.resolve(call.ctx, call.param("message_id"), body.outcome)
+    message = await call.services.sms.resolve(call.ctx, message_id, body.outcome)
     return message_out(message)

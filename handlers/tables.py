@@ -41,7 +41,7 @@ def table_out(table: Table, alias: dict[str, Any] | None = None) -> TableOut:
         version=doc["version"],
         builtin=bool(doc.get("builtin")),
         owner_id=doc.get("owner_id"),
-        columns=[column_out(c, names.get(c["key"])) for c in table.columns],
+        columns=[column_out(c, names.get(c.key)) for c in table.columns],
         created_at=doc["created_at"],
         updated_at=doc["updated_at"],
     )
@@ -82,9 +82,9 @@ async def list_tables(call: Call) -> TableList:
     status=201,
     errors=(409,),
 )
-async def create_table(call: Call) -> TableOut:
+async def create_table(call: Call, body: TableIn) -> TableOut:
     """Select options get integer ids (given or assigned). 409 when the key is taken."""
-    return await rendered(call, await call.services.meta.create_table(call.ctx, call.body))
+    return await rendered(call, await call.services.meta.create_table(call.ctx, body))
 
 
 @routes.get(
@@ -103,11 +103,9 @@ async def get_table(call: Call) -> TableOut:
     response=TableOut,
     errors=(409,),
 )
-async def patch_table(call: Call) -> TableOut:
+async def patch_table(call: Call, body: TablePatch, query: VersionQuery) -> TableOut:
     """Changes the display name; the key never changes. 409 on a stale `version`."""
-    table = await call.services.meta.rename_table(
-        call.ctx, call.tbl, call.body.name, call.query.version
-    )
+    table = await call.services.meta.rename_table(call.ctx, call.tbl, body.name, query.version)
     return await rendered(call, table)
 
 
@@ -119,8 +117,8 @@ async def patch_table(call: Call) -> TableOut:
     status=204,
     errors=(409,),
 )
-async def delete_table(call: Call) -> None:
-    await call.services.meta.delete_table(call.ctx, call.tbl, call.query.version)
+async def delete_table(call: Call, query: VersionQuery) -> None:
+    await call.services.meta.delete_table(call.ctx, call.tbl, query.version)
 
 
 @routes.post(
@@ -134,11 +132,9 @@ async def delete_table(call: Call) -> None:
     status=201,
     errors=(409,),
 )
-async def add_column(call: Call) -> TableOut:
+async def add_column(call: Call, body: ColumnAddIn, query: VersionQuery) -> TableOut:
     """A required column on a table with rows needs a `default`, which fills those rows."""
-    table = await call.services.meta.add_column(
-        call.ctx, call.tbl, call.body.root, call.query.version
-    )
+    table = await call.services.meta.add_column(call.ctx, call.tbl, body.root, query.version)
     return await rendered(call, table)
 
 
@@ -152,13 +148,13 @@ async def add_column(call: Call) -> TableOut:
     response=TableOut,
     errors=(409,),
 )
-async def change_column(call: Call) -> TableOut:
+async def change_column(
+    call: Call, body: ColumnPatch, query: VersionQuery, column: str
+) -> TableOut:
     """Changing `type` converts every row, or answers 409 with the number of rows that would
     fail and changes nothing. Options given replace the list: kept ids keep their rows,
     removed options are cleared from rows, new ones get fresh ids (never reused)."""
-    table = await call.services.meta.change_column(
-        call.ctx, call.tbl, call.param("column"), call.body, call.query.version
-    )
+    table = await call.services.meta.change_column(call.ctx, call.tbl, column, body, query.version)
     return await rendered(call, table)
 
 
@@ -170,10 +166,8 @@ async def change_column(call: Call) -> TableOut:
     response=TableOut,
     errors=(409,),
 )
-async def delete_column(call: Call) -> TableOut:
-    table = await call.services.meta.delete_column(
-        call.ctx, call.tbl, call.param("column"), call.query.version
-    )
+async def delete_column(call: Call, query: VersionQuery, column: str) -> TableOut:
+    table = await call.services.meta.delete_column(call.ctx, call.tbl, column, query.version)
     return await rendered(call, table)
 
 
@@ -195,7 +189,7 @@ async def get_view(call: Call) -> ViewOut:
     body=ViewIn,
     response=ViewOut,
 )
-async def put_view(call: Call) -> ViewOut:
+async def put_view(call: Call, body: ViewIn) -> ViewOut:
     """Only the caller's own view changes; unknown or repeated keys are a 400."""
-    view = await ordering.put_view(call.ctx, call.tbl, call.body.column_order, call.body.hidden)
+    view = await ordering.put_view(call.ctx, call.tbl, body.column_order, body.hidden)
     return ViewOut(**view)

@@ -102,12 +102,27 @@ class FakeGateway:
             counts[item.phone] = counts.get(item.phone, 0) + 1
         return counts
 
-    def max_in_window(self, seconds: float = 1.0) -> int:
-        times = sorted(r.at for r in self.received)
-        best = 0
-        start = 0
-        for end, moment in enumerate(times):
-            while moment - times[start] >= seconds:
-                start += 1
-            best = max(best, end - start + 1)
-        return best
+
+class SlotRecorder:
+    """Wraps a receiver's rate limiter and keeps the send slots it hands out: the rate is
+    checked on the slots the shared limiter granted, not on arrival times a loaded machine
+    shifts."""
+
+    def __init__(self, inner, slots):
+        self.inner = inner
+        self.slots = slots
+
+    async def wait(self, tenant_id, count=1):
+        granted = await self.inner.wait(tenant_id, count)
+        self.slots.extend(granted)
+        return granted
+
+
+def max_in_window(moments, seconds=1.0):
+    times = sorted(moments)
+    best = start = 0
+    for end, moment in enumerate(times):
+        while moment - times[start] >= seconds - 1e-9:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
