@@ -468,6 +468,22 @@ class ImportService:
 
     # ---- the background task ------------------------------------------------------------------
 
+    async def refuse(self, db: Any, job_id: str, message: str) -> None:
+        """A queued import whose user can no longer run it (deactivated meanwhile) fails with
+        the reason, without starting; `db` is the tenant's database."""
+        now = utcnow()
+        await db[JOBS].update_one(
+            {"_id": ObjectId(job_id), "state": "queued"},
+            {
+                "$set": {
+                    "state": "failed",
+                    "message": message,
+                    "finished_at": now,
+                    "updated_at": now,
+                }
+            },
+        )
+
     async def run(self, ctx: TenantContext, job_id: str, task_id: str) -> None:
         """Run a confirmed import (the taskiq task's body). A delivery of a task whose earlier
         delivery died (no heartbeat for two minutes) undoes what it wrote and starts again."""
