@@ -78,6 +78,7 @@ def build_services(
     roles = RoleService(shares)
     users = UserService(roles, settings.bcrypt_rounds)
     tenants = TenantService()
+    aliases = AliasService()
     auth = AuthService(settings, storage, users, tenants)
     services = Services(
         settings=settings,
@@ -85,16 +86,16 @@ def build_services(
         auth=auth,
         column_types=column_types,
         validators=validators,
-        meta=MetaService(column_types, validators),
+        meta=MetaService(column_types, validators, dependents=(shares, aliases)),
         rows=rows,
-        imports=ImportService(rows, settings),
-        exports=ExportService(rows, settings.export_max_concurrent),
+        imports=ImportService(rows, settings, aliases),
+        exports=ExportService(rows, settings.export_max_concurrent, aliases),
         admin=AdminService(settings, storage, auth),
         tenants=tenants,
         roles=roles,
         users=users,
         shares=shares,
-        aliases=AliasService(),
+        aliases=aliases,
         sms=CampaignService(settings, rows),
     )
     # webhooks hear row events from the row service and campaign events from the SMS domain
