@@ -24,6 +24,7 @@ from aiohttp.test_utils import TestServer
 from bson import ObjectId
 
 from benchmarks.common import running_service
+from crm_core.services import build_services
 from crm_core.storage import recording
 from tasks.broker import receiving, start_broker, stop_broker
 from tests.support.sms_gateway import FakeGateway
@@ -59,7 +60,9 @@ async def run(recipients: int, redis_url: str | None) -> Figures:
         if redis_url:
             settings = api.app_services.settings
             for name in ("bench-1", "bench-2"):
-                broker = await start_broker(settings, api.app_services.storage, name)
+                broker = await start_broker(
+                    build_services(settings, api.app_services.storage), name
+                )
                 context = receiving(broker, settings)
                 await context.__aenter__()
                 contexts.append((broker, context))

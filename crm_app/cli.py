@@ -39,25 +39,15 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
 
 
 async def create_superuser(settings: Settings, email: str, password: str, full_name: str) -> str:
-    from crm_core.admin import AdminService
-    from crm_core.auth import AuthService
-    from crm_core.columns import default_column_types
-    from crm_core.roles import RoleService
-    from crm_core.shares import ShareService
-    from crm_core.storage import Storage
-    from crm_core.tenancy import TenantService
-    from crm_core.users import UserService
+    from crm_core.services import build_services
     from models.accounts import SYSTEM_DOCUMENTS
     from models.admin import ADMIN_DOCUMENTS
 
-    storage = Storage(settings)
+    services = build_services(settings)
+    storage = services.storage
     await storage.start(SYSTEM_DOCUMENTS + ADMIN_DOCUMENTS)
     try:
-        roles = RoleService(ShareService(default_column_types()))
-        users = UserService(roles, settings.bcrypt_rounds)
-        auth = AuthService(settings, storage, users, TenantService())
-        admin = AdminService(settings, storage, auth)
-        user = await admin.create_superuser(email, password, full_name)
+        user = await services.admin.create_superuser(email, password, full_name)
         return str(user.id)
     finally:
         storage.close()
@@ -84,6 +74,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event, storage: Any = Non
     """Receive and run tasks until `stop` is set (SIGTERM/SIGINT in `crm worker`); running
     tasks finish first. `storage`: an already started one (tests share their embedded
     database this way), else the worker opens and closes its own."""
+    from crm_core.services import build_services
     from crm_core.storage import Storage
     from models.accounts import SYSTEM_DOCUMENTS
     from tasks.broker import receiving, start_broker, stop_broker
@@ -92,7 +83,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event, storage: Any = Non
     if storage is None:
         storage = Storage(settings)
         await storage.start(SYSTEM_DOCUMENTS)
-    broker = await start_broker(settings, storage)
+    broker = await start_broker(build_services(settings, storage))
     exporter = None
     if settings.metrics_port is not None:  # this worker's counters (SMS states...)
         from crm_core.metrics import serve_metrics

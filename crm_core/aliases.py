@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from crm_core.context import TenantContext
 from crm_core.errors import ValidationFailed
 from crm_core.tables.definitions import Table
@@ -35,23 +33,14 @@ class AliasService:
 
     @staticmethod
     async def delete(ctx: TenantContext, table_key: str) -> None:
+        """Reset a table's display names (and a deleted table's go with it)."""
         await ctx.db[ALIASES].delete_one({"table": table_key})
 
+    table_deleted = delete
+
     @staticmethod
-    async def forget_column(ctx: TenantContext, table_key: str, column_key: str) -> None:
+    async def column_deleted(ctx: TenantContext, table_key: str, column_key: str) -> None:
         """A deleted column's display name goes with it."""
         await ctx.db[ALIASES].update_one(
             {"table": table_key}, {"$unset": {f"columns.{column_key}": ""}}
         )
-
-
-async def aliases_for(ctx: TenantContext, keys: list[str]) -> dict[str, dict[str, Any]]:
-    """The stored alias documents by table key, for the modules not on this branch that read
-    them as documents (crm_core/files, handlers/tables.py); new code uses `AliasService.find`."""
-    found = await AliasService().find(ctx, keys)
-    return {key: alias.to_document() for key, alias in found.items()}
-
-
-# crm_core/tables/meta.py (not on this branch) calls these names when a table or column goes
-delete_alias = AliasService.delete
-forget_column = AliasService.forget_column

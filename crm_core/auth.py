@@ -8,9 +8,10 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import bcrypt
+from cachetools import LRUCache
 
 from crm_core import metrics
-from crm_core.cache import DefinitionCache
+from crm_core.cache import DefinitionCache, ValidatedDocuments
 from crm_core.columns import ValueContext
 from crm_core.context import TenantContext
 from crm_core.errors import Conflict, Forbidden, RateLimited, Unauthorized, ValidationFailed
@@ -18,6 +19,7 @@ from crm_core.ids import object_id, parse_object_id
 from crm_core.ratelimit import LoginThrottle, limit_storage
 from crm_core.roles import RoleService
 from crm_core.security import (
+    AccessClaims,
     TokenCodec,
     check_password_policy,
     hash_password,
@@ -47,6 +49,7 @@ log = logging.getLogger(__name__)
 
 INVALID_CREDENTIALS = "Invalid email or password"
 INVALID_REFRESH = "The refresh token is not valid"
+VERIFIED_TOKENS = 10_000  # access tokens whose checked claims a process keeps
 
 
 class AuthService:
@@ -68,6 +71,9 @@ class AuthService:
         salt = bcrypt.gensalt(settings.bcrypt_rounds)
         self._dummy_hash = bcrypt.hashpw(b"not-a-real-password", salt).decode()
         self.cache = DefinitionCache()  # roles and table definitions of this process
+        # access tokens whose signature this process has checked (request path, issue #12 §3)
+        self.verified: LRUCache[str, AccessClaims] = LRUCache(VERIFIED_TOKENS)
+        self.user_models, self.tenant_models = ValidatedDocuments(User), ValidatedDocuments(Tenant)
 
     async def register(self, data: RegisterIn) -> TokenPair:
         if not self.settings.registration_enabled:
@@ -188,13 +194,13 @@ class AuthService:
 
     async def authenticate(self, bearer: str) -> tuple[TenantContext, str, datetime]:
         """Resolve an access token into a tenant context; 401 for anything not current."""
-        claims = self.codec.decode(bearer)
+        claims = self.claims(bearer)
         user_id = parse_object_id(claims.user_id)
         if user_id is None or parse_object_id(claims.tenant_id) is None:
             raise Unauthorized("The access token is not valid")
         # plain driver reads (beanie's query layer costs more than the read on a warm path)
         user_doc = await User.get_motor_collection().find_one({"_id": user_id})
-        user = User.model_validate(user_doc) if user_doc is not None else None
+        user = self.user_models.validate(user_doc) if user_doc is not None else None
         if user is None or str(user.tenant_id) != claims.tenant_id:
             raise Unauthorized("The access token is not valid")
         if not user.is_active:
@@ -202,12 +208,25 @@ class AuthService:
         if claims.epoch != user.token_epoch:
             raise Unauthorized("This session has ended; sign in again")
         tenant_doc = await Tenant.get_motor_collection().find_one({"_id": user.tenant_id})
-        tenant = Tenant.model_validate(tenant_doc) if tenant_doc is not None else None
+        tenant = self.tenant_models.validate(tenant_doc) if tenant_doc is not None else None
         if tenant is None or not tenant.is_active:
             raise Unauthorized("The company is not active")
         # two round trips (user, tenant); roles and tables come from the process cache
         context = await build_context(self.storage, user, tenant, self.cache)
         return context, claims.jti, claims.expires_at
+
+    def claims(self, bearer: str) -> AccessClaims:
+        """The token's claims. Its signature is checked once per process (the same bytes verify
+        the same way every time), its expiry at every request; only tokens that verified are
+        kept, so made-up tokens cannot fill the cache. Whether the token is still alive (the
+        user's epoch, active flags) is decided by `authenticate` from the documents it reads."""
+        claims: AccessClaims | None = self.verified.get(bearer)
+        if claims is None:
+            claims = self.codec.decode(bearer)
+            self.verified[bearer] = claims
+        elif claims.expires_at <= datetime.now(UTC):
+            raise Unauthorized("The access token has expired")
+        return claims
 
     async def _issue(self, user: User, family_id: str) -> TokenPair:
         secret = new_refresh_secret()

@@ -61,10 +61,23 @@ SMS_MESSAGES = Counter(
 )
 
 
+# the labelled series of each (method, route, status) seen: `labels()` takes a lock and builds
+# its key on every call, the dictionary lookup costs nothing (issue #12 §3); the label values
+# are bounded (methods, route templates, statuses), so is this
+_REQUEST_SERIES: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
 def observe_request(method: str, route: str, status: int, seconds: float) -> None:
     method = method if method in KNOWN_METHODS else "other"
-    HTTP_REQUESTS.labels(method, route, str(status)).inc()
-    HTTP_LATENCY.labels(method, route).observe(seconds)
+    series = _REQUEST_SERIES.get((method, route, status))
+    if series is None:
+        series = (
+            HTTP_REQUESTS.labels(method, route, str(status)),
+            HTTP_LATENCY.labels(method, route),
+        )
+        _REQUEST_SERIES[(method, route, status)] = series
+    series[0].inc()
+    series[1].observe(seconds)
 
 
 def sms_message(state: str, provider: str) -> None:

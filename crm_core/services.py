@@ -1,16 +1,23 @@
-"""The long-lived objects one running service holds, built by the app factory."""
+"""The long-lived objects one running process holds, and the one function that builds them.
+
+`build_services` is where the registries (column types, filter operators, validators) are made
+and every domain service gets its collaborators: the API app (`handlers/app.py` `create_app`)
+and a task worker (`crm worker`, `tasks/broker.py`) both call it, so a column type registered
+once is known to the routes and to the tasks alike."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from crm_core.admin import AdminService
 from crm_core.aliases import AliasService
 from crm_core.auth import AuthService
-from crm_core.columns import ColumnType
+from crm_core.columns import ColumnType, default_column_types
 from crm_core.files.exports import ExportService
 from crm_core.files.imports import ImportService
+from crm_core.filters import FilterBuilder, default_filter_operators
 from crm_core.registry import Registry
 from crm_core.roles import RoleService
 from crm_core.settings import Settings
@@ -22,7 +29,7 @@ from crm_core.tables.rows import RowService
 from crm_core.tenancy import TenantService  # ops: company settings
 from crm_core.tokens import ApiTokenService
 from crm_core.users import UserService
-from crm_core.validators import ColumnValidator
+from crm_core.validators import ColumnValidator, default_validators
 from crm_core.webhooks import WebhookService
 
 
@@ -50,3 +57,51 @@ class Services:
     # integrations
     webhooks: WebhookService | None = None
     tokens: ApiTokenService | None = None
+
+
+def build_services(
+    settings: Settings,
+    storage: Storage | None = None,
+    extra_column_types: Iterable[ColumnType] = (),
+) -> Services:
+    """Every service of one process, wired. `storage`: an existing one to share (a worker in
+    the same process as the API, in tests and the embedded mode), else a new one (not yet
+    started). `extra_column_types`: column types registered besides the built-in ones
+    (docs/architecture.md, how to add a column type)."""
+    storage = storage or Storage(settings)
+    column_types = default_column_types()
+    for column_type in extra_column_types:
+        column_types.register(column_type)
+    validators = default_validators()
+    rows = RowService(column_types, FilterBuilder(default_filter_operators()), validators)
+    shares = ShareService(column_types)
+    roles = RoleService(shares)
+    users = UserService(roles, settings.bcrypt_rounds)
+    tenants = TenantService()
+    aliases = AliasService()
+    auth = AuthService(settings, storage, users, tenants)
+    services = Services(
+        settings=settings,
+        storage=storage,
+        auth=auth,
+        column_types=column_types,
+        validators=validators,
+        meta=MetaService(column_types, validators, dependents=(shares, aliases)),
+        rows=rows,
+        imports=ImportService(rows, settings, aliases),
+        exports=ExportService(rows, settings.export_max_concurrent, aliases),
+        admin=AdminService(settings, storage, auth),
+        tenants=tenants,
+        roles=roles,
+        users=users,
+        shares=shares,
+        aliases=aliases,
+        sms=CampaignService(settings, rows),
+    )
+    # webhooks hear row events from the row service and campaign events from the SMS domain
+    services.webhooks = WebhookService(settings, storage, column_types)
+    services.rows.events = services.webhooks
+    services.tokens = ApiTokenService(storage)
+    services.sms.events = services.webhooks
+    services.sms.queue = lambda: services.sms_queue  # the running broker's queue
+    return services

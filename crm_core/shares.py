@@ -79,9 +79,13 @@ class ShareService:
         await ctx.db[SHARES].delete_one({"_id": share.id})
 
     @staticmethod
-    async def forget_table(ctx: TenantContext, table_key: str) -> None:
+    async def table_deleted(ctx: TenantContext, table_key: str) -> None:
         """A deleted table's shares go with it."""
         await ctx.db[SHARES].delete_many({"table": table_key})
+
+    @staticmethod
+    async def column_deleted(ctx: TenantContext, table_key: str, column_key: str) -> None:
+        """Shares are of whole tables: a column's going changes none."""
 
     @staticmethod
     async def forget_role(ctx: TenantContext, role_id: str) -> None:
@@ -105,7 +109,3 @@ class ShareService:
         if parsed is None or not await ctx.db[ROLES].count_documents({"_id": parsed}, limit=1):
             raise ValidationFailed.field("role_id", "no such role in this company")
         return {"user_id": None, "role_id": role_id}
-
-
-# crm_core/tables/meta.py (not on this branch) calls this name when it deletes a table
-forget_table = ShareService.forget_table

@@ -13,14 +13,14 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import aiohttp_jinja2
 import jinja2
 import pygal
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from bson import ObjectId
 from pygal.etree import etree
 from pygal.style import Style
 
@@ -32,7 +32,7 @@ from handlers.routing import (
     ErrorPage,
     Public,
     RouteTable,
-    validation_error,
+    parse_fields,
 )
 from models.admin import (
     ACTIONS,
@@ -70,8 +70,6 @@ CHART_HEADERS = {
     "X-Content-Type-Options": "nosniff",
 }
 
-Form = TypeVar("Form", bound=BaseModel)
-
 
 @dataclass(frozen=True)
 class Superadmin(Access):
@@ -80,6 +78,8 @@ class Superadmin(Access):
     in its `csrf` field: without it 403 and nothing changes."""
 
     needs_auth: bool = False  # no bearer token: the cookie is checked here
+    # the CSRF token of every form, the "done" notice after a redirect: not the page's fields
+    control_fields: frozenset[str] = frozenset({"csrf", "done"})
 
     async def authorize(self, call: Call) -> None:
         request = call.request
@@ -126,14 +126,6 @@ def error_page(request: web.Request, error: CrmError) -> web.Response:
     )
     response.headers.update(error.headers)
     return response
-
-
-def parse(model: type[Form], values: Any) -> Form:
-    data = {key: values.get(key) for key in values if key not in ("csrf", "done")}
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise validation_error(exc) from None
 
 
 def done(location: str, action: str) -> web.HTTPSeeOther:
@@ -205,7 +197,7 @@ async def sign_in(call: Call) -> web.StreamResponse:
     if not isinstance(token, str) or not cookie or not hmac.compare_digest(token, cookie):
         return _sign_in_form(request, "The form expired; please try again.", 403)
     try:
-        data = parse(SignInForm, form)
+        data = parse_fields(form, SignInForm, ADMIN.control_fields)
     except CrmError:
         return _sign_in_form(request, "Enter an email and a password.", 400)
     try:
@@ -253,15 +245,14 @@ async def overview(call: Call) -> web.Response:
 
 
 @routes.get(f"{PREFIX}/companies", access=ADMIN, summary="Companies", in_schema=False)
-async def companies(call: Call) -> web.Response:
-    query = parse(CompanyQuery, call.request.query)
+async def companies(call: Call, query: CompanyQuery) -> web.Response:
     result = await call.services.admin.list_companies(query.q, query.page)
     return page(call.request, "companies.html", context(call, result=result, section="companies"))
 
 
 @routes.get(f"{PREFIX}/companies/{TENANT}", access=ADMIN, summary="A company", in_schema=False)
-async def company(call: Call) -> web.Response:
-    detail = await call.services.admin.company(call.param("tenant_id"))
+async def company(call: Call, tenant_id: ObjectId) -> web.Response:
+    detail = await call.services.admin.company(str(tenant_id))
     return page(call.request, "company.html", context(call, detail=detail, section="companies"))
 
 
@@ -271,10 +262,11 @@ async def company(call: Call) -> web.Response:
     summary="Deactivate or reactivate a company",
     in_schema=False,
 )
-async def set_company_active(call: Call) -> web.StreamResponse:
-    form = parse(ActiveForm, await call.request.post())
+async def set_company_active(
+    call: Call, form: ActiveForm, tenant_id: ObjectId
+) -> web.StreamResponse:
     tenant = await call.services.admin.set_company_active(
-        call.operator, call.param("tenant_id"), form.active
+        call.operator, str(tenant_id), form.active
     )
     action = "company_reactivated" if form.active else "company_deactivated"
     raise done(f"{PREFIX}/companies/{tenant.id}", action)
@@ -286,11 +278,8 @@ async def set_company_active(call: Call) -> web.StreamResponse:
     summary="Deactivate or reactivate a user",
     in_schema=False,
 )
-async def set_user_active(call: Call) -> web.StreamResponse:
-    form = parse(ActiveForm, await call.request.post())
-    user = await call.services.admin.set_user_active(
-        call.operator, call.param("user_id"), form.active
-    )
+async def set_user_active(call: Call, form: ActiveForm, user_id: ObjectId) -> web.StreamResponse:
+    user = await call.services.admin.set_user_active(call.operator, str(user_id), form.active)
     action = "user_reactivated" if form.active else "user_deactivated"
     raise done(f"{PREFIX}/companies/{user.tenant_id}", action)
 
@@ -301,11 +290,9 @@ async def set_user_active(call: Call) -> web.StreamResponse:
     summary="Set a temporary password",
     in_schema=False,
 )
-async def set_temporary_password(call: Call) -> web.Response:
+async def set_temporary_password(call: Call, user_id: ObjectId) -> web.Response:
     """The password is on this page only (not stored in clear, not in a redirect)."""
-    user, password = await call.services.admin.set_temporary_password(
-        call.operator, call.param("user_id")
-    )
+    user, password = await call.services.admin.set_temporary_password(call.operator, str(user_id))
     return page(
         call.request,
         "temporary_password.html",
@@ -314,8 +301,7 @@ async def set_temporary_password(call: Call) -> web.Response:
 
 
 @routes.get(f"{PREFIX}/campaigns", access=ADMIN, summary="SMS campaigns", in_schema=False)
-async def campaigns(call: Call) -> web.Response:
-    query = parse(CampaignQuery, call.request.query)
+async def campaigns(call: Call, query: CampaignQuery) -> web.Response:
     result = await call.services.admin.list_campaigns(query.status, query.page)
     return page(call.request, "campaigns.html", context(call, result=result, section="campaigns"))
 
@@ -326,10 +312,10 @@ async def campaigns(call: Call) -> web.Response:
     summary="Cancel a campaign",
     in_schema=False,
 )
-async def cancel_campaign(call: Call) -> web.StreamResponse:
-    await call.services.admin.cancel_campaign(
-        call.operator, call.param("tenant_id"), call.param("campaign_id")
-    )
+async def cancel_campaign(
+    call: Call, tenant_id: ObjectId, campaign_id: ObjectId
+) -> web.StreamResponse:
+    await call.services.admin.cancel_campaign(call.operator, str(tenant_id), str(campaign_id))
     raise done(f"{PREFIX}/campaigns", "campaign_cancelled")
 
 
@@ -340,8 +326,7 @@ async def system(call: Call) -> web.Response:
 
 
 @routes.get(f"{PREFIX}/audit", access=ADMIN, summary="Audit log", in_schema=False)
-async def audit(call: Call) -> web.Response:
-    query = parse(AuditQuery, call.request.query)
+async def audit(call: Call, query: AuditQuery) -> web.Response:
     result = await call.services.admin.audit(query.page)
     return page(call.request, "audit.html", context(call, result=result, section="audit"))
 

@@ -1,4 +1,5 @@
-"""The app factory: `create_app(settings)` wires storage, services, middlewares and routes."""
+"""The app factory: `create_app(settings)` puts the services (crm_core/services.py
+`build_services`), middlewares and routes together."""
 
 from __future__ import annotations
 
@@ -7,27 +8,10 @@ from collections.abc import AsyncIterator, Iterable
 
 from aiohttp import web
 
-from crm_core.admin import AdminService
-from crm_core.aliases import AliasService
-from crm_core.auth import AuthService
 from crm_core.builtin_tables import migrate_all
-from crm_core.columns import ColumnType, default_column_types
-from crm_core.files.exports import ExportService
-from crm_core.files.imports import ImportService
-from crm_core.filters import FilterBuilder, default_filter_operators
-from crm_core.roles import RoleService
-from crm_core.services import Services
+from crm_core.columns import ColumnType
+from crm_core.services import build_services
 from crm_core.settings import Settings
-from crm_core.shares import ShareService
-from crm_core.sms import CampaignService  # sms
-from crm_core.storage import Storage
-from crm_core.tables.meta import MetaService
-from crm_core.tables.rows import RowService
-from crm_core.tenancy import TenantService
-from crm_core.tokens import ApiTokenService
-from crm_core.users import UserService
-from crm_core.validators import default_validators
-from crm_core.webhooks import WebhookService
 from handlers import (
     admin,
     aliases,
@@ -83,8 +67,8 @@ def all_routes() -> list[RouteSpec]:
 def create_app(
     settings: Settings, extra_column_types: Iterable[ColumnType] = ()
 ) -> web.Application:
-    """The API app. `extra_column_types`: column types registered besides the built-in ones
-    (docs/architecture.md, how to add a column type)."""
+    """The API app over the services of `build_services` (crm_core/services.py), which
+    registers `extra_column_types` besides the built-in column types."""
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=[
@@ -94,43 +78,7 @@ def create_app(
             error_middleware,
         ],
     )
-    storage = Storage(settings)
-    column_types = default_column_types()
-    for column_type in extra_column_types:  # columns: types an embedding app adds
-        column_types.register(column_type)
-    validators = default_validators()
-    rows = RowService(column_types, FilterBuilder(default_filter_operators()), validators)
-    # services: the account domains
-    shares = ShareService(column_types)
-    roles_service = RoleService(shares)
-    users_service = UserService(roles_service, settings.bcrypt_rounds)
-    tenants = TenantService()
-    auth_service = AuthService(settings, storage, users_service, tenants)
-    services = app[SERVICES] = Services(
-        settings=settings,
-        storage=storage,
-        auth=auth_service,
-        column_types=column_types,
-        validators=validators,
-        meta=MetaService(column_types, validators),
-        rows=rows,
-        imports=ImportService(rows, settings),
-        exports=ExportService(rows, settings.export_max_concurrent),
-        admin=AdminService(settings, storage, auth_service),
-        tenants=tenants,  # ops: company settings
-        # services: the account domains
-        roles=roles_service,
-        users=users_service,
-        shares=shares,
-        aliases=AliasService(),
-        sms=CampaignService(settings, rows),  # sms
-    )
-    # integrations: webhooks hear row events from the row service
-    services.webhooks = WebhookService(settings, storage, column_types)
-    services.rows.events = services.webhooks
-    services.tokens = ApiTokenService(storage)
-    services.sms.events = services.webhooks  # sms: `campaign.finished` events
-    services.sms.queue = lambda: services.sms_queue  # sms: the running broker's queue
+    services = app[SERVICES] = build_services(settings, extra_column_types=extra_column_types)
     app.cleanup_ctx.append(_storage_ctx)
     app.cleanup_ctx.append(_broker_ctx)
     app.cleanup_ctx.append(_metrics_listener_ctx)  # ops: METRICS_PORT
@@ -168,7 +116,7 @@ async def _broker_ctx(app: web.Application) -> AsyncIterator[None]:
     process. Real MongoDB with Redis: this process only queues; `crm worker` sends."""
     services = app[SERVICES]
     settings = services.settings
-    broker = await start_broker(settings, services.storage, webhooks=services.webhooks)
+    broker = await start_broker(services)
     services.sms_queue = BrokerQueue(broker)
     services.imports.queue = services.sms_queue  # files: import jobs go to the same broker
     receive = bool(settings.redis_url) and settings.api_receives_tasks

@@ -116,6 +116,11 @@ class OpenApiBuilder:
                 "required": route.body_required,
                 "content": {"application/json": {"schema": body_schema}},
             }
+        if route.form is not None:  # an HTML form (the /admin pages)
+            operation["requestBody"] = {
+                "required": bool(route.form.model_json_schema().get("required")),
+                "content": {"application/x-www-form-urlencoded": {"schema": self.ref(route.form)}},
+            }
         if route.request_content is not None:
             operation["requestBody"] = {"required": True, "content": route.request_content}
         if route.access.needs_auth:

@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
+from bson import ObjectId
 
 from crm_core.errors import ValidationFailed
 from crm_core.tables.access import Level
@@ -84,7 +85,7 @@ async def _file_chunks(request: web.Request) -> tuple[AsyncIterator[bytes], str,
     status=201,
     errors=(413, 429),
 )
-async def upload_import(call: Call) -> ImportOut:
+async def upload_import(call: Call, query: UploadQuery) -> ImportOut:
     """The file goes as a multipart form field `file` or as the raw body (`Content-Type:
     text/csv` or the XLSX type; `?filename=` names it). CSV: UTF-8 (BOM or not) or
     Windows-1251, delimiter sniffed; XLSX: the first sheet (`?sheet=`). The first row names the
@@ -93,7 +94,6 @@ async def upload_import(call: Call) -> ImportOut:
     names `file` for unreadable files (wrong encoding, broken XLSX, no header, too many rows
     or columns); 413 above `IMPORT_MAX_BYTES`; 429 when you have too many unfinished
     imports."""
-    query: UploadQuery = call.query
     chunks, name, content_type = await _file_chunks(call.request)
     name = query.filename or name or f"{call.tbl.key}-upload"
     imports = call.services.imports
@@ -109,12 +109,12 @@ async def list_imports(call: Call) -> ImportList:
 
 
 @routes.get(IMPORT, access=WRITE, summary="An import and its progress", response=ImportOut)
-async def get_import(call: Call) -> ImportOut:
+async def get_import(call: Call, import_id: ObjectId) -> ImportOut:
     """`state` (uploaded, queued, validating, importing, completed, failed), `rows_done` of
     `rows_total`, the counts created/updated/skipped, and the first 1000 `errors` with their
     row numbers (the header is row 1) and fields; an uploaded file also shows its preview."""
     imports = call.services.imports
-    job = await imports.get(call.ctx, call.tbl, call.param("import_id"))
+    job = await imports.get(call.ctx, call.tbl, str(import_id))
     preview = None
     if job["state"] == "uploaded":
         preview = await imports.preview(call.ctx, call.tbl, job)
@@ -128,13 +128,13 @@ async def get_import(call: Call) -> ImportOut:
     body=PreviewIn,
     response=PreviewOut,
 )
-async def preview_import(call: Call) -> PreviewOut:
+async def preview_import(call: Call, body: PreviewIn, import_id: ObjectId) -> PreviewOut:
     """The first rows converted with `mapping` (file column name to column key, null to leave
     it out) and, with `upsert_on`, whether each would create or update a row."""
     imports = call.services.imports
-    job = await imports.get(call.ctx, call.tbl, call.param("import_id"))
-    mapping = imports.check_mapping(call.tbl, job, call.body.mapping)
-    return await imports.preview(call.ctx, call.tbl, job, mapping, call.body.upsert_on)
+    job = await imports.get(call.ctx, call.tbl, str(import_id))
+    mapping = imports.check_mapping(call.tbl, job, body.mapping)
+    return await imports.preview(call.ctx, call.tbl, job, mapping, body.upsert_on)
 
 
 @routes.post(
@@ -146,22 +146,22 @@ async def preview_import(call: Call) -> PreviewOut:
     status=202,
     errors=(409,),
 )
-async def confirm_import(call: Call) -> ImportOut:
+async def confirm_import(call: Call, body: ConfirmIn, import_id: ObjectId) -> ImportOut:
     """Runs in the background; follow it with `GET /api/data/{table}/imports/{id}`. `mode`:
     `all_or_nothing` (default: every row is validated first, and one bad row stores nothing)
     or `skip_invalid`. `upsert_on`: a unique, mapped column; rows whose value matches update
     that row (their empty cells leave values unchanged), the others are created. 409 when the
     import is not in state `uploaded`."""
     imports = call.services.imports
-    job = await imports.confirm(call.ctx, call.tbl, call.param("import_id"), call.body)
+    job = await imports.confirm(call.ctx, call.tbl, str(import_id), body)
     return import_out(job)
 
 
 @routes.delete(IMPORT, access=WRITE, summary="Discard an import", status=204, errors=(409,))
-async def delete_import(call: Call) -> None:
+async def delete_import(call: Call, import_id: ObjectId) -> None:
     """Deletes the job and its stored file (the rows an import stored stay). 409 while it
     runs."""
-    await call.services.imports.delete(call.ctx, call.tbl, call.param("import_id"))
+    await call.services.imports.delete(call.ctx, call.tbl, str(import_id))
 
 
 @routes.get(
@@ -172,14 +172,14 @@ async def delete_import(call: Call) -> None:
     response_content=EXPORT_CONTENT,
     errors=(429,),
 )
-async def export_rows(call: Call) -> web.StreamResponse:
+async def export_rows(call: Call, query: ExportQuery) -> web.StreamResponse:
     """The rows the list route would answer for the same `filters` and sort (`sort_by`,
     `sort_order`, `sort`, or `sort_by=manual`), all of them, streamed. Columns: `columns`, or
     your column view; `headers=names` writes display names. Select labels, dates in the
     company's timezone; text that a spreadsheet would run as a formula is neutralised. 429 when
     the company already runs `EXPORT_MAX_CONCURRENT` exports."""
     exports = call.services.exports
-    plan = await exports.plan(call.ctx, call.tbl, call.query)
+    plan = await exports.plan(call.ctx, call.tbl, query)
     exports.reserve(call.ctx)
     try:
         response = web.StreamResponse(

@@ -13,11 +13,12 @@ import operator
 import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
 from bson import ObjectId
+from multidict import MultiMapping
 from pydantic import BaseModel, ValidationError
 
 from crm_core.context import TenantContext
@@ -53,6 +54,9 @@ class Access:
     """What a route needs from its caller. Subclasses decide; `check` raises Forbidden."""
 
     needs_auth: bool = True
+    # names in the query string or form that this access consumes itself (the panel's CSRF
+    # token, its "done" notice): the declared query and form models never see them
+    control_fields: frozenset[str] = frozenset()
 
     def check(self, context: TenantContext | None) -> None:
         return None
@@ -140,6 +144,9 @@ class RouteSpec:
     # registries, e.g. the table constructor's column types); `for_app` resolves it
     body_factory: Callable[[Services], type[BaseModel]] | None = None
     query: type[BaseModel] | None = None
+    # an HTML form (`application/x-www-form-urlencoded` or multipart) read into this model: the
+    # /admin pages' POSTs; a route has a JSON `body` or a `form`, not both
+    form: type[BaseModel] | None = None
     response: type[BaseModel] | None = None
     response_schema: dict[str, Any] | None = None
     status: int = 200
@@ -190,7 +197,8 @@ class RouteSpec:
     @property
     def error_statuses(self) -> list[int]:
         statuses = set(self.errors)
-        if self.body is not None or self.query is not None or self.path_params:
+        parsed = (self.body, self.query, self.form)
+        if any(model is not None for model in parsed) or self.path_params:
             statuses.add(400)
         if self.body is not None:
             statuses.update((413, 415))
@@ -278,6 +286,9 @@ class Argument:
     read: Callable[[Call], Any]
 
 
+PARSED = ("body", "query", "form")  # the arguments the routing parses before the handler runs
+
+
 def _path_reader(name: str, annotation: Any) -> Callable[[Call], Any]:
     if annotation is str:
         return lambda call: call.param(name)
@@ -292,10 +303,12 @@ def handler_arguments(
     handler: Handler, path: str, options: dict[str, Any]
 ) -> tuple[tuple[Argument, ...], dict[str, Any]]:
     """The arguments a handler takes after `call`, from its annotations: `body` (the declared
-    body model, parsed), `query` (the declared query model, parsed) and path parameters by
-    name (`str`, or `ObjectId`: a malformed id is a 404). A `body`/`query` annotation that is not
-    declared on the route declares it; one that differs from the declaration is an error at
-    import time, so the handler's types are always what the routing parses."""
+    body model, parsed from JSON), `query` (the declared query model, parsed), `form` (the
+    declared form model, parsed from an HTML form) and path parameters by name (`str`, or
+    `ObjectId`: a malformed id is a 404). A `body`/`query`/`form` annotation that is not declared
+    on the route declares it; one that differs from the declaration is an error at import time,
+    so the handler's types are always what the routing parses. Runs once, at import: a request
+    only runs the readers it returns."""
     hints = typing.get_type_hints(handler)
     params = list(inspect.signature(handler).parameters)[1:]  # the first is the call
     in_path = path_parameters(path)
@@ -303,7 +316,7 @@ def handler_arguments(
     declared: dict[str, Any] = {}
     for name in params:
         annotation = hints.get(name)
-        if name in ("body", "query"):
+        if name in PARSED:
             model = options.get(name)
             wanted = dict[str, Any] if model is JsonObject else model
             if model is None and isinstance(annotation, type) and issubclass(annotation, BaseModel):
@@ -317,7 +330,13 @@ def handler_arguments(
         elif name in in_path:
             arguments.append(Argument(name, _path_reader(name, annotation)))
         else:
-            raise TypeError(f"{handler.__qualname__}: '{name}' is not body, query or in {path}")
+            raise TypeError(
+                f"{handler.__qualname__}: '{name}' is not body, query, form or in {path}"
+            )
+    if (declared.get("body") or options.get("body")) and (
+        declared.get("form") or options.get("form")
+    ):
+        raise TypeError(f"{handler.__qualname__}: a route reads a JSON body or a form, not both")
     return tuple(arguments), declared
 
 
@@ -331,6 +350,7 @@ class Call:
     context: TenantContext | None
     body: Any = None
     query: Any = None
+    form: Any = None
     token: dict[str, Any] = field(default_factory=dict)
     table: Table | None = None
     operator: Any = None  # crm_core.admin.Operator on the /admin pages
@@ -398,15 +418,36 @@ async def parse_body(request: web.Request, model: type[BaseModel] | type[JsonObj
         raise validation_error(exc) from None
 
 
-def parse_query(request: web.Request, model: type[BaseModel]) -> BaseModel:
+Fields = TypeVar("Fields", bound=BaseModel)
+
+
+def parse_fields(
+    fields: MultiMapping[Any], model: type[Fields], ignored: frozenset[str] = frozenset()
+) -> Fields:
+    """Named text values (a query string, a form) into `model`: a name given twice is a list."""
     values: dict[str, Any] = {}
-    for key in request.query:
-        items = request.query.getall(key)
+    for key in fields:
+        if key in ignored or key in values:
+            continue
+        items = fields.getall(key)
         values[key] = items[0] if len(items) == 1 else items
     try:
         return model.model_validate(values)
     except ValidationError as exc:
         raise validation_error(exc) from None
+
+
+def parse_query(
+    request: web.Request, model: type[Fields], ignored: frozenset[str] = frozenset()
+) -> Fields:
+    return parse_fields(request.query, model, ignored)
+
+
+async def parse_form(
+    request: web.Request, model: type[Fields], ignored: frozenset[str] = frozenset()
+) -> Fields:
+    """An HTML form's fields (read once: aiohttp keeps them for the access check too)."""
+    return parse_fields(await request.post(), model, ignored)
 
 
 def bearer_token(request: web.Request) -> str:
@@ -453,9 +494,11 @@ def build_view(spec: RouteSpec) -> Callable[[web.Request], Awaitable[web.StreamR
         call = Call(request, services, context, token=token)
         await spec.access.authorize(call)  # Public allows all; the /admin pages check a cookie
         if spec.query is not None:
-            call.query = parse_query(request, spec.query)
+            call.query = parse_query(request, spec.query, spec.access.control_fields)
         if spec.body is not None:
             call.body = await parse_body(request, spec.body)
+        elif spec.form is not None:
+            call.form = await parse_form(request, spec.form, spec.access.control_fields)
         arguments = {argument.name: argument.read(call) for argument in spec.arguments}
         return render(await spec.handler(call, **arguments), spec.status)
 

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from crm_core import aliases
-from crm_core.columns import Column
 from crm_core.tables import ordering
 from crm_core.tables.access import Level
 from crm_core.tables.definitions import Table
 from handlers.routing import Authenticated, Call, Permission, RouteTable, TableAccess
 from models.tables import (
     ColumnAddIn,
-    ColumnOut,
     ColumnPatch,
     TableIn,
     TableList,
@@ -29,35 +24,10 @@ TABLE = "/api/meta/tables/{table}"
 COLUMN = "/api/meta/tables/{table}/columns/{column}"
 
 
-def table_out(table: Table, alias: dict[str, Any] | None = None) -> TableOut:
-    doc = table.doc
-    alias = alias or {}
-    names = alias.get("columns") or {}
-    name = doc.get("name") or doc["key"]
-    return TableOut(
-        key=doc["key"],
-        name=name,
-        display_name=alias.get("name") or name,
-        version=doc["version"],
-        builtin=bool(doc.get("builtin")),
-        owner_id=doc.get("owner_id"),
-        columns=[column_out(c, names.get(c.key)) for c in table.columns],
-        created_at=doc["created_at"],
-        updated_at=doc["updated_at"],
-    )
-
-
-def column_out(column: Column, alias: str | None = None) -> ColumnOut:
-    return ColumnOut(
-        display_name=alias or column.name or column.key,
-        **{k: v for k, v in column.to_doc().items() if k in ColumnOut.model_fields},
-    )
-
-
 async def rendered(call: Call, table: Table) -> TableOut:
     """A table as the caller sees it, with the tenant's display names."""
-    found = await aliases.aliases_for(call.ctx, [table.key])
-    return table_out(table, found.get(table.key))
+    found = await call.services.aliases.find(call.ctx, [table.key])
+    return TableOut.from_table(table, found.get(table.key))
 
 
 @routes.get(
@@ -68,8 +38,8 @@ async def rendered(call: Call, table: Table) -> TableOut:
 )
 async def list_tables(call: Call) -> TableList:
     tables = await call.services.meta.list_tables(call.ctx)
-    found = await aliases.aliases_for(call.ctx, [t.key for t in tables])
-    return TableList(items=[table_out(t, found.get(t.key)) for t in tables])
+    found = await call.services.aliases.find(call.ctx, [t.key for t in tables])
+    return TableList(items=[TableOut.from_table(t, found.get(t.key)) for t in tables])
 
 
 @routes.post(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from bson import ObjectId
+
 from crm_core.tokens import ApiTokenService
 from handlers.routing import Authenticated, Call, RouteTable
 from models.tokens import (
@@ -40,23 +42,23 @@ async def list_tokens(call: Call) -> ApiTokenList:
     status=201,
     errors=(403, 409),
 )
-async def create_token(call: Call) -> ApiTokenCreated:
+async def create_token(call: Call, body: ApiTokenIn) -> ApiTokenCreated:
     """The answer carries the `token`, shown only here. `permissions` must be codes the caller
     holds (403 names the others); a request made with the token never exceeds what its user
     holds at that moment. Only a signed-in session makes tokens (403 with a token); at most
     100 per user (409)."""
-    token, secret = await _service(call).create(call.ctx, call.body)
+    token, secret = await _service(call).create(call.ctx, body)
     return api_token_created(token, secret)
 
 
 @routes.get(
     TOKEN, access=OWN, summary="One of the caller's API tokens", response=ApiTokenOut, errors=(404,)
 )
-async def get_token(call: Call) -> ApiTokenOut:
-    return api_token_out(await _service(call).get(call.ctx, call.param("token_id")))
+async def get_token(call: Call, token_id: ObjectId) -> ApiTokenOut:
+    return api_token_out(await _service(call).get(call.ctx, str(token_id)))
 
 
 @routes.delete(TOKEN, access=OWN, summary="Revoke an API token", status=204, errors=(404,))
-async def revoke_token(call: Call) -> None:
+async def revoke_token(call: Call, token_id: ObjectId) -> None:
     """The token stops working at once."""
-    await _service(call).revoke(call.ctx, call.param("token_id"))
+    await _service(call).revoke(call.ctx, str(token_id))

@@ -7,13 +7,17 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal, Union, cast
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, Union, cast
 
 from pydantic import Field, RootModel, WithJsonSchema, create_model
 
-from crm_core.columns import SETTINGS_FIELDS, ColumnType, SelectOptionIn
+from crm_core.columns import SETTINGS_FIELDS, Column, ColumnType, SelectOptionIn
 from crm_core.registry import Registry
 from models.base import InputModel, OutputModel, QueryModel
+
+if TYPE_CHECKING:  # the mapper reads a loaded table; models import no table code at run time
+    from crm_core.tables.definitions import Table
+    from models.access import AliasRecord
 
 KEY_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 MAX_COLUMNS = 500
@@ -160,6 +164,14 @@ class ColumnOut(OutputModel):
     predefined: bool = False
     options: list[SelectOptionOut] | None = None
 
+    @classmethod
+    def from_column(cls, column: Column, alias: str | None = None) -> Self:
+        """A column as stored, with the tenant's display name for it (or its name, or key)."""
+        return cls(
+            display_name=alias or column.name or column.key,
+            **{k: v for k, v in column.to_doc().items() if k in cls.model_fields},
+        )
+
 
 class TableOut(OutputModel):
     key: str
@@ -171,6 +183,24 @@ class TableOut(OutputModel):
     columns: list[ColumnOut]
     created_at: datetime
     updated_at: datetime
+
+    @classmethod
+    def from_table(cls, table: Table, alias: AliasRecord | None = None) -> Self:
+        """A table as the caller sees it: with the tenant's display names (`_aliases`)."""
+        doc = table.doc
+        names = alias.columns if alias else {}
+        name = doc.get("name") or doc["key"]
+        return cls(
+            key=doc["key"],
+            name=name,
+            display_name=(alias.name if alias else None) or name,
+            version=doc["version"],
+            builtin=bool(doc.get("builtin")),
+            owner_id=doc.get("owner_id"),
+            columns=[ColumnOut.from_column(c, names.get(c.key)) for c in table.columns],
+            created_at=doc["created_at"],
+            updated_at=doc["updated_at"],
+        )
 
 
 class TableList(OutputModel):

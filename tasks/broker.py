@@ -19,7 +19,7 @@ from typing import Any
 from taskiq import AsyncBroker, Context, InMemoryBroker, TaskiqDepends
 from taskiq.receiver import Receiver
 
-from crm_core.columns import default_column_types
+from crm_core.services import Services
 from crm_core.settings import Settings
 from crm_core.webhooks import WebhookService
 from tasks import files, sms
@@ -225,22 +225,19 @@ async def make_runtime(settings: Settings, storage: Any) -> sms.SmsRuntime:
     )
 
 
-async def start_broker(
-    settings: Settings,
-    storage: Any,
-    consumer_name: str | None = None,
-    webhooks: WebhookService | None = None,
-) -> AsyncBroker:
-    """A started broker whose tasks find their `SmsRuntime` and `WebhookService` in its
-    state (the API passes its own webhook service; a worker gets a new one)."""
+async def start_broker(services: Services, consumer_name: str | None = None) -> AsyncBroker:
+    """A started broker whose tasks find their runtimes in its state, made from `services`
+    (crm_core/services.py `build_services`: the API passes its own, a worker builds its own,
+    so both know the same column types)."""
+    settings, storage = services.settings, services.storage
     broker = build_broker(settings, consumer_name)
     broker.state.sms = await make_runtime(settings, storage)
-    if webhooks is None:
-        webhooks = WebhookService(settings, storage, default_column_types())
+    webhooks = services.webhooks
+    assert webhooks is not None, "build_services makes the webhook service"
     webhooks.queue = WebhookBrokerQueue(broker)
     broker.state.webhooks = webhooks
     broker.state.sms.webhooks = webhooks
-    broker.state.files = files.make_runtime(settings, storage, webhooks)
+    broker.state.files = files.FilesRuntime(settings, storage, services.imports)
     await broker.startup()
     return broker
 

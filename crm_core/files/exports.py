@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, time
 from typing import IO, Any
 
-from crm_core.aliases import aliases_for
+from crm_core.aliases import AliasService
 from crm_core.columns import Column, ColumnType
 from crm_core.context import TenantContext
 from crm_core.errors import RateLimited, ValidationFailed
@@ -74,8 +74,9 @@ def neutralise(text: str) -> str:
 
 
 class ExportService:
-    def __init__(self, rows: RowService, max_concurrent: int) -> None:
+    def __init__(self, rows: RowService, max_concurrent: int, aliases: AliasService) -> None:
         self.rows = rows
+        self.aliases = aliases
         self.max_concurrent = max_concurrent
         self._running: dict[str, int] = {}
 
@@ -118,8 +119,8 @@ class ExportService:
                 keys.insert(0, "id")
         names: dict[str, str] = {}
         if query.headers == "names":
-            alias = (await aliases_for(ctx, [table.key])).get(table.key) or {}
-            names = alias.get("columns") or {}
+            alias = (await self.aliases.find(ctx, [table.key])).get(table.key)
+            names = alias.columns if alias else {}
         result = []
         for key in keys:
             column = table.column(key)

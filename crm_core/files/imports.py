@@ -30,7 +30,7 @@ from typing import IO, Any, Protocol
 
 from bson import ObjectId
 
-from crm_core.aliases import aliases_for
+from crm_core.aliases import AliasService
 from crm_core.context import TenantContext
 from crm_core.errors import (
     Conflict,
@@ -125,8 +125,9 @@ class Progress:
 
 
 class ImportService:
-    def __init__(self, rows: RowService, settings: Settings) -> None:
+    def __init__(self, rows: RowService, settings: Settings, aliases: AliasService) -> None:
         self.rows = rows
+        self.aliases = aliases
         self.settings = settings
         self.queue: ImportQueue | None = None  # set when the broker starts
 
@@ -282,8 +283,8 @@ class ImportService:
     ) -> list[dict[str, Any]]:
         """Each file column to the table column whose key, name or alias it spells (case,
         spaces, `_` and `-` aside); a table column is taken once."""
-        alias = (await aliases_for(ctx, [table.key])).get(table.key) or {}
-        alias_names = alias.get("columns") or {}
+        alias = (await self.aliases.find(ctx, [table.key])).get(table.key)
+        alias_names = alias.columns if alias else {}
         candidates: dict[str, str] = {}
         for source in ("key", "name", "alias"):
             for column in table.columns:
@@ -467,6 +468,22 @@ class ImportService:
         await ctx.db[JOURNAL].delete_many({"job_id": job_id})
 
     # ---- the background task ------------------------------------------------------------------
+
+    async def refuse(self, db: Any, job_id: str, message: str) -> None:
+        """A queued import whose user can no longer run it (deactivated meanwhile) fails with
+        the reason, without starting; `db` is the tenant's database."""
+        now = utcnow()
+        await db[JOBS].update_one(
+            {"_id": ObjectId(job_id), "state": "queued"},
+            {
+                "$set": {
+                    "state": "failed",
+                    "message": message,
+                    "finished_at": now,
+                    "updated_at": now,
+                }
+            },
+        )
 
     async def run(self, ctx: TenantContext, job_id: str, task_id: str) -> None:
         """Run a confirmed import (the taskiq task's body). A delivery of a task whose earlier

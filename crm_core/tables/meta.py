@@ -4,12 +4,12 @@ columns, converting every row when a column changes type."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from bson import ObjectId
 from pydantic import BaseModel
 
-from crm_core import aliases, shares
 from crm_core.cache import tables_changed
 from crm_core.columns import (
     SETTINGS_FIELDS,
@@ -56,10 +56,25 @@ def plain_index_name(key: str) -> str:
     return f"i_{key}"
 
 
+class TableDependents(Protocol):
+    """A domain that keeps data about tables (shares, display names): told when a table or a
+    column goes, so nothing about it stays behind."""
+
+    async def table_deleted(self, ctx: TenantContext, table_key: str) -> None: ...
+
+    async def column_deleted(self, ctx: TenantContext, table_key: str, column_key: str) -> None: ...
+
+
 class MetaService:
-    def __init__(self, types: Registry[ColumnType], validators: Registry[ColumnValidator]) -> None:
+    def __init__(
+        self,
+        types: Registry[ColumnType],
+        validators: Registry[ColumnValidator],
+        dependents: Sequence[TableDependents] = (),
+    ) -> None:
         self.types = types
         self.validators = validators
+        self.dependents = dependents
         self.models = column_models(types)  # the body models of the table constructor
 
     # ---- tables ---------------------------------------------------------------------------
@@ -146,8 +161,8 @@ class MetaService:
             await tables_changed(ctx.tenant)
             await ctx.db.drop_collection(table.key)
             await ordering.forget_table(ctx, table.key)
-            await shares.forget_table(ctx, table.key)
-            await aliases.delete_alias(ctx, table.key)
+            for dependent in self.dependents:
+                await dependent.table_deleted(ctx, table.key)
 
     # ---- columns --------------------------------------------------------------------------
 
@@ -234,7 +249,8 @@ class MetaService:
         await table.collection(ctx).update_many({key: {"$exists": True}}, {"$unset": {key: ""}})
         await self._drop_indexes(ctx, table, key)
         await ordering.forget_column(ctx, table.key, key)
-        await aliases.forget_column(ctx, table.key, key)
+        for dependent in self.dependents:
+            await dependent.column_deleted(ctx, table.key, key)
         return updated
 
     # ---- helpers --------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from crm_core.services import build_services
 from handlers.app import create_app
 from handlers.routing import SERVICES
 from tasks.broker import receiving, start_broker, stop_broker
@@ -41,7 +42,7 @@ async def test_system_page_shows_queue_depth_and_workers(aiohttp_client, clean_r
     page = await panel.get("/admin/system")
     assert "Redis stream" in page and "no worker has read the queue yet" in page
 
-    worker = await start_broker(settings, services.storage, consumer_name="worker-a")
+    worker = await start_broker(build_services(settings, services.storage), "worker-a")
     try:
         async with receiving(worker, settings):
             for _ in range(500):

@@ -3,6 +3,7 @@ process only queues). Skipped without `redis-server`, failed under CI=true (as t
 
 from __future__ import annotations
 
+from crm_core.services import build_services
 from handlers.app import create_app
 from handlers.routing import SERVICES
 from tasks.broker import receiving, start_broker, stop_broker
@@ -23,7 +24,7 @@ async def test_import_runs_in_a_redis_worker(aiohttp_client, clean_redis):
     await api.call(
         "POST", f"/api/data/people/imports/{job['id']}/confirm", owner, expect=202, json={}
     )
-    broker = await start_broker(settings, app[SERVICES].storage, consumer_name="files-worker")
+    broker = await start_broker(build_services(settings, app[SERVICES].storage), "files-worker")
     try:
         async with receiving(broker, settings):
             done = await finished(api, owner, job)

@@ -4,11 +4,16 @@ invalidated by the tenant's version counters (crm_core/cache.py)."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 import pytest
+from bson import ObjectId
 from mongomock.collection import Collection
 
-from crm_core.cache import roles_changed, tables_changed
+from crm_core import auth
+from crm_core.cache import ValidatedDocuments, roles_changed, tables_changed
 from handlers.routing import SERVICES
+from models.accounts import Tenant, User
 from tests.conftest import add_user
 
 OPERATIONS = ("find", "find_one", "count_documents", "aggregate", "distinct", "update_one")
@@ -123,3 +128,61 @@ async def test_logout_ends_the_access_token_without_a_lookup_per_request(api, cl
     assert (await client.get("/api/auth/me", headers=second.headers)).status == 401
     resp = await client.post("/api/auth/refresh", json={"refresh_token": second.refresh_token})
     assert resp.status == 200
+
+
+# ---- what the request path keeps between requests, and what it still reads every time ------
+
+
+async def test_a_token_checked_once_still_expires(api, owner, monkeypatch):
+    """The signature is checked once per process; the expiry at every request."""
+    await api.call("GET", "/api/auth/me", owner, expect=200)
+
+    class AnHourLater(datetime):
+        @classmethod
+        def now(cls, tz=None):  # type: ignore[override]
+            return datetime.now(tz) + timedelta(hours=1)
+
+    monkeypatch.setattr(auth, "datetime", AnHourLater)
+    body = await api.call("GET", "/api/auth/me", owner, expect=401)
+    assert body["error"]["message"] == "The access token has expired"
+
+
+async def test_what_the_stored_user_and_tenant_say_decides_each_request(api, client, owner):
+    """Changes written straight to the database (another process, an operator's script) count
+    at the next request, however often the token was used before."""
+    manager = await add_user(api, client, owner, "manager")
+    for _ in range(2):
+        await api.call("GET", "/api/users", manager, expect=200)
+    users = User.get_motor_collection()
+    manager_id = ObjectId(manager.user_id)
+    await users.update_one({"_id": manager_id}, {"$set": {"role_ids": []}})
+    await api.call("GET", "/api/users", manager, expect=403)  # no role: no users.read
+    await users.update_one({"_id": manager_id}, {"$set": {"is_active": False}})
+    body = await api.call("GET", "/api/users", manager, expect=401)
+    assert body["error"]["message"] == "This user is deactivated"
+
+    await api.call("GET", "/api/auth/me", owner, expect=200)
+    await users.update_one({"_id": ObjectId(owner.user_id)}, {"$inc": {"token_epoch": 1}})
+    body = await api.call("GET", "/api/auth/me", owner, expect=401)
+    assert body["error"]["message"] == "This session has ended; sign in again"
+
+    again = await api.login(owner.email, owner.password)
+    await api.call("GET", "/api/auth/me", again, expect=200)
+    await Tenant.get_motor_collection().update_one(
+        {"_id": ObjectId(owner.tenant_id)}, {"$set": {"is_active": False}}
+    )
+    body = await api.call("GET", "/api/auth/me", again, expect=401)
+    assert body["error"]["message"] == "The company is not active"
+
+
+def test_validated_documents_are_per_stored_version_and_never_shared():
+    documents = ValidatedDocuments(Tenant)
+    doc = {"_id": ObjectId(), "name": "Acme", "versions": {"roles": 1}}
+    first, second = documents.validate(dict(doc)), documents.validate(dict(doc))
+    assert first is not second and first.versions is not second.versions
+    first.versions["roles"] = 99  # one request changing its copy
+    first.name = "Changed"
+    assert documents.validate(dict(doc)).versions == {"roles": 1}
+    assert documents.validate(dict(doc)).name == "Acme"
+    renamed = documents.validate({**doc, "name": "Acme Ltd", "versions": {"roles": 2}})
+    assert (renamed.name, renamed.versions) == ("Acme Ltd", {"roles": 2})

@@ -3,12 +3,13 @@ route declaration; a handler whose annotations disagree with its route fails at 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from aiohttp import web
 from bson import ObjectId
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from crm_core.errors import CrmError
 from handlers.routing import (
@@ -50,7 +51,26 @@ def demo_routes() -> RouteTable:
     async def free(call: Call, body: dict[str, Any]) -> dict[str, Any]:
         return {"keys": sorted(body)}
 
+    @routes.post("/demo-form", access=WITH_CONTROL, summary="form", query=Page)
+    async def form(call: Call, form: Greeting, query: Page) -> dict[str, Any]:
+        return {"form": type(form).__name__, "name": form.name, "limit": query.limit}
+
     return routes
+
+
+@dataclass(frozen=True)
+class WithControl(Public):
+    """An access that consumes a field of its own (like the /admin pages' CSRF token)."""
+
+    control_fields: frozenset[str] = frozenset({"csrf"})
+
+
+WITH_CONTROL = WithControl()
+
+
+class StrictPage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    limit: int = 10
 
 
 def test_annotations_declare_and_must_match_the_route():
@@ -64,10 +84,15 @@ def test_annotations_declare_and_must_match_the_route():
         @routes.post("/x", access=Authenticated(), summary="x", body=Greeting)
         async def mismatched(call: Call, body: Page) -> None: ...
 
-    with pytest.raises(TypeError, match="not body, query or in"):
+    with pytest.raises(TypeError, match="not body, query, form or in"):
 
         @routes.get("/y/{a}", access=Authenticated(), summary="y")
         async def unknown(call: Call, b: str) -> None: ...
+
+    with pytest.raises(TypeError, match="not both"):
+
+        @routes.post("/w", access=Authenticated(), summary="w")
+        async def both(call: Call, body: Greeting, form: Page) -> None: ...
 
     with pytest.raises(TypeError, match="str or ObjectId"):
 
@@ -114,3 +139,63 @@ async def test_a_typed_handler_answers(aiohttp_client, settings):
 
     resp = await client.post("/demo-free", json={"b": 1, "a": 2})
     assert await resp.json() == {"keys": ["a", "b"]}
+
+    resp = await client.post("/demo-form?limit=2&csrf=t", data={"name": "Bo", "csrf": "t"})
+    assert resp.status == 200
+    assert await resp.json() == {"form": "Greeting", "name": "Bo", "limit": 2}
+    resp = await client.post("/demo-form", data={"csrf": "t"})
+    assert resp.status == 400
+    assert (await resp.json())["error"]["details"][0]["field"] == "name"
+
+
+def test_form_routes_are_declared_by_annotation_and_documented():
+    routes = demo_routes()
+    form = next(spec for spec in routes.routes if spec.path == "/demo-form")
+    assert form.form is Greeting and form.body is None
+    assert [a.name for a in form.arguments] == ["form", "query"]
+    assert 400 in form.error_statuses
+
+    from handlers.docs import OpenApiBuilder
+
+    document = OpenApiBuilder([form]).to_dict()
+    body = document["paths"]["/demo-form"]["post"]["requestBody"]
+    assert body["required"] is True
+    assert body["content"]["application/x-www-form-urlencoded"]["schema"] == {
+        "$ref": "#/components/schemas/Greeting"
+    }
+
+
+def test_a_name_given_twice_is_a_list_and_control_fields_are_not_seen():
+    from multidict import MultiDict
+
+    from crm_core.errors import ValidationFailed
+    from handlers.routing import parse_fields
+
+    fields = MultiDict([("limit", "3"), ("csrf", "x"), ("csrf", "y")])
+    assert parse_fields(fields, StrictPage, frozenset({"csrf"})).limit == 3
+    with pytest.raises(ValidationFailed) as unknown:  # not a control field of this access
+        parse_fields(fields, StrictPage)
+    assert unknown.value.details[0] == {"field": "csrf", "message": "unknown field"}
+    with pytest.raises(ValidationFailed) as twice:
+        parse_fields(MultiDict([("limit", "3"), ("limit", "4")]), StrictPage)
+    assert twice.value.details[0]["field"] == "limit"
+
+
+async def test_requests_do_not_read_annotations(client, owner, monkeypatch):
+    """A handler's signature is read once, when its route is declared: a request runs only the
+    readers built then (no reflection per request)."""
+    import inspect
+    import typing
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("reflection at request time")
+
+    monkeypatch.setattr(typing, "get_type_hints", refuse)
+    monkeypatch.setattr(inspect, "signature", refuse)
+    resp = await client.post("/api/roles", json={"name": "Helpers"}, headers=owner.headers)
+    assert resp.status == 201
+    role_id = (await resp.json())["id"]
+    resp = await client.patch(
+        f"/api/roles/{role_id}", json={"name": "Aides"}, headers=owner.headers
+    )
+    assert (resp.status, (await resp.json())["name"]) == (200, "Aides")

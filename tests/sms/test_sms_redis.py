@@ -10,6 +10,7 @@ import asyncio
 from redis.asyncio import Redis
 from taskiq.receiver import Receiver
 
+from crm_core.services import build_services
 from handlers.app import create_app
 from handlers.routing import SERVICES
 from tasks.broker import receiving, start_broker, stop_broker
@@ -32,7 +33,7 @@ class FreezingLimiter:
 
 
 async def start_receiver(app, settings, name):
-    broker = await start_broker(settings, app[SERVICES].storage, consumer_name=name)
+    broker = await start_broker(build_services(settings, app[SERVICES].storage), name)
     receiver = Receiver(broker, run_startup=False, max_async_tasks=50)
     listener = asyncio.create_task(receiver.listen(asyncio.Event()))
     return broker, broker.state.sms, listener
@@ -52,7 +53,7 @@ async def test_campaign_completes_through_redis_with_two_workers(
     workers = []
     slots: list[float] = []
     for name in ("worker-a", "worker-b"):
-        broker = await start_broker(settings, app[SERVICES].storage, consumer_name=name)
+        broker = await start_broker(build_services(settings, app[SERVICES].storage), name)
         broker.state.sms.limiter = SlotRecorder(broker.state.sms.limiter, slots)
         context = receiving(broker, settings)
         await context.__aenter__()
@@ -112,7 +113,7 @@ async def test_a_dead_workers_task_is_redelivered_and_nobody_gets_two(
     pending = await redis.xpending("crm:tasks", "crm-workers")
     assert pending["pending"] >= 1  # A's tasks are still unacknowledged
     # a second worker takes them over once they have been idle for the redelivery timeout
-    broker_b = await start_broker(settings, app[SERVICES].storage, consumer_name="survivor")
+    broker_b = await start_broker(build_services(settings, app[SERVICES].storage), "survivor")
     async with receiving(broker_b, settings):
         done = await wait_done(api, owner, created["id"], timeout=30)
     assert done["counts"]["sent"] == 30 and done["counts"]["unknown"] == 0

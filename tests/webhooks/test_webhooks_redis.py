@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from crm_core.services import build_services
 from handlers.app import create_app
 from handlers.routing import SERVICES
 from tasks.broker import receiving, start_broker, stop_broker
@@ -18,7 +19,7 @@ async def test_a_worker_delivers_and_retries(aiohttp_client, clean_redis, gatewa
     await make_table(api, owner)
     hook = await make_hook(api, owner, f"{receiver.url}/hook", events=["row.created"])
     receiver.answer_next(500)
-    broker = await start_broker(settings, client.app[SERVICES].storage, consumer_name="w1")
+    broker = await start_broker(build_services(settings, client.app[SERVICES].storage), "w1")
     try:
         async with receiving(broker, settings):
             await api.call("POST", "/api/data/deals", owner, expect=201, json={"title": "A"})
