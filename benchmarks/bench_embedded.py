@@ -206,9 +206,17 @@ def as_before() -> Iterator[None]:
 
 
 async def main(rows: int, clients: int, samples: int, sizes: list[int]) -> None:
-    for label in ("before", "after"):
+    # before: the test double's own reads, every request at work at once; then the fast reads
+    # with every request at work at once; then the default, authenticated requests taking
+    # turns (EMBEDDED_MAX_ACTIVE_REQUESTS, 4)
+    runs = (
+        ("before", {"embedded_max_active_requests": 0}),
+        ("fast reads, no turn-taking", {"embedded_max_active_requests": 0}),
+        ("after: fast reads, 4 requests at work at once", {}),
+    )
+    for label, overrides in runs:
         print(f"-- {label} (one run)")
-        async with running_service() as api:
+        async with running_service(**overrides) as api:
             if label == "before":
                 with as_before():
                     await responsiveness(api, rows, clients, samples)

@@ -7,6 +7,7 @@ once is known to the routes and to the tasks alike."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +57,9 @@ class Services:
     tenants: TenantService = field(default_factory=TenantService)
     # integrations
     webhooks: WebhookService | None = None
+    # the embedded mode's turn-taking for authenticated requests
+    # (Settings.embedded_max_active_requests)
+    request_slots: asyncio.Semaphore | None = None
     tokens: ApiTokenService | None = None
 
 
@@ -104,4 +108,6 @@ def build_services(
     services.tokens = ApiTokenService(storage)
     services.sms.events = services.webhooks
     services.sms.queue = lambda: services.sms_queue  # the running broker's queue
+    if settings.embedded_database and settings.embedded_max_active_requests:
+        services.request_slots = asyncio.Semaphore(settings.embedded_max_active_requests)
     return services

@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     import_batch_size: int = Field(default=1000, ge=1, le=10_000)
     import_max_pending: int = Field(default=10, ge=1)
     export_max_concurrent: int = Field(default=2, ge=1)
+    # embedded mode: authenticated requests at work at once (the others wait their turn before
+    # any work); the one database thread serves them in turn anyway, and a short queue on the
+    # event loop keeps cheap requests (/health) answered promptly under load. 0: no limit
+    embedded_max_active_requests: int = Field(default=4, ge=0, le=10_000)
 
     log_level: str = "INFO"
     log_file: str | None = None

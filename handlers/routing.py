@@ -477,7 +477,17 @@ def render(result: Any, status: int) -> web.StreamResponse:
 
 
 def build_view(spec: RouteSpec) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    # uploads and downloads are paced by the client: they never hold a turn
+    takes_turns = spec.access.needs_auth and not (spec.request_content or spec.response_content)
+
     async def view(request: web.Request) -> web.StreamResponse:
+        slots = request.app[SERVICES].request_slots
+        if slots is None or not takes_turns:
+            return await serve(request)
+        async with slots:  # the embedded mode: wait for a turn before any work
+            return await serve(request)
+
+    async def serve(request: web.Request) -> web.StreamResponse:
         services = request.app[SERVICES]
         context = None
         token: dict[str, Any] = {}

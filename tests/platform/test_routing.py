@@ -3,6 +3,7 @@ route declaration; a handler whose annotations disagree with its route fails at 
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -199,3 +200,45 @@ async def test_requests_do_not_read_annotations(client, owner, monkeypatch):
         f"/api/roles/{role_id}", json={"name": "Aides"}, headers=owner.headers
     )
     assert (resp.status, (await resp.json())["name"]) == (200, "Aides")
+
+
+@pytest.mark.parametrize(("slots", "expected"), [(2, 2), (0, 8)])
+async def test_the_embedded_mode_lets_a_few_requests_work_at_once(aiohttp_client, slots, expected):
+    # EMBEDDED_MAX_ACTIVE_REQUESTS: authenticated requests beyond it wait for a turn before any
+    # work (the database thread serves one at a time anyway); public ones (/health) never wait
+    from handlers.app import create_app
+    from tests.conftest import Api, make_settings
+
+    app = create_app(make_settings(embedded_max_active_requests=slots))
+    client = await aiohttp_client(app)
+    api = Api(client)
+    owner = await api.register()
+    auth = app[SERVICES].auth
+    real = auth.authenticate
+    at_work = peak = 0
+    release = asyncio.Event()
+
+    async def slow(bearer: str) -> Any:
+        nonlocal at_work, peak
+        at_work += 1
+        peak = max(peak, at_work)
+        try:
+            await release.wait()
+            return await real(bearer)
+        finally:
+            at_work -= 1
+
+    auth.authenticate = slow  # type: ignore[method-assign]
+    calls = [
+        asyncio.create_task(client.get("/api/auth/me", headers=owner.headers)) for _ in range(8)
+    ]
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if peak >= expected:
+            break
+    health = await client.get("/health")  # answered while the others wait
+    assert health.status == 200
+    assert peak == expected
+    release.set()
+    answers = await asyncio.gather(*calls)
+    assert [r.status for r in answers] == [200] * 8
