@@ -11,7 +11,6 @@ reloads the user, so a superadmin who is deactivated or demoted loses the panel 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import importlib.metadata
 import logging
@@ -26,10 +25,11 @@ from beanie import PydanticObjectId
 from bson import ObjectId
 
 from crm_core import sms
+from crm_core.clock import as_utc
 from crm_core.context import TenantContext
 from crm_core.errors import Conflict, Forbidden, NotFound, Unauthorized
 from crm_core.permissions import PERMISSIONS
-from crm_core.security import check_password_policy, hash_password, verify_password
+from crm_core.security import check_password_policy, hash_password, secret_digest, verify_password
 from crm_core.sessions import end_all_sessions
 from crm_core.settings import Settings
 from crm_core.storage import Storage
@@ -78,10 +78,6 @@ VERSIONED_PACKAGES = (
     "taskiq-redis",
     "swagger-ui-py",
 )
-
-
-def digest(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 @dataclass
@@ -183,7 +179,7 @@ class AdminService:
         secret = secrets.token_urlsafe(32)
         ttl = timedelta(seconds=self.settings.admin_session_ttl_seconds)
         session = AdminSession(
-            token_hash=digest(secret),
+            token_hash=secret_digest(secret),
             user_id=user.id,
             csrf_token=secrets.token_urlsafe(32),
             session_epoch=user.session_epoch,
@@ -199,10 +195,10 @@ class AdminService:
         """The superadmin behind a session cookie, or None (unknown, expired, demoted)."""
         if not secret or len(secret) > 200:
             return None
-        session = await AdminSession.find_one(AdminSession.token_hash == digest(secret))
+        session = await AdminSession.find_one(AdminSession.token_hash == secret_digest(secret))
         if session is None:
             return None
-        if _aware(session.expires_at) <= datetime.now(UTC):
+        if as_utc(session.expires_at) <= datetime.now(UTC):
             await session.delete()
             return None
         user = await User.get(session.user_id)
@@ -455,7 +451,7 @@ class AdminService:
             db = self.storage.tenant_db(str(tenant.id))
             total += await db[sms.CAMPAIGNS].count_documents(query)
             docs = await db[sms.CAMPAIGNS].find(query).sort("_id", -1).limit(wanted).to_list(None)
-            found.extend((_aware(d["created_at"]), tenant, d) for d in docs)
+            found.extend((as_utc(d["created_at"]), tenant, d) for d in docs)
         found.sort(key=lambda item: (item[0], str(item[2]["_id"])), reverse=True)
         chosen = found[(page - 1) * PAGE_SIZE : wanted]
         items = [
@@ -562,7 +558,3 @@ class AdminService:
             ],
             versions=versions,
         )
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)

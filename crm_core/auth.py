@@ -12,6 +12,7 @@ from cachetools import LRUCache
 
 from crm_core import metrics
 from crm_core.cache import DefinitionCache, ValidatedDocuments
+from crm_core.clock import as_utc
 from crm_core.columns import ValueContext
 from crm_core.context import TenantContext
 from crm_core.errors import Conflict, Forbidden, RateLimited, Unauthorized, ValidationFailed
@@ -23,8 +24,8 @@ from crm_core.security import (
     TokenCodec,
     check_password_policy,
     hash_password,
-    hash_refresh_secret,
     new_refresh_secret,
+    secret_digest,
     verify_password,
 )
 from crm_core.sessions import end_access_tokens, end_all_sessions, revoke_family
@@ -129,7 +130,7 @@ class AuthService:
 
     async def refresh(self, data: RefreshIn) -> TokenPair:
         now = datetime.now(UTC)
-        token_hash = hash_refresh_secret(data.refresh_token)
+        token_hash = secret_digest(data.refresh_token)
         # Mark the token used atomically: of two concurrent refreshes only one wins.
         collection = RefreshToken.get_motor_collection()
         claimed = await collection.find_one_and_update(
@@ -142,7 +143,7 @@ class AuthService:
                 log.warning("refresh token reuse detected; revoking family %s", known.family_id)
                 await revoke_family(known.family_id, known.user_id)
             raise Unauthorized(INVALID_REFRESH)
-        if _aware(claimed["expires_at"]) <= now:
+        if as_utc(claimed["expires_at"]) <= now:
             raise Unauthorized("The refresh token has expired")
         user = await User.get(claimed["user_id"])
         stale = user is not None and claimed.get("session_epoch", 0) != user.session_epoch
@@ -158,7 +159,7 @@ class AuthService:
         await end_access_tokens(context.user.id)  # type: ignore[arg-type]
         if data.refresh_token:
             token = await RefreshToken.find_one(
-                RefreshToken.token_hash == hash_refresh_secret(data.refresh_token),
+                RefreshToken.token_hash == secret_digest(data.refresh_token),
                 RefreshToken.user_id == context.user.id,
             )
             if token is not None:
@@ -231,7 +232,7 @@ class AuthService:
     async def _issue(self, user: User, family_id: str) -> TokenPair:
         secret = new_refresh_secret()
         await RefreshToken(
-            token_hash=hash_refresh_secret(secret),
+            token_hash=secret_digest(secret),
             family_id=family_id,
             user_id=user.id,
             tenant_id=user.tenant_id,
@@ -282,10 +283,6 @@ def _zone(name: str) -> ZoneInfo:
     except (ZoneInfoNotFoundError, ValueError):
         log.error("unknown timezone %r, using UTC", name)
         return ZoneInfo("UTC")
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 async def context_for_user(storage: Storage, tenant_id: str, user_id: str) -> TenantContext:

@@ -117,6 +117,7 @@ def new_refresh_secret() -> str:
     return secrets.token_urlsafe(48)
 
 
-def hash_refresh_secret(secret: str) -> str:
-    """Refresh tokens are stored as SHA-256 digests: they are long random values, not passwords."""
+def secret_digest(secret: str) -> str:
+    """Long random secrets (refresh tokens, API tokens, panel sessions) are stored as SHA-256
+    digests: they are not passwords, so a fast hash is enough and a lookup by digest works."""
     return hashlib.sha256(secret.encode()).hexdigest()

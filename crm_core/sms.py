@@ -20,12 +20,13 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from bson import ObjectId
 
 from crm_core import metrics
+from crm_core.clock import as_utc, utcnow
 from crm_core.context import TenantContext
 from crm_core.errors import Conflict, NotFound, ValidationFailed
 from crm_core.ids import object_id
@@ -113,14 +114,6 @@ class CampaignEvents(Protocol):
     async def campaign_finished(
         self, db: Any, tenant_id: str, campaign: dict[str, Any]
     ) -> None: ...
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def placeholders(text: str) -> list[str]:
@@ -294,7 +287,7 @@ class CampaignService:
 
     async def create(self, ctx: TenantContext, data: CampaignIn) -> CampaignRecord:
         recipients = await self._recipients(ctx, data)
-        now = _now()
+        now = utcnow()
         campaign_id = ObjectId()
         messages, duplicates = self._messages(ctx, data, recipients, campaign_id, now)
         batches = sorted({int(m["batch"]) for m in messages if m["status"] == "pending"})
@@ -449,7 +442,7 @@ class CampaignService:
         status = "pending" if outcome == "resend" else outcome
         resolved = await ctx.db[MESSAGES].find_one_and_update(
             {"_id": message.id, "status": "unknown"},
-            {"$set": {"status": status, "updated_at": _now(), "resolved_by": ctx.user_id}},
+            {"$set": {"status": status, "updated_at": utcnow(), "resolved_by": ctx.user_id}},
             return_document=True,
         )
         if resolved is None:
@@ -470,7 +463,7 @@ async def _cancel(ctx: TenantContext, campaign_id: str) -> CampaignRecord:
         raise NotFound("Campaign not found")
     if doc["status"] == "completed":
         raise Conflict("The campaign has already completed")
-    now = _now()
+    now = utcnow()
     await ctx.db[CAMPAIGNS].update_one(
         {"_id": doc["_id"]}, {"$set": {"status": "cancelled", "updated_at": now}}
     )
@@ -560,7 +553,7 @@ class SmsSender:
         if campaign["status"] == "queued":
             await db[CAMPAIGNS].update_one(
                 {"_id": cid, "status": "queued"},
-                {"$set": {"status": "sending", "updated_at": _now()}},
+                {"$set": {"status": "sending", "updated_at": utcnow()}},
             )
         query = {"batch": batch, "campaign_id": cid, "status": "pending"}
         pending = [m for m in unfinished if m.status == "pending"]
@@ -608,17 +601,17 @@ class SmsSender:
         `claim_bound`, so this waits for younger claims first."""
         bound = self.claim_bound()
         ours = [m for m in unfinished if m.status == "sending" and m.claimed_by == task_id]
-        young = [_aware(m.claimed_at) for m in ours if m.claimed_at is not None]
-        young = [moment for moment in young if moment > _now() - bound]
+        young = [as_utc(m.claimed_at) for m in ours if m.claimed_at is not None]
+        young = [moment for moment in young if moment > utcnow() - bound]
         if young:
-            await asyncio.sleep(max(0.0, (max(young) + bound - _now()).total_seconds()))
+            await asyncio.sleep(max(0.0, (max(young) + bound - utcnow()).total_seconds()))
         ours_query = {"batch": batch, "campaign_id": campaign_id, "status": "sending"}
         stale = await db[MESSAGES].update_many(
             {**ours_query, "claimed_by": task_id},
             {
                 "$set": {
                     "status": "unknown",
-                    "updated_at": _now(),
+                    "updated_at": utcnow(),
                     "error": "the worker stopped while sending; check before resending",
                 }
             },
@@ -707,7 +700,7 @@ class SmsSender:
         between the chunk's first and last `_id`. What another delivery or a cancel took first
         is left out; the claim is read back only when it is not exactly the chunk."""
         claim = ObjectId()
-        now = _now()
+        now = utcnow()
         result = await db[MESSAGES].update_many(
             {**query, "_id": {"$gte": chunk[0].id, "$lte": chunk[-1].id}},
             {
@@ -757,7 +750,7 @@ class SmsSender:
         except Exception as exc:  # a provider bug: the request may have left, so never resend
             log.exception("unexpected error sending message %s", message.id)
             return SendOutcome(status="unknown", error=f"unexpected error: {exc!r}")
-        return SendOutcome(status="sent", provider_id=provider_id, sent_at=_now())
+        return SendOutcome(status="sent", provider_id=provider_id, sent_at=utcnow())
 
     async def _record(
         self,
@@ -779,7 +772,7 @@ class SmsSender:
             modified = await self._record_by_seq(db, claim, claimed, results)
         else:  # messages stored before `seq` existed: one update each (a one-off)
             modified = 0
-            now = _now()
+            now = utcnow()
             for message, result in zip(claimed, results, strict=True):
                 done = await db[MESSAGES].update_one(
                     {"_id": message.id, "claim": claim, "status": "sending"},
@@ -799,7 +792,7 @@ class SmsSender:
         low = min(seqs)
         span = max(seqs) - low + 1
         rows = [r.model_dump() for r in results]
-        values: dict[str, Any] = {"updated_at": {"$literal": _now()}}
+        values: dict[str, Any] = {"updated_at": {"$literal": utcnow()}}
         for name in OUTCOME_FIELDS:
             column = [row[name] for row in rows]
             first = column[0]
@@ -842,7 +835,7 @@ class SmsSender:
                 {"status": status, "campaign_id": campaign_id}, limit=1
             ):
                 return
-        update: dict[str, Any] = {"$set": {"status": "completed", "updated_at": _now()}}
+        update: dict[str, Any] = {"$set": {"status": "completed", "updated_at": utcnow()}}
         if repair or _drifted(counters):
             update["$set"]["counts"] = await self._recount(db, campaign_id)
             update["$unset"] = {"repair": ""}

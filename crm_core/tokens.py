@@ -17,17 +17,18 @@ for integrations.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from crm_core.auth import build_context
+from crm_core.clock import as_utc
 from crm_core.context import TenantContext
 from crm_core.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
 from crm_core.grants import check_grant
 from crm_core.ids import object_id
 from crm_core.permissions import PERMISSIONS
+from crm_core.security import secret_digest
 from crm_core.storage import Storage
 from crm_core.tables.access import LEVEL_NAMES, Level
 from models.accounts import Tenant, User
@@ -41,14 +42,6 @@ LEVELS = {"none": Level.NONE, **LEVEL_NAMES}
 
 def is_api_token(bearer: str) -> bool:
     return bearer.startswith(PREFIX)
-
-
-def digest(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 class ApiTokenService:
@@ -74,7 +67,7 @@ class ApiTokenService:
                 raise ValidationFailed.field("expires_at", "must be in the future")
         secret = PREFIX + secrets.token_urlsafe(32)
         token = ApiToken(
-            token_hash=digest(secret),
+            token_hash=secret_digest(secret),
             prefix=secret[: len(PREFIX) + 4],
             name=data.name,
             user_id=ctx.user.id,
@@ -109,11 +102,11 @@ class ApiTokenService:
 
     async def authenticate(self, secret: str) -> tuple[TenantContext, str, datetime]:
         """The context of a request made with an API token; 401 for anything not current."""
-        token = await ApiToken.find_one(ApiToken.token_hash == digest(secret))
+        token = await ApiToken.find_one(ApiToken.token_hash == secret_digest(secret))
         if token is None:
             raise Unauthorized("The API token is not valid")
         now = datetime.now(UTC)
-        if token.expires_at is not None and _aware(token.expires_at) <= now:
+        if token.expires_at is not None and as_utc(token.expires_at) <= now:
             raise Unauthorized("The API token has expired")
         user = await User.get(token.user_id)
         if user is None or user.tenant_id != token.tenant_id:
@@ -130,13 +123,13 @@ class ApiTokenService:
         context.api_token_id = str(token.id)
         context.table_level_cap = int(LEVELS[token.table_access])
         await self._touch(token, now)
-        expires = _aware(token.expires_at) if token.expires_at else now + timedelta(days=1)
+        expires = as_utc(token.expires_at) if token.expires_at else now + timedelta(days=1)
         return context, f"pat:{token.id}", expires
 
     async def _touch(self, token: ApiToken, now: datetime) -> None:
         """`last_used_at`, written at most once a minute per token (one conditional update)."""
         last = token.last_used_at
-        if last is not None and now - _aware(last) < LAST_USED_PRECISION:
+        if last is not None and now - as_utc(last) < LAST_USED_PRECISION:
             return
         query: dict[str, Any] = {"_id": token.id, "last_used_at": last}
         await ApiToken.get_motor_collection().update_one(query, {"$set": {"last_used_at": now}})

@@ -22,7 +22,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import aiohttp
@@ -34,6 +34,7 @@ from yarl import URL
 
 from crm_core.auth import build_context
 from crm_core.cache import ListenerCache, webhooks_changed
+from crm_core.clock import utcnow
 from crm_core.columns import ColumnType
 from crm_core.context import TenantContext
 from crm_core.errors import Conflict, Forbidden, NotFound, ValidationFailed
@@ -71,10 +72,6 @@ class WebhookQueue(Protocol):
     """Where delivery attempts go (the taskiq broker)."""
 
     async def deliver(self, tenant_id: str, delivery_id: str) -> None: ...
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def new_secret() -> str:

@@ -4,7 +4,7 @@ and the auth API's request/response models."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Self
 from zoneinfo import available_timezones
 
@@ -12,14 +12,11 @@ import phonenumbers
 from beanie import Document, PydanticObjectId
 from pydantic import ConfigDict, EmailStr, Field, field_validator
 
+from crm_core.clock import utcnow as utcnow
 from crm_core.passwords import PASSWORD_MAX_BYTES, PASSWORD_MIN_CHARS
 from crm_core.storage import ASCENDING, IndexModel
 from models.base import InputModel, OutputModel
 from models.tokens import ApiToken
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class Tenant(Document):

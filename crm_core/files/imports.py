@@ -31,6 +31,7 @@ from typing import IO, Any, Protocol
 from bson import ObjectId
 
 from crm_core.aliases import AliasService
+from crm_core.clock import as_utc
 from crm_core.context import TenantContext
 from crm_core.errors import (
     Conflict,
@@ -507,7 +508,7 @@ class ImportService:
                 job is None
                 or job["state"] not in ("validating", "importing")
                 or job.get("claimed_by") != task_id
-                or _aware(job["heartbeat_at"]) > now - STALE_AFTER
+                or as_utc(job["heartbeat_at"]) > now - STALE_AFTER
             ):
                 return  # done, or another delivery is at work on it
             log.warning("import %s: its worker stopped; undoing its writes and starting over", oid)
@@ -755,9 +756,3 @@ def _repeats_across_batches(plan: Plan, seen: dict[str, dict[int, int]]) -> None
 
 def _singles(plan: Plan) -> list[Plan]:
     return [Plan(creates=[c]) for c in plan.creates] + [Plan(updates=[u]) for u in plan.updates]
-
-
-def _aware(moment: Any) -> Any:
-    from datetime import UTC
-
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

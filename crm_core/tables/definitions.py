@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from cachetools import LRUCache
 
 from crm_core.cache import tables_changed
+from crm_core.clock import utcnow as utcnow
 from crm_core.columns import Column, ColumnType
 from crm_core.context import TenantContext
 from crm_core.errors import NotFound, StaleTableVersion
@@ -37,11 +37,6 @@ def parse_columns(doc: dict[str, Any]) -> tuple[Column, ...]:
     if columns is None:
         columns = _PARSED[key] = tuple(Column.from_doc(c) for c in stored)
     return columns
-
-
-def utcnow() -> datetime:
-    now = datetime.now(UTC)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 @dataclass
