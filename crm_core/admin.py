@@ -34,7 +34,7 @@ from crm_core.sessions import end_all_sessions
 from crm_core.settings import Settings
 from crm_core.storage import Storage
 from crm_core.tables.definitions import TABLES
-from crm_core.tenancy import ROLES, create_tenant
+from crm_core.tenancy import ROLES
 from models.accounts import Tenant, User, normalise_email
 from models.admin import (
     AdminAction,
@@ -119,7 +119,8 @@ class AdminService:
                 "A user with this email already exists",
                 [{"field": "email", "message": "already registered"}],
             )
-        tenant, owner_role_id = await create_tenant(self.storage, PLATFORM_COMPANY)
+        tenants = self.auth.tenants
+        tenant, owner_role_id = await tenants.create_tenant(self.storage, PLATFORM_COMPANY)
         user = User(
             tenant_id=tenant.id,
             email=email,

@@ -127,7 +127,3 @@ class TenantService:
                 phone_region=ctx.tenant.phone_region,
             )
         return ctx.tenant
-
-
-# crm_core/admin.py (not on this branch) creates the platform's own company with this name
-create_tenant = TenantService.create_tenant
