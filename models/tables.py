@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, Union, cast
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, Self, Union, cast
 
 from pydantic import Field, RootModel, WithJsonSchema, create_model
 
@@ -15,9 +15,20 @@ from crm_core.columns import SETTINGS_FIELDS, Column, ColumnType, SelectOptionIn
 from crm_core.registry import Registry
 from models.base import InputModel, OutputModel, QueryModel
 
-if TYPE_CHECKING:  # the mapper reads a loaded table; models import no table code at run time
-    from crm_core.tables.definitions import Table
+if TYPE_CHECKING:
     from models.access import AliasRecord
+
+
+class LoadedTable(Protocol):
+    """What the table mapper reads of a loaded definition (crm_core/tables/definitions.py
+    `Table`): its stored document and its parsed columns."""
+
+    @property
+    def doc(self) -> dict[str, Any]: ...
+
+    @property
+    def columns(self) -> list[Column]: ...
+
 
 KEY_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 MAX_COLUMNS = 500
@@ -185,7 +196,7 @@ class TableOut(OutputModel):
     updated_at: datetime
 
     @classmethod
-    def from_table(cls, table: Table, alias: AliasRecord | None = None) -> Self:
+    def from_table(cls, table: LoadedTable, alias: AliasRecord | None = None) -> Self:
         """A table as the caller sees it: with the tenant's display names (`_aliases`)."""
         doc = table.doc
         names = alias.columns if alias else {}
