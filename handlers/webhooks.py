@@ -43,17 +43,17 @@ async def list_webhooks(call: Call) -> WebhookList:
     status=201,
     errors=(409,),
 )
-async def create_webhook(call: Call) -> WebhookWithSecret:
+async def create_webhook(call: Call, body: WebhookIn) -> WebhookWithSecret:
     """The answer carries the signing `secret`, shown only here and on rotation. The URL must
     resolve to public addresses (400 names `url`); row events need `tables` the caller can read
     (400 names the item); `campaign.finished` needs `sms.read` (403); at most 100 per company
     (409)."""
-    return webhook_with_secret(await _service(call).create(call.ctx, call.body))
+    return webhook_with_secret(await _service(call).create(call.ctx, body))
 
 
 @routes.get(WEBHOOK, access=MANAGE, summary="A webhook", response=WebhookOut, errors=(404,))
-async def get_webhook(call: Call) -> WebhookOut:
-    return webhook_out(await _service(call).get(call.ctx, call.param("webhook_id")))
+async def get_webhook(call: Call, webhook_id: str) -> WebhookOut:
+    return webhook_out(await _service(call).get(call.ctx, webhook_id))
 
 
 @routes.patch(
@@ -64,18 +64,18 @@ async def get_webhook(call: Call) -> WebhookOut:
     response=WebhookOut,
     errors=(404,),
 )
-async def update_webhook(call: Call) -> WebhookOut:
+async def update_webhook(call: Call, body: WebhookPatch, webhook_id: str) -> WebhookOut:
     """Changing `url`, `events` or `tables` makes the caller the webhook's owner: deliveries
     are checked against the owner's access. `is_active: true` re-enables a webhook that was
     disabled after failures and clears its failure count."""
-    hook = await _service(call).update(call.ctx, call.param("webhook_id"), call.body)
+    hook = await _service(call).update(call.ctx, webhook_id, body)
     return webhook_out(hook)
 
 
 @routes.delete(WEBHOOK, access=MANAGE, summary="Delete a webhook", status=204, errors=(404,))
-async def delete_webhook(call: Call) -> None:
+async def delete_webhook(call: Call, webhook_id: str) -> None:
     """Its delivery log goes with it; deliveries not yet sent are dropped."""
-    await _service(call).delete(call.ctx, call.param("webhook_id"))
+    await _service(call).delete(call.ctx, webhook_id)
 
 
 @routes.post(
@@ -85,11 +85,9 @@ async def delete_webhook(call: Call) -> None:
     response=WebhookWithSecret,
     errors=(404,),
 )
-async def rotate_secret(call: Call) -> WebhookWithSecret:
+async def rotate_secret(call: Call, webhook_id: str) -> WebhookWithSecret:
     """Deliveries signed from now on use the new secret, shown only in this answer."""
-    return webhook_with_secret(
-        await _service(call).rotate_secret(call.ctx, call.param("webhook_id"))
-    )
+    return webhook_with_secret(await _service(call).rotate_secret(call.ctx, webhook_id))
 
 
 @routes.post(
@@ -99,11 +97,11 @@ async def rotate_secret(call: Call) -> WebhookWithSecret:
     response=DeliveryOut,
     errors=(404,),
 )
-async def ping_webhook(call: Call) -> DeliveryOut:
+async def ping_webhook(call: Call, webhook_id: str) -> DeliveryOut:
     """Sends one `ping` event at once and answers its delivery record (status, response code,
     latency, error). Works on disabled webhooks; no retries, and it does not count towards
     disabling."""
-    return delivery_out(await _service(call).ping(call.ctx, call.param("webhook_id")))
+    return delivery_out(await _service(call).ping(call.ctx, webhook_id))
 
 
 @routes.get(
@@ -114,10 +112,9 @@ async def ping_webhook(call: Call) -> DeliveryOut:
     response=DeliveryPage,
     errors=(404,),
 )
-async def list_deliveries(call: Call) -> DeliveryPage:
-    query: DeliveryQuery = call.query
+async def list_deliveries(call: Call, query: DeliveryQuery, webhook_id: str) -> DeliveryPage:
     docs, total = await _service(call).deliveries(
-        call.ctx, call.param("webhook_id"), query.status, query.limit, query.offset
+        call.ctx, webhook_id, query.status, query.limit, query.offset
     )
     return DeliveryPage(
         items=[delivery_out(d) for d in docs], total=total, limit=query.limit, offset=query.offset

@@ -242,3 +242,24 @@ async def test_the_embedded_mode_lets_a_few_requests_work_at_once(aiohttp_client
     release.set()
     answers = await asyncio.gather(*calls)
     assert [r.status for r in answers] == [200] * 8
+
+
+def test_no_handler_reads_the_call_untyped():
+    # handlers take typed `body`, `query`, `form` and path arguments (handler_arguments); only the
+    # routing itself reads them off the call
+    import ast
+    from pathlib import Path
+
+    offenders = []
+    for path in sorted((Path(__file__).resolve().parents[2] / "handlers").glob("*.py")):
+        if path.name == "routing.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "call"
+                and node.attr in ("body", "query", "form", "param")
+            ):
+                offenders.append(f"{path.name}:{node.lineno} call.{node.attr}")
+    assert offenders == []
