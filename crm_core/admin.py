@@ -21,13 +21,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from beanie import PydanticObjectId
-from bson import ObjectId
-
 from crm_core import sms
 from crm_core.clock import as_utc
 from crm_core.context import TenantContext
 from crm_core.errors import Conflict, Forbidden, NotFound, Unauthorized
+from crm_core.ids import parse_object_id
 from crm_core.permissions import PERMISSIONS
 from crm_core.security import check_password_policy, hash_password, secret_digest, verify_password
 from crm_core.sessions import end_all_sessions
@@ -264,8 +262,9 @@ class AdminService:
             pattern = {"$regex": re.escape(q), "$options": "i"}
             users = User.get_motor_collection().find({"email": pattern}, {"tenant_id": 1})
             tenant_ids = {doc["tenant_id"] async for doc in users.limit(1000)}
-            if ObjectId.is_valid(q):
-                tenant_ids.add(ObjectId(q))
+            named = parse_object_id(q)
+            if named is not None:
+                tenant_ids.add(named)
             query = {"$or": [{"name": pattern}, {"_id": {"$in": list(tenant_ids)}}]}
         collection = Tenant.get_motor_collection()
         total = await collection.count_documents(query)
@@ -316,9 +315,8 @@ class AdminService:
         return dict(zip(keys, counts, strict=True))
 
     async def _tenant(self, tenant_id: str) -> Tenant:
-        tenant = None
-        if PydanticObjectId.is_valid(tenant_id):
-            tenant = await Tenant.get(PydanticObjectId(tenant_id))
+        parsed = parse_object_id(tenant_id)
+        tenant = None if parsed is None else await Tenant.get(parsed)
         if tenant is None:
             raise NotFound("Company not found")
         return tenant
@@ -384,9 +382,8 @@ class AdminService:
         return tenant
 
     async def _user(self, user_id: str) -> User:
-        user = None
-        if PydanticObjectId.is_valid(user_id):
-            user = await User.get(PydanticObjectId(user_id))
+        parsed = parse_object_id(user_id)
+        user = None if parsed is None else await User.get(parsed)
         if user is None:
             raise NotFound("User not found")
         return user

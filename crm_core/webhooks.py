@@ -38,7 +38,7 @@ from crm_core.clock import utcnow
 from crm_core.columns import ColumnType
 from crm_core.context import TenantContext
 from crm_core.errors import Conflict, Forbidden, NotFound, ValidationFailed
-from crm_core.ids import object_id
+from crm_core.ids import object_id, parse_object_id
 from crm_core.netguard import (
     BlockedAddress,
     GuardedResolver,
@@ -494,7 +494,8 @@ class WebhookService:
         if not hook["is_active"]:
             return "the webhook is disabled"
         owner_id = hook.get("owner_id", "")
-        user = await User.get(PydanticObjectId(owner_id)) if ObjectId.is_valid(owner_id) else None
+        owner = parse_object_id(owner_id)
+        user = None if owner is None else await User.get(owner)
         tenant = await Tenant.get(PydanticObjectId(tenant_id))
         if user is None or not user.is_active or tenant is None or not tenant.is_active:
             return "the webhook's owner is no longer active"
