@@ -11,11 +11,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from crm_core.cache import roles_changed, tables_changed
 from crm_core.columns import Column, default_column_types
 from crm_core.indexes import ensure_system_indexes, ensure_tenant_indexes
 from crm_core.permissions import ADDED_LATER, BUILTIN_ROLES
 from crm_core.storage import ASCENDING
 from crm_core.tables.definitions import TABLES, utcnow
+from models.accounts import Tenant
 
 log = logging.getLogger(__name__)
 
@@ -178,9 +180,6 @@ async def ensure_builtin_role_permissions(db: Any) -> list[str]:
 
 async def migrate_all(storage: Any) -> int:
     """Bring every tenant up to date; returns how many tenants changed."""
-    from crm_core.cache import roles_changed, tables_changed
-    from models.accounts import Tenant
-
     await ensure_system_indexes(storage.system_db)  # audit: system collections (webhook_due...)
     count = 0
     async for tenant in Tenant.find_all():
