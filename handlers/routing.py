@@ -484,6 +484,8 @@ def build_view(spec: RouteSpec) -> Callable[[web.Request], Awaitable[web.StreamR
         slots = request.app[SERVICES].request_slots
         if slots is None or not takes_turns:
             return await serve(request)
+        if spec.body is not None or spec.form is not None:
+            await request.read()  # a slow sender must not hold a turn (bounded by the size limit)
         async with slots:  # the embedded mode: wait for a turn before any work
             return await serve(request)
 

@@ -263,3 +263,31 @@ def test_no_handler_reads_the_call_untyped():
             ):
                 offenders.append(f"{path.name}:{node.lineno} call.{node.attr}")
     assert offenders == []
+
+
+async def test_a_slow_sender_does_not_hold_a_turn(aiohttp_client):
+    # one turn only: a client that sends its JSON body slowly must not block the others
+    from handlers.app import create_app
+    from tests.conftest import Api, make_settings
+
+    client = await aiohttp_client(create_app(make_settings(embedded_max_active_requests=1)))
+    owner = await Api(client).register()
+    more = asyncio.Event()
+
+    async def slow_body():
+        yield b'{"key": "slow", '
+        await more.wait()
+        yield b'"columns": []}'
+
+    slow = asyncio.create_task(
+        client.post(
+            "/api/meta/tables",
+            data=slow_body(),
+            headers={**owner.headers, "Content-Type": "application/json"},
+        )
+    )
+    await asyncio.sleep(0.1)
+    quick = await asyncio.wait_for(client.get("/api/auth/me", headers=owner.headers), 5)
+    assert quick.status == 200
+    more.set()
+    assert (await slow).status == 201
