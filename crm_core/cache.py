@@ -9,7 +9,9 @@ every request and needs no invalidation.
 
 Writers call exactly one function per cached thing, after their write:
 - `roles_changed(tenant_id)`: a role was created, changed or deleted;
-- `tables_changed(tenant_id)`: a table definition was created, changed or deleted.
+- `tables_changed(tenant_id)`: a table definition was created, changed or deleted;
+- `webhooks_changed(tenant_id)`: a webhook's events, tables or active state changed (the row
+  writes' listener cache, `ListenerCache`).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from crm_core.admin import AdminService
@@ -51,16 +51,14 @@ class Services:
     users: UserService
     shares: ShareService
     aliases: AliasService
-    sms: CampaignService  # sms: campaigns and messages (its queue is set when the broker starts)
+    sms: CampaignService  # campaigns and messages (its queue is set when the broker starts)
+    tenants: TenantService  # company settings (/api/tenant)
+    webhooks: WebhookService
+    tokens: ApiTokenService
     sms_queue: Any = None  # crm_core.sms.SmsQueue, set when the broker starts
-    # ops: company settings (/api/tenant)
-    tenants: TenantService = field(default_factory=TenantService)
-    # integrations
-    webhooks: WebhookService | None = None
     # the embedded mode's turn-taking for authenticated requests
     # (Settings.embedded_max_active_requests)
     request_slots: asyncio.Semaphore | None = None
-    tokens: ApiTokenService | None = None
 
 
 def build_services(
@@ -101,11 +99,11 @@ def build_services(
         shares=shares,
         aliases=aliases,
         sms=CampaignService(settings, rows),
+        webhooks=WebhookService(settings, storage, column_types),
+        tokens=ApiTokenService(storage),
     )
     # webhooks hear row events from the row service and campaign events from the SMS domain
-    services.webhooks = WebhookService(settings, storage, column_types)
     services.rows.events = services.webhooks
-    services.tokens = ApiTokenService(storage)
     services.sms.events = services.webhooks
     services.sms.queue = lambda: services.sms_queue  # the running broker's queue
     if settings.embedded_database and settings.embedded_max_active_requests:

@@ -495,7 +495,7 @@ def build_view(spec: RouteSpec) -> Callable[[web.Request], Awaitable[web.StreamR
         token: dict[str, Any] = {}
         if spec.access.needs_auth:
             bearer = bearer_token(request)
-            if services.tokens is not None and is_api_token(bearer):  # integrations
+            if is_api_token(bearer):  # integrations
                 context, jti, expires_at = await services.tokens.authenticate(bearer)
             else:
                 context, jti, expires_at = await services.auth.authenticate(bearer)

@@ -21,7 +21,6 @@ OWN = Authenticated()  # every user manages their own tokens, within their own a
 
 
 def _service(call: Call) -> ApiTokenService:
-    assert call.services.tokens is not None
     return call.services.tokens
 
 

@@ -24,7 +24,6 @@ MANAGE = Permission(code="webhooks.manage")
 
 
 def _service(call: Call) -> WebhookService:
-    assert call.services.webhooks is not None
     return call.services.webhooks
 
 

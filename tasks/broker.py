@@ -233,7 +233,6 @@ async def start_broker(services: Services, consumer_name: str | None = None) -> 
     broker = build_broker(settings, consumer_name)
     broker.state.sms = await make_runtime(settings, storage)
     webhooks = services.webhooks
-    assert webhooks is not None, "build_services makes the webhook service"
     webhooks.queue = WebhookBrokerQueue(broker)
     broker.state.webhooks = webhooks
     broker.state.sms.webhooks = webhooks
