@@ -337,18 +337,21 @@ async def receiving(broker: AsyncBroker, settings: Settings) -> AsyncIterator[Re
 
 
 async def _listen(broker: AsyncBroker, receiver: Receiver, finish: asyncio.Event) -> None:
-    """Receive until `finish`. A broker that fails (Redis stopped; Redis back empty, without
-    the consumer group) is listened to again after a pause, with the group declared again:
-    a worker outlives an outage. Tasks already running go on meanwhile."""
+    """Receive until `finish`. A receiver that stops on a broker failure (Redis stopped; Redis
+    back empty, without the consumer group) is started again after a pause, with the group
+    declared again: a worker outlives an outage. Tasks already running go on meanwhile."""
     pause = 0.2
     while True:
         try:
             await receiver.listen(finish)
+        except BaseException as exc:  # the receiver stopped on a broker error
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # this worker is stopping
+            log.warning("the task receiver stopped on a broker error: %r", exc, exc_info=True)
+        if finish.is_set():
             return
-        except Exception:  # the receiver stopped on a broker error
-            if finish.is_set():
-                return
-            log.warning("the task broker failed; listening again in %.1f s", pause, exc_info=True)
+        log.warning("the task receiver stopped; listening again in %.1f s", pause)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(finish.wait(), pause)
         if finish.is_set():
@@ -361,11 +364,14 @@ async def _listen(broker: AsyncBroker, receiver: Receiver, finish: asyncio.Event
 async def _declare_group(broker: AsyncBroker) -> None:
     """The consumer group, made again after Redis restarted empty; from the stream's start, so
     that tasks queued since the restart (the sweeper's) are read too."""
-    redis = broker.state.sms.limiter.redis
-    if redis is None:
+    pool = getattr(broker, "connection_pool", None)
+    if pool is None:  # the in-memory broker
         return
+    from redis.asyncio import Redis
+
     try:
-        await redis.xgroup_create(QUEUE, GROUP, id="0", mkstream=True)
+        async with Redis(connection_pool=pool) as redis:
+            await redis.xgroup_create(QUEUE, GROUP, id="0", mkstream=True)
     except Exception as exc:  # BUSYGROUP: it exists; or Redis is still away
         log.info("consumer group not declared: %s", exc)
 

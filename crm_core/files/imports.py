@@ -24,6 +24,7 @@ import asyncio
 import logging
 import re
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import IO, Any, Protocol
@@ -76,6 +77,7 @@ FINAL_STATES = ("completed", "failed")
 IMPORT_RUN = "import.run"
 IMPORT_UPLOAD = "import.upload"
 INTERRUPTED_UPLOAD = "The upload was interrupted (the server stopped); upload the file again"
+STALLED_UPLOAD = "no data came for longer than IMPORT_STALE_SECONDS; upload the file again"
 
 
 class ImportQueue(Protocol):
@@ -226,7 +228,11 @@ class ImportService:
                 "rows_total": total,
                 "updated_at": utcnow(),
             }
-            await jobs.update_one({"_id": job["_id"]}, {"$set": changes})
+            done = await jobs.update_one(
+                {"_id": job["_id"], "state": "uploading"}, {"$set": changes}
+            )
+            if not done.matched_count:  # the outbox's watch expired it meanwhile
+                raise file_error(STALLED_UPLOAD)
         except BaseException:
             await self._discard(ctx, job["_id"])
             await self.outbox.done(watch.key)
@@ -281,7 +287,12 @@ class ImportService:
         utf8 = Utf8Check()
         size, number = 0, 0
         pending = bytearray()
+        beat_every = self.settings.import_stale_seconds / 4
+        next_beat = time.monotonic() + beat_every
         async for chunk in chunks:
+            if time.monotonic() >= next_beat:  # the upload's heartbeat (`expire_upload`)
+                await self._upload_beat(ctx, job_id)
+                next_beat = time.monotonic() + beat_every
             size += len(chunk)
             if size > limit:
                 raise PayloadTooLarge(
@@ -295,9 +306,6 @@ class ImportService:
                 await ctx.db[FILES].insert_one(
                     {"job_id": job_id, "n": number, "data": bytes(pending)}
                 )
-                await ctx.db[JOBS].update_one(  # the upload's heartbeat (`expire_upload`)
-                    {"_id": job_id}, {"$set": {"updated_at": utcnow()}}
-                )
                 number += 1
                 pending.clear()
         if pending:
@@ -305,6 +313,13 @@ class ImportService:
         utf8.feed(b"", final=True)
         local.flush()
         return size, utf8.valid
+
+    async def _upload_beat(self, ctx: TenantContext, job_id: ObjectId) -> None:
+        beat = await ctx.db[JOBS].update_one(
+            {"_id": job_id, "state": "uploading"}, {"$set": {"updated_at": utcnow()}}
+        )
+        if not beat.matched_count:
+            raise file_error(STALLED_UPLOAD)
 
     def _inspect(
         self, path: str, info: FileInfo, content_type: str, query: UploadQuery, utf8_valid: bool
