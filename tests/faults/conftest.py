@@ -79,3 +79,12 @@ async def http() -> AsyncIterator[ClientSession]:
 
 def remote_api(http: ClientSession, server: CrmServe) -> Api:
     return Api(RemoteClient(http, server.url))  # type: ignore[arg-type]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """`item.rep_call`: the call's report, for fixtures that print logs when a test failed."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.when == "call":
+        item.rep_call = report  # type: ignore[attr-defined]

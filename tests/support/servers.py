@@ -31,7 +31,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
@@ -351,6 +351,46 @@ class TcpProxy:
                 self._writers.discard(dst)
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+# ---- an aiohttp app in a thread ----------------------------------------------------------------
+
+
+class ThreadedApp:
+    """Serves an aiohttp application (the fake SMS gateway, a webhook receiver) on a fixed
+    loopback port from a thread with its own event loop, so it outlives any one test's loop
+    (a module-wide fixture can share it) and answers while the test blocks."""
+
+    def __init__(self, app: Any, port: int | None = None) -> None:
+        from aiohttp import web
+
+        self.port = port or free_port()
+        self._runner = web.AppRunner(app, access_log=None)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="threaded-app")
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def start(self) -> ThreadedApp:
+        from aiohttp import web
+
+        async def serve() -> None:
+            await self._runner.setup()
+            await web.TCPSite(self._runner, LOOPBACK, self.port).start()
+
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(serve(), self._loop).result(timeout=30)
+        return self
+
+    def close(self) -> None:
+        if not self._thread.is_alive():
+            return
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
 
 
 # ---- Redis -----------------------------------------------------------------------------------
