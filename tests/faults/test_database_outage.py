@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +33,13 @@ from handlers.app import create_app
 from handlers.routing import SERVICES
 from tests.conftest import make_settings
 from tests.faults.conftest import crm_env, remote_api
-from tests.support.servers import CrmServe, TcpProxy
+from tests.support.servers import (
+    CrmServe,
+    TcpProxy,
+    crm_environment,
+    crm_executable,
+    free_port,
+)
 
 DRIVER_ERRORS = [
     ServerSelectionTimeoutError("127.0.0.1:27017: [Errno 111] Connection refused"),
@@ -299,3 +306,26 @@ async def _outage_under_load(serve: CrmServe, proxy: TcpProxy, http: ClientSessi
         f"answers: {len(load.answers)}; 503s: {len(unavailable)} "
         f"({load.count('cut', 503)} during the cut, {load.count('restored', 503)} after it)"
     )
+
+
+def test_a_process_started_while_the_database_is_down_says_so_in_one_line(tmp_path):
+    """`crm serve` cannot start without the database (it creates indexes first): exit 1 with
+    one line, no traceback; its supervisor starts it again."""
+    closed = free_port()
+    env = crm_environment(
+        crm_env(
+            mongodb_url=f"mongodb://127.0.0.1:{closed}/?directConnection=true",
+            mongodb_server_selection_timeout_ms=300,
+        )
+    )
+    done = subprocess.run(
+        [crm_executable(), "serve", "--port", str(free_port())],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert f"crm: the database is not reachable: 127.0.0.1:{closed}" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
