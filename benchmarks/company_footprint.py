@@ -39,7 +39,9 @@ def totals(counts: dict[str, int]) -> tuple[int, int]:
 
 
 async def use_every_feature(client: Client) -> None:
-    await client.call("POST", "/api/meta/tables", 201, json={"key": "deals", "columns": TEN_COLUMNS})
+    await client.call(
+        "POST", "/api/meta/tables", 201, json={"key": "deals", "columns": TEN_COLUMNS}
+    )
     await client.call("POST", "/api/data/deals", 201, json={"company_name": "Acme"})
     await client.call(
         "POST",
