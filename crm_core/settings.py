@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from crm_core.netguard import http_url_problem
 from crm_core.passwords import PASSWORD_MAX_BYTES, PASSWORD_MIN_CHARS, password_problem
 
 log = logging.getLogger(__name__)
@@ -146,6 +147,8 @@ class Settings(BaseSettings):
                 )
         if self.sms_provider == "smsru" and not self.smsru_api_id:
             raise SettingsError("SMSRU_API_ID is required with SMS_PROVIDER=smsru")
+        if self.sms_provider == "smsru" and (problem := http_url_problem(self.smsru_base_url)):
+            raise SettingsError(f"SMSRU_BASE_URL {problem}")
         return self
 
     @property
