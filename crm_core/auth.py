@@ -16,6 +16,7 @@ from crm_core.clock import as_utc
 from crm_core.columns import ValueContext
 from crm_core.context import TenantContext
 from crm_core.errors import Conflict, Forbidden, RateLimited, Unauthorized, ValidationFailed
+from crm_core.grants import check_token_scope
 from crm_core.ids import object_id, parse_object_id
 from crm_core.ratelimit import LoginThrottle, limit_storage
 from crm_core.roles import RoleService
@@ -155,7 +156,8 @@ class AuthService:
     async def logout(self, context: TenantContext, data: LogoutIn) -> None:
         """Every access token of the user ends (the token epoch: no per-request revocation
         lookup; the user's other devices refresh once), and the refresh token's family when
-        one is given."""
+        one is given. Only a signed-in session signs out: an API token is refused (403)."""
+        check_token_scope(context, "end the user's sessions")
         await end_access_tokens(context.user.id)  # type: ignore[arg-type]
         if data.refresh_token:
             token = await RefreshToken.find_one(
@@ -169,6 +171,7 @@ class AuthService:
         """The signed-in user's own password. Every other session ends (all access and refresh
         tokens); the caller gets a fresh token pair. A wrong current password counts as a
         failed login for the user's email (so a stolen access token cannot guess it)."""
+        check_token_scope(ctx, "change the password")
         current_password, new_password = data.current_password, data.new_password
         check_password_policy(new_password, "new_password")
         user = ctx.user
