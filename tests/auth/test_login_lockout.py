@@ -8,6 +8,8 @@ end of the connection there), the victim's from 127.0.0.1, all through HTTP."""
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 import pytest
 
@@ -62,9 +64,7 @@ async def test_a_strangers_failures_lock_only_the_stranger(client, owner):
     assert resp.status == 200
 
 
-async def test_many_stranger_addresses_slow_the_account_but_never_its_known_address(
-    client, owner
-):
+async def test_many_stranger_addresses_slow_the_account_but_never_its_known_address(client, owner):
     # the owner signed in from their address before (registration does not count)
     assert (await login_from(client, "127.0.0.1", owner.email, owner.password)).status == 200
     attackers = [f"127.0.0.{n}" for n in range(2, 8)]
@@ -109,3 +109,9 @@ async def test_password_change_guesses_never_lock_the_sign_in(api, client, owner
     resp = await client.post("/api/auth/password", headers=owner.headers, json=wrong)
     assert resp.status == 429
     await api.login(owner.email, owner.password)  # 200: sign-in counts apart
+
+
+async def test_concurrent_strangers_get_at_most_one_turn_past_the_free_attempts(client, owner):
+    calls = [login_from(client, f"127.0.1.{n}", owner.email, f"guess-{n}") for n in range(1, 21)]
+    statuses = [resp.status for resp in await asyncio.gather(*calls)]
+    assert sorted(statuses) == [401] * (FREE + 1) + [429] * (20 - FREE - 1)
