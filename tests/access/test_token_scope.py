@@ -195,3 +195,38 @@ def _routes() -> list:
     from handlers.app import ROUTE_TABLES
 
     return [route for table in ROUTE_TABLES for route in table.routes]
+
+
+# ---- a token never outlives its user's access ---------------------------------------------------
+
+
+async def test_a_demoted_users_token_loses_what_the_user_lost_at_once(api, client, owner):
+    admin = await add_user(api, client, owner, "admin")
+    await api.call(  # the owner's table: the admin reaches it through tables.all
+        "POST",
+        "/api/meta/tables",
+        owner,
+        expect=201,
+        json={"key": "deals", "columns": [{"key": "n", "type": "integer"}]},
+    )
+    secret = (
+        await make_token(
+            api, admin, permissions=["users.manage", "tables.all"], table_access="manage"
+        )
+    )["token"]
+    await api.call("GET", "/api/data/deals", bearer(secret), expect=200)
+    await api.call("GET", "/api/users", bearer(secret), expect=403)  # users.read not in scope
+    roles = await api.call("GET", "/api/roles", owner, expect=200)
+    viewer_role = next(r["id"] for r in roles["items"] if r["key"] == "viewer")
+    await api.call(
+        "PATCH", f"/api/users/{admin.user_id}", owner, expect=200, json={"role_ids": [viewer_role]}
+    )
+    await api.call("GET", "/api/data/deals", bearer(secret), expect=404)
+    body = await api.call(
+        "POST",
+        "/api/users",
+        bearer(secret),
+        expect=403,
+        json={"email": "x@example.com", "full_name": "X", "password": "user-password"},
+    )
+    assert body["error"]["code"] == "forbidden"
