@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from crm_core.netguard import http_url_problem
 from crm_core.passwords import PASSWORD_MAX_BYTES, PASSWORD_MIN_CHARS, password_problem
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,11 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(default=5, ge=1)
     login_max_failures_per_ip: int = Field(default=30, ge=1)
     login_lockout_seconds: int = Field(default=900, ge=1)
+    # failed sign-ins per account from addresses it does not know: free ones, then one per
+    # doubling delay (docs/operations.md "Failed-login throttling")
+    login_account_free_failures: int = Field(default=20, ge=1)
+    login_account_max_delay_seconds: int = Field(default=60, ge=1, le=3600)
+    login_known_address_days: int = Field(default=30, ge=0, le=3650)
 
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     default_phone_region: str = Field(default="RU", pattern=r"^[A-Z]{2}$")
@@ -160,6 +166,8 @@ class Settings(BaseSettings):
                 )
         if self.sms_provider == "smsru" and not self.smsru_api_id:
             raise SettingsError("SMSRU_API_ID is required with SMS_PROVIDER=smsru")
+        if self.sms_provider == "smsru" and (problem := http_url_problem(self.smsru_base_url)):
+            raise SettingsError(f"SMSRU_BASE_URL {problem}")
         return self
 
     @property
