@@ -16,6 +16,7 @@ from crm_core.clock import as_utc
 from crm_core.columns import ValueContext
 from crm_core.context import TenantContext
 from crm_core.errors import Conflict, Forbidden, RateLimited, Unauthorized, ValidationFailed
+from crm_core.grants import check_token_scope
 from crm_core.ids import object_id, parse_object_id
 from crm_core.ratelimit import LoginThrottle, limit_storage
 from crm_core.roles import RoleService
@@ -67,6 +68,9 @@ class AuthService:
             per_email=settings.login_max_failures,
             per_address=settings.login_max_failures_per_ip,
             window_seconds=settings.login_lockout_seconds,
+            account_free=settings.login_account_free_failures,
+            account_max_delay_seconds=settings.login_account_max_delay_seconds,
+            known_address_seconds=settings.login_known_address_days * 24 * 3600,
         )
         # Checked when the email is unknown, so both failures cost one bcrypt verification.
         salt = bcrypt.gensalt(settings.bcrypt_rounds)
@@ -155,7 +159,8 @@ class AuthService:
     async def logout(self, context: TenantContext, data: LogoutIn) -> None:
         """Every access token of the user ends (the token epoch: no per-request revocation
         lookup; the user's other devices refresh once), and the refresh token's family when
-        one is given."""
+        one is given. Only a signed-in session signs out: an API token is refused (403)."""
+        check_token_scope(context, "end the user's sessions")
         await end_access_tokens(context.user.id)  # type: ignore[arg-type]
         if data.refresh_token:
             token = await RefreshToken.find_one(
@@ -167,12 +172,14 @@ class AuthService:
 
     async def change_password(self, ctx: TenantContext, data: PasswordChangeIn) -> TokenPair:
         """The signed-in user's own password. Every other session ends (all access and refresh
-        tokens); the caller gets a fresh token pair. A wrong current password counts as a
-        failed login for the user's email (so a stolen access token cannot guess it)."""
+        tokens); the caller gets a fresh token pair. Wrong current passwords are limited per
+        user (so a stolen access token cannot guess it), apart from sign-in failures (so they
+        never lock the user's sign-in)."""
+        check_token_scope(ctx, "change the password")
         current_password, new_password = data.current_password, data.new_password
         check_password_policy(new_password, "new_password")
         user = ctx.user
-        await self.throttle.reserve(user.email)
+        await self.throttle.reserve_password_check(user.email)
         if not await verify_password(current_password, user.password_hash):
             raise ValidationFailed.field("current_password", "is not the current password")
         if new_password == current_password:
@@ -185,7 +192,7 @@ class AuthService:
         )
         if stored is None:
             raise Conflict("The password or the account changed meanwhile; sign in again")
-        await self.throttle.succeeded(user.email)
+        await self.throttle.password_check_succeeded(user.email)
         log.info("user %s changed their password; other sessions ended", user.id)
         return await self._issue(User.model_validate(stored), family_id=uuid.uuid4().hex)
 

@@ -1,9 +1,17 @@
-"""The one rule of every grant (SPEC §9): nobody hands out what they do not hold.
+"""The one rule of every grant (SPEC §9): nobody hands out what they do not hold; and the one
+rule of every "its owner may" (docs/api.md "API tokens"): a token acts only within its scope.
 
 Every route that changes what someone may do asks `check_grant` with what the change would
 give: the permissions of a role being written, of the roles given to a user (own or another's,
 the owner role included), of a user one takes over (roles changed, deactivated, password reset),
 or a table access level being shared. Holders pass; anyone else gets 403 naming what they lack.
+
+Every rule that lets a user act on what is theirs without a permission code (the granter of a
+share revokes it, a user ends their own sessions, revokes their own tokens, changes their own
+password) asks `check_token_scope`: a signed-in session passes, an API token only when its
+scope (its permission codes, its `table_access`) covers the action. Routes guarded by a
+permission code or a table level need nothing more: for a token, `ctx.permissions` is already
+the token's codes that the user holds and table levels are capped by `table_access`.
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ from collections.abc import Iterable
 
 from crm_core.context import TenantContext
 from crm_core.errors import Forbidden
-from crm_core.tables.access import Level
+from crm_core.tables.access import LEVEL_NAMES, Level
 
 
 def check_grant(
@@ -37,3 +45,30 @@ def check_grant(
             f"You cannot share {level.name.lower()} access: yours is {held}",
             [{"field": "access", "message": f"above your own access ({held})"}],
         )
+
+
+def check_token_scope(
+    ctx: TenantContext,
+    action: str,
+    *,
+    permission: str | None = None,
+    level: Level | None = None,
+) -> None:
+    """Raise Forbidden when the call is made with an API token whose scope covers neither
+    `permission` nor table access `level`; with neither given, only a signed-in session (an
+    access token from login) may `action`."""
+    if ctx.api_token_id is None:
+        return
+    if permission is not None and ctx.has(permission):
+        return
+    cap = ctx.table_level_cap
+    if level is not None and cap is not None and cap >= level:
+        return
+    needs = []
+    if permission is not None:
+        needs.append(f"the '{permission}' permission")
+    if level is not None:
+        name = next(n for n, v in LEVEL_NAMES.items() if v == level)
+        needs.append(f"table_access '{name}'")
+    scope = " or ".join(needs) if needs else "a signed-in session (sign in; tokens cannot)"
+    raise Forbidden(f"This API token's scope does not cover: {action}. It needs {scope}")

@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
+from yarl import URL
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
@@ -49,6 +50,37 @@ def address_refusal(ip: IpAddress) -> str | None:
         return "a private address"
     if not ip.is_global:
         return "not a public address"
+    return None
+
+
+def url_host(url: URL) -> str:
+    """The host of `url` as it goes on the wire (ASCII, punycode for names), or ValueError
+    saying why no request could use it. yarl parses `https://xn--zz.com/` but raises
+    UnicodeError when its host is read (the punycode does not decode), and a resolver raises
+    one for a name IDNA cannot encode (an empty or over-long label): every place that reads a
+    user's or an operator's URL asks here first."""
+    raw = url.raw_host
+    if not raw:
+        raise ValueError("has no host")
+    try:
+        url.host  # noqa: B018 - decodes the punycode labels; raises on a broken one
+        if parse_ip(raw) is None:
+            raw.encode("idna")
+    except UnicodeError:
+        raise ValueError(f"{raw[:100]} is not a valid host name") from None
+    return raw
+
+
+def http_url_problem(text: str) -> str | None:
+    """Why `text` cannot be the base of outgoing requests (an operator's setting), or None."""
+    try:
+        url = URL(text)
+        url.port  # noqa: B018 - yarl checks the port when it is read
+        if url.scheme not in ("http", "https") or not url.is_absolute():
+            return "must be an absolute http or https URL"
+        url_host(url)
+    except ValueError as exc:
+        return f"is not a valid URL: {exc}"
     return None
 
 
@@ -101,14 +133,15 @@ class GuardedResolver(AbstractResolver):
 
 
 async def check_target(resolver: GuardedResolver, host: str, port: int) -> None:
-    """The whole check for a URL's host, as a connection would make it."""
+    """The whole check for a URL's host (as `url_host` gives it), as a connection would make
+    it."""
     check_literal_host(host, resolver.allow_private)
     if parse_ip(host) is None:
         try:
             await resolver.resolve(host, port, socket.AF_UNSPEC)
         except BlockedAddress:
             raise
-        except (OSError, ValueError) as exc:  # ValueError: names IDNA cannot encode
+        except (OSError, ValueError) as exc:  # ValueError (UnicodeError): IDNA refused it
             raise BlockedAddress(f"{host[:100]} does not resolve") from exc
 
 

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from crm_core.netguard import http_url_problem
 from crm_core.passwords import PASSWORD_MAX_BYTES, PASSWORD_MIN_CHARS, password_problem
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,15 @@ class Settings(BaseSettings):
     mongodb_url: str | None = None
     crm_db_prefix: str = Field(default="crm", pattern=r"^[a-z][a-z0-9_]{0,20}$")
     query_time_limit_ms: int = Field(default=5000, ge=1)
+    # an unreachable database fails a request fast, answered 503 with Retry-After
+    # (docs/operations.md, "Faults: the database"): how long a request waits for a server
+    # to talk to, for a TCP connection, and for the answer to one command (above the
+    # server-side QUERY_TIME_LIMIT_MS, so that limit answers first on a slow query)
+    mongodb_server_selection_timeout_ms: int = Field(default=2000, ge=100, le=120_000)
+    mongodb_connect_timeout_ms: int = Field(default=2000, ge=100, le=120_000)
+    mongodb_socket_timeout_ms: int = Field(default=30_000, ge=1000, le=3_600_000)
+    # the Retry-After (seconds) of a 503 for an unreachable database or broker
+    unavailable_retry_after_seconds: int = Field(default=5, ge=1, le=3600)
 
     redis_url: str | None = None
 
@@ -51,6 +61,11 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(default=5, ge=1)
     login_max_failures_per_ip: int = Field(default=30, ge=1)
     login_lockout_seconds: int = Field(default=900, ge=1)
+    # failed sign-ins per account from addresses it does not know: free ones, then one per
+    # doubling delay (docs/operations.md "Failed-login throttling")
+    login_account_free_failures: int = Field(default=20, ge=1)
+    login_account_max_delay_seconds: int = Field(default=60, ge=1, le=3600)
+    login_known_address_days: int = Field(default=30, ge=0, le=3650)
 
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     default_phone_region: str = Field(default="RU", pattern=r"^[A-Z]{2}$")
@@ -131,6 +146,11 @@ class Settings(BaseSettings):
             log.warning("SECRET_KEY is not set: generated one; tokens end with the process")
         if len(self.secret_key.encode()) < MIN_SECRET_KEY_BYTES:
             raise SettingsError(f"SECRET_KEY must be at least {MIN_SECRET_KEY_BYTES} bytes long")
+        if self.mongodb_socket_timeout_ms <= self.query_time_limit_ms:
+            raise SettingsError(
+                "MONGODB_SOCKET_TIMEOUT_MS must exceed QUERY_TIME_LIMIT_MS, or a slow query "
+                "would be cut by the driver before the server's own limit answers"
+            )
         if self.sms_redelivery_seconds <= self.longest_send_seconds:
             raise SettingsError(
                 f"SMS_REDELIVERY_SECONDS must exceed the longest send of one message "
@@ -148,6 +168,8 @@ class Settings(BaseSettings):
                 )
         if self.sms_provider == "smsru" and not self.smsru_api_id:
             raise SettingsError("SMSRU_API_ID is required with SMS_PROVIDER=smsru")
+        if self.sms_provider == "smsru" and (problem := http_url_problem(self.smsru_base_url)):
+            raise SettingsError(f"SMSRU_BASE_URL {problem}")
         return self
 
     @property

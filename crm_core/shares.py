@@ -9,7 +9,7 @@ from bson import ObjectId
 from crm_core.columns import ColumnType
 from crm_core.context import TenantContext
 from crm_core.errors import Forbidden, NotFound, ValidationFailed
-from crm_core.grants import check_grant
+from crm_core.grants import check_grant, check_token_scope
 from crm_core.ids import parse_object_id
 from crm_core.registry import Registry
 from crm_core.tables.access import (
@@ -63,13 +63,19 @@ class ShareService:
         )
 
     async def revoke(self, ctx: TenantContext, share_id: ObjectId) -> None:
-        """The granter, holders of `shares.manage` and managers of the table revoke; anyone
-        else learns nothing of the share (404)."""
+        """Holders of `shares.manage`, the granter and managers of the table revoke; anyone
+        else learns nothing of the share (404). An API token of the granter needs
+        `table_access: manage` (what sharing needs), else 403."""
         doc = await ctx.db[SHARES].find_one({"_id": share_id})
         if doc is None:
             raise NotFound("Share not found")
         share = ShareRecord.from_document(doc)
-        if share.granted_by != ctx.user_id and not ctx.has("shares.manage"):
+        if ctx.has("shares.manage"):
+            pass
+        elif share.granted_by == ctx.user_id:
+            # what granting needed: an API token revokes within its scope, like any write
+            check_token_scope(ctx, "revoke a share", level=Level.MANAGE)
+        else:
             try:
                 table = await load_table(ctx, self.types, share.table)
             except NotFound:

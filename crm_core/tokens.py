@@ -12,7 +12,9 @@ for integrations.
 - A token dies when it is revoked or expires, when its user is deactivated, and when the
   user's sessions are ended (`session_epoch`: password change, temporary password,
   deactivation); logging out of one browser session does not end it.
-- Tokens cannot make tokens (a leaked token must not mint longer-lived ones).
+- Tokens cannot make tokens (a leaked token must not mint longer-lived ones), revoke other
+  tokens, end sessions or change the password (crm_core/grants.py `check_token_scope`): a
+  token may revoke itself.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from crm_core.auth import build_context
 from crm_core.clock import as_utc
 from crm_core.context import TenantContext
 from crm_core.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
-from crm_core.grants import check_grant
+from crm_core.grants import check_grant, check_token_scope
 from crm_core.ids import object_id
 from crm_core.permissions import PERMISSIONS
 from crm_core.security import secret_digest
@@ -97,7 +99,11 @@ class ApiTokenService:
         return token
 
     async def revoke(self, ctx: TenantContext, token_id: str) -> None:
+        """A signed-in session revokes any of its user's tokens; a token revokes only itself
+        (a leaked token cannot end the integrations that replace it)."""
         token = await self.get(ctx, token_id)
+        if ctx.api_token_id != str(token.id):
+            check_token_scope(ctx, "revoke another API token")
         await token.delete()
 
     async def authenticate(self, secret: str) -> tuple[TenantContext, str, datetime]:

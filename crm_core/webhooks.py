@@ -45,6 +45,7 @@ from crm_core.netguard import (
     check_literal_host,
     check_target,
     describe,
+    url_host,
 )
 from crm_core.registry import Registry
 from crm_core.settings import Settings
@@ -115,8 +116,16 @@ class WebhookService:
             parsed.port  # noqa: B018 - yarl checks the port when it is read
         except ValueError as exc:
             raise ValidationFailed.field("url", f"is not a valid URL: {exc}") from None
-        if parsed.scheme not in ("http", "https") or not parsed.host or not parsed.is_absolute():
+        if (
+            parsed.scheme not in ("http", "https")
+            or not parsed.raw_host
+            or not parsed.is_absolute()
+        ):
             raise ValidationFailed.field("url", "must be an absolute http or https URL")
+        try:
+            host = url_host(parsed)
+        except ValueError as exc:  # a host no request could use (broken punycode...)
+            raise ValidationFailed.field("url", f"is not a valid URL: {exc}") from None
         if parsed.user is not None or parsed.password is not None:
             raise ValidationFailed.field(
                 "url", "must not carry credentials; receivers check the signature instead"
@@ -125,11 +134,11 @@ class WebhookService:
             raise ValidationFailed.field("url", "must not have a #fragment")
         try:
             async with asyncio.timeout(self.settings.webhook_timeout_seconds):
-                await check_target(self.resolver, parsed.host, parsed.port or 80)
+                await check_target(self.resolver, host, parsed.port or 80)
         except BlockedAddress as exc:
             raise ValidationFailed.field("url", f"not allowed: {exc}") from None
         except TimeoutError:
-            raise ValidationFailed.field("url", f"{parsed.host} did not resolve in time") from None
+            raise ValidationFailed.field("url", f"{host} did not resolve in time") from None
         return str(parsed)
 
     async def _check_scope(self, ctx: TenantContext, events: list[str], tables: list[str]) -> None:
@@ -556,14 +565,14 @@ class WebhookService:
         url = URL(hook["url"])
         started = time.perf_counter()
         try:
-            check_literal_host(url.host or "", self.resolver.allow_private)
+            check_literal_host(url_host(url), self.resolver.allow_private)
             timeout = aiohttp.ClientTimeout(total=self.settings.webhook_timeout_seconds)
             async with self._client().post(
                 url, data=body, headers=headers, allow_redirects=False, timeout=timeout
             ) as response:
                 await response.content.read(RESPONSE_EXCERPT_BYTES)
                 code = response.status
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
             latency = round((time.perf_counter() - started) * 1000, 1)
             return None, latency, describe(exc)
         except Exception as exc:  # any other failure of a request to a URL a user chose

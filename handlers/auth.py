@@ -41,7 +41,8 @@ async def register(call: Call, body: RegisterIn) -> TokenPair:
 )
 async def login(call: Call, body: LoginIn) -> TokenPair:
     """Unknown email and wrong password answer the same 401. Repeated failures for one email
-    or one client address answer 429 with `Retry-After`."""
+    from one client address, from one address, or (slowed, never locked) for one email from
+    addresses it has not signed in from answer 429 with `Retry-After`."""
     return await call.services.auth.login(body, call.request.remote or "unknown")
 
 
@@ -64,11 +65,13 @@ async def refresh(call: Call, body: RefreshIn) -> TokenPair:
     summary="Sign out",
     body=LogoutIn,
     status=204,
+    errors=(403,),
     allow_pending_password=True,
 )
 async def logout(call: Call, body: LogoutIn) -> None:
     """Revokes the access token used for this call and, when given, the refresh token's family
-    (then the user's other access tokens end too; their refresh tokens still work)."""
+    (then the user's other access tokens end too; their refresh tokens still work). A signed-in
+    session only: an API token answers 403 (revoke the token instead)."""
     await call.services.auth.logout(call.ctx, body)
 
 
@@ -78,13 +81,14 @@ async def logout(call: Call, body: LogoutIn) -> None:
     summary="Change one's own password",
     body=PasswordChangeIn,
     response=TokenPair,
-    errors=(409, 429),
+    errors=(403, 409, 429),
     allow_pending_password=True,
 )
 async def change_password(call: Call, body: PasswordChangeIn) -> TokenPair:
-    """Needs the current password (400 naming `current_password` when wrong; wrong guesses
-    count as failed logins and end in 429). Every session of the user ends, this one included:
-    the answer is a fresh token pair for the caller. Also clears a temporary password."""
+    """Needs the current password (400 naming `current_password` when wrong; repeated wrong
+    guesses end in 429, counted apart from sign-ins). Every session of the user ends, this one
+    included: the answer is a fresh token pair for the caller. Also clears a temporary
+    password. A signed-in session only: an API token answers 403."""
     return await call.services.auth.change_password(call.ctx, body)
 
 

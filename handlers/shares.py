@@ -42,8 +42,10 @@ async def create_share(call: Call, body: ShareIn) -> ShareOut:
     access=Authenticated(),
     summary="Revoke a share",
     status=204,
-    errors=(404,),
+    errors=(403, 404),
 )
 async def delete_share(call: Call, share_id: ObjectId) -> None:
-    """Takes effect at the next request of the user or role holders."""
+    """Takes effect at the next request of the user or role holders. The granter, holders of
+    `shares.manage` and managers of the table revoke; the granter's API token needs
+    `table_access: manage` or `shares.manage` (403)."""
     await call.services.shares.revoke(call.ctx, share_id)

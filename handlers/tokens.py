@@ -57,7 +57,8 @@ async def get_token(call: Call, token_id: ObjectId) -> ApiTokenOut:
     return api_token_out(await _service(call).get(call.ctx, str(token_id)))
 
 
-@routes.delete(TOKEN, access=OWN, summary="Revoke an API token", status=204, errors=(404,))
+@routes.delete(TOKEN, access=OWN, summary="Revoke an API token", status=204, errors=(403, 404))
 async def revoke_token(call: Call, token_id: ObjectId) -> None:
-    """The token stops working at once."""
+    """The token stops working at once. With an API token, only that token itself (403 for
+    another)."""
     await _service(call).revoke(call.ctx, str(token_id))
