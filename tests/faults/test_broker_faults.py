@@ -4,25 +4,25 @@ while Redis forgets its task, an import whose runner died. The campaign complete
 message sent at most once (the fake gateway counts what it accepted), the import ends
 `completed` with each row once, and nothing stays queued, sending or running.
 
-The workers are real taskiq receivers on a real redis-server (a private one on a fixed port,
-stopped and started again by the test), in the test process so that they share its database.
-Without `redis-server` these tests say that they did not run, except under CI=true, where that
-is a failure."""
+Here the workers are real taskiq receivers on a real redis-server (tests/support/servers.py:
+one port, SIGKILLed and started again empty), in the test process so that they share its
+embedded database; the last tests SIGKILL real `crm worker` and `crm serve` processes sharing
+a mongoeco server (the real driver). Without `redis-server` these tests say that they did not run,
+except under CI=true, where that is a failure."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import shutil
-import socket
-import subprocess
+import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from crm_core.auth import context_for_user
 from crm_core.files.imports import FILES, JOBS, JOURNAL
@@ -31,62 +31,20 @@ from crm_core.services import build_services
 from handlers.app import create_app
 from handlers.routing import SERVICES
 from tasks.broker import receiving, start_broker, stop_broker
-from tests.conftest import Api, free_port, make_settings, redis_settings, wait_done
+from tests.conftest import Api, make_settings, redis_settings, wait_done
+from tests.faults.conftest import crm_env, remote_api
 from tests.support.files import confirm, finished, make_table, stored, upload
-from tests.support.sms_gateway import phone
+from tests.support.servers import (
+    CrmServe,
+    CrmWorker,
+    MongoecoServer,
+    RedisServer,
+    ThreadedApp,
+    running,
+)
+from tests.support.sms_gateway import FakeGateway, phone
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-
-
-class KillableRedis:
-    """A redis-server without persistence on one port: `kill()` (SIGKILL) and `start()` again
-    give an empty Redis at the same address, as after a crash or a restarted container."""
-
-    def __init__(self, binary: str, workdir: Path) -> None:
-        self.binary = binary
-        self.workdir = workdir
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                *(self.binary, "--port", str(self.port), "--bind", "127.0.0.1"),
-                *("--save", "", "--appendonly", "no", "--dir", str(self.workdir)),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                assert time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.05)
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.kill()
-        self.process.wait(timeout=10)
-        self.process = None
-
-
-@pytest.fixture
-def killable_redis(tmp_path: Path) -> Iterator[KillableRedis]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        message = "redis-server is not on the PATH: the broker fault tests did NOT run"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    redis = KillableRedis(binary, tmp_path)
-    redis.start()
-    yield redis
-    if redis.process is not None:
-        redis.kill()
 
 
 class Gate:
@@ -147,9 +105,9 @@ def campaign(name: str, first: int, n: int) -> dict[str, Any]:
 
 
 async def test_redis_killed_mid_campaign_and_back_empty_every_message_sent_once(
-    aiohttp_client: Any, killable_redis: KillableRedis, gateway: Any
+    aiohttp_client: Any, redis_server: RedisServer, gateway: Any
 ) -> None:
-    settings = redis_settings(killable_redis.url, gateway, sms_rate_per_second=50)
+    settings = redis_settings(redis_server.url, gateway, sms_rate_per_second=50)
     app = create_app(settings)
     api = Api(await aiohttp_client(app))
     owner = await api.register()
@@ -160,7 +118,7 @@ async def test_redis_killed_mid_campaign_and_back_empty_every_message_sent_once(
             "POST", "/api/sms/campaigns", owner, expect=202, json=campaign("a", 0, 60)
         )
         await asyncio.wait_for(gate.reached.wait(), 5)
-        killable_redis.kill()  # mid-campaign: 20 sent, 40 waiting, Redis gone with its stream
+        redis_server.kill()  # mid-campaign: 20 sent, 40 waiting, Redis gone with its stream
         gate.opened.set()
         # while Redis is down a new campaign is accepted, stored and recorded, never a 500
         second = await api.call(
@@ -171,7 +129,7 @@ async def test_redis_killed_mid_campaign_and_back_empty_every_message_sent_once(
             await app[SERVICES].storage.system_db[OUTBOX].count_documents({"args.0": second["id"]})
         )
         assert due == 3  # its three batches wait in the outbox for the broker
-        killable_redis.start()  # empty: no stream, no consumer group, no task
+        redis_server.start()  # empty: no stream, no consumer group, no task
         done = [await wait_done(api, owner, c["id"], timeout=60) for c in (first, second)]
     assert [d["counts"]["sent"] for d in done] == [60, 25]
     assert [d["counts"]["unknown"] for d in done] == [0, 0]
@@ -181,9 +139,9 @@ async def test_redis_killed_mid_campaign_and_back_empty_every_message_sent_once(
 
 
 async def test_a_worker_dead_mid_batch_while_redis_forgets_its_task_no_duplicates(
-    aiohttp_client: Any, killable_redis: KillableRedis, gateway: Any
+    aiohttp_client: Any, redis_server: RedisServer, gateway: Any
 ) -> None:
-    settings = redis_settings(killable_redis.url, gateway, sms_rate_per_second=50)
+    settings = redis_settings(redis_server.url, gateway, sms_rate_per_second=50)
     app = create_app(settings)
     api = Api(await aiohttp_client(app))
     owner = await api.register()
@@ -201,8 +159,8 @@ async def test_a_worker_dead_mid_batch_while_redis_forgets_its_task_no_duplicate
     # them (restarted empty), so no redelivery of the same task will ever come
     for task in asyncio.all_tasks() - before:
         task.cancel()
-    killable_redis.kill()
-    killable_redis.start()
+    redis_server.kill()
+    redis_server.start()
     db = app[SERVICES].storage.tenant_db(owner.tenant_id)
     assert await db["_sms_messages"].count_documents({"status": "sending"}) > 0
     async with worker(app, settings, "survivor"):
@@ -314,3 +272,163 @@ async def test_an_upload_whose_process_stopped_fails_with_its_reason(aiohttp_cli
 
 async def imports_upload(services: Any, ctx: Any, table: Any, chunks: Any, query: Any) -> Any:
     return await services.imports.upload(ctx, table, chunks, "people.csv", "text/csv", query)
+
+
+# ---- webhooks: a row write while the broker refuses ---------------------------------------
+
+
+class RefusingWebhookQueue:
+    async def deliver(self, tenant_id: str, delivery_id: str) -> None:
+        raise ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+
+async def test_a_row_written_while_the_broker_refuses_is_stored_and_its_event_delivered(
+    api: Api, client: Any, owner: Any, receiver: Any
+) -> None:
+    from tests.support.webhook_receiver import make_hook, wait_for
+    from tests.support.webhook_receiver import make_table as make_deals
+
+    await make_deals(api, owner)
+    await make_hook(api, owner, f"{receiver.url}/hook")
+    webhooks = client.app[SERVICES].webhooks
+    working, webhooks.queue = webhooks.queue, RefusingWebhookQueue()
+    row = await api.call("POST", "/api/data/deals", owner, expect=201, json={"title": "A"})
+    webhooks.queue = working  # the broker is back: the sweeper queues the delivery
+
+    async def arrived() -> bool:
+        return bool(receiver.events())
+
+    await wait_for(arrived, "the delivery")
+    (event,) = receiver.events()
+    assert event["items"][0]["id"] == row["id"]
+
+
+# ---- real processes on a shared database (mongoeco) ---------------------------------------
+
+
+class StallingGateway(FakeGateway):
+    """The fake SMS.ru gateway, threaded for subprocess workers: after `ok` accepted messages
+    every request is held (no answer) until `release` is set, and `stalled` is set: the
+    worker then has a claim in flight."""
+
+    def __init__(self, ok: int) -> None:
+        super().__init__()
+        self.ok = ok
+        self.stalled = threading.Event()
+        self.release = threading.Event()
+
+    async def send(self, request: web.Request) -> web.Response:
+        if len(self.accepted) >= self.ok and not self.release.is_set():
+            self.stalled.set()
+            while not self.release.is_set():
+                await asyncio.sleep(0.05)
+            return web.Response(status=504, text="held")
+        return await super().send(request)
+
+
+async def wait_until(condition: Any, what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.1)
+
+
+async def test_a_crm_worker_sigkilled_mid_batch_and_redis_restarted_empty(
+    logs: Path, mongoeco: MongoecoServer, redis_server: RedisServer, http: Any
+) -> None:
+    gateway = StallingGateway(ok=12)
+    gateway_app = ThreadedApp(gateway.app()).start()
+    env = crm_env(
+        mongodb_url=mongoeco.uri,
+        redis_url=redis_server.url,
+        sms_provider="smsru",
+        smsru_api_id="test-api-id",
+        smsru_base_url=gateway_app.url,
+        sms_rate_per_second=100,
+        sms_batch_size=5,
+        sms_max_attempts=1,
+        sms_send_timeout_seconds=5,  # the kill comes long before: the claim is in flight
+        sms_redelivery_seconds=6,
+        webhook_sweep_seconds=0.2,
+    )
+    serve = CrmServe(logs / "serve.log", env)
+    doomed = CrmWorker(logs / "worker-1.log", env)
+    survivor = CrmWorker(logs / "worker-2.log", env)
+    try:
+        with running(serve, doomed):
+            api = remote_api(http, serve)
+            owner = await api.register()
+            numbers = [phone(700_000 + n) for n in range(30)]
+            created = await api.call(
+                "POST",
+                "/api/sms/campaigns",
+                owner,
+                expect=202,
+                json={"name": "k", "text": "t", "recipients": [{"phone": p} for p in numbers]},
+            )
+            await asyncio.to_thread(gateway.stalled.wait, 60)
+            doomed.kill()  # SIGKILL with a claim in flight: its messages stay `sending`
+            redis_server.kill()
+            redis_server.start()  # and Redis forgets the dead worker's tasks
+            gateway.release.set()
+            with running(survivor):
+                campaign_path = f"/api/sms/campaigns/{created['id']}"
+
+                async def done() -> bool:
+                    got = await api.call("GET", campaign_path, owner, expect=200)
+                    return bool(got["status"] == "completed")
+
+                await wait_until(done, "the campaign to complete")
+                got = await api.call("GET", campaign_path, owner, expect=200)
+    except AssertionError:
+        for process in (serve, doomed, survivor):
+            print(f"==== {process.name}:\n{process.log_tail(40)}")
+        raise
+    finally:
+        gateway_app.close()
+    counts = got["counts"]
+    assert counts["sent"] + counts["unknown"] == 30 and counts["unknown"] > 0, counts
+    per_phone = Counter(r.phone for r in gateway.accepted)
+    assert set(per_phone.values()) == {1}  # nobody got two
+    # every message sent is one the gateway accepted; the held ones are `unknown`, not resent
+    assert counts["sent"] <= len(per_phone)
+
+
+async def test_crm_serve_sigkilled_mid_import_the_job_completes_after_restart(
+    logs: Path, mongoeco: MongoecoServer, http: Any
+) -> None:
+    # no Redis: `crm serve` runs the import itself; killed mid-import, its job is `importing`
+    # in the database; the restarted process's sweeper finds it (its lease expired, its
+    # heartbeat stale), undoes the dead runner's rows and imports the file once
+    common = {"mongodb_url": mongoeco.uri, "import_stale_seconds": 1, "webhook_sweep_seconds": 0.2}
+    slow = CrmServe(logs / "serve-1.log", crm_env(import_batch_size=1, **common))
+    fast = CrmServe(logs / "serve-2.log", crm_env(import_batch_size=500, **common))
+    total = 900
+    try:
+        with running(slow):
+            api = remote_api(http, slow)
+            owner = await api.register()
+            await make_table(api, owner)
+            rows = "".join(f"R{i},r{i}@example.com,{i},,,,\n" for i in range(total))
+            csv = ("Full name,email,Amount,due,vip,status,n\n" + rows).encode()
+            status, job = await upload(api.client, owner, csv)
+            assert status == 201, job
+            await confirm(api, owner, job)
+            job_path = f"/api/data/people/imports/{job['id']}"
+
+            async def writing() -> bool:
+                got = await api.call("GET", job_path, owner, expect=200)
+                return bool(got["state"] == "importing" and got["rows_done"] >= 5)
+
+            await wait_until(writing, "the import to write rows")
+            slow.kill()
+        with running(fast):
+            api = remote_api(http, fast)  # the same SECRET_KEY: the owner's token holds
+            done = await finished(api, owner, job)
+            names = [r["name"] for r in await stored(api, owner)]
+    except AssertionError:
+        for process in (slow, fast):
+            print(f"==== {process.name}:\n{process.log_tail(40)}")
+        raise
+    assert (done["state"], done["created"]) == ("completed", total), done
+    assert sorted(names) == sorted(f"R{i}" for i in range(total))  # each row once
