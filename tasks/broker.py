@@ -304,8 +304,9 @@ async def _sweep(broker: AsyncBroker, settings: Settings) -> None:
             log.warning("webhook sweep failed", exc_info=True)
         try:
             await outbox.sweep(dispatch)
-        except Exception:  # the database away for a moment: the next round tries again
-            log.warning("outbox sweep failed", exc_info=True)
+        except Exception as exc:  # the database away: the next round tries again; one line
+            # (the webhook sweep's warning of the same round carries the traceback)
+            log.warning("outbox sweep failed: %r", exc)
 
 
 @contextlib.asynccontextmanager
