@@ -44,6 +44,10 @@ class Work:
     tenant_id: str
     args: tuple[Any, ...]
     lease_seconds: float
+    # when its first hand-off cannot be at work before some time (a campaign's later batches
+    # wait for the tenant's rate): the first lease is that much longer, so that work waiting
+    # its turn in the queue is not handed again
+    start_after: float = 0.0
 
     @property
     def key(self) -> str:
@@ -84,14 +88,15 @@ class Outbox:
         """Record new work, due after its lease (its first hand-off follows at once). Keys
         already recorded (the same message resent twice) are renewed, not duplicated."""
         if len(works) == 1:
-            doc = works[0].document(works[0].lease_seconds)
+            doc = works[0].document(works[0].lease_seconds + works[0].start_after)
             await self._entries.update_one(
                 {"_id": doc.pop("_id")},
                 {"$set": {"due_at": doc.pop("due_at")}, "$setOnInsert": doc},
                 upsert=True,
             )
         elif works:
-            await self._entries.insert_many([w.document(w.lease_seconds) for w in works])
+            docs = [w.document(w.lease_seconds + w.start_after) for w in works]
+            await self._entries.insert_many(docs)
 
     async def hand_off(self, works: Sequence[Work], send: Dispatch) -> int:
         """Hand recorded work to the broker; on the first failure (the broker is down) the

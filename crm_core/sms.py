@@ -19,7 +19,7 @@ import math
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -310,7 +310,15 @@ class CampaignService:
         campaign_id = ObjectId()
         messages, duplicates = self._messages(ctx, data, recipients, campaign_id, now)
         batches = sorted({int(m["batch"]) for m in messages if m["status"] == "pending"})
-        works = [self._work(SMS_BATCH, ctx.tenant_id, str(campaign_id), b) for b in batches]
+        # batch n cannot start before the tenant's rate has sent the batches before it
+        per_batch = self.settings.sms_batch_size / self.settings.sms_rate_per_second
+        works = [
+            replace(
+                self._work(SMS_BATCH, ctx.tenant_id, str(campaign_id), batch),
+                start_after=index * per_batch,
+            )
+            for index, batch in enumerate(batches)
+        ]
         await self.outbox.record(works)
         initial = dict.fromkeys(MESSAGE_STATUSES, 0)
         for message in messages:

@@ -35,6 +35,7 @@ from tasks.broker import receiving, start_broker, stop_broker
 from tests.conftest import Api, make_settings, redis_settings, wait_done
 from tests.faults.conftest import crm_env, remote_api
 from tests.support.files import confirm, finished, make_table, stored, upload
+from tests.support.outbox import outbox_drained
 from tests.support.servers import (
     CrmServe,
     CrmWorker,
@@ -144,7 +145,7 @@ async def test_redis_killed_mid_campaign_and_back_empty_every_message_sent_once(
     assert [d["counts"]["unknown"] for d in done] == [0, 0]
     per_phone = gateway.accepted_per_phone()
     assert len(per_phone) == 85 and set(per_phone.values()) == {1}
-    assert await app[SERVICES].storage.system_db[OUTBOX].count_documents({}) == 0
+    assert await outbox_drained(app[SERVICES].storage) == 0
 
 
 async def test_a_worker_dead_mid_batch_while_redis_forgets_its_task_no_duplicates(
@@ -184,7 +185,7 @@ async def test_a_worker_dead_mid_batch_while_redis_forgets_its_task_no_duplicate
     # what was claimed by the dead worker is `unknown`, to be checked, never resent blindly
     unknown = await db["_sms_messages"].find({"status": "unknown"}).to_list(None)
     assert all("worker stopped" in m["error"] for m in unknown)
-    assert await app[SERVICES].storage.system_db[OUTBOX].count_documents({}) == 0
+    assert await outbox_drained(app[SERVICES].storage) == 0
     with contextlib.suppress(Exception):
         await stop_broker(doomed)
 
@@ -238,7 +239,7 @@ async def test_an_import_whose_runner_died_is_taken_over_when_its_lease_expires(
     assert names == sorted(f"R{i}" for i in range(6))  # each row once
     assert await ctx.db[FILES].count_documents({}) == 0
     assert await ctx.db[JOURNAL].count_documents({}) == 0
-    assert await services.storage.system_db[OUTBOX].count_documents({}) == 0
+    assert await outbox_drained(services.storage) == 0
 
 
 async def test_an_upload_whose_process_stopped_fails_with_its_reason(aiohttp_client: Any) -> None:
@@ -273,7 +274,7 @@ async def test_an_upload_whose_process_stopped_fails_with_its_reason(aiohttp_cli
     assert done["state"] == "failed"
     assert "interrupted" in done["message"]
     assert await ctx.db[FILES].count_documents({}) == 0
-    assert await services.storage.system_db[OUTBOX].count_documents({}) == 0
+    assert await outbox_drained(services.storage) == 0
     upload_task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await upload_task

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from crm_core.outbox import OUTBOX
 from handlers.routing import SERVICES
 from tests.conftest import Api
 from tests.support.files import GOOD_CSV, confirm, finished, make_table, stored, upload
+from tests.support.outbox import outbox_drained
 
 
 class RefusingImports:
@@ -35,4 +35,4 @@ async def test_an_import_confirmed_while_the_broker_refuses_runs_once_it_is_back
     done = await finished(api, owner, job)
     assert (done["state"], done["created"]) == ("completed", 2)
     assert sorted(r["name"] for r in await stored(api, owner)) == ["Ann", "Bob"]
-    assert await services.storage.system_db[OUTBOX].count_documents({}) == 0
+    assert await outbox_drained(services.storage) == 0

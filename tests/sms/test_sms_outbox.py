@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from crm_core.outbox import OUTBOX
 from handlers.app import create_app
 from handlers.routing import SERVICES
 from tests.conftest import Api, wait_done
+from tests.support.outbox import outbox_drained
 from tests.support.sms_gateway import gateway_settings, phone
 
 
@@ -70,7 +70,7 @@ async def test_a_campaign_created_while_the_broker_refuses_is_accepted_and_sent_
     done = await wait_done(sms_api, owner, created["id"])
     assert done["counts"]["sent"] == 10
     assert set(gateway.accepted_per_phone().values()) == {1} and len(gateway.accepted) == 10
-    assert await services.storage.system_db[OUTBOX].count_documents({}) == 0
+    assert await outbox_drained(services.storage) == 0
     listed = await sms_api.call("GET", "/api/sms/campaigns", owner, expect=200)
     assert len(listed["items"]) == 1  # one campaign: the client had no reason to retry
 
@@ -105,4 +105,4 @@ async def test_a_resend_asked_while_the_broker_refuses_is_sent_by_the_sweeper(
     )
     done = await wait_done(sms_api, owner, created["id"])
     assert done["counts"]["sent"] == 1 and done["counts"]["unknown"] == 0
-    assert await services.storage.system_db[OUTBOX].count_documents({}) == 0
+    assert await outbox_drained(services.storage) == 0
