@@ -201,6 +201,42 @@ async def move_row_collections(db: Any) -> list[str]:
     return changed
 
 
+async def index_drift(db: Any) -> list[str]:
+    """What the definitions claim and the database does not enforce (or the reverse): a
+    unique column without its unique index, a unique index of a column that is not unique, a
+    missing plain index, a schema change left unfinished by a process that died, row
+    collections no table names. Start-up logs each line; `crm migrate` prints them."""
+    types = default_column_types()
+    found: list[str] = []
+    names = set(await db.list_collection_names())
+    used = set()
+    async for doc in db[TABLES].find():
+        collection = str(doc.get("collection") or doc["key"])
+        used.add(collection)
+        indexes = await db[collection].index_information() if collection in names else {}
+        key = doc["key"]
+        for column in map(Column.from_doc, doc.get("columns", [])):
+            unique = indexes.get(f"u_{column.key}")
+            if column.unique and not (unique and unique.get("unique")):
+                found.append(f"{key}.{column.key}: unique in the definition, no unique index")
+            if not column.unique and unique:
+                found.append(f"{key}.{column.key}: a unique index the definition does not claim")
+            plain = (
+                column.indexed
+                if column.type not in types
+                else (types.get(column.type).plain_index(column))
+            )
+            if not column.unique and plain and f"i_{column.key}" not in indexes:
+                found.append(f"{key}.{column.key}: indexed in the definition, no index")
+        if doc.get("changing"):
+            columns = ", ".join(doc["changing"].get("columns") or ())
+            found.append(f"{key}: a schema change of {columns} started and never finished")
+    for name in sorted(n for n in names if n.startswith("rows.") and n not in used):
+        if await db[name].count_documents({}, limit=1):
+            found.append(f"{name}: rows in a collection no table names")
+    return found
+
+
 async def ensure_builtin_role_permissions(db: Any) -> list[str]:
     """Give the built-in roles the permission codes added since the company was created."""
     changed = []
@@ -217,8 +253,9 @@ async def ensure_builtin_role_permissions(db: Any) -> list[str]:
     return changed
 
 
-async def migrate_all(storage: Any) -> int:
-    """Bring every tenant up to date; returns how many tenants changed."""
+async def migrate_all(storage: Any, drift: list[str] | None = None) -> int:
+    """Bring every tenant up to date; returns how many tenants changed. Index drift found
+    (`index_drift`) is logged and, given a list, added to it."""
     await ensure_system_indexes(storage.system_db)  # audit: system collections (webhook_due...)
     count = 0
     async for tenant in Tenant.find_all():
@@ -232,6 +269,10 @@ async def migrate_all(storage: Any) -> int:
         if role_changes:
             await roles_changed(tenant)
         changes += role_changes
+        for line in await index_drift(db):
+            log.warning("tenant %s: index drift: %s", tenant.id, line)
+            if drift is not None:
+                drift.append(f"tenant {tenant.id}: {line}")
         if changes:
             count += 1
             log.info("tenant %s: %s", tenant.id, "; ".join(changes))
