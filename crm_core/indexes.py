@@ -452,6 +452,14 @@ ALLOWED: tuple[Exemption, ...] = (
     # form under it) reads the column's rows once; the start-up check looks for rows left in
     # collections no table names (one document at most each)
     _e(ROWS, "find", None, SCHEMA_CHANGE, "crm_core/tables/fence.py"),
+    _e(
+        ROWS,
+        "aggregate",
+        None,
+        "a column that cannot become unique: its repeated values are grouped once, to report "
+        "them (admin, rare)",
+        META,
+    ),
     _e(ROWS, "count", "", "start-up drift check: is a collection no table names empty", BUILTIN),
     _e(
         "_tables",
