@@ -244,6 +244,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from crm_core.storage import is_database_unreachable
+
+    try:
+        return _main(argv)
+    except Exception as exc:
+        if not is_database_unreachable(exc):
+            raise
+        # at start-up (indexes, migrations): one line, no traceback; the supervisor retries
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0].split(", Timeout:")[0]
+        print(f"crm: the database is not reachable: {reason}", file=sys.stderr)
+        return 1
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve" and args.port is not None and not 1 <= args.port <= 65535:
         print(f"crm: --port must be 1 to 65535, not {args.port}", file=sys.stderr)

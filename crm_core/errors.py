@@ -120,6 +120,20 @@ class ServiceUnavailable(CrmError):
     status = 503
     default_message = "A backing service is not reachable"
 
+    @classmethod
+    def unreachable(cls, service: str, retry_after_seconds: int) -> ServiceUnavailable:
+        """`service` ("database", "broker") cannot be reached: the request may succeed when
+        sent again after `Retry-After` seconds; `details` names the service."""
+        what = UNREACHABLE_SERVICES.get(service, service)
+        return cls(
+            f"{what} is not reachable; try again in {retry_after_seconds} s",
+            [{"service": service, "message": "not reachable"}],
+            {"Retry-After": str(retry_after_seconds)},
+        )
+
+
+UNREACHABLE_SERVICES = {"database": "The database", "broker": "The task broker (Redis)"}
+
 
 # Status codes aiohttp raises by itself, mapped to our error classes.
 HTTP_STATUS_ERRORS: dict[int, type[CrmError]] = {

@@ -230,3 +230,55 @@ def stop_access_log() -> None:
     if _writer is not None:
         _writer.stop()
         _writer = None
+
+
+class Outages:
+    """Which backing services (the database, the task broker) this process finds unreachable,
+    logged once per outage: one WARNING when a service is first found down (with the driver's
+    reason, no traceback) and one INFO when it answers again (with how long it was gone).
+    Requests that fail meanwhile are answered 503 and add no line of their own beyond the
+    access line (docs/operations.md, "Faults: the database").
+
+    Thread-safe: the MongoDB driver reports from its monitor and pool threads."""
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self.logger = logger or logging.getLogger("crm.outages")
+        self._down: dict[str, float] = {}  # service -> monotonic time it was found down
+        self._lock = threading.Lock()
+
+    def down(self, service: str, reason: object) -> bool:
+        """Mark `service` unreachable; True (and the WARNING) when it was not already."""
+        with self._lock:
+            if service in self._down:
+                return False
+            self._down[service] = time.monotonic()
+        self.logger.warning(
+            "%s unreachable: %s; requests that need it answer 503 until it is back",
+            service,
+            _one_line(reason),
+        )
+        return True
+
+    def up(self, service: str) -> bool:
+        """Mark `service` reachable; True (and the INFO) when it was down."""
+        if service not in self._down:  # the hot path: no lock while all is well
+            return False
+        with self._lock:
+            since = self._down.pop(service, None)
+        if since is None:
+            return False
+        self.logger.info("%s reachable again after %.1f s", service, time.monotonic() - since)
+        return True
+
+    def is_down(self, service: str) -> bool:
+        return service in self._down
+
+    def down_services(self) -> list[str]:
+        with self._lock:
+            return sorted(self._down)
+
+
+def _one_line(reason: object) -> str:
+    text = str(reason).strip().splitlines()
+    line = text[0] if text else type(reason).__name__
+    return line if len(line) <= 300 else line[:297] + "..."

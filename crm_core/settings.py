@@ -42,6 +42,15 @@ class Settings(BaseSettings):
     mongodb_url: str | None = None
     crm_db_prefix: str = Field(default="crm", pattern=r"^[a-z][a-z0-9_]{0,20}$")
     query_time_limit_ms: int = Field(default=5000, ge=1)
+    # an unreachable database fails a request fast, answered 503 with Retry-After
+    # (docs/operations.md, "Faults: the database"): how long a request waits for a server
+    # to talk to, for a TCP connection, and for the answer to one command (above the
+    # server-side QUERY_TIME_LIMIT_MS, so that limit answers first on a slow query)
+    mongodb_server_selection_timeout_ms: int = Field(default=2000, ge=100, le=120_000)
+    mongodb_connect_timeout_ms: int = Field(default=2000, ge=100, le=120_000)
+    mongodb_socket_timeout_ms: int = Field(default=30_000, ge=1000, le=3_600_000)
+    # the Retry-After (seconds) of a 503 for an unreachable database or broker
+    unavailable_retry_after_seconds: int = Field(default=5, ge=1, le=3600)
 
     redis_url: str | None = None
 
@@ -138,6 +147,11 @@ class Settings(BaseSettings):
             log.warning("SECRET_KEY is not set: generated one; tokens end with the process")
         if len(self.secret_key.encode()) < MIN_SECRET_KEY_BYTES:
             raise SettingsError(f"SECRET_KEY must be at least {MIN_SECRET_KEY_BYTES} bytes long")
+        if self.mongodb_socket_timeout_ms <= self.query_time_limit_ms:
+            raise SettingsError(
+                "MONGODB_SOCKET_TIMEOUT_MS must exceed QUERY_TIME_LIMIT_MS, or a slow query "
+                "would be cut by the driver before the server's own limit answers"
+            )
         if self.sms_redelivery_seconds <= self.longest_send_seconds:
             raise SettingsError(
                 f"SMS_REDELIVERY_SECONDS must exceed the longest send of one message "

@@ -50,9 +50,12 @@ from pymongo.errors import DuplicateKeyError as DuplicateKeyError
 from pymongo.errors import OperationFailure as OperationFailure
 
 from crm_core.errors import NotFound
+from crm_core.logs import Outages
 from crm_core.settings import Settings
 
 log = logging.getLogger(__name__)
+
+DATABASE = "database"  # the service's name in logs, /ready and the error details
 
 TENANT_ID_RE = re.compile(r"^[0-9a-f]{24}$")
 
@@ -308,7 +311,7 @@ def _record_command(command: dict[str, Any], database: str, name: str) -> None:
         _record(database, collection, kind)
 
 
-def _command_listener() -> Any:
+def _command_listener(outages: Outages) -> Any:
     from pymongo import monitoring
 
     class Listener(monitoring.CommandListener):
@@ -316,10 +319,28 @@ def _command_listener() -> Any:
             _record_command(event.command, event.database_name, event.command_name)
 
         def succeeded(self, event: Any) -> None:
-            pass
+            outages.up(DATABASE)  # a bool check while all is well
 
         def failed(self, event: Any) -> None:
             pass
+
+    return Listener()
+
+
+def _heartbeat_listener(outages: Outages) -> Any:
+    """The driver's monitor checks the server every `heartbeatFrequencyMS` (and at once while
+    a request waits for a server): its verdicts open and close an outage even without traffic."""
+    from pymongo import monitoring
+
+    class Listener(monitoring.ServerHeartbeatListener):
+        def started(self, event: Any) -> None:
+            pass
+
+        def succeeded(self, event: Any) -> None:
+            outages.up(DATABASE)
+
+        def failed(self, event: Any) -> None:
+            outages.down(DATABASE, event.reply)
 
     return Listener()
 
@@ -333,6 +354,7 @@ class Storage:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.client: Any = None
+        self.outages = Outages()  # the database's, and the broker's as requests find it
         self._executor: ThreadPoolExecutor | None = None
 
     @property
@@ -355,9 +377,16 @@ class Storage:
                 tz_aware=True,
                 w="majority",
                 journal=True,
-                serverSelectionTimeoutMS=5000,
+                # an unreachable server fails a request within these (docs/operations.md,
+                # "Faults: the database"); the settings say why each is what it is
+                serverSelectionTimeoutMS=self.settings.mongodb_server_selection_timeout_ms,
+                connectTimeoutMS=self.settings.mongodb_connect_timeout_ms,
+                socketTimeoutMS=self.settings.mongodb_socket_timeout_ms,
                 appname="crm-backend",
-                event_listeners=[_command_listener()],
+                event_listeners=[
+                    _command_listener(self.outages),
+                    _heartbeat_listener(self.outages),
+                ],
             )
             log.info("using MongoDB at %s", _redact(self.settings.mongodb_url or ""))
         # beanie creates the declared indexes idempotently (unique email, refresh token hash...)
@@ -386,11 +415,16 @@ class Storage:
         return self.client[self.tenant_db_name(tenant_id)]
 
     async def ping(self) -> bool:
+        """The database answers a ping (within the server selection timeout). A failure is
+        an outage (one WARNING per outage, crm_core/logs.py `Outages`), not a traceback."""
         try:
             await self.system_db.command("ping")
-        except Exception:  # any driver failure means "not ready"
-            log.exception("database ping failed")
+        except Exception as exc:  # any driver failure means "not ready"
+            if not is_database_unreachable(exc):
+                log.exception("database ping failed")
+            self.outages.down(DATABASE, exc)
             return False
+        self.outages.up(DATABASE)
         return True
 
     @property
@@ -920,6 +954,17 @@ async def find_in_batches(
             batch = []
     if batch:
         yield batch
+
+
+def is_database_unreachable(exc: BaseException) -> bool:
+    """The database could not be reached or stopped answering: no server to select, a
+    connection refused, reset or timed out (pymongo's `ConnectionFailure` family:
+    `ServerSelectionTimeoutError`, `AutoReconnect`, `NetworkTimeout`...). The request was not
+    at fault; it may succeed when retried later. A query that ran past its `maxTimeMS`
+    (`ExecutionTimeout`) is not one: the server answered."""
+    from pymongo.errors import ConnectionFailure
+
+    return isinstance(exc, ConnectionFailure)
 
 
 def is_database_error(exc: BaseException) -> bool:

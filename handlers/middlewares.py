@@ -13,10 +13,10 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
 from crm_core import metrics
-from crm_core.errors import HTTP_STATUS_ERRORS, CrmError
+from crm_core.errors import HTTP_STATUS_ERRORS, CrmError, ServiceUnavailable
 from crm_core.logs import ACCESS, REQUEST_ID, REQUEST_ID_HEADER, request_id_from
-from crm_core.storage import is_database_error
-from handlers.routing import CONTEXT_KEY, ERROR_PAGES, ErrorPage, error_response
+from crm_core.storage import DATABASE, is_database_error, is_database_unreachable
+from handlers.routing import CONTEXT_KEY, ERROR_PAGES, SERVICES, ErrorPage, error_response
 
 access_log = ACCESS
 log = logging.getLogger(__name__)
@@ -66,6 +66,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         response = await handler(request)
     except CrmError as exc:
+        if exc.status == 503 and "Retry-After" not in exc.headers:
+            exc.headers = {**exc.headers, "Retry-After": str(_retry_after(request))}
         return render(exc)
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -78,12 +80,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         log.warning("client closed the connection during %s %s", request.method, request.path)
         return render(_for_status(400, "The connection was closed mid-request"))
     except Exception as exc:
-        log.exception("unhandled error in %s %s", request.method, request.path)
-        if is_database_error(exc):
-            metrics.BACKEND_ERRORS.labels("database").inc()
-        elif metrics.is_broker_error(exc):
-            metrics.BACKEND_ERRORS.labels("broker").inc()
-        return render(CrmError())
+        return render(_unexpected(request, exc))
     if response.status >= 400 and not isinstance(response, web.Response | web.FileResponse):
         return response
     if page is not None and response.status >= 400 and response.content_type == "text/html":
@@ -92,6 +89,52 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         # aiohttp answers some errors (static files...) with plain responses
         return render(_for_status(response.status))
     return response
+
+
+BROKER = "broker"
+DEFAULT_RETRY_AFTER_SECONDS = 5
+
+
+def unreachable_service(exc: BaseException) -> str | None:
+    """ "database" or "broker" when `exc`, or an exception it was raised from (taskiq wraps a
+    failed send in its own `SendTaskError`), says that service could not be reached; None for
+    any other failure."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if is_database_unreachable(current):
+            return DATABASE
+        if isinstance(current, RedisConnectionError | RedisTimeoutError):
+            return BROKER
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _unexpected(request: web.Request, exc: Exception) -> CrmError:
+    """An exception no layer turned into a client error: an unreachable backing service is
+    a 503 (one WARNING per outage, no traceback per request), anything else a logged 500."""
+    service = unreachable_service(exc)
+    if service is not None:
+        if SERVICES in request.app:
+            request.app[SERVICES].storage.outages.down(service, exc)
+        metrics.BACKEND_ERRORS.labels(service).inc()
+        return ServiceUnavailable.unreachable(service, _retry_after(request))
+    log.exception("unhandled error in %s %s", request.method, request.path)
+    if is_database_error(exc):
+        metrics.BACKEND_ERRORS.labels(DATABASE).inc()
+    elif metrics.is_broker_error(exc):
+        metrics.BACKEND_ERRORS.labels(BROKER).inc()
+    return CrmError()
+
+
+def _retry_after(request: web.Request) -> int:
+    if SERVICES in request.app:
+        return request.app[SERVICES].settings.unavailable_retry_after_seconds
+    return DEFAULT_RETRY_AFTER_SECONDS
 
 
 def _error_page(request: web.Request) -> ErrorPage | None:

@@ -174,7 +174,7 @@ async def test_a_database_failure_in_a_request_is_counted(aiohttp_client):
     client = await aiohttp_client(app)
     before = await scrape(client)
     resp = await client.get("/lost")
-    assert resp.status == 500
+    assert resp.status == 503  # unreachable: service_unavailable (docs/operations.md)
     after = await scrape(client)
     assert (
         value(after, "crm_backend_errors_total", backend="database")
