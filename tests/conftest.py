@@ -241,6 +241,14 @@ def tenant_db(client: TestClient, account: Account) -> Any:
     return client.app[SERVICES].storage.tenant_db(account.tenant_id)
 
 
+async def rows_of(client: TestClient, account: Account, table_key: str) -> Any:
+    """The collection of a table's rows (`rows.<table id>`, docs/storage.md)."""
+    db = tenant_db(client, account)
+    table = await db["_tables"].find_one({"key": table_key})
+    assert table is not None, f"no table {table_key}"
+    return db[table.get("collection") or table_key]
+
+
 async def wait_done(api: Api, account: Account, campaign_id: str, timeout: float = 10.0) -> Any:
     """The campaign once it is completed or cancelled with nothing left pending or sending."""
     loop = asyncio.get_running_loop()
