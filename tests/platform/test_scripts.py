@@ -1,0 +1,134 @@
+"""The repository's scripts around the tests (docs/testing.md): scripts/install-system, the
+terminal summary of tests kept from running by a missing tool, and the fuzz run's summary of
+operations that never answered 2xx (scripts/fuzz_summary.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[2]
+INSTALL_SYSTEM = ROOT / "scripts" / "install-system"
+BASH = "/bin/bash"
+
+
+def run_install_system(path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """scripts/install-system with nothing on the PATH but `path` (so every tool is missing
+    unless a stub there provides it)."""
+    base = {"PATH": str(path), "HOME": str(path), "CRM_SKIP_MONGOECO": "1"}
+    return subprocess.run(
+        [BASH, str(INSTALL_SYSTEM)],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def stub(path: Path, name: str, body: str) -> Path:
+    script = path / name
+    script.write_text(f"#!{BASH}\n{body}\n")
+    script.chmod(0o755)
+    return script
+
+
+def test_install_system_that_cannot_install_names_each_missing_tool_and_how(tmp_path):
+    result = run_install_system(tmp_path, CRM_INSTALL_SYSTEM="0")
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    missing = [line for line in lines if "MISSING" in line]
+    assert [line.split()[2].rstrip(",") for line in missing] == [
+        "redis-server",
+        "chromium",
+        "systemd-analyze",
+    ]
+    assert "`sudo apt-get install redis-server`" in missing[0]
+    assert "`sudo apt-get install chromium`" in missing[1] and "CRM_CHROMIUM" in missing[1]
+    assert "`sudo apt-get install systemd`" in missing[2]
+    assert lines[-1].endswith("the tests did not run")
+
+
+def test_install_system_without_apt_get_stops_too(tmp_path):
+    result = run_install_system(tmp_path, CRM_APT_GET=str(tmp_path / "no-apt-get"))
+    assert result.returncode == 1
+    assert result.stdout.count("MISSING") == 3
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the install path runs as root only")
+def test_install_system_updates_once_then_installs_what_is_missing(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "apt.log"
+    # a stand-in apt-get: records its arguments; `install` provides the three tools
+    apt = stub(
+        tmp_path,
+        "apt-get",
+        f'echo "$*" >> {log}\n'
+        'if [ "$1" = install ]; then\n'
+        "  for tool in redis-server chromium systemd-analyze; do\n"
+        f"    printf '#!{BASH}\\n' > {bin_dir}/$tool; /bin/chmod +x {bin_dir}/$tool\n"
+        "  done\n"
+        "fi",
+    )
+    stub(bin_dir, "redis-server", "exit 0")  # already there: not asked for
+    result = run_install_system(bin_dir, CRM_APT_GET=str(apt))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert log.read_text().splitlines() == ["update -qq", "install -y -qq chromium systemd"]
+    assert "installing what the tests need: chromium systemd-analyze" in result.stdout
+    # everything there now: nothing to do, apt-get is not called again
+    again = run_install_system(bin_dir, CRM_APT_GET=str(apt))
+    assert again.returncode == 0 and again.stdout == ""
+    assert len(log.read_text().splitlines()) == 2
+
+
+def test_install_system_without_python_313_stops_only_under_ci(tmp_path):
+    for tool in ("redis-server", "chromium", "systemd-analyze"):
+        stub(tmp_path, tool, "exit 0")
+    env = {"CRM_SKIP_MONGOECO": "", "PYTHON313": str(tmp_path / "no-python"), "CI": ""}
+    elsewhere = run_install_system(tmp_path, CRM_INSTALL_SYSTEM="0", **env)
+    assert elsewhere.returncode == 0
+    assert "NOT RUN: the mongoeco real-driver lane" in elsewhere.stdout
+    under_ci = run_install_system(tmp_path, CRM_INSTALL_SYSTEM="0", **{**env, "CI": "true"})
+    assert under_ci.returncode == 1
+    assert "MISSING python3.13" in under_ci.stdout and "CRM_SKIP_MONGOECO=1" in under_ci.stdout
+
+
+def run_deploy_check(tmp_path: Path, ci: str) -> subprocess.CompletedProcess[str]:
+    """The systemd-units test in a pytest of its own, with no systemd-analyze on the PATH."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/platform/test_deploy.py::test_systemd_analyze_verify",
+        ],
+        env={**os.environ, "PATH": str(tmp_path), "CI": ci},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_a_missing_tool_is_listed_loudly_above_the_closing_summary(tmp_path):
+    result = run_deploy_check(tmp_path, ci="")
+    assert result.returncode == 0, result.stdout
+    lines = result.stdout.strip().splitlines()
+    assert "1 skipped" in lines[-1]
+    assert lines[-2].startswith("! ")
+    assert "1 test(s) NOT RUN, missing tool: systemd-analyze" in lines[-2]
+    assert "apt-get install systemd" in lines[-2]
+
+
+def test_a_missing_tool_fails_under_ci(tmp_path):
+    result = run_deploy_check(tmp_path, ci="true")
+    assert result.returncode == 1
+    assert "1 failed" in result.stdout.strip().splitlines()[-1]
+    assert "NOT RUN, missing tool: systemd-analyze" in result.stdout
