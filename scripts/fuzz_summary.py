@@ -3,7 +3,9 @@
 `after_call`). Exits 1 while any is left that scripts/fuzz_no_2xx.toml does not allow (each
 allowed one has its reason there), or when an allowed one did answer 2xx (the entry is stale).
 
-Usage: python scripts/fuzz_summary.py OPENAPI_JSON ANSWERS [ALLOW_TOML]
+Usage: python scripts/fuzz_summary.py [--only-called] OPENAPI_JSON ANSWERS [ALLOW_TOML]
+(`--only-called`: only the operations the run called, for runs narrowed by options such as
+`--include-path`; allow-list entries are then not checked.)
 """
 
 from __future__ import annotations
@@ -76,11 +78,16 @@ def summarise(
 
 
 def main(argv: list[str]) -> int:
+    only_called = "--only-called" in argv
+    argv = [arg for arg in argv if arg != "--only-called"]
     document = json.loads(Path(argv[1]).read_text())
     recorded = Path(argv[2]).read_text().splitlines() if Path(argv[2]).exists() else []
     allow_path = Path(argv[3]) if len(argv) > 3 else ALLOW
     allowed = tomllib.loads(allow_path.read_text()).get("operations", {})
     ops, seen = operations(document), answers(recorded)
+    if only_called:
+        ops = [op for op in ops if op in seen]
+        allowed = {op: reason for op, reason in allowed.items() if op in ops}
     lines, ok = summarise(ops, seen, allowed)
     print("answers of each operation by status class:")
     print("\n".join([*tally(ops, seen), *lines]))

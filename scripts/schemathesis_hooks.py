@@ -526,10 +526,7 @@ def _rewriter(path: str, method: str):
         return _rewrite_meta
     if path.startswith("/api/sms/") and path.endswith(("/cancel", "/resolve")):
         return _rewrite_sms
-    if path in ("/api/auth/login", "/api/auth/password") or (path, method) == (
-        "/api/users",
-        "POST",
-    ):
+    if path in ACCOUNT_PATHS or (path, method) == ("/api/users", "POST"):
         return _rewrite_account
     if path.startswith(("/api/data/", "/api/shares", "/api/sms/campaigns", *ENTITIES)):
         return _rewrite
