@@ -147,7 +147,9 @@ DOCUMENT = {
 }
 
 
-def run_fuzz_summary(tmp_path: Path, recorded: str, allow: str) -> subprocess.CompletedProcess[str]:
+def run_fuzz_summary(
+    tmp_path: Path, recorded: str, allow: str, *options: str
+) -> subprocess.CompletedProcess[str]:
     (tmp_path / "openapi.json").write_text(json.dumps(DOCUMENT))
     (tmp_path / "answers.txt").write_text(recorded)
     (tmp_path / "allow.toml").write_text(allow)
@@ -155,6 +157,7 @@ def run_fuzz_summary(tmp_path: Path, recorded: str, allow: str) -> subprocess.Co
         [
             sys.executable,
             str(ROOT / "scripts" / "fuzz_summary.py"),
+            *options,
             *(str(tmp_path / name) for name in ("openapi.json", "answers.txt", "allow.toml")),
         ],
         capture_output=True,
@@ -199,6 +202,13 @@ def test_fuzz_summary_fails_for_a_stale_allow_list_entry(tmp_path):
         result.stdout
     )
     assert "(not an operation of the document): GET /api/gone" in result.stdout
+
+
+def test_a_narrowed_fuzz_run_is_judged_on_the_operations_it_called(tmp_path):
+    allow = '[operations]\n"DELETE /api/things/{thing_id}" = "nothing to delete here"\n'
+    result = run_fuzz_summary(tmp_path, "GET /api/things 200\n", allow, "--only-called")
+    assert result.returncode == 0, result.stdout
+    assert "operations that answered 2xx: 1/1" in result.stdout.splitlines()
 
 
 def test_the_fuzz_allow_list_is_short_and_gives_each_entry_a_reason():
