@@ -353,10 +353,9 @@ def _unknown_message(token: str) -> str | None:
     """A message whose fate is unknown: the receiver answers `fuzz-unknown` texts with
     something SMS.ru never says. A new campaign when the earlier ones have none left."""
     for campaign_id in list(_SEED.get("unknown_campaigns") or []):  # type: ignore[call-overload]
-        path = f"/api/sms/campaigns/{campaign_id}/messages?status=unknown&limit=1"
-        _status, page = _call("GET", path, token=token)
-        if page and page.get("items"):
-            return str(page["items"][0]["id"])
+        found = _unknown_in(campaign_id, token)
+        if found:
+            return found
     recipients = [{"phone": f"+7916000{n:04d}"} for n in range(10, 15)]
     body = {"name": "Fuzz unknown", "text": "fuzz-unknown", "recipients": recipients}
     _status, campaign = _call("POST", "/api/sms/campaigns", body, token)
@@ -367,9 +366,15 @@ def _unknown_message(token: str) -> str | None:
     while time.monotonic() < deadline:
         _status, found = _call("GET", f"/api/sms/campaigns/{campaign['id']}", token=token)
         if found and found.get("status") == "completed":
-            return _unknown_message(token)
+            return _unknown_in(campaign["id"], token)
         time.sleep(0.1)
     return None
+
+
+def _unknown_in(campaign_id: str, token: str) -> str | None:
+    path = f"/api/sms/campaigns/{campaign_id}/messages?status=unknown&limit=1"
+    _status, page = _call("GET", path, token=token)
+    return str(page["items"][0]["id"]) if page and page.get("items") else None
 
 
 def _upload(base: str, token: str) -> str | None:
