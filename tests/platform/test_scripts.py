@@ -213,3 +213,13 @@ def test_the_fuzz_allow_list_is_short_and_gives_each_entry_a_reason():
     allowed = tomllib.loads((ROOT / "scripts" / "fuzz_no_2xx.toml").read_text())["operations"]
     assert len(allowed) <= 3
     assert all(isinstance(reason, str) and len(reason) > 20 for reason in allowed.values())
+
+
+def test_install_system_whose_apt_get_fails_says_so_and_stops(tmp_path):
+    apt = stub(tmp_path, "apt-get", 'echo "E: no network" >&2; exit 100')
+    result = run_install_system(tmp_path, CRM_APT_GET=str(apt), CRM_INSTALL_SYSTEM="1")
+    assert result.returncode == 1
+    assert "apt-get update failed" in result.stdout
+    assert "apt-get install redis-server chromium systemd failed" in result.stdout
+    assert result.stdout.count("MISSING") == 3
+    assert result.stdout.splitlines()[-1].endswith("the above are still missing")
