@@ -131,16 +131,20 @@ def migrate(settings: Settings) -> int:
         )
         return 2
 
+    drift: list[str] = []
+
     async def _main() -> int:
         storage = Storage(settings)
         await storage.start(SYSTEM_DOCUMENTS)
         try:
-            return await migrate_all(storage)
+            return await migrate_all(storage, drift)
         finally:
             storage.close()
 
     print(f"migrated {asyncio.run(_main())} tenants")
-    return 0
+    for line in drift:  # docs/operations.md "Schema changes"
+        print(f"index drift: {line}")
+    return 1 if drift else 0
 
 
 def worker_health(settings: Settings) -> int:

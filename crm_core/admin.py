@@ -310,8 +310,12 @@ class AdminService:
         return list(await asyncio.gather(*(one(t) for t in tenants)))
 
     async def _table_rows(self, db: Any) -> dict[str, int]:
-        keys = [doc["key"] async for doc in db[TABLES].find({}, {"key": 1}).sort("key", 1)]
-        counts = await asyncio.gather(*(db[key].estimated_document_count() for key in keys))
+        docs = await db[TABLES].find({}, {"key": 1, "collection": 1}).sort("key", 1).to_list(None)
+        keys = [doc["key"] for doc in docs]
+        # rows live in `rows.<table id>` (docs/storage.md); older tables under their key
+        counts = await asyncio.gather(
+            *(db[doc.get("collection") or doc["key"]].estimated_document_count() for doc in docs)
+        )
         return dict(zip(keys, counts, strict=True))
 
     async def _tenant(self, tenant_id: str) -> Tenant:

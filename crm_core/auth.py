@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import hmac
 import logging
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import bcrypt
@@ -133,6 +136,10 @@ class AuthService:
         return await self._issue(user, family_id=uuid.uuid4().hex)
 
     async def refresh(self, data: RefreshIn) -> TokenPair:
+        """Rotate a refresh token. The successor's secret is derived from the presented one
+        (an HMAC under the secret key), so the same token presented again within
+        `refresh_reuse_grace_seconds` of its rotation answers the same successor (two tabs, a
+        client retrying after a timeout); later reuse revokes the family, as theft."""
         now = datetime.now(UTC)
         token_hash = secret_digest(data.refresh_token)
         # Mark the token used atomically: of two concurrent refreshes only one wins.
@@ -142,11 +149,15 @@ class AuthService:
             {"$set": {"used_at": now}},
         )
         if claimed is None:
-            known = await RefreshToken.find_one(RefreshToken.token_hash == token_hash)
-            if known is not None and known.used_at is not None:
-                log.warning("refresh token reuse detected; revoking family %s", known.family_id)
-                await revoke_family(known.family_id, known.user_id)
-            raise Unauthorized(INVALID_REFRESH)
+            known = await collection.find_one({"token_hash": token_hash})
+            if known is None or known.get("used_at") is None:
+                raise Unauthorized(INVALID_REFRESH)
+            if known.get("revoked_at") is None and self._within_grace(known, now):
+                claimed = known
+            else:
+                log.warning("refresh token reuse detected; revoking family %s", known["family_id"])
+                await revoke_family(known["family_id"], known["user_id"])
+                raise Unauthorized(INVALID_REFRESH)
         if as_utc(claimed["expires_at"]) <= now:
             raise Unauthorized("The refresh token has expired")
         user = await User.get(claimed["user_id"])
@@ -154,7 +165,19 @@ class AuthService:
         if user is None or not user.is_active or stale:
             await revoke_family(claimed["family_id"], claimed["user_id"])
             raise Unauthorized(INVALID_REFRESH)
-        return await self._issue(user, family_id=claimed["family_id"])
+        return await self._issue(
+            user, family_id=claimed["family_id"], secret=self._successor(data.refresh_token)
+        )
+
+    def _within_grace(self, token: dict[str, Any], now: datetime) -> bool:
+        grace = timedelta(seconds=self.settings.refresh_reuse_grace_seconds)
+        return bool(grace) and now - as_utc(token["used_at"]) <= grace
+
+    def _successor(self, secret: str) -> str:
+        """The refresh secret that replaces `secret`: the same for every presentation of it,
+        unguessable without the secret key."""
+        mac = hmac.new(self.settings.secret_key.encode(), b"refresh:" + secret.encode(), "sha256")
+        return base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode()
 
     async def logout(self, context: TenantContext, data: LogoutIn) -> None:
         """Every access token of the user ends (the token epoch: no per-request revocation
@@ -236,9 +259,12 @@ class AuthService:
             raise Unauthorized("The access token has expired")
         return claims
 
-    async def _issue(self, user: User, family_id: str) -> TokenPair:
-        secret = new_refresh_secret()
-        await RefreshToken(
+    async def _issue(self, user: User, family_id: str, secret: str | None = None) -> TokenPair:
+        """A new pair; given `secret` (a rotation), its stored token is made once however many
+        times the same rotation is answered (an upsert on the unique digest)."""
+        rotation = secret is not None
+        secret = secret or new_refresh_secret()
+        record = RefreshToken(
             token_hash=secret_digest(secret),
             family_id=family_id,
             user_id=user.id,
@@ -246,7 +272,17 @@ class AuthService:
             session_epoch=user.session_epoch,
             expires_at=datetime.now(UTC)
             + timedelta(seconds=self.settings.refresh_token_ttl_seconds),
-        ).insert()
+        )
+        if not rotation:
+            await record.insert()
+        else:
+            stored = record.model_dump(by_alias=True, exclude={"id"})
+            try:
+                await RefreshToken.get_motor_collection().update_one(
+                    {"token_hash": record.token_hash}, {"$setOnInsert": stored}, upsert=True
+                )
+            except DuplicateKeyError:
+                pass  # a concurrent presentation of the same token stored it first
         return TokenPair(
             access_token=self.codec.issue(
                 str(user.id), str(user.tenant_id), epoch=user.token_epoch

@@ -11,12 +11,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from bson import ObjectId
+
 from crm_core.cache import roles_changed, tables_changed
-from crm_core.columns import Column, default_column_types
+from crm_core.columns import Column, ColumnType, default_column_types
 from crm_core.indexes import ensure_system_indexes, ensure_tenant_indexes
 from crm_core.permissions import ADDED_LATER, BUILTIN_ROLES
+from crm_core.registry import Registry
 from crm_core.storage import ASCENDING
-from crm_core.tables.definitions import TABLES, utcnow
+from crm_core.tables.definitions import TABLES, rows_collection_name, utcnow
 from models.accounts import Tenant
 
 log = logging.getLogger(__name__)
@@ -126,9 +129,14 @@ async def ensure_builtin_tables(db: Any) -> list[str]:
             continue
         if existing is None:
             now = utcnow()
+            table_id = ObjectId()
+            collection = rows_collection_name(table_id)
+            await _builtin_indexes(db, collection, types, spec)  # before anyone can write
             await db[TABLES].insert_one(
                 {
+                    "_id": table_id,
                     "key": key,
+                    "collection": collection,
                     "name": spec["name"],
                     "builtin": True,
                     "builtin_permission": key,
@@ -154,12 +162,79 @@ async def ensure_builtin_tables(db: Any) -> list[str]:
                     },
                 )
                 changed.append(f"added {', '.join(c['key'] for c in missing)} to {key}")
-        for column in map(Column.from_doc, spec["columns"]):
-            if types.get(column.type).plain_index(column):
-                await db[key].create_index([(column.key, ASCENDING)], name=f"i_{column.key}")
+            await _builtin_indexes(db, str(existing.get("collection") or key), types, spec)
     # admin: the operator panel counts SMS sent per day and in the last 30 days by `sent_at`
     await db["_sms_messages"].create_index([("sent_at", ASCENDING)], name="sent_at", sparse=True)
     return changed
+
+
+async def _builtin_indexes(
+    db: Any, collection: str, types: Registry[ColumnType], spec: dict[str, Any]
+) -> None:
+    for column in map(Column.from_doc, spec["columns"]):
+        if types.get(column.type).plain_index(column):
+            await db[collection].create_index([(column.key, ASCENDING)], name=f"i_{column.key}")
+
+
+async def move_row_collections(db: Any) -> list[str]:
+    """Tables made before rows were kept by table id (issue #29) get their `rows.<id>`
+    collection: the collection named by the key is renamed (its indexes go with it), then the
+    definition names the new one. Rows a process of the old layout wrote under the key in
+    between are moved over. Running it again changes nothing."""
+    changed = []
+    async for doc in db[TABLES].find({"collection": {"$exists": False}}):
+        key, target = doc["key"], rows_collection_name(doc["_id"])
+        names = set(await db.list_collection_names())
+        if key in names and target not in names:
+            await db[key].rename(target)
+        elif target not in names:
+            await db.create_collection(target)
+        await db[TABLES].update_one(
+            {"_id": doc["_id"]}, {"$set": {"collection": target}, "$inc": {"version": 1}}
+        )
+        late = await db[key].find().to_list(None) if key in await db.list_collection_names() else []
+        for row in late:
+            await db[target].replace_one({"_id": row["_id"]}, row, upsert=True)
+        if late or key in await db.list_collection_names():
+            await db.drop_collection(key)
+        changed.append(f"moved the rows of {key} to {target}")
+    return changed
+
+
+async def index_drift(db: Any) -> list[str]:
+    """What the definitions claim and the database does not enforce (or the reverse): a
+    unique column without its unique index, a unique index of a column that is not unique, a
+    missing plain index, a schema change left unfinished by a process that died, row
+    collections no table names. Start-up logs each line; `crm migrate` prints them."""
+    types = default_column_types()
+    found: list[str] = []
+    names = set(await db.list_collection_names())
+    used = set()
+    async for doc in db[TABLES].find():
+        collection = str(doc.get("collection") or doc["key"])
+        used.add(collection)
+        indexes = await db[collection].index_information() if collection in names else {}
+        key = doc["key"]
+        for column in map(Column.from_doc, doc.get("columns", [])):
+            unique = indexes.get(f"u_{column.key}")
+            if column.unique and not (unique and unique.get("unique")):
+                found.append(f"{key}.{column.key}: unique in the definition, no unique index")
+            if not column.unique and unique:
+                found.append(f"{key}.{column.key}: a unique index the definition does not claim")
+            plain = (
+                column.indexed
+                if column.type not in types
+                else (types.get(column.type).plain_index(column))
+            )
+            if not column.unique and plain and f"i_{column.key}" not in indexes:
+                found.append(f"{key}.{column.key}: indexed in the definition, no index")
+        if doc.get("changing"):
+            columns = ", ".join(doc["changing"].get("columns") or ())
+            found.append(f"{key}: a schema change of {columns} started and never finished")
+    for name in sorted(n for n in names if n.startswith("rows.") and n not in used):
+        if await db[name].count_documents({}, limit=1):
+            found.append(f"{name}: rows in a collection no table names")
+    return found
 
 
 async def ensure_builtin_role_permissions(db: Any) -> list[str]:
@@ -178,20 +253,26 @@ async def ensure_builtin_role_permissions(db: Any) -> list[str]:
     return changed
 
 
-async def migrate_all(storage: Any) -> int:
-    """Bring every tenant up to date; returns how many tenants changed."""
+async def migrate_all(storage: Any, drift: list[str] | None = None) -> int:
+    """Bring every tenant up to date; returns how many tenants changed. Index drift found
+    (`index_drift`) is logged and, given a list, added to it."""
     await ensure_system_indexes(storage.system_db)  # audit: system collections (webhook_due...)
     count = 0
     async for tenant in Tenant.find_all():
         db = storage.tenant_db(str(tenant.id))
         await ensure_tenant_indexes(db)  # indexes added since the tenant was created
-        changes = await ensure_builtin_tables(db)
+        changes = await move_row_collections(db)
+        changes += await ensure_builtin_tables(db)
         role_changes = await ensure_builtin_role_permissions(db)
         if changes:
             await tables_changed(tenant)  # processes already running drop their copies
         if role_changes:
             await roles_changed(tenant)
         changes += role_changes
+        for line in await index_drift(db):
+            log.warning("tenant %s: index drift: %s", tenant.id, line)
+            if drift is not None:
+                drift.append(f"tenant {tenant.id}: {line}")
         if changes:
             count += 1
             log.info("tenant %s: %s", tenant.id, "; ".join(changes))

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
 
     access_token_ttl_seconds: int = Field(default=900, ge=10)
     refresh_token_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=60)
+    # a refresh token presented again this soon after its rotation answers the same successor
+    # (two tabs, a retry after a timeout); later reuse is theft (docs/api.md "Sessions")
+    refresh_reuse_grace_seconds: float = Field(default=10.0, ge=0, le=300)
     registration_enabled: bool = True
     bcrypt_rounds: int = Field(default=12, ge=4, le=16)
     login_max_failures: int = Field(default=5, ge=1)

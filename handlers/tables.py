@@ -122,8 +122,11 @@ async def change_column(
     call: Call, body: ColumnPatch, query: VersionQuery, column: str
 ) -> TableOut:
     """Changing `type` converts every row, or answers 409 with the number of rows that would
-    fail and changes nothing. Options given replace the list: kept ids keep their rows,
-    removed options are cleared from rows, new ones get fresh ids (never reused)."""
+    fail (or the values that would repeat in a unique column) and changes nothing. Options
+    given replace the list: kept ids keep their rows, removed options are cleared from rows,
+    new ones get fresh ids (never reused). While values are rewritten, writes of the column
+    wait, then answer 409 `schema_changing` with `Retry-After`; another change of the table
+    meanwhile is 409 `schema_changing` too."""
     table = await call.services.meta.change_column(call.ctx, call.tbl, column, body, query.version)
     return await rendered(call, table)
 

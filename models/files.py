@@ -12,7 +12,14 @@ from models.base import InputModel, OutputModel, QueryModel
 from models.tables import SORT_ORDER
 
 ImportState = Literal[
-    "uploading", "uploaded", "queued", "validating", "importing", "completed", "failed"
+    "uploading",
+    "uploaded",
+    "queued",
+    "validating",
+    "importing",
+    "completed",
+    "failed",
+    "cancelled",
 ]
 ImportMode = Literal["all_or_nothing", "skip_invalid"]
 Mapping = dict[str, str | None]

@@ -4,6 +4,12 @@ Auth: one owner account is registered for the run; every generated request carri
 it. A fuzzed `POST /api/auth/logout` rightly revokes the token it was called with, so before
 each request the token is checked and, when revoked, the same user signs in again: objects
 created earlier in the run stay reachable (same tenant) for the stateful phase.
+
+Valid calls: every other positive case of the operations whose success depends on data is
+rewritten into a valid call on objects the hooks make through the documented API (see the
+section below), so each operation is seen succeeding as well as refusing. What each operation
+answered is appended to $CRM_FUZZ_ANSWERS (`METHOD /path/{template} STATUS` per line), which
+scripts/fuzz_summary.py reads to list the operations that never answered 2xx.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import json
 import os
 import secrets
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -24,23 +31,39 @@ EMAIL = f"fuzz-{secrets.token_hex(8)}@example.com"
 PASSWORD = "fuzz-password"
 
 
-def _call(method: str, path: str, body: dict | None = None, token: str | None = None):
-    headers = {"Content-Type": "application/json"}
+RECEIVER_URL = os.environ.get("CRM_FUZZ_RECEIVER_URL", "")  # scripts/fuzz_receiver.py
+ANSWERS = os.environ.get("CRM_FUZZ_ANSWERS")
+
+
+def _call(
+    method: str,
+    path: str,
+    body: dict | None = None,
+    token: str | None = None,
+    *,
+    raw: str | None = None,
+    base: str = BASE_URL,
+):
+    headers = {"Content-Type": "text/csv" if raw is not None else "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(  # noqa: S310 - a loopback URL set by scripts/fuzz
-        f"{BASE_URL}{path}", data=data, headers=headers, method=method
+    if raw is not None:
+        data = raw.encode()
+    request = urllib.request.Request(  # noqa: S310 - loopback URLs set by scripts/fuzz
+        f"{base}{path}", data=data, headers=headers, method=method
     )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-            return response.status, json.load(response)
+            text = response.read()
+            return response.status, json.loads(text) if text[:1] in (b"{", b"[") else None
     except urllib.error.HTTPError as exc:
         return exc.code, None
 
 
 _LOCK = threading.RLock()  # the run may have several workers; the seeding re-enters it
-_STATE: dict[str, object] = {"token": None, "registered": False}
+# the owner's password changes when a rewritten `POST /api/auth/password` succeeds (after_call)
+_STATE: dict[str, object] = {"token": None, "registered": False, "password": PASSWORD}
 
 
 @schemathesis.auth(refresh_interval=None)
@@ -58,12 +81,12 @@ class FuzzOwner:
                     "company_name": "Fuzz",
                     "full_name": "Fuzz Owner",
                     "email": EMAIL,
-                    "password": PASSWORD,
+                    "password": str(_STATE["password"]),
                 }
                 status, tokens = _call("POST", "/api/auth/register", owner)
                 _STATE["registered"] = True
             if tokens is None:  # registered before (by this or another worker): sign in
-                credentials = {"email": EMAIL, "password": PASSWORD}
+                credentials = {"email": EMAIL, "password": str(_STATE["password"])}
                 status, tokens = _call("POST", "/api/auth/login", credentials)
             assert tokens is not None, f"could not sign in the fuzzing owner ({status})"
             _STATE["token"] = tokens["access_token"]
@@ -118,7 +141,7 @@ SEED_COLUMNS = [
 ]
 MIN_ROWS = 6
 _SEED: dict[str, object] = {}
-_CALLS = {"n": 0}
+_CALLS: dict[tuple[str, str], int] = {}  # positive cases seen per operation
 
 
 def _token() -> str:
@@ -165,6 +188,10 @@ def _seed() -> dict[str, object]:
     if not _SEED.get("campaign_id"):
         _status, campaign = _call("POST", "/api/sms/campaigns", _campaign(0), token)
         _SEED["campaign_id"] = campaign["id"] if campaign else None
+    if not _SEED.get("cancelled_id"):
+        _SEED["cancelled_id"] = _cancelled_campaign(token)
+    if _call("GET", f"/api/webhooks/{_SEED.get('webhook_id')}", token=token)[0] != 200:
+        _SEED["webhook_id"] = _webhook(token, "seed")
     return _SEED
 
 
@@ -276,7 +303,239 @@ def _rewrite_rows(case, method: str, rows: list[str], make_row, builtin: bool, n
         case.body = make_row(n)
 
 
-_DATA_PATHS = ("/api/data/", "/api/shares", "/api/sms/campaigns", *ENTITIES)
+# ---- the operations whose success needs more than valid rows ------------------------------
+#
+# Imports need an uploaded file, webhooks a receiver the service may call (scripts/fuzz starts
+# scripts/fuzz_receiver.py and lets the service reach loopback addresses), SMS cancel a campaign
+# not yet completed, resolve a message whose fate is `unknown`, a password change the current
+# password. Everything is made through the documented API (docs/api.md, docs/integrations.md,
+# docs/sms.md), never by reaching into the service.
+
+IMPORT_FILES = {  # a small CSV per import target: the seeded table and the built-in ones
+    f"/api/data/{SEED_TABLE}": "title,amount,done,email\nImported 1,5,true,imp1@example.com\n"
+    "Imported 2,-7,false,\n",
+    "/api/leads": "title\nImported lead\n",
+    "/api/individuals": "last_name,first_name\nИмпортов,Пётр\n",
+    "/api/legal-entities": "name\nООО Импорт\n",
+}
+_UPLOADED: dict[str, str] = {}  # an upload kept in state `uploaded` per target, for previews
+
+
+def _webhook(token: str, name: str) -> str | None:
+    """A webhook on the seeded table and campaigns, delivering to the local receiver."""
+    body = {
+        "name": f"Fuzz {name}",
+        "url": f"{RECEIVER_URL}/hook/{name}",
+        "events": ["row.created", "row.updated", "row.deleted", "campaign.finished"],
+        "tables": [SEED_TABLE],
+    }
+    _status, hook = _call("POST", "/api/webhooks", body, token)
+    return hook["id"] if hook else None
+
+
+def _cancelled_campaign(token: str) -> str | None:
+    """A campaign cancelled while it was sending: the receiver holds its one message until
+    released. A cancelled campaign is not completed, so cancelling it again answers 200."""
+    body = {
+        "name": "Fuzz cancelled",
+        "text": "fuzz-hold",
+        "recipients": [{"phone": "+79160000001"}],
+    }
+    _status, campaign = _call("POST", "/api/sms/campaigns", body, token)
+    if campaign is None:
+        return None
+    status, _ = _call("POST", f"/api/sms/campaigns/{campaign['id']}/cancel", {}, token)
+    _call("POST", "/release", {}, base=RECEIVER_URL)
+    return str(campaign["id"]) if status == 200 else None
+
+
+def _unknown_message(token: str) -> str | None:
+    """A message whose fate is unknown: the receiver answers `fuzz-unknown` texts with
+    something SMS.ru never says. A new campaign when the earlier ones have none left."""
+    for campaign_id in list(_SEED.get("unknown_campaigns") or []):  # type: ignore[call-overload]
+        found = _unknown_in(campaign_id, token)
+        if found:
+            return found
+    recipients = [{"phone": f"+7916000{n:04d}"} for n in range(10, 15)]
+    body = {"name": "Fuzz unknown", "text": "fuzz-unknown", "recipients": recipients}
+    _status, campaign = _call("POST", "/api/sms/campaigns", body, token)
+    if campaign is None:
+        return None
+    _SEED.setdefault("unknown_campaigns", []).append(campaign["id"])  # type: ignore[union-attr]
+    deadline = time.monotonic() + 20  # the in-process sender answers in well under a second
+    while time.monotonic() < deadline:
+        _status, found = _call("GET", f"/api/sms/campaigns/{campaign['id']}", token=token)
+        if found and found.get("status") == "completed":
+            return _unknown_in(campaign["id"], token)
+        time.sleep(0.1)
+    return None
+
+
+def _unknown_in(campaign_id: str, token: str) -> str | None:
+    path = f"/api/sms/campaigns/{campaign_id}/messages?status=unknown&limit=1"
+    _status, page = _call("GET", path, token=token)
+    return str(page["items"][0]["id"]) if page and page.get("items") else None
+
+
+def _upload(base: str, token: str) -> str | None:
+    _status, job = _call(
+        "POST", f"{base}/imports?filename=fuzz.csv", token=token, raw=IMPORT_FILES[base]
+    )
+    return job["id"] if job else None
+
+
+def _uploaded(base: str, token: str) -> str | None:
+    """An import of `base` still in state `uploaded` (a fuzzed call may have confirmed or
+    deleted the last one)."""
+    job_id = _UPLOADED.get(base)
+    if job_id:
+        _status, job = _call("GET", f"{base}/imports/{job_id}", token=token)
+        if job and job.get("state") == "uploaded":
+            return job_id
+    job_id = _upload(base, token)
+    if job_id:
+        _UPLOADED[base] = job_id
+    return job_id
+
+
+def _import_base(path: str) -> str:
+    if path.startswith("/api/data/"):
+        return f"/api/data/{SEED_TABLE}"
+    return next(prefix for prefix in IMPORT_FILES if path.startswith(prefix + "/"))
+
+
+def _rewrite_files(case, seed: dict[str, object], n: int) -> None:
+    """Uploads (a small CSV), previews, confirms, reads and deletes of imports, and exports."""
+    path, method, token = case.operation.path, case.method.upper(), _token()
+    base = _import_base(path)
+    params = dict(case.path_parameters or {})
+    if "table" in params:
+        params["table"] = SEED_TABLE
+    tail = path.rsplit("/", 1)[-1]
+    if tail == "export":
+        case.query = {"format": ["csv", "xlsx"][n % 2]}
+        if base.startswith("/api/data/"):
+            case.query.update({"sort": "-amount,title", "headers": "names", "include_id": True})
+    elif tail == "imports" and method == "POST":
+        case.body, case.media_type = IMPORT_FILES[base], "text/csv"
+        case.query = {"filename": "fuzz.csv"}
+    elif tail == "imports":
+        case.query = {}
+    elif method == "DELETE" or tail == "confirm":  # each takes a fresh upload
+        params["import_id"] = _upload(base, token)
+        if tail == "confirm":
+            case.body = {"mode": ["skip_invalid", "all_or_nothing"][n % 2]}
+    else:  # GET one import, preview
+        params["import_id"] = _uploaded(base, token)
+        if tail == "preview":
+            case.body = {}
+    case.path_parameters = params
+
+
+def _rewrite_webhooks(case, seed: dict[str, object], n: int) -> None:
+    path, method, token = case.operation.path, case.method.upper(), _token()
+    if path == "/api/webhooks" and method == "POST":
+        _prune_webhooks(token)
+        case.body = {
+            "name": f"Fuzz {n}",
+            "url": f"{RECEIVER_URL}/hook/{n}",
+            "events": [["row.created", "row.deleted"], ["campaign.finished"]][n % 2],
+            "tables": [SEED_TABLE],
+        }
+        return
+    if "webhook_id" not in (case.path_parameters or {}):
+        return
+    hook_id = _webhook(token, f"throwaway-{n}") if method == "DELETE" else seed["webhook_id"]
+    case.path_parameters = {**case.path_parameters, "webhook_id": hook_id}
+    if method == "PATCH":
+        case.body = {"name": f"Fuzz seed {n}", "is_active": True}
+    elif method == "GET" and path.endswith("/deliveries"):
+        case.query = {}
+
+
+def _prune_webhooks(token: str) -> None:
+    """At most 100 webhooks per company (409 beyond): the run's own are deleted well before."""
+    _status, page = _call("GET", "/api/webhooks", token=token)
+    hooks = [h for h in (page or {}).get("items", []) if h["id"] != _SEED.get("webhook_id")]
+    for hook in hooks[: max(0, len(hooks) - 50)]:
+        _call("DELETE", f"/api/webhooks/{hook['id']}", token=token)
+
+
+def _rewrite_meta(case, seed: dict[str, object], n: int) -> None:
+    """Table renames and column changes on the seeded table; deletes on throwaway ones."""
+    method, token = case.method.upper(), _token()
+    params = dict(case.path_parameters or {})
+    if "column" in params:
+        params["table"] = SEED_TABLE
+        if method == "DELETE":
+            key = f"tmp_{n}"
+            _call(
+                "POST",
+                f"/api/meta/tables/{SEED_TABLE}/columns",
+                {"key": key, "type": "integer"},
+                token,
+            )
+            params["column"] = key
+        else:
+            params["column"] = "title"
+            case.body = {"name": f"Title {n}"} if n % 2 else {"max_length": 200 + n}
+    elif method == "DELETE":
+        params["table"] = f"fuzz_tmp_{n}"
+        _call("POST", "/api/meta/tables", {"key": params["table"], "columns": []}, token)
+        case.query = {}
+    else:
+        params["table"] = SEED_TABLE
+        case.body = {"name": f"Fuzz deals {n}"}
+    case.path_parameters = params
+
+
+def _rewrite_sms(case, seed: dict[str, object], n: int) -> None:
+    if case.operation.path.endswith("/resolve"):
+        case.path_parameters = {"message_id": _unknown_message(_token())}
+        case.body = {"outcome": ["sent", "failed", "resend"][n % 3]}
+    else:  # cancel
+        case.path_parameters = {"campaign_id": seed["cancelled_id"]}
+
+
+def _rewrite_account(case, seed: dict[str, object], n: int) -> None:
+    """Sign-in, refresh (of a session signed in for it), password change (to the other of two
+    passwords) and new users."""
+    path, password = case.operation.path, str(_STATE["password"])
+    if path == "/api/auth/login":
+        case.body = {"email": EMAIL, "password": password}
+    elif path == "/api/auth/refresh":
+        _status, tokens = _call("POST", "/api/auth/login", {"email": EMAIL, "password": password})
+        case.body = {"refresh_token": tokens["refresh_token"] if tokens else "none"}
+    elif path == "/api/auth/password":
+        new = PASSWORD + "-2" if password == PASSWORD else PASSWORD
+        case.body = {"current_password": password, "new_password": new}
+    else:  # POST /api/users
+        case.body = {
+            "email": f"fuzz-user-{n}-{secrets.token_hex(4)}@example.com",
+            "full_name": f"Fuzz user {n}",
+            "password": "user-password",
+            "role_ids": [seed["role_id"]] if n % 2 and seed.get("role_id") else [],
+        }
+
+
+ACCOUNT_PATHS = ("/api/auth/login", "/api/auth/refresh", "/api/auth/password")
+
+
+def _rewriter(path: str, method: str):
+    """The rewrite for an operation's positive cases, or None to send them as generated."""
+    if "/imports" in path or path.endswith("/export"):
+        return _rewrite_files
+    if path.startswith("/api/webhooks"):
+        return _rewrite_webhooks
+    if path.startswith("/api/meta/tables/{table}") and method in ("PATCH", "DELETE"):
+        return _rewrite_meta
+    if path.startswith("/api/sms/") and path.endswith(("/cancel", "/resolve")):
+        return _rewrite_sms
+    if path in ACCOUNT_PATHS or (path, method) == ("/api/users", "POST"):
+        return _rewrite_account
+    if path.startswith(("/api/data/", "/api/shares", "/api/sms/campaigns", *ENTITIES)):
+        return _rewrite
+    return None
 
 
 def _negative(case) -> bool:
@@ -293,15 +552,39 @@ def _negative(case) -> bool:
     return any(getattr(info.mode, "is_negative", False) for info in components.values())
 
 
+def _loopback_url(case) -> None:
+    """A webhook's URL always names the local receiver: the fuzzed service may reach loopback
+    addresses (WEBHOOK_ALLOW_PRIVATE_ADDRESSES), and nothing may leave the machine."""
+    body = getattr(case, "body", None)
+    if isinstance(body, dict) and isinstance(body.get("url"), str):
+        body["url"] = f"{RECEIVER_URL}/hook/fuzzed"
+
+
 @schemathesis.hook
 def before_call(ctx, case, **kwargs):
-    path = case.operation.path
-    if not path.startswith(_DATA_PATHS) or _negative(case):
+    path, method = case.operation.path, case.method.upper()
+    negative = _negative(case)
+    if path.startswith("/api/webhooks") and not negative:
+        _loopback_url(case)
+    rewrite = _rewriter(path, method)
+    if rewrite is None or negative:
         return  # negative cases must stay invalid: the checks expect them refused
     with _LOCK:
-        _CALLS["n"] += 1
-        n = _CALLS["n"]
+        n = _CALLS.get((method, path), 0)
+        _CALLS[(method, path)] = n + 1
         if n % 2:
             return  # keep the fuzzed data
-        seed = _seed()
-    _rewrite(case, seed, n)
+        rewrite(case, _seed(), n // 2)  # n // 2: the how-many-th rewrite
+
+
+@schemathesis.hook
+def after_call(ctx, case, response):
+    path, method, status = case.operation.path, case.method.upper(), response.status_code
+    with _LOCK:
+        if path == "/api/auth/password" and status == 200 and isinstance(case.body, dict):
+            # every session ended and the password is the new one: the answer signs in again
+            _STATE["password"] = case.body["new_password"]
+            _STATE["token"] = response.json()["access_token"]
+        if ANSWERS:
+            with open(ANSWERS, "a", encoding="utf-8") as answers:
+                answers.write(f"{method} {path} {status}\n")

@@ -12,7 +12,7 @@ import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 import pytest_asyncio
@@ -239,6 +239,14 @@ ENTITY_ROWS: dict[str, dict[str, Any]] = {
 def tenant_db(client: TestClient, account: Account) -> Any:
     """The account's tenant database, to check what is stored."""
     return client.app[SERVICES].storage.tenant_db(account.tenant_id)
+
+
+async def rows_of(client: TestClient, account: Account, table_key: str) -> Any:
+    """The collection of a table's rows (`rows.<table id>`, docs/storage.md)."""
+    db = tenant_db(client, account)
+    table = await db["_tables"].find_one({"key": table_key})
+    assert table is not None, f"no table {table_key}"
+    return db[table.get("collection") or table_key]
 
 
 async def wait_done(api: Api, account: Account, campaign_id: str, timeout: float = 10.0) -> Any:
@@ -480,18 +488,46 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# ---- tests that need a tool from the system (scripts/install-system installs them) ----------
+
+NOT_RUN = "NOT RUN, missing tool:"  # marks the skips the terminal summary lists
+
+
+def missing_tool(tool: str, what: str, how: str) -> NoReturn:
+    """A test that cannot run without `tool`: under CI=true it fails; elsewhere it is skipped
+    and listed, loudly, at the end of the run (pytest_terminal_summary below)."""
+    message = f"{NOT_RUN} {tool}: {what} did NOT run ({how})"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.hookimpl(trylast=True)  # after the durations: just above the closing summary line
+def pytest_terminal_summary(terminalreporter):
+    """One line per missing tool, with how many tests it kept from running, at the end of the
+    run: a skip for a missing tool is never silent."""
+    counts: dict[str, int] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        if NOT_RUN in reason:
+            reason = reason[reason.index(NOT_RUN) :]
+            counts[reason] = counts.get(reason, 0) + 1
+    for reason, n in counts.items():
+        terminalreporter.write_sep("!", f"{n} test(s) {reason}", red=True, bold=True)
+
+
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory):
-    """A private redis-server for the module (skipped with a note without one; CI fails)."""
+    """A private redis-server for the module (without one: fails under CI, else skipped and
+    listed at the end of the run)."""
     binary = shutil.which("redis-server")
     if binary is None:
-        message = (
-            "redis-server is not on the PATH: the Redis-backed SMS tests did NOT run "
-            "(apt-get install redis-server)"
+        missing_tool(
+            "redis-server",
+            "the Redis-backed SMS, metrics and shutdown tests",
+            "apt-get install redis-server, or run ./scripts/test",
         )
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
     port = free_port()
     workdir = tmp_path_factory.mktemp("redis")
     process = subprocess.Popen(

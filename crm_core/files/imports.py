@@ -56,7 +56,7 @@ from crm_core.files.readers import (
 from crm_core.outbox import Lease, Outbox, Work, work_key
 from crm_core.settings import Settings
 from crm_core.tables.access import Level, require
-from crm_core.tables.definitions import Table, load_table, utcnow
+from crm_core.tables.definitions import TABLES, Table, load_table, utcnow
 from crm_core.tables.rows import RowService
 from crm_core.tables.upsert import Plan, apply_plan, check_upsert_column, plan_batch, undo
 from models.files import CellError, ConfirmIn, PreviewOut, PreviewRow, UploadQuery
@@ -72,7 +72,6 @@ MAX_STORED_ERRORS = 1000
 SAMPLE_MAX_CHARS = 2_000_000  # the preview rows kept in the job document (16 MB BSON limit)
 OPEN_STATES = ("uploading", "uploaded", "queued", "validating", "importing")
 RUNNING_STATES = ("queued", "validating", "importing")
-FINAL_STATES = ("completed", "failed")
 # outbox kinds (crm_core/outbox.py): a confirmed import to run, an upload in progress to watch
 IMPORT_RUN = "import.run"
 IMPORT_UPLOAD = "import.upload"
@@ -178,6 +177,7 @@ class ImportService:
             "_id": ObjectId(),
             "kind": "import",
             "table": table.key,
+            "table_id": table.id,  # a table re-created with the same key is another table
             "state": "uploading",
             "file": {"name": name, "format": query.format or "csv", "size": 0},
             "columns": [],
@@ -474,14 +474,16 @@ class ImportService:
 
     async def get(self, ctx: TenantContext, table: Table, job_id: str) -> dict[str, Any]:
         job = await ctx.db[JOBS].find_one(
-            {"_id": ObjectId(job_id), "kind": "import", "table": table.key}
+            {"_id": ObjectId(job_id), "kind": "import", "table": table.key, **_of(table)}
         )
         if job is None:
             raise NotFound("Import not found")
         return dict(job)
 
     async def list_jobs(self, ctx: TenantContext, table: Table) -> list[dict[str, Any]]:
-        cursor = ctx.db[JOBS].find({"kind": "import", "table": table.key}, {"sample": 0})
+        cursor = ctx.db[JOBS].find(
+            {"kind": "import", "table": table.key, **_of(table)}, {"sample": 0}
+        )
         return [dict(job) async for job in cursor.sort("_id", -1).limit(100)]
 
     async def confirm(
@@ -610,8 +612,19 @@ class ImportService:
         try:
             await lease.keep()
             table = await load_table(ctx, self.rows.types, job["table"])
+            if job.get("table_id", table.id) != table.id:
+                raise NotFound(f"Table '{job['table']}' not found")
             await require(ctx, table, Level.WRITE)
             await self._run(ctx, table, job, lease)
+        except NotFound as exc:
+            await self._rollback(ctx, job)
+            gone = not await ctx.db[TABLES].count_documents({"_id": job.get("table_id")})
+            if gone:  # the table was deleted: its import stops (issue #29 §5)
+                await self._finish(
+                    ctx, job, "cancelled", message="The table was deleted; the import stopped"
+                )
+            else:
+                await self._finish(ctx, job, "failed", message=exc.message)
         except CrmError as exc:
             await self._rollback(ctx, job)
             await self._finish(ctx, job, "failed", message=exc.message)
@@ -787,6 +800,8 @@ class ImportService:
                 table = await load_table(ctx, self.rows.types, table_key)
             except NotFound:
                 break  # the table is gone, and its rows with it
+            if job.get("table_id", table.id) != table.id:
+                break  # another table of the same key: the job's rows went with its own
             await undo(ctx, table, entry["inserted"], entry["originals"])
             await self.rows.clear_references(ctx, table, entry["inserted"])
         await journal.delete_many({"job_id": job["_id"]})
@@ -799,6 +814,12 @@ class ImportService:
             {"_id": job["_id"]},
             {"$set": {"state": state, "finished_at": now, "updated_at": now, **fields}},
         )
+
+
+def _of(table: Table) -> dict[str, Any]:
+    """The jobs of this table, not of an earlier one with the same key (jobs made before
+    issue #29 have no `table_id`)."""
+    return {"table_id": {"$in": [table.id, None]}}
 
 
 def _body(keys: list[str | None], cells: list[Any]) -> dict[str, Any]:

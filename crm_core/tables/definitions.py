@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from bson import ObjectId
 from cachetools import LRUCache
 
 from crm_core.cache import tables_changed
@@ -18,6 +19,12 @@ from crm_core.registry import Registry
 TABLES = "_tables"
 SYSTEM_FIELDS = ("_created_at", "_updated_at", "_created_by", "_updated_by")
 RESERVED_COLUMN_KEYS = frozenset({"id"})
+
+
+def rows_collection_name(table_id: ObjectId) -> str:
+    """The collection of a table's rows (docs/storage.md): table keys have no dot, so it never
+    meets a collection named by a key (the layout before issue #29)."""
+    return f"rows.{table_id}"
 
 
 # parsed columns by their stored form: `Column`s are immutable, so one parse serves every
@@ -71,8 +78,19 @@ class Table:
     def column_type(self, column: Column) -> ColumnType:
         return self.types.get(column.type)
 
+    @property
+    def id(self) -> ObjectId:
+        return self.doc["_id"]  # type: ignore[no-any-return]
+
+    @property
+    def collection_name(self) -> str:
+        """The rows' collection: named by the table's id (`rows.<id>`, docs/storage.md), so a
+        table re-created with the same key starts empty; a table made before that layout keeps
+        its key until `crm migrate` renames it."""
+        return str(self.doc.get("collection") or self.doc["key"])
+
     def collection(self, ctx: TenantContext) -> Any:
-        return ctx.db[self.key]
+        return ctx.db[self.collection_name]
 
 
 async def load_table(ctx: TenantContext, types: Registry[ColumnType], key: str) -> Table:

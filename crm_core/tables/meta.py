@@ -20,22 +20,24 @@ from crm_core.columns import (
     referring_query,
 )
 from crm_core.context import TenantContext
-from crm_core.errors import Conflict, NotFound, ValidationFailed
+from crm_core.errors import Conflict, NotFound, StaleTableVersion, ValidationFailed
 from crm_core.registry import Registry
 from crm_core.storage import (
     ASCENDING,
+    BulkWriteError,
     DuplicateKeyError,
     OperationFailure,
     skip_missing_index_options,
     update_each,
 )
-from crm_core.tables import ordering
+from crm_core.tables import fence, ordering
 from crm_core.tables.access import visible_filter
 from crm_core.tables.definitions import (
     RESERVED_COLUMN_KEYS,
     TABLES,
     Table,
     check_version,
+    rows_collection_name,
     save_definition,
     utcnow,
 )
@@ -109,30 +111,35 @@ class MetaService:
         if errors:
             raise ValidationFailed(f"{errors[0]['field']}: {errors[0]['message']}", errors)
         now = utcnow()
+        table_id = ObjectId()
         doc = {
-            "_id": ObjectId(),
+            "_id": table_id,
             "key": data.key,
             "name": data.name or data.key,
             "builtin": False,
             "owner_id": ctx.user_id,
             "version": 1,
+            "collection": rows_collection_name(table_id),
             "columns": [c.to_doc() for c in columns],
             "created_at": now,
             "updated_at": now,
         }
         if await ctx.db[TABLES].find_one({"key": data.key}, {"_id": 1}):
             raise _table_exists(data.key)
-        try:
-            await ctx.db[TABLES].insert_one(doc)
-            await tables_changed(ctx.tenant)
-        except DuplicateKeyError:
-            raise _table_exists(data.key) from None
         table = Table(doc, self.types)
-        # a leftover collection of a deleted table must not leak rows into the new one
-        await ctx.db.drop_collection(data.key)
-        await ctx.db.create_collection(data.key)
-        for column in columns:
-            await self._create_indexes(ctx, table, column)
+        # the collection and its indexes exist before the definition is visible: nothing is
+        # dropped or rebuilt once a write can reach the table
+        await ctx.db.create_collection(table.collection_name)
+        try:
+            for column in columns:
+                await self._create_indexes(ctx, table, column)
+            await ctx.db[TABLES].insert_one(doc)
+        except BaseException as exc:
+            await ctx.db.drop_collection(table.collection_name)  # nobody could see it yet
+            if isinstance(exc, DuplicateKeyError):
+                raise _table_exists(data.key) from None
+            raise
+        await tables_changed(ctx.tenant)
         log.info("tenant %s created table %s", ctx.tenant_id, data.key)
         return table
 
@@ -156,13 +163,16 @@ class MetaService:
                 f"Link columns of {', '.join(sorted(referring))} point at this table; "
                 "delete or change them first"
             )
-        result = await ctx.db[TABLES].delete_one({"_id": table.doc["_id"]})
-        if result.deleted_count:
-            await tables_changed(ctx.tenant)
-            await ctx.db.drop_collection(table.key)
-            await ordering.forget_table(ctx, table.key)
-            for dependent in self.dependents:
-                await dependent.table_deleted(ctx, table.key)
+        result = await ctx.db[TABLES].delete_one({"_id": table.id, "version": table.version})
+        if not result.deleted_count:
+            raise StaleTableVersion()
+        await tables_changed(ctx.tenant)
+        # a write that validated against the definition and lands after this finds the table
+        # gone when it settles, and removes its rows (crm_core/tables/fence.py)
+        await ctx.db.drop_collection(table.collection_name)
+        await ordering.forget_table(ctx, table.key)
+        for dependent in self.dependents:
+            await dependent.table_deleted(ctx, table.key)
 
     # ---- columns --------------------------------------------------------------------------
 
@@ -211,29 +221,180 @@ class MetaService:
         merged = self._merge_patch(table, current, changes)
         column = self._normalise_column(ctx, merged, "", current)
         new_type = self.types.get(column.type)
-        rows = table.collection(ctx)
-
         removed = new_type.removed_values(current, column)
-        if removed:
-            await rows.update_many({key: {"$in": removed}}, {"$unset": {key: ""}})
-        if new_type.needs_conversion(current, column):
-            await self._convert_rows(ctx, table, current, column)
+        if not removed and not new_type.needs_conversion(current, column):
+            return await self._change_definition(ctx, table, current, column)
+        # stored values change: fenced against row writes (crm_core/tables/fence.py)
+        marked = await fence.begin(ctx, table, [key])
+        try:
+            await self._rewrite_values(ctx, marked, current, column, removed)
+            await self._swap_indexes(ctx, marked, current, column)
+        except BaseException:
+            await fence.abort(ctx, marked)
+            raise
+        columns = [column if c.key == key else c for c in table.columns]
+        updated = await fence.finish(ctx, marked, {"columns": columns})
+        # the writes validated before the marker that landed during the conversion
+        await fence.convert_values(ctx, table, updated, [key], {key: {"$exists": True}})
+        return updated
+
+    async def _change_definition(
+        self, ctx: TenantContext, table: Table, current: Column, column: Column
+    ) -> Table:
+        """A change that leaves the stored values as they are (name, flags, indexes)."""
+        key = column.key
         if column.required and not current.required:
-            missing = await rows.count_documents({key: {"$exists": False}})
+            missing = await table.collection(ctx).count_documents({key: {"$exists": False}})
             if missing:
                 raise Conflict(
                     f"{missing} rows have no value for '{key}'",
                     [{"field": "required", "message": f"{missing} rows are empty"}],
                 )
-        if (column.unique, column.indexed) != (current.unique, current.indexed):
-            await self._drop_indexes(ctx, table, key)
-            try:
-                await self._create_indexes(ctx, table, column)
-            except Conflict:
-                await self._create_indexes(ctx, table, current)
-                raise
+        await self._swap_indexes(ctx, table, current, column)
         columns = [column if c.key == key else c for c in table.columns]
-        return await save_definition(ctx, table, {"columns": columns})
+        try:
+            return await save_definition(ctx, table, {"columns": columns})
+        except Conflict:
+            await self._swap_indexes(ctx, table, column, current)
+            raise
+
+    async def _rewrite_values(
+        self, ctx: TenantContext, table: Table, old: Column, new: Column, removed: list[Any]
+    ) -> None:
+        """All or nothing: every value is converted first in memory; values that cannot be,
+        values that would repeat in a unique column, or rows a required column would leave
+        empty answer 409 listing them with nothing changed. A write that fails half-way is
+        undone value by value (each only if still what this change wrote)."""
+        key = new.key
+        rows = table.collection(ctx)
+        updates: list[tuple[ObjectId, Any, Any]] = []
+        cleared: list[tuple[ObjectId, Any]] = []
+        failures: list[str] = []
+        reason = ""
+        final: dict[Any, list[str]] = {}
+        async for row in rows.find({key: {"$exists": True}}, {key: 1}):
+            value = row[key]
+            if value in removed:
+                cleared.append((row["_id"], value))
+                continue
+            if fence.holds(self.types, new, value, ctx) and not self.types.get(
+                old.type
+            ).needs_conversion(old, new):
+                target = value
+            else:
+                target, ok = fence.convert_one(self.types, old, new, value, ctx)
+                if not ok:
+                    failures.append(str(row["_id"]))
+                    reason = reason or _reason(self.types, old, new, value, ctx)
+                    continue
+            if new.unique:
+                final.setdefault(_hashable(target), []).append(str(row["_id"]))
+            if not fence._same(target, value):
+                updates.append((row["_id"], value, target))
+        if failures:
+            raise Conflict(
+                f"{len(failures)} rows cannot be converted to {new.type}; nothing was changed",
+                [
+                    {
+                        "field": key,
+                        "message": reason,
+                        "failed_rows": len(failures),
+                        "row_ids": failures[:SAMPLE_IDS],
+                    }
+                ],
+            )
+        collisions = {v: ids for v, ids in final.items() if len(ids) > 1}
+        if collisions:
+            first = next(iter(collisions.items()))
+            raise Conflict(
+                f"{len(collisions)} values of unique column '{key}' would repeat after the "
+                f"conversion to {new.type}; nothing was changed",
+                [
+                    {
+                        "field": key,
+                        "message": "converted values would repeat",
+                        "repeated_values": len(collisions),
+                        "value": first[0] if not isinstance(first[0], tuple) else list(first[0]),
+                        "row_ids": first[1][:SAMPLE_IDS],
+                    }
+                ],
+            )
+        if new.required and not old.required:
+            missing = await rows.count_documents({key: {"$exists": False}}) + len(cleared)
+            if missing:
+                raise Conflict(
+                    f"{missing} rows have no value for '{key}'",
+                    [{"field": "required", "message": f"{missing} rows are empty"}],
+                )
+        done: list[tuple[ObjectId, Any, Any]] = []
+        try:
+            for start in range(0, len(updates), CONVERSION_BATCH):
+                batch = updates[start : start + CONVERSION_BATCH]
+                await update_each(
+                    rows,
+                    [({"_id": i, key: old_v}, {"$set": {key: new_v}}) for i, old_v, new_v in batch],
+                    ordered=False,
+                )
+                done.extend(batch)
+        except (DuplicateKeyError, BulkWriteError, OperationFailure) as exc:
+            done.extend(updates[len(done) : len(done) + CONVERSION_BATCH])
+            await update_each(
+                rows,
+                [({"_id": i, key: new_v}, {"$set": {key: old_v}}) for i, old_v, new_v in done],
+                ordered=False,
+            )
+            log.warning("conversion of %s.%s undone: %s", table.key, key, exc)
+            raise Conflict(
+                f"Converting '{key}' failed half-way and was undone; nothing was changed",
+                [{"field": key, "message": "a converted value collided with another row"}],
+            ) from None
+        for row_id, value in cleared:
+            await rows.update_one({"_id": row_id, key: value}, {"$unset": {key: ""}})
+
+    async def _swap_indexes(
+        self, ctx: TenantContext, table: Table, current: Column, column: Column
+    ) -> None:
+        """The indexes `column` needs are built before those only `current` had are dropped:
+        a unique column is never without its unique index (409 listing repeated values when
+        the stored data already breaks the uniqueness asked for; nothing changed)."""
+        wanted, had = self._index_names(column), self._index_names(current)
+        if wanted == had:
+            return
+        try:
+            if wanted - had:
+                await self._create_indexes(ctx, table, column)
+        except Conflict as exc:
+            exc.details = [{**exc.details[0], **await self._repeats(ctx, table, column.key)}]
+            raise
+        rows = table.collection(ctx)
+        existing = await rows.index_information()
+        for name in sorted(had - wanted):
+            if name in existing:
+                await rows.drop_index(name)
+
+    def _index_names(self, column: Column) -> set[str]:
+        if column.unique:
+            return {unique_index_name(column.key)}
+        if self.types.get(column.type).plain_index(column):
+            return {plain_index_name(column.key)}
+        return set()
+
+    async def _repeats(self, ctx: TenantContext, table: Table, key: str) -> dict[str, Any]:
+        """How many stored values repeat and the first of them, with their rows."""
+        pipeline = [
+            {"$match": {key: {"$exists": True}}},
+            {"$group": {"_id": f"${key}", "n": {"$sum": 1}, "ids": {"$push": "$_id"}}},
+            {"$match": {"n": {"$gt": 1}}},
+            {"$sort": {"n": -1}},
+        ]
+        groups = await table.collection(ctx).aggregate(pipeline).to_list(None)
+        if not groups:
+            return {}
+        return {
+            "repeated_values": len(groups),
+            "value": groups[0]["_id"],
+            "row_ids": [str(i) for i in groups[0]["ids"][:SAMPLE_IDS]],
+        }
 
     async def delete_column(
         self, ctx: TenantContext, table: Table, key: str, version: int | None
@@ -355,39 +516,6 @@ class MetaService:
         prefix = f"{path}." if path else ""
         return [{"field": f"{prefix}table", "message": f"no table '{target}'"}]
 
-    async def _convert_rows(
-        self, ctx: TenantContext, table: Table, old: Column, new: Column
-    ) -> None:
-        """Convert every stored value or change nothing and answer 409 with the failures."""
-        key = new.key
-        old_type, new_type = table.column_type(old), self.types.get(new.type)
-        rows = table.collection(ctx)
-        updates: list[tuple[dict[str, Any], dict[str, Any]]] = []
-        failures = 0
-        sample: list[str] = []
-        reason = ""
-        cursor = rows.find({key: {"$exists": True}}, {key: 1})
-        async for row in cursor:
-            try:
-                value = new_type.coerce(
-                    new, old_type.export_value(old, row[key]), ctx.values, lenient=True
-                )
-            except ColumnValueError as exc:
-                failures += 1
-                reason = reason or str(exc)
-                if len(sample) < SAMPLE_IDS:
-                    sample.append(str(row["_id"]))
-                continue
-            if value != row[key] or type(value) is not type(row[key]):
-                updates.append(({"_id": row["_id"]}, {"$set": {key: value}}))
-        if failures:
-            raise Conflict(
-                f"{failures} rows cannot be converted to {new.type}; nothing was changed",
-                [{"field": key, "message": reason, "failed_rows": failures, "row_ids": sample}],
-            )
-        for start in range(0, len(updates), CONVERSION_BATCH):
-            await update_each(rows, updates[start : start + CONVERSION_BATCH], ordered=False)
-
     async def _create_indexes(self, ctx: TenantContext, table: Table, column: Column) -> None:
         rows = table.collection(ctx)
         key = column.key
@@ -414,6 +542,27 @@ class MetaService:
         for name in (unique_index_name(key), plain_index_name(key)):
             if name in existing:
                 await rows.drop_index(name)
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+    return value
+
+
+def _reason(
+    types: Registry[ColumnType], old: Column, new: Column, value: Any, ctx: TenantContext
+) -> str:
+    try:
+        plain = types.get(old.type).export_value(old, value)
+        types.get(new.type).coerce(new, plain, ctx.values, lenient=True)
+    except ColumnValueError as exc:
+        return str(exc)
+    except (KeyError, TypeError, ValueError):
+        pass
+    return f"cannot be converted to {new.type}"
 
 
 def _raise(errors: list[dict[str, Any]]) -> None:

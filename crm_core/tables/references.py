@@ -30,7 +30,7 @@ class VisibleReferences:
             return set()
         if await access_level(self.ctx, target) < Level.READ:
             return set()
-        cursor = self.ctx.db[target.key].find({"_id": {"$in": list(ids)}}, {"_id": 1})
+        cursor = target.collection(self.ctx).find({"_id": {"$in": list(ids)}}, {"_id": 1})
         return {d["_id"] async for d in cursor}
 
     async def tenant_users(self, ids: list[str]) -> set[str]:

@@ -24,6 +24,7 @@ from crm_core.storage import (
     query_purpose,
     update_each,
 )
+from crm_core.tables import fence
 from crm_core.tables.access import Level, access_level
 from crm_core.tables.definitions import SYSTEM_FIELDS, TABLES, Table, load_table, utcnow
 from crm_core.tables.ordering import forget_rows, manual_page
@@ -221,13 +222,13 @@ class RowService:
         _raise_errors(errors)
 
     async def referring_columns(self, ctx: TenantContext, table: Table) -> list[tuple[str, str]]:
-        """(table key, column key) of every link column that points at this table."""
+        """(rows collection, column key) of every link column that points at this table."""
         query = referring_query(self.types, table.key)
         found = []
-        async for doc in ctx.db[TABLES].find(query, {"key": 1, "columns": 1}):
+        async for doc in ctx.db[TABLES].find(query, {"key": 1, "columns": 1, "collection": 1}):
             for column in map(Column.from_doc, doc["columns"]):
                 if self._target(column) == table.key:
-                    found.append((doc["key"], column.key))
+                    found.append((str(doc.get("collection") or doc["key"]), column.key))
         return found
 
     def _target(self, column: Column) -> str | None:
@@ -247,8 +248,8 @@ class RowService:
             return
         if referring is None:
             referring = await self.referring_columns(ctx, table)
-        for table_key, column_key in referring:
-            await ctx.db[table_key].update_many(
+        for collection, column_key in referring:
+            await ctx.db[collection].update_many(
                 {column_key: {"$in": ids}}, {"$unset": {column_key: ""}}
             )
 
@@ -304,6 +305,7 @@ class RowService:
         return self.render(table, doc)
 
     async def create(self, ctx: TenantContext, table: Table, body: Any) -> dict[str, Any]:
+        table, keys = await self.fenced(ctx, table, [body], creating=True)
         checker = self.checker(table, ctx)
         doc = checker.for_create(body)
         checker.raise_if_invalid()
@@ -313,6 +315,7 @@ class RowService:
             await table.collection(ctx).insert_one(doc)
         except DuplicateKeyError as exc:
             raise _unique_conflict(exc) from None
+        doc = (await self.settled(ctx, table, [doc], keys))[0]
         row = self.render(table, doc)
         await self.emit(ctx, table, "row.created", [row])
         return row
@@ -321,6 +324,7 @@ class RowService:
         self, ctx: TenantContext, table: Table, row_id: str, body: Any
     ) -> dict[str, Any]:
         oid = parse_row_id(row_id)
+        table, keys = await self.fenced(ctx, table, [body], creating=False)
         checker = self.checker(table, ctx)
         set_values, unset = checker.for_update(body)
         checker.raise_if_invalid()
@@ -344,6 +348,7 @@ class RowService:
         if before is None:
             raise NotFound("Row not found")
         after = {k: v for k, v in {**before, **set_values, **stamp}.items() if k not in unset}
+        after = (await self.settled(ctx, table, [after], keys))[0]
         row = self.render(table, after)
         await self._publish_updates(ctx, table, [(before, after)], rendered=[row])
         return row
@@ -365,6 +370,7 @@ class RowService:
         """All or nothing: every item is validated first, errors are reported by index.
         Answers the stored rows, or with `full_rows=False` only `{"id"}` of each."""
         ctx = replace(ctx, values=ctx.values.with_memo())  # each distinct phone/email parsed once
+        table, keys = await self.fenced(ctx, table, items, creating=True)
         docs: list[dict[str, Any]] = []
         errors: list[dict[str, Any]] = []
         stamp = self._stamp(ctx, created=True)
@@ -383,6 +389,7 @@ class RowService:
             # a concurrent writer took a unique value between the check and the insert
             await collection.delete_many({"_id": {"$in": [d["_id"] for d in docs]}})
             raise _unique_conflict(exc) from None
+        docs = await self.settled(ctx, table, docs, keys)
         rows = [self.render(table, doc) for doc in docs]
         await self.emit(ctx, table, "row.created", rows)
         if not full_rows:
@@ -393,6 +400,7 @@ class RowService:
         self, ctx: TenantContext, table: Table, items: list[Any]
     ) -> list[dict[str, Any]]:
         ctx = replace(ctx, values=ctx.values.with_memo())
+        table, keys = await self.fenced(ctx, table, items, creating=False)
         errors: list[dict[str, Any]] = []
         changes: list[tuple[ObjectId, dict[str, Any], list[str]]] = []
         seen: set[ObjectId] = set()
@@ -446,6 +454,7 @@ class RowService:
             for oid, doc in originals.items():
                 await collection.replace_one({"_id": oid}, doc)
             raise _unique_conflict(exc) from None
+        table = await fence.settle(ctx, table, ids, keys)
         docs = {d["_id"]: d async for d in collection.find({"_id": {"$in": ids}})}
         await self._publish_updates(
             ctx, table, [(originals[oid], docs[oid]) for oid in ids if oid in docs]
@@ -536,6 +545,7 @@ class RowService:
         self, ctx: TenantContext, table: Table, query: dict[str, Any], values: Any
     ) -> int:
         """The same values on every row the filter selects."""
+        table, keys = await self.fenced(ctx, table, [values], creating=False)
         checker = self.checker(table, ctx, "values.")
         set_values, unset = checker.for_update(values)
         checker.raise_if_invalid()
@@ -569,15 +579,18 @@ class RowService:
                 except DuplicateKeyError as exc:
                     raise _unique_conflict(exc) from None
                 matched += int(result.matched_count)
+                current = await fence.settle(ctx, table, list(before), keys)
                 after = collection.find({"_id": {"$in": list(before)}})
                 pairs = [(before[d["_id"]], d) async for d in after]
-                await self._publish_updates(ctx, table, pairs, hooks=hooks)
+                await self._publish_updates(ctx, current, pairs, hooks=hooks)
             return matched
         try:
             with query_purpose(CLIENT_QUERY):
                 result = await collection.update_many(query, update)
         except DuplicateKeyError as exc:
             raise _unique_conflict(exc) from None
+        # which rows the filter selected is not known here: a stale column is settled by key
+        await fence.settle(ctx, table, None, keys)
         return int(result.matched_count)
 
     async def delete_where(self, ctx: TenantContext, table: Table, query: dict[str, Any]) -> int:
@@ -683,6 +696,28 @@ class RowService:
             items = [self._deleted_item(table, d) for d in docs]
             await self.emit(ctx, table, "row.deleted", items, hooks)
         return deleted
+
+    # ---- the fence against schema changes (crm_core/tables/fence.py) ----------------------
+
+    async def fenced(
+        self, ctx: TenantContext, table: Table, bodies: list[Any], creating: bool
+    ) -> tuple[Table, set[str]]:
+        """The definition to validate a write against (after any running change of the
+        columns written), and those columns."""
+        keys = fence.written_keys(table, bodies, creating)
+        return await fence.ready(ctx, table, keys), keys
+
+    async def settled(
+        self, ctx: TenantContext, table: Table, docs: list[dict[str, Any]], keys: set[str]
+    ) -> list[dict[str, Any]]:
+        """The written rows as they are once the write is settled against the definition
+        that holds now (read again only when a column changed form meanwhile)."""
+        current = await fence.settle(ctx, table, [d["_id"] for d in docs], keys)
+        if current is table:
+            return docs
+        ids = [d["_id"] for d in docs]
+        found = {d["_id"]: d async for d in current.collection(ctx).find({"_id": {"$in": ids}})}
+        return [found.get(d["_id"], d) for d in docs]
 
     # ---- helpers --------------------------------------------------------------------------
 

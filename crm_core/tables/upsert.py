@@ -19,6 +19,7 @@ from crm_core.columns import Column
 from crm_core.context import TenantContext
 from crm_core.errors import Conflict, CrmError, ValidationFailed
 from crm_core.storage import BulkWriteError, DuplicateKeyError, update_each
+from crm_core.tables import fence
 from crm_core.tables.definitions import Table
 from crm_core.tables.rows import RowService, _unique_conflict
 from crm_core.tables.updates import set_unset
@@ -217,6 +218,14 @@ async def apply_plan(
     except (BulkWriteError, DuplicateKeyError) as exc:
         await undo(ctx, table, plan.inserted_ids, [u.original for u in plan.updates])
         raise _unique_conflict(exc) from None
+    keys: set[str] = set()
+    for _, doc in plan.creates:
+        keys.update(doc)
+    for update in plan.updates:
+        keys.update(update.set_values, update.unset)
+    written = [*plan.inserted_ids, *(u.row_id for u in plan.updates)]
+    # a schema change that ran meanwhile: the written values take the form that holds now
+    await fence.settle(ctx, table, written, keys)
     if rows is not None:
         created = [rows.render(table, doc) for _, doc in plan.creates]
         await rows.emit(ctx, table, "row.created", created)
@@ -265,6 +274,7 @@ async def bulk_upsert(
     """All or nothing: `{"items": [rows in item order], "created": [indexes], "updated":
     [indexes]}`."""
     check_upsert_column(table, upsert_on)
+    table, _ = await rows.fenced(ctx, table, items, creating=True)
     plan = await plan_batch(rows, ctx, table, list(enumerate(items)), upsert_on)
     raise_plan_errors(plan)
     await apply_plan(ctx, table, plan, rows)

@@ -9,9 +9,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from bson import ObjectId
 
-from handlers.routing import SERVICES
 from models.accounts import Tenant
-from tests.conftest import add_user
+from tests.conftest import add_user, rows_of
 
 
 async def test_owner_reads_the_company_settings(api, owner):
@@ -150,8 +149,8 @@ async def test_timezone_change_rewrites_no_stored_value_and_new_input_follows_it
         expect=201,
         json={"d": "2025-08-15T10:00:00", "p": "89161234567"},
     )
-    db = client.app[SERVICES].storage.tenant_db(owner.tenant_id)
-    stored_before = await db["events"].find_one({"_id": ObjectId(before["id"])})
+    events = await rows_of(client, owner, "events")
+    stored_before = await events.find_one({"_id": ObjectId(before["id"])})
     assert stored_before["d"].replace(tzinfo=UTC) == datetime(2025, 8, 15, 10, tzinfo=UTC)
 
     await api.call(
@@ -161,7 +160,7 @@ async def test_timezone_change_rewrites_no_stored_value_and_new_input_follows_it
         expect=200,
         json={"timezone": "Europe/Moscow", "phone_region": "KZ"},
     )
-    assert await db["events"].find_one({"_id": ObjectId(before["id"])}) == stored_before
+    assert await events.find_one({"_id": ObjectId(before["id"])}) == stored_before
     after = await api.call(
         "POST",
         "/api/data/events",

@@ -144,6 +144,10 @@ async def test_refresh_rotates_and_reuse_revokes_family(api, client):
     assert pair["refresh_token"] != account.refresh_token
     # the rotated token is stored hashed, never in clear
     assert await RefreshToken.find(RefreshToken.token_hash == pair["refresh_token"]).count() == 0
+    # outside the grace window of a retried refresh (docs/api.md "Sessions")
+    await RefreshToken.get_motor_collection().update_many(
+        {"used_at": {"$ne": None}}, {"$set": {"used_at": datetime.now(UTC) - timedelta(minutes=1)}}
+    )
     reuse = await client.post("/api/auth/refresh", json={"refresh_token": account.refresh_token})
     assert reuse.status == 401
     # the reuse revoked the whole family: the newest token no longer works either

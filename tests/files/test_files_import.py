@@ -12,7 +12,7 @@ from aiohttp import FormData
 
 from handlers.app import create_app
 from handlers.routing import SERVICES
-from tests.conftest import Api, add_user, make_settings
+from tests.conftest import Api, add_user, make_settings, rows_of
 from tests.support.files import (
     BAD_ROWS_CSV,
     GOOD_CSV,
@@ -345,7 +345,8 @@ async def test_any_later_delivery_undoes_a_dead_workers_writes_and_imports_once(
     ctx = await context_for_user(services.storage, owner.tenant_id, owner.user_id)
     # a worker claimed it, wrote one row and died: its journal names the row
     dead_row = ObjectId()
-    await ctx.db["people"].insert_one({"_id": dead_row, "name": "a"})
+    people = await rows_of(client, owner, "people")
+    await people.insert_one({"_id": dead_row, "name": "a"})
     await ctx.db[JOURNAL].insert_one(
         {"job_id": ObjectId(job["id"]), "batch": 0, "inserted": [dead_row], "originals": []}
     )
@@ -364,7 +365,7 @@ async def test_any_later_delivery_undoes_a_dead_workers_writes_and_imports_once(
     done = await finished(api, owner, job)
     assert (done["state"], done["created"]) == ("completed", 2)
     assert sorted(r["name"] for r in await stored(api, owner)) == ["a", "b"]
-    assert await ctx.db["people"].count_documents({"_id": dead_row}) == 0
+    assert await people.count_documents({"_id": dead_row}) == 0
 
 
 async def test_import_needs_write_access(api, client, owner):

@@ -11,8 +11,7 @@ import pytest
 from bson import ObjectId
 
 from crm_core import storage
-from handlers.routing import SERVICES
-from tests.conftest import tenant_db
+from tests.conftest import rows_of, tenant_db
 
 
 def _matches(doc: dict[str, Any], spec: dict[str, Any]) -> bool:
@@ -106,9 +105,9 @@ async def test_manual_order_moves_read_rows_by_id(api, owner, client, monkeypatc
         expect=201,
         json={"key": "t", "columns": [{"key": "n", "type": "integer"}]},
     )
-    db = client.app[SERVICES].storage.tenant_db(owner.tenant_id)
     ids = [ObjectId() for _ in range(200)]
-    await db["t"].insert_many([{"_id": i, "n": n} for n, i in enumerate(ids)])
+    rows = await rows_of(client, owner, "t")
+    await rows.insert_many([{"_id": i, "n": n} for n, i in enumerate(ids)])
     scans: list[str] = []
 
     real = storage._ORIGINAL_ITER_DOCUMENTS
@@ -123,7 +122,7 @@ async def test_manual_order_moves_read_rows_by_id(api, owner, client, monkeypatc
         moved = await api.call("POST", f"/api/data/t/{row}/move", owner, expect=200, json=body)
         assert moved["writes"] == 1
     monkeypatch.undo()
-    assert "t" not in scans, scans
+    assert rows.name not in scans, scans
     page = await api.call("GET", "/api/data/t?sort_by=manual&limit=200", owner, expect=200)
     order = [r["id"] for r in page["items"]]
     assert (order.index(str(ids[10])), order.index(str(ids[50]))) == (10, 11)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from crm_core.phones import InvalidPhone, normalise_phone
-from tests.conftest import tenant_db
+from tests.conftest import rows_of, tenant_db
 
 COLUMNS = [
     {"key": "title", "type": "string", "max_length": 50, "validators": ["inn", "inn"]},
@@ -71,7 +71,7 @@ async def test_definitions_are_stored_in_the_documented_shape(client, owner, cre
             "default": 1.5,
         },
     ]
-    indexes = await tenant_db(client, owner)["deals"].index_information()
+    indexes = await (await rows_of(client, owner, "deals")).index_information()
     assert {"i_company", "u_amount"} <= set(indexes)  # a link column is always indexed
 
 

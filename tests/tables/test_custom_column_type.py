@@ -21,7 +21,7 @@ from crm_core.columns import (
     ValueContext,
 )
 from handlers.app import create_app
-from tests.conftest import Api, make_settings, tenant_db
+from tests.conftest import Api, make_settings, rows_of, tenant_db
 
 
 class PercentType(ColumnType):
@@ -93,9 +93,11 @@ async def test_a_table_with_a_registered_type_stores_reads_and_filters_it(
         await api.call(
             "POST", "/api/data/tasks", owner, expect=201, json={"name": name, "done": done}
         )
-    stored = await tenant_db(client, owner)["tasks"].find({}, {"_id": 0, "done": 1}).to_list(None)
+    stored = (
+        await (await rows_of(client, owner, "tasks")).find({}, {"_id": 0, "done": 1}).to_list(None)
+    )
     assert sorted(d["done"] for d in stored) == [10, 55, 100]
-    indexes = await tenant_db(client, owner)["tasks"].index_information()
+    indexes = await (await rows_of(client, owner, "tasks")).index_information()
     assert "i_done" in indexes
 
     page = await api.call(
@@ -112,7 +114,7 @@ async def test_a_table_with_a_registered_type_stores_reads_and_filters_it(
     )
     assert error["error"]["code"] == "validation_error"
     assert error["error"]["details"] == [{"field": "done", "message": "must be from 0 to 100"}]
-    assert await tenant_db(client, owner)["tasks"].count_documents({}) == 3
+    assert await (await rows_of(client, owner, "tasks")).count_documents({}) == 3
 
     refused = await api.call(
         "GET",
@@ -276,5 +278,5 @@ async def test_background_imports_know_the_registered_type(api, owner, client, c
             break
         await asyncio.sleep(0.01)
     assert current["state"] == "completed", current
-    stored = await tenant_db(client, owner)["tasks"].find({}, {"_id": 0}).to_list(None)
+    stored = await (await rows_of(client, owner, "tasks")).find({}, {"_id": 0}).to_list(None)
     assert sorted((d["name"], d["done"]) for d in stored) == [("plan", 5), ("ship", 75)]

@@ -11,7 +11,7 @@ from crm_core.builtin_tables import ensure_builtin_tables
 from crm_core.columns import ColumnValueError
 from crm_core.validators import default_validators
 from handlers.routing import SERVICES
-from tests.conftest import tenant_db
+from tests.conftest import rows_of, tenant_db
 
 VALIDATORS = default_validators()
 
@@ -152,9 +152,8 @@ async def test_entity_validation(api, owner, client):
     ]:
         body_out = await api.call("POST", f"/api/{slug}", owner, json=body, expect=400)
         assert field in [d["field"] for d in body_out["error"]["details"]], (slug, body)
-    db = tenant_db(client, owner)
     for key in ("legal_entities", "individuals", "leads"):
-        assert await db[key].count_documents({}) == 0
+        assert await (await rows_of(client, owner, key)).count_documents({}) == 0
     person = await api.call(
         "POST", "/api/individuals", owner, expect=201, json={"first_name": "Анна"}
     )
@@ -192,7 +191,7 @@ async def test_references(api, client, owner, create_user):
         },
     )
     assert lead["legal_entity"] == company["id"]
-    stored = await tenant_db(client, owner)["leads"].find_one({})
+    stored = await (await rows_of(client, owner, "leads")).find_one({})
     assert (
         str(stored["legal_entity"]) == company["id"]
         and type(stored["legal_entity"]).__name__ == "ObjectId"
@@ -224,7 +223,7 @@ async def test_references(api, client, owner, create_user):
     ]:
         body_out = await api.call("POST", "/api/leads", owner, json=body, expect=400)
         assert body_out["error"]["details"][0]["field"] == field
-    assert await tenant_db(client, owner)["leads"].count_documents({}) == 1
+    assert await (await rows_of(client, owner, "leads")).count_documents({}) == 1
     bulk = await api.call(
         "POST",
         "/api/leads/bulk",

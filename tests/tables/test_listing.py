@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 from bson import ObjectId
 
-from tests.conftest import CONTRACTS, Factories, add_user, tenant_db
+from tests.conftest import CONTRACTS, Factories, add_user, rows_of, tenant_db
 
 SEED_URL = (
     '/api/data/contracts?sort_by=doc_date&sort_order=desc&filters=[{"field":'
@@ -129,8 +129,8 @@ async def test_bulk_update_and_delete_by_filter(api, owner, client):
         json={"filters": flt, "values": {"status": 12}},
     )
     assert done == {"updated": 3}
-    db = tenant_db(client, owner)
-    assert await db["contracts"].count_documents({"status": 12}) == 3
+    db = await rows_of(client, owner, "contracts")
+    assert await db.count_documents({"status": 12}) == 3
     await api.call(
         "PATCH",
         "/api/data/contracts/bulk",
@@ -165,7 +165,7 @@ async def test_bulk_update_and_delete_by_filter(api, owner, client):
         expect=400,
         json={"filters": [{"field": "x", "value": 1}]},
     )
-    assert await db["contracts"].count_documents({}) == 4
+    assert await db.count_documents({}) == 4
 
 
 async def test_column_view_per_user(api, owner, client, create_table):

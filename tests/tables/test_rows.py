@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from bson import ObjectId
 
-from tests.conftest import CONTRACTS, tenant_db
+from tests.conftest import CONTRACTS, rows_of
 
 SEED_ROW = {
     "company_name": "ООО Ромашка",
@@ -65,7 +65,7 @@ async def test_stored_documents_use_native_bson_types(api, owner, client, create
             "u": "https://example.com",
         },
     )
-    doc = await tenant_db(client, owner)["all_types"].find_one({})
+    doc = await (await rows_of(client, owner, "all_types")).find_one({})
     assert isinstance(doc["_id"], ObjectId)
     assert type(doc["i"]) is int and doc["i"] == 7
     assert type(doc["f"]) is float
@@ -76,7 +76,7 @@ async def test_stored_documents_use_native_bson_types(api, owner, client, create
     assert doc["e"] == "A@example.com" and doc["p"] == "+79161234567"
     assert isinstance(doc["_created_at"], datetime) and doc["_created_by"] == owner.user_id
     # an analyst's query works on the stored values
-    count = await tenant_db(client, owner)["all_types"].count_documents({"i": {"$gt": 5}})
+    count = await (await rows_of(client, owner, "all_types")).count_documents({"i": {"$gt": 5}})
     assert count == 1
 
 
@@ -102,7 +102,7 @@ async def test_bad_rows_are_400_and_store_nothing(api, owner, client, body, fiel
     error = (await api.call("POST", "/api/data/contracts", owner, json=body, expect=400))["error"]
     assert error["code"] == "validation_error"
     assert field in [d["field"] for d in error["details"]]
-    assert await tenant_db(client, owner)["contracts"].count_documents({}) == 0
+    assert await (await rows_of(client, owner, "contracts")).count_documents({}) == 0
 
 
 async def test_bad_bodies(api, owner, create_table):
@@ -150,7 +150,7 @@ async def test_patch_and_delete(api, owner, client, create_table):
     assert patched["total_sum"] == 1.0 and "status" not in patched
     assert patched["company_name"] == "ООО Ромашка"
     assert patched["_updated_at"] >= row["_updated_at"]
-    stored = await tenant_db(client, owner)["contracts"].find_one({})
+    stored = await (await rows_of(client, owner, "contracts")).find_one({})
     assert "status" not in stored
     bad = await api.call(
         "PATCH", f"/api/data/contracts/{row['id']}", owner, json={"company_name": None}, expect=400
@@ -176,7 +176,7 @@ async def test_unique_conflict_names_the_column(api, owner, client, create_table
     await api.call("POST", "/api/data/people", owner, json={"name": "n2"}, expect=201)
     body = await api.call("POST", "/api/data/people", owner, json={"email": "a@X.com"}, expect=409)
     assert body["error"]["details"][0]["field"] == "email"
-    assert await tenant_db(client, owner)["people"].count_documents({}) == 3
+    assert await (await rows_of(client, owner, "people")).count_documents({}) == 3
 
 
 async def test_bulk_create_all_or_nothing(api, owner, client, create_table):
@@ -189,13 +189,13 @@ async def test_bulk_create_all_or_nothing(api, owner, client, create_table):
     )
     fields = [d["field"] for d in body["error"]["details"]]
     assert fields == ["items.3.total_sum", "items.4.nope", "items.4.company_name"]
-    assert await tenant_db(client, owner)["contracts"].count_documents({}) == 0
+    assert await (await rows_of(client, owner, "contracts")).count_documents({}) == 0
     good = [{"company_name": f"C{i}", "total_sum": i} for i in range(5)]
     created = await api.call(
         "POST", "/api/data/contracts/bulk?return=rows", owner, json={"items": good}, expect=201
     )
     assert [r["company_name"] for r in created["items"]] == [f"C{i}" for i in range(5)]
-    assert await tenant_db(client, owner)["contracts"].count_documents({}) == 5
+    assert await (await rows_of(client, owner, "contracts")).count_documents({}) == 5
 
 
 PEOPLE = {
@@ -233,7 +233,7 @@ async def test_bulk_create_answers_ids_in_input_order_unless_rows_are_asked(api,
     )
     assert bad["error"]["code"] == "validation_error"
     assert bad["error"]["details"][0]["field"] == "return"
-    assert await tenant_db(client, owner)["people"].count_documents({}) == 4
+    assert await (await rows_of(client, owner, "people")).count_documents({}) == 4
 
 
 async def test_bulk_create_reports_a_repeated_bad_value_at_every_item(api, owner, client):
@@ -243,7 +243,7 @@ async def test_bulk_create_reports_a_repeated_bad_value_at_every_item(api, owner
     fields = [d["field"] for d in body["error"]["details"]]
     assert fields == [f"items.{i}.{key}" for i in range(3) for key in ("email", "phone")]
     assert len({d["message"] for d in body["error"]["details"] if "email" in d["field"]}) == 1
-    assert await tenant_db(client, owner)["people"].count_documents({}) == 0
+    assert await (await rows_of(client, owner, "people")).count_documents({}) == 0
 
 
 async def test_bulk_create_unique_conflicts_store_nothing(api, owner, client, create_table):
@@ -265,7 +265,7 @@ async def test_bulk_create_unique_conflicts_store_nothing(api, owner, client, cr
         json={"items": [{"code": "b"}, {"code": "taken"}]},
     )
     assert existing["error"]["details"][0]["field"] == "items.1.code"
-    assert await tenant_db(client, owner)["t"].count_documents({}) == 1
+    assert await (await rows_of(client, owner, "t")).count_documents({}) == 1
 
 
 async def test_bulk_update_and_delete(api, owner, client, create_table):
@@ -294,8 +294,8 @@ async def test_bulk_update_and_delete(api, owner, client, create_table):
         json={"items": [{"id": ids[0], "total_sum": 1}, {"id": str(ObjectId()), "total_sum": 2}]},
     )
     assert missing["error"]["details"][0]["field"] == "items.1.id"
-    db = tenant_db(client, owner)
-    assert await db["contracts"].count_documents({"total_sum": {"$exists": True}}) == 0
+    db = await rows_of(client, owner, "contracts")
+    assert await db.count_documents({"total_sum": {"$exists": True}}) == 0
     updated = await api.call(
         "PATCH",
         "/api/data/contracts/bulk",
@@ -308,7 +308,7 @@ async def test_bulk_update_and_delete(api, owner, client, create_table):
         "POST", "/api/data/contracts/bulk-delete", owner, expect=200, json={"ids": ids[:2]}
     )
     assert deleted == {"deleted": 2}
-    assert await db["contracts"].count_documents({}) == 1
+    assert await db.count_documents({}) == 1
     bad_ids = await api.call(
         "POST", "/api/data/contracts/bulk-delete", owner, expect=400, json={"ids": ["x"]}
     )

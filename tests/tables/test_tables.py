@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import CONTRACTS, tenant_db
+from tests.conftest import CONTRACTS, rows_of, tenant_db
 
 
 async def test_create_table_assigns_option_ids(api, owner, client, create_table):
@@ -17,7 +17,10 @@ async def test_create_table_assigns_option_ids(api, owner, client, create_table)
     ]
     assert status["display_name"] == "status"
     db = tenant_db(client, owner)
-    assert "contracts" in await db.list_collection_names()
+    stored = await db["_tables"].find_one({"key": "contracts"})
+    # the rows' collection is named by the table's id (docs/storage.md)
+    assert stored["collection"] == f"rows.{stored['_id']}"
+    assert stored["collection"] in await db.list_collection_names()
     listed = await api.call("GET", "/api/meta/tables", owner, expect=200)
     assert [t["key"] for t in listed["items"] if not t["builtin"]] == ["contracts"]
     got = await api.call("GET", "/api/meta/tables/contracts", owner, expect=200)
@@ -189,7 +192,7 @@ async def test_add_and_delete_column(api, owner, client, create_table):
     got = await api.call("GET", f"/api/data/contracts/{row['id']}", owner, expect=200)
     assert got["country"] == "RU"
     await api.call("DELETE", "/api/meta/tables/contracts/columns/total_sum", owner, expect=200)
-    stored = await tenant_db(client, owner)["contracts"].find_one({})
+    stored = await (await rows_of(client, owner, "contracts")).find_one({})
     assert "total_sum" not in stored
     await api.call("DELETE", "/api/meta/tables/contracts/columns/total_sum", owner, expect=404)
 
@@ -202,8 +205,8 @@ async def test_change_type_converts_or_refuses(api, owner, client, create_table)
         "PATCH", "/api/meta/tables/t/columns/code", owner, json={"type": "integer"}, expect=200
     )
     assert table["columns"][0]["type"] == "integer"
-    db = tenant_db(client, owner)
-    assert sorted(d["code"] for d in await db["t"].find().to_list(None)) == [10, 20, 30]
+    rows = await rows_of(client, owner, "t")
+    assert sorted(d["code"] for d in await rows.find().to_list(None)) == [10, 20, 30]
 
     await api.call(
         "PATCH", "/api/meta/tables/t/columns/code", owner, json={"type": "string"}, expect=200
@@ -219,7 +222,7 @@ async def test_change_type_converts_or_refuses(api, owner, client, create_table)
     # nothing changed: the definition and every stored value are as they were
     got = await api.call("GET", "/api/meta/tables/t", owner, expect=200)
     assert got["columns"][0]["type"] == "string"
-    assert sorted(d["code"] for d in await db["t"].find().to_list(None)) == [
+    assert sorted(d["code"] for d in await rows.find().to_list(None)) == [
         "10",
         "20",
         "30",

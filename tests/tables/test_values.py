@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.conftest import tenant_db
+from tests.conftest import rows_of
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 OUT_OF_RANGE = [INT64_MIN - 1, INT64_MAX + 1, -(2**64), 2**64, 10**30, -(10**30)]
@@ -29,7 +29,7 @@ async def numbers(api, owner):
 
 
 async def _stored(client, owner):
-    docs = await tenant_db(client, owner)["nums"].find({}, {"n": 1}).to_list(None)
+    docs = await (await rows_of(client, owner, "nums")).find({}, {"n": 1}).to_list(None)
     return sorted(doc.get("n") for doc in docs if "n" in doc)
 
 
@@ -112,7 +112,7 @@ async def test_conversion_to_integer_is_exact_or_refused(api, client, owner, num
     await api.call(
         "PATCH", "/api/meta/tables/nums/columns/s", owner, json={"type": "integer"}, expect=200
     )
-    docs = await tenant_db(client, owner)["nums"].find({"s": {"$exists": True}}).to_list(None)
+    docs = await (await rows_of(client, owner, "nums")).find({"s": {"$exists": True}}).to_list(None)
     assert [d["s"] for d in docs] == [9007199254740993]
     for text in ("-9223372036854775809", "1e999999999", "12345678901234567891.0"):
         await api.call(
@@ -123,9 +123,9 @@ async def test_conversion_to_integer_is_exact_or_refused(api, client, owner, num
             "PATCH", "/api/meta/tables/nums/columns/s", owner, json={"type": "integer"}, expect=409
         )
         assert body["error"]["details"][0]["failed_rows"] == 1
-        docs = await tenant_db(client, owner)["nums"].find({"s": text}).to_list(None)
+        docs = await (await rows_of(client, owner, "nums")).find({"s": text}).to_list(None)
         assert len(docs) == 1  # nothing changed
-        await tenant_db(client, owner)["nums"].delete_many({"s": text})
+        await (await rows_of(client, owner, "nums")).delete_many({"s": text})
 
 
 # ---- blank / not_blank ---------------------------------------------------------------------
