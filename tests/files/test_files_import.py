@@ -358,7 +358,7 @@ async def test_any_later_delivery_undoes_a_dead_workers_writes_and_imports_once(
     await ctx.db[JOBS].update_one({"_id": ObjectId(job["id"])}, runner(datetime.now(UTC)))
     await services.imports.run(ctx, job["id"], "task-2")  # task-1 is alive: not its business
     assert (await ctx.db[JOBS].find_one({"_id": ObjectId(job["id"])}))["state"] == "importing"
-    assert await ctx.db["people"].count_documents({"_id": dead_row}) == 1
+    assert await people.count_documents({"_id": dead_row}) == 1
     stale = datetime.now(UTC) - timedelta(minutes=5)
     await ctx.db[JOBS].update_one({"_id": ObjectId(job["id"])}, runner(stale))
     await services.imports.run(ctx, job["id"], "task-2")  # task-1 died: task-2 takes over
