@@ -193,6 +193,12 @@ SYSTEM_INDEXES: tuple[IndexSpec, ...] = (
         serves="the sweeper's next due delivery (claimed in due_at order)",
     ),
     IndexSpec(
+        "task_outbox",
+        (("due_at", 1),),
+        "due",
+        serves="the outbox sweeper's next due work (claimed in due_at order; crm_core/outbox.py)",
+    ),
+    IndexSpec(
         "admin_actions",
         (("at", 1), ("_id", 1)),
         "at_id",

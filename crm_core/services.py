@@ -19,6 +19,7 @@ from crm_core.columns import ColumnType, default_column_types
 from crm_core.files.exports import ExportService
 from crm_core.files.imports import ImportService
 from crm_core.filters import FilterBuilder, default_filter_operators
+from crm_core.outbox import Outbox
 from crm_core.registry import Registry
 from crm_core.roles import RoleService
 from crm_core.settings import Settings
@@ -55,6 +56,7 @@ class Services:
     tenants: TenantService  # company settings (/api/tenant)
     webhooks: WebhookService
     tokens: ApiTokenService
+    outbox: Outbox  # background work recorded before it is queued (swept where tasks run)
     sms_queue: Any = None  # crm_core.sms.SmsQueue, set when the broker starts
     # the embedded mode's turn-taking for authenticated requests
     # (Settings.embedded_max_active_requests)
@@ -82,6 +84,7 @@ def build_services(
     tenants = TenantService()
     aliases = AliasService()
     auth = AuthService(settings, storage, users, tenants)
+    outbox = Outbox(storage, retry_seconds=settings.webhook_sweep_seconds)
     services = Services(
         settings=settings,
         storage=storage,
@@ -90,7 +93,7 @@ def build_services(
         validators=validators,
         meta=MetaService(column_types, validators, dependents=(shares, aliases)),
         rows=rows,
-        imports=ImportService(rows, settings, aliases),
+        imports=ImportService(rows, settings, aliases, outbox),
         exports=ExportService(rows, settings.export_max_concurrent, aliases),
         admin=AdminService(settings, storage, auth),
         tenants=tenants,
@@ -98,9 +101,10 @@ def build_services(
         users=users,
         shares=shares,
         aliases=aliases,
-        sms=CampaignService(settings, rows),
+        sms=CampaignService(settings, rows, outbox),
         webhooks=WebhookService(settings, storage, column_types),
         tokens=ApiTokenService(storage),
+        outbox=outbox,
     )
     # webhooks hear row events from the row service and campaign events from the SMS domain
     services.rows.events = services.webhooks

@@ -103,6 +103,8 @@ class Settings(BaseSettings):
     import_max_columns: int = Field(default=500, ge=1, le=10_000)
     import_batch_size: int = Field(default=1000, ge=1, le=10_000)
     import_max_pending: int = Field(default=10, ge=1)
+    # an import (uploading or running) without a heartbeat for this long lost its process
+    import_stale_seconds: float = Field(default=120.0, gt=0, le=86_400)
     export_max_concurrent: int = Field(default=2, ge=1)
     # embedded mode: authenticated requests at work at once (the others wait their turn before
     # any work); the one database thread serves them in turn anyway, and a short queue on the

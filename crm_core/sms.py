@@ -19,7 +19,7 @@ import math
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -30,6 +30,7 @@ from crm_core.clock import as_utc, utcnow
 from crm_core.context import TenantContext
 from crm_core.errors import Conflict, NotFound, ValidationFailed
 from crm_core.ids import object_id
+from crm_core.outbox import Lease, Outbox, Work, work_key
 from crm_core.phones import InvalidPhone, normalise_phone
 from crm_core.settings import Settings
 from crm_core.storage import query_purpose
@@ -54,6 +55,9 @@ CAMPAIGNS = "_sms_campaigns"
 MESSAGES = "_sms_messages"
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]{0,62})\s*\}\}")
 OPEN = ("pending", "sending")
+# outbox kinds (crm_core/outbox.py): a campaign's batch, one resent message
+SMS_BATCH = "sms.batch"
+SMS_ONE = "sms.one"
 # Every query on the messages is served by an index of crm_core/indexes.py (`_sms_messages`).
 # Filters name `batch` or `claim` first: the embedded database tests conditions in order.
 
@@ -271,11 +275,13 @@ class CampaignService:
         self,
         settings: Settings,
         rows: RowService,
+        outbox: Outbox,
         queue: Callable[[], SmsQueue | None] = lambda: None,
         events: CampaignEvents | None = None,
     ) -> None:
         self.settings = settings
         self.rows = rows
+        self.outbox = outbox
         self.queue = queue  # the running broker's queue (`Services.sms_queue`, handlers/app.py)
         self.events = events
 
@@ -285,12 +291,35 @@ class CampaignService:
             raise RuntimeError("the SMS queue is not running")
         return queue
 
+    def _work(self, kind: str, tenant_id: str, *args: Any) -> Work:
+        return Work(kind, tenant_id, args, self.settings.sms_redelivery_seconds)
+
+    async def _send(self, work: Work) -> None:
+        """Hand one recorded unit of campaign work to the queue (the outbox's dispatch)."""
+        if work.kind == SMS_BATCH:
+            await self._queue().send_batch(work.tenant_id, str(work.args[0]), int(work.args[1]))
+        else:
+            await self._queue().send_one(work.tenant_id, str(work.args[0]))
+
     async def create(self, ctx: TenantContext, data: CampaignIn) -> CampaignRecord:
+        """Store the campaign and its messages and queue its batches. The batches are recorded
+        in the outbox first: with the broker down the campaign is still accepted, and a
+        sweeper queues it when the broker is back (docs/sms.md)."""
         recipients = await self._recipients(ctx, data)
         now = utcnow()
         campaign_id = ObjectId()
         messages, duplicates = self._messages(ctx, data, recipients, campaign_id, now)
         batches = sorted({int(m["batch"]) for m in messages if m["status"] == "pending"})
+        # batch n cannot start before the tenant's rate has sent the batches before it
+        per_batch = self.settings.sms_batch_size / self.settings.sms_rate_per_second
+        works = [
+            replace(
+                self._work(SMS_BATCH, ctx.tenant_id, str(campaign_id), batch),
+                start_after=index * per_batch,
+            )
+            for index, batch in enumerate(batches)
+        ]
+        await self.outbox.record(works)
         initial = dict.fromkeys(MESSAGE_STATUSES, 0)
         for message in messages:
             initial[message["status"]] += 1
@@ -314,8 +343,7 @@ class CampaignService:
             invalid = initial["invalid"]
             metrics.SMS_MESSAGES.labels("queued", NO_PROVIDER).inc(len(messages) - invalid)
             metrics.SMS_MESSAGES.labels("invalid", NO_PROVIDER).inc(invalid)
-        for batch in batches:
-            await self._queue().send_batch(ctx.tenant_id, str(campaign_id), batch)
+        await self.outbox.hand_off(works, self._send)
         campaign = CampaignRecord.model_validate(doc)
         if not batches:
             await self._finished(ctx, campaign)
@@ -440,6 +468,9 @@ class CampaignService:
                 f"Only messages whose fate is unknown are resolved; this one is {message.status}"
             )
         status = "pending" if outcome == "resend" else outcome
+        work = self._work(SMS_ONE, ctx.tenant_id, str(message.id))
+        if outcome == "resend":
+            await self.outbox.record([work])
         resolved = await ctx.db[MESSAGES].find_one_and_update(
             {"_id": message.id, "status": "unknown"},
             {"$set": {"status": status, "updated_at": utcnow(), "resolved_by": ctx.user_id}},
@@ -453,7 +484,7 @@ class CampaignService:
                 {"_id": message.campaign_id, "status": "completed"},
                 {"$set": {"status": "sending"}},
             )
-            await self._queue().send_one(ctx.tenant_id, str(message.id))
+            await self.outbox.hand_off([work], self._send)
         return MessageRecord.model_validate(resolved)
 
 
@@ -529,19 +560,29 @@ class SmsSender:
         limiter: RateSlots,
         capacity: SendCapacity,
         events: CampaignEvents | None = None,
+        outbox: Outbox | None = None,
     ) -> None:
         self.settings = settings
         self.provider = provider
         self.limiter = limiter
         self.capacity = capacity
         self.events = events
+        self.outbox = outbox
+
+    def _lease(self, kind: str, tenant_id: str, *args: Any) -> Lease:
+        """The hold on this work's outbox entry while it is sent."""
+        key = work_key(kind, tenant_id, *args)
+        return Lease(self.outbox, key, self.settings.sms_redelivery_seconds)
 
     async def send_batch(
         self, db: Any, tenant_id: str, campaign_id: str, batch: int, task_id: str
     ) -> BatchResult:
         cid = ObjectId(campaign_id)
+        lease = self._lease(SMS_BATCH, tenant_id, campaign_id, batch)
+        await lease.keep()
         campaign = await db[CAMPAIGNS].find_one({"_id": cid}, {"status": 1})
         if campaign is None or campaign["status"] == "cancelled":
+            await lease.done()
             return BatchResult()
         # one read of the batch: its pending messages, and what an earlier delivery of this
         # task left in `sending` (bounded by the batch size; no `$in`, slow on the embedded db)
@@ -550,6 +591,8 @@ class SmsSender:
             await self._needs_repair(db, cid)
         if any(m.status == "sending" and m.claimed_by == task_id for m in unfinished):
             await self._abandoned(db, cid, batch, task_id, unfinished)
+        if any(m.status == "sending" and m.claimed_by != task_id for m in unfinished):
+            await self._expire_claims(db, cid, {"batch": batch, "campaign_id": cid})
         if campaign["status"] == "queued":
             await db[CAMPAIGNS].update_one(
                 {"_id": cid, "status": "queued"},
@@ -557,22 +600,30 @@ class SmsSender:
             )
         query = {"batch": batch, "campaign_id": cid, "status": "pending"}
         pending = [m for m in unfinished if m.status == "pending"]
-        sent = await self._send_all(db, tenant_id, cid, query, task_id, pending)
+        sent = await self._send_all(db, tenant_id, cid, query, task_id, pending, lease)
         await self._finish(db, tenant_id, cid)
+        if not await self._still_open(db, {"batch": batch, "campaign_id": cid}):
+            await lease.done()  # else another delivery holds a claim: the outbox keeps it
         return BatchResult(sent=sent)
 
     async def send_one(self, db: Any, tenant_id: str, message_id: str, task_id: str) -> int:
         message = await db[MESSAGES].find_one(
             {"_id": ObjectId(message_id)}, {"campaign_id": 1, "claimed_by": 1}
         )
+        lease = self._lease(SMS_ONE, tenant_id, message_id)
         if message is None:
+            await lease.done()
             return 0
+        await lease.keep()
         cid = message["campaign_id"]
         if message.get("claimed_by") == task_id:  # a redelivery of this task
             await self._needs_repair(db, cid)
+        await self._expire_claims(db, cid, {"_id": message["_id"]})
         query = {"_id": message["_id"], "status": "pending"}
-        sent = await self._send_all(db, tenant_id, cid, query, task_id, None)
+        sent = await self._send_all(db, tenant_id, cid, query, task_id, None, lease)
         await self._finish(db, tenant_id, cid)
+        if not await self._still_open(db, {"_id": message["_id"]}):
+            await lease.done()
         return sent
 
     def claim_bound(self) -> timedelta:
@@ -586,6 +637,38 @@ class SmsSender:
             + math.ceil(size / SENDS_IN_FLIGHT) * settings.sms_send_timeout_seconds
             + CLAIM_MARGIN_SECONDS
         )
+
+    async def _still_open(self, db: Any, where: dict[str, Any]) -> bool:
+        """Whether messages of `where` are still pending or sending (two limited counts)."""
+        for status in OPEN:
+            if await db[MESSAGES].count_documents({**where, "status": status}, limit=1):
+                return True
+        return False
+
+    async def _expire_claims(self, db: Any, campaign_id: ObjectId, where: dict[str, Any]) -> None:
+        """Mark `unknown` the messages of `where` that any delivery claimed longer ago than
+        `claim_bound`: no live worker holds a claim that long, so its worker died (and Redis
+        may have forgotten its task). Never resent blindly (`CampaignService.resolve`)."""
+        cutoff = utcnow() - self.claim_bound()
+        stale = await db[MESSAGES].update_many(
+            {**where, "status": "sending", "claimed_at": {"$lte": cutoff}},
+            {
+                "$set": {
+                    "status": "unknown",
+                    "updated_at": utcnow(),
+                    "error": "the worker stopped while sending; check before resending",
+                }
+            },
+        )
+        n = stale.modified_count
+        if n:
+            metrics.SMS_MESSAGES.labels("unknown", self.provider.name).inc(n)
+            log.warning(
+                "campaign %s: %d messages claimed by a worker that stopped; marked unknown",
+                campaign_id,
+                n,
+            )
+            await _bump(db, campaign_id, {"sending": -n, "unknown": n})
 
     async def _abandoned(
         self,
@@ -644,6 +727,7 @@ class SmsSender:
         query: dict[str, Any],
         task_id: str,
         first: list[Outgoing] | None,
+        lease: Lease,
     ) -> int:
         """Send every pending message matching `query`: one read per round (the first round's
         may be given), then claims sent concurrently, each message on its own rate slot.
@@ -657,6 +741,7 @@ class SmsSender:
             retried = 0
             for start in range(0, len(pending), size):
                 chunk = pending[start : start + size]
+                await lease.keep()
                 async with self.capacity.claims:
                     moves = await self._send_claim(
                         db, tenant_id, campaign_id, query, chunk, task_id

@@ -360,9 +360,29 @@ class WebhookService:
             [{"_id": d["_id"], "tenant_id": tenant_id, "due_at": lease_end} for d in deliveries]
         )
         if self.queue is not None:
-            for delivery in deliveries:
-                await self.queue.deliver(tenant_id, str(delivery["_id"]))
+            await self._hand_off(tenant_id, [d["_id"] for d in deliveries])
         return len(deliveries)
+
+    async def _hand_off(self, tenant_id: str, ids: list[ObjectId]) -> bool:
+        """Queue recorded deliveries; with the broker down the rest are made due at the next
+        sweep instead (the write that published them never fails for it)."""
+        assert self.queue is not None
+        for index, oid in enumerate(ids):
+            try:
+                await self.queue.deliver(tenant_id, str(oid))
+            except Exception:  # Redis refused or is away: the sweeper queues them later
+                log.warning(
+                    "the task broker refused webhook delivery %s; %d wait for the sweeper",
+                    oid,
+                    len(ids) - index,
+                    exc_info=True,
+                )
+                soon = utcnow() + timedelta(seconds=self.settings.webhook_sweep_seconds)
+                await self.storage.system_db[DUE].update_many(
+                    {"_id": {"$in": ids[index:]}}, {"$set": {"due_at": soon}}
+                )
+                return False
+        return True
 
     async def campaign_finished(self, db: Any, tenant_id: str, campaign: dict[str, Any]) -> None:
         """`campaign.finished` (completed or cancelled); never fails the caller's work."""
@@ -580,7 +600,8 @@ class WebhookService:
             if entry is None:
                 break
             if self.queue is not None:
-                await self.queue.deliver(entry["tenant_id"], str(entry["_id"]))
+                if not await self._hand_off(entry["tenant_id"], [entry["_id"]]):
+                    break  # the broker is down: the next round tries again
             else:
                 await self.deliver(entry["tenant_id"], str(entry["_id"]))
             queued += 1

@@ -19,8 +19,11 @@ from typing import Any
 from taskiq import AsyncBroker, Context, InMemoryBroker, TaskiqDepends
 from taskiq.receiver import Receiver
 
+from crm_core.files.imports import IMPORT_RUN, IMPORT_UPLOAD
+from crm_core.outbox import Dispatch, Outbox, Work
 from crm_core.services import Services
 from crm_core.settings import Settings
+from crm_core.sms import SMS_BATCH, SMS_ONE
 from crm_core.webhooks import WebhookService
 from tasks import files, sms
 from tasks.providers import make_provider
@@ -237,8 +240,37 @@ async def start_broker(services: Services, consumer_name: str | None = None) -> 
     broker.state.webhooks = webhooks
     broker.state.sms.webhooks = webhooks
     broker.state.files = files.FilesRuntime(settings, storage, services.imports)
+    broker.state.sms.outbox = services.outbox
+    broker.state.outbox = services.outbox
     await broker.startup()
     return broker
+
+
+def outbox_dispatch(broker: AsyncBroker) -> dict[str, Dispatch]:
+    """What the sweeper does with each kind of recorded work (crm_core/outbox.py): queue it
+    on this broker, or, for an upload in progress, check it here."""
+    queue = BrokerQueue(broker)
+    runtime: files.FilesRuntime = broker.state.files
+
+    async def send_batch(work: Work) -> None:
+        await queue.send_batch(work.tenant_id, str(work.args[0]), int(work.args[1]))
+
+    async def send_one(work: Work) -> None:
+        await queue.send_one(work.tenant_id, str(work.args[0]))
+
+    async def run_import(work: Work) -> None:
+        await queue.run_import(work.tenant_id, str(work.args[0]), str(work.args[1]))
+
+    async def watch_upload(work: Work) -> None:
+        db = runtime.storage.tenant_db(work.tenant_id)
+        await runtime.imports.expire_upload(db, work.tenant_id, str(work.args[0]))
+
+    return {
+        SMS_BATCH: send_batch,
+        SMS_ONE: send_one,
+        IMPORT_RUN: run_import,
+        IMPORT_UPLOAD: watch_upload,
+    }
 
 
 async def stop_broker(broker: AsyncBroker) -> None:
@@ -249,8 +281,9 @@ async def stop_broker(broker: AsyncBroker) -> None:
 
 @contextlib.asynccontextmanager
 async def sweeping(broker: AsyncBroker, settings: Settings) -> AsyncIterator[None]:
-    """Where tasks run: queue webhook retries when they are due, until the block ends."""
-    sweeper = asyncio.create_task(_sweep(broker, settings), name="crm-webhook-sweeper")
+    """Where tasks run: queue webhook retries and the outbox's due work (crm_core/outbox.py),
+    every `WEBHOOK_SWEEP_SECONDS`, until the block ends."""
+    sweeper = asyncio.create_task(_sweep(broker, settings), name="crm-sweeper")
     try:
         yield
     finally:
@@ -261,12 +294,19 @@ async def sweeping(broker: AsyncBroker, settings: Settings) -> AsyncIterator[Non
 
 async def _sweep(broker: AsyncBroker, settings: Settings) -> None:
     webhooks: WebhookService = broker.state.webhooks
+    outbox: Outbox = broker.state.outbox
+    dispatch = outbox_dispatch(broker)
     while True:
         await asyncio.sleep(settings.webhook_sweep_seconds)
         try:
             await webhooks.sweep()
         except Exception:  # the database away for a moment: the next round tries again
             log.warning("webhook sweep failed", exc_info=True)
+        try:
+            await outbox.sweep(dispatch)
+        except Exception as exc:  # the database away: the next round tries again; one line
+            # (the webhook sweep's warning of the same round carries the traceback)
+            log.warning("outbox sweep failed: %r", exc)
 
 
 @contextlib.asynccontextmanager
@@ -274,7 +314,7 @@ async def receiving(broker: AsyncBroker, settings: Settings) -> AsyncIterator[Re
     """Run a receiver (and, with Redis, the heartbeat) until the block ends."""
     receiver = Receiver(broker, run_startup=False, max_async_tasks=50)
     finish = asyncio.Event()
-    listener = asyncio.create_task(receiver.listen(finish), name="crm-receiver")
+    listener = asyncio.create_task(_listen(broker, receiver, finish), name="crm-receiver")
     pulse = asyncio.create_task(_pulse(broker, settings), name="crm-heartbeat")
     alive = asyncio.create_task(_worker_heartbeat(broker, settings), name="crm-alive")  # ops
     try:
@@ -295,6 +335,46 @@ async def receiving(broker: AsyncBroker, settings: Settings) -> AsyncIterator[Re
                 await asyncio.wait({listener}, timeout=5)
             alive.cancel()  # after the running tasks: the beat goes when the receiver stops
             await asyncio.wait({alive}, timeout=2)  # removes its beat from Redis
+
+
+async def _listen(broker: AsyncBroker, receiver: Receiver, finish: asyncio.Event) -> None:
+    """Receive until `finish`. A receiver that stops on a broker failure (Redis stopped; Redis
+    back empty, without the consumer group) is started again after a pause, with the group
+    declared again: a worker outlives an outage. Tasks already running go on meanwhile."""
+    pause = 0.2
+    while True:
+        try:
+            await receiver.listen(finish)
+        except BaseException as exc:  # the receiver stopped on a broker error
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # this worker is stopping
+            log.warning("the task receiver stopped on a broker error: %r", exc, exc_info=True)
+        if finish.is_set():
+            return
+        log.warning("the task receiver stopped; listening again in %.1f s", pause)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(finish.wait(), pause)
+        if finish.is_set():
+            return
+        pause = min(pause * 2, 5.0)
+        await _declare_group(broker)
+        receiver = Receiver(broker, run_startup=False, max_async_tasks=50)
+
+
+async def _declare_group(broker: AsyncBroker) -> None:
+    """The consumer group, made again after Redis restarted empty; from the stream's start, so
+    that tasks queued since the restart (the sweeper's) are read too."""
+    pool = getattr(broker, "connection_pool", None)
+    if pool is None:  # the in-memory broker
+        return
+    from redis.asyncio import Redis
+
+    try:
+        async with Redis(connection_pool=pool) as redis:
+            await redis.xgroup_create(QUEUE, GROUP, id="0", mkstream=True)
+    except Exception as exc:  # BUSYGROUP: it exists; or Redis is still away
+        log.info("consumer group not declared: %s", exc)
 
 
 async def _pulse(broker: AsyncBroker, settings: Settings) -> None:

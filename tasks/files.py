@@ -30,6 +30,7 @@ async def run_import(
     try:
         ctx = await context_for_user(runtime.storage, tenant_id, user_id)
     except CrmError as exc:
-        await runtime.imports.refuse(runtime.storage.tenant_db(tenant_id), job_id, exc.message)
+        db = runtime.storage.tenant_db(tenant_id)
+        await runtime.imports.refuse(db, tenant_id, job_id, user_id, exc.message)
         return
     await runtime.imports.run(ctx, job_id, task_id)

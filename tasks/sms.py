@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from crm_core.outbox import Outbox
 from crm_core.settings import Settings
 from crm_core.sms import CampaignEvents, SendCapacity, SmsSender, claim_size
 from crm_core.storage import Storage
@@ -23,6 +24,7 @@ class SmsRuntime:
     provider: SmsProvider
     limiter: SlotLimiter
     webhooks: CampaignEvents | None = None  # campaign.finished events
+    outbox: Outbox | None = None  # the recorded work whose entries the sender holds and ends
     capacity: SendCapacity | None = field(default=None, repr=False)
 
     def sender(self) -> SmsSender:
@@ -30,7 +32,9 @@ class SmsRuntime:
         task: a test may swap the limiter of a running worker)."""
         if self.capacity is None:
             self.capacity = SendCapacity(claim_size(self.settings))
-        return SmsSender(self.settings, self.provider, self.limiter, self.capacity, self.webhooks)
+        return SmsSender(
+            self.settings, self.provider, self.limiter, self.capacity, self.webhooks, self.outbox
+        )
 
     def db(self, tenant_id: str) -> Any:
         return self.storage.tenant_db(tenant_id)

@@ -24,6 +24,7 @@ import asyncio
 import logging
 import re
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import IO, Any, Protocol
@@ -52,6 +53,7 @@ from crm_core.files.readers import (
     file_error,
     sniff_delimiter,
 )
+from crm_core.outbox import Lease, Outbox, Work, work_key
 from crm_core.settings import Settings
 from crm_core.tables.access import Level, require
 from crm_core.tables.definitions import TABLES, Table, load_table, utcnow
@@ -68,9 +70,13 @@ CHUNK_BYTES = 1024 * 1024
 PREVIEW_ROWS = 10
 MAX_STORED_ERRORS = 1000
 SAMPLE_MAX_CHARS = 2_000_000  # the preview rows kept in the job document (16 MB BSON limit)
-STALE_AFTER = timedelta(seconds=120)
 OPEN_STATES = ("uploading", "uploaded", "queued", "validating", "importing")
 RUNNING_STATES = ("queued", "validating", "importing")
+# outbox kinds (crm_core/outbox.py): a confirmed import to run, an upload in progress to watch
+IMPORT_RUN = "import.run"
+IMPORT_UPLOAD = "import.upload"
+INTERRUPTED_UPLOAD = "The upload was interrupted (the server stopped); upload the file again"
+STALLED_UPLOAD = "no data came for longer than IMPORT_STALE_SECONDS; upload the file again"
 
 
 class ImportQueue(Protocol):
@@ -126,11 +132,33 @@ class Progress:
 
 
 class ImportService:
-    def __init__(self, rows: RowService, settings: Settings, aliases: AliasService) -> None:
+    def __init__(
+        self, rows: RowService, settings: Settings, aliases: AliasService, outbox: Outbox
+    ) -> None:
         self.rows = rows
         self.aliases = aliases
         self.settings = settings
+        self.outbox = outbox
         self.queue: ImportQueue | None = None  # set when the broker starts
+
+    @property
+    def stale_after(self) -> timedelta:
+        """A job (uploading or running) without a heartbeat for this long lost its process."""
+        return timedelta(seconds=self.settings.import_stale_seconds)
+
+    def _work(self, kind: str, tenant_id: str, *args: Any) -> Work:
+        return Work(kind, tenant_id, args, self.settings.import_stale_seconds)
+
+    def _lease(self, tenant_id: str, job_id: str, user_id: str) -> Lease:
+        key = work_key(IMPORT_RUN, tenant_id, job_id, user_id)
+        return Lease(self.outbox, key, self.settings.import_stale_seconds)
+
+    async def _send(self, work: Work) -> None:
+        """Hand a recorded import to the queue (the outbox's dispatch)."""
+        if self.queue is None:
+            raise RuntimeError("the task broker is not running")
+        job_id, user_id = work.args
+        await self.queue.run_import(work.tenant_id, str(job_id), str(user_id))
 
     # ---- upload -------------------------------------------------------------------------------
 
@@ -163,6 +191,9 @@ class ImportService:
         }
         jobs = ctx.db[JOBS]
         await self._ensure_indexes(ctx)
+        # watched by the outbox: a process that dies mid-upload leaves no job `uploading`
+        watch = self._work(IMPORT_UPLOAD, ctx.tenant_id, str(job["_id"]))
+        await self.outbox.record([watch])
         # the slot is reserved (the job inserted) before the slow upload, then counted
         await jobs.insert_one(job)
         try:
@@ -197,11 +228,45 @@ class ImportService:
                 "rows_total": total,
                 "updated_at": utcnow(),
             }
-            await jobs.update_one({"_id": job["_id"]}, {"$set": changes})
+            done = await jobs.update_one(
+                {"_id": job["_id"], "state": "uploading"}, {"$set": changes}
+            )
+            if not done.matched_count:  # the outbox's watch expired it meanwhile
+                raise file_error(STALLED_UPLOAD)
         except BaseException:
             await self._discard(ctx, job["_id"])
+            await self.outbox.done(watch.key)
             raise
+        await self.outbox.done(watch.key)
         return {**job, **changes}
+
+    async def expire_upload(self, db: Any, tenant_id: str, job_id: str) -> None:
+        """The outbox's check of an upload in progress (`db`: the tenant's database): an
+        upload whose process stopped (no chunk stored for `import_stale_seconds`) fails with
+        the reason and its chunks go; the entry stays while the upload is alive."""
+        key = work_key(IMPORT_UPLOAD, tenant_id, job_id)
+        job = await db[JOBS].find_one({"_id": ObjectId(job_id)}, {"state": 1, "updated_at": 1})
+        if job is None or job["state"] != "uploading":
+            await self.outbox.done(key)
+            return
+        if as_utc(job["updated_at"]) > utcnow() - self.stale_after:
+            return
+        now = utcnow()
+        failed = await db[JOBS].update_one(
+            {"_id": job["_id"], "state": "uploading", "updated_at": job["updated_at"]},
+            {
+                "$set": {
+                    "state": "failed",
+                    "message": INTERRUPTED_UPLOAD,
+                    "finished_at": now,
+                    "updated_at": now,
+                }
+            },
+        )
+        if failed.modified_count:
+            log.warning("import %s: its upload stopped; marked failed", job_id)
+            await db[FILES].delete_many({"job_id": job["_id"]})
+            await self.outbox.done(key)
 
     @staticmethod
     async def _ensure_indexes(ctx: TenantContext) -> None:
@@ -222,7 +287,12 @@ class ImportService:
         utf8 = Utf8Check()
         size, number = 0, 0
         pending = bytearray()
+        beat_every = self.settings.import_stale_seconds / 4
+        next_beat = time.monotonic() + beat_every
         async for chunk in chunks:
+            if time.monotonic() >= next_beat:  # the upload's heartbeat (`expire_upload`)
+                await self._upload_beat(ctx, job_id)
+                next_beat = time.monotonic() + beat_every
             size += len(chunk)
             if size > limit:
                 raise PayloadTooLarge(
@@ -243,6 +313,13 @@ class ImportService:
         utf8.feed(b"", final=True)
         local.flush()
         return size, utf8.valid
+
+    async def _upload_beat(self, ctx: TenantContext, job_id: ObjectId) -> None:
+        beat = await ctx.db[JOBS].update_one(
+            {"_id": job_id, "state": "uploading"}, {"$set": {"updated_at": utcnow()}}
+        )
+        if not beat.matched_count:
+            raise file_error(STALLED_UPLOAD)
 
     def _inspect(
         self, path: str, info: FileInfo, content_type: str, query: UploadQuery, utf8_valid: bool
@@ -433,6 +510,9 @@ class ImportService:
                         for k in missing
                     ],
                 )
+        # recorded before it is queued: with the broker down it starts when the broker is back
+        work = self._work(IMPORT_RUN, ctx.tenant_id, str(job["_id"]), ctx.user_id)
+        await self.outbox.record([work])
         claimed = await ctx.db[JOBS].find_one_and_update(
             {"_id": job["_id"], "state": "uploaded"},
             {
@@ -449,9 +529,9 @@ class ImportService:
             return_document=True,
         )
         if claimed is None:
+            await self.outbox.done(work.key)
             raise Conflict("The import was confirmed or deleted by someone else")
-        assert self.queue is not None, "the task broker is not running"
-        await self.queue.run_import(ctx.tenant_id, str(job["_id"]), ctx.user_id)
+        await self.outbox.hand_off([work], self._send)
         return dict(claimed)
 
     async def delete(self, ctx: TenantContext, table: Table, job_id: str) -> None:
@@ -473,9 +553,12 @@ class ImportService:
 
     # ---- the background task ------------------------------------------------------------------
 
-    async def refuse(self, db: Any, job_id: str, message: str) -> None:
+    async def refuse(
+        self, db: Any, tenant_id: str, job_id: str, user_id: str, message: str
+    ) -> None:
         """A queued import whose user can no longer run it (deactivated meanwhile) fails with
         the reason, without starting; `db` is the tenant's database."""
+        await self._lease(tenant_id, job_id, user_id).done()
         now = utcnow()
         await db[JOBS].update_one(
             {"_id": ObjectId(job_id), "state": "queued"},
@@ -490,8 +573,11 @@ class ImportService:
         )
 
     async def run(self, ctx: TenantContext, job_id: str, task_id: str) -> None:
-        """Run a confirmed import (the taskiq task's body). A delivery of a task whose earlier
-        delivery died (no heartbeat for two minutes) undoes what it wrote and starts again."""
+        """Run a confirmed import (the taskiq task's body). Any delivery (the task's own,
+        delivered again by Redis, or one the outbox's sweeper queued) that finds the job's
+        runner gone (no heartbeat for `import_stale_seconds`) undoes what it wrote and starts
+        again; one that finds a live runner leaves the job, and its outbox entry, to it."""
+        lease = self._lease(ctx.tenant_id, job_id, ctx.user_id)
         jobs = ctx.db[JOBS]
         oid = ObjectId(job_id)
         now = utcnow()
@@ -507,28 +593,29 @@ class ImportService:
         )
         if job is None:
             job = await jobs.find_one({"_id": oid})
-            if (
-                job is None
-                or job["state"] not in ("validating", "importing")
-                or job.get("claimed_by") != task_id
-                or as_utc(job["heartbeat_at"]) > now - STALE_AFTER
-            ):
-                return  # done, or another delivery is at work on it
-            log.warning("import %s: its worker stopped; undoing its writes and starting over", oid)
-            await self._rollback(ctx, job)
+            if job is None or job["state"] not in ("validating", "importing"):
+                await lease.done()  # done (or deleted): nothing left to run
+                return
+            if as_utc(job["heartbeat_at"]) > now - self.stale_after:
+                return  # another delivery is at work on it
+            # taken over with one conditional update (two deliveries may find it at once),
+            # then undone: the journal is the dead runner's until then
             job = await jobs.find_one_and_update(
-                {"_id": oid, "heartbeat_at": job["heartbeat_at"]},
+                {"_id": oid, "state": job["state"], "heartbeat_at": job["heartbeat_at"]},
                 {"$set": start},
                 return_document=True,
             )
             if job is None:
                 return
+            log.warning("import %s: its worker stopped; undoing its writes and starting over", oid)
+            await self._rollback(ctx, job)
         try:
+            await lease.keep()
             table = await load_table(ctx, self.rows.types, job["table"])
             if job.get("table_id", table.id) != table.id:
                 raise NotFound(f"Table '{job['table']}' not found")
             await require(ctx, table, Level.WRITE)
-            await self._run(ctx, table, job)
+            await self._run(ctx, table, job, lease)
         except NotFound as exc:
             await self._rollback(ctx, job)
             gone = not await ctx.db[TABLES].count_documents({"_id": job.get("table_id")})
@@ -550,10 +637,14 @@ class ImportService:
                 "failed",
                 message="An unexpected error stopped the import; nothing was kept",
             )
-        finally:
-            await ctx.db[FILES].delete_many({"job_id": oid})
+        # not reached when the task is cancelled (its worker stops): the job keeps its file
+        # and its outbox entry, and the next delivery takes over once its heartbeat is stale
+        await ctx.db[FILES].delete_many({"job_id": oid})
+        await lease.done()
 
-    async def _run(self, ctx: TenantContext, table: Table, job: dict[str, Any]) -> None:
+    async def _run(
+        self, ctx: TenantContext, table: Table, job: dict[str, Any], lease: Lease
+    ) -> None:
         keys = [m["column"] for m in job["mapping"]]
         progress = Progress({m["column"]: m["header"] for m in job["mapping"] if m["column"]})
         with tempfile.NamedTemporaryFile(prefix="crm-import-") as local:
@@ -563,7 +654,9 @@ class ImportService:
             local.flush()
             info = FileInfo(**job["file"])
             if job["mode"] == "all_or_nothing":
-                await self._pass(ctx, table, job, local.name, info, keys, progress, write=False)
+                await self._pass(
+                    ctx, table, job, local.name, info, keys, progress, lease, write=False
+                )
                 if progress.errors_total:
                     await self._finish(
                         ctx,
@@ -582,7 +675,7 @@ class ImportService:
                 )
             else:
                 await ctx.db[JOBS].update_one({"_id": job["_id"]}, {"$set": {"state": "importing"}})
-            await self._pass(ctx, table, job, local.name, info, keys, progress, write=True)
+            await self._pass(ctx, table, job, local.name, info, keys, progress, lease, write=True)
         await ctx.db[JOURNAL].delete_many({"job_id": job["_id"]})
         await self._finish(
             ctx, job, "completed", rows_total=progress.rows_done, **progress.fields()
@@ -597,6 +690,7 @@ class ImportService:
         info: FileInfo,
         keys: list[str | None],
         progress: Progress,
+        lease: Lease,
         write: bool,
     ) -> None:
         """One streaming pass over the file: validate every batch, and write it when `write`
@@ -632,6 +726,7 @@ class ImportService:
                     await self._write(ctx, table, job, batch_number, plan, strict, progress)
                 progress.rows_done += len(batch)
                 batch_number += 1
+                await lease.keep()
                 await ctx.db[JOBS].update_one(
                     {"_id": job["_id"]},
                     {

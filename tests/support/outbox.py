@@ -1,0 +1,21 @@
+"""Waiting for the outbox (crm_core/outbox.py) to drain: a unit of work removes its entry just
+after it has recorded its outcome, so a client may see the campaign or the import finished a
+moment before its entry is gone."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from crm_core.outbox import OUTBOX
+
+
+async def outbox_drained(storage: Any, timeout: float = 30.0) -> int:
+    """The number of outbox entries once it reaches 0 (or what is left after `timeout`)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        left = int(await storage.system_db[OUTBOX].count_documents({}))
+        if left == 0 or loop.time() > deadline:
+            return left
+        await asyncio.sleep(0.02)
