@@ -24,6 +24,7 @@ from crm_core.outbox import Dispatch, Outbox, Work
 from crm_core.services import Services
 from crm_core.settings import Settings
 from crm_core.sms import SMS_BATCH, SMS_ONE
+from crm_core.storage import is_database_unreachable
 from crm_core.webhooks import WebhookService
 from tasks import files, sms
 from tasks.providers import make_provider
@@ -128,8 +129,8 @@ class BrokerQueue:
             return True
         try:
             return bool(await redis.ping())
-        except Exception:  # any connection failure means "not ready"
-            log.warning("Redis ping failed", exc_info=True)
+        except Exception as exc:  # any connection failure means "not ready": one line each
+            log.warning("Redis ping failed: %r", exc)
             return False
 
     async def metrics_stats(self, heartbeat_seconds: float) -> dict[str, Any] | None:
@@ -300,13 +301,13 @@ async def _sweep(broker: AsyncBroker, settings: Settings) -> None:
         await asyncio.sleep(settings.webhook_sweep_seconds)
         try:
             await webhooks.sweep()
-        except Exception:  # the database away for a moment: the next round tries again
-            log.warning("webhook sweep failed", exc_info=True)
+        except Exception as exc:  # the database away for a moment: the next round tries again
+            # an outage is announced once by crm.outages: one line here, no traceback
+            log.warning("webhook sweep failed: %r", exc, exc_info=not is_database_unreachable(exc))
         try:
             await outbox.sweep(dispatch)
         except Exception as exc:  # the database away: the next round tries again; one line
-            # (the webhook sweep's warning of the same round carries the traceback)
-            log.warning("outbox sweep failed: %r", exc)
+            log.warning("outbox sweep failed: %r", exc, exc_info=not is_database_unreachable(exc))
 
 
 @contextlib.asynccontextmanager
