@@ -1,8 +1,8 @@
 """What the access log costs.
 
 1. On the event loop, per line: the synchronous `logger.info` through a StreamHandler to a file
-   (how the access log was written before) against `crm_core.logs.AccessLog.write` (record made
-   directly, formatted and written by a thread).
+   (how the access log was written before) against `crm_core.platform.logs.AccessLog.write` (record
+   made directly, formatted and written by a thread).
 2. End to end: `/health` requests per second of a real `crm serve` process with its access log
    on (LOG_LEVEL=INFO) and off (LOG_LEVEL=WARNING), lines going to ACCESS_LOG_FILE, and the
    ratio. Runs of the two modes alternate to spread out machine noise. `--source DIR` runs the
@@ -36,7 +36,7 @@ def _free_port() -> int:
 
 def per_line_costs(lines: int, workdir: Path) -> tuple[float, float]:
     """Microseconds per access line on the calling thread: (synchronous handler, AccessLog)."""
-    from crm_core.logs import TEXT_FORMAT, AccessLog, _AccessWriter
+    from crm_core.platform.logs import TEXT_FORMAT, AccessLog, _AccessWriter
 
     args = ("GET", "/health", 200, 0.4, "-", "-")
     sync_logger = logging.getLogger("bench.sync")

@@ -16,7 +16,7 @@ from typing import Any
 from bson import ObjectId
 
 from benchmarks.common import TEN_COLUMNS
-from crm_core.columns import Column, default_column_types
+from crm_core.tables.columns import Column, default_column_types
 from crm_core.tables.definitions import Table
 
 

@@ -18,8 +18,8 @@ from zoneinfo import ZoneInfo
 from bson import ObjectId
 
 from benchmarks.common import TEN_COLUMNS, random_rows, running_service
-from crm_core.columns import Column, ValueContext, default_column_types
-from crm_core.filters import FilterBuilder, FilterEnv, default_filter_operators, table_fields
+from crm_core.tables.columns import Column, ValueContext, default_column_types
+from crm_core.tables.filters import FilterBuilder, FilterEnv, default_filter_operators, table_fields
 
 TWENTY = [
     {"field": "total_sum", "op": "between", "value": [100, 900_000]},

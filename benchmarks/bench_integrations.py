@@ -20,7 +20,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from benchmarks.common import running_service
-from crm_core.storage import recording
+from crm_core.platform.storage import recording
 
 ROUNDS = 5
 COLUMNS = [{"key": "title", "type": "string"}, {"key": "n", "type": "integer"}]

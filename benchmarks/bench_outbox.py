@@ -1,5 +1,5 @@
-"""What the outbox's sweep costs (crm_core/outbox.py), on the embedded database by default or
-on `--mongodb-url`:
+"""What the outbox's sweep costs (crm_core/platform/outbox.py), on the embedded database by default
+or on `--mongodb-url`:
 
     .venv/bin/python -m benchmarks.bench_outbox [--leased 10000] [--due 100] [--mongodb-url URI]
 
@@ -14,10 +14,10 @@ import argparse
 import asyncio
 import time
 
-from crm_core.indexes import SYSTEM_INDEXES, ensure_system_indexes
-from crm_core.outbox import OUTBOX, Outbox, Work
-from crm_core.settings import Settings
-from crm_core.storage import Storage
+from crm_core.platform.indexes import SYSTEM_INDEXES, ensure_system_indexes
+from crm_core.platform.outbox import OUTBOX, Outbox, Work
+from crm_core.platform.settings import Settings
+from crm_core.platform.storage import Storage
 from models.accounts import SYSTEM_DOCUMENTS
 
 

@@ -11,8 +11,8 @@ from typing import Any
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 
-from crm_core.columns import Column, default_column_types
-from crm_core.settings import Settings
+from crm_core.platform.settings import Settings
+from crm_core.tables.columns import Column, default_column_types
 from handlers.app import create_app
 from handlers.routing import SERVICES
 
@@ -166,8 +166,9 @@ class OperationCounter:
             return document
 
         Cursor.__next__ = returned  # type: ignore[method-assign]
-        # the embedded client reads a cursor's page without its __next__ (crm_core/storage.py)
-        from crm_core import storage
+        # the embedded client reads a cursor's page without its __next__
+        # (crm_core/platform/storage.py)
+        from crm_core.platform import storage
 
         read_cursor = storage._read_cursor
 

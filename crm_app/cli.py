@@ -10,8 +10,8 @@ import os
 import sys
 from typing import Any
 
-from crm_core.logs import configure_logging
-from crm_core.settings import Settings, SettingsError, load_settings
+from crm_core.platform.logs import configure_logging
+from crm_core.platform.settings import Settings, SettingsError, load_settings
 
 MAX_REQUEST_LINE = 1024 * 1024
 
@@ -74,8 +74,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event, storage: Any = Non
     """Receive and run tasks until `stop` is set (SIGTERM/SIGINT in `crm worker`); running
     tasks finish first. `storage`: an already started one (tests share their embedded
     database this way), else the worker opens and closes its own."""
+    from crm_core.platform.storage import Storage
     from crm_core.services import build_services
-    from crm_core.storage import Storage
     from models.accounts import SYSTEM_DOCUMENTS
     from tasks.broker import receiving, start_broker, stop_broker
 
@@ -86,7 +86,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event, storage: Any = Non
     broker = await start_broker(build_services(settings, storage))
     exporter = None
     if settings.metrics_port is not None:  # this worker's counters (SMS states...)
-        from crm_core.metrics import serve_metrics
+        from crm_core.platform.metrics import serve_metrics
 
         exporter = serve_metrics(settings.metrics_host, settings.metrics_port)
     try:
@@ -120,8 +120,8 @@ def worker(settings: Settings) -> int:
 
 
 def migrate(settings: Settings) -> int:
-    from crm_core.builtin_tables import migrate_all
-    from crm_core.storage import Storage
+    from crm_core.platform.storage import Storage
+    from crm_core.tables.builtin import migrate_all
     from models.accounts import SYSTEM_DOCUMENTS
 
     if settings.embedded_database:
@@ -244,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from crm_core.storage import is_database_unreachable
+    from crm_core.platform.storage import is_database_unreachable
 
     try:
         return _main(argv)
@@ -294,7 +294,7 @@ def _main(argv: list[str] | None) -> int:
             )
             return 2
         password = args.password or os.environ.get("CRM_SUPERUSER_PASSWORD") or getpass.getpass()
-        from crm_core.errors import CrmError
+        from crm_core.platform.errors import CrmError
 
         try:
             user_id = asyncio.run(create_superuser(settings, args.email, password, args.full_name))

@@ -12,27 +12,27 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from crm_core.admin import AdminService
-from crm_core.aliases import AliasService
-from crm_core.auth import AuthService
-from crm_core.columns import ColumnType, default_column_types
+from crm_core.accounts.auth import AuthService
+from crm_core.accounts.roles import RoleService
+from crm_core.accounts.tenancy import TenantService  # ops: company settings
+from crm_core.accounts.tokens import ApiTokenService
+from crm_core.accounts.users import UserService
+from crm_core.admin.service import AdminService
 from crm_core.files.exports import ExportService
 from crm_core.files.imports import ImportService
-from crm_core.filters import FilterBuilder, default_filter_operators
-from crm_core.outbox import Outbox
-from crm_core.registry import Registry
-from crm_core.roles import RoleService
-from crm_core.settings import Settings
-from crm_core.shares import ShareService
-from crm_core.sms import CampaignService  # sms: campaigns and messages
-from crm_core.storage import Storage
+from crm_core.platform.outbox import Outbox
+from crm_core.platform.registry import Registry
+from crm_core.platform.settings import Settings
+from crm_core.platform.storage import Storage
+from crm_core.sms.service import CampaignService  # sms: campaigns and messages
+from crm_core.tables.aliases import AliasService
+from crm_core.tables.columns import ColumnType, default_column_types
+from crm_core.tables.filters import FilterBuilder, default_filter_operators
 from crm_core.tables.meta import MetaService
 from crm_core.tables.rows import RowService
-from crm_core.tenancy import TenantService  # ops: company settings
-from crm_core.tokens import ApiTokenService
-from crm_core.users import UserService
-from crm_core.validators import ColumnValidator, default_validators
-from crm_core.webhooks import WebhookService
+from crm_core.tables.shares import ShareService
+from crm_core.tables.validators import ColumnValidator, default_validators
+from crm_core.webhooks.service import WebhookService
 
 
 @dataclass
@@ -57,7 +57,7 @@ class Services:
     webhooks: WebhookService
     tokens: ApiTokenService
     outbox: Outbox  # background work recorded before it is queued (swept where tasks run)
-    sms_queue: Any = None  # crm_core.sms.SmsQueue, set when the broker starts
+    sms_queue: Any = None  # crm_core.sms.service.SmsQueue, set when the broker starts
     # the embedded mode's turn-taking for authenticated requests
     # (Settings.embedded_max_active_requests)
     request_slots: asyncio.Semaphore | None = None

@@ -24,7 +24,7 @@ from bson import ObjectId
 from pygal.etree import etree
 from pygal.style import Style
 
-from crm_core.errors import CrmError, Forbidden, RateLimited, Unauthorized
+from crm_core.platform.errors import CrmError, Forbidden, RateLimited, Unauthorized
 from handlers.routing import (
     ERROR_PAGES,
     Access,

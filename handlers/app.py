@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator, Iterable
 
 from aiohttp import web
 
-from crm_core.builtin_tables import migrate_all
-from crm_core.columns import ColumnType
+from crm_core.platform.settings import Settings
 from crm_core.services import build_services
-from crm_core.settings import Settings
+from crm_core.tables.builtin import migrate_all
+from crm_core.tables.columns import ColumnType
 from handlers import (
     admin,
     aliases,

@@ -6,7 +6,7 @@ from typing import Any
 
 from bson import ObjectId
 
-from crm_core.errors import NotFound, ValidationFailed
+from crm_core.platform.errors import NotFound, ValidationFailed
 from crm_core.tables import ordering, upsert
 from crm_core.tables.access import Level
 from crm_core.tables.rows import parse_row_id

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from crm_core.builtin_tables import BUILTIN_TABLES
+from crm_core.tables.builtin import BUILTIN_TABLES
 from handlers import data, files
 from handlers.routing import RouteTable, TableAccess
 

@@ -12,7 +12,7 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 from bson import ObjectId
 
-from crm_core.errors import ValidationFailed
+from crm_core.platform.errors import ValidationFailed
 from crm_core.tables.access import Level
 from handlers.routing import Call, RouteTable, TableAccess
 from models.files import (

@@ -9,8 +9,8 @@ import hmac
 
 from aiohttp import web
 
-from crm_core import metrics
-from crm_core.errors import NotFound, Unauthorized
+from crm_core.platform import metrics
+from crm_core.platform.errors import NotFound, Unauthorized
 from crm_core.services import Services
 from handlers.routing import Call, Public, RouteTable
 

@@ -12,10 +12,10 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
-from crm_core import metrics
-from crm_core.errors import HTTP_STATUS_ERRORS, CrmError, ServiceUnavailable
-from crm_core.logs import ACCESS, REQUEST_ID, REQUEST_ID_HEADER, request_id_from
-from crm_core.storage import DATABASE, is_database_error, is_database_unreachable
+from crm_core.platform import metrics
+from crm_core.platform.errors import HTTP_STATUS_ERRORS, CrmError, ServiceUnavailable
+from crm_core.platform.logs import ACCESS, REQUEST_ID, REQUEST_ID_HEADER, request_id_from
+from crm_core.platform.storage import DATABASE, is_database_error, is_database_unreachable
 from handlers.routing import CONTEXT_KEY, ERROR_PAGES, SERVICES, ErrorPage, error_response
 
 access_log = ACCESS

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bson import ObjectId
 
-from crm_core.permissions import PERMISSIONS
+from crm_core.accounts.permissions import PERMISSIONS
 from handlers.routing import Authenticated, Call, Permission, RouteTable
 from models.access import (
     PermissionList,

@@ -21,8 +21,9 @@ from bson import ObjectId
 from multidict import MultiMapping
 from pydantic import BaseModel, ValidationError
 
-from crm_core.context import TenantContext
-from crm_core.errors import (
+from crm_core.accounts.tokens import is_api_token
+from crm_core.platform.context import TenantContext
+from crm_core.platform.errors import (
     CrmError,
     Forbidden,
     InvalidJson,
@@ -31,12 +32,11 @@ from crm_core.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from crm_core.ids import object_id
-from crm_core.logs import REQUEST_ID
+from crm_core.platform.ids import object_id
+from crm_core.platform.logs import REQUEST_ID
 from crm_core.services import Services
 from crm_core.tables.access import Level, require
 from crm_core.tables.definitions import Table, load_table
-from crm_core.tokens import is_api_token
 
 SERVICES = web.AppKey("services", Services)
 CONTEXT_KEY = web.RequestKey("crm_context", TenantContext)
@@ -353,7 +353,7 @@ class Call:
     form: Any = None
     token: dict[str, Any] = field(default_factory=dict)
     table: Table | None = None
-    operator: Any = None  # crm_core.admin.Operator on the /admin pages
+    operator: Any = None  # crm_core.admin.service.Operator on the /admin pages
 
     @property
     def ctx(self) -> TenantContext:

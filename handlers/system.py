@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from crm_core import metrics
-from crm_core.errors import UNREACHABLE_SERVICES, ServiceUnavailable
-from crm_core.storage import DATABASE
+from crm_core.platform import metrics
+from crm_core.platform.errors import UNREACHABLE_SERVICES, ServiceUnavailable
+from crm_core.platform.storage import DATABASE
 from handlers.middlewares import BROKER
 from handlers.routing import Call, Public, RouteTable
 from models.base import StatusOut

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bson import ObjectId
 
-from crm_core.tokens import ApiTokenService
+from crm_core.accounts.tokens import ApiTokenService
 from handlers.routing import Authenticated, Call, RouteTable
 from models.tokens import (
     ApiTokenCreated,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from crm_core.webhooks import WebhookService
+from crm_core.webhooks.service import WebhookService
 from handlers.routing import Call, Permission, RouteTable
 from models.webhooks import (
     DeliveryOut,

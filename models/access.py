@@ -8,7 +8,7 @@ from typing import Literal, Self
 from beanie import PydanticObjectId
 from pydantic import EmailStr, Field, field_validator
 
-from crm_core.permissions import PERMISSIONS
+from crm_core.accounts.permissions import PERMISSIONS
 from models.accounts import PasswordField, UserOut, normalise_email
 from models.base import InputModel, OutputModel, StoredRecord
 

@@ -12,9 +12,9 @@ import phonenumbers
 from beanie import Document, PydanticObjectId
 from pydantic import ConfigDict, EmailStr, Field, field_validator
 
-from crm_core.clock import utcnow as utcnow
-from crm_core.passwords import PASSWORD_MAX_BYTES, PASSWORD_MIN_CHARS
-from crm_core.storage import ASCENDING, IndexModel
+from crm_core.platform.clock import utcnow as utcnow
+from crm_core.platform.passwords import PASSWORD_MAX_BYTES, PASSWORD_MIN_CHARS
+from crm_core.platform.storage import ASCENDING, IndexModel
 from models.base import InputModel, OutputModel
 from models.tokens import ApiToken
 
@@ -25,7 +25,7 @@ class Tenant(Document):
     phone_region: str = "RU"
     is_active: bool = True
     created_at: datetime = Field(default_factory=utcnow)
-    # version counters of what processes cache per tenant (crm_core/cache.py)
+    # version counters of what processes cache per tenant (crm_core/platform/cache.py)
     versions: dict[str, int] = Field(default_factory=dict)
 
     class Settings:

@@ -9,8 +9,8 @@ from typing import Literal
 from beanie import Document, PydanticObjectId
 from pydantic import Field
 
-from crm_core.clock import utcnow
-from crm_core.storage import ASCENDING, DESCENDING, IndexModel
+from crm_core.platform.clock import utcnow
+from crm_core.platform.storage import ASCENDING, DESCENDING, IndexModel
 from models.base import OutputModel, QueryModel
 
 CampaignStatus = Literal["queued", "sending", "completed", "cancelled"]

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, Self, Union
 
 from pydantic import Field, RootModel, WithJsonSchema, create_model
 
-from crm_core.columns import SETTINGS_FIELDS, Column, ColumnType, SelectOptionIn
-from crm_core.registry import Registry
+from crm_core.platform.registry import Registry
+from crm_core.tables.columns import SETTINGS_FIELDS, Column, ColumnType, SelectOptionIn
 from models.base import InputModel, OutputModel, QueryModel
 
 if TYPE_CHECKING:

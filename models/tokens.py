@@ -8,7 +8,7 @@ from typing import Literal
 from beanie import Document, PydanticObjectId
 from pydantic import Field, field_validator
 
-from crm_core.storage import ASCENDING, IndexModel
+from crm_core.platform.storage import ASCENDING, IndexModel
 from models.base import InputModel, OutputModel
 
 TableAccessCap = Literal["none", "read", "write", "manage"]

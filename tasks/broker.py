@@ -20,15 +20,15 @@ from taskiq import AsyncBroker, Context, InMemoryBroker, TaskiqDepends
 from taskiq.receiver import Receiver
 
 from crm_core.files.imports import IMPORT_RUN, IMPORT_UPLOAD
-from crm_core.outbox import Dispatch, Outbox, Work
+from crm_core.platform.outbox import Dispatch, Outbox, Work
+from crm_core.platform.settings import Settings
+from crm_core.platform.storage import is_database_unreachable
 from crm_core.services import Services
-from crm_core.settings import Settings
-from crm_core.sms import SMS_BATCH, SMS_ONE
-from crm_core.storage import is_database_unreachable
-from crm_core.webhooks import WebhookService
+from crm_core.sms.providers import make_provider
+from crm_core.sms.ratelimit import SlotLimiter
+from crm_core.sms.service import SMS_BATCH, SMS_ONE
+from crm_core.webhooks.service import WebhookService
 from tasks import files, sms
-from tasks.providers import make_provider
-from tasks.ratelimit import SlotLimiter
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def _text(value: Any) -> str:
 
 
 class BrokerQueue:
-    """`crm_core.sms.SmsQueue` on a taskiq broker."""
+    """`crm_core.sms.service.SmsQueue` on a taskiq broker."""
 
     def __init__(self, broker: AsyncBroker) -> None:
         self.broker = broker
@@ -204,7 +204,7 @@ class BrokerQueue:
 
 
 class WebhookBrokerQueue:
-    """`crm_core.webhooks.WebhookQueue` on a taskiq broker."""
+    """`crm_core.webhooks.service.WebhookQueue` on a taskiq broker."""
 
     def __init__(self, broker: AsyncBroker) -> None:
         self.broker = broker
@@ -248,7 +248,7 @@ async def start_broker(services: Services, consumer_name: str | None = None) -> 
 
 
 def outbox_dispatch(broker: AsyncBroker) -> dict[str, Dispatch]:
-    """What the sweeper does with each kind of recorded work (crm_core/outbox.py): queue it
+    """What the sweeper does with each kind of recorded work (crm_core/platform/outbox.py): queue it
     on this broker, or, for an upload in progress, check it here."""
     queue = BrokerQueue(broker)
     runtime: files.FilesRuntime = broker.state.files
@@ -282,8 +282,8 @@ async def stop_broker(broker: AsyncBroker) -> None:
 
 @contextlib.asynccontextmanager
 async def sweeping(broker: AsyncBroker, settings: Settings) -> AsyncIterator[None]:
-    """Where tasks run: queue webhook retries and the outbox's due work (crm_core/outbox.py),
-    every `WEBHOOK_SWEEP_SECONDS`, until the block ends."""
+    """Where tasks run: queue webhook retries and the outbox's due work
+    (crm_core/platform/outbox.py), every `WEBHOOK_SWEEP_SECONDS`, until the block ends."""
     sweeper = asyncio.create_task(_sweep(broker, settings), name="crm-sweeper")
     try:
         yield

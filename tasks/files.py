@@ -6,11 +6,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from crm_core.auth import context_for_user
-from crm_core.errors import CrmError
+from crm_core.accounts.auth import context_for_user
 from crm_core.files.imports import ImportService
-from crm_core.settings import Settings
-from crm_core.storage import Storage
+from crm_core.platform.errors import CrmError
+from crm_core.platform.settings import Settings
+from crm_core.platform.storage import Storage
 
 log = logging.getLogger(__name__)
 

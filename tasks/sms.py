@@ -1,18 +1,18 @@
 """The SMS tasks: each receives ids (tenant, campaign, batch or message) and hands them to the
-SMS domain's sender (`crm_core.sms.SmsSender`, the message state machine). Nothing here reads
-or writes the database; the broker glue is tasks/broker.py."""
+SMS domain's sender (`crm_core.sms.service.SmsSender`, the message state machine). Nothing here
+reads or writes the database; the broker glue is tasks/broker.py."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-from crm_core.outbox import Outbox
-from crm_core.settings import Settings
-from crm_core.sms import CampaignEvents, SendCapacity, SmsSender, claim_size
-from crm_core.storage import Storage
-from tasks.providers import SmsProvider
-from tasks.ratelimit import SlotLimiter
+from crm_core.platform.outbox import Outbox
+from crm_core.platform.settings import Settings
+from crm_core.platform.storage import Storage
+from crm_core.sms.providers import SmsProvider
+from crm_core.sms.ratelimit import SlotLimiter
+from crm_core.sms.service import CampaignEvents, SendCapacity, SmsSender, claim_size
 
 
 @dataclass

@@ -18,7 +18,7 @@ import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 
-from crm_core.settings import Settings
+from crm_core.platform.settings import Settings
 from handlers.app import create_app
 from handlers.routing import SERVICES
 
@@ -462,7 +462,7 @@ async def _message_id(objects: TenantObjects, entity: str | None) -> str:
 def _restore_logging():
     import logging
 
-    from crm_core import logs
+    from crm_core.platform import logs
 
     root = logging.getLogger()
     access = logging.getLogger(logs.ACCESS_LOGGER)
@@ -639,7 +639,7 @@ async def _import_id(objects: TenantObjects, entity: str | None) -> str:
 # declared indexes by tests/platform/test_query_audit.py, which runs last
 @pytest.fixture(scope="session", autouse=True)
 def session_queries():
-    from crm_core.storage import recording
+    from crm_core.platform.storage import recording
 
     with recording(distinct=True) as log:
         yield log

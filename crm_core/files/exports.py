@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, time
 from typing import IO, Any
 
-from crm_core.aliases import AliasService
-from crm_core.columns import Column, ColumnType
-from crm_core.context import TenantContext
-from crm_core.errors import RateLimited, ValidationFailed
-from crm_core.storage import find_in_batches, query_purpose
+from crm_core.platform.context import TenantContext
+from crm_core.platform.errors import RateLimited, ValidationFailed
+from crm_core.platform.storage import find_in_batches, query_purpose
+from crm_core.tables.aliases import AliasService
+from crm_core.tables.columns import Column, ColumnType
 from crm_core.tables.definitions import SYSTEM_FIELDS, Table
 from crm_core.tables.ordering import get_view, manual_rows
 from crm_core.tables.rows import CLIENT_QUERY, RowService

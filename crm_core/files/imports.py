@@ -31,17 +31,6 @@ from typing import IO, Any, Protocol
 
 from bson import ObjectId
 
-from crm_core.aliases import AliasService
-from crm_core.clock import as_utc
-from crm_core.context import TenantContext
-from crm_core.errors import (
-    Conflict,
-    CrmError,
-    NotFound,
-    PayloadTooLarge,
-    RateLimited,
-    ValidationFailed,
-)
 from crm_core.files.readers import (
     CSV_DELIMITERS,
     SAMPLE_BYTES,
@@ -53,9 +42,20 @@ from crm_core.files.readers import (
     file_error,
     sniff_delimiter,
 )
-from crm_core.outbox import Lease, Outbox, Work, work_key
-from crm_core.settings import Settings
+from crm_core.platform.clock import as_utc
+from crm_core.platform.context import TenantContext
+from crm_core.platform.errors import (
+    Conflict,
+    CrmError,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    ValidationFailed,
+)
+from crm_core.platform.outbox import Lease, Outbox, Work, work_key
+from crm_core.platform.settings import Settings
 from crm_core.tables.access import Level, require
+from crm_core.tables.aliases import AliasService
 from crm_core.tables.definitions import TABLES, Table, load_table, utcnow
 from crm_core.tables.rows import RowService
 from crm_core.tables.upsert import Plan, apply_plan, check_upsert_column, plan_batch, undo
@@ -72,7 +72,8 @@ MAX_STORED_ERRORS = 1000
 SAMPLE_MAX_CHARS = 2_000_000  # the preview rows kept in the job document (16 MB BSON limit)
 OPEN_STATES = ("uploading", "uploaded", "queued", "validating", "importing")
 RUNNING_STATES = ("queued", "validating", "importing")
-# outbox kinds (crm_core/outbox.py): a confirmed import to run, an upload in progress to watch
+# outbox kinds (crm_core/platform/outbox.py): a confirmed import to run, an upload in progress to
+# watch
 IMPORT_RUN = "import.run"
 IMPORT_UPLOAD = "import.upload"
 INTERRUPTED_UPLOAD = "The upload was interrupted (the server stopped); upload the file again"

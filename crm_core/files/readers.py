@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time
 from typing import IO, Any
 
-from crm_core.errors import ValidationFailed
+from crm_core.platform.errors import ValidationFailed
 
 CSV_DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
 DELIMITER_NAMES = {name: char for char, name in CSV_DELIMITERS.items()}

@@ -1,1 +1,2 @@
-"""Custom tables: definitions (`meta`), rows (`rows`) and who may reach them (`access`)."""
+"""Tables: column types (`columns`), filters, validators, definitions (`meta`), rows (`rows`),
+who may reach them (`access`, `shares`), display names (`aliases`), built-in entities."""

@@ -11,8 +11,8 @@ from __future__ import annotations
 from enum import IntEnum
 from typing import Any
 
-from crm_core.context import TenantContext
-from crm_core.errors import Forbidden, NotFound
+from crm_core.platform.context import TenantContext
+from crm_core.platform.errors import Forbidden, NotFound
 from crm_core.tables.definitions import Table
 
 SHARES = "_shares"

@@ -9,12 +9,12 @@ import orjson
 from bson import ObjectId
 from cachetools import LRUCache
 
-from crm_core.cache import tables_changed
-from crm_core.clock import utcnow as utcnow
-from crm_core.columns import Column, ColumnType
-from crm_core.context import TenantContext
-from crm_core.errors import NotFound, StaleTableVersion
-from crm_core.registry import Registry
+from crm_core.platform.cache import tables_changed
+from crm_core.platform.clock import utcnow as utcnow
+from crm_core.platform.context import TenantContext
+from crm_core.platform.errors import NotFound, StaleTableVersion
+from crm_core.platform.registry import Registry
+from crm_core.tables.columns import Column, ColumnType
 
 TABLES = "_tables"
 SYSTEM_FIELDS = ("_created_at", "_updated_at", "_created_by", "_updated_by")

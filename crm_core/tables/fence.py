@@ -33,13 +33,13 @@ from typing import Any
 
 from bson import ObjectId
 
-from crm_core.cache import tables_changed
-from crm_core.clock import as_utc
-from crm_core.columns import Column, ColumnType, ColumnValueError
-from crm_core.context import TenantContext
-from crm_core.errors import Conflict, NotFound, StaleTableVersion
-from crm_core.registry import Registry
-from crm_core.storage import DuplicateKeyError
+from crm_core.platform.cache import tables_changed
+from crm_core.platform.clock import as_utc
+from crm_core.platform.context import TenantContext
+from crm_core.platform.errors import Conflict, NotFound, StaleTableVersion
+from crm_core.platform.registry import Registry
+from crm_core.platform.storage import DuplicateKeyError
+from crm_core.tables.columns import Column, ColumnType, ColumnValueError
 from crm_core.tables.definitions import TABLES, Table, utcnow
 
 log = logging.getLogger(__name__)

@@ -10,19 +10,11 @@ from typing import Any, Protocol
 from bson import ObjectId
 from pydantic import BaseModel
 
-from crm_core.cache import tables_changed
-from crm_core.columns import (
-    SETTINGS_FIELDS,
-    Column,
-    ColumnType,
-    ColumnValueError,
-    DefinitionError,
-    referring_query,
-)
-from crm_core.context import TenantContext
-from crm_core.errors import Conflict, NotFound, StaleTableVersion, ValidationFailed
-from crm_core.registry import Registry
-from crm_core.storage import (
+from crm_core.platform.cache import tables_changed
+from crm_core.platform.context import TenantContext
+from crm_core.platform.errors import Conflict, NotFound, StaleTableVersion, ValidationFailed
+from crm_core.platform.registry import Registry
+from crm_core.platform.storage import (
     ASCENDING,
     BulkWriteError,
     DuplicateKeyError,
@@ -32,6 +24,14 @@ from crm_core.storage import (
 )
 from crm_core.tables import fence, ordering
 from crm_core.tables.access import visible_filter
+from crm_core.tables.columns import (
+    SETTINGS_FIELDS,
+    Column,
+    ColumnType,
+    ColumnValueError,
+    DefinitionError,
+    referring_query,
+)
 from crm_core.tables.definitions import (
     RESERVED_COLUMN_KEYS,
     TABLES,
@@ -41,7 +41,7 @@ from crm_core.tables.definitions import (
     save_definition,
     utcnow,
 )
-from crm_core.validators import ColumnValidator
+from crm_core.tables.validators import ColumnValidator
 from models.tables import MAX_COLUMNS, ColumnPatch, TableIn, column_models
 
 log = logging.getLogger(__name__)

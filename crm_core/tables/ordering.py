@@ -23,9 +23,9 @@ from typing import Any
 
 from bson import ObjectId
 
-from crm_core.context import TenantContext
-from crm_core.errors import Conflict, NotFound, ValidationFailed
-from crm_core.storage import DuplicateKeyError
+from crm_core.platform.context import TenantContext
+from crm_core.platform.errors import Conflict, NotFound, ValidationFailed
+from crm_core.platform.storage import DuplicateKeyError
 from crm_core.tables.definitions import Table
 
 DIGITS = "0123456789abcdef"

@@ -1,5 +1,5 @@
 """What reference column types (link, user) may see: the caller's answer to
-`crm_core.columns.References`, built by the row service for one check."""
+`crm_core.tables.columns.References`, built by the row service for one check."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from typing import Any
 
 from bson import ObjectId
 
-from crm_core.columns import ColumnType
-from crm_core.context import TenantContext
-from crm_core.errors import CrmError
-from crm_core.registry import Registry
+from crm_core.platform.context import TenantContext
+from crm_core.platform.errors import CrmError
+from crm_core.platform.registry import Registry
 from crm_core.tables.access import Level, access_level
+from crm_core.tables.columns import ColumnType
 from crm_core.tables.definitions import load_table
 from models.accounts import User
 

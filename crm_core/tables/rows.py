@@ -10,13 +10,11 @@ from typing import Any, Protocol
 
 from bson import ObjectId
 
-from crm_core.columns import Column, ColumnType, ColumnValueError, referring_query, render_datetime
-from crm_core.context import TenantContext
-from crm_core.errors import Conflict, NotFound, ValidationFailed
-from crm_core.filters import FilterBuilder, FilterEnv, table_fields
-from crm_core.ids import object_id
-from crm_core.registry import Registry
-from crm_core.storage import (
+from crm_core.platform.context import TenantContext
+from crm_core.platform.errors import Conflict, NotFound, ValidationFailed
+from crm_core.platform.ids import object_id
+from crm_core.platform.registry import Registry
+from crm_core.platform.storage import (
     ASCENDING,
     DESCENDING,
     BulkWriteError,
@@ -26,16 +24,25 @@ from crm_core.storage import (
 )
 from crm_core.tables import fence
 from crm_core.tables.access import Level, access_level
+from crm_core.tables.columns import (
+    Column,
+    ColumnType,
+    ColumnValueError,
+    referring_query,
+    render_datetime,
+)
 from crm_core.tables.definitions import SYSTEM_FIELDS, TABLES, Table, load_table, utcnow
+from crm_core.tables.filters import FilterBuilder, FilterEnv, table_fields
 from crm_core.tables.ordering import forget_rows, manual_page
 from crm_core.tables.references import VisibleReferences
 from crm_core.tables.updates import set_unset
-from crm_core.validators import ColumnValidator
+from crm_core.tables.validators import ColumnValidator
 
 log = logging.getLogger(__name__)
 EVENT_CHUNK = 500  # rows read per round when a by-filter write must tell webhooks what changed
 
-# the filter and sort of these queries are the client's (audited apart: crm_core/indexes.py)
+# the filter and sort of these queries are the client's (audited apart:
+# crm_core/platform/indexes.py)
 CLIENT_QUERY = "rows.client_query"
 
 SORT_FIELDS = {"id": "_id", "_id": "_id", **{f: f for f in SYSTEM_FIELDS}}
@@ -143,7 +150,7 @@ MAX_SORT_KEYS = 5
 
 
 class RowEvents(Protocol):
-    """Who hears about written rows (webhooks: crm_core.webhooks.WebhookService)."""
+    """Who hears about written rows (webhooks: crm_core.webhooks.service.WebhookService)."""
 
     async def subscribed(
         self, db: Any, event: str, table_key: str | None, tenant: Any = None

@@ -15,11 +15,11 @@ from typing import Any
 
 from bson import ObjectId
 
-from crm_core.columns import Column
-from crm_core.context import TenantContext
-from crm_core.errors import Conflict, CrmError, ValidationFailed
-from crm_core.storage import BulkWriteError, DuplicateKeyError, update_each
+from crm_core.platform.context import TenantContext
+from crm_core.platform.errors import Conflict, CrmError, ValidationFailed
+from crm_core.platform.storage import BulkWriteError, DuplicateKeyError, update_each
 from crm_core.tables import fence
+from crm_core.tables.columns import Column
 from crm_core.tables.definitions import Table
 from crm_core.tables.rows import RowService, _unique_conflict
 from crm_core.tables.updates import set_unset

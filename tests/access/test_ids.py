@@ -1,6 +1,6 @@
-"""Ids from clients (issue #11 item 4: one parser, crm_core/ids.py): a malformed id in a path
-is simply not found (404 naming what), a malformed id in a body is a 400 naming the field; either
-way nothing changes."""
+"""Ids from clients (issue #11 item 4: one parser, crm_core/platform/ids.py): a malformed id in a
+path is simply not found (404 naming what), a malformed id in a body is a 400 naming the field;
+either way nothing changes."""
 
 from __future__ import annotations
 

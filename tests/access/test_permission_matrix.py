@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pytest
 from aiohttp.test_utils import TestClient
 
-from crm_core.permissions import BUILTIN_ROLES
+from crm_core.accounts.permissions import BUILTIN_ROLES
 from crm_core.tables.access import Level
 from handlers.admin import Superadmin
 from handlers.app import all_routes

@@ -1,5 +1,5 @@
 """An API token's scope bounds every write it reaches, "its owner may" rules included (issue #19
-§6, crm_core/grants.py `check_token_scope`, docs/api.md "API tokens").
+§6, crm_core/accounts/grants.py `check_token_scope`, docs/api.md "API tokens").
 
 Each rule that lets a user act on what is theirs without a permission code is tried with a token
 whose scope does not cover it (refused, nothing changed) and with one whose scope does (or with

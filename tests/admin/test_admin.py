@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from crm_core.settings import SettingsError
+from crm_core.platform.settings import SettingsError
 from handlers.admin import ADMIN, LOGIN_CSRF_COOKIE, SESSION_COOKIE, Superadmin
 from handlers.app import all_routes
 from handlers.routing import SERVICES

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import jwt
 import pytest
 
-from crm_core import auth as auth_module
+from crm_core.accounts import auth as auth_module
 from handlers.routing import SERVICES
 from models.accounts import RefreshToken, User
 from tests.conftest import TEST_SECRET, make_settings
@@ -270,7 +270,7 @@ async def test_token_of_deleted_or_inactive_user(api, client):
 
 
 def test_short_keys_are_refused():
-    from crm_core.security import TokenCodec
+    from crm_core.accounts.security import TokenCodec
 
     with pytest.raises(ValueError):
         TokenCodec("short", 60)

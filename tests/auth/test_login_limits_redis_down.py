@@ -1,5 +1,5 @@
 """Redis down: the login limits fall back to counting in the process (issue #19 §4,
-crm_core/ratelimit.py, docs/operations.md "Failed-login throttling"); never a 500.
+crm_core/accounts/ratelimit.py, docs/operations.md "Failed-login throttling"); never a 500.
 
 The module runs its own redis-server, stops it mid-test and starts it again on the same port."""
 
@@ -112,7 +112,7 @@ async def test_with_redis_down_the_limits_count_in_the_process(api, owner, redis
     assert any(owner.email in key for key in await _limit_keys(redis_process.url))
 
     redis_process.stop()
-    with caplog.at_level(logging.WARNING, logger="crm_core.ratelimit"):
+    with caplog.at_level(logging.WARNING, logger="crm_core.accounts.ratelimit"):
         # the process counts from zero: LIMIT failures, then 429; never a 500
         statuses = [await _wrong(api, owner.email) for _ in range(LIMIT + 2)]
         assert statuses == [401] * LIMIT + [429, 429]
@@ -122,11 +122,11 @@ async def test_with_redis_down_the_limits_count_in_the_process(api, owner, redis
         assert resp.status == 429  # the lock holds in the process too
         other = await api.register()  # another account signs in normally
         await api.login(other.email, other.password)
-    warnings = [r.getMessage() for r in caplog.records if r.name == "crm_core.ratelimit"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "crm_core.accounts.ratelimit"]
     assert len([w for w in warnings if "does not answer" in w]) == 1, warnings
 
     redis_process.start()  # an empty Redis again: counting goes back there
-    with caplog.at_level(logging.WARNING, logger="crm_core.ratelimit"):
+    with caplog.at_level(logging.WARNING, logger="crm_core.accounts.ratelimit"):
         assert await _wrong(api, "someone@example.com") == 401
     assert any("someone@example.com" in key for key in await _limit_keys(redis_process.url))
     assert any("answers again" in r.getMessage() for r in caplog.records)

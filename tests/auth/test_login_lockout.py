@@ -1,4 +1,4 @@
-"""A lockout nobody can aim at someone else (issue #19 §4, crm_core/ratelimit.py).
+"""A lockout nobody can aim at someone else (issue #19 §4, crm_core/accounts/ratelimit.py).
 
 Five wrong passwords used to lock an email for 15 minutes from everywhere, so anyone who knew
 the owner's (or the superadmin's) email could keep them out. Now the hard lock is per account

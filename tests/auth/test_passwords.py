@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from crm_core.settings import SettingsError
+from crm_core.platform.settings import SettingsError
 from models.accounts import User
 from tests.conftest import make_settings
 

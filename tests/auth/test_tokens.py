@@ -219,7 +219,7 @@ async def test_tokens_are_private_to_their_user(api, client, owner):
 
 
 async def test_a_user_has_a_bounded_number_of_tokens(api, owner, monkeypatch):
-    monkeypatch.setattr("crm_core.tokens.MAX_TOKENS_PER_USER", 2)
+    monkeypatch.setattr("crm_core.accounts.tokens.MAX_TOKENS_PER_USER", 2)
     results = await asyncio.gather(*(make_token(api, owner, expect=None) for _ in range(4)))
     assert len((await api.call("GET", "/api/tokens", owner, expect=200))["items"]) <= 2
     refused = [r for r in results if "error" in r]

@@ -325,7 +325,7 @@ async def test_a_uniqueness_the_data_breaks_is_reported_and_never_claimed(api, c
 
 
 async def test_rows_written_the_moment_a_table_appears_are_kept(api, client, owner, monkeypatch):
-    from crm_core.storage import EmbeddedDatabase
+    from crm_core.platform.storage import EmbeddedDatabase
 
     statuses: list[int] = []
     original = EmbeddedDatabase.drop_collection

@@ -25,9 +25,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from crm_core.auth import context_for_user
+from crm_core.accounts.auth import context_for_user
 from crm_core.files.imports import FILES, JOBS, JOURNAL
-from crm_core.outbox import OUTBOX
+from crm_core.platform.outbox import OUTBOX
 from crm_core.services import build_services
 from handlers.app import create_app
 from handlers.routing import SERVICES

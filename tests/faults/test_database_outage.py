@@ -27,8 +27,8 @@ from pymongo.errors import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from taskiq.exceptions import SendTaskError
 
-from crm_core.errors import ServiceUnavailable
-from crm_core.settings import SettingsError, load_settings
+from crm_core.platform.errors import ServiceUnavailable
+from crm_core.platform.settings import SettingsError, load_settings
 from handlers.app import create_app
 from handlers.routing import SERVICES
 from tests.conftest import make_settings

@@ -293,8 +293,8 @@ async def test_upsert_on_a_unique_column(api, client, owner):
 async def test_all_or_nothing_undoes_written_batches_when_a_write_fails(
     aiohttp_client, monkeypatch
 ):
-    from crm_core.errors import Conflict
     from crm_core.files import imports
+    from crm_core.platform.errors import Conflict
 
     client = await aiohttp_client(create_app(make_settings(import_batch_size=2)))
     api = Api(client)
@@ -328,7 +328,7 @@ async def test_any_later_delivery_undoes_a_dead_workers_writes_and_imports_once(
     forgot the first)."""
     from bson import ObjectId
 
-    from crm_core.auth import context_for_user
+    from crm_core.accounts.auth import context_for_user
     from crm_core.files.imports import JOBS, JOURNAL
 
     await make_table(api, owner)

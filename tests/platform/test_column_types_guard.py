@@ -1,4 +1,4 @@
-"""Guard: every per-type decision is a hook of the column type (crm_core/columns.py), so no
+"""Guard: every per-type decision is a hook of the column type (crm_core/tables/columns.py), so no
 other module compares anything to the name of a registered column type (`== "select"`,
 `in ("phone", "string")`). A new branch on a type name fails here: add a hook instead."""
 
@@ -7,11 +7,11 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from crm_core.columns import default_column_types
+from crm_core.tables.columns import default_column_types
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("crm_core", "handlers", "models", "tasks", "crm_app")
-OWNER = Path("crm_core/columns.py")
+OWNER = Path("crm_core/tables/columns.py")
 TYPE_NAMES = frozenset(t.name for t in default_column_types())
 
 

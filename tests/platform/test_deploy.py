@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from crm_app.cli import build_parser, main
-from crm_core.settings import Settings
+from crm_core.platform.settings import Settings
 from tests.conftest import missing_tool
 
 ROOT = Path(__file__).parents[2]

@@ -1,5 +1,5 @@
-"""The embedded database answers reads by `_id` without scanning (crm_core/storage.py): named
-ids are looked up, reads sorted by `_id` walk the ids in order from their bounds, and a cursor
+"""The embedded database answers reads by `_id` without scanning (crm_core/platform/storage.py):
+named ids are looked up, reads sorted by `_id` walk the ids in order from their bounds, and a cursor
 copies only what it returns. The answers are those of the filter applied to every document."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
-from crm_core import storage
+from crm_core.platform import storage
 from tests.conftest import rows_of, tenant_db
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from crm_core import logs
+from crm_core.platform import logs
 from handlers.app import create_app
 from tests.conftest import make_settings
 

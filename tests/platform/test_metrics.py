@@ -288,7 +288,7 @@ def test_multiprocess_mode_answers_the_sum_of_all_processes(tmp_path):
 
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
     count = (
-        "from crm_core import metrics\n"
+        "from crm_core.platform import metrics\n"
         "for _ in range(3): metrics.observe_request('GET', '/health', 200, 0.01)\n"
     )
     for _ in range(2):
@@ -297,7 +297,7 @@ def test_multiprocess_mode_answers_the_sum_of_all_processes(tmp_path):
         [
             sys.executable,
             "-c",
-            "from crm_core import metrics; print(metrics.exposition([]).decode())",
+            "from crm_core.platform import metrics; print(metrics.exposition([]).decode())",
         ],
         env=env,
         check=True,

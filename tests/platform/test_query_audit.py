@@ -1,12 +1,18 @@
 """The query-shape audit (issue #12 §1): every query the application issued during this test
 session, and in a scenario of its own, is checked against the declared indexes by MongoDB's
-rules (crm_core/indexes.py). Runs last (tests/conftest.py orders it) so the session's record is
-complete; run alone it checks its own scenario."""
+rules (crm_core/platform/indexes.py). Runs last (tests/conftest.py orders it) so the session's
+record is complete; run alone it checks its own scenario."""
 
 from __future__ import annotations
 
-from crm_core.indexes import SYSTEM_INDEXES, TENANT_INDEXES, audit, declared_indexes, unserved
-from crm_core.storage import QueryRecord, recording
+from crm_core.platform.indexes import (
+    SYSTEM_INDEXES,
+    TENANT_INDEXES,
+    audit,
+    declared_indexes,
+    unserved,
+)
+from crm_core.platform.storage import QueryRecord, recording
 from handlers.routing import SERVICES
 from models.accounts import SYSTEM_DOCUMENTS
 from models.admin import ADMIN_DOCUMENTS
@@ -90,7 +96,7 @@ async def test_declared_system_indexes_exist(api, client):
 
 
 def _record(collection: str, kind: str = "find", query=None, sort=(), **kw) -> QueryRecord:
-    from crm_core.storage import filter_conditions
+    from crm_core.platform.storage import filter_conditions
 
     return QueryRecord(
         "crm_t_" + "a" * 24,

@@ -12,7 +12,7 @@ from aiohttp import web
 from bson import ObjectId
 from pydantic import BaseModel, ConfigDict
 
-from crm_core.errors import CrmError
+from crm_core.platform.errors import CrmError
 from handlers.routing import (
     SERVICES,
     Authenticated,
@@ -169,7 +169,7 @@ def test_form_routes_are_declared_by_annotation_and_documented():
 def test_a_name_given_twice_is_a_list_and_control_fields_are_not_seen():
     from multidict import MultiDict
 
-    from crm_core.errors import ValidationFailed
+    from crm_core.platform.errors import ValidationFailed
     from handlers.routing import parse_fields
 
     fields = MultiDict([("limit", "3"), ("csrf", "x"), ("csrf", "y")])

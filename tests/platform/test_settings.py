@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from crm_app.cli import main
-from crm_core.settings import Settings, SettingsError, load_settings
+from crm_core.platform.settings import Settings, SettingsError, load_settings
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 

@@ -1,5 +1,5 @@
-"""Waiting for the outbox (crm_core/outbox.py) to drain: a unit of work removes its entry just
-after it has recorded its outcome, so a client may see the campaign or the import finished a
+"""Waiting for the outbox (crm_core/platform/outbox.py) to drain: a unit of work removes its entry
+just after it has recorded its outcome, so a client may see the campaign or the import finished a
 moment before its entry is gone."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from crm_core.outbox import OUTBOX
+from crm_core.platform.outbox import OUTBOX
 
 
 async def outbox_drained(storage: Any, timeout: float = 30.0) -> int:

@@ -444,7 +444,7 @@ def crm_executable() -> str:
 def crm_environment(env: Mapping[str, str]) -> dict[str, str]:
     """This process's environment less every setting the tests do not give (a developer's
     MONGODB_URL or REDIS_URL must not leak in), plus `env`; unbuffered output."""
-    from crm_core.settings import Settings
+    from crm_core.platform.settings import Settings
 
     ours = {name.upper() for name in Settings.model_fields}
     base = {k: v for k, v in os.environ.items() if k.upper() not in ours}

@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from crm_core.settings import Settings
+from crm_core.platform.settings import Settings
 from tests.conftest import make_settings
 
 

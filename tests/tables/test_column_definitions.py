@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from crm_core.phones import InvalidPhone, normalise_phone
+from crm_core.platform.phones import InvalidPhone, normalise_phone
 from tests.conftest import rows_of, tenant_db
 
 COLUMNS = [

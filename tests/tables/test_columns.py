@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from crm_core.columns import Column, ColumnValueError, ValueContext, default_column_types
-from crm_core.registry import DuplicateEntry, Registry, UnknownEntry
+from crm_core.platform.registry import DuplicateEntry, Registry, UnknownEntry
+from crm_core.tables.columns import Column, ColumnValueError, ValueContext, default_column_types
 
 TYPES = default_column_types()
 UTC_CTX = ValueContext(ZoneInfo("UTC"), "RU", 10_000)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from pydantic import Field
 
-from crm_core.columns import (
+from crm_core.tables.columns import (
     ORDER_CAPS,
     Column,
     ColumnType,

@@ -7,9 +7,9 @@ from urllib.parse import quote
 
 import pytest
 
-from crm_core.builtin_tables import ensure_builtin_tables
-from crm_core.columns import ColumnValueError
-from crm_core.validators import default_validators
+from crm_core.tables.builtin import ensure_builtin_tables
+from crm_core.tables.columns import ColumnValueError
+from crm_core.tables.validators import default_validators
 from handlers.routing import SERVICES
 from tests.conftest import rows_of, tenant_db
 
@@ -344,6 +344,6 @@ async def test_migration_adds_builtin_tables_to_existing_tenants_idempotently(ap
     assert await ensure_builtin_tables(db) == []
     await api.call("POST", "/api/leads", owner, json={"title": "after migration"}, expect=201)
     services = client.app[SERVICES]
-    from crm_core.builtin_tables import migrate_all
+    from crm_core.tables.builtin import migrate_all
 
     assert await migrate_all(services.storage) == 0

@@ -10,9 +10,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from bson import ObjectId
 
-from crm_core.columns import Column, ValueContext, default_column_types
-from crm_core.errors import InvalidFilter
-from crm_core.filters import (
+from crm_core.platform.errors import InvalidFilter
+from crm_core.tables.columns import Column, ValueContext, default_column_types
+from crm_core.tables.filters import (
     MAX_CONDITIONS,
     FilterBuilder,
     FilterEnv,

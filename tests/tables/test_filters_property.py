@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mongomock_motor import AsyncMongoMockClient
 
-from crm_core.columns import Column, ValueContext, default_column_types
-from crm_core.filters import (
+from crm_core.tables.columns import Column, ValueContext, default_column_types
+from crm_core.tables.filters import (
     FilterBuilder,
     FilterEnv,
     default_filter_operators,

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from crm_core.builtin_tables import index_drift, migrate_all
-from crm_core.cache import tables_changed
+from crm_core.platform.cache import tables_changed
+from crm_core.tables.builtin import index_drift, migrate_all
 from handlers.routing import SERVICES
 from tests.conftest import tenant_db
 

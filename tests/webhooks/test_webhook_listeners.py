@@ -1,10 +1,10 @@
-"""Who listens to a row write is answered from the process cache (crm_core/cache.py): a warm
-row write asks the database nothing about webhooks, and a webhook created, changed or deleted
+"""Who listens to a row write is answered from the process cache (crm_core/platform/cache.py): a
+warm row write asks the database nothing about webhooks, and a webhook created, changed or deleted
 in one process takes effect in every other at its next request (`versions.webhooks`)."""
 
 from __future__ import annotations
 
-from crm_core.storage import recording
+from crm_core.platform.storage import recording
 from tests.conftest import Api
 from tests.support.processes import second_process
 from tests.support.webhook_receiver import deliveries, make_hook, make_table

@@ -10,8 +10,8 @@ import pytest
 from bson import ObjectId
 from yarl import URL
 
-from crm_core.netguard import url_host
-from crm_core.settings import SettingsError
+from crm_core.platform.netguard import url_host
+from crm_core.platform.settings import SettingsError
 from handlers.routing import SERVICES
 from tests.conftest import make_settings
 from tests.support.webhook_receiver import make_hook

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from crm_core.builtin_tables import migrate_all
-from crm_core.cache import roles_changed
+from crm_core.platform.cache import roles_changed
+from crm_core.tables.builtin import migrate_all
 from handlers.app import create_app
 from handlers.routing import SERVICES
 from tests.conftest import Api, add_user, make_settings
@@ -371,7 +371,7 @@ async def test_other_tenants_see_no_webhooks(api, owner, receiver):
 
 
 async def test_a_company_has_a_bounded_number_of_webhooks(api, owner, monkeypatch):
-    monkeypatch.setattr("crm_core.webhooks.MAX_WEBHOOKS", 2)
+    monkeypatch.setattr("crm_core.webhooks.service.MAX_WEBHOOKS", 2)
     url = "http://127.0.0.1:9/hook"
     for _ in range(2):
         await make_hook(api, owner, url, tables=["leads"])

@@ -1,6 +1,6 @@
 """The SSRF guard of webhooks: internal targets are refused when a URL is saved, when it
-resolves, and again at connect time (crm_core/netguard.py). Private addresses are not allowed
-in this module (the other tests allow them to reach their local receiver)."""
+resolves, and again at connect time (crm_core/platform/netguard.py). Private addresses are not
+allowed in this module (the other tests allow them to reach their local receiver)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from aiohttp.abc import AbstractResolver
 from bson import ObjectId
 
-from crm_core.netguard import address_refusal
+from crm_core.platform.netguard import address_refusal
 from handlers.routing import SERVICES
 from tests.conftest import Api, make_settings
 from tests.support.webhook_receiver import make_hook, settled

@@ -7,7 +7,7 @@ Rules that keep webhooks from leaking what their owner may not see:
   it, and every delivery is checked against the owner's access at send time (deactivated
   owner, lost permission or lost table access: the delivery is `skipped`, nothing is sent);
 - a webhook is visible only to holders of `webhooks.manage` who could create it themselves;
-- the target must be public (crm_core/netguard.py), checked when the URL is saved and again
+- the target must be public (crm_core/platform/netguard.py), checked when the URL is saved and again
   when each connection is made; redirects are never followed.
 """
 
@@ -32,14 +32,13 @@ from beanie import PydanticObjectId
 from bson import ObjectId
 from yarl import URL
 
-from crm_core.auth import build_context
-from crm_core.cache import ListenerCache, webhooks_changed
-from crm_core.clock import utcnow
-from crm_core.columns import ColumnType
-from crm_core.context import TenantContext
-from crm_core.errors import Conflict, Forbidden, NotFound, ValidationFailed
-from crm_core.ids import object_id, parse_object_id
-from crm_core.netguard import (
+from crm_core.accounts.auth import build_context
+from crm_core.platform.cache import ListenerCache, webhooks_changed
+from crm_core.platform.clock import utcnow
+from crm_core.platform.context import TenantContext
+from crm_core.platform.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from crm_core.platform.ids import object_id, parse_object_id
+from crm_core.platform.netguard import (
     BlockedAddress,
     GuardedResolver,
     check_literal_host,
@@ -47,11 +46,12 @@ from crm_core.netguard import (
     describe,
     url_host,
 )
-from crm_core.registry import Registry
-from crm_core.settings import Settings
-from crm_core.sms import counts
-from crm_core.storage import Storage
+from crm_core.platform.registry import Registry
+from crm_core.platform.settings import Settings
+from crm_core.platform.storage import Storage
+from crm_core.sms.service import counts
 from crm_core.tables.access import Level, access_level
+from crm_core.tables.columns import ColumnType
 from crm_core.tables.definitions import load_table
 from models.accounts import Tenant, User
 from models.webhooks import ROW_EVENTS, WebhookIn, WebhookPatch

@@ -1,5 +1,6 @@
 """Parsing ids that arrive from clients: one check, and the answers for an id in a URL (404)
-and elsewhere (the caller's own terms; a column value: `crm_core.columns.value_object_id`)."""
+and elsewhere (the caller's own terms; a column value:
+`crm_core.tables.columns.value_object_id`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any, TypeGuard
 
 from bson import ObjectId
 
-from crm_core.errors import NotFound
+from crm_core.platform.errors import NotFound
 
 
 def is_object_id(value: Any) -> TypeGuard[str]:

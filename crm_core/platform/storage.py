@@ -9,7 +9,7 @@ client changes this module only.
 The query recorder (`recording()`) sees every query the application issues, on either client:
 the embedded client reports each call, the real driver each command through PyMongo's command
 monitoring. Tests and benchmarks use it to count round trips and to check query shapes against
-the declared indexes (tests/platform/test_query_audit.py, crm_core/indexes.py).
+the declared indexes (tests/platform/test_query_audit.py, crm_core/platform/indexes.py).
 """
 
 from __future__ import annotations
@@ -49,9 +49,9 @@ from pymongo.errors import BulkWriteError as BulkWriteError
 from pymongo.errors import DuplicateKeyError as DuplicateKeyError
 from pymongo.errors import OperationFailure as OperationFailure
 
-from crm_core.errors import NotFound
-from crm_core.logs import Outages
-from crm_core.settings import Settings
+from crm_core.platform.errors import NotFound
+from crm_core.platform.logs import Outages
+from crm_core.platform.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ def recording(distinct: bool = False) -> Iterator[QueryLog]:
 @contextmanager
 def query_purpose(name: str) -> Iterator[None]:
     """Name why the queries issued inside the block are shaped the way they are; the query
-    audit's allow-list is keyed by these names (crm_core/indexes.py)."""
+    audit's allow-list is keyed by these names (crm_core/platform/indexes.py)."""
     token = _PURPOSE.set(name)
     try:
         yield
@@ -187,20 +187,20 @@ def filter_conditions(query: Any) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-_ROOT = str(Path(__file__).resolve().parents[1]).replace("\\", "/") + "/"
+_ROOT = str(Path(__file__).resolve().parents[2]).replace("\\", "/") + "/"
 _PROJECT_DIRS = ("crm_core/", "handlers/", "tasks/", "models/", "tests/", "benchmarks/", "scripts/")
 
 
 def _call_site() -> str:
     """`path:line` of the first project frame above the storage module on this stack (the
-    awaiting coroutines are on it), relative to the repository, e.g. `crm_core/shares.py:54`;
+    awaiting coroutines are on it), relative to the repository, e.g. `crm_core/tables/shares.py:54`;
     "" when none is."""
     frame = sys._getframe(2)
     while frame is not None:
         path = frame.f_code.co_filename.replace("\\", "/")
         if path.startswith(_ROOT):
             relative = path[len(_ROOT) :]
-            if relative.startswith(_PROJECT_DIRS) and relative != "crm_core/storage.py":
+            if relative.startswith(_PROJECT_DIRS) and relative != "crm_core/platform/storage.py":
                 return f"{relative}:{frame.f_lineno}"
         frame = frame.f_back  # type: ignore[assignment]
     return ""
@@ -416,7 +416,7 @@ class Storage:
 
     async def ping(self) -> bool:
         """The database answers a ping (within the server selection timeout). A failure is
-        an outage (one WARNING per outage, crm_core/logs.py `Outages`), not a traceback."""
+        an outage (one WARNING per outage, crm_core/platform/logs.py `Outages`), not a traceback."""
         try:
             await self.system_db.command("ping")
         except Exception as exc:  # any driver failure means "not ready"

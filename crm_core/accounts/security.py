@@ -13,9 +13,9 @@ from functools import partial
 import bcrypt
 import jwt
 
-from crm_core.errors import Unauthorized, ValidationFailed
-from crm_core.passwords import PASSWORD_MAX_BYTES, password_problem
-from crm_core.settings import MIN_SECRET_KEY_BYTES
+from crm_core.platform.errors import Unauthorized, ValidationFailed
+from crm_core.platform.passwords import PASSWORD_MAX_BYTES, password_problem
+from crm_core.platform.settings import MIN_SECRET_KEY_BYTES
 
 JWT_ALGORITHM = "HS256"
 BCRYPT_ROUNDS = 12

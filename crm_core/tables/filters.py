@@ -17,7 +17,9 @@ from typing import Any, ClassVar
 
 import orjson
 
-from crm_core.columns import (
+from crm_core.platform.errors import InvalidFilter
+from crm_core.platform.registry import Registry
+from crm_core.tables.columns import (
     BLANK,
     DATE_ONLY,
     EQUALITY,
@@ -33,8 +35,6 @@ from crm_core.columns import (
     to_utc_millis,
     value_object_id,
 )
-from crm_core.errors import InvalidFilter
-from crm_core.registry import Registry
 
 MAX_CONDITIONS = 100
 MAX_DEPTH = 5

@@ -3,8 +3,8 @@
 Rules: the owner role is granted and the owner's account is managed only by holders of
 `tenant.manage`; the last active owner keeps the role and stays active; nobody deactivates
 themselves. A deactivated user's tokens stop working at their next request and stay dead
-after a reactivation (crm_core/sessions.py). Nobody manages a user who holds permissions the
-manager lacks (crm_core/grants.py).
+after a reactivation (crm_core/accounts/sessions.py). Nobody manages a user who holds permissions
+the manager lacks (crm_core/accounts/grants.py).
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from datetime import UTC, datetime
 
 from bson import ObjectId
 
-from crm_core.context import TenantContext
-from crm_core.errors import Conflict, Forbidden, NotFound
-from crm_core.grants import check_grant
-from crm_core.roles import RoleService
-from crm_core.security import hash_password, new_temporary_password
-from crm_core.sessions import end_all_sessions
-from crm_core.storage import DuplicateKeyError
+from crm_core.accounts.grants import check_grant
+from crm_core.accounts.roles import RoleService
+from crm_core.accounts.security import hash_password, new_temporary_password
+from crm_core.accounts.sessions import end_all_sessions
+from crm_core.platform.context import TenantContext
+from crm_core.platform.errors import Conflict, Forbidden, NotFound
+from crm_core.platform.storage import DuplicateKeyError
 from models.access import UserCreateIn, UserPatch
 from models.accounts import User
 

@@ -7,9 +7,9 @@ idempotent). Row collections carry `_id`, `u_<key>` (unique columns, partial) an
 (indexed columns, link columns); crm_core/tables/meta.py keeps them in step with the columns.
 
 `unserved(record, indexes)` applies MongoDB's planning rules to one recorded query
-(crm_core/storage.py's recorder): equality fields first, then the sort, then one range, each
-`$or` branch on its own, `_id` always indexed. tests/platform/test_query_audit.py runs it over every
-query the test suite issues. docs/storage.md lists the indexes and the queries each serves.
+(crm_core/platform/storage.py's recorder): equality fields first, then the sort, then one range,
+each `$or` branch on its own, `_id` always indexed. tests/platform/test_query_audit.py runs it over
+every query the test suite issues. docs/storage.md lists the indexes and the queries each serves.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from crm_core.storage import QueryRecord
+from crm_core.platform.storage import QueryRecord
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ TENANT_INDEXES: tuple[IndexSpec, ...] = (
         "row",
         serves="every user's entries of deleted rows",
     ),
-    # audit (issue #12 §1): webhooks and their delivery log (crm_core/webhooks.py)
+    # audit (issue #12 §1): webhooks and their delivery log (crm_core/webhooks/service.py)
     IndexSpec(
         "_webhooks",
         (("events", 1),),
@@ -196,7 +196,10 @@ SYSTEM_INDEXES: tuple[IndexSpec, ...] = (
         "task_outbox",
         (("due_at", 1),),
         "due",
-        serves="the outbox sweeper's next due work (claimed in due_at order; crm_core/outbox.py)",
+        serves=(
+            "the outbox sweeper's next due work (claimed in due_at order; "
+            "crm_core/platform/outbox.py)"
+        ),
     ),
     IndexSpec(
         "admin_actions",
@@ -403,7 +406,8 @@ class Exemption:
     kind: str
     fields: frozenset[str] | None  # None: any filter
     reason: str
-    site: str = ""  # when set, only queries issued there (a path prefix, e.g. crm_core/sms.py)
+    # when set, only queries issued there (a path prefix, e.g. crm_core/sms/service.py)
+    site: str = ""
 
     def matches(self, record: QueryRecord) -> bool:
         collection = collection_category(record)
@@ -422,8 +426,8 @@ def _e(collection: str, kind: str, fields: str | None, reason: str, site: str = 
 
 SCHEMA_CHANGE = "a column change rewrites or checks every row of its table (admin, rare)"
 META = "crm_core/tables/meta.py"
-ADMIN = "crm_core/admin.py"
-BUILTIN = "crm_core/builtin_tables.py"
+ADMIN = "crm_core/admin/service.py"
+BUILTIN = "crm_core/tables/builtin.py"
 
 
 # Documented in docs/storage.md ("Queries that scan, on purpose").
@@ -479,8 +483,8 @@ ALLOWED: tuple[Exemption, ...] = (
         "_webhooks",
         "find",
         "",
-        "a company's webhooks read whole (at most 100, crm_core/webhooks.py MAX_WEBHOOKS): the "
-        "webhook list, and the listener cache once per process and change",
+        "a company's webhooks read whole (at most 100, crm_core/webhooks/service.py MAX_WEBHOOKS): "
+        "the webhook list, and the listener cache once per process and change",
     ),
     _e("_webhooks", "count", "", "the 100-webhook limit counts a company's webhooks (≤ 101)"),
     _e(
@@ -489,16 +493,16 @@ ALLOWED: tuple[Exemption, ...] = (
         "webhook_id",
         "the total of a webhook's delivery-log page: a count of one index range, bounded by "
         "the log's retention (WEBHOOK_LOG_RETENTION_DAYS)",
-        "crm_core/webhooks.py",
+        "crm_core/webhooks/service.py",
     ),
     _e(
         "_webhook_deliveries",
         "count",
         "webhook_id status",
         "the same total filtered by status (index `webhook_status_log`)",
-        "crm_core/webhooks.py",
+        "crm_core/webhooks/service.py",
     ),
-    # the operator's /admin panel (crm_core/admin.py): a few requests a day by one operator,
+    # the operator's /admin panel (crm_core/admin/service.py): a few requests a day by one operator,
     # over every company; never on a user's request path
     _e("admin_actions", "count", "", "the panel's audit-log total", ADMIN),
     _e("tenants", "count", "", "the panel's company total", ADMIN),
@@ -561,7 +565,7 @@ ALLOWED: tuple[Exemption, ...] = (
         "campaign_id",
         "a campaign's messages counted: once for one stored before its counters existed, and "
         "to repair counters after a worker stopped between two writes",
-        "crm_core/sms.py",
+        "crm_core/sms/service.py",
     ),
 )
 

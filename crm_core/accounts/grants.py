@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from crm_core.context import TenantContext
-from crm_core.errors import Forbidden
+from crm_core.platform.context import TenantContext
+from crm_core.platform.errors import Forbidden
 from crm_core.tables.access import LEVEL_NAMES, Level
 
 

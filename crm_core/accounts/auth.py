@@ -13,17 +13,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import bcrypt
 from cachetools import LRUCache
 
-from crm_core import metrics
-from crm_core.cache import DefinitionCache, ValidatedDocuments
-from crm_core.clock import as_utc
-from crm_core.columns import ValueContext
-from crm_core.context import TenantContext
-from crm_core.errors import Conflict, Forbidden, RateLimited, Unauthorized, ValidationFailed
-from crm_core.grants import check_token_scope
-from crm_core.ids import object_id, parse_object_id
-from crm_core.ratelimit import LoginThrottle, limit_storage
-from crm_core.roles import RoleService
-from crm_core.security import (
+from crm_core.accounts.grants import check_token_scope
+from crm_core.accounts.ratelimit import LoginThrottle, limit_storage
+from crm_core.accounts.roles import RoleService
+from crm_core.accounts.security import (
     AccessClaims,
     TokenCodec,
     check_password_policy,
@@ -32,11 +25,24 @@ from crm_core.security import (
     secret_digest,
     verify_password,
 )
-from crm_core.sessions import end_access_tokens, end_all_sessions, revoke_family
-from crm_core.settings import Settings
-from crm_core.storage import DuplicateKeyError, Storage
-from crm_core.tenancy import TenantService
-from crm_core.users import UserService
+from crm_core.accounts.sessions import end_access_tokens, end_all_sessions, revoke_family
+from crm_core.accounts.tenancy import TenantService
+from crm_core.accounts.users import UserService
+from crm_core.platform import metrics
+from crm_core.platform.cache import DefinitionCache, ValidatedDocuments
+from crm_core.platform.clock import as_utc
+from crm_core.platform.context import TenantContext
+from crm_core.platform.errors import (
+    Conflict,
+    Forbidden,
+    RateLimited,
+    Unauthorized,
+    ValidationFailed,
+)
+from crm_core.platform.ids import object_id, parse_object_id
+from crm_core.platform.settings import Settings
+from crm_core.platform.storage import DuplicateKeyError, Storage
+from crm_core.tables.columns import ValueContext
 from models.accounts import (
     LoginIn,
     LogoutIn,
@@ -220,7 +226,7 @@ class AuthService:
         return await self._issue(User.model_validate(stored), family_id=uuid.uuid4().hex)
 
     async def set_temporary_password(self, ctx: TenantContext, user_id: str) -> str:
-        """`UserService.set_temporary_password`, under the name crm_core/admin.py calls."""
+        """`UserService.set_temporary_password`, under the name crm_core/admin/service.py calls."""
         return await self.users.set_temporary_password(ctx, object_id(user_id, "User"))
 
     async def authenticate(self, bearer: str) -> tuple[TenantContext, str, datetime]:

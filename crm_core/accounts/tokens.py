@@ -13,7 +13,7 @@ for integrations.
   user's sessions are ended (`session_epoch`: password change, temporary password,
   deactivation); logging out of one browser session does not end it.
 - Tokens cannot make tokens (a leaked token must not mint longer-lived ones), revoke other
-  tokens, end sessions or change the password (crm_core/grants.py `check_token_scope`): a
+  tokens, end sessions or change the password (crm_core/accounts/grants.py `check_token_scope`): a
   token may revoke itself.
 """
 
@@ -23,15 +23,15 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from crm_core.auth import build_context
-from crm_core.clock import as_utc
-from crm_core.context import TenantContext
-from crm_core.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
-from crm_core.grants import check_grant, check_token_scope
-from crm_core.ids import object_id
-from crm_core.permissions import PERMISSIONS
-from crm_core.security import secret_digest
-from crm_core.storage import Storage
+from crm_core.accounts.auth import build_context
+from crm_core.accounts.grants import check_grant, check_token_scope
+from crm_core.accounts.permissions import PERMISSIONS
+from crm_core.accounts.security import secret_digest
+from crm_core.platform.clock import as_utc
+from crm_core.platform.context import TenantContext
+from crm_core.platform.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
+from crm_core.platform.ids import object_id
+from crm_core.platform.storage import Storage
 from crm_core.tables.access import LEVEL_NAMES, Level
 from models.accounts import Tenant, User
 from models.tokens import ApiToken, ApiTokenIn

@@ -13,8 +13,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from crm_core.netguard import http_url_problem
-from crm_core.passwords import PASSWORD_MAX_BYTES, PASSWORD_MIN_CHARS, password_problem
+from crm_core.platform.netguard import http_url_problem
+from crm_core.platform.passwords import PASSWORD_MAX_BYTES, PASSWORD_MIN_CHARS, password_problem
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_file: str | None = None
-    # ops: log files and format (crm_core/logs.py), metrics, shutdown, worker heartbeat
+    # ops: log files and format (crm_core/platform/logs.py), metrics, shutdown, worker heartbeat
     log_format: Literal["text", "json"] = "text"
     log_dir: str | None = None
     access_log_file: str | None = None

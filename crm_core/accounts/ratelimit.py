@@ -36,7 +36,7 @@ import time
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.errors import StorageError
 
-from crm_core.errors import RateLimited
+from crm_core.platform.errors import RateLimited
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ further (`Lease.keep`). Sweepers claim entries with one conditional update each,
 sweeping at once never hand the same entry twice per lease. A second delivery of the same
 work is always possible (a lease that ran out under a slow worker) and harmless: whether a
 message is sent or an import runs is decided by the claims on the work's own documents
-(crm_core/sms.py, crm_core/files/imports.py), never by the queue.
+(crm_core/sms/service.py, crm_core/files/imports.py), never by the queue.
 
 Webhook deliveries have the same design in their own collection (`webhook_due`,
-crm_core/webhooks.py), which predates this one.
+crm_core/webhooks/service.py), which predates this one.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from crm_core.clock import utcnow
-from crm_core.storage import Storage
+from crm_core.platform.clock import utcnow
+from crm_core.platform.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ HAND_OFF_SECONDS = 60.0  # a sweeper's claim on an entry while it hands it to th
 @dataclass(frozen=True)
 class Work:
     """One unit of recorded work: `kind` names what the sweeper does with it (the domain's
-    constants, e.g. `crm_core.sms.SMS_BATCH`), `args` are its ids."""
+    constants, e.g. `crm_core.sms.service.SMS_BATCH`), `args` are its ids."""
 
     kind: str
     tenant_id: str

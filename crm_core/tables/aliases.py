@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from crm_core.context import TenantContext
-from crm_core.errors import ValidationFailed
+from crm_core.platform.context import TenantContext
+from crm_core.platform.errors import ValidationFailed
 from crm_core.tables.definitions import Table
 from models.access import AliasIn, AliasRecord
 

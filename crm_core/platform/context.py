@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from crm_core.cache import DefinitionCache
-from crm_core.columns import ValueContext
+from crm_core.platform.cache import DefinitionCache
+from crm_core.tables.columns import ValueContext
 from models.accounts import Tenant, User
 
 
@@ -18,11 +18,12 @@ class TenantContext:
     permissions: frozenset[str] = field(default_factory=frozenset)
     values: ValueContext = field(default_factory=ValueContext.default)
     max_time_ms: int = 5000  # server-side limit on list queries (QUERY_TIME_LIMIT_MS)
-    # API tokens (crm_core/tokens.py): the token that authenticated the call, and the highest
-    # table access level (crm_core.tables.access.Level) its scope allows; None: a session
+    # API tokens (crm_core/accounts/tokens.py): the token that authenticated the call, and the
+    # highest table access level (crm_core.tables.access.Level) its scope allows; None: a session
     api_token_id: str | None = None
     table_level_cap: int | None = None
-    cache: DefinitionCache | None = None  # the process's roles and tables (crm_core/cache.py)
+    # the process's roles and tables (crm_core/platform/cache.py)
+    cache: DefinitionCache | None = None
 
     @property
     def tenant_id(self) -> str:

@@ -6,12 +6,12 @@ from datetime import UTC, datetime
 
 from bson import ObjectId
 
-from crm_core.columns import ColumnType
-from crm_core.context import TenantContext
-from crm_core.errors import Forbidden, NotFound, ValidationFailed
-from crm_core.grants import check_grant, check_token_scope
-from crm_core.ids import parse_object_id
-from crm_core.registry import Registry
+from crm_core.accounts.grants import check_grant, check_token_scope
+from crm_core.accounts.tenancy import ROLES
+from crm_core.platform.context import TenantContext
+from crm_core.platform.errors import Forbidden, NotFound, ValidationFailed
+from crm_core.platform.ids import parse_object_id
+from crm_core.platform.registry import Registry
 from crm_core.tables.access import (
     LEVEL_NAMES,
     SHARES,
@@ -20,8 +20,8 @@ from crm_core.tables.access import (
     access_level,
     require,
 )
+from crm_core.tables.columns import ColumnType
 from crm_core.tables.definitions import load_table
-from crm_core.tenancy import ROLES
 from models.access import ShareIn, ShareRecord
 from models.accounts import User
 

@@ -21,18 +21,23 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from crm_core import sms
-from crm_core.clock import as_utc
-from crm_core.context import TenantContext
-from crm_core.errors import Conflict, Forbidden, NotFound, Unauthorized
-from crm_core.ids import parse_object_id
-from crm_core.permissions import PERMISSIONS
-from crm_core.security import check_password_policy, hash_password, secret_digest, verify_password
-from crm_core.sessions import end_all_sessions
-from crm_core.settings import Settings
-from crm_core.storage import Storage
+from crm_core.accounts.permissions import PERMISSIONS
+from crm_core.accounts.security import (
+    check_password_policy,
+    hash_password,
+    secret_digest,
+    verify_password,
+)
+from crm_core.accounts.sessions import end_all_sessions
+from crm_core.accounts.tenancy import ROLES
+from crm_core.platform.clock import as_utc
+from crm_core.platform.context import TenantContext
+from crm_core.platform.errors import Conflict, Forbidden, NotFound, Unauthorized
+from crm_core.platform.ids import parse_object_id
+from crm_core.platform.settings import Settings
+from crm_core.platform.storage import Storage
+from crm_core.sms import service as sms
 from crm_core.tables.definitions import TABLES
-from crm_core.tenancy import ROLES
 from models.accounts import Tenant, User, normalise_email
 from models.admin import (
     AdminAction,
@@ -102,7 +107,7 @@ class AdminService:
     def __init__(self, settings: Settings, storage: Storage, auth: Any) -> None:
         self.settings = settings
         self.storage = storage
-        self.auth = auth  # crm_core.auth.AuthService: its failed-login throttle is shared
+        self.auth = auth  # crm_core.accounts.auth.AuthService: its failed-login throttle is shared
 
     # ---- superadmins ------------------------------------------------------------------------
 

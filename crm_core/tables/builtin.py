@@ -13,12 +13,12 @@ from typing import Any
 
 from bson import ObjectId
 
-from crm_core.cache import roles_changed, tables_changed
-from crm_core.columns import Column, ColumnType, default_column_types
-from crm_core.indexes import ensure_system_indexes, ensure_tenant_indexes
-from crm_core.permissions import ADDED_LATER, BUILTIN_ROLES
-from crm_core.registry import Registry
-from crm_core.storage import ASCENDING
+from crm_core.accounts.permissions import ADDED_LATER, BUILTIN_ROLES
+from crm_core.platform.cache import roles_changed, tables_changed
+from crm_core.platform.indexes import ensure_system_indexes, ensure_tenant_indexes
+from crm_core.platform.registry import Registry
+from crm_core.platform.storage import ASCENDING
+from crm_core.tables.columns import Column, ColumnType, default_column_types
 from crm_core.tables.definitions import TABLES, rows_collection_name, utcnow
 from models.accounts import Tenant
 

@@ -132,7 +132,8 @@ class ValidatedDocuments(Generic[Model]):
 
 # ---- webhook listeners (audit, issue #12 §1/§2 of this round) --------------------------------
 # Every row write asks who listens; the answer is cached per tenant under `versions.webhooks`,
-# bumped by every change to a webhook's events, tables or active state (crm_core/webhooks.py).
+# bumped by every change to a webhook's events, tables or active state
+# (crm_core/webhooks/service.py).
 
 WEBHOOKS = "webhooks"
 
@@ -163,7 +164,7 @@ class Listener:
 
 class ListenerCache:
     """A tenant's webhooks (their ids, events, tables, active state) per version; a company has
-    at most `crm_core.webhooks.MAX_WEBHOOKS`, read whole once per version and process."""
+    at most `crm_core.webhooks.service.MAX_WEBHOOKS`, read whole once per version and process."""
 
     def __init__(self, size: int = 10_000) -> None:
         self._listeners: LRUCache[tuple[str, int], tuple[Listener, ...]] = LRUCache(size)

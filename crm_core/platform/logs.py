@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from crm_core.settings import Settings
+    from crm_core.platform.settings import Settings
 
 ACCESS_LOGGER = "crm.access"
 REQUEST_ID: ContextVar[str] = ContextVar("crm_request_id", default="-")

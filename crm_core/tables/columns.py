@@ -29,15 +29,16 @@ import email_validator
 from bson import ObjectId
 from pydantic import BaseModel, ConfigDict, Field
 
-from crm_core.ids import parse_object_id
-from crm_core.phones import InvalidPhone, normalise_phone
-from crm_core.registry import Registry
+from crm_core.platform.ids import parse_object_id
+from crm_core.platform.phones import InvalidPhone, normalise_phone
+from crm_core.platform.registry import Registry
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 FLOAT_EXACT_INT = 2**53  # every integer up to this magnitude is exact as a double
 URL_MAX_LENGTH = 2048
 
-# What a type's values admit; each filter operator names the one it needs (crm_core/filters.py)
+# What a type's values admit; each filter operator names the one it needs
+# (crm_core/tables/filters.py)
 EQUALITY = "equality"  # eq, neq, in, not_in
 BLANK = "blank"  # blank, not_blank: the value may be missing
 TEXT = "text"  # contains, starts_with, ends_with

@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 from typing import ClassVar
 
-from crm_core.columns import ColumnValueError
-from crm_core.registry import Named, Registry
+from crm_core.platform.registry import Named, Registry
+from crm_core.tables.columns import ColumnValueError
 
 
 class ColumnValidator:

@@ -25,15 +25,15 @@ from typing import Any, Protocol
 
 from bson import ObjectId
 
-from crm_core import metrics
-from crm_core.clock import as_utc, utcnow
-from crm_core.context import TenantContext
-from crm_core.errors import Conflict, NotFound, ValidationFailed
-from crm_core.ids import object_id
-from crm_core.outbox import Lease, Outbox, Work, work_key
-from crm_core.phones import InvalidPhone, normalise_phone
-from crm_core.settings import Settings
-from crm_core.storage import query_purpose
+from crm_core.platform import metrics
+from crm_core.platform.clock import as_utc, utcnow
+from crm_core.platform.context import TenantContext
+from crm_core.platform.errors import Conflict, NotFound, ValidationFailed
+from crm_core.platform.ids import object_id
+from crm_core.platform.outbox import Lease, Outbox, Work, work_key
+from crm_core.platform.phones import InvalidPhone, normalise_phone
+from crm_core.platform.settings import Settings
+from crm_core.platform.storage import query_purpose
 from crm_core.tables.access import Level, require
 from crm_core.tables.definitions import load_table
 from crm_core.tables.rows import CLIENT_QUERY, RowService
@@ -55,11 +55,12 @@ CAMPAIGNS = "_sms_campaigns"
 MESSAGES = "_sms_messages"
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]{0,62})\s*\}\}")
 OPEN = ("pending", "sending")
-# outbox kinds (crm_core/outbox.py): a campaign's batch, one resent message
+# outbox kinds (crm_core/platform/outbox.py): a campaign's batch, one resent message
 SMS_BATCH = "sms.batch"
 SMS_ONE = "sms.one"
-# Every query on the messages is served by an index of crm_core/indexes.py (`_sms_messages`).
-# Filters name `batch` or `claim` first: the embedded database tests conditions in order.
+# Every query on the messages is served by an index of crm_core/platform/indexes.py
+# (`_sms_messages`). Filters name `batch` or `claim` first: the embedded database tests conditions
+# in order.
 
 # metrics label of states no provider is involved in yet (queued, invalid, cancelled)
 NO_PROVIDER = "-"
@@ -91,7 +92,7 @@ class AmbiguousSendError(SendError):
 
 
 class SmsProvider(Protocol):
-    """Sends one SMS (tasks/providers.py): the provider's id, or one of the errors above."""
+    """Sends one SMS (crm_core/sms/providers.py): the provider's id, or one of the errors above."""
 
     name: str
 
@@ -99,7 +100,7 @@ class SmsProvider(Protocol):
 
 
 class RateSlots(Protocol):
-    """The tenant's sending rate (tasks/ratelimit.py `SlotLimiter`)."""
+    """The tenant's sending rate (crm_core/sms/ratelimit.py `SlotLimiter`)."""
 
     async def wait(self, tenant_id: str, count: int = 1) -> list[float]: ...
 
@@ -113,7 +114,7 @@ class SmsQueue(Protocol):
 
 
 class CampaignEvents(Protocol):
-    """Who hears that a campaign finished (crm_core.webhooks.WebhookService)."""
+    """Who hears that a campaign finished (crm_core.webhooks.service.WebhookService)."""
 
     async def campaign_finished(
         self, db: Any, tenant_id: str, campaign: dict[str, Any]
@@ -510,7 +511,7 @@ async def _cancel(ctx: TenantContext, campaign_id: str) -> CampaignRecord:
 
 
 async def cancel_campaign(ctx: TenantContext, campaign_id: str) -> dict[str, Any]:
-    """The cancel as the operator's panel runs it for a company (crm_core/admin.py reads the
+    """The cancel as the operator's panel runs it for a company (crm_core/admin/service.py reads the
     stored document; the tenant's own cancel is `CampaignService.cancel`)."""
     return (await _cancel(ctx, campaign_id)).model_dump(by_alias=True)
 

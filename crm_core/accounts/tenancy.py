@@ -11,12 +11,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import phonenumbers
 from bson import ObjectId
 
-from crm_core.builtin_tables import ensure_builtin_tables
-from crm_core.context import TenantContext
-from crm_core.errors import ValidationFailed
-from crm_core.indexes import ensure_tenant_indexes
-from crm_core.permissions import BUILTIN_ROLES
-from crm_core.storage import Storage
+from crm_core.accounts.permissions import BUILTIN_ROLES
+from crm_core.platform.context import TenantContext
+from crm_core.platform.errors import ValidationFailed
+from crm_core.platform.indexes import ensure_tenant_indexes
+from crm_core.platform.storage import Storage
+from crm_core.tables.builtin import ensure_builtin_tables
 from models.access import RoleRecord
 from models.accounts import Tenant, TenantPatch, timezone_names
 

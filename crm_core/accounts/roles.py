@@ -7,13 +7,13 @@ from typing import Any
 
 from bson import ObjectId
 
-from crm_core.cache import roles_changed
-from crm_core.context import TenantContext
-from crm_core.errors import Conflict, NotFound, ValidationFailed
-from crm_core.grants import check_grant
-from crm_core.ids import parse_object_id
-from crm_core.shares import ShareService
-from crm_core.tenancy import ROLES
+from crm_core.accounts.grants import check_grant
+from crm_core.accounts.tenancy import ROLES
+from crm_core.platform.cache import roles_changed
+from crm_core.platform.context import TenantContext
+from crm_core.platform.errors import Conflict, NotFound, ValidationFailed
+from crm_core.platform.ids import parse_object_id
+from crm_core.tables.shares import ShareService
 from models.access import RoleIn, RolePatch, RoleRecord
 from models.accounts import User
 
@@ -21,8 +21,9 @@ OWNER = "owner"
 
 
 class RoleService:
-    """The company's roles. Every write moves the tenant's `roles` version (crm_core/cache.py),
-    so every process re-reads permissions at its next request; deleting a role ends its shares."""
+    """The company's roles. Every write moves the tenant's `roles` version
+    (crm_core/platform/cache.py), so every process re-reads permissions at its next request;
+    deleting a role ends its shares."""
 
     def __init__(self, shares: ShareService) -> None:
         self.shares = shares
@@ -93,8 +94,8 @@ class RoleService:
     @staticmethod
     async def permissions_of(db: Any, role_ids: list[str]) -> frozenset[str]:
         """The union of the permissions of the roles `role_ids` in the tenant database `db`
-        (ids that are not roles grant nothing). The process cache (crm_core/cache.py) answers
-        this on the request path; this reads afresh."""
+        (ids that are not roles grant nothing). The process cache (crm_core/platform/cache.py)
+        answers this on the request path; this reads afresh."""
         ids = [parsed for r in role_ids if (parsed := parse_object_id(r)) is not None]
         if not ids:
             return frozenset()

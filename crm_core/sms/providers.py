@@ -18,8 +18,8 @@ from urllib.parse import urlencode
 
 import aiohttp
 
-from crm_core.settings import Settings
-from crm_core.sms import (  # the domain decides what each kind means (docs/sms.md)
+from crm_core.platform.settings import Settings
+from crm_core.sms.service import (  # the domain decides what each kind means (docs/sms.md)
     AmbiguousSendError,
     PermanentSendError,
     SendError,
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 
 class SmsProvider:
-    """Sends one SMS (`crm_core.sms.SmsProvider`). Implementations raise the errors above;
+    """Sends one SMS (`crm_core.sms.service.SmsProvider`). Implementations raise the errors above;
     they never retry themselves."""
 
     name = "base"

@@ -1,0 +1,2 @@
+"""Webhooks (docs/integrations.md): subscriptions to table and campaign events, their
+signed deliveries with retries and the delivery log (`service`)."""
