@@ -10,13 +10,14 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
+import orjson
 from aiohttp import web
 from apispec import APISpec
 from pydantic import BaseModel
 from swagger_ui.utils import SWAGGER_UI_PY_ROOT
 
 from handlers.routing import Call, JsonObject, Public, RouteSpec, RouteTable, path_parameters
-from models.base import ErrorResponse
+from models.base import SCHEMA_COMPONENTS, ErrorResponse
 
 API_VERSION = "0.1.0"
 REF = "#/components/schemas/{model}"
@@ -35,13 +36,40 @@ routes = RouteTable("docs")
 _ERROR_TEXT = {
     400: "Bad input: `validation_error`, `invalid_json` or `invalid_filter`",
     401: "`unauthorized`: no, expired, revoked or invalid access token",
-    403: "`forbidden`: the caller lacks the permission or access this needs",
+    403: "`forbidden`: the caller lacks the permission or access this needs, or "
+    "`password_change_required` until a temporary password is changed",
     404: "`not_found`: no such object in the caller's tenant",
     409: "`conflict`: duplicate key, stale version or a state that forbids this",
     413: "`payload_too_large`: the body is larger than `MAX_BODY_BYTES`",
+    415: "`unsupported_media_type`: the body is not `application/json`",
     429: "`rate_limited`: too many attempts, see `Retry-After`",
-    503: "`service_unavailable`: a backing service is not reachable",
+    503: "`service_unavailable`: a backing service is not reachable, see `Retry-After`",
 }
+# Where the document says the API is. Clients are given their base URL when they are made
+# (docs/api.md "Generating a client"); this is `crm serve` on its defaults.
+SERVERS = [{"url": "http://127.0.0.1:8005", "description": "`crm serve` on its defaults"}]
+COMPONENT_MARK = "x-component"  # models.base.component()
+
+
+def strip_input_defaults(schema: Any) -> None:
+    """Input properties without `default`: generators read a default as "always present" and
+    would make the field required in a request. The default moves into the description."""
+    if isinstance(schema, list):
+        for item in schema:
+            strip_input_defaults(item)
+        return
+    if not isinstance(schema, dict):
+        return
+    for prop in (schema.get("properties") or {}).values():
+        if isinstance(prop, dict) and "default" in prop:
+            default = prop.pop("default")
+            if default is not None and default != [] and default != {}:
+                note = f"Default: `{orjson.dumps(default).decode()}`."
+                text = prop.get("description", "")
+                prop["description"] = f"{text} {note}".strip() if text else note
+    for key, value in schema.items():
+        if key not in ("default", "examples", "enum", "const", "example"):
+            strip_input_defaults(value)
 
 
 class OpenApiBuilder:
@@ -52,27 +80,65 @@ class OpenApiBuilder:
             openapi_version="3.1.0",
             info={
                 "description": "Multi-tenant CRM backend. Errors always have the shape of "
-                "`ErrorResponse`; see docs/api.md."
+                "`ErrorResponse`; see docs/api.md.",
             },
+            servers=SERVERS,
         )
         self.spec.components.security_scheme(
             "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
         )
-        self.ref(ErrorResponse)
+        self.modes: dict[str, str] = {}
+        self.ref(ErrorResponse, "serialization")
         for route in specs:
             if route.in_schema:
                 self.add(route)
 
     def ref(self, model: type[BaseModel], mode: str = "validation") -> dict[str, str]:
         schema = model.model_json_schema(ref_template=REF, mode=mode)  # type: ignore[arg-type]
+        if mode == "validation":
+            strip_input_defaults(schema)
         for name, definition in schema.pop("$defs", {}).items():
-            self._register(name, definition)
-        self._register(model.__name__, schema)
+            self._register(name, definition, mode)
+        self._register(model.__name__, schema, mode)
         return {"$ref": REF.format(model=model.__name__)}
 
-    def _register(self, name: str, schema: dict[str, Any]) -> None:
+    def _register(self, name: str, schema: dict[str, Any], mode: str = "") -> None:
+        schema = self.resolve(copy.deepcopy(schema))
         if name not in self.spec.components.schemas:
-            self.spec.components.schema(name, copy.deepcopy(schema))
+            self.modes[name] = mode
+            self.spec.components.schema(name, schema)
+        elif self.spec.components.schemas[name] != schema:
+            # one name, two shapes (a model used as input and as output whose schemas differ):
+            # a generator would get one of them wrong
+            raise ValueError(f"schema {name!r} is used as {self.modes[name]} and {mode}")
+
+    def resolve(self, schema: Any) -> Any:
+        """`models.base.component(name)` marks as `$ref`s, their schemas registered."""
+        if isinstance(schema, list):
+            return [self.resolve(item) for item in schema]
+        if not isinstance(schema, dict):
+            return schema
+        if COMPONENT_MARK in schema:
+            name = schema.pop(COMPONENT_MARK)
+            if name not in self.spec.components.schemas:
+                self.spec.components.schema(name, {})  # recursive schemas refer to themselves
+                resolved = self.resolve(copy.deepcopy(SCHEMA_COMPONENTS[name]))
+                self.spec.components.schemas[name].update(resolved)
+            return {"$ref": REF.format(model=name), **self.resolve(schema)}
+        return {key: self.resolve(value) for key, value in schema.items()}
+
+    def named(self, schema: dict[str, Any]) -> dict[str, Any]:
+        """An inline schema with a `title` (a model's schema written into a route's
+        declaration) becomes a component of that name: every answer has a named schema."""
+        schema = self.resolve(copy.deepcopy(schema))
+        for key in ("oneOf", "anyOf"):
+            if key in schema:
+                schema[key] = [self.named(item) for item in schema[key]]
+        title = schema.get("title")
+        if isinstance(title, str) and schema.get("type") == "object":
+            self._register(title, schema, "serialization")
+            return {"$ref": REF.format(model=title)}
+        return schema
 
     def add(self, route: RouteSpec) -> None:
         operation: dict[str, Any] = {
@@ -95,8 +161,10 @@ class OpenApiBuilder:
         ]
         if route.query is not None:
             query_schema = route.query.model_json_schema(ref_template=REF)
+            strip_input_defaults(query_schema)
+            query_schema = self.resolve(query_schema)
             for name, definition in query_schema.get("$defs", {}).items():
-                self._register(name, definition)
+                self._register(name, definition, "validation")
             required = set(query_schema.get("required", []))
             for name, prop in query_schema.get("properties", {}).items():
                 param = {"name": name, "in": "query", "required": name in required, "schema": prop}
@@ -107,7 +175,7 @@ class OpenApiBuilder:
             operation["parameters"] = parameters
         if route.body is not None:
             if route.body_schema is not None:
-                body_schema = route.body_schema
+                body_schema = self.named(route.body_schema)
             elif route.body is JsonObject:
                 body_schema = {"type": "object"}
             else:
@@ -122,7 +190,10 @@ class OpenApiBuilder:
                 "content": {"application/x-www-form-urlencoded": {"schema": self.ref(route.form)}},
             }
         if route.request_content is not None:
-            operation["requestBody"] = {"required": True, "content": route.request_content}
+            operation["requestBody"] = {
+                "required": True,
+                "content": self.resolve(copy.deepcopy(route.request_content)),
+            }
         if route.access.needs_auth:
             operation["security"] = [{"bearerAuth": []}]
         else:
@@ -142,9 +213,9 @@ class OpenApiBuilder:
         if route.status == 204:
             return ok
         if route.response_content is not None:  # files: downloads
-            ok["content"] = route.response_content
+            ok["content"] = self.resolve(copy.deepcopy(route.response_content))
         elif route.response_schema is not None:
-            ok["content"] = {"application/json": {"schema": route.response_schema}}
+            ok["content"] = {"application/json": {"schema": self.named(route.response_schema)}}
         elif route.response is not None:
             ok["content"] = {
                 "application/json": {"schema": self.ref(route.response, "serialization")}
