@@ -16,7 +16,16 @@ from apispec import APISpec
 from pydantic import BaseModel
 from swagger_ui.utils import SWAGGER_UI_PY_ROOT
 
-from handlers.routing import Call, JsonObject, Public, RouteSpec, RouteTable, path_parameters
+from handlers.routing import (
+    Authenticated,
+    Call,
+    JsonObject,
+    Public,
+    RouteSpec,
+    RouteTable,
+    path_parameters,
+)
+from handlers.tenant_openapi import tenant_document
 from models.base import SCHEMA_COMPONENTS, ErrorResponse
 
 API_VERSION = "0.1.0"
@@ -243,9 +252,23 @@ async def openapi_document(call: Call) -> dict[str, Any]:
     return call.request.app[OPENAPI].document
 
 
+@routes.get(
+    "/api/openapi/tenant.json",
+    access=Authenticated(),
+    summary="An OpenAPI document of your company's tables",
+    response_schema={"type": "object", "description": "An OpenAPI 3.1 document"},
+)
+async def tenant_openapi_document(call: Call) -> dict[str, Any]:
+    """The row routes of each table you can read, with `Row_<table>`, `RowIn_<table>` and
+    `RowPatch_<table>` typed by its columns as they stand (docs/api.md "Generating a
+    client"): feed it to a client generator for your company's own tables."""
+    return await tenant_document(call, call.request.app[OPENAPI].document)
+
+
 @routes.get("/docs", access=Public(), summary="Swagger UI", in_schema=False)
 async def swagger_ui(call: Call) -> web.Response:
-    return docs_page()
+    """`?tenant=1`: your company's tables (the token given to "Authorize" loads it)."""
+    return docs_page(tenant=call.request.query.get("tenant") == "1")
 
 
 OPENAPI = web.AppKey("openapi", OpenApiDocument)
@@ -256,7 +279,8 @@ DOCS_PAGE = """<!DOCTYPE html>
 <link rel="stylesheet" href="{swagger}/swagger-ui.css">
 <link rel="stylesheet" href="{assets}/docs.css">
 <link rel="icon" type="image/png" href="{swagger}/favicon-32x32.png"></head>
-<body data-spec="/api/openapi.json">
+<body data-spec="{spec}">
+<p class="crm-docs-switch">{switch}</p>
 <div id="swagger-ui"></div>
 <script src="{swagger}/swagger-ui-bundle.js"></script>
 <script src="{swagger}/swagger-ui-standalone-preset.js"></script>
@@ -265,8 +289,21 @@ DOCS_PAGE = """<!DOCTYPE html>
 """
 
 
-def docs_page() -> web.Response:
-    html = DOCS_PAGE.format(title="CRM API", swagger=SWAGGER_STATIC, assets=DOCS_ASSETS)
+TENANT_SPEC = "/api/openapi/tenant.json"
+SWITCH_TO_TENANT = (
+    'The whole API. <a href="/docs?tenant=1">Your company\'s tables</a> (after "Authorize")'
+)
+SWITCH_TO_ALL = 'Your company\'s tables. <a href="/docs">The whole API</a>'
+
+
+def docs_page(tenant: bool = False) -> web.Response:
+    html = DOCS_PAGE.format(
+        title="CRM API",
+        swagger=SWAGGER_STATIC,
+        assets=DOCS_ASSETS,
+        spec=TENANT_SPEC if tenant else "/api/openapi.json",
+        switch=SWITCH_TO_ALL if tenant else SWITCH_TO_TENANT,
+    )
     return web.Response(
         text=html,
         content_type="text/html",

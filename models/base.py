@@ -6,7 +6,6 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
-
 # Named schemas that are not pydantic models (a row, the filter language): `component(name)`
 # marks where one is used, and the OpenAPI builder (handlers/docs.py) registers the schema under
 # its name and writes a `$ref` there (pydantic would try to resolve a `$ref` itself).

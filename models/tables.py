@@ -437,8 +437,6 @@ RowPatchItemField = Annotated[dict[str, Any], WithJsonSchema(component("RowPatch
 FilterField = Annotated[list[Any] | dict[str, Any], WithJsonSchema(component("Filter"))]
 
 
-
-
 class BulkCreateQuery(QueryModel):
     returning: Literal["ids", "rows"] = Field(
         default="ids",
