@@ -26,7 +26,7 @@ from handlers.routing import (
     path_parameters,
 )
 from handlers.tenant_openapi import tenant_document
-from models.base import SCHEMA_COMPONENTS, ErrorResponse
+from models.base import SCHEMA_COMPONENTS, ErrorResponse, component
 
 API_VERSION = "0.1.0"
 REF = "#/components/schemas/{model}"
@@ -185,6 +185,10 @@ class OpenApiBuilder:
         if route.body is not None:
             if route.body_schema is not None:
                 body_schema = self.named(route.body_schema)
+                if route.method == "PATCH" and body_schema == {"$ref": REF.format(model="RowIn")}:
+                    # a row's PATCH takes the same free-form object (handlers/data.py declares
+                    # ROW_INPUT_SCHEMA for both) but its own named schema: nothing is required
+                    body_schema = self.resolve(component("RowPatch"))
             elif route.body is JsonObject:
                 body_schema = {"type": "object"}
             else:

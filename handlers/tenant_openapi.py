@@ -2,8 +2,9 @@
 (docs/api.md "Generating a client"). For each table the caller can read: `Row_<key>`,
 `RowIn_<key>` and `RowPatch_<key>` with each column's JSON type, format, select option ids,
 required columns and the read-only system fields, and the row routes of `/api/data/<key>` the
-caller may use. Display names (the company's aliases) are the titles. A table the caller cannot
-read is absent; the write routes are there only where the caller can write.
+caller may use. Display names (the company's aliases) are the columns' titles and the tables'
+`x-display-name` (a schema's `title` would name the class openapi-python-client generates). A
+table the caller cannot read is absent; write routes are there only where the caller can write.
 
 The document is built per request from the table definitions (one query for the tables, one
 for their aliases, one access check per table): it follows every column change at once."""
@@ -75,8 +76,8 @@ def table_schemas(call: Call, table: Table, alias: AliasRecord | None) -> dict[s
     required_in = [c.key for c in table.columns if c.required and c.default is None]
     row = {
         "type": "object",
-        "title": title,
-        "description": f"A row of `{table.key}`",
+        "description": f"A row of `{table.key}` ({title})",
+        "x-display-name": title,
         "properties": {
             **copy.deepcopy(ROW_SYSTEM_FIELDS),
             **{key: _nullable(value) for key, value in values.items()},
@@ -85,8 +86,8 @@ def table_schemas(call: Call, table: Table, alias: AliasRecord | None) -> dict[s
     }
     row_in = {
         "type": "object",
-        "title": title,
-        "description": f"A new row of `{table.key}`: columns left out take their default",
+        "description": f"A new row of `{table.key}` ({title}): columns left out take their default",
+        "x-display-name": title,
         "properties": {
             key: value if key in required_in else _nullable(value) for key, value in values.items()
         },
@@ -96,9 +97,9 @@ def table_schemas(call: Call, table: Table, alias: AliasRecord | None) -> dict[s
         row_in["required"] = required_in
     patch = {
         "type": "object",
-        "title": title,
-        "description": f"Values to change in a row of `{table.key}`; `null` clears a column "
-        "that is not required",
+        "description": f"Values to change in a row of `{table.key}` ({title}); `null` clears "
+        "a column that is not required",
+        "x-display-name": title,
         "properties": {
             key: value if column.required else _nullable(value)
             for (key, value), column in zip(values.items(), table.columns, strict=True)
@@ -107,7 +108,7 @@ def table_schemas(call: Call, table: Table, alias: AliasRecord | None) -> dict[s
     }
     page = {
         "type": "object",
-        "title": title,
+        "description": f"A page of rows of `{table.key}` ({title})",
         "properties": {
             "items": {"type": "array", "items": _ref(f"Row_{table.key}")},
             "total": {"type": "integer"},

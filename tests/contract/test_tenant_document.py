@@ -23,7 +23,7 @@ async def test_it_types_every_column_of_the_callers_tables(api, owner, every_typ
     schemas = doc["components"]["schemas"]
     row, row_in, patch = (schemas[f"{n}_deals"] for n in ("Row", "RowIn", "RowPatch"))
     # aliases as titles
-    assert row["title"] == "Сделки"
+    assert row["x-display-name"] == "Сделки" and "(Сделки)" in row["description"]
     assert row["properties"]["title"]["title"] == "Название"
     assert row_in["properties"]["stage"]["title"] == "Этап"
     assert row_in["properties"]["email"]["title"] == "email"
