@@ -92,9 +92,20 @@ def _column_model(type_class: type[ColumnType]) -> type[ColumnIn]:
     default_type: Any = Annotated[type_class.value_annotation | None, default_schema]
     type_literal: Any = Literal[type_class.name]
     bases: Any = (ColumnIn, type_class.settings_model)
-    model = create_model(
-        name, __base__=bases, type=(type_literal, ...), default=(default_type, None)
-    )
+    fields: dict[str, Any] = {"type": (type_literal, ...), "default": (default_type, None)}
+    validators = type_class.settings_model.model_fields.get("validators")
+    if validators is not None:
+        # crm_core/tables/columns.py's description names `GET /api/meta/validators`, which
+        # does not exist: the document names the list where it is (docs/api.md)
+        fields["validators"] = (
+            validators.annotation,
+            Field(
+                default_factory=validators.default_factory or list,
+                max_length=10,
+                description="Names of extra checks: inn, kpp, ogrn (docs/api.md, validators)",
+            ),
+        )
+    model = create_model(name, __base__=bases, **fields)
     return cast(type[ColumnIn], model)
 
 
