@@ -54,9 +54,10 @@ _ERROR_TEXT = {
     429: "`rate_limited`: too many attempts, see `Retry-After`",
     503: "`service_unavailable`: a backing service is not reachable, see `Retry-After`",
 }
-# Where the document says the API is. Clients are given their base URL when they are made
-# (docs/api.md "Generating a client"); this is `crm serve` on its defaults.
-SERVERS = [{"url": "http://127.0.0.1:8005", "description": "`crm serve` on its defaults"}]
+# Where the API is: relative, the origin that serves this document (Swagger UI's "Try it out"
+# calls it there); generated clients are given their base URL when they are made (docs/api.md
+# "Generating a client").
+SERVERS = [{"url": "/", "description": "The origin that serves this document"}]
 COMPONENT_MARK = "x-component"  # models.base.component()
 
 
