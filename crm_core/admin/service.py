@@ -495,7 +495,7 @@ class AdminService:
         first = today - timedelta(days=days - 1)
         since = datetime(first.year, first.month, first.day, tzinfo=UTC)
         per_day = {(first + timedelta(days=i)).isoformat(): 0 for i in range(days)}
-        pipeline = [
+        pipeline: list[dict[str, Any]] = [
             {"$match": {"sent_at": {"$gte": since}}},
             {
                 "$group": {
