@@ -22,6 +22,7 @@ from bson import ObjectId
 from cachetools import LRUCache
 from pydantic import BaseModel
 
+from crm_core.platform.storage import system_collection
 from models.accounts import Tenant
 
 ROLES = "_roles"
@@ -42,7 +43,7 @@ async def _bump(tenant: Tenant | str | ObjectId, name: str) -> None:
     """`$inc` the counter; given the request's own `Tenant`, also move its copy, so the rest
     of the request does not read what it has just replaced from the cache."""
     tenant_id = tenant.id if isinstance(tenant, Tenant) else tenant
-    await Tenant.get_motor_collection().update_one(
+    await system_collection(Tenant).update_one(
         {"_id": ObjectId(str(tenant_id))}, {"$inc": {f"versions.{name}": 1}}
     )
     if isinstance(tenant, Tenant):
