@@ -21,17 +21,20 @@ import functools
 import gc
 import itertools
 from bisect import bisect_left, bisect_right
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, cast
+from typing import Any, NoReturn, TypeVar, cast
 
 import mongomock_motor
 from bson import ObjectId
 from mongomock import filtering as _mongomock_filtering
 from mongomock import helpers as _mongomock_helpers
 from mongomock.collection import Collection as MongomockCollection
+from mongomock.collection import Cursor as MongomockCursor
+from mongomock.database import Database as MongomockDatabase
 
 from crm_core.platform.storage.recorder import (
+    IndexKeys,
     call_site,
     is_recording,
     record_query,
@@ -124,7 +127,9 @@ _COLLECTION_COMMANDS = (
 )
 
 
-def _call_shape(method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
+def _call_shape(
+    method: str, args: tuple[object, ...], kwargs: Mapping[str, object]
+) -> tuple[object, object]:
     """(filter, sort) of one collection method call, as pymongo's signatures place them."""
     if method == "distinct":
         query = args[1] if len(args) > 1 else kwargs.get("filter")
@@ -139,16 +144,19 @@ def _call_shape(method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> t
 mm: Any = mongomock_motor
 
 
+Result = TypeVar("Result")
+
+
 async def _run(
     executor: ThreadPoolExecutor,
-    fn: Callable[..., Any],
-    *args: Any,
+    fn: Callable[..., Result],
+    *args: object,
     record: Callable[[], None] | None = None,
-) -> Any:
+) -> Result:
     """Run one call on the database thread; `record` reports it there, in call order, with
     the caller's context (its query purpose)."""
 
-    def work() -> Any:
+    def work() -> Result:
         if record is not None:
             record()
         return fn(*args)
@@ -160,16 +168,16 @@ async def _run(
 class EmbeddedCursor(mm.AsyncCursor):  # type: ignore[misc]
     """A find cursor read whole on the worker thread at its first read."""
 
-    def __init__(self, cursor: Any, collection: EmbeddedCollection) -> None:
+    def __init__(self, cursor: MongomockCursor, collection: EmbeddedCollection) -> None:
         super().__init__(cursor)
         self.__dict__["_crm_collection"] = collection
         self.__dict__["_crm_buffer"] = None
 
     @property
-    def _crm_inner(self) -> Any:
+    def _crm_inner(self) -> Any:  # mongomock's Cursor, read through its private state
         return self.__dict__["_AsyncCursor__cursor"]
 
-    async def _crm_fill(self) -> list[Any]:
+    async def _crm_fill(self) -> list[MongoDocument]:
         buffer = self.__dict__["_crm_buffer"]
         if buffer is None:
             inner = self._crm_inner
@@ -183,9 +191,9 @@ class EmbeddedCursor(mm.AsyncCursor):  # type: ignore[misc]
             buffer = await _run(collection._crm_executor, _read_cursor, inner, record=record)
             buffer.reverse()
             self.__dict__["_crm_buffer"] = buffer
-        return cast(list[Any], buffer)
+        return cast(list[MongoDocument], buffer)
 
-    async def next(self) -> Any:
+    async def next(self) -> MongoDocument:
         buffer = await self._crm_fill()
         if not buffer:
             raise StopAsyncIteration()
@@ -193,14 +201,13 @@ class EmbeddedCursor(mm.AsyncCursor):  # type: ignore[misc]
 
     __anext__ = next
 
-    async def to_list(self, *args: Any, **kwargs: Any) -> list[Any]:
+    async def to_list(self, length: int | None = None) -> list[MongoDocument]:
         buffer = await self._crm_fill()
-        length = args[0] if args else kwargs.get("length")
         taken = buffer[::-1] if not length else buffer[: -length - 1 : -1]
         del buffer[len(buffer) - len(taken) :]
         return taken
 
-    async def distinct(self, key: str) -> Any:
+    async def distinct(self, key: str) -> list[object]:
         collection = self.__dict__["_crm_collection"]
         record = collection._crm_recorder("distinct", self._crm_inner._spec)
         return await _run(collection._crm_executor, self._crm_inner.distinct, key, record=record)
@@ -209,20 +216,22 @@ class EmbeddedCursor(mm.AsyncCursor):  # type: ignore[misc]
 class EmbeddedAggregateCursor:
     """An aggregation run on the worker thread at its first read."""
 
-    _buffer: list[Any] | None
+    _buffer: list[MongoDocument] | None
 
-    def __init__(self, collection: EmbeddedCollection, args: Any, kwargs: Any) -> None:
+    def __init__(
+        self, collection: EmbeddedCollection, args: tuple[object, ...], kwargs: dict[str, object]
+    ) -> None:
         self._collection = collection
         self._args, self._kwargs = args, kwargs
         self._buffer = None
 
-    async def _fill(self) -> list[Any]:
+    async def _fill(self) -> list[MongoDocument]:
         if self._buffer is None:
             inner = self._collection._crm_inner
             pipeline = self._args[0] if self._args else self._kwargs.get("pipeline", [])
             record = self._collection._crm_recorder("aggregate", pipeline=pipeline)
             compute = functools.partial(inner.aggregate, *self._args, **self._kwargs)
-            buffer: list[Any] = await _run(
+            buffer: list[MongoDocument] = await _run(
                 self._collection._crm_executor, lambda: list(compute())[::-1], record=record
             )
             self._buffer = buffer
@@ -231,7 +240,7 @@ class EmbeddedAggregateCursor:
     def __aiter__(self) -> EmbeddedAggregateCursor:
         return self
 
-    async def __anext__(self) -> Any:
+    async def __anext__(self) -> MongoDocument:
         buffer = await self._fill()
         if not buffer:
             raise StopAsyncIteration()
@@ -239,7 +248,7 @@ class EmbeddedAggregateCursor:
 
     next = __anext__
 
-    async def to_list(self, length: int | None = None) -> list[Any]:
+    async def to_list(self, length: int | None = None) -> list[MongoDocument]:
         buffer = await self._fill()
         taken = buffer[::-1] if not length else buffer[: -length - 1 : -1]
         del buffer[len(buffer) - len(taken) :]
@@ -250,7 +259,12 @@ class EmbeddedAggregateCursor:
 
 
 class EmbeddedCollection(mm.AsyncMongoMockCollection, _EmbeddedCollectionBase):  # type: ignore[misc]
-    def __init__(self, database: Any, collection: Any, executor: ThreadPoolExecutor) -> None:
+    def __init__(
+        self,
+        database: EmbeddedDatabase,
+        collection: MongomockCollection,
+        executor: ThreadPoolExecutor,
+    ) -> None:
         super().__init__(database, collection)
         self.__dict__["_crm_executor"] = executor
 
@@ -259,21 +273,29 @@ class EmbeddedCollection(mm.AsyncMongoMockCollection, _EmbeddedCollectionBase): 
         return cast(ThreadPoolExecutor, self.__dict__["_crm_executor"])
 
     @property
-    def _crm_inner(self) -> Any:
+    def _crm_inner(self) -> Any:  # mongomock's Collection: untyped
         return self.__dict__["_AsyncMongoMockCollection__collection"]
 
-    def _crm_recorder(self, kind: str, *args: Any, **kwargs: Any) -> Callable[[], None]:
+    def _crm_recorder(
+        self,
+        kind: str,
+        query: object = None,
+        sort: object = None,
+        pipeline: object = None,
+        limited: bool = False,
+    ) -> Callable[[], None]:
         """The report of one call, to run on the database thread; its call site is taken
         here, on the caller's stack."""
         site = call_site() if is_recording() else ""
-        return functools.partial(self._crm_record, kind, *args, **{**kwargs, "site": site})
+        stages = pipeline if isinstance(pipeline, list) else None
+        return functools.partial(self._crm_record, kind, query, sort, stages, limited, site)
 
     def _crm_record(
         self,
         kind: str,
-        query: Any = None,
-        sort: Any = None,
-        pipeline: Any = None,
+        query: object = None,
+        sort: object = None,
+        pipeline: Sequence[Mapping[str, Any]] | None = None,
         limited: bool = False,
         site: str = "",
     ) -> None:
@@ -290,20 +312,20 @@ class EmbeddedCollection(mm.AsyncMongoMockCollection, _EmbeddedCollectionBase): 
             site,
         )
 
-    def find(self, *args: Any, **kwargs: Any) -> EmbeddedCursor:
+    def find(self, *args: object, **kwargs: object) -> EmbeddedCursor:
         return EmbeddedCursor(self._crm_inner.find(*args, **kwargs), self)
 
-    def aggregate(self, *args: Any, **kwargs: Any) -> EmbeddedAggregateCursor:
+    def aggregate(self, *args: object, **kwargs: object) -> EmbeddedAggregateCursor:
         return EmbeddedAggregateCursor(self, args, kwargs)
 
-    def list_indexes(self, *args: Any, **kwargs: Any) -> Any:
+    def list_indexes(self, *args: object, **kwargs: object) -> NoReturn:
         raise NotImplementedError("use index_information")
 
 
-def _offloaded(method: str) -> Callable[..., Any]:
+def _offloaded(method: str) -> Callable[..., Awaitable[object]]:
     kind = _COLLECTION_KINDS.get(method, "command")
 
-    async def call(self: EmbeddedCollection, *args: Any, **kwargs: Any) -> Any:
+    async def call(self: EmbeddedCollection, *args: object, **kwargs: object) -> object:
         query, sort = _call_shape(method, args, kwargs)
         limited = method == "find_one" or bool(kwargs.get("limit"))
         record = self._crm_recorder(kind, query, sort, limited=limited)
@@ -319,27 +341,29 @@ for _method in (*_COLLECTION_KINDS, *_COLLECTION_COMMANDS):
 
 
 class EmbeddedDatabase(mm.AsyncMongoMockDatabase):  # type: ignore[misc]
-    def __init__(self, client: Any, database: Any, executor: ThreadPoolExecutor) -> None:
+    def __init__(
+        self, client: EmbeddedClient, database: MongomockDatabase, executor: ThreadPoolExecutor
+    ) -> None:
         super().__init__(client, database)
         self.__dict__["_crm_executor"] = executor
 
-    def get_collection(self, *args: Any, **kwargs: Any) -> EmbeddedCollection:
+    def get_collection(self, *args: object, **kwargs: object) -> EmbeddedCollection:
         inner = self.__dict__["_AsyncMongoMockDatabase__database"]
         return EmbeddedCollection(
             self, inner.get_collection(*args, **kwargs), self.__dict__["_crm_executor"]
         )
 
-    async def command(self, *args: Any, **kwargs: Any) -> Any:
+    async def command(self, *args: object, **kwargs: object) -> object:
         record_query(self.name, "", "command")
         parent = super().command
         return await _run(self.__dict__["_crm_executor"], lambda: _sync(parent(*args, **kwargs)))
 
-    async def list_collection_names(self, *args: Any, **kwargs: Any) -> list[str]:
+    async def list_collection_names(self, *args: object, **kwargs: object) -> list[str]:
         inner = self.__dict__["_AsyncMongoMockDatabase__database"]
         fn = functools.partial(inner.list_collection_names, *args, **kwargs)
         return cast(list[str], await _run(self.__dict__["_crm_executor"], fn))
 
-    async def drop_collection(self, *args: Any, **kwargs: Any) -> Any:
+    async def drop_collection(self, *args: object, **kwargs: object) -> object:
         record_query(self.name, "", "command")
         inner = self.__dict__["_AsyncMongoMockDatabase__database"]
         fn = functools.partial(inner.drop_collection, *args, **kwargs)
@@ -347,15 +371,15 @@ class EmbeddedDatabase(mm.AsyncMongoMockDatabase):  # type: ignore[misc]
 
 
 class EmbeddedClient(mm.AsyncMongoMockClient):  # type: ignore[misc]
-    def __init__(self, executor: ThreadPoolExecutor, **kwargs: Any) -> None:
+    def __init__(self, executor: ThreadPoolExecutor, **kwargs: object) -> None:
         super().__init__(**kwargs)
         self.__dict__["_crm_executor"] = executor
 
     @property
-    def _crm_inner(self) -> Any:
+    def _crm_inner(self) -> Any:  # mongomock's MongoClient: its stubs claim pymongo's
         return self.__dict__["_AsyncMongoMockClient__client"]
 
-    def get_database(self, *args: Any, **kwargs: Any) -> EmbeddedDatabase:
+    def get_database(self, *args: object, **kwargs: object) -> EmbeddedDatabase:
         return EmbeddedDatabase(
             self, self._crm_inner.get_database(*args, **kwargs), self.__dict__["_crm_executor"]
         )
@@ -365,8 +389,10 @@ class EmbeddedClient(mm.AsyncMongoMockClient):  # type: ignore[misc]
         await _run(self.__dict__["_crm_executor"], self._crm_inner.drop_database, name)
 
     async def list_database_names(self) -> list[str]:
-        names = await _run(self.__dict__["_crm_executor"], self._crm_inner.list_database_names)
-        return cast(list[str], names)
+        names: list[str] = await _run(
+            self.__dict__["_crm_executor"], self._crm_inner.list_database_names
+        )
+        return names
 
 
 # ---- the embedded client's reads by `_id` ---------------------------------------------------
@@ -379,13 +405,13 @@ class EmbeddedClient(mm.AsyncMongoMockClient):  # type: ignore[misc]
 
 _ID_RANGE = {"$gt", "$gte", "$lt", "$lte"}
 # mongomock is untyped: its two functions used here, typed
-filter_applies: Callable[[Any, Any], bool] = _mongomock_filtering.filter_applies
-make_datetime_timezone_aware_in_document: Callable[[Any], Any] = (
+filter_applies: Callable[[object, object], bool] = _mongomock_filtering.filter_applies
+make_datetime_timezone_aware_in_document: Callable[[MongoDocument], MongoDocument] = (
     _mongomock_helpers.make_datetime_timezone_aware_in_document
 )
 
 
-def _id_clauses(spec: Any) -> list[Any]:
+def _id_clauses(spec: object) -> list[object]:
     """The conditions on `_id` of a filter's top level and of its `$and` parts."""
     if not isinstance(spec, dict):
         return []
@@ -395,9 +421,9 @@ def _id_clauses(spec: Any) -> list[Any]:
     return found
 
 
-def _named_ids(spec: Any) -> list[Any] | None:
+def _named_ids(spec: object) -> list[ObjectId] | None:
     """The `_id`s a filter restricts itself to (equality or `$in`), None when it names none."""
-    named: set[Any] | None = None
+    named: set[ObjectId] | None = None
     for clause in _id_clauses(spec):
         if isinstance(clause, dict) and any(str(k).startswith("$") for k in clause):
             if "$eq" in clause:
@@ -414,7 +440,7 @@ def _named_ids(spec: Any) -> list[Any] | None:
     return None if named is None else sorted(named, key=_binary)
 
 
-def _id_bounds(spec: Any) -> tuple[bytes | None, bool, bytes | None, bool] | None:
+def _id_bounds(spec: object) -> tuple[bytes | None, bool, bytes | None, bool] | None:
     """(low, low inclusive, high, high inclusive) of the `_id` ranges of a filter, None when
     it has none."""
     low: bytes | None = None
@@ -442,7 +468,7 @@ def _binary(value: ObjectId) -> bytes:
     return value.binary
 
 
-def _iter_documents(self: Any, spec: Any) -> Any:
+def _iter_documents(self: MongomockCollection, spec: object) -> Iterator[MongoDocument]:
     """mongomock's `Collection._iter_documents`, with the store looked up by named `_id`s."""
     ids = _named_ids(spec)
     if ids is None:
@@ -455,10 +481,15 @@ def _iter_documents(self: Any, spec: Any) -> Any:
     return (doc for doc in found if filter_applies(spec, doc))
 
 
-def _get_dataset(self: Any, spec: Any, sort: Any, fields: Any, as_class: Any) -> Any:
+def _get_dataset(
+    self: Any, spec: object, sort: object, fields: object, as_class: type
+) -> Iterator[MongoDocument]:
     """mongomock's `Collection._get_dataset`; a read sorted by `_id` walks the ids in order
     (from the filter's `_id` bounds, if any), lazily: a limited read stops early."""
-    pairs = list(sort.items()) if isinstance(sort, dict) else list(sort or ())
+    if isinstance(sort, dict):
+        pairs = list(sort.items())
+    else:
+        pairs = list(sort) if isinstance(sort, list | tuple) else []
     if len(pairs) != 1 or pairs[0][0] != "_id" or _named_ids(spec) is not None:
         yield from _ORIGINAL_GET_DATASET(self, spec, sort, fields, as_class)
         return
@@ -482,7 +513,7 @@ def _get_dataset(self: Any, spec: Any, sort: Any, fields: Any, as_class: Any) ->
             yield self._copy_only_fields(doc, fields, as_class)
 
 
-def _read_cursor(inner: Any) -> list[Any]:
+def _read_cursor(inner: MongomockCursor) -> list[MongoDocument]:
     """A mongomock cursor's documents, skip and limit applied before they are copied."""
     skip = inner._skip or 0
     stop = skip + abs(inner._limit) if inner._limit else None
@@ -492,13 +523,15 @@ def _read_cursor(inner: Any) -> list[Any]:
     return docs
 
 
-_ORIGINAL_ITER_DOCUMENTS: Callable[..., Any] = MongomockCollection._iter_documents
-_ORIGINAL_GET_DATASET: Callable[..., Any] = MongomockCollection._get_dataset
+_ORIGINAL_ITER_DOCUMENTS: Callable[..., Iterator[MongoDocument]] = (
+    MongomockCollection._iter_documents
+)
+_ORIGINAL_GET_DATASET: Callable[..., Iterator[MongoDocument]] = MongomockCollection._get_dataset
 setattr(MongomockCollection, "_iter_documents", _iter_documents)  # noqa: B010
 setattr(MongomockCollection, "_get_dataset", _get_dataset)  # noqa: B010
 
 
-def _index_keys(collection: Any) -> tuple[tuple[tuple[str, int], ...], ...]:
+def _index_keys(collection: MongomockCollection) -> IndexKeys:
     """The key patterns of an embedded collection's indexes, as its store holds them."""
     return tuple(
         tuple((str(k), int(d)) for k, d in index["key"])
@@ -506,7 +539,7 @@ def _index_keys(collection: Any) -> tuple[tuple[tuple[str, int], ...], ...]:
     )
 
 
-def _sync(value: Any) -> Any:
+def _sync(value: object) -> object:
     """Run a coroutine that never awaits (mongomock-motor's `command`) to its result."""
     if asyncio.iscoroutine(value):
         try:
