@@ -277,8 +277,8 @@ async def convert_values(
 
 
 def convert_one(
-    types: Registry[ColumnType], old: Column, new: Column, value: Any, ctx: TenantContext
-) -> tuple[Any, bool]:
+    types: Registry[ColumnType], old: Column, new: Column, value: object, ctx: TenantContext
+) -> tuple[object, bool]:
     """(the value under `new`, True), or (None, False) when it cannot be converted."""
     try:
         plain = types.get(old.type).export_value(old, value)
@@ -287,7 +287,7 @@ def convert_one(
         return None, False
 
 
-def holds(types: Registry[ColumnType], column: Column, value: Any, ctx: TenantContext) -> bool:
+def holds(types: Registry[ColumnType], column: Column, value: object, ctx: TenantContext) -> bool:
     """Whether a stored value is already in the column's form."""
     try:
         column_type = types.get(column.type)
@@ -297,5 +297,5 @@ def holds(types: Registry[ColumnType], column: Column, value: Any, ctx: TenantCo
     return _same(stored, value)
 
 
-def _same(a: Any, b: Any) -> bool:
+def _same(a: object, b: object) -> bool:
     return type(a) is type(b) and a == b

@@ -177,7 +177,7 @@ class MetaService:
     # ---- columns --------------------------------------------------------------------------
 
     async def add_column(
-        self, ctx: TenantContext, table: Table, column_in: Any, version: int | None
+        self, ctx: TenantContext, table: Table, column_in: BaseModel, version: int | None
     ) -> Table:
         check_version(table, version)
         raw = column_in.model_dump()
@@ -544,7 +544,7 @@ class MetaService:
                 await rows.drop_index(name)
 
 
-def _hashable(value: Any) -> Any:
+def _hashable(value: object) -> object:
     if isinstance(value, list):
         return tuple(_hashable(v) for v in value)
     if isinstance(value, dict):
@@ -553,7 +553,7 @@ def _hashable(value: Any) -> Any:
 
 
 def _reason(
-    types: Registry[ColumnType], old: Column, new: Column, value: Any, ctx: TenantContext
+    types: Registry[ColumnType], old: Column, new: Column, value: object, ctx: TenantContext
 ) -> str:
     try:
         plain = types.get(old.type).export_value(old, value)

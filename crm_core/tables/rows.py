@@ -37,6 +37,7 @@ from crm_core.tables.ordering import forget_rows, manual_page
 from crm_core.tables.references import VisibleReferences
 from crm_core.tables.updates import set_unset
 from crm_core.tables.validators import ColumnValidator
+from models.accounts import Tenant
 
 log = logging.getLogger(__name__)
 EVENT_CHUNK = 500  # rows read per round when a by-filter write must tell webhooks what changed
@@ -49,7 +50,7 @@ SORT_FIELDS = {"id": "_id", "_id": "_id", **{f: f for f in SYSTEM_FIELDS}}
 _INDEX_NAME = re.compile(r"index:\s+u_([a-z][a-z0-9_]*)")
 
 
-def parse_row_id(row_id: Any) -> ObjectId:
+def parse_row_id(row_id: object) -> ObjectId:
     return object_id(row_id, "Row")
 
 
@@ -74,7 +75,7 @@ class RowValues:
     def _error(self, field: str, message: str) -> None:
         self.errors.append({"field": f"{self.path}{field}", "message": message})
 
-    def _coerce(self, column: Column, value: Any) -> Any:
+    def _coerce(self, column: Column, value: object) -> object:
         try:
             stored = self.table.column_type(column).coerce(
                 column, value, self.ctx.values, lenient=self.lenient
@@ -87,7 +88,7 @@ class RowValues:
             self._error(column.key, str(exc))
             return None
 
-    def for_create(self, body: Any) -> dict[str, Any]:
+    def for_create(self, body: object) -> dict[str, Any]:
         if not isinstance(body, dict):
             self._error("", "must be a JSON object")
             return {}
@@ -107,7 +108,7 @@ class RowValues:
                 doc[key] = stored
         return doc
 
-    def for_update(self, body: Any) -> tuple[dict[str, Any], list[str]]:
+    def for_update(self, body: object) -> tuple[dict[str, Any], list[str]]:
         if not isinstance(body, dict):
             self._error("", "must be a JSON object")
             return {}, []
@@ -153,8 +154,8 @@ class RowEvents(Protocol):
     """Who hears about written rows (webhooks: crm_core.webhooks.service.WebhookService)."""
 
     async def subscribed(
-        self, db: Any, event: str, table_key: str | None, tenant: Any = None
-    ) -> list[Any]:
+        self, db: Any, event: str, table_key: str | None, tenant: Tenant | None = None
+    ) -> list[ObjectId]:
         """Ids of the listeners of `event` on the table; empty: nobody listens. Given the
         request's tenant, answered from the process cache."""
         ...
@@ -167,7 +168,7 @@ class RowEvents(Protocol):
         event: str,
         table_key: str | None,
         items: list[dict[str, Any]],
-        hooks: list[Any] | None = None,
+        hooks: list[ObjectId] | None = None,
     ) -> int: ...
 
 
@@ -288,7 +289,7 @@ class RowService:
                     row[key] = found.get(row[key], row[key])
 
     def query(
-        self, ctx: TenantContext, table: Table, filters: Any, now: datetime | None = None
+        self, ctx: TenantContext, table: Table, filters: object, now: datetime | None = None
     ) -> dict[str, Any]:
         """The MongoDB query for a filter (already parsed from JSON); 400 invalid_filter."""
         env = FilterEnv(ctx.values, now or datetime.now(UTC))
@@ -311,7 +312,7 @@ class RowService:
             raise NotFound("Row not found")
         return self.render(table, doc)
 
-    async def create(self, ctx: TenantContext, table: Table, body: Any) -> dict[str, Any]:
+    async def create(self, ctx: TenantContext, table: Table, body: object) -> dict[str, Any]:
         table, keys = await self.fenced(ctx, table, [body], creating=True)
         checker = self.checker(table, ctx)
         doc = checker.for_create(body)
@@ -328,7 +329,7 @@ class RowService:
         return row
 
     async def update(
-        self, ctx: TenantContext, table: Table, row_id: str, body: Any
+        self, ctx: TenantContext, table: Table, row_id: str, body: object
     ) -> dict[str, Any]:
         oid = parse_row_id(row_id)
         table, keys = await self.fenced(ctx, table, [body], creating=False)
@@ -549,7 +550,7 @@ class RowService:
         return result or [("_id", ASCENDING)]
 
     async def update_where(
-        self, ctx: TenantContext, table: Table, query: dict[str, Any], values: Any
+        self, ctx: TenantContext, table: Table, query: dict[str, Any], values: object
     ) -> int:
         """The same values on every row the filter selects."""
         table, keys = await self.fenced(ctx, table, [values], creating=False)
@@ -620,7 +621,7 @@ class RowService:
 
     # ---- events (webhooks): every row write tells them from here --------------------------
 
-    async def _listeners(self, ctx: TenantContext, table: Table, event: str) -> list[Any]:
+    async def _listeners(self, ctx: TenantContext, table: Table, event: str) -> list[ObjectId]:
         if self.events is None:
             return []
         return await self.events.subscribed(ctx.db, event, table.key, ctx.tenant)
@@ -631,7 +632,7 @@ class RowService:
         table: Table,
         event: str,
         items: list[dict[str, Any]],
-        hooks: list[Any] | None = None,
+        hooks: list[ObjectId] | None = None,
     ) -> None:
         """Tell the listeners (webhooks) about rows written; every row write calls this (or
         `_publish_updates`), and so must any new write path (imports...). The write is done, so
@@ -653,7 +654,7 @@ class RowService:
         table: Table,
         pairs: list[tuple[dict[str, Any], dict[str, Any]]],
         rendered: list[dict[str, Any]] | None = None,
-        hooks: list[Any] | None = None,
+        hooks: list[ObjectId] | None = None,
     ) -> None:
         """`row.updated` for the rows whose column values changed, naming those columns and
         their previous values."""
@@ -685,7 +686,7 @@ class RowService:
         ctx: TenantContext,
         table: Table,
         ids: list[ObjectId],
-        hooks: list[Any],
+        hooks: list[ObjectId],
         query: dict[str, Any] | None = None,
     ) -> int:
         """Delete rows by chunks of ids, telling the listeners which rows went."""
