@@ -255,7 +255,7 @@ async def convert_values(
             if holds(new.types, after, value, ctx):
                 continue
             target, ok = convert_one(old.types, before, after, value, ctx)
-            if ok and _same(target, value):
+            if ok and same_value(target, value):
                 continue
             where = {"_id": row["_id"], after.key: value}
             try:
@@ -294,8 +294,9 @@ def holds(types: Registry[ColumnType], column: Column, value: object, ctx: Tenan
         stored = column_type.coerce(column, column_type.render(column, value), ctx.values)
     except (ColumnValueError, KeyError, TypeError, ValueError, AttributeError):
         return False
-    return _same(stored, value)
+    return same_value(stored, value)
 
 
-def _same(a: object, b: object) -> bool:
+def same_value(a: object, b: object) -> bool:
+    """The same stored value: equal and of the same type (1 is not 1.0 nor True)."""
     return type(a) is type(b) and a == b

@@ -337,7 +337,7 @@ class MetaService:
                     continue
             if new.unique:
                 final.setdefault(_hashable(target), []).append(str(row["_id"]))
-            if not fence._same(target, value):
+            if not fence.same_value(target, value):
                 updates.append((row["_id"], value, target))
         if failures:
             raise Conflict(
