@@ -17,16 +17,17 @@ import logging
 import platform
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
+from crm_core.accounts.auth import AuthService
 from crm_core.accounts.permissions import PERMISSIONS
 from crm_core.accounts.security import (
     check_password_policy,
     hash_password,
     secret_digest,
-    verify_password,
 )
 from crm_core.accounts.sessions import end_all_sessions
 from crm_core.accounts.tenancy import ROLES
@@ -103,11 +104,39 @@ class Operator:
         return hmac.compare_digest(self.session.csrf_token.encode(), token.encode())
 
 
+class WorkerView(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def idle_seconds(self) -> float: ...
+    @property
+    def pending(self) -> int: ...
+
+
+class QueueView(Protocol):
+    """The task broker as the system page shows it (tasks/broker.py `QueueStats`)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def reachable(self) -> bool: ...
+    @property
+    def queue_depth(self) -> int | None: ...
+    @property
+    def in_flight(self) -> int | None: ...
+    @property
+    def workers(self) -> Sequence[WorkerView]: ...
+
+
+class BrokerStats(Protocol):
+    async def stats(self) -> QueueView: ...
+
+
 class AdminService:
-    def __init__(self, settings: Settings, storage: Storage, auth: Any) -> None:
+    def __init__(self, settings: Settings, storage: Storage, auth: AuthService) -> None:
         self.settings = settings
         self.storage = storage
-        self.auth = auth  # crm_core.accounts.auth.AuthService: its failed-login throttle is shared
+        self.auth = auth  # its failed-login throttle and password check are shared
 
     # ---- superadmins ------------------------------------------------------------------------
 
@@ -161,11 +190,8 @@ class AdminService:
         # the slot is taken before the bcrypt await, as for the API's login
         await self.auth.throttle.reserve(email, address)
         user = await User.find_one(User.email == email)
-        if user is None:
-            await verify_password(password, self.auth._dummy_hash)
-            ok = False
-        else:
-            ok = await verify_password(password, user.password_hash) and user.is_active
+        ok = await self.auth.password_matches(user, password)
+        ok = ok and user is not None and user.is_active
         if not ok or user is None:
             await self.record(None, "sign_in_failed", "user", "", email, address=address)
             raise Unauthorized("Invalid email or password")
@@ -520,7 +546,7 @@ class AdminService:
 
     # ---- system -----------------------------------------------------------------------------
 
-    async def system_status(self, queue: Any) -> SystemStatus:
+    async def system_status(self, queue: BrokerStats | None) -> SystemStatus:
         checks = []
         database_ok = await self.storage.ping()
         kind = "embedded (mongomock-motor, in memory)" if self.storage.embedded else "MongoDB"

@@ -134,13 +134,18 @@ class Progress:
 
 class ImportService:
     def __init__(
-        self, rows: RowService, settings: Settings, aliases: AliasService, outbox: Outbox
+        self,
+        rows: RowService,
+        settings: Settings,
+        aliases: AliasService,
+        outbox: Outbox,
+        queue: ImportQueue,
     ) -> None:
         self.rows = rows
         self.aliases = aliases
         self.settings = settings
         self.outbox = outbox
-        self.queue: ImportQueue | None = None  # set when the broker starts
+        self.queue = queue  # refuses work until the broker runs (crm_core/services.py)
 
     @property
     def stale_after(self) -> timedelta:
@@ -156,8 +161,6 @@ class ImportService:
 
     async def _send(self, work: Work) -> None:
         """Hand a recorded import to the queue (the outbox's dispatch)."""
-        if self.queue is None:
-            raise RuntimeError("the task broker is not running")
         job_id, user_id = work.args
         await self.queue.run_import(work.tenant_id, str(job_id), str(user_id))
 

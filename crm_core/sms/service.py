@@ -18,7 +18,6 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -92,11 +91,15 @@ class AmbiguousSendError(SendError):
 
 
 class SmsProvider(Protocol):
-    """Sends one SMS (crm_core/sms/providers.py): the provider's id, or one of the errors above."""
+    """Sends one SMS (crm_core/sms/providers.py `LogProvider`, `SmsRuProvider`): the provider's
+    id, or one of the errors above; implementations never retry themselves."""
 
     name: str
 
     async def send(self, phone: str, text: str, message_id: str) -> str: ...
+
+    async def close(self) -> None:
+        """Release the provider's connections (when the broker stops)."""
 
 
 class RateSlots(Protocol):
@@ -277,20 +280,14 @@ class CampaignService:
         settings: Settings,
         rows: RowService,
         outbox: Outbox,
-        queue: Callable[[], SmsQueue | None] = lambda: None,
+        queue: SmsQueue,
         events: CampaignEvents | None = None,
     ) -> None:
         self.settings = settings
         self.rows = rows
         self.outbox = outbox
-        self.queue = queue  # the running broker's queue (`Services.sms_queue`, handlers/app.py)
+        self.queue = queue  # refuses work until the broker runs (crm_core/services.py)
         self.events = events
-
-    def _queue(self) -> SmsQueue:
-        queue = self.queue()
-        if queue is None:
-            raise RuntimeError("the SMS queue is not running")
-        return queue
 
     def _work(self, kind: str, tenant_id: str, *args: Any) -> Work:
         return Work(kind, tenant_id, args, self.settings.sms_redelivery_seconds)
@@ -298,9 +295,9 @@ class CampaignService:
     async def _send(self, work: Work) -> None:
         """Hand one recorded unit of campaign work to the queue (the outbox's dispatch)."""
         if work.kind == SMS_BATCH:
-            await self._queue().send_batch(work.tenant_id, str(work.args[0]), int(work.args[1]))
+            await self.queue.send_batch(work.tenant_id, str(work.args[0]), int(work.args[1]))
         else:
-            await self._queue().send_one(work.tenant_id, str(work.args[0]))
+            await self.queue.send_one(work.tenant_id, str(work.args[0]))
 
     async def create(self, ctx: TenantContext, data: CampaignIn) -> CampaignRecord:
         """Store the campaign and its messages and queue its batches. The batches are recorded

@@ -98,13 +98,14 @@ class WebhookService:
         settings: Settings,
         storage: Storage,
         types: Registry[ColumnType],
+        queue: WebhookQueue,
         resolver: AbstractResolver | None = None,
     ) -> None:
         self.settings = settings
         self.storage = storage
         self.types = types
         self.resolver = GuardedResolver(settings.webhook_allow_private_addresses, resolver)
-        self.queue: WebhookQueue | None = None
+        self.queue = queue  # refuses work until the broker runs (crm_core/services.py)
         self._session: aiohttp.ClientSession | None = None
         self.listeners = ListenerCache()  # who listens to row writes, per tenant version
 
@@ -359,14 +360,12 @@ class WebhookService:
         await self.storage.system_db[DUE].insert_many(
             [{"_id": d["_id"], "tenant_id": tenant_id, "due_at": lease_end} for d in deliveries]
         )
-        if self.queue is not None:
-            await self._hand_off(tenant_id, [d["_id"] for d in deliveries])
+        await self._hand_off(tenant_id, [d["_id"] for d in deliveries])
         return len(deliveries)
 
     async def _hand_off(self, tenant_id: str, ids: list[ObjectId]) -> bool:
         """Queue recorded deliveries; with the broker down the rest are made due at the next
         sweep instead (the write that published them never fails for it)."""
-        assert self.queue is not None
         for index, oid in enumerate(ids):
             try:
                 await self.queue.deliver(tenant_id, str(oid))
@@ -599,11 +598,8 @@ class WebhookService:
             )
             if entry is None:
                 break
-            if self.queue is not None:
-                if not await self._hand_off(entry["tenant_id"], [entry["_id"]]):
-                    break  # the broker is down: the next round tries again
-            else:
-                await self.deliver(entry["tenant_id"], str(entry["_id"]))
+            if not await self._hand_off(entry["tenant_id"], [entry["_id"]]):
+                break  # the broker is down: the next round tries again
             queued += 1
         return queued
 
