@@ -36,7 +36,7 @@ from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import Conflict, Forbidden, NotFound, Unauthorized
 from crm_core.platform.ids import parse_object_id
 from crm_core.platform.settings import Settings
-from crm_core.platform.storage import Storage
+from crm_core.platform.storage import Database, Storage
 from crm_core.sms import service as sms
 from crm_core.tables.definitions import TABLES
 from models.accounts import Tenant, User, normalise_email
@@ -340,7 +340,7 @@ class AdminService:
 
         return list(await asyncio.gather(*(one(t) for t in tenants)))
 
-    async def _table_rows(self, db: Any) -> dict[str, int]:
+    async def _table_rows(self, db: Database) -> dict[str, int]:
         docs = await db[TABLES].find({}, {"key": 1, "collection": 1}).sort("key", 1).to_list(None)
         keys = [doc["key"] for doc in docs]
         # rows live in `rows.<table id>` (docs/storage.md); older tables under their key
@@ -461,7 +461,9 @@ class AdminService:
 
     # ---- SMS --------------------------------------------------------------------------------
 
-    async def _campaign(self, tenant: Tenant, db: Any, doc: dict[str, Any]) -> PlatformCampaign:
+    async def _campaign(
+        self, tenant: Tenant, db: Database, doc: dict[str, Any]
+    ) -> PlatformCampaign:
         counts = await sms.counts(db, doc)
         return PlatformCampaign(
             id=str(doc["_id"]),

@@ -54,6 +54,7 @@ from crm_core.platform.errors import (
 )
 from crm_core.platform.outbox import Lease, Outbox, Work, work_key
 from crm_core.platform.settings import Settings
+from crm_core.platform.storage import Database
 from crm_core.tables.access import Level, require
 from crm_core.tables.aliases import AliasService
 from crm_core.tables.definitions import TABLES, Table, load_table, utcnow
@@ -152,7 +153,7 @@ class ImportService:
         """A job (uploading or running) without a heartbeat for this long lost its process."""
         return timedelta(seconds=self.settings.import_stale_seconds)
 
-    def _work(self, kind: str, tenant_id: str, *args: Any) -> Work:
+    def _work(self, kind: str, tenant_id: str, *args: object) -> Work:
         return Work(kind, tenant_id, args, self.settings.import_stale_seconds)
 
     def _lease(self, tenant_id: str, job_id: str, user_id: str) -> Lease:
@@ -244,7 +245,7 @@ class ImportService:
         await self.outbox.done(watch.key)
         return {**job, **changes}
 
-    async def expire_upload(self, db: Any, tenant_id: str, job_id: str) -> None:
+    async def expire_upload(self, db: Database, tenant_id: str, job_id: str) -> None:
         """The outbox's check of an upload in progress (`db`: the tenant's database): an
         upload whose process stopped (no chunk stored for `import_stale_seconds`) fails with
         the reason and its chunks go; the entry stays while the upload is alive."""
@@ -558,7 +559,7 @@ class ImportService:
     # ---- the background task ------------------------------------------------------------------
 
     async def refuse(
-        self, db: Any, tenant_id: str, job_id: str, user_id: str, message: str
+        self, db: Database, tenant_id: str, job_id: str, user_id: str, message: str
     ) -> None:
         """A queued import whose user can no longer run it (deactivated meanwhile) fails with
         the reason, without starting; `db` is the tenant's database."""

@@ -48,7 +48,7 @@ from crm_core.platform.netguard import (
 )
 from crm_core.platform.registry import Registry
 from crm_core.platform.settings import Settings
-from crm_core.platform.storage import Storage
+from crm_core.platform.storage import Database, Storage
 from crm_core.sms.service import counts
 from crm_core.tables.access import Level, access_level
 from crm_core.tables.columns import ColumnType
@@ -312,7 +312,7 @@ class WebhookService:
         }
 
     async def subscribed(
-        self, db: Any, event: str, table_key: str | None, tenant: Tenant | None = None
+        self, db: Database, event: str, table_key: str | None, tenant: Tenant | None = None
     ) -> list[ObjectId]:
         """Ids of the active webhooks that want `event` (on `table_key` for row events).
         Given the request's tenant, from the process cache (no query on a warm process; a
@@ -328,7 +328,7 @@ class WebhookService:
 
     async def publish(
         self,
-        db: Any,
+        db: Database,
         tenant_id: str,
         actor_id: str | None,
         event: str,
@@ -383,7 +383,9 @@ class WebhookService:
                 return False
         return True
 
-    async def campaign_finished(self, db: Any, tenant_id: str, campaign: dict[str, Any]) -> None:
+    async def campaign_finished(
+        self, db: Database, tenant_id: str, campaign: dict[str, Any]
+    ) -> None:
         """`campaign.finished` (completed or cancelled); never fails the caller's work."""
         try:
             hooks = await self.subscribed(db, "campaign.finished", None)
@@ -469,7 +471,7 @@ class WebhookService:
         await self._count_failure(db, tenant_id, hook["_id"])
         return "failed"
 
-    async def _count_failure(self, db: Any, tenant_id: str, hook_id: ObjectId) -> None:
+    async def _count_failure(self, db: Database, tenant_id: str, hook_id: ObjectId) -> None:
         limit = self.settings.webhook_disable_after_failures
         hook = await db[WEBHOOKS].find_one_and_update(
             {"_id": hook_id}, {"$inc": {"consecutive_failures": 1}}, return_document=True
