@@ -7,7 +7,7 @@ caller may use. Display names (the company's aliases) are the columns' titles an
 table the caller cannot read is absent; write routes are there only where the caller can write.
 
 The document is built per request from the table definitions (one query for the tables, one
-for their aliases, one access check per table): it follows every column change at once."""
+for their display names, one access check per table): it follows every column change at once."""
 
 from __future__ import annotations
 
@@ -163,16 +163,15 @@ WRITE_ROUTES = ((ROWS, "post"), (ROW, "patch"), (ROW, "delete"))
 
 async def tenant_document(call: Call, static: dict[str, Any]) -> dict[str, Any]:
     """The caller's tables as an OpenAPI document (`static`: the app's own document)."""
-    tables = await call.services.meta.list_tables(call.ctx)
-    aliases = await call.services.aliases.find(call.ctx, [t.key for t in tables])
+    named = await call.services.meta.list_tables(call.ctx)  # with their display names
     schemas: dict[str, Any] = {name: static["components"]["schemas"][name] for name in SHARED}
     paths: dict[str, dict[str, Any]] = {}
     tags = []
-    for table in tables:
+    for item in named:
+        table, alias = item.table, item.names
         level = await access_level(call.ctx, table)
         if level < Level.READ:
             continue
-        alias = aliases.get(table.key)
         title = (alias.name if alias else None) or table.doc.get("name") or table.key
         schemas.update(table_schemas(call, table, alias))
         tags.append({"name": table.key, "description": title})
