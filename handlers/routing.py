@@ -196,6 +196,16 @@ class RouteSpec:
 
     @property
     def error_statuses(self) -> list[int]:
+        """What the route can answer besides its success, read from its declaration (the
+        document lists them all; docs/api.md "Errors"): its own `errors`, and
+        - 400 when it parses input (body, query, form, path), 413 for a body (and 415 for a
+          JSON one);
+        - 401 when it needs a token; 403 when it checks a permission or a table's access, and
+          on every authenticated route but the few a temporary password may use
+          (`password_change_required`);
+        - 404 for a table's access, and for path parameters (an id that is not ours);
+        - 503 whenever it reaches the database (a route that takes input or a token: all but
+          `/health`-like public routes without input), answered with `Retry-After`."""
         statuses = set(self.errors)
         parsed = (self.body, self.query, self.form)
         if any(model is not None for model in parsed) or self.path_params:
@@ -205,11 +215,15 @@ class RouteSpec:
         if self.request_content is not None:
             statuses.update((400, 413))
         if self.access.needs_auth:
-            statuses.add(401)
+            statuses.update((401, 503))
+            if not self.allow_pending_password:
+                statuses.add(403)
         if isinstance(self.access, Permission | TableAccess):
             statuses.add(403)
-        if isinstance(self.access, TableAccess):
+        if isinstance(self.access, TableAccess) or self.path_params:
             statuses.add(404)
+        if any(model is not None for model in parsed) or self.request_content is not None:
+            statuses.add(503)
         return sorted(statuses)
 
 
