@@ -7,7 +7,7 @@ import pytest
 
 from crm_core.platform.settings import SettingsError
 from models.accounts import User
-from tests.conftest import make_settings
+from tests.support.api import make_settings
 
 CASES = [
     ("seven77", False),  # 7 characters

@@ -7,7 +7,7 @@ import logging
 from aiohttp import web
 
 from handlers.app import create_app
-from tests.conftest import make_settings
+from tests.support.api import make_settings
 
 
 async def _error(resp, status, code):

@@ -11,7 +11,7 @@ import pytest
 
 from handlers.app import create_app
 from handlers.routing import SERVICES
-from tests.conftest import Api, wait_done
+from tests.support.api import Api, wait_done
 from tests.support.outbox import outbox_drained
 from tests.support.sms_gateway import gateway_settings, phone
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from bson import ObjectId
 
-from tests.conftest import CONTRACTS, rows_of
+from tests.support.api import CONTRACTS, rows_of
 
 SEED_ROW = {
     "company_name": "ООО Ромашка",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import CONTRACTS, rows_of, tenant_db
+from tests.support.api import CONTRACTS, rows_of, tenant_db
 
 
 async def test_create_table_assigns_option_ids(api, owner, client, create_table):
