@@ -14,7 +14,7 @@ from typing import Any
 
 from crm_core.accounts.auth import AuthService
 from crm_core.accounts.roles import RoleService
-from crm_core.accounts.tenancy import TenantService  # ops: company settings
+from crm_core.accounts.tenancy import TenantService  # company settings
 from crm_core.accounts.tokens import ApiTokenService
 from crm_core.accounts.users import UserService
 from crm_core.admin.service import AdminService
@@ -24,7 +24,7 @@ from crm_core.platform.outbox import Outbox
 from crm_core.platform.registry import Registry
 from crm_core.platform.settings import Settings
 from crm_core.platform.storage import Storage
-from crm_core.sms.service import CampaignService  # sms: campaigns and messages
+from crm_core.sms.service import CampaignService  # campaigns and messages
 from crm_core.tables.aliases import AliasService
 from crm_core.tables.columns import ColumnType, default_column_types
 from crm_core.tables.filters import FilterBuilder, default_filter_operators
@@ -45,7 +45,7 @@ class Services:
     meta: MetaService
     rows: RowService
     admin: AdminService  # the operator's panel (/admin)
-    imports: ImportService  # files: CSV/XLSX import and export
+    imports: ImportService  # CSV/XLSX import and export
     exports: ExportService
     # services: the account domains
     roles: RoleService

@@ -110,7 +110,7 @@ TENANT_INDEXES: tuple[IndexSpec, ...] = (
         "campaign_batch_status",
         serves="the pending messages of one batch (the sending task) and its claims by _id range",
     ),
-    # scaleb (issue #12 §4, §2): a claim's outcomes; per-user manual order
+    # a claim's outcomes; per-user manual order (issue #12 §4, §2)
     IndexSpec(
         "_sms_messages",
         (("claim", 1),),
@@ -132,7 +132,7 @@ TENANT_INDEXES: tuple[IndexSpec, ...] = (
         unique=True,
         serves="a moved row's entry (the move's upsert, the target's rank, moved rows of a page)",
     ),
-    # files (issue #15): import jobs, their uploaded chunks and undo journal
+    # import jobs, their uploaded chunks and undo journal (issue #15)
     IndexSpec(
         "_jobs",
         (("table", 1), ("kind", 1), ("_id", -1)),
@@ -155,7 +155,7 @@ TENANT_INDEXES: tuple[IndexSpec, ...] = (
         "row",
         serves="every user's entries of deleted rows",
     ),
-    # audit (issue #12 §1): webhooks and their delivery log (crm_core/webhooks/service.py)
+    # webhooks and their delivery log (crm_core/webhooks/service.py) (issue #12 §1)
     IndexSpec(
         "_webhooks",
         (("events", 1),),
@@ -430,7 +430,7 @@ ADMIN = "crm_core/admin/service.py"
 BUILTIN = "crm_core/tables/builtin.py"
 
 
-# Documented in docs/storage.md ("Queries that scan, on purpose").
+# Documented in docs/storage.md "The query audit" (the queries that scan on purpose).
 ALLOWED: tuple[Exemption, ...] = (
     _e("_tables", "find", "", "the table list of an administrator: the tenant's whole schema"),
     _e(
@@ -478,7 +478,7 @@ ALLOWED: tuple[Exemption, ...] = (
         "start-up migration: the tables still named by key (a tenant's schema, read once)",
         BUILTIN,
     ),
-    # audit (issue #12 §1): webhooks, bounded by the per-company limit or by retention
+    # webhooks, bounded by the per-company limit or by retention (issue #12 §1)
     _e(
         "_webhooks",
         "find",
@@ -556,7 +556,7 @@ ALLOWED: tuple[Exemption, ...] = (
         "the panel's campaign total by status over every company",
         ADMIN,
     ),
-    # sms: the campaign counters are kept by `$inc`; a campaign's messages are counted only for
+    # the campaign counters are kept by `$inc`; a campaign's messages are counted only for
     # a campaign stored before the counters existed (once, then kept) and to repair counters a
     # stopped worker left behind (a message write without its `$inc`): cold paths
     _e(

@@ -349,7 +349,7 @@ def _heartbeat_listener(outages: Outages) -> Any:
 
 
 class Storage:
-    """Hands out the system database and each tenant's database (SPEC §1)."""
+    """Hands out the system database and each tenant's database (docs/storage.md "Databases")."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

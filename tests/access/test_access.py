@@ -1,4 +1,4 @@
-"""Roles, users, shares and aliases through HTTP (SPEC §8, §9)."""
+"""Roles, users, shares and aliases through HTTP (docs/api.md "Roles, users, shares, aliases")."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""One password rule (SPEC §3): registration, a password change, user creation and the
-superuser's setting all accept and refuse the same passwords."""
+"""One password rule (docs/api.md "Passwords"): registration, a password change, user creation and
+the superuser's setting all accept and refuse the same passwords."""
 
 from __future__ import annotations
 

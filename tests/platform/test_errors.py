@@ -1,4 +1,4 @@
-"""Every kind of error answers in the SPEC §2 shape."""
+"""Every kind of error answers in the shape of docs/api.md "Errors"."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The outbox of campaign work (docs/sms.md, "When the broker is down"): a campaign created
+"""The outbox of campaign work (docs/operations.md "Faults: the broker"): a campaign created
 while the broker refuses work is accepted (202), recorded, and sent when the sweeper hands its
 batches to a broker that takes them; a resend asked for meanwhile likewise. Nothing is sent
 twice, nothing stays queued."""

@@ -37,7 +37,7 @@ def make_settings(**overrides: Any) -> Settings:
         "webhook_allow_private_addresses": True,
         "webhook_retry_base_seconds": 0.01,
         "webhook_sweep_seconds": 0.02,
-        # files: the generated suites upload many files as one owner (tests of the limit set it)
+        # the generated suites upload many files as one owner (tests of the limit set it)
         "import_max_pending": 10_000,
     }
     values.update(overrides)

@@ -140,7 +140,7 @@ async def _token_id(objects: TenantObjects, entity: str | None) -> str:
     return str(token["id"])
 
 
-# files: an uploaded CSV waiting in the route's table (state `uploaded`)
+# an uploaded CSV waiting in the route's table (state `uploaded`)
 @path_param("import_id", in_table=True)
 async def _import_id(objects: TenantObjects, entity: str | None) -> str:
     table = await objects.table(entity)

@@ -1,4 +1,4 @@
-"""Leads, legal entities and individuals (SPEC §10) through HTTP."""
+"""Leads, legal entities and individuals (docs/api.md "Standard entities") through HTTP."""
 
 from __future__ import annotations
 

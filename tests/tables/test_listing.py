@@ -1,4 +1,4 @@
-"""Filters, sorting, views and manual order through HTTP (SPEC §6, §7)."""
+"""Filters, sorting, views and manual order through HTTP (docs/filters.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Rows through HTTP (SPEC §6), and what is stored."""
+"""Rows through HTTP (docs/api.md "Rows"), and what is stored."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The table constructor through HTTP (SPEC §5)."""
+"""The table constructor through HTTP (docs/api.md "Tables")."""
 
 from __future__ import annotations
 
