@@ -100,7 +100,7 @@ def _fresh(value: Any) -> Any:
     return value
 
 
-# ---- validated documents of the request path (routing) ---------------------------------------
+# ---- validated documents of the request path -------------------------------------------------
 
 Model = TypeVar("Model", bound=BaseModel)
 
