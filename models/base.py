@@ -49,7 +49,7 @@ class ErrorBody(OutputModel):
 
 
 class ErrorResponse(OutputModel):
-    """The shape of every error answer (docs/api.md "Errors")."""
+    """The shape of every error answer (SPEC §2)."""
 
     error: ErrorBody
 

@@ -103,7 +103,10 @@ def main() -> int:
     ).stdout.split()
     changed = []
     for name in files:
-        if name in ("scripts/tidy_comments.py", "tests/platform/test_code_hygiene.py"):
+        # models/base.py: its docstring is published in the OpenAPI document
+        # (tests/platform/test_code_hygiene.py IN_THE_API_DOCUMENT)
+        skip = ("scripts/tidy_comments.py", "tests/platform/test_code_hygiene.py", "models/base.py")
+        if name in skip:
             continue
         path = ROOT / name
         text = path.read_text(encoding="utf-8")
