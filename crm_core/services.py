@@ -91,7 +91,7 @@ def build_services(
         auth=auth,
         column_types=column_types,
         validators=validators,
-        meta=MetaService(column_types, validators, dependents=(shares, aliases)),
+        meta=MetaService(column_types, validators, aliases, dependents=(shares, aliases)),
         rows=rows,
         imports=ImportService(rows, settings, aliases, outbox),
         exports=ExportService(rows, settings.export_max_concurrent, aliases),

@@ -35,7 +35,7 @@ from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import Conflict, Forbidden, NotFound, Unauthorized
 from crm_core.platform.ids import parse_object_id
 from crm_core.platform.settings import Settings
-from crm_core.platform.storage import Storage
+from crm_core.platform.storage import Storage, system_collection
 from crm_core.sms import service as sms
 from crm_core.tables.definitions import TABLES
 from models.accounts import Tenant, User, normalise_email
@@ -265,13 +265,13 @@ class AdminService:
         q = q.strip()
         if q:
             pattern = {"$regex": re.escape(q), "$options": "i"}
-            users = User.get_motor_collection().find({"email": pattern}, {"tenant_id": 1})
+            users = system_collection(User).find({"email": pattern}, {"tenant_id": 1})
             tenant_ids = {doc["tenant_id"] async for doc in users.limit(1000)}
             named = parse_object_id(q)
             if named is not None:
                 tenant_ids.add(named)
             query = {"$or": [{"name": pattern}, {"_id": {"$in": list(tenant_ids)}}]}
-        collection = Tenant.get_motor_collection()
+        collection = system_collection(Tenant)
         total = await collection.count_documents(query)
         docs = (
             await collection.find(query)
@@ -293,7 +293,7 @@ class AdminService:
             {"$match": {"tenant_id": {"$in": ids}}},
             {"$group": {"_id": "$tenant_id", "n": {"$sum": 1}}},
         ]
-        async for row in User.get_motor_collection().aggregate(pipeline):
+        async for row in system_collection(User).aggregate(pipeline):
             user_counts[row["_id"]] = row["n"]
         since = datetime.now(UTC) - timedelta(days=SMS_WINDOW_DAYS)
 
@@ -404,7 +404,7 @@ class AdminService:
         if not active and user.id == operator.user.id:
             raise Conflict("You cannot deactivate yourself")
         if active:
-            await User.get_motor_collection().update_one(
+            await system_collection(User).update_one(
                 {"_id": user.id}, {"$set": {"is_active": True, "updated_at": datetime.now(UTC)}}
             )
         else:  # its tokens stay dead after a reactivation (token epochs)
@@ -495,7 +495,7 @@ class AdminService:
         first = today - timedelta(days=days - 1)
         since = datetime(first.year, first.month, first.day, tzinfo=UTC)
         per_day = {(first + timedelta(days=i)).isoformat(): 0 for i in range(days)}
-        pipeline = [
+        pipeline: list[dict[str, Any]] = [
             {"$match": {"sent_at": {"$gte": since}}},
             {
                 "$group": {

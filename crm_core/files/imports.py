@@ -651,6 +651,8 @@ class ImportService:
         with tempfile.NamedTemporaryFile(prefix="crm-import-") as local:
             async for doc in ctx.db[FILES].find({"job_id": job["_id"]}, {"n": 1}).sort("n", 1):
                 chunk = await ctx.db[FILES].find_one({"_id": doc["_id"]})
+                if chunk is None:  # the upload was removed under the job
+                    raise ImportFailed("the uploaded file is gone")
                 local.write(chunk["data"])
             local.flush()
             info = FileInfo(**job["file"])

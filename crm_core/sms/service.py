@@ -507,6 +507,8 @@ async def _cancel(ctx: TenantContext, campaign_id: str) -> CampaignRecord:
     await _bump(ctx.db, doc["_id"], {"pending": -n, "cancelled": n})
     metrics.SMS_MESSAGES.labels("cancelled", NO_PROVIDER).inc(n)
     found = await ctx.db[CAMPAIGNS].find_one({"_id": doc["_id"]})
+    if found is None:  # deleted while it was being cancelled
+        raise NotFound("Campaign not found")
     return await _with_counters(ctx.db, found)
 
 
