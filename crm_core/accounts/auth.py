@@ -119,6 +119,14 @@ class AuthService:
         log.info("registered tenant %s with owner %s", tenant.id, user.id)
         return await self._issue(user, family_id=uuid.uuid4().hex)
 
+    async def password_matches(self, user: User | None, password: str) -> bool:
+        """Whether `password` is `user`'s. A missing user costs the same bcrypt work (against a
+        dummy hash), so the answer's timing does not tell which emails exist."""
+        if user is None:
+            await verify_password(password, self._dummy_hash)
+            return False
+        return await verify_password(password, user.password_hash)
+
     async def login(self, data: LoginIn, client_address: str) -> TokenPair:
         email, password = normalise_email(data.email), data.password
         # the slot is taken before the bcrypt await: concurrent guesses cannot all get through
@@ -128,11 +136,9 @@ class AuthService:
             metrics.LOGIN_LOCKOUTS.inc()
             raise
         user = await User.find_one(User.email == email)
-        if user is None:
-            await verify_password(password, self._dummy_hash)
-            ok = False
-        else:
-            ok = await verify_password(password, user.password_hash) and user.is_active
+        ok = await self.password_matches(user, password)
+        if user is not None:
+            ok = ok and user.is_active
             if ok:
                 tenant = await Tenant.get(user.tenant_id)
                 ok = tenant is not None and tenant.is_active

@@ -187,11 +187,12 @@ class RowService:
         types: Registry[ColumnType],
         filters: FilterBuilder,
         validators: Registry[ColumnValidator],
+        events: RowEvents | None = None,
     ) -> None:
         self.types = types
         self.filters = filters
         self.validators = validators
-        self.events: RowEvents | None = None
+        self.events = events
 
     def checker(
         self, table: Table, ctx: TenantContext, path: str = "", lenient: bool = False
