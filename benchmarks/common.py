@@ -208,7 +208,7 @@ class OperationCounter:
         Cursor.__next__ = returned  # type: ignore[method-assign]
         # the embedded client reads a cursor's page without its __next__
         # (crm_core/platform/storage/embedded.py)
-        from crm_core.platform import storage
+        from crm_core.platform.storage import embedded as storage
 
         read_cursor = storage._read_cursor
 
