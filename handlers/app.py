@@ -53,8 +53,8 @@ ROUTE_TABLES: list[RouteTable] = [
     files.routes,
     webhooks.routes,
     tokens.routes,
-    tenant.routes,  # ops: company settings
-    metrics.routes,  # ops: /metrics with METRICS_TOKEN
+    tenant.routes,  # company settings
+    metrics.routes,  # /metrics with METRICS_TOKEN
     docs.routes,
     admin.routes,
 ]
@@ -81,7 +81,7 @@ def create_app(
     services = app[SERVICES] = build_services(settings, extra_column_types=extra_column_types)
     app.cleanup_ctx.append(_storage_ctx)
     app.cleanup_ctx.append(_broker_ctx)
-    app.cleanup_ctx.append(_metrics_listener_ctx)  # ops: METRICS_PORT
+    app.cleanup_ctx.append(_metrics_listener_ctx)  # METRICS_PORT
 
     specs = [spec.for_app(services) for spec in all_routes()]  # columns: per-app body models
     for spec in specs:
@@ -107,7 +107,7 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
         log.info("migrated %d tenants", changed)
     yield
     storage.close()
-    await app[SERVICES].auth.throttle.close()  # trust: the login limits' Redis client
+    await app[SERVICES].auth.throttle.close()  # the login limits' Redis client
     log.info("storage closed")
 
 

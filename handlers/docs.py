@@ -226,7 +226,7 @@ class OpenApiBuilder:
         ok: dict[str, Any] = {"description": HTTPStatus(route.status).phrase}
         if route.status == 204:
             return ok
-        if route.response_content is not None:  # files: downloads
+        if route.response_content is not None:  # downloads
             ok["content"] = self.resolve(copy.deepcopy(route.response_content))
         elif route.response_schema is not None:
             ok["content"] = {"application/json": {"schema": self.named(route.response_schema)}}

@@ -1,5 +1,5 @@
 """Request middlewares: request id, access log line and metrics; the one error renderer
-(SPEC §2)."""
+(docs/api.md "Errors")."""
 
 from __future__ import annotations
 

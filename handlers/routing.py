@@ -99,8 +99,8 @@ class Permission(Access):
 
 @dataclass(frozen=True)
 class TableAccess(Access):
-    """The `{table}` of the path at a level: none is 404, too weak is 403 (SPEC §9).
-    `permission`, when set, is needed as well (e.g. `aliases.manage`)."""
+    """The `{table}` of the path at a level: none is 404, too weak is 403 (docs/api.md "Roles,
+    users, shares, aliases"). `permission`, when set, is needed as well (e.g. `aliases.manage`)."""
 
     level: Level = Level.READ
     permission: str | None = None

@@ -1,5 +1,5 @@
-"""Table constructor models (SPEC §5): column definitions, one input model per column type
-(built from an app's column-type registry by `column_models`, so a registered type brings its
+"""Table constructor models (docs/api.md "Tables"): column definitions, one input model per column
+type (built from an app's column-type registry by `column_models`, so a registered type brings its
 own schema), tables, rows."""
 
 from __future__ import annotations

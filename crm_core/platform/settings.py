@@ -97,7 +97,7 @@ class Settings(BaseSettings):
     webhook_disable_after_failures: int = Field(default=8, ge=1, le=1000)
     webhook_sweep_seconds: float = Field(default=5.0, gt=0, le=3600)
     webhook_log_retention_days: int = Field(default=30, ge=1, le=3650)
-    # files: CSV/XLSX import and export (docs/integrations.md)
+    # CSV/XLSX import and export (docs/integrations.md)
     import_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
     import_max_rows: int = Field(default=200_000, ge=1)
     import_max_columns: int = Field(default=500, ge=1, le=10_000)
@@ -113,7 +113,7 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_file: str | None = None
-    # ops: log files and format (crm_core/platform/logs.py), metrics, shutdown, worker heartbeat
+    # log files and format (crm_core/platform/logs.py), metrics, shutdown, worker heartbeat
     log_format: Literal["text", "json"] = "text"
     log_dir: str | None = None
     access_log_file: str | None = None

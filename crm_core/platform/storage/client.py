@@ -82,8 +82,8 @@ class _HeartbeatListener(monitoring.ServerHeartbeatListener):
 
 
 class Storage:
-    """Hands out the system database and each tenant's database (docs/storage.md, "One
-    database per company"); `client` is None until `start` and after `close`."""
+    """Hands out the system database and each tenant's database (docs/storage.md,
+    "Databases"); `client` is None until `start` and after `close`."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
