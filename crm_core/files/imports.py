@@ -340,6 +340,7 @@ class ImportService:
             info.delimiter = query.delimiter or CSV_DELIMITERS[sniff_delimiter(text)]
         else:
             info.sheet = query.sheet
+        info.header_row = query.header_row if query.header_row != 1 else None
         max_rows = self.settings.import_max_rows
         with RowSource(path, info) as source:
             if len(source.header) > self.settings.import_max_columns:
@@ -377,6 +378,8 @@ class ImportService:
                 text = alias_names.get(column.key) if source == "alias" else getattr(column, source)
                 if text:
                     candidates.setdefault(_normal(text), column.key)
+                    # how an export by names tells apart two columns of one display name
+                    candidates.setdefault(_normal(f"{text} ({column.key})"), column.key)
         used: set[str] = set()
         mapping = []
         for name in header:
