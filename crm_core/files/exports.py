@@ -31,6 +31,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from typing import IO, Any, Protocol
+from zoneinfo import ZoneInfo
 
 from crm_core.files.readers import REPORT_SHEET
 from crm_core.platform.context import TenantContext
@@ -337,7 +338,8 @@ def _ru_csv_text(value: object) -> str | None:
     if isinstance(value, float):
         return repr(value).replace(".", ",")
     if isinstance(value, datetime):
-        if not unambiguous(value) or value.microsecond or value.utcoffset() is None:
+        local = isinstance(value.tzinfo, ZoneInfo)  # not the UTC of a date beyond the zone
+        if not local or not unambiguous(value) or value.microsecond:
             return _iso(value)
         if value.time() == time(0):
             return f"{value.day:02d}.{value.month:02d}.{value.year:04d}"

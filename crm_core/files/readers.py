@@ -369,9 +369,10 @@ class RowSource:
         for number, values in enumerate(self._rows, first):
             if not all(blank(v) for v in values):
                 if self._uncarried:
-                    for index, name in enumerate(self.header[: len(values)]):
+                    for index, name in enumerate(self.header):
                         problem = self._uncarried.get((number, name))
                         if problem is not None:
+                            values += [None] * (index + 1 - len(values))
                             values[index] = {"uncarried": problem}
                 yield number, values
 
