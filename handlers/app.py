@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Iterable
 from aiohttp import web
 
 from crm_core.platform.settings import Settings
+from crm_core.platform.snapshots import open_snapshots
 from crm_core.services import build_services
 from crm_core.tables.builtin import migrate_all
 from crm_core.tables.columns import ColumnType
@@ -95,6 +96,7 @@ def create_app(
 async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
     storage = app[SERVICES].storage
     await storage.start(SYSTEM_DOCUMENTS + ADMIN_DOCUMENTS)
+    snapshots = await open_snapshots(storage)  # EMBEDDED_DATA_DIR: load, then save periodically
     settings = storage.settings
     if settings.crm_superuser_email and settings.crm_superuser_password:
         await app[SERVICES].admin.ensure_superuser(
@@ -106,6 +108,8 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
     if changed:
         log.info("migrated %d tenants", changed)
     yield
+    if snapshots is not None:
+        await snapshots.close()  # the last snapshot, after the broker stopped
     storage.close()
     await app[SERVICES].auth.throttle.close()  # trust: the login limits' Redis client
     log.info("storage closed")
