@@ -323,8 +323,10 @@ async def load_dump(client: Any, dump: Dump) -> int:
             collection = database[c.name]
             for start in range(0, len(c.documents), INSERT_BATCH):
                 await collection.insert_many(c.documents[start : start + INSERT_BATCH])
+            # an index the service declared at start (beanie) stays as the code declares it
+            existing = set(await collection.index_information()) if c.indexes else set()
             for entry in c.indexes:
-                if entry["name"] == "_id_":
+                if entry["name"] in existing:
                     continue
                 keys = [(str(k), v) for k, v in dict(entry["key"]).items()]
                 await collection.create_index(keys, name=entry["name"], **_index_options(entry))

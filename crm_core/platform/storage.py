@@ -367,7 +367,7 @@ class Storage:
             self.client = _embedded_client(self._executor)
             log.warning(
                 "MONGODB_URL is not set: using the embedded in-memory database "
-                "(data is lost when the process stops)"
+                "(data is lost when the process stops, unless EMBEDDED_DATA_DIR keeps it)"
             )
         else:
             from motor.motor_asyncio import AsyncIOMotorClient
