@@ -471,7 +471,7 @@ def write_engine_snapshot(inner_client: Any, out: Path, prefix: str) -> None:
             indexes = index_entries(collection.index_information())
             documents = collection.find({})
             counts[db_name][name] = write_collection(tmp / db_name, name, documents, indexes, pause)
-            pause = None
+            pause = None if counts[db_name][name] else pause
         _fsync_dir(tmp / db_name)
     write_manifest(tmp, counts)
     _fsync_dir(tmp)
