@@ -347,6 +347,10 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+_HELD: set[Path] = set()  # the data directories this process holds (a lock with our pid
+# that is not in it was left by an earlier process that had the same pid: a container's 1)
+
+
 class DataDir:
     """`EMBEDDED_DATA_DIR`: its lock, its current snapshot and the writing of the next one."""
 
@@ -378,7 +382,8 @@ class DataDir:
                 fd = os.open(self.lock_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except FileExistsError:
                 holder = self._holder()
-                if holder is not None and holder != os.getpid() and _pid_alive(holder):
+                mine = holder == os.getpid()
+                if holder is not None and (self.path in _HELD if mine else _pid_alive(holder)):
                     raise SnapshotError(
                         f"{self.lock_file}: EMBEDDED_DATA_DIR is in use by process {holder} "
                         "(the embedded database lives in one process; stop it or use another "
@@ -391,6 +396,7 @@ class DataDir:
             with os.fdopen(fd, "w") as f:
                 f.write(f"{os.getpid()}\n")
             self.locked = True
+            _HELD.add(self.path)
             return
         raise SnapshotError(f"{self.lock_file}: could not be taken")
 
@@ -404,6 +410,8 @@ class DataDir:
         if self.locked and self._holder() == os.getpid():
             with contextlib.suppress(FileNotFoundError):
                 self.lock_file.unlink()
+        if self.locked:
+            _HELD.discard(self.path)
         self.locked = False
 
     def current(self) -> Path | None:
@@ -583,6 +591,13 @@ class Snapshots:
             self.every_seconds,
         )
         self._task = asyncio.create_task(self._periodically(), name="embedded-snapshots")
+
+    def mark_saved(self) -> None:
+        """Count the writes so far as saved (start-up's index builds and migrations, which
+        every start repeats), so that an idle server writes no snapshot."""
+        from crm_core.platform.storage import EmbeddedWrites
+
+        self.saved_writes = EmbeddedWrites.count
 
     async def _periodically(self) -> None:
         while True:

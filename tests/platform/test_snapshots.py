@@ -213,7 +213,7 @@ async def test_damaged_snapshot_refuses_to_start(
     status, lines = serve_refusal(tmp_path / "d", tmp_path)
     assert status == 2
     assert len(lines) == 1 and str(file) in lines[0], lines
-    with pytest.raises(SnapshotError, match="users.bson"):
+    with pytest.raises(SnapshotError, match=r"users\.bson"):
         read_dump(snapshot)
 
 
@@ -307,8 +307,8 @@ def test_second_server_on_the_same_directory_is_refused(tmp_path: Path) -> None:
 async def test_stale_lock_of_a_dead_process_is_taken_over(
     aiohttp_client: Any, tmp_path: Path
 ) -> None:
-    gone = subprocess.Popen(["true"])
-    gone.wait()
+    gone = await asyncio.create_subprocess_exec("true")
+    await gone.wait()
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / LOCK).write_text(f"{gone.pid}\n")
     client = await serve_in_process(aiohttp_client, tmp_path / "d")
