@@ -297,6 +297,16 @@ def service_databases(names: Iterable[str], prefix: str) -> list[str]:
 
 async def dump_client(client: Any, out: Path, prefix: str) -> dict[str, dict[str, int]]:
     """Write every database of the service that `client` holds as a dump directory."""
+    from crm_core.platform.indexes import WHOLE_DATABASE
+    from crm_core.platform.storage import query_purpose
+
+    with query_purpose(WHOLE_DATABASE):
+        dump = await _read_client(client, out, prefix)
+    await asyncio.to_thread(write_dump, out, dump)
+    return dump.counts()
+
+
+async def _read_client(client: Any, out: Path, prefix: str) -> Dump:
     dump = Dump(out)
     for db_name in service_databases(await client.list_database_names(), prefix):
         database = client[db_name]
@@ -306,8 +316,7 @@ async def dump_client(client: Any, out: Path, prefix: str) -> dict[str, dict[str
             documents = await collection.find({}, sort=[("_id", 1)]).to_list(None)
             indexes = index_entries(await collection.index_information())
             dump.databases[db_name].append(CollectionDump(name, documents, indexes))
-    await asyncio.to_thread(write_dump, out, dump)
-    return dump.counts()
+    return dump
 
 
 def _index_options(entry: dict[str, Any]) -> dict[str, Any]:
