@@ -60,6 +60,8 @@ CURRENT = "CURRENT"
 LOCK = "crm.lock"
 SNAPSHOT_PREFIX = "snapshot-"
 SKIPPED_DATABASES = ("admin", "config", "local")
+# the query purpose of `crm dump`'s whole-collection reads (the query audit lets them scan)
+WHOLE_DATABASE = "dump.whole_database"
 INSERT_BATCH = 1000
 # tests only: the snapshot writer stops in the middle of its first .bson file, writes its pid
 # to this path and waits to be killed (tests/platform/test_snapshots.py)
@@ -297,7 +299,6 @@ def service_databases(names: Iterable[str], prefix: str) -> list[str]:
 
 async def dump_client(client: Any, out: Path, prefix: str) -> dict[str, dict[str, int]]:
     """Write every database of the service that `client` holds as a dump directory."""
-    from crm_core.platform.indexes import WHOLE_DATABASE
     from crm_core.platform.storage import query_purpose
 
     with query_purpose(WHOLE_DATABASE):
