@@ -52,6 +52,7 @@ from pymongo.errors import OperationFailure as OperationFailure
 from crm_core.platform.errors import NotFound
 from crm_core.platform.logs import Outages
 from crm_core.platform.settings import Settings
+from crm_core.platform.tracing import configure_tracing
 
 log = logging.getLogger(__name__)
 
@@ -372,6 +373,7 @@ class Storage:
         else:
             from motor.motor_asyncio import AsyncIOMotorClient
 
+            configure_tracing(self.settings)  # issue 28: the driver's spans, before the client
             self.client = AsyncIOMotorClient(
                 self.settings.mongodb_url,
                 tz_aware=True,
