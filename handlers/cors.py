@@ -33,7 +33,7 @@ def setup(app: web.Application, settings: Settings) -> None:
     origins = settings.cors_origin_list
     if not origins:
         return
-    options = aiohttp_cors.ResourceOptions(
+    options = aiohttp_cors.ResourceOptions(  # type: ignore[no-untyped-call]
         allow_credentials=settings.cors_allow_credentials,
         expose_headers=EXPOSED_HEADERS,
         allow_headers=ALLOWED_HEADERS,
