@@ -137,3 +137,27 @@ async def test_an_endpoint_turns_traces_on_with_the_otlp_exporter(monkeypatch):
     finally:
         provider.shutdown()
         tracing.disable_tracing()
+
+
+async def test_the_database_commands_are_child_spans_of_the_request(
+    aiohttp_client, spans, tmp_path
+):
+    """On a real driver (a mongoeco server; the embedded database has no driver to watch)."""
+    from tests.support.servers import MongoecoServer
+
+    server = MongoecoServer(tmp_path / "mongoeco.log")
+    server.start()
+    try:
+        client = await aiohttp_client(create_app(make_settings(mongodb_url=server.uri)))
+        owner = await Api(client).register()
+        spans.clear()
+        resp = await client.get("/api/auth/me", headers=owner.headers)
+        assert resp.status == 200
+        finished = spans.get_finished_spans()
+        (request,) = [s for s in finished if s.name == "GET /api/auth/me"]
+        commands = [s for s in finished if s.parent and s.parent.span_id == request.context.span_id]
+        names = {s.name.rsplit(".", 1)[-1] for s in commands}
+        assert "find" in names, [s.name for s in finished]
+        assert {trace_id(s) for s in commands} == {trace_id(request)}
+    finally:
+        server.terminate()
