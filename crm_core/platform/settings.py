@@ -155,9 +155,9 @@ class Settings(BaseSettings):
     cors_max_age_seconds: int = Field(default=600, ge=0, le=86_400)
     # requests per API token, per user and per company (`limits` notation: N/second|minute|hour)
     api_rate_limits: bool = True
-    api_rate_limit_per_token: str = "3000/minute"
-    api_rate_limit_per_user: str = "6000/minute"
-    api_rate_limit_per_company: str = "30000/minute"
+    api_rate_limit_per_token: str = "15000/minute"
+    api_rate_limit_per_user: str = "30000/minute"
+    api_rate_limit_per_company: str = "60000/minute"
     # OpenTelemetry traces, exported with OTLP over HTTP; unset: tracing is off
     otel_exporter_otlp_endpoint: str | None = None
     otel_service_name: str = Field(default="crm", min_length=1, max_length=200)
