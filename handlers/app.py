@@ -18,6 +18,7 @@ from handlers import (
     auth,
     data,
     docs,
+    edges,
     entities,
     files,
     metrics,
@@ -89,6 +90,7 @@ def create_app(
     docs.add_static(app)
     admin.setup(app)  # the operator's panel: templates and its stylesheet
     app[docs.OPENAPI] = docs.OpenApiDocument(specs)  # built on first request
+    edges.setup(app, settings)  # issue 28: traces, API limits, CORS on /api (after the routes)
     return app
 
 
