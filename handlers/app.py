@@ -19,6 +19,7 @@ from handlers import (
     auth,
     data,
     docs,
+    edges,
     entities,
     files,
     metrics,
@@ -54,8 +55,8 @@ ROUTE_TABLES: list[RouteTable] = [
     files.routes,
     webhooks.routes,
     tokens.routes,
-    tenant.routes,  # ops: company settings
-    metrics.routes,  # ops: /metrics with METRICS_TOKEN
+    tenant.routes,  # company settings
+    metrics.routes,  # /metrics with METRICS_TOKEN
     docs.routes,
     admin.routes,
 ]
@@ -82,7 +83,7 @@ def create_app(
     services = app[SERVICES] = build_services(settings, extra_column_types=extra_column_types)
     app.cleanup_ctx.append(_storage_ctx)
     app.cleanup_ctx.append(_broker_ctx)
-    app.cleanup_ctx.append(_metrics_listener_ctx)  # ops: METRICS_PORT
+    app.cleanup_ctx.append(_metrics_listener_ctx)  # METRICS_PORT
 
     specs = [spec.for_app(services) for spec in all_routes()]  # columns: per-app body models
     for spec in specs:
@@ -90,6 +91,7 @@ def create_app(
     docs.add_static(app)
     admin.setup(app)  # the operator's panel: templates and its stylesheet
     app[docs.OPENAPI] = docs.OpenApiDocument(specs)  # built on first request
+    edges.setup(app, settings)  # issue 28: traces, API limits, CORS on /api (after the routes)
     return app
 
 
@@ -113,7 +115,7 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
     if snapshots is not None:
         await snapshots.close()  # the last snapshot, after the broker stopped
     storage.close()
-    await app[SERVICES].auth.throttle.close()  # trust: the login limits' Redis client
+    await app[SERVICES].auth.throttle.close()  # the login limits' Redis client
     log.info("storage closed")
 
 
