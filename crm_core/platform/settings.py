@@ -124,6 +124,11 @@ class Settings(BaseSettings):
     # any work); the one database thread serves them in turn anyway, and a short queue on the
     # event loop keeps cheap requests (/health) answered promptly under load. 0: no limit
     embedded_max_active_requests: int = Field(default=4, ge=0, le=10_000)
+    # embedded mode: keep the data in this directory as mongodump-layout snapshots, written
+    # every EMBEDDED_SNAPSHOT_SECONDS when something changed and on a graceful stop (docs/
+    # operations.md "Embedded data on disk"); unset: memory only
+    embedded_data_dir: str | None = None
+    embedded_snapshot_seconds: float = Field(default=30.0, gt=0, le=86_400)
 
     log_level: str = "INFO"
     log_file: str | None = None

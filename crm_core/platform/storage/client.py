@@ -102,7 +102,7 @@ class Storage:
             self.client = embedded_client(self._executor)
             log.warning(
                 "MONGODB_URL is not set: using the embedded in-memory database "
-                "(data is lost when the process stops)"
+                "(data is lost when the process stops, unless EMBEDDED_DATA_DIR keeps it)"
             )
         else:
             configure_tracing(self.settings)  # the driver's spans reach clients built after it
