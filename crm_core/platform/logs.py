@@ -24,10 +24,7 @@ import threading
 import time
 from contextvars import ContextVar
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from crm_core.platform.settings import Settings
+from typing import Protocol
 
 ACCESS_LOGGER = "crm.access"
 REQUEST_ID: ContextVar[str] = ContextVar("crm_request_id", default="-")
@@ -161,7 +158,27 @@ def make_formatter(log_format: str) -> logging.Formatter:
     return logging.Formatter(TEXT_FORMAT)
 
 
-def log_paths(settings: Settings) -> tuple[Path | None, Path | None]:
+class LogSettings(Protocol):
+    """The settings logging reads (crm_core/platform/settings.py `Settings`; docs/operations.md
+    lists them)."""
+
+    @property
+    def log_level(self) -> str: ...
+    @property
+    def log_file(self) -> str | None: ...
+    @property
+    def log_format(self) -> str: ...
+    @property
+    def log_dir(self) -> str | None: ...
+    @property
+    def access_log_file(self) -> str | None: ...
+    @property
+    def error_log_file(self) -> str | None: ...
+    @property
+    def access_log(self) -> bool: ...
+
+
+def log_paths(settings: LogSettings) -> tuple[Path | None, Path | None]:
     """(access log file, error log file): explicit settings win over `LOG_DIR`."""
     directory = Path(settings.log_dir) if settings.log_dir else None
     access = settings.access_log_file or (directory / "access.log" if directory else None)
@@ -177,7 +194,7 @@ def _file_handler(path: Path, formatter: logging.Formatter) -> logging.Handler:
     return handler
 
 
-def configure_logging(settings: Settings) -> None:
+def configure_logging(settings: LogSettings) -> None:
     """Install the handlers for `crm` commands (tests leave logging to pytest)."""
     formatter = make_formatter(settings.log_format)
     level = settings.log_level.upper()
