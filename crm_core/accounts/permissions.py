@@ -1,5 +1,6 @@
-"""The permission catalogue, the built-in roles every tenant starts with (SPEC §9) and the
-levels of access to a table (decided in crm_core/tables/access.py)."""
+"""The permission catalogue, the built-in roles every tenant starts with (docs/api.md "Roles,
+users, shares, aliases") and the levels of access to a table (decided in
+crm_core/tables/access.py)."""
 
 from __future__ import annotations
 
