@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from crm_core.platform.storage import Database
+from crm_core.platform.storage.types import Database
 
 Keys = tuple[tuple[str, int], ...]
 

@@ -32,7 +32,6 @@ from beanie import PydanticObjectId
 from bson import ObjectId
 from yarl import URL
 
-from crm_core.accounts.auth import build_context
 from crm_core.platform.cache import ListenerCache, webhooks_changed
 from crm_core.platform.clock import utcnow
 from crm_core.platform.context import TenantContext
@@ -49,7 +48,6 @@ from crm_core.platform.netguard import (
 from crm_core.platform.registry import Registry
 from crm_core.platform.settings import Settings
 from crm_core.platform.storage import Database, Storage
-from crm_core.sms.service import counts
 from crm_core.tables.access import Level, access_level
 from crm_core.tables.columns import ColumnType
 from crm_core.tables.definitions import load_table
@@ -73,6 +71,22 @@ class WebhookQueue(Protocol):
     """Where delivery attempts go (the taskiq broker)."""
 
     async def deliver(self, tenant_id: str, delivery_id: str) -> None: ...
+
+
+class OwnerRights(Protocol):
+    """What the webhook's owner may do now, read afresh at send time (crm_core.accounts.auth
+    `AuthService`, passed in by crm_core/services.py)."""
+
+    async def context_of(self, user: User, tenant: Tenant) -> TenantContext:
+        """The context of `user` in `tenant`: its roles' permissions as stored now."""
+        ...
+
+
+class CampaignCounts(Protocol):
+    """A finished campaign's counters by status, with `total`, for the `campaign.finished`
+    payload (crm_core.sms.service `counts`, passed in by crm_core/services.py)."""
+
+    async def __call__(self, db: Database, campaign: dict[str, Any]) -> dict[str, int]: ...
 
 
 def new_secret() -> str:
@@ -99,11 +113,15 @@ class WebhookService:
         storage: Storage,
         types: Registry[ColumnType],
         queue: WebhookQueue,
+        owners: OwnerRights,
+        campaign_counts: CampaignCounts,
         resolver: AbstractResolver | None = None,
     ) -> None:
         self.settings = settings
         self.storage = storage
         self.types = types
+        self.owners = owners
+        self.campaign_counts = campaign_counts
         self.resolver = GuardedResolver(settings.webhook_allow_private_addresses, resolver)
         self.queue = queue  # refuses work until the broker runs (crm_core/services.py)
         self._session: aiohttp.ClientSession | None = None
@@ -395,7 +413,7 @@ class WebhookService:
                 "id": str(campaign["_id"]),
                 "name": campaign["name"],
                 "status": campaign["status"],
-                "counts": await counts(db, campaign),
+                "counts": await self.campaign_counts(db, campaign),
             }
             await self.publish(
                 db, tenant_id, campaign.get("created_by"), "campaign.finished", None, [item], hooks
@@ -529,7 +547,7 @@ class WebhookService:
         tenant = await Tenant.get(PydanticObjectId(tenant_id))
         if user is None or not user.is_active or tenant is None or not tenant.is_active:
             return "the webhook's owner is no longer active"
-        ctx = await build_context(self.storage, user, tenant)
+        ctx = await self.owners.context_of(user, tenant)
         if not ctx.has("webhooks.manage"):
             return "the webhook's owner no longer holds 'webhooks.manage'"
         event = delivery["event"]

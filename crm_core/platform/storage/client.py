@@ -32,19 +32,13 @@ from crm_core.platform.storage.embedded import (
 )
 from crm_core.platform.storage.recorder import record_command
 from crm_core.platform.storage.types import Client, Collection, Database, MongoDocument
+from crm_core.platform.tracing import configure_tracing
 
 log = logging.getLogger(__name__)
 
 DATABASE = "database"  # the service's name in logs, /ready and the error details
 
 TENANT_ID_RE = re.compile(r"^[0-9a-f]{24}$")
-
-
-def system_collection(document: type[BeanieDocument]) -> Collection:
-    """The system-database collection a beanie document is stored in, typed, for the queries
-    beanie's own API does not express (atomic updates, projections, aggregations). The one
-    place that reaches beanie's handle (`get_motor_collection`, renamed in beanie 2)."""
-    return document.get_motor_collection()
 
 
 class _CommandListener(monitoring.CommandListener):
@@ -101,9 +95,10 @@ class Storage:
             self.client = embedded_client(self._executor)
             log.warning(
                 "MONGODB_URL is not set: using the embedded in-memory database "
-                "(data is lost when the process stops)"
+                "(data is lost when the process stops, unless EMBEDDED_DATA_DIR keeps it)"
             )
         else:
+            configure_tracing(self.settings)  # the driver's spans reach clients built after it
             self.client = AsyncIOMotorClient(
                 self.settings.mongodb_url,
                 tz_aware=True,
