@@ -887,11 +887,8 @@ def _parse_row(
             continue
         cell = cells[index]
         try:
-            if isinstance(cell, dict):  # a cell the export's report says XLSX could not carry
-                raise BadCell(
-                    f"{cell.get('uncarried')}: the XLSX could not hold this value, so it is "
-                    "not imported changed; export as CSV to move it"
-                )
+            if isinstance(cell, dict):  # refused by the reader (crm_core/files/readers.py)
+                raise BadCell(str(cell.get("error")))
             value = read_cell(column, table.column_type(column), cell, ctx.values)
         except BadCell as exc:
             errors[key] = str(exc)

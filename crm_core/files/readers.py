@@ -318,6 +318,35 @@ def report_cells(workbook: Any, sheet_title: str) -> dict[tuple[int, str], str]:
     return found
 
 
+SHEET_NS = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
+
+
+def formulas_without_values(sheet: Any) -> dict[tuple[int, int], str]:
+    """Formula cells saved without their computed value (written by a program, never opened in
+    Excel), by (row, column index): they would read as empty, so the import refuses them."""
+    from defusedxml.ElementTree import iterparse
+    from openpyxl.utils.cell import column_index_from_string, coordinate_from_string
+
+    found: dict[tuple[int, int], str] = {}
+    try:
+        with sheet.parent._archive.open(sheet._worksheet_path) as part:
+            for _, element in iterparse(part):
+                if element.tag != f"{SHEET_NS}c":
+                    continue
+                formula = element.find(f"{SHEET_NS}f")
+                value = element.find(f"{SHEET_NS}v")
+                if formula is not None and (value is None or value.text is None):
+                    letters, row = coordinate_from_string(element.get("r", ""))
+                    found[(row, column_index_from_string(letters) - 1)] = (
+                        f"{letters}{row} holds the formula ={(formula.text or '')[:64]} without "
+                        "a saved value: open and save the file in Excel, or paste it as values"
+                    )
+                element.clear()
+    except Exception:  # a damaged part: the rows' reader names it
+        return {}
+    return found
+
+
 class RowSource:
     """The rows of a stored upload: `header` then numbered data rows (numbered as in a
     spreadsheet: the header is row `header_row`, 1 by default; rows above it are titles and
@@ -330,6 +359,7 @@ class RowSource:
         self._workbook: Any = None
         self._rows: Iterator[list[Any]] = iter(())
         self._uncarried: dict[tuple[int, str], str] = {}
+        self._formulas: dict[tuple[int, int], str] = {}
         self.header: list[str] = []
         self.declared: int | None = None
 
@@ -341,6 +371,7 @@ class RowSource:
             self.info.sheet = sheet.title
             self.declared = declared_rows(sheet)
             self._uncarried = report_cells(self._workbook, sheet.title)
+            self._formulas = formulas_without_values(sheet)
             self._rows = ([xlsx_cell(v) for v in row] for row in xlsx_rows(sheet))
         else:
             assert self.info.encoding and self.info.delimiter
@@ -367,14 +398,25 @@ class RowSource:
     def numbered(self) -> Iterator[tuple[int, list[Any]]]:
         first = (self.info.header_row or 1) + 1
         for number, values in enumerate(self._rows, first):
+            if self._uncarried or self._formulas:
+                self._refuse(number, values)
             if not all(blank(v) for v in values):
-                if self._uncarried:
-                    for index, name in enumerate(self.header):
-                        problem = self._uncarried.get((number, name))
-                        if problem is not None:
-                            values += [None] * (index + 1 - len(values))
-                            values[index] = {"uncarried": problem}
                 yield number, values
+
+    def _refuse(self, number: int, values: list[Any]) -> None:
+        """Cells the import must refuse rather than read changed: what our export's report
+        lists, and formulas saved without their value."""
+        for index, name in enumerate(self.header):
+            problem = self._uncarried.get((number, name))
+            if problem is not None:
+                problem = (
+                    f"{problem}: the XLSX could not hold this value, so it is not imported "
+                    "changed; export as CSV to move it"
+                )
+            problem = self._formulas.get((number, index), problem)
+            if problem is not None:
+                values += [None] * (index + 1 - len(values))
+                values[index] = {"error": problem}
 
     def take(self, rows: Iterator[tuple[int, list[Any]]], count: int) -> list[tuple[int, Any]]:
         batch = []

@@ -239,3 +239,21 @@ async def test_preview_shows_parsed_values_and_the_error_per_cell(api, client, o
     assert row["values"] == {"name": "Анна", "sum": 1234.56}
     assert [e["field"] for e in row["errors"]] == ["status"]
     assert "options: 'Новый', 'Выигран'" in row["errors"][0]["message"]
+
+
+# 4. XLSX formulas saved without their value
+async def test_a_formula_without_a_saved_value_is_an_error_naming_the_cell(api, client, owner):
+    await make(api, owner, RU_COLUMNS)
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    sheet.append(["Имя", "Сумма"])
+    sheet.append(["Анна", "=1+2"])  # openpyxl saves formulas without a computed value
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    status, job = await upload(
+        client, owner, buffer.getvalue(), table="t", content_type="application/octet-stream"
+    )
+    assert status == 201, job
+    (row,) = job["preview"]["rows"]
+    assert [e["field"] for e in row["errors"]] == ["sum"]
+    assert row["errors"][0]["message"].startswith("B2 holds the formula =1+2 without a saved")
