@@ -321,7 +321,25 @@ def report_cells(workbook: Any, sheet_title: str) -> dict[tuple[int, str], str]:
 SHEET_NS = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
 
 
-def formulas_without_values(sheet: Any) -> dict[tuple[int, int], str]:
+REL_NS = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
+PKG_REL_NS = "{http://schemas.openxmlformats.org/package/2006/relationships}"
+
+
+def _sheet_part(archive: zipfile.ZipFile, title: str) -> str | None:
+    """The zip member holding the sheet named `title` (workbook.xml and its relationships)."""
+    from defusedxml.ElementTree import fromstring
+
+    workbook = fromstring(archive.read("xl/workbook.xml"))
+    rels = fromstring(archive.read("xl/_rels/workbook.xml.rels"))
+    targets = {r.get("Id"): r.get("Target", "") for r in rels.iter(f"{PKG_REL_NS}Relationship")}
+    for sheet in workbook.iter(f"{SHEET_NS}sheet"):
+        if sheet.get("name") == title:
+            target = targets.get(sheet.get(f"{REL_NS}id"), "")
+            return target.lstrip("/") if target.startswith("/") else f"xl/{target}"
+    return None
+
+
+def formulas_without_values(stream: IO[bytes], title: str) -> dict[tuple[int, int], str]:
     """Formula cells saved without their computed value (written by a program, never opened in
     Excel), by (row, column index): they would read as empty, so the import refuses them."""
     from defusedxml.ElementTree import iterparse
@@ -329,19 +347,25 @@ def formulas_without_values(sheet: Any) -> dict[tuple[int, int], str]:
 
     found: dict[tuple[int, int], str] = {}
     try:
-        with sheet.parent._archive.open(sheet._worksheet_path) as part:
-            for _, element in iterparse(part):
-                if element.tag != f"{SHEET_NS}c":
-                    continue
-                formula = element.find(f"{SHEET_NS}f")
-                value = element.find(f"{SHEET_NS}v")
-                if formula is not None and (value is None or value.text is None):
-                    letters, row = coordinate_from_string(element.get("r", ""))
-                    found[(row, column_index_from_string(letters) - 1)] = (
-                        f"{letters}{row} holds the formula ={(formula.text or '')[:64]} without "
-                        "a saved value: open and save the file in Excel, or paste it as values"
-                    )
-                element.clear()
+        stream.seek(0)
+        with zipfile.ZipFile(stream) as archive:
+            path = _sheet_part(archive, title)
+            if path is None:
+                return {}
+            with archive.open(path) as part:
+                for _, element in iterparse(part):
+                    if element.tag != f"{SHEET_NS}c":
+                        continue
+                    formula = element.find(f"{SHEET_NS}f")
+                    value = element.find(f"{SHEET_NS}v")
+                    if formula is not None and (value is None or value.text is None):
+                        letters, row = coordinate_from_string(element.get("r", ""))
+                        found[(row, column_index_from_string(letters) - 1)] = (
+                            f"{letters}{row} holds the formula ={(formula.text or '')[:64]} "
+                            "without a saved value: open and save the file in Excel, or paste "
+                            "it as values"
+                        )
+                    element.clear()
     except Exception:  # a damaged part: the rows' reader names it
         return {}
     return found
@@ -371,7 +395,7 @@ class RowSource:
             self.info.sheet = sheet.title
             self.declared = declared_rows(sheet)
             self._uncarried = report_cells(self._workbook, sheet.title)
-            self._formulas = formulas_without_values(sheet)
+            self._formulas = formulas_without_values(self._stream, sheet.title)
             self._rows = ([xlsx_cell(v) for v in row] for row in xlsx_rows(sheet))
         else:
             assert self.info.encoding and self.info.delimiter
