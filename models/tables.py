@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, Self, Union, cast
 
-from pydantic import Field, RootModel, WithJsonSchema, create_model
+from pydantic import BeforeValidator, Field, RootModel, WithJsonSchema, create_model
 
 from crm_core.platform.registry import Registry
 from crm_core.tables.columns import SETTINGS_FIELDS, Column, ColumnType, SelectOptionIn
+from crm_core.tables.filters import check_filters_param
 from models.base import InputModel, OutputModel, QueryModel
 
 if TYPE_CHECKING:
@@ -230,7 +231,8 @@ class RowGetQuery(QueryModel):
 
 
 class RowListQuery(RowGetQuery):
-    filters: str | None = Field(
+    # given twice or too long is `invalid_filter` (docs/filters.md), checked before the type
+    filters: Annotated[str | None, BeforeValidator(check_filters_param)] = Field(
         default=None,
         max_length=20_000,
         description='URL-encoded JSON array of conditions, e.g. [{"field":"total_sum","op":"gt",'
