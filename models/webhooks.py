@@ -82,7 +82,13 @@ class AttemptOut(OutputModel):
     at: datetime
     response_code: int | None
     latency_ms: float | None
-    error: str | None
+    error: str | None = Field(
+        description="`receiver slow: ...`, `could not connect: ...`, `HTTP 500`... "
+        "(docs/integrations.md)"
+    )
+    response_excerpt: str | None = Field(
+        default=None, description="The first 512 bytes of the receiver's answer"
+    )
 
 
 class DeliveryOut(OutputModel):

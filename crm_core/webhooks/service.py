@@ -53,6 +53,7 @@ from crm_core.sms.service import counts
 from crm_core.tables.access import Level, access_level
 from crm_core.tables.columns import ColumnType
 from crm_core.tables.definitions import load_table
+from crm_core.webhooks.destinations import DestinationGate, destination
 from models.accounts import Tenant, User
 from models.webhooks import ROW_EVENTS, WebhookIn, WebhookPatch
 
@@ -92,6 +93,24 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
         yield items[start : start + size]
 
 
+def failure_reason(exc: BaseException, url: URL, seconds: float) -> str:
+    """Why a request failed, in the words of docs/integrations.md "Errors in the log": the
+    receiver was slow, or it could not be connected to (waiting for a connection is never a
+    failure: see `WebhookService._defer`)."""
+    where = f"{url.raw_host}:{url.port}"
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return f"could not connect: {where} did not accept a connection within {seconds / 2:g} s"
+    if isinstance(exc, TimeoutError):
+        return (
+            f"receiver slow: no complete answer within {seconds:g} s of the request's start "
+            f"(connected to {where})"
+        )
+    reason = describe(exc)
+    if isinstance(exc, aiohttp.ClientConnectorError) and not reason.startswith("refused"):
+        return f"could not connect: {reason}"[:500]
+    return reason
+
+
 class WebhookService:
     def __init__(
         self,
@@ -107,6 +126,7 @@ class WebhookService:
         self.resolver = GuardedResolver(settings.webhook_allow_private_addresses, resolver)
         self.queue = queue  # refuses work until the broker runs (crm_core/services.py)
         self._session: aiohttp.ClientSession | None = None
+        self.gate = DestinationGate(settings.webhook_connections_per_destination)
         self.listeners = ListenerCache()  # who listens to row writes, per tenant version
 
     # ---- registrations ----------------------------------------------------------------------
@@ -276,9 +296,10 @@ class WebhookService:
         delivery["payload"]["actor_id"] = ctx.user_id
         delivery.update(status="delivering", attempts=1, claimed_at=now)
         await ctx.db[DELIVERIES].insert_one(delivery)
-        code, latency, error = await self._send(hook, delivery)
+        code, latency, error, excerpt = await self._send(hook, delivery)
         ok = error is None
-        changes = self._attempt_changes("succeeded" if ok else "failed", code, latency, error, None)
+        status = "succeeded" if ok else "failed"
+        changes = self._attempt_changes(status, code, latency, error, None, excerpt)
         recorded: dict[str, Any] = await ctx.db[DELIVERIES].find_one_and_update(
             {"_id": delivery["_id"]}, changes, return_document=True
         )
@@ -446,10 +467,16 @@ class WebhookService:
             )
             await due.delete_one({"_id": oid})
             return "skipped"
-        code, latency, error = await self._send(hook, delivery)
+        target = destination(hook["url"])
+        if not self.gate.enter(target):
+            return await self._defer(db, delivery, target)
+        try:
+            code, latency, error, excerpt = await self._send(hook, delivery)
+        finally:
+            self.gate.leave(target)
         if error is None:
             await db[DELIVERIES].update_one(
-                {"_id": oid}, self._attempt_changes("succeeded", code, latency, None, None)
+                {"_id": oid}, self._attempt_changes("succeeded", code, latency, None, None, excerpt)
             )
             await due.delete_one({"_id": oid})
             if hook.get("consecutive_failures"):
@@ -460,16 +487,40 @@ class WebhookService:
         if delivery["attempts"] < self.settings.webhook_max_attempts:
             retry_at = utcnow() + timedelta(seconds=self.backoff(delivery["attempts"]))
             await db[DELIVERIES].update_one(
-                {"_id": oid}, self._attempt_changes("retrying", code, latency, error, retry_at)
+                {"_id": oid},
+                self._attempt_changes("retrying", code, latency, error, retry_at, excerpt),
             )
             await due.update_one({"_id": oid}, {"$set": {"due_at": retry_at}}, upsert=True)
             return "retrying"
         await db[DELIVERIES].update_one(
-            {"_id": oid}, self._attempt_changes("failed", code, latency, error, None)
+            {"_id": oid}, self._attempt_changes("failed", code, latency, error, None, excerpt)
         )
         await due.delete_one({"_id": oid})
         await self._count_failure(db, tenant_id, hook["_id"])
         return "failed"
+
+    async def _defer(
+        self, db: Database, delivery: dict[str, Any], target: tuple[str, str, int]
+    ) -> str:
+        """The destination is full in this process: back in line shortly, not an attempt."""
+        status = "pending" if delivery["attempts"] <= 1 else "retrying"
+        later = utcnow() + timedelta(seconds=self.settings.webhook_defer_seconds)
+        scheme, host, port = target
+        note = (
+            f"waited for a connection: {self.gate.per_destination} requests already in flight "
+            f"to {scheme}://{host}:{port}; put back, not counted as an attempt"
+        )
+        await db[DELIVERIES].update_one(
+            {"_id": delivery["_id"], "status": "delivering"},
+            {
+                "$set": {"status": status, "next_attempt_at": later, "deferred_reason": note},
+                "$inc": {"attempts": -1, "deferrals": 1},
+            },
+        )
+        await self.storage.system_db[DUE].update_one(
+            {"_id": delivery["_id"]}, {"$set": {"due_at": later}}, upsert=True
+        )
+        return status
 
     async def _count_failure(self, db: Database, tenant_id: str, hook_id: ObjectId) -> None:
         limit = self.settings.webhook_disable_after_failures
@@ -500,9 +551,16 @@ class WebhookService:
         latency: float | None,
         error: str | None,
         next_attempt_at: datetime | None,
+        excerpt: str | None = None,
     ) -> dict[str, Any]:
         now = utcnow()
-        entry = {"at": now, "response_code": code, "latency_ms": latency, "error": error}
+        entry = {
+            "at": now,
+            "response_code": code,
+            "latency_ms": latency,
+            "error": error,
+            "response_excerpt": excerpt,
+        }
         return {
             "$set": {
                 "status": status,
@@ -543,14 +601,19 @@ class WebhookService:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(resolver=self.resolver, use_dns_cache=False)
+            # no pool limits here: the destination gate bounds requests before the clock
+            # starts, so a request never spends its timeout waiting for a free connection
+            connector = aiohttp.TCPConnector(
+                resolver=self.resolver, use_dns_cache=False, limit=0, limit_per_host=0
+            )
             self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
         return self._session
 
     async def _send(
         self, hook: dict[str, Any], delivery: dict[str, Any]
-    ) -> tuple[int | None, float | None, str | None]:
-        """POST the payload once: (response code, latency in ms, error or None if 2xx)."""
+    ) -> tuple[int | None, float | None, str | None, str | None]:
+        """POST the payload once: (response code, latency in ms, error or None if 2xx, the
+        start of the response body). The timeout counts from the request's start."""
         body = orjson.dumps(delivery["payload"])
         timestamp = int(time.time())
         message_id = str(delivery["_id"])
@@ -564,28 +627,29 @@ class WebhookService:
             "X-CRM-Webhook": str(hook["_id"]),
         }
         url = URL(hook["url"])
+        seconds = self.settings.webhook_timeout_seconds
         started = time.perf_counter()
         try:
             check_literal_host(url_host(url), self.resolver.allow_private)
-            timeout = aiohttp.ClientTimeout(total=self.settings.webhook_timeout_seconds)
+            # connecting gets half the time; the whole request (connect, send, answer) all of it
+            timeout = aiohttp.ClientTimeout(total=seconds, sock_connect=seconds / 2)
             async with self._client().post(
                 url, data=body, headers=headers, allow_redirects=False, timeout=timeout
             ) as response:
-                await response.content.read(RESPONSE_EXCERPT_BYTES)
+                raw = await response.content.read(RESPONSE_EXCERPT_BYTES)
                 code = response.status
-        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+        except Exception as exc:  # any failure of a request to a URL a user chose
+            if not isinstance(exc, aiohttp.ClientError | OSError | TimeoutError | ValueError):
+                log.warning("webhook %s: unexpected request failure", hook["_id"], exc_info=True)
             latency = round((time.perf_counter() - started) * 1000, 1)
-            return None, latency, describe(exc)
-        except Exception as exc:  # any other failure of a request to a URL a user chose
-            log.warning("webhook %s: unexpected request failure", hook["_id"], exc_info=True)
-            latency = round((time.perf_counter() - started) * 1000, 1)
-            return None, latency, describe(exc)
+            return None, latency, failure_reason(exc, url, seconds), None
         latency = round((time.perf_counter() - started) * 1000, 1)
+        excerpt = raw.decode("utf-8", "replace")
         if 200 <= code < 300:
-            return code, latency, None
+            return code, latency, None, excerpt
         if 300 <= code < 400:
-            return code, latency, f"HTTP {code}: redirects are not followed"
-        return code, latency, f"HTTP {code}"
+            return code, latency, f"HTTP {code}: redirects are not followed", excerpt
+        return code, latency, f"HTTP {code}", excerpt
 
     async def sweep(self, limit: int = 100) -> int:
         """Queue deliveries whose retry is due (or whose attempt was lost); returns how many."""

@@ -106,7 +106,10 @@ async def test_dst_day_ends_with_repeated_and_long_filters_over_http(api, owner,
 
     async def names(filters: object) -> list[str]:
         page = await api.call(
-            "GET", f"/api/data/events?sort=s&filters={quote(json.dumps(filters))}", owner, expect=200
+            "GET",
+            f"/api/data/events?sort=s&filters={quote(json.dumps(filters))}",
+            owner,
+            expect=200,
         )
         return [r["s"] for r in page["items"]]
 
