@@ -38,6 +38,7 @@ from crm_core.platform.clock import utcnow
 from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from crm_core.platform.ids import object_id, parse_object_id
+from crm_core.platform.logs import REQUEST_ID
 from crm_core.platform.netguard import (
     BlockedAddress,
     GuardedResolver,
@@ -67,6 +68,7 @@ MAX_WEBHOOKS = 100  # per company
 RESPONSE_EXCERPT_BYTES = 512
 ATTEMPT_LOG = 20
 FINAL = ("succeeded", "failed", "skipped")
+MAX_REPLAY = 10_000  # deliveries one replay sends again
 SECRET_PREFIX = "whsec_"
 
 
@@ -259,10 +261,38 @@ class WebhookService:
         return {**hook, **changes}
 
     async def rotate_secret(self, ctx: TenantContext, webhook_id: str) -> dict[str, Any]:
+        """A new secret; the old one keeps signing beside it for `WEBHOOK_ROTATION_OVERLAP`
+        seconds (both signatures in `webhook-signature`), so receivers switch at leisure."""
         hook = await self.get(ctx, webhook_id)
-        changes = {"secret": new_secret(), "updated_at": utcnow()}
+        now = utcnow()
+        overlap = timedelta(seconds=self.settings.webhook_rotation_overlap)
+        changes = {
+            "secret": new_secret(),
+            "previous_secret": hook["secret"] if overlap else None,
+            "previous_secret_until": now + overlap if overlap else None,
+            "updated_at": now,
+        }
         await ctx.db[WEBHOOKS].update_one({"_id": hook["_id"]}, {"$set": changes})
         return {**hook, **changes}
+
+    async def end_rotation(self, ctx: TenantContext, webhook_id: str) -> dict[str, Any]:
+        """The previous secret stops signing now (the owner's receivers all know the new one)."""
+        hook = await self.get(ctx, webhook_id)
+        changes = {"previous_secret": None, "previous_secret_until": None, "updated_at": utcnow()}
+        await ctx.db[WEBHOOKS].update_one({"_id": hook["_id"]}, {"$set": changes})
+        return {**hook, **changes}
+
+    @staticmethod
+    def signing_secrets(hook: dict[str, Any], now: datetime) -> list[str]:
+        """The current secret, and the previous one while its overlap lasts."""
+        secrets_ = [hook["secret"]]
+        until = hook.get("previous_secret_until")
+        if hook.get("previous_secret") and until is not None:
+            if until.tzinfo is None:
+                until = until.replace(tzinfo=now.tzinfo)
+            if now < until:
+                secrets_.append(hook["previous_secret"])
+        return secrets_
 
     async def delete(self, ctx: TenantContext, webhook_id: str) -> None:
         hook = await self.get(ctx, webhook_id)
@@ -271,12 +301,20 @@ class WebhookService:
         await ctx.db[DELIVERIES].delete_many({"webhook_id": hook["_id"]})
 
     async def deliveries(
-        self, ctx: TenantContext, webhook_id: str, status: str | None, limit: int, offset: int
+        self,
+        ctx: TenantContext,
+        webhook_id: str,
+        status: str | None,
+        limit: int,
+        offset: int,
+        event_id: str | None = None,
     ) -> tuple[list[dict[str, Any]], int]:
         hook = await self.get(ctx, webhook_id)
         query: dict[str, Any] = {"webhook_id": hook["_id"]}
         if status is not None:
             query["status"] = status
+        if event_id is not None:
+            query["payload.id"] = event_id
         collection = ctx.db[DELIVERIES]
         docs = (
             await collection.find(query, max_time_ms=ctx.max_time_ms)
@@ -287,12 +325,84 @@ class WebhookService:
         )
         return docs, await collection.count_documents(query, maxTimeMS=ctx.max_time_ms)
 
+    async def delivery(
+        self, ctx: TenantContext, webhook_id: str, delivery_id: str
+    ) -> dict[str, Any]:
+        hook = await self.get(ctx, webhook_id)
+        found: dict[str, Any] | None = await ctx.db[DELIVERIES].find_one(
+            {"_id": object_id(delivery_id, "Delivery"), "webhook_id": hook["_id"]}
+        )
+        if found is None:
+            raise NotFound("Delivery not found")
+        return found
+
+    async def redeliver(
+        self, ctx: TenantContext, webhook_id: str, delivery_id: str
+    ) -> dict[str, Any]:
+        """A finished delivery sent again: the same event (its id, so receivers drop it if they
+        had it), as a new delivery with fresh attempts, signed with today's secret."""
+        hook = await self.get(ctx, webhook_id)
+        original = await self.delivery(ctx, webhook_id, delivery_id)
+        if original["event"] == "ping":
+            raise Conflict("A ping is not redelivered: send a new one")
+        if original["status"] not in FINAL:
+            raise Conflict(f"The delivery is still '{original['status']}': wait for it to end")
+        if not hook["is_active"]:
+            raise Conflict("The webhook is disabled: enable it first")
+        return (await self._requeue(ctx, [original]))[0]
+
+    async def replay(self, ctx: TenantContext, webhook_id: str, since: datetime) -> int:
+        """Every event delivery of the webhook recorded since `since` that did not succeed
+        (failed, or skipped while the webhook was disabled or its owner lacked access) sent
+        again, oldest first; answers how many."""
+        hook = await self.get(ctx, webhook_id)
+        if not hook["is_active"]:
+            raise Conflict("The webhook is disabled: enable it first")
+        query = {
+            "webhook_id": hook["_id"],
+            "created_at": {"$gte": since},
+            "status": {"$in": ["failed", "skipped"]},
+            "event": {"$ne": "ping"},
+            "replayed": {"$ne": True},
+        }
+        originals = (
+            await ctx.db[DELIVERIES]
+            .find(query, max_time_ms=ctx.max_time_ms)
+            .sort("_id", 1)
+            .to_list(MAX_REPLAY)
+        )
+        await self._requeue(ctx, originals)
+        return len(originals)
+
+    async def _requeue(
+        self, ctx: TenantContext, originals: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        if not originals:
+            return []
+        now = utcnow()
+        copies = []
+        for original in originals:
+            copy = self._delivery(original["webhook_id"], original["event"], {}, now, ctx.tenant_id)
+            copy["payload"] = original["payload"]
+            copy["redelivery_of"] = original["_id"]
+            copies.append(copy)
+        await ctx.db[DELIVERIES].insert_many(copies)
+        await ctx.db[DELIVERIES].update_many(
+            {"_id": {"$in": [o["_id"] for o in originals]}}, {"$set": {"replayed": True}}
+        )
+        lease_end = now + self._lease()
+        await self.storage.system_db[DUE].insert_many(
+            [{"_id": c["_id"], "tenant_id": ctx.tenant_id, "due_at": lease_end} for c in copies]
+        )
+        await self._hand_off(ctx.tenant_id, [c["_id"] for c in copies])
+        return copies
+
     async def ping(self, ctx: TenantContext, webhook_id: str) -> dict[str, Any]:
         """One signed `ping` sent now (even to a disabled webhook), recorded in its log; it
         neither retries nor counts towards disabling."""
         hook = await self.get(ctx, webhook_id)
         now = utcnow()
-        delivery = self._delivery(hook["_id"], "ping", {"webhook_id": str(hook["_id"])}, now)
+        delivery = self._delivery(hook["_id"], "ping", {}, now, ctx.tenant_id)
         delivery["payload"]["actor_id"] = ctx.user_id
         delivery.update(status="delivering", attempts=1, claimed_at=now)
         await ctx.db[DELIVERIES].insert_one(delivery)
@@ -308,7 +418,12 @@ class WebhookService:
     # ---- events -----------------------------------------------------------------------------
 
     def _delivery(
-        self, webhook_id: ObjectId, event: str, payload: dict[str, Any], now: datetime
+        self,
+        webhook_id: ObjectId,
+        event: str,
+        payload: dict[str, Any],
+        now: datetime,
+        company_id: str,
     ) -> dict[str, Any]:
         return {
             "_id": ObjectId(),
@@ -318,6 +433,8 @@ class WebhookService:
                 "id": uuid.uuid4().hex,
                 "event": event,
                 "occurred_at": now.isoformat().replace("+00:00", "Z"),
+                "company_id": company_id,
+                "webhook_id": str(webhook_id),
                 **payload,
             },
             "status": "pending",
@@ -367,13 +484,19 @@ class WebhookService:
             return 0
         now = utcnow()
         deliveries = []
+        # every event of one write carries the write's batch id (and the API request's id)
+        request_id = REQUEST_ID.get()
+        batch = {
+            "batch_id": uuid.uuid4().hex,
+            "request_id": None if request_id == "-" else request_id,
+        }
         for chunk in _chunks(items, ITEMS_PER_DELIVERY):
-            payload: dict[str, Any] = {"actor_id": actor_id, "items": chunk}
+            payload: dict[str, Any] = {"actor_id": actor_id, **batch, "items": chunk}
             if table_key is not None:
                 payload["table"] = table_key
             event_id = uuid.uuid4().hex  # the same event has the same id in every webhook
             for hook_id in hooks:
-                delivery = self._delivery(hook_id, event, payload, now)
+                delivery = self._delivery(hook_id, event, payload, now, tenant_id)
                 delivery["payload"]["id"] = event_id
                 deliveries.append(delivery)
         await db[DELIVERIES].insert_many(deliveries)
@@ -622,7 +745,10 @@ class WebhookService:
             "User-Agent": "crm-webhooks/1",
             "webhook-id": message_id,
             "webhook-timestamp": str(timestamp),
-            "webhook-signature": sign(hook["secret"], message_id, timestamp, body),
+            "webhook-signature": " ".join(
+                sign(secret, message_id, timestamp, body)
+                for secret in self.signing_secrets(hook, utcnow())
+            ),
             "X-CRM-Event": delivery["event"],
             "X-CRM-Webhook": str(hook["_id"]),
         }

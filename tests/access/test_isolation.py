@@ -17,7 +17,11 @@ from models.accounts import User
 from tests.conftest import IN_TABLE, PATH_PARAMS, Account, Api, Factories, TenantObjects
 
 # bodies that pass validation, so the answer is about the ids (default: {})
-VALID_BODIES = {"move_row": {"before_id": None}, "resolve_message": {"outcome": "sent"}}
+VALID_BODIES = {
+    "move_row": {"before_id": None},
+    "resolve_message": {"outcome": "sent"},
+    "replay": {"since": "2025-01-01T00:00:00Z"},
+}
 ID_ROUTES = [
     r for r in all_routes() if r.in_schema and r.path_params and not isinstance(r.access, Public)
 ]
