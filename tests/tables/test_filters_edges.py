@@ -12,9 +12,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from crm_core.platform.errors import InvalidFilter
-from models.tables import RowListQuery
 from crm_core.tables.filters import MAX_FILTER_CHARS
-from tests.tables.test_filters import BUILDER, FIELDS, NOW, FilterEnv, ValueContext, translate
+from models.tables import RowListQuery
+from tests.tables.test_filters import BUILDER, NOW, FilterEnv, ValueContext, translate
 
 # (zone, a spring switch, an autumn switch): the day is 23 hours, then 25
 DST_DAYS = [
