@@ -27,7 +27,8 @@ from playwright import sync_api as playwright_api
 
 from handlers.app import create_app
 from handlers.routing import SERVICES
-from tests.conftest import NOT_RUN, make_settings, missing_tool
+from tests.support.api import make_settings
+from tests.support.tools import NOT_RUN, missing_tool
 
 ROOT_EMAIL, ROOT_PASSWORD = "root@example.com", "root-password-1"
 CHROMIUM_FLAGS = [

@@ -12,7 +12,7 @@ import pytest
 
 from crm_core.platform import logs
 from handlers.app import create_app
-from tests.conftest import make_settings
+from tests.support.api import make_settings
 
 
 def read(path: Path) -> str:
