@@ -52,8 +52,8 @@ async def limiter_cost(storage_url: str | None, calls: int) -> tuple[float, floa
 
 async def request_cost(requests: int, **overrides: Any) -> float:
     """Microseconds per authenticated GET /api/auth/me in process."""
+    from benchmarks.common import bench_settings as make_settings
     from handlers.app import create_app
-    from tests.conftest import make_settings
 
     client = TestClient(TestServer(create_app(make_settings(**overrides))))
     await client.start_server()

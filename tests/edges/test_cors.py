@@ -9,7 +9,7 @@ import pytest
 
 from crm_core.platform.settings import SettingsError, load_settings
 from handlers.app import create_app
-from tests.conftest import TEST_SECRET, Api, make_settings
+from tests.support.api import TEST_SECRET, Api, make_settings
 
 APP = "http://127.0.0.1:5173"
 OTHER = "http://127.0.0.1:9999"

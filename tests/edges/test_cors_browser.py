@@ -16,8 +16,9 @@ from aiohttp import web
 from playwright import sync_api as playwright_api
 
 from handlers.app import create_app
-from tests.admin.test_browser import CHROMIUM_FLAGS, chromium_path
-from tests.conftest import free_port, make_settings
+from tests.support.api import make_settings
+from tests.support.browser import CHROMIUM_FLAGS, chromium_path
+from tests.support.tools import free_port
 
 PAGE = "<!doctype html><title>spa</title><p>a single-page app on its own origin</p>"
 CALL = """async ([url, token]) => {

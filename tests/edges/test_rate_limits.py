@@ -14,7 +14,7 @@ from crm_core.platform.apilimits import ApiLimiter, Budget, limit_storage
 from crm_core.platform.settings import SettingsError, load_settings
 from handlers.app import create_app
 from handlers.ratelimits import API_LIMITER
-from tests.conftest import TEST_SECRET, Api, add_user, make_settings
+from tests.support.api import TEST_SECRET, Api, add_user, make_settings
 
 NOW = 1_700_000_050.0  # 10 s into a minute window: 50 s left
 

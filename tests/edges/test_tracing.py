@@ -17,8 +17,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from crm_core.platform import logs, tracing
 from crm_core.platform.settings import SettingsError, load_settings
 from handlers.app import create_app
-from tests.conftest import TEST_SECRET, Api, make_settings, sent_campaign
-from tests.platform.test_logs import crashing_client, wait_for_text
+from tests.support.api import TEST_SECRET, Api, make_settings, sent_campaign
+from tests.support.logs import crashing_client, wait_for_text
 
 PARENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{PARENT_TRACE}-00f067aa0ba902b7-01"

@@ -34,7 +34,7 @@ from crm_core.platform.snapshots import (
 )
 from handlers.app import create_app
 from handlers.routing import SERVICES
-from tests.conftest import Api, Factories, make_settings
+from tests.support.api import Api, Factories, make_settings
 from tests.support.servers import (
     CrmServe,
     MongoecoServer,
