@@ -96,9 +96,9 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
 
 
 def failure_reason(exc: BaseException, url: URL, seconds: float) -> str:
-    """Why a request failed, in the words of docs/integrations.md "Errors in the log": the
-    receiver was slow, or it could not be connected to (waiting for a connection is never a
-    failure: see `WebhookService._defer`)."""
+    """Why a request failed (docs/integrations.md "Delivery, retries, log, auto-disable"):
+    the receiver was slow, or it could not be connected to (waiting for a connection is never
+    a failure: see `WebhookService._defer`)."""
     where = f"{url.raw_host}:{url.port}"
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return f"could not connect: {where} did not accept a connection within {seconds / 2:g} s"

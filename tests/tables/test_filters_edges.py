@@ -12,9 +12,31 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from crm_core.platform.errors import InvalidFilter
-from crm_core.tables.filters import MAX_FILTER_CHARS
+from crm_core.tables.columns import Column, ValueContext, default_column_types
+from crm_core.tables.filters import (
+    MAX_FILTER_CHARS,
+    FilterBuilder,
+    FilterEnv,
+    default_filter_operators,
+    table_fields,
+)
 from models.tables import RowListQuery
-from tests.tables.test_filters import BUILDER, NOW, FilterEnv, ValueContext, translate
+
+BUILDER = FilterBuilder(default_filter_operators())
+FIELDS = table_fields(
+    [
+        Column.from_doc({"key": "s", "type": "string"}),
+        Column.from_doc({"key": "d", "type": "date"}),
+    ],
+    default_column_types(),
+)
+NOW = datetime(2025, 8, 15, 12, 30, tzinfo=UTC)
+ENV = FilterEnv(ValueContext(ZoneInfo("UTC"), "RU", 10_000), NOW)
+
+
+def translate(filters: object, env: FilterEnv = ENV) -> dict[str, object]:
+    return BUILDER.translate(filters, FIELDS, env)
+
 
 # (zone, a spring switch, an autumn switch): the day is 23 hours, then 25
 DST_DAYS = [

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from handlers.app import create_app
 from handlers.routing import SERVICES
-from tests.conftest import Api, make_settings
+from tests.support.api import Api, make_settings
 from tests.support.webhook_receiver import Receiver, deliveries, make_hook, make_table, wait_for
 
 A_EVENTS = 110  # more than the one shared pool held (100 connections) before isolation

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from handlers.app import create_app
-from tests.conftest import Api, make_settings
+from tests.support.api import Api, make_settings
 from tests.support.webhook_receiver import (
     deliveries,
     make_hook,
