@@ -171,6 +171,12 @@ TENANT_INDEXES: tuple[IndexSpec, ...] = (
     ),
     IndexSpec(
         "_webhook_deliveries",
+        (("webhook_id", 1), ("payload.id", 1)),
+        "webhook_event",
+        serves="a webhook's deliveries of one event (search by event id)",
+    ),
+    IndexSpec(
+        "_webhook_deliveries",
         (("expires_at", 1),),
         "expiry_ttl",
         expire_after=0,

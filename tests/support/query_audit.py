@@ -284,6 +284,20 @@ ALLOWED: tuple[Exemption, ...] = (
         "the same total filtered by status (index `webhook_status_log`)",
         "crm_core/webhooks/service.py",
     ),
+    _e(
+        "_webhook_deliveries",
+        "count",
+        "webhook_id payload.id",
+        "the total of one event's deliveries (index `webhook_event`): a few per event",
+        "crm_core/webhooks/service.py",
+    ),
+    _e(
+        "_webhook_deliveries",
+        "count",
+        "webhook_id status payload.id",
+        "the same filtered by status: one event's deliveries (index `webhook_event`)",
+        "crm_core/webhooks/service.py",
+    ),
     # the operator's /admin panel (crm_core/admin/service.py): a few requests a day by one operator,
     # over every company; never on a user's request path
     _e("admin_actions", "count", "", "the panel's audit-log total", ADMIN),
