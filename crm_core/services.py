@@ -18,6 +18,7 @@ from crm_core.accounts.tenancy import TenantService  # ops: company settings
 from crm_core.accounts.tokens import ApiTokenService
 from crm_core.accounts.users import UserService
 from crm_core.admin.service import AdminService, BrokerStats
+from crm_core.audit.service import AuditTrail
 from crm_core.files.exports import ExportService
 from crm_core.files.imports import ImportQueue, ImportService
 from crm_core.platform.outbox import Outbox
@@ -31,6 +32,7 @@ from crm_core.tables.filters import FilterBuilder, default_filter_operators
 from crm_core.tables.meta import MetaService
 from crm_core.tables.rows import RowService
 from crm_core.tables.shares import ShareService
+from crm_core.tables.trash import RowTrash, TrashService, TrashSettings
 from crm_core.tables.validators import ColumnValidator, default_validators
 from crm_core.webhooks.service import WebhookQueue, WebhookService
 
@@ -110,6 +112,8 @@ class Services:
     webhooks: WebhookService
     tokens: ApiTokenService
     outbox: Outbox  # background work recorded before it is queued (swept where tasks run)
+    trash: TrashService  # deleted rows, restored or purged (/api/trash)
+    audit: AuditTrail  # the company's audit trail (/api/audit)
     queue: TaskQueue  # connected to the broker's queues when it starts
     # the embedded mode's turn-taking for authenticated requests
     # (Settings.embedded_max_active_requests)
@@ -143,8 +147,15 @@ def build_services(
     validators = default_validators()
     # webhooks hear row events from the row service and campaign events from the SMS domain
     webhooks = WebhookService(settings, storage, column_types, queue)
+    # every row change is recorded (history) and told (webhooks) by the row service's
+    # ChangeLog (crm_core/tables/history.py); deleted rows go to the trash
+    audit = AuditTrail(settings.audit_retention_days)
     rows = RowService(
-        column_types, FilterBuilder(default_filter_operators()), validators, events=webhooks
+        column_types,
+        FilterBuilder(default_filter_operators()),
+        validators,
+        events=webhooks,
+        trash=RowTrash(TrashSettings(settings.trash_retention_days)),
     )
     shares = ShareService(column_types)
     roles = RoleService(shares)
@@ -173,6 +184,8 @@ def build_services(
         webhooks=webhooks,
         tokens=ApiTokenService(storage),
         outbox=outbox,
+        trash=TrashService(column_types, rows.changes, audit),
+        audit=audit,
         queue=queue,
     )
     if settings.embedded_database and settings.embedded_max_active_requests:

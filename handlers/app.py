@@ -15,11 +15,13 @@ from crm_core.tables.columns import ColumnType
 from handlers import (
     admin,
     aliases,
+    audit,
     auth,
     data,
     docs,
     entities,
     files,
+    history,
     metrics,
     roles,
     shares,
@@ -28,6 +30,7 @@ from handlers import (
     tables,
     tenant,
     tokens,
+    trash,
     users,
     webhooks,
 )
@@ -53,6 +56,9 @@ ROUTE_TABLES: list[RouteTable] = [
     files.routes,
     webhooks.routes,
     tokens.routes,
+    history.routes,  # row history (its entity copies: entities.routes)
+    trash.routes,
+    audit.routes,
     tenant.routes,  # ops: company settings
     metrics.routes,  # ops: /metrics with METRICS_TOKEN
     docs.routes,
