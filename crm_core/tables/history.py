@@ -29,7 +29,7 @@ from crm_core.platform.clock import utcnow
 from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import NotFound
 from crm_core.platform.logs import REQUEST_ID
-from crm_core.platform.storage import DESCENDING
+from crm_core.platform.storage import DESCENDING, Database
 from crm_core.tables.columns import render_datetime
 from crm_core.tables.definitions import SYSTEM_FIELDS, Table
 from models.accounts import Tenant
@@ -57,7 +57,7 @@ class RowEvents(Protocol):
     """Who hears about written rows (webhooks: crm_core.webhooks.service.WebhookService)."""
 
     async def subscribed(
-        self, db: Any, event: str, table_key: str | None, tenant: Tenant | None = None
+        self, db: Database, event: str, table_key: str | None, tenant: Tenant | None = None
     ) -> list[ObjectId]:
         """Ids of the listeners of `event` on the table; empty: nobody listens. Given the
         request's tenant, answered from the process cache."""
@@ -65,7 +65,7 @@ class RowEvents(Protocol):
 
     async def publish(
         self,
-        db: Any,
+        db: Database,
         tenant_id: str,
         actor_id: str | None,
         event: str,

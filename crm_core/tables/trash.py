@@ -23,7 +23,7 @@ from crm_core.platform.storage import DESCENDING, DuplicateKeyError
 from crm_core.tables.access import Level, access_level, visible_filter
 from crm_core.tables.columns import ColumnType
 from crm_core.tables.definitions import TABLES, Table, load_table
-from crm_core.tables.history import REVISION_FIELD, Change, actor_of, render_row
+from crm_core.tables.history import REVISION_FIELD, Action, Change, actor_of, render_row
 from crm_core.tables.updates import unique_conflict
 
 TRASH = "_trash"
@@ -43,7 +43,7 @@ class RestoredRows(Protocol):
         ctx: TenantContext,
         table: Table,
         changes: list[Change],
-        action: Any = None,
+        action: Action | None = None,
         rendered: list[dict[str, Any]] | None = None,
         hooks: list[ObjectId] | None = None,
     ) -> int: ...

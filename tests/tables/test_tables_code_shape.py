@@ -18,8 +18,6 @@ LEFT_UNTYPED = [
     "builtin.py:index_drift(db)",
     "builtin.py:move_row_collections(db)",
     "definitions.py:collection() ->",
-    "rows.py:publish(db)",
-    "rows.py:subscribed(db)",
 ]
 
 
