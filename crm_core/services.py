@@ -157,7 +157,7 @@ def build_services(
         events=webhooks,
         trash=RowTrash(TrashSettings(settings.trash_retention_days)),
     )
-    shares = ShareService(column_types)
+    shares = ShareService(column_types, audit)
     roles = RoleService(shares)
     users = UserService(roles, settings.bcrypt_rounds)
     tenants = TenantService()
@@ -170,7 +170,9 @@ def build_services(
         auth=auth,
         column_types=column_types,
         validators=validators,
-        meta=MetaService(column_types, validators, aliases, dependents=(shares, aliases)),
+        meta=MetaService(
+            column_types, validators, aliases, dependents=(shares, aliases), audit=audit
+        ),
         rows=rows,
         imports=ImportService(rows, settings, aliases, outbox, queue),
         exports=ExportService(rows, settings.export_max_concurrent, aliases),

@@ -75,6 +75,19 @@ class RowEvents(Protocol):
     ) -> int: ...
 
 
+class AuditSink(Protocol):
+    """The company's audit trail (crm_core/audit/service.py `AuditTrail`): the
+    tables domain tells it of changes to tables, columns, shares and the trash."""
+
+    async def record(
+        self,
+        ctx: TenantContext,
+        action: str,
+        target: dict[str, Any],
+        changes: dict[str, Any] | None = None,
+    ) -> None: ...
+
+
 @dataclass(frozen=True)
 class Change:
     """One row's change: the stored document before (None: it did not exist) and after

@@ -23,7 +23,14 @@ from crm_core.platform.storage import DESCENDING, DuplicateKeyError
 from crm_core.tables.access import Level, access_level, visible_filter
 from crm_core.tables.columns import ColumnType
 from crm_core.tables.definitions import TABLES, Table, load_table
-from crm_core.tables.history import REVISION_FIELD, Action, Change, actor_of, render_row
+from crm_core.tables.history import (
+    REVISION_FIELD,
+    Action,
+    AuditSink,
+    Change,
+    actor_of,
+    render_row,
+)
 from crm_core.tables.updates import unique_conflict
 
 TRASH = "_trash"
@@ -47,18 +54,6 @@ class RestoredRows(Protocol):
         rendered: list[dict[str, Any]] | None = None,
         hooks: list[ObjectId] | None = None,
     ) -> int: ...
-
-
-class AuditSink(Protocol):
-    """The company's audit trail (crm_core/audit/service.py `AuditTrail`)."""
-
-    async def record(
-        self,
-        ctx: TenantContext,
-        action: str,
-        target: dict[str, Any],
-        changes: dict[str, Any] | None = None,
-    ) -> None: ...
 
 
 def row_name(table: Table, doc: dict[str, Any]) -> str:

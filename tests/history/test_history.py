@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 from tests.conftest import rows_of, tenant_db
 
@@ -196,7 +197,7 @@ async def test_concurrent_updates_each_leave_one_revision(api, owner, client, cr
     assert replay(page["items"]) == {"n": stored["n"]}
     # each revision's `before` is the `after` of the one before it: one consistent chain
     ordered = list(reversed(page["items"]))
-    for earlier, later in zip(ordered, ordered[1:], strict=False):
+    for earlier, later in itertools.pairwise(ordered):
         assert later["changes"]["n"]["before"] == earlier["changes"]["n"]["after"]
     seqs = [d["seq"] async for d in tenant_db(client, owner)["_history"].find({})]
     assert sorted(seqs) == list(range(1, 22))
