@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from bson import ObjectId
 
+from crm_core.accounts.grants import check_token_scope
 from crm_core.platform.clock import utcnow
 from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import Conflict, NotFound, ValidationFailed
@@ -150,6 +151,7 @@ class TrashService:
 
     async def _item(self, ctx: TenantContext, item_id: ObjectId) -> tuple[dict[str, Any], Table]:
         """The item and its table, when the caller may write that table; else 404."""
+        check_token_scope(ctx, "restore or purge from the trash", level=Level.WRITE)
         item = await ctx.db[TRASH].find_one({"_id": item_id})
         if item is None:
             raise NotFound("Trash item not found")
