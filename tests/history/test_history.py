@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 
-from tests.conftest import rows_of, tenant_db
+from tests.support.api import rows_of, tenant_db
 
 COLUMNS = [
     {"key": "name", "type": "string"},

@@ -3,7 +3,7 @@ restore, and is gone for good with a purge."""
 
 from __future__ import annotations
 
-from tests.conftest import rows_of, tenant_db
+from tests.support.api import rows_of, tenant_db
 
 COLUMNS = [
     {"key": "name", "type": "string"},
