@@ -113,7 +113,7 @@ class Services:
     tokens: ApiTokenService
     outbox: Outbox  # background work recorded before it is queued (swept where tasks run)
     trash: TrashService  # deleted rows, restored or purged (/api/trash)
-    audit: AuditTrail  # the company's audit trail (/api/audit)
+    audit_trail: AuditTrail  # the company's audit trail (/api/audit)
     queue: TaskQueue  # connected to the broker's queues when it starts
     # the embedded mode's turn-taking for authenticated requests
     # (Settings.embedded_max_active_requests)
@@ -149,7 +149,7 @@ def build_services(
     webhooks = WebhookService(settings, storage, column_types, queue)
     # every row change is recorded (history) and told (webhooks) by the row service's
     # ChangeLog (crm_core/tables/history.py); deleted rows go to the trash
-    audit = AuditTrail(settings.audit_retention_days)
+    trail = AuditTrail(settings.audit_retention_days)
     rows = RowService(
         column_types,
         FilterBuilder(default_filter_operators()),
@@ -157,7 +157,7 @@ def build_services(
         events=webhooks,
         trash=RowTrash(TrashSettings(settings.trash_retention_days)),
     )
-    shares = ShareService(column_types, audit)
+    shares = ShareService(column_types, trail)
     roles = RoleService(shares)
     users = UserService(roles, settings.bcrypt_rounds)
     tenants = TenantService()
@@ -171,7 +171,7 @@ def build_services(
         column_types=column_types,
         validators=validators,
         meta=MetaService(
-            column_types, validators, aliases, dependents=(shares, aliases), audit=audit
+            column_types, validators, aliases, dependents=(shares, aliases), audit=trail
         ),
         rows=rows,
         imports=ImportService(rows, settings, aliases, outbox, queue),
@@ -186,8 +186,8 @@ def build_services(
         webhooks=webhooks,
         tokens=ApiTokenService(storage),
         outbox=outbox,
-        trash=TrashService(column_types, rows.changes, audit),
-        audit=audit,
+        trash=TrashService(column_types, rows.changes, trail),
+        audit_trail=trail,
         queue=queue,
     )
     if settings.embedded_database and settings.embedded_max_active_requests:

@@ -18,7 +18,7 @@ routes = RouteTable("audit")
 async def list_audit(call: Call, query: AuditQuery) -> AuditPage:
     """Newest first; `action` (e.g. `table.deleted`), `actor` (a user id), `since`/`until`
     (ISO times) narrow it. Append-only: no route changes an entry."""
-    items, total = await call.services.audit.page(
+    items, total = await call.services.audit_trail.page(
         call.ctx, query.action, query.actor, query.since, query.until, query.limit, query.offset
     )
     return AuditPage(items=[AuditEntryOut.from_document(d) for d in items], total=total)

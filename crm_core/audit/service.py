@@ -101,8 +101,8 @@ class AuditTrail:
             raise ValidationFailed.field("until", "must be after since")
         if at:
             query["at"] = at
-        audit = ctx.db[AUDIT]
-        cursor = audit.find(query).sort([("at", DESCENDING), ("_id", DESCENDING)])
+        entries = ctx.db[AUDIT]
+        cursor = entries.find(query).sort([("at", DESCENDING), ("_id", DESCENDING)])
         items = await cursor.skip(offset).limit(limit).to_list(length=limit)
-        total = await audit.count_documents(query)
+        total = await entries.count_documents(query)
         return items, total

@@ -6,6 +6,7 @@ import asyncio
 import itertools
 
 from tests.support.api import rows_of, tenant_db
+from tests.support.history import replay
 
 COLUMNS = [
     {"key": "name", "type": "string"},
@@ -202,15 +203,3 @@ async def test_concurrent_updates_each_leave_one_revision(api, owner, client, cr
     seqs = [d["seq"] async for d in tenant_db(client, owner)["_history"].find({})]
     assert sorted(seqs) == list(range(1, 22))
     assert (await (await rows_of(client, owner, "deals")).find_one({}))["_rev"] == 21
-
-
-def replay(items: list[dict]) -> dict:
-    """A row's values from its revisions (newest first, as the API lists them)."""
-    state: dict = {}
-    for item in reversed(items):
-        for key, change in item["changes"].items():
-            if change["after"] is None:
-                state.pop(key, None)
-            else:
-                state[key] = change["after"]
-    return state

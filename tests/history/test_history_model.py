@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from tests.history.test_history import replay
+from tests.support.history import replay
 
 COLUMNS = [
     {"key": "a", "type": "integer"},
