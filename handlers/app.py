@@ -16,12 +16,14 @@ from crm_core.tables.columns import ColumnType
 from handlers import (
     admin,
     aliases,
+    audit,
     auth,
     data,
     docs,
     edges,
     entities,
     files,
+    history,
     metrics,
     roles,
     shares,
@@ -30,6 +32,7 @@ from handlers import (
     tables,
     tenant,
     tokens,
+    trash,
     users,
     webhooks,
 )
@@ -55,6 +58,9 @@ ROUTE_TABLES: list[RouteTable] = [
     files.routes,
     webhooks.routes,
     tokens.routes,
+    history.routes,  # row history (its entity copies: entities.routes)
+    trash.routes,
+    audit.routes,
     tenant.routes,  # company settings
     metrics.routes,  # /metrics with METRICS_TOKEN
     docs.routes,

@@ -9,9 +9,11 @@ from pydantic import Field, field_validator
 
 from models.base import InputModel, OutputModel, QueryModel
 
-ROW_EVENTS = ("row.created", "row.updated", "row.deleted")
+ROW_EVENTS = ("row.created", "row.updated", "row.deleted", "row.restored")
 EVENTS = (*ROW_EVENTS, "campaign.finished")
-EventName = Literal["row.created", "row.updated", "row.deleted", "campaign.finished"]
+EventName = Literal[
+    "row.created", "row.updated", "row.deleted", "row.restored", "campaign.finished"
+]
 DELIVERY_STATUSES = ("pending", "delivering", "retrying", "succeeded", "failed", "skipped")
 DeliveryStatus = Literal["pending", "delivering", "retrying", "succeeded", "failed", "skipped"]
 

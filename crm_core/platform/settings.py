@@ -118,6 +118,9 @@ class Settings(BaseSettings):
     webhook_defer_seconds: float = Field(default=1.0, ge=0, le=3600)
     # seconds the previous secret stays valid (and signed with) after rotate-secret
     webhook_rotation_overlap: int = Field(default=86_400, ge=0, le=30 * 86_400)
+    # history, trash and the audit trail (docs/history.md)
+    trash_retention_days: int = Field(default=30, ge=1, le=3650)
+    audit_retention_days: int = Field(default=365, ge=1, le=36500)
     # CSV/XLSX import and export (docs/integrations.md)
     import_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
     import_max_rows: int = Field(default=200_000, ge=1)
