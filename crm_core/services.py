@@ -25,6 +25,7 @@ from crm_core.platform.registry import Registry
 from crm_core.platform.settings import Settings
 from crm_core.platform.storage import Storage
 from crm_core.sms.service import CampaignService  # sms: campaigns and messages
+from crm_core.tables.aggregate import AggregateService
 from crm_core.tables.aliases import AliasService
 from crm_core.tables.columns import ColumnType, default_column_types
 from crm_core.tables.filters import FilterBuilder, default_filter_operators
@@ -44,6 +45,7 @@ class Services:
     validators: Registry[ColumnValidator]
     meta: MetaService
     rows: RowService
+    aggregates: AggregateService  # issue #23: totals and groups of rows
     admin: AdminService  # the operator's panel (/admin)
     imports: ImportService  # files: CSV/XLSX import and export
     exports: ExportService
@@ -93,6 +95,7 @@ def build_services(
         validators=validators,
         meta=MetaService(column_types, validators, dependents=(shares, aliases)),
         rows=rows,
+        aggregates=AggregateService(rows),
         imports=ImportService(rows, settings, aliases, outbox),
         exports=ExportService(rows, settings.export_max_concurrent, aliases),
         admin=AdminService(settings, storage, auth),

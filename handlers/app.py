@@ -14,6 +14,7 @@ from crm_core.tables.builtin import migrate_all
 from crm_core.tables.columns import ColumnType
 from handlers import (
     admin,
+    aggregate,
     aliases,
     auth,
     data,
@@ -45,6 +46,7 @@ ROUTE_TABLES: list[RouteTable] = [
     tables.routes,
     data.routes,
     entities.routes,
+    aggregate.routes,  # issue #23: /api/data/{table}/aggregate and the built-in copies
     roles.routes,
     users.routes,
     shares.routes,
