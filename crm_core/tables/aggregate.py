@@ -42,7 +42,7 @@ MAX_METRICS = 10
 BUCKETS = ("day", "week", "month", "quarter", "year")
 METRIC_NAMES = ("count", "sum", "avg", "min", "max", "count_distinct")
 DAY_MS = 86_400_000
-EPOCH = datetime(1970, 1, 1)  # naive UTC: both engines compare it with stored dates as UTC
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # a zone's offsets are followed from here to there; before and after, the edge's offset holds
 ZONE_RANGE = (datetime(1900, 1, 1, tzinfo=UTC), datetime(2200, 1, 1, tzinfo=UTC))
 SYSTEM_DATES = ("_created_at", "_updated_at")
@@ -261,7 +261,7 @@ def _offset_tree(field: str, offsets: tuple[tuple[datetime, int], ...]) -> Any:
     if len(offsets) == 1:
         return offsets[0][1]
     middle = len(offsets) // 2
-    switch = offsets[middle][0].replace(tzinfo=None)  # naive UTC, like stored dates
+    switch = offsets[middle][0]
     return {
         "$cond": [
             {"$lt": [field, switch]},
