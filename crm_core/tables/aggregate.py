@@ -255,18 +255,18 @@ def zone_offsets(zone: ZoneInfo) -> tuple[tuple[datetime, int], ...]:
     return tuple(found)
 
 
-def _offset_tree(field: str, offsets: tuple[tuple[datetime, int], ...]) -> Any:
-    """An expression worth the offset in force at `field`'s moment: a balanced `$cond` tree
-    (about 9 levels for a zone with summer time)."""
+def _behind_utc(field: str, offsets: tuple[tuple[datetime, int], ...]) -> Any:
+    """An expression worth minus the offset in force at `field`'s moment, in milliseconds (a
+    number for a zone that never changed, else a balanced `$cond` tree over the transitions:
+    about 9 levels for a zone with summer time)."""
     if len(offsets) == 1:
-        return offsets[0][1]
+        return -offsets[0][1]
     middle = len(offsets) // 2
-    switch = offsets[middle][0]
     return {
         "$cond": [
-            {"$lt": [field, switch]},
-            _offset_tree(field, offsets[:middle]),
-            _offset_tree(field, offsets[middle:]),
+            {"$lt": [field, offsets[middle][0]]},
+            _behind_utc(field, offsets[:middle]),
+            _behind_utc(field, offsets[middle:]),
         ]
     }
 
@@ -275,7 +275,7 @@ def _bucket_expression(field: str, bucket: str, zone: ZoneInfo) -> Any:
     """A number naming the bucket of `field`'s moment on the company's wall clock: days since
     1970-01-01, weeks since the Monday before it, `year*12+month-1`, `year*4+quarter-1`, or the
     year; null for a missing date."""
-    wall = {"$subtract": [field, {"$multiply": [_offset_tree(field, zone_offsets(zone)), -1]}]}
+    wall = {"$subtract": [field, _behind_utc(field, zone_offsets(zone))]}
     days = {"$divide": [{"$subtract": ["$$wall", EPOCH]}, DAY_MS]}
     numbers = {
         "day": {"$floor": days},
@@ -361,8 +361,10 @@ def build_pipeline(
     max_groups: int,
 ) -> list[dict[str, Any]]:
     """`$match` (the list's query), `$project` (group keys and metric inputs, once per row),
-    then the groups (at most `max_groups + 1`, to tell that there are too many) and the totals
-    side by side in one `$facet`; without groups, the totals alone."""
+    then `$group` (at most `max_groups + 1` kept, to tell that there are too many). The totals
+    are added up from the groups, except with a `count_distinct` (a value may be in two
+    groups): then the groups and the totals are grouped side by side in one `$facet`. Without
+    groups, one `$group` makes the totals."""
     project: dict[str, Any] = {"_id": 0}
     for index, group in enumerate(groups):
         field = f"${group.key}"
@@ -373,18 +375,52 @@ def build_pipeline(
         if metric.target is not None:
             field = f"${metric.target.key}"
             project[f"v{index}"] = _blank_as_null(field) if metric.op == "count_distinct" else field
+            if metric.op == "avg":  # how many rows have a value: the totals' average
+                project[f"n{index}"] = {
+                    "$cond": [{"$eq": [{"$ifNull": [field, None]}, None]}, 0, 1]
+                }
     accumulators = _accumulators(metrics)
-    totals = [{"$group": {"_id": None, **accumulators}}, {"$project": _sizes(metrics)}]
-    head = [{"$match": match}, {"$project": project}]
+    totals: list[dict[str, Any]] = [
+        {"$group": {"_id": None, **accumulators}},
+        {"$project": _sizes(metrics)},
+    ]
+    head: list[dict[str, Any]] = [{"$match": match}, {"$project": project}]
     if not groups:
         return [*head, *totals]
-    by_group = {f"k{index}": f"$k{index}" for index in range(len(groups))}
-    grouped = [
-        {"$group": {"_id": by_group, **accumulators}},
+    # one column: its value is the group's id (cheaper to compare than a document)
+    by_group = "$k0" if len(groups) == 1 else {"k0": "$k0", "k1": "$k1"}
+    counts = _value_counts(metrics)
+    grouped: list[dict[str, Any]] = [
+        {"$group": {"_id": by_group, **accumulators, **counts}},
         {"$limit": max_groups + 1},
-        {"$project": {"_id": 1, **_sizes(metrics)}},
+        {"$project": {"_id": 1, **_sizes(metrics), **dict.fromkeys(counts, 1)}},
     ]
-    return [*head, {"$facet": {"groups": grouped, "totals": totals}}]
+    if any(m.op == "count_distinct" for m in metrics):
+        return [*head, {"$facet": {"groups": grouped, "totals": totals}}]
+    return [*head, *grouped]
+
+
+def _value_counts(metrics: list[Metric]) -> dict[str, Any]:
+    return {f"n{i}": {"$sum": f"$n{i}"} for i, m in enumerate(metrics) if m.op == "avg"}
+
+
+def totals_of(metrics: list[Metric], groups: list[dict[str, Any]]) -> dict[str, Any]:
+    """The totals from the groups' raw metrics (no `count_distinct` among them)."""
+    out: dict[str, Any] = {}
+    for index, metric in enumerate(metrics):
+        name, counted = f"m{index}", f"n{index}"
+        values = [g[name] for g in groups if g.get(name) is not None]
+        if metric.op in ("count", "sum"):
+            out[name] = sum(values)
+        elif metric.op == "min":
+            out[name] = min(values, default=None)
+        elif metric.op == "max":
+            out[name] = max(values, default=None)
+        elif metric.op == "avg":
+            rows = sum(g.get(counted) or 0 for g in groups)
+            weighted = sum(g[name] * g[counted] for g in groups if g.get(name) is not None)
+            out[name] = weighted / rows if rows else None
+    return out
 
 
 # ---- the service ----------------------------------------------------------------------------
@@ -418,16 +454,22 @@ class AggregateService:
         cursor = table.collection(ctx).aggregate(pipeline, maxTimeMS=ctx.max_time_ms)
         with query_purpose(CLIENT_QUERY):  # the client's filter, audited like the list's
             found = await cursor.to_list(None)
-        if groups:
-            raw_groups, raw_totals = found[0]["groups"], found[0]["totals"]
+        raw_totals: dict[str, Any] | None = None
+        if not groups:
+            raw_groups, raw_totals = [], found[0] if found else {}
+        elif found and "totals" in found[0]:  # the $facet of a count_distinct
+            raw_groups = found[0]["groups"]
+            raw_totals = found[0]["totals"][0] if found[0]["totals"] else {}
         else:
-            raw_groups, raw_totals = [], found
+            raw_groups = found
         if len(raw_groups) > self.max_groups:
             raise ValidationFailed.field(
                 "group_by",
                 f"more than {self.max_groups} groups: add filters or use a coarser bucket",
             )
-        totals = _metric_values(metrics, raw_totals[0] if raw_totals else {})
+        if raw_totals is None:
+            raw_totals = totals_of(metrics, raw_groups)
+        totals = _metric_values(metrics, raw_totals)
         answer = [
             {**group_keys(groups, raw["_id"]), **_metric_values(metrics, raw)} for raw in raw_groups
         ]
@@ -490,13 +532,13 @@ async def _user_names(ctx: TenantContext, ids: list[str]) -> dict[Any, Any]:
     return {v: found.get(v) for v in ids}
 
 
-def group_keys(groups: list[Group], raw: dict[str, Any]) -> dict[str, Any]:
+def group_keys(groups: list[Group], raw: Any) -> dict[str, Any]:
     """A group's `key` and `label` from the pipeline's `_id` (labels that need a query are
     filled in later)."""
     key: dict[str, Any] = {}
     label: dict[str, Any] = {}
     for index, group in enumerate(groups):
-        value = raw.get(f"k{index}")
+        value = raw.get(f"k{index}") if len(groups) > 1 else raw
         if value is None:
             key[group.key] = label[group.key] = None
         elif group.bucket is not None:
