@@ -4,8 +4,8 @@
 
 Prints, on the embedded database, for `group_by=status,doc_date:month` with
 `metrics=count,sum:total_sum,avg:total_sum` in the company's time zone (UTC, then
-Europe/Berlin, whose summer time makes the offset a 9-level `$cond` tree): the time of one
-request and the peak of resident memory above the start of the request; the pipeline's stages
+Europe/Berlin, whose summer time makes the offset a 9-level `$cond` tree): the wall and
+CPU time of one request and the peak of resident memory above the start of the request; the pipeline's stages
 as the query recorder saw them; and, to compare, one list request (`limit=50`, its count over
 every row) on the same table. Rows are written straight to the database: their import is not
 what is measured.
@@ -64,17 +64,19 @@ async def main(rows: int, rounds: int) -> None:
         print(f"{rows:,} rows, group_by=status,doc_date:month, metrics=count,sum,avg")
         for zone in ("UTC", "Europe/Berlin"):
             await api.call("PATCH", "/api/tenant", json={"timezone": zone})
-            walls, peaks = [], []
+            walls, cpus, peaks = [], [], []
             for _ in range(rounds):
                 with recording() as log, Phase() as phase:
                     got = await api.call("GET", f"/api/data/bench/aggregate?{GROUP}")
                 walls.append(phase.wall)
+                cpus.append(phase.cpu)
                 peaks.append(phase.peak_above)
             (pipeline,) = [r for r in log.records if r.kind == "aggregate"]
             print(
                 f"  {zone}: {len(got['groups'])} groups, count {got['totals']['count']:,}; "
                 f"median {statistics.median(walls) * 1000:,.0f} ms "
-                f"(min {min(walls) * 1000:,.0f}, max {max(walls) * 1000:,.0f}) per request; "
+                f"(min {min(walls) * 1000:,.0f}, max {max(walls) * 1000:,.0f}) per request, "
+                f"CPU {statistics.median(cpus) * 1000:,.0f} ms; "
                 f"resident memory peak +{max(peaks):.0f} MiB"
             )
         print(f"  pipeline stages: {' -> '.join(pipeline.stages)}; $match {pipeline.filter}")
