@@ -4,8 +4,8 @@
 
 Prints, on the embedded database, for `group_by=status,doc_date:month` with
 `metrics=count,sum:total_sum,avg:total_sum` in the company's time zone (UTC, then
-Europe/Berlin, whose summer time makes the offset a 9-level `$cond` tree): the wall and
-CPU time of one request and the peak of resident memory above the start of the request; the pipeline's stages
+Europe/Berlin, whose summer time makes the offset a 9-level `$cond` tree): the wall and CPU
+time of one request and the peak of resident memory above its start; the pipeline's stages
 as the query recorder saw them; and, to compare, one list request (`limit=50`, its count over
 every row) on the same table. Rows are written straight to the database: their import is not
 what is measured.
