@@ -6,7 +6,7 @@
 Prints, per campaign size, messages per second and duplicates (must be 0) with the in-memory
 broker, and with Redis (taskiq-redis stream broker, two receivers in this process) when --redis
 is given; then the targets of issue #12 §4 as ratios in one run: database operations per
-message on the SMS collections (counted by the query recorder of crm_core/platform/storage.py, the
+message on the SMS collections (counted by the query recorder of crm_core/platform/storage/, the
 campaign's creation and its reads included; target <= 1), CPU per message of the largest size
 against the smallest (linear: target <= 1.3) and messages per second at 1,000 recipients
 against 500. The rate limit is set far above what the machine reaches, so the figure is the

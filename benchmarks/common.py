@@ -167,7 +167,7 @@ class OperationCounter:
 
         Cursor.__next__ = returned  # type: ignore[method-assign]
         # the embedded client reads a cursor's page without its __next__
-        # (crm_core/platform/storage.py)
+        # (crm_core/platform/storage/embedded.py)
         from crm_core.platform import storage
 
         read_cursor = storage._read_cursor

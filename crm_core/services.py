@@ -10,21 +10,21 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from crm_core.accounts.auth import AuthService
 from crm_core.accounts.roles import RoleService
 from crm_core.accounts.tenancy import TenantService  # ops: company settings
 from crm_core.accounts.tokens import ApiTokenService
 from crm_core.accounts.users import UserService
-from crm_core.admin.service import AdminService
+from crm_core.admin.service import AdminService, BrokerStats
 from crm_core.files.exports import ExportService
-from crm_core.files.imports import ImportService
+from crm_core.files.imports import ImportQueue, ImportService
 from crm_core.platform.outbox import Outbox
 from crm_core.platform.registry import Registry
 from crm_core.platform.settings import Settings
 from crm_core.platform.storage import Storage
-from crm_core.sms.service import CampaignService  # sms: campaigns and messages
+from crm_core.sms.service import CampaignService, SmsQueue
 from crm_core.tables.aggregate import AggregateService
 from crm_core.tables.aliases import AliasService
 from crm_core.tables.columns import ColumnType, default_column_types
@@ -33,7 +33,60 @@ from crm_core.tables.meta import MetaService
 from crm_core.tables.rows import RowService
 from crm_core.tables.shares import ShareService
 from crm_core.tables.validators import ColumnValidator, default_validators
-from crm_core.webhooks.service import WebhookService
+from crm_core.webhooks.service import WebhookQueue, WebhookService
+
+
+class QueueNotRunning(RuntimeError):
+    """Work handed to the background queue before the broker runs. The work is already
+    recorded (the outbox, the webhook deliveries): the sweeper queues it once the broker runs."""
+
+
+class BrokerProbe(BrokerStats, Protocol):
+    """What the readiness check, /metrics and the operator's system page ask the running
+    broker (tasks/broker.py `BrokerQueue`)."""
+
+    async def ping(self) -> bool: ...
+
+    async def metrics_stats(self, heartbeat_seconds: float) -> dict[str, Any] | None: ...
+
+
+class TaskQueue:
+    """The background queue every service is built with (`SmsQueue`, `ImportQueue`,
+    `WebhookQueue`, each declared by the domain that sends work). It exists before the broker
+    starts and hands work to the broker's queues once they are connected
+    (tasks/broker.py `start_broker`); before that, a hand-off raises `QueueNotRunning`."""
+
+    def __init__(self) -> None:
+        self.sms: SmsQueue | None = None
+        self.imports: ImportQueue | None = None
+        self.webhooks: WebhookQueue | None = None
+        self.probe: BrokerProbe | None = None  # the broker's health and backlog
+
+    def connect(
+        self, sms: SmsQueue, imports: ImportQueue, webhooks: WebhookQueue, probe: BrokerProbe
+    ) -> None:
+        self.sms, self.imports, self.webhooks, self.probe = sms, imports, webhooks, probe
+
+    def _sms(self) -> SmsQueue:
+        if self.sms is None:
+            raise QueueNotRunning("the SMS queue is not running")
+        return self.sms
+
+    async def send_batch(self, tenant_id: str, campaign_id: str, batch: int) -> None:
+        await self._sms().send_batch(tenant_id, campaign_id, batch)
+
+    async def send_one(self, tenant_id: str, message_id: str) -> None:
+        await self._sms().send_one(tenant_id, message_id)
+
+    async def run_import(self, tenant_id: str, job_id: str, user_id: str) -> None:
+        if self.imports is None:
+            raise QueueNotRunning("the task broker is not running")
+        await self.imports.run_import(tenant_id, job_id, user_id)
+
+    async def deliver(self, tenant_id: str, delivery_id: str) -> None:
+        if self.webhooks is None:
+            raise QueueNotRunning("the task broker is not running")
+        await self.webhooks.deliver(tenant_id, delivery_id)
 
 
 @dataclass
@@ -47,22 +100,32 @@ class Services:
     rows: RowService
     aggregates: AggregateService  # issue #23: totals and groups of rows
     admin: AdminService  # the operator's panel (/admin)
-    imports: ImportService  # files: CSV/XLSX import and export
+    imports: ImportService  # CSV/XLSX import and export
     exports: ExportService
     # services: the account domains
     roles: RoleService
     users: UserService
     shares: ShareService
     aliases: AliasService
-    sms: CampaignService  # campaigns and messages (its queue is set when the broker starts)
+    sms: CampaignService  # campaigns and messages
     tenants: TenantService  # company settings (/api/tenant)
     webhooks: WebhookService
     tokens: ApiTokenService
     outbox: Outbox  # background work recorded before it is queued (swept where tasks run)
-    sms_queue: Any = None  # crm_core.sms.service.SmsQueue, set when the broker starts
+    queue: TaskQueue  # connected to the broker's queues when it starts
     # the embedded mode's turn-taking for authenticated requests
     # (Settings.embedded_max_active_requests)
     request_slots: asyncio.Semaphore | None = None
+
+    @property
+    def sms_queue(self) -> SmsQueue | None:
+        """The SMS queue the services' queue hands campaign work to (None before the broker
+        starts); a test may put its own in its place."""
+        return self.queue.sms
+
+    @sms_queue.setter
+    def sms_queue(self, queue: SmsQueue | None) -> None:
+        self.queue.sms = queue
 
 
 def build_services(
@@ -75,11 +138,16 @@ def build_services(
     started). `extra_column_types`: column types registered besides the built-in ones
     (docs/architecture.md, how to add a column type)."""
     storage = storage or Storage(settings)
+    queue = TaskQueue()
     column_types = default_column_types()
     for column_type in extra_column_types:
         column_types.register(column_type)
     validators = default_validators()
-    rows = RowService(column_types, FilterBuilder(default_filter_operators()), validators)
+    # webhooks hear row events from the row service and campaign events from the SMS domain
+    webhooks = WebhookService(settings, storage, column_types, queue)
+    rows = RowService(
+        column_types, FilterBuilder(default_filter_operators()), validators, events=webhooks
+    )
     shares = ShareService(column_types)
     roles = RoleService(shares)
     users = UserService(roles, settings.bcrypt_rounds)
@@ -93,10 +161,10 @@ def build_services(
         auth=auth,
         column_types=column_types,
         validators=validators,
-        meta=MetaService(column_types, validators, dependents=(shares, aliases)),
+        meta=MetaService(column_types, validators, aliases, dependents=(shares, aliases)),
         rows=rows,
         aggregates=AggregateService(rows),
-        imports=ImportService(rows, settings, aliases, outbox),
+        imports=ImportService(rows, settings, aliases, outbox, queue),
         exports=ExportService(rows, settings.export_max_concurrent, aliases),
         admin=AdminService(settings, storage, auth),
         tenants=tenants,
@@ -104,15 +172,12 @@ def build_services(
         users=users,
         shares=shares,
         aliases=aliases,
-        sms=CampaignService(settings, rows, outbox),
-        webhooks=WebhookService(settings, storage, column_types),
+        sms=CampaignService(settings, rows, outbox, queue, events=webhooks),
+        webhooks=webhooks,
         tokens=ApiTokenService(storage),
         outbox=outbox,
+        queue=queue,
     )
-    # webhooks hear row events from the row service and campaign events from the SMS domain
-    services.rows.events = services.webhooks
-    services.sms.events = services.webhooks
-    services.sms.queue = lambda: services.sms_queue  # the running broker's queue
     if settings.embedded_database and settings.embedded_max_active_requests:
         services.request_slots = asyncio.Semaphore(settings.embedded_max_active_requests)
     return services

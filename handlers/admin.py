@@ -321,7 +321,7 @@ async def cancel_campaign(
 
 @routes.get(f"{PREFIX}/system", access=ADMIN, summary="System status", in_schema=False)
 async def system(call: Call) -> web.Response:
-    status = await call.services.admin.system_status(call.services.sms_queue)
+    status = await call.services.admin.system_status(call.services.queue.probe)
     return page(call.request, "system.html", context(call, status=status, section="system"))
 
 

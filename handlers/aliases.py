@@ -17,9 +17,10 @@ ALIAS = "/api/aliases/{table}"
     response=AliasList,
 )
 async def list_aliases(call: Call) -> AliasList:
-    tables = await call.services.meta.list_tables(call.ctx)
-    found = await call.services.aliases.find(call.ctx, [t.key for t in tables])
-    return AliasList(items=[AliasOut.from_record(k, a) for k, a in sorted(found.items())])
+    tables = await call.services.meta.list_tables(call.ctx)  # by key
+    return AliasList(
+        items=[AliasOut.from_record(n.table.key, n.names) for n in tables if n.names is not None]
+    )
 
 
 @routes.put(

@@ -36,7 +36,7 @@ from handlers.middlewares import access_log_middleware, error_middleware
 from handlers.routing import SERVICES, RouteSpec, RouteTable, build_view
 from models.accounts import SYSTEM_DOCUMENTS
 from models.admin import ADMIN_DOCUMENTS
-from tasks.broker import BrokerQueue, receiving, start_broker, stop_broker, sweeping
+from tasks.broker import receiving, start_broker, stop_broker, sweeping
 
 log = logging.getLogger(__name__)
 
@@ -118,9 +118,7 @@ async def _broker_ctx(app: web.Application) -> AsyncIterator[None]:
     process. Real MongoDB with Redis: this process only queues; `crm worker` sends."""
     services = app[SERVICES]
     settings = services.settings
-    broker = await start_broker(services)
-    services.sms_queue = BrokerQueue(broker)
-    services.imports.queue = services.sms_queue  # files: import jobs go to the same broker
+    broker = await start_broker(services)  # the services' queue hands work to it from now on
     receive = bool(settings.redis_url) and settings.api_receives_tasks
     if receive:
         log.warning("SMS tasks queued in Redis run in this process (embedded database)")

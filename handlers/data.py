@@ -4,12 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bson import ObjectId
-
-from crm_core.platform.errors import NotFound, ValidationFailed
-from crm_core.tables import ordering, upsert
 from crm_core.tables.access import Level
-from crm_core.tables.rows import parse_row_id
 from handlers.routing import Call, JsonObject, RouteTable, TableAccess
 from models.tables import (
     ROW_INPUT_SCHEMA,
@@ -19,10 +14,8 @@ from models.tables import (
     UPSERT_SCHEMA,
     BulkCreateIn,
     BulkCreateQuery,
-    BulkDeleteIds,
     BulkDeleteIn,
     BulkUpdateIn,
-    BulkUpdateItems,
     DeletedOut,
     MoveIn,
     MoveOut,
@@ -47,12 +40,7 @@ async def list_rows(call: Call, query: RowListQuery) -> dict[str, Any]:
     Sorted by `sort_by` (a column key, `id` or a system field) in `sort_order`, or by several
     keys with `sort=-doc_date,company_name`; `sort_by=manual` is the caller's own order. Ties
     are broken by id, so pages never repeat or skip rows. `limit` 1..1000 (50), `offset`."""
-    rows = call.services.rows
-    sort = rows.sort_spec(call.tbl, query.sort_by, query.sort_order, query.sort)
-    where = rows.query(call.ctx, call.tbl, rows.filters.parse_param(query.filters))
-    items, total = await rows.page(call.ctx, call.tbl, where, sort, query.limit, query.offset)
-    await rows.expand(call.ctx, call.tbl, items, _keys(query.expand))
-    return {"items": items, "total": total, "limit": query.limit, "offset": query.offset}
+    return await call.services.rows.list_page(call.ctx, call.tbl, query)
 
 
 @routes.post(
@@ -88,15 +76,8 @@ async def bulk_create_rows(
     `?return=rows` answers the stored rows instead. With `upsert_on` (a unique column, given in
     every item), an item whose value matches a row updates it like a PATCH and the others are
     created; the answer lists the indexes of the `created` and `updated` items."""
-    full = query.returning == "rows"
-    if body.upsert_on is not None:
-        result = await upsert.bulk_upsert(
-            call.services.rows, call.ctx, call.tbl, body.items, body.upsert_on
-        )
-        if not full:
-            result["items"] = [{"id": row["id"]} for row in result["items"]]
-        return result
-    return {"items": await call.services.rows.bulk_create(call.ctx, call.tbl, body.items, full)}
+    full_rows = query.returning == "rows"
+    return await call.services.rows.bulk_write(call.ctx, call.tbl, body, full_rows)
 
 
 @routes.patch(
@@ -111,12 +92,7 @@ async def bulk_update_rows(call: Call, body: BulkUpdateIn) -> dict[str, Any]:
     """Either `items`, each `{"id": ..., <column>: <value>, ...}` (404 names the items whose
     row does not exist, and nothing is changed), or `filters` with `values`, the same values for
     every selected row (answers `{"updated": N}`)."""
-    change = body.root
-    rows = call.services.rows
-    if isinstance(change, BulkUpdateItems):
-        return {"items": await rows.bulk_update(call.ctx, call.tbl, change.items)}
-    where = _required_filter(call, change.filters)
-    return {"updated": await rows.update_where(call.ctx, call.tbl, where, change.values)}
+    return await call.services.rows.bulk_change(call.ctx, call.tbl, body.root)
 
 
 @routes.post(
@@ -128,33 +104,13 @@ async def bulk_update_rows(call: Call, body: BulkUpdateIn) -> dict[str, Any]:
 )
 async def bulk_delete_rows(call: Call, body: BulkDeleteIn) -> DeletedOut:
     """Either `ids` or a non-empty `filters`; answers how many rows were deleted."""
-    which = body.root
-    rows = call.services.rows
-    if isinstance(which, BulkDeleteIds):
-        return DeletedOut(deleted=await rows.bulk_delete(call.ctx, call.tbl, which.ids))
-    where = _required_filter(call, which.filters)
-    return DeletedOut(deleted=await rows.delete_where(call.ctx, call.tbl, where))
-
-
-def _required_filter(call: Call, filters: Any) -> dict[str, Any]:
-    where = call.services.rows.query(call.ctx, call.tbl, filters)
-    if not where:
-        raise ValidationFailed.field("filters", "must have at least one condition")
-    return where
+    return DeletedOut(deleted=await call.services.rows.bulk_remove(call.ctx, call.tbl, body.root))
 
 
 @routes.get(ROW, access=READ, summary="A row", query=RowGetQuery, response_schema=ROW_SCHEMA)
 async def get_row(call: Call, query: RowGetQuery, row_id: str) -> dict[str, Any]:
     """`expand=legal_entity` answers the link column with the referenced row."""
-    rows = call.services.rows
-    row = await rows.get(call.ctx, call.tbl, row_id)
-    await rows.expand(call.ctx, call.tbl, [row], _keys(query.expand))
-    return row
-
-
-def _keys(text: str | None) -> list[str]:
-    """Comma-separated keys, each once (`expand=a,a` is `expand=a`)."""
-    return list(dict.fromkeys(k.strip() for k in (text or "").split(",") if k.strip()))
+    return await call.services.rows.get(call.ctx, call.tbl, row_id, query.expand)
 
 
 @routes.patch(
@@ -188,18 +144,4 @@ async def move_row(call: Call, body: MoveIn, row_id: str) -> MoveOut:
     """Places the row just before `before_id` (null: last) in the caller's manual order
     (`sort_by=manual`); other users' orders do not change. One write whatever the table's
     size; the answer counts the reads and writes it took."""
-    before = body.before_id
-    costs = await ordering.move_row(
-        call.ctx,
-        call.tbl,
-        parse_row_id(row_id),
-        None if before is None else _row_ref(before),
-    )
-    return MoveOut(**costs)
-
-
-def _row_ref(value: str) -> ObjectId:
-    try:
-        return parse_row_id(value)
-    except NotFound:
-        raise ValidationFailed.field("before_id", "is not a row id") from None
+    return MoveOut(**await call.services.rows.move(call.ctx, call.tbl, row_id, body.before_id))

@@ -19,8 +19,8 @@ routes = RouteTable("metrics")
 
 async def scrape(services: Services) -> web.Response:
     stats = None
-    queue = services.sms_queue
-    if queue is not None and hasattr(queue, "metrics_stats"):
+    queue = services.queue.probe
+    if queue is not None:
         try:
             stats = await queue.metrics_stats(services.settings.worker_heartbeat_seconds)
         except Exception:  # Redis away: counters still answer, the broker error is counted

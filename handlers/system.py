@@ -32,7 +32,7 @@ async def ready(call: Call) -> StatusOut:
     down = []
     if not await services.storage.ping():
         down.append(DATABASE)
-    queue = services.sms_queue
+    queue = services.queue.probe
     if queue is not None:
         if await queue.ping():
             services.storage.outages.up(BROKER)

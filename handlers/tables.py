@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from crm_core.tables import ordering
 from crm_core.tables.access import Level
-from crm_core.tables.definitions import Table
+from crm_core.tables.meta import NamedTable
 from handlers.routing import Authenticated, Call, Permission, RouteTable, TableAccess
 from models.tables import (
     ColumnAddIn,
@@ -24,10 +23,9 @@ TABLE = "/api/meta/tables/{table}"
 COLUMN = "/api/meta/tables/{table}/columns/{column}"
 
 
-async def rendered(call: Call, table: Table) -> TableOut:
+def table_out(named: NamedTable) -> TableOut:
     """A table as the caller sees it, with the tenant's display names."""
-    found = await call.services.aliases.find(call.ctx, [table.key])
-    return TableOut.from_table(table, found.get(table.key))
+    return TableOut.from_table(named.table, named.names)
 
 
 @routes.get(
@@ -37,9 +35,7 @@ async def rendered(call: Call, table: Table) -> TableOut:
     response=TableList,
 )
 async def list_tables(call: Call) -> TableList:
-    tables = await call.services.meta.list_tables(call.ctx)
-    found = await call.services.aliases.find(call.ctx, [t.key for t in tables])
-    return TableList(items=[TableOut.from_table(t, found.get(t.key)) for t in tables])
+    return TableList(items=[table_out(n) for n in await call.services.meta.list_tables(call.ctx)])
 
 
 @routes.post(
@@ -54,14 +50,14 @@ async def list_tables(call: Call) -> TableList:
 )
 async def create_table(call: Call, body: TableIn) -> TableOut:
     """Select options get integer ids (given or assigned). 409 when the key is taken."""
-    return await rendered(call, await call.services.meta.create_table(call.ctx, body))
+    return table_out(await call.services.meta.create_table(call.ctx, body))
 
 
 @routes.get(
     TABLE, access=TableAccess(level=Level.READ), summary="A table's definition", response=TableOut
 )
 async def get_table(call: Call) -> TableOut:
-    return await rendered(call, call.tbl)
+    return table_out(await call.services.meta.named(call.ctx, call.tbl))
 
 
 @routes.patch(
@@ -76,7 +72,7 @@ async def get_table(call: Call) -> TableOut:
 async def patch_table(call: Call, body: TablePatch, query: VersionQuery) -> TableOut:
     """Changes the display name; the key never changes. 409 on a stale `version`."""
     table = await call.services.meta.rename_table(call.ctx, call.tbl, body.name, query.version)
-    return await rendered(call, table)
+    return table_out(table)
 
 
 @routes.delete(
@@ -105,7 +101,7 @@ async def delete_table(call: Call, query: VersionQuery) -> None:
 async def add_column(call: Call, body: ColumnAddIn, query: VersionQuery) -> TableOut:
     """A required column on a table with rows needs a `default`, which fills those rows."""
     table = await call.services.meta.add_column(call.ctx, call.tbl, body.root, query.version)
-    return await rendered(call, table)
+    return table_out(table)
 
 
 @routes.patch(
@@ -128,7 +124,7 @@ async def change_column(
     wait, then answer 409 `schema_changing` with `Retry-After`; another change of the table
     meanwhile is 409 `schema_changing` too."""
     table = await call.services.meta.change_column(call.ctx, call.tbl, column, body, query.version)
-    return await rendered(call, table)
+    return table_out(table)
 
 
 @routes.delete(
@@ -141,7 +137,7 @@ async def change_column(
 )
 async def delete_column(call: Call, query: VersionQuery, column: str) -> TableOut:
     table = await call.services.meta.delete_column(call.ctx, call.tbl, column, query.version)
-    return await rendered(call, table)
+    return table_out(table)
 
 
 @routes.get(
@@ -152,7 +148,7 @@ async def delete_column(call: Call, query: VersionQuery, column: str) -> TableOu
 )
 async def get_view(call: Call) -> ViewOut:
     """Columns added since the view was saved follow in table order."""
-    return ViewOut(**await ordering.get_view(call.ctx, call.tbl))
+    return ViewOut(**await call.services.meta.view(call.ctx, call.tbl))
 
 
 @routes.put(
@@ -164,5 +160,5 @@ async def get_view(call: Call) -> ViewOut:
 )
 async def put_view(call: Call, body: ViewIn) -> ViewOut:
     """Only the caller's own view changes; unknown or repeated keys are a 400."""
-    view = await ordering.put_view(call.ctx, call.tbl, body.column_order, body.hidden)
+    view = await call.services.meta.save_view(call.ctx, call.tbl, body.column_order, body.hidden)
     return ViewOut(**view)

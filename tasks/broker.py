@@ -22,11 +22,11 @@ from taskiq.receiver import Receiver
 from crm_core.files.imports import IMPORT_RUN, IMPORT_UPLOAD
 from crm_core.platform.outbox import Dispatch, Outbox, Work
 from crm_core.platform.settings import Settings
-from crm_core.platform.storage import is_database_unreachable
+from crm_core.platform.storage import Storage, is_database_unreachable
 from crm_core.services import Services
 from crm_core.sms.providers import make_provider
 from crm_core.sms.ratelimit import SlotLimiter
-from crm_core.sms.service import SMS_BATCH, SMS_ONE
+from crm_core.sms.service import SMS_BATCH, SMS_ONE, CampaignEvents
 from crm_core.webhooks.service import WebhookService
 from tasks import files, sms
 
@@ -215,7 +215,9 @@ class WebhookBrokerQueue:
         await task.kiq(tenant_id, delivery_id)
 
 
-async def make_runtime(settings: Settings, storage: Any) -> sms.SmsRuntime:
+async def make_runtime(
+    settings: Settings, storage: Storage, webhooks: CampaignEvents, outbox: Outbox
+) -> sms.SmsRuntime:
     redis = None
     if settings.redis_url:
         from redis.asyncio import Redis
@@ -226,23 +228,26 @@ async def make_runtime(settings: Settings, storage: Any) -> sms.SmsRuntime:
         storage=storage,
         provider=make_provider(settings),
         limiter=SlotLimiter(settings.sms_rate_per_second, redis),
+        webhooks=webhooks,
+        outbox=outbox,
     )
 
 
 async def start_broker(services: Services, consumer_name: str | None = None) -> AsyncBroker:
     """A started broker whose tasks find their runtimes in its state, made from `services`
     (crm_core/services.py `build_services`: the API passes its own, a worker builds its own,
-    so both know the same column types)."""
+    so both know the same column types); the services' queue hands its work to this broker
+    from now on."""
     settings, storage = services.settings, services.storage
     broker = build_broker(settings, consumer_name)
-    broker.state.sms = await make_runtime(settings, storage)
-    webhooks = services.webhooks
-    webhooks.queue = WebhookBrokerQueue(broker)
-    broker.state.webhooks = webhooks
-    broker.state.sms.webhooks = webhooks
+    broker.state.sms = await make_runtime(settings, storage, services.webhooks, services.outbox)
+    broker.state.webhooks = services.webhooks
     broker.state.files = files.FilesRuntime(settings, storage, services.imports)
-    broker.state.sms.outbox = services.outbox
     broker.state.outbox = services.outbox
+    queue = BrokerQueue(broker)
+    services.queue.connect(
+        sms=queue, imports=queue, webhooks=WebhookBrokerQueue(broker), probe=queue
+    )
     await broker.startup()
     return broker
 

@@ -41,7 +41,7 @@ from crm_core.platform.errors import (
 )
 from crm_core.platform.ids import object_id, parse_object_id
 from crm_core.platform.settings import Settings
-from crm_core.platform.storage import DuplicateKeyError, Storage
+from crm_core.platform.storage import DuplicateKeyError, Storage, system_collection
 from crm_core.tables.columns import ValueContext
 from models.accounts import (
     LoginIn,
@@ -118,6 +118,14 @@ class AuthService:
         log.info("registered tenant %s with owner %s", tenant.id, user.id)
         return await self._issue(user, family_id=uuid.uuid4().hex)
 
+    async def password_matches(self, user: User | None, password: str) -> bool:
+        """Whether `password` is `user`'s. A missing user costs the same bcrypt work (against a
+        dummy hash), so the answer's timing does not tell which emails exist."""
+        if user is None:
+            await verify_password(password, self._dummy_hash)
+            return False
+        return await verify_password(password, user.password_hash)
+
     async def login(self, data: LoginIn, client_address: str) -> TokenPair:
         email, password = normalise_email(data.email), data.password
         # the slot is taken before the bcrypt await: concurrent guesses cannot all get through
@@ -127,11 +135,9 @@ class AuthService:
             metrics.LOGIN_LOCKOUTS.inc()
             raise
         user = await User.find_one(User.email == email)
-        if user is None:
-            await verify_password(password, self._dummy_hash)
-            ok = False
-        else:
-            ok = await verify_password(password, user.password_hash) and user.is_active
+        ok = await self.password_matches(user, password)
+        if user is not None:
+            ok = ok and user.is_active
             if ok:
                 tenant = await Tenant.get(user.tenant_id)
                 ok = tenant is not None and tenant.is_active
@@ -149,7 +155,7 @@ class AuthService:
         now = datetime.now(UTC)
         token_hash = secret_digest(data.refresh_token)
         # Mark the token used atomically: of two concurrent refreshes only one wins.
-        collection = RefreshToken.get_motor_collection()
+        collection = system_collection(RefreshToken)
         claimed = await collection.find_one_and_update(
             {"token_hash": token_hash, "used_at": None, "revoked_at": None},
             {"$set": {"used_at": now}},
@@ -236,7 +242,7 @@ class AuthService:
         if user_id is None or parse_object_id(claims.tenant_id) is None:
             raise Unauthorized("The access token is not valid")
         # plain driver reads (beanie's query layer costs more than the read on a warm path)
-        user_doc = await User.get_motor_collection().find_one({"_id": user_id})
+        user_doc = await system_collection(User).find_one({"_id": user_id})
         user = self.user_models.validate(user_doc) if user_doc is not None else None
         if user is None or str(user.tenant_id) != claims.tenant_id:
             raise Unauthorized("The access token is not valid")
@@ -244,7 +250,7 @@ class AuthService:
             raise Unauthorized("This user is deactivated")
         if claims.epoch != user.token_epoch:
             raise Unauthorized("This session has ended; sign in again")
-        tenant_doc = await Tenant.get_motor_collection().find_one({"_id": user.tenant_id})
+        tenant_doc = await system_collection(Tenant).find_one({"_id": user.tenant_id})
         tenant = self.tenant_models.validate(tenant_doc) if tenant_doc is not None else None
         if tenant is None or not tenant.is_active:
             raise Unauthorized("The company is not active")
@@ -284,7 +290,7 @@ class AuthService:
         else:
             stored = record.model_dump(by_alias=True, exclude={"id"})
             try:
-                await RefreshToken.get_motor_collection().update_one(
+                await system_collection(RefreshToken).update_one(
                     {"token_hash": record.token_hash}, {"$setOnInsert": stored}, upsert=True
                 )
             except DuplicateKeyError:

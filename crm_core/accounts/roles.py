@@ -13,6 +13,7 @@ from crm_core.platform.cache import roles_changed
 from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import Conflict, NotFound, ValidationFailed
 from crm_core.platform.ids import parse_object_id
+from crm_core.platform.storage import Database
 from crm_core.tables.shares import ShareService
 from models.access import RoleIn, RolePatch, RoleRecord
 from models.accounts import User
@@ -92,7 +93,7 @@ class RoleService:
         await self.shares.forget_role(ctx, str(role.id))
 
     @staticmethod
-    async def permissions_of(db: Any, role_ids: list[str]) -> frozenset[str]:
+    async def permissions_of(db: Database, role_ids: list[str]) -> frozenset[str]:
         """The union of the permissions of the roles `role_ids` in the tenant database `db`
         (ids that are not roles grant nothing). The process cache (crm_core/platform/cache.py)
         answers this on the request path; this reads afresh."""

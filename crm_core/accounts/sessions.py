@@ -18,6 +18,7 @@ from typing import Any
 
 from beanie import PydanticObjectId
 
+from crm_core.platform.storage import system_collection
 from models.accounts import RefreshToken, User
 
 
@@ -32,7 +33,7 @@ async def end_all_sessions(
     returns the updated user document, or None when no user matched.
     """
     now = datetime.now(UTC)
-    user = await User.get_motor_collection().find_one_and_update(
+    user = await system_collection(User).find_one_and_update(
         {"_id": user_id, **(expect or {})},
         {
             "$inc": {"token_epoch": 1, "session_epoch": 1},
@@ -41,21 +42,21 @@ async def end_all_sessions(
         return_document=True,
     )
     if user is not None:
-        await RefreshToken.get_motor_collection().update_many(
+        await system_collection(RefreshToken).update_many(
             {"user_id": user_id, "revoked_at": None}, {"$set": {"revoked_at": now}}
         )
-    return user  # type: ignore[no-any-return]
+    return user
 
 
 async def end_access_tokens(user_id: PydanticObjectId) -> None:
     """Every access token issued to the user so far stops working at its next request."""
-    await User.get_motor_collection().update_one({"_id": user_id}, {"$inc": {"token_epoch": 1}})
+    await system_collection(User).update_one({"_id": user_id}, {"$inc": {"token_epoch": 1}})
 
 
 async def revoke_family(family_id: str, user_id: PydanticObjectId) -> None:
     """A refresh family ends (logout, reuse of a rotated token): its refresh tokens are revoked
     and the access tokens of the user issued before now stop working."""
-    await RefreshToken.get_motor_collection().update_many(
+    await system_collection(RefreshToken).update_many(
         {"family_id": family_id, "revoked_at": None},
         {"$set": {"revoked_at": datetime.now(UTC)}},
     )

@@ -95,7 +95,7 @@ class TenantService:
 
     @staticmethod
     async def drop_tenant(storage: Storage, tenant: Tenant) -> None:
-        await storage.client.drop_database(storage.tenant_db_name(str(tenant.id)))
+        await storage.drop_tenant_db(str(tenant.id))
         await tenant.delete()
 
     async def get_settings(self, ctx: TenantContext) -> Tenant:

@@ -31,7 +31,7 @@ from crm_core.platform.clock import as_utc
 from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
 from crm_core.platform.ids import object_id
-from crm_core.platform.storage import Storage
+from crm_core.platform.storage import Storage, system_collection
 from crm_core.tables.access import LEVEL_NAMES, Level
 from models.accounts import Tenant, User
 from models.tokens import ApiToken, ApiTokenIn
@@ -81,7 +81,7 @@ class ApiTokenService:
         )
         await token.insert()
         # the slot is taken first, then counted: concurrent creations never pass the limit
-        count = await ApiToken.get_motor_collection().count_documents(
+        count = await system_collection(ApiToken).count_documents(
             {"user_id": ctx.user.id}, limit=MAX_TOKENS_PER_USER + 1
         )
         if count > MAX_TOKENS_PER_USER:
@@ -138,4 +138,4 @@ class ApiTokenService:
         if last is not None and now - as_utc(last) < LAST_USED_PRECISION:
             return
         query: dict[str, Any] = {"_id": token.id, "last_used_at": last}
-        await ApiToken.get_motor_collection().update_one(query, {"$set": {"last_used_at": now}})
+        await system_collection(ApiToken).update_one(query, {"$set": {"last_used_at": now}})

@@ -20,7 +20,7 @@ from crm_core.accounts.security import hash_password, new_temporary_password
 from crm_core.accounts.sessions import end_all_sessions
 from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import Conflict, Forbidden, NotFound
-from crm_core.platform.storage import DuplicateKeyError
+from crm_core.platform.storage import DuplicateKeyError, system_collection
 from models.access import UserCreateIn, UserPatch
 from models.accounts import User
 
@@ -103,7 +103,7 @@ class UserService:
         if not active:
             stored = await end_all_sessions(user.id, changes)  # type: ignore[arg-type]
         else:
-            stored = await User.get_motor_collection().find_one_and_update(
+            stored = await system_collection(User).find_one_and_update(
                 {"_id": user.id},
                 {"$set": {**changes, "updated_at": datetime.now(UTC)}},
                 return_document=True,
@@ -112,7 +112,7 @@ class UserService:
             raise NotFound("User not found")
         if loses_owner and await self._active_owners(ctx, owner_id) == 0:
             # two owners stepping down at once both passed the check above: undo ours
-            await User.get_motor_collection().update_one(
+            await system_collection(User).update_one(
                 {"_id": user.id}, {"$set": {"role_ids": user.role_ids, "is_active": True}}
             )
             raise _last_owner()

@@ -17,16 +17,17 @@ import logging
 import platform
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
+from crm_core.accounts.auth import AuthService
 from crm_core.accounts.permissions import PERMISSIONS
 from crm_core.accounts.security import (
     check_password_policy,
     hash_password,
     secret_digest,
-    verify_password,
 )
 from crm_core.accounts.sessions import end_all_sessions
 from crm_core.accounts.tenancy import ROLES
@@ -35,7 +36,7 @@ from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import Conflict, Forbidden, NotFound, Unauthorized
 from crm_core.platform.ids import parse_object_id
 from crm_core.platform.settings import Settings
-from crm_core.platform.storage import Storage
+from crm_core.platform.storage import Database, Storage, system_collection
 from crm_core.sms import service as sms
 from crm_core.tables.definitions import TABLES
 from models.accounts import Tenant, User, normalise_email
@@ -103,11 +104,39 @@ class Operator:
         return hmac.compare_digest(self.session.csrf_token.encode(), token.encode())
 
 
+class WorkerView(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def idle_seconds(self) -> float: ...
+    @property
+    def pending(self) -> int: ...
+
+
+class QueueView(Protocol):
+    """The task broker as the system page shows it (tasks/broker.py `QueueStats`)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def reachable(self) -> bool: ...
+    @property
+    def queue_depth(self) -> int | None: ...
+    @property
+    def in_flight(self) -> int | None: ...
+    @property
+    def workers(self) -> Sequence[WorkerView]: ...
+
+
+class BrokerStats(Protocol):
+    async def stats(self) -> QueueView: ...
+
+
 class AdminService:
-    def __init__(self, settings: Settings, storage: Storage, auth: Any) -> None:
+    def __init__(self, settings: Settings, storage: Storage, auth: AuthService) -> None:
         self.settings = settings
         self.storage = storage
-        self.auth = auth  # crm_core.accounts.auth.AuthService: its failed-login throttle is shared
+        self.auth = auth  # its failed-login throttle and password check are shared
 
     # ---- superadmins ------------------------------------------------------------------------
 
@@ -161,11 +190,8 @@ class AdminService:
         # the slot is taken before the bcrypt await, as for the API's login
         await self.auth.throttle.reserve(email, address)
         user = await User.find_one(User.email == email)
-        if user is None:
-            await verify_password(password, self.auth._dummy_hash)
-            ok = False
-        else:
-            ok = await verify_password(password, user.password_hash) and user.is_active
+        ok = await self.auth.password_matches(user, password)
+        ok = ok and user is not None and user.is_active
         if not ok or user is None:
             await self.record(None, "sign_in_failed", "user", "", email, address=address)
             raise Unauthorized("Invalid email or password")
@@ -265,13 +291,13 @@ class AdminService:
         q = q.strip()
         if q:
             pattern = {"$regex": re.escape(q), "$options": "i"}
-            users = User.get_motor_collection().find({"email": pattern}, {"tenant_id": 1})
+            users = system_collection(User).find({"email": pattern}, {"tenant_id": 1})
             tenant_ids = {doc["tenant_id"] async for doc in users.limit(1000)}
             named = parse_object_id(q)
             if named is not None:
                 tenant_ids.add(named)
             query = {"$or": [{"name": pattern}, {"_id": {"$in": list(tenant_ids)}}]}
-        collection = Tenant.get_motor_collection()
+        collection = system_collection(Tenant)
         total = await collection.count_documents(query)
         docs = (
             await collection.find(query)
@@ -293,7 +319,7 @@ class AdminService:
             {"$match": {"tenant_id": {"$in": ids}}},
             {"$group": {"_id": "$tenant_id", "n": {"$sum": 1}}},
         ]
-        async for row in User.get_motor_collection().aggregate(pipeline):
+        async for row in system_collection(User).aggregate(pipeline):
             user_counts[row["_id"]] = row["n"]
         since = datetime.now(UTC) - timedelta(days=SMS_WINDOW_DAYS)
 
@@ -314,7 +340,7 @@ class AdminService:
 
         return list(await asyncio.gather(*(one(t) for t in tenants)))
 
-    async def _table_rows(self, db: Any) -> dict[str, int]:
+    async def _table_rows(self, db: Database) -> dict[str, int]:
         docs = await db[TABLES].find({}, {"key": 1, "collection": 1}).sort("key", 1).to_list(None)
         keys = [doc["key"] for doc in docs]
         # rows live in `rows.<table id>` (docs/storage.md); older tables under their key
@@ -404,7 +430,7 @@ class AdminService:
         if not active and user.id == operator.user.id:
             raise Conflict("You cannot deactivate yourself")
         if active:
-            await User.get_motor_collection().update_one(
+            await system_collection(User).update_one(
                 {"_id": user.id}, {"$set": {"is_active": True, "updated_at": datetime.now(UTC)}}
             )
         else:  # its tokens stay dead after a reactivation (token epochs)
@@ -435,7 +461,9 @@ class AdminService:
 
     # ---- SMS --------------------------------------------------------------------------------
 
-    async def _campaign(self, tenant: Tenant, db: Any, doc: dict[str, Any]) -> PlatformCampaign:
+    async def _campaign(
+        self, tenant: Tenant, db: Database, doc: dict[str, Any]
+    ) -> PlatformCampaign:
         counts = await sms.counts(db, doc)
         return PlatformCampaign(
             id=str(doc["_id"]),
@@ -495,7 +523,7 @@ class AdminService:
         first = today - timedelta(days=days - 1)
         since = datetime(first.year, first.month, first.day, tzinfo=UTC)
         per_day = {(first + timedelta(days=i)).isoformat(): 0 for i in range(days)}
-        pipeline = [
+        pipeline: list[dict[str, Any]] = [
             {"$match": {"sent_at": {"$gte": since}}},
             {
                 "$group": {
@@ -520,7 +548,7 @@ class AdminService:
 
     # ---- system -----------------------------------------------------------------------------
 
-    async def system_status(self, queue: Any) -> SystemStatus:
+    async def system_status(self, queue: BrokerStats | None) -> SystemStatus:
         checks = []
         database_ok = await self.storage.ping()
         kind = "embedded (mongomock-motor, in memory)" if self.storage.embedded else "MongoDB"

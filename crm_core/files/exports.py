@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, time
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import RateLimited, ValidationFailed
@@ -227,7 +227,7 @@ class ExportService:
         return target
 
 
-def _csv_text(value: Any) -> str:
+def _csv_text(value: object) -> str:
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -243,12 +243,19 @@ def _csv_text(value: Any) -> str:
     return neutralise(str(value))
 
 
-def _append_rows(sheet: Any, rows: list[list[Any]]) -> None:
+class WriteOnlySheet(Protocol):
+    """What the export uses of an openpyxl write-only worksheet (openpyxl ships no type
+    hints)."""
+
+    def append(self, row: list[object]) -> None: ...
+
+
+def _append_rows(sheet: WriteOnlySheet, rows: list[list[Any]]) -> None:
     for row in rows:
         sheet.append([_xlsx_cell(sheet, value) for value in row])
 
 
-def _xlsx_cell(sheet: Any, value: Any) -> Any:
+def _xlsx_cell(sheet: WriteOnlySheet, value: object) -> object:
     from openpyxl.cell import WriteOnlyCell
     from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 

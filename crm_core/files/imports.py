@@ -54,6 +54,7 @@ from crm_core.platform.errors import (
 )
 from crm_core.platform.outbox import Lease, Outbox, Work, work_key
 from crm_core.platform.settings import Settings
+from crm_core.platform.storage import Database
 from crm_core.tables.access import Level, require
 from crm_core.tables.aliases import AliasService
 from crm_core.tables.definitions import TABLES, Table, load_table, utcnow
@@ -134,20 +135,25 @@ class Progress:
 
 class ImportService:
     def __init__(
-        self, rows: RowService, settings: Settings, aliases: AliasService, outbox: Outbox
+        self,
+        rows: RowService,
+        settings: Settings,
+        aliases: AliasService,
+        outbox: Outbox,
+        queue: ImportQueue,
     ) -> None:
         self.rows = rows
         self.aliases = aliases
         self.settings = settings
         self.outbox = outbox
-        self.queue: ImportQueue | None = None  # set when the broker starts
+        self.queue = queue  # refuses work until the broker runs (crm_core/services.py)
 
     @property
     def stale_after(self) -> timedelta:
         """A job (uploading or running) without a heartbeat for this long lost its process."""
         return timedelta(seconds=self.settings.import_stale_seconds)
 
-    def _work(self, kind: str, tenant_id: str, *args: Any) -> Work:
+    def _work(self, kind: str, tenant_id: str, *args: object) -> Work:
         return Work(kind, tenant_id, args, self.settings.import_stale_seconds)
 
     def _lease(self, tenant_id: str, job_id: str, user_id: str) -> Lease:
@@ -156,8 +162,6 @@ class ImportService:
 
     async def _send(self, work: Work) -> None:
         """Hand a recorded import to the queue (the outbox's dispatch)."""
-        if self.queue is None:
-            raise RuntimeError("the task broker is not running")
         job_id, user_id = work.args
         await self.queue.run_import(work.tenant_id, str(job_id), str(user_id))
 
@@ -241,7 +245,7 @@ class ImportService:
         await self.outbox.done(watch.key)
         return {**job, **changes}
 
-    async def expire_upload(self, db: Any, tenant_id: str, job_id: str) -> None:
+    async def expire_upload(self, db: Database, tenant_id: str, job_id: str) -> None:
         """The outbox's check of an upload in progress (`db`: the tenant's database): an
         upload whose process stopped (no chunk stored for `import_stale_seconds`) fails with
         the reason and its chunks go; the entry stays while the upload is alive."""
@@ -555,7 +559,7 @@ class ImportService:
     # ---- the background task ------------------------------------------------------------------
 
     async def refuse(
-        self, db: Any, tenant_id: str, job_id: str, user_id: str, message: str
+        self, db: Database, tenant_id: str, job_id: str, user_id: str, message: str
     ) -> None:
         """A queued import whose user can no longer run it (deactivated meanwhile) fails with
         the reason, without starting; `db` is the tenant's database."""
@@ -651,6 +655,8 @@ class ImportService:
         with tempfile.NamedTemporaryFile(prefix="crm-import-") as local:
             async for doc in ctx.db[FILES].find({"job_id": job["_id"]}, {"n": 1}).sort("n", 1):
                 chunk = await ctx.db[FILES].find_one({"_id": doc["_id"]})
+                if chunk is None:  # the upload was removed under the job
+                    raise ImportFailed("the uploaded file is gone")
                 local.write(chunk["data"])
             local.flush()
             info = FileInfo(**job["file"])

@@ -11,10 +11,10 @@ from __future__ import annotations
 import codecs
 import csv
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from crm_core.platform.errors import ValidationFailed
 
@@ -159,7 +159,16 @@ def open_xlsx(stream: IO[bytes], sheet: str | None) -> tuple[Any, Any]:
     return workbook, workbook.worksheets[0]
 
 
-def xlsx_rows(worksheet: Any) -> Iterator[list[Any]]:
+class Worksheet(Protocol):
+    """What the reader uses of an openpyxl worksheet (openpyxl ships no type hints)."""
+
+    @property
+    def max_row(self) -> int | None: ...
+
+    def iter_rows(self, *, values_only: bool) -> Iterable[tuple[object, ...]]: ...
+
+
+def xlsx_rows(worksheet: Worksheet) -> Iterator[list[Any]]:
     try:
         for row in worksheet.iter_rows(values_only=True):
             yield list(row)
@@ -167,7 +176,7 @@ def xlsx_rows(worksheet: Any) -> Iterator[list[Any]]:
         raise file_error(f"the XLSX sheet cannot be read ({type(exc).__name__})") from None
 
 
-def declared_rows(worksheet: Any) -> int | None:
+def declared_rows(worksheet: Worksheet) -> int | None:
     """The rows the sheet declares (its dimension), header included, when it does."""
     try:
         value = worksheet.max_row
@@ -176,7 +185,7 @@ def declared_rows(worksheet: Any) -> int | None:
     return int(value) if isinstance(value, int) else None
 
 
-def cell_value(value: Any) -> Any:
+def cell_value(value: object) -> object:
     """A raw cell as a JSON-like value for the typecast; None for empty."""
     if value is None:
         return None

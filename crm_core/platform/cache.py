@@ -22,6 +22,7 @@ from bson import ObjectId
 from cachetools import LRUCache
 from pydantic import BaseModel
 
+from crm_core.platform.storage import Database, system_collection
 from models.accounts import Tenant
 
 ROLES = "_roles"
@@ -42,7 +43,7 @@ async def _bump(tenant: Tenant | str | ObjectId, name: str) -> None:
     """`$inc` the counter; given the request's own `Tenant`, also move its copy, so the rest
     of the request does not read what it has just replaced from the cache."""
     tenant_id = tenant.id if isinstance(tenant, Tenant) else tenant
-    await Tenant.get_motor_collection().update_one(
+    await system_collection(Tenant).update_one(
         {"_id": ObjectId(str(tenant_id))}, {"$inc": {f"versions.{name}": 1}}
     )
     if isinstance(tenant, Tenant):
@@ -61,7 +62,9 @@ class DefinitionCache:
         self._roles: LRUCache[tuple[str, int], dict[str, frozenset[str]]] = LRUCache(size)
         self._tables: LRUCache[tuple[str, int, str], dict[str, Any]] = LRUCache(size)
 
-    async def permissions(self, db: Any, tenant: Tenant, role_ids: list[str]) -> frozenset[str]:
+    async def permissions(
+        self, db: Database, tenant: Tenant, role_ids: list[str]
+    ) -> frozenset[str]:
         key = (str(tenant.id), version(tenant, "roles"))
         roles = self._roles.get(key)
         if roles is None:
@@ -75,7 +78,7 @@ class DefinitionCache:
             found |= roles.get(role_id, frozenset())
         return frozenset(found)
 
-    async def table(self, db: Any, tenant: Tenant, key: str) -> dict[str, Any] | None:
+    async def table(self, db: Database, tenant: Tenant, key: str) -> dict[str, Any] | None:
         """The stored definition (a copy: callers may change theirs), None when absent."""
         cache_key = (str(tenant.id), version(tenant, "tables"), key)
         doc = self._tables.get(cache_key)
@@ -84,18 +87,16 @@ class DefinitionCache:
             if doc is None:
                 return None
             self._tables[cache_key] = doc
-        fresh: dict[str, Any] = _fresh(doc)
-        return fresh
+        return {key: _fresh(item) for key, item in doc.items()}
 
 
-def _fresh(value: Any) -> Any:
+def _fresh(value: object) -> object:
     """A copy of a stored document: its dicts and lists are new, its scalars (str, numbers,
     ObjectId, datetime: immutable) shared. Ten times cheaper than `copy.deepcopy`, which every
     request that names a table pays (issue #12 §3)."""
-    kind = type(value)
-    if kind is dict:
+    if type(value) is dict:
         return {key: _fresh(item) for key, item in value.items()}
-    if kind is list:
+    if type(value) is list:
         return [_fresh(item) for item in value]
     return value
 
@@ -169,7 +170,9 @@ class ListenerCache:
     def __init__(self, size: int = 10_000) -> None:
         self._listeners: LRUCache[tuple[str, int], tuple[Listener, ...]] = LRUCache(size)
 
-    async def listeners(self, db: Any, tenant: Tenant, collection: str) -> tuple[Listener, ...]:
+    async def listeners(
+        self, db: Database, tenant: Tenant, collection: str
+    ) -> tuple[Listener, ...]:
         key = (str(tenant.id), version(tenant, WEBHOOKS))
         found: tuple[Listener, ...] | None = self._listeners.get(key)
         if found is None:

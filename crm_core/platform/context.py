@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from crm_core.platform.cache import DefinitionCache
+from crm_core.platform.storage import Database
 from crm_core.tables.columns import ValueContext
 from models.accounts import Tenant, User
 
@@ -14,7 +14,7 @@ from models.accounts import Tenant, User
 class TenantContext:
     tenant: Tenant
     user: User
-    db: Any  # the tenant's database, from Storage.tenant_db
+    db: Database  # the tenant's database, from Storage.tenant_db
     permissions: frozenset[str] = field(default_factory=frozenset)
     values: ValueContext = field(default_factory=ValueContext.default)
     max_time_ms: int = 5000  # server-side limit on list queries (QUERY_TIME_LIMIT_MS)

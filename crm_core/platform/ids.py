@@ -4,19 +4,19 @@ and elsewhere (the caller's own terms; a column value:
 
 from __future__ import annotations
 
-from typing import Any, TypeGuard
+from typing import TypeGuard
 
 from bson import ObjectId
 
 from crm_core.platform.errors import NotFound
 
 
-def is_object_id(value: Any) -> TypeGuard[str]:
+def is_object_id(value: object) -> TypeGuard[str]:
     """Exactly 24 hex digits (`ObjectId.is_valid` also admits 12-byte strings and ObjectIds)."""
     return isinstance(value, str) and len(value) == 24 and ObjectId.is_valid(value)
 
 
-def object_id(value: Any, what: str = "Object") -> ObjectId:
+def object_id(value: object, what: str = "Object") -> ObjectId:
     """An id from a client naming a thing to act on: anything that is not one of ours is
     simply not found (`Row not found`)."""
     parsed = parse_object_id(value)
@@ -25,7 +25,7 @@ def object_id(value: Any, what: str = "Object") -> ObjectId:
     return parsed
 
 
-def parse_object_id(value: Any) -> ObjectId | None:
+def parse_object_id(value: object) -> ObjectId | None:
     """An id from a client (a body field, a token claim, a stored reference): None when it is
     not one of ours, for the caller to answer in its own terms (a 400 naming the field, a 401)."""
     return ObjectId(value) if is_object_id(value) else None

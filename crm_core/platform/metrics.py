@@ -16,6 +16,7 @@ import os
 import time
 from collections.abc import Iterable
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -141,7 +142,7 @@ def exposition(extra: list[Any]) -> bytes:
     return body
 
 
-def serve_metrics(host: str, port: int) -> Any:
+def serve_metrics(host: str, port: int) -> WSGIServer:
     """A worker's own `/metrics` listener (a thread); `.shutdown()` stops it."""
     from prometheus_client import start_http_server
 

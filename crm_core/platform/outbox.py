@@ -27,7 +27,7 @@ from datetime import timedelta
 from typing import Any
 
 from crm_core.platform.clock import utcnow
-from crm_core.platform.storage import Storage
+from crm_core.platform.storage import Collection, Storage
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class Work:
         }
 
 
-def work_key(kind: str, tenant_id: str, *args: Any) -> str:
+def work_key(kind: str, tenant_id: str, *args: object) -> str:
     return ":".join([kind, tenant_id, *(str(a) for a in args)])
 
 
@@ -81,7 +81,7 @@ class Outbox:
         self.retry_seconds = retry_seconds  # how soon a failed hand-off is tried again
 
     @property
-    def _entries(self) -> Any:
+    def _entries(self) -> Collection:
         return self.storage.system_db[OUTBOX]
 
     async def record(self, works: Sequence[Work]) -> None:

@@ -23,6 +23,7 @@ from crm_core.sms.service import (  # the domain decides what each kind means (d
     AmbiguousSendError,
     PermanentSendError,
     SendError,
+    SmsProvider,
     TransientSendError,
 )
 
@@ -40,21 +41,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class SmsProvider:
-    """Sends one SMS (`crm_core.sms.service.SmsProvider`). Implementations raise the errors above;
-    they never retry themselves."""
-
-    name = "base"
-
-    async def send(self, phone: str, text: str, message_id: str) -> str:
-        raise NotImplementedError
-
-    async def close(self) -> None:
-        return None
-
-
 @dataclass
-class LogProvider(SmsProvider):
+class LogProvider:
     """The default: records each message in memory and logs it; nothing leaves the machine."""
 
     name = "log"
@@ -68,6 +56,9 @@ class LogProvider(SmsProvider):
         log.info("SMS to %s (%s): %s", phone, message_id, text)
         return provider_id
 
+    async def close(self) -> None:
+        return None
+
 
 FORM_HEADERS = {"Content-Type": "application/x-www-form-urlencoded"}
 
@@ -75,7 +66,7 @@ FORM_HEADERS = {"Content-Type": "application/x-www-form-urlencoded"}
 SMSRU_TRANSIENT_CODES = {220, 221}  # service temporarily unavailable, sender not ready
 
 
-class SmsRuProvider(SmsProvider):
+class SmsRuProvider:
     """SMS.ru's HTTP API (`POST {base}/sms/send`, `json=1`), as its public documentation
     describes: a request status, then a status, code and `sms_id` per number."""
 

@@ -18,7 +18,6 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -33,7 +32,7 @@ from crm_core.platform.ids import object_id
 from crm_core.platform.outbox import Lease, Outbox, Work, work_key
 from crm_core.platform.phones import InvalidPhone, normalise_phone
 from crm_core.platform.settings import Settings
-from crm_core.platform.storage import query_purpose
+from crm_core.platform.storage import Database, query_purpose
 from crm_core.tables.access import Level, require
 from crm_core.tables.definitions import load_table
 from crm_core.tables.rows import CLIENT_QUERY, RowService
@@ -92,11 +91,15 @@ class AmbiguousSendError(SendError):
 
 
 class SmsProvider(Protocol):
-    """Sends one SMS (crm_core/sms/providers.py): the provider's id, or one of the errors above."""
+    """Sends one SMS (crm_core/sms/providers.py `LogProvider`, `SmsRuProvider`): the provider's
+    id, or one of the errors above; implementations never retry themselves."""
 
     name: str
 
     async def send(self, phone: str, text: str, message_id: str) -> str: ...
+
+    async def close(self) -> None:
+        """Release the provider's connections (when the broker stops)."""
 
 
 class RateSlots(Protocol):
@@ -117,7 +120,7 @@ class CampaignEvents(Protocol):
     """Who hears that a campaign finished (crm_core.webhooks.service.WebhookService)."""
 
     async def campaign_finished(
-        self, db: Any, tenant_id: str, campaign: dict[str, Any]
+        self, db: Database, tenant_id: str, campaign: dict[str, Any]
     ) -> None: ...
 
 
@@ -129,7 +132,7 @@ def render(text: str, values: dict[str, Any]) -> str:
     return PLACEHOLDER.sub(lambda m: _text(values.get(m.group(1))), text)
 
 
-def _text(value: Any) -> str:
+def _text(value: object) -> str:
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -139,7 +142,7 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def recipient_phone(raw: Any, region: str) -> str | None:
+def recipient_phone(raw: object, region: str) -> str | None:
     """A recipient's number as E.164, or None when it is not a valid phone number."""
     if not isinstance(raw, str | int) or isinstance(raw, bool):
         return None
@@ -213,11 +216,11 @@ def _list_recipients(data: CampaignIn) -> list[tuple[Any, dict[str, Any]]]:
 # ---- the campaign counters ---------------------------------------------------------------
 
 
-async def _count_messages(db: Any, campaign_id: ObjectId) -> dict[str, int]:
+async def _count_messages(db: Database, campaign_id: ObjectId) -> dict[str, int]:
     """Count a campaign's messages by status: one aggregation over the campaign, run only on a
     cold path (a campaign stored before the counters existed, or a counter repair)."""
     result = dict.fromkeys(MESSAGE_STATUSES, 0)
-    pipeline = [
+    pipeline: list[dict[str, Any]] = [
         {"$match": {"campaign_id": campaign_id}},
         {"$group": {"_id": "$status", "n": {"$sum": 1}}},
     ]
@@ -226,7 +229,7 @@ async def _count_messages(db: Any, campaign_id: ObjectId) -> dict[str, int]:
     return result
 
 
-async def _with_counters(db: Any, doc: dict[str, Any]) -> CampaignRecord:
+async def _with_counters(db: Database, doc: dict[str, Any]) -> CampaignRecord:
     """The campaign as stored; one stored before the counters existed gets them now (counted
     once and kept, so every later read is the document alone)."""
     if doc.get("counts") is None:
@@ -237,13 +240,13 @@ async def _with_counters(db: Any, doc: dict[str, Any]) -> CampaignRecord:
     return CampaignRecord.model_validate(doc)
 
 
-async def counts(db: Any, campaign: dict[str, Any]) -> dict[str, int]:
+async def counts(db: Database, campaign: dict[str, Any]) -> dict[str, int]:
     """A stored campaign's counters by status, with `total` (for the operator's panel and the
     `campaign.finished` webhook, which read campaign documents themselves)."""
     return (await _with_counters(db, campaign)).totals().model_dump()
 
 
-async def _bump(db: Any, campaign_id: ObjectId, moves: dict[str, int]) -> None:
+async def _bump(db: Database, campaign_id: ObjectId, moves: dict[str, int]) -> None:
     """Apply status changes to the campaign's counters in one `$inc` (a campaign without
     counters gets them, counted, on its next read instead)."""
     inc = {f"counts.{status}": n for status, n in moves.items() if n}
@@ -277,30 +280,24 @@ class CampaignService:
         settings: Settings,
         rows: RowService,
         outbox: Outbox,
-        queue: Callable[[], SmsQueue | None] = lambda: None,
+        queue: SmsQueue,
         events: CampaignEvents | None = None,
     ) -> None:
         self.settings = settings
         self.rows = rows
         self.outbox = outbox
-        self.queue = queue  # the running broker's queue (`Services.sms_queue`, handlers/app.py)
+        self.queue = queue  # refuses work until the broker runs (crm_core/services.py)
         self.events = events
 
-    def _queue(self) -> SmsQueue:
-        queue = self.queue()
-        if queue is None:
-            raise RuntimeError("the SMS queue is not running")
-        return queue
-
-    def _work(self, kind: str, tenant_id: str, *args: Any) -> Work:
+    def _work(self, kind: str, tenant_id: str, *args: object) -> Work:
         return Work(kind, tenant_id, args, self.settings.sms_redelivery_seconds)
 
     async def _send(self, work: Work) -> None:
         """Hand one recorded unit of campaign work to the queue (the outbox's dispatch)."""
         if work.kind == SMS_BATCH:
-            await self._queue().send_batch(work.tenant_id, str(work.args[0]), int(work.args[1]))
+            await self.queue.send_batch(work.tenant_id, str(work.args[0]), int(work.args[1]))
         else:
-            await self._queue().send_one(work.tenant_id, str(work.args[0]))
+            await self.queue.send_one(work.tenant_id, str(work.args[0]))
 
     async def create(self, ctx: TenantContext, data: CampaignIn) -> CampaignRecord:
         """Store the campaign and its messages and queue its batches. The batches are recorded
@@ -507,6 +504,8 @@ async def _cancel(ctx: TenantContext, campaign_id: str) -> CampaignRecord:
     await _bump(ctx.db, doc["_id"], {"pending": -n, "cancelled": n})
     metrics.SMS_MESSAGES.labels("cancelled", NO_PROVIDER).inc(n)
     found = await ctx.db[CAMPAIGNS].find_one({"_id": doc["_id"]})
+    if found is None:  # deleted while it was being cancelled
+        raise NotFound("Campaign not found")
     return await _with_counters(ctx.db, found)
 
 
@@ -570,13 +569,13 @@ class SmsSender:
         self.events = events
         self.outbox = outbox
 
-    def _lease(self, kind: str, tenant_id: str, *args: Any) -> Lease:
+    def _lease(self, kind: str, tenant_id: str, *args: object) -> Lease:
         """The hold on this work's outbox entry while it is sent."""
         key = work_key(kind, tenant_id, *args)
         return Lease(self.outbox, key, self.settings.sms_redelivery_seconds)
 
     async def send_batch(
-        self, db: Any, tenant_id: str, campaign_id: str, batch: int, task_id: str
+        self, db: Database, tenant_id: str, campaign_id: str, batch: int, task_id: str
     ) -> BatchResult:
         cid = ObjectId(campaign_id)
         lease = self._lease(SMS_BATCH, tenant_id, campaign_id, batch)
@@ -607,7 +606,7 @@ class SmsSender:
             await lease.done()  # else another delivery holds a claim: the outbox keeps it
         return BatchResult(sent=sent)
 
-    async def send_one(self, db: Any, tenant_id: str, message_id: str, task_id: str) -> int:
+    async def send_one(self, db: Database, tenant_id: str, message_id: str, task_id: str) -> int:
         message = await db[MESSAGES].find_one(
             {"_id": ObjectId(message_id)}, {"campaign_id": 1, "claimed_by": 1}
         )
@@ -639,14 +638,16 @@ class SmsSender:
             + CLAIM_MARGIN_SECONDS
         )
 
-    async def _still_open(self, db: Any, where: dict[str, Any]) -> bool:
+    async def _still_open(self, db: Database, where: dict[str, Any]) -> bool:
         """Whether messages of `where` are still pending or sending (two limited counts)."""
         for status in OPEN:
             if await db[MESSAGES].count_documents({**where, "status": status}, limit=1):
                 return True
         return False
 
-    async def _expire_claims(self, db: Any, campaign_id: ObjectId, where: dict[str, Any]) -> None:
+    async def _expire_claims(
+        self, db: Database, campaign_id: ObjectId, where: dict[str, Any]
+    ) -> None:
         """Mark `unknown` the messages of `where` that any delivery claimed longer ago than
         `claim_bound`: no live worker holds a claim that long, so its worker died (and Redis
         may have forgotten its task). Never resent blindly (`CampaignService.resolve`)."""
@@ -673,7 +674,7 @@ class SmsSender:
 
     async def _abandoned(
         self,
-        db: Any,
+        db: Database,
         campaign_id: ObjectId,
         batch: int,
         task_id: str,
@@ -712,7 +713,7 @@ class SmsSender:
             )
             await _bump(db, campaign_id, {"sending": -n, "unknown": n})
 
-    async def _read(self, db: Any, query: dict[str, Any]) -> list[Outgoing]:
+    async def _read(self, db: Database, query: dict[str, Any]) -> list[Outgoing]:
         """The messages of `query` (at most a batch) in `_id` order, sorted here: the batch's
         index bounds the read (its status key sits between the batch and `_id`, and a server
         sorting by `_id` might prefer the campaign's index and read the whole campaign)."""
@@ -722,7 +723,7 @@ class SmsSender:
 
     async def _send_all(
         self,
-        db: Any,
+        db: Database,
         tenant_id: str,
         campaign_id: ObjectId,
         query: dict[str, Any],
@@ -756,7 +757,7 @@ class SmsSender:
 
     async def _send_claim(
         self,
-        db: Any,
+        db: Database,
         tenant_id: str,
         campaign_id: ObjectId,
         query: dict[str, Any],
@@ -775,7 +776,7 @@ class SmsSender:
 
     async def _claim(
         self,
-        db: Any,
+        db: Database,
         campaign_id: ObjectId,
         query: dict[str, Any],
         chunk: list[Outgoing],
@@ -840,7 +841,7 @@ class SmsSender:
 
     async def _record(
         self,
-        db: Any,
+        db: Database,
         campaign_id: ObjectId,
         claim: ObjectId,
         claimed: list[Outgoing],
@@ -872,7 +873,7 @@ class SmsSender:
         return moves
 
     async def _record_by_seq(
-        self, db: Any, claim: ObjectId, claimed: list[Outgoing], results: list[SendOutcome]
+        self, db: Database, claim: ObjectId, claimed: list[Outgoing], results: list[SendOutcome]
     ) -> int:
         seqs = [int(m.seq or 0) for m in claimed]
         low = min(seqs)
@@ -895,13 +896,13 @@ class SmsSender:
         )
         return int(result.modified_count)
 
-    async def _needs_repair(self, db: Any, campaign_id: ObjectId) -> None:
+    async def _needs_repair(self, db: Database, campaign_id: ObjectId) -> None:
         """A delivery that may have lost a counter move (a redelivered task, whose earlier
         delivery stopped between a message write and its `$inc`; a claim taken over) flags the
         campaign: its counters are recounted when it completes."""
         await db[CAMPAIGNS].update_one({"_id": campaign_id}, {"$set": {"repair": True}})
 
-    async def _finish(self, db: Any, tenant_id: str, campaign_id: ObjectId) -> None:
+    async def _finish(self, db: Database, tenant_id: str, campaign_id: ObjectId) -> None:
         """Complete the campaign when nothing is left to send. While its counters show
         messages pending or sending it is not done (every delivery moves them with its own
         writes, and the one that moves the last calls this too); once they show none, two
@@ -933,7 +934,7 @@ class SmsSender:
         if finished is not None and self.events is not None:
             await self.events.campaign_finished(db, tenant_id, finished)
 
-    async def _recount(self, db: Any, campaign_id: ObjectId) -> dict[str, int]:
+    async def _recount(self, db: Database, campaign_id: ObjectId) -> dict[str, int]:
         """The campaign's messages counted, once nothing is open. A live worker's last move
         (an outcome's `$inc` right after its write) may still be on its way: it shows as an
         open counter, so this waits up to `CLAIM_MARGIN_SECONDS` for the counters to settle;

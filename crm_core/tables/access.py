@@ -28,7 +28,8 @@ class Level(IntEnum):
 LEVEL_NAMES = {"read": Level.READ, "write": Level.WRITE, "manage": Level.MANAGE}
 
 
-def _subject_query(ctx: TenantContext) -> dict[str, Any]:
+def subject_query(ctx: TenantContext) -> dict[str, Any]:
+    """The `_shares` condition for the shares held by the caller or one of their roles."""
     return {"$or": [{"user_id": ctx.user_id}, {"role_id": {"$in": list(ctx.user.role_ids)}}]}
 
 
@@ -51,7 +52,7 @@ async def access_level(ctx: TenantContext, table: Table) -> Level:
     if ctx.table_level_cap == Level.NONE:
         return Level.NONE
     best = Level.NONE
-    async for share in ctx.db[SHARES].find({"table": table.key, **_subject_query(ctx)}):
+    async for share in ctx.db[SHARES].find({"table": table.key, **subject_query(ctx)}):
         best = max(best, LEVEL_NAMES.get(share.get("access", ""), Level.NONE))
     return _capped(ctx, best)
 
@@ -78,7 +79,7 @@ async def visible_filter(ctx: TenantContext) -> dict[str, Any]:
         return {"builtin_permission": {"$in": readable_builtins}}
     if ctx.has("tables.all"):
         return {}
-    shared = await ctx.db[SHARES].distinct("table", _subject_query(ctx))
+    shared = await ctx.db[SHARES].distinct("table", subject_query(ctx))
     return {
         "$or": [
             {"owner_id": ctx.user_id},

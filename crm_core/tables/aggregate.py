@@ -29,7 +29,7 @@ from bson import ObjectId
 
 from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import CrmError, ValidationFailed
-from crm_core.platform.storage import query_purpose
+from crm_core.platform.storage import query_purpose, system_collection
 from crm_core.tables.access import Level, access_level
 from crm_core.tables.columns import ORDERED, PERIOD, TEXT, Column, ColumnType, render_datetime
 from crm_core.tables.definitions import Table, load_table
@@ -525,7 +525,7 @@ class AggregateService:
 
 async def _user_names(ctx: TenantContext, ids: list[str]) -> dict[Any, Any]:
     oids = [ObjectId(v) for v in ids if isinstance(v, str) and ObjectId.is_valid(v)]
-    cursor = User.get_motor_collection().find(
+    cursor = system_collection(User).find(
         {"_id": {"$in": oids}, "tenant_id": ctx.tenant.id}, {"full_name": 1}
     )
     found = {str(d["_id"]): d.get("full_name") async for d in cursor}

@@ -17,7 +17,7 @@ from crm_core.accounts.permissions import ADDED_LATER, BUILTIN_ROLES
 from crm_core.platform.cache import roles_changed, tables_changed
 from crm_core.platform.indexes import ensure_system_indexes, ensure_tenant_indexes
 from crm_core.platform.registry import Registry
-from crm_core.platform.storage import ASCENDING
+from crm_core.platform.storage import ASCENDING, Storage
 from crm_core.tables.columns import Column, ColumnType, default_column_types
 from crm_core.tables.definitions import TABLES, rows_collection_name, utcnow
 from models.accounts import Tenant
@@ -25,7 +25,7 @@ from models.accounts import Tenant
 log = logging.getLogger(__name__)
 
 
-def _col(key: str, type_: str, **extra: Any) -> dict[str, Any]:
+def _col(key: str, type_: str, **extra: object) -> dict[str, Any]:
     column = {
         "key": key,
         "name": extra.pop("name", key.replace("_", " ").capitalize()),
@@ -253,7 +253,7 @@ async def ensure_builtin_role_permissions(db: Any) -> list[str]:
     return changed
 
 
-async def migrate_all(storage: Any, drift: list[str] | None = None) -> int:
+async def migrate_all(storage: Storage, drift: list[str] | None = None) -> int:
     """Bring every tenant up to date; returns how many tenants changed. Index drift found
     (`index_drift`) is logged and, given a list, added to it."""
     await ensure_system_indexes(storage.system_db)  # audit: system collections (webhook_due...)

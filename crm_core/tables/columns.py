@@ -281,7 +281,9 @@ class ColumnType:
         """The 400 message for a value `missing_references` named."""
         return "no such object"
 
-    def coerce(self, column: Column, value: Any, vctx: ValueContext, lenient: bool = False) -> Any:
+    def coerce(
+        self, column: Column, value: object, vctx: ValueContext, lenient: bool = False
+    ) -> object:
         """Turn a JSON value (never None) into the stored BSON value, or raise ColumnValueError.
 
         `lenient` is the typecast used when a column changes type: the value is the old value
@@ -289,23 +291,23 @@ class ColumnType:
         """
         raise NotImplementedError
 
-    def render(self, column: Column, stored: Any) -> Any:
+    def render(self, column: Column, stored: object) -> object:
         """Turn a stored value into its JSON form."""
         return stored
 
-    def export_value(self, column: Column, stored: Any) -> Any:
+    def export_value(self, column: Column, stored: object) -> object:
         """The JSON value handed to another type when the column changes type."""
         return self.render(column, stored)
 
-    def cell_value(self, column: Column, stored: Any) -> Any:
+    def cell_value(self, column: Column, stored: object) -> object:
         """The plain value of a spreadsheet cell (exports); dates are handled by the caller."""
         return stored
 
-    def parse_filter_value(self, column: Column, value: Any, vctx: ValueContext) -> Any:
+    def parse_filter_value(self, column: Column, value: object, vctx: ValueContext) -> object:
         """A filter operand is parsed like a row value."""
         return self.coerce(column, value, vctx)
 
-    def random_value(self, column: Column, rng: random.Random) -> Any:
+    def random_value(self, column: Column, rng: random.Random) -> object:
         """A valid JSON input value, for tests and benchmarks."""
         raise NotImplementedError
 
@@ -347,11 +349,11 @@ class ColumnType:
         return column.indexed
 
 
-def _wrong_type(expected: str, value: Any) -> ColumnValueError:
+def _wrong_type(expected: str, value: object) -> ColumnValueError:
     return ColumnValueError(f"expected {expected}, got {_json_type(value)}")
 
 
-def _json_type(value: Any) -> str:
+def _json_type(value: object) -> str:
     if isinstance(value, bool):
         return "a boolean"
     if isinstance(value, int | float):
@@ -378,7 +380,9 @@ class TextColumnType(ColumnType):
     def limit(self, column: Column, vctx: ValueContext) -> int:
         return min(self.max_length, vctx.string_max_length)
 
-    def coerce(self, column: Column, value: Any, vctx: ValueContext, lenient: bool = False) -> Any:
+    def coerce(
+        self, column: Column, value: object, vctx: ValueContext, lenient: bool = False
+    ) -> str:
         if lenient and isinstance(value, bool | int | float):
             value = str(value).lower() if isinstance(value, bool) else str(value)
         if not isinstance(value, str):
@@ -412,7 +416,7 @@ class StringType(TextColumnType):
     def needs_conversion(self, old: Column, new: Column) -> bool:
         return old.type != new.type or old.max_length != new.max_length
 
-    def random_value(self, column: Column, rng: random.Random) -> Any:
+    def random_value(self, column: Column, rng: random.Random) -> str:
         words = ["ООО", "Ромашка", "Acme", "Lead", "договор", "client", "Север", "deal"]
         return " ".join(rng.choice(words) for _ in range(rng.randint(1, 4)))
 
@@ -433,7 +437,7 @@ class EmailType(TextColumnType):
             raise ColumnValueError(f"is not a valid email address ({exc})") from None
         return result.normalized
 
-    def random_value(self, column: Column, rng: random.Random) -> Any:
+    def random_value(self, column: Column, rng: random.Random) -> str:
         user = "".join(rng.choices(string.ascii_lowercase, k=8))
         return f"{user}@example.com"
 
@@ -455,7 +459,7 @@ class PhoneType(TextColumnType):
         except InvalidPhone as exc:
             raise ColumnValueError(str(exc)) from None
 
-    def random_value(self, column: Column, rng: random.Random) -> Any:
+    def random_value(self, column: Column, rng: random.Random) -> str:
         return f"+7916{rng.randint(0, 9_999_999):07d}"
 
 
@@ -477,7 +481,7 @@ class UrlType(TextColumnType):
             raise ColumnValueError("must not contain spaces")
         return value
 
-    def random_value(self, column: Column, rng: random.Random) -> Any:
+    def random_value(self, column: Column, rng: random.Random) -> str:
         return f"https://example.com/{rng.randint(1, 10**6)}"
 
 
@@ -490,7 +494,9 @@ class IntegerType(ColumnType):
     value_annotation = int
     value_schema = {"type": "integer", "minimum": INT64_MIN, "maximum": INT64_MAX}
 
-    def coerce(self, column: Column, value: Any, vctx: ValueContext, lenient: bool = False) -> Any:
+    def coerce(
+        self, column: Column, value: object, vctx: ValueContext, lenient: bool = False
+    ) -> int:
         if lenient and isinstance(value, str):
             try:  # Decimal keeps every digit: "12345678901234567891.0" is not rounded
                 number = decimal.Decimal(value.strip())
@@ -522,7 +528,7 @@ class IntegerType(ColumnType):
             )
         return value
 
-    def random_value(self, column: Column, rng: random.Random) -> Any:
+    def random_value(self, column: Column, rng: random.Random) -> int:
         return rng.randint(-1000, 1_000_000)
 
 
@@ -532,7 +538,9 @@ class FloatType(ColumnType):
     value_annotation = float
     value_schema = {"type": "number"}
 
-    def coerce(self, column: Column, value: Any, vctx: ValueContext, lenient: bool = False) -> Any:
+    def coerce(
+        self, column: Column, value: object, vctx: ValueContext, lenient: bool = False
+    ) -> float:
         if lenient and isinstance(value, str):
             try:
                 value = float(value.strip().replace(",", "."))
@@ -545,7 +553,7 @@ class FloatType(ColumnType):
             raise ColumnValueError("must be a finite number")
         return value
 
-    def random_value(self, column: Column, rng: random.Random) -> Any:
+    def random_value(self, column: Column, rng: random.Random) -> float:
         return round(rng.uniform(0, 1_000_000), 2)
 
 
@@ -564,7 +572,9 @@ class BooleanType(ColumnType):
         "нет": False,
     }
 
-    def coerce(self, column: Column, value: Any, vctx: ValueContext, lenient: bool = False) -> Any:
+    def coerce(
+        self, column: Column, value: object, vctx: ValueContext, lenient: bool = False
+    ) -> bool:
         if lenient and isinstance(value, str) and value.strip().lower() in self._words:
             return self._words[value.strip().lower()]
         if (
@@ -578,7 +588,7 @@ class BooleanType(ColumnType):
             raise _wrong_type("true or false", value)
         return value
 
-    def random_value(self, column: Column, rng: random.Random) -> Any:
+    def random_value(self, column: Column, rng: random.Random) -> bool:
         return rng.random() < 0.5
 
 
@@ -631,7 +641,9 @@ class DateType(ColumnType):
                 "is not a valid date (use YYYY-MM-DD or an ISO 8601 date-time)"
             ) from None
 
-    def coerce(self, column: Column, value: Any, vctx: ValueContext, lenient: bool = False) -> Any:
+    def coerce(
+        self, column: Column, value: object, vctx: ValueContext, lenient: bool = False
+    ) -> datetime:
         if not isinstance(value, str):
             raise _wrong_type("a date string", value)
         dotted = DOTTED_DATE.match(value.strip()) if lenient else None
@@ -643,10 +655,10 @@ class DateType(ColumnType):
                 value += f"T{int(hours):02d}:{rest}"
         return self.parse(value, vctx)
 
-    def render(self, column: Column, stored: Any) -> Any:
+    def render(self, column: Column, stored: object) -> object:
         return render_datetime(stored) if isinstance(stored, datetime) else stored
 
-    def random_value(self, column: Column, rng: random.Random) -> Any:
+    def random_value(self, column: Column, rng: random.Random) -> str:
         moment = datetime(2024, 1, 1, tzinfo=UTC) + timedelta(minutes=rng.randint(0, 10**6))
         return moment.strftime("%Y-%m-%dT%H:%M:00Z")
 
@@ -661,7 +673,9 @@ class TimeType(ColumnType):
     capabilities = ORDER_CAPS
     value_schema = {"type": "string", "pattern": r"^\d{1,2}:\d{2}(:\d{2})?$"}
 
-    def coerce(self, column: Column, value: Any, vctx: ValueContext, lenient: bool = False) -> Any:
+    def coerce(
+        self, column: Column, value: object, vctx: ValueContext, lenient: bool = False
+    ) -> str:
         if not isinstance(value, str):
             raise _wrong_type("a time string", value)
         match = TIME_RE.match(value.strip())
@@ -673,13 +687,13 @@ class TimeType(ColumnType):
             raise ColumnValueError("is not a valid time of day") from None
         return parsed.strftime("%H:%M:%S")
 
-    def cell_value(self, column: Column, stored: Any) -> Any:
+    def cell_value(self, column: Column, stored: object) -> object:
         if isinstance(stored, str):
             hours, minutes, seconds = (int(p) for p in stored.split(":"))
             return time(hours, minutes, seconds)
         return stored
 
-    def random_value(self, column: Column, rng: random.Random) -> Any:
+    def random_value(self, column: Column, rng: random.Random) -> str:
         return f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}"
 
 
@@ -694,7 +708,9 @@ class SelectType(ColumnType):
     settings_model = SelectSettings
     value_schema = {"type": "integer", "description": "The id of one of the column's options"}
 
-    def coerce(self, column: Column, value: Any, vctx: ValueContext, lenient: bool = False) -> Any:
+    def coerce(
+        self, column: Column, value: object, vctx: ValueContext, lenient: bool = False
+    ) -> int:
         options = column.options or ()
         if lenient and isinstance(value, str):
             by_label = {o.label.strip().lower(): o.id for o in options}
@@ -708,14 +724,14 @@ class SelectType(ColumnType):
             raise ColumnValueError(f"{value} is not an option of this column")
         return value
 
-    def export_value(self, column: Column, stored: Any) -> Any:
-        labels = {o.id: o.label for o in column.options or ()}
+    def export_value(self, column: Column, stored: object) -> object:
+        labels: dict[object, str] = {o.id: o.label for o in column.options or ()}
         return labels.get(stored, stored)
 
-    def cell_value(self, column: Column, stored: Any) -> Any:
+    def cell_value(self, column: Column, stored: object) -> object:
         return self.export_value(column, stored)
 
-    def random_value(self, column: Column, rng: random.Random) -> Any:
+    def random_value(self, column: Column, rng: random.Random) -> int | None:
         options = column.options or ()
         return rng.choice(options).id if options else None
 
@@ -778,7 +794,7 @@ def assign_option_ids(
 # ---- references -----------------------------------------------------------------------------
 
 
-def value_object_id(value: Any, message: str = "is not a row id") -> ObjectId:
+def value_object_id(value: object, message: str = "is not a row id") -> ObjectId:
     """An id given as a value (a link, a filter operand): a 400 for its field when malformed."""
     parsed = parse_object_id(value)
     if parsed is None:
@@ -795,10 +811,12 @@ class LinkType(ColumnType):
     references = True
     links_rows = True
 
-    def coerce(self, column: Column, value: Any, vctx: ValueContext, lenient: bool = False) -> Any:
+    def coerce(
+        self, column: Column, value: object, vctx: ValueContext, lenient: bool = False
+    ) -> ObjectId:
         return value_object_id(value)
 
-    def render(self, column: Column, stored: Any) -> Any:
+    def render(self, column: Column, stored: object) -> str:
         return str(stored)
 
     async def missing_references(
@@ -816,7 +834,7 @@ class LinkType(ColumnType):
         # always: deleting a row clears the references to it by this index
         return True
 
-    def random_value(self, column: Column, rng: random.Random) -> Any:
+    def random_value(self, column: Column, rng: random.Random) -> None:
         return None
 
 
@@ -830,7 +848,9 @@ class UserRefType(ColumnType):
     def missing_reference_message(self, column: Column) -> str:
         return "no such user in this company"
 
-    def coerce(self, column: Column, value: Any, vctx: ValueContext, lenient: bool = False) -> Any:
+    def coerce(
+        self, column: Column, value: object, vctx: ValueContext, lenient: bool = False
+    ) -> str:
         return str(value_object_id(value))
 
     async def missing_references(
@@ -838,7 +858,7 @@ class UserRefType(ColumnType):
     ) -> set[Any]:
         return set(values) - await refs.tenant_users(values)
 
-    def random_value(self, column: Column, rng: random.Random) -> Any:
+    def random_value(self, column: Column, rng: random.Random) -> None:
         return None
 
 

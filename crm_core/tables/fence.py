@@ -255,7 +255,7 @@ async def convert_values(
             if holds(new.types, after, value, ctx):
                 continue
             target, ok = convert_one(old.types, before, after, value, ctx)
-            if ok and _same(target, value):
+            if ok and same_value(target, value):
                 continue
             where = {"_id": row["_id"], after.key: value}
             try:
@@ -277,8 +277,8 @@ async def convert_values(
 
 
 def convert_one(
-    types: Registry[ColumnType], old: Column, new: Column, value: Any, ctx: TenantContext
-) -> tuple[Any, bool]:
+    types: Registry[ColumnType], old: Column, new: Column, value: object, ctx: TenantContext
+) -> tuple[object, bool]:
     """(the value under `new`, True), or (None, False) when it cannot be converted."""
     try:
         plain = types.get(old.type).export_value(old, value)
@@ -287,15 +287,16 @@ def convert_one(
         return None, False
 
 
-def holds(types: Registry[ColumnType], column: Column, value: Any, ctx: TenantContext) -> bool:
+def holds(types: Registry[ColumnType], column: Column, value: object, ctx: TenantContext) -> bool:
     """Whether a stored value is already in the column's form."""
     try:
         column_type = types.get(column.type)
         stored = column_type.coerce(column, column_type.render(column, value), ctx.values)
     except (ColumnValueError, KeyError, TypeError, ValueError, AttributeError):
         return False
-    return _same(stored, value)
+    return same_value(stored, value)
 
 
-def _same(a: Any, b: Any) -> bool:
+def same_value(a: object, b: object) -> bool:
+    """The same stored value: equal and of the same type (1 is not 1.0 nor True)."""
     return type(a) is type(b) and a == b

@@ -16,6 +16,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any, ClassVar
 
 import orjson
+from bson import ObjectId
 
 from crm_core.platform.errors import InvalidFilter
 from crm_core.platform.registry import Registry
@@ -49,7 +50,9 @@ class ObjectIdType(ColumnType):
     name = "id"
     capabilities = frozenset({EQUALITY})  # every row has one: never blank
 
-    def coerce(self, column: Column, value: Any, vctx: ValueContext, lenient: bool = False) -> Any:
+    def coerce(
+        self, column: Column, value: object, vctx: ValueContext, lenient: bool = False
+    ) -> ObjectId:
         return value_object_id(value)
 
 
@@ -105,7 +108,7 @@ class FilterOperator:
     def applies_to(self, column_type: ColumnType) -> bool:
         return self.needs in column_type.capabilities
 
-    def build(self, field: Field, value: Any, env: FilterEnv) -> dict[str, Any]:
+    def build(self, field: Field, value: object, env: FilterEnv) -> dict[str, Any]:
         raise NotImplementedError
 
 
@@ -118,11 +121,11 @@ class Negation(FilterOperator):
         self.needs = positive.needs  # type: ignore[misc]
         self.takes_value = positive.takes_value  # type: ignore[misc]
 
-    def build(self, field: Field, value: Any, env: FilterEnv) -> dict[str, Any]:
+    def build(self, field: Field, value: object, env: FilterEnv) -> dict[str, Any]:
         return {"$nor": [self.positive.build(field, value, env)]}
 
 
-def _day_bounds(field: Field, value: Any, env: FilterEnv) -> tuple[datetime, datetime] | None:
+def _day_bounds(field: Field, value: object, env: FilterEnv) -> tuple[datetime, datetime] | None:
     """A `YYYY-MM-DD` operand on a date field means that whole day in the tenant's timezone."""
     if (
         isinstance(field.type, DateType)
@@ -134,7 +137,7 @@ def _day_bounds(field: Field, value: Any, env: FilterEnv) -> tuple[datetime, dat
     return None
 
 
-def _operand(field: Field, value: Any, env: FilterEnv) -> Any:
+def _operand(field: Field, value: object, env: FilterEnv) -> object:
     if value is None:
         raise FilterProblem("needs a value (use `blank` to find empty values)")
     return field.type.parse_filter_value(field.column, value, env.values)
@@ -143,7 +146,7 @@ def _operand(field: Field, value: Any, env: FilterEnv) -> Any:
 class Eq(FilterOperator):
     name = "eq"
 
-    def build(self, field: Field, value: Any, env: FilterEnv) -> dict[str, Any]:
+    def build(self, field: Field, value: object, env: FilterEnv) -> dict[str, Any]:
         bounds = _day_bounds(field, value, env)
         if bounds:
             return {field.name: {"$gte": bounds[0], "$lt": bounds[1]}}
@@ -153,7 +156,7 @@ class Eq(FilterOperator):
 class In(FilterOperator):
     name = "in"
 
-    def build(self, field: Field, value: Any, env: FilterEnv) -> dict[str, Any]:
+    def build(self, field: Field, value: object, env: FilterEnv) -> dict[str, Any]:
         if not isinstance(value, list) or not value:
             raise FilterProblem("needs a non-empty list of values")
         if len(value) > MAX_LIST_VALUES:
@@ -171,7 +174,7 @@ class Blank(FilterOperator):
     needs = BLANK
     takes_value = False
 
-    def build(self, field: Field, value: Any, env: FilterEnv) -> dict[str, Any]:
+    def build(self, field: Field, value: object, env: FilterEnv) -> dict[str, Any]:
         return {"$or": [{field.name: None}, {field.name: ""}]}
 
 
@@ -181,7 +184,7 @@ class TextMatch(FilterOperator):
     needs = TEXT
     template: ClassVar[str] = "{}"
 
-    def build(self, field: Field, value: Any, env: FilterEnv) -> dict[str, Any]:
+    def build(self, field: Field, value: object, env: FilterEnv) -> dict[str, Any]:
         if not isinstance(value, str) or not value:
             raise FilterProblem("needs a non-empty string")
         if len(value) > MAX_TEXT_OPERAND:
@@ -213,7 +216,7 @@ class Compare(FilterOperator):
     day_mongo: ClassVar[str]  # and for a whole day: against its start or the next day's
     day_edge: ClassVar[int]
 
-    def build(self, field: Field, value: Any, env: FilterEnv) -> dict[str, Any]:
+    def build(self, field: Field, value: object, env: FilterEnv) -> dict[str, Any]:
         bounds = _day_bounds(field, value, env)
         if bounds:
             return {field.name: {self.day_mongo: bounds[self.day_edge]}}
@@ -242,7 +245,7 @@ class Between(FilterOperator):
     name = "between"
     needs = ORDERED
 
-    def build(self, field: Field, value: Any, env: FilterEnv) -> dict[str, Any]:
+    def build(self, field: Field, value: object, env: FilterEnv) -> dict[str, Any]:
         if not isinstance(value, list) or len(value) != 2:
             raise FilterProblem("needs [low, high]")
         low = Gte().build(field, value[0], env)[field.name]
@@ -276,7 +279,7 @@ def add_months(day: date, months: int) -> date:
     return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
 
 
-def period_days(period: Any, today: date) -> tuple[date, date]:
+def period_days(period: object, today: date) -> tuple[date, date]:
     """The days [first, last) of a named period or `{"past_days"|"next_days": N}`.
 
     `past_*` runs from that far back up to and including today; `next_*` from today up to and
@@ -294,7 +297,7 @@ def period_days(period: Any, today: date) -> tuple[date, date]:
         if kind == "past_days":
             return today - timedelta(days=count), tomorrow
         return today, tomorrow + timedelta(days=count)
-    if period not in PERIODS:
+    if not isinstance(period, str) or period not in PERIODS:
         raise FilterProblem(f"needs one of {', '.join(PERIODS)}, past_days or next_days")
     week_start = today - timedelta(days=today.weekday())
     month_start = today.replace(day=1)
@@ -320,7 +323,7 @@ class IsWithin(FilterOperator):
     name = "is_within"
     needs = PERIOD
 
-    def build(self, field: Field, value: Any, env: FilterEnv) -> dict[str, Any]:
+    def build(self, field: Field, value: object, env: FilterEnv) -> dict[str, Any]:
         zone = env.values.timezone
         today = env.now.astimezone(zone).date()
         first, last = period_days(value, today)
@@ -363,7 +366,7 @@ class FilterBuilder:
     def __init__(self, operators: Registry[FilterOperator]) -> None:
         self.operators = operators
 
-    def parse_param(self, text: str | None) -> Any:
+    def parse_param(self, text: str | None) -> object:
         if text is None or not text.strip():
             return []
         if len(text) > MAX_FILTER_CHARS:
@@ -374,7 +377,7 @@ class FilterBuilder:
             raise _invalid("filters", "is not valid JSON (URL-encode the JSON array)") from None
 
     def translate(
-        self, filters: Any, fields: dict[str, Field], env: FilterEnv, path: str = "filters"
+        self, filters: object, fields: dict[str, Field], env: FilterEnv, path: str = "filters"
     ) -> dict[str, Any]:
         if isinstance(filters, dict):
             filters = [filters]
@@ -390,7 +393,7 @@ class FilterBuilder:
 
     def _node(
         self,
-        node: Any,
+        node: object,
         fields: dict[str, Field],
         env: FilterEnv,
         path: str,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bson import ObjectId
@@ -42,6 +43,7 @@ from crm_core.tables.definitions import (
     utcnow,
 )
 from crm_core.tables.validators import ColumnValidator
+from models.access import AliasRecord
 from models.tables import MAX_COLUMNS, ColumnPatch, TableIn, column_models
 
 log = logging.getLogger(__name__)
@@ -67,26 +69,59 @@ class TableDependents(Protocol):
     async def column_deleted(self, ctx: TenantContext, table_key: str, column_key: str) -> None: ...
 
 
+class DisplayNames(Protocol):
+    """The tenant's display names of tables and columns (crm_core/tables/aliases.py)."""
+
+    async def find(self, ctx: TenantContext, keys: list[str]) -> dict[str, AliasRecord]:
+        """The display names of the tables `keys`, by key (tables without any are absent)."""
+        ...
+
+
+@dataclass(frozen=True)
+class NamedTable:
+    """A table as the caller sees it: its definition and the tenant's display names of it
+    and its columns (None: none are set)."""
+
+    table: Table
+    names: AliasRecord | None = None
+
+
 class MetaService:
+    """The table constructor. Every method that answers a table answers it with its display
+    names (`NamedTable`), as the routes show it."""
+
     def __init__(
         self,
         types: Registry[ColumnType],
         validators: Registry[ColumnValidator],
+        names: DisplayNames,
         dependents: Sequence[TableDependents] = (),
     ) -> None:
         self.types = types
         self.validators = validators
+        self.names = names
         self.dependents = dependents
         self.models = column_models(types)  # the body models of the table constructor
 
     # ---- tables ---------------------------------------------------------------------------
 
-    async def list_tables(self, ctx: TenantContext) -> list[Table]:
+    async def list_tables(self, ctx: TenantContext) -> list[NamedTable]:
+        """The tables the caller can see, by key, with their display names."""
         query = await visible_filter(ctx)
         docs = await ctx.db[TABLES].find(query).sort("key", ASCENDING).to_list(None)
-        return [Table(doc, self.types) for doc in docs]
+        tables = [Table(doc, self.types) for doc in docs]
+        found = await self.names.find(ctx, [t.key for t in tables])
+        return [NamedTable(t, found.get(t.key)) for t in tables]
 
-    async def create_table(self, ctx: TenantContext, data: TableIn) -> Table:
+    async def named(self, ctx: TenantContext, table: Table) -> NamedTable:
+        """`table` with the tenant's display names."""
+        found = await self.names.find(ctx, [table.key])
+        return NamedTable(table, found.get(table.key))
+
+    async def create_table(self, ctx: TenantContext, data: TableIn) -> NamedTable:
+        return await self.named(ctx, await self._create_table(ctx, data))
+
+    async def _create_table(self, ctx: TenantContext, data: TableIn) -> Table:
         columns: list[Column] = []
         seen: set[str] = set()
         errors: list[dict[str, Any]] = []
@@ -145,11 +180,11 @@ class MetaService:
 
     async def rename_table(
         self, ctx: TenantContext, table: Table, name: str | None, version: int | None
-    ) -> Table:
+    ) -> NamedTable:
         check_version(table, version)
-        if name is None:
-            return table
-        return await save_definition(ctx, table, {"name": name})
+        if name is not None:
+            table = await save_definition(ctx, table, {"name": name})
+        return await self.named(ctx, table)
 
     async def delete_table(self, ctx: TenantContext, table: Table, version: int | None) -> None:
         check_version(table, version)
@@ -177,7 +212,12 @@ class MetaService:
     # ---- columns --------------------------------------------------------------------------
 
     async def add_column(
-        self, ctx: TenantContext, table: Table, column_in: Any, version: int | None
+        self, ctx: TenantContext, table: Table, column_in: BaseModel, version: int | None
+    ) -> NamedTable:
+        return await self.named(ctx, await self._add_column(ctx, table, column_in, version))
+
+    async def _add_column(
+        self, ctx: TenantContext, table: Table, column_in: BaseModel, version: int | None
     ) -> Table:
         check_version(table, version)
         raw = column_in.model_dump()
@@ -211,6 +251,14 @@ class MetaService:
             raise
 
     async def change_column(
+        self, ctx: TenantContext, table: Table, key: str, patch: ColumnPatch, version: int | None
+    ) -> NamedTable:
+        """Changing the type converts every row, or answers 409 with what would fail
+        (crm_core/tables/fence.py keeps writes of the column out meanwhile)."""
+        changed = await self._change_column(ctx, table, key, patch, version)
+        return await self.named(ctx, changed)
+
+    async def _change_column(
         self, ctx: TenantContext, table: Table, key: str, patch: ColumnPatch, version: int | None
     ) -> Table:
         check_version(table, version)
@@ -289,7 +337,7 @@ class MetaService:
                     continue
             if new.unique:
                 final.setdefault(_hashable(target), []).append(str(row["_id"]))
-            if not fence._same(target, value):
+            if not fence.same_value(target, value):
                 updates.append((row["_id"], value, target))
         if failures:
             raise Conflict(
@@ -398,6 +446,11 @@ class MetaService:
 
     async def delete_column(
         self, ctx: TenantContext, table: Table, key: str, version: int | None
+    ) -> NamedTable:
+        return await self.named(ctx, await self._delete_column(ctx, table, key, version))
+
+    async def _delete_column(
+        self, ctx: TenantContext, table: Table, key: str, version: int | None
     ) -> Table:
         check_version(table, version)
         column = table.column(key)
@@ -413,6 +466,20 @@ class MetaService:
         for dependent in self.dependents:
             await dependent.column_deleted(ctx, table.key, key)
         return updated
+
+    # ---- the caller's view ----------------------------------------------------------------
+
+    @staticmethod
+    async def view(ctx: TenantContext, table: Table) -> dict[str, list[str]]:
+        """The caller's column order and hidden columns (crm_core/tables/ordering.py)."""
+        return await ordering.get_view(ctx, table)
+
+    @staticmethod
+    async def save_view(
+        ctx: TenantContext, table: Table, column_order: list[str], hidden: list[str]
+    ) -> dict[str, list[str]]:
+        """Replace the caller's own view; unknown or repeated keys are a 400."""
+        return await ordering.put_view(ctx, table, column_order, hidden)
 
     # ---- helpers --------------------------------------------------------------------------
 
@@ -544,7 +611,7 @@ class MetaService:
                 await rows.drop_index(name)
 
 
-def _hashable(value: Any) -> Any:
+def _hashable(value: object) -> object:
     if isinstance(value, list):
         return tuple(_hashable(v) for v in value)
     if isinstance(value, dict):
@@ -553,7 +620,7 @@ def _hashable(value: Any) -> Any:
 
 
 def _reason(
-    types: Registry[ColumnType], old: Column, new: Column, value: Any, ctx: TenantContext
+    types: Registry[ColumnType], old: Column, new: Column, value: object, ctx: TenantContext
 ) -> str:
     try:
         plain = types.get(old.type).export_value(old, value)

@@ -10,6 +10,7 @@ from bson import ObjectId
 from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import CrmError
 from crm_core.platform.registry import Registry
+from crm_core.platform.storage import system_collection
 from crm_core.tables.access import Level, access_level
 from crm_core.tables.columns import ColumnType
 from crm_core.tables.definitions import load_table
@@ -34,7 +35,7 @@ class VisibleReferences:
         return {d["_id"] async for d in cursor}
 
     async def tenant_users(self, ids: list[str]) -> set[str]:
-        cursor = User.get_motor_collection().find(
+        cursor = system_collection(User).find(
             {"_id": {"$in": [ObjectId(v) for v in ids]}, "tenant_id": self.ctx.tenant.id},
             {"_id": 1},
         )

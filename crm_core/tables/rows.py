@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -22,7 +21,7 @@ from crm_core.platform.storage import (
     query_purpose,
     update_each,
 )
-from crm_core.tables import fence
+from crm_core.tables import fence, ordering, upsert
 from crm_core.tables.access import Level, access_level
 from crm_core.tables.columns import (
     Column,
@@ -35,8 +34,17 @@ from crm_core.tables.definitions import SYSTEM_FIELDS, TABLES, Table, load_table
 from crm_core.tables.filters import FilterBuilder, FilterEnv, table_fields
 from crm_core.tables.ordering import forget_rows, manual_page
 from crm_core.tables.references import VisibleReferences
-from crm_core.tables.updates import set_unset
+from crm_core.tables.updates import set_unset, unique_conflict
 from crm_core.tables.validators import ColumnValidator
+from models.accounts import Tenant
+from models.tables import (
+    BulkCreateIn,
+    BulkDeleteIds,
+    BulkDeleteWhere,
+    BulkUpdateItems,
+    BulkUpdateWhere,
+    RowListQuery,
+)
 
 log = logging.getLogger(__name__)
 EVENT_CHUNK = 500  # rows read per round when a by-filter write must tell webhooks what changed
@@ -46,10 +54,9 @@ EVENT_CHUNK = 500  # rows read per round when a by-filter write must tell webhoo
 CLIENT_QUERY = "rows.client_query"
 
 SORT_FIELDS = {"id": "_id", "_id": "_id", **{f: f for f in SYSTEM_FIELDS}}
-_INDEX_NAME = re.compile(r"index:\s+u_([a-z][a-z0-9_]*)")
 
 
-def parse_row_id(row_id: Any) -> ObjectId:
+def parse_row_id(row_id: object) -> ObjectId:
     return object_id(row_id, "Row")
 
 
@@ -74,7 +81,7 @@ class RowValues:
     def _error(self, field: str, message: str) -> None:
         self.errors.append({"field": f"{self.path}{field}", "message": message})
 
-    def _coerce(self, column: Column, value: Any) -> Any:
+    def _coerce(self, column: Column, value: object) -> object:
         try:
             stored = self.table.column_type(column).coerce(
                 column, value, self.ctx.values, lenient=self.lenient
@@ -87,7 +94,7 @@ class RowValues:
             self._error(column.key, str(exc))
             return None
 
-    def for_create(self, body: Any) -> dict[str, Any]:
+    def for_create(self, body: object) -> dict[str, Any]:
         if not isinstance(body, dict):
             self._error("", "must be a JSON object")
             return {}
@@ -107,7 +114,7 @@ class RowValues:
                 doc[key] = stored
         return doc
 
-    def for_update(self, body: Any) -> tuple[dict[str, Any], list[str]]:
+    def for_update(self, body: object) -> tuple[dict[str, Any], list[str]]:
         if not isinstance(body, dict):
             self._error("", "must be a JSON object")
             return {}, []
@@ -153,8 +160,8 @@ class RowEvents(Protocol):
     """Who hears about written rows (webhooks: crm_core.webhooks.service.WebhookService)."""
 
     async def subscribed(
-        self, db: Any, event: str, table_key: str | None, tenant: Any = None
-    ) -> list[Any]:
+        self, db: Any, event: str, table_key: str | None, tenant: Tenant | None = None
+    ) -> list[ObjectId]:
         """Ids of the listeners of `event` on the table; empty: nobody listens. Given the
         request's tenant, answered from the process cache."""
         ...
@@ -167,7 +174,7 @@ class RowEvents(Protocol):
         event: str,
         table_key: str | None,
         items: list[dict[str, Any]],
-        hooks: list[Any] | None = None,
+        hooks: list[ObjectId] | None = None,
     ) -> int: ...
 
 
@@ -179,11 +186,12 @@ class RowService:
         types: Registry[ColumnType],
         filters: FilterBuilder,
         validators: Registry[ColumnValidator],
+        events: RowEvents | None = None,
     ) -> None:
         self.types = types
         self.filters = filters
         self.validators = validators
-        self.events: RowEvents | None = None
+        self.events = events
 
     def checker(
         self, table: Table, ctx: TenantContext, path: str = "", lenient: bool = False
@@ -288,7 +296,7 @@ class RowService:
                     row[key] = found.get(row[key], row[key])
 
     def query(
-        self, ctx: TenantContext, table: Table, filters: Any, now: datetime | None = None
+        self, ctx: TenantContext, table: Table, filters: object, now: datetime | None = None
     ) -> dict[str, Any]:
         """The MongoDB query for a filter (already parsed from JSON); 400 invalid_filter."""
         env = FilterEnv(ctx.values, now or datetime.now(UTC))
@@ -305,30 +313,36 @@ class RowService:
             row[field] = render_datetime(value) if isinstance(value, datetime) else value
         return row
 
-    async def get(self, ctx: TenantContext, table: Table, row_id: str) -> dict[str, Any]:
+    async def get(
+        self, ctx: TenantContext, table: Table, row_id: str, expand: str | None = None
+    ) -> dict[str, Any]:
+        """One row; `expand` (comma-separated link columns) answers those columns with the
+        referenced rows (`expand`)."""
         doc = await table.collection(ctx).find_one({"_id": parse_row_id(row_id)})
         if doc is None:
             raise NotFound("Row not found")
-        return self.render(table, doc)
+        row = self.render(table, doc)
+        await self.expand(ctx, table, [row], expand_keys(expand))
+        return row
 
-    async def create(self, ctx: TenantContext, table: Table, body: Any) -> dict[str, Any]:
+    async def create(self, ctx: TenantContext, table: Table, body: object) -> dict[str, Any]:
         table, keys = await self.fenced(ctx, table, [body], creating=True)
         checker = self.checker(table, ctx)
         doc = checker.for_create(body)
         checker.raise_if_invalid()
         await self.check_rules(ctx, table, [("", doc)])
-        doc.update(self._stamp(ctx, created=True), _id=ObjectId())
+        doc.update(self.stamp(ctx, created=True), _id=ObjectId())
         try:
             await table.collection(ctx).insert_one(doc)
         except DuplicateKeyError as exc:
-            raise _unique_conflict(exc) from None
+            raise unique_conflict(exc) from None
         doc = (await self.settled(ctx, table, [doc], keys))[0]
         row = self.render(table, doc)
         await self.emit(ctx, table, "row.created", [row])
         return row
 
     async def update(
-        self, ctx: TenantContext, table: Table, row_id: str, body: Any
+        self, ctx: TenantContext, table: Table, row_id: str, body: object
     ) -> dict[str, Any]:
         oid = parse_row_id(row_id)
         table, keys = await self.fenced(ctx, table, [body], creating=False)
@@ -344,20 +358,20 @@ class RowService:
             await self.check_rules(ctx, table, [("", merged)])
         else:
             await self.check_rules(ctx, table, [("", set_values)], whole_rows=False)
-        stamp = self._stamp(ctx, created=False)
+        stamp = self.stamp(ctx, created=False)
         update = set_unset({**set_values, **stamp}, unset)
         try:
             before = await table.collection(ctx).find_one_and_update(
                 {"_id": oid}, update, return_document=False
             )
         except DuplicateKeyError as exc:
-            raise _unique_conflict(exc) from None
+            raise unique_conflict(exc) from None
         if before is None:
             raise NotFound("Row not found")
         after = {k: v for k, v in {**before, **set_values, **stamp}.items() if k not in unset}
         after = (await self.settled(ctx, table, [after], keys))[0]
         row = self.render(table, after)
-        await self._publish_updates(ctx, table, [(before, after)], rendered=[row])
+        await self.publish_updates(ctx, table, [(before, after)], rendered=[row])
         return row
 
     async def delete(self, ctx: TenantContext, table: Table, row_id: str) -> None:
@@ -380,7 +394,7 @@ class RowService:
         table, keys = await self.fenced(ctx, table, items, creating=True)
         docs: list[dict[str, Any]] = []
         errors: list[dict[str, Any]] = []
-        stamp = self._stamp(ctx, created=True)
+        stamp = self.stamp(ctx, created=True)
         for index, item in enumerate(items):
             checker = self.checker(table, ctx, f"items.{index}.")
             doc = checker.for_create(item)
@@ -395,7 +409,7 @@ class RowService:
         except (BulkWriteError, DuplicateKeyError) as exc:
             # a concurrent writer took a unique value between the check and the insert
             await collection.delete_many({"_id": {"$in": [d["_id"] for d in docs]}})
-            raise _unique_conflict(exc) from None
+            raise unique_conflict(exc) from None
         docs = await self.settled(ctx, table, docs, keys)
         rows = [self.render(table, doc) for doc in docs]
         await self.emit(ctx, table, "row.created", rows)
@@ -450,7 +464,7 @@ class RowService:
             ],
         )
         await self._check_unique(ctx, table, [s for _, s, _ in changes], exclude=ids)
-        stamp = self._stamp(ctx, created=False)
+        stamp = self.stamp(ctx, created=False)
         operations = []
         for oid, set_values, unset in changes:
             operations.append(({"_id": oid}, set_unset({**set_values, **stamp}, unset)))
@@ -460,13 +474,66 @@ class RowService:
             # a concurrent writer took a unique value after the check: put the batch back
             for oid, doc in originals.items():
                 await collection.replace_one({"_id": oid}, doc)
-            raise _unique_conflict(exc) from None
+            raise unique_conflict(exc) from None
         table = await fence.settle(ctx, table, ids, keys)
         docs = {d["_id"]: d async for d in collection.find({"_id": {"$in": ids}})}
-        await self._publish_updates(
+        await self.publish_updates(
             ctx, table, [(originals[oid], docs[oid]) for oid in ids if oid in docs]
         )
         return [self.render(table, docs[oid]) for oid in ids if oid in docs]
+
+    async def bulk_write(
+        self, ctx: TenantContext, table: Table, body: BulkCreateIn, full_rows: bool
+    ) -> dict[str, Any]:
+        """`POST .../bulk`: the items created, or with `upsert_on` created or updated
+        (`{"items", "created", "updated"}`, crm_core/tables/upsert.py); all or nothing. Each
+        answered item is the stored row, or with `full_rows=False` only its `{"id"}`."""
+        if body.upsert_on is None:
+            return {"items": await self.bulk_create(ctx, table, body.items, full_rows)}
+        result = await upsert.bulk_upsert(self, ctx, table, body.items, body.upsert_on)
+        if not full_rows:
+            result["items"] = [{"id": row["id"]} for row in result["items"]]
+        return result
+
+    async def bulk_change(
+        self, ctx: TenantContext, table: Table, change: BulkUpdateItems | BulkUpdateWhere
+    ) -> dict[str, Any]:
+        """`PATCH .../bulk`: each item's own values (`{"items": [rows]}`), or the same values
+        on every row a non-empty filter selects (`{"updated": N}`)."""
+        if isinstance(change, BulkUpdateItems):
+            return {"items": await self.bulk_update(ctx, table, change.items)}
+        where = self.selection(ctx, table, change.filters)
+        return {"updated": await self.update_where(ctx, table, where, change.values)}
+
+    async def bulk_remove(
+        self, ctx: TenantContext, table: Table, which: BulkDeleteIds | BulkDeleteWhere
+    ) -> int:
+        """`POST .../bulk-delete`: the rows named by id, or those a non-empty filter
+        selects; answers how many went."""
+        if isinstance(which, BulkDeleteIds):
+            return await self.bulk_delete(ctx, table, which.ids)
+        return await self.delete_where(ctx, table, self.selection(ctx, table, which.filters))
+
+    def selection(self, ctx: TenantContext, table: Table, filters: object) -> dict[str, Any]:
+        """The query of a filter that must select by at least one condition (a write to
+        many rows never means every row by an empty filter)."""
+        where = self.query(ctx, table, filters)
+        if not where:
+            raise ValidationFailed.field("filters", "must have at least one condition")
+        return where
+
+    async def move(
+        self, ctx: TenantContext, table: Table, row_id: str, before_id: str | None
+    ) -> dict[str, int]:
+        """Place a row just before `before_id` (None: last) in the caller's manual order
+        (crm_core/tables/ordering.py); answers the reads and writes it took."""
+        oid, before = parse_row_id(row_id), None
+        if before_id is not None:
+            try:
+                before = parse_row_id(before_id)
+            except NotFound:
+                raise ValidationFailed.field("before_id", "is not a row id") from None
+        return await ordering.move_row(ctx, table, oid, before)
 
     async def bulk_delete(self, ctx: TenantContext, table: Table, ids: list[str]) -> int:
         errors = []
@@ -486,6 +553,18 @@ class RowService:
         return int(result.deleted_count)
 
     # ---- listing --------------------------------------------------------------------------
+
+    async def list_page(
+        self, ctx: TenantContext, table: Table, query: RowListQuery
+    ) -> dict[str, Any]:
+        """`GET /api/data/{table}`: the page the query asks for (its filter parsed and
+        translated here, docs/filters.md; its sort, `sort_spec`; its `expand`ed link columns)
+        as `{"items", "total", "limit", "offset"}`."""
+        sort = self.sort_spec(table, query.sort_by, query.sort_order, query.sort)
+        where = self.query(ctx, table, self.filters.parse_param(query.filters))
+        items, total = await self.page(ctx, table, where, sort, query.limit, query.offset)
+        await self.expand(ctx, table, items, expand_keys(query.expand))
+        return {"items": items, "total": total, "limit": query.limit, "offset": query.offset}
 
     async def page(
         self,
@@ -549,7 +628,7 @@ class RowService:
         return result or [("_id", ASCENDING)]
 
     async def update_where(
-        self, ctx: TenantContext, table: Table, query: dict[str, Any], values: Any
+        self, ctx: TenantContext, table: Table, query: dict[str, Any], values: object
     ) -> int:
         """The same values on every row the filter selects."""
         table, keys = await self.fenced(ctx, table, [values], creating=False)
@@ -572,7 +651,7 @@ class RowService:
                         f"Many rows cannot share one value of unique column '{key}'",
                         [{"field": f"values.{key}", "message": "unique column"}],
                     )
-        update = set_unset({**set_values, **self._stamp(ctx, created=False)}, unset)
+        update = set_unset({**set_values, **self.stamp(ctx, created=False)}, unset)
         hooks = await self._listeners(ctx, table, "row.updated")
         if hooks:  # webhooks are told what changed in each row: go by chunks of ids
             with query_purpose(CLIENT_QUERY):
@@ -584,18 +663,18 @@ class RowService:
                 try:
                     result = await collection.update_many(chunk, update)
                 except DuplicateKeyError as exc:
-                    raise _unique_conflict(exc) from None
+                    raise unique_conflict(exc) from None
                 matched += int(result.matched_count)
                 current = await fence.settle(ctx, table, list(before), keys)
                 after = collection.find({"_id": {"$in": list(before)}})
                 pairs = [(before[d["_id"]], d) async for d in after]
-                await self._publish_updates(ctx, current, pairs, hooks=hooks)
+                await self.publish_updates(ctx, current, pairs, hooks=hooks)
             return matched
         try:
             with query_purpose(CLIENT_QUERY):
                 result = await collection.update_many(query, update)
         except DuplicateKeyError as exc:
-            raise _unique_conflict(exc) from None
+            raise unique_conflict(exc) from None
         # which rows the filter selected is not known here: a stale column is settled by key
         await fence.settle(ctx, table, None, keys)
         return int(result.matched_count)
@@ -620,7 +699,7 @@ class RowService:
 
     # ---- events (webhooks): every row write tells them from here --------------------------
 
-    async def _listeners(self, ctx: TenantContext, table: Table, event: str) -> list[Any]:
+    async def _listeners(self, ctx: TenantContext, table: Table, event: str) -> list[ObjectId]:
         if self.events is None:
             return []
         return await self.events.subscribed(ctx.db, event, table.key, ctx.tenant)
@@ -631,10 +710,10 @@ class RowService:
         table: Table,
         event: str,
         items: list[dict[str, Any]],
-        hooks: list[Any] | None = None,
+        hooks: list[ObjectId] | None = None,
     ) -> None:
         """Tell the listeners (webhooks) about rows written; every row write calls this (or
-        `_publish_updates`), and so must any new write path (imports...). The write is done, so
+        `publish_updates`), and so must any new write path (imports...). The write is done, so
         a failure here is logged, not raised."""
         if self.events is None or not items:
             return
@@ -647,13 +726,13 @@ class RowService:
         except Exception:
             log.exception("row event %s on %s could not be recorded", event, table.key)
 
-    async def _publish_updates(
+    async def publish_updates(
         self,
         ctx: TenantContext,
         table: Table,
         pairs: list[tuple[dict[str, Any], dict[str, Any]]],
         rendered: list[dict[str, Any]] | None = None,
-        hooks: list[Any] | None = None,
+        hooks: list[ObjectId] | None = None,
     ) -> None:
         """`row.updated` for the rows whose column values changed, naming those columns and
         their previous values."""
@@ -685,7 +764,7 @@ class RowService:
         ctx: TenantContext,
         table: Table,
         ids: list[ObjectId],
-        hooks: list[Any],
+        hooks: list[ObjectId],
         query: dict[str, Any] | None = None,
     ) -> int:
         """Delete rows by chunks of ids, telling the listeners which rows went."""
@@ -729,7 +808,7 @@ class RowService:
     # ---- helpers --------------------------------------------------------------------------
 
     @staticmethod
-    def _stamp(ctx: TenantContext, created: bool) -> dict[str, Any]:
+    def stamp(ctx: TenantContext, created: bool) -> dict[str, Any]:
         now = utcnow()
         stamp: dict[str, Any] = {"_updated_at": now, "_updated_by": ctx.user_id}
         if created:
@@ -769,26 +848,11 @@ class RowService:
                 )
 
 
+def expand_keys(text: str | None) -> list[str]:
+    """Comma-separated keys, each once (`expand=a,a` is `expand=a`)."""
+    return list(dict.fromkeys(k.strip() for k in (text or "").split(",") if k.strip()))
+
+
 def _raise_errors(errors: list[dict[str, Any]]) -> None:
     if errors:
         raise ValidationFailed(f"{errors[0]['field']}: {errors[0]['message']}", errors)
-
-
-def _unique_conflict(exc: Exception) -> Conflict:
-    details: dict[str, Any] = getattr(exc, "details", None) or {}
-    pattern = details.get("keyPattern")
-    if not pattern:
-        for error in details.get("writeErrors", []):
-            pattern = error.get("keyPattern")
-            if pattern:
-                break
-    column = next(iter(pattern), None) if pattern else None
-    if column is None:
-        match = _INDEX_NAME.search(str(exc))
-        column = match.group(1) if match else None
-    if column is None:
-        return Conflict("A unique value is already used by another row")
-    return Conflict(
-        f"The value of unique column '{column}' is already used by another row",
-        [{"field": column, "message": "already used by another row"}],
-    )

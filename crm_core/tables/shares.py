@@ -16,9 +16,9 @@ from crm_core.tables.access import (
     LEVEL_NAMES,
     SHARES,
     Level,
-    _subject_query,
     access_level,
     require,
+    subject_query,
 )
 from crm_core.tables.columns import ColumnType
 from crm_core.tables.definitions import load_table
@@ -28,7 +28,7 @@ from models.accounts import User
 
 class ShareService:
     """Granting, listing and revoking shares. Who a share reaches, and what it gives, is
-    decided in crm_core/tables/access.py (`_subject_query`: the user or one of their roles)."""
+    decided in crm_core/tables/access.py (`subject_query`: the user or one of their roles)."""
 
     def __init__(self, types: Registry[ColumnType]) -> None:
         self.types = types
@@ -56,7 +56,7 @@ class ShareService:
     async def list_shares(self, ctx: TenantContext) -> tuple[list[ShareRecord], list[ShareRecord]]:
         """The shares the caller granted, and those that reach the caller."""
         granted = ctx.db[SHARES].find({"granted_by": ctx.user_id})
-        received = ctx.db[SHARES].find(_subject_query(ctx))
+        received = ctx.db[SHARES].find(subject_query(ctx))
         return (
             [ShareRecord.from_document(doc) async for doc in granted],
             [ShareRecord.from_document(doc) async for doc in received],

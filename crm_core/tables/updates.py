@@ -1,9 +1,15 @@
-"""The MongoDB update for a set of changes to a row."""
+"""The MongoDB update for a set of changes to a row, and the 409 for a unique value a write
+found taken."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+from crm_core.platform.errors import Conflict
+
+_INDEX_NAME = re.compile(r"index:\s+u_([a-z][a-z0-9_]*)")
 
 
 def set_unset(set_values: Mapping[str, Any], unset: Iterable[str] = ()) -> dict[str, Any]:
@@ -14,3 +20,24 @@ def set_unset(set_values: Mapping[str, Any], unset: Iterable[str] = ()) -> dict[
     if cleared:
         update["$unset"] = cleared
     return update
+
+
+def unique_conflict(exc: Exception) -> Conflict:
+    """The 409 for a duplicate key error of a unique column's index, naming the column."""
+    details: dict[str, Any] = getattr(exc, "details", None) or {}
+    pattern = details.get("keyPattern")
+    if not pattern:
+        for error in details.get("writeErrors", []):
+            pattern = error.get("keyPattern")
+            if pattern:
+                break
+    column = next(iter(pattern), None) if pattern else None
+    if column is None:
+        match = _INDEX_NAME.search(str(exc))
+        column = match.group(1) if match else None
+    if column is None:
+        return Conflict("A unique value is already used by another row")
+    return Conflict(
+        f"The value of unique column '{column}' is already used by another row",
+        [{"field": column, "message": "already used by another row"}],
+    )

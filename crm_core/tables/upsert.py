@@ -11,7 +11,7 @@ the inserted rows are deleted and the updated ones put back as they were read.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from bson import ObjectId
 
@@ -21,8 +21,65 @@ from crm_core.platform.storage import BulkWriteError, DuplicateKeyError, update_
 from crm_core.tables import fence
 from crm_core.tables.columns import Column
 from crm_core.tables.definitions import Table
-from crm_core.tables.rows import RowService, _unique_conflict
-from crm_core.tables.updates import set_unset
+from crm_core.tables.updates import set_unset, unique_conflict
+
+
+class RowChecker(Protocol):
+    """Checks row bodies against a table's columns, collecting `errors`
+    (crm_core/tables/rows.py `RowValues`)."""
+
+    errors: list[dict[str, Any]]
+
+    def for_create(self, body: object) -> dict[str, Any]: ...
+
+    def for_update(self, body: object) -> tuple[dict[str, Any], list[str]]: ...
+
+
+class RowWriter(Protocol):
+    """What a batch asks of the row service (crm_core/tables/rows.py `RowService`, which
+    calls this module, so the service is declared here rather than imported)."""
+
+    def checker(
+        self, table: Table, ctx: TenantContext, path: str = "", lenient: bool = False
+    ) -> RowChecker: ...
+
+    def stamp(self, ctx: TenantContext, created: bool) -> dict[str, Any]:
+        """The `_created_*`/`_updated_*` fields of a write by the caller, now."""
+        ...
+
+    async def check_rules(
+        self,
+        ctx: TenantContext,
+        table: Table,
+        docs: list[tuple[str, dict[str, Any]]],
+        whole_rows: bool = True,
+    ) -> None: ...
+
+    async def fenced(
+        self, ctx: TenantContext, table: Table, bodies: list[Any], creating: bool
+    ) -> tuple[Table, set[str]]: ...
+
+    def render(self, table: Table, doc: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def emit(
+        self,
+        ctx: TenantContext,
+        table: Table,
+        event: str,
+        items: list[dict[str, Any]],
+        hooks: list[ObjectId] | None = None,
+    ) -> None: ...
+
+    async def publish_updates(
+        self,
+        ctx: TenantContext,
+        table: Table,
+        pairs: list[tuple[dict[str, Any], dict[str, Any]]],
+        rendered: list[dict[str, Any]] | None = None,
+        hooks: list[ObjectId] | None = None,
+    ) -> None:
+        """`row.updated` for the pairs (before, after) whose column values changed."""
+        ...
 
 
 @dataclass
@@ -70,7 +127,7 @@ def check_upsert_column(table: Table, key: str, field_name: str = "upsert_on") -
 
 
 async def plan_batch(
-    rows: RowService,
+    rows: RowWriter,
     ctx: TenantContext,
     table: Table,
     items: list[tuple[int, Any]],
@@ -79,8 +136,8 @@ async def plan_batch(
 ) -> Plan:
     """Validate `(position, body)` items and decide, per item, insert or update."""
     plan = Plan()
-    stamp_create = rows._stamp(ctx, created=True)
-    stamp_update = rows._stamp(ctx, created=False)
+    stamp_create = rows.stamp(ctx, created=True)
+    stamp_update = rows.stamp(ctx, created=False)
     matches: dict[Any, dict[str, Any]] = {}
     keys: dict[int, Any] = {}
     if upsert_on is not None:
@@ -145,7 +202,7 @@ async def plan_batch(
     return plan
 
 
-async def _check_rules(rows: RowService, ctx: TenantContext, table: Table, plan: Plan) -> None:
+async def _check_rules(rows: RowWriter, ctx: TenantContext, table: Table, plan: Plan) -> None:
     docs = [(f"{p}.", d) for p, d in plan.creates]
     for update in plan.updates:
         merged = {**update.original, **update.set_values}
@@ -202,7 +259,7 @@ async def _check_unique(ctx: TenantContext, table: Table, plan: Plan) -> None:
 
 
 async def apply_plan(
-    ctx: TenantContext, table: Table, plan: Plan, rows: RowService | None = None
+    ctx: TenantContext, table: Table, plan: Plan, rows: RowWriter | None = None
 ) -> None:
     """Write a valid plan; on a unique conflict undo this batch and raise 409. With `rows`,
     the written rows are told to its listeners (webhooks: row.created, row.updated)."""
@@ -217,7 +274,7 @@ async def apply_plan(
         await update_each(collection, operations, ordered=True)
     except (BulkWriteError, DuplicateKeyError) as exc:
         await undo(ctx, table, plan.inserted_ids, [u.original for u in plan.updates])
-        raise _unique_conflict(exc) from None
+        raise unique_conflict(exc) from None
     keys: set[str] = set()
     for _, doc in plan.creates:
         keys.update(doc)
@@ -235,7 +292,7 @@ async def apply_plan(
             pairs.append(
                 (update.original, {k: v for k, v in merged.items() if k not in update.unset})
             )
-        await rows._publish_updates(ctx, table, pairs)
+        await rows.publish_updates(ctx, table, pairs)
 
 
 async def undo(
@@ -269,7 +326,7 @@ UNIQUE_MESSAGES = frozenset({"already used by another row", "repeats an earlier 
 
 
 async def bulk_upsert(
-    rows: RowService, ctx: TenantContext, table: Table, items: list[Any], upsert_on: str
+    rows: RowWriter, ctx: TenantContext, table: Table, items: list[Any], upsert_on: str
 ) -> dict[str, Any]:
     """All or nothing: `{"items": [rows in item order], "created": [indexes], "updated":
     [indexes]}`."""

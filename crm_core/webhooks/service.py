@@ -48,7 +48,7 @@ from crm_core.platform.netguard import (
 )
 from crm_core.platform.registry import Registry
 from crm_core.platform.settings import Settings
-from crm_core.platform.storage import Storage
+from crm_core.platform.storage import Database, Storage
 from crm_core.sms.service import counts
 from crm_core.tables.access import Level, access_level
 from crm_core.tables.columns import ColumnType
@@ -98,13 +98,14 @@ class WebhookService:
         settings: Settings,
         storage: Storage,
         types: Registry[ColumnType],
+        queue: WebhookQueue,
         resolver: AbstractResolver | None = None,
     ) -> None:
         self.settings = settings
         self.storage = storage
         self.types = types
         self.resolver = GuardedResolver(settings.webhook_allow_private_addresses, resolver)
-        self.queue: WebhookQueue | None = None
+        self.queue = queue  # refuses work until the broker runs (crm_core/services.py)
         self._session: aiohttp.ClientSession | None = None
         self.listeners = ListenerCache()  # who listens to row writes, per tenant version
 
@@ -311,7 +312,7 @@ class WebhookService:
         }
 
     async def subscribed(
-        self, db: Any, event: str, table_key: str | None, tenant: Tenant | None = None
+        self, db: Database, event: str, table_key: str | None, tenant: Tenant | None = None
     ) -> list[ObjectId]:
         """Ids of the active webhooks that want `event` (on `table_key` for row events).
         Given the request's tenant, from the process cache (no query on a warm process; a
@@ -327,7 +328,7 @@ class WebhookService:
 
     async def publish(
         self,
-        db: Any,
+        db: Database,
         tenant_id: str,
         actor_id: str | None,
         event: str,
@@ -359,14 +360,12 @@ class WebhookService:
         await self.storage.system_db[DUE].insert_many(
             [{"_id": d["_id"], "tenant_id": tenant_id, "due_at": lease_end} for d in deliveries]
         )
-        if self.queue is not None:
-            await self._hand_off(tenant_id, [d["_id"] for d in deliveries])
+        await self._hand_off(tenant_id, [d["_id"] for d in deliveries])
         return len(deliveries)
 
     async def _hand_off(self, tenant_id: str, ids: list[ObjectId]) -> bool:
         """Queue recorded deliveries; with the broker down the rest are made due at the next
         sweep instead (the write that published them never fails for it)."""
-        assert self.queue is not None
         for index, oid in enumerate(ids):
             try:
                 await self.queue.deliver(tenant_id, str(oid))
@@ -384,7 +383,9 @@ class WebhookService:
                 return False
         return True
 
-    async def campaign_finished(self, db: Any, tenant_id: str, campaign: dict[str, Any]) -> None:
+    async def campaign_finished(
+        self, db: Database, tenant_id: str, campaign: dict[str, Any]
+    ) -> None:
         """`campaign.finished` (completed or cancelled); never fails the caller's work."""
         try:
             hooks = await self.subscribed(db, "campaign.finished", None)
@@ -470,7 +471,7 @@ class WebhookService:
         await self._count_failure(db, tenant_id, hook["_id"])
         return "failed"
 
-    async def _count_failure(self, db: Any, tenant_id: str, hook_id: ObjectId) -> None:
+    async def _count_failure(self, db: Database, tenant_id: str, hook_id: ObjectId) -> None:
         limit = self.settings.webhook_disable_after_failures
         hook = await db[WEBHOOKS].find_one_and_update(
             {"_id": hook_id}, {"$inc": {"consecutive_failures": 1}}, return_document=True
@@ -599,11 +600,8 @@ class WebhookService:
             )
             if entry is None:
                 break
-            if self.queue is not None:
-                if not await self._hand_off(entry["tenant_id"], [entry["_id"]]):
-                    break  # the broker is down: the next round tries again
-            else:
-                await self.deliver(entry["tenant_id"], str(entry["_id"]))
+            if not await self._hand_off(entry["tenant_id"], [entry["_id"]]):
+                break  # the broker is down: the next round tries again
             queued += 1
         return queued
 

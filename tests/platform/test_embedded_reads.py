@@ -1,6 +1,7 @@
-"""The embedded database answers reads by `_id` without scanning (crm_core/platform/storage.py):
-named ids are looked up, reads sorted by `_id` walk the ids in order from their bounds, and a cursor
-copies only what it returns. The answers are those of the filter applied to every document."""
+"""The embedded database answers reads by `_id` without scanning
+(crm_core/platform/storage/embedded.py): named ids are looked up, reads sorted by `_id` walk
+the ids in order from their bounds, and a cursor copies only what it returns. The answers are
+those of the filter applied to every document."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
-from crm_core.platform import storage
+from crm_core.platform.storage import embedded
 from tests.conftest import rows_of, tenant_db
 
 
@@ -110,13 +111,13 @@ async def test_manual_order_moves_read_rows_by_id(api, owner, client, monkeypatc
     await rows.insert_many([{"_id": i, "n": n} for n, i in enumerate(ids)])
     scans: list[str] = []
 
-    real = storage._ORIGINAL_ITER_DOCUMENTS
+    real = embedded._ORIGINAL_ITER_DOCUMENTS
 
     def counting(self: Any, spec: Any) -> Any:
         scans.append(self.name)
         return real(self, spec)
 
-    monkeypatch.setattr(storage, "_ORIGINAL_ITER_DOCUMENTS", counting)
+    monkeypatch.setattr(embedded, "_ORIGINAL_ITER_DOCUMENTS", counting)
     for row, before in ((ids[50], ids[10]), (ids[70], None), (ids[10], ids[50])):
         body = {"before_id": None if before is None else str(before)}
         moved = await api.call("POST", f"/api/data/t/{row}/move", owner, expect=200, json=body)

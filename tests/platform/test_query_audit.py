@@ -1,22 +1,17 @@
 """The query-shape audit (issue #12 §1): every query the application issued during this test
 session, and in a scenario of its own, is checked against the declared indexes by MongoDB's
-rules (crm_core/platform/indexes.py). Runs last (tests/conftest.py orders it) so the session's
+rules (tests/support/query_audit.py). Runs last (tests/conftest.py orders it) so the session's
 record is complete; run alone it checks its own scenario."""
 
 from __future__ import annotations
 
-from crm_core.platform.indexes import (
-    SYSTEM_INDEXES,
-    TENANT_INDEXES,
-    audit,
-    declared_indexes,
-    unserved,
-)
+from crm_core.platform.indexes import SYSTEM_INDEXES, TENANT_INDEXES
 from crm_core.platform.storage import QueryRecord, recording
 from handlers.routing import SERVICES
 from models.accounts import SYSTEM_DOCUMENTS
 from models.admin import ADMIN_DOCUMENTS
 from tests.conftest import CONTRACTS, Factories, add_user, sent_campaign, tenant_db
+from tests.support.query_audit import audit, declared_indexes, unserved
 
 DECLARED = declared_indexes([*SYSTEM_DOCUMENTS, *ADMIN_DOCUMENTS])
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import threading
+from pathlib import Path
 
 from mongomock import collection as mongomock_collection
 
 from crm_core.platform.storage import filter_conditions, query_purpose, recording
+from handlers.routing import SERVICES
 from tests.conftest import CONTRACTS, Factories, rows_of, tenant_db
 
 
@@ -110,3 +113,69 @@ async def test_custom_roles_store_no_key_so_the_sparse_unique_index_skips_them(a
     custom = await tenant_db(client, owner)["_roles"].find({"builtin": False}).to_list(None)
     assert len(custom) == 2
     assert all("key" not in role for role in custom)
+
+
+# ---- guards: what stays inside the storage package, what stays in the tests ----------------
+
+ROOT = Path(__file__).resolve().parents[2]
+APPLICATION = ("crm_core", "handlers", "tasks", "models", "crm_app")
+STORAGE_PACKAGE = Path("crm_core/platform/storage")
+# the query-audit rules (tests/support/query_audit.py): no production module defines them
+AUDIT_NAMES = {"audit", "unserved", "declared_indexes", "ALLOWED", "Exemption", "index_keys_for"}
+
+
+def _application_modules(root: Path):
+    for package in APPLICATION:
+        for path in sorted((root / package).rglob("*.py")):
+            yield path.relative_to(root), ast.parse(path.read_text(encoding="utf-8"))
+
+
+def beanie_handle_calls(root: Path) -> list[str]:
+    """`get_motor_collection()` calls outside the storage package (`path:line`)."""
+    found = []
+    for relative, tree in _application_modules(root):
+        if relative.is_relative_to(STORAGE_PACKAGE):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr == "get_motor_collection":
+                found.append(f"{relative}:{node.lineno}")
+    return found
+
+
+def audit_rules_in_production(root: Path) -> list[str]:
+    """Production modules that import the tests' query audit, or define its rules."""
+    found = []
+    for relative, tree in _application_modules(root):
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tests"):
+                found.append(f"{relative}:{node.lineno} imports {node.module}")
+            elif isinstance(node, ast.Import) and any(
+                a.name.startswith("tests") for a in node.names
+            ):
+                found.append(f"{relative}:{node.lineno} imports tests")
+            elif isinstance(node, ast.FunctionDef | ast.ClassDef) and node.name in AUDIT_NAMES:
+                found.append(f"{relative}:{node.lineno} defines {node.name}")
+            elif isinstance(node, ast.Assign | ast.AnnAssign) and any(
+                isinstance(t, ast.Name) and t.id in AUDIT_NAMES
+                for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+            ):
+                found.append(f"{relative}:{node.lineno} defines an audit allow-list")
+    return found
+
+
+def test_only_the_storage_package_reaches_beanies_collection_handles():
+    # named, typed collections come from crm_core/platform/storage (`system_collection`)
+    assert beanie_handle_calls(ROOT) == []
+
+
+def test_production_code_neither_imports_nor_defines_the_query_audit_rules():
+    assert audit_rules_in_production(ROOT) == []
+
+
+def test_system_collection_is_the_documents_collection(api, owner, client):
+    from crm_core.platform.storage import system_collection
+    from models.accounts import User
+
+    collection = system_collection(User)
+    assert collection.name == "users"
+    assert collection.database.name == client.app[SERVICES].storage.system_db.name

@@ -11,11 +11,11 @@ from urllib.parse import quote
 
 import pytest
 
-from crm_core.platform.indexes import unserved
 from crm_core.platform.storage import recording
 from crm_core.tables.aggregate import zone_offsets
 from handlers.routing import SERVICES
 from tests.conftest import CONTRACTS, Factories, add_user, rows_of
+from tests.support.query_audit import unserved
 
 AGG = "/api/data/contracts/aggregate"
 
