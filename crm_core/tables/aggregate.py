@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol, cast
 from zoneinfo import ZoneInfo
 
 from bson import ObjectId
@@ -36,6 +36,8 @@ from crm_core.tables.definitions import Table, load_table
 from crm_core.tables.rows import CLIENT_QUERY, RowService
 from models.accounts import User
 
+# a pipeline expression: an operator document, a constant number, or null
+Expression = dict[str, object] | int | None
 AGGREGATE_MAX_GROUPS = 1000  # more groups than this: 400 (add filters or a coarser bucket)
 MAX_GROUP_BY = 2
 MAX_METRICS = 10
@@ -66,7 +68,7 @@ class Target:
     options: dict[int, str] | None  # a select's option labels
     link_table: str | None  # a link's target table (labelled with the row's first text)
 
-    def render(self, value: Any) -> Any:
+    def render(self, value: object) -> object:
         if value is None:
             return None
         if isinstance(value, datetime):
@@ -255,7 +257,7 @@ def zone_offsets(zone: ZoneInfo) -> tuple[tuple[datetime, int], ...]:
     return tuple(found)
 
 
-def _behind_utc(field: str, offsets: tuple[tuple[datetime, int], ...]) -> Any:
+def _behind_utc(field: str, offsets: tuple[tuple[datetime, int], ...]) -> Expression:
     """An expression worth minus the offset in force at `field`'s moment, in milliseconds (a
     number for a zone that never changed, else a balanced `$cond` tree over the transitions:
     about 9 levels for a zone with summer time)."""
@@ -271,7 +273,7 @@ def _behind_utc(field: str, offsets: tuple[tuple[datetime, int], ...]) -> Any:
     }
 
 
-def _bucket_expression(field: str, bucket: str, zone: ZoneInfo) -> Any:
+def _bucket_expression(field: str, bucket: str, zone: ZoneInfo) -> Expression:
     """A number naming the bucket of `field`'s moment on the company's wall clock: days since
     1970-01-01, weeks since the Monday before it, `year*12+month-1`, `year*4+quarter-1`, or the
     year; null for a missing date."""
@@ -298,7 +300,7 @@ def _bucket_expression(field: str, bucket: str, zone: ZoneInfo) -> Any:
     }
 
 
-def bucket_key(bucket: str, number: Any) -> tuple[str, str]:
+def bucket_key(bucket: str, number: float) -> tuple[str, str]:
     """(key, label) of a bucket number: the key is the bucket's first day, `YYYY-MM-DD`; the
     label `2024-03-31`, `2024-W13`, `2024-03`, `2024-Q1` or `2024`."""
     n = int(number)
@@ -321,7 +323,7 @@ def bucket_key(bucket: str, number: Any) -> tuple[str, str]:
 # ---- the pipeline ---------------------------------------------------------------------------
 
 
-def _blank_as_null(field: str) -> Any:
+def _blank_as_null(field: str) -> Expression:
     """The value, with a blank (missing, null or "", as the `blank` filter says) as null."""
     return {"$cond": [{"$eq": [{"$ifNull": [field, ""]}, ""]}, None, field]}
 
@@ -421,6 +423,12 @@ def totals_of(metrics: list[Metric], groups: list[dict[str, Any]]) -> dict[str, 
             weighted = sum(g[name] * g[counted] for g in groups if g.get(name) is not None)
             out[name] = weighted / rows if rows else None
     return out
+
+
+class Sortable(Protocol):
+    """A group key or a metric: numbers, texts, booleans, ids, null."""
+
+    def __lt__(self, other: Sortable, /) -> bool: ...
 
 
 # ---- the service ----------------------------------------------------------------------------
@@ -532,16 +540,16 @@ async def _user_names(ctx: TenantContext, ids: list[str]) -> dict[Any, Any]:
     return {v: found.get(v) for v in ids}
 
 
-def group_keys(groups: list[Group], raw: Any) -> dict[str, Any]:
+def group_keys(groups: list[Group], raw: object) -> dict[str, Any]:
     """A group's `key` and `label` from the pipeline's `_id` (labels that need a query are
     filled in later)."""
     key: dict[str, Any] = {}
     label: dict[str, Any] = {}
     for index, group in enumerate(groups):
-        value = raw.get(f"k{index}") if len(groups) > 1 else raw
+        value = raw.get(f"k{index}") if isinstance(raw, dict) else raw
         if value is None:
             key[group.key] = label[group.key] = None
-        elif group.bucket is not None:
+        elif group.bucket is not None and isinstance(value, int | float):
             key[group.key], label[group.key] = bucket_key(group.bucket, value)
         else:
             key[group.key] = label[group.key] = group.target.render(value)
@@ -570,8 +578,8 @@ def sort_groups(
     group_keys = {g.key for g in groups}
     order = [*sort, *((g.key, False) for g in groups if g.key not in dict(sort))]
 
-    def value(item: dict[str, Any], name: str) -> Any:
-        return item["key"][name] if name in group_keys else item[name]
+    def value(item: dict[str, Any], name: str) -> Sortable:
+        return cast(Sortable, item["key"][name] if name in group_keys else item[name])
 
     def compare(a: dict[str, Any], b: dict[str, Any]) -> int:
         for name, descending in order:
