@@ -27,7 +27,7 @@ from typing import Any
 from aiohttp import ClientSession
 
 from benchmarks.common import TEN_COLUMNS, Client, random_rows, running_service
-from crm_core.platform import storage
+from crm_core.platform.storage import embedded as storage
 
 MongomockCollection = storage.MongomockCollection
 

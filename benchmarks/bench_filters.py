@@ -98,10 +98,9 @@ async def bench_list_and_moves() -> None:
                 json={"key": key, "columns": [{"key": "n", "type": "integer"}]},
             )
             # rows are written straight to the database: the API import is not what is measured
-            services = api.app_services
-            ctx_db = services.storage.tenant_db(api.tenant_id)
+            rows = await api.rows_collection(key)
             ids = [ObjectId() for _ in range(size)]
-            await ctx_db[key].insert_many([{"_id": i, "n": n} for n, i in enumerate(ids)])
+            await rows.insert_many([{"_id": i, "n": n} for n, i in enumerate(ids)])
             started = time.perf_counter()
             costs = await api.call(
                 "POST", f"/api/data/{key}/{ids[-1]}/move", json={"before_id": str(ids[size // 2])}

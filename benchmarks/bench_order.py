@@ -44,10 +44,10 @@ async def run(size: int, moves: int) -> dict[str, tuple[int, int, float]]:
             201,
             json={"key": key, "columns": [{"key": "n", "type": "integer"}]},
         )
-        db = api.app_services.storage.tenant_db(api.tenant_id)
+        rows = await api.rows_collection(key)
         ids = [ObjectId() for _ in range(size)]
         for start in range(0, size, 5000):
-            await db[key].insert_many(
+            await rows.insert_many(
                 [{"_id": i, "n": n} for n, i in enumerate(ids)][start : start + 5000]
             )
         rng = random.Random(size)

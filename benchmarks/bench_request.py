@@ -59,13 +59,13 @@ async def run(total: int, clients: int, rounds: int) -> None:
             201,
             json={"key": "empty", "columns": [{"key": "n", "type": "integer"}]},
         )
-        db = api.app_services.storage.tenant_db(api.tenant_id)
+        rows = await api.rows_collection("empty")
         tenant_id = ObjectId(api.tenant_id)
         user_id = ObjectId((await api.call("GET", "/api/auth/me"))["user"]["id"])
 
         async def bare(request: web.Request) -> web.Response:
-            docs = await db["empty"].find({}).sort("_id", 1).limit(50).to_list(50)
-            total_rows = await db["empty"].count_documents({})
+            docs = await rows.find({}).sort("_id", 1).limit(50).to_list(50)
+            total_rows = await rows.count_documents({})
             return web.json_response({"items": docs, "total": total_rows})
 
         async def bare_with_reads(request: web.Request) -> web.Response:

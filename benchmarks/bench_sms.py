@@ -23,11 +23,10 @@ import time
 from aiohttp.test_utils import TestServer
 from bson import ObjectId
 
-from benchmarks.common import running_service
+from benchmarks.common import FakeSmsGateway, running_service
 from crm_core.platform.storage import recording
 from crm_core.services import build_services
 from tasks.broker import receiving, start_broker, stop_broker
-from tests.support.sms_gateway import FakeGateway
 
 SMS_COLLECTIONS = ("_sms_messages", "_sms_campaigns")
 
@@ -41,7 +40,7 @@ class Figures:
 
 
 async def run(recipients: int, redis_url: str | None) -> Figures:
-    gateway = FakeGateway()
+    gateway = FakeSmsGateway()
     gateway_server = TestServer(gateway.app(), host="127.0.0.1")
     await gateway_server.start_server()
     url = str(gateway_server.make_url("")).rstrip("/")

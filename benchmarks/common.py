@@ -8,7 +8,7 @@ import random
 from collections.abc import AsyncIterator
 from typing import Any
 
-from aiohttp import ClientSession
+from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestServer
 
 from crm_core.platform.settings import Settings
@@ -79,18 +79,32 @@ class Client:
         self.headers = {"Authorization": f"Bearer {tokens['access_token']}"}
         self.tenant_id = (await self.call("GET", "/api/auth/me"))["tenant"]["id"]
 
+    async def rows_collection(self, table_key: str) -> Any:
+        """The collection holding a table's rows (`rows.<table id>`, docs/storage.md), for
+        benchmarks that write rows straight to the database."""
+        db = self.app_services.storage.tenant_db(self.tenant_id)
+        table = await db["_tables"].find_one({"key": table_key})
+        if table is None:
+            raise RuntimeError(f"no table {table_key}")
+        return db[table.get("collection") or table_key]
+
 
 @contextlib.asynccontextmanager
+def bench_settings(**overrides: Any) -> Settings:
+    """The service's settings for a benchmark: test mode, cheap bcrypt, quiet logs."""
+    values: dict[str, Any] = {
+        "crm_env": "test",
+        "secret_key": "b" * 40,
+        "bcrypt_rounds": 4,
+        "log_level": "WARNING",
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
 async def running_service(**overrides: Any) -> AsyncIterator[Client]:
     logging.basicConfig(level=logging.WARNING)
-    settings = Settings(
-        _env_file=None,
-        crm_env="test",
-        secret_key="b" * 40,  # type: ignore[call-arg]
-        bcrypt_rounds=4,
-        log_level="WARNING",
-        **overrides,
-    )
+    settings = bench_settings(**overrides)
     server = TestServer(create_app(settings), host="127.0.0.1")
     await server.start_server()
     try:
@@ -103,7 +117,38 @@ async def running_service(**overrides: Any) -> AsyncIterator[Client]:
         await server.close()
 
 
-# ---- database operation counts (scaleb) -----------------------------------------------------
+# ---- a fake SMS.ru gateway ---------------------------------------------------------------------
+
+
+class FakeSmsGateway:
+    """An SMS.ru gateway on loopback that accepts every message (docs/sms.md): the benchmarks'
+    own, so they import nothing from the tests."""
+
+    def __init__(self) -> None:
+        self.accepted: list[str] = []  # the phone of each accepted message, in order
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/sms/send", self.send)
+        return app
+
+    async def send(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        phone = str(form.get("to", ""))
+        self.accepted.append(phone)
+        status = {"status": "OK", "status_code": 100, "sms_id": f"000000-{len(self.accepted)}"}
+        return web.json_response(
+            {"status": "OK", "status_code": 100, "sms": {phone: status}, "balance": 100.0}
+        )
+
+    def accepted_per_phone(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for phone in self.accepted:
+            counts[phone] = counts.get(phone, 0) + 1
+        return counts
+
+
+# ---- database operation counts -----------------------------------------------------
 # What a real server's cost follows: operations issued and documents returned, counted on the
 # embedded database's collection methods (wrapped for the benchmarks only). The test double's
 # own full scans are not in these figures.
@@ -168,7 +213,7 @@ class OperationCounter:
         Cursor.__next__ = returned  # type: ignore[method-assign]
         # the embedded client reads a cursor's page without its __next__
         # (crm_core/platform/storage/embedded.py)
-        from crm_core.platform import storage
+        from crm_core.platform.storage import embedded as storage
 
         read_cursor = storage._read_cursor
 

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from crm_core.accounts.auth import AuthService
 from crm_core.accounts.roles import RoleService
-from crm_core.accounts.tenancy import TenantService  # ops: company settings
+from crm_core.accounts.tenancy import TenantService  # company settings
 from crm_core.accounts.tokens import ApiTokenService
 from crm_core.accounts.users import UserService
 from crm_core.admin.service import AdminService, BrokerStats

@@ -1,4 +1,4 @@
-"""`/admin`: the platform operator's panel, server-rendered pages for superadmins (SPEC §12).
+"""`/admin`: the platform operator's panel, server-rendered pages for superadmins (docs/admin.md).
 
 Plain HTML forms, no script on any page (the Content-Security-Policy allows none). Every page
 but the sign-in form is declared with `Superadmin` access: without a live panel session the

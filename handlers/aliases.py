@@ -1,4 +1,5 @@
-"""`/api/aliases`: tenant-wide display names for tables and columns (SPEC §8)."""
+"""`/api/aliases`: tenant-wide display names for tables and columns (docs/api.md "Roles, users,
+shares, aliases")."""
 
 from __future__ import annotations
 

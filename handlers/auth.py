@@ -1,4 +1,4 @@
-"""`/api/auth`: register, login, refresh, logout, me (SPEC §3)."""
+"""`/api/auth`: register, login, refresh, logout, me (docs/api.md "Auth")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""`/api/data/{table}`: rows of a table (SPEC §6) and the caller's row order (SPEC §7)."""
+"""`/api/data/{table}`: rows of a table (docs/api.md "Rows") and the caller's row order
+(docs/filters.md "Per-user row order")."""
 
 from __future__ import annotations
 

@@ -10,13 +10,23 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
+import orjson
 from aiohttp import web
 from apispec import APISpec
 from pydantic import BaseModel
 from swagger_ui.utils import SWAGGER_UI_PY_ROOT
 
-from handlers.routing import Call, JsonObject, Public, RouteSpec, RouteTable, path_parameters
-from models.base import ErrorResponse
+from handlers.routing import (
+    Authenticated,
+    Call,
+    JsonObject,
+    Public,
+    RouteSpec,
+    RouteTable,
+    path_parameters,
+)
+from handlers.tenant_openapi import tenant_document
+from models.base import SCHEMA_COMPONENTS, ErrorResponse, component
 
 API_VERSION = "0.1.0"
 REF = "#/components/schemas/{model}"
@@ -35,13 +45,41 @@ routes = RouteTable("docs")
 _ERROR_TEXT = {
     400: "Bad input: `validation_error`, `invalid_json` or `invalid_filter`",
     401: "`unauthorized`: no, expired, revoked or invalid access token",
-    403: "`forbidden`: the caller lacks the permission or access this needs",
+    403: "`forbidden`: the caller lacks the permission or access this needs, or "
+    "`password_change_required` until a temporary password is changed",
     404: "`not_found`: no such object in the caller's tenant",
     409: "`conflict`: duplicate key, stale version or a state that forbids this",
     413: "`payload_too_large`: the body is larger than `MAX_BODY_BYTES`",
+    415: "`unsupported_media_type`: the body is not `application/json`",
     429: "`rate_limited`: too many attempts, see `Retry-After`",
-    503: "`service_unavailable`: a backing service is not reachable",
+    503: "`service_unavailable`: a backing service is not reachable, see `Retry-After`",
 }
+# Where the API is: relative, the origin that serves this document (Swagger UI's "Try it out"
+# calls it there); generated clients are given their base URL when they are made (docs/api.md
+# "Generating a client").
+SERVERS = [{"url": "/", "description": "The origin that serves this document"}]
+COMPONENT_MARK = "x-component"  # models.base.component()
+
+
+def strip_input_defaults(schema: Any) -> None:
+    """Input properties without `default`: generators read a default as "always present" and
+    would make the field required in a request. The default moves into the description."""
+    if isinstance(schema, list):
+        for item in schema:
+            strip_input_defaults(item)
+        return
+    if not isinstance(schema, dict):
+        return
+    for prop in (schema.get("properties") or {}).values():
+        if isinstance(prop, dict) and "default" in prop:
+            default = prop.pop("default")
+            if default is not None and default != [] and default != {}:
+                note = f"Default: `{orjson.dumps(default).decode()}`."
+                text = prop.get("description", "")
+                prop["description"] = f"{text} {note}".strip() if text else note
+    for key, value in schema.items():
+        if key not in ("default", "examples", "enum", "const", "example"):
+            strip_input_defaults(value)
 
 
 class OpenApiBuilder:
@@ -52,27 +90,65 @@ class OpenApiBuilder:
             openapi_version="3.1.0",
             info={
                 "description": "Multi-tenant CRM backend. Errors always have the shape of "
-                "`ErrorResponse`; see docs/api.md."
+                "`ErrorResponse`; see docs/api.md.",
             },
+            servers=SERVERS,
         )
         self.spec.components.security_scheme(
             "bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
         )
-        self.ref(ErrorResponse)
+        self.modes: dict[str, str] = {}
+        self.ref(ErrorResponse, "serialization")
         for route in specs:
             if route.in_schema:
                 self.add(route)
 
     def ref(self, model: type[BaseModel], mode: str = "validation") -> dict[str, str]:
         schema = model.model_json_schema(ref_template=REF, mode=mode)  # type: ignore[arg-type]
+        if mode == "validation":
+            strip_input_defaults(schema)
         for name, definition in schema.pop("$defs", {}).items():
-            self._register(name, definition)
-        self._register(model.__name__, schema)
+            self._register(name, definition, mode)
+        self._register(model.__name__, schema, mode)
         return {"$ref": REF.format(model=model.__name__)}
 
-    def _register(self, name: str, schema: dict[str, Any]) -> None:
+    def _register(self, name: str, schema: dict[str, Any], mode: str = "") -> None:
+        schema = self.resolve(copy.deepcopy(schema))
         if name not in self.spec.components.schemas:
-            self.spec.components.schema(name, copy.deepcopy(schema))
+            self.modes[name] = mode
+            self.spec.components.schema(name, schema)
+        elif self.spec.components.schemas[name] != schema:
+            # one name, two shapes (a model used as input and as output whose schemas differ):
+            # a generator would get one of them wrong
+            raise ValueError(f"schema {name!r} is used as {self.modes[name]} and {mode}")
+
+    def resolve(self, schema: Any) -> Any:
+        """`models.base.component(name)` marks as `$ref`s, their schemas registered."""
+        if isinstance(schema, list):
+            return [self.resolve(item) for item in schema]
+        if not isinstance(schema, dict):
+            return schema
+        if COMPONENT_MARK in schema:
+            name = schema.pop(COMPONENT_MARK)
+            if name not in self.spec.components.schemas:
+                self.spec.components.schema(name, {})  # recursive schemas refer to themselves
+                resolved = self.resolve(copy.deepcopy(SCHEMA_COMPONENTS[name]))
+                self.spec.components.schemas[name].update(resolved)
+            return {"$ref": REF.format(model=name), **self.resolve(schema)}
+        return {key: self.resolve(value) for key, value in schema.items()}
+
+    def named(self, schema: dict[str, Any]) -> dict[str, Any]:
+        """An inline schema with a `title` (a model's schema written into a route's
+        declaration) becomes a component of that name: every answer has a named schema."""
+        schema = self.resolve(copy.deepcopy(schema))
+        for key in ("oneOf", "anyOf"):
+            if key in schema:
+                schema[key] = [self.named(item) for item in schema[key]]
+        title = schema.get("title")
+        if isinstance(title, str) and schema.get("type") == "object":
+            self._register(title, schema, "serialization")
+            return {"$ref": REF.format(model=title)}
+        return schema
 
     def add(self, route: RouteSpec) -> None:
         operation: dict[str, Any] = {
@@ -95,8 +171,10 @@ class OpenApiBuilder:
         ]
         if route.query is not None:
             query_schema = route.query.model_json_schema(ref_template=REF)
+            strip_input_defaults(query_schema)
+            query_schema = self.resolve(query_schema)
             for name, definition in query_schema.get("$defs", {}).items():
-                self._register(name, definition)
+                self._register(name, definition, "validation")
             required = set(query_schema.get("required", []))
             for name, prop in query_schema.get("properties", {}).items():
                 param = {"name": name, "in": "query", "required": name in required, "schema": prop}
@@ -107,7 +185,11 @@ class OpenApiBuilder:
             operation["parameters"] = parameters
         if route.body is not None:
             if route.body_schema is not None:
-                body_schema = route.body_schema
+                body_schema = self.named(route.body_schema)
+                if route.method == "PATCH" and body_schema == {"$ref": REF.format(model="RowIn")}:
+                    # a row's PATCH takes the same free-form object (handlers/data.py declares
+                    # ROW_INPUT_SCHEMA for both) but its own named schema: nothing is required
+                    body_schema = self.resolve(component("RowPatch"))
             elif route.body is JsonObject:
                 body_schema = {"type": "object"}
             else:
@@ -122,7 +204,10 @@ class OpenApiBuilder:
                 "content": {"application/x-www-form-urlencoded": {"schema": self.ref(route.form)}},
             }
         if route.request_content is not None:
-            operation["requestBody"] = {"required": True, "content": route.request_content}
+            operation["requestBody"] = {
+                "required": True,
+                "content": self.resolve(copy.deepcopy(route.request_content)),
+            }
         if route.access.needs_auth:
             operation["security"] = [{"bearerAuth": []}]
         else:
@@ -141,10 +226,10 @@ class OpenApiBuilder:
         ok: dict[str, Any] = {"description": HTTPStatus(route.status).phrase}
         if route.status == 204:
             return ok
-        if route.response_content is not None:  # files: downloads
-            ok["content"] = route.response_content
+        if route.response_content is not None:  # downloads
+            ok["content"] = self.resolve(copy.deepcopy(route.response_content))
         elif route.response_schema is not None:
-            ok["content"] = {"application/json": {"schema": route.response_schema}}
+            ok["content"] = {"application/json": {"schema": self.named(route.response_schema)}}
         elif route.response is not None:
             ok["content"] = {
                 "application/json": {"schema": self.ref(route.response, "serialization")}
@@ -172,9 +257,23 @@ async def openapi_document(call: Call) -> dict[str, Any]:
     return call.request.app[OPENAPI].document
 
 
+@routes.get(
+    "/api/openapi/tenant.json",
+    access=Authenticated(),
+    summary="An OpenAPI document of your company's tables",
+    response_schema={"type": "object", "description": "An OpenAPI 3.1 document"},
+)
+async def tenant_openapi_document(call: Call) -> dict[str, Any]:
+    """The row routes of each table you can read, with `Row_<table>`, `RowIn_<table>` and
+    `RowPatch_<table>` typed by its columns as they stand (docs/api.md "Generating a
+    client"): feed it to a client generator for your company's own tables."""
+    return await tenant_document(call, call.request.app[OPENAPI].document)
+
+
 @routes.get("/docs", access=Public(), summary="Swagger UI", in_schema=False)
 async def swagger_ui(call: Call) -> web.Response:
-    return docs_page()
+    """`?tenant=1`: your company's tables (the token given to "Authorize" loads it)."""
+    return docs_page(tenant=call.request.query.get("tenant") == "1")
 
 
 OPENAPI = web.AppKey("openapi", OpenApiDocument)
@@ -185,7 +284,8 @@ DOCS_PAGE = """<!DOCTYPE html>
 <link rel="stylesheet" href="{swagger}/swagger-ui.css">
 <link rel="stylesheet" href="{assets}/docs.css">
 <link rel="icon" type="image/png" href="{swagger}/favicon-32x32.png"></head>
-<body data-spec="/api/openapi.json">
+<body data-spec="{spec}">
+<p class="crm-docs-switch">{switch}</p>
 <div id="swagger-ui"></div>
 <script src="{swagger}/swagger-ui-bundle.js"></script>
 <script src="{swagger}/swagger-ui-standalone-preset.js"></script>
@@ -194,8 +294,21 @@ DOCS_PAGE = """<!DOCTYPE html>
 """
 
 
-def docs_page() -> web.Response:
-    html = DOCS_PAGE.format(title="CRM API", swagger=SWAGGER_STATIC, assets=DOCS_ASSETS)
+TENANT_SPEC = "/api/openapi/tenant.json"
+SWITCH_TO_TENANT = (
+    'The whole API. <a href="/docs?tenant=1">Your company\'s tables</a> (after "Authorize")'
+)
+SWITCH_TO_ALL = 'Your company\'s tables. <a href="/docs">The whole API</a>'
+
+
+def docs_page(tenant: bool = False) -> web.Response:
+    html = DOCS_PAGE.format(
+        title="CRM API",
+        swagger=SWAGGER_STATIC,
+        assets=DOCS_ASSETS,
+        spec=TENANT_SPEC if tenant else "/api/openapi.json",
+        switch=SWITCH_TO_ALL if tenant else SWITCH_TO_TENANT,
+    )
     return web.Response(
         text=html,
         content_type="text/html",

@@ -1,6 +1,6 @@
-"""`/api/leads`, `/api/legal-entities`, `/api/individuals` (SPEC §10): the row routes of
-`/api/data/{table}` bound to the built-in tables, so filters, sorting, per-user order, bulk
-operations and aliases work on them unchanged. Access comes from `leads.read|write` etc."""
+"""`/api/leads`, `/api/legal-entities`, `/api/individuals` (docs/api.md "Standard entities"): the
+row routes of `/api/data/{table}` bound to the built-in tables, so filters, sorting, per-user order,
+bulk operations and aliases work on them unchanged. Access comes from `leads.read|write` etc."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`/api/permissions` and `/api/roles` (SPEC §9)."""
+"""`/api/permissions` and `/api/roles` (docs/api.md "Roles, users, shares, aliases")."""
 
 from __future__ import annotations
 

@@ -37,6 +37,7 @@ from crm_core.platform.logs import REQUEST_ID
 from crm_core.services import Services
 from crm_core.tables.access import Level, require
 from crm_core.tables.definitions import Table, load_table
+from handlers import ratelimits
 
 SERVICES = web.AppKey("services", Services)
 CONTEXT_KEY = web.RequestKey("crm_context", TenantContext)
@@ -99,8 +100,8 @@ class Permission(Access):
 
 @dataclass(frozen=True)
 class TableAccess(Access):
-    """The `{table}` of the path at a level: none is 404, too weak is 403 (SPEC §9).
-    `permission`, when set, is needed as well (e.g. `aliases.manage`)."""
+    """The `{table}` of the path at a level: none is 404, too weak is 403 (docs/api.md "Roles,
+    users, shares, aliases"). `permission`, when set, is needed as well (e.g. `aliases.manage`)."""
 
     level: Level = Level.READ
     permission: str | None = None
@@ -196,6 +197,16 @@ class RouteSpec:
 
     @property
     def error_statuses(self) -> list[int]:
+        """What the route can answer besides its success, read from its declaration (the
+        document lists them all; docs/api.md "Errors"): its own `errors`, and
+        - 400 when it parses input (body, query, form, path), 413 for a body (and 415 for a
+          JSON one);
+        - 401 when it needs a token; 403 when it checks a permission or a table's access, and
+          on every authenticated route but the few a temporary password may use
+          (`password_change_required`);
+        - 404 for a table's access, and for path parameters (an id that is not ours);
+        - 503 whenever it reaches the database (a route that takes input or a token: all but
+          `/health`-like public routes without input), answered with `Retry-After`."""
         statuses = set(self.errors)
         parsed = (self.body, self.query, self.form)
         if any(model is not None for model in parsed) or self.path_params:
@@ -205,11 +216,15 @@ class RouteSpec:
         if self.request_content is not None:
             statuses.update((400, 413))
         if self.access.needs_auth:
-            statuses.add(401)
+            statuses.update((401, 503))
+            if not self.allow_pending_password:
+                statuses.add(403)
         if isinstance(self.access, Permission | TableAccess):
             statuses.add(403)
-        if isinstance(self.access, TableAccess):
+        if isinstance(self.access, TableAccess) or self.path_params:
             statuses.add(404)
+        if any(model is not None for model in parsed) or self.request_content is not None:
+            statuses.add(503)
         return sorted(statuses)
 
 
@@ -500,6 +515,7 @@ def build_view(spec: RouteSpec) -> Callable[[web.Request], Awaitable[web.StreamR
             else:
                 context, jti, expires_at = await services.auth.authenticate(bearer)
             request[CONTEXT_KEY] = context
+            await ratelimits.reserve(request, context)  # issue 28: the API limits, before the work
             token = {"jti": jti, "expires_at": expires_at}
             if context.user.must_change_password and not spec.allow_pending_password:
                 raise PasswordChangeRequired()

@@ -1,4 +1,5 @@
-"""`/api/shares`: share one table with a user or a role (SPEC §9)."""
+"""`/api/shares`: share one table with a user or a role (docs/api.md "Roles, users, shares,
+aliases")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`/api/sms`: SMS campaigns (SPEC §11)."""
+"""`/api/sms`: SMS campaigns (docs/sms.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`/api/meta`: the table constructor (SPEC §5)."""
+"""`/api/meta`: the table constructor (docs/api.md "Tables")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`/api/tenant`: the company's own settings (SPEC §12)."""
+"""`/api/tenant`: the company's own settings (docs/api.md "Company settings")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`/api/users`: the company's users (SPEC §9)."""
+"""`/api/users`: the company's users (docs/api.md "Roles, users, shares, aliases")."""
 
 from __future__ import annotations
 

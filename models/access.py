@@ -1,4 +1,5 @@
-"""Roles, users, shares, aliases and the permission catalogue (SPEC §8, §9)."""
+"""Roles, users, shares, aliases and the permission catalogue (docs/api.md "Roles, users, shares,
+aliases")."""
 
 from __future__ import annotations
 

@@ -227,9 +227,11 @@ def phone_regions() -> list[str]:
 
 
 def _tenant_patch_schema(schema: dict[str, Any]) -> None:
-    """Document what is accepted: strings only (`null` is refused), zones and regions as the
-    lists the service knows."""
-    enums: dict[str, list[str]] = {"timezone": timezone_names(), "phone_region": phone_regions()}
+    """Document what is accepted: strings only (`null` is refused), regions as the list the
+    service knows. Time zones are an open list (the IANA database grows; some names differ
+    only in punctuation, `GMT+0` and `GMT0`, which no generator can turn into enum members):
+    a string whose format the description gives."""
+    enums: dict[str, list[str]] = {"phone_region": phone_regions()}
     for name, prop in schema["properties"].items():
         string = next(b for b in prop.pop("anyOf") if b.get("type") == "string")
         prop.pop("default", None)
@@ -248,8 +250,10 @@ class TenantPatch(InputModel):
         default=None,
         min_length=1,
         max_length=64,
-        description="An IANA time zone such as `Europe/Moscow`: naive dates in rows and filters "
-        "and the `is_within` periods follow it. Stored values never change with it.",
+        description="An IANA time zone name such as `Europe/Moscow` (a name of the tz "
+        "database, as `zoneinfo` knows it; others answer 400 naming `timezone`): naive dates "
+        "in rows and filters and the `is_within` periods follow it. Stored values never "
+        "change with it.",
         examples=["Europe/Moscow"],
     )
     phone_region: str | None = Field(

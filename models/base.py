@@ -6,6 +6,16 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# Named schemas that are not pydantic models (a row, the filter language): `component(name)`
+# marks where one is used, and the OpenAPI builder (handlers/docs.py) registers the schema under
+# its name and writes a `$ref` there (pydantic would try to resolve a `$ref` itself).
+SCHEMA_COMPONENTS: dict[str, dict[str, Any]] = {}
+
+
+def component(name: str, **siblings: Any) -> dict[str, Any]:
+    """A use of the named schema `SCHEMA_COMPONENTS[name]` (with e.g. a `description`)."""
+    return {"x-component": name, **siblings}
+
 
 class InputModel(BaseModel):
     """A request body or query: unknown fields are an error, types are not coerced."""
@@ -38,10 +48,36 @@ class StoredRecord(BaseModel):
         return self.model_dump(by_alias=True, exclude_unset=True)
 
 
+def _optional_keys(schema: dict[str, Any]) -> None:
+    """Fields that are left out when unset (not sent as `null`): documented as optional
+    strings, without the `default` that generators read as "always present"."""
+    for prop in schema["properties"].values():
+        if prop.pop("default", "absent") is None:
+            prop.update(next(b for b in prop.pop("anyOf") if b.get("type") != "null"))
+
+
+class ErrorDetail(OutputModel):
+    """One problem of an error answer: the input it is about and what was wrong with it."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra=_optional_keys)
+
+    field: str | None = Field(
+        default=None,
+        description="The input the problem is about, as a dotted path (`items.3.email`, "
+        "`filters.0`, `file`); absent when it is about no input (a 503 names `service`)",
+        examples=["email"],
+    )
+    message: str = Field(examples=["value is not a valid email address"])
+    service: str | None = Field(
+        default=None, description="A 503's unreachable service: `database` or `redis`"
+    )
+
+
 class ErrorBody(OutputModel):
     code: str = Field(examples=["validation_error"])
     message: str
-    details: list[dict[str, Any]] = Field(default_factory=list)
+    # documentation only: the domain builds the error bodies (crm_core/platform/errors.py)
+    details: list[ErrorDetail] = Field(default_factory=list)
     request_id: str | None = Field(
         default=None,
         description="The request's id (its `X-Request-ID`, sent or made): find it in the logs",

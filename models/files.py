@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from models.base import InputModel, OutputModel, QueryModel
-from models.tables import SORT_ORDER
+from models.tables import SORT_ORDER, FiltersParam
 
 ImportState = Literal[
     "uploading",
@@ -26,6 +26,9 @@ Mapping = dict[str, str | None]
 CSV_CONTENT_TYPE = "text/csv"
 XLSX_CONTENT_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
+# Declared as generators understand them (docs/api.md "Generating a client"): a multipart form
+# with a binary `file`, or the raw bytes as `application/octet-stream`; a raw body sent as
+# `text/csv` or the XLSX type is accepted as well (the format is read from the bytes).
 UPLOAD_CONTENT: dict[str, Any] = {
     "multipart/form-data": {
         "schema": {
@@ -34,19 +37,25 @@ UPLOAD_CONTENT: dict[str, Any] = {
             "required": ["file"],
         }
     },
-    CSV_CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}},
-    XLSX_CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}},
-    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    "application/octet-stream": {
+        "schema": {
+            "type": "string",
+            "format": "binary",
+            "description": f"The file's bytes; `{CSV_CONTENT_TYPE}` and `{XLSX_CONTENT_TYPE}` "
+            "are accepted as this body's type too",
+        }
+    },
 }
+# XLSX bytes are binary; CSV is UTF-8 text (a generated client reads it as a string)
 EXPORT_CONTENT: dict[str, Any] = {
-    CSV_CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}},
     XLSX_CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}},
+    CSV_CONTENT_TYPE: {"schema": {"type": "string", "description": "UTF-8 CSV, with a BOM"}},
 }
 
 
 class ExportQuery(QueryModel):
     format: Literal["csv", "xlsx"] = "csv"
-    filters: str | None = Field(
+    filters: FiltersParam = Field(
         default=None, max_length=20_000, description="As in the list route (docs/filters.md)"
     )
     sort_by: str | None = Field(

@@ -1,4 +1,4 @@
-"""SMS campaigns and messages (SPEC §11)."""
+"""SMS campaigns and messages (docs/sms.md)."""
 
 from __future__ import annotations
 

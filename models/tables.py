@@ -1,5 +1,5 @@
-"""Table constructor models (SPEC §5): column definitions, one input model per column type
-(built from an app's column-type registry by `column_models`, so a registered type brings its
+"""Table constructor models (docs/api.md "Tables"): column definitions, one input model per column
+type (built from an app's column-type registry by `column_models`, so a registered type brings its
 own schema), tables, rows."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from pydantic import Field, RootModel, WithJsonSchema, create_model
 
 from crm_core.platform.registry import Registry
 from crm_core.tables.columns import SETTINGS_FIELDS, Column, ColumnType, SelectOptionIn
-from models.base import InputModel, OutputModel, QueryModel
+from crm_core.tables.filters import default_filter_operators
+from models.base import SCHEMA_COMPONENTS, InputModel, OutputModel, QueryModel, component
 
 if TYPE_CHECKING:
     from models.access import AliasRecord
@@ -91,9 +92,20 @@ def _column_model(type_class: type[ColumnType]) -> type[ColumnIn]:
     default_type: Any = Annotated[type_class.value_annotation | None, default_schema]
     type_literal: Any = Literal[type_class.name]
     bases: Any = (ColumnIn, type_class.settings_model)
-    model = create_model(
-        name, __base__=bases, type=(type_literal, ...), default=(default_type, None)
-    )
+    fields: dict[str, Any] = {"type": (type_literal, ...), "default": (default_type, None)}
+    validators = type_class.settings_model.model_fields.get("validators")
+    if validators is not None:
+        # crm_core/tables/columns.py's description names `GET /api/meta/validators`, which
+        # does not exist: the document names the list where it is (docs/api.md)
+        fields["validators"] = (
+            validators.annotation,
+            Field(
+                default_factory=validators.default_factory or list,
+                max_length=10,
+                description="Names of extra checks: inn, kpp, ogrn (docs/api.md, validators)",
+            ),
+        )
+    model = create_model(name, __base__=bases, **fields)
     return cast(type[ColumnIn], model)
 
 
@@ -219,6 +231,18 @@ class TableList(OutputModel):
 
 
 SORT_ORDER = Literal["asc", "desc"]
+# the `filters` query parameter: JSON text whose content is a `Filter` (named below)
+FiltersParam = Annotated[
+    str | None,
+    WithJsonSchema(
+        {
+            "type": "string",
+            "maxLength": 20_000,
+            "contentMediaType": "application/json",
+            "contentSchema": component("Filter"),
+        }
+    ),
+]
 
 
 class RowGetQuery(QueryModel):
@@ -230,10 +254,10 @@ class RowGetQuery(QueryModel):
 
 
 class RowListQuery(RowGetQuery):
-    filters: str | None = Field(
+    filters: FiltersParam = Field(
         default=None,
         max_length=20_000,
-        description='URL-encoded JSON array of conditions, e.g. [{"field":"total_sum","op":"gt",'
+        description='URL-encoded JSON of a `Filter`, e.g. [{"field":"total_sum","op":"gt",'
         '"value":100000}]; see docs/filters.md',
     )
     sort_by: str | None = Field(
@@ -251,32 +275,177 @@ class RowListQuery(RowGetQuery):
     offset: int = Field(default=0, ge=0, le=10_000_000)
 
 
-ROW_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "description": "A row: `id`, the column values in JSON form, and the system fields "
-    "`_created_at`, `_updated_at`, `_created_by`, `_updated_by`.",
-    "properties": {"id": {"type": "string"}},
-    "required": ["id"],
+# ---- rows and filters as named schemas (docs/api.md "Generating a client") -----------------
+
+COLUMN_VALUE_IN: dict[str, Any] = {
+    "description": "A column's value as its type accepts it (docs/api.md, column types): "
+    "text for string, email, phone, url, date (`YYYY-MM-DD` or ISO 8601), time and link/user "
+    "ids; a number for integer, float and select option ids; a boolean; `null` clears",
+    "anyOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}, {"type": "null"}],
 }
-ROW_INPUT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "description": "Column key to value, as the table's column types accept them.",
+COLUMN_VALUE: dict[str, Any] = {
+    "description": "A column's value in JSON form (see `ColumnValueIn`); with `expand`, a link "
+    "column's value is the referenced row",
+    "anyOf": [
+        {"type": "string"},
+        {"type": "number"},
+        {"type": "boolean"},
+        {"type": "null"},
+        {"type": "object", "additionalProperties": True},
+    ],
 }
-ROW_PAGE_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "items": {"type": "array", "items": ROW_SCHEMA},
-        "total": {"type": "integer"},
-        "limit": {"type": "integer"},
-        "offset": {"type": "integer"},
-    },
-    "required": ["items", "total", "limit", "offset"],
+ROW_SYSTEM_FIELDS: dict[str, Any] = {
+    "id": {"type": "string", "pattern": "^[0-9a-f]{24}$", "readOnly": True},
+    "_created_at": {"type": "string", "format": "date-time", "readOnly": True},
+    "_updated_at": {"type": "string", "format": "date-time", "readOnly": True},
+    "_created_by": {"type": ["string", "null"], "description": "A user id", "readOnly": True},
+    "_updated_by": {"type": ["string", "null"], "description": "A user id", "readOnly": True},
 }
-ROWS_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {"items": {"type": "array", "items": ROW_SCHEMA}},
-    "required": ["items"],
+FILTER_OPERATOR_NAMES = [op.name for op in default_filter_operators()]
+FILTER_VALUE_ITEM: dict[str, Any] = {
+    "anyOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}, {"type": "null"}]
 }
+SCHEMA_COMPONENTS.update(
+    {
+        "ColumnValueIn": COLUMN_VALUE_IN,
+        "ColumnValue": COLUMN_VALUE,
+        "Row": {
+            "type": "object",
+            "description": "A row: `id`, the system fields and each column's value by key",
+            "properties": ROW_SYSTEM_FIELDS,
+            "required": ["id"],
+            "additionalProperties": component("ColumnValue"),
+        },
+        "RowIn": {
+            "type": "object",
+            "description": "A new row: column key to value. Columns left out take their default; "
+            "400 names each missing required column and each bad value",
+            "additionalProperties": component("ColumnValueIn"),
+        },
+        "RowPatch": {
+            "type": "object",
+            "description": "Column key to new value; only the given columns change, `null` "
+            "clears a column that is not required",
+            "additionalProperties": component("ColumnValueIn"),
+        },
+        "RowPatchItem": {
+            "type": "object",
+            "description": "A bulk update item: the row's `id` and the values to change",
+            "properties": {"id": {"type": "string"}},
+            "required": ["id"],
+            "additionalProperties": component("ColumnValueIn"),
+        },
+        "RowPage": {
+            "type": "object",
+            "description": "A page of rows: `items`, the `total` matching, and the page asked for",
+            "properties": {
+                "items": {"type": "array", "items": component("Row")},
+                "total": {"type": "integer"},
+                "limit": {"type": "integer"},
+                "offset": {"type": "integer"},
+            },
+            "required": ["items", "total", "limit", "offset"],
+        },
+        "RowList": {
+            "type": "object",
+            "properties": {"items": {"type": "array", "items": component("Row")}},
+            "required": ["items"],
+        },
+        "RowUpsertResult": {
+            "type": "object",
+            "description": "The items in input order (`{id}` or, with `?return=rows`, the rows)",
+            "properties": {
+                "items": {"type": "array", "items": component("Row")},
+                "created": {
+                    "type": "array",
+                    "items": {"type": "integer"},
+                    "description": "With upsert_on: indexes of the items that created a row",
+                },
+                "updated": {
+                    "type": "array",
+                    "items": {"type": "integer"},
+                    "description": "With upsert_on: indexes of the items that updated a row",
+                },
+            },
+            "required": ["items"],
+        },
+        "Filter": {
+            "description": "The filter language (docs/filters.md): conditions that must all "
+            "hold, or a single condition or group",
+            "anyOf": [
+                {"type": "array", "items": component("FilterNode"), "maxItems": 100},
+                component("FilterNode"),
+            ],
+        },
+        "FilterNode": {
+            "description": "A condition, or a group of them (nested up to 5 levels)",
+            "anyOf": [
+                component("FilterCondition"),
+                component("FilterAnd"),
+                component("FilterOr"),
+            ],
+        },
+        "FilterCondition": {
+            "type": "object",
+            "properties": {
+                "field": {
+                    "type": "string",
+                    "description": "A column key, `id` or a system field (`_created_at`...)",
+                },
+                "op": {
+                    "type": "string",
+                    "enum": FILTER_OPERATOR_NAMES,
+                    "description": "Absent: `eq`. Which apply to which column types: "
+                    "docs/filters.md",
+                },
+                "value": component("FilterValue"),
+            },
+            "required": ["field"],
+            "additionalProperties": False,
+        },
+        "FilterValue": {
+            "description": "The operand: a value as the column's type accepts it; a list for "
+            "`in`, `not_in`, `between`; a period name or `{past_days|next_days: N}` for "
+            "`is_within`; none for `blank`, `not_blank`",
+            "anyOf": [
+                *FILTER_VALUE_ITEM["anyOf"],
+                {"type": "array", "items": FILTER_VALUE_ITEM, "maxItems": 1000},
+                {
+                    "type": "object",
+                    "properties": {
+                        "past_days": {"type": "integer", "minimum": 1, "maximum": 36600},
+                        "next_days": {"type": "integer", "minimum": 1, "maximum": 36600},
+                    },
+                    "additionalProperties": False,
+                },
+            ],
+        },
+        "FilterAnd": {
+            "type": "object",
+            "properties": {"and": {"type": "array", "items": component("FilterNode")}},
+            "required": ["and"],
+            "additionalProperties": False,
+        },
+        "FilterOr": {
+            "type": "object",
+            "properties": {"or": {"type": "array", "items": component("FilterNode")}},
+            "required": ["or"],
+            "additionalProperties": False,
+        },
+    }
+)
+ROW_SCHEMA = component("Row")
+ROW_INPUT_SCHEMA = component("RowIn")
+ROW_PATCH_SCHEMA = component("RowPatch")
+ROW_PAGE_SCHEMA = component("RowPage")
+ROWS_SCHEMA = component("RowList")
+UPSERT_SCHEMA = component("RowUpsertResult")
+# a row as a pydantic field: free-form for validation (the table's columns decide), named in
+# the document
+RowInField = Annotated[dict[str, Any], WithJsonSchema(component("RowIn"))]
+RowPatchField = Annotated[dict[str, Any], WithJsonSchema(component("RowPatch"))]
+RowPatchItemField = Annotated[dict[str, Any], WithJsonSchema(component("RowPatchItem"))]
+FilterField = Annotated[list[Any] | dict[str, Any], WithJsonSchema(component("Filter"))]
 
 
 class BulkCreateQuery(QueryModel):
@@ -289,7 +458,7 @@ class BulkCreateQuery(QueryModel):
 
 
 class BulkCreateIn(InputModel):
-    items: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_BULK_ITEMS)
+    items: list[RowInField] = Field(min_length=1, max_length=MAX_BULK_ITEMS)
     upsert_on: str | None = Field(
         default=None,
         max_length=63,
@@ -298,34 +467,15 @@ class BulkCreateIn(InputModel):
     )
 
 
-UPSERT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        **ROWS_SCHEMA["properties"],
-        "created": {
-            "type": "array",
-            "items": {"type": "integer"},
-            "description": "With upsert_on: indexes of the items that created a row",
-        },
-        "updated": {
-            "type": "array",
-            "items": {"type": "integer"},
-            "description": "With upsert_on: indexes of the items that updated a row",
-        },
-    },
-    "required": ["items"],
-}
-
-
 class BulkUpdateItems(InputModel):
-    items: list[dict[str, Any]] = Field(
+    items: list[RowPatchItemField] = Field(
         min_length=1, max_length=MAX_BULK_ITEMS, description="Each: `id` and the values to change"
     )
 
 
 class BulkUpdateWhere(InputModel):
-    filters: list[Any] | dict[str, Any] = Field(description="At least one condition")
-    values: dict[str, Any] = Field(description="The values to set on every selected row")
+    filters: FilterField = Field(description="At least one condition")
+    values: RowPatchField = Field(description="The values to set on every selected row")
 
 
 class BulkUpdateIn(RootModel[BulkUpdateItems | BulkUpdateWhere]):
@@ -337,7 +487,7 @@ class BulkDeleteIds(InputModel):
 
 
 class BulkDeleteWhere(InputModel):
-    filters: list[Any] | dict[str, Any] = Field(description="At least one condition")
+    filters: FilterField = Field(description="At least one condition")
 
 
 class BulkDeleteIn(RootModel[BulkDeleteIds | BulkDeleteWhere]):

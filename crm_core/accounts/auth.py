@@ -1,4 +1,5 @@
-"""Registration, login, refresh-token rotation, logout and bearer authentication (SPEC §3)."""
+"""Registration, login, refresh-token rotation, logout and bearer authentication (docs/api.md
+"Auth")."""
 
 from __future__ import annotations
 

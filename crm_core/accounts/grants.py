@@ -1,5 +1,6 @@
-"""The one rule of every grant (SPEC §9): nobody hands out what they do not hold; and the one
-rule of every "its owner may" (docs/api.md "API tokens"): a token acts only within its scope.
+"""The one rule of every grant (docs/api.md "Roles, users, shares, aliases"): nobody hands out what
+they do not hold; and the one rule of every "its owner may" (docs/api.md "API tokens"): a token acts
+only within its scope.
 
 Every route that changes what someone may do asks `check_grant` with what the change would
 give: the permissions of a role being written, of the roles given to a user (own or another's,

@@ -1,4 +1,5 @@
-"""The permission catalogue and the built-in roles every tenant starts with (SPEC §9)."""
+"""The permission catalogue and the built-in roles every tenant starts with (docs/api.md "Roles,
+users, shares, aliases")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Tenant roles (SPEC §9): built-in `owner`, `admin`, `manager`, `viewer` and custom ones."""
+"""Tenant roles (docs/api.md "Roles, users, shares, aliases"): built-in `owner`, `admin`, `manager`,
+`viewer` and custom ones."""
 
 from __future__ import annotations
 

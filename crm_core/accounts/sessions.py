@@ -1,4 +1,4 @@
-"""Ending sessions (SPEC §3, docs/api.md "Sessions"): the one place that makes tokens die.
+"""Ending sessions (docs/api.md "Sessions"): the one place that makes tokens die.
 
 Every access token carries the user's `token_epoch` (claim `ep`) and every refresh token the
 user's `session_epoch`. Authentication compares the claim with the user document it loads

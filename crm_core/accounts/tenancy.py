@@ -1,4 +1,5 @@
-"""Companies (tenants): creating and dropping one, and its own settings (SPEC §12)."""
+"""Companies (tenants): creating and dropping one, and its own settings (docs/api.md "Company
+settings")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The users of one tenant (SPEC §9): admins list, create, update and deactivate them.
+"""The users of one tenant (docs/api.md "Roles, users, shares, aliases"): admins list, create,
+update and deactivate them.
 
 Rules: the owner role is granted and the owner's account is managed only by holders of
 `tenant.manage`; the last active owner keeps the role and stays active; nobody deactivates

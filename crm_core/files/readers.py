@@ -1,7 +1,8 @@
 """Reading uploaded CSV and XLSX files row by row, with what it takes to read them right:
 format by content (a zip is XLSX), encoding (UTF-8, with or without BOM, or Windows-1251, told
 apart from other single-byte encodings by charset-normalizer), the CSV delimiter (sniffed among
-`,` `;` tab `|`), and one error per problem in the SPEC §2 shape, naming the field `file`.
+`,` `;` tab `|`), and one error per problem in the shape of docs/api.md "Errors", naming the field
+`file`.
 
 Everything here is synchronous and works on a local temporary file; callers run it in a thread.
 """

@@ -101,7 +101,7 @@ def _fresh(value: object) -> object:
     return value
 
 
-# ---- validated documents of the request path (routing) ---------------------------------------
+# ---- validated documents of the request path -------------------------------------------------
 
 Model = TypeVar("Model", bound=BaseModel)
 

@@ -1,4 +1,5 @@
-"""One root error for the whole domain, rendered by one middleware in the SPEC §2 shape."""
+"""One root error for the whole domain, rendered by one middleware in the shape of docs/api.md
+"Errors"."""
 
 from __future__ import annotations
 

@@ -105,7 +105,7 @@ TENANT_INDEXES: tuple[IndexSpec, ...] = (
         "campaign_batch_status",
         serves="the pending messages of one batch (the sending task) and its claims by _id range",
     ),
-    # scaleb (issue #12 §4, §2): a claim's outcomes; per-user manual order
+    # a claim's outcomes; per-user manual order (issue #12 §4, §2)
     IndexSpec(
         "_sms_messages",
         (("claim", 1),),
@@ -127,7 +127,7 @@ TENANT_INDEXES: tuple[IndexSpec, ...] = (
         unique=True,
         serves="a moved row's entry (the move's upsert, the target's rank, moved rows of a page)",
     ),
-    # files (issue #15): import jobs, their uploaded chunks and undo journal
+    # import jobs, their uploaded chunks and undo journal (issue #15)
     IndexSpec(
         "_jobs",
         (("table", 1), ("kind", 1), ("_id", -1)),
@@ -150,7 +150,7 @@ TENANT_INDEXES: tuple[IndexSpec, ...] = (
         "row",
         serves="every user's entries of deleted rows",
     ),
-    # audit (issue #12 §1): webhooks and their delivery log (crm_core/webhooks/service.py)
+    # webhooks and their delivery log (crm_core/webhooks/service.py) (issue #12 §1)
     IndexSpec(
         "_webhooks",
         (("events", 1),),

@@ -1,5 +1,5 @@
-"""The password rule (SPEC §3), in one place: the API's inputs, the domain's check and the
-settings' check of `CRM_SUPERUSER_PASSWORD` all read it from here."""
+"""The password rule (docs/api.md "Passwords"), in one place: the API's inputs, the domain's check
+and the settings' check of `CRM_SUPERUSER_PASSWORD` all read it from here."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SMS campaigns (SPEC §11): who gets which text, one message document per recipient, and the
+"""SMS campaigns (docs/sms.md): who gets which text, one message document per recipient, and the
 state machine that sends them.
 
 `CampaignService` (built in `create_app`, held on `Services.sms`) creates, reads and cancels

@@ -1,4 +1,5 @@
-"""Who may reach a table, and how far (SPEC §9). The one place that decides it.
+"""Who may reach a table, and how far (docs/api.md "Roles, users, shares, aliases"). The one place
+that decides it.
 
 A custom table belongs to its creator. `tables.all` reaches every table. Anyone else reaches it
 only through a share (`_shares`) to the user or to one of the user's roles; the strongest share

@@ -1,4 +1,5 @@
-"""Tenant-wide display names for tables and columns (SPEC §8); keys and data never change."""
+"""Tenant-wide display names for tables and columns (docs/api.md "Roles, users, shares, aliases");
+keys and data never change."""
 
 from __future__ import annotations
 

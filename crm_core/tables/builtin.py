@@ -1,5 +1,5 @@
-"""The standard entities (SPEC §10): legal entities, individuals and leads are built-in tables
-with predefined columns, served by the same row engine as custom tables.
+"""The standard entities (docs/api.md "Standard entities"): legal entities, individuals and leads
+are built-in tables with predefined columns, served by the same row engine as custom tables.
 
 They are created with every tenant and added idempotently to tenants that existed before
 (`crm migrate`, which start-up runs). Tenants may add their own columns; predefined ones cannot
@@ -163,7 +163,7 @@ async def ensure_builtin_tables(db: Any) -> list[str]:
                 )
                 changed.append(f"added {', '.join(c['key'] for c in missing)} to {key}")
             await _builtin_indexes(db, str(existing.get("collection") or key), types, spec)
-    # admin: the operator panel counts SMS sent per day and in the last 30 days by `sent_at`
+    # the operator panel counts SMS sent per day and in the last 30 days by `sent_at`
     await db["_sms_messages"].create_index([("sent_at", ASCENDING)], name="sent_at", sparse=True)
     return changed
 
@@ -256,7 +256,7 @@ async def ensure_builtin_role_permissions(db: Any) -> list[str]:
 async def migrate_all(storage: Storage, drift: list[str] | None = None) -> int:
     """Bring every tenant up to date; returns how many tenants changed. Index drift found
     (`index_drift`) is logged and, given a list, added to it."""
-    await ensure_system_indexes(storage.system_db)  # audit: system collections (webhook_due...)
+    await ensure_system_indexes(storage.system_db)  # system collections (webhook_due...)
     count = 0
     async for tenant in Tenant.find_all():
         db = storage.tenant_db(str(tenant.id))

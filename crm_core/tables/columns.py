@@ -1,4 +1,4 @@
-"""Column types (SPEC §4): one class per type, registered in one registry.
+"""Column types (docs/api.md "Tables"): one class per type, registered in one registry.
 
 A type owns everything about its values and definitions: coercion from JSON into the stored
 BSON value (with the typecast rules), rendering back to JSON, the JSON schema for the docs, the

@@ -1,4 +1,5 @@
-"""The filter language (SPEC §6): a pure translation from the JSON filter to a MongoDB query.
+"""The filter language (docs/filters.md "Conditions"): a pure translation from the JSON filter to a
+MongoDB query.
 
 Each operator is one class in a registry; it declares the capability of a column type it
 needs (`ColumnType.capabilities`: equality, blank, text, ordered, period) and names no type; the

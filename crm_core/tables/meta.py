@@ -1,5 +1,5 @@
-"""The table constructor (SPEC §5): create, rename and delete tables; add, change and delete
-columns, converting every row when a column changes type."""
+"""The table constructor (docs/api.md "Tables"): create, rename and delete tables; add, change and
+delete columns, converting every row when a column changes type."""
 
 from __future__ import annotations
 

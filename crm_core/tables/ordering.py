@@ -1,4 +1,4 @@
-"""Per-user order of rows and columns (SPEC §7).
+"""Per-user order of rows and columns (docs/filters.md "Per-user row order").
 
 Rows: each user's manual order is a rank per row, a string of hex digits. A row the user never
 moved ranks by its id (`<24 hex digits of _id>8`: creation order, oldest first, new rows at the

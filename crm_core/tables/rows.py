@@ -1,4 +1,5 @@
-"""Rows of a table (SPEC §6): validation against the columns, CRUD, bulk, sorted pages."""
+"""Rows of a table (docs/api.md "Rows"): validation against the columns, CRUD, bulk, sorted
+pages."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Shares of one table with a user or a role of the same tenant (SPEC §9)."""
+"""Shares of one table with a user or a role of the same tenant (docs/api.md "Roles, users, shares,
+aliases")."""
 
 from __future__ import annotations
 

@@ -13,5 +13,20 @@ window.addEventListener("load", function () {
     displayRequestDuration: true,
     showExtensions: true, // x-access: the permission or table access each operation needs
     filter: true,
+    // /docs?tenant=1: the company's own document needs the token given to "Authorize"
+    // (kept by persistAuthorization), also for loading the document itself
+    requestInterceptor: function (request) {
+      if (!request.headers.Authorization) {
+        try {
+          var saved = JSON.parse(window.localStorage.getItem("authorized") || "{}");
+          if (saved.bearerAuth && saved.bearerAuth.value) {
+            request.headers.Authorization = "Bearer " + saved.bearerAuth.value;
+          }
+        } catch (error) {
+          // no saved token: the request goes without one (and answers 401)
+        }
+      }
+      return request;
+    },
   });
 });

@@ -1,8 +1,8 @@
-"""Roles, users, shares and aliases through HTTP (SPEC §8, §9)."""
+"""Roles, users, shares and aliases through HTTP (docs/api.md "Roles, users, shares, aliases")."""
 
 from __future__ import annotations
 
-from tests.conftest import add_user
+from tests.support.api import add_user
 
 
 async def abilities(api, account, key="deals"):

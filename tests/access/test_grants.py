@@ -8,7 +8,7 @@ import itertools
 import pytest
 
 from models.accounts import User
-from tests.conftest import add_user
+from tests.support.api import add_user
 
 _emails = itertools.count()
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from models.accounts import User
-from tests.conftest import tenant_db
+from tests.support.api import tenant_db
 
 MALFORMED = ["nope", "0" * 23, "0" * 25, "g" * 24, "%20" * 8]
 

@@ -14,7 +14,8 @@ from aiohttp.test_utils import TestClient
 from handlers.app import all_routes
 from handlers.routing import SERVICES, Public
 from models.accounts import User
-from tests.conftest import IN_TABLE, PATH_PARAMS, Account, Api, Factories, TenantObjects
+from tests.support.api import Account, Api, Factories
+from tests.support.objects import IN_TABLE, PATH_PARAMS, TenantObjects
 
 # bodies that pass validation, so the answer is about the ids (default: {})
 VALID_BODIES = {"move_row": {"before_id": None}, "resolve_message": {"outcome": "sent"}}

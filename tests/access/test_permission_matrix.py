@@ -20,7 +20,8 @@ from crm_core.tables.access import Level
 from handlers.admin import Superadmin
 from handlers.app import all_routes
 from handlers.routing import Authenticated, Permission, Public, RouteSpec, TableAccess
-from tests.conftest import Account, Api, Factories, TenantObjects
+from tests.support.api import Account, Api, Factories
+from tests.support.objects import TenantObjects
 
 ROLES = ["viewer", "manager", "admin", "owner"]
 # what each role reaches of a custom table that the owner created and shared with nobody

@@ -10,7 +10,7 @@ import pytest
 from bson import ObjectId
 
 from models.accounts import Tenant
-from tests.conftest import add_user, rows_of
+from tests.support.api import add_user, rows_of
 
 
 async def test_owner_reads_the_company_settings(api, owner):

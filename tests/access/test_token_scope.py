@@ -12,8 +12,8 @@ from __future__ import annotations
 import pytest
 
 from handlers.routing import Authenticated
-from tests.auth.test_tokens import bearer, make_token
-from tests.conftest import Account, Api, add_user
+from tests.support.api import Account, Api, add_user
+from tests.support.tokens import bearer, make_token
 
 
 async def _table_shared_by(api: Api, granter: Account, to: Account) -> dict:

@@ -15,8 +15,8 @@ from handlers.app import all_routes
 from handlers.routing import SERVICES
 from models.accounts import Tenant, User
 from models.admin import AdminAction, AdminSession
-from tests.conftest import add_user, make_settings
 from tests.support.admin_panel import ROOT_EMAIL, ROOT_PASSWORD, Panel
+from tests.support.api import add_user, make_settings
 
 ADMIN_ROUTES = [r for r in all_routes() if isinstance(r.access, Superadmin)]
 
@@ -467,7 +467,7 @@ async def test_cancel_of_another_companys_campaign_id_is_404(signed_in, api, cli
 
 
 async def test_completed_campaign_cannot_be_cancelled(signed_in, api):
-    from tests.conftest import sent_campaign
+    from tests.support.api import sent_campaign
 
     owner = await api.register()
     campaign_id, _ = await sent_campaign(api, owner)
@@ -492,7 +492,7 @@ async def test_system_page_shows_checks_versions_and_queue(signed_in):
 
 
 async def test_charts_are_svg_with_the_data(signed_in, api, client):
-    from tests.conftest import sent_campaign
+    from tests.support.api import sent_campaign
 
     owner = await api.register(company="Chart Co")
     await sent_campaign(api, owner)

@@ -8,8 +8,8 @@ from crm_core.services import build_services
 from handlers.app import create_app
 from handlers.routing import SERVICES
 from tasks.broker import receiving, start_broker, stop_broker
-from tests.conftest import Api, make_settings
 from tests.support.admin_panel import ROOT_EMAIL, ROOT_PASSWORD, Panel
+from tests.support.api import Api, make_settings
 
 
 async def test_system_page_shows_queue_depth_and_workers(aiohttp_client, clean_redis):

@@ -10,7 +10,7 @@ import pytest
 from crm_core.accounts import auth as auth_module
 from handlers.routing import SERVICES
 from models.accounts import RefreshToken, User
-from tests.conftest import TEST_SECRET, make_settings
+from tests.support.api import TEST_SECRET, make_settings
 
 REGISTER = {
     "company_name": "Acme",

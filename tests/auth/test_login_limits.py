@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
 from handlers.app import create_app
-from tests.conftest import make_settings
+from tests.support.api import make_settings
 
 LIMIT = 5
 

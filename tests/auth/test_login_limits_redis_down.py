@@ -16,7 +16,8 @@ from collections.abc import Iterator
 import pytest
 from redis.asyncio import Redis
 
-from tests.conftest import Api, free_port, make_settings
+from tests.support.api import Api, make_settings
+from tests.support.tools import free_port
 
 LIMIT = 3
 

@@ -13,8 +13,8 @@ import asyncio
 import aiohttp
 import pytest
 
-from tests.conftest import make_settings
 from tests.support.admin_panel import ROOT_EMAIL, ROOT_PASSWORD, Panel
+from tests.support.api import make_settings
 
 PER_PAIR = 5
 FREE = 8

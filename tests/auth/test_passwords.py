@@ -1,5 +1,5 @@
-"""One password rule (SPEC §3): registration, a password change, user creation and the
-superuser's setting all accept and refuse the same passwords."""
+"""One password rule (docs/api.md "Passwords"): registration, a password change, user creation and
+the superuser's setting all accept and refuse the same passwords."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 
 from crm_core.platform.settings import SettingsError
 from models.accounts import User
-from tests.conftest import make_settings
+from tests.support.api import make_settings
 
 CASES = [
     ("seven77", False),  # 7 characters

@@ -10,7 +10,7 @@ import pytest
 from beanie import PydanticObjectId
 
 from models.accounts import RefreshToken, User
-from tests.conftest import TEST_SECRET, add_user
+from tests.support.api import TEST_SECRET, add_user
 
 
 async def _status(client, account, path="/api/auth/me") -> int:

@@ -10,17 +10,8 @@ from datetime import UTC, datetime, timedelta
 from bson import ObjectId
 
 from models.tokens import ApiToken
-from tests.conftest import Account, Api, add_user
-
-
-def bearer(secret: str) -> Account:
-    return Account("token", "", secret, "")
-
-
-async def make_token(api: Api, account: Account, expect: int = 201, **fields) -> dict:
-    return await api.call(
-        "POST", "/api/tokens", account, expect=expect, json={"name": "sync", **fields}
-    )
+from tests.support.api import Account, Api, add_user
+from tests.support.tokens import bearer, make_token
 
 
 async def member_with(api: Api, owner: Account, permissions: list[str]) -> tuple[dict, Account]:

@@ -8,7 +8,7 @@ import asyncio
 
 from handlers.app import create_app
 from handlers.routing import SERVICES
-from tests.conftest import Api, make_settings
+from tests.support.api import Api, make_settings
 from tests.support.files import make_table, upload
 
 

@@ -8,7 +8,7 @@ import asyncio
 import json
 from urllib.parse import quote
 
-from tests.conftest import add_user, rows_of
+from tests.support.api import add_user, rows_of
 
 
 async def _table(api, owner, columns, key="t") -> None:

@@ -7,7 +7,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 from models.accounts import RefreshToken
-from tests.conftest import make_settings
+from tests.support.api import make_settings
 
 
 async def _refresh(client, token: str):
@@ -59,7 +59,7 @@ async def test_reuse_after_the_grace_window_revokes_the_family(client, owner):
 
 async def test_a_zero_grace_window_treats_every_reuse_as_theft(aiohttp_client):
     from handlers.app import create_app
-    from tests.conftest import Api
+    from tests.support.api import Api
 
     client = await aiohttp_client(create_app(make_settings(refresh_reuse_grace_seconds=0)))
     account = await Api(client).register()

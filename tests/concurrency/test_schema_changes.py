@@ -14,7 +14,7 @@ import pytest
 
 from crm_core.tables import meta as meta_module
 from crm_core.tables.rows import RowService
-from tests.conftest import rows_of, tenant_db
+from tests.support.api import rows_of, tenant_db
 
 
 async def _table(api, owner, columns: list[dict[str, Any]], key: str = "t") -> None:

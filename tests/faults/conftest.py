@@ -1,42 +1,15 @@
-"""Fixtures for the fault and many-process tests: real servers (tests/support/servers.py) and
-an `Api` over plain HTTP to a `crm serve` subprocess."""
+"""Fixtures for the fault and many-process tests: real servers (tests/support/servers.py); the
+`Api` over plain HTTP to a `crm serve` subprocess is tests/support/remote.py."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aiohttp import ClientSession, ClientTimeout
 
-from tests.conftest import TEST_SECRET, Api
-from tests.support.servers import CrmServe, MongoecoServer, RedisServer, TcpProxy
-
-
-class RemoteClient:
-    """The few methods of aiohttp's TestClient that `Api` uses, against a real server."""
-
-    def __init__(self, session: ClientSession, base_url: str) -> None:
-        self.session = session
-        self.base_url = base_url
-
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        return self.session.request(method, self.base_url + path, **kwargs)
-
-    def get(self, path: str, **kwargs: Any) -> Any:
-        return self.request("GET", path, **kwargs)
-
-    def post(self, path: str, **kwargs: Any) -> Any:
-        return self.request("POST", path, **kwargs)
-
-
-def crm_env(**settings: Any) -> dict[str, str]:
-    """Environment for `crm serve` / `crm worker` in these tests (test settings, cheap
-    bcrypt), plus `settings` by their environment names."""
-    env = {"CRM_ENV": "test", "SECRET_KEY": TEST_SECRET, "BCRYPT_ROUNDS": "4"}
-    env.update({key.upper(): str(value) for key, value in settings.items()})
-    return env
+from tests.support.servers import MongoecoServer, RedisServer, TcpProxy
 
 
 @pytest.fixture
@@ -75,10 +48,6 @@ def redis_server(logs: Path) -> Iterator[RedisServer]:
 async def http() -> AsyncIterator[ClientSession]:
     async with ClientSession(timeout=ClientTimeout(total=60)) as session:
         yield session
-
-
-def remote_api(http: ClientSession, server: CrmServe) -> Api:
-    return Api(RemoteClient(http, server.url))  # type: ignore[arg-type]
 
 
 @pytest.hookimpl(hookwrapper=True)

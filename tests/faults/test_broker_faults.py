@@ -32,10 +32,10 @@ from crm_core.services import build_services
 from handlers.app import create_app
 from handlers.routing import SERVICES
 from tasks.broker import receiving, start_broker, stop_broker
-from tests.conftest import Api, make_settings, redis_settings, wait_done
-from tests.faults.conftest import crm_env, remote_api
+from tests.support.api import Api, make_settings, wait_done
 from tests.support.files import confirm, finished, make_table, stored, upload
 from tests.support.outbox import outbox_drained
+from tests.support.remote import crm_env, remote_api
 from tests.support.servers import (
     CrmServe,
     CrmWorker,
@@ -44,7 +44,7 @@ from tests.support.servers import (
     ThreadedApp,
     running,
 )
-from tests.support.sms_gateway import FakeGateway, phone
+from tests.support.sms_gateway import FakeGateway, phone, redis_settings
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 

@@ -31,8 +31,8 @@ from crm_core.platform.errors import ServiceUnavailable
 from crm_core.platform.settings import SettingsError, load_settings
 from handlers.app import create_app
 from handlers.routing import SERVICES
-from tests.conftest import make_settings
-from tests.faults.conftest import crm_env, remote_api
+from tests.support.api import make_settings
+from tests.support.remote import crm_env, remote_api
 from tests.support.servers import (
     CrmServe,
     TcpProxy,

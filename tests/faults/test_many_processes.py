@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Account, Api
-from tests.faults.conftest import crm_env, remote_api
+from tests.support.api import Account, Api
+from tests.support.remote import crm_env, remote_api
 from tests.support.servers import (
     CrmServe,
     CrmWorker,

@@ -12,7 +12,7 @@ from bson import ObjectId
 
 from handlers.routing import SERVICES
 from models.accounts import Tenant
-from tests.conftest import add_user
+from tests.support.api import add_user
 
 COLUMNS = [
     {"key": "name", "type": "string", "name": "Name"},

@@ -12,7 +12,7 @@ from aiohttp import FormData
 
 from handlers.app import create_app
 from handlers.routing import SERVICES
-from tests.conftest import Api, add_user, make_settings, rows_of
+from tests.support.api import Api, add_user, make_settings, rows_of
 from tests.support.files import (
     BAD_ROWS_CSV,
     GOOD_CSV,

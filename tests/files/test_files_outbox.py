@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from handlers.routing import SERVICES
-from tests.conftest import Api
+from tests.support.api import Api
 from tests.support.files import GOOD_CSV, confirm, finished, make_table, stored, upload
 from tests.support.outbox import outbox_drained
 

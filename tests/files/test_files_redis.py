@@ -7,7 +7,7 @@ from crm_core.services import build_services
 from handlers.app import create_app
 from handlers.routing import SERVICES
 from tasks.broker import receiving, start_broker, stop_broker
-from tests.conftest import Api, make_settings
+from tests.support.api import Api, make_settings
 from tests.support.files import finished, make_table, stored, upload
 
 

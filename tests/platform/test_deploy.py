@@ -15,7 +15,7 @@ import pytest
 
 from crm_app.cli import build_parser, main
 from crm_core.platform.settings import Settings
-from tests.conftest import missing_tool
+from tests.support.tools import missing_tool
 
 ROOT = Path(__file__).parents[2]
 UNITS = ROOT / "deploy" / "systemd"
@@ -226,7 +226,7 @@ async def test_the_api_healthcheck_command_follows_ready(aiohttp_client, monkeyp
 
     from handlers.app import create_app
     from handlers.routing import SERVICES
-    from tests.conftest import make_settings
+    from tests.support.api import make_settings
 
     client = await aiohttp_client(create_app(make_settings()))
     argv = compose()["services"]["api"]["healthcheck"]["test"][1:]

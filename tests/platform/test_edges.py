@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestServer
 from crm_app import cli
 from handlers.app import create_app
 from handlers.middlewares import ServerLog
-from tests.conftest import TEST_SECRET, make_settings
+from tests.support.api import TEST_SECRET, make_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,7 +12,7 @@ import pytest
 from bson import ObjectId
 
 from crm_core.platform.storage import embedded
-from tests.conftest import rows_of, tenant_db
+from tests.support.api import rows_of, tenant_db
 
 
 def _matches(doc: dict[str, Any], spec: dict[str, Any]) -> bool:

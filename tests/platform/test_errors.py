@@ -1,4 +1,4 @@
-"""Every kind of error answers in the SPEC §2 shape."""
+"""Every kind of error answers in the shape of docs/api.md "Errors"."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 from aiohttp import web
 
 from handlers.app import create_app
-from tests.conftest import make_settings
+from tests.support.api import make_settings
 
 
 async def _error(resp, status, code):

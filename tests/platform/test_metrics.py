@@ -11,8 +11,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from crm_app.cli import run_worker
 from handlers.app import create_app
 from handlers.routing import SERVICES
-from tests.conftest import Api, free_port, make_settings, redis_settings, wait_done
-from tests.support.sms_gateway import gateway_settings, phone
+from tests.support.api import Api, make_settings, wait_done
+from tests.support.sms_gateway import gateway_settings, phone, redis_settings
+from tests.support.tools import free_port
 
 TOKEN = "metrics-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

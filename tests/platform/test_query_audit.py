@@ -10,7 +10,7 @@ from crm_core.platform.storage import QueryRecord, recording
 from handlers.routing import SERVICES
 from models.accounts import SYSTEM_DOCUMENTS
 from models.admin import ADMIN_DOCUMENTS
-from tests.conftest import CONTRACTS, Factories, add_user, sent_campaign, tenant_db
+from tests.support.api import CONTRACTS, Factories, add_user, sent_campaign, tenant_db
 from tests.support.query_audit import audit, declared_indexes, unserved
 
 DECLARED = declared_indexes([*SYSTEM_DOCUMENTS, *ADMIN_DOCUMENTS])

@@ -14,7 +14,7 @@ from crm_core.accounts import auth
 from crm_core.platform.cache import ValidatedDocuments, roles_changed, tables_changed
 from handlers.routing import SERVICES
 from models.accounts import Tenant, User
-from tests.conftest import add_user, rows_of
+from tests.support.api import add_user, rows_of
 
 OPERATIONS = ("find", "find_one", "count_documents", "aggregate", "distinct", "update_one")
 

@@ -207,7 +207,7 @@ async def test_the_embedded_mode_lets_a_few_requests_work_at_once(aiohttp_client
     # EMBEDDED_MAX_ACTIVE_REQUESTS: authenticated requests beyond it wait for a turn before any
     # work (the database thread serves one at a time anyway); public ones (/health) never wait
     from handlers.app import create_app
-    from tests.conftest import Api, make_settings
+    from tests.support.api import Api, make_settings
 
     app = create_app(make_settings(embedded_max_active_requests=slots))
     client = await aiohttp_client(app)
@@ -268,7 +268,7 @@ def test_no_handler_reads_the_call_untyped():
 async def test_a_slow_sender_does_not_hold_a_turn(aiohttp_client):
     # one turn only: a client that sends its JSON body slowly must not block the others
     from handlers.app import create_app
-    from tests.conftest import Api, make_settings
+    from tests.support.api import Api, make_settings
 
     client = await aiohttp_client(create_app(make_settings(embedded_max_active_requests=1)))
     owner = await Api(client).register()

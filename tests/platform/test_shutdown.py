@@ -27,8 +27,9 @@ from redis.asyncio import Redis
 from crm_app.cli import run_worker, stop_on_signals
 from handlers.app import create_app
 from handlers.routing import SERVICES
-from tests.conftest import TEST_SECRET, Api, free_port, redis_settings, wait_done
-from tests.support.sms_gateway import phone
+from tests.support.api import TEST_SECRET, Api, wait_done
+from tests.support.sms_gateway import phone, redis_settings
+from tests.support.tools import free_port
 
 STOP_TIMEOUT = 20  # TimeoutStopSec of deploy/systemd/crm-api.service
 

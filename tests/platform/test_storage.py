@@ -11,7 +11,7 @@ from mongomock import collection as mongomock_collection
 
 from crm_core.platform.storage import filter_conditions, query_purpose, recording
 from handlers.routing import SERVICES
-from tests.conftest import CONTRACTS, Factories, rows_of, tenant_db
+from tests.support.api import CONTRACTS, Factories, rows_of, tenant_db
 
 
 async def create_contracts(api, owner):

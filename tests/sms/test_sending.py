@@ -11,7 +11,7 @@ from bson import ObjectId
 from handlers.app import create_app
 from handlers.routing import SERVICES
 from tasks.sms import send_batch
-from tests.conftest import Api, wait_done
+from tests.support.api import Api, wait_done
 from tests.support.sms_gateway import gateway_settings, phone
 
 ZERO = dict.fromkeys(("pending", "sending", "sent", "failed", "invalid", "cancelled", "unknown"), 0)

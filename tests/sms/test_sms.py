@@ -11,7 +11,7 @@ from bson import ObjectId
 from handlers.app import create_app
 from handlers.routing import SERVICES
 from tasks.sms import send_batch
-from tests.conftest import Api, Factories, wait_done
+from tests.support.api import Api, Factories, wait_done
 from tests.support.sms_gateway import SlotRecorder, gateway_settings, max_in_window, phone
 
 

@@ -1,4 +1,4 @@
-"""The outbox of campaign work (docs/sms.md, "When the broker is down"): a campaign created
+"""The outbox of campaign work (docs/operations.md "Faults: the broker"): a campaign created
 while the broker refuses work is accepted (202), recorded, and sent when the sweeper hands its
 batches to a broker that takes them; a resend asked for meanwhile likewise. Nothing is sent
 twice, nothing stays queued."""
@@ -11,7 +11,7 @@ import pytest
 
 from handlers.app import create_app
 from handlers.routing import SERVICES
-from tests.conftest import Api, wait_done
+from tests.support.api import Api, wait_done
 from tests.support.outbox import outbox_drained
 from tests.support.sms_gateway import gateway_settings, phone
 

@@ -14,8 +14,8 @@ from crm_core.services import build_services
 from handlers.app import create_app
 from handlers.routing import SERVICES
 from tasks.broker import receiving, start_broker, stop_broker
-from tests.conftest import Api, redis_settings, wait_done
-from tests.support.sms_gateway import SlotRecorder, max_in_window, phone
+from tests.support.api import Api, wait_done
+from tests.support.sms_gateway import SlotRecorder, max_in_window, phone, redis_settings
 
 
 class FreezingLimiter:

@@ -35,6 +35,8 @@ from typing import Any, NoReturn
 
 import pytest
 
+from tests.support.tools import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 MONGOECO_VERSION = "4.11.0"  # as scripts/test-mongoeco
 MONGOECO_VENV = ROOT / ".venv-mongoeco"
@@ -47,13 +49,6 @@ def missing_tool(message: str) -> NoReturn:
     if os.environ.get("CI") == "true":
         pytest.fail(message)
     pytest.skip(message)
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
 
 
 def port_open(port: int, host: str = LOOPBACK) -> bool:

@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from crm_core.platform.settings import Settings
-from tests.conftest import make_settings
+from tests.support.api import make_settings
 
 
 def phone(n: int) -> str:
@@ -29,6 +29,22 @@ def gateway_settings(gateway: FakeGateway, **overrides: Any) -> Settings:
         **overrides,
     }
     return make_settings(**values)
+
+
+def redis_settings(redis_url: str, gateway: FakeGateway, **overrides: Any) -> Settings:
+    """Settings for SMS through Redis and the fake gateway, with short timeouts."""
+    values: dict[str, Any] = {
+        "redis_url": redis_url,
+        "sms_rate_per_second": 20,
+        "sms_batch_size": 10,
+        "sms_send_timeout_seconds": 0.2,
+        "sms_max_attempts": 2,
+        "sms_retry_base_seconds": 0.05,
+        "sms_redelivery_seconds": 1.0,
+        "api_runs_tasks": False,
+    }
+    values.update(overrides)
+    return gateway_settings(gateway, **values)
 
 
 @dataclass

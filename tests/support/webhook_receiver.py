@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tests.conftest import Api
+from tests.support.api import Api
 
 
 @dataclass

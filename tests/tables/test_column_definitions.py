@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from crm_core.platform.phones import InvalidPhone, normalise_phone
-from tests.conftest import rows_of, tenant_db
+from tests.support.api import rows_of, tenant_db
 
 COLUMNS = [
     {"key": "title", "type": "string", "max_length": 50, "validators": ["inn", "inn"]},

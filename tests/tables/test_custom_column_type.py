@@ -21,7 +21,7 @@ from crm_core.tables.columns import (
     ValueContext,
 )
 from handlers.app import create_app
-from tests.conftest import Api, make_settings, rows_of, tenant_db
+from tests.support.api import Api, make_settings, rows_of, tenant_db
 
 
 class PercentType(ColumnType):

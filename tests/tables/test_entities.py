@@ -1,4 +1,4 @@
-"""Leads, legal entities and individuals (SPEC §10) through HTTP."""
+"""Leads, legal entities and individuals (docs/api.md "Standard entities") through HTTP."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from crm_core.tables.builtin import ensure_builtin_tables
 from crm_core.tables.columns import ColumnValueError
 from crm_core.tables.validators import default_validators
 from handlers.routing import SERVICES
-from tests.conftest import rows_of, tenant_db
+from tests.support.api import rows_of, tenant_db
 
 VALIDATORS = default_validators()
 

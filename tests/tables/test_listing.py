@@ -1,4 +1,4 @@
-"""Filters, sorting, views and manual order through HTTP (SPEC §6, §7)."""
+"""Filters, sorting, views and manual order through HTTP (docs/filters.md)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 from bson import ObjectId
 
-from tests.conftest import CONTRACTS, Factories, add_user, rows_of, tenant_db
+from tests.support.api import CONTRACTS, Factories, add_user, rows_of, tenant_db
 
 SEED_URL = (
     '/api/data/contracts?sort_by=doc_date&sort_order=desc&filters=[{"field":'

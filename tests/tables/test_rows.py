@@ -1,4 +1,4 @@
-"""Rows through HTTP (SPEC §6), and what is stored."""
+"""Rows through HTTP (docs/api.md "Rows"), and what is stored."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from bson import ObjectId
 
-from tests.conftest import CONTRACTS, rows_of
+from tests.support.api import CONTRACTS, rows_of
 
 SEED_ROW = {
     "company_name": "ООО Ромашка",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from crm_core.platform.cache import tables_changed
 from crm_core.tables.builtin import index_drift, migrate_all
 from handlers.routing import SERVICES
-from tests.conftest import tenant_db
+from tests.support.api import tenant_db
 
 
 async def _old_layout(db, owner, key: str) -> dict:

@@ -1,10 +1,10 @@
-"""The table constructor through HTTP (SPEC §5)."""
+"""The table constructor through HTTP (docs/api.md "Tables")."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.conftest import CONTRACTS, rows_of, tenant_db
+from tests.support.api import CONTRACTS, rows_of, tenant_db
 
 
 async def test_create_table_assigns_option_ids(api, owner, client, create_table):

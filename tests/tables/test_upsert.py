@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.conftest import add_user
+from tests.support.api import add_user
 
 COLUMNS = [
     {"key": "email", "type": "email", "unique": True},

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.conftest import rows_of
+from tests.support.api import rows_of
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 OUT_OF_RANGE = [INT64_MIN - 1, INT64_MAX + 1, -(2**64), 2**64, 10**30, -(10**30)]

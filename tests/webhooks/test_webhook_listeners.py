@@ -5,7 +5,7 @@ in one process takes effect in every other at its next request (`versions.webhoo
 from __future__ import annotations
 
 from crm_core.platform.storage import recording
-from tests.conftest import Api
+from tests.support.api import Api
 from tests.support.processes import second_process
 from tests.support.webhook_receiver import deliveries, make_hook, make_table
 

@@ -13,9 +13,9 @@ from yarl import URL
 from crm_core.platform.netguard import url_host
 from crm_core.platform.settings import SettingsError
 from handlers.routing import SERVICES
-from tests.conftest import make_settings
+from tests.support.api import make_settings
+from tests.support.resolver import FakeResolver
 from tests.support.webhook_receiver import make_hook
-from tests.webhooks.test_webhooks_ssrf import FakeResolver
 
 BROKEN_HOSTS = [
     "https://xn--zz.com/",

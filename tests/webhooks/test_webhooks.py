@@ -12,7 +12,7 @@ from crm_core.platform.cache import roles_changed
 from crm_core.tables.builtin import migrate_all
 from handlers.app import create_app
 from handlers.routing import SERVICES
-from tests.conftest import Api, add_user, make_settings
+from tests.support.api import Api, add_user, make_settings
 from tests.support.webhook_receiver import (
     ROW_EVENTS,
     deliveries,

@@ -7,7 +7,8 @@ from crm_core.services import build_services
 from handlers.app import create_app
 from handlers.routing import SERVICES
 from tasks.broker import receiving, start_broker, stop_broker
-from tests.conftest import Api, redis_settings
+from tests.support.api import Api
+from tests.support.sms_gateway import redis_settings
 from tests.support.webhook_receiver import make_hook, make_table, settled, verify
 
 

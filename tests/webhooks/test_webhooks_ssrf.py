@@ -7,43 +7,15 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-from aiohttp.abc import AbstractResolver
 from bson import ObjectId
 
 from crm_core.platform.netguard import address_refusal
 from handlers.routing import SERVICES
-from tests.conftest import Api, make_settings
+from tests.support.api import Api, make_settings
+from tests.support.resolver import FakeResolver
 from tests.support.webhook_receiver import make_hook, settled
 
 # ---- SSRF ------------------------------------------------------------------------------------
-
-
-class FakeResolver(AbstractResolver):
-    """Answers from a table; a list of answers is used one per call (DNS rebinding)."""
-
-    def __init__(self, answers: dict[str, list[list[str]]]) -> None:
-        self.answers = answers
-        self.calls: dict[str, int] = {}
-
-    async def resolve(self, host, port=0, family=0):
-        index = self.calls.get(host, 0)
-        self.calls[host] = index + 1
-        options = self.answers[host]
-        addresses = options[min(index, len(options) - 1)]
-        return [
-            {
-                "hostname": host,
-                "host": address,
-                "port": port,
-                "family": 10 if ":" in address else 2,
-                "proto": 0,
-                "flags": 0,
-            }
-            for address in addresses
-        ]
-
-    async def close(self) -> None:
-        return None
 
 
 @pytest.fixture

@@ -32,6 +32,7 @@ from crm_core.platform.storage.embedded import (
 )
 from crm_core.platform.storage.recorder import record_command
 from crm_core.platform.storage.types import Client, Collection, Database, MongoDocument
+from crm_core.platform.tracing import configure_tracing
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +83,8 @@ class _HeartbeatListener(monitoring.ServerHeartbeatListener):
 
 
 class Storage:
-    """Hands out the system database and each tenant's database (docs/storage.md, "One
-    database per company"); `client` is None until `start` and after `close`."""
+    """Hands out the system database and each tenant's database (docs/storage.md,
+    "Databases"); `client` is None until `start` and after `close`."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -101,9 +102,10 @@ class Storage:
             self.client = embedded_client(self._executor)
             log.warning(
                 "MONGODB_URL is not set: using the embedded in-memory database "
-                "(data is lost when the process stops)"
+                "(data is lost when the process stops, unless EMBEDDED_DATA_DIR keeps it)"
             )
         else:
+            configure_tracing(self.settings)  # the driver's spans reach clients built after it
             self.client = AsyncIOMotorClient(
                 self.settings.mongodb_url,
                 tz_aware=True,

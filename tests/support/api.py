@@ -1,0 +1,258 @@
+"""The client's view of the API in tests: test settings, a registered `Account`, the `Api`
+helper that calls the service over HTTP, `Factories` that make objects through it, and the
+readers of what a tenant has stored."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from crm_core.platform.settings import Settings
+from handlers.routing import SERVICES
+
+TEST_SECRET = "test-secret-key-that-is-long-enough-0123456789"
+_counter = itertools.count()
+
+
+def unique_number() -> int:
+    """A number no other call in this process answered: for unique emails, keys and names."""
+    return next(_counter)
+
+
+def make_settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "crm_env": "test",
+        "secret_key": TEST_SECRET,
+        "bcrypt_rounds": 4,
+        # the real-driver lane (scripts/test-mongoeco) points this at a mongoeco server
+        "mongodb_url": os.environ.get("CRM_TEST_MONGODB_URL") or None,
+        "redis_url": None,
+        # webhooks: tests deliver to local receivers (tests/webhooks/test_webhooks.py checks
+        # the guard)
+        "webhook_allow_private_addresses": True,
+        "webhook_retry_base_seconds": 0.01,
+        "webhook_sweep_seconds": 0.02,
+        # the generated suites upload many files as one owner (tests of the limit set it)
+        "import_max_pending": 10_000,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@dataclass
+class Account:
+    """A registered tenant owner (or any user) as a client sees it."""
+
+    email: str
+    password: str
+    access_token: str
+    refresh_token: str
+    me: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.access_token}"}
+
+    @property
+    def tenant_id(self) -> str:
+        return self.me["tenant"]["id"]
+
+    @property
+    def user_id(self) -> str:
+        return self.me["user"]["id"]
+
+
+class Api:
+    """Thin helpers over the test client; every call goes through HTTP."""
+
+    def __init__(self, client: TestClient) -> None:
+        self.client = client
+
+    async def register(
+        self, email: str | None = None, password: str = "correct-horse", company: str = "Acme"
+    ) -> Account:
+        email = email or f"owner{unique_number()}@example.com"
+        resp = await self.client.post(
+            "/api/auth/register",
+            json={
+                "company_name": company,
+                "email": email,
+                "password": password,
+                "full_name": "Owner",
+            },
+        )
+        assert resp.status == 201, await resp.text()
+        tokens = await resp.json()
+        account = Account(email, password, tokens["access_token"], tokens["refresh_token"])
+        me = await self.client.get("/api/auth/me", headers=account.headers)
+        account.me = await me.json()
+        return account
+
+    async def login(self, email: str, password: str) -> Account:
+        resp = await self.client.post(
+            "/api/auth/login", json={"email": email, "password": password}
+        )
+        assert resp.status == 200, await resp.text()
+        tokens = await resp.json()
+        account = Account(email, password, tokens["access_token"], tokens["refresh_token"])
+        me = await self.client.get("/api/auth/me", headers=account.headers)
+        account.me = await me.json()
+        return account
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        account: Account | None = None,
+        expect: int | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        headers = kwargs.pop("headers", {})
+        if account is not None:
+            headers.update(account.headers)
+        resp = await self.client.request(method, path, headers=headers, **kwargs)
+        text = await resp.text()
+        if expect is not None:
+            assert resp.status == expect, f"{method} {path}: {resp.status} {text}"
+        return await resp.json() if text and resp.content_type == "application/json" else None
+
+
+async def add_user(
+    api: Api, client: TestClient, owner: Account, role_key: str, email: str | None = None
+) -> Account:
+    """A user of the owner's company with a built-in role, created and signed in through the
+    API."""
+    roles = await api.call("GET", "/api/roles", owner, expect=200)
+    role_id = next(r["id"] for r in roles["items"] if r["key"] == role_key)
+    email = email or f"user{unique_number()}@example.com"
+    await api.call(
+        "POST",
+        "/api/users",
+        owner,
+        expect=201,
+        json={
+            "email": email,
+            "full_name": role_key.title(),
+            "password": "user-password",
+            "role_ids": [role_id],
+        },
+    )
+    return await api.login(email, "user-password")
+
+
+async def sent_campaign(api: Api, account: Account) -> tuple[str, str]:
+    """A one-message campaign, waited for until sent: (campaign id, message id)."""
+    campaign = await api.call(
+        "POST",
+        "/api/sms/campaigns",
+        account,
+        expect=202,
+        json={"name": "c", "text": "t", "recipients": [{"phone": "+79161234567"}]},
+    )
+    for _ in range(200):
+        page = await api.call(
+            "GET", f"/api/sms/campaigns/{campaign['id']}/messages", account, expect=200
+        )
+        if page["items"][0]["status"] == "sent":
+            return campaign["id"], page["items"][0]["id"]
+        await asyncio.sleep(0.01)
+    raise AssertionError("the campaign was not sent")
+
+
+# the table that tests/tables/test_tables.py and others build: every common column kind
+CONTRACTS: dict[str, Any] = {
+    "key": "contracts",
+    "columns": [
+        {"key": "company_name", "type": "string", "required": True},
+        {"key": "total_sum", "type": "float"},
+        {"key": "doc_date", "type": "date"},
+        {"key": "is_archived", "type": "boolean", "default": False},
+        {
+            "key": "status",
+            "type": "select",
+            "options": [{"label": "Active"}, {"id": 11, "label": "Signed"}],
+        },
+    ],
+}
+# a row of each built-in entity table, by the path key of its routes' `fixed_table`
+ENTITY_ROWS: dict[str, dict[str, Any]] = {
+    "leads": {"title": "Deal"},
+    "legal_entities": {"name": "ООО Ромашка"},
+    "individuals": {"last_name": "Иванов"},
+}
+
+
+def tenant_db(client: TestClient, account: Account) -> Any:
+    """The account's tenant database, to check what is stored."""
+    return client.app[SERVICES].storage.tenant_db(account.tenant_id)
+
+
+async def rows_of(client: TestClient, account: Account, table_key: str) -> Any:
+    """The collection of a table's rows (`rows.<table id>`, docs/storage.md)."""
+    db = tenant_db(client, account)
+    table = await db["_tables"].find_one({"key": table_key})
+    assert table is not None, f"no table {table_key}"
+    return db[table.get("collection") or table_key]
+
+
+async def wait_done(api: Api, account: Account, campaign_id: str, timeout: float = 10.0) -> Any:
+    """The campaign once it is completed or cancelled with nothing left pending or sending."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        campaign = await api.call("GET", f"/api/sms/campaigns/{campaign_id}", account, expect=200)
+        if campaign["status"] in ("completed", "cancelled") and not (
+            campaign["counts"]["pending"] or campaign["counts"]["sending"]
+        ):
+            return campaign
+        assert loop.time() < deadline, campaign
+        await asyncio.sleep(0.01)
+
+
+class Factories:
+    """Objects made through the API as a client would, each checked to be created."""
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    async def table(
+        self,
+        account: Account,
+        key: str = "t",
+        columns: list[dict[str, Any]] | None = None,
+        **definition: Any,
+    ) -> Any:
+        """A custom table (default: one integer column `n`); answers its definition."""
+        if columns is None:
+            columns = [{"key": "n", "type": "integer"}]
+        body = {"key": key, "columns": columns, **definition}
+        return await self.api.call("POST", "/api/meta/tables", account, expect=201, json=body)
+
+    async def rows(self, account: Account, table: str, items: list[dict[str, Any]]) -> list[Any]:
+        """Rows created one by one (each answer is the stored row), in order."""
+        return [
+            await self.api.call("POST", f"/api/data/{table}", account, expect=201, json=item)
+            for item in items
+        ]
+
+    async def user(
+        self, account: Account, role: str = "viewer", email: str | None = None
+    ) -> Account:
+        """A signed-in user of the account's company with one built-in role."""
+        return await add_user(self.api, self.api.client, account, role, email)
+
+    async def role(self, account: Account, permissions: list[str] | None = None) -> Any:
+        """A custom role (default: `leads.read`); answers the role."""
+        body = {"name": f"Role {unique_number()}", "permissions": permissions or ["leads.read"]}
+        return await self.api.call("POST", "/api/roles", account, expect=201, json=body)
+
+    async def campaign(self, account: Account, wait: bool = True, **body: Any) -> Any:
+        """An SMS campaign (default: one recipient); with `wait`, answered once it is done."""
+        body = {"name": "c", "text": "t", "recipients": [{"phone": "+79161234567"}], **body}
+        created = await self.api.call("POST", "/api/sms/campaigns", account, expect=202, json=body)
+        return await wait_done(self.api, account, created["id"]) if wait else created
