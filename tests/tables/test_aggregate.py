@@ -14,7 +14,7 @@ import pytest
 from crm_core.platform.storage import recording
 from crm_core.tables.aggregate import zone_offsets
 from handlers.routing import SERVICES
-from tests.conftest import CONTRACTS, Factories, add_user, rows_of
+from tests.support.api import CONTRACTS, Factories, add_user, rows_of
 from tests.support.query_audit import unserved
 
 AGG = "/api/data/contracts/aggregate"
