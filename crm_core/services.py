@@ -26,6 +26,7 @@ from crm_core.platform.registry import Registry
 from crm_core.platform.settings import Settings
 from crm_core.platform.storage import Storage
 from crm_core.sms.service import CampaignService, SmsQueue, counts
+from crm_core.tables.aggregate import AggregateService
 from crm_core.tables.aliases import AliasService
 from crm_core.tables.builtin import ensure_builtin_tables
 from crm_core.tables.columns import ColumnType, default_column_types
@@ -100,6 +101,7 @@ class Services:
     validators: Registry[ColumnValidator]
     meta: MetaService
     rows: RowService
+    aggregates: AggregateService  # issue #23: totals and groups of rows
     admin: AdminService  # the operator's panel (/admin)
     imports: ImportService  # CSV/XLSX import and export
     exports: ExportService
@@ -179,6 +181,7 @@ def build_services(
             column_types, validators, aliases, dependents=(shares, aliases), audit=trail
         ),
         rows=rows,
+        aggregates=AggregateService(rows),
         imports=ImportService(rows, settings, aliases, outbox, queue),
         exports=ExportService(rows, settings.export_max_concurrent, aliases),
         admin=AdminService(settings, storage, auth, sms),

@@ -15,6 +15,7 @@ from crm_core.tables.builtin import migrate_all
 from crm_core.tables.columns import ColumnType
 from handlers import (
     admin,
+    aggregate,
     aliases,
     audit,
     auth,
@@ -50,6 +51,7 @@ ROUTE_TABLES: list[RouteTable] = [
     tables.routes,
     data.routes,
     entities.routes,
+    aggregate.routes,  # issue #23: /api/data/{table}/aggregate and the built-in copies
     roles.routes,
     users.routes,
     shares.routes,
