@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from handlers.routing import Call, Permission, RouteTable
+from aiohttp import web
+
+from crm_core.platform.errors import ValidationFailed
+from handlers.routing import Call, Permission, Public, RouteTable
 from models.sms import (
     CampaignIn,
     CampaignList,
@@ -100,3 +103,44 @@ async def resolve_message(call: Call, body: ResolveIn, message_id: str) -> Messa
     recipient may get it twice."""
     message = await call.services.sms.resolve(call.ctx, message_id, body.outcome)
     return message_out(message)
+
+
+CALLBACK_FORM = {
+    "application/x-www-form-urlencoded": {
+        "schema": {
+            "type": "object",
+            "required": ["data[]", "hash"],
+            "properties": {
+                "data[]": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "Entries of lines: sms_status, sms_id, code, unix time",
+                },
+                "hash": {"type": "string", "description": "sha256(api_id + data entries)"},
+            },
+        }
+    }
+}
+
+
+@routes.post(
+    "/api/sms/callbacks/smsru",
+    access=Public(),
+    summary="SMS.ru delivery reports",
+    request_content=CALLBACK_FORM,
+    response_content={"text/plain": {"schema": {"type": "string", "example": "100"}}},
+    errors=(400, 403),
+)
+async def smsru_callback(call: Call) -> web.StreamResponse:
+    """SMS.ru posts delivery reports here (register this URL in the SMS.ru account). The hash
+    is checked (403 when wrong); reports on unknown ids are ignored; a valid call is answered
+    `100`, as SMS.ru requires. Moves `sent` messages to `delivered`, `undelivered` or
+    `expired` (docs/sms.md)."""
+    request = call.request
+    if request.content_type not in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        raise ValidationFailed.field("data[]", "the callback body must be a form (data[], hash)")
+    form = await request.post()
+    data = [v for v in form.getall("data[]", []) if isinstance(v, str)]
+    given = form.get("hash")
+    await call.services.sms.smsru_callback(data, given if isinstance(given, str) else "")
+    return web.Response(text="100", content_type="text/plain")

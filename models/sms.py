@@ -10,8 +10,34 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchem
 
 from models.base import InputModel, OutputModel, QueryModel
 
-MESSAGE_STATUSES = ("pending", "sending", "sent", "failed", "invalid", "cancelled", "unknown")
-MessageStatus = Literal["pending", "sending", "sent", "failed", "invalid", "cancelled", "unknown"]
+MESSAGE_STATUSES = (
+    "pending",
+    "sending",
+    "sent",
+    "failed",
+    "invalid",
+    "cancelled",
+    "unknown",
+    "delivered",
+    "undelivered",
+    "expired",
+)
+MessageStatus = Literal[
+    "pending",
+    "sending",
+    "sent",
+    "failed",
+    "invalid",
+    "cancelled",
+    "unknown",
+    "delivered",
+    "undelivered",
+    "expired",
+]
+# what a delivery report may make of a `sent` message (docs/sms.md, "Delivery reports")
+FINAL_DELIVERY = ("delivered", "undelivered", "expired")
+# messages the provider accepted: the delivery rate's denominator
+ACCEPTED = ("sent", *FINAL_DELIVERY)
 CampaignStatus = Literal["queued", "sending", "completed", "cancelled"]
 ResolveOutcome = Literal["sent", "failed", "resend"]
 
@@ -67,6 +93,14 @@ class CampaignCounts(OutputModel):
     invalid: int
     cancelled: int
     unknown: int
+    delivered: int = 0
+    undelivered: int = 0
+    expired: int = 0
+    delivery_rate: float | None = Field(
+        default=None,
+        description="delivered / accepted by the provider (sent, delivered, undelivered, "
+        "expired); null before any was accepted",
+    )
 
 
 class CampaignOut(OutputModel):
@@ -95,6 +129,13 @@ class MessageOut(OutputModel):
     attempts: int
     provider_id: str | None
     error: str | None
+    delivered_at: datetime | None = None
+    provider_code: int | None = Field(
+        default=None, description="The provider's last delivery status code"
+    )
+    provider_text: str | None = Field(
+        default=None, description="What the provider's delivery code means"
+    )
     updated_at: datetime
 
 
@@ -152,7 +193,9 @@ class CampaignRecord(StoredModel):
         stopped worker is repaired when the campaign completes)."""
         stored = self.counts or {}
         values = {status: max(0, int(stored.get(status, 0))) for status in MESSAGE_STATUSES}
-        return CampaignCounts(total=sum(values.values()), **values)
+        accepted = sum(values[s] for s in ACCEPTED)
+        rate = round(values["delivered"] / accepted, 4) if accepted else None
+        return CampaignCounts(total=sum(values.values()), delivery_rate=rate, **values)
 
 
 class MessageRecord(StoredModel):
@@ -170,6 +213,9 @@ class MessageRecord(StoredModel):
     claimed_by: str | None = None
     claim: ObjectId | None = None
     claimed_at: datetime | None = None
+    delivered_at: datetime | None = None
+    provider_code: int | None = None
+    provider_text: str | None = None
     updated_at: datetime
 
 
@@ -230,5 +276,8 @@ def message_out(message: MessageRecord) -> MessageOut:
         attempts=message.attempts,
         provider_id=message.provider_id,
         error=message.error,
+        delivered_at=message.delivered_at,
+        provider_code=message.provider_code,
+        provider_text=message.provider_text,
         updated_at=message.updated_at,
     )

@@ -27,12 +27,23 @@ from bson import ObjectId
 from crm_core.platform import metrics
 from crm_core.platform.clock import as_utc, utcnow
 from crm_core.platform.context import TenantContext
-from crm_core.platform.errors import Conflict, NotFound, ValidationFailed
+from crm_core.platform.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from crm_core.platform.ids import object_id
 from crm_core.platform.outbox import Lease, Outbox, Work, work_key
 from crm_core.platform.phones import InvalidPhone, normalise_phone
 from crm_core.platform.settings import Settings
 from crm_core.platform.storage import Database, query_purpose
+from crm_core.sms.delivery import (
+    REPORTS,
+    MalformedReport,
+    Report,
+    apply_reports,
+    parse_smsru,
+    remember_sent,
+    report_key,
+    settle,
+    verify_smsru,
+)
 from crm_core.tables.access import Level, require
 from crm_core.tables.definitions import load_table
 from crm_core.tables.rows import CLIENT_QUERY, RowService
@@ -57,6 +68,9 @@ OPEN = ("pending", "sending")
 # outbox kinds (crm_core/platform/outbox.py): a campaign's batch, one resent message
 SMS_BATCH = "sms.batch"
 SMS_ONE = "sms.one"
+SMS_STATUS = "sms.status"  # a campaign's delivery-status poll (docs/sms.md, "Delivery reports")
+STATUS_BATCH = 100  # ids per `sms/status` request
+STATUS_PAGE = 1000  # sent messages one poll reads at a time
 # Every query on the messages is served by an index of crm_core/platform/indexes.py
 # (`_sms_messages`). Filters name `batch` or `claim` first: the embedded database tests conditions
 # in order.
@@ -100,6 +114,12 @@ class SmsProvider(Protocol):
 
     async def close(self) -> None:
         """Release the provider's connections (when the broker stops)."""
+
+
+class StatusSource(Protocol):
+    """A provider that answers delivery status by id (`SmsRuProvider.status`)."""
+
+    async def status(self, provider_ids: list[str]) -> dict[str, int]: ...
 
 
 class RateSlots(Protocol):
@@ -445,6 +465,21 @@ class CampaignService:
         total = totals.total if query.status is None else getattr(totals, query.status)
         return [MessageRecord.model_validate(d) for d in docs], total
 
+    async def smsru_callback(self, data: list[str], given_hash: str) -> dict[str, int]:
+        """SMS.ru's delivery callback (docs/sms.md, "Delivery reports"): verified by its hash,
+        then each final report moves its `sent` message; unknown ids are ignored. A wrong
+        hash is a 403, a body that is not SMS.ru's a 400; neither changes anything."""
+        if not data:
+            raise ValidationFailed.field("data[]", "is required: the delivery reports")
+        api_id = self.settings.smsru_api_id if self.settings.sms_provider == "smsru" else ""
+        if not given_hash or not verify_smsru(api_id, data, given_hash):
+            raise Forbidden("The callback's hash does not match")
+        try:
+            reports = parse_smsru(data)
+        except MalformedReport as exc:
+            raise ValidationFailed.field("data[]", str(exc)) from None
+        return await apply_reports(self.outbox.storage, "smsru", reports)
+
     async def cancel(self, ctx: TenantContext, campaign_id: str) -> CampaignRecord:
         """Pending messages are cancelled; a claim being sent right now finishes."""
         campaign = await _cancel(ctx, campaign_id)
@@ -484,6 +519,24 @@ class CampaignService:
             )
             await self.outbox.hand_off([work], self._send)
         return MessageRecord.model_validate(resolved)
+
+
+def _due_for_poll(
+    docs: list[dict[str, Any]], young: datetime, old: datetime
+) -> tuple[list[dict[str, Any]], bool]:
+    """The `sent` messages a status poll asks about now (sent between `old` and `young`), and
+    whether some are too young (asked next time). Older ones are given up: they stay `sent`."""
+    due = []
+    waiting = False
+    for doc in docs:
+        sent_at = doc.get("sent_at")
+        if not doc.get("provider_id") or sent_at is None or as_utc(sent_at) < old:
+            continue
+        if as_utc(sent_at) > young:
+            waiting = True
+            continue
+        due.append(doc)
+    return due, waiting
 
 
 async def _cancel(ctx: TenantContext, campaign_id: str) -> CampaignRecord:
@@ -561,6 +614,7 @@ class SmsSender:
         capacity: SendCapacity,
         events: CampaignEvents | None = None,
         outbox: Outbox | None = None,
+        reports: Database | None = None,
     ) -> None:
         self.settings = settings
         self.provider = provider
@@ -568,6 +622,7 @@ class SmsSender:
         self.capacity = capacity
         self.events = events
         self.outbox = outbox
+        self.reports = reports  # the system database: provider ids for delivery reports
 
     def _lease(self, kind: str, tenant_id: str, *args: object) -> Lease:
         """The hold on this work's outbox entry while it is sent."""
@@ -601,10 +656,70 @@ class SmsSender:
         query = {"batch": batch, "campaign_id": cid, "status": "pending"}
         pending = [m for m in unfinished if m.status == "pending"]
         sent = await self._send_all(db, tenant_id, cid, query, task_id, pending, lease)
+        await self._watch_delivery(tenant_id, campaign_id, sent)
         await self._finish(db, tenant_id, cid)
         if not await self._still_open(db, {"batch": batch, "campaign_id": cid}):
             await lease.done()  # else another delivery holds a claim: the outbox keeps it
         return BatchResult(sent=sent)
+
+    async def _watch_delivery(self, tenant_id: str, campaign_id: str, sent: int) -> None:
+        """After messages were sent: record the campaign's status poll in the outbox, due after
+        `SMS_STATUS_POLL_AFTER_SECONDS` (so it survives restarts; the sweeper runs it). A later
+        batch renews the same entry."""
+        if not sent or self.outbox is None or not hasattr(self.provider, "status"):
+            return
+        every = self.settings.sms_status_poll_after_seconds
+        await self.outbox.record([Work(SMS_STATUS, tenant_id, (campaign_id,), every)])
+
+    async def poll_status(self, db: Database, tenant_id: str, campaign_id: str) -> dict[str, int]:
+        """The polling fallback of delivery reports: ask the provider about the campaign's
+        messages still `sent` (sent at least `SMS_STATUS_POLL_AFTER_SECONDS` ago, at most
+        `SMS_STATUS_GIVE_UP_HOURS`), 100 ids a request, and settle the final ones. The outbox
+        entry stays (polled again one interval later) while some may still be reported;
+        returns the moves made."""
+        key = work_key(SMS_STATUS, tenant_id, campaign_id)
+        status = getattr(self.provider, "status", None)  # `StatusSource`, when it has one
+        if status is None:
+            if self.outbox is not None:
+                await self.outbox.done(key)
+            return {}
+        now = utcnow()
+        young = now - timedelta(seconds=self.settings.sms_status_poll_after_seconds)
+        old = now - timedelta(hours=self.settings.sms_status_give_up_hours)
+        cid = ObjectId(campaign_id)
+        moves: dict[str, int] = {}
+        waiting = False
+        after: ObjectId | None = None
+        while True:
+            query: dict[str, Any] = {"campaign_id": cid, "status": "sent"}
+            if after is not None:
+                query["_id"] = {"$gt": after}
+            docs = (
+                await db[MESSAGES]
+                .find(query, {"provider_id": 1, "sent_at": 1})
+                .sort("_id", 1)
+                .limit(STATUS_PAGE)
+                .to_list(None)
+            )
+            if not docs:
+                break
+            after = docs[-1]["_id"]
+            due, later = _due_for_poll(docs, young, old)
+            waiting = waiting or later
+            for start in range(0, len(due), STATUS_BATCH):
+                try:
+                    chunk_moves, later = await self._poll_chunk(
+                        db, cid, due[start : start + STATUS_BATCH], status
+                    )
+                except SendError as exc:
+                    log.warning("campaign %s: status poll failed: %s", campaign_id, exc.reason)
+                    return moves  # the entry stays: the sweeper polls again later
+                waiting = waiting or later
+                for state, n in chunk_moves.items():
+                    moves[state] = moves.get(state, 0) + n
+        if not waiting and self.outbox is not None:
+            await self.outbox.done(key)
+        return moves
 
     async def send_one(self, db: Database, tenant_id: str, message_id: str, task_id: str) -> int:
         message = await db[MESSAGES].find_one(
@@ -625,6 +740,31 @@ class SmsSender:
         if not await self._still_open(db, {"_id": message["_id"]}):
             await lease.done()
         return sent
+
+    async def _poll_chunk(
+        self, db: Database, cid: ObjectId, chunk: list[dict[str, Any]], status: Any
+    ) -> tuple[dict[str, int], bool]:
+        """One `sms/status` request of up to 100 ids; the final ones settled. Returns the moves
+        and whether some are still in transit."""
+        codes = await status([str(d["provider_id"]) for d in chunk])
+        moves: dict[str, int] = {}
+        waiting = False
+        settled = []
+        for doc in chunk:
+            provider_id = str(doc["provider_id"])
+            code = codes.get(provider_id) if isinstance(codes, dict) else None
+            state = None
+            if isinstance(code, int):
+                state = await settle(db, doc["_id"], cid, Report(provider_id, code, None))
+            if state is None:
+                waiting = True
+                continue
+            moves[state] = moves.get(state, 0) + 1
+            metrics.sms_message(state, self.provider.name)
+            settled.append(report_key(self.provider.name, provider_id))
+        if settled and self.reports is not None:
+            await self.reports[REPORTS].delete_many({"_id": {"$in": settled}})
+        return moves, waiting
 
     def claim_bound(self) -> timedelta:
         """The longest a live worker takes from a claim to its record: the claim's rate slots,
@@ -772,6 +912,13 @@ class SmsSender:
             slots += await self.limiter.wait(tenant_id, len(claimed) - len(slots))
         attempts = zip(claimed, slots, strict=False)
         results = await asyncio.gather(*(self._attempt(m, slot) for m, slot in attempts))
+        if self.reports is not None:  # before the outcome: a report may come at once
+            sent = [
+                (m.id, r.provider_id)
+                for m, r in zip(claimed, results, strict=True)
+                if r.status == "sent" and r.provider_id
+            ]
+            await remember_sent(self.reports, self.provider.name, tenant_id, campaign_id, sent)
         return await self._record(db, campaign_id, claim, claimed, results)
 
     async def _claim(
