@@ -14,6 +14,11 @@ from models.sms import (
     MessagePage,
     MessageQuery,
     ResolveIn,
+    StopListChange,
+    StopListEntry,
+    StopListIn,
+    StopListPage,
+    StopListQuery,
     campaign_out,
     message_out,
 )
@@ -144,3 +149,50 @@ async def smsru_callback(call: Call) -> web.StreamResponse:
     given = form.get("hash")
     await call.services.sms.smsru_callback(data, given if isinstance(given, str) else "")
     return web.Response(text="100", content_type="text/plain")
+
+
+STOP_LIST = "/api/sms/stop-list"
+
+
+@routes.get(
+    STOP_LIST,
+    access=READ,
+    summary="The company's SMS stop list",
+    query=StopListQuery,
+    response=StopListPage,
+)
+async def stop_list(call: Call, query: StopListQuery) -> StopListPage:
+    """Numbers never sent to (E.164), in number order."""
+    docs, total = await call.services.sms.stop_list(call.ctx, query.limit, query.offset)
+    items = [
+        StopListEntry(phone=d["_id"], added_by=d.get("added_by"), added_at=d["added_at"])
+        for d in docs
+    ]
+    return StopListPage(items=items, total=total, limit=query.limit, offset=query.offset)
+
+
+@routes.post(
+    STOP_LIST,
+    access=SEND,
+    summary="Add numbers to the stop list",
+    body=StopListIn,
+    response=StopListChange,
+)
+async def add_to_stop_list(call: Call, body: StopListIn) -> StopListChange:
+    """Up to 10,000 numbers at once, normalised to E.164 with the company's region; an
+    invalid one is a 400 naming it (`phones.N`), nothing added. Messages to a listed number
+    are never sent: state `blocked`."""
+    added, already, phones = await call.services.sms.stop(call.ctx, body.phones)
+    return StopListChange(changed=added, unchanged=already, phones=phones)
+
+
+@routes.delete(
+    STOP_LIST,
+    access=SEND,
+    summary="Remove numbers from the stop list",
+    body=StopListIn,
+    response=StopListChange,
+)
+async def remove_from_stop_list(call: Call, body: StopListIn) -> StopListChange:
+    removed, missing, phones = await call.services.sms.unstop(call.ctx, body.phones)
+    return StopListChange(changed=removed, unchanged=missing, phones=phones)

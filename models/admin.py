@@ -160,6 +160,7 @@ class CampaignCountsView(OutputModel):
     delivered: int = 0
     undelivered: int = 0
     expired: int = 0
+    blocked: int = 0
     delivery_rate: float | None = None
 
 

@@ -21,6 +21,7 @@ MESSAGE_STATUSES = (
     "delivered",
     "undelivered",
     "expired",
+    "blocked",
 )
 MessageStatus = Literal[
     "pending",
@@ -33,6 +34,7 @@ MessageStatus = Literal[
     "delivered",
     "undelivered",
     "expired",
+    "blocked",
 ]
 # what a delivery report may make of a `sent` message (docs/sms.md, "Delivery reports")
 FINAL_DELIVERY = ("delivered", "undelivered", "expired")
@@ -96,6 +98,7 @@ class CampaignCounts(OutputModel):
     delivered: int = 0
     undelivered: int = 0
     expired: int = 0
+    blocked: int = Field(default=0, description="Numbers on the company's stop list: never sent")
     delivery_rate: float | None = Field(
         default=None,
         description="delivered / accepted by the provider (sent, delivered, undelivered, "
@@ -156,6 +159,37 @@ class ResolveIn(InputModel):
     """What the operator decided about a message whose fate is unknown."""
 
     outcome: ResolveOutcome
+
+
+class StopListIn(InputModel):
+    """Numbers to add to (or remove from) the company's stop list; each is normalised to E.164
+    with the company's region."""
+
+    phones: list[str] = Field(min_length=1, max_length=10_000)
+
+
+class StopListQuery(QueryModel):
+    limit: int = Field(default=100, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0, le=10_000_000)
+
+
+class StopListEntry(OutputModel):
+    phone: str
+    added_by: str | None
+    added_at: datetime
+
+
+class StopListPage(OutputModel):
+    items: list[StopListEntry]
+    total: int
+    limit: int
+    offset: int
+
+
+class StopListChange(OutputModel):
+    changed: int = Field(description="Numbers added (POST) or removed (DELETE)")
+    unchanged: int = Field(description="Numbers already on the list (POST) or not on it (DELETE)")
+    phones: list[str] = Field(description="The numbers as normalised, in the order given")
 
 
 # ---- the stored documents, as the SMS domain reads them (docs/storage.md) ------------------

@@ -28,7 +28,7 @@ from bson import ObjectId
 
 from crm_core.platform import metrics
 from crm_core.platform.clock import utcnow
-from crm_core.platform.storage import Database, Storage
+from crm_core.platform.storage import BulkWriteError, Database, Storage
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +140,8 @@ async def remember_sent(
     ]
     try:
         await system_db[REPORTS].insert_many(docs, ordered=False)
-    except Exception as exc:  # a repeated id (a resend of the same provider id): keep the first
-        if "duplicate key" not in str(exc).lower() and "E11000" not in str(exc):
-            raise
+    except BulkWriteError:  # a repeated id (a resend of the same provider id): keep the first
+        pass
 
 
 async def apply_reports(

@@ -33,6 +33,7 @@ from crm_core.platform.outbox import Lease, Outbox, Work, work_key
 from crm_core.platform.phones import InvalidPhone, normalise_phone
 from crm_core.platform.settings import Settings
 from crm_core.platform.storage import Database, query_purpose
+from crm_core.sms import stoplist
 from crm_core.sms.delivery import (
     REPORTS,
     MalformedReport,
@@ -327,6 +328,7 @@ class CampaignService:
         now = utcnow()
         campaign_id = ObjectId()
         messages, duplicates = self._messages(ctx, data, recipients, campaign_id, now)
+        await _block_stopped(ctx.db, messages)
         batches = sorted({int(m["batch"]) for m in messages if m["status"] == "pending"})
         # batch n cannot start before the tenant's rate has sent the batches before it
         per_batch = self.settings.sms_batch_size / self.settings.sms_rate_per_second
@@ -358,9 +360,11 @@ class CampaignService:
         await ctx.db[CAMPAIGNS].insert_one(doc)
         if messages:
             await ctx.db[MESSAGES].insert_many(messages)
-            invalid = initial["invalid"]
-            metrics.SMS_MESSAGES.labels("queued", NO_PROVIDER).inc(len(messages) - invalid)
+            invalid, blocked = initial["invalid"], initial["blocked"]
+            queued = len(messages) - invalid - blocked
+            metrics.SMS_MESSAGES.labels("queued", NO_PROVIDER).inc(queued)
             metrics.SMS_MESSAGES.labels("invalid", NO_PROVIDER).inc(invalid)
+            metrics.SMS_MESSAGES.labels("blocked", NO_PROVIDER).inc(blocked)
         await self.outbox.hand_off(works, self._send)
         campaign = CampaignRecord.model_validate(doc)
         if not batches:
@@ -465,6 +469,19 @@ class CampaignService:
         total = totals.total if query.status is None else getattr(totals, query.status)
         return [MessageRecord.model_validate(d) for d in docs], total
 
+    async def stop_list(
+        self, ctx: TenantContext, limit: int, offset: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        return await stoplist.page(ctx, limit, offset)
+
+    async def stop(self, ctx: TenantContext, phones: list[str]) -> tuple[int, int, list[str]]:
+        """Add numbers to the stop list: (added, already listed, the numbers normalised)."""
+        return await stoplist.add(ctx, phones)
+
+    async def unstop(self, ctx: TenantContext, phones: list[str]) -> tuple[int, int, list[str]]:
+        """Remove numbers from the stop list: (removed, not listed, the numbers normalised)."""
+        return await stoplist.remove(ctx, phones)
+
     async def smsru_callback(self, data: list[str], given_hash: str) -> dict[str, int]:
         """SMS.ru's delivery callback (docs/sms.md, "Delivery reports"): verified by its hash,
         then each final report moves its `sent` message; unknown ids are ignored. A wrong
@@ -537,6 +554,16 @@ def _due_for_poll(
             continue
         due.append(doc)
     return due, waiting
+
+
+async def _block_stopped(db: Database, messages: list[dict[str, Any]]) -> None:
+    """Mark `blocked` the pending messages whose number is on the company's stop list."""
+    pending = [m for m in messages if m["status"] == "pending"]
+    listed = await stoplist.stopped(db, (m["phone"] for m in pending))
+    for message in pending:
+        if message["phone"] in listed:
+            message["status"] = "blocked"
+            message["error"] = stoplist.BLOCKED_ERROR
 
 
 async def _cancel(ctx: TenantContext, campaign_id: str) -> CampaignRecord:
@@ -904,6 +931,9 @@ class SmsSender:
         chunk: list[Outgoing],
         task_id: str,
     ) -> dict[str, int]:
+        chunk = await self._drop_stopped(db, campaign_id, chunk)
+        if not chunk:
+            return {}
         slots = await self.limiter.wait(tenant_id, len(chunk))
         claim, claimed = await self._claim(db, campaign_id, query, chunk, task_id)
         if not claimed:
@@ -920,6 +950,31 @@ class SmsSender:
             ]
             await remember_sent(self.reports, self.provider.name, tenant_id, campaign_id, sent)
         return await self._record(db, campaign_id, claim, claimed, results)
+
+    async def _drop_stopped(
+        self, db: Database, campaign_id: ObjectId, chunk: list[Outgoing]
+    ) -> list[Outgoing]:
+        """Numbers put on the stop list since the campaign was created: their pending messages
+        become `blocked` (one lookup per claim; one update when any is listed)."""
+        listed = await stoplist.stopped(db, (m.phone for m in chunk))
+        if not listed:
+            return chunk
+        ids = [m.id for m in chunk if m.phone in listed]
+        result = await db[MESSAGES].update_many(
+            {"_id": {"$in": ids}, "status": "pending"},
+            {
+                "$set": {
+                    "status": "blocked",
+                    "error": stoplist.BLOCKED_ERROR,
+                    "updated_at": utcnow(),
+                }
+            },
+        )
+        n = result.modified_count
+        if n:
+            metrics.SMS_MESSAGES.labels("blocked", NO_PROVIDER).inc(n)
+            await _bump(db, campaign_id, {"pending": -n, "blocked": n})
+        return [m for m in chunk if m.phone not in listed]
 
     async def _claim(
         self,
