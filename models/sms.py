@@ -40,7 +40,7 @@ MessageStatus = Literal[
 FINAL_DELIVERY = ("delivered", "undelivered", "expired")
 # messages the provider accepted: the delivery rate's denominator
 ACCEPTED = ("sent", *FINAL_DELIVERY)
-CampaignStatus = Literal["queued", "sending", "completed", "cancelled"]
+CampaignStatus = Literal["scheduled", "queued", "sending", "completed", "cancelled"]
 ResolveOutcome = Literal["sent", "failed", "resend"]
 
 
@@ -84,6 +84,14 @@ class CampaignIn(InputModel):
         max_length=10_000,
         description='Each {"phone": "...", <variable>: <value>, ...}',
     )
+    send_at: str | None = Field(
+        default=None,
+        max_length=64,
+        description="When to start sending: an ISO 8601 moment with its offset "
+        "(`2026-12-31T10:00:00+03:00`), in the future; the campaign is `scheduled` until then "
+        "(cancellable). Absent: at once.",
+        examples=["2026-12-31T10:00:00+03:00"],
+    )
 
 
 class CampaignCounts(OutputModel):
@@ -115,6 +123,7 @@ class CampaignOut(OutputModel):
     phone_column: str | None
     duplicates: int = Field(description="Numbers dropped because they repeat an earlier one")
     counts: CampaignCounts
+    send_at: datetime | None = None
     created_by: str
     created_at: datetime
 
@@ -218,6 +227,7 @@ class CampaignRecord(StoredModel):
     filters: Any = None
     duplicates: int = 0
     counts: dict[str, int] | None = None
+    send_at: datetime | None = None
     created_by: str
     created_at: datetime
     updated_at: datetime | None = None
@@ -295,6 +305,7 @@ def campaign_out(campaign: CampaignRecord) -> CampaignOut:
         phone_column=campaign.phone_column,
         duplicates=campaign.duplicates,
         counts=campaign.totals(),
+        send_at=campaign.send_at,
         created_by=campaign.created_by,
         created_at=campaign.created_at,
     )

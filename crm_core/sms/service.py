@@ -19,7 +19,7 @@ import math
 import re
 import time
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from bson import ObjectId
@@ -323,19 +323,28 @@ class CampaignService:
     async def create(self, ctx: TenantContext, data: CampaignIn) -> CampaignRecord:
         """Store the campaign and its messages and queue its batches. The batches are recorded
         in the outbox first: with the broker down the campaign is still accepted, and a
-        sweeper queues it when the broker is back (docs/sms.md)."""
-        recipients = await self._recipients(ctx, data)
+        sweeper queues it when the broker is back (docs/sms.md). A scheduled campaign's
+        batches are only recorded, due at `send_at`: the sweeper hands them then."""
         now = utcnow()
+        send_at = _send_at(data.send_at, now)
+        recipients = await self._recipients(ctx, data)
         campaign_id = ObjectId()
         messages, duplicates = self._messages(ctx, data, recipients, campaign_id, now)
         await _block_stopped(ctx.db, messages)
         batches = sorted({int(m["batch"]) for m in messages if m["status"] == "pending"})
         # batch n cannot start before the tenant's rate has sent the batches before it
         per_batch = self.settings.sms_batch_size / self.settings.sms_rate_per_second
+        # a scheduled campaign's first hand-off is the sweeper's, at `send_at` (an entry is
+        # first due `lease + start_after` from now)
+        wait = (
+            (send_at - now).total_seconds() - self.settings.sms_redelivery_seconds
+            if send_at
+            else 0.0
+        )
         works = [
             replace(
                 self._work(SMS_BATCH, ctx.tenant_id, str(campaign_id), batch),
-                start_after=index * per_batch,
+                start_after=wait + index * per_batch,
             )
             for index, batch in enumerate(batches)
         ]
@@ -347,7 +356,8 @@ class CampaignService:
             "_id": campaign_id,
             "name": data.name,
             "text": data.text,
-            "status": "queued" if batches else "completed",
+            "status": ("scheduled" if send_at else "queued") if batches else "completed",
+            "send_at": send_at,
             "table": data.table,
             "phone_column": data.phone_column,
             "filters": data.filters,
@@ -365,7 +375,8 @@ class CampaignService:
             metrics.SMS_MESSAGES.labels("queued", NO_PROVIDER).inc(queued)
             metrics.SMS_MESSAGES.labels("invalid", NO_PROVIDER).inc(invalid)
             metrics.SMS_MESSAGES.labels("blocked", NO_PROVIDER).inc(blocked)
-        await self.outbox.hand_off(works, self._send)
+        if send_at is None:
+            await self.outbox.hand_off(works, self._send)
         campaign = CampaignRecord.model_validate(doc)
         if not batches:
             await self._finished(ctx, campaign)
@@ -538,6 +549,13 @@ class CampaignService:
         return MessageRecord.model_validate(resolved)
 
 
+def _not_before(send_at: datetime | None) -> float:
+    """Seconds until a scheduled campaign may send (0 when it may now)."""
+    if send_at is None:
+        return 0.0
+    return max(0.0, (as_utc(send_at) - utcnow()).total_seconds())
+
+
 def _due_for_poll(
     docs: list[dict[str, Any]], young: datetime, old: datetime
 ) -> tuple[list[dict[str, Any]], bool]:
@@ -554,6 +572,25 @@ def _due_for_poll(
             continue
         due.append(doc)
     return due, waiting
+
+
+def _send_at(raw: str | None, now: datetime) -> datetime | None:
+    """A campaign's `send_at`: an ISO 8601 moment with an offset, in the future; 400 naming
+    `send_at` otherwise."""
+    if raw is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise ValidationFailed.field(
+            "send_at", "must be an ISO 8601 moment such as 2026-12-31T10:00:00+03:00"
+        ) from None
+    if moment.tzinfo is None:
+        raise ValidationFailed.field("send_at", "must include its offset (+03:00, Z)")
+    moment = moment.astimezone(UTC)
+    if moment <= now:
+        raise ValidationFailed.field("send_at", "is in the past: give a moment still to come")
+    return moment
 
 
 async def _block_stopped(db: Database, messages: list[dict[str, Any]]) -> None:
@@ -662,9 +699,14 @@ class SmsSender:
         cid = ObjectId(campaign_id)
         lease = self._lease(SMS_BATCH, tenant_id, campaign_id, batch)
         await lease.keep()
-        campaign = await db[CAMPAIGNS].find_one({"_id": cid}, {"status": 1})
+        campaign = await db[CAMPAIGNS].find_one({"_id": cid}, {"status": 1, "send_at": 1})
         if campaign is None or campaign["status"] == "cancelled":
             await lease.done()
+            return BatchResult()
+        early = _not_before(campaign.get("send_at"))
+        if early > 0:  # a scheduled campaign's batch handed early: the sweeper hands it again
+            if self.outbox is not None:
+                await self.outbox.extend(lease.key, early)
             return BatchResult()
         # one read of the batch: its pending messages, and what an earlier delivery of this
         # task left in `sending` (bounded by the batch size; no `$in`, slow on the embedded db)
@@ -675,9 +717,9 @@ class SmsSender:
             await self._abandoned(db, cid, batch, task_id, unfinished)
         if any(m.status == "sending" and m.claimed_by != task_id for m in unfinished):
             await self._expire_claims(db, cid, {"batch": batch, "campaign_id": cid})
-        if campaign["status"] == "queued":
+        if campaign["status"] in ("queued", "scheduled"):
             await db[CAMPAIGNS].update_one(
-                {"_id": cid, "status": "queued"},
+                {"_id": cid, "status": {"$in": ["queued", "scheduled"]}},
                 {"$set": {"status": "sending", "updated_at": utcnow()}},
             )
         query = {"batch": batch, "campaign_id": cid, "status": "pending"}
