@@ -21,7 +21,9 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from beanie import PydanticObjectId
 from bson import ObjectId
 
 from crm_core.platform import metrics
@@ -48,6 +50,7 @@ from crm_core.sms.delivery import (
 from crm_core.tables.access import Level, require
 from crm_core.tables.definitions import load_table
 from crm_core.tables.rows import CLIENT_QUERY, RowService
+from models.accounts import Tenant
 from models.sms import (
     MESSAGE_STATUSES,
     BatchResult,
@@ -549,6 +552,31 @@ class CampaignService:
         return MessageRecord.model_validate(resolved)
 
 
+def quiet_wait(quiet: Any, zone_name: str, now: datetime) -> float:
+    """Seconds until the company's quiet hours end, 0 outside them (or without any). `quiet`
+    has `start` and `end` ("HH:MM", the company's time zone); a window may cross midnight."""
+    if quiet is None:
+        return 0.0
+    try:
+        zone = ZoneInfo(zone_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = ZoneInfo("UTC")
+    local = as_utc(now).astimezone(zone)
+    start_h, start_m = (int(x) for x in str(quiet.start).split(":"))
+    end_h, end_m = (int(x) for x in str(quiet.end).split(":"))
+    minute = local.hour * 60 + local.minute
+    start, end = start_h * 60 + start_m, end_h * 60 + end_m
+    inside = start <= minute < end if start < end else (minute >= start or minute < end)
+    if not inside:
+        return 0.0
+    ends = local.replace(hour=end_h, minute=end_m, second=0, microsecond=0)
+    if ends <= local:
+        ends = (local + timedelta(days=1)).replace(
+            hour=end_h, minute=end_m, second=0, microsecond=0
+        )
+    return max(1.0, (ends.astimezone(UTC) - as_utc(now)).total_seconds())
+
+
 def _not_before(send_at: datetime | None) -> float:
     """Seconds until a scheduled campaign may send (0 when it may now)."""
     if send_at is None:
@@ -703,8 +731,8 @@ class SmsSender:
         if campaign is None or campaign["status"] == "cancelled":
             await lease.done()
             return BatchResult()
-        early = _not_before(campaign.get("send_at"))
-        if early > 0:  # a scheduled campaign's batch handed early: the sweeper hands it again
+        early = _not_before(campaign.get("send_at")) or await self._quiet(tenant_id)
+        if early > 0:  # before `send_at`, or in quiet hours: the sweeper hands it again then
             if self.outbox is not None:
                 await self.outbox.extend(lease.key, early)
             return BatchResult()
@@ -809,6 +837,13 @@ class SmsSender:
         if not await self._still_open(db, {"_id": message["_id"]}):
             await lease.done()
         return sent
+
+    async def _quiet(self, tenant_id: str) -> float:
+        """Seconds until the company's quiet hours end (0 outside them): one tenant read."""
+        tenant = await Tenant.get(PydanticObjectId(tenant_id))
+        if tenant is None:
+            return 0.0
+        return quiet_wait(tenant.sms_quiet_hours, tenant.timezone, utcnow())
 
     async def _poll_chunk(
         self, db: Database, cid: ObjectId, chunk: list[dict[str, Any]], status: Any
