@@ -90,16 +90,21 @@ class Client:
 
 
 @contextlib.asynccontextmanager
+def bench_settings(**overrides: Any) -> Settings:
+    """The service's settings for a benchmark: test mode, cheap bcrypt, quiet logs."""
+    values: dict[str, Any] = {
+        "crm_env": "test",
+        "secret_key": "b" * 40,
+        "bcrypt_rounds": 4,
+        "log_level": "WARNING",
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
 async def running_service(**overrides: Any) -> AsyncIterator[Client]:
     logging.basicConfig(level=logging.WARNING)
-    settings = Settings(
-        _env_file=None,
-        crm_env="test",
-        secret_key="b" * 40,  # type: ignore[call-arg]
-        bcrypt_rounds=4,
-        log_level="WARNING",
-        **overrides,
-    )
+    settings = bench_settings(**overrides)
     server = TestServer(create_app(settings), host="127.0.0.1")
     await server.start_server()
     try:

@@ -10,6 +10,7 @@ import os
 import sys
 from typing import Any
 
+from crm_app import snapshots
 from crm_core.platform.logs import configure_logging
 from crm_core.platform.settings import Settings, SettingsError, load_settings
 
@@ -231,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     command("worker")
     command("worker-health")
     command("migrate")
+    snapshots.add_commands(commands)  # crm dump, crm restore (crm_app/snapshots.py)
     su = command("create-superuser")
     su.add_argument("--email", required=True, help="the superadmin's email")
     su.add_argument(
@@ -272,9 +274,16 @@ def _main(argv: list[str] | None) -> int:
         return worker_health(settings)
     configure_logging(settings)
 
+    if args.command in ("dump", "restore"):
+        return snapshots.run(settings, args)
     if args.command == "serve":
+        from crm_core.platform.snapshots import SnapshotError
+
         try:
             serve(settings, args.host, args.port)
+        except SnapshotError as exc:  # EMBEDDED_DATA_DIR: damaged, in use, not writable
+            print(f"crm: {exc}", file=sys.stderr)
+            return 2
         except OSError as exc:  # address in use, unknown host, no permission for the port
             where = f"{args.host or settings.host}:{args.port or settings.port}"
             print(f"crm: cannot listen on {where}: {exc.strerror or exc}", file=sys.stderr)

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Iterable
 from aiohttp import web
 
 from crm_core.platform.settings import Settings
+from crm_core.platform.snapshots import open_snapshots
 from crm_core.services import build_services
 from crm_core.tables.builtin import migrate_all
 from crm_core.tables.columns import ColumnType
@@ -18,6 +19,7 @@ from handlers import (
     auth,
     data,
     docs,
+    edges,
     entities,
     files,
     metrics,
@@ -89,12 +91,14 @@ def create_app(
     docs.add_static(app)
     admin.setup(app)  # the operator's panel: templates and its stylesheet
     app[docs.OPENAPI] = docs.OpenApiDocument(specs)  # built on first request
+    edges.setup(app, settings)  # issue 28: traces, API limits, CORS on /api (after the routes)
     return app
 
 
 async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
     storage = app[SERVICES].storage
     await storage.start(SYSTEM_DOCUMENTS + ADMIN_DOCUMENTS)
+    snapshots = await open_snapshots(storage)  # EMBEDDED_DATA_DIR: load, then save periodically
     settings = storage.settings
     if settings.crm_superuser_email and settings.crm_superuser_password:
         await app[SERVICES].admin.ensure_superuser(
@@ -105,7 +109,11 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
     changed = await migrate_all(storage)  # built-in tables for tenants created before them
     if changed:
         log.info("migrated %d tenants", changed)
+    if snapshots is not None:
+        snapshots.mark_saved()  # start-up's writes redo themselves at the next start
     yield
+    if snapshots is not None:
+        await snapshots.close()  # the last snapshot, after the broker stopped
     storage.close()
     await app[SERVICES].auth.throttle.close()  # the login limits' Redis client
     log.info("storage closed")

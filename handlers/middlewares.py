@@ -16,6 +16,7 @@ from crm_core.platform import metrics
 from crm_core.platform.errors import HTTP_STATUS_ERRORS, CrmError, ServiceUnavailable
 from crm_core.platform.logs import ACCESS, REQUEST_ID, REQUEST_ID_HEADER, request_id_from
 from crm_core.platform.storage import DATABASE, is_database_error, is_database_unreachable
+from crm_core.platform.tracing import current_trace_id
 from handlers.routing import CONTEXT_KEY, ERROR_PAGES, SERVICES, ErrorPage, error_response
 
 access_log = ACCESS
@@ -55,6 +56,7 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
             context.tenant_id if context else "-",
             context.user_id if context else "-",
             request_id,
+            current_trace_id(),
         )
 
 

@@ -37,6 +37,7 @@ from crm_core.platform.logs import REQUEST_ID
 from crm_core.services import Services
 from crm_core.tables.access import Level, require
 from crm_core.tables.definitions import Table, load_table
+from handlers import ratelimits
 
 SERVICES = web.AppKey("services", Services)
 CONTEXT_KEY = web.RequestKey("crm_context", TenantContext)
@@ -514,6 +515,7 @@ def build_view(spec: RouteSpec) -> Callable[[web.Request], Awaitable[web.StreamR
             else:
                 context, jti, expires_at = await services.auth.authenticate(bearer)
             request[CONTEXT_KEY] = context
+            await ratelimits.reserve(request, context)  # issue 28: the API limits, before the work
             token = {"jti": jti, "expires_at": expires_at}
             if context.user.must_change_password and not spec.allow_pending_password:
                 raise PasswordChangeRequired()

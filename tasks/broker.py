@@ -23,6 +23,7 @@ from crm_core.files.imports import IMPORT_RUN, IMPORT_UPLOAD
 from crm_core.platform.outbox import Dispatch, Outbox, Work
 from crm_core.platform.settings import Settings
 from crm_core.platform.storage import Storage, is_database_unreachable
+from crm_core.platform.tracing import configure_tracing
 from crm_core.services import Services
 from crm_core.sms.providers import make_provider
 from crm_core.sms.ratelimit import SlotLimiter
@@ -93,6 +94,10 @@ def build_broker(settings: Settings, consumer_name: str | None = None) -> AsyncB
     broker.register_task(_heartbeat, task_name=HEARTBEAT)
     broker.register_task(_deliver_webhook, task_name=WEBHOOK_DELIVER)
     broker.register_task(_run_import, task_name=RUN_IMPORT)
+    if (provider := configure_tracing(settings)) is not None:  # issue 28: into the worker
+        from taskiq.middlewares.opentelemetry_middleware import OpenTelemetryMiddleware
+
+        broker.add_middlewares(OpenTelemetryMiddleware(tracer_provider=provider))
     return broker
 
 

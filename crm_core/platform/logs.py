@@ -26,6 +26,8 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from crm_core.platform.tracing import current_trace_id
+
 if TYPE_CHECKING:
     from crm_core.platform.settings import Settings
 
@@ -36,7 +38,12 @@ REQUEST_ID_HEADER = "X-Request-ID"
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
-JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(request_id)s %(message)s"
+JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(request_id)s %(trace_id)s %(message)s"
+# with traces on (OTEL_EXPORTER_OTLP_ENDPOINT, crm_core/platform/tracing.py): the trace id
+# beside the request id
+TRACED_TEXT_FORMAT = (
+    "%(asctime)s %(levelname)s %(name)s [%(request_id)s trace=%(trace_id)s] %(message)s"
+)
 
 
 def request_id_from(header: str | None) -> str:
@@ -49,11 +56,14 @@ def request_id_from(header: str | None) -> str:
 
 
 class RequestIdFilter(logging.Filter):
-    """Adds `record.request_id` (the running request's id, "-" outside a request)."""
+    """Adds `record.request_id` (the running request's id, "-" outside a request) and
+    `record.trace_id` (the running trace's id, "-" outside a trace or with traces off)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "request_id"):
             record.request_id = REQUEST_ID.get()
+        if not hasattr(record, "trace_id"):
+            record.trace_id = current_trace_id()
         return True
 
 
@@ -62,7 +72,7 @@ class _NotAccess(logging.Filter):
         return not record.name.startswith(ACCESS_LOGGER)
 
 
-AccessLine = tuple[float, str, str, int, float, str, str, str]
+AccessLine = tuple[float, str, str, int, float, str, str, str, str]
 
 
 class AccessLog:
@@ -88,19 +98,22 @@ class AccessLog:
         tenant: str,
         user: str,
         request_id: str,
+        trace_id: str = "-",
     ) -> None:
         sink = self.sink
         if sink is not None:
-            sink.put((time.time(), method, path, status, duration_ms, tenant, user, request_id))
+            sink.put(
+                (time.time(), method, path, status, duration_ms, tenant, user, request_id, trace_id)
+            )
             return
         logger = self.logger
         if logger.disabled or not logger.isEnabledFor(logging.INFO):
             return
-        line = (time.time(), method, path, status, duration_ms, tenant, user, request_id)
+        line = (time.time(), method, path, status, duration_ms, tenant, user, request_id, trace_id)
         logger.handle(self.record(line))
 
     def record(self, line: AccessLine) -> logging.LogRecord:
-        created, method, path, status, duration_ms, tenant, user, request_id = line
+        created, method, path, status, duration_ms, tenant, user, request_id, trace_id = line
         record = self.logger.makeRecord(
             self.logger.name,
             logging.INFO,
@@ -111,6 +124,7 @@ class AccessLog:
             None,
             extra={
                 "request_id": request_id,
+                "trace_id": trace_id,
                 "method": method,
                 "path": path,
                 "status": status,
@@ -149,7 +163,7 @@ class _AccessWriter(threading.Thread):
         self.join(timeout=10)
 
 
-def make_formatter(log_format: str) -> logging.Formatter:
+def make_formatter(log_format: str, traced: bool = False) -> logging.Formatter:
     if log_format == "json":
         from pythonjsonlogger.json import JsonFormatter
 
@@ -158,7 +172,7 @@ def make_formatter(log_format: str) -> logging.Formatter:
             rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
             timestamp=False,
         )
-    return logging.Formatter(TEXT_FORMAT)
+    return logging.Formatter(TRACED_TEXT_FORMAT if traced else TEXT_FORMAT)
 
 
 def log_paths(settings: Settings) -> tuple[Path | None, Path | None]:
@@ -179,7 +193,7 @@ def _file_handler(path: Path, formatter: logging.Formatter) -> logging.Handler:
 
 def configure_logging(settings: Settings) -> None:
     """Install the handlers for `crm` commands (tests leave logging to pytest)."""
-    formatter = make_formatter(settings.log_format)
+    formatter = make_formatter(settings.log_format, bool(settings.otel_exporter_otlp_endpoint))
     level = settings.log_level.upper()
     access_path, error_path = log_paths(settings)
 

@@ -7,6 +7,7 @@ nothing reads the environment at import time.
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from typing import Literal
 
@@ -19,6 +20,19 @@ from crm_core.platform.passwords import PASSWORD_MAX_BYTES, PASSWORD_MIN_CHARS, 
 log = logging.getLogger(__name__)
 
 MIN_SECRET_KEY_BYTES = 32
+
+
+# an origin as browsers send it (RFC 6454): scheme, host, optional port; lower case, no path
+_ORIGIN = re.compile(
+    r"[a-z][a-z0-9+.-]*://([a-z0-9-]+(\.[a-z0-9-]+)*|\[[0-9a-f:.]+\])(:[0-9]{1,5})?"
+)
+
+
+def origin_problem(origin: str) -> str | None:
+    """Why `origin` cannot be a CORS origin (issue 28), or None."""
+    if not _ORIGIN.fullmatch(origin):
+        return "is not an origin: scheme://host[:port] in lower case, without a path"
+    return None
 
 
 class SettingsError(Exception):
@@ -114,6 +128,11 @@ class Settings(BaseSettings):
     # any work); the one database thread serves them in turn anyway, and a short queue on the
     # event loop keeps cheap requests (/health) answered promptly under load. 0: no limit
     embedded_max_active_requests: int = Field(default=4, ge=0, le=10_000)
+    # embedded mode: keep the data in this directory as mongodump-layout snapshots, written
+    # every EMBEDDED_SNAPSHOT_SECONDS when something changed and on a graceful stop (docs/
+    # operations.md "Embedded data on disk"); unset: memory only
+    embedded_data_dir: str | None = None
+    embedded_snapshot_seconds: float = Field(default=30.0, gt=0, le=86_400)
 
     log_level: str = "INFO"
     log_file: str | None = None
@@ -136,6 +155,21 @@ class Settings(BaseSettings):
     crm_superuser_password: str | None = Field(default=None, repr=False)
     crm_superuser_name: str = Field(default="Superadmin", min_length=1, max_length=200)
     admin_session_ttl_seconds: int = Field(default=8 * 3600, ge=60, le=30 * 24 * 3600)
+
+    # issue 28, the API's edges (docs/api.md "CORS", "Rate limits"; docs/operations.md
+    # "Traces"): browser origins allowed to call /api (comma-separated `scheme://host[:port]`;
+    # empty: no CORS at all), whether they may send cookies, how long a preflight is cached
+    cors_origins: str = ""
+    cors_allow_credentials: bool = False
+    cors_max_age_seconds: int = Field(default=600, ge=0, le=86_400)
+    # requests per API token, per user and per company (`limits` notation: N/second|minute|hour)
+    api_rate_limits: bool = True
+    api_rate_limit_per_token: str = "15000/minute"
+    api_rate_limit_per_user: str = "30000/minute"
+    api_rate_limit_per_company: str = "60000/minute"
+    # OpenTelemetry traces, exported with OTLP over HTTP; unset: tracing is off
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_service_name: str = Field(default="crm", min_length=1, max_length=200)
 
     @model_validator(mode="after")
     def _check_production(self) -> Settings:
@@ -173,11 +207,42 @@ class Settings(BaseSettings):
                     f"CRM_SUPERUSER_PASSWORD must be set, {PASSWORD_MIN_CHARS} characters to "
                     f"{PASSWORD_MAX_BYTES} bytes, when CRM_SUPERUSER_EMAIL is"
                 )
+        self._check_edges()
         if self.sms_provider == "smsru" and not self.smsru_api_id:
             raise SettingsError("SMSRU_API_ID is required with SMS_PROVIDER=smsru")
         if self.sms_provider == "smsru" and (problem := http_url_problem(self.smsru_base_url)):
             raise SettingsError(f"SMSRU_BASE_URL {problem}")
         return self
+
+    def _check_edges(self) -> None:
+        """CORS origins and API limits (issue 28)."""
+        from crm_core.platform.apilimits import parse_limit
+
+        for origin in self.cors_origin_list:
+            if origin == "*":
+                if self.cors_allow_credentials:
+                    raise SettingsError(
+                        "CORS_ORIGINS=* cannot go with CORS_ALLOW_CREDENTIALS=true: list the "
+                        "origins that may send credentials"
+                    )
+            elif problem := origin_problem(origin):
+                raise SettingsError(f"CORS_ORIGINS: {origin!r} {problem}")
+        for name in ("token", "user", "company"):
+            text = getattr(self, f"api_rate_limit_per_{name}")
+            try:
+                parse_limit(text)
+            except ValueError:
+                raise SettingsError(
+                    f"API_RATE_LIMIT_PER_{name.upper()} must read like 3000/minute, not {text!r}"
+                ) from None
+        if self.otel_exporter_otlp_endpoint and (
+            problem := http_url_problem(self.otel_exporter_otlp_endpoint)
+        ):
+            raise SettingsError(f"OTEL_EXPORTER_OTLP_ENDPOINT {problem}")
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
 
     @property
     def longest_send_seconds(self) -> float:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
 import threading
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
@@ -28,28 +27,10 @@ from playwright import sync_api as playwright_api
 from handlers.app import create_app
 from handlers.routing import SERVICES
 from tests.support.api import make_settings
-from tests.support.tools import NOT_RUN, missing_tool
+from tests.support.browser import CHROMIUM_FLAGS, chromium_path
+from tests.support.tools import NOT_RUN
 
 ROOT_EMAIL, ROOT_PASSWORD = "root@example.com", "root-password-1"
-CHROMIUM_FLAGS = [
-    # without these Chromium stalls on a machine without outside network
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
-INSTALL_HINT = "Debian/Ubuntu: `apt-get install chromium`, or set CRM_CHROMIUM to its path"
-
-
-def chromium_path() -> str:
-    path = os.environ.get("CRM_CHROMIUM") or shutil.which("chromium")
-    path = path or shutil.which("chromium-browser")
-    if not path or not Path(path).exists():
-        missing_tool("chromium", "the browser tests of /docs and /admin", INSTALL_HINT)
-    return path
 
 
 class LiveServer:

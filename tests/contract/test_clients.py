@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.contract.tools import node_tools, python_generator, run, write_document
+from tests.support.generators import node_tools, python_generator, run, write_document
 
 SAMPLES = Path(__file__).parent / "samples"
 # Redocly `recommended` warnings we keep, each for a reason (docs/api.md "Generating a client")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from openapi_spec_validator import validate
 
-from tests.conftest import add_user
+from tests.support.api import add_user
 
 DOC = "/api/openapi/tenant.json"
 

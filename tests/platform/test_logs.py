@@ -2,42 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
 import re
 from pathlib import Path
 
 import pytest
 
 from crm_core.platform import logs
-from handlers.app import create_app
 from tests.support.api import make_settings
-
-
-def read(path: Path) -> str:
-    return path.read_text() if path.exists() else ""
-
-
-async def wait_for_text(path: Path, needle: str) -> str:
-    """Access lines are written by a thread: wait until `needle` is in the file."""
-    for _ in range(500):
-        text = read(path)
-        if needle in text:
-            return text
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{needle!r} never reached {path}: {text!r}")
-
-
-async def crashing_client(aiohttp_client, settings):
-    app = create_app(settings)
-
-    async def boom(request):
-        logging.getLogger("crm.test").warning("about to fail")
-        raise RuntimeError("secret internals")
-
-    app.router.add_get("/boom", boom)
-    return await aiohttp_client(app)
+from tests.support.logs import crashing_client, wait_for_text
 
 
 async def test_a_request_id_is_made_and_echoed(client):

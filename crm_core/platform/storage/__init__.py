@@ -43,6 +43,7 @@ from crm_core.platform.storage.client import (
     update_each as update_each,
 )
 from crm_core.platform.storage.embedded import EmbeddedDatabase as EmbeddedDatabase
+from crm_core.platform.storage.embedded import EmbeddedWrites as EmbeddedWrites
 from crm_core.platform.storage.recorder import QueryLog as QueryLog
 from crm_core.platform.storage.recorder import QueryRecord as QueryRecord
 from crm_core.platform.storage.recorder import filter_conditions as filter_conditions

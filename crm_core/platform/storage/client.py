@@ -32,6 +32,7 @@ from crm_core.platform.storage.embedded import (
 )
 from crm_core.platform.storage.recorder import record_command
 from crm_core.platform.storage.types import Client, Collection, Database, MongoDocument
+from crm_core.platform.tracing import configure_tracing
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +102,10 @@ class Storage:
             self.client = embedded_client(self._executor)
             log.warning(
                 "MONGODB_URL is not set: using the embedded in-memory database "
-                "(data is lost when the process stops)"
+                "(data is lost when the process stops, unless EMBEDDED_DATA_DIR keeps it)"
             )
         else:
+            configure_tracing(self.settings)  # the driver's spans reach clients built after it
             self.client = AsyncIOMotorClient(
                 self.settings.mongodb_url,
                 tz_aware=True,

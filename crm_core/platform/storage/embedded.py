@@ -322,10 +322,24 @@ class EmbeddedCollection(mm.AsyncMongoMockCollection, _EmbeddedCollectionBase): 
         raise NotImplementedError("use index_information")
 
 
+class EmbeddedWrites:
+    """Writes asked of the embedded clients so far; snapshots compare it to skip an unchanged
+    database (crm_core/platform/snapshots.py). Counted on the event loop, before the write runs."""
+
+    count = 0
+
+
+_READ_KINDS = ("find_one", "count", "distinct")
+_WRITE_METHODS = {m for m, k in _COLLECTION_KINDS.items() if k not in _READ_KINDS}
+_WRITE_METHODS |= {"create_index", "create_indexes", "drop_index", "drop_indexes", "drop", "rename"}
+
+
 def _offloaded(method: str) -> Callable[..., Awaitable[object]]:
     kind = _COLLECTION_KINDS.get(method, "command")
+    writes = method in _WRITE_METHODS
 
     async def call(self: EmbeddedCollection, *args: object, **kwargs: object) -> object:
+        EmbeddedWrites.count += writes
         query, sort = _call_shape(method, args, kwargs)
         limited = method == "find_one" or bool(kwargs.get("limit"))
         record = self._crm_recorder(kind, query, sort, limited=limited)
@@ -365,6 +379,7 @@ class EmbeddedDatabase(mm.AsyncMongoMockDatabase):  # type: ignore[misc]
 
     async def drop_collection(self, *args: object, **kwargs: object) -> object:
         record_query(self.name, "", "command")
+        EmbeddedWrites.count += 1
         inner = self.__dict__["_AsyncMongoMockDatabase__database"]
         fn = functools.partial(inner.drop_collection, *args, **kwargs)
         return await _run(self.__dict__["_crm_executor"], fn)
@@ -386,6 +401,7 @@ class EmbeddedClient(mm.AsyncMongoMockClient):  # type: ignore[misc]
 
     async def drop_database(self, name: str) -> None:
         record_query(name, "", "command")
+        EmbeddedWrites.count += 1
         await _run(self.__dict__["_crm_executor"], self._crm_inner.drop_database, name)
 
     async def list_database_names(self) -> list[str]:

@@ -1,0 +1,169 @@
+"""Request limits for API use: per API token, per user and per company (docs/api.md "Rate
+limits").
+
+Each authenticated request takes one slot in every budget that applies to it, before any other
+work: the API token's (requests made with one), its user's (sessions and tokens together) and
+its company's. A budget is `LIMIT` requests per window (`API_RATE_LIMIT_PER_TOKEN` and the
+others, in the `limits` notation: `3000/minute`). Windows are fixed and aligned to the clock
+(a minute window resets at every full minute), so every process agrees on when a window ends
+without asking the store, and taking a slot is one increment per budget.
+
+A request past a budget is refused with 429 `rate_limited`, `Retry-After` (seconds until that
+window ends) and nothing counted: the slots it took in the budgets checked before are given
+back. Every answer of a limited route carries the IETF headers (draft-ietf-httpapi-ratelimit-
+headers): `RateLimit-Policy` (each budget: quota `q`, window `w`) and `RateLimit` (each
+budget: remaining `r`, seconds to reset `t`).
+
+With `REDIS_URL` the counters live in Redis (through `limits`' storage), so every process
+shares one budget; when Redis does not answer, each process counts in its own memory until it
+answers again (a warning once per outage), as the sign-in limits do. Without `REDIS_URL`, in
+this process's memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+from limits import RateLimitItem, parse
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.errors import StorageError
+
+from crm_core.platform.errors import RateLimited
+
+log = logging.getLogger(__name__)
+
+KEY_PREFIX = "crm:apilimits"
+REDIS_TIMEOUT_SECONDS = 1.0
+SCOPES = ("token", "user", "company")  # most specific first: a refusal gives back less
+
+
+def parse_limit(text: str) -> RateLimitItem:
+    """`3000/minute`, `50 per second`... (the `limits` notation); ValueError if not one."""
+    item = parse(text)
+    if item.amount < 1:
+        raise ValueError("the amount must be at least 1")
+    return item
+
+
+def limit_storage(redis_url: str | None) -> Storage:
+    if redis_url:
+        return RedisStorage(
+            f"async+{redis_url}",
+            implementation="redispy",
+            key_prefix=KEY_PREFIX,
+            wrap_exceptions=True,
+            socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+            socket_timeout=REDIS_TIMEOUT_SECONDS,
+        )
+    return MemoryStorage()
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One limit: `quota` requests per `window` seconds for each identifier of `scope`."""
+
+    scope: str
+    quota: int
+    window: int
+
+    @classmethod
+    def of(cls, scope: str, text: str) -> Budget:
+        item = parse_limit(text)
+        return cls(scope, item.amount, item.get_expiry())
+
+    @property
+    def policy(self) -> str:
+        return f'"{self.scope}";q={self.quota};w={self.window}'
+
+
+@dataclass(frozen=True)
+class Taken:
+    budget: Budget
+    count: int
+    reset: int  # seconds until the window ends (at least 1)
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.budget.quota - self.count)
+
+    @property
+    def state(self) -> str:
+        return f'"{self.budget.scope}";r={self.remaining};t={self.reset}'
+
+
+class ApiLimiter:
+    """The budgets of the module docstring over `storage` (Redis or memory)."""
+
+    def __init__(self, storage: Storage, per_token: str, per_user: str, per_company: str) -> None:
+        self.storage = storage
+        self.fallback = storage if isinstance(storage, MemoryStorage) else MemoryStorage()
+        self.degraded = False
+        self.budgets = {
+            "token": Budget.of("token", per_token),
+            "user": Budget.of("user", per_user),
+            "company": Budget.of("company", per_company),
+        }
+        self.clock = time.time
+
+    def policy(self, scopes: tuple[str, ...]) -> str:
+        return ", ".join(self.budgets[scope].policy for scope in scopes)
+
+    async def reserve(self, company: str, user: str, token: str | None = None) -> dict[str, str]:
+        """Take one slot in each budget of this request; the RateLimit headers of the answer.
+        RateLimited (429, with the same headers and `Retry-After`) when a budget is spent:
+        then no slot stays taken."""
+        identifiers = {"token": token, "user": user, "company": company}
+        scopes = tuple(scope for scope in SCOPES if identifiers[scope] is not None)
+        now = self.clock()
+        taken: list[tuple[str, Taken]] = []  # (key, slot)
+        for scope in scopes:
+            budget = self.budgets[scope]
+            window_index = int(now // budget.window)
+            key = f"{scope}:{identifiers[scope]}:{budget.window}:{window_index}"
+            reset = max(1, math.ceil((window_index + 1) * budget.window - now))
+            count = await self._incr(key, budget.window + 1, 1)
+            slot = Taken(budget, count, reset)
+            if count > budget.quota:
+                for taken_key, taken_slot in [*taken, (key, slot)]:
+                    await self._incr(taken_key, taken_slot.budget.window + 1, -1)
+                states = [t.state for _, t in taken] + [Taken(budget, budget.quota, reset).state]
+                raise RateLimited(
+                    f"Too many requests for this {_SCOPE_NAMES[scope]} "
+                    f"({budget.quota} per {budget.window} s); try again in {reset} s",
+                    details=[{"limit": scope, "quota": budget.quota, "window": budget.window}],
+                    headers={
+                        "Retry-After": str(reset),
+                        "RateLimit-Policy": self.policy(scopes),
+                        "RateLimit": ", ".join(states),
+                    },
+                )
+            taken.append((key, slot))
+        return {
+            "RateLimit-Policy": self.policy(scopes),
+            "RateLimit": ", ".join(t.state for _, t in taken),
+        }
+
+    async def _incr(self, key: str, expiry: int, amount: int) -> int:
+        try:
+            value = await self.storage.incr(key, expiry, amount)
+        except (StorageError, OSError, TimeoutError) as exc:
+            if not self.degraded:
+                self.degraded = True
+                log.warning("API limits: Redis does not answer (%s); counting in this process", exc)
+            return await self.fallback.incr(key, expiry, amount)
+        if self.degraded:
+            self.degraded = False
+            log.warning("API limits: Redis answers again; counting there")
+        return value
+
+    async def close(self) -> None:
+        bridge = getattr(self.storage, "bridge", None)
+        client = getattr(bridge, "storage", None)
+        if client is not None and hasattr(client, "aclose"):
+            await client.aclose()
+
+
+_SCOPE_NAMES = {"token": "API token", "user": "user", "company": "company"}
