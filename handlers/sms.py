@@ -13,6 +13,7 @@ from models.sms import (
     MessageOut,
     MessagePage,
     MessageQuery,
+    PreviewOut,
     ResolveIn,
     StopListChange,
     StopListEntry,
@@ -43,6 +44,21 @@ async def create_campaign(call: Call, body: CampaignIn) -> CampaignOut:
     Phones are normalised to E.164; repeated numbers are dropped and counted, invalid ones are
     recorded as `invalid` and not sent. Answers 202: workers send it."""
     return campaign_out(await call.services.sms.create(call.ctx, body))
+
+
+@routes.post(
+    "/api/sms/campaigns/preview",
+    access=SEND,
+    summary="What a campaign would send, and its price; nothing stored",
+    body=CampaignIn,
+    response=PreviewOut,
+    errors=(404,),
+)
+async def preview_campaign(call: Call, body: CampaignIn) -> PreviewOut:
+    """The same body as creating a campaign, checked the same way (400s alike): distinct
+    recipients, duplicates, invalid and stop-listed numbers, parts per message (GSM-7 160/153,
+    UCS-2 70/67; Cyrillic is UCS-2), total parts, and the provider's price where it gives one."""
+    return await call.services.sms.preview(call.ctx, body)
 
 
 @routes.get(

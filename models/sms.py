@@ -170,6 +170,24 @@ class ResolveIn(InputModel):
     outcome: ResolveOutcome
 
 
+class PreviewOut(OutputModel):
+    """What a campaign would be, nothing stored (docs/sms.md, "Preview")."""
+
+    recipients: int = Field(description="Distinct numbers, valid or not")
+    duplicates: int
+    invalid: int
+    stop_listed: int
+    to_send: int = Field(description="Messages that would be sent")
+    encodings: dict[str, int] = Field(description="Messages to send by encoding: GSM-7, UCS-2")
+    parts_per_message: dict[str, int] = Field(
+        description="Messages to send by their number of parts ('1', '2', ...)"
+    )
+    total_parts: int
+    price: float | None = Field(
+        description="The provider's price of the send (`sms/cost`), null when it gives none"
+    )
+
+
 class StopListIn(InputModel):
     """Numbers to add to (or remove from) the company's stop list; each is normalised to E.164
     with the company's region."""

@@ -35,6 +35,7 @@ from crm_core.platform.outbox import Lease, Outbox, Work, work_key
 from crm_core.platform.phones import InvalidPhone, normalise_phone
 from crm_core.platform.settings import Settings
 from crm_core.platform.storage import Database, query_purpose
+from crm_core.sms import parts as sms_parts
 from crm_core.sms import stoplist
 from crm_core.sms.delivery import (
     REPORTS,
@@ -59,6 +60,7 @@ from models.sms import (
     MessageQuery,
     MessageRecord,
     Outgoing,
+    PreviewOut,
     ResolveOutcome,
     SendOutcome,
 )
@@ -384,6 +386,52 @@ class CampaignService:
         if not batches:
             await self._finished(ctx, campaign)
         return campaign
+
+    async def preview(self, ctx: TenantContext, data: CampaignIn) -> PreviewOut:
+        """The campaign as `create` would store it, nothing stored: counts, parts per message
+        (crm_core/sms/parts.py) and the provider's price where it gives one."""
+        now = utcnow()
+        _send_at(data.send_at, now)
+        recipients = await self._recipients(ctx, data)
+        messages, duplicates = self._messages(ctx, data, recipients, ObjectId(), now)
+        await _block_stopped(ctx.db, messages)
+        sending = [m for m in messages if m["status"] == "pending"]
+        encodings: dict[str, int] = {}
+        per_message: dict[str, int] = {}
+        total = 0
+        for message in sending:
+            n = sms_parts.parts(message["text"])
+            total += n
+            per_message[str(n)] = per_message.get(str(n), 0) + 1
+            kind = sms_parts.encoding(message["text"])
+            encodings[kind] = encodings.get(kind, 0) + 1
+        return PreviewOut(
+            recipients=len(messages),
+            duplicates=duplicates,
+            invalid=sum(1 for m in messages if m["status"] == "invalid"),
+            stop_listed=sum(1 for m in messages if m["status"] == "blocked"),
+            to_send=len(sending),
+            encodings=encodings,
+            parts_per_message=per_message,
+            total_parts=total,
+            price=await self._price([(m["phone"], m["text"]) for m in sending]),
+        )
+
+    async def _price(self, messages: list[tuple[str, str]]) -> float | None:
+        """The provider's `sms/cost` for these messages; None when it gives no price."""
+        from crm_core.sms.providers import make_provider  # the providers import this module
+
+        provider = make_provider(self.settings)
+        cost = getattr(provider, "cost", None)
+        try:
+            if cost is None or not messages:
+                return None if cost is None else 0.0
+            return await cost(messages)  # type: ignore[no-any-return]
+        except SendError as exc:
+            log.warning("no price from the SMS provider: %s", exc.reason)
+            return None
+        finally:
+            await provider.close()
 
     async def _recipients(
         self, ctx: TenantContext, data: CampaignIn

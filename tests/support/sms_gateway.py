@@ -87,7 +87,29 @@ class FakeGateway:
         app = web.Application()
         app.router.add_post("/sms/send", self.send)
         app.router.add_post("/sms/status", self.status)
+        app.router.add_post("/sms/cost", self.cost)
         return app
+
+    price_per_part: float = 1.5
+    cost_requests: int = 0
+
+    async def cost(self, request: web.Request) -> web.Response:
+        """`sms/cost` for `to[NUMBER]=text` messages: `price_per_part` per SMS part."""
+        from crm_core.sms.parts import parts
+
+        form = await request.post()
+        assert form.get("api_id") == API_ID
+        self.cost_requests += 1
+        texts = [str(v) for k, v in form.items() if k.startswith("to[")]
+        n = sum(parts(t) for t in texts)
+        return web.json_response(
+            {
+                "status": "OK",
+                "status_code": 100,
+                "total_cost": n * self.price_per_part,
+                "total_sms": n,
+            }
+        )
 
     async def status(self, request: web.Request) -> web.Response:
         """`sms/status`: a code per id (103 when told so, else 102 "sent"; -1 for an id it
