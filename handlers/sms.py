@@ -10,10 +10,10 @@ from models.sms import (
     CampaignIn,
     CampaignList,
     CampaignOut,
+    CampaignPreview,
     MessageOut,
     MessagePage,
     MessageQuery,
-    PreviewOut,
     ResolveIn,
     StopListChange,
     StopListEntry,
@@ -51,10 +51,10 @@ async def create_campaign(call: Call, body: CampaignIn) -> CampaignOut:
     access=SEND,
     summary="What a campaign would send, and its price; nothing stored",
     body=CampaignIn,
-    response=PreviewOut,
+    response=CampaignPreview,
     errors=(404,),
 )
-async def preview_campaign(call: Call, body: CampaignIn) -> PreviewOut:
+async def preview_campaign(call: Call, body: CampaignIn) -> CampaignPreview:
     """The same body as creating a campaign, checked the same way (400s alike): distinct
     recipients, duplicates, invalid and stop-listed numbers, parts per message (GSM-7 160/153,
     UCS-2 70/67; Cyrillic is UCS-2), total parts, and the provider's price where it gives one."""

@@ -170,7 +170,7 @@ class ResolveIn(InputModel):
     outcome: ResolveOutcome
 
 
-class PreviewOut(OutputModel):
+class CampaignPreview(OutputModel):
     """What a campaign would be, nothing stored (docs/sms.md, "Preview")."""
 
     recipients: int = Field(description="Distinct numbers, valid or not")

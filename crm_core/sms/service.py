@@ -56,11 +56,11 @@ from models.sms import (
     MESSAGE_STATUSES,
     BatchResult,
     CampaignIn,
+    CampaignPreview,
     CampaignRecord,
     MessageQuery,
     MessageRecord,
     Outgoing,
-    PreviewOut,
     ResolveOutcome,
     SendOutcome,
 )
@@ -387,7 +387,7 @@ class CampaignService:
             await self._finished(ctx, campaign)
         return campaign
 
-    async def preview(self, ctx: TenantContext, data: CampaignIn) -> PreviewOut:
+    async def preview(self, ctx: TenantContext, data: CampaignIn) -> CampaignPreview:
         """The campaign as `create` would store it, nothing stored: counts, parts per message
         (crm_core/sms/parts.py) and the provider's price where it gives one."""
         now = utcnow()
@@ -405,7 +405,7 @@ class CampaignService:
             per_message[str(n)] = per_message.get(str(n), 0) + 1
             kind = sms_parts.encoding(message["text"])
             encodings[kind] = encodings.get(kind, 0) + 1
-        return PreviewOut(
+        return CampaignPreview(
             recipients=len(messages),
             duplicates=duplicates,
             invalid=sum(1 for m in messages if m["status"] == "invalid"),
