@@ -24,8 +24,9 @@ from crm_core.platform.outbox import Outbox
 from crm_core.platform.registry import Registry
 from crm_core.platform.settings import Settings
 from crm_core.platform.storage import Storage
-from crm_core.sms.service import CampaignService, SmsQueue
+from crm_core.sms.service import CampaignService, SmsQueue, counts
 from crm_core.tables.aliases import AliasService
+from crm_core.tables.builtin import ensure_builtin_tables
 from crm_core.tables.columns import ColumnType, default_column_types
 from crm_core.tables.filters import FilterBuilder, default_filter_operators
 from crm_core.tables.meta import MetaService
@@ -141,18 +142,21 @@ def build_services(
     for column_type in extra_column_types:
         column_types.register(column_type)
     validators = default_validators()
-    # webhooks hear row events from the row service and campaign events from the SMS domain
-    webhooks = WebhookService(settings, storage, column_types, queue)
-    rows = RowService(
-        column_types, FilterBuilder(default_filter_operators()), validators, events=webhooks
-    )
     shares = ShareService(column_types)
     roles = RoleService(shares)
     users = UserService(roles, settings.bcrypt_rounds)
-    tenants = TenantService()
+    tenants = TenantService(ensure_builtin_tables)
     aliases = AliasService()
     auth = AuthService(settings, storage, users, tenants)
     outbox = Outbox(storage, retry_seconds=settings.webhook_sweep_seconds)
+    # webhooks hear row events from the row service and campaign events from the SMS domain
+    webhooks = WebhookService(
+        settings, storage, column_types, queue, owners=auth, campaign_counts=counts
+    )
+    rows = RowService(
+        column_types, FilterBuilder(default_filter_operators()), validators, events=webhooks
+    )
+    sms = CampaignService(settings, rows, outbox, queue, events=webhooks)
     services = Services(
         settings=settings,
         storage=storage,
@@ -163,13 +167,13 @@ def build_services(
         rows=rows,
         imports=ImportService(rows, settings, aliases, outbox, queue),
         exports=ExportService(rows, settings.export_max_concurrent, aliases),
-        admin=AdminService(settings, storage, auth),
+        admin=AdminService(settings, storage, auth, sms),
         tenants=tenants,
         roles=roles,
         users=users,
         shares=shares,
         aliases=aliases,
-        sms=CampaignService(settings, rows, outbox, queue, events=webhooks),
+        sms=sms,
         webhooks=webhooks,
         tokens=ApiTokenService(storage),
         outbox=outbox,

@@ -96,9 +96,10 @@ async def upload_import(call: Call, query: UploadQuery) -> ImportOut:
     imports."""
     chunks, name, content_type = await _file_chunks(call.request)
     name = query.filename or name or f"{call.tbl.key}-upload"
-    imports = call.services.imports
-    job = await imports.upload(call.ctx, call.tbl, chunks, name, content_type, query)
-    return import_out(job, await imports.preview(call.ctx, call.tbl, job))
+    job, preview = await call.services.imports.upload_for_review(
+        call.ctx, call.tbl, chunks, name, content_type, query
+    )
+    return import_out(job, preview)
 
 
 @routes.get(IMPORTS, access=WRITE, summary="Imports into the table", response=ImportList)
@@ -113,11 +114,7 @@ async def get_import(call: Call, import_id: ObjectId) -> ImportOut:
     """`state` (uploaded, queued, validating, importing, completed, failed), `rows_done` of
     `rows_total`, the counts created/updated/skipped, and the first 1000 `errors` with their
     row numbers (the header is row 1) and fields; an uploaded file also shows its preview."""
-    imports = call.services.imports
-    job = await imports.get(call.ctx, call.tbl, str(import_id))
-    preview = None
-    if job["state"] == "uploaded":
-        preview = await imports.preview(call.ctx, call.tbl, job)
+    job, preview = await call.services.imports.get_for_review(call.ctx, call.tbl, str(import_id))
     return import_out(job, preview)
 
 
@@ -131,10 +128,9 @@ async def get_import(call: Call, import_id: ObjectId) -> ImportOut:
 async def preview_import(call: Call, body: PreviewIn, import_id: ObjectId) -> PreviewOut:
     """The first rows converted with `mapping` (file column name to column key, null to leave
     it out) and, with `upsert_on`, whether each would create or update a row."""
-    imports = call.services.imports
-    job = await imports.get(call.ctx, call.tbl, str(import_id))
-    mapping = imports.check_mapping(call.tbl, job, body.mapping)
-    return await imports.preview(call.ctx, call.tbl, job, mapping, body.upsert_on)
+    return await call.services.imports.preview_with(
+        call.ctx, call.tbl, str(import_id), body.mapping, body.upsert_on
+    )
 
 
 @routes.post(
@@ -152,8 +148,7 @@ async def confirm_import(call: Call, body: ConfirmIn, import_id: ObjectId) -> Im
     or `skip_invalid`. `upsert_on`: a unique, mapped column; rows whose value matches update
     that row (their empty cells leave values unchanged), the others are created. 409 when the
     import is not in state `uploaded`."""
-    imports = call.services.imports
-    job = await imports.confirm(call.ctx, call.tbl, str(import_id), body)
+    job = await call.services.imports.confirm(call.ctx, call.tbl, str(import_id), body)
     return import_out(job)
 
 

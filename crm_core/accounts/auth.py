@@ -43,7 +43,7 @@ from crm_core.platform.errors import (
 from crm_core.platform.ids import object_id, parse_object_id
 from crm_core.platform.settings import Settings
 from crm_core.platform.storage import DuplicateKeyError, Storage, system_collection
-from crm_core.tables.columns import ValueContext
+from crm_core.platform.values import ValueContext
 from models.accounts import (
     LoginIn,
     LogoutIn,
@@ -258,6 +258,11 @@ class AuthService:
         # two round trips (user, tenant); roles and tables come from the process cache
         context = await build_context(self.storage, user, tenant, self.cache)
         return context, claims.jti, claims.expires_at
+
+    async def context_of(self, user: User, tenant: Tenant) -> TenantContext:
+        """What `user` may do now in `tenant`, its roles read afresh (not from the process
+        cache): for work done later on a user's behalf (webhook deliveries)."""
+        return await build_context(self.storage, user, tenant)
 
     def claims(self, bearer: str) -> AccessClaims:
         """The token's claims. Its signature is checked once per process (the same bytes verify

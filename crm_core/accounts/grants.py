@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from crm_core.accounts.permissions import LEVEL_NAMES, Level
 from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import Forbidden
-from crm_core.tables.access import LEVEL_NAMES, Level
 
 
 def check_grant(

@@ -1,7 +1,10 @@
-"""The permission catalogue and the built-in roles every tenant starts with (docs/api.md "Roles,
-users, shares, aliases")."""
+"""The permission catalogue, the built-in roles every tenant starts with (docs/api.md "Roles,
+users, shares, aliases") and the levels of access to a table (decided in
+crm_core/tables/access.py)."""
 
 from __future__ import annotations
+
+from enum import IntEnum
 
 PERMISSIONS: dict[str, str] = {
     "tenant.manage": "Change the company's settings and transfer ownership",
@@ -43,3 +46,16 @@ BUILTIN_ROLES: dict[str, tuple[str, list[str]]] = {
 # Codes added after companies existed: `crm migrate` (and `crm serve` at start) gives them to
 # the built-in roles that hold them in BUILTIN_ROLES.
 ADDED_LATER: list[str] = ["webhooks.manage"]
+
+
+class Level(IntEnum):
+    """How far a caller reaches a table: by ownership, `tables.all`, a share, or an API
+    token's `table_access` (the cap)."""
+
+    NONE = 0
+    READ = 1  # list and read rows
+    WRITE = 2  # also create, edit and delete rows
+    MANAGE = 3  # also change the table's columns, rename and delete it, share it
+
+
+LEVEL_NAMES = {"read": Level.READ, "write": Level.WRITE, "manage": Level.MANAGE}

@@ -4,22 +4,29 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from bson import ObjectId
 
 from crm_core.accounts.grants import check_grant
-from crm_core.accounts.tenancy import ROLES
 from crm_core.platform.cache import roles_changed
 from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import Conflict, NotFound, ValidationFailed
 from crm_core.platform.ids import parse_object_id
 from crm_core.platform.storage import Database
-from crm_core.tables.shares import ShareService
 from models.access import RoleIn, RolePatch, RoleRecord
 from models.accounts import User
 
+ROLES = "_roles"
 OWNER = "owner"
+
+
+class RoleShares(Protocol):
+    """What the tables a role was given hear of its deletion (crm_core.tables.shares
+    `ShareService`, passed in by crm_core/services.py)."""
+
+    async def forget_role(self, ctx: TenantContext, role_id: str) -> None:
+        """End every share given to the role `role_id`."""
 
 
 class RoleService:
@@ -27,7 +34,7 @@ class RoleService:
     (crm_core/platform/cache.py), so every process re-reads permissions at its next request;
     deleting a role ends its shares."""
 
-    def __init__(self, shares: ShareService) -> None:
+    def __init__(self, shares: RoleShares) -> None:
         self.shares = shares
 
     async def list_roles(self, ctx: TenantContext) -> list[RoleRecord]:

@@ -6,22 +6,30 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime
 from functools import cache
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 from bson import ObjectId
 
 from crm_core.accounts.permissions import BUILTIN_ROLES
+from crm_core.accounts.roles import ROLES
 from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import ValidationFailed
 from crm_core.platform.indexes import ensure_tenant_indexes
-from crm_core.platform.storage import Storage
-from crm_core.tables.builtin import ensure_builtin_tables
+from crm_core.platform.storage import Database, Storage
 from models.access import RoleRecord
 from models.accounts import Tenant, TenantPatch, timezone_names
 
-ROLES = "_roles"
+
+class CompanyTables(Protocol):
+    """What a new company's database gets besides its roles and indexes: the built-in
+    tables (crm_core.tables.builtin `ensure_builtin_tables`, passed in by
+    crm_core/services.py)."""
+
+    async def __call__(self, db: Database) -> list[str]:
+        """Create the tables `db` lacks; returns what changed."""
+        ...
 
 
 # ---- company settings (`/api/tenant`) -----------------------------------------------------
@@ -61,8 +69,10 @@ class TenantService:
     settings invalidates itself there.
     """
 
-    @staticmethod
-    async def create_tenant(storage: Storage, name: str) -> tuple[Tenant, str]:
+    def __init__(self, builtin_tables: CompanyTables) -> None:
+        self.builtin_tables = builtin_tables
+
+    async def create_tenant(self, storage: Storage, name: str) -> tuple[Tenant, str]:
         """Create the tenant document and its database with the built-in roles.
 
         Returns the tenant and the id of its `owner` role.
@@ -90,7 +100,7 @@ class TenantService:
         ]
         await db[ROLES].insert_many([role.to_document() for role in roles])
         await ensure_tenant_indexes(db)
-        await ensure_builtin_tables(db)
+        await self.builtin_tables(db)
         owner_role = next(r for r in roles if r.key == "owner")
         return tenant, str(owner_role.id)
 

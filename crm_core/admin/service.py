@@ -24,20 +24,19 @@ from typing import Any, Protocol
 
 from crm_core.accounts.auth import AuthService
 from crm_core.accounts.permissions import PERMISSIONS
+from crm_core.accounts.roles import ROLES
 from crm_core.accounts.security import (
     check_password_policy,
     hash_password,
     secret_digest,
 )
 from crm_core.accounts.sessions import end_all_sessions
-from crm_core.accounts.tenancy import ROLES
 from crm_core.platform.clock import as_utc
 from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import Conflict, Forbidden, NotFound, Unauthorized
 from crm_core.platform.ids import parse_object_id
 from crm_core.platform.settings import Settings
 from crm_core.platform.storage import Database, Storage, system_collection
-from crm_core.sms import service as sms
 from crm_core.tables.definitions import TABLES
 from models.accounts import Tenant, User, normalise_email
 from models.admin import (
@@ -132,11 +131,39 @@ class BrokerStats(Protocol):
     async def stats(self) -> QueueView: ...
 
 
+class CompanySms(Protocol):
+    """What the operator's panel reads and does of a company's SMS, `db` being the company's
+    database (crm_core.sms.service `CampaignService`, passed in by crm_core/services.py)."""
+
+    async def sent_since(self, db: Database, since: datetime) -> int: ...
+
+    async def sent_per_day(self, db: Database, since: datetime) -> dict[str, int]:
+        """Messages sent since `since` by UTC day (`YYYY-MM-DD`)."""
+        ...
+
+    async def count_campaigns(self, db: Database, status: str) -> int: ...
+
+    async def newest_campaigns(
+        self, db: Database, status: str, limit: int
+    ) -> list[dict[str, Any]]: ...
+
+    async def counts(self, db: Database, campaign: dict[str, Any]) -> dict[str, int]:
+        """A stored campaign's counters by status, with `total`."""
+        ...
+
+    async def cancel_for_company(self, ctx: TenantContext, campaign_id: str) -> dict[str, Any]:
+        """Cancel the campaign as its company would; the stored document after."""
+        ...
+
+
 class AdminService:
-    def __init__(self, settings: Settings, storage: Storage, auth: AuthService) -> None:
+    def __init__(
+        self, settings: Settings, storage: Storage, auth: AuthService, sms: CompanySms
+    ) -> None:
         self.settings = settings
         self.storage = storage
         self.auth = auth  # its failed-login throttle and password check are shared
+        self.sms = sms
 
     # ---- superadmins ------------------------------------------------------------------------
 
@@ -326,7 +353,7 @@ class AdminService:
         async def one(tenant: Tenant) -> CompanyStats:
             db = self.storage.tenant_db(str(tenant.id))
             tables = await self._table_rows(db)
-            sent = await db[sms.MESSAGES].count_documents({"sent_at": {"$gte": since}})
+            sent = await self.sms.sent_since(db, since)
             return CompanyStats(
                 id=str(tenant.id),
                 name=tenant.name,
@@ -381,7 +408,7 @@ class AdminService:
                     rows=rows.get(doc["key"], 0),
                 )
             )
-        campaigns = await db[sms.CAMPAIGNS].find().sort("_id", -1).limit(50).to_list(None)
+        campaigns = await self.sms.newest_campaigns(db, "", 50)
         return CompanyDetail(
             company=stats,
             users=[
@@ -464,7 +491,7 @@ class AdminService:
     async def _campaign(
         self, tenant: Tenant, db: Database, doc: dict[str, Any]
     ) -> PlatformCampaign:
-        counts = await sms.counts(db, doc)
+        counts = await self.sms.counts(db, doc)
         return PlatformCampaign(
             id=str(doc["_id"]),
             tenant_id=str(tenant.id),
@@ -478,14 +505,13 @@ class AdminService:
     async def list_campaigns(self, status: str, page: int) -> CampaignPage:
         """Campaigns of every company, newest first. Reads each company's campaigns (one
         query per company): fine for an operator's page, not for thousands of companies."""
-        query = {"status": status} if status else {}
         wanted = page * PAGE_SIZE
         found: list[tuple[datetime, Tenant, dict[str, Any]]] = []
         total = 0
         async for tenant in Tenant.find_all():
             db = self.storage.tenant_db(str(tenant.id))
-            total += await db[sms.CAMPAIGNS].count_documents(query)
-            docs = await db[sms.CAMPAIGNS].find(query).sort("_id", -1).limit(wanted).to_list(None)
+            total += await self.sms.count_campaigns(db, status)
+            docs = await self.sms.newest_campaigns(db, status, wanted)
             found.extend((as_utc(d["created_at"]), tenant, d) for d in docs)
         found.sort(key=lambda item: (item[0], str(item[2]["_id"])), reverse=True)
         chosen = found[(page - 1) * PAGE_SIZE : wanted]
@@ -508,7 +534,7 @@ class AdminService:
         tenant = await self._tenant(tenant_id)
         db = self.storage.tenant_db(str(tenant.id))
         ctx = TenantContext(tenant=tenant, user=operator.user, db=db)
-        doc = await sms.cancel_campaign(ctx, campaign_id)
+        doc = await self.sms.cancel_for_company(ctx, campaign_id)
         await self.record(
             operator, "campaign_cancelled", "campaign", campaign_id, doc["name"], tenant.name
         )
@@ -523,20 +549,11 @@ class AdminService:
         first = today - timedelta(days=days - 1)
         since = datetime(first.year, first.month, first.day, tzinfo=UTC)
         per_day = {(first + timedelta(days=i)).isoformat(): 0 for i in range(days)}
-        pipeline: list[dict[str, Any]] = [
-            {"$match": {"sent_at": {"$gte": since}}},
-            {
-                "$group": {
-                    "_id": {"$dateToString": {"format": "%Y-%m-%d", "date": "$sent_at"}},
-                    "n": {"$sum": 1},
-                }
-            },
-        ]
         async for tenant in Tenant.find_all():
             db = self.storage.tenant_db(str(tenant.id))
-            async for row in db[sms.MESSAGES].aggregate(pipeline):
-                if row["_id"] in per_day:
-                    per_day[row["_id"]] += row["n"]
+            for day, n in (await self.sms.sent_per_day(db, since)).items():
+                if day in per_day:
+                    per_day[day] += n
         return [DailyCount(day=day, count=n) for day, n in per_day.items()]
 
     async def rows_per_company(self, limit: int = 10) -> list[CompanyStats]:

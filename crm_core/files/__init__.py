@@ -1,1 +1,5 @@
-"""Files in and out of tables: CSV/XLSX import and export (docs/integrations.md)."""
+"""Files in and out of tables (docs/integrations.md): CSV/XLSX imports run as background jobs
+(`imports`, reading files with `readers`) and streamed exports (`exports`)."""
+
+from crm_core.files.exports import ExportService as ExportService
+from crm_core.files.imports import ImportService as ImportService

@@ -425,6 +425,42 @@ class ImportService:
             raise ValidationFailed.field("mapping", "map at least one column of the file")
         return list(mapping)
 
+    async def upload_for_review(
+        self,
+        ctx: TenantContext,
+        table: Table,
+        chunks: AsyncIterator[bytes],
+        name: str,
+        content_type: str,
+        query: UploadQuery,
+    ) -> tuple[dict[str, Any], PreviewOut]:
+        """`upload`, and the preview of the first rows with the proposed mapping (what the
+        upload route answers)."""
+        job = await self.upload(ctx, table, chunks, name, content_type, query)
+        return job, await self.preview(ctx, table, job)
+
+    async def get_for_review(
+        self, ctx: TenantContext, table: Table, job_id: str
+    ) -> tuple[dict[str, Any], PreviewOut | None]:
+        """The import, with its preview while it waits to be confirmed (state `uploaded`)."""
+        job = await self.get(ctx, table, job_id)
+        preview = await self.preview(ctx, table, job) if job["state"] == "uploaded" else None
+        return job, preview
+
+    async def preview_with(
+        self,
+        ctx: TenantContext,
+        table: Table,
+        job_id: str,
+        given: dict[str, str | None] | None,
+        upsert_on: str | None,
+    ) -> PreviewOut:
+        """The uploaded file's first rows converted with the mapping `given` (file column to
+        column key; None: the stored one) and, with `upsert_on`, create or update for each."""
+        job = await self.get(ctx, table, job_id)
+        mapping = self.check_mapping(table, job, given)
+        return await self.preview(ctx, table, job, mapping, upsert_on)
+
     async def preview(
         self,
         ctx: TenantContext,

@@ -22,7 +22,7 @@ from bson import ObjectId
 from cachetools import LRUCache
 from pydantic import BaseModel
 
-from crm_core.platform.storage import Database, system_collection
+from crm_core.platform.storage.types import Database, system_collection
 from models.accounts import Tenant
 
 ROLES = "_roles"

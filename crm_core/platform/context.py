@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from crm_core.platform.cache import DefinitionCache
-from crm_core.platform.storage import Database
-from crm_core.tables.columns import ValueContext
+from crm_core.platform.storage.types import Database
+from crm_core.platform.values import ValueContext
 from models.accounts import Tenant, User
 
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from crm_core.platform.storage import Database
+from crm_core.platform.storage.types import Database
 
 Keys = tuple[tuple[str, int], ...]
 
@@ -168,6 +168,12 @@ TENANT_INDEXES: tuple[IndexSpec, ...] = (
         (("webhook_id", 1), ("status", 1), ("_id", -1)),
         "webhook_status_log",
         serves="a webhook's delivery log filtered by status, newest first",
+    ),
+    IndexSpec(
+        "_webhook_deliveries",
+        (("webhook_id", 1), ("payload.id", 1)),
+        "webhook_event",
+        serves="a webhook's deliveries of one event (search by event id)",
     ),
     IndexSpec(
         "_webhook_deliveries",

@@ -24,12 +24,9 @@ import threading
 import time
 from contextvars import ContextVar
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from crm_core.platform.tracing import current_trace_id
-
-if TYPE_CHECKING:
-    from crm_core.platform.settings import Settings
 
 ACCESS_LOGGER = "crm.access"
 REQUEST_ID: ContextVar[str] = ContextVar("crm_request_id", default="-")
@@ -175,7 +172,29 @@ def make_formatter(log_format: str, traced: bool = False) -> logging.Formatter:
     return logging.Formatter(TRACED_TEXT_FORMAT if traced else TEXT_FORMAT)
 
 
-def log_paths(settings: Settings) -> tuple[Path | None, Path | None]:
+class LogSettings(Protocol):
+    """The settings logging reads (crm_core/platform/settings.py `Settings`; docs/operations.md
+    lists them)."""
+
+    @property
+    def log_level(self) -> str: ...
+    @property
+    def log_file(self) -> str | None: ...
+    @property
+    def log_format(self) -> str: ...
+    @property
+    def log_dir(self) -> str | None: ...
+    @property
+    def access_log_file(self) -> str | None: ...
+    @property
+    def error_log_file(self) -> str | None: ...
+    @property
+    def access_log(self) -> bool: ...
+    @property
+    def otel_exporter_otlp_endpoint(self) -> str | None: ...
+
+
+def log_paths(settings: LogSettings) -> tuple[Path | None, Path | None]:
     """(access log file, error log file): explicit settings win over `LOG_DIR`."""
     directory = Path(settings.log_dir) if settings.log_dir else None
     access = settings.access_log_file or (directory / "access.log" if directory else None)
@@ -191,7 +210,7 @@ def _file_handler(path: Path, formatter: logging.Formatter) -> logging.Handler:
     return handler
 
 
-def configure_logging(settings: Settings) -> None:
+def configure_logging(settings: LogSettings) -> None:
     """Install the handlers for `crm` commands (tests leave logging to pytest)."""
     formatter = make_formatter(settings.log_format, bool(settings.otel_exporter_otlp_endpoint))
     level = settings.log_level.upper()

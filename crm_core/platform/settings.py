@@ -115,6 +115,13 @@ class Settings(BaseSettings):
     webhook_disable_after_failures: int = Field(default=8, ge=1, le=1000)
     webhook_sweep_seconds: float = Field(default=5.0, gt=0, le=3600)
     webhook_log_retention_days: int = Field(default=30, ge=1, le=3650)
+    # delivery isolation (docs/integrations.md "Isolation"): requests in flight per destination
+    # (scheme, host, port) in one process; a delivery finding them all busy is put back for
+    # this many seconds, not counted as an attempt
+    webhook_connections_per_destination: int = Field(default=4, ge=1, le=100)
+    webhook_defer_seconds: float = Field(default=1.0, ge=0, le=3600)
+    # seconds the previous secret stays valid (and signed with) after rotate-secret
+    webhook_rotation_overlap: int = Field(default=86_400, ge=0, le=30 * 86_400)
     # CSV/XLSX import and export (docs/integrations.md)
     import_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
     import_max_rows: int = Field(default=200_000, ge=1)

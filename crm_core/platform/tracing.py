@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from opentelemetry import trace
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
-
-    from crm_core.platform.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +30,16 @@ _provider: TracerProvider | None = None
 _lock = threading.Lock()
 
 
-def configure_tracing(settings: Settings) -> TracerProvider | None:
+class TraceSettings(Protocol):
+    """The settings tracing reads (crm_core/platform/settings.py `Settings`)."""
+
+    @property
+    def otel_exporter_otlp_endpoint(self) -> str | None: ...
+    @property
+    def otel_service_name(self) -> str: ...
+
+
+def configure_tracing(settings: TraceSettings) -> TracerProvider | None:
     """The process's tracer provider: made on the first call when `OTEL_EXPORTER_OTLP_ENDPOINT`
     is set (later calls answer the same one); None when tracing is off."""
     endpoint = settings.otel_exporter_otlp_endpoint

@@ -599,6 +599,52 @@ class CampaignService:
             await self.outbox.hand_off([work], self._send)
         return MessageRecord.model_validate(resolved)
 
+    # ---- a company's SMS as the operator's panel reads it (crm_core/admin/service.py) ----
+
+    @staticmethod
+    async def sent_since(db: Database, since: datetime) -> int:
+        """Messages the company sent since `since`."""
+        return await db[MESSAGES].count_documents({"sent_at": {"$gte": since}})
+
+    @staticmethod
+    async def sent_per_day(db: Database, since: datetime) -> dict[str, int]:
+        """Messages the company sent since `since`, by UTC day (`YYYY-MM-DD`); days without
+        any are missing."""
+        pipeline: list[dict[str, Any]] = [
+            {"$match": {"sent_at": {"$gte": since}}},
+            {
+                "$group": {
+                    "_id": {"$dateToString": {"format": "%Y-%m-%d", "date": "$sent_at"}},
+                    "n": {"$sum": 1},
+                }
+            },
+        ]
+        return {row["_id"]: row["n"] async for row in db[MESSAGES].aggregate(pipeline)}
+
+    @staticmethod
+    async def count_campaigns(db: Database, status: str) -> int:
+        """The company's campaigns in `status` (every one for "")."""
+        return await db[CAMPAIGNS].count_documents({"status": status} if status else {})
+
+    @staticmethod
+    async def newest_campaigns(db: Database, status: str, limit: int) -> list[dict[str, Any]]:
+        """The company's newest `limit` campaigns in `status` (any for ""), as stored."""
+        query = {"status": status} if status else {}
+        cursor = db[CAMPAIGNS].find(query).sort("_id", -1).limit(limit)
+        docs: list[dict[str, Any]] = await cursor.to_list(None)
+        return docs
+
+    @staticmethod
+    async def counts(db: Database, campaign: dict[str, Any]) -> dict[str, int]:
+        """A stored campaign's counters by status, with `total`."""
+        return await counts(db, campaign)
+
+    @staticmethod
+    async def cancel_for_company(ctx: TenantContext, campaign_id: str) -> dict[str, Any]:
+        """The cancel as the operator runs it for a company, returning the stored document
+        (the tenant's own cancel is `cancel`)."""
+        return (await _cancel(ctx, campaign_id)).model_dump(by_alias=True)
+
 
 def quiet_wait(quiet: Any, zone_name: str, now: datetime) -> float:
     """Seconds until the company's quiet hours end, 0 outside them (or without any). `quiet`
@@ -700,12 +746,6 @@ async def _cancel(ctx: TenantContext, campaign_id: str) -> CampaignRecord:
     if found is None:  # deleted while it was being cancelled
         raise NotFound("Campaign not found")
     return await _with_counters(ctx.db, found)
-
-
-async def cancel_campaign(ctx: TenantContext, campaign_id: str) -> dict[str, Any]:
-    """The cancel as the operator's panel runs it for a company (crm_core/admin/service.py reads the
-    stored document; the tenant's own cancel is `CampaignService.cancel`)."""
-    return (await _cancel(ctx, campaign_id)).model_dump(by_alias=True)
 
 
 # ---- sending: the message state machine (the workers' side) --------------------------------

@@ -9,24 +9,15 @@ the operation, 403.
 
 from __future__ import annotations
 
-from enum import IntEnum
 from typing import Any
 
+from crm_core.accounts.permissions import LEVEL_NAMES as LEVEL_NAMES
+from crm_core.accounts.permissions import Level as Level
 from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import Forbidden, NotFound
 from crm_core.tables.definitions import Table
 
 SHARES = "_shares"
-
-
-class Level(IntEnum):
-    NONE = 0
-    READ = 1  # list and read rows
-    WRITE = 2  # also create, edit and delete rows
-    MANAGE = 3  # also change the table's columns, rename and delete it, share it
-
-
-LEVEL_NAMES = {"read": Level.READ, "write": Level.WRITE, "manage": Level.MANAGE}
 
 
 def subject_query(ctx: TenantContext) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from crm_core.accounts.permissions import ADDED_LATER, BUILTIN_ROLES
 from crm_core.platform.cache import roles_changed, tables_changed
 from crm_core.platform.indexes import ensure_system_indexes, ensure_tenant_indexes
 from crm_core.platform.registry import Registry
-from crm_core.platform.storage import ASCENDING, Storage
+from crm_core.platform.storage import ASCENDING, Database, Storage
 from crm_core.tables.columns import Column, ColumnType, default_column_types
 from crm_core.tables.definitions import TABLES, rows_collection_name, utcnow
 from models.accounts import Tenant
@@ -112,7 +112,7 @@ BUILTIN_TABLES: list[dict[str, Any]] = [
 BUILTIN_KEYS = {t["key"]: t for t in BUILTIN_TABLES}
 
 
-async def ensure_builtin_tables(db: Any) -> list[str]:
+async def ensure_builtin_tables(db: Database) -> list[str]:
     """Create the built-in tables a tenant lacks and add predefined columns it lacks.
     Returns what changed; running it again changes nothing."""
     changed = []
@@ -169,14 +169,14 @@ async def ensure_builtin_tables(db: Any) -> list[str]:
 
 
 async def _builtin_indexes(
-    db: Any, collection: str, types: Registry[ColumnType], spec: dict[str, Any]
+    db: Database, collection: str, types: Registry[ColumnType], spec: dict[str, Any]
 ) -> None:
     for column in map(Column.from_doc, spec["columns"]):
         if types.get(column.type).plain_index(column):
             await db[collection].create_index([(column.key, ASCENDING)], name=f"i_{column.key}")
 
 
-async def move_row_collections(db: Any) -> list[str]:
+async def move_row_collections(db: Database) -> list[str]:
     """Tables made before rows were kept by table id (issue #29) get their `rows.<id>`
     collection: the collection named by the key is renamed (its indexes go with it), then the
     definition names the new one. Rows a process of the old layout wrote under the key in
@@ -201,7 +201,7 @@ async def move_row_collections(db: Any) -> list[str]:
     return changed
 
 
-async def index_drift(db: Any) -> list[str]:
+async def index_drift(db: Database) -> list[str]:
     """What the definitions claim and the database does not enforce (or the reverse): a
     unique column without its unique index, a unique index of a column that is not unique, a
     missing plain index, a schema change left unfinished by a process that died, row
@@ -237,7 +237,7 @@ async def index_drift(db: Any) -> list[str]:
     return found
 
 
-async def ensure_builtin_role_permissions(db: Any) -> list[str]:
+async def ensure_builtin_role_permissions(db: Database) -> list[str]:
     """Give the built-in roles the permission codes added since the company was created."""
     changed = []
     for key, (_title, permissions) in BUILTIN_ROLES.items():

@@ -18,12 +18,11 @@ import math
 import random
 import re
 import string
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from typing import Any, ClassVar, Protocol
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo
 
 import email_validator
 from bson import ObjectId
@@ -32,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from crm_core.platform.ids import parse_object_id
 from crm_core.platform.phones import InvalidPhone, normalise_phone
 from crm_core.platform.registry import Registry
+from crm_core.platform.values import ValueContext as ValueContext
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 FLOAT_EXACT_INT = 2**53  # every integer up to this magnitude is exact as a double
@@ -162,44 +162,6 @@ class Column:
 
 # the type-specific fields `Column` names; `ColumnType.settings_model` says which a type has
 SETTINGS_FIELDS = ("max_length", "validators", "table", "options", "max_option_id")
-
-
-@dataclass(frozen=True)
-class ValueContext:
-    """What coercion needs to know about the tenant; `parsed` (set for one bulk request by
-    `with_memo`) keeps each distinct parsed text value, so a thousand rows that repeat a
-    phone number parse it once."""
-
-    timezone: ZoneInfo
-    phone_region: str
-    string_max_length: int
-    parsed: dict[tuple[str, str], str | ColumnValueError] | None = field(
-        default=None, compare=False, repr=False
-    )
-
-    @classmethod
-    def default(cls) -> ValueContext:
-        return cls(ZoneInfo("UTC"), "RU", 10_000)
-
-    def with_memo(self) -> ValueContext:
-        return replace(self, parsed={})
-
-    def parse_once(self, kind: str, value: str, parse: Callable[[str], str]) -> str:
-        """`parse(value)`, or its remembered answer (a value or the same error) for this
-        request."""
-        if self.parsed is None:
-            return parse(value)
-        key = (kind, value)
-        known = self.parsed.get(key)
-        if known is None:
-            try:
-                known = parse(value)
-            except ColumnValueError as exc:
-                known = exc
-            self.parsed[key] = known
-        if isinstance(known, ColumnValueError):
-            raise ColumnValueError(str(known))
-        return known
 
 
 class References(Protocol):
@@ -427,7 +389,7 @@ class EmailType(TextColumnType):
     value_schema = {"type": "string", "format": "email"}
 
     def normalise(self, value: str, vctx: ValueContext) -> str:
-        return vctx.parse_once("email", value, self._parse)
+        return vctx.parse_once("email", value, self._parse, ColumnValueError)
 
     @staticmethod
     def _parse(value: str) -> str:
@@ -450,7 +412,9 @@ class PhoneType(TextColumnType):
 
     def normalise(self, value: str, vctx: ValueContext) -> str:
         region = vctx.phone_region
-        return vctx.parse_once(f"phone:{region}", value, lambda text: self._parse(text, region))
+        return vctx.parse_once(
+            f"phone:{region}", value, lambda text: self._parse(text, region), ColumnValueError
+        )
 
     @staticmethod
     def _parse(value: str, region: str) -> str:

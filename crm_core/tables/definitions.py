@@ -14,6 +14,7 @@ from crm_core.platform.clock import utcnow as utcnow
 from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import NotFound, StaleTableVersion
 from crm_core.platform.registry import Registry
+from crm_core.platform.storage.types import Collection
 from crm_core.tables.columns import Column, ColumnType
 
 TABLES = "_tables"
@@ -89,7 +90,7 @@ class Table:
         its key until `crm migrate` renames it."""
         return str(self.doc.get("collection") or self.doc["key"])
 
-    def collection(self, ctx: TenantContext) -> Any:
+    def collection(self, ctx: TenantContext) -> Collection:
         return ctx.db[self.collection_name]
 
 

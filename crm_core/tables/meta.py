@@ -429,7 +429,7 @@ class MetaService:
 
     async def _repeats(self, ctx: TenantContext, table: Table, key: str) -> dict[str, Any]:
         """How many stored values repeat and the first of them, with their rows."""
-        pipeline = [
+        pipeline: list[dict[str, Any]] = [
             {"$match": {key: {"$exists": True}}},
             {"$group": {"_id": f"${key}", "n": {"$sum": 1}, "ids": {"$push": "$_id"}}},
             {"$match": {"n": {"$gt": 1}}},

@@ -18,6 +18,7 @@ from crm_core.platform.storage import (
     ASCENDING,
     DESCENDING,
     BulkWriteError,
+    Database,
     DuplicateKeyError,
     query_purpose,
     update_each,
@@ -161,7 +162,7 @@ class RowEvents(Protocol):
     """Who hears about written rows (webhooks: crm_core.webhooks.service.WebhookService)."""
 
     async def subscribed(
-        self, db: Any, event: str, table_key: str | None, tenant: Tenant | None = None
+        self, db: Database, event: str, table_key: str | None, tenant: Tenant | None = None
     ) -> list[ObjectId]:
         """Ids of the listeners of `event` on the table; empty: nobody listens. Given the
         request's tenant, answered from the process cache."""
@@ -169,7 +170,7 @@ class RowEvents(Protocol):
 
     async def publish(
         self,
-        db: Any,
+        db: Database,
         tenant_id: str,
         actor_id: str | None,
         event: str,

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from bson import ObjectId
 
 from crm_core.accounts.grants import check_grant, check_token_scope
-from crm_core.accounts.tenancy import ROLES
+from crm_core.accounts.roles import ROLES
 from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import Forbidden, NotFound, ValidationFailed
 from crm_core.platform.ids import parse_object_id

@@ -131,6 +131,16 @@ async def _webhook_id(objects: TenantObjects, entity: str | None) -> str:
     return str(hook["id"])
 
 
+@path_param("delivery_id")
+async def _delivery_id(objects: TenantObjects, entity: str | None) -> str:
+    # a ping to the webhook's closed port: a finished (failed) delivery in its log
+    hook_id = await objects.get("webhook_id")
+    delivery = await objects.api.call(
+        "POST", f"/api/webhooks/{hook_id}/test", objects.owner, expect=200
+    )
+    return str(delivery["id"])
+
+
 @path_param("token_id")
 async def _token_id(objects: TenantObjects, entity: str | None) -> str:
     # a personal token: only its maker reaches it, so it is made by the route's caller

@@ -37,9 +37,6 @@ from crm_core.platform.storage.client import (
     skip_missing_index_options as skip_missing_index_options,
 )
 from crm_core.platform.storage.client import (
-    system_collection as system_collection,
-)
-from crm_core.platform.storage.client import (
     update_each as update_each,
 )
 from crm_core.platform.storage.embedded import EmbeddedDatabase as EmbeddedDatabase
@@ -54,3 +51,4 @@ from crm_core.platform.storage.types import Collection as Collection
 from crm_core.platform.storage.types import Cursor as Cursor
 from crm_core.platform.storage.types import Database as Database
 from crm_core.platform.storage.types import MongoDocument as MongoDocument
+from crm_core.platform.storage.types import system_collection as system_collection

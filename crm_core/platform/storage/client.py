@@ -41,13 +41,6 @@ DATABASE = "database"  # the service's name in logs, /ready and the error detail
 TENANT_ID_RE = re.compile(r"^[0-9a-f]{24}$")
 
 
-def system_collection(document: type[BeanieDocument]) -> Collection:
-    """The system-database collection a beanie document is stored in, typed, for the queries
-    beanie's own API does not express (atomic updates, projections, aggregations). The one
-    place that reaches beanie's handle (`get_motor_collection`, renamed in beanie 2)."""
-    return document.get_motor_collection()
-
-
 class _CommandListener(monitoring.CommandListener):
     """Each command the driver sends goes to the query recorder; each answer means the
     database is up (a bool check while all is well)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, TypeAlias
 
+from beanie import Document
 from motor.motor_asyncio import (
     AsyncIOMotorClient,
     AsyncIOMotorCollection,
@@ -23,3 +24,10 @@ Client: TypeAlias = AsyncIOMotorClient[MongoDocument]
 Database: TypeAlias = AsyncIOMotorDatabase[MongoDocument]
 Collection: TypeAlias = AsyncIOMotorCollection[MongoDocument]
 Cursor: TypeAlias = AsyncIOMotorCursor[MongoDocument]
+
+
+def system_collection(document: type[Document]) -> Collection:
+    """The system-database collection a beanie document is stored in, typed, for the queries
+    beanie's own API does not express (atomic updates, projections, aggregations). The one
+    place that reaches beanie's handle (`get_motor_collection`, renamed in beanie 2)."""
+    return document.get_motor_collection()
