@@ -29,6 +29,7 @@ from bson import ObjectId
 from crm_core.platform import metrics
 from crm_core.platform.clock import utcnow
 from crm_core.platform.storage import BulkWriteError, Database, Storage
+from crm_core.sms.names import CAMPAIGNS, MESSAGES
 
 log = logging.getLogger(__name__)
 
@@ -177,8 +178,6 @@ async def settle(
     db: Database, message_id: ObjectId, campaign_id: ObjectId, report: Report
 ) -> str | None:
     """One report on one message: its new state if it was `sent`, else None."""
-    from crm_core.sms.service import CAMPAIGNS, MESSAGES  # the domain's collections
-
     state = new_state(report.code)
     if state is None:
         return None

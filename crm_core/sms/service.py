@@ -48,6 +48,7 @@ from crm_core.sms.delivery import (
     settle,
     verify_smsru,
 )
+from crm_core.sms.names import CAMPAIGNS, MESSAGES
 from crm_core.tables.access import Level, require
 from crm_core.tables.definitions import load_table
 from crm_core.tables.rows import CLIENT_QUERY, RowService
@@ -67,8 +68,6 @@ from models.sms import (
 
 log = logging.getLogger(__name__)
 
-CAMPAIGNS = "_sms_campaigns"
-MESSAGES = "_sms_messages"
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]{0,62})\s*\}\}")
 OPEN = ("pending", "sending")
 # outbox kinds (crm_core/platform/outbox.py): a campaign's batch, one resent message
@@ -387,9 +386,11 @@ class CampaignService:
             await self._finished(ctx, campaign)
         return campaign
 
-    async def preview(self, ctx: TenantContext, data: CampaignIn) -> CampaignPreview:
+    async def preview(
+        self, ctx: TenantContext, data: CampaignIn, provider: object = None
+    ) -> CampaignPreview:
         """The campaign as `create` would store it, nothing stored: counts, parts per message
-        (crm_core/sms/parts.py) and the provider's price where it gives one."""
+        (crm_core/sms/parts.py) and `provider`'s price where it gives one (`cost`)."""
         now = utcnow()
         _send_at(data.send_at, now)
         recipients = await self._recipients(ctx, data)
@@ -414,24 +415,8 @@ class CampaignService:
             encodings=encodings,
             parts_per_message=per_message,
             total_parts=total,
-            price=await self._price([(m["phone"], m["text"]) for m in sending]),
+            price=await _price(provider, [(m["phone"], m["text"]) for m in sending]),
         )
-
-    async def _price(self, messages: list[tuple[str, str]]) -> float | None:
-        """The provider's `sms/cost` for these messages; None when it gives no price."""
-        from crm_core.sms.providers import make_provider  # the providers import this module
-
-        provider = make_provider(self.settings)
-        cost = getattr(provider, "cost", None)
-        try:
-            if cost is None or not messages:
-                return None if cost is None else 0.0
-            return await cost(messages)  # type: ignore[no-any-return]
-        except SendError as exc:
-            log.warning("no price from the SMS provider: %s", exc.reason)
-            return None
-        finally:
-            await provider.close()
 
     async def _recipients(
         self, ctx: TenantContext, data: CampaignIn
@@ -694,6 +679,21 @@ def _due_for_poll(
             continue
         due.append(doc)
     return due, waiting
+
+
+async def _price(provider: object, messages: list[tuple[str, str]]) -> float | None:
+    """The provider's `sms/cost` for these messages; None when it gives no price."""
+    cost = getattr(provider, "cost", None)
+    if cost is None:
+        return None
+    if not messages:
+        return 0.0
+    try:
+        price = await cost(messages)
+    except SendError as exc:
+        log.warning("no price from the SMS provider: %s", exc.reason)
+        return None
+    return float(price) if isinstance(price, int | float) and price == price else None
 
 
 def _send_at(raw: str | None, now: datetime) -> datetime | None:
