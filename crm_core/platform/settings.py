@@ -100,6 +100,10 @@ class Settings(BaseSettings):
     sms_redelivery_seconds: float = Field(default=600.0, gt=0)
     sms_batch_size: int = Field(default=100, ge=1, le=10_000)
     sms_max_recipients: int = Field(default=100_000, ge=1)
+    # delivery reports (docs/sms.md): poll `sent` messages no callback settled after this long,
+    # again every as long, until final or given up
+    sms_status_poll_after_seconds: float = Field(default=900.0, gt=0, le=7 * 86400)
+    sms_status_give_up_hours: float = Field(default=72.0, gt=0, le=24 * 30)
     # whether `crm serve` receives Redis tasks itself; unset: only with the embedded database
     api_runs_tasks: bool | None = None
 
