@@ -18,6 +18,7 @@ from crm_core.accounts.tenancy import TenantService  # company settings
 from crm_core.accounts.tokens import ApiTokenService
 from crm_core.accounts.users import UserService
 from crm_core.admin.service import AdminService, BrokerStats
+from crm_core.audit.service import AuditTrail
 from crm_core.files.exports import ExportService
 from crm_core.files.imports import ImportQueue, ImportService
 from crm_core.platform.outbox import Outbox
@@ -25,6 +26,7 @@ from crm_core.platform.registry import Registry
 from crm_core.platform.settings import Settings
 from crm_core.platform.storage import Storage
 from crm_core.sms.service import CampaignService, SmsQueue, counts
+from crm_core.tables.aggregate import AggregateService
 from crm_core.tables.aliases import AliasService
 from crm_core.tables.builtin import ensure_builtin_tables
 from crm_core.tables.columns import ColumnType, default_column_types
@@ -32,6 +34,7 @@ from crm_core.tables.filters import FilterBuilder, default_filter_operators
 from crm_core.tables.meta import MetaService
 from crm_core.tables.rows import RowService
 from crm_core.tables.shares import ShareService
+from crm_core.tables.trash import RowTrash, TrashService, TrashSettings
 from crm_core.tables.validators import ColumnValidator, default_validators
 from crm_core.webhooks.service import WebhookQueue, WebhookService
 
@@ -98,6 +101,7 @@ class Services:
     validators: Registry[ColumnValidator]
     meta: MetaService
     rows: RowService
+    aggregates: AggregateService  # issue #23: totals and groups of rows
     admin: AdminService  # the operator's panel (/admin)
     imports: ImportService  # CSV/XLSX import and export
     exports: ExportService
@@ -111,6 +115,8 @@ class Services:
     webhooks: WebhookService
     tokens: ApiTokenService
     outbox: Outbox  # background work recorded before it is queued (swept where tasks run)
+    trash: TrashService  # deleted rows, restored or purged (/api/trash)
+    audit_trail: AuditTrail  # the company's audit trail (/api/audit)
     queue: TaskQueue  # connected to the broker's queues when it starts
     # the embedded mode's turn-taking for authenticated requests
     # (Settings.embedded_max_active_requests)
@@ -142,7 +148,9 @@ def build_services(
     for column_type in extra_column_types:
         column_types.register(column_type)
     validators = default_validators()
-    shares = ShareService(column_types)
+    # the company's audit trail: the domains that change things tell it (docs/history.md)
+    trail = AuditTrail(settings.audit_retention_days)
+    shares = ShareService(column_types, trail)
     roles = RoleService(shares)
     users = UserService(roles, settings.bcrypt_rounds)
     tenants = TenantService(ensure_builtin_tables)
@@ -153,8 +161,14 @@ def build_services(
     webhooks = WebhookService(
         settings, storage, column_types, queue, owners=auth, campaign_counts=counts
     )
+    # every row change is recorded (history) and told (webhooks) by the row service's
+    # ChangeLog (crm_core/tables/history.py); deleted rows go to the trash
     rows = RowService(
-        column_types, FilterBuilder(default_filter_operators()), validators, events=webhooks
+        column_types,
+        FilterBuilder(default_filter_operators()),
+        validators,
+        events=webhooks,
+        trash=RowTrash(TrashSettings(settings.trash_retention_days)),
     )
     sms = CampaignService(settings, rows, outbox, queue, events=webhooks)
     services = Services(
@@ -163,8 +177,11 @@ def build_services(
         auth=auth,
         column_types=column_types,
         validators=validators,
-        meta=MetaService(column_types, validators, aliases, dependents=(shares, aliases)),
+        meta=MetaService(
+            column_types, validators, aliases, dependents=(shares, aliases), audit=trail
+        ),
         rows=rows,
+        aggregates=AggregateService(rows),
         imports=ImportService(rows, settings, aliases, outbox, queue),
         exports=ExportService(rows, settings.export_max_concurrent, aliases),
         admin=AdminService(settings, storage, auth, sms),
@@ -177,6 +194,8 @@ def build_services(
         webhooks=webhooks,
         tokens=ApiTokenService(storage),
         outbox=outbox,
+        trash=TrashService(column_types, rows.changes, trail),
+        audit_trail=trail,
         queue=queue,
     )
     if settings.embedded_database and settings.embedded_max_active_requests:

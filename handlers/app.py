@@ -15,13 +15,16 @@ from crm_core.tables.builtin import migrate_all
 from crm_core.tables.columns import ColumnType
 from handlers import (
     admin,
+    aggregate,
     aliases,
+    audit,
     auth,
     data,
     docs,
     edges,
     entities,
     files,
+    history,
     metrics,
     roles,
     shares,
@@ -30,6 +33,7 @@ from handlers import (
     tables,
     tenant,
     tokens,
+    trash,
     users,
     webhooks,
 )
@@ -47,6 +51,7 @@ ROUTE_TABLES: list[RouteTable] = [
     tables.routes,
     data.routes,
     entities.routes,
+    aggregate.routes,  # issue #23: /api/data/{table}/aggregate and the built-in copies
     roles.routes,
     users.routes,
     shares.routes,
@@ -55,6 +60,9 @@ ROUTE_TABLES: list[RouteTable] = [
     files.routes,
     webhooks.routes,
     tokens.routes,
+    history.routes,  # row history (its entity copies: entities.routes)
+    trash.routes,
+    audit.routes,
     tenant.routes,  # company settings
     metrics.routes,  # /metrics with METRICS_TOKEN
     docs.routes,

@@ -7,14 +7,14 @@ from __future__ import annotations
 from dataclasses import replace
 
 from crm_core.tables.builtin import BUILTIN_TABLES
-from handlers import data, files
+from handlers import data, files, history
 from handlers.routing import RouteTable, TableAccess
 
 routes = RouteTable("entities")
 
 for _spec in BUILTIN_TABLES:
     _slug, _key = _spec["slug"], _spec["key"]
-    for _route in [*data.routes.routes, *files.routes.routes]:
+    for _route in [*data.routes.routes, *files.routes.routes, *history.routes.routes]:
         assert isinstance(_route.access, TableAccess)
         routes.routes.append(
             replace(

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
-from handlers.routing import Call, Permission, RouteTable
+from aiohttp import web
+
+from crm_core.platform.errors import ValidationFailed
+from crm_core.sms.providers import make_provider
+from handlers.routing import Call, Permission, Public, RouteTable
 from models.sms import (
     CampaignIn,
     CampaignList,
     CampaignOut,
+    CampaignPreview,
     MessageOut,
     MessagePage,
     MessageQuery,
     ResolveIn,
+    StopListChange,
+    StopListEntry,
+    StopListIn,
+    StopListPage,
+    StopListQuery,
     campaign_out,
     message_out,
 )
@@ -35,6 +45,25 @@ async def create_campaign(call: Call, body: CampaignIn) -> CampaignOut:
     Phones are normalised to E.164; repeated numbers are dropped and counted, invalid ones are
     recorded as `invalid` and not sent. Answers 202: workers send it."""
     return campaign_out(await call.services.sms.create(call.ctx, body))
+
+
+@routes.post(
+    "/api/sms/campaigns/preview",
+    access=SEND,
+    summary="What a campaign would send, and its price; nothing stored",
+    body=CampaignIn,
+    response=CampaignPreview,
+    errors=(404,),
+)
+async def preview_campaign(call: Call, body: CampaignIn) -> CampaignPreview:
+    """The same body as creating a campaign, checked the same way (400s alike): distinct
+    recipients, duplicates, invalid and stop-listed numbers, parts per message (GSM-7 160/153,
+    UCS-2 70/67; Cyrillic is UCS-2), total parts, and the provider's price where it gives one."""
+    provider = make_provider(call.services.settings)  # for `sms/cost`; closed at once
+    try:
+        return await call.services.sms.preview(call.ctx, body, provider)
+    finally:
+        await provider.close()
 
 
 @routes.get(
@@ -100,3 +129,91 @@ async def resolve_message(call: Call, body: ResolveIn, message_id: str) -> Messa
     recipient may get it twice."""
     message = await call.services.sms.resolve(call.ctx, message_id, body.outcome)
     return message_out(message)
+
+
+CALLBACK_FORM = {
+    "application/x-www-form-urlencoded": {
+        "schema": {
+            "type": "object",
+            "required": ["data[]", "hash"],
+            "properties": {
+                "data[]": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "Entries of lines: sms_status, sms_id, code, unix time",
+                },
+                "hash": {"type": "string", "description": "sha256(api_id + data entries)"},
+            },
+        }
+    }
+}
+
+
+@routes.post(
+    "/api/sms/callbacks/smsru",
+    access=Public(),
+    summary="SMS.ru delivery reports",
+    request_content=CALLBACK_FORM,
+    response_content={"text/plain": {"schema": {"type": "string", "example": "100"}}},
+    errors=(400, 403),
+)
+async def smsru_callback(call: Call) -> web.StreamResponse:
+    """SMS.ru posts delivery reports here (register this URL in the SMS.ru account). The hash
+    is checked (403 when wrong); reports on unknown ids are ignored; a valid call is answered
+    `100`, as SMS.ru requires. Moves `sent` messages to `delivered`, `undelivered` or
+    `expired` (docs/sms.md)."""
+    request = call.request
+    if request.content_type not in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        raise ValidationFailed.field("data[]", "the callback body must be a form (data[], hash)")
+    form = await request.post()
+    data = [v for v in form.getall("data[]", []) if isinstance(v, str)]
+    given = form.get("hash")
+    await call.services.sms.smsru_callback(data, given if isinstance(given, str) else "")
+    return web.Response(text="100", content_type="text/plain")
+
+
+STOP_LIST = "/api/sms/stop-list"
+
+
+@routes.get(
+    STOP_LIST,
+    access=READ,
+    summary="The company's SMS stop list",
+    query=StopListQuery,
+    response=StopListPage,
+)
+async def stop_list(call: Call, query: StopListQuery) -> StopListPage:
+    """Numbers never sent to (E.164), in number order."""
+    docs, total = await call.services.sms.stop_list(call.ctx, query.limit, query.offset)
+    items = [
+        StopListEntry(phone=d["_id"], added_by=d.get("added_by"), added_at=d["added_at"])
+        for d in docs
+    ]
+    return StopListPage(items=items, total=total, limit=query.limit, offset=query.offset)
+
+
+@routes.post(
+    STOP_LIST,
+    access=SEND,
+    summary="Add numbers to the stop list",
+    body=StopListIn,
+    response=StopListChange,
+)
+async def add_to_stop_list(call: Call, body: StopListIn) -> StopListChange:
+    """Up to 10,000 numbers at once, normalised to E.164 with the company's region; an
+    invalid one is a 400 naming it (`phones.N`), nothing added. Messages to a listed number
+    are never sent: state `blocked`."""
+    added, already, phones = await call.services.sms.stop(call.ctx, body.phones)
+    return StopListChange(changed=added, unchanged=already, phones=phones)
+
+
+@routes.delete(
+    STOP_LIST,
+    access=SEND,
+    summary="Remove numbers from the stop list",
+    body=StopListIn,
+    response=StopListChange,
+)
+async def remove_from_stop_list(call: Call, body: StopListIn) -> StopListChange:
+    removed, missing, phones = await call.services.sms.unstop(call.ctx, body.phones)
+    return StopListChange(changed=removed, unchanged=missing, phones=phones)

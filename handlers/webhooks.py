@@ -8,6 +8,8 @@ from models.webhooks import (
     DeliveryOut,
     DeliveryPage,
     DeliveryQuery,
+    ReplayIn,
+    ReplayOut,
     WebhookIn,
     WebhookList,
     WebhookOut,
@@ -85,8 +87,23 @@ async def delete_webhook(call: Call, webhook_id: str) -> None:
     errors=(404,),
 )
 async def rotate_secret(call: Call, webhook_id: str) -> WebhookWithSecret:
-    """Deliveries signed from now on use the new secret, shown only in this answer."""
+    """The new secret is shown only in this answer. The previous one keeps signing beside it
+    until `previous_secret_until` (`WEBHOOK_ROTATION_OVERLAP`, 24 h by default): every
+    delivery carries both signatures in `webhook-signature` until then, or until
+    `end-rotation`."""
     return webhook_with_secret(await _service(call).rotate_secret(call.ctx, webhook_id))
+
+
+@routes.post(
+    f"{WEBHOOK}/end-rotation",
+    access=MANAGE,
+    summary="Stop signing with the previous secret",
+    response=WebhookOut,
+    errors=(404,),
+)
+async def end_rotation(call: Call, webhook_id: str) -> WebhookOut:
+    """Ends a rotation's overlap now: deliveries carry the new secret's signature only."""
+    return webhook_out(await _service(call).end_rotation(call.ctx, webhook_id))
 
 
 @routes.post(
@@ -112,9 +129,50 @@ async def ping_webhook(call: Call, webhook_id: str) -> DeliveryOut:
     errors=(404,),
 )
 async def list_deliveries(call: Call, query: DeliveryQuery, webhook_id: str) -> DeliveryPage:
+    """`event_id` finds the deliveries of one event (the payload's `id`)."""
     docs, total = await _service(call).deliveries(
-        call.ctx, webhook_id, query.status, query.limit, query.offset
+        call.ctx, webhook_id, query.status, query.limit, query.offset, query.event_id
     )
     return DeliveryPage(
         items=[delivery_out(d) for d in docs], total=total, limit=query.limit, offset=query.offset
     )
+
+
+DELIVERY = f"{WEBHOOK}/deliveries/{{delivery_id}}"
+
+
+@routes.get(DELIVERY, access=MANAGE, summary="One delivery", response=DeliveryOut, errors=(404,))
+async def get_delivery(call: Call, webhook_id: str, delivery_id: str) -> DeliveryOut:
+    """Its attempts: when, the response status, latency, error, and the first 512 bytes of
+    the receiver's answer."""
+    return delivery_out(await _service(call).delivery(call.ctx, webhook_id, delivery_id))
+
+
+@routes.post(
+    f"{DELIVERY}/redeliver",
+    access=MANAGE,
+    summary="Send a finished delivery again",
+    response=DeliveryOut,
+    status=202,
+    errors=(404, 409),
+)
+async def redeliver(call: Call, webhook_id: str, delivery_id: str) -> DeliveryOut:
+    """A new delivery of the same event (same payload and event `id`: a receiver that had it
+    can drop it), queued now with fresh attempts; 409 while the original is still being
+    tried, for a ping, or when the webhook is disabled."""
+    return delivery_out(await _service(call).redeliver(call.ctx, webhook_id, delivery_id))
+
+
+@routes.post(
+    f"{WEBHOOK}/replay",
+    access=MANAGE,
+    summary="Send again what did not arrive since a moment",
+    body=ReplayIn,
+    response=ReplayOut,
+    status=202,
+    errors=(404, 409),
+)
+async def replay(call: Call, body: ReplayIn, webhook_id: str) -> ReplayOut:
+    """Every event delivery recorded since `since` that failed or was skipped (and was not
+    replayed before) is sent again, oldest first; 409 while the webhook is disabled."""
+    return ReplayOut(queued=await _service(call).replay(call.ctx, webhook_id, body.since))

@@ -10,7 +10,7 @@ from zoneinfo import available_timezones
 
 import phonenumbers
 from beanie import Document, PydanticObjectId
-from pydantic import ConfigDict, EmailStr, Field, field_validator
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
 
 from crm_core.platform.clock import utcnow as utcnow
 from crm_core.platform.passwords import PASSWORD_MAX_BYTES, PASSWORD_MIN_CHARS
@@ -18,11 +18,30 @@ from crm_core.platform.storage import ASCENDING, IndexModel
 from models.base import InputModel, OutputModel
 from models.tokens import ApiToken
 
+CLOCK = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+
+
+class QuietHours(BaseModel):
+    """When the company sends no SMS (docs/sms.md, "Quiet hours"), in its time zone; a window
+    may cross midnight (`21:00`-`09:00`)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    start: str = Field(pattern=CLOCK, description="HH:MM, 24-hour", examples=["21:00"])
+    end: str = Field(pattern=CLOCK, description="HH:MM, 24-hour", examples=["09:00"])
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> QuietHours:
+        if self.start == self.end:
+            raise ValueError("start and end must differ")
+        return self
+
 
 class Tenant(Document):
     name: str
     timezone: str = "UTC"
     phone_region: str = "RU"
+    sms_quiet_hours: QuietHours | None = None  # off by default
     is_active: bool = True
     created_at: datetime = Field(default_factory=utcnow)
     # version counters of what processes cache per tenant (crm_core/platform/cache.py)
@@ -169,6 +188,7 @@ class TenantOut(OutputModel):
     name: str
     timezone: str
     phone_region: str
+    sms_quiet_hours: QuietHours | None = None
 
 
 class UserOut(OutputModel):
@@ -211,6 +231,7 @@ def tenant_out(tenant: Tenant) -> TenantOut:
         name=tenant.name,
         timezone=tenant.timezone,
         phone_region=tenant.phone_region,
+        sms_quiet_hours=tenant.sms_quiet_hours,
     )
 
 
@@ -233,6 +254,8 @@ def _tenant_patch_schema(schema: dict[str, Any]) -> None:
     a string whose format the description gives."""
     enums: dict[str, list[str]] = {"phone_region": phone_regions()}
     for name, prop in schema["properties"].items():
+        if name == "sms_quiet_hours":  # an object, or null to turn them off
+            continue
         string = next(b for b in prop.pop("anyOf") if b.get("type") == "string")
         prop.pop("default", None)
         prop.update(string)
@@ -263,6 +286,13 @@ class TenantPatch(InputModel):
         description="Region for national phone numbers, as an ISO 3166 code that phonenumbers "
         "knows (`RU`, `KZ`, `US`...). Numbers already stored keep their E.164 form.",
         examples=["RU"],
+    )
+
+    sms_quiet_hours: QuietHours | None = Field(
+        default=None,
+        description='SMS quiet hours in the company\'s time zone, e.g. {"start": "21:00", "end": '
+        '"09:00"}: messages that come due inside the window wait for its end. `null` turns '
+        "them off (the default).",
     )
 
     @field_validator("name", "timezone", "phone_region", mode="before")

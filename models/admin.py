@@ -157,6 +157,11 @@ class CampaignCountsView(OutputModel):
     invalid: int = 0
     cancelled: int = 0
     unknown: int = 0
+    delivered: int = 0
+    undelivered: int = 0
+    expired: int = 0
+    blocked: int = 0
+    delivery_rate: float | None = None
 
 
 class PlatformCampaign(OutputModel):

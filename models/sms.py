@@ -10,9 +10,37 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchem
 
 from models.base import InputModel, OutputModel, QueryModel
 
-MESSAGE_STATUSES = ("pending", "sending", "sent", "failed", "invalid", "cancelled", "unknown")
-MessageStatus = Literal["pending", "sending", "sent", "failed", "invalid", "cancelled", "unknown"]
-CampaignStatus = Literal["queued", "sending", "completed", "cancelled"]
+MESSAGE_STATUSES = (
+    "pending",
+    "sending",
+    "sent",
+    "failed",
+    "invalid",
+    "cancelled",
+    "unknown",
+    "delivered",
+    "undelivered",
+    "expired",
+    "blocked",
+)
+MessageStatus = Literal[
+    "pending",
+    "sending",
+    "sent",
+    "failed",
+    "invalid",
+    "cancelled",
+    "unknown",
+    "delivered",
+    "undelivered",
+    "expired",
+    "blocked",
+]
+# what a delivery report may make of a `sent` message (docs/sms.md, "Delivery reports")
+FINAL_DELIVERY = ("delivered", "undelivered", "expired")
+# messages the provider accepted: the delivery rate's denominator
+ACCEPTED = ("sent", *FINAL_DELIVERY)
+CampaignStatus = Literal["scheduled", "queued", "sending", "completed", "cancelled"]
 ResolveOutcome = Literal["sent", "failed", "resend"]
 
 
@@ -56,6 +84,14 @@ class CampaignIn(InputModel):
         max_length=10_000,
         description='Each {"phone": "...", <variable>: <value>, ...}',
     )
+    send_at: str | None = Field(
+        default=None,
+        max_length=64,
+        description="When to start sending: an ISO 8601 moment with its offset "
+        "(`2026-12-31T10:00:00+03:00`), in the future; the campaign is `scheduled` until then "
+        "(cancellable). Absent: at once.",
+        examples=["2026-12-31T10:00:00+03:00"],
+    )
 
 
 class CampaignCounts(OutputModel):
@@ -67,6 +103,15 @@ class CampaignCounts(OutputModel):
     invalid: int
     cancelled: int
     unknown: int
+    delivered: int = 0
+    undelivered: int = 0
+    expired: int = 0
+    blocked: int = Field(default=0, description="Numbers on the company's stop list: never sent")
+    delivery_rate: float | None = Field(
+        default=None,
+        description="delivered / accepted by the provider (sent, delivered, undelivered, "
+        "expired); null before any was accepted",
+    )
 
 
 class CampaignOut(OutputModel):
@@ -78,6 +123,7 @@ class CampaignOut(OutputModel):
     phone_column: str | None
     duplicates: int = Field(description="Numbers dropped because they repeat an earlier one")
     counts: CampaignCounts
+    send_at: datetime | None = None
     created_by: str
     created_at: datetime
 
@@ -95,6 +141,13 @@ class MessageOut(OutputModel):
     attempts: int
     provider_id: str | None
     error: str | None
+    delivered_at: datetime | None = None
+    provider_code: int | None = Field(
+        default=None, description="The provider's last delivery status code"
+    )
+    provider_text: str | None = Field(
+        default=None, description="What the provider's delivery code means"
+    )
     updated_at: datetime
 
 
@@ -115,6 +168,55 @@ class ResolveIn(InputModel):
     """What the operator decided about a message whose fate is unknown."""
 
     outcome: ResolveOutcome
+
+
+class CampaignPreview(OutputModel):
+    """What a campaign would be, nothing stored (docs/sms.md, "Preview")."""
+
+    recipients: int = Field(description="Distinct numbers, valid or not")
+    duplicates: int
+    invalid: int
+    stop_listed: int
+    to_send: int = Field(description="Messages that would be sent")
+    encodings: dict[str, int] = Field(description="Messages to send by encoding: GSM-7, UCS-2")
+    parts_per_message: dict[str, int] = Field(
+        description="Messages to send by their number of parts ('1', '2', ...)"
+    )
+    total_parts: int
+    price: float | None = Field(
+        description="The provider's price of the send (`sms/cost`), null when it gives none"
+    )
+
+
+class StopListIn(InputModel):
+    """Numbers to add to (or remove from) the company's stop list; each is normalised to E.164
+    with the company's region."""
+
+    phones: list[str] = Field(min_length=1, max_length=10_000)
+
+
+class StopListQuery(QueryModel):
+    limit: int = Field(default=100, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0, le=10_000_000)
+
+
+class StopListEntry(OutputModel):
+    phone: str
+    added_by: str | None
+    added_at: datetime
+
+
+class StopListPage(OutputModel):
+    items: list[StopListEntry]
+    total: int
+    limit: int
+    offset: int
+
+
+class StopListChange(OutputModel):
+    changed: int = Field(description="Numbers added (POST) or removed (DELETE)")
+    unchanged: int = Field(description="Numbers already on the list (POST) or not on it (DELETE)")
+    phones: list[str] = Field(description="The numbers as normalised, in the order given")
 
 
 # ---- the stored documents, as the SMS domain reads them (docs/storage.md) ------------------
@@ -143,6 +245,7 @@ class CampaignRecord(StoredModel):
     filters: Any = None
     duplicates: int = 0
     counts: dict[str, int] | None = None
+    send_at: datetime | None = None
     created_by: str
     created_at: datetime
     updated_at: datetime | None = None
@@ -152,7 +255,9 @@ class CampaignRecord(StoredModel):
         stopped worker is repaired when the campaign completes)."""
         stored = self.counts or {}
         values = {status: max(0, int(stored.get(status, 0))) for status in MESSAGE_STATUSES}
-        return CampaignCounts(total=sum(values.values()), **values)
+        accepted = sum(values[s] for s in ACCEPTED)
+        rate = round(values["delivered"] / accepted, 4) if accepted else None
+        return CampaignCounts(total=sum(values.values()), delivery_rate=rate, **values)
 
 
 class MessageRecord(StoredModel):
@@ -170,6 +275,9 @@ class MessageRecord(StoredModel):
     claimed_by: str | None = None
     claim: ObjectId | None = None
     claimed_at: datetime | None = None
+    delivered_at: datetime | None = None
+    provider_code: int | None = None
+    provider_text: str | None = None
     updated_at: datetime
 
 
@@ -215,6 +323,7 @@ def campaign_out(campaign: CampaignRecord) -> CampaignOut:
         phone_column=campaign.phone_column,
         duplicates=campaign.duplicates,
         counts=campaign.totals(),
+        send_at=campaign.send_at,
         created_by=campaign.created_by,
         created_at=campaign.created_at,
     )
@@ -230,5 +339,8 @@ def message_out(message: MessageRecord) -> MessageOut:
         attempts=message.attempts,
         provider_id=message.provider_id,
         error=message.error,
+        delivered_at=message.delivered_at,
+        provider_code=message.provider_code,
+        provider_text=message.provider_text,
         updated_at=message.updated_at,
     )

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, Self, Union, cast
 
-from pydantic import Field, RootModel, WithJsonSchema, create_model
+from pydantic import BeforeValidator, Field, RootModel, WithJsonSchema, create_model
 
 from crm_core.platform.registry import Registry
 from crm_core.tables.columns import SETTINGS_FIELDS, Column, ColumnType, SelectOptionIn
-from crm_core.tables.filters import default_filter_operators
+from crm_core.tables.filters import check_filters_param, default_filter_operators
 from models.base import SCHEMA_COMPONENTS, InputModel, OutputModel, QueryModel, component
 
 if TYPE_CHECKING:
@@ -254,7 +254,8 @@ class RowGetQuery(QueryModel):
 
 
 class RowListQuery(RowGetQuery):
-    filters: FiltersParam = Field(
+    # given twice or too long is `invalid_filter` (docs/filters.md), checked before the type
+    filters: Annotated[FiltersParam, BeforeValidator(check_filters_param)] = Field(
         default=None,
         max_length=20_000,
         description='URL-encoded JSON of a `Filter`, e.g. [{"field":"total_sum","op":"gt",'

@@ -9,9 +9,11 @@ from pydantic import Field, field_validator
 
 from models.base import InputModel, OutputModel, QueryModel
 
-ROW_EVENTS = ("row.created", "row.updated", "row.deleted")
+ROW_EVENTS = ("row.created", "row.updated", "row.deleted", "row.restored")
 EVENTS = (*ROW_EVENTS, "campaign.finished")
-EventName = Literal["row.created", "row.updated", "row.deleted", "campaign.finished"]
+EventName = Literal[
+    "row.created", "row.updated", "row.deleted", "row.restored", "campaign.finished"
+]
 DELIVERY_STATUSES = ("pending", "delivering", "retrying", "succeeded", "failed", "skipped")
 DeliveryStatus = Literal["pending", "delivering", "retrying", "succeeded", "failed", "skipped"]
 
@@ -65,6 +67,10 @@ class WebhookOut(OutputModel):
     disabled_reason: str | None
     disabled_at: datetime | None
     secret_hint: str = Field(description="The secret's last characters, to tell secrets apart")
+    previous_secret_until: datetime | None = Field(
+        default=None,
+        description="After a rotation, until when the previous secret also signs deliveries",
+    )
     created_by: str
     created_at: datetime
     updated_at: datetime
@@ -82,7 +88,13 @@ class AttemptOut(OutputModel):
     at: datetime
     response_code: int | None
     latency_ms: float | None
-    error: str | None
+    error: str | None = Field(
+        description="`receiver slow: ...`, `could not connect: ...`, `HTTP 500`... "
+        "(docs/integrations.md)"
+    )
+    response_excerpt: str | None = Field(
+        default=None, description="The first 512 bytes of the receiver's answer"
+    )
 
 
 class DeliveryOut(OutputModel):
@@ -97,6 +109,9 @@ class DeliveryOut(OutputModel):
     next_attempt_at: datetime | None
     payload: dict[str, Any]
     attempt_log: list[AttemptOut] = Field(description="The last 20 attempts, oldest first")
+    redelivery_of: str | None = Field(
+        default=None, description="The delivery this one sends again (redeliver, replay)"
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -110,8 +125,22 @@ class DeliveryPage(OutputModel):
 
 class DeliveryQuery(QueryModel):
     status: DeliveryStatus | None = None
+    event_id: str | None = Field(
+        default=None, max_length=64, description="Only the deliveries of this event (`id`)"
+    )
     limit: int = Field(default=50, ge=1, le=1000)
     offset: int = Field(default=0, ge=0, le=10_000_000)
+
+
+class ReplayIn(InputModel):
+    since: datetime = Field(
+        description="Deliveries recorded from this moment on (ISO 8601 with an offset) that "
+        "did not succeed are sent again"
+    )
+
+
+class ReplayOut(OutputModel):
+    queued: int = Field(description="How many deliveries were sent again")
 
 
 def webhook_out(doc: dict[str, Any]) -> WebhookOut:
@@ -126,6 +155,9 @@ def webhook_out(doc: dict[str, Any]) -> WebhookOut:
         disabled_reason=doc.get("disabled_reason"),
         disabled_at=doc.get("disabled_at"),
         secret_hint="…" + doc["secret"][-4:],
+        previous_secret_until=doc.get("previous_secret_until")
+        if doc.get("previous_secret")
+        else None,
         created_by=doc["created_by"],
         created_at=doc["created_at"],
         updated_at=doc["updated_at"],
@@ -149,6 +181,7 @@ def delivery_out(doc: dict[str, Any]) -> DeliveryOut:
         next_attempt_at=doc.get("next_attempt_at"),
         payload=doc["payload"],
         attempt_log=[AttemptOut(**a) for a in doc.get("attempt_log", [])],
+        redelivery_of=str(doc["redelivery_of"]) if doc.get("redelivery_of") else None,
         created_at=doc["created_at"],
         updated_at=doc["updated_at"],
     )

@@ -27,7 +27,7 @@ from crm_core.platform.tracing import configure_tracing
 from crm_core.services import Services
 from crm_core.sms.providers import make_provider
 from crm_core.sms.ratelimit import SlotLimiter
-from crm_core.sms.service import SMS_BATCH, SMS_ONE, CampaignEvents
+from crm_core.sms.service import SMS_BATCH, SMS_ONE, SMS_STATUS, CampaignEvents
 from crm_core.webhooks.service import WebhookService
 from tasks import files, sms
 
@@ -276,9 +276,13 @@ def outbox_dispatch(broker: AsyncBroker) -> dict[str, Dispatch]:
         db = runtime.storage.tenant_db(work.tenant_id)
         await runtime.imports.expire_upload(db, work.tenant_id, str(work.args[0]))
 
+    async def poll_status(work: Work) -> None:  # delivery reports: polled here, not queued
+        await sms.poll_status(broker.state.sms, work.tenant_id, str(work.args[0]))
+
     return {
         SMS_BATCH: send_batch,
         SMS_ONE: send_one,
+        SMS_STATUS: poll_status,
         IMPORT_RUN: run_import,
         IMPORT_UPLOAD: watch_upload,
     }

@@ -33,7 +33,13 @@ class SmsRuntime:
         if self.capacity is None:
             self.capacity = SendCapacity(claim_size(self.settings))
         return SmsSender(
-            self.settings, self.provider, self.limiter, self.capacity, self.webhooks, self.outbox
+            self.settings,
+            self.provider,
+            self.limiter,
+            self.capacity,
+            self.webhooks,
+            self.outbox,
+            self.storage.system_db,
         )
 
     def db(self, tenant_id: str) -> Any:
@@ -51,3 +57,8 @@ async def send_batch(
 
 async def send_one(runtime: SmsRuntime, task_id: str, tenant_id: str, message_id: str) -> int:
     return await runtime.sender().send_one(runtime.db(tenant_id), tenant_id, message_id, task_id)
+
+
+async def poll_status(runtime: SmsRuntime, tenant_id: str, campaign_id: str) -> dict[str, int]:
+    """The delivery-status poll of one campaign (run by the outbox sweeper)."""
+    return await runtime.sender().poll_status(runtime.db(tenant_id), tenant_id, campaign_id)

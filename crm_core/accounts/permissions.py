@@ -25,6 +25,7 @@ PERMISSIONS: dict[str, str] = {
     "sms.send": "Create and cancel SMS campaigns",
     # integrations
     "webhooks.manage": "Register, change and test the company's webhooks",
+    "audit.read": "Read the company's audit trail",
 }
 
 _STANDARD = [
@@ -45,7 +46,7 @@ BUILTIN_ROLES: dict[str, tuple[str, list[str]]] = {
 
 # Codes added after companies existed: `crm migrate` (and `crm serve` at start) gives them to
 # the built-in roles that hold them in BUILTIN_ROLES.
-ADDED_LATER: list[str] = ["webhooks.manage"]
+ADDED_LATER: list[str] = ["webhooks.manage", "audit.read"]
 
 
 class Level(IntEnum):

@@ -130,6 +130,9 @@ class TenantService:
             changes["timezone"] = patch.timezone
         if patch.phone_region is not None:
             changes["phone_region"] = check_phone_region(patch.phone_region)
+        if "sms_quiet_hours" in patch.model_fields_set:  # null: off (docs/sms.md)
+            quiet = patch.sms_quiet_hours
+            changes["sms_quiet_hours"] = quiet.model_dump() if quiet is not None else None
         if changes:
             await ctx.tenant.set(changes)
             ctx.values = replace(

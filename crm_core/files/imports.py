@@ -60,6 +60,7 @@ from crm_core.platform.storage import Database
 from crm_core.tables.access import Level, require
 from crm_core.tables.aliases import AliasService
 from crm_core.tables.definitions import TABLES, Table, load_table, utcnow
+from crm_core.tables.history import ACTOR_TYPE
 from crm_core.tables.rows import RowService
 from crm_core.tables.upsert import Plan, apply_plan, check_upsert_column, plan_batch, undo
 from models.files import CellError, ConfirmIn, PreviewOut, PreviewRow, UploadQuery
@@ -746,6 +747,7 @@ class ImportService:
         """One streaming pass over the file: validate every batch, and write it when `write`
         (all-or-nothing: any error stops the job and undoes it; skip-invalid: valid rows)."""
         strict = job["mode"] == "all_or_nothing"
+        ACTOR_TYPE.set("import")  # the revisions this pass writes are the import's
         upsert_on = job.get("upsert_on")
         unique = [c.key for c in table.columns if c.unique]
         seen: dict[str, dict[int, int]] = {key: {} for key in unique}

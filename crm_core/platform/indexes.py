@@ -171,10 +171,57 @@ TENANT_INDEXES: tuple[IndexSpec, ...] = (
     ),
     IndexSpec(
         "_webhook_deliveries",
+        (("webhook_id", 1), ("payload.id", 1)),
+        "webhook_event",
+        serves="a webhook's deliveries of one event (search by event id)",
+    ),
+    IndexSpec(
+        "_webhook_deliveries",
         (("expires_at", 1),),
         "expiry_ttl",
         expire_after=0,
         serves="the server removes deliveries past their retention (TTL)",
+    ),
+    # history, trash and the audit trail (docs/history.md)
+    IndexSpec(
+        "_history",
+        (("table", 1), ("row", 1), ("seq", 1), ("_id", 1)),
+        "table_row_seq",
+        serves="a row's revisions newest first (a page, the fold up to one for a revert)",
+    ),
+    IndexSpec(
+        "_trash",
+        (("table", 1), ("deleted_at", -1)),
+        "table_deleted_at",
+        serves="the trash of the tables the caller may write, newest first",
+    ),
+    IndexSpec("_trash", (("row_id", 1),), "row_id", serves="is this row in the trash"),
+    IndexSpec(
+        "_trash",
+        (("expires_at", 1),),
+        "expiry_ttl",
+        expire_after=0,
+        serves="the server purges items past TRASH_RETENTION_DAYS (TTL)",
+    ),
+    IndexSpec("_audit", (("at", -1), ("_id", -1)), "at", serves="the audit trail newest first"),
+    IndexSpec(
+        "_audit",
+        (("action", 1), ("at", -1), ("_id", -1)),
+        "action_at",
+        serves="the audit trail of one action",
+    ),
+    IndexSpec(
+        "_audit",
+        (("actor.id", 1), ("at", -1), ("_id", -1)),
+        "actor_at",
+        serves="the audit trail of one actor",
+    ),
+    IndexSpec(
+        "_audit",
+        (("expires_at", 1),),
+        "expiry_ttl",
+        expire_after=0,
+        serves="the server removes entries past AUDIT_RETENTION_DAYS (TTL)",
     ),
 )
 

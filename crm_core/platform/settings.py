@@ -100,6 +100,10 @@ class Settings(BaseSettings):
     sms_redelivery_seconds: float = Field(default=600.0, gt=0)
     sms_batch_size: int = Field(default=100, ge=1, le=10_000)
     sms_max_recipients: int = Field(default=100_000, ge=1)
+    # delivery reports (docs/sms.md): poll `sent` messages no callback settled after this long,
+    # again every as long, until final or given up
+    sms_status_poll_after_seconds: float = Field(default=900.0, gt=0, le=7 * 86400)
+    sms_status_give_up_hours: float = Field(default=72.0, gt=0, le=24 * 30)
     # whether `crm serve` receives Redis tasks itself; unset: only with the embedded database
     api_runs_tasks: bool | None = None
 
@@ -111,6 +115,16 @@ class Settings(BaseSettings):
     webhook_disable_after_failures: int = Field(default=8, ge=1, le=1000)
     webhook_sweep_seconds: float = Field(default=5.0, gt=0, le=3600)
     webhook_log_retention_days: int = Field(default=30, ge=1, le=3650)
+    # delivery isolation (docs/integrations.md "Isolation"): requests in flight per destination
+    # (scheme, host, port) in one process; a delivery finding them all busy is put back for
+    # this many seconds, not counted as an attempt
+    webhook_connections_per_destination: int = Field(default=4, ge=1, le=100)
+    webhook_defer_seconds: float = Field(default=1.0, ge=0, le=3600)
+    # seconds the previous secret stays valid (and signed with) after rotate-secret
+    webhook_rotation_overlap: int = Field(default=86_400, ge=0, le=30 * 86_400)
+    # history, trash and the audit trail (docs/history.md)
+    trash_retention_days: int = Field(default=30, ge=1, le=3650)
+    audit_retention_days: int = Field(default=365, ge=1, le=36500)
     # CSV/XLSX import and export (docs/integrations.md)
     import_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
     import_max_rows: int = Field(default=200_000, ge=1)

@@ -124,6 +124,54 @@ class SmsRuProvider:
             raise TransientSendError(reason)
         raise PermanentSendError(reason)
 
+    async def cost(self, messages: list[tuple[str, str]]) -> float:
+        """`sms/cost` of these (number, text) messages, 100 per request (`to[NUMBER]=text`);
+        `SendError` when SMS.ru gives no price."""
+        total = 0.0
+        for start in range(0, len(messages), 100):
+            form = [("api_id", self.api_id), ("json", "1")]
+            form += [
+                (f"to[{phone.lstrip('+')}]", text) for phone, text in messages[start : start + 100]
+            ]
+            try:
+                async with self._client().post(
+                    f"{self.base_url}/sms/cost", data=urlencode(form).encode(), headers=FORM_HEADERS
+                ) as resp:
+                    if resp.status >= 400:
+                        raise TransientSendError(f"SMS.ru answered HTTP {resp.status}")
+                    body: Any = await resp.json(content_type=None)
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                raise TransientSendError(f"no price from SMS.ru: {exc!r}") from None
+            if not isinstance(body, dict) or body.get("status") != "OK":
+                raise PermanentSendError("SMS.ru gave no price")
+            price = body.get("total_cost")
+            if not isinstance(price, int | float) or isinstance(price, bool):
+                raise PermanentSendError("SMS.ru gave no price")
+            total += float(price)
+        return round(total, 2)
+
+    async def status(self, provider_ids: list[str]) -> dict[str, int]:
+        """`sms/status` for up to 100 ids: the provider's code per id it knows (docs/sms.md,
+        "Delivery reports"). Any trouble raises `SendError`: the poll tries again later."""
+        form = {"api_id": self.api_id, "sms_id": ",".join(provider_ids), "json": "1"}
+        try:
+            async with self._client().post(
+                f"{self.base_url}/sms/status", data=urlencode(form).encode(), headers=FORM_HEADERS
+            ) as resp:
+                if resp.status >= 400:
+                    raise TransientSendError(f"SMS.ru answered HTTP {resp.status}")
+                body: Any = await resp.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise TransientSendError(f"no status from SMS.ru: {exc!r}") from None
+        if not isinstance(body, dict) or body.get("status") != "OK":
+            raise TransientSendError("SMS.ru refused the status request")
+        codes: dict[str, int] = {}
+        for sms_id, item in (body.get("sms") or {}).items():
+            code = item.get("status_code") if isinstance(item, dict) else None
+            if isinstance(item, dict) and item.get("status") == "OK" and isinstance(code, int):
+                codes[str(sms_id)] = code
+        return codes
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()

@@ -19,27 +19,45 @@ import math
 import re
 import time
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from beanie import PydanticObjectId
 from bson import ObjectId
 
 from crm_core.platform import metrics
 from crm_core.platform.clock import as_utc, utcnow
 from crm_core.platform.context import TenantContext
-from crm_core.platform.errors import Conflict, NotFound, ValidationFailed
+from crm_core.platform.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from crm_core.platform.ids import object_id
 from crm_core.platform.outbox import Lease, Outbox, Work, work_key
 from crm_core.platform.phones import InvalidPhone, normalise_phone
 from crm_core.platform.settings import Settings
 from crm_core.platform.storage import Database, query_purpose
+from crm_core.sms import parts as sms_parts
+from crm_core.sms import stoplist
+from crm_core.sms.delivery import (
+    REPORTS,
+    MalformedReport,
+    Report,
+    apply_reports,
+    parse_smsru,
+    remember_sent,
+    report_key,
+    settle,
+    verify_smsru,
+)
+from crm_core.sms.names import CAMPAIGNS, MESSAGES
 from crm_core.tables.access import Level, require
 from crm_core.tables.definitions import load_table
 from crm_core.tables.rows import CLIENT_QUERY, RowService
+from models.accounts import Tenant
 from models.sms import (
     MESSAGE_STATUSES,
     BatchResult,
     CampaignIn,
+    CampaignPreview,
     CampaignRecord,
     MessageQuery,
     MessageRecord,
@@ -50,13 +68,14 @@ from models.sms import (
 
 log = logging.getLogger(__name__)
 
-CAMPAIGNS = "_sms_campaigns"
-MESSAGES = "_sms_messages"
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]{0,62})\s*\}\}")
 OPEN = ("pending", "sending")
 # outbox kinds (crm_core/platform/outbox.py): a campaign's batch, one resent message
 SMS_BATCH = "sms.batch"
 SMS_ONE = "sms.one"
+SMS_STATUS = "sms.status"  # a campaign's delivery-status poll (docs/sms.md, "Delivery reports")
+STATUS_BATCH = 100  # ids per `sms/status` request
+STATUS_PAGE = 1000  # sent messages one poll reads at a time
 # Every query on the messages is served by an index of crm_core/platform/indexes.py
 # (`_sms_messages`). Filters name `batch` or `claim` first: the embedded database tests conditions
 # in order.
@@ -100,6 +119,12 @@ class SmsProvider(Protocol):
 
     async def close(self) -> None:
         """Release the provider's connections (when the broker stops)."""
+
+
+class StatusSource(Protocol):
+    """A provider that answers delivery status by id (`SmsRuProvider.status`)."""
+
+    async def status(self, provider_ids: list[str]) -> dict[str, int]: ...
 
 
 class RateSlots(Protocol):
@@ -302,18 +327,28 @@ class CampaignService:
     async def create(self, ctx: TenantContext, data: CampaignIn) -> CampaignRecord:
         """Store the campaign and its messages and queue its batches. The batches are recorded
         in the outbox first: with the broker down the campaign is still accepted, and a
-        sweeper queues it when the broker is back (docs/sms.md)."""
-        recipients = await self._recipients(ctx, data)
+        sweeper queues it when the broker is back (docs/sms.md). A scheduled campaign's
+        batches are only recorded, due at `send_at`: the sweeper hands them then."""
         now = utcnow()
+        send_at = _send_at(data.send_at, now)
+        recipients = await self._recipients(ctx, data)
         campaign_id = ObjectId()
         messages, duplicates = self._messages(ctx, data, recipients, campaign_id, now)
+        await _block_stopped(ctx.db, messages)
         batches = sorted({int(m["batch"]) for m in messages if m["status"] == "pending"})
         # batch n cannot start before the tenant's rate has sent the batches before it
         per_batch = self.settings.sms_batch_size / self.settings.sms_rate_per_second
+        # a scheduled campaign's first hand-off is the sweeper's, at `send_at` (an entry is
+        # first due `lease + start_after` from now)
+        wait = (
+            (send_at - now).total_seconds() - self.settings.sms_redelivery_seconds
+            if send_at
+            else 0.0
+        )
         works = [
             replace(
                 self._work(SMS_BATCH, ctx.tenant_id, str(campaign_id), batch),
-                start_after=index * per_batch,
+                start_after=wait + index * per_batch,
             )
             for index, batch in enumerate(batches)
         ]
@@ -325,7 +360,8 @@ class CampaignService:
             "_id": campaign_id,
             "name": data.name,
             "text": data.text,
-            "status": "queued" if batches else "completed",
+            "status": ("scheduled" if send_at else "queued") if batches else "completed",
+            "send_at": send_at,
             "table": data.table,
             "phone_column": data.phone_column,
             "filters": data.filters,
@@ -338,14 +374,49 @@ class CampaignService:
         await ctx.db[CAMPAIGNS].insert_one(doc)
         if messages:
             await ctx.db[MESSAGES].insert_many(messages)
-            invalid = initial["invalid"]
-            metrics.SMS_MESSAGES.labels("queued", NO_PROVIDER).inc(len(messages) - invalid)
+            invalid, blocked = initial["invalid"], initial["blocked"]
+            queued = len(messages) - invalid - blocked
+            metrics.SMS_MESSAGES.labels("queued", NO_PROVIDER).inc(queued)
             metrics.SMS_MESSAGES.labels("invalid", NO_PROVIDER).inc(invalid)
-        await self.outbox.hand_off(works, self._send)
+            metrics.SMS_MESSAGES.labels("blocked", NO_PROVIDER).inc(blocked)
+        if send_at is None:
+            await self.outbox.hand_off(works, self._send)
         campaign = CampaignRecord.model_validate(doc)
         if not batches:
             await self._finished(ctx, campaign)
         return campaign
+
+    async def preview(
+        self, ctx: TenantContext, data: CampaignIn, provider: object = None
+    ) -> CampaignPreview:
+        """The campaign as `create` would store it, nothing stored: counts, parts per message
+        (crm_core/sms/parts.py) and `provider`'s price where it gives one (`cost`)."""
+        now = utcnow()
+        _send_at(data.send_at, now)
+        recipients = await self._recipients(ctx, data)
+        messages, duplicates = self._messages(ctx, data, recipients, ObjectId(), now)
+        await _block_stopped(ctx.db, messages)
+        sending = [m for m in messages if m["status"] == "pending"]
+        encodings: dict[str, int] = {}
+        per_message: dict[str, int] = {}
+        total = 0
+        for message in sending:
+            n = sms_parts.parts(message["text"])
+            total += n
+            per_message[str(n)] = per_message.get(str(n), 0) + 1
+            kind = sms_parts.encoding(message["text"])
+            encodings[kind] = encodings.get(kind, 0) + 1
+        return CampaignPreview(
+            recipients=len(messages),
+            duplicates=duplicates,
+            invalid=sum(1 for m in messages if m["status"] == "invalid"),
+            stop_listed=sum(1 for m in messages if m["status"] == "blocked"),
+            to_send=len(sending),
+            encodings=encodings,
+            parts_per_message=per_message,
+            total_parts=total,
+            price=await _price(provider, [(m["phone"], m["text"]) for m in sending]),
+        )
 
     async def _recipients(
         self, ctx: TenantContext, data: CampaignIn
@@ -445,6 +516,34 @@ class CampaignService:
         total = totals.total if query.status is None else getattr(totals, query.status)
         return [MessageRecord.model_validate(d) for d in docs], total
 
+    async def stop_list(
+        self, ctx: TenantContext, limit: int, offset: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        return await stoplist.page(ctx, limit, offset)
+
+    async def stop(self, ctx: TenantContext, phones: list[str]) -> tuple[int, int, list[str]]:
+        """Add numbers to the stop list: (added, already listed, the numbers normalised)."""
+        return await stoplist.add(ctx, phones)
+
+    async def unstop(self, ctx: TenantContext, phones: list[str]) -> tuple[int, int, list[str]]:
+        """Remove numbers from the stop list: (removed, not listed, the numbers normalised)."""
+        return await stoplist.remove(ctx, phones)
+
+    async def smsru_callback(self, data: list[str], given_hash: str) -> dict[str, int]:
+        """SMS.ru's delivery callback (docs/sms.md, "Delivery reports"): verified by its hash,
+        then each final report moves its `sent` message; unknown ids are ignored. A wrong
+        hash is a 403, a body that is not SMS.ru's a 400; neither changes anything."""
+        if not data:
+            raise ValidationFailed.field("data[]", "is required: the delivery reports")
+        api_id = self.settings.smsru_api_id if self.settings.sms_provider == "smsru" else ""
+        if not given_hash or not verify_smsru(api_id, data, given_hash):
+            raise Forbidden("The callback's hash does not match")
+        try:
+            reports = parse_smsru(data)
+        except MalformedReport as exc:
+            raise ValidationFailed.field("data[]", str(exc)) from None
+        return await apply_reports(self.outbox.storage, "smsru", reports)
+
     async def cancel(self, ctx: TenantContext, campaign_id: str) -> CampaignRecord:
         """Pending messages are cancelled; a claim being sent right now finishes."""
         campaign = await _cancel(ctx, campaign_id)
@@ -532,6 +631,100 @@ class CampaignService:
         return (await _cancel(ctx, campaign_id)).model_dump(by_alias=True)
 
 
+def quiet_wait(quiet: Any, zone_name: str, now: datetime) -> float:
+    """Seconds until the company's quiet hours end, 0 outside them (or without any). `quiet`
+    has `start` and `end` ("HH:MM", the company's time zone); a window may cross midnight."""
+    if quiet is None:
+        return 0.0
+    try:
+        zone = ZoneInfo(zone_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = ZoneInfo("UTC")
+    local = as_utc(now).astimezone(zone)
+    start_h, start_m = (int(x) for x in str(quiet.start).split(":"))
+    end_h, end_m = (int(x) for x in str(quiet.end).split(":"))
+    minute = local.hour * 60 + local.minute
+    start, end = start_h * 60 + start_m, end_h * 60 + end_m
+    inside = start <= minute < end if start < end else (minute >= start or minute < end)
+    if not inside:
+        return 0.0
+    ends = local.replace(hour=end_h, minute=end_m, second=0, microsecond=0)
+    if ends <= local:
+        ends = (local + timedelta(days=1)).replace(
+            hour=end_h, minute=end_m, second=0, microsecond=0
+        )
+    return max(1.0, (ends.astimezone(UTC) - as_utc(now)).total_seconds())
+
+
+def _not_before(send_at: datetime | None) -> float:
+    """Seconds until a scheduled campaign may send (0 when it may now)."""
+    if send_at is None:
+        return 0.0
+    return max(0.0, (as_utc(send_at) - utcnow()).total_seconds())
+
+
+def _due_for_poll(
+    docs: list[dict[str, Any]], young: datetime, old: datetime
+) -> tuple[list[dict[str, Any]], bool]:
+    """The `sent` messages a status poll asks about now (sent between `old` and `young`), and
+    whether some are too young (asked next time). Older ones are given up: they stay `sent`."""
+    due = []
+    waiting = False
+    for doc in docs:
+        sent_at = doc.get("sent_at")
+        if not doc.get("provider_id") or sent_at is None or as_utc(sent_at) < old:
+            continue
+        if as_utc(sent_at) > young:
+            waiting = True
+            continue
+        due.append(doc)
+    return due, waiting
+
+
+async def _price(provider: object, messages: list[tuple[str, str]]) -> float | None:
+    """The provider's `sms/cost` for these messages; None when it gives no price."""
+    cost = getattr(provider, "cost", None)
+    if cost is None:
+        return None
+    if not messages:
+        return 0.0
+    try:
+        price = await cost(messages)
+    except SendError as exc:
+        log.warning("no price from the SMS provider: %s", exc.reason)
+        return None
+    return float(price) if isinstance(price, int | float) and price == price else None
+
+
+def _send_at(raw: str | None, now: datetime) -> datetime | None:
+    """A campaign's `send_at`: an ISO 8601 moment with an offset, in the future; 400 naming
+    `send_at` otherwise."""
+    if raw is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise ValidationFailed.field(
+            "send_at", "must be an ISO 8601 moment such as 2026-12-31T10:00:00+03:00"
+        ) from None
+    if moment.tzinfo is None:
+        raise ValidationFailed.field("send_at", "must include its offset (+03:00, Z)")
+    moment = moment.astimezone(UTC)
+    if moment <= now:
+        raise ValidationFailed.field("send_at", "is in the past: give a moment still to come")
+    return moment
+
+
+async def _block_stopped(db: Database, messages: list[dict[str, Any]]) -> None:
+    """Mark `blocked` the pending messages whose number is on the company's stop list."""
+    pending = [m for m in messages if m["status"] == "pending"]
+    listed = await stoplist.stopped(db, (m["phone"] for m in pending))
+    for message in pending:
+        if message["phone"] in listed:
+            message["status"] = "blocked"
+            message["error"] = stoplist.BLOCKED_ERROR
+
+
 async def _cancel(ctx: TenantContext, campaign_id: str) -> CampaignRecord:
     doc = await ctx.db[CAMPAIGNS].find_one({"_id": object_id(campaign_id, "Campaign")})
     if doc is None:
@@ -601,6 +794,7 @@ class SmsSender:
         capacity: SendCapacity,
         events: CampaignEvents | None = None,
         outbox: Outbox | None = None,
+        reports: Database | None = None,
     ) -> None:
         self.settings = settings
         self.provider = provider
@@ -608,6 +802,7 @@ class SmsSender:
         self.capacity = capacity
         self.events = events
         self.outbox = outbox
+        self.reports = reports  # the system database: provider ids for delivery reports
 
     def _lease(self, kind: str, tenant_id: str, *args: object) -> Lease:
         """The hold on this work's outbox entry while it is sent."""
@@ -620,9 +815,14 @@ class SmsSender:
         cid = ObjectId(campaign_id)
         lease = self._lease(SMS_BATCH, tenant_id, campaign_id, batch)
         await lease.keep()
-        campaign = await db[CAMPAIGNS].find_one({"_id": cid}, {"status": 1})
+        campaign = await db[CAMPAIGNS].find_one({"_id": cid}, {"status": 1, "send_at": 1})
         if campaign is None or campaign["status"] == "cancelled":
             await lease.done()
+            return BatchResult()
+        early = _not_before(campaign.get("send_at")) or await self._quiet(tenant_id)
+        if early > 0:  # before `send_at`, or in quiet hours: the sweeper hands it again then
+            if self.outbox is not None:
+                await self.outbox.extend(lease.key, early)
             return BatchResult()
         # one read of the batch: its pending messages, and what an earlier delivery of this
         # task left in `sending` (bounded by the batch size; no `$in`, slow on the embedded db)
@@ -633,18 +833,78 @@ class SmsSender:
             await self._abandoned(db, cid, batch, task_id, unfinished)
         if any(m.status == "sending" and m.claimed_by != task_id for m in unfinished):
             await self._expire_claims(db, cid, {"batch": batch, "campaign_id": cid})
-        if campaign["status"] == "queued":
+        if campaign["status"] in ("queued", "scheduled"):
             await db[CAMPAIGNS].update_one(
-                {"_id": cid, "status": "queued"},
+                {"_id": cid, "status": {"$in": ["queued", "scheduled"]}},
                 {"$set": {"status": "sending", "updated_at": utcnow()}},
             )
         query = {"batch": batch, "campaign_id": cid, "status": "pending"}
         pending = [m for m in unfinished if m.status == "pending"]
         sent = await self._send_all(db, tenant_id, cid, query, task_id, pending, lease)
+        await self._watch_delivery(tenant_id, campaign_id, sent)
         await self._finish(db, tenant_id, cid)
         if not await self._still_open(db, {"batch": batch, "campaign_id": cid}):
             await lease.done()  # else another delivery holds a claim: the outbox keeps it
         return BatchResult(sent=sent)
+
+    async def _watch_delivery(self, tenant_id: str, campaign_id: str, sent: int) -> None:
+        """After messages were sent: record the campaign's status poll in the outbox, due after
+        `SMS_STATUS_POLL_AFTER_SECONDS` (so it survives restarts; the sweeper runs it). A later
+        batch renews the same entry."""
+        if not sent or self.outbox is None or not hasattr(self.provider, "status"):
+            return
+        every = self.settings.sms_status_poll_after_seconds
+        await self.outbox.record([Work(SMS_STATUS, tenant_id, (campaign_id,), every)])
+
+    async def poll_status(self, db: Database, tenant_id: str, campaign_id: str) -> dict[str, int]:
+        """The polling fallback of delivery reports: ask the provider about the campaign's
+        messages still `sent` (sent at least `SMS_STATUS_POLL_AFTER_SECONDS` ago, at most
+        `SMS_STATUS_GIVE_UP_HOURS`), 100 ids a request, and settle the final ones. The outbox
+        entry stays (polled again one interval later) while some may still be reported;
+        returns the moves made."""
+        key = work_key(SMS_STATUS, tenant_id, campaign_id)
+        status = getattr(self.provider, "status", None)  # `StatusSource`, when it has one
+        if status is None:
+            if self.outbox is not None:
+                await self.outbox.done(key)
+            return {}
+        now = utcnow()
+        young = now - timedelta(seconds=self.settings.sms_status_poll_after_seconds)
+        old = now - timedelta(hours=self.settings.sms_status_give_up_hours)
+        cid = ObjectId(campaign_id)
+        moves: dict[str, int] = {}
+        waiting = False
+        after: ObjectId | None = None
+        while True:
+            query: dict[str, Any] = {"campaign_id": cid, "status": "sent"}
+            if after is not None:
+                query["_id"] = {"$gt": after}
+            docs = (
+                await db[MESSAGES]
+                .find(query, {"provider_id": 1, "sent_at": 1})
+                .sort("_id", 1)
+                .limit(STATUS_PAGE)
+                .to_list(None)
+            )
+            if not docs:
+                break
+            after = docs[-1]["_id"]
+            due, later = _due_for_poll(docs, young, old)
+            waiting = waiting or later
+            for start in range(0, len(due), STATUS_BATCH):
+                try:
+                    chunk_moves, later = await self._poll_chunk(
+                        db, cid, due[start : start + STATUS_BATCH], status
+                    )
+                except SendError as exc:
+                    log.warning("campaign %s: status poll failed: %s", campaign_id, exc.reason)
+                    return moves  # the entry stays: the sweeper polls again later
+                waiting = waiting or later
+                for state, n in chunk_moves.items():
+                    moves[state] = moves.get(state, 0) + n
+        if not waiting and self.outbox is not None:
+            await self.outbox.done(key)
+        return moves
 
     async def send_one(self, db: Database, tenant_id: str, message_id: str, task_id: str) -> int:
         message = await db[MESSAGES].find_one(
@@ -665,6 +925,38 @@ class SmsSender:
         if not await self._still_open(db, {"_id": message["_id"]}):
             await lease.done()
         return sent
+
+    async def _quiet(self, tenant_id: str) -> float:
+        """Seconds until the company's quiet hours end (0 outside them): one tenant read."""
+        tenant = await Tenant.get(PydanticObjectId(tenant_id))
+        if tenant is None:
+            return 0.0
+        return quiet_wait(tenant.sms_quiet_hours, tenant.timezone, utcnow())
+
+    async def _poll_chunk(
+        self, db: Database, cid: ObjectId, chunk: list[dict[str, Any]], status: Any
+    ) -> tuple[dict[str, int], bool]:
+        """One `sms/status` request of up to 100 ids; the final ones settled. Returns the moves
+        and whether some are still in transit."""
+        codes = await status([str(d["provider_id"]) for d in chunk])
+        moves: dict[str, int] = {}
+        waiting = False
+        settled = []
+        for doc in chunk:
+            provider_id = str(doc["provider_id"])
+            code = codes.get(provider_id) if isinstance(codes, dict) else None
+            state = None
+            if isinstance(code, int):
+                state = await settle(db, doc["_id"], cid, Report(provider_id, code, None))
+            if state is None:
+                waiting = True
+                continue
+            moves[state] = moves.get(state, 0) + 1
+            metrics.sms_message(state, self.provider.name)
+            settled.append(report_key(self.provider.name, provider_id))
+        if settled and self.reports is not None:
+            await self.reports[REPORTS].delete_many({"_id": {"$in": settled}})
+        return moves, waiting
 
     def claim_bound(self) -> timedelta:
         """The longest a live worker takes from a claim to its record: the claim's rate slots,
@@ -804,6 +1096,9 @@ class SmsSender:
         chunk: list[Outgoing],
         task_id: str,
     ) -> dict[str, int]:
+        chunk = await self._drop_stopped(db, campaign_id, chunk)
+        if not chunk:
+            return {}
         slots = await self.limiter.wait(tenant_id, len(chunk))
         claim, claimed = await self._claim(db, campaign_id, query, chunk, task_id)
         if not claimed:
@@ -812,7 +1107,39 @@ class SmsSender:
             slots += await self.limiter.wait(tenant_id, len(claimed) - len(slots))
         attempts = zip(claimed, slots, strict=False)
         results = await asyncio.gather(*(self._attempt(m, slot) for m, slot in attempts))
+        if self.reports is not None:  # before the outcome: a report may come at once
+            sent = [
+                (m.id, r.provider_id)
+                for m, r in zip(claimed, results, strict=True)
+                if r.status == "sent" and r.provider_id
+            ]
+            await remember_sent(self.reports, self.provider.name, tenant_id, campaign_id, sent)
         return await self._record(db, campaign_id, claim, claimed, results)
+
+    async def _drop_stopped(
+        self, db: Database, campaign_id: ObjectId, chunk: list[Outgoing]
+    ) -> list[Outgoing]:
+        """Numbers put on the stop list since the campaign was created: their pending messages
+        become `blocked` (one lookup per claim; one update when any is listed)."""
+        listed = await stoplist.stopped(db, (m.phone for m in chunk))
+        if not listed:
+            return chunk
+        ids = [m.id for m in chunk if m.phone in listed]
+        result = await db[MESSAGES].update_many(
+            {"_id": {"$in": ids}, "status": "pending"},
+            {
+                "$set": {
+                    "status": "blocked",
+                    "error": stoplist.BLOCKED_ERROR,
+                    "updated_at": utcnow(),
+                }
+            },
+        )
+        n = result.modified_count
+        if n:
+            metrics.SMS_MESSAGES.labels("blocked", NO_PROVIDER).inc(n)
+            await _bump(db, campaign_id, {"pending": -n, "blocked": n})
+        return [m for m in chunk if m.phone not in listed]
 
     async def _claim(
         self,

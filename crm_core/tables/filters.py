@@ -11,6 +11,7 @@ checked against the table's columns and every operand goes through its column ty
 from __future__ import annotations
 
 import calendar
+import json
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -127,14 +128,21 @@ class Negation(FilterOperator):
 
 
 def _day_bounds(field: Field, value: object, env: FilterEnv) -> tuple[datetime, datetime] | None:
-    """A `YYYY-MM-DD` operand on a date field means that whole day in the tenant's timezone."""
+    """A `YYYY-MM-DD` operand on a date field means that whole day in the tenant's timezone:
+    from its local midnight to the next day's local midnight, so a DST day is 23 or 25 hours."""
     if (
         isinstance(field.type, DateType)
         and isinstance(value, str)
         and DATE_ONLY.match(value.strip())
     ):
         start = field.type.coerce(field.column, value, env.values)
-        return start, to_utc_millis(start + timedelta(days=1))
+        zone = env.values.timezone
+        next_day = start.astimezone(zone).date() + timedelta(days=1)
+        try:
+            end = to_utc_millis(datetime.combine(next_day, time(), tzinfo=zone))
+        except OverflowError:
+            raise FilterProblem("is outside the accepted dates (years 1 to 9999)") from None
+        return start, end
     return None
 
 
@@ -179,6 +187,12 @@ class Blank(FilterOperator):
         return {"$or": [{field.name: None}, {field.name: ""}]}
 
 
+# The end of the string itself: `$` also matches before a final newline (in PCRE, which
+# MongoDB uses, and in Python's `re`, which the embedded database uses), so `ends_with "abc"`
+# would match "abc\n". "Not followed by any character" means the same in both.
+END_OF_STRING = r"(?![\s\S])"
+
+
 class TextMatch(FilterOperator):
     """Case-insensitive literal matching: the operand is escaped, never a regular expression."""
 
@@ -200,12 +214,12 @@ class Contains(TextMatch):
 
 class StartsWith(TextMatch):
     name = "starts_with"
-    template = "^{}"
+    template = "^{}"  # without the `m` option, `^` is the start of the string only
 
 
 class EndsWith(TextMatch):
     name = "ends_with"
-    template = "{}$"
+    template = "{}" + END_OF_STRING
 
 
 class Compare(FilterOperator):
@@ -370,12 +384,14 @@ class FilterBuilder:
     def parse_param(self, text: str | None) -> object:
         if text is None or not text.strip():
             return []
-        if len(text) > MAX_FILTER_CHARS:
-            raise _invalid("filters", f"is longer than {MAX_FILTER_CHARS} characters")
+        check_filters_param(text)
         try:
-            return orjson.loads(text)
+            parsed = orjson.loads(text)
         except orjson.JSONDecodeError:
             raise _invalid("filters", "is not valid JSON (URL-encode the JSON array)") from None
+        # orjson keeps the last of two equal keys; a condition with two `field`s is a mistake
+        refuse_duplicate_keys(text)
+        return parsed
 
     def translate(
         self, filters: object, fields: dict[str, Field], env: FilterEnv, path: str = "filters"
@@ -440,6 +456,34 @@ class FilterBuilder:
             return operator.build(field, node.get("value"), env)
         except (FilterProblem, ColumnValueError) as exc:
             raise _invalid(path, f"'{name}' {op_name}: {exc}") from None
+
+
+def check_filters_param(value: object) -> object:
+    """The `filters` query parameter before its model's own checks: given twice or too long is
+    an `invalid_filter` (docs/filters.md "Errors"), not a generic validation error."""
+    if isinstance(value, list):
+        raise _invalid("filters", "is given more than once: send one JSON array of conditions")
+    if isinstance(value, str) and len(value) > MAX_FILTER_CHARS:
+        raise _invalid(
+            "filters",
+            f"is {len(value)} characters long, over the limit of {MAX_FILTER_CHARS}: "
+            "split the request or use `in` with fewer values",
+        )
+    return value
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise _invalid("filters", f"the key '{key[:64]}' appears twice in one object")
+        seen.add(key)
+    return dict(pairs)
+
+
+def refuse_duplicate_keys(text: str | bytes) -> None:
+    """Raise `invalid_filter` naming a key given twice in one JSON object of `text`."""
+    json.loads(text, object_pairs_hook=_refuse_duplicate_keys)
 
 
 def _invalid(path: str, message: str) -> InvalidFilter:

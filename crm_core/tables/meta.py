@@ -42,6 +42,7 @@ from crm_core.tables.definitions import (
     save_definition,
     utcnow,
 )
+from crm_core.tables.history import AuditSink
 from crm_core.tables.validators import ColumnValidator
 from models.access import AliasRecord
 from models.tables import MAX_COLUMNS, ColumnPatch, TableIn, column_models
@@ -96,11 +97,13 @@ class MetaService:
         validators: Registry[ColumnValidator],
         names: DisplayNames,
         dependents: Sequence[TableDependents] = (),
+        audit: AuditSink | None = None,
     ) -> None:
         self.types = types
         self.validators = validators
         self.names = names
         self.dependents = dependents
+        self.audit = audit
         self.models = column_models(types)  # the body models of the table constructor
 
     # ---- tables ---------------------------------------------------------------------------
@@ -119,7 +122,24 @@ class MetaService:
         return NamedTable(table, found.get(table.key))
 
     async def create_table(self, ctx: TenantContext, data: TableIn) -> NamedTable:
-        return await self.named(ctx, await self._create_table(ctx, data))
+        table = await self._create_table(ctx, data)
+        await self._audit(ctx, "table.created", table, None, {"columns": len(table.columns)})
+        return await self.named(ctx, table)
+
+    async def _audit(
+        self,
+        ctx: TenantContext,
+        action: str,
+        table: Table,
+        column: str | None = None,
+        changes: dict[str, Any] | None = None,
+    ) -> None:
+        if self.audit is None:
+            return
+        target: dict[str, Any] = {"type": "column" if column else "table", "table": table.key}
+        if column:
+            target["column"] = column
+        await self.audit.record(ctx, action, target, changes)
 
     async def _create_table(self, ctx: TenantContext, data: TableIn) -> Table:
         columns: list[Column] = []
@@ -183,7 +203,9 @@ class MetaService:
     ) -> NamedTable:
         check_version(table, version)
         if name is not None:
+            before = table.doc.get("name")
             table = await save_definition(ctx, table, {"name": name})
+            await self._audit(ctx, "table.renamed", table, None, {"name": [before, name]})
         return await self.named(ctx, table)
 
     async def delete_table(self, ctx: TenantContext, table: Table, version: int | None) -> None:
@@ -208,13 +230,17 @@ class MetaService:
         await ordering.forget_table(ctx, table.key)
         for dependent in self.dependents:
             await dependent.table_deleted(ctx, table.key)
+        await self._audit(ctx, "table.deleted", table)
 
     # ---- columns --------------------------------------------------------------------------
 
     async def add_column(
         self, ctx: TenantContext, table: Table, column_in: BaseModel, version: int | None
     ) -> NamedTable:
-        return await self.named(ctx, await self._add_column(ctx, table, column_in, version))
+        changed = await self._add_column(ctx, table, column_in, version)
+        added = changed.columns[-1]
+        await self._audit(ctx, "column.added", changed, added.key, {"type": added.type})
+        return await self.named(ctx, changed)
 
     async def _add_column(
         self, ctx: TenantContext, table: Table, column_in: BaseModel, version: int | None
@@ -256,6 +282,8 @@ class MetaService:
         """Changing the type converts every row, or answers 409 with what would fail
         (crm_core/tables/fence.py keeps writes of the column out meanwhile)."""
         changed = await self._change_column(ctx, table, key, patch, version)
+        fields = patch.model_dump(exclude_unset=True)
+        await self._audit(ctx, "column.changed", changed, key, {"fields": sorted(fields)})
         return await self.named(ctx, changed)
 
     async def _change_column(
@@ -447,7 +475,9 @@ class MetaService:
     async def delete_column(
         self, ctx: TenantContext, table: Table, key: str, version: int | None
     ) -> NamedTable:
-        return await self.named(ctx, await self._delete_column(ctx, table, key, version))
+        changed = await self._delete_column(ctx, table, key, version)
+        await self._audit(ctx, "column.deleted", changed, key)
+        return await self.named(ctx, changed)
 
     async def _delete_column(
         self, ctx: TenantContext, table: Table, key: str, version: int | None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from bson import ObjectId
 
@@ -18,7 +18,6 @@ from crm_core.platform.storage import (
     ASCENDING,
     DESCENDING,
     BulkWriteError,
-    Database,
     DuplicateKeyError,
     query_purpose,
     update_each,
@@ -30,15 +29,22 @@ from crm_core.tables.columns import (
     ColumnType,
     ColumnValueError,
     referring_query,
-    render_datetime,
 )
 from crm_core.tables.definitions import SYSTEM_FIELDS, TABLES, Table, load_table, utcnow
 from crm_core.tables.filters import FilterBuilder, FilterEnv, table_fields
+from crm_core.tables.history import (
+    Action,
+    Change,
+    ChangeLog,
+    RowEvents,
+    render_row,
+)
 from crm_core.tables.ordering import forget_rows, manual_page
 from crm_core.tables.references import VisibleReferences
-from crm_core.tables.updates import set_unset, unique_conflict
+from crm_core.tables.trash import RowTrash, TrashSettings
+from crm_core.tables.updates import REVISION_FIELD, set_unset, unique_conflict
 from crm_core.tables.validators import ColumnValidator
-from models.accounts import Tenant
+from models.history import HistoryQuery
 from models.tables import (
     BulkCreateIn,
     BulkDeleteIds,
@@ -158,28 +164,6 @@ class RowValues:
 MAX_SORT_KEYS = 5
 
 
-class RowEvents(Protocol):
-    """Who hears about written rows (webhooks: crm_core.webhooks.service.WebhookService)."""
-
-    async def subscribed(
-        self, db: Database, event: str, table_key: str | None, tenant: Tenant | None = None
-    ) -> list[ObjectId]:
-        """Ids of the listeners of `event` on the table; empty: nobody listens. Given the
-        request's tenant, answered from the process cache."""
-        ...
-
-    async def publish(
-        self,
-        db: Database,
-        tenant_id: str,
-        actor_id: str | None,
-        event: str,
-        table_key: str | None,
-        items: list[dict[str, Any]],
-        hooks: list[ObjectId] | None = None,
-    ) -> int: ...
-
-
 class RowService:
     """Row operations; the caller has already checked the table access level."""
 
@@ -189,11 +173,14 @@ class RowService:
         filters: FilterBuilder,
         validators: Registry[ColumnValidator],
         events: RowEvents | None = None,
+        trash: RowTrash | None = None,
     ) -> None:
         self.types = types
         self.filters = filters
         self.validators = validators
         self.events = events
+        self.changes = ChangeLog(events)  # every row change is recorded and told from here
+        self.trash = trash or RowTrash(TrashSettings())
 
     def checker(
         self, table: Table, ctx: TenantContext, path: str = "", lenient: bool = False
@@ -305,15 +292,7 @@ class RowService:
         return self.filters.translate(filters, table_fields(table.columns, self.types), env)
 
     def render(self, table: Table, doc: dict[str, Any]) -> dict[str, Any]:
-        row: dict[str, Any] = {"id": str(doc["_id"])}
-        for column in table.columns:
-            key = column.key
-            if key in doc:
-                row[key] = table.column_type(column).render(column, doc[key])
-        for field in SYSTEM_FIELDS:
-            value = doc.get(field)
-            row[field] = render_datetime(value) if isinstance(value, datetime) else value
-        return row
+        return render_row(table, doc)
 
     async def get(
         self, ctx: TenantContext, table: Table, row_id: str, expand: str | None = None
@@ -340,11 +319,16 @@ class RowService:
             raise unique_conflict(exc) from None
         doc = (await self.settled(ctx, table, [doc], keys))[0]
         row = self.render(table, doc)
-        await self.emit(ctx, table, "row.created", [row])
+        await self.changes.record(ctx, table, [Change(None, doc)], rendered=[row])
         return row
 
     async def update(
-        self, ctx: TenantContext, table: Table, row_id: str, body: object
+        self,
+        ctx: TenantContext,
+        table: Table,
+        row_id: str,
+        body: object,
+        action: Action = "updated",
     ) -> dict[str, Any]:
         oid = parse_row_id(row_id)
         table, keys = await self.fenced(ctx, table, [body], creating=False)
@@ -371,19 +355,16 @@ class RowService:
         if before is None:
             raise NotFound("Row not found")
         after = {k: v for k, v in {**before, **set_values, **stamp}.items() if k not in unset}
+        after[REVISION_FIELD] = int(before.get(REVISION_FIELD) or 0) + 1
         after = (await self.settled(ctx, table, [after], keys))[0]
         row = self.render(table, after)
-        await self.publish_updates(ctx, table, [(before, after)], rendered=[row])
+        await self.changes.record(ctx, table, [Change(before, after)], action, rendered=[row])
         return row
 
     async def delete(self, ctx: TenantContext, table: Table, row_id: str) -> None:
         oid = parse_row_id(row_id)
-        before = await table.collection(ctx).find_one_and_delete({"_id": oid})
-        if before is None:
+        if not await self.to_trash(ctx, table, {"_id": oid}):
             raise NotFound("Row not found")
-        await forget_rows(ctx, table.key, [oid])
-        await self.clear_references(ctx, table, [oid])
-        await self.emit(ctx, table, "row.deleted", [self._deleted_item(table, before)])
 
     # ---- bulk -----------------------------------------------------------------------------
 
@@ -414,7 +395,7 @@ class RowService:
             raise unique_conflict(exc) from None
         docs = await self.settled(ctx, table, docs, keys)
         rows = [self.render(table, doc) for doc in docs]
-        await self.emit(ctx, table, "row.created", rows)
+        await self.changes.record(ctx, table, [Change(None, d) for d in docs], rendered=rows)
         if not full_rows:
             return [{"id": row["id"]} for row in rows]
         return rows
@@ -479,8 +460,8 @@ class RowService:
             raise unique_conflict(exc) from None
         table = await fence.settle(ctx, table, ids, keys)
         docs = {d["_id"]: d async for d in collection.find({"_id": {"$in": ids}})}
-        await self.publish_updates(
-            ctx, table, [(originals[oid], docs[oid]) for oid in ids if oid in docs]
+        await self.changes.record(
+            ctx, table, [Change(originals[oid], docs[oid]) for oid in ids if oid in docs]
         )
         return [self.render(table, docs[oid]) for oid in ids if oid in docs]
 
@@ -546,13 +527,7 @@ class RowService:
             except NotFound:
                 errors.append({"field": f"ids.{index}", "message": "not a row id"})
         _raise_errors(errors)
-        hooks = await self._listeners(ctx, table, "row.deleted")
-        if hooks:
-            return await self._delete_telling(ctx, table, oids, hooks)
-        result = await table.collection(ctx).delete_many({"_id": {"$in": oids}})
-        await forget_rows(ctx, table.key, oids)
-        await self.clear_references(ctx, table, oids)
-        return int(result.deleted_count)
+        return await self.to_trash(ctx, table, {"_id": {"$in": oids}}, batch=ObjectId())
 
     # ---- listing --------------------------------------------------------------------------
 
@@ -654,136 +629,101 @@ class RowService:
                         [{"field": f"values.{key}", "message": "unique column"}],
                     )
         update = set_unset({**set_values, **self.stamp(ctx, created=False)}, unset)
-        hooks = await self._listeners(ctx, table, "row.updated")
-        if hooks:  # webhooks are told what changed in each row: go by chunks of ids
-            with query_purpose(CLIENT_QUERY):
-                ids = [d["_id"] async for d in collection.find(query, {"_id": 1})]
-            matched = 0
-            for start in range(0, len(ids), EVENT_CHUNK):
-                chunk = {"$and": [query, {"_id": {"$in": ids[start : start + EVENT_CHUNK]}}]}
-                before = {d["_id"]: d async for d in collection.find(chunk)}
-                try:
-                    result = await collection.update_many(chunk, update)
-                except DuplicateKeyError as exc:
-                    raise unique_conflict(exc) from None
-                matched += int(result.matched_count)
-                current = await fence.settle(ctx, table, list(before), keys)
-                after = collection.find({"_id": {"$in": list(before)}})
-                pairs = [(before[d["_id"]], d) async for d in after]
-                await self.publish_updates(ctx, current, pairs, hooks=hooks)
-            return matched
-        try:
-            with query_purpose(CLIENT_QUERY):
-                result = await collection.update_many(query, update)
-        except DuplicateKeyError as exc:
-            raise unique_conflict(exc) from None
-        # which rows the filter selected is not known here: a stale column is settled by key
-        await fence.settle(ctx, table, None, keys)
-        return int(result.matched_count)
-
-    async def delete_where(self, ctx: TenantContext, table: Table, query: dict[str, Any]) -> int:
-        collection = table.collection(ctx)
-        hooks = await self._listeners(ctx, table, "row.deleted")
-        if hooks:
-            with query_purpose(CLIENT_QUERY):
-                ids = [d["_id"] async for d in collection.find(query, {"_id": 1})]
-            return await self._delete_telling(ctx, table, ids, hooks, query)
-        referring = await self.referring_columns(ctx, table)
-        if not referring:  # nothing points here: no need to know which rows went
-            with query_purpose(CLIENT_QUERY):
-                return int((await collection.delete_many(query)).deleted_count)
+        # every row's revision names what changed in it: go by chunks of ids
         with query_purpose(CLIENT_QUERY):
             ids = [d["_id"] async for d in collection.find(query, {"_id": 1})]
-        result = await collection.delete_many({"_id": {"$in": ids}})
-        await forget_rows(ctx, table.key, ids)
-        await self.clear_references(ctx, table, ids, referring)
-        return int(result.deleted_count)
+        matched = 0
+        for start in range(0, len(ids), EVENT_CHUNK):
+            chunk = {"$and": [query, {"_id": {"$in": ids[start : start + EVENT_CHUNK]}}]}
+            before = {d["_id"]: d async for d in collection.find(chunk)}
+            try:
+                result = await collection.update_many(chunk, update)
+            except DuplicateKeyError as exc:
+                raise unique_conflict(exc) from None
+            matched += int(result.matched_count)
+            current = await fence.settle(ctx, table, list(before), keys)
+            after = collection.find({"_id": {"$in": list(before)}})
+            pairs = [Change(before[d["_id"]], d) async for d in after]
+            await self.changes.record(ctx, current, pairs)
+        return matched
 
-    # ---- events (webhooks): every row write tells them from here --------------------------
+    async def delete_where(self, ctx: TenantContext, table: Table, query: dict[str, Any]) -> int:
+        return await self.to_trash(ctx, table, query, batch=ObjectId(), client_query=True)
 
-    async def _listeners(self, ctx: TenantContext, table: Table, event: str) -> list[ObjectId]:
-        if self.events is None:
-            return []
-        return await self.events.subscribed(ctx.db, event, table.key, ctx.tenant)
+    # ---- the trash (crm_core/tables/trash.py) and history (crm_core/tables/history.py) ----
 
-    async def emit(
+    async def to_trash(
         self,
         ctx: TenantContext,
         table: Table,
-        event: str,
-        items: list[dict[str, Any]],
-        hooks: list[ObjectId] | None = None,
-    ) -> None:
-        """Tell the listeners (webhooks) about rows written; every row write calls this (or
-        `publish_updates`), and so must any new write path (imports...). The write is done, so
-        a failure here is logged, not raised."""
-        if self.events is None or not items:
-            return
-        try:
-            if hooks is None:  # from the process cache: no query on a warm process
-                hooks = await self._listeners(ctx, table, event)
-            await self.events.publish(
-                ctx.db, ctx.tenant_id, ctx.user_id, event, table.key, items, hooks
-            )
-        except Exception:
-            log.exception("row event %s on %s could not be recorded", event, table.key)
-
-    async def publish_updates(
-        self,
-        ctx: TenantContext,
-        table: Table,
-        pairs: list[tuple[dict[str, Any], dict[str, Any]]],
-        rendered: list[dict[str, Any]] | None = None,
-        hooks: list[ObjectId] | None = None,
-    ) -> None:
-        """`row.updated` for the rows whose column values changed, naming those columns and
-        their previous values."""
-        if self.events is None:
-            return
-        items = []
-        for index, (before, after) in enumerate(pairs):
-            changed = [c.key for c in table.columns if before.get(c.key) != after.get(c.key)]
-            if not changed:
-                continue
-            previous = {}
-            for key in changed:
-                column = table.column(key)
-                value = before.get(key)
-                previous[key] = (
-                    None
-                    if value is None or column is None
-                    else table.column_type(column).render(column, value)
-                )
-            row = rendered[index] if rendered is not None else self.render(table, after)
-            items.append({"id": row["id"], "changed": changed, "previous": previous, "row": row})
-        await self.emit(ctx, table, "row.updated", items, hooks)
-
-    def _deleted_item(self, table: Table, doc: dict[str, Any]) -> dict[str, Any]:
-        return {"id": str(doc["_id"]), "row": self.render(table, doc)}
-
-    async def _delete_telling(
-        self,
-        ctx: TenantContext,
-        table: Table,
-        ids: list[ObjectId],
-        hooks: list[ObjectId],
-        query: dict[str, Any] | None = None,
+        query: dict[str, Any],
+        batch: ObjectId | None = None,
+        client_query: bool = False,
     ) -> int:
-        """Delete rows by chunks of ids, telling the listeners which rows went."""
+        """Move the rows the query selects to the trash by chunks: copied there first (a
+        crash leaves a row in both places, never in neither), then removed from the table,
+        their order entries forgotten, links to them cleared, a `deleted` revision recorded
+        and the listeners told. Answers how many rows went."""
         collection = table.collection(ctx)
+        if client_query:
+            with query_purpose(CLIENT_QUERY):
+                ids = [d["_id"] async for d in collection.find(query, {"_id": 1})]
+        else:
+            ids = [d["_id"] async for d in collection.find(query, {"_id": 1})]
+        referring = await self.referring_columns(ctx, table) if ids else []
         deleted = 0
         for start in range(0, len(ids), EVENT_CHUNK):
-            chunk: dict[str, Any] = {"_id": {"$in": ids[start : start + EVENT_CHUNK]}}
-            if query:
-                chunk = {"$and": [query, chunk]}
+            chunk = {"_id": {"$in": ids[start : start + EVENT_CHUNK]}}
             docs = await collection.find(chunk).to_list(None)
+            for doc in docs:  # the deletion is the row's next revision
+                doc[REVISION_FIELD] = int(doc.get(REVISION_FIELD) or 0) + 1
+            await self.trash.put_rows(ctx, table, docs, batch)
             gone = [d["_id"] for d in docs]
             result = await collection.delete_many({"_id": {"$in": gone}})
             deleted += int(result.deleted_count)
-            await self.clear_references(ctx, table, gone)
-            items = [self._deleted_item(table, d) for d in docs]
-            await self.emit(ctx, table, "row.deleted", items, hooks)
+            await forget_rows(ctx, table.key, gone)
+            await self.clear_references(ctx, table, gone, referring)
+            await self.changes.record(ctx, table, [Change(d, None) for d in docs])
         return deleted
+
+    async def history(
+        self, ctx: TenantContext, table: Table, row_id: str, query: HistoryQuery
+    ) -> dict[str, Any]:
+        """`GET .../{id}/history`: the row's revisions, newest first (`{items, total}`); 404
+        for a row that never had one and is not in the table."""
+        oid = parse_row_id(row_id)
+        if query.column is not None and table.column(query.column) is None:
+            raise ValidationFailed.field("column", f"'{query.column[:64]}' is not a column")
+        items, total = await self.changes.page(
+            ctx, table, oid, query.limit, query.offset, query.column
+        )
+        if not total and await table.collection(ctx).find_one({"_id": oid}, {"_id": 1}) is None:
+            raise NotFound("Row not found")
+        return {"items": items, "total": total}
+
+    async def revert(
+        self, ctx: TenantContext, table: Table, row_id: str, revision_id: str
+    ) -> dict[str, Any]:
+        """Put back the values the row had right after the revision (a PATCH of the columns
+        that differ, validated like one; a `reverted` revision). 409 for a row in the trash
+        or a revision after which the row was in the trash."""
+        oid = parse_row_id(row_id)
+        revision = await self.changes.revision(ctx, table, oid, object_id(revision_id, "Revision"))
+        current = await table.collection(ctx).find_one({"_id": oid})
+        if current is None:
+            if await self.trash.holds_row(ctx, table, oid):
+                raise Conflict("The row is in the trash: restore it first")
+            raise NotFound("Row not found")
+        if revision["action"] == "deleted":
+            raise Conflict("The row was in the trash after that revision")
+        state = await self.changes.state_after(ctx, table, revision)
+        row = self.render(table, current)
+        body = {
+            c.key: state.get(c.key) for c in table.columns if state.get(c.key) != row.get(c.key)
+        }
+        if not body:
+            return row
+        return await self.update(ctx, table, row_id, body, action="reverted")
 
     # ---- the fence against schema changes (crm_core/tables/fence.py) ----------------------
 
@@ -794,6 +734,9 @@ class RowService:
         columns written), and those columns."""
         keys = fence.written_keys(table, bodies, creating)
         return await fence.ready(ctx, table, keys), keys
+
+    async def record_changes(self, ctx: TenantContext, table: Table, changes: list[Change]) -> int:
+        return await self.changes.record(ctx, table, changes)
 
     async def settled(
         self, ctx: TenantContext, table: Table, docs: list[dict[str, Any]], keys: set[str]
@@ -815,6 +758,7 @@ class RowService:
         stamp: dict[str, Any] = {"_updated_at": now, "_updated_by": ctx.user_id}
         if created:
             stamp.update(_created_at=now, _created_by=ctx.user_id)
+            stamp[REVISION_FIELD] = 1
         return stamp
 
     async def _check_unique(

@@ -23,6 +23,7 @@ from crm_core.tables.access import (
 )
 from crm_core.tables.columns import ColumnType
 from crm_core.tables.definitions import load_table
+from crm_core.tables.history import AuditSink
 from models.access import ShareIn, ShareRecord
 from models.accounts import User
 
@@ -31,8 +32,9 @@ class ShareService:
     """Granting, listing and revoking shares. Who a share reaches, and what it gives, is
     decided in crm_core/tables/access.py (`subject_query`: the user or one of their roles)."""
 
-    def __init__(self, types: Registry[ColumnType]) -> None:
+    def __init__(self, types: Registry[ColumnType], audit: AuditSink | None = None) -> None:
         self.types = types
+        self.audit = audit
 
     async def grant(self, ctx: TenantContext, data: ShareIn) -> ShareRecord:
         """Share a table; sharing again with the same user or role changes the access level."""
@@ -52,6 +54,9 @@ class ShareService:
             upsert=True,
             return_document=True,
         )
+        if self.audit is not None:
+            target = {"type": "share", "id": str(share["_id"]), "table": table.key, **subject}
+            await self.audit.record(ctx, "share.granted", target, {"access": data.access})
         return ShareRecord.from_document(share)
 
     async def list_shares(self, ctx: TenantContext) -> tuple[list[ShareRecord], list[ShareRecord]]:
@@ -84,6 +89,9 @@ class ShareService:
             if table is None or await access_level(ctx, table) < Level.MANAGE:
                 raise NotFound("Share not found")
         await ctx.db[SHARES].delete_one({"_id": share.id})
+        if self.audit is not None:
+            target = {"type": "share", "id": str(share.id), "table": share.table}
+            await self.audit.record(ctx, "share.revoked", target, {"access": share.access})
 
     @staticmethod
     async def table_deleted(ctx: TenantContext, table_key: str) -> None:

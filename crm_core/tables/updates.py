@@ -11,11 +11,14 @@ from crm_core.platform.errors import Conflict
 
 _INDEX_NAME = re.compile(r"index:\s+u_([a-z][a-z0-9_]*)")
 
+REVISION_FIELD = "_rev"  # the row's write counter: a revision's `seq` (tables/history.py)
+
 
 def set_unset(set_values: Mapping[str, Any], unset: Iterable[str] = ()) -> dict[str, Any]:
-    """`{"$set": set_values, "$unset": {key: ""}}`, leaving out an empty `$unset` (an empty
-    `$set` is kept: callers always stamp `_updated_at`)."""
-    update: dict[str, Any] = {"$set": dict(set_values)}
+    """`{"$set": set_values, "$unset": {key: ""}, "$inc": {"_rev": 1}}`, leaving out an empty
+    `$unset` (an empty `$set` is kept: callers always stamp `_updated_at`). `_rev` counts the
+    row's writes: its revisions are ordered by it (crm_core/tables/history.py)."""
+    update: dict[str, Any] = {"$set": dict(set_values), "$inc": {REVISION_FIELD: 1}}
     cleared = dict.fromkeys(unset, "")
     if cleared:
         update["$unset"] = cleared

@@ -21,7 +21,8 @@ from crm_core.platform.storage import BulkWriteError, DuplicateKeyError, update_
 from crm_core.tables import fence
 from crm_core.tables.columns import Column
 from crm_core.tables.definitions import Table
-from crm_core.tables.updates import set_unset, unique_conflict
+from crm_core.tables.history import Change
+from crm_core.tables.updates import REVISION_FIELD, set_unset, unique_conflict
 
 
 class RowChecker(Protocol):
@@ -61,24 +62,8 @@ class RowWriter(Protocol):
 
     def render(self, table: Table, doc: dict[str, Any]) -> dict[str, Any]: ...
 
-    async def emit(
-        self,
-        ctx: TenantContext,
-        table: Table,
-        event: str,
-        items: list[dict[str, Any]],
-        hooks: list[ObjectId] | None = None,
-    ) -> None: ...
-
-    async def publish_updates(
-        self,
-        ctx: TenantContext,
-        table: Table,
-        pairs: list[tuple[dict[str, Any], dict[str, Any]]],
-        rendered: list[dict[str, Any]] | None = None,
-        hooks: list[ObjectId] | None = None,
-    ) -> None:
-        """`row.updated` for the pairs (before, after) whose column values changed."""
+    async def record_changes(self, ctx: TenantContext, table: Table, changes: list[Change]) -> int:
+        """Record the rows' revisions and tell the listeners (crm_core/tables/history.py)."""
         ...
 
 
@@ -262,7 +247,8 @@ async def apply_plan(
     ctx: TenantContext, table: Table, plan: Plan, rows: RowWriter | None = None
 ) -> None:
     """Write a valid plan; on a unique conflict undo this batch and raise 409. With `rows`,
-    the written rows are told to its listeners (webhooks: row.created, row.updated)."""
+    the written rows' revisions are recorded and told to the listeners (row.created,
+    row.updated: crm_core/tables/history.py)."""
     collection = table.collection(ctx)
     try:
         if plan.creates:
@@ -284,15 +270,13 @@ async def apply_plan(
     # a schema change that ran meanwhile: the written values take the form that holds now
     await fence.settle(ctx, table, written, keys)
     if rows is not None:
-        created = [rows.render(table, doc) for _, doc in plan.creates]
-        await rows.emit(ctx, table, "row.created", created)
-        pairs = []
+        changes = [Change(None, doc) for _, doc in plan.creates]
         for update in plan.updates:
             merged = {**update.original, **update.set_values}
-            pairs.append(
-                (update.original, {k: v for k, v in merged.items() if k not in update.unset})
-            )
-        await rows.publish_updates(ctx, table, pairs)
+            after = {k: v for k, v in merged.items() if k not in update.unset}
+            after[REVISION_FIELD] = int(update.original.get(REVISION_FIELD) or 0) + 1
+            changes.append(Change(update.original, after))
+        await rows.record_changes(ctx, table, changes)
 
 
 async def undo(

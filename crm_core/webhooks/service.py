@@ -37,6 +37,7 @@ from crm_core.platform.clock import utcnow
 from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from crm_core.platform.ids import object_id, parse_object_id
+from crm_core.platform.logs import REQUEST_ID
 from crm_core.platform.netguard import (
     BlockedAddress,
     GuardedResolver,
@@ -51,6 +52,7 @@ from crm_core.platform.storage import Database, Storage
 from crm_core.tables.access import Level, access_level
 from crm_core.tables.columns import ColumnType
 from crm_core.tables.definitions import load_table
+from crm_core.webhooks.destinations import DestinationGate, destination
 from models.accounts import Tenant, User
 from models.webhooks import ROW_EVENTS, WebhookIn, WebhookPatch
 
@@ -64,6 +66,7 @@ MAX_WEBHOOKS = 100  # per company
 RESPONSE_EXCERPT_BYTES = 512
 ATTEMPT_LOG = 20
 FINAL = ("succeeded", "failed", "skipped")
+MAX_REPLAY = 10_000  # deliveries one replay sends again
 SECRET_PREFIX = "whsec_"
 
 
@@ -106,6 +109,24 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
         yield items[start : start + size]
 
 
+def failure_reason(exc: BaseException, url: URL, seconds: float) -> str:
+    """Why a request failed (docs/integrations.md "Delivery, retries, log, auto-disable"):
+    the receiver was slow, or it could not be connected to (waiting for a connection is never
+    a failure: see `WebhookService._defer`)."""
+    where = f"{url.raw_host}:{url.port}"
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return f"could not connect: {where} did not accept a connection within {seconds / 2:g} s"
+    if isinstance(exc, TimeoutError):
+        return (
+            f"receiver slow: no complete answer within {seconds:g} s of the request's start "
+            f"(connected to {where})"
+        )
+    reason = describe(exc)
+    if isinstance(exc, aiohttp.ClientConnectorError) and not reason.startswith("refused"):
+        return f"could not connect: {reason}"[:500]
+    return reason
+
+
 class WebhookService:
     def __init__(
         self,
@@ -125,6 +146,7 @@ class WebhookService:
         self.resolver = GuardedResolver(settings.webhook_allow_private_addresses, resolver)
         self.queue = queue  # refuses work until the broker runs (crm_core/services.py)
         self._session: aiohttp.ClientSession | None = None
+        self.gate = DestinationGate(settings.webhook_connections_per_destination)
         self.listeners = ListenerCache()  # who listens to row writes, per tenant version
 
     # ---- registrations ----------------------------------------------------------------------
@@ -257,10 +279,38 @@ class WebhookService:
         return {**hook, **changes}
 
     async def rotate_secret(self, ctx: TenantContext, webhook_id: str) -> dict[str, Any]:
+        """A new secret; the old one keeps signing beside it for `WEBHOOK_ROTATION_OVERLAP`
+        seconds (both signatures in `webhook-signature`), so receivers switch at leisure."""
         hook = await self.get(ctx, webhook_id)
-        changes = {"secret": new_secret(), "updated_at": utcnow()}
+        now = utcnow()
+        overlap = timedelta(seconds=self.settings.webhook_rotation_overlap)
+        changes = {
+            "secret": new_secret(),
+            "previous_secret": hook["secret"] if overlap else None,
+            "previous_secret_until": now + overlap if overlap else None,
+            "updated_at": now,
+        }
         await ctx.db[WEBHOOKS].update_one({"_id": hook["_id"]}, {"$set": changes})
         return {**hook, **changes}
+
+    async def end_rotation(self, ctx: TenantContext, webhook_id: str) -> dict[str, Any]:
+        """The previous secret stops signing now (the owner's receivers all know the new one)."""
+        hook = await self.get(ctx, webhook_id)
+        changes = {"previous_secret": None, "previous_secret_until": None, "updated_at": utcnow()}
+        await ctx.db[WEBHOOKS].update_one({"_id": hook["_id"]}, {"$set": changes})
+        return {**hook, **changes}
+
+    @staticmethod
+    def signing_secrets(hook: dict[str, Any], now: datetime) -> list[str]:
+        """The current secret, and the previous one while its overlap lasts."""
+        secrets_ = [hook["secret"]]
+        until = hook.get("previous_secret_until")
+        if hook.get("previous_secret") and until is not None:
+            if until.tzinfo is None:
+                until = until.replace(tzinfo=now.tzinfo)
+            if now < until:
+                secrets_.append(hook["previous_secret"])
+        return secrets_
 
     async def delete(self, ctx: TenantContext, webhook_id: str) -> None:
         hook = await self.get(ctx, webhook_id)
@@ -269,12 +319,20 @@ class WebhookService:
         await ctx.db[DELIVERIES].delete_many({"webhook_id": hook["_id"]})
 
     async def deliveries(
-        self, ctx: TenantContext, webhook_id: str, status: str | None, limit: int, offset: int
+        self,
+        ctx: TenantContext,
+        webhook_id: str,
+        status: str | None,
+        limit: int,
+        offset: int,
+        event_id: str | None = None,
     ) -> tuple[list[dict[str, Any]], int]:
         hook = await self.get(ctx, webhook_id)
         query: dict[str, Any] = {"webhook_id": hook["_id"]}
         if status is not None:
             query["status"] = status
+        if event_id is not None:
+            query["payload.id"] = event_id
         collection = ctx.db[DELIVERIES]
         docs = (
             await collection.find(query, max_time_ms=ctx.max_time_ms)
@@ -285,18 +343,91 @@ class WebhookService:
         )
         return docs, await collection.count_documents(query, maxTimeMS=ctx.max_time_ms)
 
+    async def delivery(
+        self, ctx: TenantContext, webhook_id: str, delivery_id: str
+    ) -> dict[str, Any]:
+        hook = await self.get(ctx, webhook_id)
+        found: dict[str, Any] | None = await ctx.db[DELIVERIES].find_one(
+            {"_id": object_id(delivery_id, "Delivery"), "webhook_id": hook["_id"]}
+        )
+        if found is None:
+            raise NotFound("Delivery not found")
+        return found
+
+    async def redeliver(
+        self, ctx: TenantContext, webhook_id: str, delivery_id: str
+    ) -> dict[str, Any]:
+        """A finished delivery sent again: the same event (its id, so receivers drop it if they
+        had it), as a new delivery with fresh attempts, signed with today's secret."""
+        hook = await self.get(ctx, webhook_id)
+        original = await self.delivery(ctx, webhook_id, delivery_id)
+        if original["event"] == "ping":
+            raise Conflict("A ping is not redelivered: send a new one")
+        if original["status"] not in FINAL:
+            raise Conflict(f"The delivery is still '{original['status']}': wait for it to end")
+        if not hook["is_active"]:
+            raise Conflict("The webhook is disabled: enable it first")
+        return (await self._requeue(ctx, [original]))[0]
+
+    async def replay(self, ctx: TenantContext, webhook_id: str, since: datetime) -> int:
+        """Every event delivery of the webhook recorded since `since` that did not succeed
+        (failed, or skipped while the webhook was disabled or its owner lacked access) sent
+        again, oldest first; answers how many."""
+        hook = await self.get(ctx, webhook_id)
+        if not hook["is_active"]:
+            raise Conflict("The webhook is disabled: enable it first")
+        query = {
+            "webhook_id": hook["_id"],
+            "created_at": {"$gte": since},
+            "status": {"$in": ["failed", "skipped"]},
+            "event": {"$ne": "ping"},
+            "replayed": {"$ne": True},
+        }
+        originals = (
+            await ctx.db[DELIVERIES]
+            .find(query, max_time_ms=ctx.max_time_ms)
+            .sort("_id", 1)
+            .to_list(MAX_REPLAY)
+        )
+        await self._requeue(ctx, originals)
+        return len(originals)
+
+    async def _requeue(
+        self, ctx: TenantContext, originals: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        if not originals:
+            return []
+        now = utcnow()
+        copies = []
+        for original in originals:
+            copy = self._delivery(original["webhook_id"], original["event"], {}, now, ctx.tenant_id)
+            copy["payload"] = original["payload"]
+            copy["redelivery_of"] = original["_id"]
+            copies.append(copy)
+        await ctx.db[DELIVERIES].insert_many(copies)
+        await ctx.db[DELIVERIES].update_many(
+            {"_id": {"$in": [o["_id"] for o in originals]}}, {"$set": {"replayed": True}}
+        )
+        lease_end = now + self._lease()
+        await self.storage.system_db[DUE].insert_many(
+            [{"_id": c["_id"], "tenant_id": ctx.tenant_id, "due_at": lease_end} for c in copies]
+        )
+        await self._hand_off(ctx.tenant_id, [c["_id"] for c in copies])
+        return copies
+
     async def ping(self, ctx: TenantContext, webhook_id: str) -> dict[str, Any]:
         """One signed `ping` sent now (even to a disabled webhook), recorded in its log; it
         neither retries nor counts towards disabling."""
         hook = await self.get(ctx, webhook_id)
         now = utcnow()
-        delivery = self._delivery(hook["_id"], "ping", {"webhook_id": str(hook["_id"])}, now)
+        delivery = self._delivery(hook["_id"], "ping", {}, now, ctx.tenant_id)
         delivery["payload"]["actor_id"] = ctx.user_id
         delivery.update(status="delivering", attempts=1, claimed_at=now)
         await ctx.db[DELIVERIES].insert_one(delivery)
-        code, latency, error = await self._send(hook, delivery)
+        code, latency, error, excerpt = await self._send(hook, delivery)
         ok = error is None
-        changes = self._attempt_changes("succeeded" if ok else "failed", code, latency, error, None)
+        status = "succeeded" if ok else "failed"
+        changes = self._attempt_changes(status, code, latency, error, None, excerpt)
         recorded: dict[str, Any] = await ctx.db[DELIVERIES].find_one_and_update(
             {"_id": delivery["_id"]}, changes, return_document=True
         )
@@ -305,7 +436,12 @@ class WebhookService:
     # ---- events -----------------------------------------------------------------------------
 
     def _delivery(
-        self, webhook_id: ObjectId, event: str, payload: dict[str, Any], now: datetime
+        self,
+        webhook_id: ObjectId,
+        event: str,
+        payload: dict[str, Any],
+        now: datetime,
+        company_id: str,
     ) -> dict[str, Any]:
         return {
             "_id": ObjectId(),
@@ -315,6 +451,8 @@ class WebhookService:
                 "id": uuid.uuid4().hex,
                 "event": event,
                 "occurred_at": now.isoformat().replace("+00:00", "Z"),
+                "company_id": company_id,
+                "webhook_id": str(webhook_id),
                 **payload,
             },
             "status": "pending",
@@ -364,13 +502,19 @@ class WebhookService:
             return 0
         now = utcnow()
         deliveries = []
+        # every event of one write carries the write's batch id (and the API request's id)
+        request_id = REQUEST_ID.get()
+        batch = {
+            "batch_id": uuid.uuid4().hex,
+            "request_id": None if request_id == "-" else request_id,
+        }
         for chunk in _chunks(items, ITEMS_PER_DELIVERY):
-            payload: dict[str, Any] = {"actor_id": actor_id, "items": chunk}
+            payload: dict[str, Any] = {"actor_id": actor_id, **batch, "items": chunk}
             if table_key is not None:
                 payload["table"] = table_key
             event_id = uuid.uuid4().hex  # the same event has the same id in every webhook
             for hook_id in hooks:
-                delivery = self._delivery(hook_id, event, payload, now)
+                delivery = self._delivery(hook_id, event, payload, now, tenant_id)
                 delivery["payload"]["id"] = event_id
                 deliveries.append(delivery)
         await db[DELIVERIES].insert_many(deliveries)
@@ -464,10 +608,16 @@ class WebhookService:
             )
             await due.delete_one({"_id": oid})
             return "skipped"
-        code, latency, error = await self._send(hook, delivery)
+        target = destination(hook["url"])
+        if not self.gate.enter(target):
+            return await self._defer(db, delivery, target)
+        try:
+            code, latency, error, excerpt = await self._send(hook, delivery)
+        finally:
+            self.gate.leave(target)
         if error is None:
             await db[DELIVERIES].update_one(
-                {"_id": oid}, self._attempt_changes("succeeded", code, latency, None, None)
+                {"_id": oid}, self._attempt_changes("succeeded", code, latency, None, None, excerpt)
             )
             await due.delete_one({"_id": oid})
             if hook.get("consecutive_failures"):
@@ -478,16 +628,40 @@ class WebhookService:
         if delivery["attempts"] < self.settings.webhook_max_attempts:
             retry_at = utcnow() + timedelta(seconds=self.backoff(delivery["attempts"]))
             await db[DELIVERIES].update_one(
-                {"_id": oid}, self._attempt_changes("retrying", code, latency, error, retry_at)
+                {"_id": oid},
+                self._attempt_changes("retrying", code, latency, error, retry_at, excerpt),
             )
             await due.update_one({"_id": oid}, {"$set": {"due_at": retry_at}}, upsert=True)
             return "retrying"
         await db[DELIVERIES].update_one(
-            {"_id": oid}, self._attempt_changes("failed", code, latency, error, None)
+            {"_id": oid}, self._attempt_changes("failed", code, latency, error, None, excerpt)
         )
         await due.delete_one({"_id": oid})
         await self._count_failure(db, tenant_id, hook["_id"])
         return "failed"
+
+    async def _defer(
+        self, db: Database, delivery: dict[str, Any], target: tuple[str, str, int]
+    ) -> str:
+        """The destination is full in this process: back in line shortly, not an attempt."""
+        status = "pending" if delivery["attempts"] <= 1 else "retrying"
+        later = utcnow() + timedelta(seconds=self.settings.webhook_defer_seconds)
+        scheme, host, port = target
+        note = (
+            f"waited for a connection: {self.gate.per_destination} requests already in flight "
+            f"to {scheme}://{host}:{port}; put back, not counted as an attempt"
+        )
+        await db[DELIVERIES].update_one(
+            {"_id": delivery["_id"], "status": "delivering"},
+            {
+                "$set": {"status": status, "next_attempt_at": later, "deferred_reason": note},
+                "$inc": {"attempts": -1, "deferrals": 1},
+            },
+        )
+        await self.storage.system_db[DUE].update_one(
+            {"_id": delivery["_id"]}, {"$set": {"due_at": later}}, upsert=True
+        )
+        return status
 
     async def _count_failure(self, db: Database, tenant_id: str, hook_id: ObjectId) -> None:
         limit = self.settings.webhook_disable_after_failures
@@ -518,9 +692,16 @@ class WebhookService:
         latency: float | None,
         error: str | None,
         next_attempt_at: datetime | None,
+        excerpt: str | None = None,
     ) -> dict[str, Any]:
         now = utcnow()
-        entry = {"at": now, "response_code": code, "latency_ms": latency, "error": error}
+        entry = {
+            "at": now,
+            "response_code": code,
+            "latency_ms": latency,
+            "error": error,
+            "response_excerpt": excerpt,
+        }
         return {
             "$set": {
                 "status": status,
@@ -561,14 +742,19 @@ class WebhookService:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(resolver=self.resolver, use_dns_cache=False)
+            # no pool limits here: the destination gate bounds requests before the clock
+            # starts, so a request never spends its timeout waiting for a free connection
+            connector = aiohttp.TCPConnector(
+                resolver=self.resolver, use_dns_cache=False, limit=0, limit_per_host=0
+            )
             self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
         return self._session
 
     async def _send(
         self, hook: dict[str, Any], delivery: dict[str, Any]
-    ) -> tuple[int | None, float | None, str | None]:
-        """POST the payload once: (response code, latency in ms, error or None if 2xx)."""
+    ) -> tuple[int | None, float | None, str | None, str | None]:
+        """POST the payload once: (response code, latency in ms, error or None if 2xx, the
+        start of the response body). The timeout counts from the request's start."""
         body = orjson.dumps(delivery["payload"])
         timestamp = int(time.time())
         message_id = str(delivery["_id"])
@@ -577,33 +763,37 @@ class WebhookService:
             "User-Agent": "crm-webhooks/1",
             "webhook-id": message_id,
             "webhook-timestamp": str(timestamp),
-            "webhook-signature": sign(hook["secret"], message_id, timestamp, body),
+            "webhook-signature": " ".join(
+                sign(secret, message_id, timestamp, body)
+                for secret in self.signing_secrets(hook, utcnow())
+            ),
             "X-CRM-Event": delivery["event"],
             "X-CRM-Webhook": str(hook["_id"]),
         }
         url = URL(hook["url"])
+        seconds = self.settings.webhook_timeout_seconds
         started = time.perf_counter()
         try:
             check_literal_host(url_host(url), self.resolver.allow_private)
-            timeout = aiohttp.ClientTimeout(total=self.settings.webhook_timeout_seconds)
+            # connecting gets half the time; the whole request (connect, send, answer) all of it
+            timeout = aiohttp.ClientTimeout(total=seconds, sock_connect=seconds / 2)
             async with self._client().post(
                 url, data=body, headers=headers, allow_redirects=False, timeout=timeout
             ) as response:
-                await response.content.read(RESPONSE_EXCERPT_BYTES)
+                raw = await response.content.read(RESPONSE_EXCERPT_BYTES)
                 code = response.status
-        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+        except Exception as exc:  # any failure of a request to a URL a user chose
+            if not isinstance(exc, aiohttp.ClientError | OSError | TimeoutError | ValueError):
+                log.warning("webhook %s: unexpected request failure", hook["_id"], exc_info=True)
             latency = round((time.perf_counter() - started) * 1000, 1)
-            return None, latency, describe(exc)
-        except Exception as exc:  # any other failure of a request to a URL a user chose
-            log.warning("webhook %s: unexpected request failure", hook["_id"], exc_info=True)
-            latency = round((time.perf_counter() - started) * 1000, 1)
-            return None, latency, describe(exc)
+            return None, latency, failure_reason(exc, url, seconds), None
         latency = round((time.perf_counter() - started) * 1000, 1)
+        excerpt = raw.decode("utf-8", "replace")
         if 200 <= code < 300:
-            return code, latency, None
+            return code, latency, None, excerpt
         if 300 <= code < 400:
-            return code, latency, f"HTTP {code}: redirects are not followed"
-        return code, latency, f"HTTP {code}"
+            return code, latency, f"HTTP {code}: redirects are not followed", excerpt
+        return code, latency, f"HTTP {code}", excerpt
 
     async def sweep(self, limit: int = 100) -> int:
         """Queue deliveries whose retry is due (or whose attempt was lost); returns how many."""

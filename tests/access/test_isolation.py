@@ -18,7 +18,11 @@ from tests.support.api import Account, Api, Factories
 from tests.support.objects import IN_TABLE, PATH_PARAMS, TenantObjects
 
 # bodies that pass validation, so the answer is about the ids (default: {})
-VALID_BODIES = {"move_row": {"before_id": None}, "resolve_message": {"outcome": "sent"}}
+VALID_BODIES = {
+    "move_row": {"before_id": None},
+    "resolve_message": {"outcome": "sent"},
+    "replay": {"since": "2025-01-01T00:00:00Z"},
+}
 ID_ROUTES = [
     r for r in all_routes() if r.in_schema and r.path_params and not isinstance(r.access, Public)
 ]

@@ -131,7 +131,8 @@ async def test_matrix(module_client, world_box, route):
         assert resp.status < 500, (role, resp.status, body)
         if want == "allowed":
             assert resp.status not in (401, 403, 404) or (
-                resp.status == 404 and re.search("Role not found|Share not found", body)
+                resp.status == 404
+                and re.search("Role not found|Share not found|Trash item not found", body)
             ), (role, resp.status, body)
         else:
             assert resp.status == int(want), (role, resp.status, body)

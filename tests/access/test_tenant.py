@@ -20,6 +20,7 @@ async def test_owner_reads_the_company_settings(api, owner):
         "name": "Acme",
         "timezone": "UTC",
         "phone_region": "RU",
+        "sms_quiet_hours": None,
     }
 
 
@@ -36,6 +37,7 @@ async def test_patch_changes_only_the_fields_given(api, owner):
         "name": "Acme Ltd",
         "timezone": "Europe/Moscow",
         "phone_region": "KZ",
+        "sms_quiet_hours": None,
     }
     stored = await Tenant.get(ObjectId(owner.tenant_id))
     assert (stored.name, stored.timezone, stored.phone_region) == (

@@ -158,13 +158,17 @@ async def test_every_write_open_to_any_user_refuses_a_token_without_scope(api, c
     share = await _table_shared_by(api, owner, viewer)
     other = await make_token(api, owner, permissions=["leads.read"])
     secret = (await make_token(api, owner))["token"]
+    row = await api.call("POST", "/api/data/deals", owner, expect=201, json={"n": 1})
+    await api.call("DELETE", f"/api/data/deals/{row['id']}", owner, expect=204)
+    (item,) = (await api.call("GET", "/api/trash", owner, expect=200))["items"]
     bodies = {
         "/api/auth/logout": {},
         "/api/auth/password": {"current_password": owner.password, "new_password": "x-new-pass1"},
         "/api/shares": {"table": "deals", "user_id": viewer.user_id, "access": "read"},
         "/api/tokens": {"name": "more"},
+        "/api/trash/restore": {"ids": [item["id"]]},
     }
-    ids = {"share_id": share["id"], "token_id": other["id"]}
+    ids = {"share_id": share["id"], "token_id": other["id"], "item_id": item["id"]}
     open_writes = [
         route
         for route in _routes()
@@ -177,6 +181,9 @@ async def test_every_write_open_to_any_user_refuses_a_token_without_scope(api, c
         ("DELETE", "/api/shares/{share_id}"),
         ("POST", "/api/tokens"),
         ("DELETE", "/api/tokens/{token_id}"),
+        ("POST", "/api/trash/{item_id}/restore"),
+        ("POST", "/api/trash/restore"),
+        ("DELETE", "/api/trash/{item_id}"),
     }, "a new route open to every user: give it a check_token_scope rule and a case here"
     for route in open_writes:
         path = route.openapi_path.format(**ids)
@@ -187,6 +194,7 @@ async def test_every_write_open_to_any_user_refuses_a_token_without_scope(api, c
     assert await _shares(api, owner) == [share["id"]]
     tokens = await api.call("GET", "/api/tokens", owner, expect=200)
     assert len(tokens["items"]) == 2
+    assert (await api.call("GET", "/api/trash", owner, expect=200))["total"] == 1
     await api.call("GET", "/api/auth/me", owner, expect=200)
     await api.login(owner.email, owner.password)
 

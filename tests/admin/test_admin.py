@@ -646,3 +646,27 @@ async def test_odd_next_values_land_on_the_overview(panel, target):
         "/admin/login", {"email": ROOT_EMAIL, "password": ROOT_PASSWORD, "next": target}
     )
     assert resp.headers["Location"] == "/admin"
+
+
+async def test_campaign_list_shows_delivery_counts_and_rate(signed_in, api, client):
+    """Delivery reports' states and the delivery rate (docs/sms.md) on /admin/campaigns."""
+    from tests.support.api import wait_done
+
+    owner = await api.register(company="Reports Ltd")
+    created = await api.call(
+        "POST",
+        "/api/sms/campaigns",
+        owner,
+        expect=202,
+        json={"name": "Reported", "text": "t", "recipients": [{"phone": "+79161234567"}]},
+    )
+    page = await signed_in.get("/admin/campaigns")
+    assert "Delivery rate" in page and "Undelivered" in page
+    await wait_done(api, owner, created["id"])
+    db = client.app[SERVICES].storage.tenant_db(owner.tenant_id)
+    moved = {"counts.sent": 0, "counts.delivered": 3, "counts.undelivered": 1}
+    await db["_sms_campaigns"].update_one({"name": "Reported"}, {"$set": moved})
+    page = await signed_in.get("/admin/campaigns")
+    row = page[page.index("Reported") :].split("</tr>")[0]
+    assert "75.0%" in row
+    assert re.search(r'<td class="num">3</td><td class="num">1</td><td class="num">0</td>', row)

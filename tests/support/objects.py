@@ -85,6 +85,25 @@ async def _row_id(objects: TenantObjects, entity: str | None) -> str:
     return (await objects.factories.rows(objects.owner, table, [item]))[0]["id"]
 
 
+@path_param("revision_id", in_table=True)
+async def _revision_id(objects: TenantObjects, entity: str | None) -> str:
+    row_id = await objects.get("row_id", entity)
+    table = await objects.table(entity)
+    path = f"/api/data/{table}/{row_id}/history"
+    page = await objects.api.call("GET", path, objects.owner, expect=200)
+    return str(page["items"][0]["id"])
+
+
+@path_param("item_id")
+async def _item_id(objects: TenantObjects, entity: str | None) -> str:
+    # a row of a table of its own, deleted: an item of the trash
+    table = (await objects.factories.table(objects.owner, f"g{unique_number()}"))["key"]
+    (row,) = await objects.factories.rows(objects.owner, table, [{"n": 1}])
+    await objects.api.call("DELETE", f"/api/data/{table}/{row['id']}", objects.owner, expect=204)
+    page = await objects.api.call("GET", f"/api/trash?table={table}", objects.owner, expect=200)
+    return str(page["items"][0]["id"])
+
+
 @path_param("user_id")
 async def _user_id(objects: TenantObjects, entity: str | None) -> str:
     return (await objects.factories.user(objects.owner, "viewer")).user_id
@@ -129,6 +148,16 @@ async def _webhook_id(objects: TenantObjects, entity: str | None) -> str:
         "POST", "/api/webhooks", objects.owner, expect=201, json={**body, "tables": [table]}
     )
     return str(hook["id"])
+
+
+@path_param("delivery_id")
+async def _delivery_id(objects: TenantObjects, entity: str | None) -> str:
+    # a ping to the webhook's closed port: a finished (failed) delivery in its log
+    hook_id = await objects.get("webhook_id")
+    delivery = await objects.api.call(
+        "POST", f"/api/webhooks/{hook_id}/test", objects.owner, expect=200
+    )
+    return str(delivery["id"])
 
 
 @path_param("token_id")

@@ -284,6 +284,45 @@ ALLOWED: tuple[Exemption, ...] = (
         "the same total filtered by status (index `webhook_status_log`)",
         "crm_core/webhooks/service.py",
     ),
+    _e(
+        "_webhook_deliveries",
+        "count",
+        "webhook_id payload.id",
+        "the total of one event's deliveries (index `webhook_event`): a few per event",
+        "crm_core/webhooks/service.py",
+    ),
+    _e(
+        "_webhook_deliveries",
+        "count",
+        "webhook_id status payload.id",
+        "the same filtered by status: one event's deliveries (index `webhook_event`)",
+        "crm_core/webhooks/service.py",
+    ),
+    # history, trash and the audit trail (docs/history.md)
+    _e(
+        "_history",
+        "count",
+        None,
+        "the total of a row's history page (by column or not): a count of the row's range of "
+        "`table_row_seq`",
+        "crm_core/tables/history.py",
+    ),
+    _e(
+        "_trash",
+        "count",
+        None,
+        "the total of a trash page: one range of `table_deleted_at` per table the caller may "
+        "write, bounded by TRASH_RETENTION_DAYS",
+        "crm_core/tables/trash.py",
+    ),
+    _e(
+        "_audit",
+        "count",
+        None,
+        "the total of an audit page: a range of one of `_audit`'s indexes, bounded by "
+        "AUDIT_RETENTION_DAYS",
+        "crm_core/audit/service.py",
+    ),
     # the operator's /admin panel (crm_core/admin/service.py): a few requests a day by one operator,
     # over every company; never on a user's request path
     _e("admin_actions", "count", "", "the panel's audit-log total", ADMIN),

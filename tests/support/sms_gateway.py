@@ -4,11 +4,13 @@ told how to answer the next ones (OK, HTTP errors, SMS.ru errors, or no answer a
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from crm_core.platform.settings import Settings
@@ -52,6 +54,19 @@ class Received:
     phone: str
     text: str
     at: float
+    sms_id: str = ""
+
+
+API_ID = "test-api-id"
+
+
+def callback_hash(data: list[str], api_id: str = API_ID) -> str:
+    """SMS.ru's callback signature: sha256(api_id + the data entries concatenated)."""
+    return hashlib.sha256((api_id + "".join(data)).encode()).hexdigest()
+
+
+def status_entry(sms_id: str, code: int, at: int = 1_700_000_000) -> str:
+    return f"sms_status\n{sms_id}\n{code}\n{at}"
 
 
 @dataclass
@@ -60,6 +75,9 @@ class FakeGateway:
     script: deque[str] = field(default_factory=deque)  # behaviours for the next requests
     hang_seconds: float = 5.0
     accepted: list[Received] = field(default_factory=list)
+    statuses: dict[str, int] = field(default_factory=dict)  # sms_id -> code sms/status gives
+    status_requests: list[list[str]] = field(default_factory=list)
+    url: str = ""
 
     def fail_next(self, *behaviours: str) -> None:
         """'500', '429', '504', '400', 'error207', 'error220', 'hang' (no answer)."""
@@ -68,7 +86,61 @@ class FakeGateway:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/sms/send", self.send)
+        app.router.add_post("/sms/status", self.status)
+        app.router.add_post("/sms/cost", self.cost)
         return app
+
+    price_per_part: float = 1.5
+    cost_requests: int = 0
+
+    async def cost(self, request: web.Request) -> web.Response:
+        """`sms/cost` for `to[NUMBER]=text` messages: `price_per_part` per SMS part."""
+        from crm_core.sms.parts import parts
+
+        form = await request.post()
+        assert form.get("api_id") == API_ID
+        self.cost_requests += 1
+        texts = [str(v) for k, v in form.items() if k.startswith("to[")]
+        n = sum(parts(t) for t in texts)
+        return web.json_response(
+            {
+                "status": "OK",
+                "status_code": 100,
+                "total_cost": n * self.price_per_part,
+                "total_sms": n,
+            }
+        )
+
+    async def status(self, request: web.Request) -> web.Response:
+        """`sms/status`: a code per id (103 when told so, else 102 "sent"; -1 for an id it
+        never gave)."""
+        form = await request.post()
+        assert form.get("api_id") == API_ID and form.get("json") == "1"
+        ids = [i for i in str(form.get("sms_id", "")).split(",") if i]
+        self.status_requests.append(ids)
+        known = {r.sms_id for r in self.accepted}
+        sms: dict[str, Any] = {}
+        for sms_id in ids:
+            if sms_id not in known:
+                sms[sms_id] = {"status": "ERROR", "status_code": -1, "status_text": "no such id"}
+                continue
+            code = self.statuses.get(sms_id, 102)
+            sms[sms_id] = {"status": "OK", "status_code": code, "status_text": f"code {code}"}
+        return web.json_response({"status": "OK", "status_code": 100, "sms": sms})
+
+    async def fire_callback(
+        self,
+        url: str,
+        entries: list[str],
+        signed_with: str = API_ID,
+        given_hash: str | None = None,
+    ) -> tuple[int, str]:
+        """POST a delivery callback as SMS.ru does (`data[]` entries and `hash`); a wrong
+        hash with `signed_with` another api_id or `given_hash`. Returns status and body."""
+        form = [("data[]", e) for e in entries]
+        form.append(("hash", given_hash or callback_hash(entries, signed_with)))
+        async with aiohttp.ClientSession() as session, session.post(url, data=form) as resp:
+            return resp.status, await resp.text()
 
     async def send(self, request: web.Request) -> web.Response:
         form = await request.post()
@@ -97,6 +169,7 @@ class FakeGateway:
                 }
             )
         self.accepted.append(item)
+        item.sms_id = f"000000-{len(self.accepted)}"
         return web.json_response(
             {
                 "status": "OK",

@@ -27,6 +27,7 @@ from typing import Any, NoReturn, TypeVar, cast
 
 import mongomock_motor
 from bson import ObjectId
+from mongomock import aggregate as _mongomock_aggregate
 from mongomock import filtering as _mongomock_filtering
 from mongomock import helpers as _mongomock_helpers
 from mongomock.collection import Collection as MongomockCollection
@@ -230,7 +231,7 @@ class EmbeddedAggregateCursor:
             inner = self._collection._crm_inner
             pipeline = self._args[0] if self._args else self._kwargs.get("pipeline", [])
             record = self._collection._crm_recorder("aggregate", pipeline=pipeline)
-            compute = functools.partial(inner.aggregate, *self._args, **self._kwargs)
+            compute = functools.partial(_aggregate, inner, pipeline)
             buffer: list[MongoDocument] = await _run(
                 self._collection._crm_executor, lambda: list(compute())[::-1], record=record
             )
@@ -420,8 +421,9 @@ class EmbeddedClient(mm.AsyncMongoMockClient):  # type: ignore[misc]
 # filter, so results are the same; ids are returned in `_id` order, as the index returns them.
 
 _ID_RANGE = {"$gt", "$gte", "$lt", "$lte"}
-# mongomock is untyped: its two functions used here, typed
+# mongomock is untyped: its functions used here, typed
 filter_applies: Callable[[object, object], bool] = _mongomock_filtering.filter_applies
+process_pipeline: Callable[..., list[MongoDocument]] = _mongomock_aggregate.process_pipeline
 make_datetime_timezone_aware_in_document: Callable[[MongoDocument], MongoDocument] = (
     _mongomock_helpers.make_datetime_timezone_aware_in_document
 )
@@ -527,6 +529,13 @@ def _get_dataset(
         doc = documents.get(key)
         if doc is not None and filter_applies(spec, doc):
             yield self._copy_only_fields(doc, fields, as_class)
+
+
+def _aggregate(inner: Any, pipeline: object) -> list[MongoDocument]:  # inner: untyped
+    """mongomock's `Collection.aggregate`, its input read by `_read_cursor`: mongomock's own
+    cursor slices its results once per document read (quadratic: 40,000 rows took 4.4 s)."""
+    documents = _read_cursor(inner.find())
+    return process_pipeline(documents, inner.database, pipeline, None)
 
 
 def _read_cursor(inner: MongomockCursor) -> list[MongoDocument]:

@@ -1,0 +1,1 @@
+"""The company's audit trail (docs/history.md "Audit trail")."""

@@ -1,0 +1,108 @@
+"""The company's audit trail: who did what to the company's users, roles, shares, tokens,
+webhooks, tables and columns, and when (`_audit` in the company's database, docs/history.md).
+
+Append-only: the services that change those things call `record` through a protocol they
+declare (crm_core/tables/trash.py `AuditSink`...); no route edits an entry. Entries expire after
+`AUDIT_RETENTION_DAYS` (a TTL index on `expires_at`)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from bson import ObjectId
+
+from crm_core.platform.clock import utcnow
+from crm_core.platform.context import TenantContext
+from crm_core.platform.errors import ValidationFailed
+from crm_core.platform.logs import REQUEST_ID
+from crm_core.platform.storage import DESCENDING, Database
+
+log = logging.getLogger(__name__)
+
+AUDIT = "_audit"
+
+
+def actor_of(ctx: TenantContext) -> dict[str, Any]:
+    if ctx.api_token_id:
+        return {"type": "token", "id": ctx.api_token_id, "name": ctx.user.email}
+    return {"type": "user", "id": ctx.user_id, "name": ctx.user.full_name or ctx.user.email}
+
+
+class AuditTrail:
+    """Records and lists the company's audit entries."""
+
+    def __init__(self, retention_days: int = 365) -> None:
+        self.retention_days = retention_days
+
+    async def record(
+        self,
+        ctx: TenantContext,
+        action: str,
+        target: dict[str, Any],
+        changes: dict[str, Any] | None = None,
+    ) -> None:
+        """One entry for an action the caller took (the change is done: a failure to record
+        it is logged, not raised)."""
+        await self.record_in(ctx.db, actor_of(ctx), action, target, changes)
+
+    async def record_in(
+        self,
+        db: Database,
+        actor: dict[str, Any],
+        action: str,
+        target: dict[str, Any],
+        changes: dict[str, Any] | None = None,
+        address: str | None = None,
+    ) -> None:
+        """An entry outside a signed-in request (a sign-in, a failed one)."""
+        now = utcnow()
+        request_id = REQUEST_ID.get()
+        entry = {
+            "_id": ObjectId(),
+            "at": now,
+            "action": action,
+            "actor": actor,
+            "address": address,
+            "request_id": None if request_id == "-" else request_id,
+            "target": target,
+            "changes": changes,
+            "expires_at": now + timedelta(days=self.retention_days),
+        }
+        try:
+            await db[AUDIT].insert_one(entry)
+        except Exception:
+            log.exception("audit entry %s could not be recorded", action)
+
+    async def page(
+        self,
+        ctx: TenantContext,
+        action: str | None,
+        actor: str | None,
+        since: datetime | None,
+        until: datetime | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Newest first; each filter served by an index of `_audit` (crm_core/platform/
+        indexes.py)."""
+        query: dict[str, Any] = {}
+        if action is not None:
+            query["action"] = action
+        if actor is not None:
+            query["actor.id"] = actor
+        at: dict[str, Any] = {}
+        if since is not None:
+            at["$gte"] = since
+        if until is not None:
+            at["$lt"] = until
+        if since is not None and until is not None and since >= until:
+            raise ValidationFailed.field("until", "must be after since")
+        if at:
+            query["at"] = at
+        entries = ctx.db[AUDIT]
+        cursor = entries.find(query).sort([("at", DESCENDING), ("_id", DESCENDING)])
+        items = await cursor.skip(offset).limit(limit).to_list(length=limit)
+        total = await entries.count_documents(query)
+        return items, total

@@ -1,0 +1,69 @@
+"""`/api/trash`: deleted rows kept for `TRASH_RETENTION_DAYS`, restored or purged
+(docs/history.md "Trash")."""
+
+from __future__ import annotations
+
+from bson import ObjectId
+
+from crm_core.tables.trash import check_ids
+from handlers.routing import Authenticated, Call, RouteTable
+from models.history import (
+    RestoredOut,
+    TrashItemOut,
+    TrashPage,
+    TrashQuery,
+    TrashRestoreIn,
+)
+from models.tables import ROW_SCHEMA
+
+routes = RouteTable("trash")
+ITEM = "/api/trash/{item_id}"
+SIGNED_IN = Authenticated()
+
+
+@routes.get(
+    "/api/trash", access=SIGNED_IN, summary="The trash", query=TrashQuery, response=TrashPage
+)
+async def list_trash(call: Call, query: TrashQuery) -> TrashPage:
+    """What the caller may restore (the rows of tables they may write), newest first."""
+    items, total = await call.services.trash.list_page(
+        call.ctx, query.kind, query.table, query.limit, query.offset
+    )
+    return TrashPage(items=[TrashItemOut.from_document(d) for d in items], total=total)
+
+
+@routes.post(
+    f"{ITEM}/restore",
+    access=SIGNED_IN,
+    summary="Restore an item of the trash",
+    response_schema=ROW_SCHEMA,
+    errors=(404, 409),
+)
+async def restore_item(call: Call, item_id: ObjectId) -> dict[str, object]:
+    """Puts the row back in its table (values of columns deleted since are left out) and
+    answers it. 409 names the column whose unique value another row took meanwhile, or says
+    the table's key was reused; 404 once the item is restored or purged."""
+    return await call.services.trash.restore(call.ctx, item_id)
+
+
+@routes.post(
+    "/api/trash/restore",
+    access=SIGNED_IN,
+    summary="Restore many items of the trash",
+    body=TrashRestoreIn,
+    response=RestoredOut,
+    errors=(404, 409),
+)
+async def restore_items(call: Call, body: TrashRestoreIn) -> RestoredOut:
+    """A bulk delete's rows at once: every id is looked up first (404 names `ids.N`); a
+    unique value taken names `ids.N.<column>` in a 409 after the others are restored."""
+    rows = await call.services.trash.restore_many(call.ctx, check_ids(body.ids))
+    return RestoredOut(items=rows)
+
+
+@routes.delete(
+    ITEM, access=SIGNED_IN, summary="Purge an item of the trash", status=204, errors=(404,)
+)
+async def purge_item(call: Call, item_id: ObjectId) -> None:
+    """Gone for good."""
+    await call.services.trash.purge(call.ctx, item_id)

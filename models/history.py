@@ -1,0 +1,147 @@
+"""Row history, the trash and the company's audit trail: queries, bodies and answers
+(docs/history.md)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import Field
+
+from models.base import InputModel, OutputModel, QueryModel
+
+
+class Actor(OutputModel):
+    type: Literal["user", "token", "import", "system"]
+    id: str | None = None
+    name: str | None = None
+
+
+class HistoryQuery(QueryModel):
+    limit: int = Field(default=50, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0, le=10_000_000)
+    column: str | None = Field(
+        default=None, max_length=64, description="Only the revisions that changed this column"
+    )
+
+
+class ValueChange(OutputModel):
+    before: Any = None
+    after: Any = None
+
+
+class RevisionOut(OutputModel):
+    id: str
+    at: datetime
+    actor: Actor
+    action: Literal["created", "updated", "deleted", "restored", "reverted"]
+    changes: dict[str, ValueChange]
+    request_id: str | None = None
+
+    @classmethod
+    def from_document(cls, doc: dict[str, Any]) -> RevisionOut:
+        return cls(
+            id=str(doc["_id"]),
+            at=doc["at"],
+            actor=Actor(**doc["actor"]),
+            action=doc["action"],
+            changes={k: ValueChange(**v) for k, v in doc["changes"].items()},
+            request_id=doc.get("request_id"),
+        )
+
+
+class HistoryPage(OutputModel):
+    items: list[RevisionOut]
+    total: int
+
+    @classmethod
+    def from_page(cls, page: dict[str, Any]) -> HistoryPage:
+        return cls(items=[RevisionOut.from_document(d) for d in page["items"]], total=page["total"])
+
+
+TrashKind = Literal["row", "column", "table"]
+
+
+class TrashQuery(QueryModel):
+    kind: TrashKind | None = None
+    table: str | None = Field(default=None, max_length=64)
+    limit: int = Field(default=50, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0, le=10_000_000)
+
+
+class TrashItemOut(OutputModel):
+    id: str
+    kind: TrashKind
+    table: str
+    row_id: str | None = None
+    column: str | None = None
+    name: str
+    deleted_at: datetime
+    deleted_by: Actor
+    expires_at: datetime
+
+    @classmethod
+    def from_document(cls, doc: dict[str, Any]) -> TrashItemOut:
+        row_id = doc.get("row_id")
+        return cls(
+            id=str(doc["_id"]),
+            kind=doc["kind"],
+            table=doc["table"],
+            row_id=None if row_id is None else str(row_id),
+            column=doc.get("column"),
+            name=doc["name"],
+            deleted_at=doc["deleted_at"],
+            deleted_by=Actor(**doc["deleted_by"]),
+            expires_at=doc["expires_at"],
+        )
+
+
+class TrashPage(OutputModel):
+    items: list[TrashItemOut]
+    total: int
+
+
+class TrashRestoreIn(InputModel):
+    ids: list[str] = Field(min_length=1, max_length=1000)
+
+
+class RestoredOut(OutputModel):
+    items: list[dict[str, Any]]
+
+
+class AuditQuery(QueryModel):
+    action: str | None = Field(default=None, max_length=64)
+    actor: str | None = Field(default=None, max_length=64, description="A user id")
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = Field(default=50, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0, le=10_000_000)
+
+
+class AuditEntryOut(OutputModel):
+    id: str
+    at: datetime
+    action: str
+    actor: Actor
+    address: str | None = None
+    request_id: str | None = None
+    target: dict[str, Any]
+    changes: dict[str, Any] | None = None
+
+    @classmethod
+    def from_document(cls, doc: dict[str, Any]) -> AuditEntryOut:
+        return cls(
+            id=str(doc["_id"]),
+            at=doc["at"],
+            action=doc["action"],
+            actor=Actor(**doc["actor"]),
+            address=doc.get("address"),
+            request_id=doc.get("request_id"),
+            target=doc.get("target") or {},
+            changes=doc.get("changes"),
+        )
+
+
+class AuditPage(OutputModel):
+    items: list[AuditEntryOut]
+    total: int
