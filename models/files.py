@@ -73,8 +73,15 @@ class ExportQuery(QueryModel):
     headers: Literal["keys", "names"] = Field(
         default="keys", description="`names`: display names (aliases) as the header row"
     )
-    delimiter: Literal["comma", "semicolon", "tab"] = "comma"
+    delimiter: Literal["comma", "semicolon", "tab"] | None = Field(
+        default=None, description="CSV; default: `comma`, with `locale=ru` `semicolon`"
+    )
     bom: bool = Field(default=True, description="CSV: start with a UTF-8 BOM (Excel reads it)")
+    locale: Literal["en", "ru"] = Field(
+        default="en",
+        description="CSV cells: `en` ISO dates with offsets, `1234.5`, true/false; `ru` as Russian "
+        "Excel reads them: `;`, `1234,5`, Да/Нет, DD.MM.YYYY HH:MM:SS (UTF-8 with a BOM)",
+    )
 
 
 class UploadQuery(QueryModel):
@@ -89,6 +96,12 @@ class UploadQuery(QueryModel):
     )
     sheet: str | None = Field(
         default=None, max_length=31, description="XLSX; default: the first sheet"
+    )
+    header_row: int = Field(
+        default=1,
+        ge=1,
+        le=1000,
+        description="The row holding the column names (rows above it are titles, skipped)",
     )
     filename: str | None = Field(
         default=None, max_length=255, description="For a raw body: the file's name"
@@ -119,6 +132,7 @@ class ImportFileOut(OutputModel):
     encoding: str | None = None
     delimiter: str | None = None
     sheet: str | None = None
+    header_row: int | None = None
 
 
 class CellError(OutputModel):

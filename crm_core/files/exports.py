@@ -8,21 +8,32 @@ client batch by batch; XLSX is written by openpyxl's write-only workbook to a te
 
 Cells are what a spreadsheet user expects: select labels instead of option ids, dates and the
 system timestamps in the company's timezone, booleans as true/false. CSV text that a
-spreadsheet would run as a formula (starting with = + - @ tab or CR) gets a leading apostrophe;
-XLSX text cells are always typed as text, never formulas.
+spreadsheet would run as a formula (starting with = + - @ tab or CR), or that starts with an
+apostrophe, gets a leading apostrophe (the import takes one off again); XLSX text cells are
+always typed as text, never formulas.
+
+Every value comes back unchanged through the import (docs/integrations.md "Round trips"):
+date-times carry their UTC offset where the local time alone would be ambiguous (or always, in
+CSV without a locale), CSV fields holding anything a reader may take as a line end are quoted,
+an empty text is `""` (an empty field is no value), and XLSX cells that would lose digits
+(floats beyond 15 significant digits, -0.0, integers beyond 2^53) are written as text;
+characters XML cannot hold are written as OOXML `_xHHHH_` escapes; what XLSX cannot carry at
+all (an empty text) is listed on the workbook's `export report` sheet, and the import refuses
+those cells.
 """
 
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
+import re
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, timedelta
 from typing import IO, Any, Protocol
+from zoneinfo import ZoneInfo
 
+from crm_core.files.readers import REPORT_SHEET
 from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import RateLimited, ValidationFailed
 from crm_core.platform.storage import find_in_batches, query_purpose
@@ -33,8 +44,12 @@ from crm_core.tables.ordering import get_view, manual_rows
 from crm_core.tables.rows import CLIENT_QUERY, RowService
 from models.files import ExportQuery
 
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
 DELIMITERS = {"comma": ",", "semicolon": ";", "tab": "\t"}
+# characters some reader takes as a line end (str.splitlines, Excel, editors): quoted in CSV
+LINE_BREAKS = frozenset("\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
+XML_ILLEGAL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\r\ufffe\uffff]|_(?=x[0-9A-Fa-f]{4}_)")
+EXCEL_DIGITS = 15
 XLSX_MAX_ROWS = 1_048_575  # a sheet's 1,048,576 rows, one of them the header
 EXACT_FLOAT_INT = 2**53
 BATCH = 1000
@@ -59,6 +74,7 @@ class ExportPlan:
     sort: list[tuple[str, int]] | None
     delimiter: str
     bom: bool
+    locale: str = "en"
 
     @property
     def content_type(self) -> str:
@@ -69,7 +85,9 @@ class ExportPlan:
 
 
 def neutralise(text: str) -> str:
-    """Text a spreadsheet would evaluate as a formula, made inert (OWASP CSV injection)."""
+    """Text a spreadsheet would evaluate as a formula, made inert (OWASP CSV injection); text
+    that starts with an apostrophe gets one more, so the import always takes exactly one off
+    (`FORMULA_QUOTED` in readers.py)."""
     return "'" + text if text.startswith(FORMULA_START) else text
 
 
@@ -92,8 +110,16 @@ class ExportService:
                 raise ValidationFailed.field(
                     "format", f"a sheet holds at most {XLSX_MAX_ROWS} rows: export as csv"
                 )
+        delimiter = query.delimiter or ("semicolon" if query.locale == "ru" else "comma")
         return ExportPlan(
-            table, query.format, columns, where, sort, DELIMITERS[query.delimiter], query.bom
+            table,
+            query.format,
+            columns,
+            where,
+            sort,
+            DELIMITERS[delimiter],
+            query.bom,
+            query.locale,
         )
 
     async def _columns(
@@ -121,12 +147,20 @@ class ExportService:
         if query.headers == "names":
             alias = (await self.aliases.find(ctx, [table.key])).get(table.key)
             names = alias.columns if alias else {}
-        result = []
+        headers = {}
         for key in keys:
             column = table.column(key)
             header = key
             if column is not None and query.headers == "names":
                 header = names.get(key) or column.name or key
+            headers[key] = header
+        # a display name two columns share is written `name (key)`, which the import maps back
+        taken = [h.strip().casefold() for h in headers.values()]
+        result = []
+        for key, header in headers.items():
+            if key != header and taken.count(header.strip().casefold()) > 1:
+                header = f"{header} ({key})"
+            column = table.column(key)
             column_type = None if column is None else table.column_type(column)
             result.append(ExportColumn(key, header, column, column_type))
         return result
@@ -177,14 +211,19 @@ class ExportService:
 
     def cell(self, ctx: TenantContext, column: ExportColumn, doc: dict[str, Any]) -> Any:
         """The plain Python value of one cell (None for empty), before format-specific
-        writing: text, int, float, bool, a naive local datetime or a time of day."""
+        writing: text, int, float, bool, an aware datetime (in the company's time zone, or in
+        UTC when that zone cannot show it: `9999-12-31T23:00:00Z` in Moscow) or a time of
+        day."""
         value = doc.get("_id") if column.key == "id" else doc.get(column.key)
         if value is None:
             return None
         if isinstance(value, datetime):
             if value.tzinfo is None:
                 value = value.replace(tzinfo=UTC)
-            return value.astimezone(ctx.values.timezone).replace(tzinfo=None)
+            try:
+                return value.astimezone(ctx.values.timezone)
+            except OverflowError:
+                return value.astimezone(UTC)
         if column.column is not None and column.column_type is not None:
             value = column.column_type.cell_value(column.column, value)  # labels, times of day
         if isinstance(value, bool | int | float | str | time):
@@ -192,31 +231,44 @@ class ExportService:
         return str(value)
 
     async def csv_chunks(self, ctx: TenantContext, plan: ExportPlan) -> AsyncIterator[bytes]:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, delimiter=plan.delimiter, lineterminator="\r\n")
-        if plan.bom:
-            buffer.write("\ufeff")
-        writer.writerow([neutralise(c.header) for c in plan.columns])
+        text = _ru_csv_text if plan.locale == "ru" else _csv_text
+        delimiter = plan.delimiter
+        parts: list[str] = ["\ufeff"] if plan.bom else []
+        parts.append(_csv_line([neutralise(c.header) for c in plan.columns], delimiter))
         async for batch in self.batches(ctx, plan):
             for doc in batch:
-                writer.writerow([_csv_text(self.cell(ctx, c, doc)) for c in plan.columns])
-            yield buffer.getvalue().encode("utf-8")
-            buffer.seek(0)
-            buffer.truncate()
-        rest = buffer.getvalue()
-        if rest:
-            yield rest.encode("utf-8")
+                cells = [text(self.cell(ctx, c, doc)) for c in plan.columns]
+                parts.append(_csv_line(cells, delimiter))
+            yield "".join(parts).encode("utf-8")
+            parts = []
+        if parts:
+            yield "".join(parts).encode("utf-8")
 
     async def xlsx_file(self, ctx: TenantContext, plan: ExportPlan) -> IO[bytes]:
         """A temporary file holding the workbook, positioned at its start; close it after."""
         from openpyxl import Workbook
 
         workbook = Workbook(write_only=True)
-        sheet = workbook.create_sheet(title=plan.table.key[:31])
+        title = plan.table.key[:31]
+        sheet = workbook.create_sheet(title=title)
         sheet.append([_xlsx_cell(sheet, c.header) for c in plan.columns])
+        report: list[list[object]] = []
+        number = 1
         async for batch in self.batches(ctx, plan):
-            rows = [[self.cell(ctx, c, doc) for c in plan.columns] for doc in batch]
+            rows = []
+            for doc in batch:
+                number += 1
+                row = [self.cell(ctx, c, doc) for c in plan.columns]
+                for value, column in zip(row, plan.columns, strict=True):
+                    if value == "":
+                        report.append([title, number, column.header, "an empty text"])
+                rows.append(row)
             await asyncio.to_thread(_append_rows, sheet, rows)
+        if report:  # what the workbook cannot hold; the import refuses these cells
+            listing = workbook.create_sheet(title=REPORT_SHEET)
+            listing.append(["sheet", "row", "column", "problem"])
+            for line in report:
+                listing.append([_xlsx_cell(listing, v) for v in line])
         target = tempfile.TemporaryFile()
         try:
             await asyncio.to_thread(workbook.save, target)
@@ -227,20 +279,72 @@ class ExportService:
         return target
 
 
-def _csv_text(value: object) -> str:
+def _csv_line(cells: list[str | None], delimiter: str) -> str:
+    """One CSV record: a field is quoted when it holds the delimiter, a quote or anything a
+    reader may take as a line end, and when it is an empty text (an empty field is None)."""
+    out = []
+    for cell in cells:
+        if cell is None:
+            out.append("")
+        elif (
+            cell == ""
+            or delimiter in cell
+            or '"' in cell
+            or not LINE_BREAKS.isdisjoint(cell)
+            or cell != cell.strip(" ")
+        ):
+            out.append('"' + cell.replace('"', '""') + '"')
+        else:
+            out.append(cell)
+    return delimiter.join(out) + "\r\n"
+
+
+def unambiguous(moment: datetime) -> bool:
+    """Whether the local wall time of `moment` alone names it (not in a DST change)."""
+    naive = moment.replace(tzinfo=None)
+    tz = moment.tzinfo
+    first, second = naive.replace(tzinfo=tz, fold=0), naive.replace(tzinfo=tz, fold=1)
+    return first.utcoffset() == second.utcoffset() == moment.utcoffset()
+
+
+def _iso(moment: datetime) -> str:
+    text = moment.isoformat(timespec="milliseconds" if moment.microsecond else "seconds")
+    return (
+        text[:-6] + "Z" if moment.utcoffset() == timedelta(0) and text.endswith("+00:00") else text
+    )
+
+
+def _csv_text(value: object) -> str | None:
     if value is None:
-        return ""
+        return None
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, datetime):
-        if value.time() == time(0):
-            return value.strftime("%Y-%m-%d")
-        return value.strftime("%Y-%m-%d %H:%M:%S" if value.second else "%Y-%m-%d %H:%M")
+        if value.time() == time(0) and unambiguous(value):
+            return value.strftime("%Y-%m-%d")  # midnight in the company's time zone
+        return _iso(value)
     if isinstance(value, time):
         return value.strftime("%H:%M:%S")
     if isinstance(value, int | float):
         return repr(value)
     return neutralise(str(value))
+
+
+def _ru_csv_text(value: object) -> str | None:
+    """Cells as Russian Excel reads them: 1234,5, Да/Нет, DD.MM.YYYY HH:MM:SS (an ISO
+    date-time with its offset where the local time would be ambiguous or has milliseconds)."""
+    if isinstance(value, bool):
+        return "Да" if value else "Нет"
+    if isinstance(value, float):
+        return repr(value).replace(".", ",")
+    if isinstance(value, datetime):
+        local = isinstance(value.tzinfo, ZoneInfo)  # not the UTC of a date beyond the zone
+        if not local or not unambiguous(value) or value.microsecond:
+            return _iso(value)
+        if value.time() == time(0):
+            return f"{value.day:02d}.{value.month:02d}.{value.year:04d}"
+        return f"{value.day:02d}.{value.month:02d}.{value.year:04d} {value:%H:%M:%S}"
+    return _csv_text(value)
 
 
 class WriteOnlySheet(Protocol):
@@ -255,20 +359,38 @@ def _append_rows(sheet: WriteOnlySheet, rows: list[list[Any]]) -> None:
         sheet.append([_xlsx_cell(sheet, value) for value in row])
 
 
+def _xlsx_text(sheet: WriteOnlySheet, text: str) -> object:
+    from openpyxl.cell import WriteOnlyCell
+
+    if XML_ILLEGAL.search(text):  # OOXML escapes, which Excel and the import decode
+        text = XML_ILLEGAL.sub(lambda m: f"_x{ord(m[0]):04X}_", text)
+    cell = WriteOnlyCell(sheet, value=text)
+    cell.data_type = "s"  # never a formula, whatever the text starts with
+    return cell
+
+
 def _xlsx_cell(sheet: WriteOnlySheet, value: object) -> object:
     from openpyxl.cell import WriteOnlyCell
-    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 
-    if value is None:
+    if value is None or value == "":
         return None
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) > EXACT_FLOAT_INT:
         value = str(value)  # Excel keeps 15 significant digits of numbers
+    if isinstance(value, float) and (
+        float(f"{value:.{EXCEL_DIGITS}g}") != value or (value == 0 and str(value)[0] == "-")
+    ):
+        value = repr(value)  # kept exactly as text (-0.0 too)
     if isinstance(value, str):
-        cell = WriteOnlyCell(sheet, value=ILLEGAL_CHARACTERS_RE.sub("", value))
-        cell.data_type = "s"  # never a formula, whatever the text starts with
-        return cell
+        return _xlsx_text(sheet, value)
     if isinstance(value, datetime):
-        cell = WriteOnlyCell(sheet, value=value)
-        cell.number_format = "yyyy-mm-dd" if value.time() == time(0) else "yyyy-mm-dd hh:mm:ss"
+        if not unambiguous(value) or not 1900 <= value.year <= 9998:
+            return _xlsx_text(sheet, _iso(value))  # the offset says which of the two it is
+        cell = WriteOnlyCell(sheet, value=value.replace(tzinfo=None))
+        if value.time() == time(0):
+            cell.number_format = "yyyy-mm-dd"
+        elif value.microsecond:
+            cell.number_format = "yyyy-mm-dd hh:mm:ss.000"
+        else:
+            cell.number_format = "yyyy-mm-dd hh:mm:ss"
         return cell
     return value

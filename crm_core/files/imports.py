@@ -31,6 +31,8 @@ from typing import IO, Any, Protocol
 
 from bson import ObjectId
 
+from crm_core.files.cells import CellError as BadCell
+from crm_core.files.cells import read_cell
 from crm_core.files.readers import (
     CSV_DELIMITERS,
     SAMPLE_BYTES,
@@ -339,6 +341,7 @@ class ImportService:
             info.delimiter = query.delimiter or CSV_DELIMITERS[sniff_delimiter(text)]
         else:
             info.sheet = query.sheet
+        info.header_row = query.header_row if query.header_row != 1 else None
         max_rows = self.settings.import_max_rows
         with RowSource(path, info) as source:
             if len(source.header) > self.settings.import_max_columns:
@@ -376,6 +379,8 @@ class ImportService:
                 text = alias_names.get(column.key) if source == "alias" else getattr(column, source)
                 if text:
                     candidates.setdefault(_normal(text), column.key)
+                    # how an export by names tells apart two columns of one display name
+                    candidates.setdefault(_normal(f"{text} ({column.key})"), column.key)
         used: set[str] = set()
         mapping = []
         for name in header:
@@ -474,18 +479,20 @@ class ImportService:
         if upsert_on is not None:
             self._check_upsert(table, mapping, upsert_on)
         keys = [m["column"] for m in mapping]
-        items = [(s["row"], _body(keys, s["cells"])) for s in job.get("sample") or []]
-        plan = await plan_batch(self.rows, ctx, table, items, upsert_on, lenient=True)
+        parsed = [
+            (s["row"], *_parse_row(ctx, table, keys, s["cells"])) for s in job.get("sample") or []
+        ]
+        plan = await _plan(self.rows, ctx, table, parsed, upsert_on)
         updates = {u.position: u for u in plan.updates}
         creates = dict(plan.creates)
         rows = []
-        for number, body in items:
+        for number, body, _ in parsed:
             if number in updates:
                 values = _render(table, updates[number].set_values)
             elif number in creates:
                 values = _render(table, creates[number])
-            else:
-                values = {k: v for k, v in body.items()}
+            else:  # the cells that were read, as the API would take them
+                values = dict(body)
             rows.append(
                 PreviewRow(
                     row=number,
@@ -757,8 +764,8 @@ class ImportService:
                     raise ImportFailed(
                         f"The file has more than {self.settings.import_max_rows} rows"
                     )
-                items = [(number, _body(keys, cells)) for number, cells in batch]
-                plan = await plan_batch(self.rows, ctx, table, items, upsert_on, lenient=True)
+                parsed = [(number, *_parse_row(ctx, table, keys, cells)) for number, cells in batch]
+                plan = await _plan(self.rows, ctx, table, parsed, upsert_on)
                 _repeats_across_batches(plan, seen)
                 progress.add_errors(plan.errors)
                 if write:
@@ -867,13 +874,55 @@ def _of(table: Table) -> dict[str, Any]:
     return {"table_id": {"$in": [table.id, None]}}
 
 
-def _body(keys: list[str | None], cells: list[Any]) -> dict[str, Any]:
-    """A row body from the mapped, non-empty cells (an empty cell is not given)."""
-    return {
-        key: cells[index]
-        for index, key in enumerate(keys)
-        if key is not None and index < len(cells) and cells[index] is not None
-    }
+def _parse_row(
+    ctx: TenantContext, table: Table, keys: list[str | None], cells: list[Any]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """A row body of API values from the mapped cells (a blank cell is not given), and the
+    cells that could not be read, by column key (crm_core/files/cells.py)."""
+    body: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for index, key in enumerate(keys):
+        if key is None or index >= len(cells):
+            continue
+        column = table.column(key)
+        if column is None:
+            continue
+        cell = cells[index]
+        try:
+            if isinstance(cell, dict):  # refused by the reader (crm_core/files/readers.py)
+                raise BadCell(str(cell.get("error")))
+            value = read_cell(column, table.column_type(column), cell, ctx.values)
+        except BadCell as exc:
+            errors[key] = str(exc)
+            continue
+        if value is not None:
+            body[key] = value
+    return body, errors
+
+
+async def _plan(
+    rows: RowService,
+    ctx: TenantContext,
+    table: Table,
+    parsed: list[tuple[int, dict[str, Any], dict[str, str]]],
+    upsert_on: str | None,
+) -> Plan:
+    """The upsert plan of read rows (checked as API values), with the cells that could not be
+    read as errors of their rows (a row with any error is not written)."""
+    items = [(number, body) for number, body, _ in parsed]
+    plan = await plan_batch(rows, ctx, table, items, upsert_on)
+    bad = {(number, key) for number, _, errors in parsed for key in errors}
+    if bad:
+        plan.errors = [e for e in plan.errors if (e["position"], e["field"]) not in bad]
+        plan.errors += [
+            {"position": number, "field": key, "message": message}
+            for number, _, errors in parsed
+            for key, message in errors.items()
+        ]
+        invalid = plan.invalid_positions
+        kept = plan.without(invalid)
+        plan.creates, plan.updates = kept.creates, kept.updates
+    return plan
 
 
 def _within(sample: list[tuple[int, list[Any]]], max_chars: int) -> list[tuple[int, list[Any]]]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import codecs
 import csv
+import io
+import re
 import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -28,7 +30,12 @@ XLS_MAGIC = b"\xd0\xcf\x11\xe0"
 MAX_CELL_CHARS = 1_000_000
 XLSX_MAX_UNPACKED = 512 * 1024 * 1024
 INT64 = (-(2**63), 2**63 - 1)
-FORMULA_QUOTED = ("'=", "'+", "'-", "'@", "'\t", "'\r")
+# our CSV export puts an apostrophe before text a spreadsheet would run as a formula, and before
+# text that starts with an apostrophe itself, so that one apostrophe less is always the value
+FORMULA_QUOTED = ("'=", "'+", "'-", "'@", "'\t", "'\r", "''")
+# OOXML writes characters XML cannot hold as `_xHHHH_` (and a literal `_x` sequence as `_x005F_`)
+OOXML_ESCAPE = re.compile(r"_x([0-9A-Fa-f]{4})_")
+REPORT_SHEET = "export report"
 
 
 def file_error(message: str) -> ValidationFailed:
@@ -43,6 +50,7 @@ class FileInfo:
     encoding: str | None = None  # csv
     delimiter: str | None = None  # csv: comma | semicolon | tab | pipe
     sheet: str | None = None  # xlsx
+    header_row: int | None = None  # the row holding the column names (default 1)
 
 
 def detect_format(head: bytes, name: str, content_type: str, given: str | None) -> str:
@@ -117,16 +125,69 @@ def sniff_delimiter(text: str) -> str:
         return best if counts[best] else ","
 
 
+class _Lines:
+    """The text's lines (split at CR and LF only), remembering those of the current record."""
+
+    def __init__(self, text: IO[str]) -> None:
+        self._text = text
+        self.taken: list[str] = []
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._text)
+        self.taken.append(line)
+        return line
+
+
+def quoted_fields(raw: str, delimiter: str) -> list[bool]:
+    """Which fields of one raw CSV record were quoted (to tell `""`, an empty text, from an
+    empty field)."""
+    flags: list[bool] = []
+    quoted = in_quotes = False
+    at_start = True
+    for char in raw:
+        if in_quotes:
+            in_quotes = char != '"'
+        elif char == '"':
+            quoted = quoted or at_start
+            in_quotes, at_start = True, False
+        elif char == delimiter:
+            flags.append(quoted)
+            quoted, at_start = False, True
+        elif char not in "\r\n":
+            at_start = False
+    flags.append(quoted)
+    return flags
+
+
 def csv_rows(stream: IO[bytes], encoding: str, delimiter: str) -> Iterator[list[Any]]:
-    text = codecs.getreader(encoding)(stream, "strict")
+    """The records of a CSV: an empty field is None, a quoted empty one `""`. Lines end only
+    at CR or LF (never at U+2028, form feed and the other characters `str.splitlines` takes as
+    line ends)."""
+    text = io.TextIOWrapper(stream, encoding=encoding, errors="strict", newline="")
     csv.field_size_limit(MAX_CELL_CHARS)
-    reader = csv.reader(text, delimiter=delimiter)
+    lines = _Lines(text)
+    reader = csv.reader(lines, delimiter=delimiter)
     try:
-        yield from reader
+        for record in reader:
+            raw = "".join(lines.taken)
+            lines.taken.clear()
+            row: list[Any] = list(record)
+            if "" in row:
+                flags = quoted_fields(raw, delimiter) if '""' in raw else []
+                for index, value in enumerate(row):
+                    if value == "" and not (index < len(flags) and flags[index]):
+                        row[index] = None
+            yield row
     except csv.Error as exc:
         raise file_error(f"row {reader.line_num}: the CSV cannot be read ({exc})") from None
     except UnicodeDecodeError:
         raise file_error(f"row {reader.line_num}: bytes that are not {encoding}") from None
+    finally:
+        if not stream.closed:
+            text.detach()  # the stream is its owner's to close
 
 
 def open_xlsx(stream: IO[bytes], sheet: str | None) -> tuple[Any, Any]:
@@ -186,20 +247,26 @@ def declared_rows(worksheet: Worksheet) -> int | None:
     return int(value) if isinstance(value, int) else None
 
 
-def cell_value(value: object) -> object:
-    """A raw cell as a JSON-like value for the typecast; None for empty."""
+def csv_cell(value: str | None) -> object:
+    """A CSV field as the cell value: our export's neutralising apostrophe taken off."""
+    if value and value.startswith(FORMULA_QUOTED):
+        return value[1:]
+    return value
+
+
+def xlsx_cell(value: object) -> object:
+    """An XLSX cell as a plain value (None for empty): text (OOXML escapes decoded), int,
+    float, bool, a naive datetime (a date cell) or `HH:MM:SS` text (a time cell)."""
     if value is None:
         return None
     if isinstance(value, str):
-        if not value.strip():
-            return None
-        if value.startswith(FORMULA_QUOTED):
-            return value[1:]  # our own export's neutralised text, read back as it was
+        if "_x" in value:
+            return OOXML_ESCAPE.sub(lambda m: chr(int(m[1], 16)), value)
         return value
     if isinstance(value, datetime):
-        return value.isoformat()
+        return value
     if isinstance(value, date):
-        return value.isoformat()
+        return datetime(value.year, value.month, value.day)
     if isinstance(value, time):
         return value.strftime("%H:%M:%S")
     if isinstance(value, int) and not isinstance(value, bool) and not INT64[0] <= value <= INT64[1]:
@@ -209,10 +276,14 @@ def cell_value(value: object) -> object:
     return str(value)
 
 
+def blank(value: object) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
 def trim(row: list[Any]) -> list[Any]:
     """A row without its trailing empty cells."""
     end = len(row)
-    while end and (row[end - 1] is None or (isinstance(row[end - 1], str) and not row[end - 1])):
+    while end and blank(row[end - 1]):
         end -= 1
     return row[:end]
 
@@ -233,9 +304,77 @@ def header_names(row: list[Any]) -> list[str]:
     return names
 
 
+def report_cells(workbook: Any, sheet_title: str) -> dict[tuple[int, str], str]:
+    """The cells our XLSX export could not carry, from its report sheet, by (row, column):
+    the import refuses them rather than read a changed value."""
+    if REPORT_SHEET not in workbook.sheetnames or sheet_title == REPORT_SHEET:
+        return {}
+    found: dict[tuple[int, str], str] = {}
+    rows = workbook[REPORT_SHEET].iter_rows(values_only=True)
+    next(rows, None)  # its header: sheet, row, column, problem
+    for row in rows:
+        if len(row) >= 4 and row[0] == sheet_title and isinstance(row[1], int):
+            found[(row[1], str(row[2]))] = str(row[3])
+    return found
+
+
+SHEET_NS = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
+
+
+REL_NS = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
+PKG_REL_NS = "{http://schemas.openxmlformats.org/package/2006/relationships}"
+
+
+def _sheet_part(archive: zipfile.ZipFile, title: str) -> str | None:
+    """The zip member holding the sheet named `title` (workbook.xml and its relationships)."""
+    from defusedxml.ElementTree import fromstring
+
+    workbook = fromstring(archive.read("xl/workbook.xml"))
+    rels = fromstring(archive.read("xl/_rels/workbook.xml.rels"))
+    targets = {r.get("Id"): r.get("Target", "") for r in rels.iter(f"{PKG_REL_NS}Relationship")}
+    for sheet in workbook.iter(f"{SHEET_NS}sheet"):
+        if sheet.get("name") == title:
+            target = targets.get(sheet.get(f"{REL_NS}id"), "")
+            return target.lstrip("/") if target.startswith("/") else f"xl/{target}"
+    return None
+
+
+def formulas_without_values(stream: IO[bytes], title: str) -> dict[tuple[int, int], str]:
+    """Formula cells saved without their computed value (written by a program, never opened in
+    Excel), by (row, column index): they would read as empty, so the import refuses them."""
+    from defusedxml.ElementTree import iterparse
+    from openpyxl.utils.cell import column_index_from_string, coordinate_from_string
+
+    found: dict[tuple[int, int], str] = {}
+    try:
+        stream.seek(0)
+        with zipfile.ZipFile(stream) as archive:
+            path = _sheet_part(archive, title)
+            if path is None:
+                return {}
+            with archive.open(path) as part:
+                for _, element in iterparse(part):
+                    if element.tag != f"{SHEET_NS}c":
+                        continue
+                    formula = element.find(f"{SHEET_NS}f")
+                    value = element.find(f"{SHEET_NS}v")
+                    if formula is not None and (value is None or value.text is None):
+                        letters, row = coordinate_from_string(element.get("r", ""))
+                        found[(row, column_index_from_string(letters) - 1)] = (
+                            f"{letters}{row} holds the formula ={(formula.text or '')[:64]} "
+                            "without a saved value: open and save the file in Excel, or paste "
+                            "it as values"
+                        )
+                    element.clear()
+    except Exception:  # a damaged part: the rows' reader names it
+        return {}
+    return found
+
+
 class RowSource:
-    """The rows of a stored upload: `header` then numbered data rows (the header is row 1, as
-    in a spreadsheet; blank rows are skipped but keep their numbers)."""
+    """The rows of a stored upload: `header` then numbered data rows (numbered as in a
+    spreadsheet: the header is row `header_row`, 1 by default; rows above it are titles and
+    skipped; blank rows are skipped but keep their numbers)."""
 
     def __init__(self, path: str, info: FileInfo) -> None:
         self.path = path
@@ -243,25 +382,35 @@ class RowSource:
         self._stream: IO[bytes] | None = None
         self._workbook: Any = None
         self._rows: Iterator[list[Any]] = iter(())
+        self._uncarried: dict[tuple[int, str], str] = {}
+        self._formulas: dict[tuple[int, int], str] = {}
         self.header: list[str] = []
         self.declared: int | None = None
 
     def __enter__(self) -> RowSource:
         self._stream = open(self.path, "rb")
+        header_row = self.info.header_row or 1
         if self.info.format == "xlsx":
             self._workbook, sheet = open_xlsx(self._stream, self.info.sheet)
             self.info.sheet = sheet.title
             self.declared = declared_rows(sheet)
-            self._rows = xlsx_rows(sheet)
+            self._uncarried = report_cells(self._workbook, sheet.title)
+            self._formulas = formulas_without_values(self._stream, sheet.title)
+            self._rows = ([xlsx_cell(v) for v in row] for row in xlsx_rows(sheet))
         else:
             assert self.info.encoding and self.info.delimiter
-            self._rows = csv_rows(
-                self._stream, self.info.encoding, DELIMITER_NAMES[self.info.delimiter]
-            )
+            rows = csv_rows(self._stream, self.info.encoding, DELIMITER_NAMES[self.info.delimiter])
+            self._rows = ([csv_cell(v) for v in row] for row in rows)
+        for _ in range(header_row - 1):
+            if next(self._rows, None) is None:
+                break
         first = trim(next(self._rows, []))
         if not first:
-            raise file_error("the first row must hold the column names")
+            where = "the first row" if header_row == 1 else f"row {header_row} (header_row)"
+            raise file_error(f"{where} must hold the column names")
         self.header = header_names(first)
+        if self.declared is not None:
+            self.declared -= header_row - 1
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -271,10 +420,27 @@ class RowSource:
             self._stream.close()
 
     def numbered(self) -> Iterator[tuple[int, list[Any]]]:
-        for number, row in enumerate(self._rows, 2):
-            values = [cell_value(v) for v in row]
-            if any(v is not None for v in values):
+        first = (self.info.header_row or 1) + 1
+        for number, values in enumerate(self._rows, first):
+            if self._uncarried or self._formulas:
+                self._refuse(number, values)
+            if not all(blank(v) for v in values):
                 yield number, values
+
+    def _refuse(self, number: int, values: list[Any]) -> None:
+        """Cells the import must refuse rather than read changed: what our export's report
+        lists, and formulas saved without their value."""
+        for index, name in enumerate(self.header):
+            problem = self._uncarried.get((number, name))
+            if problem is not None:
+                problem = (
+                    f"{problem}: the XLSX could not hold this value, so it is not imported "
+                    "changed; export as CSV to move it"
+                )
+            problem = self._formulas.get((number, index), problem)
+            if problem is not None:
+                values += [None] * (index + 1 - len(values))
+                values[index] = {"error": problem}
 
     def take(self, rows: Iterator[tuple[int, list[Any]]], count: int) -> list[tuple[int, Any]]:
         batch = []

@@ -68,7 +68,7 @@ async def test_csv_export_renders_cells_for_spreadsheets(api, client, owner):
         '\'=HYPERLINK("http://evil")',
         "1",
         "",
-        "2025-08-16 00:30",
+        "2025-08-16T00:30:00+03:00",
         "09:05:00",
         "",
         "",

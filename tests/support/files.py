@@ -19,7 +19,7 @@ COLUMNS = [
 GOOD_CSV = (
     "Full name,email,Amount,due,vip,status,notes\n"
     'Ann,ann@example.com,"1,5",15.08.2025,да,Won,x\n'
-    "Bob,bob@example.com,2,2025-08-16,no,1,y\n"
+    "Bob,bob@example.com,2,2025-08-16,no,New,y\n"
 )
 BAD_ROWS_CSV = GOOD_CSV + ",nobody@example.com,3,,,,\nCid,not-an-email,abc,,,Lost,\n"
 
