@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from models.base import InputModel, OutputModel, QueryModel
 
@@ -109,6 +110,9 @@ class RestoredOut(OutputModel):
     items: list[dict[str, Any]]
 
 
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
 class AuditQuery(QueryModel):
     action: str | None = Field(default=None, max_length=64)
     actor: str | None = Field(default=None, max_length=64, description="A user id")
@@ -116,6 +120,14 @@ class AuditQuery(QueryModel):
     until: datetime | None = None
     limit: int = Field(default=50, ge=1, le=1000)
     offset: int = Field(default=0, ge=0, le=10_000_000)
+
+    @field_validator("since", "until", mode="before")
+    @classmethod
+    def _iso_only(cls, value: object) -> object:
+        """A date-time as the document declares it (pydantic alone takes `0.5` as a Unix time)."""
+        if isinstance(value, str) and not _ISO_DATE.match(value):
+            raise ValueError("must be an ISO 8601 date-time, e.g. 2026-12-05T10:00:00Z")
+        return value
 
 
 class AuditEntryOut(OutputModel):

@@ -68,7 +68,9 @@ def summarise(
         if op not in no_2xx:
             reason = "not an operation of the document" if op not in ops else "it answered 2xx"
             lines.append(f"  STALE allow-list entry in scripts/fuzz_no_2xx.toml ({reason}): {op}")
-            ok = False
+            # a random run may reach an allowed operation by chance: remove the entry then; an
+            # entry naming no operation of the document is always an error
+            ok = ok and op in ops
     if not ok:
         lines.append(
             "FAILED: every operation must answer 2xx at least once in the fuzz run "
