@@ -88,3 +88,12 @@ async def test_migration_gives_audit_read_to_older_companies(api, client, owner)
     granted = {r["key"] async for r in roles.find({"permissions": "audit.read"})}
     assert granted == {"owner", "admin"}
     await api.call("GET", "/api/audit", owner, expect=200)
+
+
+async def test_the_trail_takes_iso_date_times_only(api, owner):
+    # pydantic alone reads `0.5` as a Unix time; the document declares an ISO date-time
+    for bad in ("0.5", "1700000000", "yesterday"):
+        error = await api.call("GET", f"/api/audit?until={bad}", owner, expect=400)
+        assert error["error"]["details"][0]["field"] == "until"
+    kept = await api.call("GET", "/api/audit?since=2026-01-01T00:00:00Z", owner, expect=200)
+    assert "items" in kept
