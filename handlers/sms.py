@@ -165,7 +165,10 @@ async def smsru_callback(call: Call) -> web.StreamResponse:
     request = call.request
     if request.content_type not in ("application/x-www-form-urlencoded", "multipart/form-data"):
         raise ValidationFailed.field("data[]", "the callback body must be a form (data[], hash)")
-    form = await request.post()
+    try:
+        form = await request.post()
+    except (ValueError, AssertionError, UnicodeError):  # e.g. multipart without a boundary
+        raise ValidationFailed.field("data[]", "the callback body is not a readable form") from None
     data = [v for v in form.getall("data[]", []) if isinstance(v, str)]
     given = form.get("hash")
     await call.services.sms.smsru_callback(data, given if isinstance(given, str) else "")

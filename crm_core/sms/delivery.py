@@ -86,7 +86,9 @@ def smsru_hash(api_id: str, data: Sequence[str]) -> str:
 
 
 def verify_smsru(api_id: str, data: Sequence[str], given: str) -> bool:
-    return bool(api_id) and hmac.compare_digest(smsru_hash(api_id, data), given.lower())
+    # bytes: compare_digest refuses str with non-ASCII characters (a forged hash may hold any)
+    expected = smsru_hash(api_id, data).encode()
+    return bool(api_id) and hmac.compare_digest(expected, given.lower().encode("utf-8", "replace"))
 
 
 def parse_smsru(data: Sequence[str]) -> list[Report]:

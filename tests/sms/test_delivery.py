@@ -224,3 +224,15 @@ async def test_status_polls_give_up(aiohttp_client, gateway):
         assert loop.time() < deadline
         await asyncio.sleep(0.05)
     assert (await campaign(api, owner, cid))["counts"]["sent"] == 1
+
+
+async def test_callback_odd_bodies_are_refused_never_500(sms_client):
+    # found by the fuzzer: a multipart body without a boundary, and a hash that is not ASCII
+    # (hmac.compare_digest refuses such str) both answered 500
+    resp = await sms_client.post(
+        CALLBACK, data=b"hash=", headers={"Content-Type": "multipart/form-data"}
+    )
+    assert resp.status == 400, await resp.text()
+    assert (await resp.json())["error"]["details"][0]["field"] == "data[]"
+    resp = await sms_client.post(CALLBACK, data={"data[]": "sms_status\n1\n103\n1", "hash": "é"})
+    assert resp.status == 403, await resp.text()
