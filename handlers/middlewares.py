@@ -163,10 +163,20 @@ def _from_http(exc: web.HTTPException, request: web.Request) -> CrmError:
         message = "The request body is larger than the server accepts"
     error = _for_status(exc.status, message)
     if exc.status == 405:
-        allowed = getattr(exc, "allowed_methods", None)
+        allowed = _allowed_here(request, getattr(exc, "allowed_methods", None) or set())
         if allowed:
             error.headers = {"Allow": ",".join(sorted(allowed))}
     return error
+
+
+def _allowed_here(request: web.Request, allowed: set[str]) -> set[str]:
+    """The methods of the path itself: aiohttp's 405 also counts a template that the path
+    happens to match (`/api/trash/restore` against `/api/trash/{item_id}`), but a literal path
+    is served before a template, so only its own methods are allowed there."""
+    for resource in request.app.router.resources():
+        if isinstance(resource, web.PlainResource) and resource.canonical == request.path:
+            return {route.method for route in resource if route.method != "*"} or allowed
+    return allowed
 
 
 def _first_line(exc: HttpProcessingError) -> str:

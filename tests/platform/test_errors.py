@@ -92,3 +92,11 @@ async def test_access_log_line(client, owner, caplog):
     line = [r.getMessage() for r in caplog.records if r.name == "crm.access"][-1]
     assert line.startswith("GET /api/auth/me 200 ")
     assert f"tenant={owner.tenant_id}" in line and f"user={owner.user_id}" in line
+
+
+async def test_a_405_on_a_literal_path_allows_only_its_own_methods(client, owner):
+    # /api/trash/restore also matches the template /api/trash/{item_id} (DELETE): the literal
+    # path is served first, so its Allow names POST only (found by the fuzzer)
+    resp = await client.get("/api/trash/restore", headers=owner.headers)
+    assert resp.status == 405
+    assert resp.headers["Allow"] == "POST"
