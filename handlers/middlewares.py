@@ -173,10 +173,14 @@ def _allowed_here(request: web.Request, allowed: set[str]) -> set[str]:
     """The methods of the path itself: aiohttp's 405 also counts a template that the path
     happens to match (`/api/trash/restore` against `/api/trash/{item_id}`), but a literal path
     is served before a template, so only its own methods are allowed there."""
-    for resource in request.app.router.resources():
-        if isinstance(resource, web.PlainResource) and resource.canonical == request.path:
-            return {route.method for route in resource if route.method != "*"} or allowed
-    return allowed
+    own = {
+        route.method
+        for resource in request.app.router.resources()
+        if isinstance(resource, web.PlainResource) and resource.canonical == request.path
+        for route in resource
+        if route.method != "*"
+    }
+    return own or allowed
 
 
 def _first_line(exc: HttpProcessingError) -> str:

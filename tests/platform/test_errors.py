@@ -100,3 +100,9 @@ async def test_a_405_on_a_literal_path_allows_only_its_own_methods(client, owner
     resp = await client.get("/api/trash/restore", headers=owner.headers)
     assert resp.status == 405
     assert resp.headers["Allow"] == "POST"
+
+
+async def test_a_405_names_every_method_of_a_path(client, owner):
+    resp = await client.put("/api/sms/campaigns", headers=owner.headers)
+    assert resp.status == 405
+    assert set(resp.headers["Allow"].split(",")) >= {"GET", "POST"}
