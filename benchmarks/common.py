@@ -89,7 +89,6 @@ class Client:
         return db[table.get("collection") or table_key]
 
 
-@contextlib.asynccontextmanager
 def bench_settings(**overrides: Any) -> Settings:
     """The service's settings for a benchmark: test mode, cheap bcrypt, quiet logs."""
     values: dict[str, Any] = {
@@ -102,6 +101,7 @@ def bench_settings(**overrides: Any) -> Settings:
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
+@contextlib.asynccontextmanager
 async def running_service(**overrides: Any) -> AsyncIterator[Client]:
     logging.basicConfig(level=logging.WARNING)
     settings = bench_settings(**overrides)
