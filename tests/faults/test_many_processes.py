@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.api import Account, Api
+from tests.support.api import Account, Api, user_with_permissions
 from tests.support.remote import crm_env, remote_api
 from tests.support.servers import (
     CrmServe,
@@ -100,23 +100,8 @@ def _logs_on_failure(request: pytest.FixtureRequest, system: System) -> Iterator
 
 async def user_with_role(api: Api, owner: Account, permissions: list[str]) -> tuple[Account, str]:
     """A user holding one custom role with `permissions`, signed in: (user, role id)."""
-    role = await api.call(
-        "POST", "/api/roles", owner, expect=201, json={"name": "Custom", "permissions": permissions}
-    )
-    email = f"user-{time.monotonic_ns()}@example.com"
-    await api.call(
-        "POST",
-        "/api/users",
-        owner,
-        expect=201,
-        json={
-            "email": email,
-            "full_name": "U",
-            "password": "user-password",
-            "role_ids": [role["id"]],
-        },
-    )
-    return await api.login(email, "user-password"), role["id"]
+    user, role = await user_with_permissions(api, owner, permissions)
+    return user, role["id"]
 
 
 async def status(api: Api, method: str, path: str, account: Account | None, **kw: Any) -> int:
