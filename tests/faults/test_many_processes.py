@@ -5,7 +5,6 @@ and each webhook event is delivered once (docs/scaling.md)."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from tests.support.servers import (
     MongoecoServer,
     RedisServer,
     ThreadedApp,
+    eventually,
 )
 from tests.support.sms_gateway import FakeGateway, phone
 from tests.support.webhook_receiver import Receiver, make_hook, make_table
@@ -189,13 +189,6 @@ async def test_a_table_change_in_one_process_is_used_by_the_other_at_once(apis):
     assert error["error"]["code"] == "validation_error"
 
 
-async def wait_for(condition: Any, what: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
-
-
 async def test_sms_go_out_exactly_once_across_workers(apis, system):
     a, b = apis
     owner = await a.register()
@@ -212,7 +205,7 @@ async def test_sms_go_out_exactly_once_across_workers(apis, system):
         got = await b.call("GET", f"/api/sms/campaigns/{campaign['id']}", owner, expect=200)
         return bool(got["counts"]["sent"] + got["counts"]["failed"] == len(numbers))
 
-    await wait_for(done, "the campaign to be sent")
+    await eventually(done, "the campaign to be sent")
     got = await b.call("GET", f"/api/sms/campaigns/{campaign['id']}", owner, expect=200)
     assert got["counts"]["sent"] == len(numbers) and got["status"] == "completed"
     wanted = [n.lstrip("+") for n in numbers]  # SMS.ru takes numbers without the plus
@@ -238,7 +231,7 @@ async def test_each_webhook_event_is_delivered_once(apis, system):
         final = [d for d in page["items"] if d["status"] in ("succeeded", "failed", "skipped")]
         return len(final) >= len(titles)
 
-    await wait_for(settled, "the deliveries to settle")
+    await eventually(settled, "the deliveries to settle")
     page = await a.call("GET", f"/api/webhooks/{hook['id']}/deliveries", owner, expect=200)
     assert sorted(d["status"] for d in page["items"]) == ["succeeded"] * len(titles)
     assert all(d["attempts"] == 1 for d in page["items"])
