@@ -151,15 +151,15 @@ def build_services(
     # the company's audit trail: the domains that change things tell it (docs/history.md)
     trail = AuditTrail(settings.audit_retention_days)
     shares = ShareService(column_types, trail)
-    roles = RoleService(shares)
-    users = UserService(roles, settings.bcrypt_rounds)
-    tenants = TenantService(ensure_builtin_tables)
+    roles = RoleService(shares, trail)
+    users = UserService(roles, settings.bcrypt_rounds, trail)
+    tenants = TenantService(ensure_builtin_tables, trail)
     aliases = AliasService()
-    auth = AuthService(settings, storage, users, tenants)
+    auth = AuthService(settings, storage, users, tenants, trail)
     outbox = Outbox(storage, retry_seconds=settings.webhook_sweep_seconds)
     # webhooks hear row events from the row service and campaign events from the SMS domain
     webhooks = WebhookService(
-        settings, storage, column_types, queue, owners=auth, campaign_counts=counts
+        settings, storage, column_types, queue, owners=auth, campaign_counts=counts, audit=trail
     )
     # every row change is recorded (history) and told (webhooks) by the row service's
     # ChangeLog (crm_core/tables/history.py); deleted rows go to the trash
@@ -170,7 +170,7 @@ def build_services(
         events=webhooks,
         trash=RowTrash(TrashSettings(settings.trash_retention_days)),
     )
-    sms = CampaignService(settings, rows, outbox, queue, events=webhooks)
+    sms = CampaignService(settings, rows, outbox, queue, events=webhooks, audit=trail)
     services = Services(
         settings=settings,
         storage=storage,
@@ -182,9 +182,9 @@ def build_services(
         ),
         rows=rows,
         aggregates=AggregateService(rows),
-        imports=ImportService(rows, settings, aliases, outbox, queue),
-        exports=ExportService(rows, settings.export_max_concurrent, aliases),
-        admin=AdminService(settings, storage, auth, sms),
+        imports=ImportService(rows, settings, aliases, outbox, queue, audit=trail),
+        exports=ExportService(rows, settings.export_max_concurrent, aliases, audit=trail),
+        admin=AdminService(settings, storage, auth, sms, webhooks),
         tenants=tenants,
         roles=roles,
         users=users,
@@ -192,7 +192,7 @@ def build_services(
         aliases=aliases,
         sms=sms,
         webhooks=webhooks,
-        tokens=ApiTokenService(storage),
+        tokens=ApiTokenService(storage, trail),
         outbox=outbox,
         trash=TrashService(column_types, rows.changes, trail),
         audit_trail=trail,
