@@ -21,8 +21,8 @@ from bson import ObjectId
 from multidict import MultiMapping
 from pydantic import BaseModel, ValidationError
 
+from crm_core.accounts.context import TenantContext
 from crm_core.accounts.tokens import is_api_token
-from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import (
     CrmError,
     Forbidden,

@@ -15,6 +15,8 @@ import bcrypt
 from cachetools import LRUCache
 
 from crm_core.accounts.audit import AccountsAudit, user_target
+from crm_core.accounts.cache import DefinitionCache, ValidatedDocuments
+from crm_core.accounts.context import TenantContext
 from crm_core.accounts.grants import check_token_scope
 from crm_core.accounts.ratelimit import LoginThrottle, limit_storage
 from crm_core.accounts.roles import RoleService
@@ -31,9 +33,7 @@ from crm_core.accounts.sessions import end_access_tokens, end_all_sessions, revo
 from crm_core.accounts.tenancy import TenantService
 from crm_core.accounts.users import UserService
 from crm_core.platform import metrics
-from crm_core.platform.cache import DefinitionCache, ValidatedDocuments
 from crm_core.platform.clock import as_utc
-from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import (
     Conflict,
     Forbidden,

@@ -14,9 +14,9 @@ from bson import ObjectId
 from pydantic import BaseModel
 
 from crm_core.accounts.audit import AccountsAudit, diff
+from crm_core.accounts.context import TenantContext
 from crm_core.accounts.permissions import BUILTIN_ROLES
 from crm_core.accounts.roles import ROLES
-from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import ValidationFailed
 from crm_core.platform.indexes import ensure_tenant_indexes
 from crm_core.platform.storage import Database, Storage

@@ -15,9 +15,9 @@ from typing import Any, Protocol
 
 from bson import ObjectId
 
+from crm_core.accounts.context import TenantContext
 from crm_core.accounts.grants import check_token_scope
 from crm_core.platform.clock import utcnow
-from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import Conflict, NotFound, ValidationFailed
 from crm_core.platform.registry import Registry
 from crm_core.platform.storage import DESCENDING, DuplicateKeyError

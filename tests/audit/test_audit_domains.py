@@ -164,9 +164,7 @@ async def test_webhooks_and_the_company_settings(api, owner, receiver):
     assert entries[-1]["changes"]["timezone"]["after"] == "Europe/Berlin"
 
 
-async def test_an_automatic_disable_is_in_the_trail_and_on_the_admin_page(
-    aiohttp_client, receiver
-):
+async def test_an_automatic_disable_is_in_the_trail_and_on_the_admin_page(aiohttp_client, receiver):
     settings = make_settings(
         webhook_max_attempts=1,
         webhook_disable_after_failures=2,
