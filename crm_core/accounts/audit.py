@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from crm_core.accounts.context import TenantContext
-from crm_core.platform.storage import Database
+from crm_core.platform.storage.types import Database
 
 
 class AccountsAudit(Protocol):
