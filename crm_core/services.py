@@ -34,7 +34,8 @@ from crm_core.tables.filters import FilterBuilder, default_filter_operators
 from crm_core.tables.meta import MetaService
 from crm_core.tables.rows import RowService
 from crm_core.tables.shares import ShareService
-from crm_core.tables.trash import RowTrash, TrashService, TrashSettings
+from crm_core.tables.trash import TRASH_PURGE as TRASH_PURGE  # the outbox kind tasks handle
+from crm_core.tables.trash import RowTrash, SchemaTrash, TrashService, TrashSettings
 from crm_core.tables.validators import ColumnValidator, default_validators
 from crm_core.webhooks.service import WebhookQueue, WebhookService
 
@@ -171,15 +172,24 @@ def build_services(
         trash=RowTrash(TrashSettings(settings.trash_retention_days)),
     )
     sms = CampaignService(settings, rows, outbox, queue, events=webhooks, audit=trail)
+    # deleted columns and tables go to the trash; a trashed table's rows are dropped by the
+    # outbox's `trash.purge` work once it expires (tasks/broker.py)
+    trash_settings = TrashSettings(settings.trash_retention_days)
+    meta = MetaService(
+        column_types,
+        validators,
+        aliases,
+        dependents=(shares, aliases),
+        audit=trail,
+        trash=SchemaTrash(trash_settings, outbox),
+    )
     services = Services(
         settings=settings,
         storage=storage,
         auth=auth,
         column_types=column_types,
         validators=validators,
-        meta=MetaService(
-            column_types, validators, aliases, dependents=(shares, aliases), audit=trail
-        ),
+        meta=meta,
         rows=rows,
         aggregates=AggregateService(rows),
         imports=ImportService(rows, settings, aliases, outbox, queue, audit=trail),
@@ -194,7 +204,7 @@ def build_services(
         webhooks=webhooks,
         tokens=ApiTokenService(storage, trail),
         outbox=outbox,
-        trash=TrashService(column_types, rows.changes, trail),
+        trash=TrashService(column_types, rows.changes, trail, schema=meta, purges=outbox),
         audit_trail=trail,
         queue=queue,
     )

@@ -24,7 +24,7 @@ from crm_core.platform.outbox import Dispatch, Outbox, Work
 from crm_core.platform.settings import Settings
 from crm_core.platform.storage import Storage, is_database_unreachable
 from crm_core.platform.tracing import configure_tracing
-from crm_core.services import Services
+from crm_core.services import TRASH_PURGE, Services
 from crm_core.sms.providers import make_provider
 from crm_core.sms.ratelimit import SlotLimiter
 from crm_core.sms.service import SMS_BATCH, SMS_ONE, SMS_STATUS, CampaignEvents
@@ -249,6 +249,7 @@ async def start_broker(services: Services, consumer_name: str | None = None) -> 
     broker.state.webhooks = services.webhooks
     broker.state.files = files.FilesRuntime(settings, storage, services.imports)
     broker.state.outbox = services.outbox
+    broker.state.trash = services.trash  # a trashed table's rows, dropped once expired
     queue = BrokerQueue(broker)
     services.queue.connect(
         sms=queue, imports=queue, webhooks=WebhookBrokerQueue(broker), probe=queue
@@ -279,7 +280,13 @@ def outbox_dispatch(broker: AsyncBroker) -> dict[str, Dispatch]:
     async def poll_status(work: Work) -> None:  # delivery reports: polled here, not queued
         await sms.poll_status(broker.state.sms, work.tenant_id, str(work.args[0]))
 
+    async def purge_trash(work: Work) -> None:  # docs/history.md "Trash": done here, not queued
+        db = runtime.storage.tenant_db(work.tenant_id)
+        if await broker.state.trash.purge_expired(db, str(work.args[0]), str(work.args[1])):
+            await broker.state.outbox.done(work.key)
+
     return {
+        TRASH_PURGE: purge_trash,
         SMS_BATCH: send_batch,
         SMS_ONE: send_one,
         SMS_STATUS: poll_status,

@@ -32,7 +32,7 @@ async def test_changes_to_tables_columns_shares_and_the_trash_are_recorded(
     await api.call("DELETE", f"/api/shares/{share['id']}", owner, expect=204)
     row = await api.call("POST", "/api/data/deals", owner, expect=201, json={"n": 1})
     await api.call("DELETE", f"/api/data/deals/{row['id']}", owner, expect=204)
-    (item,) = (await api.call("GET", "/api/trash", owner, expect=200))["items"]
+    (item,) = (await api.call("GET", "/api/trash?kind=row", owner, expect=200))["items"]
     await api.call("POST", f"/api/trash/{item['id']}/restore", owner, expect=200)
     await api.call("DELETE", "/api/meta/tables/deals", owner, expect=204)
 
