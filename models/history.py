@@ -106,6 +106,15 @@ class TrashItemOut(OutputModel):
         )
 
 
+class RestoredDefinitionOut(OutputModel):
+    """A column or a table back from the trash (a row answers the row itself)."""
+
+    id: str = Field(description="The trash item's id")
+    kind: Literal["column", "table"]
+    table: str
+    column: str | None = None
+
+
 class TrashPage(OutputModel):
     items: list[TrashItemOut]
     total: int
