@@ -171,6 +171,8 @@ def build_services(
         events=webhooks,
         trash=RowTrash(TrashSettings(settings.trash_retention_days)),
     )
+    if settings.crm_env == "test":  # the crash test's barrier (tests/history/test_crash.py)
+        rows.changes.pause_table = settings.history_pause_before_revision
     sms = CampaignService(settings, rows, outbox, queue, events=webhooks, audit=trail)
     # deleted columns and tables go to the trash; a trashed table's rows are dropped by the
     # outbox's `trash.purge` work once it expires (tasks/broker.py)

@@ -13,6 +13,7 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -250,6 +251,8 @@ async def start_broker(services: Services, consumer_name: str | None = None) -> 
     broker.state.files = files.FilesRuntime(settings, storage, services.imports)
     broker.state.outbox = services.outbox
     broker.state.trash = services.trash  # a trashed table's rows, dropped once expired
+    broker.state.history = services.rows.changes  # revisions a stopped process left unstored
+    broker.state.column_types = services.column_types
     queue = BrokerQueue(broker)
     services.queue.connect(
         sms=queue, imports=queue, webhooks=WebhookBrokerQueue(broker), probe=queue
@@ -318,8 +321,19 @@ async def _sweep(broker: AsyncBroker, settings: Settings) -> None:
     webhooks: WebhookService = broker.state.webhooks
     outbox: Outbox = broker.state.outbox
     dispatch = outbox_dispatch(broker)
+    recovered_at = float("-inf")  # at once after a start: the process that died may be ours
     while True:
         await asyncio.sleep(settings.webhook_sweep_seconds)
+        if time.monotonic() - recovered_at >= settings.history_recovery_seconds:
+            recovered_at = time.monotonic()
+            try:  # docs/history.md "Crash between a write and its revision"
+                await broker.state.history.recover_all(
+                    broker.state.files.storage,
+                    broker.state.column_types,
+                    timedelta(seconds=settings.history_recovery_grace_seconds),
+                )
+            except Exception as exc:
+                log.warning("history recovery failed: %r", exc, exc_info=True)
         try:
             await webhooks.sweep()
         except Exception as exc:  # the database away for a moment: the next round tries again

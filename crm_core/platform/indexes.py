@@ -207,6 +207,13 @@ TENANT_INDEXES: tuple[IndexSpec, ...] = (
     ),
     IndexSpec(
         "_trash",
+        (("unrecorded", 1),),
+        "unrecorded",
+        sparse=True,
+        serves="deletions whose revision a stopped process left unstored (history recovery)",
+    ),
+    IndexSpec(
+        "_trash",
         (("expires_at", 1),),
         "expiry_ttl",
         expire_after=0,

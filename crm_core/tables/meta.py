@@ -44,7 +44,7 @@ from crm_core.tables.definitions import (
     save_definition,
     utcnow,
 )
-from crm_core.tables.history import AuditSink
+from crm_core.tables.history import AuditSink, unrecorded_index
 from crm_core.tables.trash import KEPT_WITH_TABLE, SchemaTrash
 from crm_core.tables.validators import ColumnValidator
 from models.access import AliasRecord
@@ -190,6 +190,7 @@ class MetaService:
         # dropped or rebuilt once a write can reach the table
         await ctx.db.create_collection(table.collection_name)
         try:
+            await unrecorded_index(table.collection(ctx))
             for column in columns:
                 await self._create_indexes(ctx, table, column)
             await ctx.db[TABLES].insert_one(doc)

@@ -37,6 +37,8 @@ from crm_core.tables.aliases import ALIASES
 from crm_core.tables.columns import Column, ColumnType, referring_query
 from crm_core.tables.definitions import TABLES, Table, load_table
 from crm_core.tables.history import (
+    UNRECORDED_FIELD,
+    UNRECORDED_ITEM,
     Action,
     AuditSink,
     Change,
@@ -124,6 +126,7 @@ class RowTrash:
                 "name": row_name(table, doc),
                 "doc": doc,
                 "links": links.get(doc["_id"], []),
+                UNRECORDED_ITEM: now,  # cleared once the deletion's revision is stored
                 "deleted_at": now,
                 "deleted_by": actor,
                 "expires_at": expires,
@@ -427,6 +430,7 @@ class TrashService:
         keys = {c.key for c in table.columns}
         doc = {k: v for k, v in stored.items() if k in keys or k.startswith("_")}
         doc[REVISION_FIELD] = int(stored.get(REVISION_FIELD) or 0) + 1
+        doc[UNRECORDED_FIELD] = utcnow()  # cleared once the restore's revision is stored
         try:
             await table.collection(ctx).insert_one(doc)
         except DuplicateKeyError as exc:
