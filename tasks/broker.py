@@ -285,7 +285,7 @@ def outbox_dispatch(broker: AsyncBroker) -> dict[str, Dispatch]:
 
     async def purge_trash(work: Work) -> None:  # docs/history.md "Trash": done here, not queued
         db = runtime.storage.tenant_db(work.tenant_id)
-        if await broker.state.trash.purge_expired(db, str(work.args[0]), str(work.args[1])):
+        if await broker.state.trash.purge_expired(db, *(str(arg) for arg in work.args[:3])):
             await broker.state.outbox.done(work.key)
 
     return {
@@ -321,7 +321,7 @@ async def _sweep(broker: AsyncBroker, settings: Settings) -> None:
     webhooks: WebhookService = broker.state.webhooks
     outbox: Outbox = broker.state.outbox
     dispatch = outbox_dispatch(broker)
-    recovered_at = float("-inf")  # at once after a start: the process that died may be ours
+    recovered_at = time.monotonic()  # a round after the start, then every interval
     while True:
         await asyncio.sleep(settings.webhook_sweep_seconds)
         if time.monotonic() - recovered_at >= settings.history_recovery_seconds:

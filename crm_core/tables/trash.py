@@ -254,7 +254,7 @@ def purge_work(tenant_id: str, item: dict[str, Any]) -> Work:
     return Work(
         TRASH_PURGE,
         tenant_id,
-        (str(item["_id"]), item["collection"]),
+        (str(item["_id"]), item["collection"], str(item["table_id"])),
         PURGE_LEASE_SECONDS,
         start_after=max(0.0, expires_in),
     )
@@ -507,23 +507,26 @@ class TrashService:
             await ctx.db[TRASH].delete_one({"_id": item["_id"]})
         await self._audit(ctx, "trash.purged", item)
 
-    async def purge_expired(self, db: Database, item_id: str, collection: str) -> bool:
+    async def purge_expired(
+        self, db: Database, item_id: str, collection: str, table_id: str
+    ) -> bool:
         """The outbox's `trash.purge` work, due when the table's item expires: drop the rows
         unless the table was restored (its definition uses the collection again) or the item
         lives on (not expired yet: False, the work stays due)."""
         item = await db[TRASH].find_one({"_id": ObjectId(item_id)})
         if item is not None and as_utc(item["expires_at"]) > utcnow():
             return False
-        await purge_table(db, item or {"_id": ObjectId(item_id), "collection": collection})
+        gone = {"_id": ObjectId(item_id), "collection": collection, "table_id": ObjectId(table_id)}
+        await purge_table(db, item or gone)
         return True
 
 
 async def purge_table(db: Database, item: dict[str, Any]) -> None:
     """Drop a trashed table's collection (unless a definition uses it: the delete did not
     happen, or the table is back), its rows in the trash and the item."""
-    if not await db[TABLES].count_documents({"collection": item["collection"]}, limit=1):
+    if not await db[TABLES].count_documents({"_id": item["table_id"]}, limit=1):
         await db.drop_collection(item["collection"])
-        if item.get("table_id") is not None:
+        if "table" in item:  # its rows deleted before it (else they expire by themselves)
             await db[TRASH].delete_many({"table": item["table"], "table_id": item["table_id"]})
     await db[TRASH].delete_one({"_id": item["_id"]})
 

@@ -167,7 +167,7 @@ async def test_an_expired_table_is_dropped_by_the_outbox_work(api, owner, create
     # due when the item expires (TRASH_RETENTION_DAYS), not before
     assert abs((work["due_at"] - item["expires_at"]).total_seconds()) < 600
     collection = old["collection"]
-    assert work["args"] == [str(item["_id"]), collection]
+    assert work["args"] == [str(item["_id"]), collection, str(item["table_id"])]
     assert not await services.trash.purge_expired(db, *work["args"])  # not expired yet
     assert collection in await db.list_collection_names()
     # the TTL index removed the item (expired): the work still drops the rows
@@ -185,7 +185,8 @@ async def test_the_purge_work_leaves_a_restored_table_alone(api, owner, create_t
     item = await db[TRASH].find_one({"kind": "table"})
     await api.call("POST", f"/api/trash/{item['_id']}/restore", owner, expect=200)
     # a work that was already handed when the restore forgot it
-    assert await services.trash.purge_expired(db, str(item["_id"]), item["collection"])
+    args = (str(item["_id"]), item["collection"], str(item["table_id"]))
+    assert await services.trash.purge_expired(db, *args)
     assert (await api.call("GET", "/api/data/deals", owner, expect=200))["total"] == 1
 
 
