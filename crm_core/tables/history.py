@@ -272,11 +272,13 @@ class ChangeLog:
                 by_seq.setdefault(seq, []).append(change.after["_id"])
             elif change.before is not None:
                 gone.append(change.before["_id"])
+        rows = db[table.collection_name]
+        clear = {"$unset": {UNRECORDED_FIELD: ""}}
         for seq, ids in by_seq.items():
-            await db[table.collection_name].update_many(
-                {"_id": {"$in": ids}, REVISION_FIELD: seq, UNRECORDED_FIELD: {"$exists": True}},
-                {"$unset": {UNRECORDED_FIELD: ""}},
-            )
+            if len(ids) == 1:  # the common write: one row, by its id
+                await rows.update_one({"_id": ids[0], REVISION_FIELD: seq}, clear)
+            else:
+                await rows.update_many({"_id": {"$in": ids}, REVISION_FIELD: seq}, clear)
         if gone:
             await db[TRASH].update_many(
                 {"row_id": {"$in": gone}, UNRECORDED_ITEM: {"$exists": True}},
