@@ -18,7 +18,7 @@ from crm_core.accounts.audit import AccountsAudit, user_target
 from crm_core.accounts.cache import DefinitionCache, ValidatedDocuments
 from crm_core.accounts.context import TenantContext
 from crm_core.accounts.grants import check_token_scope
-from crm_core.accounts.ratelimit import LoginThrottle, limit_storage
+from crm_core.accounts.ratelimit import LoginThrottle, login_limit_storage
 from crm_core.accounts.roles import RoleService
 from crm_core.accounts.security import (
     AccessClaims,
@@ -81,7 +81,7 @@ class AuthService:
         self.tenants = tenants
         self.codec = TokenCodec(settings.secret_key, settings.access_token_ttl_seconds)
         self.throttle = LoginThrottle(
-            limit_storage(settings.redis_url),
+            login_limit_storage(settings.redis_url),
             per_email=settings.login_max_failures,
             per_address=settings.login_max_failures_per_ip,
             window_seconds=settings.login_lockout_seconds,

@@ -463,12 +463,15 @@ class TrashService:
                 {"$set": {column.key: row_id}},
             )
 
-    async def restore_many(self, ctx: TenantContext, ids: list[ObjectId]) -> list[dict[str, Any]]:
-        """Every item is looked up first (404 naming `ids.N`); then each is restored, a
-        unique value taken naming `ids.N.<column>` in a 409 after the others are back."""
-        found: list[tuple[dict[str, Any], Table]] = []
+    async def restore_many(
+        self, ctx: TenantContext, ids: dict[int, ObjectId]
+    ) -> list[dict[str, Any]]:
+        """Every item is looked up first (404 naming `ids.N`, N its place in the request; a
+        column or a table is not a row); then each is restored, a unique value taken naming
+        `ids.N.<column>` in a 409 after the others are back."""
+        found: list[tuple[int, dict[str, Any], Table]] = []
         missing = []
-        for index, item_id in enumerate(ids):
+        for index, item_id in ids.items():
             try:
                 item, table = await self._item(ctx, item_id)
             except NotFound:
@@ -476,11 +479,11 @@ class TrashService:
                 continue
             if item["kind"] != "row":
                 missing.append({"field": f"ids.{index}", "message": "not a row in the trash"})
-            found.append((item, table))
+            found.append((index, item, table))
         if missing:
             raise NotFound(f"{len(missing)} trash items not found", missing)
         rows, conflicts = [], []
-        for index, (item, table) in enumerate(found):
+        for index, item, table in found:
             try:
                 rows.append(await self._restore_row(ctx, table, item))
             except Conflict as exc:
@@ -531,13 +534,18 @@ async def purge_table(db: Database, item: dict[str, Any]) -> None:
     await db[TRASH].delete_one({"_id": item["_id"]})
 
 
-def check_ids(raw: list[str]) -> list[ObjectId]:
-    errors, ids = [], []
+def check_ids(raw: list[str]) -> dict[int, ObjectId]:
+    """The ids by their place in the request; a repeated id keeps its first place only, so it
+    is restored once (as a bulk delete's repeated ids are deleted once)."""
+    errors: list[dict[str, str]] = []
+    ids: dict[int, ObjectId] = {}
+    seen: set[str] = set()
     for index, value in enumerate(raw):
-        if ObjectId.is_valid(value):
-            ids.append(ObjectId(value))
-        else:
+        if not ObjectId.is_valid(value):
             errors.append({"field": f"ids.{index}", "message": "not a trash item id"})
+        elif value not in seen:
+            seen.add(value)
+            ids[index] = ObjectId(value)
     if errors:
         raise ValidationFailed(f"{errors[0]['field']}: {errors[0]['message']}", errors)
     return ids
