@@ -15,7 +15,9 @@ gives the row as stored.
 
 No unrecorded change (docs/history.md "Crash between a write and its revision"): every row
 write stamps `_unrecorded` (the write's time) in the same atomic write (`RowService.stamp`; a
-trash item gets `unrecorded`), and `record` clears it once the revision is stored. A process
+trash item gets `unrecorded`), and `record` clears it once the revision is stored (a one-row
+write at once; a batch's marks are cleared by the next recovery, which finds their
+revisions). A process
 that dies in between leaves the mark; `recover` (the sweeper, every
 `HISTORY_RECOVERY_SECONDS`, and at once when a process starts) finds marks older than
 `RECOVERY_GRACE` through a sparse index, stores the missing revision (the row now against its
@@ -48,6 +50,7 @@ from crm_core.platform.storage import (
     Database,
     Storage,
     system_collection,
+    update_each,
 )
 from crm_core.tables.columns import ColumnType, render_datetime
 from crm_core.tables.definitions import SYSTEM_FIELDS, TABLES, Table
@@ -61,6 +64,7 @@ UNRECORDED_FIELD = "_unrecorded"  # on a row: written at this time, its revision
 UNRECORDED_ITEM = "unrecorded"  # the same on a row's trash item (a delete)
 UNRECORDED_INDEX = "unrecorded"  # sparse: only the rows a crash left marked are in it
 RECOVERY_GRACE = timedelta(seconds=60)  # a live write stores its revision well within this
+RECOVERY_CHUNK = 500  # marked rows checked with one query of their revisions
 RECOVERY_ACTOR = {"type": "system", "id": None, "name": "recovery"}
 TRASH = "_trash"  # crm_core/tables/trash.py (which imports this module)
 
@@ -264,24 +268,18 @@ class ChangeLog:
     async def _settle(db: Database, table: Table, changes: Sequence[Change]) -> None:
         """The revisions are stored: clear the marks of the writes they record (a row written
         again meanwhile keeps the newer write's mark)."""
-        by_seq: dict[int, list[ObjectId]] = {}
-        gone: list[ObjectId] = []
-        for change in changes:
-            if change.after is not None:
-                seq = int(change.after.get(REVISION_FIELD) or 0)
-                by_seq.setdefault(seq, []).append(change.after["_id"])
-            elif change.before is not None:
-                gone.append(change.before["_id"])
-        rows = db[table.collection_name]
-        clear = {"$unset": {UNRECORDED_FIELD: ""}}
-        for seq, ids in by_seq.items():
-            if len(ids) == 1:  # the common write: one row, by its id
-                await rows.update_one({"_id": ids[0], REVISION_FIELD: seq}, clear)
-            else:
-                await rows.update_many({"_id": {"$in": ids}, REVISION_FIELD: seq}, clear)
-        if gone:
-            await db[TRASH].update_many(
-                {"row_id": {"$in": gone}, UNRECORDED_ITEM: {"$exists": True}},
+        one = [c.after for c in changes if c.after is not None]
+        gone = [c.before["_id"] for c in changes if c.after is None and c.before is not None]
+        if len(one) == 1:  # the common write, one row: its mark goes now, by its id
+            seq = int(one[0].get(REVISION_FIELD) or 0)
+            await db[table.collection_name].update_one(
+                {"_id": one[0]["_id"], REVISION_FIELD: seq}, {"$unset": {UNRECORDED_FIELD: ""}}
+            )
+        # a batch's marks are left to `recover`, which finds the revisions and only clears them
+        # (clearing hundreds of marks on the write path cost more than the write on mongoeco)
+        if len(gone) == 1:  # one row deleted: its trash item's mark goes now
+            await db[TRASH].update_one(
+                {"row_id": gone[0], UNRECORDED_ITEM: {"$exists": True}},
                 {"$unset": {UNRECORDED_ITEM: ""}},
             )
 
@@ -311,19 +309,55 @@ class ChangeLog:
             tables[table.key] = table
             rows = db[table.collection_name]
             await self._index(db, rows.name)
-            async for row in rows.find({UNRECORDED_FIELD: {"$lt": cutoff}}):
-                stored += await self._recover_row(db, table, row, row)
-                await rows.update_one(
-                    {"_id": row["_id"], REVISION_FIELD: row.get(REVISION_FIELD)},
-                    {"$unset": {UNRECORDED_FIELD: ""}},
-                )
-        async for item in db[TRASH].find({UNRECORDED_ITEM: {"$lt": cutoff}}):
-            found = tables.get(item["table"])
-            if found is not None and found.doc.get("_id") == item.get("table_id"):
-                stored += await self._recover_row(db, found, item["doc"], None)
-            await db[TRASH].update_one({"_id": item["_id"]}, {"$unset": {UNRECORDED_ITEM: ""}})
+            marked = rows.find({UNRECORDED_FIELD: {"$lt": cutoff}})
+            while chunk := await marked.to_list(length=RECOVERY_CHUNK):
+                stored += await self._recover_rows(db, table, chunk)
+        marked = db[TRASH].find({UNRECORDED_ITEM: {"$lt": cutoff}})
+        while items := await marked.to_list(length=RECOVERY_CHUNK):
+            stored += await self._recover_deletions(db, tables, items)
         if stored:
             log.warning("recovered %d revisions of writes whose process stopped", stored)
+        return stored
+
+    async def _recover_rows(self, db: Database, table: Table, rows: list[dict[str, Any]]) -> int:
+        """Marked rows of one table: those whose revision is stored (a batch, or a process
+        that died after the revision) only lose their mark; the others get it first."""
+        ids = [row["_id"] for row in rows]
+        found = db[HISTORY].find({"table": table.key, "row": {"$in": ids}}, {"row": 1, "seq": 1})
+        recorded = {(doc["row"], doc["seq"]) async for doc in found}
+        stored = 0
+        clear = {"$unset": {UNRECORDED_FIELD: ""}}
+        done: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        for row in rows:
+            seq = int(row.get(REVISION_FIELD) or 0)
+            if (row["_id"], seq) not in recorded:
+                stored += await self._recover_row(db, table, row, row)
+            done.append(({"_id": row["_id"], REVISION_FIELD: row.get(REVISION_FIELD)}, clear))
+        await update_each(db[table.collection_name], done, ordered=False)
+        return stored
+
+    async def _recover_deletions(
+        self, db: Database, tables: dict[str, Table], items: list[dict[str, Any]]
+    ) -> int:
+        """Marked trash items (deletions): the missing `deleted` revisions, then no mark."""
+        stored = 0
+        by_table: dict[str, list[dict[str, Any]]] = {}
+        for item in items:
+            by_table.setdefault(item["table"], []).append(item)
+        for key, group in by_table.items():
+            table = tables.get(key)
+            if table is None:
+                continue  # the table is gone (or in the trash): its history with it
+            group = [i for i in group if table.doc.get("_id") == i.get("table_id")]
+            ids = [i["row_id"] for i in group]
+            found = db[HISTORY].find({"table": key, "row": {"$in": ids}}, {"row": 1, "seq": 1})
+            recorded = {(doc["row"], doc["seq"]) async for doc in found}
+            for item in group:
+                seq = int(item["doc"].get(REVISION_FIELD) or 0)
+                if (item["row_id"], seq) not in recorded:
+                    stored += await self._recover_row(db, table, item["doc"], None)
+        clear = {"$unset": {UNRECORDED_ITEM: ""}}
+        await update_each(db[TRASH], [({"_id": i["_id"]}, clear) for i in items], ordered=False)
         return stored
 
     async def _index(self, db: Database, collection: str) -> None:

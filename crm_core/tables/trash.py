@@ -330,6 +330,8 @@ class TrashService:
         if kind in (None, "table") and tables is not None:
             extra = {} if table_key is None else {"table": table_key}
             branches.append({"kind": "table", **tables, **extra})
+        if not branches:  # deleted tables asked by a token whose scope stops below manage
+            return [], 0
         query: dict[str, Any] = branches[0] if len(branches) == 1 else {"$or": branches}
         trash = ctx.db[TRASH]
         cursor = trash.find(query, {"doc": 0, "kept": 0}).sort([("deleted_at", DESCENDING)])

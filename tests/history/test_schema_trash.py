@@ -251,3 +251,16 @@ async def test_schema_items_follow_table_access(api, owner, create_table, create
         "POST", "/api/trash/restore", owner, expect=404, json={"ids": [item["id"]]}
     )
     assert error["error"]["details"][0]["field"] == "ids.0"
+
+
+async def test_a_token_below_manage_lists_no_deleted_tables(api, owner, create_table):
+    await create_table(owner, "deals", COLUMNS)
+    await api.call("DELETE", "/api/meta/tables/deals", owner, expect=204)
+    token = await api.call(
+        "POST", "/api/tokens", owner, expect=201, json={"name": "t", "table_access": "write"}
+    )
+    bearer = {"Authorization": f"Bearer {token['token']}"}
+    page = await api.call("GET", "/api/trash?kind=table", headers=bearer, expect=200)
+    assert page == {"items": [], "total": 0}
+    (item,) = await _trash(api, owner, kind="table")
+    await api.call("POST", f"/api/trash/{item['id']}/restore", headers=bearer, expect=403)
