@@ -245,7 +245,8 @@ async def start_broker(services: Services, consumer_name: str | None = None) -> 
     from now on."""
     settings, storage = services.settings, services.storage
     broker = build_broker(settings, consumer_name)
-    broker.state.sms = await make_runtime(settings, storage, services.webhooks, services.outbox)
+    events = services.sms.events or services.webhooks  # campaign.finished and .progress
+    broker.state.sms = await make_runtime(settings, storage, events, services.outbox)
     broker.state.webhooks = services.webhooks
     broker.state.files = files.FilesRuntime(settings, storage, services.imports)
     broker.state.outbox = services.outbox
