@@ -34,7 +34,14 @@ FILTERS = [
     [{"field": "due", "op": "gte", "value": "2025-03-10"}],
     [{"field": "due", "op": "eq", "value": "2025-03-05"}],
     [{"field": "email", "op": "ends_with", "value": "example.com"}],
-    [{"or": [{"field": "amount", "op": "lt", "value": 2}, {"field": "active", "op": "eq", "value": False}]}],
+    [
+        {
+            "or": [
+                {"field": "amount", "op": "lt", "value": 2},
+                {"field": "active", "op": "eq", "value": False},
+            ]
+        }
+    ],
     [{"field": "amount", "op": "in", "value": [1, 4, 9]}, {"field": "title", "op": "not_blank"}],
 ]
 
@@ -88,7 +95,9 @@ async def test_filtered_subscriptions_match_the_list(client, api: Api, owner, fa
         await live.ws.close()
 
 
-async def test_an_update_leaving_the_filter_is_sent_with_match_false(client, api: Api, owner, factories):
+async def test_an_update_leaving_the_filter_is_sent_with_match_false(
+    client, api: Api, owner, factories
+):
     await factories.table(owner, key="deals", columns=COLUMNS)
     live = await ready(await ws_connect(client, owner.access_token))
     await live.subscribe("deals", filters=[{"field": "amount", "op": "gt", "value": 5}])
