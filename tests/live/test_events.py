@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support.api import Account, Api
-from tests.support.live import LiveSocket, ready, sse_connect, ws_connect
+from tests.support.live import ready, sse_connect, ws_connect
 
 pytestmark = pytest.mark.asyncio
 
