@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 import orjson
@@ -31,6 +32,7 @@ from crm_core.platform.errors import (
     Unauthorized,
     ValidationFailed,
 )
+from crm_core.platform.settings import Settings
 from crm_core.services import Services
 from handlers.routing import SERVICES, Call, Public, RouteTable, bearer_token
 from models.events import EventsQuery
@@ -43,6 +45,7 @@ PROTOCOL = "crm.events"  # the subprotocol the server answers
 BEARER_PROTOCOL = "bearer."  # `bearer.<token>`: the token offered as a subprotocol
 MAX_FRAME_BYTES = 64 * 1024
 HEARTBEAT = '{"type":"heartbeat"}'
+SSE_CHECK_SECONDS = 1.0
 
 DESCRIPTION = """Live events of the tables the caller may read (docs/api.md "Live events").
 
@@ -195,12 +198,17 @@ async def websocket(call: Call, query: EventsQuery) -> web.WebSocketResponse:
         connection.offer(frame("ready", {"user_id": connection.viewer.ctx.user_id}))
         await subscribe_from_query(services, connection, query, query.since)
         reader = asyncio.get_running_loop().create_task(read_frames(services, ws, connection))
+        closing = None
         try:
-            await write_frames(ws, connection, services.settings.events_heartbeat_seconds)
+            closing = await write_frames(ws, connection, services.settings.events_heartbeat_seconds)
         finally:
+            # the reader stops first: a close sent while it waits would end the connection
+            # before the client's answer, and a browser would see 1006 instead of our code
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
+        if closing is not None and closing.reason != "client_closed":
+            await close_ws(ws, closing)
     finally:
         if connection is not None:
             services.live.hub.release(connection)
@@ -311,20 +319,27 @@ async def renew(services: Services, connection: Connection, token: str) -> None:
     connection.offer(frame("ready", {"user_id": ctx.user_id, "renewed": True}))
 
 
-async def write_frames(ws: web.WebSocketResponse, connection: Connection, heartbeat: float) -> None:
+async def write_frames(
+    ws: web.WebSocketResponse, connection: Connection, heartbeat: float
+) -> Closing | None:
+    """The connection's frames until it closes: answers why (None: the socket went)."""
     while not ws.closed:
         item = await connection.next(heartbeat)
         if item is None:
             await ws.send_str(HEARTBEAT)
         elif isinstance(item, Closing):
-            if item.reason != "client_closed":
-                await close_ws(ws, item)
-            return
+            return item
         else:
             await ws.send_str(item.data)
+    return None
 
 
 # ---- SSE ------------------------------------------------------------------------------------
+
+
+def client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def sse_bytes(item: Frame) -> bytes:
@@ -350,20 +365,37 @@ async def server_sent_events(call: Call, query: EventsQuery) -> web.StreamRespon
         connection.offer(frame("ready", {"user_id": ctx.user_id}))
         since = request.headers.get("Last-Event-ID") or query.since
         await subscribe_from_query(services, connection, query, since)
-        heartbeat = services.settings.events_heartbeat_seconds
         with contextlib.suppress(ConnectionResetError, ConnectionError):
-            while True:
-                item = await connection.next(heartbeat)
-                if item is None:
-                    await response.write(b": heartbeat\n\n")
-                elif isinstance(item, Closing):
-                    await response.write(sse_bytes(frame("close", item.body())))
-                    break
-                else:
-                    await response.write(sse_bytes(item))
+            await write_events(request, response, connection, services.settings)
         return response
     finally:
         services.live.hub.release(connection)
+
+
+async def write_events(
+    request: web.Request,
+    response: web.StreamResponse,
+    connection: Connection,
+    settings: Settings,
+) -> None:
+    """The connection's frames as SSE events until it closes or the client leaves (noticed
+    within SSE_CHECK_SECONDS: the handler is not cancelled when the client goes)."""
+    heartbeat = settings.events_heartbeat_seconds
+    quiet_since = time.monotonic()
+    while True:
+        item = await connection.next(min(heartbeat, SSE_CHECK_SECONDS))
+        if item is None:
+            if client_gone(request):
+                return
+            if time.monotonic() - quiet_since >= heartbeat:
+                await response.write(b": heartbeat\n\n")
+                quiet_since = time.monotonic()
+            continue
+        quiet_since = time.monotonic()
+        if isinstance(item, Closing):
+            await response.write(sse_bytes(frame("close", item.body())))
+            return
+        await response.write(sse_bytes(item))
 
 
 async def shutdown(app: web.Application) -> None:

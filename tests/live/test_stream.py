@@ -5,6 +5,8 @@ behind is closed (4408); a user's connections are capped; schema changes are
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from handlers.routing import SERVICES
@@ -94,7 +96,7 @@ async def test_a_client_that_falls_behind_is_closed_4408(client, api: Api, owner
     items = [{"title": str(n)} for n in range(QUEUE + 2)]
     await api.call("POST", "/api/data/deals/bulk", owner, expect=201, json={"items": items})
     closed = await live.closed()
-    assert closed["ws_code"] == 4408 and closed["reason"] == "slow_client"
+    assert closed["ws_code"] == 4408 and closed["reason"] == "slow_client", live.seen
 
 
 async def test_a_users_connections_are_capped(client, owner):
@@ -164,3 +166,16 @@ async def test_metrics_count_connections_and_events(client, api: Api, owner, fac
     assert "crm_live_events_published_total" in body and "crm_live_drops_total" in body
     assert client.app[SERVICES].live.hub.per_user[owner.user_id] == 1
     await live.ws.close()
+
+
+async def test_a_gone_sse_client_frees_its_slot(client, owner):
+    hub = client.app[SERVICES].live.hub
+    stream = await sse_connect(client, "/api/events", owner.access_token)
+    await stream.expect("ready")
+    assert hub.per_user[owner.user_id] == 1
+    stream.response.close()
+    for _ in range(100):  # noticed within SSE_CHECK_SECONDS (1 s); bounded poll, not a pass
+        if owner.user_id not in hub.per_user:
+            break
+        await asyncio.sleep(0.05)
+    assert owner.user_id not in hub.per_user

@@ -36,6 +36,8 @@ class LiveSocket:
                 self.seen.append(frame)
                 return frame
             if message.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+                # the code as the client ends the close handshake with (1006: the server
+                # dropped the connection without waiting for the client's answer)
                 closed = {"type": "_closed", "code": self.ws.close_code, "extra": message.extra}
                 self.seen.append(closed)
                 return closed
