@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 from aiohttp import WSMsgType, web
 
+from crm_core.accounts.context import TenantContext
 from crm_core.accounts.tokens import is_api_token
 from crm_core.live.hub import (
     GOING_AWAY,
@@ -25,7 +26,6 @@ from crm_core.live.hub import (
     closing_for,
     frame,
 )
-from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import (
     CrmError,
     PasswordChangeRequired,

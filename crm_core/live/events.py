@@ -21,9 +21,9 @@ import bson
 from bson import ObjectId
 from bson.codec_options import CodecOptions
 
+from crm_core.accounts.context import TenantContext
 from crm_core.platform import metrics
 from crm_core.platform.clock import utcnow
-from crm_core.platform.context import TenantContext
 from crm_core.platform.eventbus import EventBus
 from crm_core.platform.storage import Database
 from crm_core.tables.definitions import Table

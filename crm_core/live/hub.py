@@ -31,6 +31,7 @@ from typing import Any
 
 import orjson
 
+from crm_core.accounts.context import TenantContext
 from crm_core.live.events import (
     ACCESS_CHANGED,
     CAMPAIGN_PROGRESS,
@@ -38,7 +39,6 @@ from crm_core.live.events import (
     LiveMessage,
 )
 from crm_core.platform import metrics
-from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import CrmError, RateLimited, Unauthorized
 from crm_core.platform.storage.embedded import filter_applies
 from crm_core.tables.access import Level

@@ -9,6 +9,7 @@ from typing import Any
 
 from bson import ObjectId
 
+from crm_core.accounts.context import TenantContext
 from crm_core.live.events import LivePublisher
 from crm_core.live.hub import (
     Authenticate,
@@ -21,7 +22,6 @@ from crm_core.live.hub import (
     matches,
     naive,
 )
-from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import Forbidden, NotFound, ValidationFailed
 from crm_core.platform.eventbus import EventBus
 from crm_core.platform.ids import parse_object_id
