@@ -61,7 +61,8 @@ class LiveMessage:
     @classmethod
     def decode(cls, raw: bytes) -> LiveMessage:
         doc: dict[str, Any] = bson.decode(raw, codec_options=CODEC)
-        return cls(**doc)
+        # fields a newer process adds are left out (a rolling upgrade shares the channel)
+        return cls(**{k: v for k, v in doc.items() if k in cls.__dataclass_fields__})
 
 
 class LivePublisher:
