@@ -163,3 +163,20 @@ async def test_sse_streams_row_events_with_ids(client, api: Api, owner, factorie
 async def test_sse_without_a_token_is_401(client):
     response = await client.get("/api/events", headers={"Accept": "text/event-stream"})
     assert response.status == 401
+
+
+async def test_another_company_with_the_same_table_key_sees_nothing(
+    client, api: Api, owner, factories
+):
+    await deals(factories, owner)
+    stranger = await api.register(company="Other")
+    await deals(factories, stranger)
+    theirs = await ready(await ws_connect(client, stranger.access_token))
+    assert (await theirs.subscribe("deals"))["type"] == "subscribed"
+    mine = await ready(await ws_connect(client, owner.access_token))
+    await mine.subscribe("deals")
+    await api.call("POST", "/api/data/deals", owner, expect=201, json={"title": "ours"})
+    await mine.expect("row.created")
+    assert await theirs.barrier() == []
+    for live in (mine, theirs):
+        await live.ws.close()
