@@ -20,7 +20,7 @@ import re
 import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from beanie import PydanticObjectId
@@ -147,6 +147,15 @@ class CampaignEvents(Protocol):
 
     async def campaign_finished(
         self, db: Database, tenant_id: str, campaign: dict[str, Any]
+    ) -> None: ...
+
+
+@runtime_checkable
+class CampaignProgress(Protocol):
+    """Who hears that a batch of a campaign was sent (live events, crm_core/live/events.py)."""
+
+    async def campaign_progress(
+        self, db: Database, tenant_id: str, campaign_id: ObjectId
     ) -> None: ...
 
 
@@ -852,6 +861,8 @@ class SmsSender:
         sent = await self._send_all(db, tenant_id, cid, query, task_id, pending, lease)
         await self._watch_delivery(tenant_id, campaign_id, sent)
         await self._finish(db, tenant_id, cid)
+        if sent and isinstance(self.events, CampaignProgress):
+            await self.events.campaign_progress(db, tenant_id, cid)
         if not await self._still_open(db, {"batch": batch, "campaign_id": cid}):
             await lease.done()  # else another delivery holds a claim: the outbox keeps it
         return BatchResult(sent=sent)
