@@ -22,6 +22,7 @@ MESSAGE_STATUSES = (
     "undelivered",
     "expired",
     "blocked",
+    "limited",
 )
 MessageStatus = Literal[
     "pending",
@@ -35,6 +36,7 @@ MessageStatus = Literal[
     "undelivered",
     "expired",
     "blocked",
+    "limited",
 ]
 # what a delivery report may make of a `sent` message (docs/sms.md, "Delivery reports")
 FINAL_DELIVERY = ("delivered", "undelivered", "expired")
@@ -107,6 +109,10 @@ class CampaignCounts(OutputModel):
     undelivered: int = 0
     expired: int = 0
     blocked: int = Field(default=0, description="Numbers on the company's stop list: never sent")
+    limited: int = Field(
+        default=0,
+        description="Refused by a provider's sending limit (SMS.ru 206, 230, 231, 232): not sent",
+    )
     delivery_rate: float | None = Field(
         default=None,
         description="delivered / accepted by the provider (sent, delivered, undelivered, "
@@ -143,7 +149,9 @@ class MessageOut(OutputModel):
     error: str | None
     delivered_at: datetime | None = None
     provider_code: int | None = Field(
-        default=None, description="The provider's last delivery status code"
+        default=None,
+        description="The provider's last code about the message: a delivery status, or the "
+        "error that refused it",
     )
     provider_text: str | None = Field(
         default=None, description="What the provider's delivery code means"
@@ -302,6 +310,7 @@ class SendOutcome(BaseModel):
     error: str | None = None
     provider_id: str | None = None
     sent_at: datetime | None = None
+    provider_code: int | None = None
 
 
 class BatchResult(BaseModel):

@@ -18,9 +18,10 @@ import logging
 import math
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from beanie import PydanticObjectId
@@ -92,30 +93,52 @@ CLAIM_MARGIN_SECONDS = 2.0  # database latency and clock differences between wor
 
 
 class SendError(Exception):
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, code: int | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.code = code  # the provider's error code, when it gave one
 
 
 class TransientSendError(SendError):
-    """The provider said "not now" (HTTP 5xx, 429, 408/504, no connection): try again later."""
+    """The provider said "not now" (HTTP 429/408, SMS.ru 220/221, no connection): try again
+    later."""
 
 
 class PermanentSendError(SendError):
     """The provider refused this message (4xx, a rejected number): fail it."""
 
 
+class LimitSendError(PermanentSendError):
+    """The provider refused it for a sending limit (SMS.ru 206, 230, 231, 232): `limited`."""
+
+
 class AmbiguousSendError(SendError):
-    """The request left and no answer came: it may have been sent, never resend it blindly."""
+    """The request left and no clear answer came (a timeout, HTTP 5xx, an unreadable answer):
+    it may have been sent, never resend it blindly."""
+
+
+class Outbound(NamedTuple):
+    """One message as a provider sends it: the E.164 number, the text, our message id."""
+
+    phone: str
+    text: str
+    message_id: str
 
 
 class SmsProvider(Protocol):
-    """Sends one SMS (crm_core/sms/providers.py `LogProvider`, `SmsRuProvider`): the provider's
-    id, or one of the errors above; implementations never retry themselves."""
+    """Sends SMS in requests of up to `batch_limit` messages (crm_core/sms/providers.py
+    `LogProvider`, `SmsRuProvider`); implementations never retry themselves."""
 
     name: str
+    batch_limit: int  # the most messages one request carries
 
-    async def send(self, phone: str, text: str, message_id: str) -> str: ...
+    async def send(self, messages: Sequence[Outbound]) -> list[str | SendError]:
+        """Send `messages` (distinct numbers, at most `batch_limit`) in one request. Returns,
+        per message in order, the provider's id or the error the provider gave that number
+        (a number the answer does not mention is an `AmbiguousSendError`). An answer about the
+        whole request raises: `TransientSendError` (nothing was sent), `AmbiguousSendError`
+        (no clear answer: any of them may have gone), `PermanentSendError` (all refused)."""
+        ...
 
     async def close(self) -> None:
         """Release the provider's connections (when the broker stops)."""
@@ -773,8 +796,15 @@ class SendCapacity:
         self.requests = asyncio.Semaphore(SENDS_IN_FLIGHT)
 
 
+def request_size(settings: Settings, provider: SmsProvider) -> int:
+    """Messages one provider request carries: a tenth of a second at the tenant's rate (so a
+    one-second window at the gateway sees at most a tenth more than the rate), at least 1 and
+    at most what the provider takes (SMS.ru: 100)."""
+    return max(1, min(provider.batch_limit, math.floor(settings.sms_rate_per_second / 10)))
+
+
 FIELDS = {"phone": 1, "text": 1, "attempts": 1, "seq": 1, "status": 1, "claimed_by": 1}
-OUTCOME_FIELDS = ("status", "error", "provider_id", "sent_at")
+OUTCOME_FIELDS = ("status", "error", "provider_id", "sent_at", "provider_code")
 
 
 class SmsSender:
@@ -1105,8 +1135,12 @@ class SmsSender:
             return {}
         if len(claimed) > len(slots):  # a message resent meanwhile fell inside the claim
             slots += await self.limiter.wait(tenant_id, len(claimed) - len(slots))
-        attempts = zip(claimed, slots, strict=False)
-        results = await asyncio.gather(*(self._attempt(m, slot) for m, slot in attempts))
+        size = request_size(self.settings, self.provider)
+        requests = [
+            self._request(claimed[i : i + size], slots[min(i + size, len(slots)) - 1])
+            for i in range(0, len(claimed), size)
+        ]
+        results = [r for answers in await asyncio.gather(*requests) for r in answers]
         if self.reports is not None:  # before the outcome: a report may come at once
             sent = [
                 (m.id, r.provider_id)
@@ -1177,34 +1211,47 @@ class SmsSender:
         await _bump(db, campaign_id, {"pending": -len(claimed), "sending": len(claimed)})
         return claim, claimed
 
-    async def _attempt(self, message: Outgoing, slot: float) -> SendOutcome:
+    async def _request(self, messages: list[Outgoing], slot: float) -> list[SendOutcome]:
+        """One provider request carrying `messages`, sent at the slot of its last message (none
+        leaves before its own slot): each message's outcome."""
         delay = slot - time.time()
         if delay > 0:
             await asyncio.sleep(delay)
+        outbound = [Outbound(m.phone, m.text, str(m.id)) for m in messages]
+        answers: list[str | SendError]
         async with self.capacity.requests:
-            outcome = await self._send(message)
-        # metrics: a transient failure put back to pending is counted as a retry
-        state = "retry" if outcome.status == "pending" else outcome.status
-        metrics.sms_message(state, self.provider.name)
-        return outcome
+            try:
+                answers = await self.provider.send(outbound)
+            except SendError as exc:  # about the whole request: every message shares it
+                answers = [exc] * len(messages)
+            except Exception as exc:  # a provider bug: the request may have left, never resend
+                log.exception("unexpected error sending messages %s...", outbound[0].message_id)
+                answers = [AmbiguousSendError(f"unexpected error: {exc!r}")] * len(messages)
+        if len(answers) != len(messages):  # a provider bug, as above
+            answers = [AmbiguousSendError("the provider's answer does not match")] * len(messages)
+        outcomes = [self._outcome(m, a) for m, a in zip(messages, answers, strict=True)]
+        for outcome in outcomes:
+            # metrics: a transient failure put back to pending is counted as a retry
+            state = "retry" if outcome.status == "pending" else outcome.status
+            metrics.sms_message(state, self.provider.name)
+        return outcomes
 
-    async def _send(self, message: Outgoing) -> SendOutcome:
-        try:
-            provider_id = await self.provider.send(message.phone, message.text, str(message.id))
-        except TransientSendError as exc:
+    def _outcome(self, message: Outgoing, answer: str | SendError) -> SendOutcome:
+        """What the provider's answer about one message makes of it (docs/sms.md)."""
+        if isinstance(answer, str):
+            return SendOutcome(status="sent", provider_id=answer, sent_at=utcnow())
+        code = answer.code
+        if isinstance(answer, TransientSendError):
             if message.attempts >= self.settings.sms_max_attempts:
-                reason = f"gave up after {message.attempts} attempts: {exc.reason}"
-                return SendOutcome(status="failed", error=reason)
+                reason = f"gave up after {message.attempts} attempts: {answer.reason}"
+                return SendOutcome(status="failed", error=reason, provider_code=code)
             # definitely not sent: tried again later
-            return SendOutcome(status="pending", error=exc.reason)
-        except PermanentSendError as exc:
-            return SendOutcome(status="failed", error=exc.reason)
-        except AmbiguousSendError as exc:
-            return SendOutcome(status="unknown", error=exc.reason)
-        except Exception as exc:  # a provider bug: the request may have left, so never resend
-            log.exception("unexpected error sending message %s", message.id)
-            return SendOutcome(status="unknown", error=f"unexpected error: {exc!r}")
-        return SendOutcome(status="sent", provider_id=provider_id, sent_at=utcnow())
+            return SendOutcome(status="pending", error=answer.reason, provider_code=code)
+        if isinstance(answer, LimitSendError):
+            return SendOutcome(status="limited", error=answer.reason, provider_code=code)
+        if isinstance(answer, PermanentSendError):
+            return SendOutcome(status="failed", error=answer.reason, provider_code=code)
+        return SendOutcome(status="unknown", error=answer.reason, provider_code=code)
 
     async def _record(
         self,

@@ -142,7 +142,7 @@ async def test_a_campaign_stored_before_counters_is_counted_once_and_kept(sms_ap
 
 async def test_message_page_totals_follow_the_campaign(sms_api, gateway):
     owner = await sms_api.register()
-    gateway.fail_next("400")
+    gateway.fail_next("error207")  # the first number is refused
     created = await sms_api.call(
         "POST",
         "/api/sms/campaigns",
