@@ -11,37 +11,12 @@ from bson import ObjectId
 from handlers.app import create_app
 from handlers.routing import SERVICES
 from tasks.sms import send_batch
-from tests.support.api import Api, Factories, wait_done
+from tests.support.api import Api, wait_done
 from tests.support.sms_gateway import SlotRecorder, gateway_settings, max_in_window, phone
 
 
 async def gateway_api(aiohttp_client, gateway, **overrides) -> Api:
     return Api(await aiohttp_client(create_app(gateway_settings(gateway, **overrides))))
-
-
-@pytest.fixture
-async def sms_client(aiohttp_client, gateway):
-    settings = gateway_settings(
-        gateway,
-        sms_rate_per_second=200,
-        sms_max_attempts=3,
-        sms_retry_base_seconds=0.01,
-        sms_send_timeout_seconds=0.3,
-        sms_redelivery_seconds=5,
-        sms_batch_size=4,
-    )
-    return await aiohttp_client(create_app(settings))
-
-
-@pytest.fixture
-async def sms_api(sms_client):
-    return Api(sms_client)
-
-
-@pytest.fixture
-def create_table(sms_api):
-    """Tables of this module live in the SMS app."""
-    return Factories(sms_api).table
 
 
 async def messages(api, account, campaign_id, status=None):

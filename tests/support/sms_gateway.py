@@ -232,3 +232,19 @@ def max_in_window(moments, seconds=1.0):
             start += 1
         best = max(best, end - start + 1)
     return best
+
+
+# what the SMS tests run with (tests/sms/conftest.py): a fast rate, small batches, short waits
+SMS_TEST_SETTINGS: dict[str, Any] = {
+    "sms_rate_per_second": 200,
+    "sms_max_attempts": 3,
+    "sms_retry_base_seconds": 0.01,
+    "sms_send_timeout_seconds": 0.3,
+    "sms_redelivery_seconds": 5,
+    "sms_batch_size": 4,
+}
+
+
+def sms_test_settings(gateway: FakeGateway, **overrides: Any) -> Settings:
+    """The SMS tests' settings through the fake gateway, with `overrides`."""
+    return gateway_settings(gateway, **{**SMS_TEST_SETTINGS, **overrides})
