@@ -873,7 +873,7 @@ class SmsSender:
         sent = await self._send_all(db, tenant_id, cid, query, task_id, pending, lease)
         await self._watch_delivery(tenant_id, campaign_id, sent)
         await self._finish(db, tenant_id, cid)
-        if not await self._still_open(db, {"batch": batch, "campaign_id": cid}):
+        if not await self._still_open(db, {"_id": {"$in": [m.id for m in unfinished]}}):
             await lease.done()  # else another delivery holds a claim: the outbox keeps it
         return BatchResult(sent=sent)
 
@@ -1133,8 +1133,6 @@ class SmsSender:
         claim, claimed = await self._claim(db, campaign_id, query, chunk, task_id)
         if not claimed:
             return {}
-        if len(claimed) > len(slots):  # a message resent meanwhile fell inside the claim
-            slots += await self.limiter.wait(tenant_id, len(claimed) - len(slots))
         size = request_size(self.settings, self.provider)
         requests = [
             self._request(claimed[i : i + size], slots[min(i + size, len(slots)) - 1])
@@ -1184,13 +1182,13 @@ class SmsSender:
         task_id: str,
     ) -> tuple[ObjectId, list[Outgoing]]:
         """Mark the chunk's still-pending messages as ours in one update (`pending` →
-        `sending`, stamped with the task id and a claim id): the pending messages of the query
-        between the chunk's first and last `_id`. What another delivery or a cancel took first
-        is left out; the claim is read back only when it is not exactly the chunk."""
+        `sending`, stamped with the task id and a claim id), named by their `_id`s. What
+        another delivery or a cancel took first is left out; the claim is read back only when
+        it is not exactly the chunk."""
         claim = ObjectId()
         now = utcnow()
         result = await db[MESSAGES].update_many(
-            {**query, "_id": {"$gte": chunk[0].id, "$lte": chunk[-1].id}},
+            {**query, "_id": {"$in": [m.id for m in chunk]}},
             {
                 "$set": {
                     "status": "sending",
@@ -1206,7 +1204,10 @@ class SmsSender:
         if result.modified_count == len(chunk):
             claimed = [m.model_copy(update={"attempts": m.attempts + 1}) for m in chunk]
         elif result.modified_count:
-            docs = await db[MESSAGES].find({"claim": claim}, FIELDS).sort("_id", 1).to_list(None)
+            docs = await db[MESSAGES].find(
+                {"_id": {"$in": [m.id for m in chunk]}, "claim": claim}, FIELDS
+            ).to_list(None)
+            docs.sort(key=lambda d: d["_id"])
             claimed = [Outgoing.model_validate(d) for d in docs]
         await _bump(db, campaign_id, {"pending": -len(claimed), "sending": len(claimed)})
         return claim, claimed
@@ -1305,8 +1306,9 @@ class SmsSender:
                 by_seq[seq - low] = value
             index = {"$subtract": ["$seq", low]}
             values[name] = {"$arrayElemAt": [{"$literal": by_seq}, index]}
+        ids = [m.id for m in claimed]
         result = await db[MESSAGES].update_many(
-            {"claim": claim, "status": "sending"}, [{"$set": values}]
+            {"_id": {"$in": ids}, "claim": claim, "status": "sending"}, [{"$set": values}]
         )
         return int(result.modified_count)
 
