@@ -37,13 +37,15 @@ READ, SEND = Permission(code="sms.read"), Permission(code="sms.send")
     body=CampaignIn,
     response=CampaignOut,
     status=202,
-    errors=(404,),
+    errors=(404, 409),
 )
 async def create_campaign(call: Call, body: CampaignIn) -> CampaignOut:
     """From a table (`table`, `phone_column`, optional `filters` in the filter language) or
     from `recipients`. `{{key}}` placeholders are filled per recipient; an unknown one is a 400.
     Phones are normalised to E.164; repeated numbers are dropped and counted, invalid ones are
-    recorded as `invalid` and not sent. Answers 202: workers send it."""
+    recorded as `invalid` and not sent. A campaign that would go past the company's daily cap
+    (`sms_daily_cap`) is refused: 409 `sms_daily_cap`, nothing stored. Answers 202: workers
+    send it."""
     return campaign_out(await call.services.sms.create(call.ctx, body))
 
 

@@ -194,6 +194,15 @@ class CampaignPreview(OutputModel):
     price: float | None = Field(
         description="The provider's price of the send (`sms/cost`), null when it gives none"
     )
+    daily_cap: int | None = Field(
+        default=None, description="The company's daily SMS cap (`sms_daily_cap`), null: none"
+    )
+    daily_cap_left: int | None = Field(
+        default=None,
+        description="What the cap leaves on the campaign's day (its `send_at`, or today, in the "
+        "company's time zone); creating it is refused (409 `sms_daily_cap`) when `to_send` is "
+        "more. Null without a cap",
+    )
 
 
 class StopListIn(InputModel):

@@ -36,8 +36,8 @@ from crm_core.platform.outbox import Lease, Outbox, Work, work_key
 from crm_core.platform.phones import InvalidPhone, normalise_phone
 from crm_core.platform.settings import Settings
 from crm_core.platform.storage import Database, query_purpose
+from crm_core.sms import dailycap, stoplist
 from crm_core.sms import parts as sms_parts
-from crm_core.sms import stoplist
 from crm_core.sms.delivery import (
     REPORTS,
     MalformedReport,
@@ -261,6 +261,20 @@ def _list_recipients(data: CampaignIn) -> list[tuple[Any, dict[str, Any]]]:
     return result
 
 
+@dataclass(frozen=True)
+class Stored:
+    """A campaign about to be stored, as `create` built it."""
+
+    campaign_id: ObjectId
+    messages: list[dict[str, Any]]
+    duplicates: int
+    batches: list[int]
+    now: datetime
+    send_at: datetime | None
+    cap_day: str | None = None  # the day its daily cap reservation counts on
+    cap_count: int = 0  # the messages it reserved
+
+
 # ---- the campaign counters ---------------------------------------------------------------
 
 
@@ -359,6 +373,21 @@ class CampaignService:
         messages, duplicates = self._messages(ctx, data, recipients, campaign_id, now)
         await _block_stopped(ctx.db, messages)
         batches = sorted({int(m["batch"]) for m in messages if m["status"] == "pending"})
+        # the daily cap's reservation: one atomic `$inc` before anything is stored
+        cap, day = ctx.tenant.sms_daily_cap, dailycap.cap_day(ctx.tenant.timezone, send_at or now)
+        to_send = sum(1 for m in messages if m["status"] == "pending")
+        if cap is not None:
+            await dailycap.reserve(ctx.db, cap, day, to_send)
+        stored = Stored(campaign_id, messages, duplicates, batches, now, send_at)
+        if cap is not None:
+            stored = replace(stored, cap_day=day, cap_count=to_send)
+        return await self._store(ctx, data, stored)
+
+    async def _store(self, ctx: TenantContext, data: CampaignIn, new: Stored) -> CampaignRecord:
+        """Record the campaign's batches in the outbox, store it and its messages, and queue
+        it. A failure before the campaign is stored gives its daily cap reservation back."""
+        campaign_id, messages, batches = new.campaign_id, new.messages, new.batches
+        now, send_at = new.now, new.send_at
         # batch n cannot start before the tenant's rate has sent the batches before it
         per_batch = self.settings.sms_batch_size / self.settings.sms_rate_per_second
         # a scheduled campaign's first hand-off is the sweeper's, at `send_at` (an entry is
@@ -375,7 +404,6 @@ class CampaignService:
             )
             for index, batch in enumerate(batches)
         ]
-        await self.outbox.record(works)
         initial = dict.fromkeys(MESSAGE_STATUSES, 0)
         for message in messages:
             initial[message["status"]] += 1
@@ -385,16 +413,23 @@ class CampaignService:
             "text": data.text,
             "status": ("scheduled" if send_at else "queued") if batches else "completed",
             "send_at": send_at,
+            "cap_day": new.cap_day,
             "table": data.table,
             "phone_column": data.phone_column,
             "filters": data.filters,
-            "duplicates": duplicates,
+            "duplicates": new.duplicates,
             "counts": initial,
             "created_by": ctx.user_id,
             "created_at": now,
             "updated_at": now,
         }
-        await ctx.db[CAMPAIGNS].insert_one(doc)
+        try:
+            await self.outbox.record(works)
+            await ctx.db[CAMPAIGNS].insert_one(doc)
+        except Exception:
+            if new.cap_day is not None:  # not stored: the reservation goes back
+                await dailycap.release(ctx.db, new.cap_day, new.cap_count)
+            raise
         if messages:
             await ctx.db[MESSAGES].insert_many(messages)
             invalid, blocked = initial["invalid"], initial["blocked"]
@@ -415,7 +450,7 @@ class CampaignService:
         """The campaign as `create` would store it, nothing stored: counts, parts per message
         (crm_core/sms/parts.py) and `provider`'s price where it gives one (`cost`)."""
         now = utcnow()
-        _send_at(data.send_at, now)
+        send_at = _send_at(data.send_at, now)
         recipients = await self._recipients(ctx, data)
         messages, duplicates = self._messages(ctx, data, recipients, ObjectId(), now)
         await _block_stopped(ctx.db, messages)
@@ -429,6 +464,10 @@ class CampaignService:
             per_message[str(n)] = per_message.get(str(n), 0) + 1
             kind = sms_parts.encoding(message["text"])
             encodings[kind] = encodings.get(kind, 0) + 1
+        cap, left = ctx.tenant.sms_daily_cap, None
+        if cap is not None:
+            day = dailycap.cap_day(ctx.tenant.timezone, send_at or now)
+            left = max(0, cap - await dailycap.reserved(ctx.db, day))
         return CampaignPreview(
             recipients=len(messages),
             duplicates=duplicates,
@@ -439,6 +478,8 @@ class CampaignService:
             parts_per_message=per_message,
             total_parts=total,
             price=await _price(provider, [(m["phone"], m["text"]) for m in sending]),
+            daily_cap=cap,
+            daily_cap_left=left,
         )
 
     async def _recipients(
@@ -764,6 +805,8 @@ async def _cancel(ctx: TenantContext, campaign_id: str) -> CampaignRecord:
     )
     n = cancelled.modified_count
     await _bump(ctx.db, doc["_id"], {"pending": -n, "cancelled": n})
+    if doc.get("cap_day"):  # never sent: given back to the day's cap
+        await dailycap.release(ctx.db, doc["cap_day"], n)
     metrics.SMS_MESSAGES.labels("cancelled", NO_PROVIDER).inc(n)
     found = await ctx.db[CAMPAIGNS].find_one({"_id": doc["_id"]})
     if found is None:  # deleted while it was being cancelled
@@ -1204,9 +1247,11 @@ class SmsSender:
         if result.modified_count == len(chunk):
             claimed = [m.model_copy(update={"attempts": m.attempts + 1}) for m in chunk]
         elif result.modified_count:
-            docs = await db[MESSAGES].find(
-                {"_id": {"$in": [m.id for m in chunk]}, "claim": claim}, FIELDS
-            ).to_list(None)
+            docs = (
+                await db[MESSAGES]
+                .find({"_id": {"$in": [m.id for m in chunk]}, "claim": claim}, FIELDS)
+                .to_list(None)
+            )
             docs.sort(key=lambda d: d["_id"])
             claimed = [Outgoing.model_validate(d) for d in docs]
         await _bump(db, campaign_id, {"pending": -len(claimed), "sending": len(claimed)})

@@ -108,9 +108,7 @@ async def test_a_request_refused_for_now_is_tried_again_as_a_whole(sms_api, gate
     assert {m["attempts"] for m in await messages(sms_api, owner, created["id"])} == {3}
 
 
-async def test_no_answer_to_a_request_makes_its_messages_unknown_and_others_go_on(
-    sms_api, gateway
-):
+async def test_no_answer_to_a_request_makes_its_messages_unknown_and_others_go_on(sms_api, gateway):
     owner = await sms_api.register()
     gateway.hang_seconds = 1.0
     gateway.fail_next("hang")  # the first request of 100 hangs past the send timeout
