@@ -64,6 +64,8 @@ async def test_preview_counts_parts_and_price_and_stores_nothing(sms_api, gatewa
         "parts_per_message": {"1": 2, "2": 1},
         "total_parts": 4,
         "price": 6.0,
+        "daily_cap": None,
+        "daily_cap_left": None,
     }
     assert gateway.received == [] and gateway.cost_requests == 1
     listed = await sms_api.call("GET", "/api/sms/campaigns", owner, expect=200)
