@@ -25,6 +25,7 @@ from crm_core.platform.outbox import Outbox
 from crm_core.platform.registry import Registry
 from crm_core.platform.settings import Settings
 from crm_core.platform.storage import Storage
+from crm_core.sms.providers import make_provider
 from crm_core.sms.service import CampaignService, SmsQueue, counts
 from crm_core.tables.aggregate import AggregateService
 from crm_core.tables.aliases import AliasService
@@ -170,7 +171,9 @@ def build_services(
         events=webhooks,
         trash=RowTrash(TrashSettings(settings.trash_retention_days)),
     )
-    sms = CampaignService(settings, rows, outbox, queue, events=webhooks)
+    sms = CampaignService(
+        settings, rows, outbox, queue, events=webhooks, providers=lambda: make_provider(settings)
+    )
     services = Services(
         settings=settings,
         storage=storage,

@@ -5,7 +5,6 @@ from __future__ import annotations
 from aiohttp import web
 
 from crm_core.platform.errors import ValidationFailed
-from crm_core.sms.providers import make_provider
 from handlers.routing import Call, Permission, Public, RouteTable
 from models.sms import (
     CampaignIn,
@@ -61,11 +60,7 @@ async def preview_campaign(call: Call, body: CampaignIn) -> CampaignPreview:
     """The same body as creating a campaign, checked the same way (400s alike): distinct
     recipients, duplicates, invalid and stop-listed numbers, parts per message (GSM-7 160/153,
     UCS-2 70/67; Cyrillic is UCS-2), total parts, and the provider's price where it gives one."""
-    provider = make_provider(call.services.settings)  # for `sms/cost`; closed at once
-    try:
-        return await call.services.sms.preview(call.ctx, body, provider)
-    finally:
-        await provider.close()
+    return await call.services.sms.preview(call.ctx, body)
 
 
 @routes.get(

@@ -23,7 +23,7 @@ from urllib.parse import urlencode
 import aiohttp
 
 from crm_core.platform.settings import Settings
-from crm_core.sms.service import (  # the domain decides what each kind means (docs/sms.md)
+from crm_core.sms.contract import (  # the domain decides what each kind means (docs/sms.md)
     AmbiguousSendError,
     LimitSendError,
     Outbound,

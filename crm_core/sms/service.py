@@ -18,10 +18,10 @@ import logging
 import math
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from beanie import PydanticObjectId
@@ -38,6 +38,15 @@ from crm_core.platform.settings import Settings
 from crm_core.platform.storage import Database, query_purpose
 from crm_core.sms import dailycap, stoplist
 from crm_core.sms import parts as sms_parts
+from crm_core.sms.contract import (
+    AmbiguousSendError,
+    LimitSendError,
+    Outbound,
+    PermanentSendError,
+    SendError,
+    SmsProvider,
+    TransientSendError,
+)
 from crm_core.sms.delivery import (
     REPORTS,
     MalformedReport,
@@ -90,58 +99,6 @@ CLAIM_MARGIN_SECONDS = 2.0  # database latency and clock differences between wor
 
 
 # ---- what the domain needs from the outside ----------------------------------------------
-
-
-class SendError(Exception):
-    def __init__(self, reason: str, code: int | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.code = code  # the provider's error code, when it gave one
-
-
-class TransientSendError(SendError):
-    """The provider said "not now" (HTTP 429/408, SMS.ru 220/221, no connection): try again
-    later."""
-
-
-class PermanentSendError(SendError):
-    """The provider refused this message (4xx, a rejected number): fail it."""
-
-
-class LimitSendError(PermanentSendError):
-    """The provider refused it for a sending limit (SMS.ru 206, 230, 231, 232): `limited`."""
-
-
-class AmbiguousSendError(SendError):
-    """The request left and no clear answer came (a timeout, HTTP 5xx, an unreadable answer):
-    it may have been sent, never resend it blindly."""
-
-
-class Outbound(NamedTuple):
-    """One message as a provider sends it: the E.164 number, the text, our message id."""
-
-    phone: str
-    text: str
-    message_id: str
-
-
-class SmsProvider(Protocol):
-    """Sends SMS in requests of up to `batch_limit` messages (crm_core/sms/providers.py
-    `LogProvider`, `SmsRuProvider`); implementations never retry themselves."""
-
-    name: str
-    batch_limit: int  # the most messages one request carries
-
-    async def send(self, messages: Sequence[Outbound]) -> list[str | SendError]:
-        """Send `messages` (distinct numbers, at most `batch_limit`) in one request. Returns,
-        per message in order, the provider's id or the error the provider gave that number
-        (a number the answer does not mention is an `AmbiguousSendError`). An answer about the
-        whole request raises: `TransientSendError` (nothing was sent), `AmbiguousSendError`
-        (no clear answer: any of them may have gone), `PermanentSendError` (all refused)."""
-        ...
-
-    async def close(self) -> None:
-        """Release the provider's connections (when the broker stops)."""
 
 
 class StatusSource(Protocol):
@@ -344,12 +301,14 @@ class CampaignService:
         outbox: Outbox,
         queue: SmsQueue,
         events: CampaignEvents | None = None,
+        providers: Callable[[], SmsProvider] | None = None,
     ) -> None:
         self.settings = settings
         self.rows = rows
         self.outbox = outbox
         self.queue = queue  # refuses work until the broker runs (crm_core/services.py)
         self.events = events
+        self.providers = providers  # a provider for the preview's price (`make_provider`)
 
     def _work(self, kind: str, tenant_id: str, *args: object) -> Work:
         return Work(kind, tenant_id, args, self.settings.sms_redelivery_seconds)
@@ -444,11 +403,10 @@ class CampaignService:
             await self._finished(ctx, campaign)
         return campaign
 
-    async def preview(
-        self, ctx: TenantContext, data: CampaignIn, provider: object = None
-    ) -> CampaignPreview:
+    async def preview(self, ctx: TenantContext, data: CampaignIn) -> CampaignPreview:
         """The campaign as `create` would store it, nothing stored: counts, parts per message
-        (crm_core/sms/parts.py) and `provider`'s price where it gives one (`cost`)."""
+        (crm_core/sms/parts.py), the provider's price where it gives one (`cost`: a provider
+        made for the call and closed after it) and what the daily cap leaves."""
         now = utcnow()
         send_at = _send_at(data.send_at, now)
         recipients = await self._recipients(ctx, data)
@@ -477,10 +435,19 @@ class CampaignService:
             encodings=encodings,
             parts_per_message=per_message,
             total_parts=total,
-            price=await _price(provider, [(m["phone"], m["text"]) for m in sending]),
+            price=await self._price([(m["phone"], m["text"]) for m in sending]),
             daily_cap=cap,
             daily_cap_left=left,
         )
+
+    async def _price(self, messages: list[tuple[str, str]]) -> float | None:
+        if self.providers is None:
+            return None
+        provider = self.providers()
+        try:
+            return await _price(provider, messages)
+        finally:
+            await provider.close()
 
     async def _recipients(
         self, ctx: TenantContext, data: CampaignIn

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
+from crm_core.sms.contract import Outbound, PermanentSendError
 from crm_core.sms.providers import SmsRuProvider
-from crm_core.sms.service import Outbound, PermanentSendError, request_size
+from crm_core.sms.service import request_size
 from tests.support.api import wait_done
 from tests.support.sms_gateway import phone, sms_test_settings
 
