@@ -159,17 +159,29 @@ class MessageOut(OutputModel):
     updated_at: datetime
 
 
-class MessagePage(OutputModel):
-    items: list[MessageOut]
+class PageQuery(QueryModel):
+    """A page of a list: `limit` items from `offset`."""
+
+    limit: int = Field(default=100, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0, le=10_000_000)
+
+
+class Page(OutputModel):
+    """A page of a list (subclasses name their items' model), with the list's `total`."""
+
+    items: list[Any]
     total: int
     limit: int
     offset: int
 
 
-class MessageQuery(QueryModel):
-    status: MessageStatus | None = None
+class MessagePage(Page):
+    items: list[MessageOut]
+
+
+class MessageQuery(PageQuery):
     limit: int = Field(default=50, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0, le=10_000_000)
+    status: MessageStatus | None = None
 
 
 class ResolveIn(InputModel):
@@ -212,9 +224,8 @@ class StopListIn(InputModel):
     phones: list[str] = Field(min_length=1, max_length=10_000)
 
 
-class StopListQuery(QueryModel):
-    limit: int = Field(default=100, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0, le=10_000_000)
+class StopListQuery(PageQuery):
+    """A page of the stop list, by number."""
 
 
 class StopListEntry(OutputModel):
@@ -223,11 +234,8 @@ class StopListEntry(OutputModel):
     added_at: datetime
 
 
-class StopListPage(OutputModel):
+class StopListPage(Page):
     items: list[StopListEntry]
-    total: int
-    limit: int
-    offset: int
 
 
 class StopListChange(OutputModel):
@@ -277,27 +285,6 @@ class CampaignRecord(StoredModel):
         return CampaignCounts(total=sum(values.values()), delivery_rate=rate, **values)
 
 
-class MessageRecord(StoredModel):
-    """One `_sms_messages` document. `seq` is None for messages stored before it existed."""
-
-    campaign_id: ObjectId
-    phone: str
-    text: str
-    status: MessageStatus
-    attempts: int = 0
-    provider_id: str | None = None
-    error: str | None = None
-    batch: int = 0
-    seq: int | None = None
-    claimed_by: str | None = None
-    claim: ObjectId | None = None
-    claimed_at: datetime | None = None
-    delivered_at: datetime | None = None
-    provider_code: int | None = None
-    provider_text: str | None = None
-    updated_at: datetime
-
-
 class Outgoing(StoredModel):
     """What a sender needs of a message it is about to send (a projection of MessageRecord)."""
 
@@ -308,6 +295,21 @@ class Outgoing(StoredModel):
     status: MessageStatus = "pending"
     claimed_by: str | None = None
     claimed_at: datetime | None = None
+
+
+class MessageRecord(Outgoing):
+    """One `_sms_messages` document. `seq` is None for messages stored before it existed."""
+
+    campaign_id: ObjectId
+    status: MessageStatus
+    provider_id: str | None = None
+    error: str | None = None
+    batch: int = 0
+    claim: ObjectId | None = None
+    delivered_at: datetime | None = None
+    provider_code: int | None = None
+    provider_text: str | None = None
+    updated_at: datetime
 
 
 class SendOutcome(BaseModel):
