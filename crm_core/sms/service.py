@@ -1136,6 +1136,9 @@ class SmsSender:
         chunk: list[Outgoing],
         task_id: str,
     ) -> dict[str, int]:
+        """One claim: its rate slots, the claim, its requests of up to `request_size` messages
+        (concurrent, each at its last message's slot), the provider ids kept for delivery
+        reports, and the outcomes recorded. Returns the status moves."""
         chunk = await self._drop_stopped(db, campaign_id, chunk)
         if not chunk:
             return {}
