@@ -65,6 +65,7 @@ class Catalog:
 
     plain: dict[str, str]
     templates: tuple[Template, ...]
+    by_id: dict[str, str]  # every msgid, placeholders and all
 
     def translate(self, message: str, depth: int = 0) -> str:
         found = self.plain.get(message)
@@ -120,7 +121,9 @@ def catalog(language: str) -> Catalog | None:
             plain[message.id] = translation
     # the most specific template first: the longest literal text
     templates.sort(key=lambda t: -len(PLACEHOLDER.sub("", t.msgid)))
-    return Catalog(plain, tuple(templates))
+    return Catalog(
+        plain, tuple(templates), {**plain, **{t.msgid: t.translation for t in templates}}
+    )
 
 
 def translate(message: str, language: str | None = None) -> str:
@@ -128,3 +131,16 @@ def translate(message: str, language: str | None = None) -> str:
     matches it."""
     found = catalog(language or LANGUAGE.get())
     return message if found is None else found.translate(message)
+
+
+def gettext(msgid: str, **values: object) -> str:
+    """The page text `msgid` (an English template) in the request's language, its `{name}`
+    placeholders filled from `values` (the /admin templates' `_`)."""
+    found = catalog(LANGUAGE.get())
+    text = msgid if found is None else found.by_id.get(msgid, msgid)
+    return _fill(text, {name: str(value) for name, value in values.items()})
+
+
+def language() -> str:
+    """The language of the request being answered (`<html lang>`)."""
+    return LANGUAGE.get()
