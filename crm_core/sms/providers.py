@@ -61,7 +61,14 @@ class LogProvider:
         ids: list[str | SendError] = []
         for message in messages:
             provider_id = f"log-{len(self.sent) + 1}"
-            self.sent.append({**message._asdict(), "provider_id": provider_id})
+            self.sent.append(
+                {
+                    "phone": message.phone,
+                    "text": message.text,
+                    "message_id": message.message_id,
+                    "provider_id": provider_id,
+                }
+            )
             log.info("SMS to %s (%s): %s", message.phone, message.message_id, message.text)
             ids.append(provider_id)
         return ids
@@ -73,7 +80,7 @@ class LogProvider:
 FORM_HEADERS = {"Content-Type": "application/x-www-form-urlencoded"}
 
 # SMS.ru's codes (per number or for the whole request) that mean "try later" rather than
-# "refused", and those of its sending limits (docs/sms.md, "Provider limits")
+# "refused", and those of its sending limits (docs/sms.md, "Message states")
 SMSRU_TRANSIENT_CODES = {220, 221}  # service temporarily unavailable, sender not ready
 SMSRU_LIMIT_CODES = {
     206: "the SMS.ru account's daily sending limit is reached",
