@@ -505,7 +505,7 @@ def _without_named_id(spec: object) -> object:
     if not isinstance(spec, dict) or "_id" not in spec:
         return spec
     clause = spec["_id"]
-    if isinstance(clause, dict) and set(clause) - {"$in", "$eq"}:
+    if isinstance(clause, dict) and (len(clause) != 1 or set(clause) - {"$in", "$eq"}):
         return spec
     return {key: value for key, value in spec.items() if key != "_id"}
 
