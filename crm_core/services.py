@@ -31,6 +31,7 @@ from crm_core.platform.registry import Registry
 from crm_core.platform.settings import Settings
 from crm_core.platform.storage import Database, Storage
 from crm_core.sms.names import CAMPAIGNS
+from crm_core.sms.providers import make_provider
 from crm_core.sms.service import CampaignService, SmsQueue, counts
 from crm_core.tables.aggregate import AggregateService
 from crm_core.tables.aliases import AliasService
@@ -194,7 +195,15 @@ def build_services(
     rows.changes.live = live.publisher
     told = LiveAudit(trail, live.publisher)
     campaign_events = LiveCampaignEvents(webhooks, live.publisher, campaign_progress)
-    sms = CampaignService(settings, rows, outbox, queue, events=campaign_events, audit=trail)
+    sms = CampaignService(
+        settings,
+        rows,
+        outbox,
+        queue,
+        events=campaign_events,
+        audit=trail,
+        providers=lambda: make_provider(settings),
+    )
     # deleted columns and tables go to the trash; a trashed table's rows are dropped by the
     # outbox's `trash.purge` work once it expires (tasks/broker.py)
     trash_settings = TrashSettings(settings.trash_retention_days)
