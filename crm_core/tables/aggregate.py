@@ -34,6 +34,7 @@ from crm_core.platform.errors import CrmError, ValidationFailed
 from crm_core.platform.storage import query_purpose, system_collection
 from crm_core.tables.access import Level, access_level
 from crm_core.tables.columns import (
+    DECIMAL_TEXT,
     NUMERIC,
     ORDERED,
     PERIOD,
