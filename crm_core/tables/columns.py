@@ -13,6 +13,7 @@ stored shape of `_tables.columns` (docs/storage.md).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import decimal
 import math
@@ -1017,6 +1018,7 @@ class MultiSelectType(ColumnType):
 
 DECIMAL_MAX_SCALE = 8
 DECIMAL_DIGITS = 34  # what a Decimal128 holds
+DECIMAL128_CONTEXT = decimal.Context(prec=DECIMAL_DIGITS, traps=[decimal.InvalidOperation])
 DECIMAL_TEXT = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$")
 LENIENT_GROUPS = re.compile(r"(?<=\d)[ \u00a0\u202f\u2009](?=\d{3}\b)")
 
@@ -1146,9 +1148,12 @@ class DecimalType(ColumnType):
         number = decimal_of(value)
         if number is None:
             return "0" if op == "sum" else None
-        if op == "avg":  # an average keeps four more places than the values
+        if op == "avg":  # an average keeps four more places than the values (34 digits at most)
             places = self.scale(column) + 4
-            number = number.quantize(decimal.Decimal(1).scaleb(-places))
+            with contextlib.suppress(decimal.InvalidOperation):
+                number = number.quantize(
+                    decimal.Decimal(1).scaleb(-places), context=DECIMAL128_CONTEXT
+                )
         return plain_decimal(number)
 
     def needs_conversion(self, old: Column, new: Column) -> bool:

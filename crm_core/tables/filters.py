@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 import orjson
 from bson import ObjectId
+from bson.decimal128 import Decimal128
 
 from crm_core.platform.errors import InvalidFilter
 from crm_core.platform.registry import Registry
@@ -300,9 +301,14 @@ class Between(FilterOperator):
         low = Gte().build(field, value[0], env)[field.name]
         high = Lte().build(field, value[1], env)[field.name]
         low_value, high_value = next(iter(low.values())), next(iter(high.values()))
-        if low_value > high_value:
+        if comparable(low_value) > comparable(high_value):
             raise FilterProblem("low is greater than high")
         return {field.name: {**low, **high}}
+
+
+def comparable(value: Any) -> Any:
+    """An operand Python can order (a Decimal128 is compared as its Decimal)."""
+    return value.to_decimal() if isinstance(value, Decimal128) else value
 
 
 PERIODS = (
