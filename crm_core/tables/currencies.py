@@ -1,5 +1,5 @@
 """ISO 4217 currency codes with their minor units (the `currency` column type's `currency`
-setting, docs/api.md "Column types"). No currency library is a dependency, so the active
+setting, docs/api.md "Tables"). No currency library is a dependency, so the active
 codes of the ISO 4217 list (amendment of 2024, funds codes, precious metals and testing codes
 left out) are written here; tests/tables/test_currencies.py checks the table's shape and a
 few known entries."""

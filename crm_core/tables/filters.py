@@ -301,14 +301,15 @@ class Between(FilterOperator):
         low = Gte().build(field, value[0], env)[field.name]
         high = Lte().build(field, value[1], env)[field.name]
         low_value, high_value = next(iter(low.values())), next(iter(high.values()))
-        if comparable(low_value) > comparable(high_value):
+        if not in_order(low_value, high_value):
             raise FilterProblem("low is greater than high")
         return {field.name: {**low, **high}}
 
 
-def comparable(value: Any) -> Any:
-    """An operand Python can order (a Decimal128 is compared as its Decimal)."""
-    return value.to_decimal() if isinstance(value, Decimal128) else value
+def in_order(low: object, high: object) -> bool:
+    """low <= high, for operands of one ordered type (a Decimal128 compared as its Decimal)."""
+    low, high = (v.to_decimal() if isinstance(v, Decimal128) else v for v in (low, high))
+    return not low > high  # type: ignore[operator]
 
 
 PERIODS = (

@@ -1,4 +1,4 @@
-"""Autonumber sequences (docs/api.md "Column types", docs/storage.md "_counters"): each column
+"""Autonumber sequences (docs/api.md "Tables", docs/storage.md, `_counters`): each column
 of a `numbered` type has a counter in the tenant's `_counters` collection, `{_id: "<table
 id>:<column key>", n}`. A write that creates rows takes as many numbers as it creates with one
 atomic `find_one_and_update` `$inc`, so parallel writers get distinct consecutive ranges and a

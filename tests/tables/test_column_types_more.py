@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from decimal import Decimal
 
 from bson.decimal128 import Decimal128
 

@@ -1,6 +1,7 @@
 """Issue #23 part 3: type changes between compatible types keep the values (the matrix of
-docs/api.md "Changing a column's type"); a change that would lose values answers 409 with how
-many rows and the first ids, and with `force: true` clears exactly those values."""
+docs/api.md "Type changes that keep values (issue #23)"); a change that would lose values
+answers 409 with how many rows and the first ids, and with `force: true` clears exactly those
+values."""
 
 from __future__ import annotations
 
