@@ -289,6 +289,12 @@ def _percent(column: Column, cell: object, tz: ZoneInfo) -> object:
     return _float(column, cell, tz)
 
 
+def _server_given(column: Column, cell: object, tz: ZoneInfo) -> object:
+    """autonumber: the server numbers imported rows; the file's numbers (an export's) are
+    not given, so an export imports back."""
+    return None
+
+
 def _reference(column: Column, cell: object, tz: ZoneInfo) -> object:
     if not isinstance(cell, str):
         raise CellError("must be an id (24 hexadecimal characters) written as text")
@@ -314,6 +320,7 @@ READERS: dict[str, Callable[[Column, object, ZoneInfo], object]] = {
     "currency": _decimal,
     "percent": _percent,
     "rating": _integer,
+    "autonumber": _server_given,
 }
 
 
