@@ -11,6 +11,7 @@ from bson.decimal128 import Decimal128
 
 from tests.support.api import rows_of, tenant_db
 from tests.support.files import confirm, finished, upload
+from tests.support.webhook_receiver import make_hook, settled
 
 OPTIONS = [{"id": 1, "label": "VIP"}, {"id": 2, "label": "Партнёр"}, {"id": 3, "label": "Lead"}]
 COLUMNS = [
@@ -371,3 +372,30 @@ async def test_the_api_documents_describe_the_new_types(api, owner, create_table
     assert row["stars"]["maximum"] == 3
     row_in = tenant["components"]["schemas"]["RowIn_deals"]["properties"]
     assert "no" not in row_in and "no" in row
+
+
+async def test_webhooks_carry_the_new_types_in_their_json_forms(api, owner, create_table, receiver):
+    await create_table(owner, "deals", COLUMNS)
+    hook = await make_hook(api, owner, f"{receiver.url}/hook", tables=["deals"])
+    row = await api.call(
+        "POST",
+        "/api/data/deals",
+        owner,
+        expect=201,
+        json={"name": "a", "tags": [3, 1], "price": 1.1, "total": "5", "stars": 2},
+    )
+    await api.call(
+        "PATCH", f"/api/data/deals/{row['id']}", owner, expect=200, json={"price": "2.25"}
+    )
+    await settled(api, owner, hook["id"], 2)
+    events = {e["event"]: e["items"][0] for e in receiver.events()}
+    created = events["row.created"].get("row", events["row.created"])
+    assert (created["tags"], created["price"], created["total"], created["stars"]) == (
+        [3, 1],
+        "1.10",
+        "5.00",
+        2,
+    )
+    assert created["no"] == 1
+    updated = events["row.updated"]
+    assert updated["row"]["price"] == "2.25" and updated["previous"] == {"price": "1.10"}
