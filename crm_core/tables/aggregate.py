@@ -183,6 +183,10 @@ def parse_group_by(table: Table, text: str | None) -> list[Group]:
             )
         if any(g.key == key for g in groups):
             raise ValidationFailed.field("group_by", f"'{key[:64]}' is named twice")
+        if target.column_type is not None and not target.column_type.sortable:
+            raise ValidationFailed.field(
+                "group_by", f"rows cannot be grouped by '{key[:64]}' (a list of values)"
+            )
         groups.append(Group(target, bucket or None))
     return groups
 
@@ -614,9 +618,12 @@ def sort_groups(
     group_keys = {g.key for g in groups}
     order = [*sort, *((g.key, False) for g in groups if g.key not in dict(sort))]
 
+    numeric_keys = {g.key for g in groups if g.target.numeric}
+
     def value(item: dict[str, Any], name: str) -> Sortable:
-        if name in group_keys:
-            return cast(Sortable, item["key"][name])
+        if name in group_keys:  # a decimal group key is a string: compared as a number
+            found = item["key"][name]
+            return cast(Sortable, _as_number(found) if name in numeric_keys else found)
         return cast(Sortable, _as_number(item[name]))
 
     def compare(a: dict[str, Any], b: dict[str, Any]) -> int:

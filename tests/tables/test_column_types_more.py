@@ -224,6 +224,23 @@ async def test_decimal_sums_are_exact(api, owner, create_table):
             "GET", "/api/data/deals/aggregate", owner, expect=400, params={"metrics": metric}
         )
         assert error["error"]["details"][0]["field"] == "metrics"
+    by_price = await api.call(
+        "GET",
+        "/api/data/deals/aggregate",
+        owner,
+        expect=200,
+        params={"group_by": "price", "metrics": "count"},
+    )
+    assert [(g["key"]["price"], g["count"]) for g in by_price["groups"]] == [
+        ("0.10", 30),
+        ("99999999999999999999999999.99", 1),
+    ]
+    grouped = await api.call(
+        "GET", "/api/data/deals/aggregate", owner, expect=400, params={"group_by": "tags"}
+    )
+    assert grouped["error"]["details"] == [
+        {"field": "group_by", "message": "rows cannot be grouped by 'tags' (a list of values)"}
+    ]
     for metric in ("sum:stars", "avg:no", "sum:total"):
         await api.call(
             "GET", "/api/data/deals/aggregate", owner, expect=200, params={"metrics": metric}
