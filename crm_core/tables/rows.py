@@ -727,8 +727,10 @@ class RowService:
             raise Conflict("The row was in the trash after that revision")
         state = await self.changes.state_after(ctx, table, revision)
         row = self.render(table, current)
-        body = {
-            c.key: state.get(c.key) for c in table.columns if state.get(c.key) != row.get(c.key)
+        body = {  # a number the server gave stays (an autonumber added after the revision)
+            c.key: state.get(c.key)
+            for c in table.columns
+            if state.get(c.key) != row.get(c.key) and not table.column_type(c).numbered
         }
         if not body:
             return row

@@ -416,3 +416,26 @@ async def test_webhooks_carry_the_new_types_in_their_json_forms(api, owner, crea
     assert created["no"] == 1
     updated = events["row.updated"]
     assert updated["row"]["price"] == "2.25" and updated["previous"] == {"price": "1.10"}
+
+
+async def test_a_revert_and_a_restore_keep_the_servers_numbers(api, owner, create_table):
+    await create_table(owner, "t", [{"key": "name", "type": "string"}])
+    row = await api.call("POST", "/api/data/t", owner, expect=201, json={"name": "a"})
+    await api.call("PATCH", f"/api/data/t/{row['id']}", owner, expect=200, json={"name": "b"})
+    await api.call(
+        "POST",
+        "/api/meta/tables/t/columns",
+        owner,
+        expect=201,
+        json={"key": "no", "type": "autonumber"},
+    )
+    history = await api.call("GET", f"/api/data/t/{row['id']}/history", owner, expect=200)
+    created = history["items"][-1]  # before the column existed
+    reverted = await api.call(
+        "POST", f"/api/data/t/{row['id']}/history/{created['id']}/revert", owner, expect=200
+    )
+    assert (reverted["name"], reverted["no"]) == ("a", 1)
+    await api.call("DELETE", f"/api/data/t/{row['id']}", owner, expect=204)
+    (item,) = (await api.call("GET", "/api/trash", owner, expect=200))["items"]
+    restored = await api.call("POST", f"/api/trash/{item['id']}/restore", owner, expect=200)
+    assert restored.get("no", restored.get("row", {}).get("no")) == 1
