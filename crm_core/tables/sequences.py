@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from crm_core.platform.context import TenantContext
+from crm_core.accounts.context import TenantContext
 from crm_core.platform.storage import ASCENDING, DuplicateKeyError
 from crm_core.tables.columns import Column
 from crm_core.tables.definitions import Table
