@@ -1070,6 +1070,10 @@ class DecimalType(ColumnType):
     def scale(self, column: Column) -> int:
         return int(column.extra.get("scale", 2))
 
+    def normalise_settings(self, raw: Mapping[str, Any], previous: Column | None) -> dict[str, Any]:
+        scale = raw.get("scale")  # a column changed into a decimal gets the default too
+        return {"scale": 2 if scale is None else scale}
+
     def column_schema(self, column: Column) -> dict[str, Any]:
         schema = copy.deepcopy(self.value_schema)
         scale = self.scale(column)

@@ -118,6 +118,15 @@ async def test_removing_an_option_takes_it_out_of_every_multi_select_value(api, 
     assert await _values(api, owner) == [[1], [], [3]]
 
 
+async def test_a_column_changed_into_a_decimal_shows_its_scale(api, owner):
+    await _table(api, owner, {"type": "integer"}, [3])
+    changed = await api.call(
+        "PATCH", "/api/meta/tables/t/columns/v", owner, expect=200, json={"type": "decimal"}
+    )
+    assert changed["columns"][1]["scale"] == 2
+    assert await _values(api, owner) == ["3.00"]
+
+
 async def test_a_scale_change_rewrites_the_stored_decimals(api, client, owner):
     await _table(api, owner, {"type": "decimal", "scale": 2}, ["1.50"])
     await api.call("PATCH", "/api/meta/tables/t/columns/v", owner, expect=200, json={"scale": 3})
