@@ -34,6 +34,7 @@ from mongomock.collection import Collection as MongomockCollection
 from mongomock.collection import Cursor as MongomockCursor
 from mongomock.database import Database as MongomockDatabase
 
+from crm_core.platform.storage import embedded_decimal  # noqa: F401 - Decimal128 like MongoDB
 from crm_core.platform.storage.recorder import (
     IndexKeys,
     call_site,
