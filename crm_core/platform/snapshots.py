@@ -65,7 +65,8 @@ SKIPPED_DATABASES = ("admin", "config", "local")
 WHOLE_DATABASE = "dump.whole_database"
 INSERT_BATCH = 1000
 # tests only: the snapshot writer stops in the middle of its first .bson file, writes its pid
-# to this path and waits to be killed (tests/platform/test_snapshots.py)
+# (the server's, the writer is one of its threads) to this path and waits to be killed
+# (tests/platform/test_snapshots.py)
 PAUSE_ENV = "CRM_SNAPSHOT_TEST_PAUSE_FILE"
 
 CODEC: CodecOptions[dict[str, Any]] = CodecOptions(tz_aware=True, tzinfo=datetime.UTC)
@@ -516,7 +517,6 @@ class Snapshots:
         self.data_dir = DataDir(data_dir)
         self.every_seconds = every_seconds
         self.saved_writes = -1
-        self.rounds = 0  # periodic rounds done (tests wait for some)
         self._task: asyncio.Task[None] | None = None
         self._writing = asyncio.Lock()
         self._stopping = asyncio.Event()
@@ -559,7 +559,6 @@ class Snapshots:
                 await self.snapshot()
             except Exception:
                 log.exception("embedded database: the snapshot failed; the previous one is kept")
-            self.rounds += 1
 
     async def snapshot(self, force: bool = False) -> SnapshotResult | None:
         """Write a new snapshot if the data changed since the last one (or `force`): the
