@@ -80,8 +80,10 @@ async def run(rows: int, snapshots: int) -> None:
                 assert result is not None
                 print(
                     f"snapshot: {result.seconds:.2f} s, engine held "
-                    f"{result.engine_held_seconds * 1000:.1f} ms, {result.bytes / 1e6:.1f} MB on "
-                    f"disk; during it (load average {os.getloadavg()[0]:.1f}):"
+                    f"{result.engine_held_seconds * 1000:.1f} ms "
+                    f"({result.engine_held_cpu_seconds * 1000:.1f} ms CPU), "
+                    f"{result.bytes / 1e6:.1f} MB on disk; during it "
+                    f"(load average {os.getloadavg()[0]:.1f}):"
                 )
                 print(f"  requests: {figures(latencies, mark, end)}")
                 print(f"  event loop lag: {figures(lags, mark, end)}")

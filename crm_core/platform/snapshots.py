@@ -505,6 +505,7 @@ class SnapshotResult:
     name: str
     seconds: float
     engine_held_seconds: float  # how long the engine's thread was taken (the copy)
+    engine_held_cpu_seconds: float  # its CPU time
     bytes: int
 
 
@@ -577,7 +578,10 @@ class Snapshots:
             )
             size = await asyncio.to_thread(self._write, stored, name)
             self.saved_writes = stored.changes
-            result = SnapshotResult(name, time.perf_counter() - started, stored.held_seconds, size)
+            seconds = time.perf_counter() - started
+            result = SnapshotResult(
+                name, seconds, stored.held_seconds, stored.held_cpu_seconds, size
+            )
             log.info(
                 "embedded database: snapshot %s written in %.2f s (engine held %.1f ms), %d bytes",
                 name,

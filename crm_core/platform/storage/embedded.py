@@ -709,6 +709,7 @@ class StoredCopy:
     collections: list[StoredCollection]
     changes: int  # `EmbeddedWrites.count` when it was taken: every change before is in it
     held_seconds: float  # how long the engine's thread was taken
+    held_cpu_seconds: float  # the CPU time of that (the rest: waiting for a CPU, the GIL)
 
 
 async def copy_stored(
@@ -721,7 +722,7 @@ async def copy_stored(
     inner = embedded._crm_inner
 
     def take() -> StoredCopy:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         collections = []
         for db_name in select_databases(inner.list_database_names()):
             database = inner[db_name]
@@ -730,6 +731,7 @@ async def copy_stored(
                 documents = list(collection._store._documents.values())
                 indexes = collection.index_information()
                 collections.append(StoredCollection(db_name, name, documents, indexes))
-        return StoredCopy(collections, EmbeddedWrites.count, time.perf_counter() - started)
+        held, held_cpu = time.perf_counter() - started, time.thread_time() - cpu
+        return StoredCopy(collections, EmbeddedWrites.count, held, held_cpu)
 
     return await _run(embedded.__dict__["_crm_executor"], take)
