@@ -15,14 +15,14 @@ With `EMBEDDED_DATA_DIR` the embedded engine keeps its data there (docs/operatio
     DIR/snapshot-000042/    a dump directory
 
 A snapshot is taken without stalling requests: on the engine's one thread (between two calls,
-so none is half done) each collection's store is copied, the references to its documents and
-not the documents (milliseconds: the embedded engine never changes a stored document, an
-update stores a changed copy, crm_core/platform/storage/embedded.py); on another thread those
-documents are encoded and written beside the old snapshot (`snapshot-N.tmp`, fsynced,
-renamed), then `CURRENT` is pointed at it (written aside, fsynced, renamed) and the older ones
-are removed. A kill at any moment leaves `CURRENT` naming a complete snapshot; leftovers are
-removed at the next start. A snapshot is written only when the data changed (the engine counts
-its changes, not the calls asked of it).
+so none is half done) each collection's mapping of documents is taken as it is and marked
+shared (microseconds a collection; crm_core/platform/storage/embedded.py: a stored document is
+never changed, an update stores a changed copy, and the first change of a shared mapping
+changes a copy of it). On another thread those documents are encoded and written beside the
+old snapshot (`snapshot-N.tmp`, fsynced, renamed), then `CURRENT` is pointed at it (written
+aside, fsynced, renamed) and the older ones are removed. A kill at any moment leaves `CURRENT`
+naming a complete snapshot; leftovers are removed at the next start. A snapshot is written
+only when the data changed (the engine counts its changes, not the calls asked of it).
 """
 
 from __future__ import annotations
@@ -64,6 +64,9 @@ SKIPPED_DATABASES = ("admin", "config", "local")
 # the query purpose of `crm dump`'s whole-collection reads (the query audit lets them scan)
 WHOLE_DATABASE = "dump.whole_database"
 INSERT_BATCH = 1000
+# the snapshot writer lets go of the GIL after encoding this many documents (about 1 ms;
+# benchmarks/bench_snapshot.py)
+GIL_SHARE_EVERY = 256
 # tests only: the snapshot writer stops in the middle of its first .bson file, writes its pid
 # (the server's, the writer is one of its threads) to this path and waits to be killed
 # (tests/platform/test_snapshots.py)
@@ -475,6 +478,16 @@ def _pause_for_tests() -> None:
             time.sleep(3600)
 
 
+def _sharing_the_gil(documents: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """The documents; every `GIL_SHARE_EVERY` of them the writer's thread lets go of the GIL,
+    so the event loop and the engine's thread, when they wait for it, get it at once rather than
+    after the interpreter's switch interval (5 ms)."""
+    for count, document in enumerate(documents, 1):
+        if not count % GIL_SHARE_EVERY:
+            time.sleep(0)
+        yield document
+
+
 def write_stored_copy(stored: StoredCopy, out: Path) -> dict[str, dict[str, int]]:
     """Encode and write a copy of the engine's databases (`copy_stored`) as the dump directory
     `out`: into `out.tmp`, each file fsynced, then renamed to `out`. Runs off the engine's
@@ -488,7 +501,8 @@ def write_stored_copy(stored: StoredCopy, out: Path) -> dict[str, dict[str, int]
             (tmp / c.database).mkdir()
             counts[c.database] = {}
         indexes = index_entries(c.indexes)
-        written = write_collection(tmp / c.database, c.name, c.documents, indexes, pause)
+        documents = _sharing_the_gil(c.documents)
+        written = write_collection(tmp / c.database, c.name, documents, indexes, pause)
         counts[c.database][c.name] = written
         pause = None if written else pause
     for db_name in counts:
@@ -563,9 +577,14 @@ class Snapshots:
 
     async def snapshot(self, force: bool = False) -> SnapshotResult | None:
         """Write a new snapshot if the data changed since the last one (or `force`): the
-        engine's documents are copied on its thread (references: milliseconds), then encoded
-        and written on another while requests go on."""
-        from crm_core.platform.storage.embedded import EmbeddedWrites, copy_stored
+        engine's stores are taken on its thread (shared, not copied: microseconds a
+        collection), then their documents are encoded and written on another thread while
+        requests go on."""
+        from crm_core.platform.storage.embedded import (
+            EmbeddedWrites,
+            copy_stored,
+            release_stored,
+        )
 
         async with self._writing:
             if EmbeddedWrites.count == self.saved_writes and not force:
@@ -576,7 +595,14 @@ class Snapshots:
             stored = await copy_stored(
                 self.storage.client, lambda names: service_databases(names, prefix)
             )
-            size = await asyncio.to_thread(self._write, stored, name)
+            try:
+                size = await asyncio.to_thread(self._write, stored, name)
+            except asyncio.CancelledError:
+                raise  # the writer may still read: the stores stay shared (a change copies)
+            except Exception:
+                await release_stored(self.storage.client, stored)
+                raise
+            await release_stored(self.storage.client, stored)
             self.saved_writes = stored.changes
             seconds = time.perf_counter() - started
             result = SnapshotResult(

@@ -572,13 +572,18 @@ def _sync(value: object) -> object:
 
 
 # ---- stored documents copied on write; the count of changes (snapshots) ---------------------
-# A snapshot (crm_core/platform/snapshots.py) copies each collection's store, the references to
-# its documents, on the engine's thread (milliseconds), then encodes those documents on another
-# thread while requests go on. The copy stays as it was only if a stored document is never
-# changed once stored. mongomock's updates change the stored document in place, so here an
-# update first stores a deep copy of each document it matches and changes that copy. Inserts
-# store a copy of their own already (mongomock's `patch_datetime_awareness_in_document`);
-# deletes and drops only drop references.
+# A snapshot (crm_core/platform/snapshots.py) takes, on the engine's thread, each collection's
+# mapping of stored documents as it is (no copy: microseconds per collection) and marks it
+# shared; it then encodes those documents on another thread while requests go on. For that to
+# be safe and to show the data as it was when taken, neither the mapping nor a document in it
+# may change while it is shared:
+# - a stored document is never changed once stored: mongomock's updates change the stored
+#   document in place, so here an update first stores a deep copy of each document it matches
+#   and changes that copy (inserts store a copy of their own already, mongomock's
+#   `patch_datetime_awareness_in_document`);
+# - the first change of a shared mapping (a document stored, replaced or removed) first puts a
+#   copy of the mapping in the store (the references only: a few ms at 50,000 documents, once
+#   per collection written while a snapshot is being written), and changes that.
 #
 # `EmbeddedWrites.count` counts the changes the engine made, on its own thread: a document
 # stored, changed or removed (TTL expiry included), an index made or dropped, a collection
@@ -630,16 +635,31 @@ def _stored_copies(store: Any, documents: Iterator[MongoDocument]) -> Iterator[M
     for document in documents:
         key = document["_id"]
         copied = copy.deepcopy(document)
-        store._documents[_hashdict(key) if isinstance(key, dict) else key] = copied
+        _writable(store)[_hashdict(key) if isinstance(key, dict) else key] = copied
         yield copied
 
 
+_SHARED = "_crm_shared"  # a store's attribute: its mapping that a snapshot is reading
+
+
+def _writable(store: Any) -> dict[object, MongoDocument]:
+    """The store's mapping of documents, to change: a copy put in its place first if a
+    snapshot is reading it."""
+    documents: dict[object, MongoDocument] = store._documents
+    if store.__dict__.get(_SHARED) is documents:
+        documents = store._documents = dict(documents)
+        store.__dict__[_SHARED] = None
+    return documents
+
+
 def _store_setitem(self: CollectionStore, key: object, value: MongoDocument) -> None:
+    _writable(self)
     EmbeddedWrites.count += 1
     _ORIGINAL_STORE_SETITEM(self, key, value)
 
 
 def _store_delitem(self: CollectionStore, key: object) -> None:
+    _writable(self)
     _ORIGINAL_STORE_DELITEM(self, key)
     EmbeddedWrites.count += 1
 
@@ -694,22 +714,25 @@ setattr(DatabaseStore, "rename", _store_rename)  # noqa: B010
 
 @dataclass(frozen=True)
 class StoredCollection:
-    """One collection as `copy_stored` found it: its stored documents, in the store's order
-    (never changed once stored, so they can be read on any thread), and its indexes
+    """One collection as `copy_stored` took it: its stored documents in the store's order (not
+    changed while the copy is held: they may be read on any thread) and its indexes
     (`index_information()`)."""
 
     database: str
     name: str
-    documents: list[MongoDocument]
+    documents: Iterable[MongoDocument]
     indexes: dict[str, dict[str, Any]]
 
 
 @dataclass(frozen=True)
 class StoredCopy:
+    """What `copy_stored` took; `release_stored` gives it back once it has been read."""
+
     collections: list[StoredCollection]
     changes: int  # `EmbeddedWrites.count` when it was taken: every change before is in it
     held_seconds: float  # how long the engine's thread was taken
     held_cpu_seconds: float  # the CPU time of that (the rest: waiting for a CPU, the GIL)
+    shared: list[tuple[Any, dict[object, MongoDocument]]]  # (store, its mapping taken)
 
 
 async def copy_stored(
@@ -717,21 +740,35 @@ async def copy_stored(
 ) -> StoredCopy:
     """The documents and indexes of the databases `select_databases` picks from the engine's
     database names, taken on the engine's thread between two calls (so no call is half done):
-    references to the stored documents, not copies of them."""
+    each store's mapping itself, marked shared (a change copies it first), not a copy."""
     embedded = cast("EmbeddedClient", client)
     inner = embedded._crm_inner
 
     def take() -> StoredCopy:
         started, cpu = time.perf_counter(), time.thread_time()
-        collections = []
+        collections, shared = [], []
         for db_name in select_databases(inner.list_database_names()):
             database = inner[db_name]
             for name in sorted(database.list_collection_names()):
                 collection = database[name]
-                documents = list(collection._store._documents.values())
+                store = collection._store
+                documents = store._documents
+                store.__dict__[_SHARED] = documents
+                shared.append((store, documents))
                 indexes = collection.index_information()
-                collections.append(StoredCollection(db_name, name, documents, indexes))
+                collections.append(StoredCollection(db_name, name, documents.values(), indexes))
         held, held_cpu = time.perf_counter() - started, time.thread_time() - cpu
-        return StoredCopy(collections, EmbeddedWrites.count, held, held_cpu)
+        return StoredCopy(collections, EmbeddedWrites.count, held, held_cpu, shared)
 
     return await _run(embedded.__dict__["_crm_executor"], take)
+
+
+async def release_stored(client: Client, stored: StoredCopy) -> None:
+    """The copy is read: its stores' mappings may be changed in place again."""
+
+    def release() -> None:
+        for store, documents in stored.shared:
+            if store.__dict__.get(_SHARED) is documents:
+                store.__dict__[_SHARED] = None
+
+    await _run(cast("EmbeddedClient", client).__dict__["_crm_executor"], release)
