@@ -6,8 +6,9 @@ while it is written, and its size on disk.
 A request loop (`GET /api/data/bench?limit=1`, one at a time) runs throughout; its slowest
 answer during each snapshot is compared with its slowest before any (the same loop, same
 length), so the stall the snapshot adds shows apart from the embedded database's own pauses.
-A second loop measures the event loop's own lag (how late a 5 ms sleep wakes up): the longest
-time nothing at all was answered. "engine held" is how long the engine's thread was taken
+A write loop changes one row every 50 ms (`PATCH /api/data/bench/{id}`), and a third loop
+measures the event loop's own lag (how late a 5 ms sleep wakes up): the longest time nothing
+at all was answered. "engine held" is how long the engine's thread was taken
 (the copy of the stores; no database call runs meanwhile).
 """
 
@@ -31,6 +32,20 @@ async def request_loop(
         started = time.perf_counter()
         await api.call("GET", "/api/data/bench?limit=1")
         latencies.append((started, time.perf_counter() - started))
+
+
+async def write_loop(
+    api: Client, row_id: str, stop: asyncio.Event, latencies: list[tuple[float, float]]
+) -> None:
+    """One row changed again and again (each change also writes its history): the first
+    change of a collection a snapshot is reading copies its mapping."""
+    number = 0
+    while not stop.is_set():
+        number += 1
+        started = time.perf_counter()
+        await api.call("PATCH", f"/api/data/bench/{row_id}", json={"quantity": number})
+        latencies.append((started, time.perf_counter() - started))
+        await asyncio.sleep(0.05)
 
 
 async def lag_loop(stop: asyncio.Event, lags: list[tuple[float, float]]) -> None:
@@ -66,12 +81,18 @@ async def run(rows: int, snapshots: int) -> None:
             stop = asyncio.Event()
             latencies: list[tuple[float, float]] = []
             lags: list[tuple[float, float]] = []
-            loop_task = asyncio.create_task(request_loop(api, stop, latencies))
-            lag_task = asyncio.create_task(lag_loop(stop, lags))
+            writes: list[tuple[float, float]] = []
+            row_id = (await api.call("GET", "/api/data/bench?limit=1"))["items"][0]["id"]
+            loops = [
+                asyncio.create_task(request_loop(api, stop, latencies)),
+                asyncio.create_task(write_loop(api, row_id, stop, writes)),
+                asyncio.create_task(lag_loop(stop, lags)),
+            ]
             mark = time.perf_counter()
             await asyncio.sleep(3.0)
             print(f"{rows} rows, load average {os.getloadavg()[0]:.1f}; before any snapshot (3 s):")
-            print(f"  requests: {figures(latencies, mark, time.perf_counter())}")
+            print(f"  reads: {figures(latencies, mark, time.perf_counter())}")
+            print(f"  writes: {figures(writes, mark, time.perf_counter())}")
             print(f"  event loop lag: {figures(lags, mark, time.perf_counter())}")
             for _ in range(snapshots):
                 mark = time.perf_counter()
@@ -85,11 +106,12 @@ async def run(rows: int, snapshots: int) -> None:
                     f"{result.bytes / 1e6:.1f} MB on disk; during it "
                     f"(load average {os.getloadavg()[0]:.1f}):"
                 )
-                print(f"  requests: {figures(latencies, mark, end)}")
+                print(f"  reads: {figures(latencies, mark, end)}")
+                print(f"  writes: {figures(writes, mark, end)}")
                 print(f"  event loop lag: {figures(lags, mark, end)}")
                 await asyncio.sleep(1.0)
             stop.set()
-            await asyncio.gather(loop_task, lag_task)
+            await asyncio.gather(*loops)
             snap.data_dir.unlock()
 
 
