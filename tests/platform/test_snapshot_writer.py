@@ -21,6 +21,7 @@ from crm_core.platform.storage.embedded import (
     EmbeddedWrites,
     copy_stored,
     embedded_client,
+    release_stored,
 )
 from handlers.app import create_app
 from handlers.routing import SERVICES
@@ -224,3 +225,23 @@ async def test_an_idle_server_writes_no_new_snapshot(
     assert (data / CURRENT).read_text().strip() == written[0]
     await client.close()
     assert snapshot_dirs() == written  # a graceful stop with nothing changed writes none
+
+
+async def test_a_copy_stays_whole_while_another_is_released(engine: Any, tmp_path: Path) -> None:
+    """Two copies of the same stores (say, a snapshot and a benchmark's): releasing one leaves
+    the other's documents as they were."""
+    c = engine["crm"]["things"]
+    await c.insert_many([{"_id": i, "n": i} for i in range(3)])
+
+    def crm(names: list[str]) -> list[str]:
+        return [n for n in names if n == "crm"]
+
+    first = await copy_stored(engine, crm)
+    second = await copy_stored(engine, crm)
+    await release_stored(engine, first)
+    await c.insert_one({"_id": 3, "n": 3})
+    await c.delete_one({"_id": 0})
+    snapshots_module.write_stored_copy(second, tmp_path / "snap")
+    await release_stored(engine, second)
+    (things,) = read_dump(tmp_path / "snap").databases["crm"]
+    assert things.documents == [{"_id": i, "n": i} for i in range(3)]

@@ -639,7 +639,7 @@ def _stored_copies(store: Any, documents: Iterator[MongoDocument]) -> Iterator[M
         yield copied
 
 
-_SHARED = "_crm_shared"  # a store's attribute: its mapping that a snapshot is reading
+_SHARED = "_crm_shared"  # a store's attribute: [its mapping snapshots are reading, how many]
 
 
 def _writable(store: Any) -> dict[object, MongoDocument]:
@@ -648,7 +648,8 @@ def _writable(store: Any) -> dict[object, MongoDocument]:
     OrderedDict at a store's first change (then empty): a dict's copy is many times faster
     (docs/operations.md, "Embedded data on disk")."""
     documents: dict[object, MongoDocument] = store._documents
-    if store.__dict__.get(_SHARED) is documents or type(documents) is not dict:
+    shared = store.__dict__.get(_SHARED)
+    if (shared and shared[0] is documents) or type(documents) is not dict:
         documents = store._documents = dict(documents)
         store.__dict__[_SHARED] = None
     return documents
@@ -755,7 +756,11 @@ async def copy_stored(
                 collection = database[name]
                 store = collection._store
                 documents = store._documents
-                store.__dict__[_SHARED] = documents
+                readers = store.__dict__.get(_SHARED)
+                if readers and readers[0] is documents:
+                    readers[1] += 1
+                else:
+                    store.__dict__[_SHARED] = [documents, 1]
                 shared.append((store, documents))
                 indexes = collection.index_information()
                 collections.append(StoredCollection(db_name, name, documents.values(), indexes))
@@ -770,7 +775,10 @@ async def release_stored(client: Client, stored: StoredCopy) -> None:
 
     def release() -> None:
         for store, documents in stored.shared:
-            if store.__dict__.get(_SHARED) is documents:
-                store.__dict__[_SHARED] = None
+            readers = store.__dict__.get(_SHARED)
+            if readers and readers[0] is documents:
+                readers[1] -= 1
+                if not readers[1]:
+                    store.__dict__[_SHARED] = None
 
     await _run(cast("EmbeddedClient", client).__dict__["_crm_executor"], release)
