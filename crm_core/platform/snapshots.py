@@ -18,11 +18,13 @@ A snapshot is taken without stalling requests: on the engine's one thread (betwe
 so none is half done) each collection's mapping of documents is taken as it is and marked
 shared (microseconds a collection; crm_core/platform/storage/embedded.py: a stored document is
 never changed, an update stores a changed copy, and the first change of a shared mapping
-changes a copy of it). On another thread those documents are encoded and written beside the
-old snapshot (`snapshot-N.tmp`, fsynced, renamed), then `CURRENT` is pointed at it (written
-aside, fsynced, renamed) and the older ones are removed. A kill at any moment leaves `CURRENT`
-naming a complete snapshot; leftovers are removed at the next start. A snapshot is written
-only when the data changed (the engine counts its changes, not the calls asked of it).
+changes a copy of it). The documents are then encoded on the engine's thread a batch of
+`ENCODE_BATCH` at a time (about 1 ms each, queued behind the calls waiting there, so a call
+waits at most one batch) and written by another thread beside the old snapshot
+(`snapshot-N.tmp`, fsynced, renamed); then `CURRENT` is pointed at it (written aside, fsynced,
+renamed) and the older ones are removed. A kill at any moment leaves `CURRENT` naming a
+complete snapshot; leftovers are removed at the next start. A snapshot is written only when
+the data changed (the engine counts its changes, not the calls asked of it).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import asyncio
 import contextlib
 import datetime
 import errno
+import itertools
 import json
 import logging
 import os
@@ -64,9 +67,9 @@ SKIPPED_DATABASES = ("admin", "config", "local")
 # the query purpose of `crm dump`'s whole-collection reads (the query audit lets them scan)
 WHOLE_DATABASE = "dump.whole_database"
 INSERT_BATCH = 1000
-# the snapshot writer lets go of the GIL after encoding this many documents (about 1 ms;
-# benchmarks/bench_snapshot.py)
-GIL_SHARE_EVERY = 256
+# the snapshot writer encodes this many documents at a time on the engine's thread (about
+# 1 ms of CPU; the engine's calls queued meanwhile wait at most that; bench_snapshot.py)
+ENCODE_BATCH = 256
 # tests only: the snapshot writer stops in the middle of its first .bson file, writes its pid
 # (the server's, the writer is one of its threads) to this path and waits to be killed
 # (tests/platform/test_snapshots.py)
@@ -478,20 +481,56 @@ def _pause_for_tests() -> None:
             time.sleep(3600)
 
 
-def _sharing_the_gil(documents: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """The documents; every `GIL_SHARE_EVERY` of them the writer's thread lets go of the GIL,
-    so the event loop and the engine's thread, when they wait for it, get it at once rather than
-    after the interpreter's switch interval (5 ms)."""
-    for count, document in enumerate(documents, 1):
-        if not count % GIL_SHARE_EVERY:
-            time.sleep(0)
-        yield document
+Encoder = Callable[[Callable[[], tuple[bytes, int]]], tuple[bytes, int]]
 
 
-def write_stored_copy(stored: StoredCopy, out: Path) -> dict[str, dict[str, int]]:
-    """Encode and write a copy of the engine's databases (`copy_stored`) as the dump directory
-    `out`: into `out.tmp`, each file fsynced, then renamed to `out`. Runs off the engine's
-    thread: the copy's documents are never changed once stored."""
+def _encoded_batches(
+    documents: Iterable[dict[str, Any]], encode_on: Encoder | None
+) -> Iterator[tuple[bytes, int]]:
+    """The documents BSON-encoded, `ENCODE_BATCH` at a time: (bytes, how many documents).
+    `encode_on` runs each batch's encoding where it must run (the engine's thread)."""
+    remaining = iter(documents)
+
+    def encode() -> tuple[bytes, int]:
+        batch = list(itertools.islice(remaining, ENCODE_BATCH))
+        return b"".join(bson.encode(d, codec_options=CODEC) for d in batch), len(batch)
+
+    while True:
+        data, count = encode_on(encode) if encode_on is not None else encode()
+        if not count:
+            return
+        yield data, count
+
+
+def _write_batches(
+    db_dir: Path,
+    name: str,
+    batches: Iterable[tuple[bytes, int]],
+    indexes: list[dict[str, Any]],
+    pause: Callable[[], None] | None,
+) -> int:
+    """`write_collection` for documents encoded already; answers the number of documents."""
+    count = 0
+    with open(db_dir / f"{name}.bson", "wb") as f:
+        for data, documents in batches:
+            f.write(data)
+            count += documents
+            if pause is not None:
+                f.flush()
+                pause()
+        f.flush()
+        os.fsync(f.fileno())
+    _write_file(db_dir / f"{name}.metadata.json", metadata_json(name, indexes).encode())
+    return count
+
+
+def write_stored_copy(
+    stored: StoredCopy, out: Path, encode_on: Encoder | None = None
+) -> dict[str, dict[str, int]]:
+    """Write a copy of the engine's databases (`copy_stored`) as the dump directory `out`:
+    into `out.tmp`, each file fsynced, then renamed to `out`. The documents are encoded by
+    `encode_on` (a batch of `ENCODE_BATCH` at a time), or on this thread; the files are
+    written on this one."""
     tmp = out.with_name(out.name + ".tmp")
     tmp.mkdir()
     counts: dict[str, dict[str, int]] = {}
@@ -501,8 +540,8 @@ def write_stored_copy(stored: StoredCopy, out: Path) -> dict[str, dict[str, int]
             (tmp / c.database).mkdir()
             counts[c.database] = {}
         indexes = index_entries(c.indexes)
-        documents = _sharing_the_gil(c.documents)
-        written = write_collection(tmp / c.database, c.name, documents, indexes, pause)
+        batches = _encoded_batches(c.documents, encode_on)
+        written = _write_batches(tmp / c.database, c.name, batches, indexes, pause)
         counts[c.database][c.name] = written
         pause = None if written else pause
     for db_name in counts:
@@ -578,8 +617,8 @@ class Snapshots:
     async def snapshot(self, force: bool = False) -> SnapshotResult | None:
         """Write a new snapshot if the data changed since the last one (or `force`): the
         engine's stores are taken on its thread (shared, not copied: microseconds a
-        collection), then their documents are encoded and written on another thread while
-        requests go on."""
+        collection), then their documents are encoded there a batch at a time between the
+        engine's calls and written to the files by another thread while requests go on."""
         from crm_core.platform.storage.embedded import (
             EmbeddedWrites,
             copy_stored,
@@ -620,9 +659,12 @@ class Snapshots:
     def _write(self, stored: StoredCopy, name: str) -> int:
         """Write the snapshot `name` beside the current one, point `CURRENT` at it; answers
         its size in bytes."""
+        from crm_core.platform.storage.embedded import run_on_engine
+
         out = self.data_dir.path / name
+        client = self.storage.client
         try:
-            write_stored_copy(stored, out)
+            write_stored_copy(stored, out, lambda encode: run_on_engine(client, encode))
         except OSError as exc:
             shutil.rmtree(out.with_name(name + ".tmp"), ignore_errors=True)
             raise SnapshotError(f"{out}: cannot be written: {exc.strerror or exc}") from exc

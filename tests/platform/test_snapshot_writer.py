@@ -137,10 +137,10 @@ async def test_requests_are_answered_while_a_snapshot_is_written(
     copied, release = threading.Event(), threading.Event()
     write = snapshots_module.write_stored_copy
 
-    def held_writer(stored: Any, out: Path) -> Any:
+    def held_writer(stored: Any, out: Path, *args: Any) -> Any:
         copied.set()
         assert release.wait(60)
-        return write(stored, out)
+        return write(stored, out, *args)
 
     def stored_rows(name: str) -> list[dict[str, Any]]:
         dump = read_dump(tmp_path / "d" / name)

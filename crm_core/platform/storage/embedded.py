@@ -782,3 +782,10 @@ async def release_stored(client: Client, stored: StoredCopy) -> None:
                     store.__dict__[_SHARED] = None
 
     await _run(cast("EmbeddedClient", client).__dict__["_crm_executor"], release)
+
+
+def run_on_engine(client: Client, fn: Callable[[], Result]) -> Result:
+    """Run `fn` on the engine's thread, from a thread other than the event loop's (which
+    awaits instead), and wait for it: the engine's calls queued before it run first."""
+    executor: ThreadPoolExecutor = cast("EmbeddedClient", client).__dict__["_crm_executor"]
+    return executor.submit(fn).result()
