@@ -574,15 +574,15 @@ def _sync(value: object) -> object:
 # ---- stored documents copied on write; the count of changes (snapshots) ---------------------
 # A snapshot (crm_core/platform/snapshots.py) takes, on the engine's thread, each collection's
 # mapping of stored documents as it is (no copy: microseconds per collection) and marks it
-# shared; it then encodes those documents on another thread while requests go on. For that to
-# be safe and to show the data as it was when taken, neither the mapping nor a document in it
-# may change while it is shared:
+# shared; it then encodes those documents a batch at a time between the engine's calls while
+# requests go on changing the data. For the snapshot to show the data as it was when taken,
+# neither the mapping nor a document in it may change while it is shared:
 # - a stored document is never changed once stored: mongomock's updates change the stored
 #   document in place, so here an update first stores a deep copy of each document it matches
 #   and changes that copy (inserts store a copy of their own already, mongomock's
 #   `patch_datetime_awareness_in_document`);
 # - the first change of a shared mapping (a document stored, replaced or removed) first puts a
-#   copy of the mapping in the store (the references only: a few ms at 50,000 documents, once
+#   copy of the mapping in the store (the references only: 1-2 ms at 50,000 documents, once
 #   per collection written while a snapshot is being written), and changes that.
 #
 # `EmbeddedWrites.count` counts the changes the engine made, on its own thread: a document
