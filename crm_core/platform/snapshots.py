@@ -557,7 +557,7 @@ def write_stored_copy(
 class SnapshotResult:
     name: str
     seconds: float
-    engine_held_seconds: float  # how long the engine's thread was taken (the copy)
+    engine_held_seconds: float  # how long the engine's thread was taken (taking the stores)
     engine_held_cpu_seconds: float  # its CPU time
     bytes: int
 
