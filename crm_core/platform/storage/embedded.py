@@ -3,9 +3,12 @@
 mongomock-motor's in-memory stand-in for MongoDB, its calls run one at a time on a worker
 thread of their own so the event loop keeps answering while it scans; two of mongomock's read
 paths are patched to use `_id` the way MongoDB's `_id` index does (below); every call reports
-to the query recorder. It is for a trial, a demo and the test suite, in one process.
+to the query recorder; its stored documents are copied on write and its changes counted, for
+snapshots (below). It is for a trial, a demo and the test suite, in one process.
 
-What it does not guarantee: durability (data lives in this process's memory and dies with it),
+What it does not guarantee: durability (data lives in this process's memory; with
+`EMBEDDED_DATA_DIR` a crash loses the changes since the last snapshot, crm_core/platform/
+snapshots.py),
 sharing (a second process, such as a task worker, sees a database of its own), MongoDB's
 performance (every filter is evaluated in Python over the collection's documents; only reads by
 `_id` avoid the scan), nor MongoDB's behaviour in every detail (mongomock's emulation: partial
