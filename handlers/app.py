@@ -121,8 +121,6 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
     changed = await migrate_all(storage)  # built-in tables for tenants created before them
     if changed:
         log.info("migrated %d tenants", changed)
-    if snapshots is not None:
-        snapshots.mark_saved()  # start-up's writes redo themselves at the next start
     yield
     if snapshots is not None:
         await snapshots.close()  # the last snapshot, after the broker stopped
