@@ -22,7 +22,7 @@ from crm_core.accounts.users import UserService
 from crm_core.admin.service import AdminService, BrokerStats
 from crm_core.audit.service import AuditTrail
 from crm_core.files.exports import ExportService
-from crm_core.files.imports import ImportQueue, ImportService
+from crm_core.files.imports import ImportQueue, ImportService, bind_legacy_jobs
 from crm_core.live.events import LiveAudit, LiveCampaignEvents
 from crm_core.live.service import LiveService
 from crm_core.platform.eventbus import make_event_bus
@@ -35,7 +35,7 @@ from crm_core.sms.providers import make_provider
 from crm_core.sms.service import CampaignService, SmsQueue, counts
 from crm_core.tables.aggregate import AggregateService
 from crm_core.tables.aliases import AliasService
-from crm_core.tables.builtin import ensure_builtin_tables
+from crm_core.tables.builtin import TenantStep, ensure_builtin_tables
 from crm_core.tables.columns import ColumnType, default_column_types
 from crm_core.tables.filters import FilterBuilder, default_filter_operators
 from crm_core.tables.meta import MetaService
@@ -148,6 +148,11 @@ async def campaign_progress(
     """A campaign and its counters, for `campaign.progress` (crm_core/live/events.py)."""
     campaign = await db[CAMPAIGNS].find_one({"_id": campaign_id})
     return None if campaign is None else (campaign, await counts(db, campaign))
+
+
+# each domain's own migration of a tenant's database, run by `crm migrate` and at `crm serve`'s
+# start after the tables' own (crm_core/tables/builtin.py `migrate_all`)
+TENANT_MIGRATIONS: tuple[TenantStep, ...] = (bind_legacy_jobs,)
 
 
 def build_services(

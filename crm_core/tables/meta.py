@@ -289,7 +289,12 @@ class MetaService:
         if numbered:
             await sequences.number_existing(ctx, table, column)
         try:
-            saved = await save_definition(ctx, table, {"columns": [*table.columns, column]})
+            # creates validated before this version take its default themselves (fence.settle)
+            changes = {
+                "columns": [*table.columns, column],
+                f"revisions.{column.key}": table.version + 1,
+            }
+            saved = await save_definition(ctx, table, changes)
         except Conflict:
             await self._drop_indexes(ctx, table, column.key)
             if numbered:
@@ -507,7 +512,10 @@ class MetaService:
             alias = names[table.key].columns.get(key) if table.key in names else None
             item = await self.trash.put_column(ctx, table, column, alias)
         try:
-            updated = await save_definition(ctx, table, {"columns": columns})
+            # writes validated before this version remove their values themselves
+            # (crm_core/tables/fence.py `settle`)
+            changes = {"columns": columns, f"revisions.{key}": table.version + 1}
+            updated = await save_definition(ctx, table, changes)
         except StaleTableVersion:
             if self.trash is not None and item is not None:
                 await self.trash.forget(ctx, item)
