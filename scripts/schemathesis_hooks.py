@@ -66,6 +66,10 @@ def _call(
 _LOCK = threading.RLock()  # the run may have several workers; the seeding re-enters it
 # the owner's password changes when a rewritten `POST /api/auth/password` succeeds (after_call)
 _STATE: dict[str, object] = {"token": None, "registered": False, "password": PASSWORD}
+# Whether the token may have been ended since it was last seen working: checking it with
+# `GET /api/auth/me` before every request doubled the requests of the run, so it is checked
+# only after an answer that may have ended it (_note_changes, in after_call).
+_CHECK = {"token": True, "tables": True, "webhook": True}
 
 
 @schemathesis.auth(refresh_interval=None)
@@ -73,9 +77,12 @@ class FuzzOwner:
     def get(self, case, ctx):
         with _LOCK:
             token = _STATE["token"]
+            if token is not None and not _CHECK["token"]:
+                return token
             if token is not None:
                 status, _ = _call("GET", "/api/auth/me", token=str(token))
                 if status == 200:
+                    _CHECK["token"] = False
                     return token
             status, tokens = 0, None
             if not _STATE["registered"]:
@@ -92,6 +99,7 @@ class FuzzOwner:
                 status, tokens = _call("POST", "/api/auth/login", credentials)
             assert tokens is not None, f"could not sign in the fuzzing owner ({status})"
             _STATE["token"] = tokens["access_token"]
+            _CHECK["token"] = False
             return _STATE["token"]
 
     def set(self, case, data, ctx):
@@ -153,11 +161,13 @@ def _token() -> str:
 def _seed() -> dict[str, object]:
     """Create (once) and top up the seeded objects; answers their ids."""
     token = _token()
-    if _SEED:
+    if _SEED and _CHECK.get("tables", True):
         # a fuzzed DELETE /api/meta/tables/{table} may have dropped a seeded table: seed again
+        _CHECK["tables"] = False
         for key in (LINKED_TABLE, SEED_TABLE):
             if _call("GET", f"/api/meta/tables/{key}", token=token)[0] == 404:
                 _SEED.clear()
+                _ROWS.clear()
                 break
     if not _SEED:
         _call(
@@ -192,20 +202,43 @@ def _seed() -> dict[str, object]:
         _SEED["campaign_id"] = campaign["id"] if campaign else None
     if not _SEED.get("cancelled_id"):
         _SEED["cancelled_id"] = _cancelled_campaign(token)
-    if _call("GET", f"/api/webhooks/{_SEED.get('webhook_id')}", token=token)[0] != 200:
-        _SEED["webhook_id"] = _webhook(token, "seed")
+    if _CHECK.get("webhook", True):
+        _CHECK["webhook"] = False
+        if _call("GET", f"/api/webhooks/{_SEED.get('webhook_id')}", token=token)[0] != 200:
+            _SEED["webhook_id"] = _webhook(token, "seed")
     return _SEED
+
+
+_ROWS: dict[str, list[str]] = {}  # the ids _top_up found per base, until rows may be gone
 
 
 def _top_up(base: str, make_row, token: str) -> list[str]:
     """The ids of up to 50 rows under `base`, creating rows until there are MIN_ROWS."""
+    if base in _ROWS:
+        return _ROWS[base]
     status, page = _call("GET", f"{base}?limit=50", token=token)
     ids = [row["id"] for row in (page or {}).get("items", [])]
     while len(ids) < MIN_ROWS:
         status, row = _call("POST", base, make_row(len(ids)), token)
         assert row is not None, f"could not seed a row in {base} ({status})"
         ids.append(row["id"])
+    _ROWS[base] = ids
     return ids
+
+
+def _note_changes(method: str, path: str, status: int) -> None:
+    """What an answer may have ended or removed, to look up again before it is used: the
+    owner's token (any 401; a sign-out, a password or a user changed), the seeded tables, the
+    seeded webhook, the rows known (any delete)."""
+    changed = status < 300 and method != "GET"
+    if status == 401 or (changed and path.startswith(("/api/auth/", "/api/users/"))):
+        _CHECK["token"] = True
+    if status >= 300:
+        return
+    if method == "DELETE" or path.endswith("/bulk-delete") or path.startswith("/api/trash"):
+        _ROWS.clear()
+        _CHECK["tables"] = _CHECK["tables"] or path.startswith("/api/meta/tables/")
+        _CHECK["webhook"] = _CHECK["webhook"] or path.startswith("/api/webhooks/")
 
 
 # the built-in tables' own routes, with the least a valid row needs
@@ -767,6 +800,7 @@ def after_call(ctx, case, response):
             # every session ended and the password is the new one: the answer signs in again
             _STATE["password"] = case.body["new_password"]
             _STATE["token"] = response.json()["access_token"]
+        _note_changes(method, path, status)
         if ANSWERS:
             with open(ANSWERS, "a", encoding="utf-8") as answers:
                 answers.write(f"{method} {path} {status}\n")
