@@ -19,12 +19,14 @@ from crm_core.accounts.tokens import ApiTokenService
 from crm_core.accounts.users import UserService
 from crm_core.admin.service import AdminService, BrokerStats
 from crm_core.audit.service import AuditTrail
+from crm_core.files.attachments import AttachmentType, FileService
 from crm_core.files.exports import ExportService
 from crm_core.files.imports import ImportQueue, ImportService
 from crm_core.platform.outbox import Outbox
 from crm_core.platform.registry import Registry
 from crm_core.platform.settings import Settings
 from crm_core.platform.storage import Storage
+from crm_core.platform.storage.blobs import blob_store
 from crm_core.sms.service import CampaignService, SmsQueue, counts
 from crm_core.tables.aggregate import AggregateService
 from crm_core.tables.aliases import AliasService
@@ -105,6 +107,7 @@ class Services:
     admin: AdminService  # the operator's panel (/admin)
     imports: ImportService  # CSV/XLSX import and export
     exports: ExportService
+    files: FileService  # issue #23: uploaded files, the attachment column type's values
     # services: the account domains
     roles: RoleService
     users: UserService
@@ -145,6 +148,9 @@ def build_services(
     storage = storage or Storage(settings)
     queue = TaskQueue()
     column_types = default_column_types()
+    # uploaded files and the column type whose cells hold them (crm_core/files/attachments.py)
+    files = FileService(settings, blob_store(storage), column_types)
+    column_types.register(AttachmentType(files))
     for column_type in extra_column_types:
         column_types.register(column_type)
     validators = default_validators()
@@ -184,6 +190,7 @@ def build_services(
         aggregates=AggregateService(rows),
         imports=ImportService(rows, settings, aliases, outbox, queue),
         exports=ExportService(rows, settings.export_max_concurrent, aliases),
+        files=files,
         admin=AdminService(settings, storage, auth, sms),
         tenants=tenants,
         roles=roles,
@@ -194,7 +201,7 @@ def build_services(
         webhooks=webhooks,
         tokens=ApiTokenService(storage),
         outbox=outbox,
-        trash=TrashService(column_types, rows.changes, trail),
+        trash=TrashService(column_types, rows.changes, trail, files=files),
         audit_trail=trail,
         queue=queue,
     )

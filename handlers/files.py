@@ -43,36 +43,44 @@ MULTIPART_ERRORS = (ValueError, AssertionError, KeyError, web.HTTPException, Htt
 async def _file_chunks(request: web.Request) -> tuple[AsyncIterator[bytes], str, str]:
     """The uploaded file as a stream: the `file` part of a multipart form, or the raw body."""
     if request.content_type.startswith("multipart/"):
-        try:
-            reader = await request.multipart()
-            part: Any = await reader.next()
-            while part is not None and getattr(part, "name", None) != "file":
-                await part.release()
-                part = await reader.next()
-        except MULTIPART_ERRORS:
-            raise ValidationFailed.field("file", "the multipart form cannot be read") from None
-        if part is None or not isinstance(part, BodyPartReader):
-            raise ValidationFailed.field("file", "send the file in a form field named 'file'")
-
-        async def from_part() -> AsyncIterator[bytes]:
-            while True:
-                try:
-                    chunk = await part.read_chunk(READ_BYTES)
-                except MULTIPART_ERRORS:
-                    raise ValidationFailed.field(
-                        "file", "the multipart form ends before the file does"
-                    ) from None
-                if not chunk:
-                    return
-                yield chunk
-
-        return from_part(), part.filename or "upload", part.headers.get("Content-Type", "")
+        return await multipart_file(request)
 
     async def from_body() -> AsyncIterator[bytes]:
         async for chunk in request.content.iter_chunked(READ_BYTES):
             yield chunk
 
     return from_body(), "", request.content_type
+
+
+async def multipart_file(request: web.Request) -> tuple[AsyncIterator[bytes], str, str]:
+    """The `file` part of a multipart form as a stream, its file name and declared type; 400
+    naming `file` when the form cannot be read or has no such part."""
+    if not request.content_type.startswith("multipart/"):
+        raise ValidationFailed.field("file", "send the file as a multipart form field 'file'")
+    try:
+        reader = await request.multipart()
+        part: Any = await reader.next()
+        while part is not None and getattr(part, "name", None) != "file":
+            await part.release()
+            part = await reader.next()
+    except MULTIPART_ERRORS:
+        raise ValidationFailed.field("file", "the multipart form cannot be read") from None
+    if part is None or not isinstance(part, BodyPartReader):
+        raise ValidationFailed.field("file", "send the file in a form field named 'file'")
+
+    async def from_part() -> AsyncIterator[bytes]:
+        while True:
+            try:
+                chunk = await part.read_chunk(READ_BYTES)
+            except MULTIPART_ERRORS:
+                raise ValidationFailed.field(
+                    "file", "the multipart form ends before the file does"
+                ) from None
+            if not chunk:
+                return
+            yield chunk
+
+    return from_part(), part.filename or "upload", part.headers.get("Content-Type", "")
 
 
 @routes.post(

@@ -214,3 +214,45 @@ def import_out(job: dict[str, Any], preview: PreviewOut | None = None) -> Import
         updated_at=job["updated_at"],
         finished_at=job.get("finished_at"),
     )
+
+
+# ---- attachments (POST /api/files, docs/api.md "Files") -------------------------------------
+
+FILE_UPLOAD_CONTENT: dict[str, Any] = {
+    "multipart/form-data": {
+        "schema": {
+            "type": "object",
+            "properties": {"file": {"type": "string", "format": "binary"}},
+            "required": ["file"],
+        }
+    }
+}
+FILE_DOWNLOAD_CONTENT: dict[str, Any] = {
+    "application/octet-stream": {
+        "schema": {
+            "type": "string",
+            "format": "binary",
+            "description": "The file's bytes; Content-Type is the type sniffed at upload",
+        }
+    }
+}
+
+
+class FileOut(OutputModel):
+    id: str = Field(description="Put it in an attachment column's list to attach the file")
+    name: str = Field(description="The uploaded file's name, without path parts or controls")
+    size: int = Field(description="Bytes")
+    content_type: str = Field(description="Read from the file's bytes, not from the client")
+    sha256: str = Field(description="Hex SHA-256 of the bytes")
+    created_at: datetime
+
+    @classmethod
+    def from_record(cls, record: Any) -> FileOut:
+        return cls(
+            id=str(record.id),
+            name=record.name,
+            size=record.size,
+            content_type=record.content_type,
+            sha256=record.sha256,
+            created_at=record.created_at,
+        )

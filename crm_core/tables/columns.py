@@ -21,7 +21,7 @@ import string
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from urllib.parse import urlsplit
 
 import email_validator
@@ -32,6 +32,9 @@ from crm_core.platform.ids import parse_object_id
 from crm_core.platform.phones import InvalidPhone, normalise_phone
 from crm_core.platform.registry import Registry
 from crm_core.platform.values import ValueContext as ValueContext
+
+if TYPE_CHECKING:
+    from crm_core.platform.context import TenantContext
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 FLOAT_EXACT_INT = 2**53  # every integer up to this magnitude is exact as a double
@@ -168,6 +171,8 @@ class References(Protocol):
     """What reference types ask about the caller's world. The row service answers
     (crm_core/tables/references.py), so column types depend on no table or account code."""
 
+    ctx: TenantContext  # the caller: for types that look their values up themselves
+
     async def readable_rows(self, table: str, ids: list[Any]) -> set[Any]:
         """Those of `ids` that are rows of `table` the caller may read."""
         ...
@@ -228,6 +233,7 @@ class ColumnType:
     # values are rows of the table named by the column's `table` setting (`target_table`)
     links_rows: ClassVar[bool] = False
     sms_recipient: ClassVar[bool] = False  # values can be SMS recipients
+    holds_files: ClassVar[bool] = False  # values are uploaded files (crm_core/files/attachments.py)
 
     # ---- values ---------------------------------------------------------------------------
 

@@ -4,7 +4,9 @@ can meet it, and comes back from there with `restore`. Items expire after
 `TRASH_RETENTION_DAYS` (a TTL index on `expires_at`).
 
 An item: `{_id, kind: "row", table, table_id, row_id, name, doc, deleted_at, deleted_by,
-expires_at, batch}`; `doc` is the stored row, `batch` groups the rows of one bulk delete.
+expires_at, batch, files}`; `doc` is the stored row, `batch` groups the rows of one bulk delete,
+`files` lists the uploaded files the row's attachment columns hold (absent when none): they stay
+while the row is in the trash, come back with it, and a purge releases them (`TrashedFiles`).
 """
 
 from __future__ import annotations
@@ -56,6 +58,23 @@ class RestoredRows(Protocol):
     ) -> int: ...
 
 
+class TrashedFiles(Protocol):
+    """Who keeps uploaded files (crm_core/files/attachments.py `FileService`): told the files
+    of a purged row, it removes those nothing else holds."""
+
+    async def release(self, ctx: TenantContext, file_ids: list[ObjectId]) -> int: ...
+
+
+def row_files(table: Table, doc: dict[str, Any]) -> list[ObjectId]:
+    """The uploaded files a row's attachment columns hold."""
+    found: list[ObjectId] = []
+    for column in table.columns:
+        value = doc.get(column.key)
+        if isinstance(value, list) and table.column_type(column).holds_files:
+            found += [v for v in value if isinstance(v, ObjectId) and v not in found]
+    return found
+
+
 def row_name(table: Table, doc: dict[str, Any]) -> str:
     """What a person recognises a row by: its first filled text value, else its id."""
     for column in table.columns:
@@ -100,6 +119,9 @@ class RowTrash:
             }
             for doc in docs
         ]
+        for item in items:
+            if files := row_files(table, item["doc"]):
+                item["files"] = files  # index-served: who holds a file (crm_core/files)
         await ctx.db[TRASH].insert_many(items, ordered=False)
 
     async def holds_row(self, ctx: TenantContext, table: Table, row_id: ObjectId) -> bool:
@@ -115,10 +137,12 @@ class TrashService:
         types: Registry[ColumnType],
         changes: RestoredRows,
         audit: AuditSink | None = None,
+        files: TrashedFiles | None = None,
     ) -> None:
         self.types = types
         self.changes = changes
         self.audit = audit
+        self.files = files
 
     async def _writable(self, ctx: TenantContext) -> dict[str, Table]:
         tables: dict[str, Table] = {}
@@ -221,6 +245,8 @@ class TrashService:
     async def purge(self, ctx: TenantContext, item_id: ObjectId) -> None:
         item, table = await self._item(ctx, item_id)
         await ctx.db[TRASH].delete_one({"_id": item["_id"]})
+        if self.files is not None and item.get("files"):
+            await self.files.release(ctx, list(item["files"]))
         if self.audit is not None:
             target = {"type": item["kind"], "table": table.key, "id": str(item["row_id"])}
             await self.audit.record(ctx, "trash.purged", target)
