@@ -189,7 +189,7 @@ def build_services(
         rows=rows,
         aggregates=AggregateService(rows),
         imports=ImportService(rows, settings, aliases, outbox, queue),
-        exports=ExportService(rows, settings.export_max_concurrent, aliases),
+        exports=ExportService(rows, settings.export_max_concurrent, aliases, files),
         files=files,
         admin=AdminService(settings, storage, auth, sms),
         tenants=tenants,

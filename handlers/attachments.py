@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from aiohttp import web
 from bson import ObjectId
@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 FILES = "/api/files"
 FILE = f"{FILES}/{{file_id:[0-9a-fA-F]{{24}}}}"
 AUTHENTICATED = Authenticated()
+PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 UNSAFE_IN_QUOTES = re.compile(r"[^A-Za-z0-9 ._()\[\]-]")
 
 
@@ -45,6 +46,8 @@ async def upload_file(call: Call) -> FileOut:
     removed `FILE_ORPHAN_GRACE_SECONDS` after its upload. 413 above `FILE_MAX_BYTES` (nothing
     is kept); 400 naming `file` for a form without it or an empty file."""
     chunks, name, _declared = await multipart_file(call.request)
+    # clients percent-encode names that are not ASCII (aiohttp's FormData, some browsers)
+    name = unquote(name) if PERCENT_ESCAPE.search(name) else name
     return FileOut.from_record(await call.services.files.upload(call.ctx, chunks, name))
 
 

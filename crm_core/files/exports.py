@@ -33,6 +33,9 @@ from datetime import UTC, datetime, time, timedelta
 from typing import IO, Any, Protocol
 from zoneinfo import ZoneInfo
 
+from bson import ObjectId
+
+from crm_core.files.attachments import FileService
 from crm_core.files.readers import REPORT_SHEET
 from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import RateLimited, ValidationFailed
@@ -84,6 +87,22 @@ class ExportPlan:
         return f"{self.table.key}-{now:%Y%m%d-%H%M%S}.{self.format}"
 
 
+async def _name_files(
+    ctx: TenantContext, files: FileService, batch: list[dict[str, Any]], keys: list[str]
+) -> None:
+    """Attachment cells of a batch as text: `name [id]` per file, `; ` between (the import
+    reads the ids back from the brackets)."""
+    held = {
+        v for doc in batch for key in keys for v in doc.get(key) or () if isinstance(v, ObjectId)
+    }
+    names = await files.names(ctx, held)
+    for doc in batch:
+        for key in keys:
+            value = doc.get(key)
+            if isinstance(value, list):
+                doc[key] = "; ".join(f"{names.get(v, '')} [{v}]".lstrip() for v in value)
+
+
 def neutralise(text: str) -> str:
     """Text a spreadsheet would evaluate as a formula, made inert (OWASP CSV injection); text
     that starts with an apostrophe gets one more, so the import always takes exactly one off
@@ -92,9 +111,16 @@ def neutralise(text: str) -> str:
 
 
 class ExportService:
-    def __init__(self, rows: RowService, max_concurrent: int, aliases: AliasService) -> None:
+    def __init__(
+        self,
+        rows: RowService,
+        max_concurrent: int,
+        aliases: AliasService,
+        files: FileService | None = None,
+    ) -> None:
         self.rows = rows
         self.aliases = aliases
+        self.files = files  # names of attached files
         self.max_concurrent = max_concurrent
         self._running: dict[str, int] = {}
 
@@ -186,6 +212,18 @@ class ExportService:
             self._running.pop(ctx.tenant_id, None)
 
     async def batches(
+        self, ctx: TenantContext, plan: ExportPlan
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """The plan's rows a batch at a time; attachment cells as `name [id]; name [id]`."""
+        file_keys = [
+            c.key for c in plan.columns if c.column_type is not None and c.column_type.holds_files
+        ]
+        async for batch in self._rows(ctx, plan):
+            if file_keys and self.files is not None:
+                await _name_files(ctx, self.files, batch, file_keys)
+            yield batch
+
+    async def _rows(
         self, ctx: TenantContext, plan: ExportPlan
     ) -> AsyncIterator[list[dict[str, Any]]]:
         collection = plan.table.collection(ctx)
