@@ -45,10 +45,12 @@ async def upload_file(call: Call) -> FileOut:
     your company; until a row holds it only you may download it, and a file no row holds is
     removed `FILE_ORPHAN_GRACE_SECONDS` after its upload. 413 above `FILE_MAX_BYTES` (nothing
     is kept); 400 naming `file` for a form without it or an empty file."""
+    files = call.services.files
+    files.check_upload(call.ctx)  # before a byte is read
     chunks, name, _declared = await multipart_file(call.request)
     # clients percent-encode names that are not ASCII (aiohttp's FormData, some browsers)
     name = unquote(name) if PERCENT_ESCAPE.search(name) else name
-    return FileOut.from_record(await call.services.files.upload(call.ctx, chunks, name))
+    return FileOut.from_record(await files.upload(call.ctx, chunks, name))
 
 
 @routes.get(

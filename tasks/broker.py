@@ -249,6 +249,8 @@ async def start_broker(services: Services, consumer_name: str | None = None) -> 
     broker.state.webhooks = services.webhooks
     broker.state.files = files.FilesRuntime(settings, storage, services.imports)
     broker.state.outbox = services.outbox
+    broker.state.attachments = services.files  # the orphan sweep (crm_core/files/attachments.py)
+    broker.state.attachments_storage = storage
     queue = BrokerQueue(broker)
     services.queue.connect(
         sms=queue, imports=queue, webhooks=WebhookBrokerQueue(broker), probe=queue
@@ -322,6 +324,10 @@ async def _sweep(broker: AsyncBroker, settings: Settings) -> None:
             await outbox.sweep(dispatch)
         except Exception as exc:  # the database away: the next round tries again; one line
             log.warning("outbox sweep failed: %r", exc, exc_info=not is_database_unreachable(exc))
+        try:  # uploaded files never attached (at most every few minutes)
+            await broker.state.attachments.sweep(broker.state.attachments_storage)
+        except Exception as exc:  # the database away: the next round tries again; one line
+            log.warning("file sweep failed: %r", exc, exc_info=not is_database_unreachable(exc))
 
 
 @contextlib.asynccontextmanager

@@ -134,12 +134,17 @@ class FileService:
 
     # ---- upload and download ------------------------------------------------------------------
 
+    @staticmethod
+    def check_upload(ctx: TenantContext) -> None:
+        """Anyone signed in may upload; an API token needs a scope that writes tables."""
+        check_token_scope(ctx, "upload files", level=Level.WRITE)
+
     async def upload(
         self, ctx: TenantContext, chunks: AsyncIterator[bytes], name: str
     ) -> StoredFile:
         """Store a file streamed in `chunks`; 413 above `FILE_MAX_BYTES` (nothing kept), 400
         naming `file` for an empty one."""
-        check_token_scope(ctx, "upload files", level=Level.WRITE)
+        self.check_upload(ctx)
         limit = self.settings.file_max_bytes
         file_id = ObjectId()
         doc: dict[str, Any] = {

@@ -198,6 +198,26 @@ TENANT_INDEXES: tuple[IndexSpec, ...] = (
     IndexSpec("_trash", (("row_id", 1),), "row_id", serves="is this row in the trash"),
     IndexSpec(
         "_trash",
+        (("files", 1),),
+        "files",
+        sparse=True,
+        serves="does a row in the trash hold this uploaded file (attachments)",
+    ),
+    # attachments (crm_core/files/attachments.py, docs/storage.md "Files")
+    IndexSpec(
+        "_attachments",
+        (("attached", 1), ("created_at", 1)),
+        "attached_created_at",
+        serves="the sweeper: files never attached, uploaded before the grace period",
+    ),
+    IndexSpec(
+        "_tables",
+        (("columns.type", 1),),
+        "column_types",
+        serves="the tables with columns of the types that hold files",
+    ),
+    IndexSpec(
+        "_trash",
         (("expires_at", 1),),
         "expiry_ttl",
         expire_after=0,

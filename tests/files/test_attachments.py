@@ -295,3 +295,13 @@ async def test_export_writes_names_and_ids_and_the_import_takes_them_back(api, c
     done = await finished(api, owner, job, table="copies")
     assert done["created"] == 1
     assert done["errors"][0]["field"] == "docs"
+
+
+async def test_an_api_token_uploads_only_with_a_scope_that_writes_tables(api, client, owner):
+    from tests.support.tokens import bearer, make_token
+
+    reader = (await make_token(api, owner, table_access="read"))["token"]
+    writer = (await make_token(api, owner, table_access="write"))["token"]
+    await api.call("POST", "/api/files", bearer(reader), expect=403, data=form(PNG))
+    assert await tenant_db(client, owner)["_attachments"].count_documents({}) == 0
+    await upload(api, bearer(writer))

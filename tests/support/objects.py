@@ -185,5 +185,6 @@ async def _import_id(objects: TenantObjects, entity: str | None) -> str:
 
 @path_param("file_id")
 async def _file(objects: TenantObjects, entity: str | None) -> str:
-    # uploaded by the caller: its uploader may download a file no row holds yet
-    return str((await upload(objects.api, objects.caller))["id"])
+    # uploaded by the caller: its uploader may download a file no row holds yet (text, which
+    # the suites read as text)
+    return str((await upload(objects.api, objects.caller, b"a text file", "notes.txt"))["id"])
