@@ -1,6 +1,8 @@
-"""Import a CSV of N ten-column rows through the API, then export the table as CSV and XLSX.
+"""Import a CSV of N ten-column rows through the API, then export the table as CSV and XLSX;
+or (`--attachment MIB`) upload a file of that size to `POST /api/files` and download it.
 
     .venv/bin/python -m benchmarks.bench_files [--rows 100000] [--formats csv,xlsx] [--fill bulk]
+    .venv/bin/python -m benchmarks.bench_files --attachment 20
 
 Prints, for the import (upload, validation pass, write pass: all-or-nothing mode) and each
 export: rows/s of wall time, rows per CPU-second of the process (fair on a shared machine),
@@ -17,9 +19,11 @@ import csv
 import os
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
-from aiohttp import ClientTimeout
+from aiohttp import ClientTimeout, MultipartWriter
+from aiohttp.payload import AsyncIterablePayload
 
 from benchmarks.common import TEN_COLUMNS, Client, random_rows, running_service
 
@@ -141,6 +145,52 @@ async def main(rows: int, formats: list[str], fill: str) -> None:
                 )
 
 
+async def generated(size: int, piece: int = 256 * 1024) -> AsyncIterator[bytes]:
+    """`size` bytes made as they are sent (the client holds one piece at a time)."""
+    sent = 0
+    block = os.urandom(piece)
+    while sent < size:
+        part = block[: min(piece, size - sent)]
+        sent += len(part)
+        yield part
+
+
+async def attachment(mib: int) -> None:
+    """Upload then download a `mib` MiB file; memory is the whole process's (server, its
+    storage thread and the client), so a body held whole would show as +`mib` MiB or more."""
+    size = mib * MB
+    with tempfile.TemporaryDirectory() as folder:
+        async with running_service(file_max_bytes=size + MB, files_dir=folder) as api:
+            form = MultipartWriter("form-data")
+            part = form.append_payload(AsyncIterablePayload(generated(size)))
+            part.set_content_disposition("form-data", name="file", filename="big.bin")
+            no_limit = ClientTimeout(total=None)
+            with Phase() as up:
+                async with api.session.post(
+                    f"{api.base}/api/files", data=form, headers=api.headers, timeout=no_limit
+                ) as resp:
+                    stored = await resp.json()
+                    assert resp.status == 201, stored
+            assert stored["size"] == size, stored
+            received = 0
+            with Phase() as down:
+                async with api.session.get(
+                    f"{api.base}/api/files/{stored['id']}", headers=api.headers, timeout=no_limit
+                ) as resp:
+                    assert resp.status == 200, await resp.text()
+                    async for chunk in resp.content.iter_chunked(256 * 1024):
+                        received += len(chunk)
+            assert received == size
+            for name, phase in (("upload", up), ("download", down)):
+                print(
+                    f"{name} of {mib} MiB: {phase.wall:.2f} s = {mib / phase.wall:.0f} MiB/s "
+                    f"wall, {mib / phase.cpu:.0f} MiB per CPU-second; resident memory peak "
+                    f"+{phase.peak_above:.1f} MiB, +{phase.rss_after - phase.rss_before:.1f} "
+                    "MiB kept",
+                    flush=True,
+                )
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=100_000)
@@ -148,5 +198,11 @@ if __name__ == "__main__":
     parser.add_argument(
         "--fill", choices=["import", "bulk"], default="import", help="bulk: measure exports only"
     )
+    parser.add_argument(
+        "--attachment", type=int, default=0, help="MiB: upload and download one file instead"
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.rows, args.formats.split(","), args.fill))
+    if args.attachment:
+        asyncio.run(attachment(args.attachment))
+    else:
+        asyncio.run(main(args.rows, args.formats.split(","), args.fill))
