@@ -21,8 +21,8 @@ from bson import ObjectId
 from multidict import MultiMapping
 from pydantic import BaseModel, ValidationError
 
+from crm_core.accounts.context import TenantContext
 from crm_core.accounts.tokens import is_api_token
-from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import (
     CrmError,
     Forbidden,
@@ -449,7 +449,27 @@ def parse_fields(
     try:
         return model.model_validate(values)
     except ValidationError as exc:
-        raise validation_error(exc) from None
+        failed = validation_error(exc)
+        repeated = [
+            d["field"]
+            for d in failed.details or []
+            if isinstance(values.get(d["field"]), list) and not _takes_many(model, d["field"])
+        ]
+        if repeated:  # a parameter that takes one value, given twice: say so, not its type
+            raise ValidationFailed.field(repeated[0], REPEATED) from None
+        raise failed from None
+
+
+REPEATED = "given more than once; give it once"
+
+
+def _takes_many(model: type[BaseModel], name: str) -> bool:
+    """Whether `model`'s field `name` holds a list (so a repeated parameter is its items)."""
+    field = model.model_fields.get(name)
+    if field is None:
+        return False
+    kinds = [field.annotation, *typing.get_args(field.annotation)]
+    return any(typing.get_origin(kind) in (list, tuple, set, frozenset) for kind in kinds)
 
 
 def parse_query(

@@ -30,9 +30,9 @@ from typing import Any, ClassVar
 import filetype
 from bson import ObjectId
 
+from crm_core.accounts.context import TenantContext
 from crm_core.accounts.grants import check_token_scope
 from crm_core.platform.clock import utcnow
-from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import NotFound, PayloadTooLarge, ValidationFailed
 from crm_core.platform.ids import parse_object_id
 from crm_core.platform.registry import Registry

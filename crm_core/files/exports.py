@@ -35,9 +35,9 @@ from zoneinfo import ZoneInfo
 
 from bson import ObjectId
 
+from crm_core.accounts.context import TenantContext
 from crm_core.files.attachments import FileService
 from crm_core.files.readers import REPORT_SHEET
-from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import RateLimited, ValidationFailed
 from crm_core.platform.storage import find_in_batches, query_purpose
 from crm_core.tables.aliases import AliasService

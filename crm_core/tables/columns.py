@@ -34,7 +34,7 @@ from crm_core.platform.registry import Registry
 from crm_core.platform.values import ValueContext as ValueContext
 
 if TYPE_CHECKING:
-    from crm_core.platform.context import TenantContext
+    from crm_core.accounts.context import TenantContext
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 FLOAT_EXACT_INT = 2**53  # every integer up to this magnitude is exact as a double

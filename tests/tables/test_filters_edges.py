@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from crm_core.platform.errors import InvalidFilter
+from crm_core.tables.bodies import RowListQuery
 from crm_core.tables.columns import Column, ValueContext, default_column_types
 from crm_core.tables.filters import (
     MAX_FILTER_CHARS,
@@ -20,7 +21,6 @@ from crm_core.tables.filters import (
     default_filter_operators,
     table_fields,
 )
-from models.tables import RowListQuery
 
 BUILDER = FilterBuilder(default_filter_operators())
 FIELDS = table_fields(
