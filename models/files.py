@@ -83,6 +83,42 @@ class ExportQuery(QueryModel):
     )
 
 
+class ErrorReportQuery(QueryModel):
+    format: Literal["csv", "json"] = Field(
+        default="csv",
+        description="`csv`: the file's columns, `error_row`, `error_reason` (fix and import "
+        "again); `json`: `[{row, cells, errors}]`",
+    )
+
+
+ERROR_REPORT_CONTENT: dict[str, Any] = {
+    CSV_CONTENT_TYPE: {"schema": {"type": "string", "description": "UTF-8 CSV, with a BOM"}},
+    "application/json": {
+        "schema": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "row": {"type": "integer", "description": "The row in the file"},
+                    "cells": {"type": "object", "description": "File column name to cell"},
+                    "errors": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "field": {"type": "string"},
+                                "column": {"type": ["string", "null"]},
+                                "message": {"type": "string"},
+                            },
+                        },
+                    },
+                },
+            },
+        }
+    },
+}
+
+
 class UploadQuery(QueryModel):
     format: Literal["csv", "xlsx"] | None = Field(
         default=None, description="Default: detected from the content"

@@ -272,11 +272,11 @@ class ExportService:
         text = _ru_csv_text if plan.locale == "ru" else _csv_text
         delimiter = plan.delimiter
         parts: list[str] = ["\ufeff"] if plan.bom else []
-        parts.append(_csv_line([neutralise(c.header) for c in plan.columns], delimiter))
+        parts.append(csv_line([neutralise(c.header) for c in plan.columns], delimiter))
         async for batch in self.batches(ctx, plan):
             for doc in batch:
                 cells = [text(self.cell(ctx, c, doc)) for c in plan.columns]
-                parts.append(_csv_line(cells, delimiter))
+                parts.append(csv_line(cells, delimiter))
             yield "".join(parts).encode("utf-8")
             parts = []
         if parts:
@@ -317,7 +317,7 @@ class ExportService:
         return target
 
 
-def _csv_line(cells: list[str | None], delimiter: str) -> str:
+def csv_line(cells: list[str | None], delimiter: str) -> str:
     """One CSV record: a field is quoted when it holds the delimiter, a quote or anything a
     reader may take as a line end, and when it is an empty text (an empty field is None)."""
     out = []

@@ -142,6 +142,12 @@ TENANT_INDEXES: tuple[IndexSpec, ...] = (
     ),
     IndexSpec("_import_files", (("job_id", 1), ("n", 1)), "job_chunk", serves="an upload's chunks"),
     IndexSpec(
+        "_import_rejects",
+        (("job_id", 1), ("row", 1)),
+        "job_row",
+        serves="a skip_invalid import's error report, in file order",
+    ),
+    IndexSpec(
         "_import_journal", (("job_id", 1), ("batch", 1)), "job_batch", serves="an import's undo"
     ),
     IndexSpec(

@@ -10,7 +10,7 @@ import io
 import openpyxl
 import pytest
 
-from tests.support.files import confirm, finished, make_table, stored, upload
+from tests.support.files import BAD_ROWS_CSV, confirm, finished, make_table, stored, upload
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 PHONES = [{"key": "name", "type": "string"}, {"key": "phone", "type": "phone"}]
@@ -82,3 +82,58 @@ async def test_merged_cells_fill_every_cell_of_their_range(api, client, owner):
 
 def csv_rows(text: str) -> list[list[str]]:
     return list(csv.reader(io.StringIO(text.lstrip("\ufeff"))))
+
+
+async def test_skip_invalid_writes_an_error_report_to_fix_and_import_again(api, client, owner):
+    await make_table(api, owner)
+    status, job = await upload(client, owner, BAD_ROWS_CSV.encode())
+    assert status == 201, job
+    report_url = f"/api/data/people/imports/{job['id']}/errors"
+    # nothing rejected before it runs
+    resp = await client.get(report_url, headers=owner.headers)
+    assert csv_rows(await resp.text())[1:] == []
+    await confirm(api, owner, job, mode="skip_invalid")
+    done = await finished(api, owner, job)
+    assert (done["created"], done["skipped"]) == (2, 2)
+
+    resp = await client.get(report_url, headers=owner.headers)
+    assert resp.status == 200
+    assert resp.headers["Content-Disposition"] == 'attachment; filename="people-import-errors.csv"'
+    header, *rows = csv_rows(await resp.text())
+    assert header == [*job["columns"], "error_row", "error_reason"]
+    assert [r[-2] for r in rows] == ["4", "5"]
+    assert rows[0][:7] == ["", "nobody@example.com", "3", "", "", "", ""]
+    assert rows[0][-1] == "Full name: is required"
+    assert rows[1][:7] == ["Cid", "not-an-email", "abc", "", "", "Lost", ""]
+    reasons = rows[1][-1].split("; ")
+    assert sorted(r.split(":")[0] for r in reasons) == ["Amount", "email", "status"]
+
+    as_json = await api.call("GET", f"{report_url}?format=json", owner, expect=200)
+    assert [item["row"] for item in as_json] == [4, 5]
+    assert as_json[0]["cells"]["email"] == "nobody@example.com"
+    assert as_json[0]["errors"] == [
+        {"field": "name", "column": "Full name", "message": "is required"}
+    ]
+
+    # fixed in the report and uploaded again: the two report columns map to nothing
+    rows[0][0] = "Nobody"
+    rows[1][1:3], rows[1][5] = ["cid@example.com", "7"], "New"
+    fixed = io.StringIO()
+    csv.writer(fixed).writerows([header, *rows])
+    status, again = await upload(client, owner, fixed.getvalue().encode())
+    assert status == 201, again
+    assert again["preview"]["unmapped"] == ["notes", "error_row", "error_reason"]
+    await confirm(api, owner, again)
+    assert (await finished(api, owner, again))["created"] == 2
+    assert [r["name"] for r in await stored(api, owner)] == ["Ann", "Bob", "Cid", "Nobody"]
+
+
+async def test_the_error_report_is_the_tables_writers_alone(api, client, owner):
+    await make_table(api, owner)
+    _, job = await upload(client, owner, BAD_ROWS_CSV.encode())
+    other = await api.register()
+    await make_table(api, other)
+    url = f"/api/data/people/imports/{job['id']}/errors"
+    assert (await client.get(url, headers=other.headers)).status == 404
+    bad = await api.call("GET", f"{url}?format=xml", owner, expect=400)
+    assert bad["error"]["details"][0]["field"] == "format"
