@@ -31,13 +31,19 @@ MB = 1024 * 1024
 
 
 def write_csv(path: str, rows: int) -> None:
+    """The rows as a person's file holds them: select options by label (a number in a select
+    cell is not taken as an option id, docs/integrations.md)."""
     keys = [c["key"] for c in TEN_COLUMNS]
+    labels = {
+        c["key"]: {o["id"]: o["label"] for o in c["options"]} for c in TEN_COLUMNS if "options" in c
+    }
     with open(path, "w", newline="", encoding="utf-8") as stream:
         writer = csv.writer(stream)
         writer.writerow(keys)
         for start in range(0, rows, 10_000):
             for row in random_rows(min(10_000, rows - start), seed=start + 1):
-                writer.writerow(["" if row.get(k) is None else row[k] for k in keys])
+                cells = {k: labels[k].get(v, v) if k in labels else v for k, v in row.items()}
+                writer.writerow(["" if cells.get(k) is None else cells[k] for k in keys])
 
 
 async def import_file(api: Client, table: str, path: str) -> dict[str, Any]:
