@@ -194,6 +194,12 @@ class PreviewOut(OutputModel):
     mapping: Mapping
     unmapped: list[str] = Field(description="File columns that go nowhere")
     rows: list[PreviewRow]
+    failing_rows: int | None = Field(
+        default=None,
+        description="How many rows of the whole file would fail with this mapping (what "
+        "all_or_nothing would refuse, skip_invalid leave out); null for a file of more than "
+        "5000 rows, which the import's own validation pass counts",
+    )
 
 
 class ImportOut(OutputModel):

@@ -75,6 +75,8 @@ FILES = "_import_files"
 JOURNAL = "_import_journal"
 # skip_invalid: the rows left out, with their cells and reasons (the error report)
 REJECTS = "_import_rejects"
+# the preview counts the failing rows of files up to this size (PreviewOut.failing_rows)
+CHECK_MAX_ROWS = 5000
 CHUNK_BYTES = 1024 * 1024
 PREVIEW_ROWS = 10
 MAX_STORED_ERRORS = 1000
@@ -516,7 +518,59 @@ class ImportService:
             mapping={m["header"]: m["column"] for m in mapping},
             unmapped=[m["header"] for m in mapping if not m["column"]],
             rows=rows,
+            failing_rows=await self.failing_rows(ctx, table, job, mapping, upsert_on),
         )
+
+    async def failing_rows(
+        self,
+        ctx: TenantContext,
+        table: Table,
+        job: dict[str, Any],
+        mapping: list[dict[str, Any]],
+        upsert_on: str | None,
+    ) -> int | None:
+        """How many rows of an uploaded file would fail with `mapping`: every row read and
+        checked as the import's validation pass does (nothing written), for a file of at most
+        `CHECK_MAX_ROWS` rows; remembered in the job for that mapping."""
+        total = job.get("rows_total")
+        if job.get("state") != "uploaded" or total is None or total > CHECK_MAX_ROWS:
+            return None
+        checked = job.get("check") or {}
+        if checked.get("mapping") == mapping and checked.get("upsert_on") == upsert_on:
+            return int(checked["failing_rows"])
+        keys = [m["column"] for m in mapping]
+        unique = [c.key for c in table.columns if c.unique]
+        seen: dict[str, dict[int, int]] = {key: {} for key in unique}
+        failing: set[int] = set()
+        with tempfile.NamedTemporaryFile(prefix="crm-check-") as local:
+            await self._copy_upload(ctx, job, local)
+            source = RowSource(local.name, FileInfo(**job["file"]))
+            await asyncio.to_thread(source.__enter__)
+            try:
+                rows = source.numbered()
+                size = self.settings.import_batch_size
+                while batch := await asyncio.to_thread(source.take, rows, size):
+                    parsed = [(n, *_parse_row(ctx, table, keys, cells)) for n, cells in batch]
+                    plan = await _plan(self.rows, ctx, table, parsed, upsert_on)
+                    _repeats_across_batches(plan, seen)
+                    failing |= {e["position"] for e in plan.errors}
+            finally:
+                await asyncio.to_thread(source.__exit__, None, None, None)
+        check = {"mapping": mapping, "upsert_on": upsert_on, "failing_rows": len(failing)}
+        await ctx.db[JOBS].update_one(
+            {"_id": job["_id"], "state": "uploaded"}, {"$set": {"check": check}}
+        )
+        return len(failing)
+
+    @staticmethod
+    async def _copy_upload(ctx: TenantContext, job: dict[str, Any], local: IO[bytes]) -> None:
+        """The stored upload's chunks into `local`, in order."""
+        async for doc in ctx.db[FILES].find({"job_id": job["_id"]}, {"n": 1}).sort("n", 1):
+            chunk = await ctx.db[FILES].find_one({"_id": doc["_id"]})
+            if chunk is None:  # the upload was removed under the job
+                raise ImportFailed("the uploaded file is gone")
+            local.write(chunk["data"])
+        local.flush()
 
     def _check_upsert(self, table: Table, mapping: list[dict[str, Any]], upsert_on: str) -> None:
         check_upsert_column(table, upsert_on)
@@ -745,12 +799,7 @@ class ImportService:
         keys = [m["column"] for m in job["mapping"]]
         progress = Progress({m["column"]: m["header"] for m in job["mapping"] if m["column"]})
         with tempfile.NamedTemporaryFile(prefix="crm-import-") as local:
-            async for doc in ctx.db[FILES].find({"job_id": job["_id"]}, {"n": 1}).sort("n", 1):
-                chunk = await ctx.db[FILES].find_one({"_id": doc["_id"]})
-                if chunk is None:  # the upload was removed under the job
-                    raise ImportFailed("the uploaded file is gone")
-                local.write(chunk["data"])
-            local.flush()
+            await self._copy_upload(ctx, job, local)
             info = FileInfo(**job["file"])
             if job["mode"] == "all_or_nothing":
                 await self._pass(

@@ -137,3 +137,23 @@ async def test_the_error_report_is_the_tables_writers_alone(api, client, owner):
     assert (await client.get(url, headers=other.headers)).status == 404
     bad = await api.call("GET", f"{url}?format=xml", owner, expect=400)
     assert bad["error"]["details"][0]["field"] == "format"
+
+
+async def test_the_preview_counts_the_rows_that_would_fail_before_confirming(api, client, owner):
+    await make_table(api, owner)
+    # two good rows, then rows 4 and 5 bad, and row 6 repeating row 2's unique email
+    data = BAD_ROWS_CSV + "Eve,ann@example.com,1,,,,\n"
+    status, job = await upload(client, owner, data.encode())
+    assert status == 201, job
+    assert job["preview"]["failing_rows"] == 3
+    url = f"/api/data/people/imports/{job['id']}"
+    again = await api.call("GET", url, owner, expect=200)
+    assert again["preview"]["failing_rows"] == 3
+    # another mapping, another count: without the required name every row fails
+    mapping = {**job["mapping"], "Full name": None}
+    other = await api.call("POST", f"{url}/preview", owner, expect=200, json={"mapping": mapping})
+    assert other["failing_rows"] == 5
+    await confirm(api, owner, job)
+    done = await finished(api, owner, job)
+    assert done["state"] == "failed"
+    assert {e["row"] for e in done["errors"]} == {4, 5, 6}
