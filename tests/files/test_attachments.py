@@ -305,3 +305,20 @@ async def test_an_api_token_uploads_only_with_a_scope_that_writes_tables(api, cl
     await api.call("POST", "/api/files", bearer(reader), expect=403, data=form(PNG))
     assert await tenant_db(client, owner)["_attachments"].count_documents({}) == 0
     await upload(api, bearer(writer))
+
+
+async def test_an_attachment_column_is_no_group_and_keeps_its_type(api, client, owner):
+    await make_table(api, owner)
+    stored = await upload(api, owner)
+    await api.call("POST", "/api/data/deals", owner, expect=201, json={"docs": [stored["id"]]})
+    refused = await api.call("GET", "/api/data/deals/aggregate?group_by=docs", owner, expect=400)
+    assert refused["error"]["details"][0]["field"] == "group_by"
+    counted = await api.call(
+        "GET", "/api/data/deals/aggregate?metrics=count_distinct:docs", owner, expect=200
+    )
+    assert counted["totals"] == {"count_distinct:docs": 1}
+    body = {"type": "string"}
+    changed = await api.call(
+        "PATCH", "/api/meta/tables/deals/columns/docs", owner, expect=400, json=body
+    )
+    assert changed["error"]["details"][0]["field"] == "type"
