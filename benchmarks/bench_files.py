@@ -3,6 +3,7 @@ or (`--attachment MIB`) upload a file of that size to `POST /api/files` and down
 
     .venv/bin/python -m benchmarks.bench_files [--rows 100000] [--formats csv,xlsx] [--fill bulk]
     .venv/bin/python -m benchmarks.bench_files --attachment 20
+    .venv/bin/python -m benchmarks.bench_files --preview-check --rows 5000
 
 Prints, for the import (upload, validation pass, write pass: all-or-nothing mode) and each
 export: rows/s of wall time, rows per CPU-second of the process (fair on a shared machine),
@@ -151,6 +152,32 @@ async def main(rows: int, formats: list[str], fill: str) -> None:
                 )
 
 
+async def preview_check(rows: int) -> None:
+    """Upload `rows` rows for review only: the answer's preview counts the failing rows of the
+    whole file (`failing_rows`, files up to 5000 rows), which the upload's time includes."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "rows.csv")
+        write_csv(path, rows)
+        async with running_service() as api:
+            await api.call(
+                "POST", "/api/meta/tables", 201, json={"key": "bench", "columns": TEN_COLUMNS}
+            )
+            for attempt in ("first", "second"):
+                with Phase() as phase, open(path, "rb") as stream:  # noqa: ASYNC230
+                    async with api.session.post(
+                        f"{api.base}/api/data/bench/imports",
+                        data=stream,
+                        headers={**api.headers, "Content-Type": "text/csv"},
+                    ) as resp:
+                        job = await resp.json()
+                        assert resp.status == 201, job
+                print(
+                    f"upload for review ({attempt}), {rows:,} rows: failing_rows="
+                    f"{job['preview']['failing_rows']} in {phase.figures(rows)}",
+                    flush=True,
+                )
+
+
 async def generated(size: int, piece: int = 256 * 1024) -> AsyncIterator[bytes]:
     """`size` bytes made as they are sent (the client holds one piece at a time)."""
     sent = 0
@@ -207,8 +234,13 @@ if __name__ == "__main__":
     parser.add_argument(
         "--attachment", type=int, default=0, help="MiB: upload and download one file instead"
     )
+    parser.add_argument(
+        "--preview-check", action="store_true", help="time an upload's failing-row count"
+    )
     args = parser.parse_args()
-    if args.attachment:
+    if args.preview_check:
+        asyncio.run(preview_check(args.rows))
+    elif args.attachment:
         asyncio.run(attachment(args.attachment))
     else:
         asyncio.run(main(args.rows, args.formats.split(","), args.fill))
