@@ -11,7 +11,9 @@ Who may download: whoever may read a table with a row holding the file, or, whil
 trash item) holds it, the uploader. Anyone else gets 404, as for a file that does not exist.
 Files follow their rows: a deleted row's files stay while it is in the trash (a restore brings
 them back), a purge removes those no other row or trash item holds, and files never attached
-are removed by the sweeper `FILE_ORPHAN_GRACE_SECONDS` after their upload.
+are removed by the sweeper `FILE_ORPHAN_GRACE_SECONDS` after their upload; attached files are
+checked again every grace period and removed once nothing holds them (a trash item expired by
+its TTL, a table or column deleted).
 """
 
 from __future__ import annotations
@@ -273,19 +275,29 @@ class FileService:
         await db[FILES].delete_one({"_id": file_id})
 
     async def sweep_orphans(self, db: Database, now: datetime | None = None) -> int:
-        """One tenant's files never attached (uploading or stored) older than the grace period:
-        each one a row or trash item holds is marked `attached` and left for good; the others
-        are removed. Returns how many went."""
-        cutoff = (now or utcnow()) - timedelta(seconds=self.settings.file_orphan_grace_seconds)
-        query = {"attached": False, "created_at": {"$lt": cutoff}}
+        """One tenant's files that nothing holds, removed; returns how many went.
+
+        - Files never attached (uploading or stored) older than the grace period: one a row or
+          trash item holds is marked `attached` (with `checked_at`); the others go.
+        - Attached files last checked more than a grace period ago are checked again: one that
+          no row or trash item holds any longer goes (its rows' trash items expired, its table
+          or column was deleted, or its rows no longer name it)."""
+        now = now or utcnow()
+        cutoff = now - timedelta(seconds=self.settings.file_orphan_grace_seconds)
         removed = 0
-        candidates = db[FILES].find(query, {"_id": 1}).limit(SWEEP_BATCH)
-        for doc in await candidates.to_list(length=SWEEP_BATCH):
-            if await self._held_anywhere(db, doc["_id"]):
-                await db[FILES].update_one({"_id": doc["_id"]}, {"$set": {"attached": True}})
-            else:
-                await self._remove(db, doc["_id"])
-                removed += 1
+        for query in (
+            {"attached": False, "created_at": {"$lt": cutoff}},
+            {"attached": True, "checked_at": {"$lt": cutoff}},
+        ):
+            candidates = db[FILES].find(query, {"_id": 1}).limit(SWEEP_BATCH)
+            for doc in await candidates.to_list(length=SWEEP_BATCH):
+                if await self._held_anywhere(db, doc["_id"]):
+                    await db[FILES].update_one(
+                        {"_id": doc["_id"]}, {"$set": {"attached": True, "checked_at": now}}
+                    )
+                else:
+                    await self._remove(db, doc["_id"])
+                    removed += 1
         return removed
 
     async def sweep(self, storage: Storage, every_seconds: float = 300.0) -> int:

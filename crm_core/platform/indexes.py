@@ -217,6 +217,12 @@ TENANT_INDEXES: tuple[IndexSpec, ...] = (
         serves="the sweeper: files never attached, uploaded before the grace period",
     ),
     IndexSpec(
+        "_attachments",
+        (("attached", 1), ("checked_at", 1)),
+        "attached_checked_at",
+        serves="the sweeper: attached files not checked for a grace period",
+    ),
+    IndexSpec(
         "_tables",
         (("columns.type", 1),),
         "column_types",

@@ -224,6 +224,16 @@ async def test_the_sweeper_removes_files_never_attached(api, client, owner):
     assert (await download(client, owner, kept["id"])).status == 200
     assert (await download(client, owner, orphan["id"])).status == 404
     assert await blobs_of(client, owner) >= 1
+    # checked again a grace period later: still held, so kept
+    again = later + timedelta(seconds=services.settings.file_orphan_grace_seconds + 1)
+    assert await services.files.sweep_orphans(db, now=again) == 0
+    # its table deleted (no trash for a table's rows): the next check removes it
+    await api.call("DELETE", "/api/meta/tables/deals", owner, expect=204)
+    assert await services.files.sweep_orphans(db, now=again) == 0  # checked just now
+    last = again + timedelta(seconds=services.settings.file_orphan_grace_seconds + 1)
+    assert await services.files.sweep_orphans(db, now=last) == 1
+    assert await db["_attachments"].count_documents({}) == 0
+    assert await blobs_of(client, owner) == 0
     # the company-wide round reaches every tenant
     assert await services.files.sweep(services.storage, every_seconds=0) == 0
 
