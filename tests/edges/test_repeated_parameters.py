@@ -60,3 +60,40 @@ async def test_a_one_value_parameter_given_twice_is_named(api, owner, path):
     assert body["error"]["details"] == [
         {"field": name, "message": "given more than once; give it once"}
     ]
+
+
+async def test_a_key_named_twice_in_a_body_is_a_400_naming_it_and_changes_nothing(api, owner):
+    await Factories(api).table(owner, "t", [{"key": "n", "type": "integer"}])
+    row = await api.call("POST", "/api/data/t", owner, expect=201, json={"n": 1})
+
+    resp = await api.client.patch(
+        f"/api/data/t/{row['id']}",
+        data=b'{"n": 2, "n": 3}',
+        headers={**owner.headers, "Content-Type": "application/json"},
+    )
+
+    assert resp.status == 400
+    assert (await resp.json())["error"]["details"] == [
+        {"field": "n", "message": "given twice in one object"}
+    ]
+    assert (await api.call("GET", f"/api/data/t/{row['id']}", owner, expect=200))["n"] == 1
+
+
+async def test_a_key_named_twice_in_a_bodys_filter_is_an_invalid_filter(api, owner):
+    await Factories(api).table(owner, "t", [{"key": "n", "type": "integer"}])
+    await api.call("POST", "/api/data/t", owner, expect=201, json={"n": 1})
+    body = b'{"filters": [{"field": "n", "op": "eq", "value": 1, "value": 5}]}'
+
+    resp = await api.client.post(
+        "/api/data/t/bulk-delete",
+        data=body,
+        headers={**owner.headers, "Content-Type": "application/json"},
+    )
+
+    assert resp.status == 400
+    error = (await resp.json())["error"]
+    assert error["code"] == "invalid_filter"
+    assert error["details"] == [
+        {"field": "filters.0", "message": "the key 'value' appears twice in one object"}
+    ]
+    assert len((await api.call("GET", "/api/data/t", owner, expect=200))["items"]) == 1
