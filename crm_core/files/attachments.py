@@ -61,6 +61,7 @@ SNIFF_BYTES = 8192  # what the type is read from (filetype needs 262)
 NAME_MAX = 200
 MAX_FILES_PER_CELL = 100
 SWEEP_BATCH = 500
+SWEEP_START_DELAY = 60.0
 FALLBACK_TYPE = "application/octet-stream"
 ID_IN_BRACKETS = re.compile(r"\[([0-9a-fA-F]{24})\]")
 ID_TOKEN = re.compile(r"[\s,;]+")
@@ -132,7 +133,8 @@ class FileService:
         self.settings = settings
         self.blobs = blobs
         self.types = types
-        self._next_sweep = 0.0
+        # the first sweep waits a minute: a process that starts has recovery work to do first
+        self._next_sweep = time.monotonic() + SWEEP_START_DELAY
 
     # ---- upload and download ------------------------------------------------------------------
 
@@ -300,10 +302,10 @@ class FileService:
                     removed += 1
         return removed
 
-    async def sweep(self, storage: Storage, every_seconds: float = 300.0) -> int:
+    async def sweep(self, storage: Storage, every_seconds: float = 300.0, now: bool = False) -> int:
         """The sweeper's round (tasks/broker.py): every company's orphans, at most once per
-        `every_seconds`."""
-        if time.monotonic() < self._next_sweep:
+        `every_seconds` and not in the first minute of the process (`now`: at once)."""
+        if time.monotonic() < self._next_sweep and not now:
             return 0
         self._next_sweep = time.monotonic() + every_seconds
         removed = 0

@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 import pytest
 from aiohttp import FormData
+from bson import ObjectId
 
 from crm_core.platform.clock import utcnow
 from handlers.routing import SERVICES
@@ -235,7 +236,12 @@ async def test_the_sweeper_removes_files_never_attached(api, client, owner):
     assert await db["_attachments"].count_documents({}) == 0
     assert await blobs_of(client, owner) == 0
     # the company-wide round reaches every tenant
-    assert await services.files.sweep(services.storage, every_seconds=0) == 0
+    assert await services.files.sweep(services.storage) == 0  # not in a process's first minute
+    orphan = await upload(api, owner, PNG + b"orphan again")
+    await db["_attachments"].update_one(
+        {"_id": ObjectId(orphan["id"])}, {"$set": {"created_at": utcnow() - timedelta(days=2)}}
+    )
+    assert await services.files.sweep(services.storage, now=True) == 1
 
 
 async def test_blank_filters_and_a_cleared_cell(api, owner):
