@@ -391,7 +391,12 @@ class AttachmentType(ColumnType):
     async def missing_references(
         self, refs: References, column: Column, values: list[Any]
     ) -> set[Any]:
-        return set(values) - await self.files.existing(refs.ctx, values)
+        # the row service's references carry the caller's context (crm_core/tables/
+        # references.py `VisibleReferences.ctx`); files are looked up in that company only
+        ctx = getattr(refs, "ctx", None)
+        if not isinstance(ctx, TenantContext):
+            raise TypeError("attachment references need the caller's context")
+        return set(values) - await self.files.existing(ctx, values)
 
     def missing_reference_message(self, column: Column) -> str:
         return "no such file in this company (upload it with POST /api/files)"

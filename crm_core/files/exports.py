@@ -37,6 +37,7 @@ from bson import ObjectId
 
 from crm_core.accounts.context import TenantContext
 from crm_core.files.attachments import FileService
+from crm_core.files.csvtext import csv_line, neutralise
 from crm_core.files.readers import REPORT_SHEET
 from crm_core.platform.errors import RateLimited, ValidationFailed
 from crm_core.platform.storage import find_in_batches, query_purpose
@@ -47,10 +48,7 @@ from crm_core.tables.ordering import get_view, manual_rows
 from crm_core.tables.rows import CLIENT_QUERY, RowService
 from models.files import ExportQuery
 
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
 DELIMITERS = {"comma": ",", "semicolon": ";", "tab": "\t"}
-# characters some reader takes as a line end (str.splitlines, Excel, editors): quoted in CSV
-LINE_BREAKS = frozenset("\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
 XML_ILLEGAL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\r\ufffe\uffff]|_(?=x[0-9A-Fa-f]{4}_)")
 EXCEL_DIGITS = 15
 XLSX_MAX_ROWS = 1_048_575  # a sheet's 1,048,576 rows, one of them the header
@@ -101,13 +99,6 @@ async def _name_files(
             value = doc.get(key)
             if isinstance(value, list):
                 doc[key] = "; ".join(f"{names.get(v, '')} [{v}]".lstrip() for v in value)
-
-
-def neutralise(text: str) -> str:
-    """Text a spreadsheet would evaluate as a formula, made inert (OWASP CSV injection); text
-    that starts with an apostrophe gets one more, so the import always takes exactly one off
-    (`FORMULA_QUOTED` in readers.py)."""
-    return "'" + text if text.startswith(FORMULA_START) else text
 
 
 class ExportService:
@@ -315,26 +306,6 @@ class ExportService:
             raise
         target.seek(0)
         return target
-
-
-def csv_line(cells: list[str | None], delimiter: str) -> str:
-    """One CSV record: a field is quoted when it holds the delimiter, a quote or anything a
-    reader may take as a line end, and when it is an empty text (an empty field is None)."""
-    out = []
-    for cell in cells:
-        if cell is None:
-            out.append("")
-        elif (
-            cell == ""
-            or delimiter in cell
-            or '"' in cell
-            or not LINE_BREAKS.isdisjoint(cell)
-            or cell != cell.strip(" ")
-        ):
-            out.append('"' + cell.replace('"', '""') + '"')
-        else:
-            out.append(cell)
-    return delimiter.join(out) + "\r\n"
 
 
 def unambiguous(moment: datetime) -> bool:

@@ -36,7 +36,7 @@ from bson import ObjectId
 from crm_core.accounts.context import TenantContext
 from crm_core.files.cells import CellError as BadCell
 from crm_core.files.cells import read_cell
-from crm_core.files.exports import csv_line, neutralise
+from crm_core.files.csvtext import csv_line, neutralise
 from crm_core.files.readers import (
     CSV_DELIMITERS,
     SAMPLE_BYTES,

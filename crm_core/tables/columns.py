@@ -21,7 +21,7 @@ import string
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 from urllib.parse import urlsplit
 
 import email_validator
@@ -32,9 +32,6 @@ from crm_core.platform.ids import parse_object_id
 from crm_core.platform.phones import InvalidPhone, normalise_phone
 from crm_core.platform.registry import Registry
 from crm_core.platform.values import ValueContext as ValueContext
-
-if TYPE_CHECKING:
-    from crm_core.accounts.context import TenantContext
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 FLOAT_EXACT_INT = 2**53  # every integer up to this magnitude is exact as a double
@@ -170,8 +167,6 @@ SETTINGS_FIELDS = ("max_length", "validators", "table", "options", "max_option_i
 class References(Protocol):
     """What reference types ask about the caller's world. The row service answers
     (crm_core/tables/references.py), so column types depend on no table or account code."""
-
-    ctx: TenantContext  # the caller: for types that look their values up themselves
 
     async def readable_rows(self, table: str, ids: list[Any]) -> set[Any]:
         """Those of `ids` that are rows of `table` the caller may read."""
