@@ -36,7 +36,8 @@ from crm_core.tables.filters import FilterBuilder, default_filter_operators
 from crm_core.tables.meta import MetaService
 from crm_core.tables.rows import RowService
 from crm_core.tables.shares import ShareService
-from crm_core.tables.trash import RowTrash, TrashService, TrashSettings
+from crm_core.tables.trash import TRASH_PURGE as TRASH_PURGE  # the outbox kind tasks handle
+from crm_core.tables.trash import RowTrash, SchemaTrash, TrashService, TrashSettings
 from crm_core.tables.validators import ColumnValidator, default_validators
 from crm_core.webhooks.service import WebhookQueue, WebhookService
 
@@ -157,15 +158,15 @@ def build_services(
     # the company's audit trail: the domains that change things tell it (docs/history.md)
     trail = AuditTrail(settings.audit_retention_days)
     shares = ShareService(column_types, trail)
-    roles = RoleService(shares)
-    users = UserService(roles, settings.bcrypt_rounds)
-    tenants = TenantService(ensure_builtin_tables)
+    roles = RoleService(shares, trail)
+    users = UserService(roles, settings.bcrypt_rounds, trail)
+    tenants = TenantService(ensure_builtin_tables, trail)
     aliases = AliasService()
-    auth = AuthService(settings, storage, users, tenants)
+    auth = AuthService(settings, storage, users, tenants, trail)
     outbox = Outbox(storage, retry_seconds=settings.webhook_sweep_seconds)
     # webhooks hear row events from the row service and campaign events from the SMS domain
     webhooks = WebhookService(
-        settings, storage, column_types, queue, owners=auth, campaign_counts=counts
+        settings, storage, column_types, queue, owners=auth, campaign_counts=counts, audit=trail
     )
     # every row change is recorded (history) and told (webhooks) by the row service's
     # ChangeLog (crm_core/tables/history.py); deleted rows go to the trash
@@ -176,22 +177,35 @@ def build_services(
         events=webhooks,
         trash=RowTrash(TrashSettings(settings.trash_retention_days)),
     )
-    sms = CampaignService(settings, rows, outbox, queue, events=webhooks)
+    if settings.crm_env == "test":  # the crash test's barrier (tests/history/test_crash.py)
+        rows.changes.pause_table = settings.history_pause_before_revision
+    sms = CampaignService(settings, rows, outbox, queue, events=webhooks, audit=trail)
+    # deleted columns and tables go to the trash; a trashed table's rows are dropped by the
+    # outbox's `trash.purge` work once it expires (tasks/broker.py)
+    trash_settings = TrashSettings(settings.trash_retention_days)
+    meta = MetaService(
+        column_types,
+        validators,
+        aliases,
+        dependents=(shares, aliases),
+        audit=trail,
+        trash=SchemaTrash(trash_settings, outbox),
+    )
     services = Services(
         settings=settings,
         storage=storage,
         auth=auth,
         column_types=column_types,
         validators=validators,
-        meta=MetaService(
-            column_types, validators, aliases, dependents=(shares, aliases), audit=trail
-        ),
+        meta=meta,
         rows=rows,
         aggregates=AggregateService(rows),
-        imports=ImportService(rows, settings, aliases, outbox, queue),
-        exports=ExportService(rows, settings.export_max_concurrent, aliases, files),
+        imports=ImportService(rows, settings, aliases, outbox, queue, audit=trail),
+        exports=ExportService(
+            rows, settings.export_max_concurrent, aliases, audit=trail, files=files
+        ),
         files=files,
-        admin=AdminService(settings, storage, auth, sms),
+        admin=AdminService(settings, storage, auth, sms, webhooks),
         tenants=tenants,
         roles=roles,
         users=users,
@@ -199,9 +213,11 @@ def build_services(
         aliases=aliases,
         sms=sms,
         webhooks=webhooks,
-        tokens=ApiTokenService(storage),
+        tokens=ApiTokenService(storage, trail),
         outbox=outbox,
-        trash=TrashService(column_types, rows.changes, trail, files=files),
+        trash=TrashService(
+            column_types, rows.changes, trail, schema=meta, purges=outbox, files=files
+        ),
         audit_trail=trail,
         queue=queue,
     )

@@ -237,8 +237,15 @@ class FileService:
         return False
 
     async def _held_anywhere(self, db: Database, file_id: ObjectId) -> bool:
-        """Does any row of any table, or any row in the trash, hold the file?"""
-        for table in await self._file_tables(db, {}):
+        """Does any row of any table, any row in the trash, or any row of a table in the trash
+        (its rows stay in its own collection) hold the file?"""
+        tables = await self._file_tables(db, {})
+        names = self._type_names()
+        async for item in db[TRASH].find({"kind": "table"}, {"doc": 1, "collection": 1}):
+            definition = item.get("doc") or {}
+            if any(c.get("type") in names for c in definition.get("columns") or ()):
+                tables.append(Table({**definition, "collection": item["collection"]}, self.types))
+        for table in tables:
             holder = await db[table.collection_name].find_one(
                 self._holding(table, [file_id]), {"_id": 1}
             )

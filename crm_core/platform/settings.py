@@ -125,6 +125,14 @@ class Settings(BaseSettings):
     # history, trash and the audit trail (docs/history.md)
     trash_retention_days: int = Field(default=30, ge=1, le=3650)
     audit_retention_days: int = Field(default=365, ge=1, le=36500)
+    # how often the sweeper stores the revisions a stopped process left unrecorded
+    history_recovery_seconds: float = Field(default=60.0, ge=0.01, le=86_400)
+    # a mark older than this is a write whose process stopped (a live one stores its revision
+    # within milliseconds)
+    history_recovery_grace_seconds: float = Field(default=60.0, ge=0.1, le=86_400)
+    # a test's barrier (CRM_ENV=test only): writes to this table wait forever before their
+    # revision, so a test can kill the process there (tests/history/test_crash.py)
+    history_pause_before_revision: str | None = None
     # CSV/XLSX import and export (docs/integrations.md)
     import_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
     import_max_rows: int = Field(default=200_000, ge=1)

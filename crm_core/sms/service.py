@@ -51,6 +51,7 @@ from crm_core.sms.delivery import (
 from crm_core.sms.names import CAMPAIGNS, MESSAGES
 from crm_core.tables.access import Level, require
 from crm_core.tables.definitions import load_table
+from crm_core.tables.history import AuditSink
 from crm_core.tables.rows import CLIENT_QUERY, RowService
 from models.accounts import Tenant
 from models.sms import (
@@ -307,8 +308,10 @@ class CampaignService:
         outbox: Outbox,
         queue: SmsQueue,
         events: CampaignEvents | None = None,
+        audit: AuditSink | None = None,  # the company's audit trail (docs/history.md)
     ) -> None:
         self.settings = settings
+        self.audit = audit
         self.rows = rows
         self.outbox = outbox
         self.queue = queue  # refuses work until the broker runs (crm_core/services.py)
@@ -384,6 +387,9 @@ class CampaignService:
         campaign = CampaignRecord.model_validate(doc)
         if not batches:
             await self._finished(ctx, campaign)
+        if self.audit is not None:
+            target = {"type": "sms_campaign", "id": str(campaign_id), "name": data.name}
+            await self.audit.record(ctx, "sms_campaign.created", target, {"messages": initial})
         return campaign
 
     async def preview(
@@ -548,6 +554,9 @@ class CampaignService:
         """Pending messages are cancelled; a claim being sent right now finishes."""
         campaign = await _cancel(ctx, campaign_id)
         await self._finished(ctx, campaign)
+        if self.audit is not None:
+            target = {"type": "sms_campaign", "id": campaign_id, "name": campaign.name}
+            await self.audit.record(ctx, "sms_campaign.cancelled", target)
         return campaign
 
     async def resolve(
