@@ -228,11 +228,15 @@ async def test_the_sweeper_removes_files_never_attached(api, client, owner):
     # checked again a grace period later: still held, so kept
     again = later + timedelta(seconds=services.settings.file_orphan_grace_seconds + 1)
     assert await services.files.sweep_orphans(db, now=again) == 0
-    # its table deleted (no trash for a table's rows): the next check removes it
+    # its table deleted: in the trash its rows still hold the file, which stays
     await api.call("DELETE", "/api/meta/tables/deals", owner, expect=204)
-    assert await services.files.sweep_orphans(db, now=again) == 0  # checked just now
     last = again + timedelta(seconds=services.settings.file_orphan_grace_seconds + 1)
-    assert await services.files.sweep_orphans(db, now=last) == 1
+    assert await services.files.sweep_orphans(db, now=last) == 0
+    # the table purged from the trash: the next check removes the file
+    (item,) = (await api.call("GET", "/api/trash?kind=table", owner, expect=200))["items"]
+    await api.call("DELETE", f"/api/trash/{item['id']}", owner, expect=204)
+    final = last + timedelta(seconds=services.settings.file_orphan_grace_seconds + 1)
+    assert await services.files.sweep_orphans(db, now=final) == 1
     assert await db["_attachments"].count_documents({}) == 0
     assert await blobs_of(client, owner) == 0
     # the company-wide round reaches every tenant
