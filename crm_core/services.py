@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from bson import ObjectId
+
 from crm_core.accounts.auth import AuthService
 from crm_core.accounts.roles import RoleService
 from crm_core.accounts.tenancy import TenantService  # company settings
@@ -21,16 +23,21 @@ from crm_core.admin.service import AdminService, BrokerStats
 from crm_core.audit.service import AuditTrail
 from crm_core.files.attachments import AttachmentType, FileService
 from crm_core.files.exports import ExportService
-from crm_core.files.imports import ImportQueue, ImportService
+from crm_core.files.imports import ImportQueue, ImportService, bind_legacy_jobs
+from crm_core.live.events import LiveAudit, LiveCampaignEvents
+from crm_core.live.service import LiveService
+from crm_core.platform.eventbus import make_event_bus
 from crm_core.platform.outbox import Outbox
 from crm_core.platform.registry import Registry
 from crm_core.platform.settings import Settings
-from crm_core.platform.storage import Storage
+from crm_core.platform.storage import Database, Storage
 from crm_core.platform.storage.blobs import blob_store
+from crm_core.sms.names import CAMPAIGNS
+from crm_core.sms.providers import make_provider
 from crm_core.sms.service import CampaignService, SmsQueue, counts
 from crm_core.tables.aggregate import AggregateService
 from crm_core.tables.aliases import AliasService
-from crm_core.tables.builtin import ensure_builtin_tables
+from crm_core.tables.builtin import TenantStep, ensure_builtin_tables
 from crm_core.tables.columns import ColumnType, default_column_types
 from crm_core.tables.filters import FilterBuilder, default_filter_operators
 from crm_core.tables.meta import MetaService
@@ -122,6 +129,7 @@ class Services:
     trash: TrashService  # deleted rows, restored or purged (/api/trash)
     audit_trail: AuditTrail  # the company's audit trail (/api/audit)
     queue: TaskQueue  # connected to the broker's queues when it starts
+    live: LiveService  # live events: the process's connections and the bus (docs/api.md)
     # the embedded mode's turn-taking for authenticated requests
     # (Settings.embedded_max_active_requests)
     request_slots: asyncio.Semaphore | None = None
@@ -135,6 +143,19 @@ class Services:
     @sms_queue.setter
     def sms_queue(self, queue: SmsQueue | None) -> None:
         self.queue.sms = queue
+
+
+async def campaign_progress(
+    db: Database, campaign_id: ObjectId
+) -> tuple[dict[str, Any], dict[str, int]] | None:
+    """A campaign and its counters, for `campaign.progress` (crm_core/live/events.py)."""
+    campaign = await db[CAMPAIGNS].find_one({"_id": campaign_id})
+    return None if campaign is None else (campaign, await counts(db, campaign))
+
+
+# each domain's own migration of a tenant's database, run by `crm migrate` and at `crm serve`'s
+# start after the tables' own (crm_core/tables/builtin.py `migrate_all`)
+TENANT_MIGRATIONS: tuple[TenantStep, ...] = (bind_legacy_jobs,)
 
 
 def build_services(
@@ -157,7 +178,7 @@ def build_services(
     validators = default_validators()
     # the company's audit trail: the domains that change things tell it (docs/history.md)
     trail = AuditTrail(settings.audit_retention_days)
-    shares = ShareService(column_types, trail)
+    shares = ShareService(column_types, trail)  # its audit sink becomes `told` below
     roles = RoleService(shares, trail)
     users = UserService(roles, settings.bcrypt_rounds, trail)
     tenants = TenantService(ensure_builtin_tables, trail)
@@ -179,7 +200,21 @@ def build_services(
     )
     if settings.crm_env == "test":  # the crash test's barrier (tests/history/test_crash.py)
         rows.changes.pause_table = settings.history_pause_before_revision
-    sms = CampaignService(settings, rows, outbox, queue, events=webhooks, audit=trail)
+    # live events (docs/api.md "Live events"): row changes from the ChangeLog, schema changes
+    # and share changes from the audit records, campaign progress from the SMS domain
+    live = LiveService(settings, make_event_bus(settings.redis_url), rows)
+    rows.changes.live = live.publisher
+    told = LiveAudit(trail, live.publisher)
+    campaign_events = LiveCampaignEvents(webhooks, live.publisher, campaign_progress)
+    sms = CampaignService(
+        settings,
+        rows,
+        outbox,
+        queue,
+        events=campaign_events,
+        audit=trail,
+        providers=lambda: make_provider(settings),
+    )
     # deleted columns and tables go to the trash; a trashed table's rows are dropped by the
     # outbox's `trash.purge` work once it expires (tasks/broker.py)
     trash_settings = TrashSettings(settings.trash_retention_days)
@@ -188,7 +223,7 @@ def build_services(
         validators,
         aliases,
         dependents=(shares, aliases),
-        audit=trail,
+        audit=told,
         trash=SchemaTrash(trash_settings, outbox),
     )
     services = Services(
@@ -220,7 +255,9 @@ def build_services(
         ),
         audit_trail=trail,
         queue=queue,
+        live=live,
     )
+    shares.audit = told  # a share granted or revoked: subscribers are re-checked at once
     if settings.embedded_database and settings.embedded_max_active_requests:
         services.request_slots = asyncio.Semaphore(settings.embedded_max_active_requests)
     return services

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from crm_core.platform.settings import Settings
 from crm_core.platform.snapshots import open_snapshots
-from crm_core.services import build_services
+from crm_core.services import TENANT_MIGRATIONS, build_services
 from crm_core.tables.builtin import migrate_all
 from crm_core.tables.columns import ColumnType
 from handlers import (
@@ -24,6 +24,7 @@ from handlers import (
     docs,
     edges,
     entities,
+    events,
     files,
     history,
     metrics,
@@ -65,6 +66,7 @@ ROUTE_TABLES: list[RouteTable] = [
     history.routes,  # row history (its entity copies: entities.routes)
     trash.routes,
     audit.routes,
+    events.routes,  # issue #25: live events (WebSocket, SSE)
     tenant.routes,  # company settings
     metrics.routes,  # /metrics with METRICS_TOKEN
     docs.routes,
@@ -94,6 +96,8 @@ def create_app(
     app.cleanup_ctx.append(_storage_ctx)
     app.cleanup_ctx.append(_broker_ctx)
     app.cleanup_ctx.append(_metrics_listener_ctx)  # METRICS_PORT
+    app.cleanup_ctx.append(_live_ctx)  # live events: the bus and the access re-checks
+    app.on_shutdown.append(events.shutdown)  # open live connections close first
 
     specs = [spec.for_app(services) for spec in all_routes()]  # columns: per-app body models
     for spec in specs:
@@ -116,11 +120,10 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
             settings.crm_superuser_password,
             settings.crm_superuser_name,
         )
-    changed = await migrate_all(storage)  # built-in tables for tenants created before them
+    # built-in tables for tenants created before them, and the domains' own steps
+    changed = await migrate_all(storage, steps=TENANT_MIGRATIONS)
     if changed:
         log.info("migrated %d tenants", changed)
-    if snapshots is not None:
-        snapshots.mark_saved()  # start-up's writes redo themselves at the next start
     yield
     if snapshots is not None:
         await snapshots.close()  # the last snapshot, after the broker stopped
@@ -150,6 +153,17 @@ async def _broker_ctx(app: web.Application) -> AsyncIterator[None]:
             yield
     finally:
         await stop_broker(broker)
+
+
+async def _live_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Live events (docs/api.md "Live events"): read the bus (Redis with REDIS_URL) and
+    re-check the viewers' access while the app runs."""
+    live = app[SERVICES].live
+    await live.start()
+    try:
+        yield
+    finally:
+        await live.stop()
 
 
 async def _metrics_listener_ctx(app: web.Application) -> AsyncIterator[None]:

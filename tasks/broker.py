@@ -246,8 +246,10 @@ async def start_broker(services: Services, consumer_name: str | None = None) -> 
     from now on."""
     settings, storage = services.settings, services.storage
     broker = build_broker(settings, consumer_name)
-    broker.state.sms = await make_runtime(settings, storage, services.webhooks, services.outbox)
+    events = services.sms.events or services.webhooks  # campaign.finished and .progress
+    broker.state.sms = await make_runtime(settings, storage, events, services.outbox)
     broker.state.webhooks = services.webhooks
+    broker.state.live_bus = services.live.bus  # live events the tasks publish (campaigns)
     broker.state.files = files.FilesRuntime(settings, storage, services.imports)
     broker.state.outbox = services.outbox
     broker.state.trash = services.trash  # a trashed table's rows, dropped once expired
@@ -304,6 +306,9 @@ async def stop_broker(broker: AsyncBroker) -> None:
     await broker.shutdown()
     await broker.state.sms.provider.close()
     await broker.state.webhooks.close()
+    live_bus = getattr(broker.state, "live_bus", None)
+    if live_bus is not None:  # its Redis client, made by the first event a task published
+        await live_bus.close()
 
 
 @contextlib.asynccontextmanager

@@ -45,6 +45,7 @@ from crm_core.platform.values import ValueContext
 from crm_core.tables.access import Level, access_level, visible_filter
 from crm_core.tables.columns import (
     BLANK,
+    SET,
     Column,
     ColumnType,
     ColumnValueError,
@@ -336,10 +337,12 @@ async def _chain(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[byte
 class AttachmentType(ColumnType):
     """A list of files uploaded with `POST /api/files` (ids of this company's files); stored
     as a list of ObjectIds, rendered as id strings. Imports take ids (and the `name [id]`
-    form exports write); filters: blank, not_blank."""
+    form exports write); filters: blank, not_blank, has_any_of, has_all_of, has_none_of (ids)."""
 
     name = "attachment"
-    capabilities = frozenset({BLANK})
+    capabilities = frozenset({BLANK, SET})  # blank, not_blank; has_any_of/all_of/none_of by id
+    sortable = False  # MongoDB would order the lists by their least element
+    unique_values = False
     value_annotation = list[str]
     value_schema: ClassVar[dict[str, Any]] = {
         "type": "array",
@@ -393,7 +396,11 @@ class AttachmentType(ColumnType):
         return stored
 
     def parse_filter_value(self, column: Column, value: object, vctx: ValueContext) -> object:
-        raise ColumnValueError("attachment columns filter with blank and not_blank only")
+        """One file id of a has_any_of (has_all_of, has_none_of) list."""
+        parsed = parse_object_id(value)
+        if parsed is None:
+            raise ColumnValueError("is not a file id")
+        return parsed
 
     async def missing_references(
         self, refs: References, column: Column, values: list[Any]

@@ -118,6 +118,28 @@ class AuditSink(Protocol):
 
 
 @dataclass(frozen=True)
+class LiveChange:
+    """One recorded row change as the live events see it (crm_core/live): its revision's id
+    (the event id), the event name, the stored row before and after, the row as the API
+    answers it, and the columns that changed (updates)."""
+
+    id: ObjectId
+    event: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    row: dict[str, Any]
+    changed: list[str]
+
+
+class LiveRows(Protocol):
+    """Who pushes row changes to connected clients (crm_core/live/events.py `LivePublisher`)."""
+
+    async def rows_changed(
+        self, ctx: TenantContext, table: Table, changes: list[LiveChange]
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
 class Change:
     """One row's change: the stored document before (None: it did not exist) and after
     (None: it went to the trash)."""
@@ -182,8 +204,9 @@ def _action(change: Change, action: Action | None) -> Action:
 class ChangeLog:
     """The one path of row changes: the revision first, then the event."""
 
-    def __init__(self, events: RowEvents | None = None) -> None:
+    def __init__(self, events: RowEvents | None = None, live: LiveRows | None = None) -> None:
         self.events = events
+        self.live = live  # live events (crm_core/services.py sets it)
         # a test's barrier (tests/history/test_crash.py, HISTORY_PAUSE_BEFORE_REVISION with
         # CRM_ENV=test): a write to this table waits forever between the row and its revision
         self.pause_table: str | None = None
@@ -212,6 +235,7 @@ class ChangeLog:
         request_id = REQUEST_ID.get()
         revisions: list[dict[str, Any]] = []
         items: dict[str, list[dict[str, Any]]] = {}
+        live: list[LiveChange] = []
         for index, change in enumerate(changes):
             kind = _action(change, action)
             diff = _changes(table, change)
@@ -219,9 +243,10 @@ class ChangeLog:
                 continue  # a no-op: no revision, no event
             doc = change.after if change.after is not None else change.before
             assert doc is not None
+            revision_id = ObjectId()
             revisions.append(
                 {
-                    "_id": ObjectId(),
+                    "_id": revision_id,
                     "table": table.key,
                     "row": doc["_id"],
                     "seq": int(doc.get(REVISION_FIELD) or 0),
@@ -234,15 +259,32 @@ class ChangeLog:
             )
             row = rendered[index] if rendered is not None else render_row(table, doc)
             items.setdefault(EVENTS[kind], []).append(_event_item(kind, row, diff))
+            if self.live is not None:
+                live.append(
+                    LiveChange(
+                        revision_id, EVENTS[kind], change.before, change.after, row, list(diff)
+                    )
+                )
         if self.pause_table is not None and table.key == self.pause_table:
             log.warning("paused before recording the revisions of %s (test barrier)", table.key)
             await asyncio.Event().wait()
         if revisions:
             await ctx.db[HISTORY].insert_many(revisions, ordered=False)
         await self._settle(ctx.db, table, changes)
+        await self._push_live(ctx, table, live)
         for event, event_items in items.items():
             await self._publish(ctx, table, event, event_items, hooks)
         return len(revisions)
+
+    async def _push_live(self, ctx: TenantContext, table: Table, changes: list[LiveChange]) -> None:
+        """Live events (docs/api.md "Live events"), after the revisions are stored (a client
+        resuming from an event id finds it in `_history`); never fails the write."""
+        if self.live is None or not changes:
+            return
+        try:
+            await self.live.rows_changed(ctx, table, changes)
+        except Exception:
+            log.exception("live events on %s could not be published", table.key)
 
     async def _publish(
         self,

@@ -248,7 +248,7 @@ async def test_the_sweeper_removes_files_never_attached(api, client, owner):
     assert await services.files.sweep(services.storage, now=True) == 1
 
 
-async def test_blank_filters_and_a_cleared_cell(api, owner):
+async def test_filters_by_blank_and_by_file_id_and_a_cleared_cell(api, owner):
     await make_table(api, owner)
     stored = await upload(api, owner)
     with_file = await api.call(
@@ -263,6 +263,19 @@ async def test_blank_filters_and_a_cleared_cell(api, owner):
 
     assert await titles("blank") == ["b"]
     assert await titles("not_blank") == ["a"]
+
+    async def having(op, ids):
+        filters = quote(json.dumps([{"field": "docs", "op": op, "value": ids}]))
+        page = await api.call("GET", f"/api/data/deals?filters={filters}", owner, expect=200)
+        return sorted(row["title"] for row in page["items"])
+
+    other = "0" * 24
+    assert await having("has_any_of", [stored["id"], other]) == ["a"]
+    assert await having("has_all_of", [stored["id"], other]) == []
+    assert await having("has_none_of", [stored["id"]]) == ["b"]
+    bad = quote(json.dumps([{"field": "docs", "op": "has_any_of", "value": ["nope"]}]))
+    refused = await api.call("GET", f"/api/data/deals?filters={bad}", owner, expect=400)
+    assert refused["error"]["code"] == "invalid_filter"
     filters = quote(json.dumps([{"field": "docs", "value": stored["id"]}]))
     refused = await api.call("GET", f"/api/data/deals?filters={filters}", owner, expect=400)
     assert refused["error"]["code"] == "invalid_filter"
