@@ -21,6 +21,7 @@ from crm_core.admin.service import AdminService, BrokerStats
 from crm_core.audit.service import AuditTrail
 from crm_core.files.exports import ExportService
 from crm_core.files.imports import ImportQueue, ImportService
+from crm_core.platform.cursors import PageCursors
 from crm_core.platform.outbox import Outbox
 from crm_core.platform.registry import Registry
 from crm_core.platform.settings import Settings
@@ -149,10 +150,12 @@ def build_services(
         column_types.register(column_type)
     validators = default_validators()
     # the company's audit trail: the domains that change things tell it (docs/history.md)
-    trail = AuditTrail(settings.audit_retention_days)
+    # list cursors are signed with a key of SECRET_KEY (crm_core/platform/cursors.py)
+    cursors = PageCursors(settings.secret_key)
+    trail = AuditTrail(settings.audit_retention_days, cursors)
     shares = ShareService(column_types, trail)
     roles = RoleService(shares)
-    users = UserService(roles, settings.bcrypt_rounds)
+    users = UserService(roles, settings.bcrypt_rounds, cursors)
     tenants = TenantService(ensure_builtin_tables)
     aliases = AliasService()
     auth = AuthService(settings, storage, users, tenants)
@@ -169,6 +172,7 @@ def build_services(
         validators,
         events=webhooks,
         trash=RowTrash(TrashSettings(settings.trash_retention_days)),
+        cursors=cursors,
     )
     sms = CampaignService(settings, rows, outbox, queue, events=webhooks)
     services = Services(
@@ -194,7 +198,7 @@ def build_services(
         webhooks=webhooks,
         tokens=ApiTokenService(storage),
         outbox=outbox,
-        trash=TrashService(column_types, rows.changes, trail),
+        trash=TrashService(column_types, rows.changes, trail, cursors),
         audit_trail=trail,
         queue=queue,
     )

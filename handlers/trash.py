@@ -25,11 +25,14 @@ SIGNED_IN = Authenticated()
     "/api/trash", access=SIGNED_IN, summary="The trash", query=TrashQuery, response=TrashPage
 )
 async def list_trash(call: Call, query: TrashQuery) -> TrashPage:
-    """What the caller may restore (the rows of tables they may write), newest first."""
-    items, total = await call.services.trash.list_page(
-        call.ctx, query.kind, query.table, query.limit, query.offset
+    """What the caller may restore (the rows of tables they may write), newest first; page
+    by `cursor` (each page's `next_cursor`) or `offset` (at most 10000)."""
+    items, total, following = await call.services.trash.list_page(
+        call.ctx, query.kind, query.table, query.limit, query.offset, query.cursor
     )
-    return TrashPage(items=[TrashItemOut.from_document(d) for d in items], total=total)
+    return TrashPage(
+        items=[TrashItemOut.from_document(d) for d in items], total=total, next_cursor=following
+    )
 
 
 @routes.post(

@@ -11,7 +11,14 @@ from pydantic import EmailStr, Field, field_validator
 
 from crm_core.accounts.permissions import PERMISSIONS
 from models.accounts import PasswordField, UserOut, normalise_email
-from models.base import InputModel, OutputModel, StoredRecord
+from models.base import (
+    NEXT_CURSOR_DESCRIPTION,
+    Cursor,
+    InputModel,
+    OutputModel,
+    QueryModel,
+    StoredRecord,
+)
 
 PermissionCode = Literal[tuple(sorted(PERMISSIONS))]  # type: ignore[valid-type]
 ACCESS_LEVELS = Literal["read", "write", "manage"]
@@ -85,8 +92,14 @@ class UserPatch(InputModel):
     is_active: bool | None = None
 
 
+class UserListQuery(QueryModel):
+    limit: int = Field(default=1000, ge=1, le=1000)
+    cursor: Cursor = None
+
+
 class UserList(OutputModel):
     items: list[UserOut]
+    next_cursor: str | None = Field(description=NEXT_CURSOR_DESCRIPTION)
 
 
 class ShareIn(InputModel):

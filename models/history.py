@@ -9,7 +9,14 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from models.base import InputModel, OutputModel, QueryModel
+from models.base import (
+    NEXT_CURSOR_DESCRIPTION,
+    Cursor,
+    InputModel,
+    Offset,
+    OutputModel,
+    QueryModel,
+)
 
 
 class Actor(OutputModel):
@@ -20,7 +27,8 @@ class Actor(OutputModel):
 
 class HistoryQuery(QueryModel):
     limit: int = Field(default=50, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0, le=10_000_000)
+    offset: Offset = 0
+    cursor: Cursor = None
     column: str | None = Field(
         default=None, max_length=64, description="Only the revisions that changed this column"
     )
@@ -54,10 +62,15 @@ class RevisionOut(OutputModel):
 class HistoryPage(OutputModel):
     items: list[RevisionOut]
     total: int
+    next_cursor: str | None = Field(description=NEXT_CURSOR_DESCRIPTION)
 
     @classmethod
     def from_page(cls, page: dict[str, Any]) -> HistoryPage:
-        return cls(items=[RevisionOut.from_document(d) for d in page["items"]], total=page["total"])
+        return cls(
+            items=[RevisionOut.from_document(d) for d in page["items"]],
+            total=page["total"],
+            next_cursor=page["next_cursor"],
+        )
 
 
 TrashKind = Literal["row", "column", "table"]
@@ -67,7 +80,8 @@ class TrashQuery(QueryModel):
     kind: TrashKind | None = None
     table: str | None = Field(default=None, max_length=64)
     limit: int = Field(default=50, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0, le=10_000_000)
+    offset: Offset = 0
+    cursor: Cursor = None
 
 
 class TrashItemOut(OutputModel):
@@ -100,6 +114,7 @@ class TrashItemOut(OutputModel):
 class TrashPage(OutputModel):
     items: list[TrashItemOut]
     total: int
+    next_cursor: str | None = Field(description=NEXT_CURSOR_DESCRIPTION)
 
 
 class TrashRestoreIn(InputModel):
@@ -119,7 +134,8 @@ class AuditQuery(QueryModel):
     since: datetime | None = None
     until: datetime | None = None
     limit: int = Field(default=50, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0, le=10_000_000)
+    offset: Offset = 0
+    cursor: Cursor = None
 
     @field_validator("since", "until", mode="before")
     @classmethod
@@ -157,3 +173,4 @@ class AuditEntryOut(OutputModel):
 class AuditPage(OutputModel):
     items: list[AuditEntryOut]
     total: int
+    next_cursor: str | None = Field(description=NEXT_CURSOR_DESCRIPTION)

@@ -14,7 +14,16 @@ from pydantic import BeforeValidator, Field, RootModel, WithJsonSchema, create_m
 from crm_core.platform.registry import Registry
 from crm_core.tables.columns import SETTINGS_FIELDS, Column, ColumnType, SelectOptionIn
 from crm_core.tables.filters import check_filters_param, default_filter_operators
-from models.base import SCHEMA_COMPONENTS, InputModel, OutputModel, QueryModel, component
+from models.base import (
+    NEXT_CURSOR_DESCRIPTION,
+    SCHEMA_COMPONENTS,
+    Cursor,
+    InputModel,
+    Offset,
+    OutputModel,
+    QueryModel,
+    component,
+)
 
 if TYPE_CHECKING:
     from models.access import AliasRecord
@@ -273,7 +282,8 @@ class RowListQuery(RowGetQuery):
         description="Several keys, comma-separated, `-` for descending: `-doc_date,company_name`",
     )
     limit: int = Field(default=50, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0, le=10_000_000)
+    offset: Offset = 0
+    cursor: Cursor = None
 
 
 # ---- rows and filters as named schemas (docs/api.md "Generating a client") -----------------
@@ -344,8 +354,12 @@ SCHEMA_COMPONENTS.update(
                 "total": {"type": "integer"},
                 "limit": {"type": "integer"},
                 "offset": {"type": "integer"},
+                "next_cursor": {
+                    "type": ["string", "null"],
+                    "description": NEXT_CURSOR_DESCRIPTION,
+                },
             },
-            "required": ["items", "total", "limit", "offset"],
+            "required": ["items", "total", "limit", "offset", "next_cursor"],
         },
         "RowList": {
             "type": "object",

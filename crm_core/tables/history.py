@@ -27,6 +27,7 @@ from bson import ObjectId
 
 from crm_core.platform.clock import utcnow
 from crm_core.platform.context import TenantContext
+from crm_core.platform.cursors import merge_after
 from crm_core.platform.errors import NotFound
 from crm_core.platform.logs import REQUEST_ID
 from crm_core.platform.storage import DESCENDING, Database
@@ -38,6 +39,7 @@ from models.accounts import Tenant
 log = logging.getLogger(__name__)
 
 HISTORY = "_history"
+HISTORY_ORDER = [("seq", DESCENDING), ("_id", DESCENDING)]  # newest first (`table_row_seq`)
 
 Action = Literal["created", "updated", "deleted", "restored", "reverted"]
 ActorType = Literal["user", "token", "import", "system"]
@@ -237,14 +239,18 @@ class ChangeLog:
         limit: int,
         offset: int,
         column: str | None = None,
+        after: dict[str, Any] | None = None,
     ) -> tuple[list[dict[str, Any]], int]:
-        """A row's revisions, newest first (one query served by `table_row_seq`)."""
+        """A row's revisions, newest first (one query served by `table_row_seq`), those after
+        a cursor's keys when `after` (crm_core/platform/cursors.py) is given."""
         query: dict[str, Any] = {"table": table.key, "row": row_id}
         if column is not None:
             query[f"changes.{column}"] = {"$exists": True}
         history = ctx.db[HISTORY]
-        cursor = history.find(query).sort([("seq", DESCENDING), ("_id", DESCENDING)])
-        docs = await cursor.skip(offset).limit(limit).to_list(length=limit)
+        cursor = history.find(merge_after(query, after)).sort(HISTORY_ORDER)
+        if offset:
+            cursor = cursor.skip(offset)
+        docs = await cursor.limit(limit).to_list(length=limit)
         total = await history.count_documents(query)
         return docs, total
 

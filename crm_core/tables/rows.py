@@ -11,6 +11,14 @@ from typing import Any
 from bson import ObjectId
 
 from crm_core.platform.context import TenantContext
+from crm_core.platform.cursors import (
+    PageCursors,
+    PageScope,
+    after,
+    check_offset,
+    merge_after,
+    next_cursor,
+)
 from crm_core.platform.errors import Conflict, NotFound, ValidationFailed
 from crm_core.platform.ids import object_id
 from crm_core.platform.registry import Registry
@@ -33,6 +41,7 @@ from crm_core.tables.columns import (
 from crm_core.tables.definitions import SYSTEM_FIELDS, TABLES, Table, load_table, utcnow
 from crm_core.tables.filters import FilterBuilder, FilterEnv, table_fields
 from crm_core.tables.history import (
+    HISTORY_ORDER,
     Action,
     Change,
     ChangeLog,
@@ -174,7 +183,9 @@ class RowService:
         validators: Registry[ColumnValidator],
         events: RowEvents | None = None,
         trash: RowTrash | None = None,
+        cursors: PageCursors | None = None,
     ) -> None:
+        self.cursors = cursors or PageCursors.ephemeral()
         self.types = types
         self.filters = filters
         self.validators = validators
@@ -536,12 +547,23 @@ class RowService:
     ) -> dict[str, Any]:
         """`GET /api/data/{table}`: the page the query asks for (its filter parsed and
         translated here, docs/filters.md; its sort, `sort_spec`; its `expand`ed link columns)
-        as `{"items", "total", "limit", "offset"}`."""
+        as `{"items", "total", "limit", "offset", "next_cursor"}`: from `offset`, or after
+        `cursor` (crm_core/platform/cursors.py), bound to this table, sort and filter."""
+        check_offset(query.offset, query.cursor)
         sort = self.sort_spec(table, query.sort_by, query.sort_order, query.sort)
-        where = self.query(ctx, table, self.filters.parse_param(query.filters))
-        items, total = await self.page(ctx, table, where, sort, query.limit, query.offset)
+        filters = self.filters.parse_param(query.filters)
+        where = self.query(ctx, table, filters)
+        items, total, cursor = await self.page(
+            ctx, table, where, sort, query.limit, query.offset, query.cursor, filters
+        )
         await self.expand(ctx, table, items, expand_keys(query.expand))
-        return {"items": items, "total": total, "limit": query.limit, "offset": query.offset}
+        return {
+            "items": items,
+            "total": total,
+            "limit": query.limit,
+            "offset": query.offset,
+            "next_cursor": cursor,
+        }
 
     async def page(
         self,
@@ -551,24 +573,44 @@ class RowService:
         sort: list[tuple[str, int]] | None,
         limit: int,
         offset: int,
-    ) -> tuple[list[dict[str, Any]], int]:
-        """One page and the total; `sort=None` is the caller's manual order."""
+        cursor: str | None = None,
+        filters: object = None,
+    ) -> tuple[list[dict[str, Any]], int, str | None]:
+        """One page, the total and the next page's cursor; `sort=None` is the caller's manual
+        order. The page is read with one row more than `limit`: whether a next page exists."""
         collection = table.collection(ctx)
         max_time = ctx.max_time_ms
+        scope = self.page_scope(table, sort, filters)
+        keys = None if cursor is None else self.cursors.read(scope, *_caller(ctx), cursor)
         if sort is None:
-            docs = await manual_page(ctx, table, query, offset, limit)
+            after_rank = None if keys is None else str(keys[0])
+            ranked = await manual_page(ctx, table, query, offset, limit + 1, after_rank)
+            docs = [doc for _, doc in ranked]
+            last = [{"rank": rank} for rank, _ in ranked]
         else:
-            if not any(field == "_id" for field, _ in sort):
-                direction = sort[-1][1] if sort else ASCENDING
-                sort = [*sort, ("_id", direction)]  # ties broken by _id: pages never overlap
-            cursor = (
-                collection.find(query, max_time_ms=max_time).sort(sort).skip(offset).limit(limit)
-            )
+            sort = list(scope.sort)
+            where = query if keys is None else merge_after(query, after(sort, keys))
+            found = collection.find(where, max_time_ms=max_time).sort(sort)
+            if offset:
+                found = found.skip(offset)
             with query_purpose(CLIENT_QUERY):
-                docs = await cursor.to_list(length=limit)
+                docs = await found.limit(limit + 1).to_list(length=limit + 1)
+            last = docs
         with query_purpose(CLIENT_QUERY):
             total = await collection.count_documents(query, maxTimeMS=max_time)
-        return [self.render(table, d) for d in docs], total
+        following = next_cursor(self.cursors, scope, *_caller(ctx), last, limit)
+        return [self.render(table, d) for d in docs[:limit]], total, following
+
+    @staticmethod
+    def page_scope(table: Table, sort: list[tuple[str, int]] | None, filters: object) -> PageScope:
+        """What a page's cursor is bound to; the sort ends with `_id` (ties broken by it:
+        pages never overlap) or is the manual order (`rank`)."""
+        if sort is None:
+            return PageScope(f"rows:{table.key}", (("rank", ASCENDING),), filters)
+        if not any(field == "_id" for field, _ in sort):
+            direction = sort[-1][1] if sort else ASCENDING
+            sort = [*sort, ("_id", direction)]
+        return PageScope(f"rows:{table.key}", tuple(sort), filters)
 
     @staticmethod
     def sort_spec(
@@ -694,12 +736,24 @@ class RowService:
         oid = parse_row_id(row_id)
         if query.column is not None and table.column(query.column) is None:
             raise ValidationFailed.field("column", f"'{query.column[:64]}' is not a column")
+        check_offset(query.offset, query.cursor)
+        scope = PageScope(f"history:{table.key}:{oid}", tuple(HISTORY_ORDER), query.column)
+        keys = (
+            None if query.cursor is None else self.cursors.read(scope, *_caller(ctx), query.cursor)
+        )
         items, total = await self.changes.page(
-            ctx, table, oid, query.limit, query.offset, query.column
+            ctx,
+            table,
+            oid,
+            query.limit + 1,
+            query.offset,
+            query.column,
+            None if keys is None else after(scope.sort, keys),
         )
         if not total and await table.collection(ctx).find_one({"_id": oid}, {"_id": 1}) is None:
             raise NotFound("Row not found")
-        return {"items": items, "total": total}
+        following = next_cursor(self.cursors, scope, *_caller(ctx), items, query.limit)
+        return {"items": items[: query.limit], "total": total, "next_cursor": following}
 
     async def revert(
         self, ctx: TenantContext, table: Table, row_id: str, revision_id: str
@@ -792,6 +846,11 @@ class RowService:
                     f"Item {index}: the value of unique column '{key}' is already used",
                     [{"field": f"items.{index}.{key}", "message": "already used by another row"}],
                 )
+
+
+def _caller(ctx: TenantContext) -> tuple[str, str]:
+    """Whose cursor it is: the company and the user (a cursor works for its caller only)."""
+    return ctx.tenant_id, ctx.user_id
 
 
 def expand_keys(text: str | None) -> list[str]:

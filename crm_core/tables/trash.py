@@ -18,6 +18,7 @@ from bson import ObjectId
 from crm_core.accounts.grants import check_token_scope
 from crm_core.platform.clock import utcnow
 from crm_core.platform.context import TenantContext
+from crm_core.platform.cursors import PageCursors, PageScope, read_page
 from crm_core.platform.errors import Conflict, NotFound, ValidationFailed
 from crm_core.platform.registry import Registry
 from crm_core.platform.storage import DESCENDING, DuplicateKeyError
@@ -107,6 +108,9 @@ class RowTrash:
         return found is not None
 
 
+TRASH_ORDER = (("deleted_at", DESCENDING), ("_id", DESCENDING))  # index `table_deleted_at_id`
+
+
 class TrashService:
     """`/api/trash`: what the caller may restore (rows of the tables they may write)."""
 
@@ -115,10 +119,12 @@ class TrashService:
         types: Registry[ColumnType],
         changes: RestoredRows,
         audit: AuditSink | None = None,
+        cursors: PageCursors | None = None,
     ) -> None:
         self.types = types
         self.changes = changes
         self.audit = audit
+        self.cursors = cursors or PageCursors.ephemeral()
 
     async def _writable(self, ctx: TenantContext) -> dict[str, Table]:
         tables: dict[str, Table] = {}
@@ -135,7 +141,10 @@ class TrashService:
         table_key: str | None,
         limit: int,
         offset: int,
-    ) -> tuple[list[dict[str, Any]], int]:
+        cursor: str | None = None,
+    ) -> tuple[list[dict[str, Any]], int, str | None]:
+        """Newest first: a page from `offset` or after `cursor`, the total and the next
+        page's cursor (crm_core/platform/cursors.py)."""
         keys = list(await self._writable(ctx))
         if table_key is not None:
             keys = [k for k in keys if k == table_key]
@@ -143,10 +152,12 @@ class TrashService:
         if kind is not None:
             query["kind"] = kind
         trash = ctx.db[TRASH]
-        cursor = trash.find(query, {"doc": 0}).sort([("deleted_at", DESCENDING)])
-        items = await cursor.skip(offset).limit(limit).to_list(length=limit)
+        scope = PageScope("trash", TRASH_ORDER, {"kind": kind, "table": table_key})
+        items, following = await read_page(
+            self.cursors, ctx, scope, trash, query, limit, offset, cursor, {"doc": 0}
+        )
         total = await trash.count_documents(query)
-        return items, total
+        return items, total, following
 
     async def _item(self, ctx: TenantContext, item_id: ObjectId) -> tuple[dict[str, Any], Table]:
         """The item and its table, when the caller may write that table; else 404."""

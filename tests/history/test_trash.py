@@ -130,7 +130,7 @@ async def test_the_trash_follows_the_table_access(api, owner, create_table, crea
     await api.call("DELETE", f"/api/data/deals/{row['id']}", owner, expect=204)
     (item,) = (await _trash(api, owner))["items"]
     viewer = await create_user(owner, "viewer")
-    assert (await _trash(api, viewer)) == {"items": [], "total": 0}
+    assert (await _trash(api, viewer)) == {"items": [], "total": 0, "next_cursor": None}
     await api.call("POST", f"/api/trash/{item['id']}/restore", viewer, expect=404)
     await api.call("DELETE", f"/api/trash/{item['id']}", viewer, expect=404)
     stranger = await api.register()
