@@ -311,6 +311,12 @@ ROW_SYSTEM_FIELDS: dict[str, Any] = {
     "_updated_at": {"type": "string", "format": "date-time", "readOnly": True},
     "_created_by": {"type": ["string", "null"], "description": "A user id", "readOnly": True},
     "_updated_by": {"type": ["string", "null"], "description": "A user id", "readOnly": True},
+    "_version": {
+        "type": "integer",
+        "description": "The row's version, counting its writes: its ETag, for If-Match "
+        "(docs/api.md)",
+        "readOnly": True,
+    },
 }
 FILTER_OPERATOR_NAMES = [op.name for op in default_filter_operators()]
 FILTER_VALUE_ITEM: dict[str, Any] = {
@@ -341,8 +347,12 @@ SCHEMA_COMPONENTS.update(
         },
         "RowPatchItem": {
             "type": "object",
-            "description": "A bulk update item: the row's `id` and the values to change",
-            "properties": {"id": {"type": "string"}},
+            "description": "A bulk update item: the row's `id`, the values to change and, "
+            "optionally, the `_version` the change is based on (412 when the row is at another)",
+            "properties": {
+                "id": {"type": "string"},
+                "_version": {"type": "integer", "minimum": 0},
+            },
             "required": ["id"],
             "additionalProperties": component("ColumnValueIn"),
         },

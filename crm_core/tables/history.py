@@ -33,7 +33,7 @@ from crm_core.platform.logs import REQUEST_ID
 from crm_core.platform.storage import DESCENDING, Database
 from crm_core.tables.columns import render_datetime
 from crm_core.tables.definitions import SYSTEM_FIELDS, Table
-from crm_core.tables.updates import REVISION_FIELD
+from crm_core.tables.updates import REVISION_FIELD, VERSION_FIELD, row_version
 from models.accounts import Tenant
 
 log = logging.getLogger(__name__)
@@ -126,6 +126,7 @@ def render_row(table: Table, doc: dict[str, Any]) -> dict[str, Any]:
     for field in SYSTEM_FIELDS:
         value = doc.get(field)
         row[field] = render_datetime(value) if isinstance(value, datetime) else value
+    row[VERSION_FIELD] = row_version(doc)
     return row
 
 

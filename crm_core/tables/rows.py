@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from bson import ObjectId
 
@@ -26,10 +26,12 @@ from crm_core.platform.storage import (
     ASCENDING,
     DESCENDING,
     BulkWriteError,
+    Collection,
     DuplicateKeyError,
     query_purpose,
     update_each,
 )
+from crm_core.platform.versions import PreconditionFailed
 from crm_core.tables import fence, ordering, upsert
 from crm_core.tables.access import Level, access_level
 from crm_core.tables.columns import (
@@ -51,7 +53,14 @@ from crm_core.tables.history import (
 from crm_core.tables.ordering import forget_rows, manual_page
 from crm_core.tables.references import VisibleReferences
 from crm_core.tables.trash import RowTrash, TrashSettings
-from crm_core.tables.updates import REVISION_FIELD, set_unset, unique_conflict
+from crm_core.tables.updates import (
+    REVISION_FIELD,
+    VERSION_FIELD,
+    at_version,
+    row_version,
+    set_unset,
+    unique_conflict,
+)
 from crm_core.tables.validators import ColumnValidator
 from models.history import HistoryQuery
 from models.tables import (
@@ -156,7 +165,9 @@ class RowValues:
         known = {}
         for key, value in body.items():
             if self.table.column(key) is None:
-                if key == "id" or key in SYSTEM_FIELDS:
+                if key == VERSION_FIELD:
+                    self._error(key, "is read-only; send the version as If-Match")
+                elif key == "id" or key in SYSTEM_FIELDS:
                     self._error(key, "is read-only")
                 else:
                     self._error(key, "unknown column")
@@ -340,7 +351,11 @@ class RowService:
         row_id: str,
         body: object,
         action: Action = "updated",
+        expected: int | None = None,
     ) -> dict[str, Any]:
+        """Change the given columns; with `expected` (If-Match), only while the row is still
+        at that version: the version is part of the update's filter, so of concurrent
+        writes sent with the same version exactly one lands (412 for the others)."""
         oid = parse_row_id(row_id)
         table, keys = await self.fenced(ctx, table, [body], creating=False)
         checker = self.checker(table, ctx)
@@ -357,14 +372,15 @@ class RowService:
             await self.check_rules(ctx, table, [("", set_values)], whole_rows=False)
         stamp = self.stamp(ctx, created=False)
         update = set_unset({**set_values, **stamp}, unset)
+        where = {"_id": oid} if expected is None else {"_id": oid, **at_version(expected)}
         try:
             before = await table.collection(ctx).find_one_and_update(
-                {"_id": oid}, update, return_document=False
+                where, update, return_document=False
             )
         except DuplicateKeyError as exc:
             raise unique_conflict(exc) from None
         if before is None:
-            raise NotFound("Row not found")
+            await self._stale_or_missing(ctx, table, oid, expected)
         after = {k: v for k, v in {**before, **set_values, **stamp}.items() if k not in unset}
         after[REVISION_FIELD] = int(before.get(REVISION_FIELD) or 0) + 1
         after = (await self.settled(ctx, table, [after], keys))[0]
@@ -372,10 +388,25 @@ class RowService:
         await self.changes.record(ctx, table, [Change(before, after)], action, rendered=[row])
         return row
 
-    async def delete(self, ctx: TenantContext, table: Table, row_id: str) -> None:
+    async def delete(
+        self, ctx: TenantContext, table: Table, row_id: str, expected: int | None = None
+    ) -> None:
+        """To the trash; with `expected` (If-Match), only while the row is at that version
+        (the delete's own filter: a write landing first makes it 412)."""
         oid = parse_row_id(row_id)
-        if not await self.to_trash(ctx, table, {"_id": oid}):
+        where = {"_id": oid} if expected is None else {"_id": oid, **at_version(expected)}
+        if not await self.to_trash(ctx, table, where, guarded=expected is not None):
+            await self._stale_or_missing(ctx, table, oid, expected)
+
+    async def _stale_or_missing(
+        self, ctx: TenantContext, table: Table, oid: ObjectId, expected: int | None
+    ) -> NoReturn:
+        """A write by id that matched nothing: 412 naming the current version when the row is
+        there at another one, else 404."""
+        current = await table.collection(ctx).find_one({"_id": oid}, {REVISION_FIELD: 1})
+        if current is None or expected is None:
             raise NotFound("Row not found")
+        raise PreconditionFailed.at(expected, row_version(current))
 
     # ---- bulk -----------------------------------------------------------------------------
 
@@ -418,6 +449,7 @@ class RowService:
         table, keys = await self.fenced(ctx, table, items, creating=False)
         errors: list[dict[str, Any]] = []
         changes: list[tuple[ObjectId, dict[str, Any], list[str]]] = []
+        versions: dict[ObjectId, int] = {}  # the `_version` each item is based on, if given
         seen: set[ObjectId] = set()
         for index, item in enumerate(items):
             if not isinstance(item, dict):
@@ -425,6 +457,7 @@ class RowService:
                 continue
             body = dict(item)
             raw_id = body.pop("id", None)
+            version = body.pop(VERSION_FIELD, None)
             try:
                 oid = parse_row_id(raw_id)
             except NotFound:
@@ -434,6 +467,13 @@ class RowService:
                 errors.append({"field": f"items.{index}.id", "message": "repeats another item"})
                 continue
             seen.add(oid)
+            if version is not None:
+                if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+                    errors.append(
+                        {"field": f"items.{index}.{VERSION_FIELD}", "message": "not a version"}
+                    )
+                else:
+                    versions[oid] = version
             checker = self.checker(table, ctx, f"items.{index}.")
             set_values, unset = checker.for_update(body)
             errors.extend(checker.errors)
@@ -449,6 +489,7 @@ class RowService:
         ]
         if missing:
             raise NotFound(f"{len(missing)} rows not found", missing)
+        _check_versions(ids, originals, versions)
         await self.check_rules(
             ctx,
             table,
@@ -461,9 +502,15 @@ class RowService:
         stamp = self.stamp(ctx, created=False)
         operations = []
         for oid, set_values, unset in changes:
-            operations.append(({"_id": oid}, set_unset({**set_values, **stamp}, unset)))
+            where = {"_id": oid}
+            if oid in versions:  # the version the item was based on, in the write's filter
+                where.update(at_version(versions[oid]))
+            operations.append((where, set_unset({**set_values, **stamp}, unset)))
         try:
-            await update_each(collection, operations, ordered=True)
+            if versions:
+                await self._versioned_updates(collection, operations, originals, versions)
+            else:
+                await update_each(collection, operations, ordered=True)
         except (BulkWriteError, DuplicateKeyError) as exc:
             # a concurrent writer took a unique value after the check: put the batch back
             for oid, doc in originals.items():
@@ -475,6 +522,29 @@ class RowService:
             ctx, table, [Change(originals[oid], docs[oid]) for oid in ids if oid in docs]
         )
         return [self.render(table, docs[oid]) for oid in ids if oid in docs]
+
+    @staticmethod
+    async def _versioned_updates(
+        collection: Collection,
+        operations: list[tuple[dict[str, Any], dict[str, Any]]],
+        originals: dict[ObjectId, dict[str, Any]],
+        versions: dict[ObjectId, int],
+    ) -> None:
+        """Apply the items one at a time, each conditional on its version; when one finds
+        its row written meanwhile, put back the ones applied (all or nothing) and answer 412
+        naming that item."""
+        applied: list[ObjectId] = []
+        for index, (where, update) in enumerate(operations):
+            result = await collection.update_one(where, update)
+            oid = where["_id"]
+            if result.matched_count:
+                applied.append(oid)
+                continue
+            for done in applied:
+                await collection.replace_one({"_id": done}, originals[done])
+            current = await collection.find_one({"_id": oid}, {REVISION_FIELD: 1})
+            now = row_version(current or {})
+            raise PreconditionFailed.at(versions[oid], now, f"items.{index}.{VERSION_FIELD}")
 
     async def bulk_write(
         self, ctx: TenantContext, table: Table, body: BulkCreateIn, full_rows: bool
@@ -701,11 +771,14 @@ class RowService:
         query: dict[str, Any],
         batch: ObjectId | None = None,
         client_query: bool = False,
+        guarded: bool = False,
     ) -> int:
         """Move the rows the query selects to the trash by chunks: copied there first (a
         crash leaves a row in both places, never in neither), then removed from the table,
         their order entries forgotten, links to them cleared, a `deleted` revision recorded
-        and the listeners told. Answers how many rows went."""
+        and the listeners told. Answers how many rows went. `guarded`: the removal repeats
+        `query` (a version condition), and a row written meanwhile stays, its copy taken
+        back from the trash."""
         collection = table.collection(ctx)
         if client_query:
             with query_purpose(CLIENT_QUERY):
@@ -721,8 +794,16 @@ class RowService:
                 doc[REVISION_FIELD] = int(doc.get(REVISION_FIELD) or 0) + 1
             await self.trash.put_rows(ctx, table, docs, batch)
             gone = [d["_id"] for d in docs]
-            result = await collection.delete_many({"_id": {"$in": gone}})
+            removal: dict[str, Any] = {"_id": {"$in": gone}}
+            result = await collection.delete_many(
+                {"$and": [query, removal]} if guarded else removal
+            )
             deleted += int(result.deleted_count)
+            if guarded and result.deleted_count < len(docs):
+                kept = {d["_id"] async for d in collection.find(removal, {"_id": 1})}
+                await self.trash.take_back(ctx, table, [d for d in docs if d["_id"] in kept])
+                docs = [d for d in docs if d["_id"] not in kept]
+                gone = [d["_id"] for d in docs]
             await forget_rows(ctx, table.key, gone)
             await self.clear_references(ctx, table, gone, referring)
             await self.changes.record(ctx, table, [Change(d, None) for d in docs])
@@ -846,6 +927,28 @@ class RowService:
                     f"Item {index}: the value of unique column '{key}' is already used",
                     [{"field": f"items.{index}.{key}", "message": "already used by another row"}],
                 )
+
+
+def _check_versions(
+    ids: list[ObjectId], originals: dict[ObjectId, dict[str, Any]], versions: dict[ObjectId, int]
+) -> None:
+    """412 naming every item whose row is no longer at the `_version` it was based on (the
+    writes check again, atomically, each in its own filter)."""
+    stale = []
+    for index, oid in enumerate(ids):
+        if oid in versions and row_version(originals[oid]) != versions[oid]:
+            current = row_version(originals[oid])
+            stale.append(
+                {
+                    "field": f"items.{index}.{VERSION_FIELD}",
+                    "message": f"current version is {current}",
+                    "current": current,
+                }
+            )
+    if stale:
+        raise PreconditionFailed(
+            f"{len(stale)} rows changed since the versions sent; read them again", stale
+        )
 
 
 def _caller(ctx: TenantContext) -> tuple[str, str]:

@@ -103,6 +103,18 @@ class RowTrash:
         ]
         await ctx.db[TRASH].insert_many(items, ordered=False)
 
+    async def take_back(self, ctx: TenantContext, table: Table, docs: list[dict[str, Any]]) -> None:
+        """Remove the copies `put_rows` made of rows that stayed in the table after all (a
+        guarded delete that a concurrent write outran)."""
+        for doc in docs:
+            await ctx.db[TRASH].delete_one(
+                {
+                    "row_id": doc["_id"],
+                    "table": table.key,
+                    f"doc.{REVISION_FIELD}": doc.get(REVISION_FIELD),
+                }
+            )
+
     async def holds_row(self, ctx: TenantContext, table: Table, row_id: ObjectId) -> bool:
         found = await ctx.db[TRASH].find_one({"row_id": row_id, "table": table.key}, {"_id": 1})
         return found is not None
