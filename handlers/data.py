@@ -10,8 +10,7 @@ from aiohttp import web
 from crm_core.platform.errors import ValidationFailed
 from crm_core.platform.versions import IF_MATCH, IfMatch, etag, parse_if_match
 from crm_core.tables.access import Level
-from handlers.routing import Call, JsonObject, RouteTable, TableAccess, json_response
-from models.tables import (
+from crm_core.tables.bodies import (
     ROW_INPUT_SCHEMA,
     ROW_PAGE_SCHEMA,
     ROW_SCHEMA,
@@ -28,6 +27,7 @@ from models.tables import (
     RowListQuery,
     UpdatedOut,
 )
+from handlers.routing import Call, JsonObject, RouteTable, TableAccess, json_response
 
 routes = RouteTable("data")
 

@@ -7,10 +7,7 @@ from aiohttp import web
 from crm_core.platform.errors import ValidationFailed
 from crm_core.platform.versions import IF_MATCH
 from crm_core.tables.access import Level
-from crm_core.tables.meta import NamedTable
-from handlers.data import ETAG_HEADER, IF_MATCH_HEADER, if_match, tagged
-from handlers.routing import Authenticated, Call, Permission, RouteTable, TableAccess
-from models.tables import (
+from crm_core.tables.bodies import (
     ColumnAddIn,
     ColumnPatch,
     TableIn,
@@ -21,6 +18,9 @@ from models.tables import (
     ViewIn,
     ViewOut,
 )
+from crm_core.tables.meta import NamedTable
+from handlers.data import ETAG_HEADER, IF_MATCH_HEADER, if_match, tagged
+from handlers.routing import Authenticated, Call, Permission, RouteTable, TableAccess
 
 routes = RouteTable("meta")
 

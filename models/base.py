@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 from pydantic_core import PydanticCustomError
@@ -137,3 +137,18 @@ NEXT_CURSOR_DESCRIPTION = (
     "Give it as `cursor` for the next page; null on the last page. Bound to this list, sort "
     "and filter, valid for a day"
 )
+
+SORT_ORDER = Literal["asc", "desc"]
+# the `filters` query parameter: JSON text whose content is a `Filter` (the schema is named in
+# crm_core/tables/bodies.py, beside the filter language's operators)
+FiltersParam = Annotated[
+    str | None,
+    WithJsonSchema(
+        {
+            "type": "string",
+            "maxLength": 20_000,
+            "contentMediaType": "application/json",
+            "contentSchema": component("Filter"),
+        }
+    ),
+]

@@ -20,13 +20,12 @@ import secrets
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import bson
 import orjson
 from bson.errors import BSONError
 
-from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import CrmError, ValidationFailed
 from crm_core.platform.storage import Collection
 from models.base import MAX_OFFSET
@@ -36,6 +35,20 @@ _MAC_BYTES = 16
 _KEY_LABEL = b"crm list cursor v1"
 
 Sort = Sequence[tuple[str, int]]
+
+
+class Caller(Protocol):
+    """Whose page it is (a `TenantContext`, crm_core/accounts/context.py): a cursor works for
+    the company and user it was made for only; `max_time_ms` bounds the list's query."""
+
+    @property
+    def tenant_id(self) -> str: ...
+
+    @property
+    def user_id(self) -> str: ...
+
+    @property
+    def max_time_ms(self) -> int: ...
 
 
 class InvalidCursor(CrmError):
@@ -214,7 +227,7 @@ def next_cursor(
 
 async def read_page(
     cursors: PageCursors,
-    ctx: TenantContext,
+    ctx: Caller,
     scope: PageScope,
     collection: Collection,
     query: dict[str, Any],

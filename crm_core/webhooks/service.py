@@ -32,9 +32,9 @@ from beanie import PydanticObjectId
 from bson import ObjectId
 from yarl import URL
 
-from crm_core.platform.cache import ListenerCache, webhooks_changed
+from crm_core.accounts.cache import ListenerCache, webhooks_changed
+from crm_core.accounts.context import TenantContext
 from crm_core.platform.clock import utcnow
-from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from crm_core.platform.ids import object_id, parse_object_id
 from crm_core.platform.logs import REQUEST_ID

@@ -1,4 +1,4 @@
-"""Who listens to a row write is answered from the process cache (crm_core/platform/cache.py): a
+"""Who listens to a row write is answered from the process cache (crm_core/accounts/cache.py): a
 warm row write asks the database nothing about webhooks, and a webhook created, changed or deleted
 in one process takes effect in every other at its next request (`versions.webhooks`)."""
 

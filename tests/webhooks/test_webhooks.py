@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from crm_core.platform.cache import roles_changed
+from crm_core.accounts.cache import roles_changed
 from crm_core.tables.builtin import migrate_all
 from handlers.app import create_app
 from handlers.routing import SERVICES

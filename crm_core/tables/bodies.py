@@ -17,7 +17,9 @@ from crm_core.tables.filters import check_filters_param, default_filter_operator
 from models.base import (
     NEXT_CURSOR_DESCRIPTION,
     SCHEMA_COMPONENTS,
+    SORT_ORDER,
     Cursor,
+    FiltersParam,
     InputModel,
     Offset,
     OutputModel,
@@ -237,21 +239,6 @@ class TableOut(OutputModel):
 
 class TableList(OutputModel):
     items: list[TableOut]
-
-
-SORT_ORDER = Literal["asc", "desc"]
-# the `filters` query parameter: JSON text whose content is a `Filter` (named below)
-FiltersParam = Annotated[
-    str | None,
-    WithJsonSchema(
-        {
-            "type": "string",
-            "maxLength": 20_000,
-            "contentMediaType": "application/json",
-            "contentSchema": component("Filter"),
-        }
-    ),
-]
 
 
 class RowGetQuery(QueryModel):
