@@ -27,8 +27,7 @@ import orjson
 from bson.errors import BSONError
 
 from crm_core.platform.errors import CrmError, ValidationFailed
-from crm_core.platform.storage import Collection
-from models.base import MAX_OFFSET
+from crm_core.platform.storage.types import Collection
 
 CURSOR_TTL_SECONDS = 24 * 3600  # a cursor older than a day is refused: start from the top again
 _MAC_BYTES = 16
@@ -130,13 +129,10 @@ class PageCursors:
 
 
 def check_offset(offset: int, cursor: str | None) -> None:
-    """`offset` beside `cursor`, or deeper than `MAX_OFFSET`: 400 naming `offset`."""
+    """`offset` beside `cursor`: 400 naming `offset` (its maximum, `models.base.MAX_OFFSET`,
+    is the query model's)."""
     if cursor is not None and offset:
         raise ValidationFailed.field("offset", "give either offset or cursor, not both")
-    if offset > MAX_OFFSET:
-        raise ValidationFailed.field(
-            "offset", f"must be at most {MAX_OFFSET}; page further with cursor (next_cursor)"
-        )
 
 
 def sort_keys(doc: Mapping[str, Any], sort: Sort) -> list[object]:
