@@ -281,3 +281,37 @@ async def test_table_definitions_take_if_match(api, owner, client):
     assert sorted(status for status, _, _ in answers) == [201] + [412] * 9
     table = await api.call("GET", path, owner, expect=200)
     assert table["version"] == 4 and len(table["columns"]) == 4
+
+
+async def test_the_document_declares_if_match_etag_412_and_cursors(client):
+    doc = await (await client.get("/api/openapi.json")).json()
+    paths = doc["paths"]
+    row, table = paths["/api/data/{table}/{row_id}"], paths["/api/meta/tables/{table}"]
+    column = paths["/api/meta/tables/{table}/columns/{column}"]
+    for operation in (row["patch"], row["delete"], table["patch"], table["delete"]):
+        assert "412" in operation["responses"]
+        headers = [p["name"] for p in operation["parameters"] if p["in"] == "header"]
+        assert headers == ["If-Match"]
+    for operation in (column["patch"], column["delete"], paths["/api/leads/{row_id}"]["patch"]):
+        assert "412" in operation["responses"]
+    for operation in (row["get"], row["patch"], table["get"], column["patch"]):
+        assert "ETag" in operation["responses"]["200"]["headers"]
+    lists = [
+        "/api/data/{table}",
+        "/api/leads",
+        "/api/data/{table}/{row_id}/history",
+        "/api/trash",
+        "/api/audit",
+        "/api/users",
+        "/api/sms/campaigns",
+        "/api/sms/campaigns/{campaign_id}/messages",
+    ]
+    for path in lists:
+        params = {p["name"]: p for p in paths[path]["get"]["parameters"] if p["in"] == "query"}
+        assert "cursor" in params, path
+        if "offset" in params:
+            assert params["offset"]["schema"]["maximum"] == 10_000, path
+    schemas = doc["components"]["schemas"]
+    for name in ("HistoryPage", "TrashPage", "AuditPage", "UserList", "CampaignList"):
+        assert "next_cursor" in schemas[name]["required"], name
+    assert "next_cursor" in schemas["RowPage"]["required"]
