@@ -474,7 +474,9 @@ def parse_fields(
         repeated = [
             d["field"]
             for d in failed.details or []
-            if isinstance(values.get(d["field"]), list) and not _takes_many(model, d["field"])
+            if isinstance(values.get(d["field"]), list)
+            and d["field"] in model.model_fields
+            and not _takes_many(model, d["field"])
         ]
         if repeated:  # a parameter that takes one value, given twice: say so, not its type
             raise ValidationFailed.field(repeated[0], REPEATED) from None
@@ -486,9 +488,7 @@ REPEATED = "given more than once; give it once"
 
 def _takes_many(model: type[BaseModel], name: str) -> bool:
     """Whether `model`'s field `name` holds a list (so a repeated parameter is its items)."""
-    field = model.model_fields.get(name)
-    if field is None:
-        return False
+    field = model.model_fields[name]
     kinds = [field.annotation, *typing.get_args(field.annotation)]
     return any(typing.get_origin(kind) in (list, tuple, set, frozenset) for kind in kinds)
 

@@ -183,11 +183,22 @@ class CampaignPage(Page):
     status: str
 
 
+class DisabledWebhook(OutputModel):
+    """A webhook the deliveries disabled by themselves (docs/history.md "Audit trail")."""
+
+    id: str
+    name: str
+    url: str
+    disabled_at: datetime | None
+    reason: str
+
+
 class CompanyDetail(OutputModel):
     company: CompanyStats
     users: list[CompanyUser]
     tables: list[CompanyTable]
     campaigns: list[PlatformCampaign]
+    disabled_webhooks: list[DisabledWebhook] = []
 
 
 class WorkerSeen(OutputModel):

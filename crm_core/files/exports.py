@@ -40,6 +40,7 @@ from crm_core.platform.storage import find_in_batches, query_purpose
 from crm_core.tables.aliases import AliasService
 from crm_core.tables.columns import Column, ColumnType
 from crm_core.tables.definitions import SYSTEM_FIELDS, Table
+from crm_core.tables.history import AuditSink
 from crm_core.tables.ordering import get_view, manual_rows
 from crm_core.tables.rows import CLIENT_QUERY, RowService
 from models.files import ExportQuery
@@ -92,8 +93,15 @@ def neutralise(text: str) -> str:
 
 
 class ExportService:
-    def __init__(self, rows: RowService, max_concurrent: int, aliases: AliasService) -> None:
+    def __init__(
+        self,
+        rows: RowService,
+        max_concurrent: int,
+        aliases: AliasService,
+        audit: AuditSink | None = None,  # the company's audit trail (docs/history.md)
+    ) -> None:
         self.rows = rows
+        self.audit = audit
         self.aliases = aliases
         self.max_concurrent = max_concurrent
         self._running: dict[str, int] = {}
@@ -111,6 +119,10 @@ class ExportService:
                     "format", f"a sheet holds at most {XLSX_MAX_ROWS} rows: export as csv"
                 )
         delimiter = query.delimiter or ("semicolon" if query.locale == "ru" else "comma")
+        if self.audit is not None:
+            target = {"type": "export", "table": table.key}
+            asked = {"format": query.format, "filters": query.filters}
+            await self.audit.record(ctx, "export.created", target, asked)
         return ExportPlan(
             table,
             query.format,

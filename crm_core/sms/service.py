@@ -20,7 +20,7 @@ import re
 import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from beanie import PydanticObjectId
@@ -52,6 +52,7 @@ from crm_core.sms.delivery import (
 from crm_core.sms.names import CAMPAIGNS, MESSAGES
 from crm_core.tables.access import Level, require
 from crm_core.tables.definitions import load_table
+from crm_core.tables.history import AuditSink
 from crm_core.tables.rows import CLIENT_QUERY, RowService
 from models.accounts import Tenant
 from models.sms import (
@@ -147,6 +148,15 @@ class CampaignEvents(Protocol):
 
     async def campaign_finished(
         self, db: Database, tenant_id: str, campaign: dict[str, Any]
+    ) -> None: ...
+
+
+@runtime_checkable
+class CampaignProgress(Protocol):
+    """Who hears that a batch of a campaign was sent (live events, crm_core/live/events.py)."""
+
+    async def campaign_progress(
+        self, db: Database, tenant_id: str, campaign_id: ObjectId
     ) -> None: ...
 
 
@@ -308,9 +318,11 @@ class CampaignService:
         outbox: Outbox,
         queue: SmsQueue,
         events: CampaignEvents | None = None,
+        audit: AuditSink | None = None,  # the company's audit trail (docs/history.md)
     ) -> None:
         self.settings = settings
         self.cursors = PageCursors(settings.secret_key)
+        self.audit = audit
         self.rows = rows
         self.outbox = outbox
         self.queue = queue  # refuses work until the broker runs (crm_core/services.py)
@@ -386,6 +398,9 @@ class CampaignService:
         campaign = CampaignRecord.model_validate(doc)
         if not batches:
             await self._finished(ctx, campaign)
+        if self.audit is not None:
+            target = {"type": "sms_campaign", "id": str(campaign_id), "name": data.name}
+            await self.audit.record(ctx, "sms_campaign.created", target, {"messages": initial})
         return campaign
 
     async def preview(
@@ -558,6 +573,9 @@ class CampaignService:
         """Pending messages are cancelled; a claim being sent right now finishes."""
         campaign = await _cancel(ctx, campaign_id)
         await self._finished(ctx, campaign)
+        if self.audit is not None:
+            target = {"type": "sms_campaign", "id": campaign_id, "name": campaign.name}
+            await self.audit.record(ctx, "sms_campaign.cancelled", target)
         return campaign
 
     async def resolve(
@@ -853,6 +871,8 @@ class SmsSender:
         sent = await self._send_all(db, tenant_id, cid, query, task_id, pending, lease)
         await self._watch_delivery(tenant_id, campaign_id, sent)
         await self._finish(db, tenant_id, cid)
+        if sent and isinstance(self.events, CampaignProgress):
+            await self.events.campaign_progress(db, tenant_id, cid)
         if not await self._still_open(db, {"batch": batch, "campaign_id": cid}):
             await lease.done()  # else another delivery holds a claim: the outbox keeps it
         return BatchResult(sent=sent)

@@ -27,6 +27,7 @@ from crm_core.platform.storage import (
 from crm_core.platform.versions import IfMatch, PreconditionFailed
 from crm_core.tables import fence, ordering
 from crm_core.tables.access import visible_filter
+from crm_core.tables.aliases import ALIASES
 from crm_core.tables.bodies import MAX_COLUMNS, ColumnPatch, TableIn, column_models
 from crm_core.tables.columns import (
     SETTINGS_FIELDS,
@@ -45,7 +46,8 @@ from crm_core.tables.definitions import (
     save_definition,
     utcnow,
 )
-from crm_core.tables.history import AuditSink
+from crm_core.tables.history import AuditSink, unrecorded_index
+from crm_core.tables.trash import KEPT_WITH_TABLE, SchemaTrash
 from crm_core.tables.validators import ColumnValidator
 from models.access import AliasRecord
 
@@ -118,8 +120,10 @@ class MetaService:
         names: DisplayNames,
         dependents: Sequence[TableDependents] = (),
         audit: AuditSink | None = None,
+        trash: SchemaTrash | None = None,
     ) -> None:
         self.types = types
+        self.trash = trash  # deleted columns and tables go there (docs/history.md "Trash")
         self.validators = validators
         self.names = names
         self.dependents = dependents
@@ -206,6 +210,7 @@ class MetaService:
         # dropped or rebuilt once a write can reach the table
         await ctx.db.create_collection(table.collection_name)
         try:
+            await unrecorded_index(table.collection(ctx))
             for column in columns:
                 await self._create_indexes(ctx, table, column)
             await ctx.db[TABLES].insert_one(doc)
@@ -245,13 +250,23 @@ class MetaService:
                 f"Link columns of {', '.join(sorted(referring))} point at this table; "
                 "delete or change them first"
             )
+        # into the trash first (the definition, what others keep of the table; its rows stay
+        # in its collection): a crash then leaves the table in place and an item to purge
+        item = None
+        if self.trash is not None:
+            names = await self.names.find(ctx, [table.key])
+            alias = names[table.key].name if table.key in names else None
+            item = await self.trash.put_table(ctx, table, alias)
         result = await ctx.db[TABLES].delete_one({"_id": table.id, "version": table.version})
         if not result.deleted_count:
+            if self.trash is not None and item is not None:
+                await self.trash.forget(ctx, item)
             raise StaleTableVersion()
         await tables_changed(ctx.tenant)
         # a write that validated against the definition and lands after this finds the table
         # gone when it settles, and removes its rows (crm_core/tables/fence.py)
-        await ctx.db.drop_collection(table.collection_name)
+        if item is None:
+            await ctx.db.drop_collection(table.collection_name)
         await ordering.forget_table(ctx, table.key)
         for dependent in self.dependents:
             await dependent.table_deleted(ctx, table.key)
@@ -517,13 +532,99 @@ class MetaService:
         if column.predefined:
             raise Conflict(f"'{key}' is a predefined column of '{table.key}' and cannot be removed")
         columns = [c for c in table.columns if c.key != key]
-        updated = await save_definition(ctx, table, {"columns": columns})
+        # the item first, the values after the definition no longer has the column (no write
+        # sets it then): a crash in between leaves the values in the rows, where the restore
+        # finds them too
+        item = None
+        if self.trash is not None:
+            names = await self.names.find(ctx, [table.key])
+            alias = names[table.key].columns.get(key) if table.key in names else None
+            item = await self.trash.put_column(ctx, table, column, alias)
+        try:
+            updated = await save_definition(ctx, table, {"columns": columns})
+        except StaleTableVersion:
+            if self.trash is not None and item is not None:
+                await self.trash.forget(ctx, item)
+            raise
+        if self.trash is not None and item is not None:
+            await self.trash.copy_values(ctx, table, item)
         await table.collection(ctx).update_many({key: {"$exists": True}}, {"$unset": {key: ""}})
         await self._drop_indexes(ctx, table, key)
         await ordering.forget_column(ctx, table.key, key)
         for dependent in self.dependents:
             await dependent.column_deleted(ctx, table.key, key)
         return updated
+
+    # ---- back from the trash (crm_core/tables/trash.py `SchemaRestorer`) -------------------
+
+    async def restore_column(
+        self, ctx: TenantContext, table: Table, item: dict[str, Any], values: list[dict[str, Any]]
+    ) -> Table:
+        """The column's values go back into the rows that still exist and have none (a crash
+        during the delete may have left some there), its indexes are built, then the
+        definition gets it back; its display name comes back where none was set since."""
+        column = Column.from_doc(item["doc"])
+        if table.column(column.key) is not None:
+            raise Conflict(
+                f"A column '{column.key}' was added to '{table.key}' since; rename it first",
+                [{"field": "column", "message": f"'{column.key}' exists again"}],
+            )
+        if len(table.columns) >= MAX_COLUMNS:
+            raise Conflict(f"Table '{table.key}' has {MAX_COLUMNS} columns already")
+        errors = await self._target_errors(ctx, column, table.key, "")
+        if errors:
+            raise Conflict(f"The column links to {errors[0]['message']}", errors)
+        key = column.key
+        rows = table.collection(ctx)
+        for start in range(0, len(values), CONVERSION_BATCH):
+            await update_each(
+                rows,
+                [
+                    ({"_id": v["row"], key: {"$exists": False}}, {"$set": {key: v["value"]}})
+                    for v in values[start : start + CONVERSION_BATCH]
+                ],
+            )
+        await self._create_indexes(ctx, table, column)
+        try:
+            updated = await save_definition(ctx, table, {"columns": [*table.columns, column]})
+        except Conflict:
+            await self._drop_indexes(ctx, table, key)
+            raise
+        if item.get("alias"):
+            await ctx.db[ALIASES].update_one(
+                {"table": table.key, f"columns.{key}": {"$exists": False}},
+                {"$set": {f"columns.{key}": item["alias"]}},
+            )
+        await self._audit(ctx, "column.restored", updated, key)
+        return updated
+
+    async def restore_table(self, ctx: TenantContext, item: dict[str, Any]) -> Table:
+        """The definition back under its id (its rows never left their collection, indexes
+        included), one version on; then its shares, display names, views and orders."""
+        doc = dict(item["doc"])
+        key = doc["key"]
+        if await ctx.db[TABLES].find_one({"key": key}, {"_id": 1}):
+            raise Conflict(
+                f"A table '{key}' was created since; delete or rename it first",
+                [{"field": "key", "message": f"'{key}' is taken"}],
+            )
+        doc["version"] = int(doc.get("version") or 0) + 1
+        doc["updated_at"] = utcnow()
+        try:
+            await ctx.db[TABLES].insert_one(doc)
+        except DuplicateKeyError:
+            raise _table_exists(key) from None
+        for name in KEPT_WITH_TABLE:
+            kept = (item.get("kept") or {}).get(name) or []
+            if kept:
+                try:
+                    await ctx.db[name].insert_many(kept, ordered=False)
+                except BulkWriteError:
+                    pass  # one made again since (a share, a display name): kept as it is now
+        await tables_changed(ctx.tenant)
+        table = Table(doc, self.types)
+        await self._audit(ctx, "table.restored", table)
+        return table
 
     # ---- the caller's view ----------------------------------------------------------------
 

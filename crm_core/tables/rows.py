@@ -52,6 +52,7 @@ from crm_core.tables.definitions import SYSTEM_FIELDS, TABLES, Table, load_table
 from crm_core.tables.filters import FilterBuilder, FilterEnv, table_fields
 from crm_core.tables.history import (
     HISTORY_ORDER,
+    UNRECORDED_FIELD,
     Action,
     Change,
     ChangeLog,
@@ -891,6 +892,7 @@ class RowService:
     def stamp(ctx: TenantContext, created: bool) -> dict[str, Any]:
         now = utcnow()
         stamp: dict[str, Any] = {"_updated_at": now, "_updated_by": ctx.user_id}
+        stamp[UNRECORDED_FIELD] = now  # cleared once its revision is stored (tables/history.py)
         if created:
             stamp.update(_created_at=now, _created_by=ctx.user_id)
             stamp[REVISION_FIELD] = 1

@@ -238,6 +238,8 @@ ALLOWED: tuple[Exemption, ...] = (
     ),
     _e("users", "count", "tenant_id role_ids", "a role in use: counted within the tenant"),
     _e(ROWS, "update", None, SCHEMA_CHANGE, META),
+    # a deleted column's values copied into the trash (docs/history.md "Trash")
+    _e(ROWS, "find", None, SCHEMA_CHANGE, "crm_core/tables/trash.py"),
     _e(ROWS, "count", None, SCHEMA_CHANGE, META),
     _e(ROWS, "find", None, SCHEMA_CHANGE, META),
     # issue #29: the last pass of a type change (and a write that finds its column changed
