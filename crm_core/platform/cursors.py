@@ -185,11 +185,17 @@ def after(sort: Sort, keys: Sequence[object]) -> dict[str, Any]:
 
 
 def merge_after(query: Mapping[str, Any], condition: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The list's query with the cursor's condition (None: the first page) merged in."""
+    """The list's query with the cursor's condition (None: the first page) merged in. A query
+    that is a union (`$or` at its top) takes the condition into each branch, so each branch
+    stays served by its own index as on the first page."""
     if not condition:
         return dict(query)
     if not query:
         return dict(condition)
+    branches = query.get("$or")
+    if isinstance(branches, list) and branches:
+        rest = {k: v for k, v in query.items() if k != "$or"}
+        return {**rest, "$or": [merge_after(branch, condition) for branch in branches]}
     return {"$and": [dict(query), dict(condition)]}
 
 
