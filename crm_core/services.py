@@ -22,7 +22,7 @@ from crm_core.accounts.users import UserService
 from crm_core.admin.service import AdminService, BrokerStats
 from crm_core.audit.service import AuditTrail
 from crm_core.files.exports import ExportService
-from crm_core.files.imports import ImportQueue, ImportService
+from crm_core.files.imports import ImportQueue, ImportService, bind_legacy_jobs
 from crm_core.live.events import LiveAudit, LiveCampaignEvents
 from crm_core.live.service import LiveService
 from crm_core.platform.cursors import PageCursors
@@ -32,10 +32,11 @@ from crm_core.platform.registry import Registry
 from crm_core.platform.settings import Settings
 from crm_core.platform.storage import Database, Storage
 from crm_core.sms.names import CAMPAIGNS
+from crm_core.sms.providers import make_provider
 from crm_core.sms.service import CampaignService, SmsQueue, counts
 from crm_core.tables.aggregate import AggregateService
 from crm_core.tables.aliases import AliasService
-from crm_core.tables.builtin import ensure_builtin_tables
+from crm_core.tables.builtin import TenantStep, ensure_builtin_tables
 from crm_core.tables.columns import ColumnType, default_column_types
 from crm_core.tables.filters import FilterBuilder, default_filter_operators
 from crm_core.tables.meta import MetaService
@@ -150,6 +151,11 @@ async def campaign_progress(
     return None if campaign is None else (campaign, await counts(db, campaign))
 
 
+# each domain's own migration of a tenant's database, run by `crm migrate` and at `crm serve`'s
+# start after the tables' own (crm_core/tables/builtin.py `migrate_all`)
+TENANT_MIGRATIONS: tuple[TenantStep, ...] = (bind_legacy_jobs,)
+
+
 def build_services(
     settings: Settings,
     storage: Storage | None = None,
@@ -198,7 +204,15 @@ def build_services(
     rows.changes.live = live.publisher
     told = LiveAudit(trail, live.publisher)
     campaign_events = LiveCampaignEvents(webhooks, live.publisher, campaign_progress)
-    sms = CampaignService(settings, rows, outbox, queue, events=campaign_events, audit=trail)
+    sms = CampaignService(
+        settings,
+        rows,
+        outbox,
+        queue,
+        events=campaign_events,
+        audit=trail,
+        providers=lambda: make_provider(settings),
+    )
     # deleted columns and tables go to the trash; a trashed table's rows are dropped by the
     # outbox's `trash.purge` work once it expires (tasks/broker.py)
     trash_settings = TrashSettings(settings.trash_retention_days)

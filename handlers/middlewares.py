@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
-from crm_core.platform import metrics
+from crm_core.platform import i18n, metrics
 from crm_core.platform.errors import HTTP_STATUS_ERRORS, CrmError, ServiceUnavailable
 from crm_core.platform.logs import (
     ACCESS,
@@ -69,7 +69,10 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Render every error, aiohttp's own included, as `{"error": {code, message, details}}`."""
+    """Render every error, aiohttp's own included, as `{"error": {code, message, details}}`,
+    its message in the client's language (`Accept-Language`, crm_core/platform/i18n.py)."""
+    default = request.app[SERVICES].settings.default_language if SERVICES in request.app else "en"
+    i18n.LANGUAGE.set(i18n.negotiate(request.headers.get("Accept-Language"), default))
     page = _error_page(request)
     render = error_response if page is None else partial(page, request)
     try:

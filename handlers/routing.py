@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from crm_core.accounts.context import TenantContext
 from crm_core.accounts.tokens import is_api_token
+from crm_core.platform import i18n
 from crm_core.platform.errors import (
     CrmError,
     Forbidden,
@@ -577,6 +578,6 @@ def build_view(spec: RouteSpec) -> Callable[[web.Request], Awaitable[web.StreamR
 
 def error_response(error: CrmError) -> web.Response:
     """The §2 body, with the request's id so the answer can be found in the logs."""
-    body = error.to_body()
+    body = error.to_body(i18n.translate)  # the message in the request's language
     body["error"]["request_id"] = REQUEST_ID.get()
     return json_response(body, error.status, error.headers or None)

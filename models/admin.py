@@ -161,6 +161,7 @@ class CampaignCountsView(OutputModel):
     undelivered: int = 0
     expired: int = 0
     blocked: int = 0
+    limited: int = 0
     delivery_rate: float | None = None
 
 

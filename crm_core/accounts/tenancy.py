@@ -136,6 +136,8 @@ class TenantService:
         if "sms_quiet_hours" in patch.model_fields_set:  # null: off (docs/sms.md)
             quiet = patch.sms_quiet_hours
             changes["sms_quiet_hours"] = quiet.model_dump() if quiet is not None else None
+        if "sms_daily_cap" in patch.model_fields_set:  # null: no cap (docs/sms.md)
+            changes["sms_daily_cap"] = patch.sms_daily_cap
         before = {key: _plain(getattr(ctx.tenant, key)) for key in changes}
         if changes:
             await ctx.tenant.set(changes)

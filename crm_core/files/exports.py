@@ -25,6 +25,7 @@ those cells.
 from __future__ import annotations
 
 import asyncio
+import decimal
 import re
 import tempfile
 from collections.abc import AsyncIterator
@@ -238,7 +239,7 @@ class ExportService:
                 return value.astimezone(UTC)
         if column.column is not None and column.column_type is not None:
             value = column.column_type.cell_value(column.column, value)  # labels, times of day
-        if isinstance(value, bool | int | float | str | time):
+        if isinstance(value, bool | int | float | str | time | decimal.Decimal):
             return value
         return str(value)
 
@@ -339,6 +340,8 @@ def _csv_text(value: object) -> str | None:
         return value.strftime("%H:%M:%S")
     if isinstance(value, int | float):
         return repr(value)
+    if isinstance(value, decimal.Decimal):
+        return format(value, "f")
     return neutralise(str(value))
 
 
@@ -349,6 +352,8 @@ def _ru_csv_text(value: object) -> str | None:
         return "Да" if value else "Нет"
     if isinstance(value, float):
         return repr(value).replace(".", ",")
+    if isinstance(value, decimal.Decimal):
+        return format(value, "f").replace(".", ",")
     if isinstance(value, datetime):
         local = isinstance(value.tzinfo, ZoneInfo)  # not the UTC of a date beyond the zone
         if not local or not unambiguous(value) or value.microsecond:
@@ -386,6 +391,9 @@ def _xlsx_cell(sheet: WriteOnlySheet, value: object) -> object:
 
     if value is None or value == "":
         return None
+    if isinstance(value, decimal.Decimal):  # a number where Excel keeps every digit
+        exact = len(value.as_tuple().digits) <= EXCEL_DIGITS
+        value = float(value) if exact else format(value, "f")
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) > EXACT_FLOAT_INT:
         value = str(value)  # Excel keeps 15 significant digits of numbers
     if isinstance(value, float) and (

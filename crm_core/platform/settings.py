@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     default_phone_region: str = Field(default="RU", pattern=r"^[A-Z]{2}$")
     default_timezone: str = "UTC"
+    # the language of error messages when `Accept-Language` names none the service speaks
+    # (crm_core/platform/i18n.py)
+    default_language: Literal["en", "ru"] = "en"
     string_max_length: int = Field(default=10_000, ge=1)
 
     sms_provider: Literal["log", "smsru"] = "log"

@@ -25,7 +25,7 @@ from crm_core.platform.storage import (
     update_each,
 )
 from crm_core.platform.versions import IfMatch, PreconditionFailed
-from crm_core.tables import fence, ordering
+from crm_core.tables import fence, ordering, sequences
 from crm_core.tables.access import visible_filter
 from crm_core.tables.aliases import ALIASES
 from crm_core.tables.bodies import MAX_COLUMNS, ColumnPatch, TableIn, column_models
@@ -311,11 +311,24 @@ class MetaService:
                 stored = self.types.get(column.type).coerce(column, column.default, ctx.values)
                 await rows.update_many({}, {"$set": {column.key: stored}})
         await self._create_indexes(ctx, table, column)
+        numbered = self.types.get(column.type).numbered
+        if numbered:
+            await sequences.number_existing(ctx, table, column)
         try:
-            return await save_definition(ctx, table, {"columns": [*table.columns, column]})
+            # creates validated before this version take its default themselves (fence.settle)
+            changes = {
+                "columns": [*table.columns, column],
+                f"revisions.{column.key}": table.version + 1,
+            }
+            saved = await save_definition(ctx, table, changes)
         except Conflict:
             await self._drop_indexes(ctx, table, column.key)
+            if numbered:
+                await rows.update_many({}, {"$unset": {column.key: ""}})
             raise
+        if numbered:  # rows created while the column was being added
+            await sequences.number_existing(ctx, saved, column)
+        return saved
 
     async def change_column(
         self, ctx: TenantContext, table: Table, key: str, patch: ColumnPatch, version: int | None
@@ -336,6 +349,7 @@ class MetaService:
         if current is None:
             raise NotFound(f"Column '{key}' not found in table '{table.key}'")
         changes = patch.model_dump(exclude_unset=True)
+        force = bool(changes.pop("force", False))
         merged = self._merge_patch(table, current, changes)
         column = self._normalise_column(ctx, merged, "", current)
         new_type = self.types.get(column.type)
@@ -345,7 +359,7 @@ class MetaService:
         # stored values change: fenced against row writes (crm_core/tables/fence.py)
         marked = await fence.begin(ctx, table, [key])
         try:
-            await self._rewrite_values(ctx, marked, current, column, removed)
+            await self._rewrite_values(ctx, marked, current, column, removed, force)
             await self._swap_indexes(ctx, marked, current, column)
         except BaseException:
             await fence.abort(ctx, marked)
@@ -377,12 +391,19 @@ class MetaService:
             raise
 
     async def _rewrite_values(
-        self, ctx: TenantContext, table: Table, old: Column, new: Column, removed: list[Any]
+        self,
+        ctx: TenantContext,
+        table: Table,
+        old: Column,
+        new: Column,
+        removed: list[Any],
+        force: bool = False,
     ) -> None:
-        """All or nothing: every value is converted first in memory; values that cannot be,
-        values that would repeat in a unique column, or rows a required column would leave
-        empty answer 409 listing them with nothing changed. A write that fails half-way is
-        undone value by value (each only if still what this change wrote)."""
+        """All or nothing: every value is converted first in memory; values that cannot be
+        (unless `force`: then they are cleared), values that would repeat in a unique column,
+        or rows a required column would leave empty answer 409 listing them with nothing
+        changed. A write that fails half-way is undone value by value (each only if still what
+        this change wrote)."""
         key = new.key
         rows = table.collection(ctx)
         updates: list[tuple[ObjectId, Any, Any]] = []
@@ -401,6 +422,9 @@ class MetaService:
                 target = value
             else:
                 target, ok = fence.convert_one(self.types, old, new, value, ctx)
+                if not ok and force:
+                    cleared.append((row["_id"], value))
+                    continue
                 if not ok:
                     failures.append(str(row["_id"]))
                     reason = reason or _reason(self.types, old, new, value, ctx)
@@ -410,33 +434,8 @@ class MetaService:
             if not fence.same_value(target, value):
                 updates.append((row["_id"], value, target))
         if failures:
-            raise Conflict(
-                f"{len(failures)} rows cannot be converted to {new.type}; nothing was changed",
-                [
-                    {
-                        "field": key,
-                        "message": reason,
-                        "failed_rows": len(failures),
-                        "row_ids": failures[:SAMPLE_IDS],
-                    }
-                ],
-            )
-        collisions = {v: ids for v, ids in final.items() if len(ids) > 1}
-        if collisions:
-            first = next(iter(collisions.items()))
-            raise Conflict(
-                f"{len(collisions)} values of unique column '{key}' would repeat after the "
-                f"conversion to {new.type}; nothing was changed",
-                [
-                    {
-                        "field": key,
-                        "message": "converted values would repeat",
-                        "repeated_values": len(collisions),
-                        "value": first[0] if not isinstance(first[0], tuple) else list(first[0]),
-                        "row_ids": first[1][:SAMPLE_IDS],
-                    }
-                ],
-            )
+            raise _unconvertible(key, new.type, failures, reason)
+        _raise_collisions(key, new.type, final)
         if new.required and not old.required:
             missing = await rows.count_documents({key: {"$exists": False}}) + len(cleared)
             if missing:
@@ -541,7 +540,10 @@ class MetaService:
             alias = names[table.key].columns.get(key) if table.key in names else None
             item = await self.trash.put_column(ctx, table, column, alias)
         try:
-            updated = await save_definition(ctx, table, {"columns": columns})
+            # writes validated before this version remove their values themselves
+            # (crm_core/tables/fence.py `settle`)
+            changes = {"columns": columns, f"revisions.{key}": table.version + 1}
+            updated = await save_definition(ctx, table, changes)
         except StaleTableVersion:
             if self.trash is not None and item is not None:
                 await self.trash.forget(ctx, item)
@@ -661,6 +663,11 @@ class MetaService:
             raise ValidationFailed.field(
                 "type", "link and user columns cannot change type; add a new column instead"
             )
+        if new_name != current.type:
+            try:
+                new_type.check_change_from(current)
+            except DefinitionError as exc:
+                raise ValidationFailed.field(exc.field, str(exc)) from None
         # a field given as null clears it, except `options` (null: keep the list)
         merged = {**current.to_doc(), **{k: v for k, v in changes.items() if k != "options"}}
         if changes.get("options") is not None:
@@ -718,6 +725,10 @@ class MetaService:
                 **({"predefined": True} if raw.get("predefined") else {}),
             }
         )
+        if column.unique and not column_type.unique_values:
+            raise ValidationFailed.field(
+                f"{prefix}unique", f"{raw['type']} columns cannot be unique"
+            )
         try:
             column_type.check_definition(column, ctx.values)
         except DefinitionError as exc:
@@ -782,13 +793,48 @@ def _reason(
     types: Registry[ColumnType], old: Column, new: Column, value: object, ctx: TenantContext
 ) -> str:
     try:
-        plain = types.get(old.type).export_value(old, value)
-        types.get(new.type).coerce(new, plain, ctx.values, lenient=True)
+        types.get(new.type).convert(types.get(old.type), old, new, value, ctx.values)
     except ColumnValueError as exc:
         return str(exc)
     except (KeyError, TypeError, ValueError):
         pass
     return f"cannot be converted to {new.type}"
+
+
+def _unconvertible(key: str, new_type: str, failures: list[str], reason: str) -> Conflict:
+    """409: values that cannot convert, how many, the first rows and why."""
+    return Conflict(
+        f"{len(failures)} rows cannot be converted to {new_type}; nothing was changed "
+        "(with force: true their values are cleared)",
+        [
+            {
+                "field": key,
+                "message": reason,
+                "failed_rows": len(failures),
+                "row_ids": failures[:SAMPLE_IDS],
+            }
+        ],
+    )
+
+
+def _raise_collisions(key: str, new_type: str, final: dict[Any, list[str]]) -> None:
+    """409 when converted values of a unique column would repeat."""
+    collisions = {v: ids for v, ids in final.items() if len(ids) > 1}
+    if collisions:
+        first = next(iter(collisions.items()))
+        raise Conflict(
+            f"{len(collisions)} values of unique column '{key}' would repeat after the "
+            f"conversion to {new_type}; nothing was changed",
+            [
+                {
+                    "field": key,
+                    "message": "converted values would repeat",
+                    "repeated_values": len(collisions),
+                    "value": first[0] if not isinstance(first[0], tuple) else list(first[0]),
+                    "row_ids": first[1][:SAMPLE_IDS],
+                }
+            ],
+        )
 
 
 def _raise(errors: list[dict[str, Any]]) -> None:
