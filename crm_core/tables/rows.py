@@ -346,7 +346,7 @@ class RowService:
             await table.collection(ctx).insert_one(doc)
         except DuplicateKeyError as exc:
             raise unique_conflict(exc) from None
-        doc = (await self.settled(ctx, table, [doc], keys))[0]
+        table, [doc] = await self.settled(ctx, table, [doc], keys)
         row = self.render(table, doc)
         await self.changes.record(ctx, table, [Change(None, doc)], rendered=[row])
         return row
@@ -390,7 +390,7 @@ class RowService:
             await self._stale_or_missing(ctx, table, oid, expected)
         after = {k: v for k, v in {**before, **set_values, **stamp}.items() if k not in unset}
         after[REVISION_FIELD] = int(before.get(REVISION_FIELD) or 0) + 1
-        after = (await self.settled(ctx, table, [after], keys))[0]
+        table, [after] = await self.settled(ctx, table, [after], keys)
         row = self.render(table, after)
         await self.changes.record(ctx, table, [Change(before, after)], action, rendered=[row])
         return row
@@ -443,7 +443,7 @@ class RowService:
             # a concurrent writer took a unique value between the check and the insert
             await collection.delete_many({"_id": {"$in": [d["_id"] for d in docs]}})
             raise unique_conflict(exc) from None
-        docs = await self.settled(ctx, table, docs, keys)
+        table, docs = await self.settled(ctx, table, docs, keys)
         rows = [self.render(table, doc) for doc in docs]
         await self.changes.record(ctx, table, [Change(None, d) for d in docs], rendered=rows)
         if not full_rows:
@@ -887,15 +887,17 @@ class RowService:
 
     async def settled(
         self, ctx: TenantContext, table: Table, docs: list[dict[str, Any]], keys: set[str]
-    ) -> list[dict[str, Any]]:
-        """The written rows as they are once the write is settled against the definition
-        that holds now (read again only when a column changed form meanwhile)."""
+    ) -> tuple[Table, list[dict[str, Any]]]:
+        """The definition that holds now and the written rows as they are once the write is
+        settled against it (read again only when a column changed form meanwhile): the rows
+        are rendered and recorded under that definition, not the one the write validated
+        against (a value converted to a decimal meanwhile is answered as one)."""
         current = await fence.settle(ctx, table, [d["_id"] for d in docs], keys)
         if current is table:
-            return docs
+            return table, docs
         ids = [d["_id"] for d in docs]
         found = {d["_id"]: d async for d in current.collection(ctx).find({"_id": {"$in": ids}})}
-        return [found.get(d["_id"], d) for d in docs]
+        return current, [found.get(d["_id"], d) for d in docs]
 
     # ---- helpers --------------------------------------------------------------------------
 
