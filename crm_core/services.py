@@ -26,6 +26,7 @@ from crm_core.files.exports import ExportService
 from crm_core.files.imports import ImportQueue, ImportService, bind_legacy_jobs
 from crm_core.live.events import LiveAudit, LiveCampaignEvents
 from crm_core.live.service import LiveService
+from crm_core.platform.cursors import PageCursors
 from crm_core.platform.eventbus import make_event_bus
 from crm_core.platform.outbox import Outbox
 from crm_core.platform.registry import Registry
@@ -177,10 +178,12 @@ def build_services(
         column_types.register(column_type)
     validators = default_validators()
     # the company's audit trail: the domains that change things tell it (docs/history.md)
-    trail = AuditTrail(settings.audit_retention_days)
+    # list cursors are signed with a key of SECRET_KEY (crm_core/platform/cursors.py)
+    cursors = PageCursors(settings.secret_key)
+    trail = AuditTrail(settings.audit_retention_days, cursors)
     shares = ShareService(column_types, trail)  # its audit sink becomes `told` below
     roles = RoleService(shares, trail)
-    users = UserService(roles, settings.bcrypt_rounds, trail)
+    users = UserService(roles, settings.bcrypt_rounds, trail, cursors)
     tenants = TenantService(ensure_builtin_tables, trail)
     aliases = AliasService()
     auth = AuthService(settings, storage, users, tenants, trail)
@@ -197,6 +200,7 @@ def build_services(
         validators,
         events=webhooks,
         trash=RowTrash(TrashSettings(settings.trash_retention_days)),
+        cursors=cursors,
     )
     if settings.crm_env == "test":  # the crash test's barrier (tests/history/test_crash.py)
         rows.changes.pause_table = settings.history_pause_before_revision
@@ -251,7 +255,13 @@ def build_services(
         tokens=ApiTokenService(storage, trail),
         outbox=outbox,
         trash=TrashService(
-            column_types, rows.changes, trail, schema=meta, purges=outbox, files=files
+            column_types,
+            rows.changes,
+            trail,
+            schema=meta,
+            purges=outbox,
+            cursors=cursors,
+            files=files,
         ),
         audit_trail=trail,
         queue=queue,

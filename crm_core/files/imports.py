@@ -1044,7 +1044,7 @@ async def bind_legacy_jobs(db: Database) -> list[str]:
     key perhaps used again), so the job is bound to no table and, if it had not ended,
     cancelled: it never writes into another table of the same key."""
     bound = cancelled = 0
-    legacy = db[JOBS].find({"table_id": {"$exists": False}}, {"table": 1, "state": 1})
+    legacy = db[JOBS].find({"table_id": None}, {"table": 1, "state": 1})  # none or missing
     async for job in legacy:
         table = await db[TABLES].find_one({"key": job.get("table")}, {"_id": 1})
         if table is not None and table["_id"].generation_time <= job["_id"].generation_time:
@@ -1057,9 +1057,7 @@ async def bind_legacy_jobs(db: Database) -> list[str]:
                 message = "The table was deleted; the import stopped"
                 changes |= {"state": "cancelled", "message": message, "finished_at": now}
                 cancelled += 1
-        await db[JOBS].update_one(
-            {"_id": job["_id"], "table_id": {"$exists": False}}, {"$set": changes}
-        )
+        await db[JOBS].update_one({"_id": job["_id"], "table_id": None}, {"$set": changes})
     if not bound and not cancelled:
         return []
     return [f"import jobs bound to their tables: {bound}, cancelled: {cancelled}"]
