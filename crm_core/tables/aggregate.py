@@ -173,6 +173,10 @@ def parse_group_by(table: Table, text: str | None) -> list[Group]:
         target = _target(table, key)
         if target is None:
             raise ValidationFailed.field("group_by", f"unknown column '{key[:64]}'")
+        if target.column_type is not None and target.column_type.holds_files:
+            raise ValidationFailed.field(
+                "group_by", f"'{key[:64]}' holds files: rows are not grouped by their files"
+            )
         if bucket and not target.is_date:
             raise ValidationFailed.field(
                 "group_by", f"'{key[:64]}' is not a date: a bucket (:{bucket[:16]}) needs a date"

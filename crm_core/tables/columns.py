@@ -234,6 +234,7 @@ class ColumnType:
     # values are rows of the table named by the column's `table` setting (`target_table`)
     links_rows: ClassVar[bool] = False
     sms_recipient: ClassVar[bool] = False  # values can be SMS recipients
+    holds_files: ClassVar[bool] = False  # values are uploaded files (crm_core/files/attachments.py)
     # values are numbered by the server from the table's sequence when a row is created
     # (crm_core/tables/sequences.py); a write that gives one is a 400 naming the column
     numbered: ClassVar[bool] = False

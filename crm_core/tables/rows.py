@@ -187,6 +187,13 @@ class RowValues:
             raise ValidationFailed(f"{first['field']}: {first['message']}", self.errors)
 
 
+def _referenced(value: object) -> list[Any]:
+    """The references a stored value holds: none, one, or a list's items (attachments)."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else [value]
+
+
 MAX_SORT_KEYS = 5
 
 
@@ -232,7 +239,7 @@ class RowService:
             if not column_type.references:
                 continue
             key = column.key
-            values = {doc[key] for _, doc in docs if doc.get(key) is not None}
+            values = {v for _, doc in docs for v in _referenced(doc.get(key))}
             if not values:
                 continue
             missing = await column_type.missing_references(refs, column, list(values))
@@ -240,7 +247,7 @@ class RowService:
             errors += [
                 {"field": f"{path}{key}", "message": message}
                 for path, doc in docs
-                if doc.get(key) in missing
+                if any(v in missing for v in _referenced(doc.get(key)))
             ]
         for group in table.doc.get("require_any") or [] if whole_rows else []:
             for path, doc in docs:

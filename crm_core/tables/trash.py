@@ -8,6 +8,9 @@ Items (`kind`):
   expires_at, batch}`; `doc` is the stored row, `links` the rows of other tables (or its own)
   whose link column pointed at it (`[{table, column, rows}]`: the delete cleared them, the
   restore puts them back where the link is still empty), `batch` groups a bulk delete's rows;
+  `files` lists the uploaded files the row's attachment columns hold (absent when none): they
+  stay while the row is in the trash, come back with it, and a purge releases them
+  (`TrashedFiles`);
 - `column`: `{..., column, doc: the column's definition, alias: its display name}` and one
   `column_value` child per row that held a value (`{parent, row_id, value}`, expiring with it);
 - `table`: `{..., doc: the definition, collection, owner_id, kept: {collection: [docs]}}`: the
@@ -88,6 +91,23 @@ class RestoredRows(Protocol):
     ) -> int: ...
 
 
+class TrashedFiles(Protocol):
+    """Who keeps uploaded files (crm_core/files/attachments.py `FileService`): told the files
+    of a purged row, it removes those nothing else holds."""
+
+    async def release(self, ctx: TenantContext, file_ids: list[ObjectId]) -> int: ...
+
+
+def row_files(table: Table, doc: dict[str, Any]) -> list[ObjectId]:
+    """The uploaded files a row's attachment columns hold."""
+    found: list[ObjectId] = []
+    for column in table.columns:
+        value = doc.get(column.key)
+        if isinstance(value, list) and table.column_type(column).holds_files:
+            found += [v for v in value if isinstance(v, ObjectId) and v not in found]
+    return found
+
+
 def row_name(table: Table, doc: dict[str, Any]) -> str:
     """What a person recognises a row by: its first filled text value, else its id."""
     for column in table.columns:
@@ -135,6 +155,9 @@ class RowTrash:
             }
             for doc in docs
         ]
+        for item in items:
+            if files := row_files(table, item["doc"]):
+                item["files"] = files  # index-served: who holds a file (crm_core/files)
         await ctx.db[TRASH].insert_many(items, ordered=False)
 
     async def take_back(self, ctx: TenantContext, table: Table, docs: list[dict[str, Any]]) -> None:
@@ -304,6 +327,7 @@ class TrashService:
         audit: AuditSink | None = None,
         schema: SchemaRestorer | None = None,
         purges: PurgeQueue | None = None,
+        files: TrashedFiles | None = None,
         cursors: PageCursors | None = None,
     ) -> None:
         self.types = types
@@ -311,6 +335,7 @@ class TrashService:
         self.audit = audit
         self.schema = schema
         self.purges = purges
+        self.files = files
         self.cursors = cursors or PageCursors.ephemeral()
 
     async def _levels(self, ctx: TenantContext) -> dict[str, Level]:
@@ -533,6 +558,8 @@ class TrashService:
             item, _ = await self._item(ctx, item_id)
             await ctx.db[TRASH].delete_many({"parent": item["_id"]})
             await ctx.db[TRASH].delete_one({"_id": item["_id"]})
+            if self.files is not None and item.get("files"):
+                await self.files.release(ctx, list(item["files"]))
         await self._audit(ctx, "trash.purged", item)
 
     async def purge_expired(
