@@ -16,17 +16,23 @@ server-side time limits are ignored). Production runs against MongoDB (docs/oper
 from __future__ import annotations
 
 import asyncio
+import calendar
 import contextvars
+import decimal
 import functools
 import gc
 import itertools
+import math
 from bisect import bisect_left, bisect_right
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, NoReturn, TypeVar, cast
+from zoneinfo import ZoneInfo
 
 import mongomock_motor
 from bson import ObjectId
+from mongomock import OperationFailure
 from mongomock import aggregate as _mongomock_aggregate
 from mongomock import filtering as _mongomock_filtering
 from mongomock import helpers as _mongomock_helpers
@@ -573,3 +579,244 @@ def _sync(value: object) -> object:
             return done.value
         raise RuntimeError("the embedded command awaited")
     return value
+
+
+# ---- aggregation expressions as MongoDB 7 documents them -------------------------------------
+# mongomock lacks some operators the computed columns use (`$dateDiff`, `$dateAdd`, `$round`,
+# `$sortArray`) and answers others unlike MongoDB (`$not: [x]` reads the list itself, `$year`
+# and its kin fail on null and take no time zone but with `date`, `$toUpper`/`$toLower` change
+# letters beyond ASCII, `$trim` ignores `chars`). These are evaluated here, each as the MongoDB 7
+# manual describes it (docs/storage.md "The embedded engine's expressions"); the rest stays
+# mongomock's.
+
+_TRIM_WHITESPACE = "\x00 \t\n\x0b\x0c\r\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u200b\u2028\u2029\u202f\u205f\u3000"
+_ZONED = ("year", "quarter", "month", "week", "day")
+_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def _value(parser: Any, expression: object) -> Any:  # parser: mongomock's, untyped
+    """An argument's value; a missing field is null, as MongoDB's expressions read it."""
+    try:
+        return parser.parse(expression)
+    except KeyError:
+        return None
+
+
+def _naive_utc(moment: datetime) -> datetime:
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment
+
+
+def _zone(parser: Any, spec: Mapping[str, Any]) -> ZoneInfo:
+    name = _value(parser, spec["timezone"]) if "timezone" in spec else None
+    return ZoneInfo(name or "UTC")
+
+
+def _local(moment: datetime, zone: ZoneInfo) -> datetime:
+    return _naive_utc(moment).replace(tzinfo=UTC).astimezone(zone)
+
+
+def _epoch_millis(moment: datetime) -> int:
+    delta = _naive_utc(moment) - datetime(1970, 1, 1)
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+def _expr_not(parser: Any, value: object) -> bool:
+    argument = value[0] if isinstance(value, list) and len(value) == 1 else value
+    return not bool(parser._parse_to_bool(argument))
+
+
+def _expr_round(parser: Any, value: object) -> object:
+    """`$round: [number, place]`: half to even; null in, null out; integers stay integers."""
+    args = value if isinstance(value, list) else [value]
+    number = _value(parser, args[0])
+    place = _value(parser, args[1]) if len(args) > 1 else 0
+    if number is None or place is None:
+        return None
+    if isinstance(number, int) and place >= 0:
+        return number
+    if isinstance(number, float) and not math.isfinite(number):
+        return number
+    quantum = decimal.Decimal(1).scaleb(-int(place))
+    rounded = decimal.Decimal(repr(number)).quantize(quantum, rounding=decimal.ROUND_HALF_EVEN)
+    return int(rounded) if isinstance(number, int) else float(rounded)
+
+
+def _date_part(read: Callable[[datetime], int]) -> Callable[[Any, object], object]:
+    """`$year` and its kin: `{date, timezone}` or the date alone; null for a null date."""
+
+    def evaluate(parser: Any, value: object) -> object:
+        spec = value if isinstance(value, dict) and "date" in value else {"date": value}
+        moment = _value(parser, spec["date"])
+        if moment is None:
+            return None
+        return read(_local(moment, _zone(parser, spec)))
+
+    return evaluate
+
+
+def _expr_date_diff(parser: Any, value: object) -> object:
+    """`$dateDiff`: how many `unit` boundaries lie between the dates (days and longer counted
+    in `timezone`; weeks start on `startOfWeek`, Sunday by default)."""
+    spec = cast(Mapping[str, Any], value)
+    start, end = _value(parser, spec["startDate"]), _value(parser, spec["endDate"])
+    unit = _value(parser, spec["unit"])
+    if start is None or end is None or unit is None:
+        return None
+    zone = _zone(parser, spec)
+    sizes = {"hour": 3_600_000, "minute": 60_000, "second": 1000, "millisecond": 1}
+    if unit in sizes:
+        return _epoch_millis(end) // sizes[unit] - _epoch_millis(start) // sizes[unit]
+    a, b = _local(start, zone), _local(end, zone)
+    if unit == "year":
+        return b.year - a.year
+    if unit == "quarter":
+        return (b.year * 4 + (b.month - 1) // 3) - (a.year * 4 + (a.month - 1) // 3)
+    if unit == "month":
+        return (b.year * 12 + b.month) - (a.year * 12 + a.month)
+    if unit == "day":
+        return (b.date() - a.date()).days
+    first = _week_start(parser, spec)
+    starts = [d.date() - timedelta(days=(d.weekday() - first) % 7) for d in (a, b)]
+    return (starts[1] - starts[0]).days // 7
+
+
+def _week_start(parser: Any, spec: Mapping[str, Any]) -> int:
+    name = str(_value(parser, spec.get("startOfWeek", "sunday"))).lower()
+    for index, day in enumerate(_WEEKDAYS):
+        if day.startswith(name[:3]):
+            return index
+    raise OperationFailure(f"unknown startOfWeek '{name}'")
+
+
+def _expr_date_add(parser: Any, value: object) -> object:
+    """`$dateAdd`: `amount` (a whole number) of `unit` after `startDate`; days and longer in
+    `timezone` keep the local time of day, a month past a shorter month's end lands on its
+    last day."""
+    spec = cast(Mapping[str, Any], value)
+    start, amount = _value(parser, spec["startDate"]), _value(parser, spec["amount"])
+    unit = _value(parser, spec["unit"])
+    if start is None or amount is None or unit is None:
+        return None
+    if isinstance(amount, float):
+        if not amount.is_integer():
+            raise OperationFailure("$dateAdd requires 'amount' to be an integer")
+        amount = int(amount)
+    start = _naive_utc(start)
+    try:
+        fixed = {"hour": 3600, "minute": 60, "second": 1, "millisecond": 0.001}
+        if unit in fixed:
+            return start + timedelta(seconds=amount * fixed[unit])
+        moment = _local(start, _zone(parser, spec))
+        if unit in ("day", "week"):
+            day = moment.date() + timedelta(days=amount * (7 if unit == "week" else 1))
+        else:
+            months = amount * {"year": 12, "quarter": 3, "month": 1}[unit]
+            index = moment.month - 1 + months
+            year, month = moment.year + index // 12, index % 12 + 1
+            day = date(year, month, min(moment.day, calendar.monthrange(year, month)[1]))
+        wall = datetime.combine(day, moment.time().replace(tzinfo=None), tzinfo=moment.tzinfo)
+        return _naive_utc(wall)
+    except (OverflowError, ValueError):
+        # MongoDB answers a date outside Python's range; the caller's range check makes it
+        # blank, as this does
+        return datetime(1, 1, 1) if amount < 0 else datetime(9999, 12, 31, 23, 59, 59)
+
+
+def _ascii(shift: int, low: str, high: str) -> Callable[[Any, object], object]:
+    """`$toUpper`/`$toLower`: ASCII letters only, as MongoDB; null is the empty string."""
+
+    def evaluate(parser: Any, value: object) -> object:
+        text = _value(parser, value[0] if isinstance(value, list) else value)
+        if text is None:
+            return ""
+        return "".join(chr(ord(c) + shift) if low <= c <= high else c for c in str(text))
+
+    return evaluate
+
+
+def _expr_trim(parser: Any, value: object) -> object:
+    spec = cast(Mapping[str, Any], value)
+    text = _value(parser, spec["input"])
+    if text is None:
+        return None
+    chars = _value(parser, spec["chars"]) if "chars" in spec else _TRIM_WHITESPACE
+    return str(text).strip(chars)
+
+
+def _expr_str_len_cp(parser: Any, value: object) -> object:
+    text = _value(parser, value[0] if isinstance(value, list) else value)
+    if not isinstance(text, str):
+        raise OperationFailure("$strLenCP requires a string argument")
+    return len(text)
+
+
+def _expr_substr_cp(parser: Any, value: object) -> object:
+    args = cast(list[Any], value)
+    text, start, count = (_value(parser, a) for a in args)
+    if text is None:
+        return ""
+    if (
+        not isinstance(start, int | float)
+        or not isinstance(count, int | float)
+        or start < 0
+        or count < 0
+    ):
+        raise OperationFailure("$substrCP: start and count must be non-negative whole numbers")
+    return str(text)[int(start) : int(start) + int(count)]
+
+
+def _expr_sort_array(parser: Any, value: object) -> object:
+    """`$sortArray: {input, sortBy: 1|-1}` of plain values (BSON order within one type)."""
+    spec = cast(Mapping[str, Any], value)
+    items = _value(parser, spec["input"])
+    if items is None:
+        return None
+    return sorted(items, key=_sort_key, reverse=spec.get("sortBy") == -1)
+
+
+def _sort_key(item: object) -> tuple[int, Any]:
+    if item is None:
+        return (0, 0)
+    if isinstance(item, bool):
+        return (4, item)
+    if isinstance(item, int | float):
+        return (1, item)
+    if isinstance(item, str):
+        return (2, item)
+    if isinstance(item, datetime):
+        return (5, _naive_utc(item))
+    return (3, str(item))
+
+
+EXPRESSIONS: dict[str, Callable[[Any, object], object]] = {
+    "$not": _expr_not,
+    "$round": _expr_round,
+    "$year": _date_part(lambda d: d.year),
+    "$month": _date_part(lambda d: d.month),
+    "$dayOfMonth": _date_part(lambda d: d.day),
+    "$isoDayOfWeek": _date_part(lambda d: d.isoweekday()),
+    "$dateDiff": _expr_date_diff,
+    "$dateAdd": _expr_date_add,
+    "$toUpper": _ascii(-32, "a", "z"),
+    "$toLower": _ascii(32, "A", "Z"),
+    "$trim": _expr_trim,
+    "$strLenCP": _expr_str_len_cp,
+    "$substrCP": _expr_substr_cp,
+    "$sortArray": _expr_sort_array,
+}
+
+
+def _parse_expression(self: Any, expression: object) -> object:
+    """mongomock's `_Parser.parse`, with the operators of `EXPRESSIONS` evaluated here."""
+    if isinstance(expression, dict) and len(expression) == 1:
+        ((operator, value),) = expression.items()
+        handler = EXPRESSIONS.get(operator)
+        if handler is not None:
+            return handler(self, value)
+    return _ORIGINAL_PARSE(self, expression)
+
+
+_ORIGINAL_PARSE: Callable[..., object] = _mongomock_aggregate._Parser.parse
+setattr(_mongomock_aggregate._Parser, "parse", _parse_expression)  # noqa: B010
