@@ -30,8 +30,9 @@ from crm_core.tables.columns import (
     ColumnValueError,
     referring_query,
 )
+from crm_core.tables.computed import pipeline as computed
 from crm_core.tables.definitions import SYSTEM_FIELDS, TABLES, Table, load_table, utcnow
-from crm_core.tables.filters import FilterBuilder, FilterEnv, table_fields
+from crm_core.tables.filters import FilterBuilder, FilterEnv
 from crm_core.tables.history import (
     Action,
     Change,
@@ -146,7 +147,11 @@ class RowValues:
     def _known(self, body: dict[str, Any]) -> dict[str, Any]:
         known = {}
         for key, value in body.items():
-            if self.table.column(key) is None:
+            column = self.table.column(key)
+            if column is not None and self.table.column_type(column).computed:
+                self._error(key, "is a computed column and read-only")
+                continue
+            if column is None:
                 if key == "id" or key in SYSTEM_FIELDS:
                     self._error(key, "is read-only")
                 else:
@@ -289,7 +294,7 @@ class RowService:
     ) -> dict[str, Any]:
         """The MongoDB query for a filter (already parsed from JSON); 400 invalid_filter."""
         env = FilterEnv(ctx.values, now or datetime.now(UTC))
-        return self.filters.translate(filters, table_fields(table.columns, self.types), env)
+        return self.filters.translate(filters, computed.filter_fields(table, self.types), env)
 
     def render(self, table: Table, doc: dict[str, Any]) -> dict[str, Any]:
         return render_row(table, doc)
@@ -302,7 +307,7 @@ class RowService:
         doc = await table.collection(ctx).find_one({"_id": parse_row_id(row_id)})
         if doc is None:
             raise NotFound("Row not found")
-        row = self.render(table, doc)
+        row = (await self.with_computed(ctx, table, [self.render(table, doc)]))[0]
         await self.expand(ctx, table, [row], expand_keys(expand))
         return row
 
@@ -320,7 +325,7 @@ class RowService:
         doc = (await self.settled(ctx, table, [doc], keys))[0]
         row = self.render(table, doc)
         await self.changes.record(ctx, table, [Change(None, doc)], rendered=[row])
-        return row
+        return (await self.with_computed(ctx, table, [row]))[0]
 
     async def update(
         self,
@@ -359,7 +364,7 @@ class RowService:
         after = (await self.settled(ctx, table, [after], keys))[0]
         row = self.render(table, after)
         await self.changes.record(ctx, table, [Change(before, after)], action, rendered=[row])
-        return row
+        return (await self.with_computed(ctx, table, [row]))[0]
 
     async def delete(self, ctx: TenantContext, table: Table, row_id: str) -> None:
         oid = parse_row_id(row_id)
@@ -503,6 +508,7 @@ class RowService:
         where = self.query(ctx, table, filters)
         if not where:
             raise ValidationFailed.field("filters", "must have at least one condition")
+        computed.refuse_computed(table, where)
         return where
 
     async def move(
@@ -553,6 +559,8 @@ class RowService:
         offset: int,
     ) -> tuple[list[dict[str, Any]], int]:
         """One page and the total; `sort=None` is the caller's manual order."""
+        if computed.has_computed(table):
+            return await self.computed_page(ctx, table, query, sort, limit, offset)
         collection = table.collection(ctx)
         max_time = ctx.max_time_ms
         if sort is None:
@@ -569,6 +577,63 @@ class RowService:
         with query_purpose(CLIENT_QUERY):
             total = await collection.count_documents(query, maxTimeMS=max_time)
         return [self.render(table, d) for d in docs], total
+
+    async def computed_page(
+        self,
+        ctx: TenantContext,
+        table: Table,
+        query: dict[str, Any],
+        sort: list[tuple[str, int]] | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """`page` of a table with computed columns: one aggregation pipeline computes what the
+        filter, the sort and the page need (crm_core/tables/computed/pipeline.py)."""
+        collection = table.collection(ctx)
+        max_time = ctx.max_time_ms
+        if sort is None:  # the manual order reads stored rows, then their computed values
+            computed.refuse_computed(table, query, "sort")
+            docs = await manual_page(ctx, table, query, offset, limit)
+            rows = await self.with_computed(ctx, table, [self.render(table, d) for d in docs])
+            with query_purpose(CLIENT_QUERY):
+                total = await collection.count_documents(query, maxTimeMS=max_time)
+            return rows, total
+        if not any(field == "_id" for field, _ in sort):
+            sort = [*sort, ("_id", sort[-1][1] if sort else ASCENDING)]
+        plan = await computed.build_plan(ctx, table, self.types)
+        shapes = computed.page_pipelines(plan, query, sort, offset, limit)
+        with query_purpose(CLIENT_QUERY):
+            docs = await collection.aggregate(shapes.rows, maxTimeMS=max_time).to_list(None)
+            if shapes.count is None:
+                total = await collection.count_documents(shapes.stored, maxTimeMS=max_time)
+            else:
+                counted = await collection.aggregate(shapes.count, maxTimeMS=max_time).to_list(1)
+                total = int(counted[0]["n"]) if counted else 0
+        return [self.render(table, d) for d in docs], total
+
+    async def with_computed(
+        self, ctx: TenantContext, table: Table, rows: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Rendered rows with the values of the table's computed columns, computed by the
+        database (a copy of each row; webhooks and history keep the stored values)."""
+        if not rows or not computed.has_computed(table):
+            return rows
+        plan = await computed.build_plan(ctx, table, self.types)
+        ids = [ObjectId(r["id"]) for r in rows]
+        found = {
+            str(d["_id"]): d
+            async for d in table.collection(ctx).aggregate(computed.values_pipeline(plan, ids))
+        }
+        result = []
+        for row in rows:
+            values = found.get(row["id"], {})
+            extra = {
+                c.key: table.column_type(c).render(c, values[c.key])
+                for c in computed.computed_columns(table)
+                if c.key in values
+            }
+            result.append({**row, **extra})
+        return result
 
     @staticmethod
     def sort_spec(

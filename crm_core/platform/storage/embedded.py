@@ -589,8 +589,11 @@ def _sync(value: object) -> object:
 # manual describes it (docs/storage.md "The embedded engine's expressions"); the rest stays
 # mongomock's.
 
-_TRIM_WHITESPACE = "\x00 \t\n\x0b\x0c\r\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u200b\u2028\u2029\u202f\u205f\u3000"
-_ZONED = ("year", "quarter", "month", "week", "day")
+# `$trim`'s default characters (the MongoDB manual's list)
+_TRIM_WHITESPACE = (
+    "\x00 \t\n\x0b\x0c\r\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
+    "\u2008\u2009\u200a\u200b\u2028\u2029\u202f\u205f\u3000"
+)
 _WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
 
@@ -707,7 +710,7 @@ def _expr_date_add(parser: Any, value: object) -> object:
     try:
         fixed = {"hour": 3600, "minute": 60, "second": 1, "millisecond": 0.001}
         if unit in fixed:
-            return start + timedelta(seconds=amount * fixed[unit])
+            return (start + timedelta(seconds=amount * fixed[unit])).replace(tzinfo=UTC)
         moment = _local(start, _zone(parser, spec))
         if unit in ("day", "week"):
             day = moment.date() + timedelta(days=amount * (7 if unit == "week" else 1))
@@ -717,11 +720,11 @@ def _expr_date_add(parser: Any, value: object) -> object:
             year, month = moment.year + index // 12, index % 12 + 1
             day = date(year, month, min(moment.day, calendar.monthrange(year, month)[1]))
         wall = datetime.combine(day, moment.time().replace(tzinfo=None), tzinfo=moment.tzinfo)
-        return _naive_utc(wall)
+        return wall.astimezone(UTC)
     except (OverflowError, ValueError):
-        # MongoDB answers a date outside Python's range; the caller's range check makes it
-        # blank, as this does
-        return datetime(1, 1, 1) if amount < 0 else datetime(9999, 12, 31, 23, 59, 59)
+        # MongoDB answers a date outside Python's range; the edge stands for it here
+        edge = datetime.min if amount < 0 else datetime.max
+        return edge.replace(tzinfo=UTC)
 
 
 def _ascii(shift: int, low: str, high: str) -> Callable[[Any, object], object]:
@@ -820,3 +823,47 @@ def _parse_expression(self: Any, expression: object) -> object:
 
 _ORIGINAL_PARSE: Callable[..., object] = _mongomock_aggregate._Parser.parse
 setattr(_mongomock_aggregate._Parser, "parse", _parse_expression)  # noqa: B010
+
+
+def _lookup_stage(
+    in_collection: list[MongoDocument], database: Any, options: Mapping[str, Any]
+) -> list[MongoDocument]:
+    """`$lookup` by `localField`/`foreignField`, with an optional `pipeline` run on each
+    document's matches (MongoDB 5.0+; mongomock refuses the two together). The foreign
+    collection is read once and grouped by `foreignField`, as its index would serve it; a
+    missing or null local value matches foreign documents whose field is null or missing, as
+    MongoDB's equality does."""
+    keys = set(options)
+    if not {"from", "localField", "foreignField", "as"} <= keys or keys - {
+        "from",
+        "localField",
+        "foreignField",
+        "as",
+        "pipeline",
+    }:
+        return cast(list[MongoDocument], _ORIGINAL_LOOKUP(in_collection, database, options))
+    local_field, foreign_field = options["localField"], options["foreignField"]
+    by_value: dict[object, list[MongoDocument]] = {}
+    for foreign in database.get_collection(options["from"]).find():
+        by_value.setdefault(_lookup_key(foreign.get(foreign_field)), []).append(foreign)
+    pipeline = options.get("pipeline") or []
+    for doc in in_collection:
+        local = doc.get(local_field)
+        values = local if isinstance(local, list) else [local]
+        matches = [dict(m) for v in values for m in by_value.get(_lookup_key(v), [])]
+        if pipeline:
+            matches = list(process_pipeline(matches, database, pipeline, None))
+        doc[options["as"]] = matches
+    return in_collection
+
+
+def _lookup_key(value: object) -> object:
+    if isinstance(value, datetime):
+        return _naive_utc(value)
+    if isinstance(value, list | dict):
+        return repr(value)
+    return value
+
+
+_ORIGINAL_LOOKUP: Callable[..., object] = _mongomock_aggregate._PIPELINE_HANDLERS["$lookup"]
+_mongomock_aggregate._PIPELINE_HANDLERS["$lookup"] = _lookup_stage

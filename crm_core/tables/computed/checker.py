@@ -38,6 +38,7 @@ UNITS = {
     "hours": "hour",
     "minutes": "minute",
 }
+PLURAL_UNITS = tuple(UNITS)
 UNITS.update({v: v for v in list(UNITS.values())})
 MAX_TEXT_COUNT = 10_000
 MAX_ROUND_PLACES = 10
@@ -72,7 +73,7 @@ def literal_unit(node: Node) -> str:
     if not isinstance(node, Text) or node.value.lower() not in UNITS:
         raise FormulaError(
             node.pos,
-            f"the unit must be one of {', '.join(sorted(set(UNITS) - set(UNITS.values())))} (as text)",
+            f"the unit must be one of {', '.join(sorted(PLURAL_UNITS))} (as text)",
         )
     return UNITS[node.value.lower()]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from crm_core.tables.computed.checker import (
@@ -44,8 +44,8 @@ DATE_ADD_LIMITS = {
     "minute": 5_300_000_000,
 }
 # the dates an answer can carry (datetime's range); a DATE_ADD beyond them is blank
-MIN_DATE = datetime(1, 1, 2)
-MAX_DATE = datetime(9999, 12, 30)
+MIN_DATE = datetime(1, 1, 2, tzinfo=UTC)
+MAX_DATE = datetime(9999, 12, 30, tzinfo=UTC)
 # units whose boundaries are counted in the company's time zone; hours and minutes in UTC
 ZONED_UNITS = ("year", "month", "week", "day")
 ALLOWED_OPERATORS = frozenset(
@@ -58,7 +58,7 @@ ALLOWED_OPERATORS = frozenset(
 @dataclass(frozen=True)
 class CompileEnv:
     timezone: str  # the company's IANA time zone
-    today: datetime  # the company's today at its local midnight, in UTC
+    today: datetime  # the company's today at its local midnight, in UTC (aware)
 
 
 def null_safe(name: str, left: Expr, right: Expr, body: Callable[[Expr, Expr], Expr]) -> Expr:

@@ -121,6 +121,8 @@ class Evaluator:
         if isinstance(node, ColumnRef):
             value = self.row.get(node.key)
             return naive_utc(value) if isinstance(value, datetime) else value
+        if isinstance(node, Call) and node.name == "TODAY":
+            return naive_utc(self.today)
         if isinstance(node, Unary):
             value = self.eval(node.operand)
             return value if node.op == "+" or value is None else 0 - value
@@ -217,7 +219,7 @@ def _date_add(ev: Evaluator, node: Call) -> Any:
         return None
     whole = int(round_half_even(float(amount), 0))
     result = date_add(start, unit, whole, ev.zone)
-    if result is None or not MIN_DATE <= result <= MAX_DATE:
+    if result is None or not naive_utc(MIN_DATE) <= result <= naive_utc(MAX_DATE):
         return None
     return result
 

@@ -1,0 +1,263 @@
+"""The list path of a table with computed columns (docs/computed.md "Listing"): one aggregation
+pipeline instead of find(): `$match` on stored fields first (index-served as the find's filter
+is), then the computed columns the filter and the sort need (`$lookup` + `$addFields`, in
+dependency order), `$match` on computed fields, `$sort`, `$skip`, `$limit`, and only then the
+computed columns the page shows but nothing selected or sorted by."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, time
+from typing import Any
+
+from crm_core.platform.context import TenantContext
+from crm_core.platform.errors import ValidationFailed
+from crm_core.platform.registry import Registry
+from crm_core.tables.columns import (
+    BooleanType,
+    Column,
+    ColumnType,
+    DateType,
+    FloatType,
+    LookupType,
+    RollupType,
+    StringType,
+)
+from crm_core.tables.computed.checker import Kind
+from crm_core.tables.computed.compiler import CompileEnv, Expr, compile_formula
+from crm_core.tables.computed.definitions import formula_of, result_kind, setting, uses
+from crm_core.tables.computed.syntax import parse
+from crm_core.tables.definitions import Table, load_table
+from crm_core.tables.filters import Field, table_fields
+
+# the filter operators of a computed column are those of the type its values have
+KIND_TYPES: dict[Kind, ColumnType] = {
+    Kind.NUMBER: FloatType(),
+    Kind.TEXT: StringType(),
+    Kind.BOOLEAN: BooleanType(),
+    Kind.DATE: DateType(),
+}
+TEMP_PREFIX = "__computed_"  # the `$lookup` arrays, dropped before rows leave the database
+
+
+def computed_columns(table: Table) -> list[Column]:
+    return [c for c in table.columns if table.column_type(c).computed]
+
+
+def has_computed(table: Table) -> bool:
+    return any(table.column_type(c).computed for c in table.columns)
+
+
+def filter_fields(table: Table, types: Registry[ColumnType]) -> dict[str, Field]:
+    """The filter's fields: a computed column filters as its result's kind does."""
+    fields = table_fields(table.columns, types)
+    for column in computed_columns(table):
+        kind_type = KIND_TYPES[result_kind(column)]
+        fields[column.key] = Field(column.key, replace(column, type=kind_type.name), kind_type)
+    return fields
+
+
+def field_names(query: object) -> set[str]:
+    """The field names a MongoDB query names (keys not starting with `$`, at any depth)."""
+    found: set[str] = set()
+    if isinstance(query, dict):
+        for key, value in query.items():
+            if not key.startswith("$"):
+                found.add(key.split(".")[0])
+            found |= field_names(value)
+    elif isinstance(query, list):
+        for item in query:
+            found |= field_names(item)
+    return found
+
+
+def split_query(query: dict[str, Any], computed: set[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the conditions on stored fields, those on computed fields) of a query whose top level
+    is one condition or an `$and` of them."""
+    parts = query["$and"] if set(query) == {"$and"} else [query] if query else []
+    stored = [p for p in parts if not field_names(p) & computed]
+    on_computed = [p for p in parts if field_names(p) & computed]
+
+    def joined(found: list[dict[str, Any]]) -> dict[str, Any]:
+        return {} if not found else found[0] if len(found) == 1 else {"$and": found}
+
+    return joined(stored), joined(on_computed)
+
+
+def refuse_computed(table: Table, query: dict[str, Any], path: str = "filters") -> None:
+    """A write selected by a filter selects by stored values only."""
+    named = field_names(query) & {c.key for c in computed_columns(table)}
+    if named:
+        raise ValidationFailed.field(
+            path,
+            f"computed column '{sorted(named)[0]}' cannot select the rows of a write; list "
+            "the rows and write them by id",
+        )
+
+
+def compile_env(ctx: TenantContext, now: datetime | None = None) -> CompileEnv:
+    zone = ctx.values.timezone
+    today = (now or datetime.now(UTC)).astimezone(zone).date()
+    midnight = datetime.combine(today, time(), tzinfo=zone).astimezone(UTC)
+    return CompileEnv(timezone=zone.key, today=midnight)
+
+
+@dataclass
+class Plan:
+    """The stages computing a table's computed columns, by column, in dependency order."""
+
+    stages: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    needs: dict[str, set[str]] = field(default_factory=dict)  # computed keys each reads
+    temporary: list[str] = field(default_factory=list)
+
+    def for_keys(self, keys: Iterable[str], done: set[str]) -> list[dict[str, Any]]:
+        """The stages of `keys` and the computed columns they read, none of `done`."""
+        wanted: list[str] = []
+
+        def visit(key: str) -> None:
+            if key in done or key in wanted or key not in self.stages:
+                return
+            for used in sorted(self.needs.get(key, ())):
+                visit(used)
+            wanted.append(key)
+
+        for key in keys:
+            visit(key)
+        done.update(wanted)
+        return [stage for key in wanted for stage in self.stages[key]]
+
+    def cleanup(self) -> list[dict[str, Any]]:
+        return [{"$project": dict.fromkeys(self.temporary, 0)}] if self.temporary else []
+
+
+async def build_plan(
+    ctx: TenantContext, table: Table, types: Registry[ColumnType], now: datetime | None = None
+) -> Plan:
+    env = compile_env(ctx, now)
+    plan = Plan()
+    computed = {c.key for c in computed_columns(table)}
+    for column in computed_columns(table):
+        column_type = table.column_type(column)
+        plan.needs[column.key] = uses(column, column_type) & computed
+        if isinstance(column_type, LookupType):
+            plan.stages[column.key] = await _lookup_stages(ctx, table, types, column, plan)
+        elif isinstance(column_type, RollupType):
+            plan.stages[column.key] = await _rollup_stages(ctx, types, column, plan)
+        else:
+            expr = compile_formula(parse(formula_of(column)), env)
+            plan.stages[column.key] = [{"$addFields": {column.key: expr}}]
+    return plan
+
+
+async def _lookup_stages(
+    ctx: TenantContext, table: Table, types: Registry[ColumnType], column: Column, plan: Plan
+) -> list[dict[str, Any]]:
+    """The linked row's value: `$lookup` by `_id` of the link's table (its `_id` index)."""
+    link = table.column(setting(column, "link"))
+    target_key = None if link is None else table.column_type(link).target_table(link)
+    target = await load_table(ctx, types, target_key or "")
+    temp = f"{TEMP_PREFIX}{column.key}"
+    plan.temporary.append(temp)
+    value = setting(column, "column")
+    first = {"$arrayElemAt": [f"${temp}.{value}", 0]}
+    return [
+        {
+            "$lookup": {
+                "from": target.collection_name,
+                "localField": setting(column, "link"),
+                "foreignField": "_id",
+                "pipeline": [{"$project": {"_id": 0, value: 1}}],
+                "as": temp,
+            }
+        },
+        {"$addFields": {column.key: {"$ifNull": [first, None]}}},
+    ]
+
+
+def _rollup_value(function: str, values: str, rows: str) -> Expr:
+    if function == "count":
+        return {"$size": rows}
+    if function == "concat":
+        ordered = {"$sortArray": {"input": values, "sortBy": 1}}
+        return {
+            "$reduce": {
+                "input": ordered,
+                "initialValue": None,
+                "in": {
+                    "$cond": [
+                        {"$eq": ["$$value", None]},
+                        "$$this",
+                        {"$concat": ["$$value", ", ", "$$this"]},
+                    ]
+                },
+            }
+        }
+    return {f"${function}": values}
+
+
+async def _rollup_stages(
+    ctx: TenantContext, types: Registry[ColumnType], column: Column, plan: Plan
+) -> list[dict[str, Any]]:
+    """The rows of another table whose link points at this row: `$lookup` by that link column
+    (its `i_<link>` index), then the function over their values."""
+    source = await load_table(ctx, types, column.table or "")
+    temp = f"{TEMP_PREFIX}{column.key}"
+    plan.temporary.append(temp)
+    function = setting(column, "function")
+    value = setting(column, "column") or "_id"
+    projection: dict[str, Any] = {"_id": 0, value: 1} if value != "_id" else {"_id": 1}
+    return [
+        {
+            "$lookup": {
+                "from": source.collection_name,
+                "localField": "_id",
+                "foreignField": setting(column, "link"),
+                "pipeline": [{"$project": projection}],
+                "as": temp,
+            }
+        },
+        {"$addFields": {column.key: _rollup_value(function, f"${temp}.{value}", f"${temp}")}},
+    ]
+
+
+@dataclass(frozen=True)
+class PagePipelines:
+    rows: list[dict[str, Any]]
+    count: list[dict[str, Any]] | None  # None: count_documents(stored) is the total
+    stored: dict[str, Any]
+
+
+def page_pipelines(
+    plan: Plan,
+    query: dict[str, Any],
+    sort: list[tuple[str, int]],
+    offset: int,
+    limit: int,
+) -> PagePipelines:
+    computed = set(plan.stages)
+    stored, on_computed = split_query(query, computed)
+    done: set[str] = set()
+    head: list[dict[str, Any]] = [{"$match": stored}] if stored else []
+    selecting = plan.for_keys(sorted(field_names(on_computed) & computed), done)
+    head += selecting
+    if on_computed:
+        head.append({"$match": on_computed})
+    count = [*head, {"$count": "n"}] if on_computed else None
+    sorting = plan.for_keys([k for k, _ in sort if k in computed], done)
+    rows = [*head, *sorting, {"$sort": dict(sort)}]
+    if offset:
+        rows.append({"$skip": offset})
+    rows.append({"$limit": limit})
+    rows += plan.for_keys(sorted(computed), done)
+    rows += plan.cleanup()
+    return PagePipelines(rows, count, stored)
+
+
+def values_pipeline(plan: Plan, ids: list[Any]) -> list[dict[str, Any]]:
+    """The computed values of the rows `ids` (by the `_id` index)."""
+    return [
+        {"$match": {"_id": {"$in": ids}}},
+        *plan.for_keys(sorted(plan.stages), set()),
+        {"$project": {"_id": 1, **dict.fromkeys(plan.stages, 1)}},
+    ]
