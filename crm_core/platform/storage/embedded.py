@@ -583,11 +583,11 @@ def _sync(value: object) -> object:
 
 # ---- aggregation expressions as MongoDB 7 documents them -------------------------------------
 # mongomock lacks some operators the computed columns use (`$dateDiff`, `$dateAdd`, `$round`,
-# `$sortArray`) and answers others unlike MongoDB (`$not: [x]` reads the list itself, `$year`
-# and its kin fail on null and take no time zone but with `date`, `$toUpper`/`$toLower` change
-# letters beyond ASCII, `$trim` ignores `chars`). These are evaluated here, each as the MongoDB 7
-# manual describes it (docs/storage.md "The embedded engine's expressions"); the rest stays
-# mongomock's.
+# `$sortArray`, `$reduce`) and answers others unlike MongoDB (`$not: [x]` reads the list
+# itself, `$year` and its kin fail on null and take no time zone but with `date`,
+# `$toUpper`/`$toLower` change letters beyond ASCII, `$trim` ignores `chars`). These are
+# evaluated here, each as the MongoDB 7 manual describes it (docs/storage.md "The embedded
+# engine's expressions"); the rest stays mongomock's.
 
 # `$trim`'s default characters (the MongoDB manual's list)
 _TRIM_WHITESPACE = (
@@ -793,7 +793,25 @@ def _sort_key(item: object) -> tuple[int, Any]:
     return (3, str(item))
 
 
+def _expr_reduce(parser: Any, value: object) -> object:
+    """`$reduce: {input, initialValue, in}`: `in` applied to each item in turn, with `$$value`
+    the result so far and `$$this` the item; null for a null input."""
+    spec = cast(Mapping[str, Any], value)
+    items = _value(parser, spec["input"])
+    if items is None:
+        return None
+    result = _value(parser, spec["initialValue"])
+    for item in items:
+        variables = {**parser._user_vars, "value": result, "this": item}
+        step = _mongomock_aggregate._Parser(
+            parser._doc_dict, variables, ignore_missing_keys=parser._ignore_missing_keys
+        )
+        result = _value(step, spec["in"])
+    return result
+
+
 EXPRESSIONS: dict[str, Callable[[Any, object], object]] = {
+    "$reduce": _expr_reduce,
     "$not": _expr_not,
     "$round": _expr_round,
     "$year": _date_part(lambda d: d.year),
