@@ -803,9 +803,7 @@ def _expr_reduce(parser: Any, value: object) -> object:
     result = _value(parser, spec["initialValue"])
     for item in items:
         variables = {**parser._user_vars, "value": result, "this": item}
-        step = _mongomock_aggregate._Parser(
-            parser._doc_dict, variables, ignore_missing_keys=parser._ignore_missing_keys
-        )
+        step = _PARSER(parser._doc_dict, variables, ignore_missing_keys=parser._ignore_missing_keys)
         result = _value(step, spec["in"])
     return result
 
@@ -839,6 +837,7 @@ def _parse_expression(self: Any, expression: object) -> object:
     return _ORIGINAL_PARSE(self, expression)
 
 
+_PARSER: Any = _mongomock_aggregate._Parser  # mongomock's, untyped
 _ORIGINAL_PARSE: Callable[..., object] = _mongomock_aggregate._Parser.parse
 setattr(_mongomock_aggregate._Parser, "parse", _parse_expression)  # noqa: B010
 
@@ -883,5 +882,7 @@ def _lookup_key(value: object) -> object:
     return value
 
 
-_ORIGINAL_LOOKUP: Callable[..., object] = _mongomock_aggregate._PIPELINE_HANDLERS["$lookup"]
+_ORIGINAL_LOOKUP: Callable[..., object] = cast(
+    "Callable[..., object]", _mongomock_aggregate._PIPELINE_HANDLERS["$lookup"]
+)
 _mongomock_aggregate._PIPELINE_HANDLERS["$lookup"] = _lookup_stage
