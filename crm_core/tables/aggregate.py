@@ -32,6 +32,7 @@ from crm_core.platform.errors import CrmError, ValidationFailed
 from crm_core.platform.storage import query_purpose, system_collection
 from crm_core.tables.access import Level, access_level
 from crm_core.tables.columns import ORDERED, PERIOD, TEXT, Column, ColumnType, render_datetime
+from crm_core.tables.computed.pipeline import value_type, with_computed_stages
 from crm_core.tables.definitions import Table, load_table
 from crm_core.tables.rows import CLIENT_QUERY, RowService
 from models.accounts import User
@@ -88,7 +89,7 @@ def _target(table: Table, key: str) -> Target | None:
     column = table.column(key)
     if column is None:
         return None
-    column_type = table.column_type(column)
+    column_type = value_type(table, column)  # a computed column's: its result kind's
     caps = column_type.capabilities
     is_date = PERIOD in caps
     numeric = (
@@ -458,6 +459,8 @@ class AggregateService:
         self, ctx: TenantContext, table: Table, request: AggregateRequest
     ) -> AggregateResult:
         pipeline, groups, metrics = self.pipeline(ctx, table, request)
+        keys = [g.key for g in groups] + [m.target.key for m in metrics if m.target is not None]
+        pipeline = await with_computed_stages(ctx, table, self.rows.types, pipeline, keys)
         sort = parse_sort(request.sort, groups, metrics)
         cursor = table.collection(ctx).aggregate(pipeline, maxTimeMS=ctx.max_time_ms)
         with query_purpose(CLIENT_QUERY):  # the client's filter, audited like the list's

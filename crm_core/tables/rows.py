@@ -618,15 +618,10 @@ class RowService:
         database (a copy of each row; webhooks and history keep the stored values)."""
         if not rows or not computed.has_computed(table):
             return rows
-        plan = await computed.build_plan(ctx, table, self.types)
-        ids = [ObjectId(r["id"]) for r in rows]
-        found = {
-            str(d["_id"]): d
-            async for d in table.collection(ctx).aggregate(computed.values_pipeline(plan, ids))
-        }
+        docs = [{"_id": ObjectId(r["id"])} for r in rows]
+        found = await computed.add_values(ctx, table, self.types, docs)
         result = []
-        for row in rows:
-            values = found.get(row["id"], {})
+        for row, values in zip(rows, found, strict=True):
             extra = {
                 c.key: table.column_type(c).render(c, values[c.key])
                 for c in computed.computed_columns(table)

@@ -251,3 +251,33 @@ async def test_a_lookup_never_reaches_another_company(api, owner):
     assert aggregates and {r.database for r in aggregates} == {my_db}
     theirs = await api.call("GET", path("companies", sort="name"), other, expect=200)
     assert [r["deal_sum"] for r in theirs["items"]] == [110, 0, 5]
+
+
+async def test_aggregate_and_export_read_computed_values(api, owner):
+    await world(api, owner)
+    await api.call(
+        "POST",
+        "/api/meta/tables/deals/columns",
+        owner,
+        expect=201,
+        json={"key": "double", "type": "formula", "formula": "{amount} * 2"},
+    )
+    got = await api.call(
+        "GET",
+        "/api/data/deals/aggregate?group_by=company_city&metrics=count,sum:double"
+        "&filters=" + quote(json.dumps([{"field": "double", "op": "gt", "value": 10}])),
+        owner,
+        expect=200,
+    )
+    groups = {g["key"]["company_city"]: (g["count"], g["sum:double"]) for g in got["groups"]}
+    assert groups == {"Омск": (2, 220), None: (1, 2000)}
+    assert got["totals"] == {"count": 3, "sum:double": 2220}
+    # export, sorted by a rollup and filtered by a formula
+    resp = await api.client.get(
+        "/api/data/companies/export?format=csv&sort=-deal_sum&columns=name,deal_sum,vip"
+        "&filters=" + quote(json.dumps([{"field": "vip", "op": "eq", "value": "VIP"}])),
+        headers=owner.headers,
+    )
+    text = (await resp.text()).lstrip("\ufeff")
+    assert resp.status == 200, text
+    assert text.splitlines() == ["name,deal_sum,vip", "Acme,110.0,VIP"]

@@ -6,7 +6,7 @@ computed columns the page shows but nothing selected or sorted by."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time
 from typing import Any
@@ -261,3 +261,101 @@ def values_pipeline(plan: Plan, ids: list[Any]) -> list[dict[str, Any]]:
         *plan.for_keys(sorted(plan.stages), set()),
         {"$project": {"_id": 1, **dict.fromkeys(plan.stages, 1)}},
     ]
+
+
+def value_type(table: Table, column: Column) -> ColumnType:
+    """The type a column's values have: a computed column's result kind's, or its own."""
+    column_type = table.column_type(column)
+    return KIND_TYPES[result_kind(column)] if column_type.computed else column_type
+
+
+async def with_computed_stages(
+    ctx: TenantContext,
+    table: Table,
+    types: Registry[ColumnType],
+    pipeline: list[dict[str, Any]],
+    keys: Iterable[str],
+) -> list[dict[str, Any]]:
+    """A pipeline that starts with the list's `$match`, given the computed columns it reads
+    (`keys`, and those its `$match` names): the `$match` on stored fields first, then the
+    computed columns, then the `$match` on them (aggregates, crm_core/tables/aggregate.py)."""
+    if not has_computed(table) or not pipeline or "$match" not in pipeline[0]:
+        return pipeline
+    plan = await build_plan(ctx, table, types)
+    computed = set(plan.stages)
+    stored, on_computed = split_query(pipeline[0]["$match"], computed)
+    wanted = (set(keys) | field_names(on_computed)) & computed
+    if not wanted:
+        return pipeline
+    head: list[dict[str, Any]] = [{"$match": stored}, *plan.for_keys(sorted(wanted), set())]
+    if on_computed:
+        head.append({"$match": on_computed})
+    return [*head, *pipeline[1:]]
+
+
+async def add_values(
+    ctx: TenantContext, table: Table, types: Registry[ColumnType], docs: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Stored rows with their computed values (copies), computed by the database."""
+    if not docs or not has_computed(table):
+        return docs
+    plan = await build_plan(ctx, table, types)
+    pipeline = values_pipeline(plan, [d["_id"] for d in docs])
+    found = {d["_id"]: d async for d in table.collection(ctx).aggregate(pipeline)}
+    return [{**doc, **found.get(doc["_id"], {})} for doc in docs]
+
+
+async def count_rows(
+    ctx: TenantContext,
+    table: Table,
+    types: Registry[ColumnType],
+    query: dict[str, Any],
+    limit: int | None = None,
+) -> int:
+    """How many rows a list query (computed conditions included) selects, up to `limit`."""
+    computed = {c.key for c in computed_columns(table)}
+    collection = table.collection(ctx)
+    if not field_names(query) & computed:
+        if limit is None:
+            return int(await collection.count_documents(query))
+        return int(await collection.count_documents(query, limit=limit))
+    plan = await build_plan(ctx, table, types)
+    shapes = page_pipelines(plan, query, [("_id", 1)], 0, limit or 1)
+    assert shapes.count is not None
+    counting = shapes.count
+    if limit is not None:
+        counting = [*counting[:-1], {"$limit": limit}, counting[-1]]
+    found = await collection.aggregate(counting).to_list(1)
+    return int(found[0]["n"]) if found else 0
+
+
+async def sorted_batches(
+    ctx: TenantContext,
+    table: Table,
+    types: Registry[ColumnType],
+    query: dict[str, Any],
+    sort: list[tuple[str, int]],
+    size: int,
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """Every row the query selects, in `sort` order, with its computed values, in lists of
+    `size` (exports, crm_core/files/exports.py): one pipeline read as a cursor."""
+    plan = await build_plan(ctx, table, types)
+    computed = set(plan.stages)
+    stored, on_computed = split_query(query, computed)
+    done: set[str] = set()
+    pipeline: list[dict[str, Any]] = [{"$match": stored}] if stored else []
+    pipeline += plan.for_keys(sorted(field_names(on_computed) & computed), done)
+    if on_computed:
+        pipeline.append({"$match": on_computed})
+    pipeline += plan.for_keys([k for k, _ in sort if k in computed], done)
+    pipeline.append({"$sort": dict(sort)})
+    pipeline += plan.for_keys(sorted(computed), done)
+    pipeline += plan.cleanup()
+    batch: list[dict[str, Any]] = []
+    async for doc in table.collection(ctx).aggregate(pipeline, batchSize=size):
+        batch.append(doc)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
