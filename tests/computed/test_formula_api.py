@@ -8,6 +8,7 @@ import json
 from urllib.parse import quote
 
 from tests.support.api import Factories, rows_of
+from tests.support.files import confirm, finished, upload
 
 DEALS = {
     "key": "deals",
@@ -269,3 +270,33 @@ async def test_changing_a_formula_rechecks_it(api, owner):
     assert {c["key"]: c for c in table["columns"]}["total"]["result"] == "text"
     page = await api.call("GET", listing(sort="title"), owner, expect=200)
     assert page["items"][0]["total"] == "few"
+
+
+async def test_export_then_import_leaves_the_computed_columns_out(api, client, owner):
+    await deals(api, owner)
+    resp = await client.get("/api/data/deals/export?format=csv&sort=title", headers=owner.headers)
+    body = await resp.read()
+    assert resp.status == 200
+    lines = body.decode("utf-8-sig").splitlines()
+    assert lines[0].split(",")[-3:] == ["total", "big", "label"]
+    assert lines[1].split(",")[-3:] == ["30.0", "false", "A!"]
+    status, job = await upload(client, owner, body, table="deals")
+    assert status == 201, job
+    assert {h: c for h, c in job["mapping"].items() if h in ("total", "big", "label")} == {
+        "total": None,
+        "big": None,
+        "label": None,
+    }
+    # mapping a file column to a computed column is refused, naming it
+    got = await confirm(
+        api, owner, job, table="deals", expect=400, mapping={"total": "total", "title": "title"}
+    )
+    assert got["error"]["details"] == [
+        {"field": "mapping.total", "message": "'total' is a computed column: it is not imported"}
+    ]
+    await confirm(api, owner, job, table="deals")
+    done = await finished(api, owner, job, table="deals")
+    assert done["state"] == "completed" and not done["errors"], done
+    page = await api.call("GET", listing(sort="title"), owner, expect=200)
+    assert [r["title"] for r in page["items"]] == ["a", "a", "b", "b", "c", "c", "d", "d"]
+    assert [r.get("total") for r in page["items"]][:2] == [30, 30]
