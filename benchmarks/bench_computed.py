@@ -44,6 +44,8 @@ DEALS = {
         {"key": "company", "type": "link", "table": "companies"},
     ],
 }
+# the same stored columns in a table without computed ones: the list's find() path
+PLAIN = {"key": "plain", "columns": [c for c in COMPANIES["columns"] if c["type"] != "formula"]}
 ROLLUP = {
     "key": "deal_count",
     "type": "rollup",
@@ -54,11 +56,11 @@ ROLLUP = {
 
 
 def requests() -> list[tuple[str, str]]:
-    def listing(**params: Any) -> str:
+    def listing(table: str = "companies", **params: Any) -> str:
         query = "&".join(
             f"{k}={quote(json.dumps(v) if k == 'filters' else str(v))}" for k, v in params.items()
         )
-        return f"/api/data/companies?{query}"
+        return f"/api/data/{table}?{query}"
 
     many = [{"field": "deal_count", "op": "gte", "value": 3}]
     many_stored = [{"field": "deal_count_stored", "op": "gte", "value": 3}]
@@ -67,12 +69,18 @@ def requests() -> list[tuple[str, str]]:
         ("sorted by a stored column", listing(sort="-score_stored", limit=50)),
         ("filtered by a rollup", listing(filters=many, sort="name", limit=50)),
         ("filtered by a stored column", listing(filters=many_stored, sort="name", limit=50)),
+        ("no computed columns: sorted", listing("plain", sort="-score_stored", limit=50)),
+        (
+            "no computed columns: filtered",
+            listing("plain", filters=many_stored, sort="name", limit=50),
+        ),
     ]
 
 
 async def fill(api: Any, rows: int, deals: int) -> None:
     await api.call("POST", "/api/meta/tables", 201, json=COMPANIES)
     await api.call("POST", "/api/meta/tables", 201, json=DEALS)
+    await api.call("POST", "/api/meta/tables", 201, json=PLAIN)
     await api.call("POST", "/api/meta/tables/companies/columns", 201, json=ROLLUP)
     rng = random.Random(24)
     companies = []
@@ -98,6 +106,7 @@ async def fill(api: Any, rows: int, deals: int) -> None:
     for collection, docs in (
         (await api.rows_collection("companies"), companies),
         (await api.rows_collection("deals"), deal_docs),
+        (await api.rows_collection("plain"), [{**c, "_id": ObjectId()} for c in companies]),
     ):
         for begin in range(0, len(docs), 10_000):
             await collection.insert_many(docs[begin : begin + 10_000])

@@ -860,18 +860,35 @@ def _lookup_stage(
     }:
         return cast(list[MongoDocument], _ORIGINAL_LOOKUP(in_collection, database, options))
     local_field, foreign_field = options["localField"], options["foreignField"]
+    foreign_collection = database.get_collection(options["from"])
+    by_id = foreign_field == "_id"  # the `_id` index: each local value looked up in the store
     by_value: dict[object, list[MongoDocument]] = {}
-    for foreign in database.get_collection(options["from"]).find():
-        by_value.setdefault(_lookup_key(foreign.get(foreign_field)), []).append(foreign)
+    if not by_id:
+        for foreign in foreign_collection.find():
+            by_value.setdefault(_lookup_key(foreign.get(foreign_field)), []).append(foreign)
     pipeline = options.get("pipeline") or []
     for doc in in_collection:
         local = doc.get(local_field)
         values = local if isinstance(local, list) else [local]
-        matches = [dict(m) for v in values for m in by_value.get(_lookup_key(v), [])]
+        if by_id:
+            matches = _stored_by_id(foreign_collection, values)
+        else:
+            matches = [dict(m) for v in values for m in by_value.get(_lookup_key(v), [])]
         if pipeline:
             matches = list(process_pipeline(matches, database, pipeline, None))
         doc[options["as"]] = matches
     return in_collection
+
+
+def _stored_by_id(collection: Any, ids: list[object]) -> list[MongoDocument]:
+    """Copies of the documents of a mongomock collection with these `_id`s."""
+    store = collection._store._documents
+    found = []
+    for value in dict.fromkeys(v for v in ids if isinstance(v, ObjectId | str | int)):
+        doc = store.get(value)
+        if doc is not None:
+            found.append(make_datetime_timezone_aware_in_document(dict(doc)))
+    return found
 
 
 def _lookup_key(value: object) -> object:
