@@ -4,6 +4,7 @@ and rules of the MongoDB 7 manual. On the mongoeco lane the same table runs agai
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from typing import Any
 
@@ -102,8 +103,8 @@ CASES: list[tuple[str, Any, Any]] = [
     ("not false", {"$not": [False]}, True),
     ("not null", {"$not": [None]}, True),
     ("not true", {"$not": [True]}, False),
-    # $toUpper / $toLower: ASCII letters only; null is ""
-    ("toUpper ascii", {"$toUpper": {"$literal": "abc é ж"}}, "ABC é ж"),
+    # $toUpper / $toLower: defined for ASCII letters; null is ""
+    ("toUpper ascii", {"$toUpper": {"$literal": "abc1 Z"}}, "ABC1 Z"),
     ("toLower null", {"$toLower": None}, ""),
     # $trim: the given characters, or the manual's whitespace
     ("trim chars", {"$trim": {"input": {"$literal": "xxaxx"}, "chars": "x"}}, "a"),
@@ -112,6 +113,9 @@ CASES: list[tuple[str, Any, Any]] = [
     ("strLenCP", {"$strLenCP": {"$literal": "жук😀"}}, 4),
     ("substrCP", {"$substrCP": [{"$literal": "жук😀x"}, 2, 2]}, "к😀"),
     ("sortArray", {"$sortArray": {"input": [3, 1, 2], "sortBy": 1}}, [1, 2, 3]),
+    ("arrayElemAt last", {"$arrayElemAt": [[1, 2, 3], -1]}, 3),
+    ("arrayElemAt null", {"$arrayElemAt": [None, 0]}, None),
+    ("arrayElemAt out of range", {"$ifNull": [{"$arrayElemAt": [[], 0]}, "none"]}, "none"),
     (
         "reduce",
         {
@@ -124,6 +128,18 @@ CASES: list[tuple[str, Any, Any]] = [
         "abc",
     ),
 ]
+
+
+# the embedded engine's own choices where MongoDB leaves the behaviour undefined (other letters'
+# case) or where mongoeco, the real-driver lane's server, lacks the operator (`$not`)
+EMBEDDED_ONLY: list[tuple[str, Any, Any]] = [
+    ("toUpper leaves other letters", {"$toUpper": {"$literal": "abc é ж"}}, "ABC é ж"),
+    ("toLower leaves other letters", {"$toLower": {"$literal": "ÉЖ A"}}, "ÉЖ a"),
+]
+if os.environ.get("CRM_TEST_MONGODB_URL"):
+    CASES = [c for c in CASES if not c[0].startswith("not ")]
+else:
+    CASES += EMBEDDED_ONLY
 
 
 @pytest.mark.parametrize(("name", "expression", "expected"), CASES, ids=[c[0] for c in CASES])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,6 +26,10 @@ from crm_core.tables.computed.reference import evaluate
 from crm_core.tables.computed.syntax import FormulaError, parse
 from tests.support.api import make_settings
 
+# MongoDB defines `$toUpper`/`$toLower` for ASCII only (docs/computed.md "Blanks"): on a
+# real-driver server (scripts/test-mongoeco) UPPER and LOWER are left out of random formulas
+REAL_DRIVER = bool(os.environ.get("CRM_TEST_MONGODB_URL"))
+CASE_FUNCTIONS = [] if REAL_DRIVER else ["UPPER", "LOWER"]
 COLUMNS = {"n": Kind.NUMBER, "m": Kind.NUMBER, "s": Kind.TEXT, "d": Kind.DATE, "b": Kind.BOOLEAN}
 ZONES = ["UTC", "Europe/Moscow", "America/New_York", "Asia/Kolkata", "Pacific/Chatham"]
 BASE = datetime(2024, 3, 9, tzinfo=UTC)  # near the DST switches of March
@@ -98,7 +103,7 @@ def formula(kind: Kind, depth: int) -> st.SearchStrategy[str]:
         options += [
             st.lists(t, min_size=1, max_size=3).map(lambda xs: f"CONCAT({', '.join(xs)})"),
             st.tuples(t, t).map(lambda p: f"({p[0]} & {p[1]})"),
-            st.tuples(st.sampled_from(["UPPER", "LOWER", "TRIM"]), t).map(
+            st.tuples(st.sampled_from([*CASE_FUNCTIONS, "TRIM"]), t).map(
                 lambda p: f"{p[0]}({p[1]})"
             ),
             st.tuples(st.sampled_from(["LEFT", "RIGHT"]), t, st.integers(0, 4)).map(
@@ -170,7 +175,12 @@ async def compiled_values(collection: Any, expr: Any, docs: list[dict[str, Any]]
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @example(source="{n} / {m}", docs=[{"n": 1, "m": 0}, {"n": 1}], zone="UTC", now=BASE)
-@example(source='UPPER({s}) & LOWER("ÉЖ")', docs=[{"s": "é x"}], zone="UTC", now=BASE)
+@example(
+    source='UPPER({s}) & LOWER("ÉЖ")' if not REAL_DRIVER else 'TRIM({s}) & "ÉЖ"',
+    docs=[{"s": "é x"}],
+    zone="UTC",
+    now=BASE,
+)
 @example(
     source='DATE_DIFF({d}, TODAY(), "days") + DAY({d}) * 100',
     docs=[{"d": datetime(2024, 3, 9, 21, 30, tzinfo=UTC)}],

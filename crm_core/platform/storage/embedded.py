@@ -808,8 +808,22 @@ def _expr_reduce(parser: Any, value: object) -> object:
     return result
 
 
+def _expr_array_elem_at(parser: Any, value: object) -> object:
+    """`$arrayElemAt: [array, index]`: null for a null array; missing (a KeyError here, as
+    mongomock marks it) for an index out of range; a negative index counts from the end."""
+    array, index = (_value(parser, a) for a in cast(list[Any], value))
+    if array is None or index is None:
+        return None
+    if not isinstance(array, list):
+        raise OperationFailure("$arrayElemAt's first argument must be an array")
+    if not -len(array) <= int(index) < len(array):
+        raise KeyError("$arrayElemAt: out of range")
+    return array[int(index)]
+
+
 EXPRESSIONS: dict[str, Callable[[Any, object], object]] = {
     "$reduce": _expr_reduce,
+    "$arrayElemAt": _expr_array_elem_at,
     "$not": _expr_not,
     "$round": _expr_round,
     "$year": _date_part(lambda d: d.year),

@@ -1,7 +1,7 @@
 """Compiles a checked formula to a MongoDB aggregation expression (docs/computed.md "Blanks").
 
 Only these operators are generated: `$add $subtract $multiply $divide $abs $round $min $max
-$eq $ne $lt $lte $gt $gte $and $or $not $cond $ifNull $let $literal $concat $toUpper $toLower
+$eq $ne $lt $lte $gt $gte $and $or $cond $ifNull $let $literal $concat $toUpper $toLower
 $trim $strLenCP $substrCP $dateDiff $dateAdd $year $month $dayOfMonth $isoDayOfWeek`; never
 `$where`, `$function` or `$accumulator` (tests/computed/test_language.py walks every compiled
 expression). Client text only ever reaches MongoDB inside `$literal`; a column reference is a
@@ -50,7 +50,7 @@ MAX_DATE = datetime(9999, 12, 30, tzinfo=UTC)
 ZONED_UNITS = ("year", "month", "week", "day")
 ALLOWED_OPERATORS = frozenset(
     "$add $subtract $multiply $divide $abs $round $min $max $eq $ne $lt $lte $gt $gte $and $or "
-    "$not $cond $ifNull $let $literal $concat $toUpper $toLower $trim $strLenCP $substrCP "
+    "$cond $ifNull $let $literal $concat $toUpper $toLower $trim $strLenCP $substrCP "
     "$dateDiff $dateAdd $year $month $dayOfMonth $isoDayOfWeek".split()
 )
 
@@ -141,7 +141,8 @@ def _and_or(mongo: str) -> Callable[[Compiler, Call], Expr]:
 
 
 def _not(compiler: Compiler, node: Call) -> Expr:
-    return {"$not": [compiler.compile(node.args[0])]}
+    # `$cond` rather than `$not`: the same on every engine (mongoeco has no `$not`)
+    return {"$cond": [compiler.compile(node.args[0]), False, True]}
 
 
 def _concat(compiler: Compiler, node: Call) -> Expr:
@@ -217,7 +218,6 @@ def _date_add(compiler: Compiler, node: Call) -> Expr:
             **_zone(compiler, unit),
         }
     }
-    within = {"$and": [{"$gte": ["$$n", -limit]}, {"$lte": ["$$n", limit]}]}
     in_range = {"$and": [{"$gte": ["$$r", MIN_DATE]}, {"$lte": ["$$r", MAX_DATE]}]}
     checked = {"$let": {"vars": {"r": added}, "in": {"$cond": [in_range, "$$r", None]}}}
     return {
@@ -225,7 +225,14 @@ def _date_add(compiler: Compiler, node: Call) -> Expr:
             "vars": {"t": date, "n": amount},
             "in": {
                 "$cond": [
-                    {"$or": [{"$eq": ["$$t", None]}, {"$eq": ["$$n", None]}, {"$not": [within]}]},
+                    {
+                        "$or": [
+                            {"$eq": ["$$t", None]},
+                            {"$eq": ["$$n", None]},
+                            {"$lt": ["$$n", -limit]},
+                            {"$gt": ["$$n", limit]},
+                        ]
+                    },
                     None,
                     checked,
                 ]

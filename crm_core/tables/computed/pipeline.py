@@ -193,6 +193,9 @@ def _rollup_value(function: str, values: str, rows: str) -> Expr:
                 },
             }
         }
+    if function in ("min", "max"):  # by sorting: `$min`/`$max` of dates differ on mongoeco
+        ordered = {"$sortArray": {"input": values, "sortBy": 1}}
+        return {"$ifNull": [{"$arrayElemAt": [ordered, 0 if function == "min" else -1]}, None]}
     return {f"${function}": values}
 
 
