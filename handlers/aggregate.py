@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from crm_core.tables.access import Level
+from crm_core.tables.aggregate_bodies import AggregateOut, AggregateQuery
 from crm_core.tables.builtin import BUILTIN_TABLES
 from handlers.routing import Call, RouteTable, TableAccess
-from models.aggregate import AggregateOut, AggregateQuery
 
 routes = RouteTable("data")
 

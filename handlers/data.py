@@ -6,8 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from crm_core.tables.access import Level
-from handlers.routing import Call, JsonObject, RouteTable, TableAccess
-from models.tables import (
+from crm_core.tables.bodies import (
     ROW_INPUT_SCHEMA,
     ROW_PAGE_SCHEMA,
     ROW_SCHEMA,
@@ -24,6 +23,7 @@ from models.tables import (
     RowListQuery,
     UpdatedOut,
 )
+from handlers.routing import Call, JsonObject, RouteTable, TableAccess
 
 routes = RouteTable("data")
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 from crm_core.tables.access import Level
+from crm_core.tables.bodies import ROW_SCHEMA
 from handlers.data import ROW
 from handlers.routing import Call, RouteTable, TableAccess
 from models.history import HistoryPage, HistoryQuery
-from models.tables import ROW_SCHEMA
 
 routes = RouteTable("history")
 

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from crm_core.accounts.context import TenantContext
 from crm_core.platform.apilimits import ApiLimiter, limit_storage
-from crm_core.platform.context import TenantContext
 from crm_core.platform.settings import Settings
 
 API_LIMITER = web.AppKey("api_limiter", ApiLimiter)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from bson import ObjectId
 
-from crm_core.accounts.permissions import PERMISSIONS
 from handlers.routing import Authenticated, Call, Permission, RouteTable
 from models.access import (
+    PERMISSIONS,
     PermissionList,
     PermissionOut,
     RoleIn,

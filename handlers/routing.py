@@ -21,8 +21,8 @@ from bson import ObjectId
 from multidict import MultiMapping
 from pydantic import BaseModel, ValidationError
 
+from crm_core.accounts.context import TenantContext
 from crm_core.accounts.tokens import is_api_token
-from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import (
     CrmError,
     Forbidden,
@@ -33,10 +33,12 @@ from crm_core.platform.errors import (
     ValidationFailed,
 )
 from crm_core.platform.ids import object_id
+from crm_core.platform.jsontext import repeated_key
 from crm_core.platform.logs import REQUEST_ID
 from crm_core.services import Services
 from crm_core.tables.access import Level, require
 from crm_core.tables.definitions import Table, load_table
+from crm_core.tables.filters import repeated_filter_key
 from handlers import ratelimits
 
 SERVICES = web.AppKey("services", Services)
@@ -420,7 +422,22 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
         raise InvalidJson() from None
     if not isinstance(data, dict):
         raise ValidationFailed.field("body", "must be a JSON object")
+    refuse_repeated_keys(raw)
     return data
+
+
+def refuse_repeated_keys(raw: bytes) -> None:
+    """A key named twice in one object of a body is a 400 naming it: the parser would keep
+    the last value silently. Inside a body's `filters` it is the filter language's
+    `invalid_filter` (docs/filters.md "Errors")."""
+    found = repeated_key(raw)
+    if found is None:
+        return
+    where, key = found
+    if where == "filters" or where.startswith("filters."):
+        raise repeated_filter_key(where, key)
+    field = f"{where}.{key[:64]}" if where else key[:64]
+    raise ValidationFailed.field(field, "given twice in one object")
 
 
 async def parse_body(request: web.Request, model: type[BaseModel] | type[JsonObject]) -> Any:
@@ -449,7 +466,27 @@ def parse_fields(
     try:
         return model.model_validate(values)
     except ValidationError as exc:
-        raise validation_error(exc) from None
+        failed = validation_error(exc)
+        repeated = [
+            d["field"]
+            for d in failed.details or []
+            if isinstance(values.get(d["field"]), list) and not _takes_many(model, d["field"])
+        ]
+        if repeated:  # a parameter that takes one value, given twice: say so, not its type
+            raise ValidationFailed.field(repeated[0], REPEATED) from None
+        raise failed from None
+
+
+REPEATED = "given more than once; give it once"
+
+
+def _takes_many(model: type[BaseModel], name: str) -> bool:
+    """Whether `model`'s field `name` holds a list (so a repeated parameter is its items)."""
+    field = model.model_fields.get(name)
+    if field is None:
+        return False
+    kinds = [field.annotation, *typing.get_args(field.annotation)]
+    return any(typing.get_origin(kind) in (list, tuple, set, frozenset) for kind in kinds)
 
 
 def parse_query(

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from crm_core.tables.access import Level
-from crm_core.tables.meta import NamedTable
-from handlers.routing import Authenticated, Call, Permission, RouteTable, TableAccess
-from models.tables import (
+from crm_core.tables.bodies import (
     ColumnAddIn,
     ColumnPatch,
     TableIn,
@@ -16,6 +14,8 @@ from models.tables import (
     ViewIn,
     ViewOut,
 )
+from crm_core.tables.meta import NamedTable
+from handlers.routing import Authenticated, Call, Permission, RouteTable, TableAccess
 
 routes = RouteTable("meta")
 

@@ -15,11 +15,11 @@ import copy
 from typing import Any
 
 from crm_core.tables.access import Level, access_level
+from crm_core.tables.bodies import ROW_SYSTEM_FIELDS
 from crm_core.tables.columns import Column
 from crm_core.tables.definitions import Table
 from handlers.routing import Call
 from models.access import AliasRecord
-from models.tables import ROW_SYSTEM_FIELDS
 
 REF = "#/components/schemas/{}"
 # what the static document's components give a per-company document: errors and filters

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from bson import ObjectId
 
+from crm_core.tables.bodies import ROW_SCHEMA
 from crm_core.tables.trash import check_ids
 from handlers.routing import Authenticated, Call, RouteTable
 from models.history import (
@@ -14,7 +15,6 @@ from models.history import (
     TrashQuery,
     TrashRestoreIn,
 )
-from models.tables import ROW_SCHEMA
 
 routes = RouteTable("trash")
 ITEM = "/api/trash/{item_id}"

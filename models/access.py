@@ -9,9 +9,32 @@ from typing import Literal, Self
 from beanie import PydanticObjectId
 from pydantic import EmailStr, Field, field_validator
 
-from crm_core.accounts.permissions import PERMISSIONS
 from models.accounts import PasswordField, UserOut, normalise_email
 from models.base import InputModel, OutputModel, StoredRecord
+
+# The permission catalogue: the codes a role may hold (docs/api.md "Roles, users, shares,
+# aliases"); the built-in roles that hold them are in crm_core/accounts/permissions.py.
+PERMISSIONS: dict[str, str] = {
+    "tenant.manage": "Change the company's settings and transfer ownership",
+    "users.read": "List the company's users",
+    "users.manage": "Create, edit and deactivate the company's users",
+    "roles.manage": "Create, edit and delete roles",
+    "tables.create": "Create custom tables (the creator owns them)",
+    "tables.all": "Read, edit and restructure every custom table of the company",
+    "shares.manage": "Share any table of the company, not only one's own",
+    "aliases.manage": "Rename tables and columns for the whole company",
+    "leads.read": "Read leads",
+    "leads.write": "Create, edit and delete leads",
+    "legal_entities.read": "Read legal entities",
+    "legal_entities.write": "Create, edit and delete legal entities",
+    "individuals.read": "Read individuals",
+    "individuals.write": "Create, edit and delete individuals",
+    "sms.read": "See SMS campaigns and their messages",
+    "sms.send": "Create and cancel SMS campaigns",
+    # integrations
+    "webhooks.manage": "Register, change and test the company's webhooks",
+    "audit.read": "Read the company's audit trail",
+}
 
 PermissionCode = Literal[tuple(sorted(PERMISSIONS))]  # type: ignore[valid-type]
 ACCESS_LEVELS = Literal["read", "write", "manage"]

@@ -44,7 +44,7 @@ class Tenant(Document):
     sms_quiet_hours: QuietHours | None = None  # off by default
     is_active: bool = True
     created_at: datetime = Field(default_factory=utcnow)
-    # version counters of what processes cache per tenant (crm_core/platform/cache.py)
+    # version counters of what processes cache per tenant (crm_core/accounts/cache.py)
     versions: dict[str, int] = Field(default_factory=dict)
 
     class Settings:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 # Named schemas that are not pydantic models (a row, the filter language): `component(name)`
 # marks where one is used, and the OpenAPI builder (handlers/docs.py) registers the schema under
@@ -92,3 +92,19 @@ class ErrorResponse(OutputModel):
 
 class StatusOut(OutputModel):
     status: str
+
+
+SORT_ORDER = Literal["asc", "desc"]
+# the `filters` query parameter: JSON text whose content is a `Filter` (the schema is named in
+# crm_core/tables/bodies.py, beside the filter language's operators)
+FiltersParam = Annotated[
+    str | None,
+    WithJsonSchema(
+        {
+            "type": "string",
+            "maxLength": 20_000,
+            "contentMediaType": "application/json",
+            "contentSchema": component("Filter"),
+        }
+    ),
+]

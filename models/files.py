@@ -8,8 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from models.base import InputModel, OutputModel, QueryModel
-from models.tables import SORT_ORDER, FiltersParam
+from models.base import SORT_ORDER, FiltersParam, InputModel, OutputModel, QueryModel
 
 ImportState = Literal[
     "uploading",

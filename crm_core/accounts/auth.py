@@ -14,8 +14,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import bcrypt
 from cachetools import LRUCache
 
+from crm_core.accounts.cache import DefinitionCache, ValidatedDocuments
+from crm_core.accounts.context import TenantContext
 from crm_core.accounts.grants import check_token_scope
-from crm_core.accounts.ratelimit import LoginThrottle, limit_storage
+from crm_core.accounts.ratelimit import LoginThrottle, login_limit_storage
 from crm_core.accounts.roles import RoleService
 from crm_core.accounts.security import (
     AccessClaims,
@@ -30,9 +32,7 @@ from crm_core.accounts.sessions import end_access_tokens, end_all_sessions, revo
 from crm_core.accounts.tenancy import TenantService
 from crm_core.accounts.users import UserService
 from crm_core.platform import metrics
-from crm_core.platform.cache import DefinitionCache, ValidatedDocuments
 from crm_core.platform.clock import as_utc
-from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import (
     Conflict,
     Forbidden,
@@ -74,7 +74,7 @@ class AuthService:
         self.tenants = tenants
         self.codec = TokenCodec(settings.secret_key, settings.access_token_ttl_seconds)
         self.throttle = LoginThrottle(
-            limit_storage(settings.redis_url),
+            login_limit_storage(settings.redis_url),
             per_email=settings.login_max_failures,
             per_address=settings.login_max_failures_per_ip,
             window_seconds=settings.login_lockout_seconds,

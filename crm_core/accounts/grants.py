@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from crm_core.accounts.context import TenantContext
 from crm_core.accounts.permissions import LEVEL_NAMES, Level
-from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import Forbidden
 
 

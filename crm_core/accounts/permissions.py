@@ -1,32 +1,12 @@
-"""The permission catalogue, the built-in roles every tenant starts with (docs/api.md "Roles,
-users, shares, aliases") and the levels of access to a table (decided in
-crm_core/tables/access.py)."""
+"""The built-in roles every tenant starts with (docs/api.md "Roles, users, shares, aliases"; the
+permission catalogue they draw on is models/access.py) and the levels of access to a table
+(decided in crm_core/tables/access.py)."""
 
 from __future__ import annotations
 
 from enum import IntEnum
 
-PERMISSIONS: dict[str, str] = {
-    "tenant.manage": "Change the company's settings and transfer ownership",
-    "users.read": "List the company's users",
-    "users.manage": "Create, edit and deactivate the company's users",
-    "roles.manage": "Create, edit and delete roles",
-    "tables.create": "Create custom tables (the creator owns them)",
-    "tables.all": "Read, edit and restructure every custom table of the company",
-    "shares.manage": "Share any table of the company, not only one's own",
-    "aliases.manage": "Rename tables and columns for the whole company",
-    "leads.read": "Read leads",
-    "leads.write": "Create, edit and delete leads",
-    "legal_entities.read": "Read legal entities",
-    "legal_entities.write": "Create, edit and delete legal entities",
-    "individuals.read": "Read individuals",
-    "individuals.write": "Create, edit and delete individuals",
-    "sms.read": "See SMS campaigns and their messages",
-    "sms.send": "Create and cancel SMS campaigns",
-    # integrations
-    "webhooks.manage": "Register, change and test the company's webhooks",
-    "audit.read": "Read the company's audit trail",
-}
+from models.access import PERMISSIONS
 
 _STANDARD = [
     "leads.read",

@@ -33,31 +33,22 @@ import logging
 import math
 import time
 
-from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.storage import MemoryStorage, Storage
 from limits.errors import StorageError
 
+from crm_core.platform.apilimits import limit_storage
 from crm_core.platform.errors import RateLimited
 
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "crm:limits"
-REDIS_TIMEOUT_SECONDS = 1.0  # a Redis that hangs costs a sign-in at most this much per call
 MESSAGE = "Too many failed login attempts; try again later"
 SLOWED = "Too many failed login attempts for this account; try again in a moment"
 
 
-def limit_storage(redis_url: str | None) -> Storage:
-    """Redis (through redis-py's asyncio client, already used by the task broker) or memory."""
-    if redis_url:
-        return RedisStorage(
-            f"async+{redis_url}",
-            implementation="redispy",
-            key_prefix=KEY_PREFIX,
-            wrap_exceptions=True,  # every failure of Redis is one StorageError
-            socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-            socket_timeout=REDIS_TIMEOUT_SECONDS,
-        )
-    return MemoryStorage()
+def login_limit_storage(redis_url: str | None) -> Storage:
+    """The sign-in counters: in Redis under their own prefix, or in memory."""
+    return limit_storage(redis_url, KEY_PREFIX)
 
 
 class Counters:

@@ -8,9 +8,9 @@ from typing import Any, Protocol
 
 from bson import ObjectId
 
+from crm_core.accounts.cache import roles_changed
+from crm_core.accounts.context import TenantContext
 from crm_core.accounts.grants import check_grant
-from crm_core.platform.cache import roles_changed
-from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import Conflict, NotFound, ValidationFailed
 from crm_core.platform.ids import parse_object_id
 from crm_core.platform.storage import Database
@@ -31,7 +31,7 @@ class RoleShares(Protocol):
 
 class RoleService:
     """The company's roles. Every write moves the tenant's `roles` version
-    (crm_core/platform/cache.py), so every process re-reads permissions at its next request;
+    (crm_core/accounts/cache.py), so every process re-reads permissions at its next request;
     deleting a role ends its shares."""
 
     def __init__(self, shares: RoleShares) -> None:
@@ -103,7 +103,7 @@ class RoleService:
     @staticmethod
     async def permissions_of(db: Database, role_ids: list[str]) -> frozenset[str]:
         """The union of the permissions of the roles `role_ids` in the tenant database `db`
-        (ids that are not roles grant nothing). The process cache (crm_core/platform/cache.py)
+        (ids that are not roles grant nothing). The process cache (crm_core/accounts/cache.py)
         answers this on the request path; this reads afresh."""
         ids = [parsed for r in role_ids if (parsed := parse_object_id(r)) is not None]
         if not ids:

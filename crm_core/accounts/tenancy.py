@@ -12,9 +12,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import phonenumbers
 from bson import ObjectId
 
+from crm_core.accounts.context import TenantContext
 from crm_core.accounts.permissions import BUILTIN_ROLES
 from crm_core.accounts.roles import ROLES
-from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import ValidationFailed
 from crm_core.platform.indexes import ensure_tenant_indexes
 from crm_core.platform.storage import Database, Storage

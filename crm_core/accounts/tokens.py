@@ -24,14 +24,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from crm_core.accounts.auth import build_context
+from crm_core.accounts.context import TenantContext
 from crm_core.accounts.grants import check_grant, check_token_scope
-from crm_core.accounts.permissions import LEVEL_NAMES, PERMISSIONS, Level
+from crm_core.accounts.permissions import LEVEL_NAMES, Level
 from crm_core.accounts.security import secret_digest
 from crm_core.platform.clock import as_utc
-from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
 from crm_core.platform.ids import object_id
 from crm_core.platform.storage import Storage, system_collection
+from models.access import PERMISSIONS
 from models.accounts import Tenant, User
 from models.tokens import ApiToken, ApiTokenIn
 

@@ -15,11 +15,11 @@ from datetime import UTC, datetime
 
 from bson import ObjectId
 
+from crm_core.accounts.context import TenantContext
 from crm_core.accounts.grants import check_grant
 from crm_core.accounts.roles import RoleService
 from crm_core.accounts.security import hash_password, new_temporary_password
 from crm_core.accounts.sessions import end_all_sessions
-from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import Conflict, Forbidden, NotFound
 from crm_core.platform.storage import DuplicateKeyError, system_collection
 from models.access import UserCreateIn, UserPatch

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from crm_core.accounts.auth import AuthService
-from crm_core.accounts.permissions import PERMISSIONS
+from crm_core.accounts.context import TenantContext
 from crm_core.accounts.roles import ROLES
 from crm_core.accounts.security import (
     check_password_policy,
@@ -32,12 +32,12 @@ from crm_core.accounts.security import (
 )
 from crm_core.accounts.sessions import end_all_sessions
 from crm_core.platform.clock import as_utc
-from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import Conflict, Forbidden, NotFound, Unauthorized
 from crm_core.platform.ids import parse_object_id
 from crm_core.platform.settings import Settings
 from crm_core.platform.storage import Database, Storage, system_collection
 from crm_core.tables.definitions import TABLES
+from models.access import PERMISSIONS
 from models.accounts import Tenant, User, normalise_email
 from models.admin import (
     AdminAction,

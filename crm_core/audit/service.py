@@ -13,8 +13,8 @@ from typing import Any
 
 from bson import ObjectId
 
+from crm_core.accounts.context import TenantContext
 from crm_core.platform.clock import utcnow
-from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import ValidationFailed
 from crm_core.platform.logs import REQUEST_ID
 from crm_core.platform.storage import DESCENDING, Database

@@ -33,8 +33,8 @@ from datetime import UTC, datetime, time, timedelta
 from typing import IO, Any, Protocol
 from zoneinfo import ZoneInfo
 
+from crm_core.accounts.context import TenantContext
 from crm_core.files.readers import REPORT_SHEET
-from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import RateLimited, ValidationFailed
 from crm_core.platform.storage import find_in_batches, query_purpose
 from crm_core.tables.aliases import AliasService

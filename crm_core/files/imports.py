@@ -31,6 +31,7 @@ from typing import IO, Any, Protocol
 
 from bson import ObjectId
 
+from crm_core.accounts.context import TenantContext
 from crm_core.files.cells import CellError as BadCell
 from crm_core.files.cells import read_cell
 from crm_core.files.readers import (
@@ -45,7 +46,6 @@ from crm_core.files.readers import (
     sniff_delimiter,
 )
 from crm_core.platform.clock import as_utc
-from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import (
     Conflict,
     CrmError,

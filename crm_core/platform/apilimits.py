@@ -48,12 +48,15 @@ def parse_limit(text: str) -> RateLimitItem:
     return item
 
 
-def limit_storage(redis_url: str | None) -> Storage:
+def limit_storage(redis_url: str | None, key_prefix: str = KEY_PREFIX) -> Storage:
+    """Counters in Redis (through redis-py's asyncio client, already used by the task broker)
+    under `key_prefix`, or in this process's memory without `redis_url`. A Redis that hangs
+    costs a call at most REDIS_TIMEOUT_SECONDS; every failure of Redis is one StorageError."""
     if redis_url:
         return RedisStorage(
             f"async+{redis_url}",
             implementation="redispy",
-            key_prefix=KEY_PREFIX,
+            key_prefix=key_prefix,
             wrap_exceptions=True,
             socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
             socket_timeout=REDIS_TIMEOUT_SECONDS,

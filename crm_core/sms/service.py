@@ -26,9 +26,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from beanie import PydanticObjectId
 from bson import ObjectId
 
+from crm_core.accounts.context import TenantContext
 from crm_core.platform import metrics
 from crm_core.platform.clock import as_utc, utcnow
-from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from crm_core.platform.ids import object_id
 from crm_core.platform.outbox import Lease, Outbox, Work, work_key

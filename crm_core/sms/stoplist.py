@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from crm_core.accounts.context import TenantContext
 from crm_core.platform.clock import utcnow
-from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import ValidationFailed
 from crm_core.platform.phones import InvalidPhone, normalise_phone
 from crm_core.platform.storage import BulkWriteError, Database

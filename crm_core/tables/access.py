@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from crm_core.accounts.context import TenantContext
 from crm_core.accounts.permissions import LEVEL_NAMES as LEVEL_NAMES
 from crm_core.accounts.permissions import Level as Level
-from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import Forbidden, NotFound
 from crm_core.tables.definitions import Table
 

@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo
 
 from bson import ObjectId
 
-from crm_core.platform.context import TenantContext
+from crm_core.accounts.context import TenantContext
 from crm_core.platform.errors import CrmError, ValidationFailed
 from crm_core.platform.storage import query_purpose, system_collection
 from crm_core.tables.access import Level, access_level

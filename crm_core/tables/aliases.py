@@ -3,7 +3,7 @@ keys and data never change."""
 
 from __future__ import annotations
 
-from crm_core.platform.context import TenantContext
+from crm_core.accounts.context import TenantContext
 from crm_core.platform.errors import ValidationFailed
 from crm_core.tables.definitions import Table
 from models.access import AliasIn, AliasRecord

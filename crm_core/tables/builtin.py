@@ -13,8 +13,8 @@ from typing import Any
 
 from bson import ObjectId
 
+from crm_core.accounts.cache import roles_changed, tables_changed
 from crm_core.accounts.permissions import ADDED_LATER, BUILTIN_ROLES
-from crm_core.platform.cache import roles_changed, tables_changed
 from crm_core.platform.indexes import ensure_system_indexes, ensure_tenant_indexes
 from crm_core.platform.registry import Registry
 from crm_core.platform.storage import ASCENDING, Database, Storage

@@ -9,9 +9,9 @@ import orjson
 from bson import ObjectId
 from cachetools import LRUCache
 
-from crm_core.platform.cache import tables_changed
+from crm_core.accounts.cache import tables_changed
+from crm_core.accounts.context import TenantContext
 from crm_core.platform.clock import utcnow as utcnow
-from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import NotFound, StaleTableVersion
 from crm_core.platform.registry import Registry
 from crm_core.platform.storage.types import Collection

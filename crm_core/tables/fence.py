@@ -33,9 +33,9 @@ from typing import Any
 
 from bson import ObjectId
 
-from crm_core.platform.cache import tables_changed
+from crm_core.accounts.cache import tables_changed
+from crm_core.accounts.context import TenantContext
 from crm_core.platform.clock import as_utc
-from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import Conflict, NotFound, StaleTableVersion
 from crm_core.platform.registry import Registry
 from crm_core.platform.storage import DuplicateKeyError

@@ -11,7 +11,6 @@ checked against the table's columns and every operand goes through its column ty
 from __future__ import annotations
 
 import calendar
-import json
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -21,6 +20,7 @@ import orjson
 from bson import ObjectId
 
 from crm_core.platform.errors import InvalidFilter
+from crm_core.platform.jsontext import repeated_key
 from crm_core.platform.registry import Registry
 from crm_core.tables.columns import (
     BLANK,
@@ -472,18 +472,18 @@ def check_filters_param(value: object) -> object:
     return value
 
 
-def _refuse_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    seen: set[str] = set()
-    for key, _ in pairs:
-        if key in seen:
-            raise _invalid("filters", f"the key '{key[:64]}' appears twice in one object")
-        seen.add(key)
-    return dict(pairs)
-
-
 def refuse_duplicate_keys(text: str | bytes) -> None:
-    """Raise `invalid_filter` naming a key given twice in one JSON object of `text`."""
-    json.loads(text, object_pairs_hook=_refuse_duplicate_keys)
+    """Raise `invalid_filter` naming a key given twice in one JSON object of `text` (the
+    `filters` parameter's JSON)."""
+    found = repeated_key(text)
+    if found is not None:
+        where, key = found
+        raise repeated_filter_key(f"filters.{where}" if where else "filters", key)
+
+
+def repeated_filter_key(path: str, key: str) -> InvalidFilter:
+    """The error for an object at `path` of a filter that names `key` twice."""
+    return _invalid(path, f"the key '{key[:64]}' appears twice in one object")
 
 
 def _invalid(path: str, message: str) -> InvalidFilter:

@@ -25,8 +25,8 @@ from typing import Any, Literal, Protocol
 
 from bson import ObjectId
 
+from crm_core.accounts.context import TenantContext
 from crm_core.platform.clock import utcnow
-from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import NotFound
 from crm_core.platform.logs import REQUEST_ID
 from crm_core.platform.storage import DESCENDING, Database

@@ -11,8 +11,8 @@ from typing import Any, Protocol
 from bson import ObjectId
 from pydantic import BaseModel
 
-from crm_core.platform.cache import tables_changed
-from crm_core.platform.context import TenantContext
+from crm_core.accounts.cache import tables_changed
+from crm_core.accounts.context import TenantContext
 from crm_core.platform.errors import Conflict, NotFound, StaleTableVersion, ValidationFailed
 from crm_core.platform.registry import Registry
 from crm_core.platform.storage import (
@@ -25,6 +25,7 @@ from crm_core.platform.storage import (
 )
 from crm_core.tables import fence, ordering
 from crm_core.tables.access import visible_filter
+from crm_core.tables.bodies import MAX_COLUMNS, ColumnPatch, TableIn, column_models
 from crm_core.tables.columns import (
     SETTINGS_FIELDS,
     Column,
@@ -46,7 +47,6 @@ from crm_core.tables.definitions import (
 from crm_core.tables.history import AuditSink
 from crm_core.tables.validators import ColumnValidator
 from models.access import AliasRecord
-from models.tables import MAX_COLUMNS, ColumnPatch, TableIn, column_models
 
 log = logging.getLogger(__name__)
 

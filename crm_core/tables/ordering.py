@@ -23,7 +23,7 @@ from typing import Any
 
 from bson import ObjectId
 
-from crm_core.platform.context import TenantContext
+from crm_core.accounts.context import TenantContext
 from crm_core.platform.errors import Conflict, NotFound, ValidationFailed
 from crm_core.platform.storage import DuplicateKeyError
 from crm_core.tables.definitions import Table

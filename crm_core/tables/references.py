@@ -7,7 +7,7 @@ from typing import Any
 
 from bson import ObjectId
 
-from crm_core.platform.context import TenantContext
+from crm_core.accounts.context import TenantContext
 from crm_core.platform.errors import CrmError
 from crm_core.platform.registry import Registry
 from crm_core.platform.storage import system_collection

@@ -10,7 +10,7 @@ from typing import Any
 
 from bson import ObjectId
 
-from crm_core.platform.context import TenantContext
+from crm_core.accounts.context import TenantContext
 from crm_core.platform.errors import Conflict, NotFound, ValidationFailed
 from crm_core.platform.ids import object_id
 from crm_core.platform.registry import Registry
@@ -24,6 +24,14 @@ from crm_core.platform.storage import (
 )
 from crm_core.tables import fence, ordering, upsert
 from crm_core.tables.access import Level, access_level
+from crm_core.tables.bodies import (
+    BulkCreateIn,
+    BulkDeleteIds,
+    BulkDeleteWhere,
+    BulkUpdateItems,
+    BulkUpdateWhere,
+    RowListQuery,
+)
 from crm_core.tables.columns import (
     Column,
     ColumnType,
@@ -46,14 +54,6 @@ from crm_core.tables.trash import RowTrash, TrashSettings
 from crm_core.tables.updates import REVISION_FIELD, set_unset, unique_conflict
 from crm_core.tables.validators import ColumnValidator
 from models.history import HistoryQuery
-from models.tables import (
-    BulkCreateIn,
-    BulkDeleteIds,
-    BulkDeleteWhere,
-    BulkUpdateItems,
-    BulkUpdateWhere,
-    RowListQuery,
-)
 
 log = logging.getLogger(__name__)
 EVENT_CHUNK = 500  # rows read per round when a by-filter write must tell webhooks what changed

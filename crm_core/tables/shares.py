@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 from bson import ObjectId
 
+from crm_core.accounts.context import TenantContext
 from crm_core.accounts.grants import check_grant, check_token_scope
 from crm_core.accounts.roles import ROLES
-from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import Forbidden, NotFound, ValidationFailed
 from crm_core.platform.ids import parse_object_id
 from crm_core.platform.registry import Registry

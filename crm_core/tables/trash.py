@@ -15,9 +15,9 @@ from typing import Any, Protocol
 
 from bson import ObjectId
 
+from crm_core.accounts.context import TenantContext
 from crm_core.accounts.grants import check_token_scope
 from crm_core.platform.clock import utcnow
-from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import Conflict, NotFound, ValidationFailed
 from crm_core.platform.registry import Registry
 from crm_core.platform.storage import DESCENDING, DuplicateKeyError
@@ -193,20 +193,23 @@ class TrashService:
             await self.audit.record(ctx, "trash.restored", target)
         return render_row(table, doc)
 
-    async def restore_many(self, ctx: TenantContext, ids: list[ObjectId]) -> list[dict[str, Any]]:
-        """Every item is looked up first (404 naming `ids.N`); then each is restored, a
-        unique value taken naming `ids.N.<column>` in a 409 after the others are back."""
-        found: list[tuple[dict[str, Any], Table]] = []
+    async def restore_many(
+        self, ctx: TenantContext, ids: dict[int, ObjectId]
+    ) -> list[dict[str, Any]]:
+        """Every item is looked up first (404 naming `ids.N`, N its place in the request); then
+        each is restored, a unique value taken naming `ids.N.<column>` in a 409 after the
+        others are back."""
+        found: list[tuple[int, dict[str, Any], Table]] = []
         missing = []
-        for index, item_id in enumerate(ids):
+        for index, item_id in ids.items():
             try:
-                found.append(await self._item(ctx, item_id))
+                found.append((index, *await self._item(ctx, item_id)))
             except NotFound:
                 missing.append({"field": f"ids.{index}", "message": "not in the trash"})
         if missing:
             raise NotFound(f"{len(missing)} trash items not found", missing)
         rows, conflicts = [], []
-        for index, (item, table) in enumerate(found):
+        for index, item, table in found:
             try:
                 rows.append(await self._restore_row(ctx, table, item))
             except Conflict as exc:
@@ -226,13 +229,18 @@ class TrashService:
             await self.audit.record(ctx, "trash.purged", target)
 
 
-def check_ids(raw: list[str]) -> list[ObjectId]:
-    errors, ids = [], []
+def check_ids(raw: list[str]) -> dict[int, ObjectId]:
+    """The ids by their place in the request; a repeated id keeps its first place only, so it
+    is restored once (as a bulk delete's repeated ids are deleted once)."""
+    errors: list[dict[str, str]] = []
+    ids: dict[int, ObjectId] = {}
+    seen: set[str] = set()
     for index, value in enumerate(raw):
-        if ObjectId.is_valid(value):
-            ids.append(ObjectId(value))
-        else:
+        if not ObjectId.is_valid(value):
             errors.append({"field": f"ids.{index}", "message": "not a trash item id"})
+        elif value not in seen:
+            seen.add(value)
+            ids[index] = ObjectId(value)
     if errors:
         raise ValidationFailed(f"{errors[0]['field']}: {errors[0]['message']}", errors)
     return ids

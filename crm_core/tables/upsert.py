@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from bson import ObjectId
 
-from crm_core.platform.context import TenantContext
+from crm_core.accounts.context import TenantContext
 from crm_core.platform.errors import Conflict, CrmError, ValidationFailed
 from crm_core.platform.storage import BulkWriteError, DuplicateKeyError, update_each
 from crm_core.tables import fence

@@ -32,9 +32,9 @@ from beanie import PydanticObjectId
 from bson import ObjectId
 from yarl import URL
 
-from crm_core.platform.cache import ListenerCache, webhooks_changed
+from crm_core.accounts.cache import ListenerCache, webhooks_changed
+from crm_core.accounts.context import TenantContext
 from crm_core.platform.clock import utcnow
-from crm_core.platform.context import TenantContext
 from crm_core.platform.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from crm_core.platform.ids import object_id, parse_object_id
 from crm_core.platform.logs import REQUEST_ID
@@ -470,14 +470,16 @@ class WebhookService:
     async def subscribed(
         self, db: Database, event: str, table_key: str | None, tenant: Tenant | None = None
     ) -> list[ObjectId]:
-        """Ids of the active webhooks that want `event` (on `table_key` for row events).
+        """Ids of the webhooks that want `event` (on `table_key` for row events), disabled ones
+        too: their deliveries are recorded and `skipped` when due, so a replay after enabling
+        sends them.
         Given the request's tenant, from the process cache (no query on a warm process; a
         change made by any process is seen at the next request through `versions.webhooks`);
         without it (campaign completion, once per campaign), one indexed query."""
         if tenant is not None:
             listeners = await self.listeners.listeners(db, tenant, WEBHOOKS)
             return [h.id for h in listeners if h.wants(event, table_key)]
-        query: dict[str, Any] = {"is_active": True, "events": event}
+        query: dict[str, Any] = {"events": event}
         if table_key is not None:
             query["tables"] = table_key
         return [h["_id"] async for h in db[WEBHOOKS].find(query, {"_id": 1})]

@@ -3,14 +3,10 @@ someone may do, each with a caller whose role holds less than the change would g
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 
 from models.accounts import User
-from tests.support.api import add_user
-
-_emails = itertools.count()
+from tests.support.api import add_user, user_with_permissions
 
 
 async def role_ids(api, owner) -> dict[str, str]:
@@ -20,23 +16,7 @@ async def role_ids(api, owner) -> dict[str, str]:
 
 async def user_with(api, owner, permissions: list[str], name: str):
     """A signed-in user holding exactly `permissions` through a custom role."""
-    role = await api.call(
-        "POST", "/api/roles", owner, expect=201, json={"name": name, "permissions": permissions}
-    )
-    email = f"grant{next(_emails)}@example.com"
-    await api.call(
-        "POST",
-        "/api/users",
-        owner,
-        expect=201,
-        json={
-            "email": email,
-            "full_name": name,
-            "password": "grant-password",
-            "role_ids": [role["id"]],
-        },
-    )
-    account = await api.login(email, "grant-password")
+    account, role = await user_with_permissions(api, owner, permissions, name)
     return account, role["id"]
 
 

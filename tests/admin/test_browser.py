@@ -11,56 +11,36 @@ Screenshots of every page go to a temporary folder, or to $CRM_SCREENSHOT_DIR
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
-import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from aiohttp import web
-from playwright import sync_api as playwright_api
 
 from handlers.app import create_app
 from handlers.routing import SERVICES
 from tests.support.api import make_settings
-from tests.support.browser import CHROMIUM_FLAGS, chromium_path
+from tests.support.browser import LoopThread, chromium_path, launched_chromium
 from tests.support.tools import NOT_RUN
 
 ROOT_EMAIL, ROOT_PASSWORD = "root@example.com", "root-password-1"
 
 
-class LiveServer:
+class LiveServer(LoopThread):
     """The app on 127.0.0.1 and a free port, in its own thread and event loop."""
 
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        super().__init__()
         self.settings = make_settings(
             crm_superuser_email=ROOT_EMAIL, crm_superuser_password=ROOT_PASSWORD
         )
         self.app = create_app(self.settings)
-        self.runner = web.AppRunner(self.app)
-
-    def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
 
     def start(self) -> None:
-        self.thread.start()
-        self.run(self.runner.setup())
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        self.run(site.start())
-        host, port = self.runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
-
-    def stop(self) -> None:
-        self.run(self.runner.cleanup())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=30)
-        self.loop.close()
+        self.url = self.serve(self.app)
 
     @property
     def services(self):
@@ -97,12 +77,8 @@ def server() -> Iterator[LiveServer]:
 
 @pytest.fixture(scope="module")
 def browser(server) -> Iterator[Any]:
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=chromium_path(), headless=True, args=CHROMIUM_FLAGS
-        )
+    with launched_chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")

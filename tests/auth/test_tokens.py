@@ -10,28 +10,13 @@ from datetime import UTC, datetime, timedelta
 from bson import ObjectId
 
 from models.tokens import ApiToken
-from tests.support.api import Account, Api, add_user
+from tests.support.api import USER_PASSWORD, Account, Api, add_user, user_with_permissions
 from tests.support.tokens import bearer, make_token
 
 
 async def member_with(api: Api, owner: Account, permissions: list[str]) -> tuple[dict, Account]:
-    role = await api.call(
-        "POST", "/api/roles", owner, expect=201, json={"name": "R", "permissions": permissions}
-    )
-    email = f"member-{role['id']}@example.com"
-    await api.call(
-        "POST",
-        "/api/users",
-        owner,
-        expect=201,
-        json={
-            "email": email,
-            "full_name": "M",
-            "password": "user-password",
-            "role_ids": [role["id"]],
-        },
-    )
-    return role, await api.login(email, "user-password")
+    member, role = await user_with_permissions(api, owner, permissions, name="R")
+    return role, member
 
 
 async def test_the_secret_is_shown_once_and_stored_hashed(api, owner):
@@ -164,7 +149,7 @@ async def test_tokens_die_with_their_users_sessions(api, client, owner):
         "PATCH", f"/api/users/{member.user_id}", owner, expect=200, json={"is_active": True}
     )
     await api.call("GET", "/api/leads", bearer(secret), expect=401)  # stays dead
-    member = await api.login(member.email, "user-password")
+    member = await api.login(member.email, USER_PASSWORD)
     second = (await make_token(api, member, permissions=["leads.read"]))["token"]
     await api.call("GET", "/api/leads", bearer(second), expect=200)
     await api.call(
@@ -172,7 +157,7 @@ async def test_tokens_die_with_their_users_sessions(api, client, owner):
         "/api/auth/password",
         member,
         expect=200,
-        json={"current_password": "user-password", "new_password": "another-password"},
+        json={"current_password": USER_PASSWORD, "new_password": "another-password"},
     )
     await api.call("GET", "/api/leads", bearer(second), expect=401)
 

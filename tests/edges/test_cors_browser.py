@@ -5,19 +5,16 @@ although the server answered. Chromium as in tests/admin/test_browser.py."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from aiohttp import web
-from playwright import sync_api as playwright_api
 
 from handlers.app import create_app
 from tests.support.api import make_settings
-from tests.support.browser import CHROMIUM_FLAGS, chromium_path
+from tests.support.browser import LoopThread, launched_chromium
 from tests.support.tools import free_port
 
 PAGE = "<!doctype html><title>spa</title><p>a single-page app on its own origin</p>"
@@ -38,30 +35,18 @@ async def _page(request: web.Request) -> web.Response:
     return web.Response(text=PAGE, content_type="text/html")
 
 
-class Sites:
+class Sites(LoopThread):
     """The API and two static pages, each on its own loopback port, in one event loop."""
 
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        super().__init__()
         self.allowed_port, self.other_port, self.api_port = free_port(), free_port(), free_port()
         self.allowed = f"http://127.0.0.1:{self.allowed_port}"
         self.other = f"http://127.0.0.1:{self.other_port}"
         self.api = f"http://127.0.0.1:{self.api_port}"
-        self.runners: list[web.AppRunner] = []
         self.api_hits = 0
 
-    def run(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
-
-    async def _serve(self, app: web.Application, port: int) -> None:
-        runner = web.AppRunner(app)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        self.runners.append(runner)
-
     def start(self) -> None:
-        self.thread.start()
         api = create_app(make_settings(cors_origins=self.allowed))
 
         @web.middleware
@@ -71,18 +56,11 @@ class Sites:
             return await handler(request)
 
         api.middlewares.append(count)
-        self.run(self._serve(api, self.api_port))
+        self.serve(api, self.api_port)
         for port in (self.allowed_port, self.other_port):
             page = web.Application()
             page.router.add_get("/", _page)
-            self.run(self._serve(page, port))
-
-    def stop(self) -> None:
-        for runner in self.runners:
-            self.run(runner.cleanup())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=30)
-        self.loop.close()
+            self.serve(page, port)
 
 
 @pytest.fixture(scope="module")
@@ -97,12 +75,8 @@ def sites() -> Iterator[Sites]:
 
 @pytest.fixture(scope="module")
 def browser(sites) -> Iterator[Any]:
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=chromium_path(), headless=True, args=CHROMIUM_FLAGS
-        )
+    with launched_chromium() as browser:
         yield browser
-        browser.close()
 
 
 def token(browser: Any, sites: Sites) -> tuple[str, str]:

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import gc
 import threading
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -42,6 +41,7 @@ from tests.support.servers import (
     MongoecoServer,
     RedisServer,
     ThreadedApp,
+    eventually,
     running,
 )
 from tests.support.sms_gateway import FakeGateway, phone, redis_settings
@@ -336,13 +336,6 @@ class StallingGateway(FakeGateway):
         return await super().send(request)
 
 
-async def wait_until(condition: Any, what: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
-
-
 async def test_a_crm_worker_sigkilled_mid_batch_and_redis_restarted_empty(
     logs: Path, mongoeco: MongoecoServer, redis_server: RedisServer, http: Any
 ) -> None:
@@ -388,7 +381,7 @@ async def test_a_crm_worker_sigkilled_mid_batch_and_redis_restarted_empty(
                     got = await api.call("GET", campaign_path, owner, expect=200)
                     return bool(got["status"] == "completed")
 
-                await wait_until(done, "the campaign to complete")
+                await eventually(done, "the campaign to complete")
                 got = await api.call("GET", campaign_path, owner, expect=200)
     except AssertionError:
         for process in (serve, doomed, survivor):
@@ -430,7 +423,7 @@ async def test_crm_serve_sigkilled_mid_import_the_job_completes_after_restart(
                 got = await api.call("GET", job_path, owner, expect=200)
                 return bool(got["state"] == "importing" and got["rows_done"] >= 5)
 
-            await wait_until(writing, "the import to write rows")
+            await eventually(writing, "the import to write rows")
             slow.kill()
         with running(fast):
             api = remote_api(http, fast)  # the same SECRET_KEY: the owner's token holds

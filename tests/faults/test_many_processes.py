@@ -5,7 +5,6 @@ and each webhook event is delivered once (docs/scaling.md)."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -14,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.api import Account, Api
+from tests.support.api import Account, Api, user_with_permissions
 from tests.support.remote import crm_env, remote_api
 from tests.support.servers import (
     CrmServe,
@@ -23,6 +22,7 @@ from tests.support.servers import (
     MongoecoServer,
     RedisServer,
     ThreadedApp,
+    eventually,
 )
 from tests.support.sms_gateway import FakeGateway, phone
 from tests.support.webhook_receiver import Receiver, make_hook, make_table
@@ -100,23 +100,8 @@ def _logs_on_failure(request: pytest.FixtureRequest, system: System) -> Iterator
 
 async def user_with_role(api: Api, owner: Account, permissions: list[str]) -> tuple[Account, str]:
     """A user holding one custom role with `permissions`, signed in: (user, role id)."""
-    role = await api.call(
-        "POST", "/api/roles", owner, expect=201, json={"name": "Custom", "permissions": permissions}
-    )
-    email = f"user-{time.monotonic_ns()}@example.com"
-    await api.call(
-        "POST",
-        "/api/users",
-        owner,
-        expect=201,
-        json={
-            "email": email,
-            "full_name": "U",
-            "password": "user-password",
-            "role_ids": [role["id"]],
-        },
-    )
-    return await api.login(email, "user-password"), role["id"]
+    user, role = await user_with_permissions(api, owner, permissions)
+    return user, role["id"]
 
 
 async def status(api: Api, method: str, path: str, account: Account | None, **kw: Any) -> int:
@@ -204,13 +189,6 @@ async def test_a_table_change_in_one_process_is_used_by_the_other_at_once(apis):
     assert error["error"]["code"] == "validation_error"
 
 
-async def wait_for(condition: Any, what: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
-
-
 async def test_sms_go_out_exactly_once_across_workers(apis, system):
     a, b = apis
     owner = await a.register()
@@ -227,7 +205,7 @@ async def test_sms_go_out_exactly_once_across_workers(apis, system):
         got = await b.call("GET", f"/api/sms/campaigns/{campaign['id']}", owner, expect=200)
         return bool(got["counts"]["sent"] + got["counts"]["failed"] == len(numbers))
 
-    await wait_for(done, "the campaign to be sent")
+    await eventually(done, "the campaign to be sent")
     got = await b.call("GET", f"/api/sms/campaigns/{campaign['id']}", owner, expect=200)
     assert got["counts"]["sent"] == len(numbers) and got["status"] == "completed"
     wanted = [n.lstrip("+") for n in numbers]  # SMS.ru takes numbers without the plus
@@ -253,7 +231,7 @@ async def test_each_webhook_event_is_delivered_once(apis, system):
         final = [d for d in page["items"] if d["status"] in ("succeeded", "failed", "skipped")]
         return len(final) >= len(titles)
 
-    await wait_for(settled, "the deliveries to settle")
+    await eventually(settled, "the deliveries to settle")
     page = await a.call("GET", f"/api/webhooks/{hook['id']}/deliveries", owner, expect=200)
     assert sorted(d["status"] for d in page["items"]) == ["succeeded"] * len(titles)
     assert all(d["attempts"] == 1 for d in page["items"])

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from crm_core.platform.cache import roles_changed
+from crm_core.accounts.cache import roles_changed
 from crm_core.tables.builtin import migrate_all
 from handlers.routing import SERVICES
 

@@ -6,8 +6,10 @@ The layers (what holds, and is kept so by `test_layers`):
 - `crm_app` (the `crm` command) is the composition root: it may import everything, and nothing
   imports it.
 - `crm_core` (the domain) imports neither `handlers`, `tasks` nor `crm_app`.
-- `models` (pydantic models and beanie documents) imports neither `handlers`, `tasks` nor
-  `crm_app`; it may use `crm_core`'s leaf modules (storage, permissions, column types).
+- `models` (the stored documents and the request and response bodies whose shape no domain
+  registry decides) stands between `crm_core.platform` and the domains: it imports only
+  `crm_core.platform`, and `crm_core.platform` imports nothing of it (`test_models_layer`).
+  Bodies shaped by the column registry live in their domain (`crm_core/tables/bodies.py`).
 - `tasks` imports neither `handlers` nor `crm_app`.
 - `handlers` imports `tasks` only in `handlers.app`: `create_app`, the web application's part
   of the composition root, starts the task broker; no handler module reaches a task.
@@ -113,6 +115,25 @@ def _crm_core_packages(graph: grimp.ImportGraph) -> set[str]:
     return {
         m.split(".")[1] for m in graph.modules if m.count(".") >= 1 and m.startswith("crm_core.")
     }
+
+
+def test_models_layer():
+    """`crm_core.platform` < `models` < the domains: no arrow runs back up between them, so the
+    two top-level packages form no circle of packages either (issue #20 §2)."""
+    graph = grimp.build_graph(*PACKAGES, cache_dir=None)
+    domains = sorted(f"crm_core.{p}" for p in _crm_core_packages(graph) - {"platform"})
+    layers = [
+        grimp.Layer(*domains, independent=False),
+        grimp.Layer("models"),
+        grimp.Layer("crm_core.platform"),
+    ]
+    illegal = graph.find_illegal_dependencies_for_layers(layers=layers)
+    found = sorted(
+        " -> ".join([str(sorted(route.heads)), *route.middle, str(sorted(route.tails))])
+        for dependency in illegal
+        for route in dependency.routes
+    )
+    assert found == []
 
 
 def test_no_circle_between_packages():

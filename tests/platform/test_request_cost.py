@@ -1,6 +1,6 @@
 """The fixed cost of an authenticated request (issue #12 §3): two database round trips on a
 warm process (the user, the tenant); roles and table definitions come from the process cache,
-invalidated by the tenant's version counters (crm_core/platform/cache.py)."""
+invalidated by the tenant's version counters (crm_core/accounts/cache.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from bson import ObjectId
 from mongomock.collection import Collection
 
 from crm_core.accounts import auth
-from crm_core.platform.cache import ValidatedDocuments, roles_changed, tables_changed
+from crm_core.accounts.cache import ValidatedDocuments, roles_changed, tables_changed
 from handlers.routing import SERVICES
 from models.accounts import Tenant, User
 from tests.support.api import add_user, rows_of

@@ -122,6 +122,25 @@ class Api:
         return await resp.json() if text and resp.content_type == "application/json" else None
 
 
+USER_PASSWORD = "user-password"
+
+
+async def add_user_with_roles(
+    api: Api, owner: Account, role_ids: list[str], email: str | None = None, name: str = "User"
+) -> Account:
+    """A user of the owner's company holding `role_ids`, created and signed in through the API
+    (password `USER_PASSWORD`)."""
+    email = email or f"user{unique_number()}@example.com"
+    await api.call(
+        "POST",
+        "/api/users",
+        owner,
+        expect=201,
+        json={"email": email, "full_name": name, "password": USER_PASSWORD, "role_ids": role_ids},
+    )
+    return await api.login(email, USER_PASSWORD)
+
+
 async def add_user(
     api: Api, client: TestClient, owner: Account, role_key: str, email: str | None = None
 ) -> Account:
@@ -129,20 +148,18 @@ async def add_user(
     API."""
     roles = await api.call("GET", "/api/roles", owner, expect=200)
     role_id = next(r["id"] for r in roles["items"] if r["key"] == role_key)
-    email = email or f"user{unique_number()}@example.com"
-    await api.call(
-        "POST",
-        "/api/users",
-        owner,
-        expect=201,
-        json={
-            "email": email,
-            "full_name": role_key.title(),
-            "password": "user-password",
-            "role_ids": [role_id],
-        },
+    return await add_user_with_roles(api, owner, [role_id], email, role_key.title())
+
+
+async def user_with_permissions(
+    api: Api, owner: Account, permissions: list[str], name: str = "Custom"
+) -> tuple[Account, dict[str, Any]]:
+    """A signed-in user holding exactly `permissions` through a new custom role: (the user,
+    the role as the API answered it)."""
+    role = await api.call(
+        "POST", "/api/roles", owner, expect=201, json={"name": name, "permissions": permissions}
     )
-    return await api.login(email, "user-password")
+    return await add_user_with_roles(api, owner, [role["id"]], name=name), role
 
 
 async def sent_campaign(api: Api, account: Account) -> tuple[str, str]:

@@ -1,5 +1,5 @@
 """A second API process on the first one's database, for what must cross processes through
-the database (cache invalidation by the tenant's version counters, crm_core/platform/cache.py).
+the database (cache invalidation by the tenant's version counters, crm_core/accounts/cache.py).
 
 On a real server (`CRM_TEST_MONGODB_URL`) two apps share the database by their settings.
 The embedded database lives in its app, so the second app is pointed at the first's client;

@@ -502,3 +502,12 @@ def running(*processes: ManagedProcess) -> Iterator[None]:
     finally:
         for process in reversed(started):
             process.terminate()
+
+
+async def eventually(condition: Any, what: str, timeout: float = 300) -> None:
+    """Polls the coroutine function `condition` until it answers true; fails naming `what`
+    after `timeout` seconds (generous: real processes on a shared 2-core machine)."""
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.1)

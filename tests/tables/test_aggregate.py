@@ -278,19 +278,14 @@ def test_zone_offsets_match_the_zone_database():
 
 async def test_user_and_link_groups_are_labelled_with_names(api, client, owner):
     manager = await add_user(api, client, owner, "manager")
-    await api.call(
-        "POST",
-        "/api/meta/tables",
+    await Factories(api).table(
         owner,
-        expect=201,
-        json={
-            "key": "deals",
-            "columns": [
-                {"key": "title", "type": "string"},
-                {"key": "seller", "type": "user"},
-                {"key": "client", "type": "link", "table": "legal_entities"},
-            ],
-        },
+        "deals",
+        [
+            {"key": "title", "type": "string"},
+            {"key": "seller", "type": "user"},
+            {"key": "client", "type": "link", "table": "legal_entities"},
+        ],
     )
     firm = await api.call(
         "POST", "/api/legal-entities", owner, json={"name": "Ромашка"}, expect=201
@@ -386,19 +381,14 @@ async def test_counts_match_paging_through_the_list_for_each_caller(api, client,
 
 
 async def test_one_pipeline_whose_match_is_the_lists_and_is_index_served(api, client, owner):
-    await api.call(
-        "POST",
-        "/api/meta/tables",
+    await Factories(api).table(
         owner,
-        expect=201,
-        json={
-            "key": "contracts",
-            "columns": [
-                {"key": "company_name", "type": "string"},
-                {"key": "total_sum", "type": "float"},
-                {"key": "region", "type": "string", "indexed": True},
-            ],
-        },
+        "contracts",
+        [
+            {"key": "company_name", "type": "string"},
+            {"key": "total_sum", "type": "float"},
+            {"key": "region", "type": "string", "indexed": True},
+        ],
     )
     await Factories(api).rows(
         owner, "contracts", [{"company_name": "a", "region": "north", "total_sum": 1}] * 3

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from crm_core.platform.cache import tables_changed
+from crm_core.accounts.cache import tables_changed
 from crm_core.tables.builtin import index_drift, migrate_all
 from handlers.routing import SERVICES
 from tests.support.api import tenant_db

@@ -69,6 +69,30 @@ async def test_events_of_a_disabled_webhook_are_replayed_after_enabling(api, own
     assert delivered["status"] == "succeeded"
 
 
+async def test_events_while_disabled_are_kept_and_sent_by_a_replay_after_enabling(
+    api, owner, receiver
+):
+    await make_table(api, owner)
+    hook = await make_hook(api, owner, f"{receiver.url}/hook", events=["row.created"])
+    path = f"/api/webhooks/{hook['id']}"
+    await api.call("PATCH", path, owner, expect=200, json={"is_active": False})
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    await api.call("POST", "/api/data/deals", owner, expect=201, json={"title": "While off"})
+    [kept] = await settled(api, owner, hook["id"], 1)
+    assert (kept["status"], kept["event"]) == ("skipped", "row.created")
+    assert receiver.received == []  # nothing reaches a disabled webhook's receiver
+
+    await api.call("PATCH", path, owner, expect=200, json={"is_active": True})
+    assert receiver.received == []  # enabling alone sends nothing
+    body = {"since": since.isoformat()}
+    assert await api.call("POST", f"{path}/replay", owner, expect=202, json=body) == {"queued": 1}
+    await wait_for(lambda: _count(receiver, 1), "the replayed event")
+    [sent] = receiver.received
+    assert sent.json["items"][0]["title"] == "While off"
+    assert sent.json["id"] == kept["payload"]["id"]  # the same event id as the kept one
+    assert verify(hook["secret"], sent.headers, sent.body)
+
+
 async def test_rotation_keeps_the_old_secret_signing_until_the_overlap_ends(api, owner, receiver):
     await make_table(api, owner)
     hook = await make_hook(api, owner, f"{receiver.url}/hook", events=["row.created"])

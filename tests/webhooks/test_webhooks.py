@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from crm_core.platform.cache import roles_changed
+from crm_core.accounts.cache import roles_changed
 from crm_core.tables.builtin import migrate_all
 from handlers.app import create_app
 from handlers.routing import SERVICES
@@ -201,8 +201,12 @@ async def test_repeated_failures_disable_the_webhook(aiohttp_client, receiver):
     state = await api.call("GET", f"/api/webhooks/{hook['id']}", owner, expect=200)
     assert state["is_active"] is False and state["consecutive_failures"] == 2
     assert "2 deliveries in a row failed" in state["disabled_reason"]
+    attempts = len(receiver.received)
     await api.call("POST", "/api/data/deals", owner, expect=201, json={"title": "C"})
-    assert len(await deliveries(api, owner, hook["id"])) == 2  # disabled: nothing recorded
+    kept = await settled(api, owner, hook["id"], 3)  # disabled: kept for a replay, not sent
+    assert [d["status"] for d in kept] == ["skipped", "failed", "failed"]
+    assert kept[0]["error"] == "the webhook is disabled"
+    assert len(receiver.received) == attempts
     again = await api.call(
         "PATCH", f"/api/webhooks/{hook['id']}", owner, expect=200, json={"is_active": True}
     )

@@ -147,24 +147,21 @@ async def webhooks_changed(tenant: Tenant | str | ObjectId) -> None:
 class Listener:
     """One webhook as a row write needs it: what it listens to."""
 
-    __slots__ = ("events", "id", "is_active", "tables")
+    __slots__ = ("events", "id", "tables")
 
     def __init__(self, doc: dict[str, Any]) -> None:
         self.id: ObjectId = doc["_id"]
         self.events = frozenset(doc.get("events") or ())
         self.tables = frozenset(doc.get("tables") or ())
-        self.is_active = bool(doc.get("is_active"))
 
     def wants(self, event: str, table_key: str | None) -> bool:
-        return (
-            self.is_active
-            and event in self.events
-            and (table_key is None or table_key in self.tables)
-        )
+        """Also while disabled: its events are kept, `skipped`, for a replay after it is
+        enabled again (docs/integrations.md "Redelivery and replay")."""
+        return event in self.events and (table_key is None or table_key in self.tables)
 
 
 class ListenerCache:
-    """A tenant's webhooks (their ids, events, tables, active state) per version; a company has
+    """A tenant's webhooks (their ids, events, tables) per version; a company has
     at most `crm_core.webhooks.service.MAX_WEBHOOKS`, read whole once per version and process."""
 
     def __init__(self, size: int = 10_000) -> None:
@@ -176,7 +173,7 @@ class ListenerCache:
         key = (str(tenant.id), version(tenant, WEBHOOKS))
         found: tuple[Listener, ...] | None = self._listeners.get(key)
         if found is None:
-            projection = {"events": 1, "tables": 1, "is_active": 1}
+            projection = {"events": 1, "tables": 1}
             docs: list[dict[str, Any]] = (
                 await db[collection].find({}, projection).sort("_id", 1).to_list(None)
             )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from crm_core.platform.cache import DefinitionCache
+from crm_core.accounts.cache import DefinitionCache
 from crm_core.platform.storage.types import Database
 from crm_core.platform.values import ValueContext
 from models.accounts import Tenant, User
@@ -22,7 +22,7 @@ class TenantContext:
     # highest table access level (crm_core.tables.access.Level) its scope allows; None: a session
     api_token_id: str | None = None
     table_level_cap: int | None = None
-    # the process's roles and tables (crm_core/platform/cache.py)
+    # the process's roles and tables (crm_core/accounts/cache.py)
     cache: DefinitionCache | None = None
 
     @property

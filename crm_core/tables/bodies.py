@@ -14,7 +14,15 @@ from pydantic import BeforeValidator, Field, RootModel, WithJsonSchema, create_m
 from crm_core.platform.registry import Registry
 from crm_core.tables.columns import SETTINGS_FIELDS, Column, ColumnType, SelectOptionIn
 from crm_core.tables.filters import check_filters_param, default_filter_operators
-from models.base import SCHEMA_COMPONENTS, InputModel, OutputModel, QueryModel, component
+from models.base import (
+    SCHEMA_COMPONENTS,
+    SORT_ORDER,
+    FiltersParam,
+    InputModel,
+    OutputModel,
+    QueryModel,
+    component,
+)
 
 if TYPE_CHECKING:
     from models.access import AliasRecord
@@ -245,21 +253,6 @@ class TableOut(OutputModel):
 
 class TableList(OutputModel):
     items: list[TableOut]
-
-
-SORT_ORDER = Literal["asc", "desc"]
-# the `filters` query parameter: JSON text whose content is a `Filter` (named below)
-FiltersParam = Annotated[
-    str | None,
-    WithJsonSchema(
-        {
-            "type": "string",
-            "maxLength": 20_000,
-            "contentMediaType": "application/json",
-            "contentSchema": component("Filter"),
-        }
-    ),
-]
 
 
 class RowGetQuery(QueryModel):
