@@ -209,7 +209,9 @@ class ExportService:
                 sort.append(("_id", sort[-1][1] if sort else 1))
             if computed.has_computed(plan.table):  # one pipeline computes their values
                 types = self.rows.types
-                source = computed.sorted_batches(ctx, plan.table, types, plan.query, sort, BATCH)
+                source = computed.sorted_batches(
+                    ctx, plan.table, types, plan.query, sort, BATCH, CLIENT_QUERY
+                )
             else:
                 source = find_in_batches(collection, plan.query, sort, BATCH)
         async for batch in source:

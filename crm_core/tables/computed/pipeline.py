@@ -11,9 +11,10 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time
 from typing import Any
 
-from crm_core.platform.context import TenantContext
+from crm_core.accounts.context import TenantContext
 from crm_core.platform.errors import ValidationFailed
 from crm_core.platform.registry import Registry
+from crm_core.platform.storage import query_purpose
 from crm_core.tables.columns import (
     BooleanType,
     Column,
@@ -339,9 +340,11 @@ async def sorted_batches(
     query: dict[str, Any],
     sort: list[tuple[str, int]],
     size: int,
+    purpose: str,
 ) -> AsyncIterator[list[dict[str, Any]]]:
     """Every row the query selects, in `sort` order, with its computed values, in lists of
-    `size` (exports, crm_core/files/exports.py): one pipeline read as a cursor."""
+    `size` (exports, crm_core/files/exports.py): one pipeline read as a cursor, its reads
+    under the query `purpose` (the client's filter and sort: crm_core/tables/rows.py)."""
     plan = await build_plan(ctx, table, types)
     computed = set(plan.stages)
     stored, on_computed = split_query(query, computed)
@@ -354,11 +357,10 @@ async def sorted_batches(
     pipeline.append({"$sort": dict(sort)})
     pipeline += plan.for_keys(sorted(computed), done)
     pipeline += plan.cleanup()
-    batch: list[dict[str, Any]] = []
-    async for doc in table.collection(ctx).aggregate(pipeline, batchSize=size):
-        batch.append(doc)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
+    cursor = table.collection(ctx).aggregate(pipeline, batchSize=size)
+    while True:
+        with query_purpose(purpose):  # each read, not the consumer's work between them
+            batch = await cursor.to_list(size)
+        if not batch:
+            return
         yield batch
