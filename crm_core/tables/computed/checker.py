@@ -47,14 +47,6 @@ ORDERING = ("<", "<=", ">", ">=")
 EQUALITY = ("=", "!=")
 
 
-@dataclass(frozen=True)
-class Typed:
-    """The checked tree: `kinds` maps each node's id to its kind."""
-
-    root: Node
-    kind: Kind
-
-
 def literal_int(node: Node, low: int, high: int, what: str) -> int:
     """A whole-number literal argument (LEFT's count, ROUND's places)."""
     value = node
