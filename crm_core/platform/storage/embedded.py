@@ -899,7 +899,15 @@ def _lookup_stage(
     by_id = foreign_field == "_id"  # the `_id` index: each local value looked up in the store
     by_value: dict[object, list[MongoDocument]] = {}
     if not by_id:
-        for foreign in foreign_collection.find():
+        # a page's few values are looked up as an index would find them; many, by one read
+        locals_: set[object] = set()
+        for doc in in_collection:
+            local = doc.get(local_field)
+            locals_.update(local if isinstance(local, list) else [local])
+        scalar = all(isinstance(v, ObjectId | str | int | float) for v in locals_)
+        few = scalar and len(locals_) <= _LOOKUP_IN_LIMIT
+        query = {foreign_field: {"$in": list(locals_)}} if few else {}
+        for foreign in foreign_collection.find(query):
             by_value.setdefault(_lookup_key(foreign.get(foreign_field)), []).append(foreign)
     pipeline = options.get("pipeline") or []
     for doc in in_collection:
@@ -913,6 +921,9 @@ def _lookup_stage(
             matches = list(process_pipeline(matches, database, pipeline, None))
         doc[options["as"]] = matches
     return in_collection
+
+
+_LOOKUP_IN_LIMIT = 200  # local values looked up with `$in` rather than one whole read
 
 
 def _stored_by_id(collection: Any, ids: list[object]) -> list[MongoDocument]:
