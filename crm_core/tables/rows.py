@@ -604,11 +604,12 @@ class RowService:
         shapes = computed.page_pipelines(plan, query, sort, offset, limit)
         with query_purpose(CLIENT_QUERY):
             docs = await collection.aggregate(shapes.rows, maxTimeMS=max_time).to_list(None)
-            if shapes.count is None:
-                total = await collection.count_documents(shapes.stored, maxTimeMS=max_time)
-            else:
-                counted = await collection.aggregate(shapes.count, maxTimeMS=max_time).to_list(1)
+            if shapes.faceted:  # the page and its total from one pass
+                counted = docs[0]["total"] if docs else []
+                docs = docs[0]["rows"] if docs else []
                 total = int(counted[0]["n"]) if counted else 0
+            else:
+                total = await collection.count_documents(shapes.stored, maxTimeMS=max_time)
         return [self.render(table, d) for d in docs], total
 
     async def with_computed(

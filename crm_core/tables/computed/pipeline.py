@@ -227,9 +227,13 @@ async def _rollup_stages(
 
 @dataclass(frozen=True)
 class PagePipelines:
+    """The page's pipeline: `rows` alone (the total is `count_documents(stored)`), or, with a
+    condition on a computed column, one `$facet` of the page (`rows`) and the `total` after the
+    computed stages they share (`faceted`)."""
+
     rows: list[dict[str, Any]]
-    count: list[dict[str, Any]] | None  # None: count_documents(stored) is the total
     stored: dict[str, Any]
+    faceted: bool = False
 
 
 def page_pipelines(
@@ -247,15 +251,17 @@ def page_pipelines(
     head += selecting
     if on_computed:
         head.append({"$match": on_computed})
-    count = [*head, {"$count": "n"}] if on_computed else None
     sorting = plan.for_keys([k for k, _ in sort if k in computed], done)
-    rows = [*head, *sorting, {"$sort": dict(sort)}]
+    tail = [*sorting, {"$sort": dict(sort)}]
     if offset:
-        rows.append({"$skip": offset})
-    rows.append({"$limit": limit})
-    rows += plan.for_keys(sorted(computed), done)
-    rows += plan.cleanup()
-    return PagePipelines(rows, count, stored)
+        tail.append({"$skip": offset})
+    tail.append({"$limit": limit})
+    tail += plan.for_keys(sorted(computed), done)
+    tail += plan.cleanup()
+    if not on_computed:
+        return PagePipelines([*head, *tail], stored)
+    facet = {"$facet": {"rows": tail, "total": [{"$count": "n"}]}}
+    return PagePipelines([*head, facet], stored, faceted=True)
 
 
 def values_pipeline(plan: Plan, ids: list[Any]) -> list[dict[str, Any]]:
@@ -324,12 +330,13 @@ async def count_rows(
             return int(await collection.count_documents(query))
         return int(await collection.count_documents(query, limit=limit))
     plan = await build_plan(ctx, table, types)
-    shapes = page_pipelines(plan, query, [("_id", 1)], 0, limit or 1)
-    assert shapes.count is not None
-    counting = shapes.count
+    stored, on_computed = split_query(query, computed)
+    counting: list[dict[str, Any]] = [{"$match": stored}] if stored else []
+    counting += plan.for_keys(sorted(field_names(on_computed) & computed), set())
+    counting.append({"$match": on_computed})
     if limit is not None:
-        counting = [*counting[:-1], {"$limit": limit}, counting[-1]]
-    found = await collection.aggregate(counting).to_list(1)
+        counting.append({"$limit": limit})
+    found = await collection.aggregate([*counting, {"$count": "n"}]).to_list(1)
     return int(found[0]["n"]) if found else 0
 
 
