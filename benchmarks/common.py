@@ -121,11 +121,13 @@ async def running_service(**overrides: Any) -> AsyncIterator[Client]:
 
 
 class FakeSmsGateway:
-    """An SMS.ru gateway on loopback that accepts every message (docs/sms.md): the benchmarks'
-    own, so they import nothing from the tests."""
+    """An SMS.ru gateway on loopback that accepts every message (docs/sms.md): `sms/send` with
+    `to[NUMBER]=text` for up to 100 numbers, answered per number. The benchmarks' own, so they
+    import nothing from the tests."""
 
     def __init__(self) -> None:
         self.accepted: list[str] = []  # the phone of each accepted message, in order
+        self.requests = 0
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -134,12 +136,18 @@ class FakeSmsGateway:
 
     async def send(self, request: web.Request) -> web.Response:
         form = await request.post()
-        phone = str(form.get("to", ""))
-        self.accepted.append(phone)
-        status = {"status": "OK", "status_code": 100, "sms_id": f"000000-{len(self.accepted)}"}
-        return web.json_response(
-            {"status": "OK", "status_code": 100, "sms": {phone: status}, "balance": 100.0}
-        )
+        self.requests += 1
+        sms: dict[str, Any] = {}
+        for key in form:
+            if key.startswith("to["):
+                phone = key[3:-1]
+                self.accepted.append(phone)
+                sms[phone] = {
+                    "status": "OK",
+                    "status_code": 100,
+                    "sms_id": f"000000-{len(self.accepted)}",
+                }
+        return web.json_response({"status": "OK", "status_code": 100, "sms": sms, "balance": 1.0})
 
     def accepted_per_phone(self) -> dict[str, int]:
         counts: dict[str, int] = {}

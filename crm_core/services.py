@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from bson import ObjectId
+
 from crm_core.accounts.auth import AuthService
 from crm_core.accounts.roles import RoleService
 from crm_core.accounts.tenancy import TenantService  # company settings
@@ -21,10 +23,15 @@ from crm_core.admin.service import AdminService, BrokerStats
 from crm_core.audit.service import AuditTrail
 from crm_core.files.exports import ExportService
 from crm_core.files.imports import ImportQueue, ImportService
+from crm_core.live.events import LiveAudit, LiveCampaignEvents
+from crm_core.live.service import LiveService
+from crm_core.platform.eventbus import make_event_bus
 from crm_core.platform.outbox import Outbox
 from crm_core.platform.registry import Registry
 from crm_core.platform.settings import Settings
-from crm_core.platform.storage import Storage
+from crm_core.platform.storage import Database, Storage
+from crm_core.sms.names import CAMPAIGNS
+from crm_core.sms.providers import make_provider
 from crm_core.sms.service import CampaignService, SmsQueue, counts
 from crm_core.tables.aggregate import AggregateService
 from crm_core.tables.aliases import AliasService
@@ -34,7 +41,8 @@ from crm_core.tables.filters import FilterBuilder, default_filter_operators
 from crm_core.tables.meta import MetaService
 from crm_core.tables.rows import RowService
 from crm_core.tables.shares import ShareService
-from crm_core.tables.trash import RowTrash, TrashService, TrashSettings
+from crm_core.tables.trash import TRASH_PURGE as TRASH_PURGE  # the outbox kind tasks handle
+from crm_core.tables.trash import RowTrash, SchemaTrash, TrashService, TrashSettings
 from crm_core.tables.validators import ColumnValidator, default_validators
 from crm_core.webhooks.service import WebhookQueue, WebhookService
 
@@ -118,6 +126,7 @@ class Services:
     trash: TrashService  # deleted rows, restored or purged (/api/trash)
     audit_trail: AuditTrail  # the company's audit trail (/api/audit)
     queue: TaskQueue  # connected to the broker's queues when it starts
+    live: LiveService  # live events: the process's connections and the bus (docs/api.md)
     # the embedded mode's turn-taking for authenticated requests
     # (Settings.embedded_max_active_requests)
     request_slots: asyncio.Semaphore | None = None
@@ -131,6 +140,14 @@ class Services:
     @sms_queue.setter
     def sms_queue(self, queue: SmsQueue | None) -> None:
         self.queue.sms = queue
+
+
+async def campaign_progress(
+    db: Database, campaign_id: ObjectId
+) -> tuple[dict[str, Any], dict[str, int]] | None:
+    """A campaign and its counters, for `campaign.progress` (crm_core/live/events.py)."""
+    campaign = await db[CAMPAIGNS].find_one({"_id": campaign_id})
+    return None if campaign is None else (campaign, await counts(db, campaign))
 
 
 def build_services(
@@ -150,16 +167,16 @@ def build_services(
     validators = default_validators()
     # the company's audit trail: the domains that change things tell it (docs/history.md)
     trail = AuditTrail(settings.audit_retention_days)
-    shares = ShareService(column_types, trail)
-    roles = RoleService(shares)
-    users = UserService(roles, settings.bcrypt_rounds)
-    tenants = TenantService(ensure_builtin_tables)
+    shares = ShareService(column_types, trail)  # its audit sink becomes `told` below
+    roles = RoleService(shares, trail)
+    users = UserService(roles, settings.bcrypt_rounds, trail)
+    tenants = TenantService(ensure_builtin_tables, trail)
     aliases = AliasService()
-    auth = AuthService(settings, storage, users, tenants)
+    auth = AuthService(settings, storage, users, tenants, trail)
     outbox = Outbox(storage, retry_seconds=settings.webhook_sweep_seconds)
     # webhooks hear row events from the row service and campaign events from the SMS domain
     webhooks = WebhookService(
-        settings, storage, column_types, queue, owners=auth, campaign_counts=counts
+        settings, storage, column_types, queue, owners=auth, campaign_counts=counts, audit=trail
     )
     # every row change is recorded (history) and told (webhooks) by the row service's
     # ChangeLog (crm_core/tables/history.py); deleted rows go to the trash
@@ -170,21 +187,46 @@ def build_services(
         events=webhooks,
         trash=RowTrash(TrashSettings(settings.trash_retention_days)),
     )
-    sms = CampaignService(settings, rows, outbox, queue, events=webhooks)
+    if settings.crm_env == "test":  # the crash test's barrier (tests/history/test_crash.py)
+        rows.changes.pause_table = settings.history_pause_before_revision
+    # live events (docs/api.md "Live events"): row changes from the ChangeLog, schema changes
+    # and share changes from the audit records, campaign progress from the SMS domain
+    live = LiveService(settings, make_event_bus(settings.redis_url), rows)
+    rows.changes.live = live.publisher
+    told = LiveAudit(trail, live.publisher)
+    campaign_events = LiveCampaignEvents(webhooks, live.publisher, campaign_progress)
+    sms = CampaignService(
+        settings,
+        rows,
+        outbox,
+        queue,
+        events=campaign_events,
+        audit=trail,
+        providers=lambda: make_provider(settings),
+    )
+    # deleted columns and tables go to the trash; a trashed table's rows are dropped by the
+    # outbox's `trash.purge` work once it expires (tasks/broker.py)
+    trash_settings = TrashSettings(settings.trash_retention_days)
+    meta = MetaService(
+        column_types,
+        validators,
+        aliases,
+        dependents=(shares, aliases),
+        audit=told,
+        trash=SchemaTrash(trash_settings, outbox),
+    )
     services = Services(
         settings=settings,
         storage=storage,
         auth=auth,
         column_types=column_types,
         validators=validators,
-        meta=MetaService(
-            column_types, validators, aliases, dependents=(shares, aliases), audit=trail
-        ),
+        meta=meta,
         rows=rows,
         aggregates=AggregateService(rows),
-        imports=ImportService(rows, settings, aliases, outbox, queue),
-        exports=ExportService(rows, settings.export_max_concurrent, aliases),
-        admin=AdminService(settings, storage, auth, sms),
+        imports=ImportService(rows, settings, aliases, outbox, queue, audit=trail),
+        exports=ExportService(rows, settings.export_max_concurrent, aliases, audit=trail),
+        admin=AdminService(settings, storage, auth, sms, webhooks),
         tenants=tenants,
         roles=roles,
         users=users,
@@ -192,12 +234,14 @@ def build_services(
         aliases=aliases,
         sms=sms,
         webhooks=webhooks,
-        tokens=ApiTokenService(storage),
+        tokens=ApiTokenService(storage, trail),
         outbox=outbox,
-        trash=TrashService(column_types, rows.changes, trail),
+        trash=TrashService(column_types, rows.changes, trail, schema=meta, purges=outbox),
         audit_trail=trail,
         queue=queue,
+        live=live,
     )
+    shares.audit = told  # a share granted or revoked: subscribers are re-checked at once
     if settings.embedded_database and settings.embedded_max_active_requests:
         services.request_slots = asyncio.Semaphore(settings.embedded_max_active_requests)
     return services

@@ -24,6 +24,7 @@ from bson import ObjectId
 from pygal.etree import etree
 from pygal.style import Style
 
+from crm_core.platform import i18n
 from crm_core.platform.errors import CrmError, Forbidden, RateLimited, Unauthorized
 from handlers.routing import (
     ERROR_PAGES,
@@ -398,12 +399,14 @@ async def rows_chart(call: Call) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
-    aiohttp_jinja2.setup(
+    env = aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(str(TEMPLATES)),
         autoescape=jinja2.select_autoescape(["html"], default=True),
         undefined=jinja2.StrictUndefined,
     )
+    # the page texts in the request's language (Accept-Language; crm_core/platform/i18n.py)
+    env.globals.update(_=i18n.gettext, language=i18n.language)
     app.router.add_static(STATIC, str(STATIC_DIR / "admin"), name="admin-static")
     pages: dict[str, ErrorPage] = {PREFIX: error_page}
     app[ERROR_PAGES] = pages

@@ -23,6 +23,7 @@ from handlers import (
     docs,
     edges,
     entities,
+    events,
     files,
     history,
     metrics,
@@ -63,6 +64,7 @@ ROUTE_TABLES: list[RouteTable] = [
     history.routes,  # row history (its entity copies: entities.routes)
     trash.routes,
     audit.routes,
+    events.routes,  # issue #25: live events (WebSocket, SSE)
     tenant.routes,  # company settings
     metrics.routes,  # /metrics with METRICS_TOKEN
     docs.routes,
@@ -92,6 +94,8 @@ def create_app(
     app.cleanup_ctx.append(_storage_ctx)
     app.cleanup_ctx.append(_broker_ctx)
     app.cleanup_ctx.append(_metrics_listener_ctx)  # METRICS_PORT
+    app.cleanup_ctx.append(_live_ctx)  # live events: the bus and the access re-checks
+    app.on_shutdown.append(events.shutdown)  # open live connections close first
 
     specs = [spec.for_app(services) for spec in all_routes()]  # columns: per-app body models
     for spec in specs:
@@ -148,6 +152,17 @@ async def _broker_ctx(app: web.Application) -> AsyncIterator[None]:
             yield
     finally:
         await stop_broker(broker)
+
+
+async def _live_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Live events (docs/api.md "Live events"): read the bus (Redis with REDIS_URL) and
+    re-check the viewers' access while the app runs."""
+    live = app[SERVICES].live
+    await live.start()
+    try:
+        yield
+    finally:
+        await live.stop()
 
 
 async def _metrics_listener_ctx(app: web.Application) -> AsyncIterator[None]:

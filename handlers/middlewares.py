@@ -12,9 +12,15 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
-from crm_core.platform import metrics
+from crm_core.platform import i18n, metrics
 from crm_core.platform.errors import HTTP_STATUS_ERRORS, CrmError, ServiceUnavailable
-from crm_core.platform.logs import ACCESS, REQUEST_ID, REQUEST_ID_HEADER, request_id_from
+from crm_core.platform.logs import (
+    ACCESS,
+    CLIENT_ADDRESS,
+    REQUEST_ID,
+    REQUEST_ID_HEADER,
+    request_id_from,
+)
 from crm_core.platform.storage import DATABASE, is_database_error, is_database_unreachable
 from crm_core.platform.tracing import current_trace_id
 from handlers.routing import CONTEXT_KEY, ERROR_PAGES, SERVICES, ErrorPage, error_response
@@ -30,6 +36,7 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
     tenant, user, request id) and the request metrics (per route template and status)."""
     request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
     REQUEST_ID.set(request_id)  # the request's own task: no other request sees it
+    CLIENT_ADDRESS.set(request.remote)  # the address the login throttle trusts
     started = time.perf_counter()
     status = 500
     try:
@@ -62,7 +69,10 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Render every error, aiohttp's own included, as `{"error": {code, message, details}}`."""
+    """Render every error, aiohttp's own included, as `{"error": {code, message, details}}`,
+    its message in the client's language (`Accept-Language`, crm_core/platform/i18n.py)."""
+    default = request.app[SERVICES].settings.default_language if SERVICES in request.app else "en"
+    i18n.LANGUAGE.set(i18n.negotiate(request.headers.get("Accept-Language"), default))
     page = _error_page(request)
     render = error_response if page is None else partial(page, request)
     try:

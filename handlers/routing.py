@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from crm_core.accounts.context import TenantContext
 from crm_core.accounts.tokens import is_api_token
+from crm_core.platform import i18n
 from crm_core.platform.errors import (
     CrmError,
     Forbidden,
@@ -470,7 +471,9 @@ def parse_fields(
         repeated = [
             d["field"]
             for d in failed.details or []
-            if isinstance(values.get(d["field"]), list) and not _takes_many(model, d["field"])
+            if isinstance(values.get(d["field"]), list)
+            and d["field"] in model.model_fields
+            and not _takes_many(model, d["field"])
         ]
         if repeated:  # a parameter that takes one value, given twice: say so, not its type
             raise ValidationFailed.field(repeated[0], REPEATED) from None
@@ -482,9 +485,7 @@ REPEATED = "given more than once; give it once"
 
 def _takes_many(model: type[BaseModel], name: str) -> bool:
     """Whether `model`'s field `name` holds a list (so a repeated parameter is its items)."""
-    field = model.model_fields.get(name)
-    if field is None:
-        return False
+    field = model.model_fields[name]
     kinds = [field.annotation, *typing.get_args(field.annotation)]
     return any(typing.get_origin(kind) in (list, tuple, set, frozenset) for kind in kinds)
 
@@ -573,6 +574,6 @@ def build_view(spec: RouteSpec) -> Callable[[web.Request], Awaitable[web.StreamR
 
 def error_response(error: CrmError) -> web.Response:
     """The §2 body, with the request's id so the answer can be found in the logs."""
-    body = error.to_body()
+    body = error.to_body(i18n.translate)  # the message in the request's language
     body["error"]["request_id"] = REQUEST_ID.get()
     return json_response(body, error.status, error.headers or None)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from aiohttp import web
 
 from crm_core.platform.errors import ValidationFailed
-from crm_core.sms.providers import make_provider
 from handlers.routing import Call, Permission, Public, RouteTable
 from models.sms import (
     CampaignIn,
@@ -37,13 +36,15 @@ READ, SEND = Permission(code="sms.read"), Permission(code="sms.send")
     body=CampaignIn,
     response=CampaignOut,
     status=202,
-    errors=(404,),
+    errors=(404, 409),
 )
 async def create_campaign(call: Call, body: CampaignIn) -> CampaignOut:
     """From a table (`table`, `phone_column`, optional `filters` in the filter language) or
     from `recipients`. `{{key}}` placeholders are filled per recipient; an unknown one is a 400.
     Phones are normalised to E.164; repeated numbers are dropped and counted, invalid ones are
-    recorded as `invalid` and not sent. Answers 202: workers send it."""
+    recorded as `invalid` and not sent. A campaign that would go past the company's daily cap
+    (`sms_daily_cap`) is refused: 409 `sms_daily_cap`, nothing stored. Answers 202: workers
+    send it."""
     return campaign_out(await call.services.sms.create(call.ctx, body))
 
 
@@ -59,11 +60,7 @@ async def preview_campaign(call: Call, body: CampaignIn) -> CampaignPreview:
     """The same body as creating a campaign, checked the same way (400s alike): distinct
     recipients, duplicates, invalid and stop-listed numbers, parts per message (GSM-7 160/153,
     UCS-2 70/67; Cyrillic is UCS-2), total parts, and the provider's price where it gives one."""
-    provider = make_provider(call.services.settings)  # for `sms/cost`; closed at once
-    try:
-        return await call.services.sms.preview(call.ctx, body, provider)
-    finally:
-        await provider.close()
+    return await call.services.sms.preview(call.ctx, body)
 
 
 @routes.get(

@@ -42,13 +42,7 @@ def _ref(name: str) -> dict[str, str]:
 
 def column_schema(call: Call, column: Column, title: str) -> dict[str, Any]:
     """A column's value as JSON Schema: its type's schema, select option ids as an enum."""
-    schema = copy.deepcopy(call.services.column_types.get(column.type).value_schema)
-    if column.options is not None:
-        schema["enum"] = [option.id for option in column.options]
-        labels = ", ".join(f"{option.id}: {option.label}" for option in column.options)
-        schema["description"] = f"Select option id ({labels})" if labels else "Select option id"
-    if column.max_length is not None and schema.get("type") == "string":
-        schema["maxLength"] = column.max_length
+    schema = call.services.column_types.get(column.type).column_schema(column)
     schema["title"] = title
     schema["x-column-type"] = column.type
     if column.table:
@@ -62,6 +56,8 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
     kind = schema.get("type")
     if isinstance(kind, str):
         schema["type"] = [kind, "null"]
+    elif isinstance(kind, list) and "null" not in kind:
+        schema["type"] = [*kind, "null"]
     if "enum" in schema:
         schema["enum"] = [*schema["enum"], None]
     return schema
@@ -74,6 +70,8 @@ def table_schemas(call: Call, table: Table, alias: AliasRecord | None) -> dict[s
         c.key: column_schema(call, c, names.get(c.key) or c.name or c.key) for c in table.columns
     }
     required_in = [c.key for c in table.columns if c.required and c.default is None]
+    # values the server gives (autonumber) are in answers only
+    written = {c.key for c in table.columns if not table.column_type(c).numbered}
     row = {
         "type": "object",
         "description": f"A row of `{table.key}` ({title})",
@@ -89,7 +87,9 @@ def table_schemas(call: Call, table: Table, alias: AliasRecord | None) -> dict[s
         "description": f"A new row of `{table.key}` ({title}): columns left out take their default",
         "x-display-name": title,
         "properties": {
-            key: value if key in required_in else _nullable(value) for key, value in values.items()
+            key: value if key in required_in else _nullable(value)
+            for key, value in values.items()
+            if key in written
         },
         "additionalProperties": False,
     }
@@ -103,6 +103,7 @@ def table_schemas(call: Call, table: Table, alias: AliasRecord | None) -> dict[s
         "properties": {
             key: value if column.required else _nullable(value)
             for (key, value), column in zip(values.items(), table.columns, strict=True)
+            if key in written
         },
         "additionalProperties": False,
     }

@@ -9,6 +9,7 @@ from crm_core.tables.bodies import ROW_SCHEMA
 from crm_core.tables.trash import check_ids
 from handlers.routing import Authenticated, Call, RouteTable
 from models.history import (
+    RestoredDefinitionOut,
     RestoredOut,
     TrashItemOut,
     TrashPage,
@@ -17,6 +18,9 @@ from models.history import (
 )
 
 routes = RouteTable("trash")
+RESTORED_SCHEMA = {
+    "anyOf": [ROW_SCHEMA, RestoredDefinitionOut.model_json_schema(mode="serialization")]
+}
 ITEM = "/api/trash/{item_id}"
 SIGNED_IN = Authenticated()
 
@@ -25,7 +29,8 @@ SIGNED_IN = Authenticated()
     "/api/trash", access=SIGNED_IN, summary="The trash", query=TrashQuery, response=TrashPage
 )
 async def list_trash(call: Call, query: TrashQuery) -> TrashPage:
-    """What the caller may restore (the rows of tables they may write), newest first."""
+    """What the caller may restore, newest first: rows of the tables they may write, columns
+    of the tables they manage, the tables they own (every table with `tables.all`)."""
     items, total = await call.services.trash.list_page(
         call.ctx, query.kind, query.table, query.limit, query.offset
     )
@@ -36,13 +41,17 @@ async def list_trash(call: Call, query: TrashQuery) -> TrashPage:
     f"{ITEM}/restore",
     access=SIGNED_IN,
     summary="Restore an item of the trash",
-    response_schema=ROW_SCHEMA,
+    response_schema=RESTORED_SCHEMA,
     errors=(404, 409),
 )
 async def restore_item(call: Call, item_id: ObjectId) -> dict[str, object]:
-    """Puts the row back in its table (values of columns deleted since are left out) and
-    answers it. 409 names the column whose unique value another row took meanwhile, or says
-    the table's key was reused; 404 once the item is restored or purged."""
+    """A row goes back in its table (values of columns deleted since are left out; links
+    that pointed at it and are still empty point at it again) and is answered. A column goes
+    back with its values and indexes, a table with its rows, shares, display names, views and
+    orders; they answer `{id, kind, table, column}`. 409 names the column whose unique value
+    another row took meanwhile (`<column>`), the column key (`column`) or table key (`key`)
+    taken since, or says the table's key was reused; 404 once the item is restored or
+    purged (restore twice: 404)."""
     return await call.services.trash.restore(call.ctx, item_id)
 
 
@@ -65,5 +74,5 @@ async def restore_items(call: Call, body: TrashRestoreIn) -> RestoredOut:
     ITEM, access=SIGNED_IN, summary="Purge an item of the trash", status=204, errors=(404,)
 )
 async def purge_item(call: Call, item_id: ObjectId) -> None:
-    """Gone for good."""
+    """Gone for good: a table's rows (and its rows in the trash), a column's values."""
     await call.services.trash.purge(call.ctx, item_id)

@@ -42,6 +42,7 @@ class Tenant(Document):
     timezone: str = "UTC"
     phone_region: str = "RU"
     sms_quiet_hours: QuietHours | None = None  # off by default
+    sms_daily_cap: int | None = None  # no cap by default (docs/sms.md, "Daily cap")
     is_active: bool = True
     created_at: datetime = Field(default_factory=utcnow)
     # version counters of what processes cache per tenant (crm_core/accounts/cache.py)
@@ -189,6 +190,7 @@ class TenantOut(OutputModel):
     timezone: str
     phone_region: str
     sms_quiet_hours: QuietHours | None = None
+    sms_daily_cap: int | None = None
 
 
 class UserOut(OutputModel):
@@ -232,6 +234,7 @@ def tenant_out(tenant: Tenant) -> TenantOut:
         timezone=tenant.timezone,
         phone_region=tenant.phone_region,
         sms_quiet_hours=tenant.sms_quiet_hours,
+        sms_daily_cap=tenant.sms_daily_cap,
     )
 
 
@@ -254,7 +257,7 @@ def _tenant_patch_schema(schema: dict[str, Any]) -> None:
     a string whose format the description gives."""
     enums: dict[str, list[str]] = {"phone_region": phone_regions()}
     for name, prop in schema["properties"].items():
-        if name == "sms_quiet_hours":  # an object, or null to turn them off
+        if name in ("sms_quiet_hours", "sms_daily_cap"):  # null turns them off
             continue
         string = next(b for b in prop.pop("anyOf") if b.get("type") == "string")
         prop.pop("default", None)
@@ -293,6 +296,15 @@ class TenantPatch(InputModel):
         description='SMS quiet hours in the company\'s time zone, e.g. {"start": "21:00", "end": '
         '"09:00"}: messages that come due inside the window wait for its end. `null` turns '
         "them off (the default).",
+    )
+    sms_daily_cap: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000_000,
+        description="The most SMS the company sends a day (its time zone's day): a campaign "
+        "that would go past it is refused (409 `sms_daily_cap`). `null` removes the cap (the "
+        "default).",
+        examples=[5000],
     )
 
     @field_validator("name", "timezone", "phone_region", mode="before")

@@ -161,6 +161,7 @@ class CampaignCountsView(OutputModel):
     undelivered: int = 0
     expired: int = 0
     blocked: int = 0
+    limited: int = 0
     delivery_rate: float | None = None
 
 
@@ -183,11 +184,22 @@ class CampaignPage(Page):
     status: str
 
 
+class DisabledWebhook(OutputModel):
+    """A webhook the deliveries disabled by themselves (docs/history.md "Audit trail")."""
+
+    id: str
+    name: str
+    url: str
+    disabled_at: datetime | None
+    reason: str
+
+
 class CompanyDetail(OutputModel):
     company: CompanyStats
     users: list[CompanyUser]
     tables: list[CompanyTable]
     campaigns: list[PlatformCampaign]
+    disabled_webhooks: list[DisabledWebhook] = []
 
 
 class WorkerSeen(OutputModel):

@@ -18,6 +18,15 @@ class Actor(OutputModel):
     name: str | None = None
 
 
+class AuditActor(OutputModel):
+    """Who acted: a user, an API token, an import or the system (a webhook disabled after
+    failed deliveries); `anonymous` for a failed sign-in (whoever typed the email)."""
+
+    type: Literal["user", "token", "import", "system", "anonymous"]
+    id: str | None = None
+    name: str | None = None
+
+
 class HistoryQuery(QueryModel):
     limit: int = Field(default=50, ge=1, le=1000)
     offset: int = Field(default=0, ge=0, le=10_000_000)
@@ -97,6 +106,15 @@ class TrashItemOut(OutputModel):
         )
 
 
+class RestoredDefinitionOut(OutputModel):
+    """A column or a table back from the trash (a row answers the row itself)."""
+
+    id: str = Field(description="The trash item's id")
+    kind: Literal["column", "table"]
+    table: str
+    column: str | None = None
+
+
 class TrashPage(OutputModel):
     items: list[TrashItemOut]
     total: int
@@ -134,7 +152,7 @@ class AuditEntryOut(OutputModel):
     id: str
     at: datetime
     action: str
-    actor: Actor
+    actor: AuditActor
     address: str | None = None
     request_id: str | None = None
     target: dict[str, Any]
@@ -146,7 +164,7 @@ class AuditEntryOut(OutputModel):
             id=str(doc["_id"]),
             at=doc["at"],
             action=doc["action"],
-            actor=Actor(**doc["actor"]),
+            actor=AuditActor(**doc["actor"]),
             address=doc.get("address"),
             request_id=doc.get("request_id"),
             target=doc.get("target") or {},

@@ -22,6 +22,7 @@ MESSAGE_STATUSES = (
     "undelivered",
     "expired",
     "blocked",
+    "limited",
 )
 MessageStatus = Literal[
     "pending",
@@ -35,6 +36,7 @@ MessageStatus = Literal[
     "undelivered",
     "expired",
     "blocked",
+    "limited",
 ]
 # what a delivery report may make of a `sent` message (docs/sms.md, "Delivery reports")
 FINAL_DELIVERY = ("delivered", "undelivered", "expired")
@@ -107,6 +109,10 @@ class CampaignCounts(OutputModel):
     undelivered: int = 0
     expired: int = 0
     blocked: int = Field(default=0, description="Numbers on the company's stop list: never sent")
+    limited: int = Field(
+        default=0,
+        description="Refused by a provider's sending limit (SMS.ru 206, 230, 231, 232): not sent",
+    )
     delivery_rate: float | None = Field(
         default=None,
         description="delivered / accepted by the provider (sent, delivered, undelivered, "
@@ -143,7 +149,9 @@ class MessageOut(OutputModel):
     error: str | None
     delivered_at: datetime | None = None
     provider_code: int | None = Field(
-        default=None, description="The provider's last delivery status code"
+        default=None,
+        description="The provider's last code about the message: a delivery status, or the "
+        "error that refused it",
     )
     provider_text: str | None = Field(
         default=None, description="What the provider's delivery code means"
@@ -151,17 +159,29 @@ class MessageOut(OutputModel):
     updated_at: datetime
 
 
-class MessagePage(OutputModel):
-    items: list[MessageOut]
+class PageQuery(QueryModel):
+    """A page of a list: `limit` items from `offset`."""
+
+    limit: int = Field(default=100, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0, le=10_000_000)
+
+
+class Page(OutputModel):
+    """A page of a list (subclasses name their items' model), with the list's `total`."""
+
+    items: list[Any]
     total: int
     limit: int
     offset: int
 
 
-class MessageQuery(QueryModel):
-    status: MessageStatus | None = None
+class MessagePage(Page):
+    items: list[MessageOut]
+
+
+class MessageQuery(PageQuery):
     limit: int = Field(default=50, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0, le=10_000_000)
+    status: MessageStatus | None = None
 
 
 class ResolveIn(InputModel):
@@ -186,6 +206,15 @@ class CampaignPreview(OutputModel):
     price: float | None = Field(
         description="The provider's price of the send (`sms/cost`), null when it gives none"
     )
+    daily_cap: int | None = Field(
+        default=None, description="The company's daily SMS cap (`sms_daily_cap`), null: none"
+    )
+    daily_cap_left: int | None = Field(
+        default=None,
+        description="What the cap leaves on the campaign's day (its `send_at`, or today, in the "
+        "company's time zone); creating it is refused (409 `sms_daily_cap`) when `to_send` is "
+        "more. Null without a cap",
+    )
 
 
 class StopListIn(InputModel):
@@ -195,9 +224,8 @@ class StopListIn(InputModel):
     phones: list[str] = Field(min_length=1, max_length=10_000)
 
 
-class StopListQuery(QueryModel):
-    limit: int = Field(default=100, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0, le=10_000_000)
+class StopListQuery(PageQuery):
+    """A page of the stop list, by number."""
 
 
 class StopListEntry(OutputModel):
@@ -206,11 +234,8 @@ class StopListEntry(OutputModel):
     added_at: datetime
 
 
-class StopListPage(OutputModel):
+class StopListPage(Page):
     items: list[StopListEntry]
-    total: int
-    limit: int
-    offset: int
 
 
 class StopListChange(OutputModel):
@@ -260,27 +285,6 @@ class CampaignRecord(StoredModel):
         return CampaignCounts(total=sum(values.values()), delivery_rate=rate, **values)
 
 
-class MessageRecord(StoredModel):
-    """One `_sms_messages` document. `seq` is None for messages stored before it existed."""
-
-    campaign_id: ObjectId
-    phone: str
-    text: str
-    status: MessageStatus
-    attempts: int = 0
-    provider_id: str | None = None
-    error: str | None = None
-    batch: int = 0
-    seq: int | None = None
-    claimed_by: str | None = None
-    claim: ObjectId | None = None
-    claimed_at: datetime | None = None
-    delivered_at: datetime | None = None
-    provider_code: int | None = None
-    provider_text: str | None = None
-    updated_at: datetime
-
-
 class Outgoing(StoredModel):
     """What a sender needs of a message it is about to send (a projection of MessageRecord)."""
 
@@ -293,6 +297,21 @@ class Outgoing(StoredModel):
     claimed_at: datetime | None = None
 
 
+class MessageRecord(Outgoing):
+    """One `_sms_messages` document. `seq` is None for messages stored before it existed."""
+
+    campaign_id: ObjectId
+    status: MessageStatus
+    provider_id: str | None = None
+    error: str | None = None
+    batch: int = 0
+    claim: ObjectId | None = None
+    delivered_at: datetime | None = None
+    provider_code: int | None = None
+    provider_text: str | None = None
+    updated_at: datetime
+
+
 class SendOutcome(BaseModel):
     """What one attempt came to: the message's new status and the fields recorded with it."""
 
@@ -302,6 +321,7 @@ class SendOutcome(BaseModel):
     error: str | None = None
     provider_id: str | None = None
     sent_at: datetime | None = None
+    provider_code: int | None = None
 
 
 class BatchResult(BaseModel):

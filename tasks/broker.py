@@ -13,6 +13,7 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from crm_core.platform.outbox import Dispatch, Outbox, Work
 from crm_core.platform.settings import Settings
 from crm_core.platform.storage import Storage, is_database_unreachable
 from crm_core.platform.tracing import configure_tracing
-from crm_core.services import Services
+from crm_core.services import TRASH_PURGE, Services
 from crm_core.sms.providers import make_provider
 from crm_core.sms.ratelimit import SlotLimiter
 from crm_core.sms.service import SMS_BATCH, SMS_ONE, SMS_STATUS, CampaignEvents
@@ -245,10 +246,15 @@ async def start_broker(services: Services, consumer_name: str | None = None) -> 
     from now on."""
     settings, storage = services.settings, services.storage
     broker = build_broker(settings, consumer_name)
-    broker.state.sms = await make_runtime(settings, storage, services.webhooks, services.outbox)
+    events = services.sms.events or services.webhooks  # campaign.finished and .progress
+    broker.state.sms = await make_runtime(settings, storage, events, services.outbox)
     broker.state.webhooks = services.webhooks
+    broker.state.live_bus = services.live.bus  # live events the tasks publish (campaigns)
     broker.state.files = files.FilesRuntime(settings, storage, services.imports)
     broker.state.outbox = services.outbox
+    broker.state.trash = services.trash  # a trashed table's rows, dropped once expired
+    broker.state.history = services.rows.changes  # revisions a stopped process left unstored
+    broker.state.column_types = services.column_types
     queue = BrokerQueue(broker)
     services.queue.connect(
         sms=queue, imports=queue, webhooks=WebhookBrokerQueue(broker), probe=queue
@@ -279,7 +285,13 @@ def outbox_dispatch(broker: AsyncBroker) -> dict[str, Dispatch]:
     async def poll_status(work: Work) -> None:  # delivery reports: polled here, not queued
         await sms.poll_status(broker.state.sms, work.tenant_id, str(work.args[0]))
 
+    async def purge_trash(work: Work) -> None:  # docs/history.md "Trash": done here, not queued
+        db = runtime.storage.tenant_db(work.tenant_id)
+        if await broker.state.trash.purge_expired(db, *(str(arg) for arg in work.args[:3])):
+            await broker.state.outbox.done(work.key)
+
     return {
+        TRASH_PURGE: purge_trash,
         SMS_BATCH: send_batch,
         SMS_ONE: send_one,
         SMS_STATUS: poll_status,
@@ -292,6 +304,9 @@ async def stop_broker(broker: AsyncBroker) -> None:
     await broker.shutdown()
     await broker.state.sms.provider.close()
     await broker.state.webhooks.close()
+    live_bus = getattr(broker.state, "live_bus", None)
+    if live_bus is not None:  # its Redis client, made by the first event a task published
+        await live_bus.close()
 
 
 @contextlib.asynccontextmanager
@@ -311,8 +326,19 @@ async def _sweep(broker: AsyncBroker, settings: Settings) -> None:
     webhooks: WebhookService = broker.state.webhooks
     outbox: Outbox = broker.state.outbox
     dispatch = outbox_dispatch(broker)
+    recovered_at = time.monotonic()  # a round after the start, then every interval
     while True:
         await asyncio.sleep(settings.webhook_sweep_seconds)
+        if time.monotonic() - recovered_at >= settings.history_recovery_seconds:
+            recovered_at = time.monotonic()
+            try:  # docs/history.md "Crash between a write and its revision"
+                await broker.state.history.recover_all(
+                    broker.state.files.storage,
+                    broker.state.column_types,
+                    timedelta(seconds=settings.history_recovery_grace_seconds),
+                )
+            except Exception as exc:
+                log.warning("history recovery failed: %r", exc, exc_info=True)
         try:
             await webhooks.sweep()
         except Exception as exc:  # the database away for a moment: the next round tries again

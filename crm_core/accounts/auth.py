@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import bcrypt
 from cachetools import LRUCache
 
+from crm_core.accounts.audit import AccountsAudit, user_target
 from crm_core.accounts.cache import DefinitionCache, ValidatedDocuments
 from crm_core.accounts.context import TenantContext
 from crm_core.accounts.grants import check_token_scope
@@ -66,9 +67,15 @@ VERIFIED_TOKENS = 10_000  # access tokens whose checked claims a process keeps
 
 class AuthService:
     def __init__(
-        self, settings: Settings, storage: Storage, users: UserService, tenants: TenantService
+        self,
+        settings: Settings,
+        storage: Storage,
+        users: UserService,
+        tenants: TenantService,
+        audit: AccountsAudit,
     ) -> None:
         self.settings = settings
+        self.audit = audit
         self.storage = storage
         self.users = users
         self.tenants = tenants
@@ -136,17 +143,41 @@ class AuthService:
             metrics.LOGIN_LOCKOUTS.inc()
             raise
         user = await User.find_one(User.email == email)
-        ok = await self.password_matches(user, password)
-        if user is not None:
-            ok = ok and user.is_active
-            if ok:
+        refusal = None if await self.password_matches(user, password) else "wrong password"
+        if user is not None and refusal is None:
+            if not user.is_active:
+                refusal = "the user is deactivated"
+            else:
                 tenant = await Tenant.get(user.tenant_id)
-                ok = tenant is not None and tenant.is_active
-        if not ok or user is None:
+                if tenant is None or not tenant.is_active:
+                    refusal = "the company is deactivated"
+        if refusal is not None or user is None:
             metrics.LOGIN_FAILURES.inc()
+            if user is not None:  # an unknown email has no company to tell
+                await self._audit_sign_in(user, "auth.sign_in_failed", client_address, refusal)
             raise Unauthorized(INVALID_CREDENTIALS)
         await self.throttle.succeeded(email, client_address)
+        await self._audit_sign_in(user, "auth.signed_in", client_address)
         return await self._issue(user, family_id=uuid.uuid4().hex)
+
+    async def _audit_sign_in(
+        self, user: User, action: str, address: str, refusal: str | None = None
+    ) -> None:
+        """A sign-in (or a failed one) in the user's company's trail: never the password;
+        a failure's actor is anonymous (whoever typed the email), its target the user."""
+        actor: dict[str, str | None]
+        if refusal is None:
+            actor = {"type": "user", "id": str(user.id), "name": user.full_name or user.email}
+        else:
+            actor = {"type": "anonymous", "id": None, "name": None}
+        await self.audit.record_in(
+            self.storage.tenant_db(str(user.tenant_id)),
+            actor,
+            action,
+            user_target(user.id, user.email),
+            {"reason": refusal} if refusal else None,
+            address,
+        )
 
     async def refresh(self, data: RefreshIn) -> TokenPair:
         """Rotate a refresh token. The successor's secret is derived from the presented one
@@ -230,6 +261,7 @@ class AuthService:
             raise Conflict("The password or the account changed meanwhile; sign in again")
         await self.throttle.password_check_succeeded(user.email)
         log.info("user %s changed their password; other sessions ended", user.id)
+        await self.audit.record(ctx, "auth.password_changed", user_target(user.id, user.email))
         return await self._issue(User.model_validate(stored), family_id=uuid.uuid4().hex)
 
     async def set_temporary_password(self, ctx: TenantContext, user_id: str) -> str:

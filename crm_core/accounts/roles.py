@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from bson import ObjectId
 
+from crm_core.accounts.audit import AccountsAudit, diff
 from crm_core.accounts.cache import roles_changed
 from crm_core.accounts.context import TenantContext
 from crm_core.accounts.grants import check_grant
@@ -34,8 +35,9 @@ class RoleService:
     (crm_core/accounts/cache.py), so every process re-reads permissions at its next request;
     deleting a role ends its shares."""
 
-    def __init__(self, shares: RoleShares) -> None:
+    def __init__(self, shares: RoleShares, audit: AccountsAudit) -> None:
         self.shares = shares
+        self.audit = audit
 
     async def list_roles(self, ctx: TenantContext) -> list[RoleRecord]:
         cursor = ctx.db[ROLES].find().sort([("builtin", -1), ("name", 1)])
@@ -66,6 +68,8 @@ class RoleService:
         )
         await ctx.db[ROLES].insert_one(role.to_document())
         await roles_changed(ctx.tenant)
+        given = {"name": role.name, "permissions": role.permissions}
+        await self.audit.record(ctx, "role.created", _target(role), given)
         return role
 
     async def update_role(
@@ -84,7 +88,14 @@ class RoleService:
             changes["permissions"] = sorted(set(patch.permissions))
         await ctx.db[ROLES].update_one({"_id": role.id}, {"$set": changes})
         await roles_changed(ctx.tenant)
-        return role.model_copy(update=changes)
+        updated = role.model_copy(update=changes)
+        fields = ("name", "permissions")
+        changed = diff(
+            {f: getattr(role, f) for f in fields}, {f: getattr(updated, f) for f in fields}
+        )
+        if changed:
+            await self.audit.record(ctx, "role.changed", _target(updated), changed)
+        return updated
 
     async def delete_role(self, ctx: TenantContext, role_id: ObjectId) -> None:
         role = await self.get_role(ctx, role_id)
@@ -99,6 +110,9 @@ class RoleService:
         await ctx.db[ROLES].delete_one({"_id": role.id})
         await roles_changed(ctx.tenant)
         await self.shares.forget_role(ctx, str(role.id))
+        await self.audit.record(
+            ctx, "role.deleted", _target(role), {"permissions": role.permissions}
+        )
 
     @staticmethod
     async def permissions_of(db: Database, role_ids: list[str]) -> frozenset[str]:
@@ -126,3 +140,7 @@ class RoleService:
         if errors:
             raise ValidationFailed(f"{errors[0]['field']}: {errors[0]['message']}", errors)
         return list(dict.fromkeys(role_ids))
+
+
+def _target(role: RoleRecord) -> dict[str, Any]:
+    return {"type": "role", "id": str(role.id), "name": role.name}

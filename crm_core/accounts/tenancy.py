@@ -11,7 +11,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 from bson import ObjectId
+from pydantic import BaseModel
 
+from crm_core.accounts.audit import AccountsAudit, diff
 from crm_core.accounts.context import TenantContext
 from crm_core.accounts.permissions import BUILTIN_ROLES
 from crm_core.accounts.roles import ROLES
@@ -69,8 +71,9 @@ class TenantService:
     settings invalidates itself there.
     """
 
-    def __init__(self, builtin_tables: CompanyTables) -> None:
+    def __init__(self, builtin_tables: CompanyTables, audit: AccountsAudit) -> None:
         self.builtin_tables = builtin_tables
+        self.audit = audit
 
     async def create_tenant(self, storage: Storage, name: str) -> tuple[Tenant, str]:
         """Create the tenant document and its database with the built-in roles.
@@ -133,6 +136,9 @@ class TenantService:
         if "sms_quiet_hours" in patch.model_fields_set:  # null: off (docs/sms.md)
             quiet = patch.sms_quiet_hours
             changes["sms_quiet_hours"] = quiet.model_dump() if quiet is not None else None
+        if "sms_daily_cap" in patch.model_fields_set:  # null: no cap (docs/sms.md)
+            changes["sms_daily_cap"] = patch.sms_daily_cap
+        before = {key: _plain(getattr(ctx.tenant, key)) for key in changes}
         if changes:
             await ctx.tenant.set(changes)
             ctx.values = replace(
@@ -140,4 +146,13 @@ class TenantService:
                 timezone=zone or ctx.values.timezone,
                 phone_region=ctx.tenant.phone_region,
             )
+            changed = diff(before, changes)
+            if changed:
+                target = {"type": "company", "id": ctx.tenant_id}
+                await self.audit.record(ctx, "tenant.changed", target, changed)
         return ctx.tenant
+
+
+def _plain(value: object) -> object:
+    """A setting as stored (a model as its dict), for the audit trail's before/after."""
+    return value.model_dump() if isinstance(value, BaseModel) else value

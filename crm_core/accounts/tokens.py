@@ -23,6 +23,7 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from crm_core.accounts.audit import AccountsAudit
 from crm_core.accounts.auth import build_context
 from crm_core.accounts.context import TenantContext
 from crm_core.accounts.grants import check_grant, check_token_scope
@@ -47,8 +48,9 @@ def is_api_token(bearer: str) -> bool:
 
 
 class ApiTokenService:
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, audit: AccountsAudit) -> None:
         self.storage = storage
+        self.audit = audit
 
     async def create(self, ctx: TenantContext, data: ApiTokenIn) -> tuple[ApiToken, str]:
         if ctx.api_token_id is not None:
@@ -87,6 +89,12 @@ class ApiTokenService:
         if count > MAX_TOKENS_PER_USER:
             await token.delete()
             raise Conflict(f"A user has at most {MAX_TOKENS_PER_USER} API tokens; revoke some")
+        given = {
+            "permissions": token.permissions,
+            "table_access": token.table_access,
+            "expires_at": token.expires_at.isoformat() if token.expires_at else None,
+        }
+        await self.audit.record(ctx, "token.created", _target(token), given)  # never the secret
         return token, secret
 
     async def list_tokens(self, ctx: TenantContext) -> list[ApiToken]:
@@ -105,6 +113,7 @@ class ApiTokenService:
         if ctx.api_token_id != str(token.id):
             check_token_scope(ctx, "revoke another API token")
         await token.delete()
+        await self.audit.record(ctx, "token.revoked", _target(token))
 
     async def authenticate(self, secret: str) -> tuple[TenantContext, str, datetime]:
         """The context of a request made with an API token; 401 for anything not current."""
@@ -139,3 +148,7 @@ class ApiTokenService:
             return
         query: dict[str, Any] = {"_id": token.id, "last_used_at": last}
         await system_collection(ApiToken).update_one(query, {"$set": {"last_used_at": now}})
+
+
+def _target(token: ApiToken) -> dict[str, Any]:
+    return {"type": "token", "id": str(token.id), "name": token.name, "prefix": token.prefix}

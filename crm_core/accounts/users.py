@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from bson import ObjectId
 
+from crm_core.accounts.audit import AccountsAudit, diff, user_target
 from crm_core.accounts.context import TenantContext
 from crm_core.accounts.grants import check_grant
 from crm_core.accounts.roles import RoleService
@@ -29,8 +30,9 @@ log = logging.getLogger(__name__)
 
 
 class UserService:
-    def __init__(self, roles: RoleService, bcrypt_rounds: int) -> None:
+    def __init__(self, roles: RoleService, bcrypt_rounds: int, audit: AccountsAudit) -> None:
         self.roles = roles
+        self.audit = audit
         self.bcrypt_rounds = bcrypt_rounds
 
     async def list_users(self, ctx: TenantContext) -> list[User]:
@@ -75,6 +77,8 @@ class UserService:
             await user.insert()
         except DuplicateKeyError:
             raise _email_taken() from None
+        created = {"full_name": user.full_name, "role_ids": role_ids}
+        await self.audit.record(ctx, "user.created", user_target(user.id, user.email), created)
         return user
 
     async def update_user(self, ctx: TenantContext, user_id: ObjectId, patch: UserPatch) -> User:
@@ -118,7 +122,22 @@ class UserService:
             )
             raise _last_owner()
         updated: User = User.model_validate(stored)
+        await self._audit_change(ctx, user, updated)
         return updated
+
+    async def _audit_change(self, ctx: TenantContext, before: User, after: User) -> None:
+        """`user.changed`, or `user.deactivated`/`user.reactivated` when the activity changed;
+        nothing for a no-op."""
+        fields = ("full_name", "role_ids", "is_active")
+        changes = diff(
+            {f: getattr(before, f) for f in fields}, {f: getattr(after, f) for f in fields}
+        )
+        if not changes:
+            return
+        action = "user.changed"
+        if "is_active" in changes:
+            action = "user.reactivated" if after.is_active else "user.deactivated"
+        await self.audit.record(ctx, action, user_target(after.id, after.email), changes)
 
     async def deactivate_user(self, ctx: TenantContext, user_id: ObjectId) -> User:
         """Users are deactivated, not erased: their rows keep their author."""
@@ -140,6 +159,7 @@ class UserService:
         if stored is None:
             raise Conflict("The user changed meanwhile; try again")
         log.info("user %s set a temporary password for user %s", ctx.user_id, user.id)
+        await self.audit.record(ctx, "user.password_reset", user_target(user.id, user.email))
         return temporary
 
     @staticmethod

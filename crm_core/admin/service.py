@@ -51,6 +51,7 @@ from models.admin import (
     CompanyTable,
     CompanyUser,
     DailyCount,
+    DisabledWebhook,
     PlatformCampaign,
     SystemCheck,
     SystemStatus,
@@ -156,14 +157,29 @@ class CompanySms(Protocol):
         ...
 
 
+class CompanyWebhooks(Protocol):
+    """What the panel shows of a company's webhooks (crm_core.webhooks.service
+    `WebhookService`, passed in by crm_core/services.py)."""
+
+    async def auto_disabled(self, db: Database) -> list[dict[str, Any]]:
+        """The webhooks of company database `db` disabled after failed deliveries."""
+        ...
+
+
 class AdminService:
     def __init__(
-        self, settings: Settings, storage: Storage, auth: AuthService, sms: CompanySms
+        self,
+        settings: Settings,
+        storage: Storage,
+        auth: AuthService,
+        sms: CompanySms,
+        webhooks: CompanyWebhooks,
     ) -> None:
         self.settings = settings
         self.storage = storage
         self.auth = auth  # its failed-login throttle and password check are shared
         self.sms = sms
+        self.webhooks = webhooks
 
     # ---- superadmins ------------------------------------------------------------------------
 
@@ -426,6 +442,16 @@ class AdminService:
             ],
             tables=tables,
             campaigns=[await self._campaign(tenant, db, c) for c in campaigns],
+            disabled_webhooks=[
+                DisabledWebhook(
+                    id=str(h["_id"]),
+                    name=h.get("name") or "",
+                    url=h["url"],
+                    disabled_at=h.get("disabled_at"),
+                    reason=h["disabled_reason"],
+                )
+                for h in await self.webhooks.auto_disabled(db)
+            ],
         )
 
     async def set_company_active(self, operator: Operator, tenant_id: str, active: bool) -> Tenant:

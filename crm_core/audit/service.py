@@ -1,9 +1,13 @@
 """The company's audit trail: who did what to the company's users, roles, shares, tokens,
-webhooks, tables and columns, and when (`_audit` in the company's database, docs/history.md).
+webhooks, tables and columns, imports, exports, SMS campaigns and settings, who signed in (or
+failed to), and when (`_audit` in the company's database, docs/history.md).
 
-Append-only: the services that change those things call `record` through a protocol they
-declare (crm_core/tables/trash.py `AuditSink`...); no route edits an entry. Entries expire after
-`AUDIT_RETENTION_DAYS` (a TTL index on `expires_at`)."""
+Append-only: the services that change those things call `record` (or `record_in` outside a
+signed-in request) through a protocol each domain declares (crm_core/tables/history.py
+`AuditSink`, crm_core/accounts/audit.py `AccountsAudit`, crm_core/webhooks/service.py
+`WebhookAudit`...); no route edits an entry. Entries expire after `AUDIT_RETENTION_DAYS` (a TTL
+index on `expires_at`). `address` is the request's client address (`CLIENT_ADDRESS`, set by
+the access middleware from the address the login throttle counts); None outside a request."""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from bson import ObjectId
 from crm_core.accounts.context import TenantContext
 from crm_core.platform.clock import utcnow
 from crm_core.platform.errors import ValidationFailed
-from crm_core.platform.logs import REQUEST_ID
+from crm_core.platform.logs import CLIENT_ADDRESS, REQUEST_ID
 from crm_core.platform.storage import DESCENDING, Database
 
 log = logging.getLogger(__name__)
@@ -56,7 +60,8 @@ class AuditTrail:
         changes: dict[str, Any] | None = None,
         address: str | None = None,
     ) -> None:
-        """An entry outside a signed-in request (a sign-in, a failed one)."""
+        """An entry outside a signed-in request (a sign-in, a failed one) or by the system (a
+        webhook disabled after failed deliveries). `address`: else the request's, if any."""
         now = utcnow()
         request_id = REQUEST_ID.get()
         entry = {
@@ -64,7 +69,7 @@ class AuditTrail:
             "at": now,
             "action": action,
             "actor": actor,
-            "address": address,
+            "address": address if address is not None else CLIENT_ADDRESS.get(),
             "request_id": None if request_id == "-" else request_id,
             "target": target,
             "changes": changes,

@@ -269,13 +269,39 @@ def _select(column: Column, cell: object, tz: ZoneInfo) -> object:
     raise CellError(f"'{label[:64]}' is not an option of this column (options: {known}{more})")
 
 
+def _decimal(column: Column, cell: object, tz: ZoneInfo) -> object:
+    """decimal, currency: the number exactly, as the API's decimal string."""
+    if isinstance(cell, bool):
+        raise CellError("is not a number (a true/false cell)")
+    if isinstance(cell, int):
+        return str(cell)
+    if isinstance(cell, float):
+        return repr(cell) if math.isfinite(cell) else "nan"
+    if not isinstance(cell, str):
+        raise CellError(f"is not a number ({NUMBER_HELP})")
+    return format(parse_number(cell), "f")
+
+
+def _percent(column: Column, cell: object, tz: ZoneInfo) -> object:
+    """Percentage points: 15, 15% and 15,5 % are all read as points (15% is 15, not 0.15)."""
+    if isinstance(cell, str) and cell.strip().endswith("%"):
+        cell = cell.strip()[:-1]
+    return _float(column, cell, tz)
+
+
+def _server_given(column: Column, cell: object, tz: ZoneInfo) -> object:
+    """autonumber: the server numbers imported rows; the file's numbers (an export's) are
+    not given, so an export imports back."""
+    return None
+
+
 def _reference(column: Column, cell: object, tz: ZoneInfo) -> object:
     if not isinstance(cell, str):
         raise CellError("must be an id (24 hexadecimal characters) written as text")
     return cell.strip()
 
 
-TEXT_TYPES = frozenset({"string"})
+TEXT_TYPES = frozenset({"string", "long_text"})
 READERS: dict[str, Callable[[Column, object, ZoneInfo], object]] = {
     "string": _text,
     "email": _trimmed_text,
@@ -289,6 +315,12 @@ READERS: dict[str, Callable[[Column, object, ZoneInfo], object]] = {
     "select": _select,
     "link": _reference,
     "user": _reference,
+    "long_text": _text,
+    "decimal": _decimal,
+    "currency": _decimal,
+    "percent": _percent,
+    "rating": _integer,
+    "autonumber": _server_given,
 }
 
 

@@ -25,6 +25,7 @@ those cells.
 from __future__ import annotations
 
 import asyncio
+import decimal
 import re
 import tempfile
 from collections.abc import AsyncIterator
@@ -41,6 +42,7 @@ from crm_core.tables.aliases import AliasService
 from crm_core.tables.columns import Column, ColumnType
 from crm_core.tables.computed import pipeline as computed
 from crm_core.tables.definitions import SYSTEM_FIELDS, Table
+from crm_core.tables.history import AuditSink
 from crm_core.tables.ordering import get_view, manual_rows
 from crm_core.tables.rows import CLIENT_QUERY, RowService
 from models.files import ExportQuery
@@ -93,8 +95,15 @@ def neutralise(text: str) -> str:
 
 
 class ExportService:
-    def __init__(self, rows: RowService, max_concurrent: int, aliases: AliasService) -> None:
+    def __init__(
+        self,
+        rows: RowService,
+        max_concurrent: int,
+        aliases: AliasService,
+        audit: AuditSink | None = None,  # the company's audit trail (docs/history.md)
+    ) -> None:
         self.rows = rows
+        self.audit = audit
         self.aliases = aliases
         self.max_concurrent = max_concurrent
         self._running: dict[str, int] = {}
@@ -114,6 +123,10 @@ class ExportService:
                     "format", f"a sheet holds at most {XLSX_MAX_ROWS} rows: export as csv"
                 )
         delimiter = query.delimiter or ("semicolon" if query.locale == "ru" else "comma")
+        if self.audit is not None:
+            target = {"type": "export", "table": table.key}
+            asked = {"format": query.format, "filters": query.filters}
+            await self.audit.record(ctx, "export.created", target, asked)
         return ExportPlan(
             table,
             query.format,
@@ -236,7 +249,7 @@ class ExportService:
                 return value.astimezone(UTC)
         if column.column is not None and column.column_type is not None:
             value = column.column_type.cell_value(column.column, value)  # labels, times of day
-        if isinstance(value, bool | int | float | str | time):
+        if isinstance(value, bool | int | float | str | time | decimal.Decimal):
             return value
         return str(value)
 
@@ -337,6 +350,8 @@ def _csv_text(value: object) -> str | None:
         return value.strftime("%H:%M:%S")
     if isinstance(value, int | float):
         return repr(value)
+    if isinstance(value, decimal.Decimal):
+        return format(value, "f")
     return neutralise(str(value))
 
 
@@ -347,6 +362,8 @@ def _ru_csv_text(value: object) -> str | None:
         return "Да" if value else "Нет"
     if isinstance(value, float):
         return repr(value).replace(".", ",")
+    if isinstance(value, decimal.Decimal):
+        return format(value, "f").replace(".", ",")
     if isinstance(value, datetime):
         local = isinstance(value.tzinfo, ZoneInfo)  # not the UTC of a date beyond the zone
         if not local or not unambiguous(value) or value.microsecond:
@@ -384,6 +401,9 @@ def _xlsx_cell(sheet: WriteOnlySheet, value: object) -> object:
 
     if value is None or value == "":
         return None
+    if isinstance(value, decimal.Decimal):  # a number where Excel keeps every digit
+        exact = len(value.as_tuple().digits) <= EXCEL_DIGITS
+        value = float(value) if exact else format(value, "f")
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) > EXACT_FLOAT_INT:
         value = str(value)  # Excel keeps 15 significant digits of numbers
     if isinstance(value, float) and (

@@ -60,7 +60,7 @@ from crm_core.platform.storage import Database
 from crm_core.tables.access import Level, require
 from crm_core.tables.aliases import AliasService
 from crm_core.tables.definitions import TABLES, Table, load_table, utcnow
-from crm_core.tables.history import ACTOR_TYPE
+from crm_core.tables.history import ACTOR_TYPE, AuditSink
 from crm_core.tables.rows import RowService
 from crm_core.tables.upsert import Plan, apply_plan, check_upsert_column, plan_batch, undo
 from models.files import CellError, ConfirmIn, PreviewOut, PreviewRow, UploadQuery
@@ -144,8 +144,10 @@ class ImportService:
         aliases: AliasService,
         outbox: Outbox,
         queue: ImportQueue,
+        audit: AuditSink | None = None,  # the company's audit trail (docs/history.md)
     ) -> None:
         self.rows = rows
+        self.audit = audit
         self.aliases = aliases
         self.settings = settings
         self.outbox = outbox
@@ -590,6 +592,9 @@ class ImportService:
             await self.outbox.done(work.key)
             raise Conflict("The import was confirmed or deleted by someone else")
         await self.outbox.hand_off([work], self._send)
+        if self.audit is not None:
+            target = {"type": "import", "id": str(job["_id"]), "table": table.key}
+            await self.audit.record(ctx, "import.started", target, {"mode": data.mode})
         return dict(claimed)
 
     async def delete(self, ctx: TenantContext, table: Table, job_id: str) -> None:

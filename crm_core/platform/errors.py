@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 
@@ -28,8 +29,10 @@ class CrmError(Exception):
         self.headers = headers or {}
         super().__init__(self.message)
 
-    def to_body(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"code": self.code, "message": self.message}
+    def to_body(self, translate: Callable[[str], str] = str) -> dict[str, Any]:
+        """The response's `error` body, its message passed through `translate` (the request's
+        language: handlers/routing.py `error_response` gives crm_core/platform/i18n.py's)."""
+        body: dict[str, Any] = {"code": self.code, "message": translate(self.message)}
         if self.details:
             body["details"] = self.details
         return {"error": body}

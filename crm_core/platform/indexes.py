@@ -198,6 +198,22 @@ TENANT_INDEXES: tuple[IndexSpec, ...] = (
     IndexSpec("_trash", (("row_id", 1),), "row_id", serves="is this row in the trash"),
     IndexSpec(
         "_trash",
+        (("kind", 1), ("deleted_at", -1)),
+        "kind_deleted_at",
+        serves="the deleted tables in the trash, newest first",
+    ),
+    IndexSpec(
+        "_trash", (("parent", 1),), "parent", serves="a deleted column's values (its children)"
+    ),
+    IndexSpec(
+        "_trash",
+        (("unrecorded", 1),),
+        "unrecorded",
+        sparse=True,
+        serves="deletions whose revision a stopped process left unstored (history recovery)",
+    ),
+    IndexSpec(
+        "_trash",
         (("expires_at", 1),),
         "expiry_ttl",
         expire_after=0,

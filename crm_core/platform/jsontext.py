@@ -1,7 +1,7 @@
 """JSON text as clients send it. A JSON object may name a key twice, and the fast parser keeps
 the last value without a word: `{"amount": 1, "amount": 2}` would store 2, and a filter
 condition with two `field`s would test one of them. `repeated_key` finds such a key and where
-it stands, so the caller can refuse it (docs/api.md "Lists given twice")."""
+it stands, so the caller can refuse it (docs/api.md "Lists and keys given twice")."""
 
 from __future__ import annotations
 

@@ -31,6 +31,9 @@ from crm_core.platform.tracing import current_trace_id
 ACCESS_LOGGER = "crm.access"
 REQUEST_ID: ContextVar[str] = ContextVar("crm_request_id", default="-")
 REQUEST_ID_HEADER = "X-Request-ID"
+# the client address of the request being served (aiohttp's `request.remote`, the one the login
+# throttle counts): the audit trail's `address` (docs/history.md)
+CLIENT_ADDRESS: ContextVar[str | None] = ContextVar("crm_client_address", default=None)
 # what we accept from a client (or a proxy in front) as its request id; anything else is replaced
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 

@@ -23,6 +23,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -61,6 +62,25 @@ SMS_MESSAGES = Counter(
     ["state", "provider"],
 )
 
+# live events (docs/api.md "Live events"): open connections, events published and delivered
+# (events/s: their rate), and the drops (a slow client closed, frames it lost)
+LIVE_CONNECTIONS = Gauge(
+    "crm_live_connections",
+    "Open live-event connections, by transport (websocket, sse)",
+    ["transport"],
+    multiprocess_mode="livesum",
+)
+LIVE_PUBLISHED = Counter(
+    "crm_live_events_published_total", "Live events published, by event", ["event"]
+)
+LIVE_DELIVERED = Counter(
+    "crm_live_events_delivered_total", "Live event frames queued for a client (all connections)"
+)
+LIVE_DROPS = Counter(
+    "crm_live_drops_total",
+    "Live connections closed by the server, by reason (slow_client: its queue was full)",
+    ["reason"],
+)
 
 # the labelled series of each (method, route, status) seen: `labels()` takes a lock and builds
 # its key on every call, the dictionary lookup costs nothing (issue #12 §3); the label values

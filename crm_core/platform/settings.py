@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     default_phone_region: str = Field(default="RU", pattern=r"^[A-Z]{2}$")
     default_timezone: str = "UTC"
+    # the language of error messages when `Accept-Language` names none the service speaks
+    # (crm_core/platform/i18n.py)
+    default_language: Literal["en", "ru"] = "en"
     string_max_length: int = Field(default=10_000, ge=1)
 
     sms_provider: Literal["log", "smsru"] = "log"
@@ -122,9 +125,31 @@ class Settings(BaseSettings):
     webhook_defer_seconds: float = Field(default=1.0, ge=0, le=3600)
     # seconds the previous secret stays valid (and signed with) after rotate-secret
     webhook_rotation_overlap: int = Field(default=86_400, ge=0, le=30 * 86_400)
+    # live events (docs/api.md "Live events"): how far back `since` / Last-Event-ID replays
+    # from the row history (older: a `reload` frame), and at most how many events
+    events_replay_seconds: int = Field(default=300, ge=0, le=7 * 86_400)
+    events_replay_max: int = Field(default=1000, ge=1, le=100_000)
+    # frames waiting for one client; a client that falls this far behind is closed (4408)
+    events_queue_size: int = Field(default=1000, ge=1, le=1_000_000)
+    events_heartbeat_seconds: float = Field(default=20.0, gt=0, le=3600)
+    # how often each signed-in viewer is authenticated again and its table access re-read
+    # (a revoked share, role or token is honoured within this; a share change at once)
+    events_recheck_seconds: float = Field(default=0.5, gt=0, le=3600)
+    events_max_connections_per_user: int = Field(default=20, ge=1, le=100_000)
+    # a WebSocket that sends no `auth` frame (and no token in Sec-WebSocket-Protocol) in time
+    events_auth_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    events_max_subscriptions: int = Field(default=100, ge=1, le=10_000)
     # history, trash and the audit trail (docs/history.md)
     trash_retention_days: int = Field(default=30, ge=1, le=3650)
     audit_retention_days: int = Field(default=365, ge=1, le=36500)
+    # how often the sweeper stores the revisions a stopped process left unrecorded
+    history_recovery_seconds: float = Field(default=60.0, ge=0.01, le=86_400)
+    # a mark older than this is a write whose process stopped (a live one stores its revision
+    # within milliseconds)
+    history_recovery_grace_seconds: float = Field(default=60.0, ge=0.1, le=86_400)
+    # a test's barrier (CRM_ENV=test only): writes to this table wait forever before their
+    # revision, so a test can kill the process there (tests/history/test_crash.py)
+    history_pause_before_revision: str | None = None
     # CSV/XLSX import and export (docs/integrations.md)
     import_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
     import_max_rows: int = Field(default=200_000, ge=1)

@@ -18,9 +18,10 @@ import logging
 import math
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from beanie import PydanticObjectId
@@ -35,8 +36,17 @@ from crm_core.platform.outbox import Lease, Outbox, Work, work_key
 from crm_core.platform.phones import InvalidPhone, normalise_phone
 from crm_core.platform.settings import Settings
 from crm_core.platform.storage import Database, query_purpose
+from crm_core.sms import dailycap, stoplist
 from crm_core.sms import parts as sms_parts
-from crm_core.sms import stoplist
+from crm_core.sms.contract import (
+    AmbiguousSendError,
+    LimitSendError,
+    Outbound,
+    PermanentSendError,
+    SendError,
+    SmsProvider,
+    TransientSendError,
+)
 from crm_core.sms.delivery import (
     REPORTS,
     MalformedReport,
@@ -51,6 +61,7 @@ from crm_core.sms.delivery import (
 from crm_core.sms.names import CAMPAIGNS, MESSAGES
 from crm_core.tables.access import Level, require
 from crm_core.tables.definitions import load_table
+from crm_core.tables.history import AuditSink
 from crm_core.tables.rows import CLIENT_QUERY, RowService
 from models.accounts import Tenant
 from models.sms import (
@@ -91,36 +102,6 @@ CLAIM_MARGIN_SECONDS = 2.0  # database latency and clock differences between wor
 # ---- what the domain needs from the outside ----------------------------------------------
 
 
-class SendError(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class TransientSendError(SendError):
-    """The provider said "not now" (HTTP 5xx, 429, 408/504, no connection): try again later."""
-
-
-class PermanentSendError(SendError):
-    """The provider refused this message (4xx, a rejected number): fail it."""
-
-
-class AmbiguousSendError(SendError):
-    """The request left and no answer came: it may have been sent, never resend it blindly."""
-
-
-class SmsProvider(Protocol):
-    """Sends one SMS (crm_core/sms/providers.py `LogProvider`, `SmsRuProvider`): the provider's
-    id, or one of the errors above; implementations never retry themselves."""
-
-    name: str
-
-    async def send(self, phone: str, text: str, message_id: str) -> str: ...
-
-    async def close(self) -> None:
-        """Release the provider's connections (when the broker stops)."""
-
-
 class StatusSource(Protocol):
     """A provider that answers delivery status by id (`SmsRuProvider.status`)."""
 
@@ -146,6 +127,15 @@ class CampaignEvents(Protocol):
 
     async def campaign_finished(
         self, db: Database, tenant_id: str, campaign: dict[str, Any]
+    ) -> None: ...
+
+
+@runtime_checkable
+class CampaignProgress(Protocol):
+    """Who hears that a batch of a campaign was sent (live events, crm_core/live/events.py)."""
+
+    async def campaign_progress(
+        self, db: Database, tenant_id: str, campaign_id: ObjectId
     ) -> None: ...
 
 
@@ -238,6 +228,20 @@ def _list_recipients(data: CampaignIn) -> list[tuple[Any, dict[str, Any]]]:
     return result
 
 
+@dataclass(frozen=True)
+class Stored:
+    """A campaign about to be stored, as `create` built it."""
+
+    campaign_id: ObjectId
+    messages: list[dict[str, Any]]
+    duplicates: int
+    batches: list[int]
+    now: datetime
+    send_at: datetime | None
+    cap_day: str | None = None  # the day its daily cap reservation counts on
+    cap_count: int = 0  # the messages it reserved
+
+
 # ---- the campaign counters ---------------------------------------------------------------
 
 
@@ -307,12 +311,16 @@ class CampaignService:
         outbox: Outbox,
         queue: SmsQueue,
         events: CampaignEvents | None = None,
+        audit: AuditSink | None = None,  # the company's audit trail (docs/history.md)
+        providers: Callable[[], SmsProvider] | None = None,
     ) -> None:
         self.settings = settings
+        self.audit = audit
         self.rows = rows
         self.outbox = outbox
         self.queue = queue  # refuses work until the broker runs (crm_core/services.py)
         self.events = events
+        self.providers = providers  # a provider for the preview's price (`make_provider`)
 
     def _work(self, kind: str, tenant_id: str, *args: object) -> Work:
         return Work(kind, tenant_id, args, self.settings.sms_redelivery_seconds)
@@ -336,6 +344,21 @@ class CampaignService:
         messages, duplicates = self._messages(ctx, data, recipients, campaign_id, now)
         await _block_stopped(ctx.db, messages)
         batches = sorted({int(m["batch"]) for m in messages if m["status"] == "pending"})
+        # the daily cap's reservation: one atomic `$inc` before anything is stored
+        cap, day = ctx.tenant.sms_daily_cap, dailycap.cap_day(ctx.tenant.timezone, send_at or now)
+        to_send = sum(1 for m in messages if m["status"] == "pending")
+        if cap is not None:
+            await dailycap.reserve(ctx.db, cap, day, to_send)
+        stored = Stored(campaign_id, messages, duplicates, batches, now, send_at)
+        if cap is not None:
+            stored = replace(stored, cap_day=day, cap_count=to_send)
+        return await self._store(ctx, data, stored)
+
+    async def _store(self, ctx: TenantContext, data: CampaignIn, new: Stored) -> CampaignRecord:
+        """Record the campaign's batches in the outbox, store it and its messages, and queue
+        it. A failure before the campaign is stored gives its daily cap reservation back."""
+        campaign_id, messages, batches = new.campaign_id, new.messages, new.batches
+        now, send_at = new.now, new.send_at
         # batch n cannot start before the tenant's rate has sent the batches before it
         per_batch = self.settings.sms_batch_size / self.settings.sms_rate_per_second
         # a scheduled campaign's first hand-off is the sweeper's, at `send_at` (an entry is
@@ -352,7 +375,6 @@ class CampaignService:
             )
             for index, batch in enumerate(batches)
         ]
-        await self.outbox.record(works)
         initial = dict.fromkeys(MESSAGE_STATUSES, 0)
         for message in messages:
             initial[message["status"]] += 1
@@ -362,16 +384,23 @@ class CampaignService:
             "text": data.text,
             "status": ("scheduled" if send_at else "queued") if batches else "completed",
             "send_at": send_at,
+            "cap_day": new.cap_day,
             "table": data.table,
             "phone_column": data.phone_column,
             "filters": data.filters,
-            "duplicates": duplicates,
+            "duplicates": new.duplicates,
             "counts": initial,
             "created_by": ctx.user_id,
             "created_at": now,
             "updated_at": now,
         }
-        await ctx.db[CAMPAIGNS].insert_one(doc)
+        try:
+            await self.outbox.record(works)
+            await ctx.db[CAMPAIGNS].insert_one(doc)
+        except Exception:
+            if new.cap_day is not None:  # not stored: the reservation goes back
+                await dailycap.release(ctx.db, new.cap_day, new.cap_count)
+            raise
         if messages:
             await ctx.db[MESSAGES].insert_many(messages)
             invalid, blocked = initial["invalid"], initial["blocked"]
@@ -384,15 +413,17 @@ class CampaignService:
         campaign = CampaignRecord.model_validate(doc)
         if not batches:
             await self._finished(ctx, campaign)
+        if self.audit is not None:
+            target = {"type": "sms_campaign", "id": str(campaign_id), "name": data.name}
+            await self.audit.record(ctx, "sms_campaign.created", target, {"messages": initial})
         return campaign
 
-    async def preview(
-        self, ctx: TenantContext, data: CampaignIn, provider: object = None
-    ) -> CampaignPreview:
+    async def preview(self, ctx: TenantContext, data: CampaignIn) -> CampaignPreview:
         """The campaign as `create` would store it, nothing stored: counts, parts per message
-        (crm_core/sms/parts.py) and `provider`'s price where it gives one (`cost`)."""
+        (crm_core/sms/parts.py), the provider's price where it gives one (`cost`: a provider
+        made for the call and closed after it) and what the daily cap leaves."""
         now = utcnow()
-        _send_at(data.send_at, now)
+        send_at = _send_at(data.send_at, now)
         recipients = await self._recipients(ctx, data)
         messages, duplicates = self._messages(ctx, data, recipients, ObjectId(), now)
         await _block_stopped(ctx.db, messages)
@@ -406,6 +437,10 @@ class CampaignService:
             per_message[str(n)] = per_message.get(str(n), 0) + 1
             kind = sms_parts.encoding(message["text"])
             encodings[kind] = encodings.get(kind, 0) + 1
+        cap, left = ctx.tenant.sms_daily_cap, None
+        if cap is not None:
+            day = dailycap.cap_day(ctx.tenant.timezone, send_at or now)
+            left = max(0, cap - await dailycap.reserved(ctx.db, day))
         return CampaignPreview(
             recipients=len(messages),
             duplicates=duplicates,
@@ -415,8 +450,19 @@ class CampaignService:
             encodings=encodings,
             parts_per_message=per_message,
             total_parts=total,
-            price=await _price(provider, [(m["phone"], m["text"]) for m in sending]),
+            price=await self._price([(m["phone"], m["text"]) for m in sending]),
+            daily_cap=cap,
+            daily_cap_left=left,
         )
+
+    async def _price(self, messages: list[tuple[str, str]]) -> float | None:
+        if self.providers is None:
+            return None
+        provider = self.providers()
+        try:
+            return await _price(provider, messages)
+        finally:
+            await provider.close()
 
     async def _recipients(
         self, ctx: TenantContext, data: CampaignIn
@@ -548,6 +594,9 @@ class CampaignService:
         """Pending messages are cancelled; a claim being sent right now finishes."""
         campaign = await _cancel(ctx, campaign_id)
         await self._finished(ctx, campaign)
+        if self.audit is not None:
+            target = {"type": "sms_campaign", "id": campaign_id, "name": campaign.name}
+            await self.audit.record(ctx, "sms_campaign.cancelled", target)
         return campaign
 
     async def resolve(
@@ -741,6 +790,8 @@ async def _cancel(ctx: TenantContext, campaign_id: str) -> CampaignRecord:
     )
     n = cancelled.modified_count
     await _bump(ctx.db, doc["_id"], {"pending": -n, "cancelled": n})
+    if doc.get("cap_day"):  # never sent: given back to the day's cap
+        await dailycap.release(ctx.db, doc["cap_day"], n)
     metrics.SMS_MESSAGES.labels("cancelled", NO_PROVIDER).inc(n)
     found = await ctx.db[CAMPAIGNS].find_one({"_id": doc["_id"]})
     if found is None:  # deleted while it was being cancelled
@@ -773,8 +824,15 @@ class SendCapacity:
         self.requests = asyncio.Semaphore(SENDS_IN_FLIGHT)
 
 
+def request_size(settings: Settings, provider: SmsProvider) -> int:
+    """Messages one provider request carries: a tenth of a second at the tenant's rate (so a
+    one-second window at the gateway sees at most a tenth more than the rate), at least 1 and
+    at most what the provider takes (SMS.ru: 100)."""
+    return max(1, min(provider.batch_limit, math.floor(settings.sms_rate_per_second / 10)))
+
+
 FIELDS = {"phone": 1, "text": 1, "attempts": 1, "seq": 1, "status": 1, "claimed_by": 1}
-OUTCOME_FIELDS = ("status", "error", "provider_id", "sent_at")
+OUTCOME_FIELDS = ("status", "error", "provider_id", "sent_at", "provider_code")
 
 
 class SmsSender:
@@ -843,7 +901,9 @@ class SmsSender:
         sent = await self._send_all(db, tenant_id, cid, query, task_id, pending, lease)
         await self._watch_delivery(tenant_id, campaign_id, sent)
         await self._finish(db, tenant_id, cid)
-        if not await self._still_open(db, {"batch": batch, "campaign_id": cid}):
+        if sent and isinstance(self.events, CampaignProgress):
+            await self.events.campaign_progress(db, tenant_id, cid)
+        if not await self._still_open(db, {"_id": {"$in": [m.id for m in unfinished]}}):
             await lease.done()  # else another delivery holds a claim: the outbox keeps it
         return BatchResult(sent=sent)
 
@@ -1096,6 +1156,9 @@ class SmsSender:
         chunk: list[Outgoing],
         task_id: str,
     ) -> dict[str, int]:
+        """One claim: its rate slots, the claim, its requests of up to `request_size` messages
+        (concurrent, each at its last message's slot), the provider ids kept for delivery
+        reports, and the outcomes recorded. Returns the status moves."""
         chunk = await self._drop_stopped(db, campaign_id, chunk)
         if not chunk:
             return {}
@@ -1103,10 +1166,12 @@ class SmsSender:
         claim, claimed = await self._claim(db, campaign_id, query, chunk, task_id)
         if not claimed:
             return {}
-        if len(claimed) > len(slots):  # a message resent meanwhile fell inside the claim
-            slots += await self.limiter.wait(tenant_id, len(claimed) - len(slots))
-        attempts = zip(claimed, slots, strict=False)
-        results = await asyncio.gather(*(self._attempt(m, slot) for m, slot in attempts))
+        size = request_size(self.settings, self.provider)
+        requests = [
+            self._request(claimed[i : i + size], slots[min(i + size, len(slots)) - 1])
+            for i in range(0, len(claimed), size)
+        ]
+        results = [r for answers in await asyncio.gather(*requests) for r in answers]
         if self.reports is not None:  # before the outcome: a report may come at once
             sent = [
                 (m.id, r.provider_id)
@@ -1150,13 +1215,13 @@ class SmsSender:
         task_id: str,
     ) -> tuple[ObjectId, list[Outgoing]]:
         """Mark the chunk's still-pending messages as ours in one update (`pending` →
-        `sending`, stamped with the task id and a claim id): the pending messages of the query
-        between the chunk's first and last `_id`. What another delivery or a cancel took first
-        is left out; the claim is read back only when it is not exactly the chunk."""
+        `sending`, stamped with the task id and a claim id), named by their `_id`s. What
+        another delivery or a cancel took first is left out; the claim is read back only when
+        it is not exactly the chunk."""
         claim = ObjectId()
         now = utcnow()
         result = await db[MESSAGES].update_many(
-            {**query, "_id": {"$gte": chunk[0].id, "$lte": chunk[-1].id}},
+            {**query, "_id": {"$in": [m.id for m in chunk]}},
             {
                 "$set": {
                     "status": "sending",
@@ -1172,39 +1237,57 @@ class SmsSender:
         if result.modified_count == len(chunk):
             claimed = [m.model_copy(update={"attempts": m.attempts + 1}) for m in chunk]
         elif result.modified_count:
-            docs = await db[MESSAGES].find({"claim": claim}, FIELDS).sort("_id", 1).to_list(None)
+            docs = (
+                await db[MESSAGES]
+                .find({"_id": {"$in": [m.id for m in chunk]}, "claim": claim}, FIELDS)
+                .to_list(None)
+            )
+            docs.sort(key=lambda d: d["_id"])
             claimed = [Outgoing.model_validate(d) for d in docs]
         await _bump(db, campaign_id, {"pending": -len(claimed), "sending": len(claimed)})
         return claim, claimed
 
-    async def _attempt(self, message: Outgoing, slot: float) -> SendOutcome:
+    async def _request(self, messages: list[Outgoing], slot: float) -> list[SendOutcome]:
+        """One provider request carrying `messages`, sent at the slot of its last message (none
+        leaves before its own slot): each message's outcome."""
         delay = slot - time.time()
         if delay > 0:
             await asyncio.sleep(delay)
+        outbound = [Outbound(m.phone, m.text, str(m.id)) for m in messages]
+        answers: list[str | SendError]
         async with self.capacity.requests:
-            outcome = await self._send(message)
-        # metrics: a transient failure put back to pending is counted as a retry
-        state = "retry" if outcome.status == "pending" else outcome.status
-        metrics.sms_message(state, self.provider.name)
-        return outcome
+            try:
+                answers = await self.provider.send(outbound)
+            except SendError as exc:  # about the whole request: every message shares it
+                answers = [exc] * len(messages)
+            except Exception as exc:  # a provider bug: the request may have left, never resend
+                log.exception("unexpected error sending messages %s...", outbound[0].message_id)
+                answers = [AmbiguousSendError(f"unexpected error: {exc!r}")] * len(messages)
+        if len(answers) != len(messages):  # a provider bug, as above
+            answers = [AmbiguousSendError("the provider's answer does not match")] * len(messages)
+        outcomes = [self._outcome(m, a) for m, a in zip(messages, answers, strict=True)]
+        for outcome in outcomes:
+            # metrics: a transient failure put back to pending is counted as a retry
+            state = "retry" if outcome.status == "pending" else outcome.status
+            metrics.sms_message(state, self.provider.name)
+        return outcomes
 
-    async def _send(self, message: Outgoing) -> SendOutcome:
-        try:
-            provider_id = await self.provider.send(message.phone, message.text, str(message.id))
-        except TransientSendError as exc:
+    def _outcome(self, message: Outgoing, answer: str | SendError) -> SendOutcome:
+        """What the provider's answer about one message makes of it (docs/sms.md)."""
+        if isinstance(answer, str):
+            return SendOutcome(status="sent", provider_id=answer, sent_at=utcnow())
+        code = answer.code
+        if isinstance(answer, TransientSendError):
             if message.attempts >= self.settings.sms_max_attempts:
-                reason = f"gave up after {message.attempts} attempts: {exc.reason}"
-                return SendOutcome(status="failed", error=reason)
+                reason = f"gave up after {message.attempts} attempts: {answer.reason}"
+                return SendOutcome(status="failed", error=reason, provider_code=code)
             # definitely not sent: tried again later
-            return SendOutcome(status="pending", error=exc.reason)
-        except PermanentSendError as exc:
-            return SendOutcome(status="failed", error=exc.reason)
-        except AmbiguousSendError as exc:
-            return SendOutcome(status="unknown", error=exc.reason)
-        except Exception as exc:  # a provider bug: the request may have left, so never resend
-            log.exception("unexpected error sending message %s", message.id)
-            return SendOutcome(status="unknown", error=f"unexpected error: {exc!r}")
-        return SendOutcome(status="sent", provider_id=provider_id, sent_at=utcnow())
+            return SendOutcome(status="pending", error=answer.reason, provider_code=code)
+        if isinstance(answer, LimitSendError):
+            return SendOutcome(status="limited", error=answer.reason, provider_code=code)
+        if isinstance(answer, PermanentSendError):
+            return SendOutcome(status="failed", error=answer.reason, provider_code=code)
+        return SendOutcome(status="unknown", error=answer.reason, provider_code=code)
 
     async def _record(
         self,
@@ -1258,8 +1341,9 @@ class SmsSender:
                 by_seq[seq - low] = value
             index = {"$subtract": ["$seq", low]}
             values[name] = {"$arrayElemAt": [{"$literal": by_seq}, index]}
+        ids = [m.id for m in claimed]
         result = await db[MESSAGES].update_many(
-            {"claim": claim, "status": "sending"}, [{"$set": values}]
+            {"_id": {"$in": ids}, "claim": claim, "status": "sending"}, [{"$set": values}]
         )
         return int(result.modified_count)
 

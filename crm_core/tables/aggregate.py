@@ -19,6 +19,7 @@ them), so the order never depends on how an engine sorts mixed types.
 
 from __future__ import annotations
 
+import decimal
 import functools
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -26,12 +27,22 @@ from typing import Any, Protocol, cast
 from zoneinfo import ZoneInfo
 
 from bson import ObjectId
+from bson.decimal128 import Decimal128
 
 from crm_core.accounts.context import TenantContext
 from crm_core.platform.errors import CrmError, ValidationFailed
 from crm_core.platform.storage import query_purpose, system_collection
 from crm_core.tables.access import Level, access_level
-from crm_core.tables.columns import ORDERED, PERIOD, TEXT, Column, ColumnType, render_datetime
+from crm_core.tables.columns import (
+    DECIMAL_TEXT,
+    NUMERIC,
+    ORDERED,
+    PERIOD,
+    TEXT,
+    Column,
+    ColumnType,
+    render_datetime,
+)
 from crm_core.tables.computed.pipeline import value_type, with_computed_stages
 from crm_core.tables.definitions import Table, load_table
 from crm_core.tables.rows import CLIENT_QUERY, RowService
@@ -92,7 +103,7 @@ def _target(table: Table, key: str) -> Target | None:
     column_type = value_type(table, column)  # a computed column's: its result kind's
     caps = column_type.capabilities
     is_date = PERIOD in caps
-    numeric = (
+    numeric = NUMERIC in caps or (
         ORDERED in caps
         and not is_date
         and column_type.value_annotation in (int, float)
@@ -173,6 +184,10 @@ def parse_group_by(table: Table, text: str | None) -> list[Group]:
             )
         if any(g.key == key for g in groups):
             raise ValidationFailed.field("group_by", f"'{key[:64]}' is named twice")
+        if target.column_type is not None and not target.column_type.sortable:
+            raise ValidationFailed.field(
+                "group_by", f"rows cannot be grouped by '{key[:64]}' (a list of values)"
+            )
         groups.append(Group(target, bucket or None))
     return groups
 
@@ -410,6 +425,13 @@ def _value_counts(metrics: list[Metric]) -> dict[str, Any]:
 def totals_of(metrics: list[Metric], groups: list[dict[str, Any]]) -> dict[str, Any]:
     """The totals from the groups' raw metrics (no `count_distinct` among them)."""
     out: dict[str, Any] = {}
+    groups = [{k: exact_number(v) for k, v in g.items()} for g in groups]
+    with decimal.localcontext(DECIMAL128_DIGITS):
+        _add_up(metrics, groups, out)
+    return out
+
+
+def _add_up(metrics: list[Metric], groups: list[dict[str, Any]], out: dict[str, Any]) -> None:
     for index, metric in enumerate(metrics):
         name, counted = f"m{index}", f"n{index}"
         values = [g[name] for g in groups if g.get(name) is not None]
@@ -423,7 +445,22 @@ def totals_of(metrics: list[Metric], groups: list[dict[str, Any]]) -> dict[str, 
             rows = sum(g.get(counted) or 0 for g in groups)
             weighted = sum(g[name] * g[counted] for g in groups if g.get(name) is not None)
             out[name] = weighted / rows if rows else None
-    return out
+
+
+def _as_number(value: object) -> object:
+    """A decimal metric is answered as a string: sorted as the number it is."""
+    if isinstance(value, str) and DECIMAL_TEXT.match(value):
+        return decimal.Decimal(value)
+    return value
+
+
+DECIMAL128_DIGITS = decimal.Context(prec=34)  # what MongoDB's Decimal128 sums keep
+
+
+def exact_number(value: object) -> object:
+    """A Decimal128 from the pipeline as a Python Decimal (which adds up: totals of the
+    groups' decimal sums stay exact)."""
+    return value.to_decimal() if isinstance(value, Decimal128) else value
 
 
 class Sortable(Protocol):
@@ -567,8 +604,11 @@ def _metric_values(metrics: list[Metric], raw: dict[str, Any]) -> dict[str, Any]
             out[metric.name] = int(value or 0)
         elif metric.op in ("min", "max") and metric.target is not None:
             out[metric.name] = metric.target.render(value)
-        elif metric.op == "sum" and value is None:
-            out[metric.name] = 0
+        elif metric.target is not None and metric.target.column is not None:
+            column, column_type = metric.target.column, metric.target.column_type
+            if column_type is not None:  # decimals answer strings
+                value = column_type.metric_value(column, metric.op, value)
+            out[metric.name] = 0 if metric.op == "sum" and value is None else value
         else:
             out[metric.name] = value
     return out
@@ -581,8 +621,13 @@ def sort_groups(
     group_keys = {g.key for g in groups}
     order = [*sort, *((g.key, False) for g in groups if g.key not in dict(sort))]
 
+    numeric_keys = {g.key for g in groups if g.target.numeric}
+
     def value(item: dict[str, Any], name: str) -> Sortable:
-        return cast(Sortable, item["key"][name] if name in group_keys else item[name])
+        if name in group_keys:  # a decimal group key is a string: compared as a number
+            found = item["key"][name]
+            return cast(Sortable, _as_number(found) if name in numeric_keys else found)
+        return cast(Sortable, _as_number(item[name]))
 
     def compare(a: dict[str, Any], b: dict[str, Any]) -> int:
         for name, descending in order:

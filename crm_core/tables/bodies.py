@@ -87,10 +87,15 @@ class ColumnPatch(InputModel):
     required: bool | None = None
     unique: bool | None = None
     indexed: bool | None = None
-    default: int | float | bool | str | None = None
+    default: int | float | bool | str | list[int] | None = None
     max_length: int | None = Field(default=None, ge=1, le=1_000_000)
     validators: list[str] | None = Field(default=None, max_length=10)
     options: list[SelectOptionIn] | None = Field(default=None, max_length=1000)
+    force: bool = Field(
+        default=False,
+        description="With a `type` or settings change: clear the values that cannot be "
+        "converted instead of answering 409 (docs/api.md, type changes)",
+    )
 
 
 def _column_model(type_class: type[ColumnType]) -> type[ColumnIn]:
@@ -198,6 +203,9 @@ class ColumnOut(OutputModel):
     table: str | None = Field(default=None, description="For link columns: the target table")
     predefined: bool = False
     options: list[SelectOptionOut] | None = None
+    scale: int | None = Field(default=None, description="decimal, currency: digits after the point")
+    currency: str | None = Field(default=None, description="currency: the ISO 4217 code")
+    max: int | None = Field(default=None, description="rating: the highest rating")
     formula: str | None = Field(default=None, description="For formula columns: the expression")
     link: str | None = Field(
         default=None,
@@ -290,9 +298,17 @@ class RowListQuery(RowGetQuery):
 
 COLUMN_VALUE_IN: dict[str, Any] = {
     "description": "A column's value as its type accepts it (docs/api.md, column types): "
-    "text for string, email, phone, url, date (`YYYY-MM-DD` or ISO 8601), time and link/user "
-    "ids; a number for integer, float and select option ids; a boolean; `null` clears",
-    "anyOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}, {"type": "null"}],
+    "text for string, long_text, email, phone, url, date (`YYYY-MM-DD` or ISO 8601), time and "
+    "link/user ids; a number for integer, float, percent, rating and select option ids; a "
+    "string or a number for decimal and currency; a list of option ids for multi_select; a "
+    "boolean; `null` clears",
+    "anyOf": [
+        {"type": "string"},
+        {"type": "number"},
+        {"type": "boolean"},
+        {"type": "null"},
+        {"type": "array", "items": {"type": "integer"}},
+    ],
 }
 COLUMN_VALUE: dict[str, Any] = {
     "description": "A column's value in JSON form (see `ColumnValueIn`); with `expand`, a link "
@@ -302,6 +318,7 @@ COLUMN_VALUE: dict[str, Any] = {
         {"type": "number"},
         {"type": "boolean"},
         {"type": "null"},
+        {"type": "array", "items": {"type": "integer"}},
         {"type": "object", "additionalProperties": True},
     ],
 }

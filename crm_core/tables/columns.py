@@ -13,6 +13,8 @@ stored shape of `_tables.columns` (docs/storage.md).
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import decimal
 import math
 import random
@@ -26,6 +28,7 @@ from urllib.parse import urlsplit
 
 import email_validator
 from bson import ObjectId
+from bson.decimal128 import Decimal128
 from pydantic import BaseModel, ConfigDict, Field
 
 from crm_core.platform.ids import parse_object_id
@@ -33,6 +36,7 @@ from crm_core.platform.phones import InvalidPhone, normalise_phone
 from crm_core.platform.registry import Registry
 from crm_core.platform.values import ValueContext as ValueContext
 from crm_core.tables.computed.syntax import MAX_FORMULA_CHARS
+from crm_core.tables.currencies import MINOR_UNITS
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 FLOAT_EXACT_INT = 2**53  # every integer up to this magnitude is exact as a double
@@ -45,6 +49,8 @@ BLANK = "blank"  # blank, not_blank: the value may be missing
 TEXT = "text"  # contains, starts_with, ends_with
 ORDERED = "ordered"  # gt, gte, lt, lte, between
 PERIOD = "period"  # is_within: values are moments
+NUMERIC = "numeric"  # sum and avg aggregate them (crm_core/tables/aggregate.py)
+SET = "set"  # has_any_of, has_all_of, has_none_of: values are lists of option ids
 EQUALITY_CAPS = frozenset({EQUALITY, BLANK})
 TEXT_CAPS = EQUALITY_CAPS | {TEXT}
 ORDER_CAPS = EQUALITY_CAPS | {ORDERED}
@@ -229,6 +235,11 @@ class ColumnType:
     # values are rows of the table named by the column's `table` setting (`target_table`)
     links_rows: ClassVar[bool] = False
     sms_recipient: ClassVar[bool] = False  # values can be SMS recipients
+    # values are numbered by the server from the table's sequence when a row is created
+    # (crm_core/tables/sequences.py); a write that gives one is a 400 naming the column
+    numbered: ClassVar[bool] = False
+    sortable: ClassVar[bool] = True  # rows can be sorted by the column
+    unique_values: ClassVar[bool] = True  # a column may be `unique` (values are hashable)
     # values are computed on read inside the database, never written (crm_core/tables/computed)
     computed: ClassVar[bool] = False
 
@@ -259,6 +270,39 @@ class ColumnType:
     def render(self, column: Column, stored: object) -> object:
         """Turn a stored value into its JSON form."""
         return stored
+
+    def convert(
+        self,
+        old_type: ColumnType,
+        old: Column,
+        new: Column,
+        stored: object,
+        vctx: ValueContext,
+    ) -> object:
+        """The stored value under `new` (of this type) of a value stored under `old`: by
+        default the old type's `export_value` read by this type's typecast. Raise
+        ColumnValueError when the value cannot be kept."""
+        return self.coerce(new, old_type.export_value(old, stored), vctx, lenient=True)
+
+    def column_schema(self, column: Column) -> dict[str, Any]:
+        """The JSON schema of one column's values (the tenant's API document): the type's
+        `value_schema` with the column's own limits (select option ids as an enum)."""
+        schema = copy.deepcopy(self.value_schema)
+        if column.options is not None:
+            schema["enum"] = [option.id for option in column.options]
+            labels = ", ".join(f"{option.id}: {option.label}" for option in column.options)
+            schema["description"] = f"Select option id ({labels})" if labels else "Select option id"
+        if column.max_length is not None and schema.get("type") == "string":
+            schema["maxLength"] = column.max_length
+        return schema
+
+    def blank_conditions(self, field: str) -> list[dict[str, Any]]:
+        """The conditions of a blank value (the `blank` filter): missing, null, ""."""
+        return [{field: None}, {field: ""}]
+
+    def metric_value(self, column: Column, op: str, value: object) -> object:
+        """A `sum` or `avg` of the column's values as answered (aggregate); None: no value."""
+        return value
 
     def export_value(self, column: Column, stored: object) -> object:
         """The JSON value handed to another type when the column changes type."""
@@ -308,6 +352,10 @@ class ColumnType:
     def target_table(self, column: Column) -> str | None:
         """The table whose rows the values reference (a link's target), if any."""
         return None
+
+    def check_change_from(self, old: Column) -> None:
+        """Raise DefinitionError (field `type`) when the column `old`, of another type, may
+        not become one of this type."""
 
     def plain_index(self, column: Column) -> bool:
         """Whether a non-unique column gets an index."""
@@ -457,7 +505,7 @@ class UrlType(TextColumnType):
 
 class IntegerType(ColumnType):
     name = "integer"
-    capabilities = ORDER_CAPS
+    capabilities = ORDER_CAPS | {NUMERIC}
     value_annotation = int
     value_schema = {"type": "integer", "minimum": INT64_MIN, "maximum": INT64_MAX}
 
@@ -501,7 +549,7 @@ class IntegerType(ColumnType):
 
 class FloatType(ColumnType):
     name = "float"
-    capabilities = ORDER_CAPS
+    capabilities = ORDER_CAPS | {NUMERIC}
     value_annotation = float
     value_schema = {"type": "number"}
 
@@ -829,6 +877,438 @@ class UserRefType(ColumnType):
         return None
 
 
+# ---- more text, options, numbers (issue #23) -------------------------------------------------
+
+LONG_TEXT_MAX_LENGTH = 100_000
+
+
+class LongTextType(TextColumnType):
+    """Text up to LONG_TEXT_MAX_LENGTH characters (notes, descriptions), whatever the
+    tenant's STRING_MAX_LENGTH; `contains` and the other text operators apply."""
+
+    name = "long_text"
+    max_length = LONG_TEXT_MAX_LENGTH
+    value_schema = {"type": "string", "maxLength": LONG_TEXT_MAX_LENGTH}
+
+    def limit(self, column: Column, vctx: ValueContext) -> int:
+        return LONG_TEXT_MAX_LENGTH
+
+    def random_value(self, column: Column, rng: random.Random) -> str:
+        words = ["Заметка", "call back", "договор", "meeting", "счёт", "follow-up"]
+        return " ".join(rng.choice(words) for _ in range(rng.randint(5, 40)))
+
+
+MULTI_SELECT_MAX_ITEMS = 100
+
+
+class MultiSelectType(ColumnType):
+    """Options of the column's list; rows store the list of option ids, each at most once,
+    in the order given (a repeated id collapses into its first place)."""
+
+    name = "multi_select"
+    capabilities = frozenset({SET, BLANK})
+    value_annotation = list[int]
+    settings_model = SelectSettings
+    value_schema = {
+        "type": "array",
+        "items": {"type": "integer"},
+        "maxItems": MULTI_SELECT_MAX_ITEMS,
+        "description": "Ids of the column's options; a repeated id counts once",
+    }
+    sortable = False  # MongoDB orders arrays by their least (or greatest) element
+    unique_values = False
+
+    def coerce(
+        self, column: Column, value: object, vctx: ValueContext, lenient: bool = False
+    ) -> list[int]:
+        options = column.options or ()
+        if lenient and isinstance(value, str):
+            value = self._labels(options, value)
+        if not isinstance(value, list):
+            raise _wrong_type("a list of option ids", value)
+        if len(value) > MULTI_SELECT_MAX_ITEMS:
+            raise ColumnValueError(f"takes at most {MULTI_SELECT_MAX_ITEMS} options")
+        known = {o.id for o in options}
+        found: list[int] = []
+        for item in value:
+            if lenient and isinstance(item, str) and item.strip().isdigit():
+                item = int(item.strip())
+            if isinstance(item, bool) or not isinstance(item, int):
+                raise _wrong_type("an option id (integer) in the list", item)
+            if item not in known:
+                raise ColumnValueError(f"{item} is not an option of this column")
+            if item not in found:
+                found.append(item)
+        if column.required and not found:
+            raise ColumnValueError("is required: give at least one option")
+        return found
+
+    @staticmethod
+    def _labels(options: Iterable[SelectOption], text: str) -> list[object]:
+        """The typecast: one label, or labels separated by commas or semicolons."""
+        by_label = {o.label.strip().lower(): o.id for o in options}
+        whole = text.strip().lower()
+        if not whole:
+            return []
+        if whole in by_label:
+            return [by_label[whole]]
+        found: list[object] = []
+        for part in re.split(r"[;,]", text):
+            label = part.strip().lower()
+            if not label:
+                continue
+            if label not in by_label and not label.isdigit():
+                raise ColumnValueError(f"'{part.strip()[:64]}' is not an option of this column")
+            found.append(by_label.get(label, label))
+        return found
+
+    def parse_filter_value(self, column: Column, value: object, vctx: ValueContext) -> object:
+        return SelectType().coerce(column, value, vctx)
+
+    def export_value(self, column: Column, stored: object) -> object:
+        labels: dict[object, str] = {o.id: o.label for o in column.options or ()}
+        if not isinstance(stored, list):
+            return stored
+        return ", ".join(labels.get(i, str(i)) for i in stored)
+
+    def cell_value(self, column: Column, stored: object) -> object:
+        return self.export_value(column, stored)
+
+    def convert(
+        self,
+        old_type: ColumnType,
+        old: Column,
+        new: Column,
+        stored: object,
+        vctx: ValueContext,
+    ) -> object:
+        if old.type == new.type and isinstance(stored, list):
+            kept = {o.id for o in new.options or ()}  # removed options leave the lists
+            return self.coerce(new, [i for i in stored if i in kept], vctx)
+        return super().convert(old_type, old, new, stored, vctx)
+
+    def blank_conditions(self, field: str) -> list[dict[str, Any]]:
+        return [{field: None}, {field: {"$size": 0}}]
+
+    def column_schema(self, column: Column) -> dict[str, Any]:
+        schema = copy.deepcopy(self.value_schema)
+        options = column.options or ()
+        schema["items"] = {"type": "integer", "enum": [o.id for o in options]}
+        labels = ", ".join(f"{o.id}: {o.label}" for o in options)
+        schema["description"] = f"Option ids ({labels}); a repeated id counts once"
+        return schema
+
+    def random_value(self, column: Column, rng: random.Random) -> list[int]:
+        options = column.options or ()
+        return sorted({rng.choice(options).id for _ in range(rng.randint(1, 3))} if options else [])
+
+    def normalise_settings(self, raw: Mapping[str, Any], previous: Column | None) -> dict[str, Any]:
+        options, high = assign_option_ids(raw.get("options") or [], previous)
+        return {"options": options, "max_option_id": high}
+
+    @classmethod
+    def settings_fields(cls) -> frozenset[str]:
+        return frozenset({"options", "max_option_id"})
+
+    def needs_conversion(self, old: Column, new: Column) -> bool:
+        if old.type != new.type:
+            return True
+        kept = {o.id for o in new.options or ()}
+        return any(o.id not in kept for o in old.options or ())
+
+
+# ---- exact numbers: decimal, currency ---------------------------------------------------------
+
+DECIMAL_MAX_SCALE = 8
+DECIMAL_DIGITS = 34  # what a Decimal128 holds
+DECIMAL128_CONTEXT = decimal.Context(prec=DECIMAL_DIGITS, traps=[decimal.InvalidOperation])
+DECIMAL_TEXT = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$")
+LENIENT_GROUPS = re.compile(r"(?<=\d)[ \u00a0\u202f\u2009](?=\d{3}\b)")
+
+
+def decimal_of(stored: object) -> decimal.Decimal | None:
+    """A stored Decimal128 (or a number) as a Python Decimal; None for anything else."""
+    if isinstance(stored, Decimal128):
+        return stored.to_decimal()
+    if isinstance(stored, decimal.Decimal):
+        return stored
+    if isinstance(stored, int) and not isinstance(stored, bool):
+        return decimal.Decimal(stored)
+    if isinstance(stored, float) and math.isfinite(stored):
+        return decimal.Decimal(repr(stored))
+    return None
+
+
+def plain_decimal(number: decimal.Decimal) -> str:
+    """Digits without an exponent: `1E+2` at scale 0 is `100`, `-0.00` is `0.00`."""
+    if number.is_zero():
+        number = abs(number)
+    return format(number, "f")
+
+
+class DecimalSettings(NoSettings):
+    scale: int = Field(
+        default=2, ge=0, le=DECIMAL_MAX_SCALE, description="Digits after the decimal point, 0-8"
+    )
+
+
+class DecimalType(ColumnType):
+    """An exact number with the column's `scale` digits after the point, stored as a
+    Decimal128 at that scale (`12.5` at scale 2 is `12.50`), answered as a JSON string so no
+    client reads it through a double. Numbers are accepted too; a value with more places
+    than the scale is a 400 (never rounded)."""
+
+    name = "decimal"
+    capabilities = ORDER_CAPS | {NUMERIC}
+    unique_values = False  # Decimal128 is not hashable: the bulk checks could not compare
+    value_annotation = int | float | str
+    settings_model: ClassVar[type[BaseModel]] = DecimalSettings
+    value_schema = {
+        "type": ["string", "number"],
+        "pattern": r"^-?\d+(\.\d+)?$",
+        "description": 'An exact number, answered as a string (`"1234.50"`); a string or a '
+        "number is accepted",
+    }
+
+    def scale(self, column: Column) -> int:
+        return int(column.extra.get("scale", 2))
+
+    def normalise_settings(self, raw: Mapping[str, Any], previous: Column | None) -> dict[str, Any]:
+        scale = raw.get("scale")  # a column changed into a decimal gets the default too
+        return {"scale": 2 if scale is None else scale}
+
+    def column_schema(self, column: Column) -> dict[str, Any]:
+        schema = copy.deepcopy(self.value_schema)
+        scale = self.scale(column)
+        schema["pattern"] = rf"^-?\d+(\.\d{{1,{scale}}})?$" if scale else r"^-?\d+$"
+        code = column.extra.get("currency")
+        unit = f" in {code}" if code else ""
+        schema["description"] = (
+            f"An exact amount{unit} with {scale} digits after the point, answered as a string"
+        )
+        return schema
+
+    def number(self, value: object, lenient: bool) -> decimal.Decimal:
+        if isinstance(value, bool):
+            raise _wrong_type("a number or a decimal string", value)
+        if isinstance(value, int):
+            return decimal.Decimal(value)
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                raise ColumnValueError("must be a finite number")
+            return decimal.Decimal(repr(value))  # the shortest form: 0.1 is 0.1
+        if not isinstance(value, str):
+            raise _wrong_type("a number or a decimal string", value)
+        text = value.strip()
+        if lenient:  # 1 234,56 (Russian Excel), a comma for the point
+            text = LENIENT_GROUPS.sub("", text)
+            if "," in text and "." not in text:
+                text = text.replace(",", ".")
+        if not DECIMAL_TEXT.match(text):
+            raise ColumnValueError("is not a decimal number (e.g. 1234.56)")
+        return decimal.Decimal(text)
+
+    def exact(self, column: Column, number: decimal.Decimal) -> decimal.Decimal:
+        scale = self.scale(column)
+        try:
+            quantized = number.quantize(
+                decimal.Decimal(1).scaleb(-scale), context=decimal.Context(prec=DECIMAL_DIGITS)
+            )
+        except decimal.InvalidOperation:
+            raise ColumnValueError(
+                f"has more than {DECIMAL_DIGITS} digits (at most {DECIMAL_DIGITS - scale} "
+                "before the point)"
+            ) from None
+        if quantized != number:
+            raise ColumnValueError(
+                f"has more than {scale} digits after the point (the column's scale)"
+            )
+        return abs(quantized) if quantized.is_zero() else quantized
+
+    def coerce(
+        self, column: Column, value: object, vctx: ValueContext, lenient: bool = False
+    ) -> Decimal128:
+        if isinstance(value, Decimal128):  # a stored value read back (type checks)
+            value = plain_decimal(value.to_decimal())
+        return Decimal128(self.exact(column, self.number(value, lenient)))
+
+    def parse_filter_value(self, column: Column, value: object, vctx: ValueContext) -> object:
+        """An operand may have more places than the scale (`gt 0.005`); one that fits is
+        written at the scale, the stored form, so `eq` finds it on every engine."""
+        number = self.number(value, lenient=False)
+        try:
+            return Decimal128(self.exact(column, number))
+        except ColumnValueError:
+            if len(number.as_tuple().digits) > DECIMAL_DIGITS:
+                raise
+            return Decimal128(number)
+
+    def render(self, column: Column, stored: object) -> object:
+        number = decimal_of(stored)
+        return stored if number is None else plain_decimal(number)
+
+    def cell_value(self, column: Column, stored: object) -> object:
+        number = decimal_of(stored)
+        return stored if number is None else number
+
+    def metric_value(self, column: Column, op: str, value: object) -> object:
+        number = decimal_of(value)
+        if number is None:
+            return "0" if op == "sum" else None
+        if op == "avg":  # an average keeps four more places than the values (34 digits at most)
+            places = self.scale(column) + 4
+            with contextlib.suppress(decimal.InvalidOperation):
+                number = number.quantize(
+                    decimal.Decimal(1).scaleb(-places), context=DECIMAL128_CONTEXT
+                )
+        return plain_decimal(number)
+
+    def needs_conversion(self, old: Column, new: Column) -> bool:
+        return old.type != new.type or self.scale(old) != self.scale(new)
+
+    def random_value(self, column: Column, rng: random.Random) -> str:
+        scale = self.scale(column)
+        units = rng.randint(-(10**6), 10**8)
+        return plain_decimal(decimal.Decimal(units).scaleb(-scale))
+
+
+class CurrencySettings(NoSettings):
+    currency: str = Field(
+        pattern=r"^[A-Z]{3}$", description="ISO 4217 code of the amounts' currency: RUB, USD..."
+    )
+    scale: int | None = Field(
+        default=None,
+        ge=0,
+        le=DECIMAL_MAX_SCALE,
+        description="Digits after the point; by default the currency's minor units (2 for RUB)",
+    )
+
+
+class CurrencyType(DecimalType):
+    """A decimal amount in the column's `currency` (an ISO 4217 code; the values carry no
+    code of their own)."""
+
+    name = "currency"
+    settings_model = CurrencySettings
+
+    def normalise_settings(self, raw: Mapping[str, Any], previous: Column | None) -> dict[str, Any]:
+        code = raw.get("currency")
+        if not isinstance(code, str) or not code:
+            raise DefinitionError("currency", "a currency column needs an ISO 4217 currency code")
+        if code not in MINOR_UNITS:
+            raise DefinitionError("currency", f"'{code[:8]}' is not an ISO 4217 currency code")
+        scale = raw.get("scale")
+        return {"currency": code, "scale": MINOR_UNITS[code] if scale is None else scale}
+
+    def needs_conversion(self, old: Column, new: Column) -> bool:
+        return old.type != new.type or self.scale(old) != self.scale(new)
+
+
+# ---- percent, rating, autonumber ---------------------------------------------------------------
+
+
+class PercentType(FloatType):
+    """Percentage points as a number: 15 is 15 %, 150 and -20 are values too; `"15%"` is
+    read by the typecast (imports, type changes)."""
+
+    name = "percent"
+    value_schema = {"type": "number", "description": "Percentage points: 15 is 15 %"}
+
+    def coerce(
+        self, column: Column, value: object, vctx: ValueContext, lenient: bool = False
+    ) -> float:
+        if lenient and isinstance(value, str) and value.strip().endswith("%"):
+            value = value.strip()[:-1].strip()
+        return super().coerce(column, value, vctx, lenient)
+
+    def random_value(self, column: Column, rng: random.Random) -> float:
+        return float(rng.randint(0, 100))
+
+
+class RatingSettings(NoSettings):
+    max: int = Field(default=5, ge=1, le=10, description="The highest rating, 1-10 (default 5)")
+
+
+class RatingType(ColumnType):
+    """A whole number from 1 to the column's `max`."""
+
+    name = "rating"
+    capabilities = ORDER_CAPS | {NUMERIC}
+    value_annotation = int
+    settings_model: ClassVar[type[BaseModel]] = RatingSettings
+    value_schema = {"type": "integer", "minimum": 1, "maximum": 10}
+
+    def top(self, column: Column) -> int:
+        return int(column.extra.get("max", 5))
+
+    def column_schema(self, column: Column) -> dict[str, Any]:
+        return {"type": "integer", "minimum": 1, "maximum": self.top(column)}
+
+    def coerce(
+        self, column: Column, value: object, vctx: ValueContext, lenient: bool = False
+    ) -> int:
+        top = self.top(column)
+        if lenient and isinstance(value, str) and value.strip().isdigit():
+            value = int(value.strip())
+        if lenient and isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _wrong_type(f"a whole number from 1 to {top}", value)
+        if not 1 <= value <= top:
+            raise ColumnValueError(f"must be from 1 to {top} (the column's max)")
+        return value
+
+    def needs_conversion(self, old: Column, new: Column) -> bool:
+        return old.type != new.type or self.top(new) < self.top(old)
+
+    def random_value(self, column: Column, rng: random.Random) -> int:
+        return rng.randint(1, self.top(column))
+
+
+class AutonumberType(ColumnType):
+    """1, 2, 3... per column, given by the server when a row is created (one atomic `$inc` on
+    the tenant's `_counters` per write, crm_core/tables/sequences.py); never reused, read-only.
+    A column added to a table with rows numbers them in the order they were created."""
+
+    name = "autonumber"
+    capabilities = ORDER_CAPS | {NUMERIC}
+    value_annotation = int
+    value_schema = {"type": "integer", "minimum": 1, "readOnly": True}
+    numbered = True
+
+    def coerce(
+        self, column: Column, value: object, vctx: ValueContext, lenient: bool = False
+    ) -> int:
+        raise ColumnValueError("is read-only: the server numbers new rows")
+
+    def parse_filter_value(self, column: Column, value: object, vctx: ValueContext) -> object:
+        return IntegerType().coerce(column, value, vctx)
+
+    def convert(
+        self,
+        old_type: ColumnType,
+        old: Column,
+        new: Column,
+        stored: object,
+        vctx: ValueContext,
+    ) -> object:
+        raise ColumnValueError("a column cannot become an autonumber")
+
+    def check_definition(self, column: Column, vctx: ValueContext) -> None:
+        if column.default is not None:
+            raise DefinitionError("default", "an autonumber column has no default")
+        if column.required:
+            raise DefinitionError("required", "an autonumber column is always filled in")
+
+    def check_change_from(self, old: Column) -> None:
+        raise DefinitionError(
+            "type", "a column cannot become an autonumber: add an autonumber column instead"
+        )
+
+    def random_value(self, column: Column, rng: random.Random) -> None:
+        return None
+
+
 def referring_query(types: Iterable[ColumnType], table_key: str) -> dict[str, Any]:
     """The `_tables` query for the definitions with a column whose values are rows of
     `table_key`."""
@@ -928,6 +1408,13 @@ BUILTIN_COLUMN_TYPES: tuple[type[ColumnType], ...] = (
     UrlType,
     LinkType,
     UserRefType,
+    LongTextType,
+    MultiSelectType,
+    DecimalType,
+    CurrencyType,
+    PercentType,
+    RatingType,
+    AutonumberType,
     FormulaType,
     LookupType,
     RollupType,

@@ -281,8 +281,8 @@ def convert_one(
 ) -> tuple[object, bool]:
     """(the value under `new`, True), or (None, False) when it cannot be converted."""
     try:
-        plain = types.get(old.type).export_value(old, value)
-        return types.get(new.type).coerce(new, plain, ctx.values, lenient=True), True
+        new_type = types.get(new.type)
+        return new_type.convert(types.get(old.type), old, new, value, ctx.values), True
     except (ColumnValueError, KeyError, TypeError, ValueError):
         return None, False
 

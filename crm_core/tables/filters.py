@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 import orjson
 from bson import ObjectId
+from bson.decimal128 import Decimal128
 
 from crm_core.platform.errors import InvalidFilter
 from crm_core.platform.jsontext import repeated_key
@@ -28,6 +29,7 @@ from crm_core.tables.columns import (
     EQUALITY,
     ORDERED,
     PERIOD,
+    SET,
     TEXT,
     Column,
     ColumnType,
@@ -184,7 +186,40 @@ class Blank(FilterOperator):
     takes_value = False
 
     def build(self, field: Field, value: object, env: FilterEnv) -> dict[str, Any]:
-        return {"$or": [{field.name: None}, {field.name: ""}]}
+        return {"$or": field.type.blank_conditions(field.name)}
+
+
+class OptionSet(FilterOperator):
+    """A list of option ids against a list-valued field (multi_select)."""
+
+    needs = SET
+    mongo: ClassVar[str]
+
+    def build(self, field: Field, value: object, env: FilterEnv) -> dict[str, Any]:
+        if not isinstance(value, list) or not value:
+            raise FilterProblem("needs a non-empty list of option ids")
+        if len(value) > MAX_LIST_VALUES:
+            raise FilterProblem(f"takes at most {MAX_LIST_VALUES} values")
+        ids = list(dict.fromkeys(_operand(field, v, env) for v in value))
+        return {field.name: {self.mongo: ids}}
+
+
+class HasAnyOf(OptionSet):
+    """At least one of the options."""
+
+    name, mongo = "has_any_of", "$in"
+
+
+class HasAllOf(OptionSet):
+    """Every one of the options (and maybe others)."""
+
+    name, mongo = "has_all_of", "$all"
+
+
+class HasNoneOf(OptionSet):
+    """None of the options; blank values match."""
+
+    name, mongo = "has_none_of", "$nin"
 
 
 # The end of the string itself: `$` also matches before a final newline (in PCRE, which
@@ -266,9 +301,15 @@ class Between(FilterOperator):
         low = Gte().build(field, value[0], env)[field.name]
         high = Lte().build(field, value[1], env)[field.name]
         low_value, high_value = next(iter(low.values())), next(iter(high.values()))
-        if low_value > high_value:
+        if not in_order(low_value, high_value):
             raise FilterProblem("low is greater than high")
         return {field.name: {**low, **high}}
+
+
+def in_order(low: object, high: object) -> bool:
+    """low <= high, for operands of one ordered type (a Decimal128 compared as its Decimal)."""
+    low, high = (v.to_decimal() if isinstance(v, Decimal128) else v for v in (low, high))
+    return not low > high  # type: ignore[operator]
 
 
 PERIODS = (
@@ -363,6 +404,9 @@ def default_filter_operators() -> Registry[FilterOperator]:
         Lte(),
         Between(),
         IsWithin(),
+        HasAnyOf(),
+        HasAllOf(),
+        HasNoneOf(),
     ):
         registry.register(operator)
     registry.register(Negation("neq", eq))

@@ -12,15 +12,28 @@ revert sends them back through the same validation as a PATCH. `seq` is the row'
 row are ordered by it even when two writes share a millisecond. A delete records every value
 going to null and a restore every value coming back, so folding a row's changes in `seq` order
 gives the row as stored.
+
+No unrecorded change (docs/history.md "Crash between a write and its revision"): every row
+write stamps `_unrecorded` (the write's time) in the same atomic write (`RowService.stamp`; a
+trash item gets `unrecorded`), and `record` clears it once the revision is stored (a one-row
+write at once; a batch's marks are cleared by the next recovery, which finds their
+revisions). A process
+that dies in between leaves the mark; `recover` (the sweeper, every
+`HISTORY_RECOVERY_SECONDS`, and at once when a process starts) finds marks older than
+`RECOVERY_GRACE` through a sparse index, stores the missing revision (the row now against its
+history folded: `seq` = the row's `_rev`, upserted on `(table, row, seq)`, so it exists exactly
+once however often recovery runs) and clears the mark. No transaction is needed, so the
+embedded engine and mongoeco get the same guarantee as a replica set.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from bson import ObjectId
@@ -29,15 +42,31 @@ from crm_core.accounts.context import TenantContext
 from crm_core.platform.clock import utcnow
 from crm_core.platform.errors import NotFound
 from crm_core.platform.logs import REQUEST_ID
-from crm_core.platform.storage import DESCENDING, Database
-from crm_core.tables.columns import render_datetime
-from crm_core.tables.definitions import SYSTEM_FIELDS, Table
+from crm_core.platform.registry import Registry
+from crm_core.platform.storage import (
+    ASCENDING,
+    DESCENDING,
+    Collection,
+    Database,
+    Storage,
+    system_collection,
+    update_each,
+)
+from crm_core.tables.columns import ColumnType, render_datetime
+from crm_core.tables.definitions import SYSTEM_FIELDS, TABLES, Table
 from crm_core.tables.updates import REVISION_FIELD
 from models.accounts import Tenant
 
 log = logging.getLogger(__name__)
 
 HISTORY = "_history"
+UNRECORDED_FIELD = "_unrecorded"  # on a row: written at this time, its revision not yet stored
+UNRECORDED_ITEM = "unrecorded"  # the same on a row's trash item (a delete)
+UNRECORDED_INDEX = "unrecorded"  # sparse: only the rows a crash left marked are in it
+RECOVERY_GRACE = timedelta(seconds=60)  # a live write stores its revision well within this
+RECOVERY_CHUNK = 500  # marked rows checked with one query of their revisions
+RECOVERY_ACTOR = {"type": "system", "id": None, "name": "recovery"}
+TRASH = "_trash"  # crm_core/tables/trash.py (which imports this module)
 
 Action = Literal["created", "updated", "deleted", "restored", "reverted"]
 ActorType = Literal["user", "token", "import", "system"]
@@ -85,6 +114,28 @@ class AuditSink(Protocol):
         action: str,
         target: dict[str, Any],
         changes: dict[str, Any] | None = None,
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class LiveChange:
+    """One recorded row change as the live events see it (crm_core/live): its revision's id
+    (the event id), the event name, the stored row before and after, the row as the API
+    answers it, and the columns that changed (updates)."""
+
+    id: ObjectId
+    event: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    row: dict[str, Any]
+    changed: list[str]
+
+
+class LiveRows(Protocol):
+    """Who pushes row changes to connected clients (crm_core/live/events.py `LivePublisher`)."""
+
+    async def rows_changed(
+        self, ctx: TenantContext, table: Table, changes: list[LiveChange]
     ) -> None: ...
 
 
@@ -153,8 +204,13 @@ def _action(change: Change, action: Action | None) -> Action:
 class ChangeLog:
     """The one path of row changes: the revision first, then the event."""
 
-    def __init__(self, events: RowEvents | None = None) -> None:
+    def __init__(self, events: RowEvents | None = None, live: LiveRows | None = None) -> None:
         self.events = events
+        self.live = live  # live events (crm_core/services.py sets it)
+        # a test's barrier (tests/history/test_crash.py, HISTORY_PAUSE_BEFORE_REVISION with
+        # CRM_ENV=test): a write to this table waits forever between the row and its revision
+        self.pause_table: str | None = None
+        self._indexed: set[tuple[str, str]] = set()  # (database, rows collection) this process
 
     async def listeners(self, ctx: TenantContext, table: Table, event: str) -> list[ObjectId]:
         if self.events is None:
@@ -179,6 +235,7 @@ class ChangeLog:
         request_id = REQUEST_ID.get()
         revisions: list[dict[str, Any]] = []
         items: dict[str, list[dict[str, Any]]] = {}
+        live: list[LiveChange] = []
         for index, change in enumerate(changes):
             kind = _action(change, action)
             diff = _changes(table, change)
@@ -186,9 +243,10 @@ class ChangeLog:
                 continue  # a no-op: no revision, no event
             doc = change.after if change.after is not None else change.before
             assert doc is not None
+            revision_id = ObjectId()
             revisions.append(
                 {
-                    "_id": ObjectId(),
+                    "_id": revision_id,
                     "table": table.key,
                     "row": doc["_id"],
                     "seq": int(doc.get(REVISION_FIELD) or 0),
@@ -201,11 +259,32 @@ class ChangeLog:
             )
             row = rendered[index] if rendered is not None else render_row(table, doc)
             items.setdefault(EVENTS[kind], []).append(_event_item(kind, row, diff))
+            if self.live is not None:
+                live.append(
+                    LiveChange(
+                        revision_id, EVENTS[kind], change.before, change.after, row, list(diff)
+                    )
+                )
+        if self.pause_table is not None and table.key == self.pause_table:
+            log.warning("paused before recording the revisions of %s (test barrier)", table.key)
+            await asyncio.Event().wait()
         if revisions:
             await ctx.db[HISTORY].insert_many(revisions, ordered=False)
+        await self._settle(ctx.db, table, changes)
+        await self._push_live(ctx, table, live)
         for event, event_items in items.items():
             await self._publish(ctx, table, event, event_items, hooks)
         return len(revisions)
+
+    async def _push_live(self, ctx: TenantContext, table: Table, changes: list[LiveChange]) -> None:
+        """Live events (docs/api.md "Live events"), after the revisions are stored (a client
+        resuming from an event id finds it in `_history`); never fails the write."""
+        if self.live is None or not changes:
+            return
+        try:
+            await self.live.rows_changed(ctx, table, changes)
+        except Exception:
+            log.exception("live events on %s could not be published", table.key)
 
     async def _publish(
         self,
@@ -226,6 +305,147 @@ class ChangeLog:
             )
         except Exception:
             log.exception("row event %s on %s could not be recorded", event, table.key)
+
+    @staticmethod
+    async def _settle(db: Database, table: Table, changes: Sequence[Change]) -> None:
+        """The revisions are stored: clear the marks of the writes they record (a row written
+        again meanwhile keeps the newer write's mark)."""
+        one = [c.after for c in changes if c.after is not None]
+        gone = [c.before["_id"] for c in changes if c.after is None and c.before is not None]
+        if len(one) == 1:  # the common write, one row: its mark goes now, by its id
+            seq = int(one[0].get(REVISION_FIELD) or 0)
+            await db[table.collection_name].update_one(
+                {"_id": one[0]["_id"], REVISION_FIELD: seq}, {"$unset": {UNRECORDED_FIELD: ""}}
+            )
+        # a batch's marks are left to `recover`, which finds the revisions and only clears them
+        # (clearing hundreds of marks on the write path cost more than the write on mongoeco)
+        if len(gone) == 1:  # one row deleted: its trash item's mark goes now
+            await db[TRASH].update_one(
+                {"row_id": gone[0], UNRECORDED_ITEM: {"$exists": True}},
+                {"$unset": {UNRECORDED_ITEM: ""}},
+            )
+
+    # ---- recovery after a crash -----------------------------------------------------------
+
+    async def recover_all(
+        self, storage: Storage, types: Registry[ColumnType], grace: timedelta = RECOVERY_GRACE
+    ) -> int:
+        """`recover` in every company; answers how many revisions were stored."""
+        tenants = system_collection(Tenant).find({}, {"_id": 1})
+        stored = 0
+        async for tenant in tenants:
+            db = storage.tenant_db(str(tenant["_id"]))
+            stored += await self.recover(db, types, grace)
+        return stored
+
+    async def recover(
+        self, db: Database, types: Registry[ColumnType], grace: timedelta = RECOVERY_GRACE
+    ) -> int:
+        """Store the revision of every write marked longer than `grace` ago (its process died
+        between the row and the revision) and clear its mark; answers how many were stored."""
+        cutoff = utcnow() - grace
+        stored = 0
+        tables: dict[str, Table] = {}
+        async for doc in db[TABLES].find({}, {"key": 1, "columns": 1, "collection": 1}):
+            table = Table(doc, types)
+            tables[table.key] = table
+            rows = db[table.collection_name]
+            await self._index(db, rows.name)
+            marked = rows.find({UNRECORDED_FIELD: {"$lt": cutoff}})
+            while chunk := await marked.to_list(length=RECOVERY_CHUNK):
+                stored += await self._recover_rows(db, table, chunk)
+        marked = db[TRASH].find({UNRECORDED_ITEM: {"$lt": cutoff}})
+        while items := await marked.to_list(length=RECOVERY_CHUNK):
+            stored += await self._recover_deletions(db, tables, items)
+        if stored:
+            log.warning("recovered %d revisions of writes whose process stopped", stored)
+        return stored
+
+    async def _recover_rows(self, db: Database, table: Table, rows: list[dict[str, Any]]) -> int:
+        """Marked rows of one table: those whose revision is stored (a batch, or a process
+        that died after the revision) only lose their mark; the others get it first."""
+        ids = [row["_id"] for row in rows]
+        found = db[HISTORY].find({"table": table.key, "row": {"$in": ids}}, {"row": 1, "seq": 1})
+        recorded = {(doc["row"], doc["seq"]) async for doc in found}
+        stored = 0
+        clear = {"$unset": {UNRECORDED_FIELD: ""}}
+        done: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        for row in rows:
+            seq = int(row.get(REVISION_FIELD) or 0)
+            if (row["_id"], seq) not in recorded:
+                stored += await self._recover_row(db, table, row, row)
+            done.append(({"_id": row["_id"], REVISION_FIELD: row.get(REVISION_FIELD)}, clear))
+        await update_each(db[table.collection_name], done, ordered=False)
+        return stored
+
+    async def _recover_deletions(
+        self, db: Database, tables: dict[str, Table], items: list[dict[str, Any]]
+    ) -> int:
+        """Marked trash items (deletions): the missing `deleted` revisions, then no mark."""
+        stored = 0
+        by_table: dict[str, list[dict[str, Any]]] = {}
+        for item in items:
+            by_table.setdefault(item["table"], []).append(item)
+        for key, group in by_table.items():
+            table = tables.get(key)
+            if table is None:
+                continue  # the table is gone (or in the trash): its history with it
+            group = [i for i in group if table.doc.get("_id") == i.get("table_id")]
+            ids = [i["row_id"] for i in group]
+            found = db[HISTORY].find({"table": key, "row": {"$in": ids}}, {"row": 1, "seq": 1})
+            recorded = {(doc["row"], doc["seq"]) async for doc in found}
+            for item in group:
+                seq = int(item["doc"].get(REVISION_FIELD) or 0)
+                if (item["row_id"], seq) not in recorded:
+                    stored += await self._recover_row(db, table, item["doc"], None)
+        clear = {"$unset": {UNRECORDED_ITEM: ""}}
+        await update_each(db[TRASH], [({"_id": i["_id"]}, clear) for i in items], ordered=False)
+        return stored
+
+    async def _index(self, db: Database, collection: str) -> None:
+        """The sparse index of marked rows, made once per process and rows collection for
+        tables made before it existed (new tables get it at creation)."""
+        if (db.name, collection) not in self._indexed:
+            await unrecorded_index(db[collection])
+            self._indexed.add((db.name, collection))
+
+    async def _recover_row(
+        self, db: Database, table: Table, doc: dict[str, Any], now: dict[str, Any] | None
+    ) -> int:
+        """The revision of the row's last write (`seq` = its `_rev`): its values (None: it
+        went to the trash) against its history folded; upserted, so it is stored once."""
+        seq = int(doc.get(REVISION_FIELD) or 0)
+        query = {"table": table.key, "row": doc["_id"]}
+        state: dict[str, object] = {}
+        recorded = False
+        cursor = db[HISTORY].find(query).sort([("seq", ASCENDING), ("_id", ASCENDING)])
+        async for revision in cursor:
+            recorded = True
+            if revision["seq"] == seq:
+                return 0  # stored before the process stopped
+            fold(state, revision["changes"])
+        after = {} if now is None else render_row(table, now)
+        keys = [c.key for c in table.columns]
+        diff = {
+            key: {"before": state.get(key), "after": after.get(key)}
+            for key in keys
+            if state.get(key) != after.get(key)
+        }
+        action: Action = "deleted" if now is None else ("updated" if recorded else "created")
+        revision = {
+            "_id": ObjectId(),
+            **query,
+            "seq": seq,
+            "at": utcnow(),
+            "actor": RECOVERY_ACTOR,
+            "action": action,
+            "changes": diff,
+            "request_id": None,
+        }
+        result = await db[HISTORY].update_one(
+            {**query, "seq": seq}, {"$setOnInsert": revision}, upsert=True
+        )
+        return 1 if result.upserted_id is not None else 0
 
     # ---- reading ------------------------------------------------------------------------
 
@@ -270,6 +490,11 @@ class ChangeLog:
             if doc["_id"] == revision["_id"]:
                 break
         return state
+
+
+async def unrecorded_index(rows: Collection) -> None:
+    """The rows a stopped process left marked (`UNRECORDED_FIELD`): only they are in it."""
+    await rows.create_index([(UNRECORDED_FIELD, ASCENDING)], name=UNRECORDED_INDEX, sparse=True)
 
 
 def fold(state: dict[str, object], changes: dict[str, dict[str, object]]) -> None:

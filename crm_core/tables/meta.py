@@ -23,8 +23,9 @@ from crm_core.platform.storage import (
     skip_missing_index_options,
     update_each,
 )
-from crm_core.tables import fence, ordering
+from crm_core.tables import fence, ordering, sequences
 from crm_core.tables.access import visible_filter
+from crm_core.tables.aliases import ALIASES
 from crm_core.tables.bodies import MAX_COLUMNS, ColumnPatch, TableIn, column_models
 from crm_core.tables.columns import (
     SETTINGS_FIELDS,
@@ -44,7 +45,8 @@ from crm_core.tables.definitions import (
     save_definition,
     utcnow,
 )
-from crm_core.tables.history import AuditSink
+from crm_core.tables.history import AuditSink, unrecorded_index
+from crm_core.tables.trash import KEPT_WITH_TABLE, SchemaTrash
 from crm_core.tables.validators import ColumnValidator
 from models.access import AliasRecord
 
@@ -99,8 +101,10 @@ class MetaService:
         names: DisplayNames,
         dependents: Sequence[TableDependents] = (),
         audit: AuditSink | None = None,
+        trash: SchemaTrash | None = None,
     ) -> None:
         self.types = types
+        self.trash = trash  # deleted columns and tables go there (docs/history.md "Trash")
         self.validators = validators
         self.names = names
         self.dependents = dependents
@@ -189,6 +193,7 @@ class MetaService:
         # dropped or rebuilt once a write can reach the table
         await ctx.db.create_collection(table.collection_name)
         try:
+            await unrecorded_index(table.collection(ctx))
             for column in columns:
                 await self._create_indexes(ctx, table, column)
             await ctx.db[TABLES].insert_one(doc)
@@ -226,13 +231,23 @@ class MetaService:
         rollups = await outside_dependents(ctx, self.types, table.key, None)
         if rollups:
             raise Conflict(f"Computed columns read this table: {', '.join(rollups)}")
+        # into the trash first (the definition, what others keep of the table; its rows stay
+        # in its collection): a crash then leaves the table in place and an item to purge
+        item = None
+        if self.trash is not None:
+            names = await self.names.find(ctx, [table.key])
+            alias = names[table.key].name if table.key in names else None
+            item = await self.trash.put_table(ctx, table, alias)
         result = await ctx.db[TABLES].delete_one({"_id": table.id, "version": table.version})
         if not result.deleted_count:
+            if self.trash is not None and item is not None:
+                await self.trash.forget(ctx, item)
             raise StaleTableVersion()
         await tables_changed(ctx.tenant)
         # a write that validated against the definition and lands after this finds the table
         # gone when it settles, and removes its rows (crm_core/tables/fence.py)
-        await ctx.db.drop_collection(table.collection_name)
+        if item is None:
+            await ctx.db.drop_collection(table.collection_name)
         await ordering.forget_table(ctx, table.key)
         for dependent in self.dependents:
             await dependent.table_deleted(ctx, table.key)
@@ -278,11 +293,19 @@ class MetaService:
                 stored = self.types.get(column.type).coerce(column, column.default, ctx.values)
                 await rows.update_many({}, {"$set": {column.key: stored}})
         await self._create_indexes(ctx, table, column)
+        numbered = self.types.get(column.type).numbered
+        if numbered:
+            await sequences.number_existing(ctx, table, column)
         try:
-            return await save_definition(ctx, table, {"columns": [*table.columns, column]})
+            saved = await save_definition(ctx, table, {"columns": [*table.columns, column]})
         except Conflict:
             await self._drop_indexes(ctx, table, column.key)
+            if numbered:
+                await rows.update_many({}, {"$unset": {column.key: ""}})
             raise
+        if numbered:  # rows created while the column was being added
+            await sequences.number_existing(ctx, saved, column)
+        return saved
 
     async def change_column(
         self, ctx: TenantContext, table: Table, key: str, patch: ColumnPatch, version: int | None
@@ -302,6 +325,7 @@ class MetaService:
         if current is None:
             raise NotFound(f"Column '{key}' not found in table '{table.key}'")
         changes = patch.model_dump(exclude_unset=True)
+        force = bool(changes.pop("force", False))
         merged = self._merge_patch(table, current, changes)
         column = self._normalise_column(ctx, merged, "", current)
         wanted = [column if c.key == key else c for c in table.columns]
@@ -316,7 +340,7 @@ class MetaService:
         # stored values change: fenced against row writes (crm_core/tables/fence.py)
         marked = await fence.begin(ctx, table, [key])
         try:
-            await self._rewrite_values(ctx, marked, current, column, removed)
+            await self._rewrite_values(ctx, marked, current, column, removed, force)
             await self._swap_indexes(ctx, marked, current, column)
         except BaseException:
             await fence.abort(ctx, marked)
@@ -348,12 +372,19 @@ class MetaService:
             raise
 
     async def _rewrite_values(
-        self, ctx: TenantContext, table: Table, old: Column, new: Column, removed: list[Any]
+        self,
+        ctx: TenantContext,
+        table: Table,
+        old: Column,
+        new: Column,
+        removed: list[Any],
+        force: bool = False,
     ) -> None:
-        """All or nothing: every value is converted first in memory; values that cannot be,
-        values that would repeat in a unique column, or rows a required column would leave
-        empty answer 409 listing them with nothing changed. A write that fails half-way is
-        undone value by value (each only if still what this change wrote)."""
+        """All or nothing: every value is converted first in memory; values that cannot be
+        (unless `force`: then they are cleared), values that would repeat in a unique column,
+        or rows a required column would leave empty answer 409 listing them with nothing
+        changed. A write that fails half-way is undone value by value (each only if still what
+        this change wrote)."""
         key = new.key
         rows = table.collection(ctx)
         updates: list[tuple[ObjectId, Any, Any]] = []
@@ -372,6 +403,9 @@ class MetaService:
                 target = value
             else:
                 target, ok = fence.convert_one(self.types, old, new, value, ctx)
+                if not ok and force:
+                    cleared.append((row["_id"], value))
+                    continue
                 if not ok:
                     failures.append(str(row["_id"]))
                     reason = reason or _reason(self.types, old, new, value, ctx)
@@ -381,33 +415,8 @@ class MetaService:
             if not fence.same_value(target, value):
                 updates.append((row["_id"], value, target))
         if failures:
-            raise Conflict(
-                f"{len(failures)} rows cannot be converted to {new.type}; nothing was changed",
-                [
-                    {
-                        "field": key,
-                        "message": reason,
-                        "failed_rows": len(failures),
-                        "row_ids": failures[:SAMPLE_IDS],
-                    }
-                ],
-            )
-        collisions = {v: ids for v, ids in final.items() if len(ids) > 1}
-        if collisions:
-            first = next(iter(collisions.items()))
-            raise Conflict(
-                f"{len(collisions)} values of unique column '{key}' would repeat after the "
-                f"conversion to {new.type}; nothing was changed",
-                [
-                    {
-                        "field": key,
-                        "message": "converted values would repeat",
-                        "repeated_values": len(collisions),
-                        "value": first[0] if not isinstance(first[0], tuple) else list(first[0]),
-                        "row_ids": first[1][:SAMPLE_IDS],
-                    }
-                ],
-            )
+            raise _unconvertible(key, new.type, failures, reason)
+        _raise_collisions(key, new.type, final)
         if new.required and not old.required:
             missing = await rows.count_documents({key: {"$exists": False}}) + len(cleared)
             if missing:
@@ -503,13 +512,99 @@ class MetaService:
             raise Conflict(f"'{key}' is a predefined column of '{table.key}' and cannot be removed")
         columns = [c for c in table.columns if c.key != key]
         await settle_columns(ctx, self.types, table.key, columns, table.columns)
-        updated = await save_definition(ctx, table, {"columns": columns})
+        # the item first, the values after the definition no longer has the column (no write
+        # sets it then): a crash in between leaves the values in the rows, where the restore
+        # finds them too
+        item = None
+        if self.trash is not None:
+            names = await self.names.find(ctx, [table.key])
+            alias = names[table.key].columns.get(key) if table.key in names else None
+            item = await self.trash.put_column(ctx, table, column, alias)
+        try:
+            updated = await save_definition(ctx, table, {"columns": columns})
+        except StaleTableVersion:
+            if self.trash is not None and item is not None:
+                await self.trash.forget(ctx, item)
+            raise
+        if self.trash is not None and item is not None:
+            await self.trash.copy_values(ctx, table, item)
         await table.collection(ctx).update_many({key: {"$exists": True}}, {"$unset": {key: ""}})
         await self._drop_indexes(ctx, table, key)
         await ordering.forget_column(ctx, table.key, key)
         for dependent in self.dependents:
             await dependent.column_deleted(ctx, table.key, key)
         return updated
+
+    # ---- back from the trash (crm_core/tables/trash.py `SchemaRestorer`) -------------------
+
+    async def restore_column(
+        self, ctx: TenantContext, table: Table, item: dict[str, Any], values: list[dict[str, Any]]
+    ) -> Table:
+        """The column's values go back into the rows that still exist and have none (a crash
+        during the delete may have left some there), its indexes are built, then the
+        definition gets it back; its display name comes back where none was set since."""
+        column = Column.from_doc(item["doc"])
+        if table.column(column.key) is not None:
+            raise Conflict(
+                f"A column '{column.key}' was added to '{table.key}' since; rename it first",
+                [{"field": "column", "message": f"'{column.key}' exists again"}],
+            )
+        if len(table.columns) >= MAX_COLUMNS:
+            raise Conflict(f"Table '{table.key}' has {MAX_COLUMNS} columns already")
+        errors = await self._target_errors(ctx, column, table.key, "")
+        if errors:
+            raise Conflict(f"The column links to {errors[0]['message']}", errors)
+        key = column.key
+        rows = table.collection(ctx)
+        for start in range(0, len(values), CONVERSION_BATCH):
+            await update_each(
+                rows,
+                [
+                    ({"_id": v["row"], key: {"$exists": False}}, {"$set": {key: v["value"]}})
+                    for v in values[start : start + CONVERSION_BATCH]
+                ],
+            )
+        await self._create_indexes(ctx, table, column)
+        try:
+            updated = await save_definition(ctx, table, {"columns": [*table.columns, column]})
+        except Conflict:
+            await self._drop_indexes(ctx, table, key)
+            raise
+        if item.get("alias"):
+            await ctx.db[ALIASES].update_one(
+                {"table": table.key, f"columns.{key}": {"$exists": False}},
+                {"$set": {f"columns.{key}": item["alias"]}},
+            )
+        await self._audit(ctx, "column.restored", updated, key)
+        return updated
+
+    async def restore_table(self, ctx: TenantContext, item: dict[str, Any]) -> Table:
+        """The definition back under its id (its rows never left their collection, indexes
+        included), one version on; then its shares, display names, views and orders."""
+        doc = dict(item["doc"])
+        key = doc["key"]
+        if await ctx.db[TABLES].find_one({"key": key}, {"_id": 1}):
+            raise Conflict(
+                f"A table '{key}' was created since; delete or rename it first",
+                [{"field": "key", "message": f"'{key}' is taken"}],
+            )
+        doc["version"] = int(doc.get("version") or 0) + 1
+        doc["updated_at"] = utcnow()
+        try:
+            await ctx.db[TABLES].insert_one(doc)
+        except DuplicateKeyError:
+            raise _table_exists(key) from None
+        for name in KEPT_WITH_TABLE:
+            kept = (item.get("kept") or {}).get(name) or []
+            if kept:
+                try:
+                    await ctx.db[name].insert_many(kept, ordered=False)
+                except BulkWriteError:
+                    pass  # one made again since (a share, a display name): kept as it is now
+        await tables_changed(ctx.tenant)
+        table = Table(doc, self.types)
+        await self._audit(ctx, "table.restored", table)
+        return table
 
     # ---- the caller's view ----------------------------------------------------------------
 
@@ -546,6 +641,11 @@ class MetaService:
             raise ValidationFailed.field(
                 "type", "link and user columns cannot change type; add a new column instead"
             )
+        if new_name != current.type:
+            try:
+                new_type.check_change_from(current)
+            except DefinitionError as exc:
+                raise ValidationFailed.field(exc.field, str(exc)) from None
         # a field given as null clears it, except `options` (null: keep the list)
         merged = {**current.to_doc(), **{k: v for k, v in changes.items() if k != "options"}}
         if changes.get("options") is not None:
@@ -603,6 +703,10 @@ class MetaService:
                 **({"predefined": True} if raw.get("predefined") else {}),
             }
         )
+        if column.unique and not column_type.unique_values:
+            raise ValidationFailed.field(
+                f"{prefix}unique", f"{raw['type']} columns cannot be unique"
+            )
         try:
             column_type.check_definition(column, ctx.values)
         except DefinitionError as exc:
@@ -667,13 +771,48 @@ def _reason(
     types: Registry[ColumnType], old: Column, new: Column, value: object, ctx: TenantContext
 ) -> str:
     try:
-        plain = types.get(old.type).export_value(old, value)
-        types.get(new.type).coerce(new, plain, ctx.values, lenient=True)
+        types.get(new.type).convert(types.get(old.type), old, new, value, ctx.values)
     except ColumnValueError as exc:
         return str(exc)
     except (KeyError, TypeError, ValueError):
         pass
     return f"cannot be converted to {new.type}"
+
+
+def _unconvertible(key: str, new_type: str, failures: list[str], reason: str) -> Conflict:
+    """409: values that cannot convert, how many, the first rows and why."""
+    return Conflict(
+        f"{len(failures)} rows cannot be converted to {new_type}; nothing was changed "
+        "(with force: true their values are cleared)",
+        [
+            {
+                "field": key,
+                "message": reason,
+                "failed_rows": len(failures),
+                "row_ids": failures[:SAMPLE_IDS],
+            }
+        ],
+    )
+
+
+def _raise_collisions(key: str, new_type: str, final: dict[Any, list[str]]) -> None:
+    """409 when converted values of a unique column would repeat."""
+    collisions = {v: ids for v, ids in final.items() if len(ids) > 1}
+    if collisions:
+        first = next(iter(collisions.items()))
+        raise Conflict(
+            f"{len(collisions)} values of unique column '{key}' would repeat after the "
+            f"conversion to {new_type}; nothing was changed",
+            [
+                {
+                    "field": key,
+                    "message": "converted values would repeat",
+                    "repeated_values": len(collisions),
+                    "value": first[0] if not isinstance(first[0], tuple) else list(first[0]),
+                    "row_ids": first[1][:SAMPLE_IDS],
+                }
+            ],
+        )
 
 
 def _raise(errors: list[dict[str, Any]]) -> None:

@@ -42,6 +42,7 @@ from crm_core.tables.computed import pipeline as computed
 from crm_core.tables.definitions import SYSTEM_FIELDS, TABLES, Table, load_table, utcnow
 from crm_core.tables.filters import FilterBuilder, FilterEnv
 from crm_core.tables.history import (
+    UNRECORDED_FIELD,
     Action,
     Change,
     ChangeLog,
@@ -50,6 +51,7 @@ from crm_core.tables.history import (
 )
 from crm_core.tables.ordering import forget_rows, manual_page
 from crm_core.tables.references import VisibleReferences
+from crm_core.tables.sequences import number_rows
 from crm_core.tables.trash import RowTrash, TrashSettings
 from crm_core.tables.updates import REVISION_FIELD, set_unset, unique_conflict
 from crm_core.tables.validators import ColumnValidator
@@ -156,6 +158,9 @@ class RowValues:
                     self._error(key, "is read-only")
                 else:
                     self._error(key, "unknown column")
+                continue
+            if self.table.column_type(column).numbered:
+                self._error(key, "is read-only: the server numbers new rows")
                 continue
             known[key] = value
         return known
@@ -318,6 +323,7 @@ class RowService:
         checker.raise_if_invalid()
         await self.check_rules(ctx, table, [("", doc)])
         doc.update(self.stamp(ctx, created=True), _id=ObjectId())
+        await number_rows(ctx, table, [doc])
         try:
             await table.collection(ctx).insert_one(doc)
         except DuplicateKeyError as exc:
@@ -391,6 +397,7 @@ class RowService:
         _raise_errors(errors)
         await self.check_rules(ctx, table, [(f"items.{i}.", d) for i, d in enumerate(docs)])
         await self._check_unique(ctx, table, docs, exclude=[])
+        await number_rows(ctx, table, docs)
         collection = table.collection(ctx)
         try:
             await collection.insert_many(docs, ordered=True)
@@ -656,8 +663,10 @@ class RowService:
         for key, direction in keys:
             if key in SORT_FIELDS:
                 target = SORT_FIELDS[key]
-            elif table.column(key) is not None:
+            elif (column := table.column(key)) is not None:
                 target = key
+                if not table.column_type(column).sortable:
+                    raise ValidationFailed.field(field, f"rows cannot be sorted by '{key[:64]}'")
             else:
                 raise ValidationFailed.field(field, f"unknown column or field '{key[:64]}'")
             if any(existing == target for existing, _ in result):
@@ -779,8 +788,10 @@ class RowService:
             raise Conflict("The row was in the trash after that revision")
         state = await self.changes.state_after(ctx, table, revision)
         row = self.render(table, current)
-        body = {
-            c.key: state.get(c.key) for c in table.columns if state.get(c.key) != row.get(c.key)
+        body = {  # a number the server gave stays (an autonumber added after the revision)
+            c.key: state.get(c.key)
+            for c in table.columns
+            if state.get(c.key) != row.get(c.key) and not table.column_type(c).numbered
         }
         if not body:
             return row
@@ -817,6 +828,7 @@ class RowService:
     def stamp(ctx: TenantContext, created: bool) -> dict[str, Any]:
         now = utcnow()
         stamp: dict[str, Any] = {"_updated_at": now, "_updated_by": ctx.user_id}
+        stamp[UNRECORDED_FIELD] = now  # cleared once its revision is stored (tables/history.py)
         if created:
             stamp.update(_created_at=now, _created_by=ctx.user_id)
             stamp[REVISION_FIELD] = 1

@@ -1,10 +1,20 @@
 """The trash (docs/history.md "Trash"): a deleted row leaves its table's collection for
 `_trash`, so no read of rows (lists, filters, exports, SMS recipients, lookups through links)
-can meet it, and comes back from there with `restore`. Items expire after
-`TRASH_RETENTION_DAYS` (a TTL index on `expires_at`).
+can meet it, and comes back from there with `restore`. Deleted columns and tables go there too.
+Items expire after `TRASH_RETENTION_DAYS` (a TTL index on `expires_at`).
 
-An item: `{_id, kind: "row", table, table_id, row_id, name, doc, deleted_at, deleted_by,
-expires_at, batch}`; `doc` is the stored row, `batch` groups the rows of one bulk delete.
+Items (`kind`):
+- `row`: `{_id, kind, table, table_id, row_id, name, doc, links, deleted_at, deleted_by,
+  expires_at, batch}`; `doc` is the stored row, `links` the rows of other tables (or its own)
+  whose link column pointed at it (`[{table, column, rows}]`: the delete cleared them, the
+  restore puts them back where the link is still empty), `batch` groups a bulk delete's rows;
+- `column`: `{..., column, doc: the column's definition, alias: its display name}` and one
+  `column_value` child per row that held a value (`{parent, row_id, value}`, expiring with it);
+- `table`: `{..., doc: the definition, collection, owner_id, kept: {collection: [docs]}}`: the
+  rows stay in the table's own collection (`rows.<table id>`, nobody else's), the shares,
+  display names, views and manual orders are kept in the item. Its collection is dropped when
+  the item is purged, or by the outbox's `trash.purge` work once the retention has passed
+  (the TTL index cannot drop a collection).
 """
 
 from __future__ import annotations
@@ -17,24 +27,45 @@ from bson import ObjectId
 
 from crm_core.accounts.context import TenantContext
 from crm_core.accounts.grants import check_token_scope
-from crm_core.platform.clock import utcnow
+from crm_core.platform.clock import as_utc, utcnow
 from crm_core.platform.errors import Conflict, NotFound, ValidationFailed
+from crm_core.platform.outbox import Work
 from crm_core.platform.registry import Registry
-from crm_core.platform.storage import DESCENDING, DuplicateKeyError
-from crm_core.tables.access import Level, access_level, visible_filter
-from crm_core.tables.columns import ColumnType
+from crm_core.platform.storage import DESCENDING, Database, DuplicateKeyError
+from crm_core.tables.access import SHARES, Level, access_level, visible_filter
+from crm_core.tables.aliases import ALIASES
+from crm_core.tables.columns import Column, ColumnType, referring_query
 from crm_core.tables.definitions import TABLES, Table, load_table
 from crm_core.tables.history import (
+    UNRECORDED_FIELD,
+    UNRECORDED_ITEM,
     Action,
     AuditSink,
     Change,
     actor_of,
     render_row,
 )
+from crm_core.tables.ordering import ORDERS, VIEWS
 from crm_core.tables.updates import REVISION_FIELD, unique_conflict
 
 TRASH = "_trash"
 NAME_LENGTH = 80
+LISTED_KINDS = ("row", "column", "table")
+COLUMN_VALUE = "column_value"  # a deleted column's value of one row (a child of its item)
+CHUNK = 1000
+# what a table keeps besides its rows, each document carrying the table's key in `table`
+KEPT_WITH_TABLE = (SHARES, ALIASES, VIEWS, ORDERS)
+TRASH_PURGE = "trash.purge"  # outbox work: drop a trashed table's rows once it expired
+PURGE_LEASE_SECONDS = 300.0
+
+
+class PurgeQueue(Protocol):
+    """Recorded work due later (crm_core/platform/outbox.py `Outbox`): a trashed table's
+    collection is dropped when its item expires."""
+
+    async def record(self, works: list[Work]) -> None: ...
+
+    async def done(self, key: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -84,6 +115,7 @@ class RowTrash:
         now = utcnow()
         actor = actor_of(ctx)
         expires = now + timedelta(days=self.settings.retention_days)
+        links = await self.links_to(ctx, table, [doc["_id"] for doc in docs])
         items = [
             {
                 "_id": ObjectId(),
@@ -93,6 +125,8 @@ class RowTrash:
                 "row_id": doc["_id"],
                 "name": row_name(table, doc),
                 "doc": doc,
+                "links": links.get(doc["_id"], []),
+                UNRECORDED_ITEM: now,  # cleared once the deletion's revision is stored
                 "deleted_at": now,
                 "deleted_by": actor,
                 "expires_at": expires,
@@ -102,31 +136,179 @@ class RowTrash:
         ]
         await ctx.db[TRASH].insert_many(items, ordered=False)
 
+    async def links_to(
+        self, ctx: TenantContext, table: Table, ids: list[ObjectId]
+    ) -> dict[ObjectId, list[dict[str, Any]]]:
+        """Per row of `ids`: the rows whose link column points at it (`[{table, column,
+        rows}]`), read before the delete clears them (one query per link column)."""
+        found: dict[ObjectId, dict[tuple[str, str], list[ObjectId]]] = {}
+        async for doc in ctx.db[TABLES].find(
+            referring_query(table.types, table.key), {"key": 1, "columns": 1, "collection": 1}
+        ):
+            referring = Table(doc, table.types)
+            for column in referring.columns:
+                known = column.type in table.types
+                if not known or referring.column_type(column).target_table(column) != table.key:
+                    continue
+                cursor = referring.collection(ctx).find({column.key: {"$in": ids}}, {column.key: 1})
+                async for row in cursor:
+                    pointing = found.setdefault(row[column.key], {})
+                    pointing.setdefault((referring.key, column.key), []).append(row["_id"])
+        return {
+            row_id: [{"table": t, "column": c, "rows": rows} for (t, c), rows in by.items()]
+            for row_id, by in found.items()
+        }
+
     async def holds_row(self, ctx: TenantContext, table: Table, row_id: ObjectId) -> bool:
         found = await ctx.db[TRASH].find_one({"row_id": row_id, "table": table.key}, {"_id": 1})
         return found is not None
 
 
+class SchemaTrash:
+    """Deleted columns and tables into the trash (crm_core/tables/meta.py `MetaService` calls
+    it around its own steps; docs/history.md "Trash" says in which order and why)."""
+
+    def __init__(self, settings: TrashSettings, purges: PurgeQueue | None = None) -> None:
+        self.settings = settings
+        self.purges = purges
+
+    def _item(self, ctx: TenantContext, kind: str, table: Table, name: str) -> dict[str, Any]:
+        now = utcnow()
+        return {
+            "_id": ObjectId(),
+            "kind": kind,
+            "table": table.key,
+            "table_id": table.doc.get("_id"),
+            "name": name[:NAME_LENGTH],
+            "deleted_at": now,
+            "deleted_by": actor_of(ctx),
+            "expires_at": now + timedelta(days=self.settings.retention_days),
+        }
+
+    async def put_column(
+        self, ctx: TenantContext, table: Table, column: Column, alias: str | None
+    ) -> dict[str, Any]:
+        """The column's item (its values follow with `copy_values` once the definition no
+        longer has it)."""
+        item = self._item(ctx, "column", table, alias or column.name or column.key)
+        item.update(column=column.key, doc=column.to_doc(), alias=alias)
+        await ctx.db[TRASH].insert_one(item)
+        return item
+
+    async def copy_values(self, ctx: TenantContext, table: Table, item: dict[str, Any]) -> int:
+        """One `column_value` child per row holding a value, by chunks; answers how many."""
+        key = item["column"]
+        chunk: list[dict[str, Any]] = []
+        copied = 0
+        async for row in table.collection(ctx).find({key: {"$exists": True}}, {key: 1}):
+            chunk.append(
+                {
+                    "_id": ObjectId(),
+                    "kind": COLUMN_VALUE,
+                    "parent": item["_id"],
+                    "table": table.key,
+                    "row": row["_id"],
+                    "value": row[key],
+                    "expires_at": item["expires_at"],
+                }
+            )
+            if len(chunk) >= CHUNK:
+                await ctx.db[TRASH].insert_many(chunk, ordered=False)
+                copied, chunk = copied + len(chunk), []
+        if chunk:
+            await ctx.db[TRASH].insert_many(chunk, ordered=False)
+        return copied + len(chunk)
+
+    async def put_table(
+        self, ctx: TenantContext, table: Table, alias: str | None
+    ) -> dict[str, Any]:
+        """The table's item: its definition and what other collections keep of it; its rows
+        stay in its own collection until the item is purged (recorded in the outbox now)."""
+        kept = {
+            name: await ctx.db[name].find({"table": table.key}).to_list(None)
+            for name in KEPT_WITH_TABLE
+        }
+        item = self._item(ctx, "table", table, alias or str(table.doc.get("name") or table.key))
+        item.update(
+            doc=table.doc,
+            owner_id=table.doc.get("owner_id"),
+            collection=table.collection_name,
+            kept=kept,
+        )
+        await ctx.db[TRASH].insert_one(item)
+        if self.purges is not None:
+            await self.purges.record([purge_work(ctx.tenant_id, item)])
+        return item
+
+    async def forget(self, ctx: TenantContext, item: dict[str, Any]) -> None:
+        """The delete did not happen after all (the definition changed meanwhile)."""
+        await ctx.db[TRASH].delete_many({"parent": item["_id"]})
+        await ctx.db[TRASH].delete_one({"_id": item["_id"]})
+        if self.purges is not None and item["kind"] == "table":
+            await self.purges.done(purge_work(ctx.tenant_id, item).key)
+
+
+def purge_work(tenant_id: str, item: dict[str, Any]) -> Work:
+    """Drop the trashed table's collection after the retention (unless restored)."""
+    expires_in = (as_utc(item["expires_at"]) - utcnow()).total_seconds()
+    return Work(
+        TRASH_PURGE,
+        tenant_id,
+        (str(item["_id"]), item["collection"], str(item["table_id"])),
+        PURGE_LEASE_SECONDS,
+        start_after=max(0.0, expires_in),
+    )
+
+
+class SchemaRestorer(Protocol):
+    """Puts columns and tables back (crm_core/tables/meta.py `MetaService`: indexes, the
+    definition's version, the caches)."""
+
+    async def restore_column(
+        self, ctx: TenantContext, table: Table, item: dict[str, Any], values: list[dict[str, Any]]
+    ) -> Table:
+        """Add the column back with its values (rows deleted since are skipped); 409 naming
+        `column` when a column of that key exists again."""
+        ...
+
+    async def restore_table(self, ctx: TenantContext, item: dict[str, Any]) -> Table:
+        """Put the definition and what was kept back; 409 naming `key` when a table of that
+        key exists again."""
+        ...
+
+
 class TrashService:
-    """`/api/trash`: what the caller may restore (rows of the tables they may write)."""
+    """`/api/trash`: what the caller may restore: rows of the tables they may write, columns
+    of the tables they manage, the tables they own (all of them with `tables.all`)."""
 
     def __init__(
         self,
         types: Registry[ColumnType],
         changes: RestoredRows,
         audit: AuditSink | None = None,
+        schema: SchemaRestorer | None = None,
+        purges: PurgeQueue | None = None,
     ) -> None:
         self.types = types
         self.changes = changes
         self.audit = audit
+        self.schema = schema
+        self.purges = purges
 
-    async def _writable(self, ctx: TenantContext) -> dict[str, Table]:
-        tables: dict[str, Table] = {}
+    async def _levels(self, ctx: TenantContext) -> dict[str, Level]:
+        levels: dict[str, Level] = {}
         async for doc in ctx.db[TABLES].find(await visible_filter(ctx)):
             table = Table(doc, self.types)
-            if await access_level(ctx, table) >= Level.WRITE:
-                tables[table.key] = table
-        return tables
+            levels[table.key] = await access_level(ctx, table)
+        return levels
+
+    def _tables_filter(self, ctx: TenantContext) -> dict[str, Any] | None:
+        """The deleted tables the caller may restore: their own, or all with `tables.all`;
+        None for a token whose scope does not reach `manage`."""
+        cap = ctx.table_level_cap
+        if cap is not None and cap < Level.MANAGE:
+            return None
+        return {} if ctx.has("tables.all") else {"owner_id": ctx.user_id}
 
     async def list_page(
         self,
@@ -136,29 +318,52 @@ class TrashService:
         limit: int,
         offset: int,
     ) -> tuple[list[dict[str, Any]], int]:
-        keys = list(await self._writable(ctx))
+        levels = await self._levels(ctx)
         if table_key is not None:
-            keys = [k for k in keys if k == table_key]
-        query: dict[str, Any] = {"table": {"$in": keys}}
-        if kind is not None:
-            query["kind"] = kind
+            levels = {k: v for k, v in levels.items() if k == table_key}
+        branches: list[dict[str, Any]] = []
+        for listed, needed in (("row", Level.WRITE), ("column", Level.MANAGE)):
+            if kind in (None, listed):
+                keys = [k for k, level in levels.items() if level >= needed]
+                branches.append({"table": {"$in": keys}, "kind": listed})
+        tables = self._tables_filter(ctx)
+        if kind in (None, "table") and tables is not None:
+            extra = {} if table_key is None else {"table": table_key}
+            branches.append({"kind": "table", **tables, **extra})
+        if not branches:  # deleted tables asked by a token whose scope stops below manage
+            return [], 0
+        query: dict[str, Any] = branches[0] if len(branches) == 1 else {"$or": branches}
         trash = ctx.db[TRASH]
-        cursor = trash.find(query, {"doc": 0}).sort([("deleted_at", DESCENDING)])
+        cursor = trash.find(query, {"doc": 0, "kept": 0}).sort([("deleted_at", DESCENDING)])
         items = await cursor.skip(offset).limit(limit).to_list(length=limit)
         total = await trash.count_documents(query)
         return items, total
 
-    async def _item(self, ctx: TenantContext, item_id: ObjectId) -> tuple[dict[str, Any], Table]:
-        """The item and its table, when the caller may write that table; else 404."""
-        check_token_scope(ctx, "restore or purge from the trash", level=Level.WRITE)
-        item = await ctx.db[TRASH].find_one({"_id": item_id})
+    async def _found(self, ctx: TenantContext, item_id: ObjectId) -> dict[str, Any]:
+        item = await ctx.db[TRASH].find_one({"_id": item_id, "kind": {"$in": LISTED_KINDS}})
         if item is None:
             raise NotFound("Trash item not found")
+        return dict(item)
+
+    async def _table_item(self, ctx: TenantContext, item: dict[str, Any]) -> dict[str, Any]:
+        """A deleted table the caller may restore or purge; else 404 (or 403 for a token)."""
+        check_token_scope(ctx, "restore or purge a table", level=Level.MANAGE)
+        tables = self._tables_filter(ctx)
+        if tables is None or any(item.get(k) != v for k, v in tables.items()):
+            raise NotFound("Trash item not found")
+        return item
+
+    async def _item(self, ctx: TenantContext, item_id: ObjectId) -> tuple[dict[str, Any], Table]:
+        """A row or column item and its table, when the caller may write (a row) or manage
+        (a column) that table; else 404."""
+        item = await self._found(ctx, item_id)
+        needed = Level.MANAGE if item["kind"] == "column" else Level.WRITE
+        check_token_scope(ctx, "restore or purge from the trash", level=needed)
         try:
             table = await load_table(ctx, self.types, item["table"])
         except NotFound:
             raise NotFound("Trash item not found") from None
-        if await access_level(ctx, table) < Level.WRITE:
+        if await access_level(ctx, table) < needed:
             raise NotFound("Trash item not found")
         if item.get("table_id") is not None and table.doc.get("_id") != item["table_id"]:
             raise Conflict(
@@ -168,10 +373,57 @@ class TrashService:
         return item, table
 
     async def restore(self, ctx: TenantContext, item_id: ObjectId) -> dict[str, Any]:
-        """Put a row back in its table (columns deleted since are left out); 409 naming the
-        column when a unique value is now taken. Answers the restored row."""
+        """Put a row back in its table (columns deleted since are left out; links to it that
+        are still empty point at it again), a column back with its values, a table back with
+        its rows, shares, display names, views and orders. 409 names the column whose unique
+        value is taken, the column or table key taken since, or says the table's key was
+        reused. Answers the restored row, or `{id, kind, table, column?}`."""
+        item = await self._found(ctx, item_id)
+        if item["kind"] == "table":
+            return await self._restore_table(ctx, await self._table_item(ctx, item))
         item, table = await self._item(ctx, item_id)
+        if item["kind"] == "column":
+            return await self._restore_column(ctx, table, item)
         return await self._restore_row(ctx, table, item)
+
+    def _restorer(self) -> SchemaRestorer:
+        if self.schema is None:
+            raise Conflict("Columns and tables cannot be restored here")
+        return self.schema
+
+    async def _restore_column(
+        self, ctx: TenantContext, table: Table, item: dict[str, Any]
+    ) -> dict[str, Any]:
+        children = {"parent": item["_id"], "kind": COLUMN_VALUE}
+        values = await ctx.db[TRASH].find(children).to_list(None)
+        await self._restorer().restore_column(ctx, table, item, values)
+        await ctx.db[TRASH].delete_many(children)
+        await ctx.db[TRASH].delete_one({"_id": item["_id"]})
+        await self._audit(ctx, "trash.restored", item)
+        return {
+            "id": str(item["_id"]),
+            "kind": "column",
+            "table": table.key,
+            "column": item["column"],
+        }
+
+    async def _restore_table(self, ctx: TenantContext, item: dict[str, Any]) -> dict[str, Any]:
+        table = await self._restorer().restore_table(ctx, item)
+        await ctx.db[TRASH].delete_one({"_id": item["_id"]})
+        if self.purges is not None:
+            await self.purges.done(purge_work(ctx.tenant_id, item).key)
+        await self._audit(ctx, "trash.restored", item)
+        return {"id": str(item["_id"]), "kind": "table", "table": table.key}
+
+    async def _audit(self, ctx: TenantContext, action: str, item: dict[str, Any]) -> None:
+        if self.audit is None:
+            return
+        target: dict[str, Any] = {"type": item["kind"], "table": item["table"]}
+        if item["kind"] == "row":
+            target["id"] = str(item["row_id"])
+        if item["kind"] == "column":
+            target["column"] = item["column"]
+        await self.audit.record(ctx, action, target)
 
     async def _restore_row(
         self, ctx: TenantContext, table: Table, item: dict[str, Any]
@@ -180,6 +432,7 @@ class TrashService:
         keys = {c.key for c in table.columns}
         doc = {k: v for k, v in stored.items() if k in keys or k.startswith("_")}
         doc[REVISION_FIELD] = int(stored.get(REVISION_FIELD) or 0) + 1
+        doc[UNRECORDED_FIELD] = utcnow()  # cleared once the restore's revision is stored
         try:
             await table.collection(ctx).insert_one(doc)
         except DuplicateKeyError as exc:
@@ -187,25 +440,48 @@ class TrashService:
                 raise Conflict("The row is already in its table") from None
             raise unique_conflict(exc) from None
         await ctx.db[TRASH].delete_one({"_id": item["_id"]})
+        await self._relink(ctx, table, doc["_id"], item.get("links") or [])
         await self.changes.record(ctx, table, [Change(None, doc)], "restored")
-        if self.audit is not None:
-            target = {"type": "row", "table": table.key, "id": str(doc["_id"])}
-            await self.audit.record(ctx, "trash.restored", target)
+        await self._audit(ctx, "trash.restored", item)
         return render_row(table, doc)
+
+    async def _relink(
+        self, ctx: TenantContext, table: Table, row_id: ObjectId, links: list[dict[str, Any]]
+    ) -> None:
+        """The links the delete cleared point at the row again, where the referring row still
+        exists, its column still links to this table and nobody filled it since."""
+        for link in links:
+            try:
+                referring = await load_table(ctx, self.types, link["table"])
+            except NotFound:
+                continue
+            column = referring.column(link["column"])
+            if column is None or column.type not in self.types:
+                continue
+            if referring.column_type(column).target_table(column) != table.key:
+                continue
+            await referring.collection(ctx).update_many(
+                {"_id": {"$in": link["rows"]}, column.key: {"$exists": False}},
+                {"$set": {column.key: row_id}},
+            )
 
     async def restore_many(
         self, ctx: TenantContext, ids: dict[int, ObjectId]
     ) -> list[dict[str, Any]]:
-        """Every item is looked up first (404 naming `ids.N`, N its place in the request); then
-        each is restored, a unique value taken naming `ids.N.<column>` in a 409 after the
-        others are back."""
+        """Every item is looked up first (404 naming `ids.N`, N its place in the request; a
+        column or a table is not a row); then each is restored, a unique value taken naming
+        `ids.N.<column>` in a 409 after the others are back."""
         found: list[tuple[int, dict[str, Any], Table]] = []
         missing = []
         for index, item_id in ids.items():
             try:
-                found.append((index, *await self._item(ctx, item_id)))
+                item, table = await self._item(ctx, item_id)
             except NotFound:
                 missing.append({"field": f"ids.{index}", "message": "not in the trash"})
+                continue
+            if item["kind"] != "row":
+                missing.append({"field": f"ids.{index}", "message": "not a row in the trash"})
+            found.append((index, item, table))
         if missing:
             raise NotFound(f"{len(missing)} trash items not found", missing)
         rows, conflicts = [], []
@@ -222,11 +498,42 @@ class TrashService:
         return rows
 
     async def purge(self, ctx: TenantContext, item_id: ObjectId) -> None:
-        item, table = await self._item(ctx, item_id)
-        await ctx.db[TRASH].delete_one({"_id": item["_id"]})
-        if self.audit is not None:
-            target = {"type": item["kind"], "table": table.key, "id": str(item["row_id"])}
-            await self.audit.record(ctx, "trash.purged", target)
+        """Gone for good: a table's rows (its collection) and the rows of it in the trash,
+        a column's values."""
+        item = await self._found(ctx, item_id)
+        if item["kind"] == "table":
+            await self._table_item(ctx, item)
+            await purge_table(ctx.db, item)
+            if self.purges is not None:
+                await self.purges.done(purge_work(ctx.tenant_id, item).key)
+        else:
+            item, _ = await self._item(ctx, item_id)
+            await ctx.db[TRASH].delete_many({"parent": item["_id"]})
+            await ctx.db[TRASH].delete_one({"_id": item["_id"]})
+        await self._audit(ctx, "trash.purged", item)
+
+    async def purge_expired(
+        self, db: Database, item_id: str, collection: str, table_id: str
+    ) -> bool:
+        """The outbox's `trash.purge` work, due when the table's item expires: drop the rows
+        unless the table was restored (its definition uses the collection again) or the item
+        lives on (not expired yet: False, the work stays due)."""
+        item = await db[TRASH].find_one({"_id": ObjectId(item_id)})
+        if item is not None and as_utc(item["expires_at"]) > utcnow():
+            return False
+        gone = {"_id": ObjectId(item_id), "collection": collection, "table_id": ObjectId(table_id)}
+        await purge_table(db, item or gone)
+        return True
+
+
+async def purge_table(db: Database, item: dict[str, Any]) -> None:
+    """Drop a trashed table's collection (unless a definition uses it: the delete did not
+    happen, or the table is back), its rows in the trash and the item."""
+    if not await db[TABLES].count_documents({"_id": item["table_id"]}, limit=1):
+        await db.drop_collection(item["collection"])
+        if "table" in item:  # its rows deleted before it (else they expire by themselves)
+            await db[TRASH].delete_many({"table": item["table"], "table_id": item["table_id"]})
+    await db[TRASH].delete_one({"_id": item["_id"]})
 
 
 def check_ids(raw: list[str]) -> dict[int, ObjectId]:

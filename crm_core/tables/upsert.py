@@ -22,6 +22,7 @@ from crm_core.tables import fence
 from crm_core.tables.columns import Column
 from crm_core.tables.definitions import Table
 from crm_core.tables.history import Change
+from crm_core.tables.sequences import number_rows
 from crm_core.tables.updates import REVISION_FIELD, set_unset, unique_conflict
 
 
@@ -250,6 +251,7 @@ async def apply_plan(
     the written rows' revisions are recorded and told to the listeners (row.created,
     row.updated: crm_core/tables/history.py)."""
     collection = table.collection(ctx)
+    await number_rows(ctx, table, [d for _, d in plan.creates])
     try:
         if plan.creates:
             await collection.insert_many([d for _, d in plan.creates], ordered=True)

@@ -92,6 +92,38 @@ class CampaignCounts(Protocol):
     async def __call__(self, db: Database, campaign: dict[str, Any]) -> dict[str, int]: ...
 
 
+class WebhookAudit(Protocol):
+    """The company's audit trail (crm_core/audit/service.py `AuditTrail`, passed in by
+    crm_core/services.py): changes to webhooks and their automatic disable."""
+
+    async def record(
+        self,
+        ctx: TenantContext,
+        action: str,
+        target: dict[str, Any],
+        changes: dict[str, Any] | None = None,
+    ) -> None: ...
+
+    async def record_in(
+        self,
+        db: Database,
+        actor: dict[str, Any],
+        action: str,
+        target: dict[str, Any],
+        changes: dict[str, Any] | None = None,
+        address: str | None = None,
+    ) -> None: ...
+
+
+# who disables a webhook after failed deliveries (docs/history.md "Audit trail")
+DELIVERY_ACTOR = {"type": "system", "id": None, "name": "webhook delivery"}
+AUDITED_FIELDS = ("name", "url", "events", "tables", "is_active")
+
+
+def _target(hook: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "webhook", "id": str(hook["_id"]), "name": hook.get("name")}
+
+
 def new_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
 
@@ -136,9 +168,11 @@ class WebhookService:
         queue: WebhookQueue,
         owners: OwnerRights,
         campaign_counts: CampaignCounts,
+        audit: WebhookAudit,
         resolver: AbstractResolver | None = None,
     ) -> None:
         self.settings = settings
+        self.audit = audit
         self.storage = storage
         self.types = types
         self.owners = owners
@@ -240,6 +274,8 @@ class WebhookService:
             await webhooks_changed(ctx.tenant)  # another process may have cached it meanwhile
             raise Conflict(f"A company has at most {MAX_WEBHOOKS} webhooks; delete some first")
         await webhooks_changed(ctx.tenant)
+        given = {field: hook[field] for field in AUDITED_FIELDS}
+        await self.audit.record(ctx, "webhook.created", _target(hook), given)
         return hook
 
     async def list_webhooks(self, ctx: TenantContext) -> list[dict[str, Any]]:
@@ -276,6 +312,13 @@ class WebhookService:
                 changes.update(consecutive_failures=0, disabled_reason=None, disabled_at=None)
         await ctx.db[WEBHOOKS].update_one({"_id": hook["_id"]}, {"$set": changes})
         await webhooks_changed(ctx.tenant)
+        changed = {
+            field: {"before": hook.get(field), "after": changes[field]}
+            for field in AUDITED_FIELDS
+            if field in changes and changes[field] != hook.get(field)
+        }
+        if changed:
+            await self.audit.record(ctx, "webhook.changed", _target(hook), changed)
         return {**hook, **changes}
 
     async def rotate_secret(self, ctx: TenantContext, webhook_id: str) -> dict[str, Any]:
@@ -291,6 +334,10 @@ class WebhookService:
             "updated_at": now,
         }
         await ctx.db[WEBHOOKS].update_one({"_id": hook["_id"]}, {"$set": changes})
+        until = changes["previous_secret_until"]
+        ends = until.isoformat() if isinstance(until, datetime) else None
+        overlap_until = {"previous_secret_until": ends}
+        await self.audit.record(ctx, "webhook.secret_rotated", _target(hook), overlap_until)
         return {**hook, **changes}
 
     async def end_rotation(self, ctx: TenantContext, webhook_id: str) -> dict[str, Any]:
@@ -298,6 +345,7 @@ class WebhookService:
         hook = await self.get(ctx, webhook_id)
         changes = {"previous_secret": None, "previous_secret_until": None, "updated_at": utcnow()}
         await ctx.db[WEBHOOKS].update_one({"_id": hook["_id"]}, {"$set": changes})
+        await self.audit.record(ctx, "webhook.rotation_ended", _target(hook))
         return {**hook, **changes}
 
     @staticmethod
@@ -317,6 +365,7 @@ class WebhookService:
         await ctx.db[WEBHOOKS].delete_one({"_id": hook["_id"]})
         await webhooks_changed(ctx.tenant)
         await ctx.db[DELIVERIES].delete_many({"webhook_id": hook["_id"]})
+        await self.audit.record(ctx, "webhook.deleted", _target(hook), {"url": hook["url"]})
 
     async def deliveries(
         self,
@@ -685,7 +734,19 @@ class WebhookService:
             )
             if disabled.modified_count:
                 await webhooks_changed(tenant_id)  # row writes stop queueing for it
+                # the owner learns of it from the audit trail and the operator from /admin
+                reason = {"reason": f"{limit} deliveries in a row failed", "url": hook["url"]}
+                await self.audit.record_in(
+                    db, DELIVERY_ACTOR, "webhook.disabled", _target(hook), reason
+                )
             log.warning("webhook %s disabled after %d failed deliveries", hook_id, limit)
+
+    @staticmethod
+    async def auto_disabled(db: Database) -> list[dict[str, Any]]:
+        """The company's webhooks disabled after failed deliveries (not by a person), for
+        /admin: at most MAX_WEBHOOKS, read in `_id` order."""
+        hooks = await db[WEBHOOKS].find().sort("_id", 1).to_list(MAX_WEBHOOKS + 1)
+        return [h for h in hooks if not h["is_active"] and h.get("disabled_reason")]
 
     @staticmethod
     def _attempt_changes(

@@ -21,6 +21,7 @@ async def test_owner_reads_the_company_settings(api, owner):
         "timezone": "UTC",
         "phone_region": "RU",
         "sms_quiet_hours": None,
+        "sms_daily_cap": None,
     }
 
 
@@ -38,6 +39,7 @@ async def test_patch_changes_only_the_fields_given(api, owner):
         "timezone": "Europe/Moscow",
         "phone_region": "KZ",
         "sms_quiet_hours": None,
+        "sms_daily_cap": None,
     }
     stored = await Tenant.get(ObjectId(owner.tenant_id))
     assert (stored.name, stored.timezone, stored.phone_region) == (

@@ -670,3 +670,26 @@ async def test_campaign_list_shows_delivery_counts_and_rate(signed_in, api, clie
     row = page[page.index("Reported") :].split("</tr>")[0]
     assert "75.0%" in row
     assert re.search(r'<td class="num">3</td><td class="num">1</td><td class="num">0</td>', row)
+
+
+async def test_campaign_list_shows_messages_a_provider_limit_refused(signed_in, api, client):
+    """`limited` messages (SMS.ru 206, 230-232; docs/sms.md "Message states") have a column."""
+    owner = await api.register(company="Limits Ltd")
+    db = client.app[SERVICES].storage.tenant_db(owner.tenant_id)
+    page = await signed_in.get("/admin/campaigns")
+    assert '<th class="num">Limited</th>' in page
+    from tests.support.api import wait_done
+
+    created = await api.call(
+        "POST",
+        "/api/sms/campaigns",
+        owner,
+        expect=202,
+        json={"name": "Capped", "text": "t", "recipients": [{"phone": "+79161234567"}]},
+    )
+    await wait_done(api, owner, created["id"])
+    moved = {"counts.sent": 0, "counts.blocked": 0, "counts.limited": 7}
+    await db["_sms_campaigns"].update_one({"name": "Capped"}, {"$set": moved})
+    page = await signed_in.get("/admin/campaigns")
+    row = page[page.index("Capped") :].split("</tr>")[0]
+    assert re.search(r'<td class="num">0</td><td class="num">7</td>', row)

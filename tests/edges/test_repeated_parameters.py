@@ -1,7 +1,7 @@
-"""Repeats in what a client sends (docs/api.md "Lists given twice"): a trash item named twice in
-one restore is restored once, as a bulk delete's repeated ids are deleted once; a one-value
-parameter given twice is a 400 that says so and names it (not a type error about a list the
-client did not mean to send)."""
+"""Repeats in what a client sends (docs/api.md "Lists and keys given twice"): a trash item
+named twice in one restore is restored once, as a bulk delete's repeated ids are deleted
+once; a one-value parameter given twice is a 400 that says so and names it (not a type error
+about a list the client did not mean to send)."""
 
 from __future__ import annotations
 

@@ -79,22 +79,23 @@ class Gate:
 
 
 class HangingProvider:
-    """Wraps a worker's SMS provider: after `after` sends, every send hangs (the worker is
-    stuck mid-claim, as one killed with its requests in flight)."""
+    """Wraps a worker's SMS provider: after `after` messages, every request hangs (the worker
+    is stuck mid-claim, as one killed with its requests in flight)."""
 
     def __init__(self, inner: Any, after: int) -> None:
         self.inner = inner
         self.name = inner.name
+        self.batch_limit = inner.batch_limit
         self.after = after
         self.calls = 0
         self.hung = asyncio.Event()
 
-    async def send(self, phone: str, text: str, message_id: str) -> str:
-        self.calls += 1
+    async def send(self, messages: Any) -> list[Any]:
+        self.calls += len(messages)
         if self.calls > self.after:
             self.hung.set()
             await asyncio.Event().wait()
-        result: str = await self.inner.send(phone, text, message_id)
+        result: list[Any] = await self.inner.send(messages)
         return result
 
 

@@ -71,7 +71,7 @@ async def test_a_row_comes_back_without_a_column_deleted_since(api, owner, creat
     )
     await api.call("DELETE", f"/api/data/deals/{row['id']}", owner, expect=204)
     await api.call("DELETE", "/api/meta/tables/deals/columns/extra", owner, expect=200)
-    (item,) = (await _trash(api, owner))["items"]
+    (item,) = (await _trash(api, owner, kind="row"))["items"]
     restored = await api.call("POST", f"/api/trash/{item['id']}/restore", owner, expect=200)
     assert restored["name"] == "n" and "extra" not in restored
 

@@ -58,6 +58,9 @@ def _cases(ids: list[ObjectId]) -> list[dict[str, Any]]:
         {"_id": missing},
         {"_id": {"$in": [ids[9], ids[2], ids[9], missing]}},
         {"_id": {"$in": [ids[9], ids[2]]}, "n": 3},
+        # the looked-up ids are not tested again, the other conditions are
+        {"_id": {"$in": ids[:40]}, "n": {"$in": [1, 2]}, "tag": "t0"},
+        {"_id": {"$eq": ids[4], "$in": [ids[5]]}},
         {"$and": [{"_id": {"$ne": ids[3]}}, {"_id": {"$in": ids[:6]}}]},
         {"$and": [{"_id": {"$in": ids[:50]}}, {"_id": {"$in": ids[40:60]}}]},
         {"_id": {"$gt": ids[100], "$lte": ids[200]}},

@@ -30,7 +30,9 @@ def test_the_queue_is_a_constructor_argument(service):
 def test_built_services_hold_their_collaborators(settings):
     services = build_services(settings)
     assert services.rows.events is services.webhooks
-    assert services.sms.events is services.webhooks
+    # campaign events: the webhooks' campaign.finished, and campaign.progress for live events
+    assert services.sms.events.webhooks is services.webhooks
+    assert services.rows.changes.live is services.live.publisher
     assert services.sms.queue is services.queue
     assert services.imports.queue is services.queue
     assert services.webhooks.queue is services.queue

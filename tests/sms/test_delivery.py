@@ -17,19 +17,6 @@ from tests.support.sms_gateway import callback_hash, gateway_settings, phone, st
 CALLBACK = "/api/sms/callbacks/smsru"
 
 
-@pytest.fixture
-async def sms_client(aiohttp_client, gateway):
-    settings = gateway_settings(
-        gateway, sms_rate_per_second=200, sms_batch_size=4, sms_retry_base_seconds=0.01
-    )
-    return await aiohttp_client(create_app(settings))
-
-
-@pytest.fixture
-async def sms_api(sms_client):
-    return Api(sms_client)
-
-
 async def sent_campaign(api, n=3):
     owner = await api.register()
     created = await api.call(

@@ -8,7 +8,7 @@ import pytest
 from crm_core.sms.parts import encoding, parts
 from handlers.app import create_app
 from tests.support.api import Api, make_settings
-from tests.support.sms_gateway import gateway_settings, phone
+from tests.support.sms_gateway import phone
 
 PREVIEW = "/api/sms/campaigns/preview"
 
@@ -34,12 +34,6 @@ PREVIEW = "/api/sms/campaigns/preview"
 )
 def test_parts(text, kind, n):
     assert (encoding(text), parts(text)) == (kind, n)
-
-
-@pytest.fixture
-async def sms_api(aiohttp_client, gateway):
-    settings = gateway_settings(gateway, sms_rate_per_second=200)
-    return Api(await aiohttp_client(create_app(settings)))
 
 
 async def test_preview_counts_parts_and_price_and_stores_nothing(sms_api, gateway):
@@ -70,6 +64,8 @@ async def test_preview_counts_parts_and_price_and_stores_nothing(sms_api, gatewa
         "parts_per_message": {"1": 2, "2": 1},
         "total_parts": 4,
         "price": 6.0,
+        "daily_cap": None,
+        "daily_cap_left": None,
     }
     assert gateway.received == [] and gateway.cost_requests == 1
     listed = await sms_api.call("GET", "/api/sms/campaigns", owner, expect=200)

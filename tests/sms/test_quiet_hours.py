@@ -10,11 +10,9 @@ import pytest
 
 from crm_core.platform.outbox import OUTBOX
 from crm_core.sms.service import SMS_BATCH, quiet_wait
-from handlers.app import create_app
 from handlers.routing import SERVICES
 from models.accounts import QuietHours
-from tests.support.api import Api
-from tests.support.sms_gateway import gateway_settings, phone
+from tests.support.sms_gateway import phone
 
 NIGHT = QuietHours(start="21:00", end="09:00")
 
@@ -40,17 +38,6 @@ NIGHT = QuietHours(start="21:00", end="09:00")
 )
 def test_quiet_wait(quiet, zone, now, wait):
     assert quiet_wait(quiet, zone, now) == wait
-
-
-@pytest.fixture
-async def sms_client(aiohttp_client, gateway):
-    settings = gateway_settings(gateway, sms_rate_per_second=200, sms_batch_size=4)
-    return await aiohttp_client(create_app(settings))
-
-
-@pytest.fixture
-async def sms_api(sms_client):
-    return Api(sms_client)
 
 
 async def test_quiet_hours_are_a_tenant_setting(sms_api):

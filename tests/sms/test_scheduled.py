@@ -8,15 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from handlers.app import create_app
-from tests.support.api import Api, wait_done
-from tests.support.sms_gateway import gateway_settings, phone
-
-
-@pytest.fixture
-async def sms_api(aiohttp_client, gateway):
-    settings = gateway_settings(gateway, sms_rate_per_second=200, sms_batch_size=4)
-    return Api(await aiohttp_client(create_app(settings)))
+from tests.support.api import wait_done
+from tests.support.sms_gateway import phone
 
 
 def body(send_at, n=3):

@@ -8,33 +8,18 @@ from datetime import UTC, datetime
 import pytest
 from bson import ObjectId
 
-from handlers.app import create_app
 from handlers.routing import SERVICES
 from models.sms import MESSAGE_STATUSES
 from tasks.sms import send_batch
-from tests.support.api import Api, wait_done
-from tests.support.sms_gateway import gateway_settings, phone
+from tests.support.api import wait_done
+from tests.support.sms_gateway import phone, sms_test_settings
 
 ZERO = dict.fromkeys(MESSAGE_STATUSES, 0)
 
 
 @pytest.fixture
-async def sms_client(aiohttp_client, gateway):
-    settings = gateway_settings(
-        gateway,
-        sms_rate_per_second=200,
-        sms_max_attempts=2,
-        sms_retry_base_seconds=0.01,
-        sms_send_timeout_seconds=0.3,
-        sms_redelivery_seconds=5,
-        sms_batch_size=4,
-    )
-    return await aiohttp_client(create_app(settings))
-
-
-@pytest.fixture
-async def sms_api(sms_client):
-    return Api(sms_client)
+def sms_settings(gateway):
+    return sms_test_settings(gateway, sms_max_attempts=2)
 
 
 def campaign_doc(owner, campaign_id, counts=None, status="sending"):
@@ -142,7 +127,7 @@ async def test_a_campaign_stored_before_counters_is_counted_once_and_kept(sms_ap
 
 async def test_message_page_totals_follow_the_campaign(sms_api, gateway):
     owner = await sms_api.register()
-    gateway.fail_next("400")
+    gateway.fail_next("error207")  # the first number is refused
     created = await sms_api.call(
         "POST",
         "/api/sms/campaigns",

@@ -7,32 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
-from handlers.app import create_app
 from handlers.routing import SERVICES
 from tests.support.api import Api, wait_done
 from tests.support.outbox import outbox_drained
-from tests.support.sms_gateway import gateway_settings, phone
-
-
-@pytest.fixture
-async def sms_client(aiohttp_client: Any, gateway: Any) -> Any:
-    settings = gateway_settings(
-        gateway,
-        sms_rate_per_second=200,
-        sms_max_attempts=3,
-        sms_retry_base_seconds=0.01,
-        sms_send_timeout_seconds=0.3,
-        sms_redelivery_seconds=5,
-        sms_batch_size=4,
-    )
-    return await aiohttp_client(create_app(settings))
-
-
-@pytest.fixture
-def sms_api(sms_client: Any) -> Api:
-    return Api(sms_client)
+from tests.support.sms_gateway import phone
 
 
 class RefusingQueue:

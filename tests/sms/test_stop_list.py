@@ -5,22 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from handlers.app import create_app
-from tests.support.api import Api, wait_done
-from tests.support.sms_gateway import gateway_settings, phone
+from tests.support.api import wait_done
+from tests.support.sms_gateway import phone
 
 STOP_LIST = "/api/sms/stop-list"
-
-
-@pytest.fixture
-async def sms_client(aiohttp_client, gateway):
-    settings = gateway_settings(gateway, sms_rate_per_second=200, sms_batch_size=4)
-    return await aiohttp_client(create_app(settings))
-
-
-@pytest.fixture
-async def sms_api(sms_client):
-    return Api(sms_client)
 
 
 async def test_stop_list_add_list_remove(sms_api):

@@ -69,6 +69,10 @@ def status_entry(sms_id: str, code: int, at: int = 1_700_000_000) -> str:
     return f"sms_status\n{sms_id}\n{code}\n{at}"
 
 
+def _per_number(behaviour: str) -> bool:
+    return behaviour in ("ok", "missing") or behaviour.startswith("error")
+
+
 @dataclass
 class FakeGateway:
     received: list[Received] = field(default_factory=list)
@@ -77,11 +81,27 @@ class FakeGateway:
     accepted: list[Received] = field(default_factory=list)
     statuses: dict[str, int] = field(default_factory=dict)  # sms_id -> code sms/status gives
     status_requests: list[list[str]] = field(default_factory=list)
+    requests: list[list[str]] = field(default_factory=list)  # the numbers of each sms/send
     url: str = ""
 
     def fail_next(self, *behaviours: str) -> None:
-        """'500', '429', '504', '400', 'error207', 'error220', 'hang' (no answer)."""
+        """How to answer what comes next, in order. About a whole request (taken by the next
+        request): '500', '429', '408', '504', '400' (that HTTP status), 'hang' (no answer for
+        `hang_seconds`), 'unreadable' (HTTP 200, not JSON), 'top206' (SMS.ru's request status
+        ERROR with that code). About one number (taken by the next numbers of a request, in
+        order): 'ok', 'error207' (that SMS.ru code for the number), 'missing' (the answer
+        leaves the number out)."""
         self.script.extend(behaviours)
+
+    def _request_behaviour(self) -> str:
+        if self.script and not _per_number(self.script[0]):
+            return self.script.popleft()
+        return "ok"
+
+    def _number_behaviour(self) -> str:
+        if self.script and _per_number(self.script[0]):
+            return self.script.popleft()
+        return "ok"
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -98,7 +118,7 @@ class FakeGateway:
         from crm_core.sms.parts import parts
 
         form = await request.post()
-        assert form.get("api_id") == API_ID
+        assert form.get("api_id") == API_ID and form.get("json") == "1"
         self.cost_requests += 1
         texts = [str(v) for k, v in form.items() if k.startswith("to[")]
         n = sum(parts(t) for t in texts)
@@ -143,47 +163,44 @@ class FakeGateway:
             return resp.status, await resp.text()
 
     async def send(self, request: web.Request) -> web.Response:
+        """`sms/send` with `to[NUMBER]=text` (up to 100 numbers): a request status, then a
+        status, code and `sms_id` per number, as `fail_next` says."""
         form = await request.post()
-        phone, text = str(form.get("to", "")), str(form.get("msg", ""))
-        assert form.get("api_id") == "test-api-id" and form.get("json") == "1"
-        item = Received(phone, text, time.monotonic())
-        self.received.append(item)
-        behaviour = self.script.popleft() if self.script else "ok"
+        assert form.get("api_id") == API_ID and form.get("json") == "1"
+        numbers = [(k[3:-1], str(v)) for k, v in form.items() if k.startswith("to[")]
+        assert 1 <= len(numbers) <= 100 and len({n for n, _ in numbers}) == len(numbers)
+        self.requests.append([n for n, _ in numbers])
+        items = [Received(number, text, time.monotonic()) for number, text in numbers]
+        self.received.extend(items)
+        behaviour = self._request_behaviour()
         if behaviour == "hang":
             await asyncio.sleep(self.hang_seconds)
         if behaviour.isdigit():
             return web.Response(status=int(behaviour), text="gateway trouble")
-        if behaviour.startswith("error"):
-            code = int(behaviour[5:])
+        if behaviour == "unreadable":
+            return web.Response(status=200, text="<html>maintenance</html>")
+        if behaviour.startswith("top"):
+            code = int(behaviour[3:])
             return web.json_response(
-                {
-                    "status": "OK",
-                    "status_code": 100,
-                    "sms": {
-                        phone: {
-                            "status": "ERROR",
-                            "status_code": code,
-                            "status_text": f"code {code}",
-                        }
-                    },
-                }
+                {"status": "ERROR", "status_code": code, "status_text": f"code {code}"}
             )
-        self.accepted.append(item)
-        item.sms_id = f"000000-{len(self.accepted)}"
-        return web.json_response(
-            {
-                "status": "OK",
-                "status_code": 100,
-                "sms": {
-                    phone: {
-                        "status": "OK",
-                        "status_code": 100,
-                        "sms_id": f"000000-{len(self.accepted)}",
-                    }
-                },
-                "balance": 100.0,
-            }
-        )
+        sms: dict[str, Any] = {}
+        for item in items:
+            number = self._number_behaviour()
+            if number == "missing":
+                continue
+            if number.startswith("error"):
+                code = int(number[5:])
+                sms[item.phone] = {
+                    "status": "ERROR",
+                    "status_code": code,
+                    "status_text": f"code {code}",
+                }
+                continue
+            self.accepted.append(item)
+            item.sms_id = f"000000-{len(self.accepted)}"
+            sms[item.phone] = {"status": "OK", "status_code": 100, "sms_id": item.sms_id}
+        return web.json_response({"status": "OK", "status_code": 100, "sms": sms, "balance": 100.0})
 
     def accepted_per_phone(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -215,3 +232,19 @@ def max_in_window(moments, seconds=1.0):
             start += 1
         best = max(best, end - start + 1)
     return best
+
+
+# what the SMS tests run with (tests/sms/conftest.py): a fast rate, small batches, short waits
+SMS_TEST_SETTINGS: dict[str, Any] = {
+    "sms_rate_per_second": 200,
+    "sms_max_attempts": 3,
+    "sms_retry_base_seconds": 0.01,
+    "sms_send_timeout_seconds": 0.3,
+    "sms_redelivery_seconds": 5,
+    "sms_batch_size": 4,
+}
+
+
+def sms_test_settings(gateway: FakeGateway, **overrides: Any) -> Settings:
+    """The SMS tests' settings through the fake gateway, with `overrides`."""
+    return gateway_settings(gateway, **{**SMS_TEST_SETTINGS, **overrides})

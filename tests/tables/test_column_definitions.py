@@ -109,7 +109,12 @@ async def test_a_type_change_drops_the_settings_the_new_type_has_not(
 @pytest.mark.parametrize(
     ("column", "change", "field", "message"),
     [
-        ("title", {"options": [{"label": "a"}]}, "options", "only select columns have options"),
+        (
+            "title",
+            {"options": [{"label": "a"}]},
+            "options",
+            "only multi_select, select columns have options",
+        ),
         ("amount", {"max_length": 5}, "max_length", "only string columns have max_length"),
         ("amount", {"validators": ["inn"]}, "validators", "only string columns have validators"),
         ("stage", {"max_length": 5}, "max_length", "only string columns have max_length"),

@@ -27,7 +27,7 @@ from tests.support.api import Api, make_settings, rows_of, tenant_db
 class PercentType(ColumnType):
     """A whole percentage, 0 to 100."""
 
-    name = "percent"
+    name = "progress"
     capabilities = ORDER_CAPS
     value_annotation = int
     value_schema = {"type": "integer", "minimum": 0, "maximum": 100}
@@ -52,7 +52,7 @@ class RatingSettings(NoSettings):
 class RatingType(ColumnType):
     """1 to the column's own `max_stars`: a type with a setting of its own."""
 
-    name = "rating"
+    name = "stars"
     capabilities = ORDER_CAPS
     value_annotation = int
     settings_model = RatingSettings
@@ -73,12 +73,12 @@ class RatingType(ColumnType):
 
 @pytest.fixture
 async def client(aiohttp_client, settings):
-    # this module's app knows `percent` and `rating`; the shared fixtures (api, owner...) use it
+    # this module's app knows `progress` and `stars`; the shared fixtures (api, owner...) use it
     types = [PercentType(), RatingType()]
     return await aiohttp_client(create_app(settings, extra_column_types=types))
 
 
-COLUMNS = [{"key": "name", "type": "string"}, {"key": "done", "type": "percent", "indexed": True}]
+COLUMNS = [{"key": "name", "type": "string"}, {"key": "done", "type": "progress", "indexed": True}]
 
 
 async def test_a_table_with_a_registered_type_stores_reads_and_filters_it(
@@ -87,7 +87,7 @@ async def test_a_table_with_a_registered_type_stores_reads_and_filters_it(
     table = await create_table(owner, "tasks", COLUMNS)
     assert [(c["key"], c["type"], c["indexed"]) for c in table["columns"]] == [
         ("name", "string", False),
-        ("done", "percent", True),
+        ("done", "progress", True),
     ]
     for name, done in (("a", 10), ("b", 55), ("c", 100)):
         await api.call(
@@ -127,7 +127,7 @@ async def test_a_table_with_a_registered_type_stores_reads_and_filters_it(
     assert refused["error"]["details"] == [
         {
             "field": "filters.0",
-            "message": "operator 'contains' does not apply to percent field 'done'",
+            "message": "operator 'contains' does not apply to progress field 'done'",
         }
     ]
 
@@ -140,13 +140,13 @@ async def test_a_registered_type_in_column_edits(api, owner, create_table):
         "/api/meta/tables/tasks/columns",
         owner,
         expect=201,
-        json={"key": "p", "type": "percent", "default": 5, "required": True},
+        json={"key": "p", "type": "progress", "default": 5, "required": True},
     )
-    assert added["columns"][-1]["type"] == "percent" and added["columns"][-1]["default"] == 5
+    assert added["columns"][-1]["type"] == "progress" and added["columns"][-1]["default"] == 5
     changed = await api.call(
-        "PATCH", "/api/meta/tables/tasks/columns/n", owner, expect=200, json={"type": "percent"}
+        "PATCH", "/api/meta/tables/tasks/columns/n", owner, expect=200, json={"type": "progress"}
     )
-    assert changed["columns"][0]["type"] == "percent"
+    assert changed["columns"][0]["type"] == "progress"
     rows = await api.call("GET", "/api/data/tasks", owner, expect=200)
     assert [(r["n"], r["p"]) for r in rows["items"]] == [(40, 5)]
     bad_default = await api.call(
@@ -154,7 +154,7 @@ async def test_a_registered_type_in_column_edits(api, owner, create_table):
         "/api/meta/tables/tasks/columns",
         owner,
         expect=400,
-        json={"key": "q", "type": "percent", "default": 150},
+        json={"key": "q", "type": "progress", "default": 150},
     )
     assert bad_default["error"]["details"] == [
         {"field": "default", "message": "must be from 0 to 100"}
@@ -164,15 +164,15 @@ async def test_a_registered_type_in_column_edits(api, owner, create_table):
 async def test_the_openapi_document_lists_the_registered_type(api):
     document = await api.call("GET", "/api/openapi.json", expect=200)
     schemas = document["components"]["schemas"]
-    assert schemas["PercentColumnIn"]["properties"]["type"]["const"] == "percent"
-    assert schemas["PercentColumnIn"]["properties"]["default"]["anyOf"][0] == {
+    assert schemas["ProgressColumnIn"]["properties"]["type"]["const"] == "progress"
+    assert schemas["ProgressColumnIn"]["properties"]["default"]["anyOf"][0] == {
         "type": "integer",
         "minimum": 0,
         "maximum": 100,
     }
     union = schemas["TableIn"]["properties"]["columns"]["items"]
-    assert {"$ref": "#/components/schemas/PercentColumnIn"} in union["oneOf"]
-    assert "percent" in schemas["ColumnPatch"]["properties"]["type"]["anyOf"][0]["enum"]
+    assert {"$ref": "#/components/schemas/ProgressColumnIn"} in union["oneOf"]
+    assert "progress" in schemas["ColumnPatch"]["properties"]["type"]["anyOf"][0]["enum"]
 
 
 async def test_an_app_without_the_type_refuses_it(aiohttp_client):
@@ -183,7 +183,7 @@ async def test_an_app_without_the_type_refuses_it(aiohttp_client):
         "/api/meta/tables",
         owner,
         expect=400,
-        json={"key": "tasks", "columns": [{"key": "done", "type": "percent"}]},
+        json={"key": "tasks", "columns": [{"key": "done", "type": "progress"}]},
     )
     assert created["error"]["code"] == "validation_error"
     assert created["error"]["details"][0]["field"] == "columns.0"
@@ -199,17 +199,17 @@ async def test_an_app_without_the_type_refuses_it(aiohttp_client):
         "/api/meta/tables/tasks/columns",
         owner,
         expect=400,
-        json={"key": "done", "type": "percent"},
+        json={"key": "done", "type": "progress"},
     )
     await plain.call(
-        "PATCH", "/api/meta/tables/tasks/columns/n", owner, expect=400, json={"type": "percent"}
+        "PATCH", "/api/meta/tables/tasks/columns/n", owner, expect=400, json={"type": "progress"}
     )
     unknown = await plain.call(
         "PATCH", "/api/meta/tables/tasks/columns/n", owner, expect=400, json={"max_stars": 4}
     )
     assert unknown["error"]["details"] == [{"field": "max_stars", "message": "unknown field"}]
     document = await plain.call("GET", "/api/openapi.json", expect=200)
-    assert "PercentColumnIn" not in document["components"]["schemas"]
+    assert "ProgressColumnIn" not in document["components"]["schemas"]
 
 
 async def test_a_registered_types_own_setting_is_stored_checked_and_edited(
@@ -218,13 +218,13 @@ async def test_a_registered_types_own_setting_is_stored_checked_and_edited(
     await create_table(
         owner,
         "films",
-        [{"key": "stars", "type": "rating", "max_stars": 3}, {"key": "n", "type": "integer"}],
+        [{"key": "stars", "type": "stars", "max_stars": 3}, {"key": "n", "type": "integer"}],
     )
     stored = await tenant_db(client, owner)["_tables"].find_one({"key": "films"})
     assert stored["columns"][0] == {
         "key": "stars",
         "name": "stars",
-        "type": "rating",
+        "type": "stars",
         "required": False,
         "unique": False,
         "indexed": False,
@@ -249,7 +249,7 @@ async def test_a_registered_types_own_setting_is_stored_checked_and_edited(
         "PATCH", "/api/meta/tables/films/columns/n", owner, expect=400, json={"max_stars": 4}
     )
     assert other["error"]["details"] == [
-        {"field": "max_stars", "message": "only rating columns have max_stars"}
+        {"field": "max_stars", "message": "only stars columns have max_stars"}
     ]
     await api.call("PATCH", column, owner, expect=200, json={"type": "integer"})
     stored = await tenant_db(client, owner)["_tables"].find_one({"key": "films"})

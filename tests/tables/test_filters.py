@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from bson import ObjectId
+from bson.decimal128 import Decimal128
 
 from crm_core.platform.errors import InvalidFilter
 from crm_core.tables.columns import Column, ValueContext, default_column_types
@@ -36,6 +37,17 @@ COLUMNS = [
     {"key": "e", "type": "email"},
     {"key": "p", "type": "phone"},
     {"key": "u", "type": "url"},
+    {"key": "lt", "type": "long_text"},
+    {
+        "key": "ms",
+        "type": "multi_select",
+        "options": [{"id": 1, "label": "a"}, {"id": 2, "label": "b"}],
+    },
+    {"key": "dec", "type": "decimal", "scale": 2},
+    {"key": "cur", "type": "currency", "currency": "RUB", "scale": 2},
+    {"key": "pct", "type": "percent"},
+    {"key": "r", "type": "rating", "max": 5},
+    {"key": "no", "type": "autonumber"},
 ]
 FIELDS = table_fields([Column.from_doc(c) for c in COLUMNS], TYPES)
 NOW = datetime(2025, 8, 15, 12, 30, tzinfo=UTC)  # a Friday
@@ -52,6 +64,13 @@ SAMPLE = {
     "e": "a@example.com",
     "p": "+79161234567",
     "u": "https://example.com",
+    "lt": "notes",
+    "ms": 1,
+    "dec": "1.5",
+    "cur": 10,
+    "pct": 15.5,
+    "r": 3,
+    "no": 7,
 }
 
 
@@ -75,6 +94,8 @@ def operand_for(op, key):
         return None
     if op in ("contains", "not_contains", "starts_with", "ends_with"):
         return "a"
+    if op in ("has_any_of", "has_all_of", "has_none_of"):
+        return [value]
     return value
 
 
@@ -114,6 +135,22 @@ CASES = [
     ({"field": "e", "value": "A@Example.COM"}, {"e": "A@example.com"}),
     ({"field": "p", "value": "8 916 123-45-67"}, {"p": "+79161234567"}),
     ({"field": "s", "op": "blank"}, {"$or": [{"s": None}, {"s": ""}]}),
+    ({"field": "ms", "op": "blank"}, {"$or": [{"ms": None}, {"ms": {"$size": 0}}]}),
+    ({"field": "ms", "op": "has_any_of", "value": [2, 1, 2]}, {"ms": {"$in": [2, 1]}}),
+    ({"field": "ms", "op": "has_all_of", "value": [1, 2]}, {"ms": {"$all": [1, 2]}}),
+    ({"field": "ms", "op": "has_none_of", "value": [1]}, {"ms": {"$nin": [1]}}),
+    ({"field": "dec", "value": 1.5}, {"dec": Decimal128("1.50")}),
+    ({"field": "dec", "op": "gt", "value": "0.005"}, {"dec": {"$gt": Decimal128("0.005")}}),
+    (
+        {"field": "cur", "op": "between", "value": [1, "2.5"]},
+        {"cur": {"$gte": Decimal128("1.00"), "$lte": Decimal128("2.50")}},
+    ),
+    ({"field": "no", "op": "gte", "value": 3}, {"no": {"$gte": 3}}),
+    ({"field": "r", "op": "in", "value": [1, 5]}, {"r": {"$in": [1, 5]}}),
+    (
+        {"field": "lt", "op": "contains", "value": "x"},
+        {"lt": {"$regex": "x", "$options": "i"}},
+    ),
     ({"field": "s", "op": "not_blank"}, {"$nor": [{"$or": [{"s": None}, {"s": ""}]}]}),
     (
         {"field": "s", "op": "contains", "value": "a.b*"},

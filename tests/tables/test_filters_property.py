@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from bson import ObjectId
+from bson.decimal128 import Decimal128
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mongomock_motor import AsyncMongoMockClient
 
+import crm_core.platform.storage  # noqa: F401 - the embedded engine's Decimal128 comparisons
 from crm_core.tables.columns import Column, ValueContext, default_column_types
 from crm_core.tables.filters import (
     FilterBuilder,
@@ -29,6 +32,12 @@ COLUMNS = [
     {"key": "d", "type": "date"},
     {"key": "b", "type": "boolean"},
     {"key": "sel", "type": "select", "options": [{"id": 1, "label": "a"}, {"id": 2, "label": "b"}]},
+    {
+        "key": "ms",
+        "type": "multi_select",
+        "options": [{"id": 1, "label": "a"}, {"id": 2, "label": "b"}, {"id": 3, "label": "c"}],
+    },
+    {"key": "dec", "type": "decimal", "scale": 2},
 ]
 FIELDS = table_fields([Column.from_doc(c) for c in COLUMNS], TYPES)
 NOW = datetime(2025, 8, 15, 12, tzinfo=UTC)
@@ -48,7 +57,10 @@ values = {
     "d": moments,
     "b": st.booleans(),
     "sel": st.sampled_from([1, 2]),
+    "ms": st.lists(st.sampled_from([1, 2, 3]), max_size=3, unique=True),
+    "dec": st.sampled_from(["-1.50", "0.00", "0.10", "2.00", "0.5"]),
 }
+option_ids = st.lists(st.sampled_from([1, 2, 3]), min_size=1, max_size=3)
 
 
 @st.composite
@@ -95,6 +107,10 @@ def conditions(draw):
         return {"field": key, "op": op, "value": [low, high]}
     if op in ("contains", "not_contains", "starts_with", "ends_with"):
         return {"field": key, "op": op, "value": draw(texts.filter(bool))}
+    if op in ("has_any_of", "has_all_of", "has_none_of"):
+        return {"field": key, "op": op, "value": draw(option_ids)}
+    if key == "dec":  # operands as strings and as numbers
+        strategy = st.one_of(strategy, st.sampled_from([0.1, 2, -1.5, 0.25]))
     return {"field": key, "op": op, "value": draw(strategy)}
 
 
@@ -124,6 +140,8 @@ def _parse(key, value):
         return datetime.fromisoformat(value)
     if key == "f":
         return float(value)
+    if key == "dec":
+        return Decimal(str(value))
     return value
 
 
@@ -143,7 +161,9 @@ def holds(row, node):
         return all(holds(row, c) for c in node["and"])
     key, op, value = node["field"], node.get("op", "eq"), node.get("value")
     stored = row.get(key, MISSING)
-    blank = stored is MISSING or stored is None or stored == ""
+    if isinstance(stored, Decimal128):
+        stored = stored.to_decimal()
+    blank = stored is MISSING or stored is None or stored == "" or stored == []
     present = not blank or stored == ""
     if op == "eq":
         return _eq(key, stored, value)
@@ -153,6 +173,13 @@ def holds(row, node):
         return any(_eq(key, stored, v) for v in value)
     if op == "not_in":
         return not any(_eq(key, stored, v) for v in value)
+    if op in ("has_any_of", "has_all_of", "has_none_of"):
+        listed = stored if isinstance(stored, list) else []
+        if op == "has_any_of":
+            return any(v in listed for v in value)
+        if op == "has_all_of":
+            return all(v in listed for v in value)
+        return not any(v in listed for v in value)
     if op == "blank":
         return blank
     if op == "not_blank":
@@ -194,6 +221,8 @@ def _stored(row):
     doc = dict(row)
     if "f" in doc:
         doc["f"] = float(doc["f"])
+    if "dec" in doc:  # stored at the column's scale, as the column type writes it
+        doc["dec"] = Decimal128(Decimal(doc["dec"]).quantize(Decimal("0.01")))
     return doc
 
 

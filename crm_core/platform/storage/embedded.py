@@ -40,6 +40,7 @@ from mongomock.collection import Collection as MongomockCollection
 from mongomock.collection import Cursor as MongomockCursor
 from mongomock.database import Database as MongomockDatabase
 
+from crm_core.platform.storage import embedded_decimal  # noqa: F401 - Decimal128 like MongoDB
 from crm_core.platform.storage.recorder import (
     IndexKeys,
     call_site,
@@ -502,7 +503,18 @@ def _iter_documents(self: MongomockCollection, spec: object) -> Iterator[MongoDo
         filter_applies(spec, {})  # mongomock validates the filter even then
         return iter(())
     found = [doc for doc in map(store._documents.get, ids) if doc is not None]
-    return (doc for doc in found if filter_applies(spec, doc))
+    return (doc for doc in found if filter_applies(_without_named_id(spec), doc))
+
+
+def _without_named_id(spec: object) -> object:
+    """The filter less a top-level `_id` equality or `$in` that the store lookup has already
+    applied (mongomock's `$in` compares each document with every listed id)."""
+    if not isinstance(spec, dict) or "_id" not in spec:
+        return spec
+    clause = spec["_id"]
+    if isinstance(clause, dict) and (len(clause) != 1 or set(clause) - {"$in", "$eq"}):
+        return spec
+    return {key: value for key, value in spec.items() if key != "_id"}
 
 
 def _get_dataset(

@@ -13,6 +13,7 @@ from crm_core.accounts.context import TenantContext
 from crm_core.platform.errors import ValidationFailed
 from crm_core.platform.registry import Registry
 from crm_core.tables.columns import (
+    AutonumberType,
     BooleanType,
     Column,
     ColumnType,
@@ -20,6 +21,7 @@ from crm_core.tables.columns import (
     FloatType,
     IntegerType,
     LookupType,
+    RatingType,
     RollupType,
     TextColumnType,
     TimeType,
@@ -36,12 +38,15 @@ ROLLUP_KINDS: dict[str, tuple[Kind, ...]] = {
     "max": (Kind.NUMBER, Kind.DATE, Kind.TEXT),
     "concat": (Kind.TEXT,),
 }
-NOT_READABLE = "its values are not numbers, text, booleans or dates"
+NOT_READABLE = (
+    "its values are not numbers, text, booleans or dates (decimal and currency values are "
+    "exact decimals, which formulas do not compute with)"
+)
 
 
 def stored_kind(column_type: ColumnType) -> Kind | str:
     """The kind a formula reads a stored column's values as; a string says why it cannot."""
-    if isinstance(column_type, IntegerType | FloatType):
+    if isinstance(column_type, IntegerType | FloatType | RatingType | AutonumberType):
         return Kind.NUMBER
     if isinstance(column_type, TextColumnType | TimeType):
         return Kind.TEXT
