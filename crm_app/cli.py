@@ -122,6 +122,7 @@ def worker(settings: Settings) -> int:
 
 def migrate(settings: Settings) -> int:
     from crm_core.platform.storage import Storage
+    from crm_core.services import TENANT_MIGRATIONS
     from crm_core.tables.builtin import migrate_all
     from models.accounts import SYSTEM_DOCUMENTS
 
@@ -138,7 +139,7 @@ def migrate(settings: Settings) -> int:
         storage = Storage(settings)
         await storage.start(SYSTEM_DOCUMENTS)
         try:
-            return await migrate_all(storage, drift)
+            return await migrate_all(storage, drift, TENANT_MIGRATIONS)
         finally:
             storage.close()
 

@@ -22,9 +22,10 @@ from crm_core.accounts.users import UserService
 from crm_core.admin.service import AdminService, BrokerStats
 from crm_core.audit.service import AuditTrail
 from crm_core.files.exports import ExportService
-from crm_core.files.imports import ImportQueue, ImportService
+from crm_core.files.imports import ImportQueue, ImportService, bind_legacy_jobs
 from crm_core.live.events import LiveAudit, LiveCampaignEvents
 from crm_core.live.service import LiveService
+from crm_core.platform.cursors import PageCursors
 from crm_core.platform.eventbus import make_event_bus
 from crm_core.platform.outbox import Outbox
 from crm_core.platform.registry import Registry
@@ -35,7 +36,7 @@ from crm_core.sms.providers import make_provider
 from crm_core.sms.service import CampaignService, SmsQueue, counts
 from crm_core.tables.aggregate import AggregateService
 from crm_core.tables.aliases import AliasService
-from crm_core.tables.builtin import ensure_builtin_tables
+from crm_core.tables.builtin import TenantStep, ensure_builtin_tables
 from crm_core.tables.columns import ColumnType, default_column_types
 from crm_core.tables.filters import FilterBuilder, default_filter_operators
 from crm_core.tables.meta import MetaService
@@ -150,6 +151,11 @@ async def campaign_progress(
     return None if campaign is None else (campaign, await counts(db, campaign))
 
 
+# each domain's own migration of a tenant's database, run by `crm migrate` and at `crm serve`'s
+# start after the tables' own (crm_core/tables/builtin.py `migrate_all`)
+TENANT_MIGRATIONS: tuple[TenantStep, ...] = (bind_legacy_jobs,)
+
+
 def build_services(
     settings: Settings,
     storage: Storage | None = None,
@@ -166,10 +172,12 @@ def build_services(
         column_types.register(column_type)
     validators = default_validators()
     # the company's audit trail: the domains that change things tell it (docs/history.md)
-    trail = AuditTrail(settings.audit_retention_days)
+    # list cursors are signed with a key of SECRET_KEY (crm_core/platform/cursors.py)
+    cursors = PageCursors(settings.secret_key)
+    trail = AuditTrail(settings.audit_retention_days, cursors)
     shares = ShareService(column_types, trail)  # its audit sink becomes `told` below
     roles = RoleService(shares, trail)
-    users = UserService(roles, settings.bcrypt_rounds, trail)
+    users = UserService(roles, settings.bcrypt_rounds, trail, cursors)
     tenants = TenantService(ensure_builtin_tables, trail)
     aliases = AliasService()
     auth = AuthService(settings, storage, users, tenants, trail)
@@ -186,6 +194,7 @@ def build_services(
         validators,
         events=webhooks,
         trash=RowTrash(TrashSettings(settings.trash_retention_days)),
+        cursors=cursors,
     )
     if settings.crm_env == "test":  # the crash test's barrier (tests/history/test_crash.py)
         rows.changes.pause_table = settings.history_pause_before_revision
@@ -236,7 +245,9 @@ def build_services(
         webhooks=webhooks,
         tokens=ApiTokenService(storage, trail),
         outbox=outbox,
-        trash=TrashService(column_types, rows.changes, trail, schema=meta, purges=outbox),
+        trash=TrashService(
+            column_types, rows.changes, trail, schema=meta, purges=outbox, cursors=cursors
+        ),
         audit_trail=trail,
         queue=queue,
         live=live,

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from crm_core.platform.settings import Settings
 from crm_core.platform.snapshots import open_snapshots
-from crm_core.services import build_services
+from crm_core.services import TENANT_MIGRATIONS, build_services
 from crm_core.tables.builtin import migrate_all
 from crm_core.tables.columns import ColumnType
 from handlers import (
@@ -118,11 +118,10 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
             settings.crm_superuser_password,
             settings.crm_superuser_name,
         )
-    changed = await migrate_all(storage)  # built-in tables for tenants created before them
+    # built-in tables for tenants created before them, and the domains' own steps
+    changed = await migrate_all(storage, steps=TENANT_MIGRATIONS)
     if changed:
         log.info("migrated %d tenants", changed)
-    if snapshots is not None:
-        snapshots.mark_saved()  # start-up's writes redo themselves at the next start
     yield
     if snapshots is not None:
         await snapshots.close()  # the last snapshot, after the broker stopped

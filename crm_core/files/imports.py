@@ -882,6 +882,35 @@ class ImportService:
         )
 
 
+ENDED = ("completed", "failed", "cancelled")
+
+
+async def bind_legacy_jobs(db: Database) -> list[str]:
+    """`crm migrate` and `crm serve` at start (docs/operations.md "Schema changes"): import
+    jobs made before issue #29 carry no `table_id`. Each is bound to the table of its key when
+    that table is older than the job; otherwise the table it was made for was deleted (and its
+    key perhaps used again), so the job is bound to no table and, if it had not ended,
+    cancelled: it never writes into another table of the same key."""
+    bound = cancelled = 0
+    legacy = db[JOBS].find({"table_id": None}, {"table": 1, "state": 1})  # none or missing
+    async for job in legacy:
+        table = await db[TABLES].find_one({"key": job.get("table")}, {"_id": 1})
+        if table is not None and table["_id"].generation_time <= job["_id"].generation_time:
+            changes: dict[str, Any] = {"table_id": table["_id"]}
+            bound += 1
+        else:
+            changes = {"table_id": ObjectId()}  # the id of no table
+            if job.get("state") not in ENDED:
+                now = utcnow()
+                message = "The table was deleted; the import stopped"
+                changes |= {"state": "cancelled", "message": message, "finished_at": now}
+                cancelled += 1
+        await db[JOBS].update_one({"_id": job["_id"], "table_id": None}, {"$set": changes})
+    if not bound and not cancelled:
+        return []
+    return [f"import jobs bound to their tables: {bound}, cancelled: {cancelled}"]
+
+
 def _of(table: Table) -> dict[str, Any]:
     """The jobs of this table, not of an earlier one with the same key (jobs made before
     issue #29 have no `table_id`)."""

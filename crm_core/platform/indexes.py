@@ -191,15 +191,15 @@ TENANT_INDEXES: tuple[IndexSpec, ...] = (
     ),
     IndexSpec(
         "_trash",
-        (("table", 1), ("deleted_at", -1)),
-        "table_deleted_at",
+        (("table", 1), ("deleted_at", -1), ("_id", -1)),
+        "table_deleted_at_id",
         serves="the trash of the tables the caller may write, newest first",
     ),
     IndexSpec("_trash", (("row_id", 1),), "row_id", serves="is this row in the trash"),
     IndexSpec(
         "_trash",
-        (("kind", 1), ("deleted_at", -1)),
-        "kind_deleted_at",
+        (("kind", 1), ("deleted_at", -1), ("_id", -1)),
+        "kind_deleted_at_id",
         serves="the deleted tables in the trash, newest first",
     ),
     IndexSpec(

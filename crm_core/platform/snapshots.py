@@ -14,12 +14,17 @@ With `EMBEDDED_DATA_DIR` the embedded engine keeps its data there (docs/operatio
     DIR/CURRENT             the name of the complete snapshot to load ("snapshot-000042")
     DIR/snapshot-000042/    a dump directory
 
-A snapshot is taken without stalling requests: on the engine's one thread (no call is
-mid-way there) the process forks, which copies the whole heap copy-on-write in the time it
-takes the kernel to copy the page tables; the child encodes and writes the new snapshot beside
-the old one (`snapshot-N.tmp`, fsynced, renamed), and the parent then points `CURRENT` at it
-(written aside, fsynced, renamed) and removes the older ones. A kill at any moment leaves
-`CURRENT` naming a complete snapshot; leftovers are removed at the next start.
+A snapshot is taken without stalling requests: on the engine's one thread (between two calls,
+so none is half done) each collection's mapping of documents is taken as it is and marked
+shared (microseconds a collection; crm_core/platform/storage/embedded.py: a stored document is
+never changed, an update stores a changed copy, and the first change of a shared mapping
+changes a copy of it). The documents are then encoded on the engine's thread a batch of
+`ENCODE_BATCH` at a time (about 1 ms each, queued behind the calls waiting there, so a call
+waits at most one batch) and written by another thread beside the old snapshot
+(`snapshot-N.tmp`, fsynced, renamed); then `CURRENT` is pointed at it (written aside, fsynced,
+renamed) and the older ones are removed. A kill at any moment leaves `CURRENT` naming a
+complete snapshot; leftovers are removed at the next start. A snapshot is written only when
+the data changed (the engine counts its changes, not the calls asked of it).
 """
 
 from __future__ import annotations
@@ -28,21 +33,17 @@ import asyncio
 import contextlib
 import datetime
 import errno
-import gc
+import itertools
 import json
 import logging
 import os
 import shutil
-import signal
-import sys
 import time
 import uuid
-import warnings
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bson
 from bson import json_util
@@ -51,6 +52,9 @@ from bson.errors import InvalidBSON
 from bson.son import SON
 
 from crm_core.platform.settings import Settings
+
+if TYPE_CHECKING:
+    from crm_core.platform.storage.embedded import StoredCopy
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +67,12 @@ SKIPPED_DATABASES = ("admin", "config", "local")
 # the query purpose of `crm dump`'s whole-collection reads (the query audit lets them scan)
 WHOLE_DATABASE = "dump.whole_database"
 INSERT_BATCH = 1000
+# the snapshot writer encodes this many documents at a time on the engine's thread (about
+# 1 ms of CPU; the engine's calls queued meanwhile wait at most that; bench_snapshot.py)
+ENCODE_BATCH = 256
 # tests only: the snapshot writer stops in the middle of its first .bson file, writes its pid
-# to this path and waits to be killed (tests/platform/test_snapshots.py)
+# (the server's, the writer is one of its threads) to this path and waits to be killed
+# (tests/platform/test_snapshots.py)
 PAUSE_ENV = "CRM_SNAPSHOT_TEST_PAUSE_FILE"
 
 CODEC: CodecOptions[dict[str, Any]] = CodecOptions(tz_aware=True, tzinfo=datetime.UTC)
@@ -462,7 +470,7 @@ class DataDir:
             (self.path / f"{CURRENT}.tmp").unlink()
 
 
-# ---- the snapshot writer (in a forked child) -----------------------------------------------
+# ---- the snapshot writer -------------------------------------------------------------------
 
 
 def _pause_for_tests() -> None:
@@ -473,87 +481,90 @@ def _pause_for_tests() -> None:
             time.sleep(3600)
 
 
-def write_engine_snapshot(inner_client: Any, out: Path, prefix: str) -> None:
-    """Write the engine's databases (through mongomock's own synchronous client, in the forked
-    child: nothing else runs there) as a dump directory `out`."""
+Encoder = Callable[[Callable[[], tuple[bytes, int]]], tuple[bytes, int]]
+
+
+def _encoded_batches(
+    documents: Iterable[dict[str, Any]], encode_on: Encoder | None
+) -> Iterator[tuple[bytes, int]]:
+    """The documents BSON-encoded, `ENCODE_BATCH` at a time: (bytes, how many documents).
+    `encode_on` runs each batch's encoding where it must run (the engine's thread)."""
+    remaining = iter(documents)
+
+    def encode() -> tuple[bytes, int]:
+        batch = list(itertools.islice(remaining, ENCODE_BATCH))
+        return b"".join(bson.encode(d, codec_options=CODEC) for d in batch), len(batch)
+
+    while True:
+        data, count = encode_on(encode) if encode_on is not None else encode()
+        if not count:
+            return
+        yield data, count
+
+
+def _write_batches(
+    db_dir: Path,
+    name: str,
+    batches: Iterable[tuple[bytes, int]],
+    indexes: list[dict[str, Any]],
+    pause: Callable[[], None] | None,
+) -> int:
+    """`write_collection` for documents encoded already; answers the number of documents."""
+    count = 0
+    with open(db_dir / f"{name}.bson", "wb") as f:
+        for data, documents in batches:
+            f.write(data)
+            count += documents
+            if pause is not None:
+                f.flush()
+                pause()
+        f.flush()
+        os.fsync(f.fileno())
+    _write_file(db_dir / f"{name}.metadata.json", metadata_json(name, indexes).encode())
+    return count
+
+
+def write_stored_copy(
+    stored: StoredCopy, out: Path, encode_on: Encoder | None = None
+) -> dict[str, dict[str, int]]:
+    """Write a copy of the engine's databases (`copy_stored`) as the dump directory `out`:
+    into `out.tmp`, each file fsynced, then renamed to `out`. The documents are encoded by
+    `encode_on` (a batch of `ENCODE_BATCH` at a time), or on this thread; the files are
+    written on this one."""
     tmp = out.with_name(out.name + ".tmp")
     tmp.mkdir()
     counts: dict[str, dict[str, int]] = {}
     pause = _pause_for_tests if os.environ.get(PAUSE_ENV) else None
-    for db_name in service_databases(inner_client.list_database_names(), prefix):
-        database = inner_client[db_name]
-        (tmp / db_name).mkdir()
-        counts[db_name] = {}
-        for name in sorted(database.list_collection_names()):
-            collection = database[name]
-            indexes = index_entries(collection.index_information())
-            documents = collection.find({})
-            counts[db_name][name] = write_collection(tmp / db_name, name, documents, indexes, pause)
-            pause = None if counts[db_name][name] else pause
+    for c in stored.collections:
+        if c.database not in counts:
+            (tmp / c.database).mkdir()
+            counts[c.database] = {}
+        indexes = index_entries(c.indexes)
+        batches = _encoded_batches(c.documents, encode_on)
+        written = _write_batches(tmp / c.database, c.name, batches, indexes, pause)
+        counts[c.database][c.name] = written
+        pause = None if written else pause
+    for db_name in counts:
         _fsync_dir(tmp / db_name)
     write_manifest(tmp, counts)
     _fsync_dir(tmp)
     os.rename(tmp, out)
     _fsync_dir(out.parent)
-
-
-def _prctl() -> Callable[..., Any] | None:
-    """Linux's prctl, looked up in the parent (a child must not load libraries)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        import ctypes
-
-        return ctypes.CDLL(None).prctl
-    except (OSError, AttributeError):
-        return None
-
-
-def _become_writer(prctl: Callable[..., Any] | None) -> None:
-    """The child's first steps: die with the server (Linux: its snapshot would not be
-    published anyway), no garbage collection (finalizers of the parent's objects), and the
-    default signal actions, so that a signal to the child is not passed to the parent's event
-    loop through the wakeup descriptor the two share."""
-    gc.disable()
-    if prctl is not None:
-        prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    signal.set_wakeup_fd(-1)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, signal.SIG_DFL)
-
-
-def _fork_writer(
-    inner_client: Any, out: Path, prefix: str, prctl: Callable[..., Any] | None
-) -> int:
-    """Fork on the engine's thread; the child writes the snapshot and exits (0: written)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # "multi-threaded fork" (3.12+)
-        pid = os.fork()
-    if pid:
-        return pid
-    status = 1
-    try:
-        _become_writer(prctl)
-        write_engine_snapshot(inner_client, out, prefix)
-        status = 0
-    except BaseException as exc:  # the child reports and exits; it must never return
-        with contextlib.suppress(Exception):
-            os.write(2, f"crm: snapshot {out} failed: {exc!r}\n".encode())
-    finally:
-        os._exit(status)
+    return counts
 
 
 @dataclass
 class SnapshotResult:
     name: str
     seconds: float
-    stall_seconds: float  # how long the engine's thread was held (the fork)
+    engine_held_seconds: float  # how long the engine's thread was taken (taking the stores)
+    engine_held_cpu_seconds: float  # its CPU time
     bytes: int
 
 
 class Snapshots:
     """The embedded engine's snapshots in `EMBEDDED_DATA_DIR`: loaded at start, written every
-    `EMBEDDED_SNAPSHOT_SECONDS` when something changed and at a graceful stop."""
+    `EMBEDDED_SNAPSHOT_SECONDS` when the data changed and at a graceful stop."""
 
     def __init__(self, storage: Any, data_dir: str | Path, every_seconds: float) -> None:
         self.storage = storage
@@ -562,16 +573,7 @@ class Snapshots:
         self.saved_writes = -1
         self._task: asyncio.Task[None] | None = None
         self._writing = asyncio.Lock()
-
-    @property
-    def _client(self) -> Any:
-        return self.storage.client
-
-    @property
-    def _executor(self) -> ThreadPoolExecutor:
-        # the engine's one thread (crm_core/platform/storage.py runs every embedded call there)
-        executor: ThreadPoolExecutor = self._client.__dict__["_crm_executor"]
-        return executor
+        self._stopping = asyncio.Event()
 
     @property
     def _prefix(self) -> str:
@@ -580,7 +582,7 @@ class Snapshots:
     async def open(self) -> None:
         """Lock the directory, load its current snapshot (refusing a damaged one) and start the
         periodic writer."""
-        from crm_core.platform.storage import EmbeddedWrites
+        from crm_core.platform.storage.embedded import EmbeddedWrites
 
         self.data_dir.lock()
         try:
@@ -588,12 +590,12 @@ class Snapshots:
             self.data_dir.remove_others(keep=current.name if current else None)
             if current is not None:
                 dump = await asyncio.to_thread(read_dump, current)
-                loaded = await load_dump(self._client, dump)
+                loaded = await load_dump(self.storage.client, dump)
                 log.info("embedded database: loaded %d documents from %s", loaded, current)
         except BaseException:
             self.data_dir.unlock()
             raise
-        self.saved_writes = EmbeddedWrites.count
+        self.saved_writes = EmbeddedWrites.count  # what was loaded is saved already
         log.warning(
             "embedded database: data kept in %s, saved every %g s and at a graceful stop; a "
             "crash loses the changes since the last save",
@@ -602,65 +604,79 @@ class Snapshots:
         )
         self._task = asyncio.create_task(self._periodically(), name="embedded-snapshots")
 
-    def mark_saved(self) -> None:
-        """Count the writes so far as saved (start-up's index builds and migrations, which
-        every start repeats), so that an idle server writes no snapshot."""
-        from crm_core.platform.storage import EmbeddedWrites
-
-        self.saved_writes = EmbeddedWrites.count
-
     async def _periodically(self) -> None:
-        while True:
-            await asyncio.sleep(self.every_seconds)
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.every_seconds)
+                return
             try:
                 await self.snapshot()
             except Exception:
                 log.exception("embedded database: the snapshot failed; the previous one is kept")
 
     async def snapshot(self, force: bool = False) -> SnapshotResult | None:
-        """Write a new snapshot if anything was written since the last one (or `force`)."""
-        from crm_core.platform.storage import EmbeddedWrites
+        """Write a new snapshot if the data changed since the last one (or `force`): the
+        engine's stores are taken on its thread (shared, not copied: microseconds a
+        collection), then their documents are encoded there a batch at a time between the
+        engine's calls and written to the files by another thread while requests go on."""
+        from crm_core.platform.storage.embedded import (
+            EmbeddedWrites,
+            copy_stored,
+            release_stored,
+        )
 
         async with self._writing:
-            writes = EmbeddedWrites.count  # every write counted so far runs before the fork
-            if writes == self.saved_writes and not force:
+            if EmbeddedWrites.count == self.saved_writes and not force:
                 return None
             started = time.perf_counter()
             name = self.data_dir.next_name()
-            out = self.data_dir.path / name
-            inner = self._client._crm_inner
-            loop = asyncio.get_running_loop()
-            prctl = _prctl()
-
-            def fork() -> tuple[int, float]:
-                held = time.perf_counter()
-                pid = _fork_writer(inner, out, self._prefix, prctl)
-                return pid, time.perf_counter() - held
-
-            pid, stall = await loop.run_in_executor(self._executor, fork)
-            _, status = await asyncio.to_thread(os.waitpid, pid, 0)
-            if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
-                shutil.rmtree(out.with_name(name + ".tmp"), ignore_errors=True)
-                raise SnapshotError(f"{out}: the snapshot writer failed (status {status})")
-            await asyncio.to_thread(self.data_dir.publish, name)
-            self.saved_writes = writes
-            size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
-            result = SnapshotResult(name, time.perf_counter() - started, stall, size)
+            prefix = self._prefix
+            stored = await copy_stored(
+                self.storage.client, lambda names: service_databases(names, prefix)
+            )
+            try:
+                size = await asyncio.to_thread(self._write, stored, name)
+            except asyncio.CancelledError:
+                raise  # the writer may still read: the stores stay shared (a change copies)
+            except Exception:
+                await release_stored(self.storage.client, stored)
+                raise
+            await release_stored(self.storage.client, stored)
+            self.saved_writes = stored.changes
+            seconds = time.perf_counter() - started
+            result = SnapshotResult(
+                name, seconds, stored.held_seconds, stored.held_cpu_seconds, size
+            )
             log.info(
                 "embedded database: snapshot %s written in %.2f s (engine held %.1f ms), %d bytes",
                 name,
                 result.seconds,
-                stall * 1000,
+                result.engine_held_seconds * 1000,
                 size,
             )
             return result
 
+    def _write(self, stored: StoredCopy, name: str) -> int:
+        """Write the snapshot `name` beside the current one, point `CURRENT` at it; answers
+        its size in bytes."""
+        from crm_core.platform.storage.embedded import run_on_engine
+
+        out = self.data_dir.path / name
+        client = self.storage.client
+        try:
+            write_stored_copy(stored, out, lambda encode: run_on_engine(client, encode))
+        except OSError as exc:
+            shutil.rmtree(out.with_name(name + ".tmp"), ignore_errors=True)
+            raise SnapshotError(f"{out}: cannot be written: {exc.strerror or exc}") from exc
+        self.data_dir.publish(name)
+        return sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+
     async def close(self) -> None:
-        """Stop the periodic writer and write the last snapshot (a graceful stop)."""
+        """Stop the periodic writer (a snapshot it is writing is finished first) and write the
+        last snapshot (a graceful stop)."""
+        self._stopping.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task
             self._task = None
         try:
             await self.snapshot()

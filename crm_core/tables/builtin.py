@@ -9,6 +9,7 @@ be removed or change type.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from bson import ObjectId
@@ -253,9 +254,16 @@ async def ensure_builtin_role_permissions(db: Database) -> list[str]:
     return changed
 
 
-async def migrate_all(storage: Storage, drift: list[str] | None = None) -> int:
+TenantStep = Callable[[Database], Awaitable[list[str]]]
+
+
+async def migrate_all(
+    storage: Storage, drift: list[str] | None = None, steps: Sequence[TenantStep] = ()
+) -> int:
     """Bring every tenant up to date; returns how many tenants changed. Index drift found
-    (`index_drift`) is logged and, given a list, added to it."""
+    (`index_drift`) is logged and, given a list, added to it. `steps`: the other domains'
+    own migrations of a tenant's database (`crm_core.services.TENANT_MIGRATIONS`), each
+    answering what it changed."""
     await ensure_system_indexes(storage.system_db)  # system collections (webhook_due...)
     count = 0
     async for tenant in Tenant.find_all():
@@ -269,6 +277,8 @@ async def migrate_all(storage: Storage, drift: list[str] | None = None) -> int:
         if role_changes:
             await roles_changed(tenant)
         changes += role_changes
+        for step in steps:
+            changes += await step(db)
         for line in await index_drift(db):
             log.warning("tenant %s: index drift: %s", tenant.id, line)
             if drift is not None:

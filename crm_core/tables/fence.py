@@ -208,11 +208,20 @@ async def settle(
         # so its last pass, after the swap, reads these rows and converts them
         doc = await _wait_unmarked(ctx, table, keys, WAIT_SECONDS)
     revisions = doc.get("revisions") or {}
-    stale = [k for k in keys if int(revisions.get(k, 0)) > table.version]
-    if not stale:
+    newer = {k for k, v in revisions.items() if int(v) > table.version}
+    stale = [k for k in keys if k in newer]
+    added = sorted(k for k in newer if table.column(k) is None)
+    if not stale and not added:
         return table
     current = Table(doc, table.types)
     if row_ids == []:
+        return current
+    gone = [k for k in stale if current.column(k) is None]
+    stale = [k for k in stale if current.column(k) is not None]
+    await _remove_deleted(ctx, current, row_ids, gone)
+    if row_ids is not None:
+        await _fill_added(ctx, current, row_ids, added)
+    if not stale:
         return current
     query = (
         {"_id": {"$in": row_ids}}
@@ -230,6 +239,37 @@ async def settle(
             ],
         )
     return current
+
+
+async def _remove_deleted(
+    ctx: TenantContext, current: Table, row_ids: list[ObjectId] | None, keys: list[str]
+) -> None:
+    """Values a write stored for columns deleted while it ran (validated against a definition
+    that still had them): the delete's own pass has already run, so they are removed here."""
+    if not keys:
+        return
+    query = (
+        {"_id": {"$in": row_ids}}
+        if row_ids is not None
+        else {"$or": [{k: {"$exists": True}} for k in keys]}
+    )
+    await current.collection(ctx).update_many(query, {"$unset": dict.fromkeys(keys, "")})
+
+
+async def _fill_added(
+    ctx: TenantContext, current: Table, row_ids: list[ObjectId], keys: list[str]
+) -> None:
+    """Rows a write created while a column with a default was added (validated against a
+    definition without it): the add's backfill ran before they landed, so they get the
+    default here, where they have no value."""
+    for key in keys:
+        column = current.column(key)
+        if column is None or column.default is None:
+            continue
+        stored = current.types.get(column.type).coerce(column, column.default, ctx.values)
+        await current.collection(ctx).update_many(
+            {"_id": {"$in": row_ids}, key: {"$exists": False}}, {"$set": {key: stored}}
+        )
 
 
 async def convert_values(

@@ -3,8 +3,9 @@ delete columns, converting every row when a column changes type."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -23,6 +24,7 @@ from crm_core.platform.storage import (
     skip_missing_index_options,
     update_each,
 )
+from crm_core.platform.versions import IfMatch, PreconditionFailed
 from crm_core.tables import fence, ordering, sequences
 from crm_core.tables.access import visible_filter
 from crm_core.tables.aliases import ALIASES
@@ -88,6 +90,24 @@ class NamedTable:
 
     table: Table
     names: AliasRecord | None = None
+
+
+@contextlib.asynccontextmanager
+async def stale_as_precondition(
+    ctx: TenantContext, table: Table, version: int | None
+) -> AsyncIterator[None]:
+    """A definition edit sent with `If-Match` (an `IfMatch` version) that finds the table at
+    another version, before it or in the write's own filter (`save_definition`), answers 412
+    naming the current version rather than the 409 of `?version=N`."""
+    try:
+        yield
+    except StaleTableVersion:
+        if not isinstance(version, IfMatch):
+            raise
+        current = await ctx.db[TABLES].find_one({"_id": table.id}, {"version": 1})
+        if current is None:
+            raise NotFound(f"Table '{table.key}' not found") from None
+        raise PreconditionFailed.at(version, int(current["version"])) from None
 
 
 class MetaService:
@@ -209,14 +229,19 @@ class MetaService:
     async def rename_table(
         self, ctx: TenantContext, table: Table, name: str | None, version: int | None
     ) -> NamedTable:
-        check_version(table, version)
-        if name is not None:
-            before = table.doc.get("name")
-            table = await save_definition(ctx, table, {"name": name})
-            await self._audit(ctx, "table.renamed", table, None, {"name": [before, name]})
+        async with stale_as_precondition(ctx, table, version):
+            check_version(table, version)
+            if name is not None:
+                before = table.doc.get("name")
+                table = await save_definition(ctx, table, {"name": name})
+                await self._audit(ctx, "table.renamed", table, None, {"name": [before, name]})
         return await self.named(ctx, table)
 
     async def delete_table(self, ctx: TenantContext, table: Table, version: int | None) -> None:
+        async with stale_as_precondition(ctx, table, version):
+            await self._delete_table(ctx, table, version)
+
+    async def _delete_table(self, ctx: TenantContext, table: Table, version: int | None) -> None:
         check_version(table, version)
         if table.doc.get("builtin"):
             raise Conflict(f"The built-in table '{table.key}' cannot be deleted")
@@ -258,7 +283,8 @@ class MetaService:
     async def add_column(
         self, ctx: TenantContext, table: Table, column_in: BaseModel, version: int | None
     ) -> NamedTable:
-        changed = await self._add_column(ctx, table, column_in, version)
+        async with stale_as_precondition(ctx, table, version):
+            changed = await self._add_column(ctx, table, column_in, version)
         added = changed.columns[-1]
         await self._audit(ctx, "column.added", changed, added.key, {"type": added.type})
         return await self.named(ctx, changed)
@@ -297,7 +323,12 @@ class MetaService:
         if numbered:
             await sequences.number_existing(ctx, table, column)
         try:
-            saved = await save_definition(ctx, table, {"columns": [*table.columns, column]})
+            # creates validated before this version take its default themselves (fence.settle)
+            changes = {
+                "columns": [*table.columns, column],
+                f"revisions.{column.key}": table.version + 1,
+            }
+            saved = await save_definition(ctx, table, changes)
         except Conflict:
             await self._drop_indexes(ctx, table, column.key)
             if numbered:
@@ -312,7 +343,8 @@ class MetaService:
     ) -> NamedTable:
         """Changing the type converts every row, or answers 409 with what would fail
         (crm_core/tables/fence.py keeps writes of the column out meanwhile)."""
-        changed = await self._change_column(ctx, table, key, patch, version)
+        async with stale_as_precondition(ctx, table, version):
+            changed = await self._change_column(ctx, table, key, patch, version)
         fields = patch.model_dump(exclude_unset=True)
         await self._audit(ctx, "column.changed", changed, key, {"fields": sorted(fields)})
         return await self.named(ctx, changed)
@@ -497,7 +529,8 @@ class MetaService:
     async def delete_column(
         self, ctx: TenantContext, table: Table, key: str, version: int | None
     ) -> NamedTable:
-        changed = await self._delete_column(ctx, table, key, version)
+        async with stale_as_precondition(ctx, table, version):
+            changed = await self._delete_column(ctx, table, key, version)
         await self._audit(ctx, "column.deleted", changed, key)
         return await self.named(ctx, changed)
 
@@ -521,7 +554,10 @@ class MetaService:
             alias = names[table.key].columns.get(key) if table.key in names else None
             item = await self.trash.put_column(ctx, table, column, alias)
         try:
-            updated = await save_definition(ctx, table, {"columns": columns})
+            # writes validated before this version remove their values themselves
+            # (crm_core/tables/fence.py `settle`)
+            changes = {"columns": columns, f"revisions.{key}": table.version + 1}
+            updated = await save_definition(ctx, table, changes)
         except StaleTableVersion:
             if self.trash is not None and item is not None:
                 await self.trash.forget(ctx, item)

@@ -28,6 +28,7 @@ from bson import ObjectId
 from crm_core.accounts.context import TenantContext
 from crm_core.accounts.grants import check_token_scope
 from crm_core.platform.clock import as_utc, utcnow
+from crm_core.platform.cursors import PageCursors, PageScope, read_page
 from crm_core.platform.errors import Conflict, NotFound, ValidationFailed
 from crm_core.platform.outbox import Work
 from crm_core.platform.registry import Registry
@@ -135,6 +136,18 @@ class RowTrash:
             for doc in docs
         ]
         await ctx.db[TRASH].insert_many(items, ordered=False)
+
+    async def take_back(self, ctx: TenantContext, table: Table, docs: list[dict[str, Any]]) -> None:
+        """Remove the copies `put_rows` made of rows that stayed in the table after all (a
+        guarded delete that a concurrent write outran)."""
+        for doc in docs:
+            await ctx.db[TRASH].delete_one(
+                {
+                    "row_id": doc["_id"],
+                    "table": table.key,
+                    f"doc.{REVISION_FIELD}": doc.get(REVISION_FIELD),
+                }
+            )
 
     async def links_to(
         self, ctx: TenantContext, table: Table, ids: list[ObjectId]
@@ -277,6 +290,9 @@ class SchemaRestorer(Protocol):
         ...
 
 
+TRASH_ORDER = (("deleted_at", DESCENDING), ("_id", DESCENDING))  # index `table_deleted_at_id`
+
+
 class TrashService:
     """`/api/trash`: what the caller may restore: rows of the tables they may write, columns
     of the tables they manage, the tables they own (all of them with `tables.all`)."""
@@ -288,12 +304,14 @@ class TrashService:
         audit: AuditSink | None = None,
         schema: SchemaRestorer | None = None,
         purges: PurgeQueue | None = None,
+        cursors: PageCursors | None = None,
     ) -> None:
         self.types = types
         self.changes = changes
         self.audit = audit
         self.schema = schema
         self.purges = purges
+        self.cursors = cursors or PageCursors.ephemeral()
 
     async def _levels(self, ctx: TenantContext) -> dict[str, Level]:
         levels: dict[str, Level] = {}
@@ -317,7 +335,10 @@ class TrashService:
         table_key: str | None,
         limit: int,
         offset: int,
-    ) -> tuple[list[dict[str, Any]], int]:
+        cursor: str | None = None,
+    ) -> tuple[list[dict[str, Any]], int, str | None]:
+        """Newest first: a page from `offset` or after `cursor`, the total and the next
+        page's cursor (crm_core/platform/cursors.py)."""
         levels = await self._levels(ctx)
         if table_key is not None:
             levels = {k: v for k, v in levels.items() if k == table_key}
@@ -331,13 +352,15 @@ class TrashService:
             extra = {} if table_key is None else {"table": table_key}
             branches.append({"kind": "table", **tables, **extra})
         if not branches:  # deleted tables asked by a token whose scope stops below manage
-            return [], 0
+            return [], 0, None
         query: dict[str, Any] = branches[0] if len(branches) == 1 else {"$or": branches}
         trash = ctx.db[TRASH]
-        cursor = trash.find(query, {"doc": 0, "kept": 0}).sort([("deleted_at", DESCENDING)])
-        items = await cursor.skip(offset).limit(limit).to_list(length=limit)
+        scope = PageScope("trash", TRASH_ORDER, {"kind": kind, "table": table_key})
+        items, following = await read_page(
+            self.cursors, ctx, scope, trash, query, limit, offset, cursor, {"doc": 0, "kept": 0}
+        )
         total = await trash.count_documents(query)
-        return items, total
+        return items, total, following
 
     async def _found(self, ctx: TenantContext, item_id: ObjectId) -> dict[str, Any]:
         item = await ctx.db[TRASH].find_one({"_id": item_id, "kind": {"$in": LISTED_KINDS}})

@@ -388,3 +388,51 @@ async def test_a_write_that_lands_after_its_table_was_deleted_is_removed(
     db = tenant_db(client, owner)
     assert await db[first["collection"]].count_documents({}) == 0
     assert (await api.call("GET", "/api/data/t", owner, expect=200))["total"] == 0
+
+
+async def test_a_write_validated_before_its_column_was_deleted_does_not_keep_its_value(
+    api, client, owner, monkeypatch
+):
+    await _table(api, owner, [{"key": "v", "type": "string"}, {"key": "n", "type": "integer"}])
+    await _rows(api, owner, [{"v": "a", "n": 1}])
+    writer = HeldWriter(monkeypatch)
+    create = asyncio.create_task(api.call("POST", "/api/data/t", owner, json={"v": "b", "n": 2}))
+    await writer.reached.wait()
+    await api.call("DELETE", "/api/meta/tables/t/columns/v", owner, expect=200)
+    writer.release.set()  # lands after the delete removed the column's values
+    await create
+    stored = (
+        await (await rows_of(client, owner, "t")).find({}, {"_id": 0, "v": 1, "n": 1}).to_list(None)
+    )
+    assert sorted(stored, key=lambda r: r["n"]) == [{"n": 1}, {"n": 2}]
+
+
+async def test_a_create_validated_before_a_column_with_a_default_was_added_gets_the_default(
+    api, client, owner, monkeypatch
+):
+    await _table(api, owner, [{"key": "n", "type": "integer"}])
+    await _rows(api, owner, [{"n": 1}])
+    writer = HeldWriter(monkeypatch)
+    create = asyncio.create_task(api.call("POST", "/api/data/t", owner, json={"n": 2}))
+    await writer.reached.wait()
+    column = {"key": "stage", "type": "string", "required": True, "default": "new"}
+    await api.call("POST", "/api/meta/tables/t/columns", owner, expect=201, json=column)
+    writer.release.set()  # lands after the add filled the rows it found
+    await create
+    rows = await api.call("GET", "/api/data/t?sort=n", owner, expect=200)
+    assert [(r["n"], r["stage"]) for r in rows["items"]] == [(1, "new"), (2, "new")]
+
+
+async def test_twenty_writers_while_a_column_is_deleted_leave_no_value_of_it(api, client, owner):
+    await _table(api, owner, [{"key": "v", "type": "string"}, {"key": "n", "type": "integer"}])
+
+    async def write(n: int):
+        return await client.post("/api/data/t", json={"v": f"x{n}", "n": n}, headers=owner.headers)
+
+    writers = [asyncio.create_task(write(n)) for n in range(20)]
+    await asyncio.sleep(0)
+    await api.call("DELETE", "/api/meta/tables/t/columns/v", owner, expect=200)
+    answers = await asyncio.gather(*writers)
+    assert {a.status for a in answers} <= {201, 400, 409}
+    rows = rows_of(client, owner, "t")
+    assert await (await rows).count_documents({"v": {"$exists": True}}) == 0

@@ -80,3 +80,38 @@ async def test_index_drift_is_reported(api, client, owner):
     drift: list[str] = []
     await migrate_all(client.app[SERVICES].storage, drift)
     assert len(drift) == 5 and drift[0].startswith(f"tenant {owner.tenant_id}: t.code")
+
+
+async def test_migrate_binds_import_jobs_made_before_table_ids_or_cancels_them(api, client, owner):
+    """Jobs without `table_id` (made before issue #29): one made after its table is bound to
+    it; one whose table was deleted and made again since is cancelled and never listed under
+    the new table (it would have written into it)."""
+    from datetime import UTC, datetime, timedelta
+
+    from bson import ObjectId
+
+    from crm_core.services import TENANT_MIGRATIONS
+
+    await api.call(
+        "POST", "/api/meta/tables", owner, expect=201, json={"key": "old", "columns": []}
+    )
+    earlier = ObjectId.from_datetime(datetime.now(UTC) - timedelta(days=1))  # before `again`
+    await api.call(
+        "POST", "/api/meta/tables", owner, expect=201, json={"key": "again", "columns": []}
+    )
+    db = tenant_db(client, owner)
+    base = {"kind": "import", "errors": [], "columns": [], "mapping": [], "sample": []}
+    kept = {**base, "_id": ObjectId(), "table": "old", "state": "preview"}
+    orphan = {**base, "_id": earlier, "table": "again", "state": "queued"}
+    await db["_jobs"].insert_many([kept, orphan])
+
+    steps = TENANT_MIGRATIONS
+    assert await migrate_all(client.app[SERVICES].storage, steps=steps) == 1
+    old = await db["_tables"].find_one({"key": "old"})
+    bound = await db["_jobs"].find_one({"_id": kept["_id"]})
+    assert bound["table_id"] == old["_id"] and bound["state"] == "preview"
+    stopped = await db["_jobs"].find_one({"_id": earlier})
+    assert stopped["state"] == "cancelled" and "deleted" in stopped["message"]
+    again = await db["_tables"].find_one({"key": "again"})
+    assert stopped["table_id"] != again["_id"]
+    assert await migrate_all(client.app[SERVICES].storage, steps=steps) == 0  # nothing left

@@ -3,9 +3,12 @@
 mongomock-motor's in-memory stand-in for MongoDB, its calls run one at a time on a worker
 thread of their own so the event loop keeps answering while it scans; two of mongomock's read
 paths are patched to use `_id` the way MongoDB's `_id` index does (below); every call reports
-to the query recorder. It is for a trial, a demo and the test suite, in one process.
+to the query recorder; its stored documents are copied on write and its changes counted, for
+snapshots (below). It is for a trial, a demo and the test suite, in one process.
 
-What it does not guarantee: durability (data lives in this process's memory and dies with it),
+What it does not guarantee: durability (data lives in this process's memory; with
+`EMBEDDED_DATA_DIR` a crash loses the changes since the last snapshot, crm_core/platform/
+snapshots.py),
 sharing (a second process, such as a task worker, sees a database of its own), MongoDB's
 performance (every filter is evaluated in Python over the collection's documents; only reads by
 `_id` avoid the scan), nor MongoDB's behaviour in every detail (mongomock's emulation: partial
@@ -18,14 +21,25 @@ from __future__ import annotations
 import asyncio
 import calendar
 import contextvars
+import copy
 import decimal
 import functools
 import gc
 import itertools
 import math
+import time
 from bisect import bisect_left, bisect_right
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, NoReturn, TypeVar, cast
 from zoneinfo import ZoneInfo
@@ -39,6 +53,7 @@ from mongomock import helpers as _mongomock_helpers
 from mongomock.collection import Collection as MongomockCollection
 from mongomock.collection import Cursor as MongomockCursor
 from mongomock.database import Database as MongomockDatabase
+from mongomock.store import CollectionStore, DatabaseStore
 
 from crm_core.platform.storage import embedded_decimal  # noqa: F401 - Decimal128 like MongoDB
 from crm_core.platform.storage.recorder import (
@@ -330,24 +345,10 @@ class EmbeddedCollection(mm.AsyncMongoMockCollection, _EmbeddedCollectionBase): 
         raise NotImplementedError("use index_information")
 
 
-class EmbeddedWrites:
-    """Writes asked of the embedded clients so far; snapshots compare it to skip an unchanged
-    database (crm_core/platform/snapshots.py). Counted on the event loop, before the write runs."""
-
-    count = 0
-
-
-_READ_KINDS = ("find_one", "count", "distinct")
-_WRITE_METHODS = {m for m, k in _COLLECTION_KINDS.items() if k not in _READ_KINDS}
-_WRITE_METHODS |= {"create_index", "create_indexes", "drop_index", "drop_indexes", "drop", "rename"}
-
-
 def _offloaded(method: str) -> Callable[..., Awaitable[object]]:
     kind = _COLLECTION_KINDS.get(method, "command")
-    writes = method in _WRITE_METHODS
 
     async def call(self: EmbeddedCollection, *args: object, **kwargs: object) -> object:
-        EmbeddedWrites.count += writes
         query, sort = _call_shape(method, args, kwargs)
         limited = method == "find_one" or bool(kwargs.get("limit"))
         record = self._crm_recorder(kind, query, sort, limited=limited)
@@ -387,7 +388,6 @@ class EmbeddedDatabase(mm.AsyncMongoMockDatabase):  # type: ignore[misc]
 
     async def drop_collection(self, *args: object, **kwargs: object) -> object:
         record_query(self.name, "", "command")
-        EmbeddedWrites.count += 1
         inner = self.__dict__["_AsyncMongoMockDatabase__database"]
         fn = functools.partial(inner.drop_collection, *args, **kwargs)
         return await _run(self.__dict__["_crm_executor"], fn)
@@ -409,7 +409,6 @@ class EmbeddedClient(mm.AsyncMongoMockClient):  # type: ignore[misc]
 
     async def drop_database(self, name: str) -> None:
         record_query(name, "", "command")
-        EmbeddedWrites.count += 1
         await _run(self.__dict__["_crm_executor"], self._crm_inner.drop_database, name)
 
     async def list_database_names(self) -> list[str]:
@@ -961,3 +960,223 @@ _ORIGINAL_LOOKUP: Callable[..., object] = cast(
     "Callable[..., object]", _mongomock_aggregate._PIPELINE_HANDLERS["$lookup"]
 )
 _mongomock_aggregate._PIPELINE_HANDLERS["$lookup"] = _lookup_stage
+
+
+# ---- stored documents copied on write; the count of changes (snapshots) ---------------------
+# A snapshot (crm_core/platform/snapshots.py) takes, on the engine's thread, each collection's
+# mapping of stored documents as it is (no copy: microseconds per collection) and marks it
+# shared; it then encodes those documents a batch at a time between the engine's calls while
+# requests go on changing the data. For the snapshot to show the data as it was when taken,
+# neither the mapping nor a document in it may change while it is shared:
+# - a stored document is never changed once stored: mongomock's updates change the stored
+#   document in place, so here an update first stores a deep copy of each document it matches
+#   and changes that copy (inserts store a copy of their own already, mongomock's
+#   `patch_datetime_awareness_in_document`);
+# - the first change of a shared mapping (a document stored, replaced or removed) first puts a
+#   copy of the mapping in the store (the references only: 1-2 ms at 50,000 documents, once
+#   per collection written while a snapshot is being written), and changes that.
+#
+# `EmbeddedWrites.count` counts the changes the engine made, on its own thread: a document
+# stored, changed or removed (TTL expiry included), an index made or dropped, a collection
+# dropped or renamed. A call that changes nothing counts nothing: a sweeper's claim that finds
+# nothing due, an update that sets what is there, an index that exists (each start declares
+# its indexes again).
+
+
+class EmbeddedWrites:
+    """Changes made to the embedded engine's data so far, counted on the engine's thread;
+    snapshots compare it to skip an unchanged database (crm_core/platform/snapshots.py)."""
+
+    count = 0
+
+
+_update_pending: MongomockCollection | None = None  # the update whose own read comes next
+
+
+def _update_copied_on_write(
+    self: MongomockCollection, spec: object, document: object, *args: object, **kwargs: object
+) -> dict[str, Any]:
+    """mongomock's `Collection._update`, changing copies of the documents it matches; counts
+    the documents it changed (an upserted one is counted as it is stored)."""
+    global _update_pending
+    _update_pending = self
+    try:
+        result: dict[str, Any] = _ORIGINAL_UPDATE(self, spec, document, *args, **kwargs)
+    except BaseException:
+        EmbeddedWrites.count += 1  # it may have changed documents before it failed
+        raise
+    finally:
+        _update_pending = None
+    EmbeddedWrites.count += int(result.get("nModified") or 0)
+    return result
+
+
+def _iter_documents_for_update(self: MongomockCollection, spec: object) -> Iterator[MongoDocument]:
+    """`_iter_documents`; the first read of an update (the documents it changes) yields
+    copies, put in the store in place of the documents read."""
+    global _update_pending
+    documents = _PLAIN_ITER_DOCUMENTS(self, spec)
+    if _update_pending is not self:
+        return documents
+    _update_pending = None  # the update's unique-index checks read the store as it is
+    return _stored_copies(self._store, documents)
+
+
+def _stored_copies(store: Any, documents: Iterator[MongoDocument]) -> Iterator[MongoDocument]:
+    for document in documents:
+        key = document["_id"]
+        copied = copy.deepcopy(document)
+        _writable(store)[_hashdict(key) if isinstance(key, dict) else key] = copied
+        yield copied
+
+
+_SHARED = "_crm_shared"  # a store's attribute: [its mapping snapshots are reading, how many]
+
+
+def _writable(store: Any) -> dict[object, MongoDocument]:
+    """The store's mapping of documents, to change: a copy put in its place first if a
+    snapshot is reading it. The copy is a plain dict, and so is what replaces mongomock's
+    OrderedDict at a store's first change (then empty): a dict's copy is many times faster
+    (docs/operations.md, "Embedded data on disk")."""
+    documents: dict[object, MongoDocument] = store._documents
+    shared = store.__dict__.get(_SHARED)
+    if (shared and shared[0] is documents) or type(documents) is not dict:
+        documents = store._documents = dict(documents)
+        store.__dict__[_SHARED] = None
+    return documents
+
+
+def _store_setitem(self: CollectionStore, key: object, value: MongoDocument) -> None:
+    _writable(self)
+    EmbeddedWrites.count += 1
+    _ORIGINAL_STORE_SETITEM(self, key, value)
+
+
+def _store_delitem(self: CollectionStore, key: object) -> None:
+    _writable(self)
+    _ORIGINAL_STORE_DELITEM(self, key)
+    EmbeddedWrites.count += 1
+
+
+def _store_drop(self: CollectionStore) -> None:
+    EmbeddedWrites.count += bool(self.is_created)
+    _ORIGINAL_STORE_DROP(self)
+
+
+def _store_create_index(
+    self: CollectionStore, index_name: str, index_dict: Mapping[str, object]
+) -> None:
+    EmbeddedWrites.count += self.indexes.get(index_name) != index_dict
+    _ORIGINAL_STORE_CREATE_INDEX(self, index_name, index_dict)
+
+
+def _store_drop_index(self: CollectionStore, index_name: str) -> None:
+    _ORIGINAL_STORE_DROP_INDEX(self, index_name)
+    EmbeddedWrites.count += 1
+
+
+def _store_rename(self: DatabaseStore, name: str, new_name: str) -> None:
+    _ORIGINAL_STORE_RENAME(self, name, new_name)
+    EmbeddedWrites.count += 1
+
+
+def _drop_indexes(self: MongomockCollection, *args: object, **kwargs: object) -> None:
+    EmbeddedWrites.count += bool(self._store.indexes)
+    _ORIGINAL_DROP_INDEXES(self, *args, **kwargs)
+
+
+_hashdict: Callable[[Mapping[str, object]], object] = _mongomock_helpers.hashdict
+_ORIGINAL_UPDATE: Callable[..., dict[str, Any]] = MongomockCollection._update
+_PLAIN_ITER_DOCUMENTS: Callable[..., Iterator[MongoDocument]] = MongomockCollection._iter_documents
+_ORIGINAL_DROP_INDEXES: Callable[..., None] = MongomockCollection.drop_indexes
+_ORIGINAL_STORE_SETITEM: Callable[..., None] = CollectionStore.__setitem__
+_ORIGINAL_STORE_DELITEM: Callable[..., None] = CollectionStore.__delitem__
+_ORIGINAL_STORE_DROP: Callable[..., None] = CollectionStore.drop
+_ORIGINAL_STORE_CREATE_INDEX: Callable[..., None] = CollectionStore.create_index
+_ORIGINAL_STORE_DROP_INDEX: Callable[..., None] = CollectionStore.drop_index
+_ORIGINAL_STORE_RENAME: Callable[..., None] = DatabaseStore.rename
+setattr(MongomockCollection, "_update", _update_copied_on_write)  # noqa: B010
+setattr(MongomockCollection, "_iter_documents", _iter_documents_for_update)  # noqa: B010
+setattr(MongomockCollection, "drop_indexes", _drop_indexes)  # noqa: B010
+setattr(CollectionStore, "__setitem__", _store_setitem)  # noqa: B010
+setattr(CollectionStore, "__delitem__", _store_delitem)  # noqa: B010
+setattr(CollectionStore, "drop", _store_drop)  # noqa: B010
+setattr(CollectionStore, "create_index", _store_create_index)  # noqa: B010
+setattr(CollectionStore, "drop_index", _store_drop_index)  # noqa: B010
+setattr(DatabaseStore, "rename", _store_rename)  # noqa: B010
+
+
+@dataclass(frozen=True)
+class StoredCollection:
+    """One collection as `copy_stored` took it: its stored documents in the store's order (not
+    changed while the copy is held: they may be read on any thread) and its indexes
+    (`index_information()`)."""
+
+    database: str
+    name: str
+    documents: Iterable[MongoDocument]
+    indexes: dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class StoredCopy:
+    """What `copy_stored` took; `release_stored` gives it back once it has been read."""
+
+    collections: list[StoredCollection]
+    changes: int  # `EmbeddedWrites.count` when it was taken: every change before is in it
+    held_seconds: float  # how long the engine's thread was taken
+    held_cpu_seconds: float  # the CPU time of that (the rest: waiting for a CPU, the GIL)
+    shared: list[tuple[Any, dict[object, MongoDocument]]]  # (store, its mapping taken)
+
+
+async def copy_stored(
+    client: Client, select_databases: Callable[[list[str]], Iterable[str]]
+) -> StoredCopy:
+    """The documents and indexes of the databases `select_databases` picks from the engine's
+    database names, taken on the engine's thread between two calls (so no call is half done):
+    each store's mapping itself, marked shared (a change copies it first), not a copy."""
+    embedded = cast("EmbeddedClient", client)
+    inner = embedded._crm_inner
+
+    def take() -> StoredCopy:
+        started, cpu = time.perf_counter(), time.thread_time()
+        collections, shared = [], []
+        for db_name in select_databases(inner.list_database_names()):
+            database = inner[db_name]
+            for name in sorted(database.list_collection_names()):
+                collection = database[name]
+                store = collection._store
+                documents = store._documents
+                readers = store.__dict__.get(_SHARED)
+                if readers and readers[0] is documents:
+                    readers[1] += 1
+                else:
+                    store.__dict__[_SHARED] = [documents, 1]
+                shared.append((store, documents))
+                indexes = collection.index_information()
+                collections.append(StoredCollection(db_name, name, documents.values(), indexes))
+        held, held_cpu = time.perf_counter() - started, time.thread_time() - cpu
+        return StoredCopy(collections, EmbeddedWrites.count, held, held_cpu, shared)
+
+    return await _run(embedded.__dict__["_crm_executor"], take)
+
+
+async def release_stored(client: Client, stored: StoredCopy) -> None:
+    """The copy is read: its stores' mappings may be changed in place again."""
+
+    def release() -> None:
+        for store, documents in stored.shared:
+            readers = store.__dict__.get(_SHARED)
+            if readers and readers[0] is documents:
+                readers[1] -= 1
+                if not readers[1]:
+                    store.__dict__[_SHARED] = None
+
+    await _run(cast("EmbeddedClient", client).__dict__["_crm_executor"], release)
+
+
+def run_on_engine(client: Client, fn: Callable[[], Result]) -> Result:
+    """Run `fn` on the engine's thread, from a thread other than the event loop's (which
+    awaits instead), and wait for it: the engine's calls queued before it run first."""
+    executor: ThreadPoolExecutor = cast("EmbeddedClient", client).__dict__["_crm_executor"]
+    return executor.submit(fn).result()
