@@ -44,6 +44,7 @@ from crm_core.platform.errors import RateLimited, ValidationFailed
 from crm_core.platform.storage import find_in_batches, query_purpose
 from crm_core.tables.aliases import AliasService
 from crm_core.tables.columns import Column, ColumnType
+from crm_core.tables.computed import pipeline as computed
 from crm_core.tables.definitions import SYSTEM_FIELDS, Table
 from crm_core.tables.history import AuditSink
 from crm_core.tables.ordering import get_view, manual_rows
@@ -126,7 +127,9 @@ class ExportService:
         columns = await self._columns(ctx, table, query)
         if query.format == "xlsx":
             with query_purpose(CLIENT_QUERY):  # the client's filter, as the list route's
-                count = await table.collection(ctx).count_documents(where, limit=XLSX_MAX_ROWS + 1)
+                count = await computed.count_rows(
+                    ctx, table, self.rows.types, where, limit=XLSX_MAX_ROWS + 1
+                )
             if count > XLSX_MAX_ROWS:
                 raise ValidationFailed.field(
                     "format", f"a sheet holds at most {XLSX_MAX_ROWS} rows: export as csv"
@@ -228,19 +231,26 @@ class ExportService:
         collection = plan.table.collection(ctx)
         if plan.sort is None:  # the caller's manual order
             batch: list[dict[str, Any]] = []
+            computed.refuse_computed(plan.table, plan.query, "sort")
             async for doc in manual_rows(ctx, plan.table, plan.query, BATCH):
                 batch.append(doc)
-                if len(batch) >= BATCH:
-                    yield batch
+                if len(batch) >= BATCH:  # with the computed values, by the database
+                    yield await computed.add_values(ctx, plan.table, self.rows.types, batch)
                     batch = []
             if batch:
-                yield batch
+                yield await computed.add_values(ctx, plan.table, self.rows.types, batch)
             return
         else:
             sort = list(plan.sort)
             if not any(key == "_id" for key, _ in sort):
                 sort.append(("_id", sort[-1][1] if sort else 1))
-            source = find_in_batches(collection, plan.query, sort, BATCH)
+            if computed.has_computed(plan.table):  # one pipeline computes their values
+                types = self.rows.types
+                source = computed.sorted_batches(
+                    ctx, plan.table, types, plan.query, sort, BATCH, CLIENT_QUERY
+                )
+            else:
+                source = find_in_batches(collection, plan.query, sort, BATCH)
         async for batch in source:
             yield batch
 

@@ -386,6 +386,8 @@ class ImportService:
         candidates: dict[str, str] = {}
         for source in ("key", "name", "alias"):
             for column in table.columns:
+                if table.column_type(column).computed:
+                    continue  # computed on read, never imported (docs/computed.md)
                 text = alias_names.get(column.key) if source == "alias" else getattr(column, source)
                 if text:
                     candidates.setdefault(_normal(text), column.key)
@@ -423,6 +425,13 @@ class ImportService:
                         {
                             "field": f"mapping.{header[:64]}",
                             "message": f"unknown column '{key[:64]}'",
+                        }
+                    )
+                elif table.column_type(table.column(key)).computed:  # type: ignore[arg-type]
+                    errors.append(
+                        {
+                            "field": f"mapping.{header[:64]}",
+                            "message": f"'{key[:64]}' is a computed column: it is not imported",
                         }
                     )
                 elif key in used:

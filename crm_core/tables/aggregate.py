@@ -43,6 +43,7 @@ from crm_core.tables.columns import (
     ColumnType,
     render_datetime,
 )
+from crm_core.tables.computed.pipeline import value_type, with_computed_stages
 from crm_core.tables.definitions import Table, load_table
 from crm_core.tables.rows import CLIENT_QUERY, RowService
 from models.accounts import User
@@ -99,7 +100,7 @@ def _target(table: Table, key: str) -> Target | None:
     column = table.column(key)
     if column is None:
         return None
-    column_type = table.column_type(column)
+    column_type = value_type(table, column)  # a computed column's: its result kind's
     caps = column_type.capabilities
     is_date = PERIOD in caps
     numeric = NUMERIC in caps or (
@@ -499,6 +500,8 @@ class AggregateService:
         self, ctx: TenantContext, table: Table, request: AggregateRequest
     ) -> AggregateResult:
         pipeline, groups, metrics = self.pipeline(ctx, table, request)
+        keys = [g.key for g in groups] + [m.target.key for m in metrics if m.target is not None]
+        pipeline = await with_computed_stages(ctx, table, self.rows.types, pipeline, keys)
         sort = parse_sort(request.sort, groups, metrics)
         cursor = table.collection(ctx).aggregate(pipeline, maxTimeMS=ctx.max_time_ms)
         with query_purpose(CLIENT_QUERY):  # the client's filter, audited like the list's

@@ -161,7 +161,11 @@ def _models_for(type_classes: tuple[type[ColumnType], ...]) -> ColumnModels:
     for type_class in type_classes:
         for name, info in type_class.settings_model.model_fields.items():
             if name not in (*ColumnPatch.model_fields, *SETTINGS_FIELDS, *settings):
-                annotation: Any = Annotated[(info.annotation, *info.metadata)]
+                annotation: Any = (
+                    Annotated[(info.annotation, *info.metadata)]
+                    if info.metadata
+                    else info.annotation
+                )
                 settings[name] = (annotation | None, Field(None, description=info.description))
     column_patch = create_model(
         "ColumnPatch",
@@ -205,6 +209,19 @@ class ColumnOut(OutputModel):
     scale: int | None = Field(default=None, description="decimal, currency: digits after the point")
     currency: str | None = Field(default=None, description="currency: the ISO 4217 code")
     max: int | None = Field(default=None, description="rating: the highest rating")
+    formula: str | None = Field(default=None, description="For formula columns: the expression")
+    link: str | None = Field(
+        default=None,
+        description="For lookup columns: their link column; for rollups: the "
+        "rolled-up table's link column",
+    )
+    column: str | None = Field(
+        default=None, description="For lookups and rollups: the other table's column they read"
+    )
+    function: str | None = Field(default=None, description="For rollups: how values roll up")
+    result: Literal["number", "text", "boolean", "date"] | None = Field(
+        default=None, description="For computed columns: the kind of their values"
+    )
 
     @classmethod
     def from_column(cls, column: Column, alias: str | None = None) -> Self:

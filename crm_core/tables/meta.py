@@ -37,6 +37,7 @@ from crm_core.tables.columns import (
     DefinitionError,
     referring_query,
 )
+from crm_core.tables.computed.definitions import outside_dependents, settle_columns
 from crm_core.tables.definitions import (
     RESERVED_COLUMN_KEYS,
     TABLES,
@@ -189,6 +190,8 @@ class MetaService:
             errors += await self._target_errors(ctx, column, data.key, f"columns.{index}")
         if errors:
             raise ValidationFailed(f"{errors[0]['field']}: {errors[0]['message']}", errors)
+        paths = {c.key: f"columns.{i}." for i, c in enumerate(columns)}
+        columns = await settle_columns(ctx, self.types, data.key, columns, paths=paths)
         now = utcnow()
         table_id = ObjectId()
         doc = {
@@ -250,6 +253,9 @@ class MetaService:
                 f"Link columns of {', '.join(sorted(referring))} point at this table; "
                 "delete or change them first"
             )
+        rollups = await outside_dependents(ctx, self.types, table.key, None)
+        if rollups:
+            raise Conflict(f"Computed columns read this table: {', '.join(rollups)}")
         # into the trash first (the definition, what others keep of the table; its rows stay
         # in its collection): a crash then leaves the table in place and an item to purge
         item = None
@@ -297,6 +303,8 @@ class MetaService:
             raise ValidationFailed.field("key", f"a table has at most {MAX_COLUMNS} columns")
         column = self._normalise_column(ctx, raw, "", None)
         _raise(await self._target_errors(ctx, column, table.key, ""))
+        wanted = [*table.columns, column]
+        column = (await settle_columns(ctx, self.types, table.key, wanted, subject=column.key))[-1]
         rows = table.collection(ctx)
         if column.required:
             if column.default is None:
@@ -352,6 +360,11 @@ class MetaService:
         force = bool(changes.pop("force", False))
         merged = self._merge_patch(table, current, changes)
         column = self._normalise_column(ctx, merged, "", current)
+        wanted = [column if c.key == key else c for c in table.columns]
+        settled = await settle_columns(
+            ctx, self.types, table.key, wanted, table.columns, subject=key
+        )
+        column = next(c for c in settled if c.key == key)
         new_type = self.types.get(column.type)
         removed = new_type.removed_values(current, column)
         if not removed and not new_type.needs_conversion(current, column):
@@ -531,6 +544,7 @@ class MetaService:
         if column.predefined:
             raise Conflict(f"'{key}' is a predefined column of '{table.key}' and cannot be removed")
         columns = [c for c in table.columns if c.key != key]
+        await settle_columns(ctx, self.types, table.key, columns, table.columns)
         # the item first, the values after the definition no longer has the column (no write
         # sets it then): a crash in between leaves the values in the rows, where the restore
         # finds them too

@@ -48,8 +48,9 @@ from crm_core.tables.columns import (
     ColumnValueError,
     referring_query,
 )
+from crm_core.tables.computed import pipeline as computed
 from crm_core.tables.definitions import SYSTEM_FIELDS, TABLES, Table, load_table, utcnow
-from crm_core.tables.filters import FilterBuilder, FilterEnv, table_fields
+from crm_core.tables.filters import FilterBuilder, FilterEnv
 from crm_core.tables.history import (
     HISTORY_ORDER,
     UNRECORDED_FIELD,
@@ -167,6 +168,9 @@ class RowValues:
         known = {}
         for key, value in body.items():
             column = self.table.column(key)
+            if column is not None and self.table.column_type(column).computed:
+                self._error(key, "is a computed column and read-only")
+                continue
             if column is None:
                 if key == VERSION_FIELD:
                     self._error(key, "is read-only; send the version as If-Match")
@@ -324,7 +328,7 @@ class RowService:
     ) -> dict[str, Any]:
         """The MongoDB query for a filter (already parsed from JSON); 400 invalid_filter."""
         env = FilterEnv(ctx.values, now or datetime.now(UTC))
-        return self.filters.translate(filters, table_fields(table.columns, self.types), env)
+        return self.filters.translate(filters, computed.filter_fields(table, self.types), env)
 
     def render(self, table: Table, doc: dict[str, Any]) -> dict[str, Any]:
         return render_row(table, doc)
@@ -337,7 +341,7 @@ class RowService:
         doc = await table.collection(ctx).find_one({"_id": parse_row_id(row_id)})
         if doc is None:
             raise NotFound("Row not found")
-        row = self.render(table, doc)
+        row = (await self.with_computed(ctx, table, [self.render(table, doc)]))[0]
         await self.expand(ctx, table, [row], expand_keys(expand))
         return row
 
@@ -356,7 +360,7 @@ class RowService:
         table, [doc] = await self.settled(ctx, table, [doc], keys)
         row = self.render(table, doc)
         await self.changes.record(ctx, table, [Change(None, doc)], rendered=[row])
-        return row
+        return (await self.with_computed(ctx, table, [row]))[0]
 
     async def update(
         self,
@@ -400,7 +404,7 @@ class RowService:
         table, [after] = await self.settled(ctx, table, [after], keys)
         row = self.render(table, after)
         await self.changes.record(ctx, table, [Change(before, after)], action, rendered=[row])
-        return row
+        return (await self.with_computed(ctx, table, [row]))[0]
 
     async def delete(
         self, ctx: TenantContext, table: Table, row_id: str, expected: int | None = None
@@ -599,6 +603,7 @@ class RowService:
         where = self.query(ctx, table, filters)
         if not where:
             raise ValidationFailed.field("filters", "must have at least one condition")
+        computed.refuse_computed(table, where)
         return where
 
     async def move(
@@ -663,6 +668,13 @@ class RowService:
     ) -> tuple[list[dict[str, Any]], int, str | None]:
         """One page, the total and the next page's cursor; `sort=None` is the caller's manual
         order. The page is read with one row more than `limit`: whether a next page exists."""
+        if computed.has_computed(table):
+            if cursor is not None:
+                raise ValidationFailed.field(
+                    "cursor", "a table with computed columns pages by offset (docs/computed.md)"
+                )
+            items, total = await self.computed_page(ctx, table, query, sort, limit, offset)
+            return items, total, None
         collection = table.collection(ctx)
         max_time = ctx.max_time_ms
         scope = self.page_scope(table, sort, filters)
@@ -696,6 +708,60 @@ class RowService:
             direction = sort[-1][1] if sort else ASCENDING
             sort = [*sort, ("_id", direction)]
         return PageScope(f"rows:{table.key}", tuple(sort), filters)
+
+    async def computed_page(
+        self,
+        ctx: TenantContext,
+        table: Table,
+        query: dict[str, Any],
+        sort: list[tuple[str, int]] | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """`page` of a table with computed columns: one aggregation pipeline computes what the
+        filter, the sort and the page need (crm_core/tables/computed/pipeline.py)."""
+        collection = table.collection(ctx)
+        max_time = ctx.max_time_ms
+        if sort is None:  # the manual order reads stored rows, then their computed values
+            computed.refuse_computed(table, query, "sort")
+            ranked = await manual_page(ctx, table, query, offset, limit, None)
+            docs = [doc for _, doc in ranked]
+            rows = await self.with_computed(ctx, table, [self.render(table, d) for d in docs])
+            with query_purpose(CLIENT_QUERY):
+                total = await collection.count_documents(query, maxTimeMS=max_time)
+            return rows, total
+        if not any(field == "_id" for field, _ in sort):
+            sort = [*sort, ("_id", sort[-1][1] if sort else ASCENDING)]
+        plan = await computed.build_plan(ctx, table, self.types)
+        shapes = computed.page_pipelines(plan, query, sort, offset, limit)
+        with query_purpose(CLIENT_QUERY):
+            docs = await collection.aggregate(shapes.rows, maxTimeMS=max_time).to_list(None)
+            if shapes.faceted:  # the page and its total from one pass
+                counted = docs[0]["total"] if docs else []
+                docs = docs[0]["rows"] if docs else []
+                total = int(counted[0]["n"]) if counted else 0
+            else:
+                total = await collection.count_documents(shapes.stored, maxTimeMS=max_time)
+        return [self.render(table, d) for d in docs], total
+
+    async def with_computed(
+        self, ctx: TenantContext, table: Table, rows: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Rendered rows with the values of the table's computed columns, computed by the
+        database (a copy of each row; webhooks and history keep the stored values)."""
+        if not rows or not computed.has_computed(table):
+            return rows
+        docs = [{"_id": ObjectId(r["id"])} for r in rows]
+        found = await computed.add_values(ctx, table, self.types, docs)
+        result = []
+        for row, values in zip(rows, found, strict=True):
+            extra = {
+                c.key: table.column_type(c).render(c, values[c.key])
+                for c in computed.computed_columns(table)
+                if c.key in values
+            }
+            result.append({**row, **extra})
+        return result
 
     @staticmethod
     def sort_spec(
