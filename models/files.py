@@ -268,12 +268,15 @@ FILE_UPLOAD_CONTENT: dict[str, Any] = {
         }
     }
 }
+# The Content-Type is the one sniffed at upload (image/png, text/plain, ...; bytes without a
+# known signature are application/octet-stream), so the answer's media range is any type
 FILE_DOWNLOAD_CONTENT: dict[str, Any] = {
-    "application/octet-stream": {
+    "*/*": {
         "schema": {
             "type": "string",
             "format": "binary",
-            "description": "The file's bytes; Content-Type is the type sniffed at upload",
+            "description": "The file's bytes; Content-Type is the type sniffed at upload "
+            "(application/octet-stream when none is recognised)",
         }
     }
 }

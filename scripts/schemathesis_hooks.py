@@ -45,6 +45,7 @@ def _call(
     *,
     raw: str | None = None,
     base: str = BASE_URL,
+    again: bool = True,
 ):
     headers = {"Content-Type": "text/csv" if raw is not None else "application/json"}
     if token:
@@ -60,6 +61,10 @@ def _call(
             text = response.read()
             return response.status, json.loads(text) if text[:1] in (b"{", b"[") else None
     except urllib.error.HTTPError as exc:
+        if exc.code == 401 and again and token is not None and token == _STATE["token"]:
+            # the owner's token ended by a way the hooks did not see: sign in again, once
+            _CHECK["token"] = True
+            return _call(method, path, body, _token(), raw=raw, base=base, again=False)
         return exc.code, None
 
 
@@ -80,7 +85,7 @@ class FuzzOwner:
             if token is not None and not _CHECK["token"]:
                 return token
             if token is not None:
-                status, _ = _call("GET", "/api/auth/me", token=str(token))
+                status, _ = _call("GET", "/api/auth/me", token=str(token), again=False)
                 if status == 200:
                     _CHECK["token"] = False
                     return token
@@ -664,6 +669,55 @@ def _rewrite_sms_more(case, seed: dict[str, object], n: int) -> None:
         case.body = {"data[]": data, "hash": digest}
 
 
+# a PNG signature and a few bytes: the service sniffs `image/png` (docs/api.md "Files")
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(8) + b"fuzz"
+
+
+def _uploaded_file(token: str) -> str | None:
+    """An attachment file the owner uploaded (held by no row yet: its uploader may read it)."""
+    boundary = secrets.token_hex(8)
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="fuzz.png"'
+            "\r\nContent-Type: image/png\r\n\r\n"
+        ).encode()
+        + PNG
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    request = urllib.request.Request(  # noqa: S310 - loopback URL set by scripts/fuzz
+        f"{BASE_URL}/api/files",
+        data=body,
+        headers={
+            "Authorization": f"Bearer {token}",
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+        },
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            return str(json.loads(response.read())["id"])
+    except urllib.error.HTTPError:
+        return None
+
+
+def _rewrite_attachments(case, seed: dict[str, object], n: int) -> None:
+    if case.method.upper() == "POST":
+        case.body = {"file": PNG + str(n).encode()}
+    else:
+        case.path_parameters = {"file_id": _uploaded_file(_token())}
+
+
+def _sendable_form(case) -> None:
+    """A multipart field's name goes into a MIME header, where a control character is not
+    allowed (the service rightly answers 400 naming `file`): positive cases keep the fields
+    whose names can be sent."""
+    body = getattr(case, "body", None)
+    if isinstance(body, dict):
+        case.body = {
+            k: v for k, v in body.items() if not any(ord(c) < 32 or c == "\x7f" for c in k)
+        }
+
+
 def _finished_delivery(hook_id: str, token: str) -> str | None:
     """A finished delivery of the webhook's events (not a ping); a row is made when there is
     none yet, whose `row.created` delivery the local receiver takes at once."""
@@ -728,6 +782,8 @@ def _rewriter(path: str, method: str):
         return _rewrite_trash
     if path == "/api/events":
         return _sse
+    if path.startswith("/api/files"):
+        return _rewrite_attachments
     if path.endswith(("/history", "/revert", "/aggregate")):
         return _rewrite_rows_extra
     if path in ACCOUNT_PATHS or (path, method) == ("/api/users", "POST"):
@@ -781,6 +837,8 @@ def before_call(ctx, case, **kwargs):
         _known_timezone(case)
     if path == "/api/events":
         _no_stream(case)  # only the hooks' own SSE calls (_sse) may stream
+    if path == "/api/files" and not negative:
+        _sendable_form(case)
     rewrite = _rewriter(path, method)
     if rewrite is None or negative:
         return  # negative cases must stay invalid: the checks expect them refused
@@ -790,6 +848,9 @@ def before_call(ctx, case, **kwargs):
         if n % 2:
             return  # keep the fuzzed data
         rewrite(case, _seed(), n // 2)  # n // 2: the how-many-th rewrite
+        headers = case.headers or {}
+        if rewrite is not _sse and "Authorization" in headers:  # the token may be new since
+            case.headers = {**headers, "Authorization": f"Bearer {_token()}"}
 
 
 @schemathesis.hook
