@@ -14,6 +14,7 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from crm_core.accounts.context import TenantContext
+from crm_core.accounts.grants import check_token_scope
 from crm_core.accounts.tokens import is_api_token
 from crm_core.live.hub import (
     GOING_AWAY,
@@ -128,14 +129,16 @@ async def events(call: Call, query: EventsQuery) -> web.StreamResponse:
     summary="A one-time ticket for an EventSource (GET /api/events?ticket=...)",
     response=EventsTicket,
     status=201,
-    errors=(401,),
+    errors=(401, 403),
 )
 async def create_ticket(call: Call) -> EventsTicket:
     """A browser's `EventSource` cannot send `Authorization`: it opens `GET
-    /api/events?ticket=...` with this instead. The ticket acts as the credential that made
-    it (an access token, or an API token within its scope), for one request within
+    /api/events?ticket=...` with this instead. The ticket acts as the signed-in session that
+    made it (its access is re-checked as any connection's), for one request within
     `expires_in` (30) seconds; the token itself never goes in the URL. A used, expired or
-    altered ticket is a 401."""
+    altered ticket is a 401. A signed-in session only: an API token answers 403 (a program
+    sends its token in a header)."""
+    check_token_scope(call.ctx, "make a live-events ticket")
     ticket = await tickets(call.services).issue(call.ctx, bearer_token(call.request))
     return EventsTicket(ticket=ticket, expires_in=tickets(call.services).seconds)
 

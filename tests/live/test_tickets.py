@@ -103,6 +103,15 @@ async def test_a_ticket_needs_a_signed_in_caller(client):
     assert response.status == 401
 
 
+async def test_an_api_token_makes_no_ticket(api: Api, owner):
+    made = await api.call("POST", "/api/tokens", owner, expect=201, json={"name": "t"})
+    response = await api.client.post(
+        "/api/events/ticket", headers={"Authorization": f"Bearer {made['token']}"}
+    )
+    assert response.status == 403
+    assert "signed-in session" in (await response.json())["error"]["message"]
+
+
 async def test_a_ticket_of_a_deactivated_user_is_401(client, api: Api, owner, factories):
     member = await factories.user(owner, "viewer")
     ticket = await ticket_of(api, member)
