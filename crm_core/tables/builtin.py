@@ -287,9 +287,11 @@ async def index_drift(db: Database) -> list[str]:
             if not column.unique and unique:
                 found.append(f"{key}.{column.key}: a unique index the definition does not claim")
             plain = indexes.get(plain_index_name(column.key))
-            if _plain(types, column) and plain is None:
+            if not _plain(types, column):
+                continue
+            if plain is None:
                 found.append(f"{key}.{column.key}: indexed in the definition, no index")
-            elif _plain(types, column) and _index_keys(plain) != plain_index_keys(column.key):
+            elif _index_keys(plain) != plain_index_keys(column.key):
                 shape = ", ".join(field for field, _ in _index_keys(plain))
                 found.append(f"{key}.{column.key}: an index on ({shape}), not ({column.key}, _id)")
         if doc.get("changing"):

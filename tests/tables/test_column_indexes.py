@@ -29,7 +29,9 @@ TABLE = {
 async def _deals(api, owner) -> list[dict]:
     await api.call("POST", "/api/meta/tables", owner, expect=201, json=TABLE)
     items = [{"n": n, "code": f"c{i}"} for i, n in enumerate([3, 1, 2, 1, 3, 2, 1])]
-    created = await api.call("POST", "/api/data/deals/bulk", owner, expect=201, json={"items": items})
+    created = await api.call(
+        "POST", "/api/data/deals/bulk", owner, expect=201, json={"items": items}
+    )
     return [{**item, "id": row["id"]} for item, row in zip(items, created["items"], strict=True)]
 
 
@@ -97,9 +99,7 @@ async def test_an_old_shape_index_would_sort_in_memory(api, client, owner):
         assert reason is not None and "in-memory sort" in reason, describe(record)
 
 
-async def test_migrate_rebuilds_an_old_shape_index_and_drift_reports_none_after(
-    api, client, owner
-):
+async def test_migrate_rebuilds_an_old_shape_index_and_drift_reports_none_after(api, client, owner):
     await _deals(api, owner)
     db = tenant_db(client, owner)
     rows = await rows_of(client, owner, "deals")
