@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from bson import ObjectId
 from pydantic import BaseModel
 
+from crm_core.accounts.audit import AuditSink
 from crm_core.accounts.cache import tables_changed
 from crm_core.accounts.context import TenantContext
 from crm_core.platform.errors import Conflict, NotFound, StaleTableVersion, ValidationFailed
@@ -47,7 +48,7 @@ from crm_core.tables.definitions import (
     save_definition,
     utcnow,
 )
-from crm_core.tables.history import AuditSink, unrecorded_index
+from crm_core.tables.history import unrecorded_index
 from crm_core.tables.trash import KEPT_WITH_TABLE, SchemaTrash
 from crm_core.tables.validators import ColumnValidator
 from models.access import AliasRecord
