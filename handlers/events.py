@@ -14,6 +14,7 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from crm_core.accounts.context import TenantContext
+from crm_core.accounts.grants import check_token_scope
 from crm_core.accounts.tokens import is_api_token
 from crm_core.live.hub import (
     GOING_AWAY,
@@ -26,6 +27,7 @@ from crm_core.live.hub import (
     closing_for,
     frame,
 )
+from crm_core.live.tickets import LiveTickets
 from crm_core.platform.errors import (
     CrmError,
     PasswordChangeRequired,
@@ -34,8 +36,8 @@ from crm_core.platform.errors import (
 )
 from crm_core.platform.settings import Settings
 from crm_core.services import Services
-from handlers.routing import SERVICES, Call, Public, RouteTable, bearer_token
-from models.events import EventsQuery
+from handlers.routing import SERVICES, Authenticated, Call, Public, RouteTable, bearer_token
+from models.events import EventsQuery, EventsTicket
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +57,14 @@ DESCRIPTION = """Live events of the tables the caller may read (docs/api.md "Liv
 "deals", "filters": [...], "since": "<event id>"}`, `{"type": "unsubscribe", "table": "deals"}`,
 `{"type": "subscribe", "campaigns": true}`, `{"type": "ping"}`.
 
-**SSE** (`Accept: text/event-stream`): `Authorization: Bearer <token>`, the subscriptions in the
-query (`tables`, `filters`, `campaigns`), resume with `Last-Event-ID`.
+**SSE** (`Accept: text/event-stream`): `Authorization: Bearer <token>`, or (a browser's
+`EventSource`) `ticket=` from `POST /api/events/ticket`; the subscriptions in the query
+(`tables`, `filters`, `campaigns`), resume with `Last-Event-ID`.
 
 Frames: `row.created`, `row.updated` (`changed` columns), `row.deleted`, `row.restored`,
 `table.changed`, `campaign.progress`, each with `id` (the event id), `table`, `row_id` and
 `row`; control frames `ready`, `subscribed`, `unsubscribed`, `error`, `reload`, `heartbeat`,
-`close`. Tokens are never read from the URL."""
+`close`. Tokens are never read from the URL (a one-time ticket is)."""
 
 # Before OpenAPI 3.2 (`itemSchema`), the schema of a `text/event-stream` answer describes each
 # of its events, not the stream as one string (docs/api.md "Live events")
@@ -93,6 +96,20 @@ async def authenticate(services: Services, bearer: str) -> TenantContext:
     return ctx
 
 
+def tickets(services: Services) -> LiveTickets:
+    return LiveTickets(services.storage.system_db)
+
+
+async def redeem(services: Services, ticket: str) -> tuple[str, TenantContext]:
+    """The credential a ticket was issued with and its viewer now; 401 when the ticket or the
+    credential does not stand, or the credential is no longer the ticket's user's."""
+    redeemed = await tickets(services).redeem(ticket)
+    ctx = await authenticate(services, redeemed.bearer)
+    if ctx.tenant_id != redeemed.tenant_id or ctx.user_id != redeemed.user_id:
+        raise Unauthorized("The ticket is not valid")
+    return redeemed.bearer, ctx
+
+
 def open_connection(
     services: Services, bearer: str, ctx: TenantContext, transport: str
 ) -> Connection:
@@ -122,6 +139,26 @@ async def events(call: Call, query: EventsQuery) -> web.StreamResponse:
     raise ValidationFailed.field(
         "Accept", "open a WebSocket, or send Accept: text/event-stream for SSE"
     )
+
+
+@routes.post(
+    "/api/events/ticket",
+    access=Authenticated(),
+    summary="A one-time ticket for an EventSource (GET /api/events?ticket=...)",
+    response=EventsTicket,
+    status=201,
+    errors=(401, 403),
+)
+async def create_ticket(call: Call) -> EventsTicket:
+    """A browser's `EventSource` cannot send `Authorization`: it opens `GET
+    /api/events?ticket=...` with this instead. The ticket acts as the signed-in session that
+    made it (its access is re-checked as any connection's), for one request within
+    `expires_in` (30) seconds; the token itself never goes in the URL. A used, expired or
+    altered ticket is a 401. A signed-in session only: an API token answers 403 (a program
+    sends its token in a header)."""
+    check_token_scope(call.ctx, "make a live-events ticket")
+    ticket = await tickets(call.services).issue(call.ctx, bearer_token(call.request))
+    return EventsTicket(ticket=ticket, expires_in=tickets(call.services).seconds)
 
 
 def split_tables(tables: str | None) -> list[str]:
@@ -203,7 +240,10 @@ async def websocket(call: Call, query: EventsQuery) -> web.WebSocketResponse:
     services, request = call.services, call.request
     connection: Connection | None = None
     bearer = offered_bearer(request)
-    if bearer is not None:  # a refused token is a plain 401 before the upgrade
+    if query.ticket is not None:  # a refused ticket is a plain 401 before the upgrade
+        bearer, ctx = await redeem(services, query.ticket)
+        connection = open_connection(services, bearer, ctx, "websocket")
+    elif bearer is not None:  # a refused token is a plain 401 before the upgrade
         ctx = await authenticate(services, bearer)
         connection = open_connection(services, bearer, ctx, "websocket")
     ws = web.WebSocketResponse(protocols=(PROTOCOL,), max_msg_size=MAX_FRAME_BYTES)
@@ -367,8 +407,11 @@ def sse_bytes(item: Frame) -> bytes:
 
 async def server_sent_events(call: Call, query: EventsQuery) -> web.StreamResponse:
     services, request = call.services, call.request
-    bearer = bearer_token(request)
-    ctx = await authenticate(services, bearer)
+    if query.ticket is not None:
+        bearer, ctx = await redeem(services, query.ticket)
+    else:
+        bearer = bearer_token(request)
+        ctx = await authenticate(services, bearer)
     connection = open_connection(services, bearer, ctx, "sse")
     try:
         response = web.StreamResponse(

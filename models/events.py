@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from models.base import QueryModel
+from models.base import OutputModel, QueryModel
 
 
 class EventsQuery(QueryModel):
@@ -31,3 +31,17 @@ class EventsQuery(QueryModel):
         description="Resume after this event id (SSE: the `Last-Event-ID` header does the "
         "same); up to EVENTS_REPLAY_SECONDS back, else a `reload` frame",
     )
+    ticket: str | None = Field(
+        default=None,
+        max_length=128,
+        description="A one-time ticket from `POST /api/events/ticket` (valid 30 s, one use), "
+        "for a browser's `EventSource`, which cannot send headers; never the token itself",
+    )
+
+
+class EventsTicket(OutputModel):
+    ticket: str = Field(
+        description="Opens one `GET /api/events?ticket=...` as the caller, within "
+        "`expires_in` seconds"
+    )
+    expires_in: int = Field(description="Seconds the ticket stays valid", examples=[30])

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from bson import ObjectId
 
-from crm_core.accounts.audit import AccountsAudit, diff, user_target
+from crm_core.accounts.audit import AuditSink, diff, user_target
 from crm_core.accounts.context import TenantContext
 from crm_core.accounts.grants import check_grant
 from crm_core.accounts.roles import RoleService
@@ -35,7 +35,7 @@ class UserService:
         self,
         roles: RoleService,
         bcrypt_rounds: int,
-        audit: AccountsAudit,
+        audit: AuditSink,
         cursors: PageCursors | None = None,
     ) -> None:
         self.roles = roles

@@ -3,9 +3,9 @@ webhooks, tables and columns, imports, exports, SMS campaigns and settings, who 
 failed to), and when (`_audit` in the company's database, docs/history.md).
 
 Append-only: the services that change those things call `record` (or `record_in` outside a
-signed-in request) through a protocol each domain declares (crm_core/tables/history.py
-`AuditSink`, crm_core/accounts/audit.py `AccountsAudit`, crm_core/webhooks/service.py
-`WebhookAudit`...); no route edits an entry. Entries expire after `AUDIT_RETENTION_DAYS` (a TTL
+signed-in request) through one protocol, crm_core/accounts/audit.py `AuditSink`, which
+the domains above accounts share (crm_core/services.py passes this trail in); no route edits an
+entry. Entries expire after `AUDIT_RETENTION_DAYS` (a TTL
 index on `expires_at`). `address` is the request's client address (`CLIENT_ADDRESS`, set by
 the access middleware from the address the login throttle counts); None outside a request."""
 

@@ -36,6 +36,7 @@ from zoneinfo import ZoneInfo
 
 from bson import ObjectId
 
+from crm_core.accounts.audit import AuditSink
 from crm_core.accounts.context import TenantContext
 from crm_core.files.attachments import FileService
 from crm_core.files.csvtext import csv_line, neutralise
@@ -46,7 +47,6 @@ from crm_core.tables.aliases import AliasService
 from crm_core.tables.columns import Column, ColumnType
 from crm_core.tables.computed import pipeline as computed
 from crm_core.tables.definitions import SYSTEM_FIELDS, Table
-from crm_core.tables.history import AuditSink
 from crm_core.tables.ordering import get_view, manual_rows
 from crm_core.tables.rows import CLIENT_QUERY, RowService
 from models.files import ExportQuery

@@ -33,6 +33,7 @@ from typing import IO, Any, Protocol
 import orjson
 from bson import ObjectId
 
+from crm_core.accounts.audit import AuditSink
 from crm_core.accounts.context import TenantContext
 from crm_core.files.cells import CellError as BadCell
 from crm_core.files.cells import read_cell
@@ -63,7 +64,7 @@ from crm_core.platform.storage import Database
 from crm_core.tables.access import Level, require
 from crm_core.tables.aliases import AliasService
 from crm_core.tables.definitions import TABLES, Table, load_table, utcnow
-from crm_core.tables.history import ACTOR_TYPE, AuditSink
+from crm_core.tables.history import ACTOR_TYPE
 from crm_core.tables.rows import RowService
 from crm_core.tables.upsert import Plan, apply_plan, check_upsert_column, plan_batch, undo
 from models.files import CellError, ConfirmIn, PreviewOut, PreviewRow, UploadQuery

@@ -1,5 +1,9 @@
 """`LiveService`: subscriptions of a connection, the replay from `_history`, and the process's
-hub and bus (docs/api.md "Live events")."""
+hub and bus (docs/api.md "Live events").
+
+A resume is replayed only while the table's schema stands as the client knew it: a schema
+change of the table in the company's audit trail (`_audit`, the entries `LiveAudit` turns into
+`table.changed`) after the resume point is a `reload` frame instead of the rows."""
 
 from __future__ import annotations
 
@@ -32,6 +36,19 @@ from crm_core.tables.history import EVENTS, HISTORY, render_row
 from crm_core.tables.rows import RowService
 
 DELETED = "row.deleted"
+AUDIT = "_audit"  # the company's audit trail (crm_core/audit/service.py, a sibling package)
+# the audit actions that change a table's schema as a client holds it (crm_core/tables/meta.py);
+# `table.created` is not one: a table created after the resume point replaced a deleted one,
+# and its `table.deleted` is after the resume point too
+SCHEMA_CHANGES = (
+    "table.renamed",
+    "table.deleted",
+    "table.restored",
+    "column.added",
+    "column.changed",
+    "column.deleted",
+    "column.restored",
+)
 
 
 class LiveService:
@@ -128,14 +145,21 @@ class LiveService:
     ) -> None:
         """The table's events after `since` from `_history` (at least once: events of the same
         second may come again; a client keeps the ids it saw), then what arrived meanwhile.
-        Older than EVENTS_REPLAY_SECONDS, or more than EVENTS_REPLAY_MAX: a `reload` frame."""
+        Older than EVENTS_REPLAY_SECONDS, or more than EVENTS_REPLAY_MAX: a `reload` frame
+        (`beyond_replay`); the table's schema changed after `since`: a `reload` frame
+        (`schema_changed`) instead of the rows (rendered under a schema the client lacks)."""
         replayed: set[str] = set()
+        reason = None
         try:
             frames = await self.replay(ctx, table, since, subscription.query)
+            if frames is None:
+                reason = "beyond_replay"
+            elif await self.schema_changed(ctx, table.key, since):
+                reason = "schema_changed"
         finally:
             buffered, subscription.buffer = subscription.buffer or [], None
-        if frames is None:
-            connection.offer(frame("reload", {"table": table.key, "reason": "beyond_replay"}))
+        if reason is not None or frames is None:
+            connection.offer(frame("reload", {"table": table.key, "reason": reason}))
         else:
             for item in frames:
                 replayed.add(item.id or "")
@@ -143,6 +167,18 @@ class LiveService:
         for item in buffered:
             if item.id not in replayed:
                 connection.offer(item)
+
+    async def schema_changed(self, ctx: TenantContext, key: str, since: ObjectId) -> bool:
+        """Whether the audit trail holds a schema change of table `key` from the second of
+        `since` on (at least once, as the replay: ids of one second from two processes do not
+        order). Served by `_audit`'s `table_action_id` index (crm_core/platform/indexes.py)."""
+        start = ObjectId.from_datetime(since.generation_time)
+        where = {
+            "target.table": key,
+            "action": {"$in": list(SCHEMA_CHANGES)},
+            "_id": {"$gte": start},
+        }
+        return await ctx.db[AUDIT].find_one(where, {"_id": 1}) is not None
 
     async def replay(
         self, ctx: TenantContext, table: Table, since: ObjectId, query: dict[str, Any] | None

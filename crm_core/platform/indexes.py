@@ -266,6 +266,12 @@ TENANT_INDEXES: tuple[IndexSpec, ...] = (
     ),
     IndexSpec(
         "_audit",
+        (("target.table", 1), ("action", 1), ("_id", 1)),
+        "table_action_id",
+        serves="live events: a schema change of a table after a resume point",
+    ),
+    IndexSpec(
+        "_audit",
         (("expires_at", 1),),
         "expiry_ttl",
         expire_after=0,
@@ -276,6 +282,13 @@ TENANT_INDEXES: tuple[IndexSpec, ...] = (
 # Indexes of system-database collections that no beanie document declares (or that a
 # document's own list lacks); built with the tenants' at start-up and by `crm migrate`.
 SYSTEM_INDEXES: tuple[IndexSpec, ...] = (
+    IndexSpec(
+        "live_tickets",
+        (("expires_at", 1),),
+        "expiry_ttl",
+        expire_after=0,
+        serves="the server removes live-event tickets never redeemed (TTL)",
+    ),
     IndexSpec(
         "webhook_due",
         (("due_at", 1),),

@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from beanie import PydanticObjectId
 from bson import ObjectId
 
+from crm_core.accounts.audit import AuditSink
 from crm_core.accounts.context import TenantContext
 from crm_core.platform import metrics
 from crm_core.platform.clock import as_utc, utcnow
@@ -62,7 +63,6 @@ from crm_core.sms.delivery import (
 from crm_core.sms.names import CAMPAIGNS, MESSAGES
 from crm_core.tables.access import Level, require
 from crm_core.tables.definitions import load_table
-from crm_core.tables.history import AuditSink
 from crm_core.tables.rows import CLIENT_QUERY, RowService
 from models.accounts import Tenant
 from models.sms import (

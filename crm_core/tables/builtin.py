@@ -18,9 +18,10 @@ from crm_core.accounts.cache import roles_changed, tables_changed
 from crm_core.accounts.permissions import ADDED_LATER, BUILTIN_ROLES
 from crm_core.platform.indexes import ensure_system_indexes, ensure_tenant_indexes
 from crm_core.platform.registry import Registry
-from crm_core.platform.storage import ASCENDING, Database, Storage
+from crm_core.platform.storage import ASCENDING, DESCENDING, Collection, Database, Storage
 from crm_core.tables.columns import Column, ColumnType, default_column_types
 from crm_core.tables.definitions import TABLES, rows_collection_name, utcnow
+from crm_core.tables.meta import plain_index_keys, plain_index_name
 from models.accounts import Tenant
 
 log = logging.getLogger(__name__)
@@ -174,7 +175,70 @@ async def _builtin_indexes(
 ) -> None:
     for column in map(Column.from_doc, spec["columns"]):
         if types.get(column.type).plain_index(column):
-            await db[collection].create_index([(column.key, ASCENDING)], name=f"i_{column.key}")
+            await ensure_plain_index(db[collection], column.key, create_missing=True)
+
+
+def rebuild_index_name(key: str) -> str:
+    """The index that keeps a column indexed while its plain index is rebuilt."""
+    return f"r_{key}"
+
+
+def _index_keys(info: dict[str, Any]) -> list[tuple[str, int]]:
+    return [(str(field), int(direction)) for field, direction in info["key"]]
+
+
+async def ensure_plain_index(rows: Collection, key: str, create_missing: bool = False) -> bool:
+    """Give the column `key` its plain index `(key, _id)` (crm_core/tables/meta.py
+    `plain_index_keys`), rebuilding one of another shape (`(key)` alone, made before the
+    `_id` key was added); True when it rebuilt one. MongoDB renames no index and refuses two
+    indexes of one key pattern, so the column stays indexed throughout by a stand-in of its
+    own pattern, `(key, _id descending)` under `r_<key>`: the stand-in is built, the old index
+    dropped, the new one built under the old name, the stand-in dropped. A rebuild cut short
+    leaves the stand-in, and the next run finishes it (docs/operations.md "Schema changes").
+    `create_missing`: build the index when the collection has none under its name."""
+    name, keys, stand_in = plain_index_name(key), plain_index_keys(key), rebuild_index_name(key)
+    existing = await rows.index_information()
+    current = existing.get(name)
+    if current is not None and _index_keys(current) == keys:
+        if stand_in in existing:
+            await rows.drop_index(stand_in)  # a rebuild stopped after its last build
+        return False
+    rebuilding = current is not None or stand_in in existing
+    if not rebuilding and not create_missing:
+        return False
+    if rebuilding and stand_in not in existing:
+        await rows.create_index([(key, ASCENDING), ("_id", DESCENDING)], name=stand_in)
+    if current is not None:
+        await rows.drop_index(name)
+    await rows.create_index(keys, name=name)
+    if rebuilding:
+        await rows.drop_index(stand_in)
+    return rebuilding
+
+
+def _plain(types: Registry[ColumnType], column: Column) -> bool:
+    """Whether the column has a plain index (a unique one has its unique index instead)."""
+    if column.unique:
+        return False
+    if column.type not in types:
+        return column.indexed
+    return types.get(column.type).plain_index(column)
+
+
+async def rebuild_plain_indexes(db: Database) -> list[str]:
+    """Rebuild the plain column indexes of the tables of `db` that have another shape than
+    `(key, _id)` (`ensure_plain_index`); a missing one is left to `index_drift` to report."""
+    types = default_column_types()
+    changed = []
+    names = set(await db.list_collection_names())
+    async for doc in db[TABLES].find():
+        collection = str(doc.get("collection") or doc["key"])
+        if collection not in names:
+            continue
+        for column in map(Column.from_doc, doc.get("columns", [])):
+            if _plain(types, column) and await ensure_plain_index(db[collection], column.key):
+                changed.append(f"rebuilt the index of {doc['key']}.{column.key} as (key, _id)")
+    return changed
 
 
 async def move_row_collections(db: Database) -> list[str]:
@@ -222,13 +286,14 @@ async def index_drift(db: Database) -> list[str]:
                 found.append(f"{key}.{column.key}: unique in the definition, no unique index")
             if not column.unique and unique:
                 found.append(f"{key}.{column.key}: a unique index the definition does not claim")
-            plain = (
-                column.indexed
-                if column.type not in types
-                else (types.get(column.type).plain_index(column))
-            )
-            if not column.unique and plain and f"i_{column.key}" not in indexes:
+            plain = indexes.get(plain_index_name(column.key))
+            if not _plain(types, column):
+                continue
+            if plain is None:
                 found.append(f"{key}.{column.key}: indexed in the definition, no index")
+            elif _index_keys(plain) != plain_index_keys(column.key):
+                shape = ", ".join(field for field, _ in _index_keys(plain))
+                found.append(f"{key}.{column.key}: an index on ({shape}), not ({column.key}, _id)")
         if doc.get("changing"):
             columns = ", ".join(doc["changing"].get("columns") or ())
             found.append(f"{key}: a schema change of {columns} started and never finished")
@@ -270,6 +335,7 @@ async def migrate_all(
         db = storage.tenant_db(str(tenant.id))
         await ensure_tenant_indexes(db)  # indexes added since the tenant was created
         changes = await move_row_collections(db)
+        changes += await rebuild_plain_indexes(db)  # before the built-in tables' are ensured
         changes += await ensure_builtin_tables(db)
         role_changes = await ensure_builtin_role_permissions(db)
         if changes:

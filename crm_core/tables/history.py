@@ -106,19 +106,6 @@ class RowEvents(Protocol):
     ) -> int: ...
 
 
-class AuditSink(Protocol):
-    """The company's audit trail (crm_core/audit/service.py `AuditTrail`): the
-    tables domain tells it of changes to tables, columns, shares and the trash."""
-
-    async def record(
-        self,
-        ctx: TenantContext,
-        action: str,
-        target: dict[str, Any],
-        changes: dict[str, Any] | None = None,
-    ) -> None: ...
-
-
 @dataclass(frozen=True)
 class LiveChange:
     """One recorded row change as the live events see it (crm_core/live): its revision's id

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from bson import ObjectId
 from pydantic import BaseModel
 
+from crm_core.accounts.audit import AuditSink
 from crm_core.accounts.cache import tables_changed
 from crm_core.accounts.context import TenantContext
 from crm_core.platform.errors import Conflict, NotFound, StaleTableVersion, ValidationFailed
@@ -47,7 +48,7 @@ from crm_core.tables.definitions import (
     save_definition,
     utcnow,
 )
-from crm_core.tables.history import AuditSink, unrecorded_index
+from crm_core.tables.history import unrecorded_index
 from crm_core.tables.trash import KEPT_WITH_TABLE, SchemaTrash
 from crm_core.tables.validators import ColumnValidator
 from models.access import AliasRecord
@@ -64,6 +65,13 @@ def unique_index_name(key: str) -> str:
 
 def plain_index_name(key: str) -> str:
     return f"i_{key}"
+
+
+def plain_index_keys(key: str) -> list[tuple[str, int]]:
+    """A plain column index: the column, then `_id`. One index serves equality and ranges on
+    the column and a page sorted by it with its `_id` tie-breaker (crm_core/platform/cursors.py)
+    in either direction, as an index walk instead of an in-memory sort (docs/storage.md)."""
+    return [(key, ASCENDING), ("_id", ASCENDING)]
 
 
 class TableDependents(Protocol):
@@ -772,7 +780,10 @@ class MetaService:
         key = column.key
         try:
             if column.unique:
-                # rows without a value do not collide with each other
+                # rows without a value do not collide with each other. `(key)` alone, unlike
+                # a plain index: unique values have no ties for `_id` to break, and the index
+                # is partial (rows without a value are not in it), so it serves lookups and
+                # ranges on the column, never a page sorted over every row anyway
                 await rows.create_index(
                     [(key, ASCENDING)],
                     name=unique_index_name(key),
@@ -780,7 +791,7 @@ class MetaService:
                     **skip_missing_index_options(rows, key),
                 )
             elif self.types.get(column.type).plain_index(column):
-                await rows.create_index([(key, ASCENDING)], name=plain_index_name(key))
+                await rows.create_index(plain_index_keys(key), name=plain_index_name(key))
         except (DuplicateKeyError, OperationFailure):
             raise Conflict(
                 f"Column '{key}' has duplicate values; it cannot be unique",

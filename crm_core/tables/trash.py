@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from bson import ObjectId
 
+from crm_core.accounts.audit import AuditSink
 from crm_core.accounts.context import TenantContext
 from crm_core.accounts.grants import check_token_scope
 from crm_core.platform.clock import as_utc, utcnow
@@ -44,7 +45,6 @@ from crm_core.tables.history import (
     UNRECORDED_FIELD,
     UNRECORDED_ITEM,
     Action,
-    AuditSink,
     Change,
     actor_of,
     render_row,

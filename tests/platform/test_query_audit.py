@@ -135,6 +135,34 @@ def test_planning_rules():
         assert unserved(record, idx) is not None, record
 
 
+def test_the_whole_sort_must_be_served_by_one_index():
+    """A cursor page sorts by a column with `_id` breaking ties (crm_core/platform/cursors.py):
+    every key of the sort, in order, must be the next keys of one index. The old plain column
+    index `(n)` serves the first key only, so MongoDB would sort every matching row in memory;
+    `(n, _id)`, the shape crm_core/tables/meta.py builds, serves the sort both ways."""
+    old = [(("n", 1),), (("_id", 1),)]
+    new = [(("n", 1), ("_id", 1)), (("_id", 1),)]
+    cursor_page = {"n": {"$gte": 2}, "$or": [{"n": {"$gt": 2}}, {"n": 2, "_id": {"$gt": 1}}]}
+    pages = [
+        _record("t", query={}, sort=[("n", 1), ("_id", 1)], limited=True),
+        _record("t", query={}, sort=[("n", -1), ("_id", -1)], limited=True),
+        _record("t", query=cursor_page, sort=[("n", 1), ("_id", 1)], limited=True),
+        _record("t", query={"n": {"$gt": 2}}, sort=[("n", -1), ("_id", -1)]),
+    ]
+    for record in pages:
+        assert unserved(record, new) is None, record
+        reason = unserved(record, old)
+        assert reason is not None and "in-memory sort" in reason, record
+    # equal on the column, the rest of the sort is `_id`: `(n)` has no `_id` after `n`, and
+    # the `_id` index read in order would be read whole to find the column's rows
+    equal = _record("t", query={"n": 2}, sort=[("n", 1), ("_id", 1)])
+    assert unserved(equal, new) is None
+    assert unserved(equal, old) is not None
+    # a sort whose later keys run against the index's directions is no walk of it either
+    mixed = _record("t", query={}, sort=[("n", 1), ("_id", -1)], limited=True)
+    assert unserved(mixed, new) is not None
+
+
 async def test_share_upserts_rely_on_partial_unique_indexes(api, client):
     owner = await api.register()
     first = await add_user(api, client, owner, "manager")

@@ -2,11 +2,13 @@
 (crm_core/platform/storage/recorder.py), and the allow-list of the queries that scan on purpose.
 
 `unserved(record, indexes)` applies the rules to one recorded query: equality fields first, then
-the sort, then one range, each `$or` branch on its own, `_id` always indexed. `audit(records,
-declared)` names every application query that no declared index serves
-(crm_core/platform/indexes.py) and no exemption allows. tests/platform/test_query_audit.py runs
-it over every query the test suite issues; docs/storage.md ("The query audit")
-lists the exemptions. Production code never imports this module (tests/platform/test_storage.py).
+the sort (every key of it, in order and in the index's directions or all reversed, the next keys
+of one index: a `(key, _id)` page sort is not served by a `(key)` index), then one range, each
+`$or` branch on its own, `_id` always indexed. `audit(records, declared)` names every
+application query that no declared index serves (crm_core/platform/indexes.py) and no exemption
+allows. tests/platform/test_query_audit.py runs it over every query the test suite issues;
+docs/storage.md ("The query audit") lists the exemptions. Production code never imports this
+module (tests/platform/test_storage.py).
 """
 
 from __future__ import annotations
