@@ -704,12 +704,20 @@ class RowService:
         oid = parse_row_id(row_id)
         if query.column is not None and table.column(query.column) is None:
             raise ValidationFailed.field("column", f"'{query.column[:64]}' is not a column")
+        await self._known_row(ctx, table, oid)
         items, total = await self.changes.page(
             ctx, table, oid, query.limit, query.offset, query.column
         )
-        if not total and await table.collection(ctx).find_one({"_id": oid}, {"_id": 1}) is None:
-            raise NotFound("Row not found")
         return {"items": items, "total": total}
+
+    async def _known_row(self, ctx: TenantContext, table: Table, oid: ObjectId) -> None:
+        """404 unless the row is this table's, in it or in the trash: revisions are keyed by
+        the table's key, and a deleted table's rows must not be read through a new table
+        given its key (docs/history.md "Routes")."""
+        if await table.collection(ctx).find_one({"_id": oid}, {"_id": 1}) is not None:
+            return
+        if not await self.trash.holds_row(ctx, table, oid):
+            raise NotFound("Row not found")
 
     async def revert(
         self, ctx: TenantContext, table: Table, row_id: str, revision_id: str
@@ -718,6 +726,7 @@ class RowService:
         that differ, validated like one; a `reverted` revision). 409 for a row in the trash
         or a revision after which the row was in the trash."""
         oid = parse_row_id(row_id)
+        await self._known_row(ctx, table, oid)
         revision = await self.changes.revision(ctx, table, oid, object_id(revision_id, "Revision"))
         current = await table.collection(ctx).find_one({"_id": oid})
         if current is None:

@@ -160,7 +160,10 @@ class RowTrash:
         }
 
     async def holds_row(self, ctx: TenantContext, table: Table, row_id: ObjectId) -> bool:
-        found = await ctx.db[TRASH].find_one({"row_id": row_id, "table": table.key}, {"_id": 1})
+        """Whether the row is in the trash as a row of this table (not of a deleted table
+        whose key was reused since)."""
+        query = {"row_id": row_id, "table": table.key, "table_id": table.doc.get("_id")}
+        found = await ctx.db[TRASH].find_one(query, {"_id": 1})
         return found is not None
 
 
@@ -295,11 +298,12 @@ class TrashService:
         self.schema = schema
         self.purges = purges
 
-    async def _levels(self, ctx: TenantContext) -> dict[str, Level]:
-        levels: dict[str, Level] = {}
+    async def _levels(self, ctx: TenantContext) -> dict[str, tuple[Level, Any]]:
+        """The caller's level on each visible table, with the table's id."""
+        levels: dict[str, tuple[Level, Any]] = {}
         async for doc in ctx.db[TABLES].find(await visible_filter(ctx)):
             table = Table(doc, self.types)
-            levels[table.key] = await access_level(ctx, table)
+            levels[table.key] = (await access_level(ctx, table), doc.get("_id"))
         return levels
 
     def _tables_filter(self, ctx: TenantContext) -> dict[str, Any] | None:
@@ -324,8 +328,12 @@ class TrashService:
         branches: list[dict[str, Any]] = []
         for listed, needed in (("row", Level.WRITE), ("column", Level.MANAGE)):
             if kind in (None, listed):
-                keys = [k for k, level in levels.items() if level >= needed]
-                branches.append({"table": {"$in": keys}, "kind": listed})
+                held = {k: i for k, (level, i) in levels.items() if level >= needed}
+                # by id too: a deleted table's items stay out of a new table of its key
+                ids = list(held.values())
+                branches.append(
+                    {"table": {"$in": list(held)}, "table_id": {"$in": ids}, "kind": listed}
+                )
         tables = self._tables_filter(ctx)
         if kind in (None, "table") and tables is not None:
             extra = {} if table_key is None else {"table": table_key}
