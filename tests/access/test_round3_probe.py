@@ -5,7 +5,8 @@ and live events."""
 from __future__ import annotations
 
 from tests.support.api import Account, Api
-from tests.support.live import ready, ws_connect
+from tests.support.live import ready, sse_connect, ws_connect
+from tests.support.tokens import bearer, make_token
 
 SECRET = [{"key": "who", "type": "string"}, {"key": "salary", "type": "integer"}]
 
@@ -69,3 +70,51 @@ async def test_a_reused_table_key_lists_no_trash_of_the_deleted_table(
     # the owner still sees their table
     owners = await api.call("GET", "/api/trash", owner, expect=200)
     assert [i["kind"] for i in owners["items"]] == ["table"]
+
+
+# ---- a deactivated user's session and API token on round 3's routes -----------------------
+
+ROUND3_READS = [
+    "/api/audit",
+    "/api/trash",
+    "/api/data/deals/aggregate?metrics=count",
+    "/api/sms/stop-list",
+    "/api/sms/campaigns",
+]
+
+
+async def test_a_deactivated_users_session_and_token_answer_401_and_streams_close(
+    client, api, owner, create_table, create_user
+):
+    await create_table(owner, "deals")
+    admin = await create_user(owner, "admin")
+    token = (
+        await make_token(
+            api, admin, table_access="manage", permissions=["audit.read", "sms.read", "tables.all"]
+        )
+    )["token"]
+    for path in ROUND3_READS:  # both work before
+        await api.call("GET", path, admin, expect=200)
+        await api.call("GET", path, bearer(token), expect=200)
+    live = await ready(await ws_connect(client, token))
+    assert (await live.subscribe("deals"))["type"] == "subscribed"
+    sse = await sse_connect(client, "/api/events?tables=deals", admin.access_token)
+    await sse.expect("subscribed")
+
+    await api.call(
+        "PATCH", f"/api/users/{admin.user_id}", owner, expect=200, json={"is_active": False}
+    )
+
+    for path in ROUND3_READS:
+        for who in (admin, bearer(token)):
+            body = await api.call("GET", path, who, expect=401)
+            assert body["error"]["code"] == "unauthorized", (path, body)
+    closed = await live.closed()
+    assert closed["ws_code"] == 4401 and closed["reason"] == "user_deactivated"
+    close = await sse.expect("close")
+    assert close["data"]["code"] == 4401 and close["data"]["reason"] == "user_deactivated"
+    resp = await client.get(
+        "/api/events?tables=deals",
+        headers={"Authorization": f"Bearer {token}", "Accept": "text/event-stream"},
+    )
+    assert resp.status == 401
