@@ -107,7 +107,8 @@ async def events(call: Call, query: EventsQuery) -> web.StreamResponse:
 
 
 def split_tables(tables: str | None) -> list[str]:
-    return [t.strip() for t in (tables or "").split(",") if t.strip()]
+    """The `tables` list, each key once (a key named twice would replay its events twice)."""
+    return list(dict.fromkeys(t.strip() for t in (tables or "").split(",") if t.strip()))
 
 
 async def subscribe_from_query(
