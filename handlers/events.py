@@ -318,6 +318,8 @@ async def renew(services: Services, connection: Connection, token: str) -> None:
 
     viewer.ctx, viewer.authenticate = ctx, again
     connection.offer(frame("ready", {"user_id": ctx.user_id, "renewed": True}))
+    # the new token's scope holds from now, not from the next periodic re-check
+    await services.live.hub.recheck(viewer)
 
 
 async def write_frames(

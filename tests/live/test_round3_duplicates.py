@@ -1,9 +1,14 @@
-"""A table named twice in the SSE `tables` list (docs/api.md "Live events"): one subscription,
-each replayed event once."""
+"""Round 3 probes of live events (docs/api.md "Live events"): a table named twice in the SSE
+`tables` list is one subscription, each replayed event once; a token renewed on a connection
+bounds it at once."""
 
 from __future__ import annotations
 
+import pytest
+
+from tests.support.api import make_settings
 from tests.support.live import ready, sse_connect, ws_connect
+from tests.support.tokens import make_token
 
 
 async def test_a_table_named_twice_is_subscribed_and_replayed_once(client, api, owner, factories):
@@ -31,4 +36,33 @@ async def test_a_table_named_twice_is_subscribed_and_replayed_once(client, api, 
     assert kinds.count(("row.created", second["id"])) == 1, kinds
     assert [e for e in seen if e["event"] == "subscribed"] == [], kinds  # only the first one
     stream.response.close()
+    await live.ws.close()
+
+
+# ---- a renewed token narrows the connection at once -----------------------------------------
+
+
+@pytest.fixture
+def settings():
+    # no periodic re-check during the test: only what the renewal itself does counts
+    return make_settings(events_recheck_seconds=3600.0)
+
+
+async def test_a_renewal_with_a_narrower_token_stops_what_it_does_not_cover(
+    client, api, owner, factories
+):
+    await factories.table(owner, "deals")
+    live = await ready(await ws_connect(client, owner.access_token))
+    assert (await live.subscribe("deals"))["type"] == "subscribed"
+    await live.send(type="subscribe", campaigns=True)
+    await live.expect("subscribed")
+    narrow = await make_token(api, owner, table_access="none")
+    await live.send(type="auth", token=narrow["token"])
+    renewed = await live.expect("ready")
+    assert renewed["renewed"] is True
+    await api.call("POST", "/api/data/deals", owner, expect=201, json={"n": 1})
+    frames = await live.barrier()
+    assert not [f for f in frames if f["type"].startswith("row.")], frames
+    gone = {(f.get("table"), f.get("campaigns")) for f in frames if f["type"] == "unsubscribed"}
+    assert gone == {("deals", None), (None, True)}, frames
     await live.ws.close()
