@@ -264,3 +264,34 @@ async def test_a_row_restored_after_its_column_changed_type_keeps_no_value_of_th
     }
     assert listed["k"]["d"] == kept["d"] and listed["g"]["d"] == gone["d"]  # other columns whole
     assert listed["k"].get("v") in (12, None) and "v" not in listed["g"]
+
+
+async def test_twenty_writers_while_a_column_is_restored(api, client, owner, create_table):
+    await create_table(owner, "deals", COLUMNS)
+    ids = []
+    for i in range(5):
+        row = await api.call(
+            "POST", "/api/data/deals", owner, expect=201, json={"name": f"r{i}", "code": f"c{i}"}
+        )
+        ids.append(row["id"])
+    await api.call("DELETE", "/api/meta/tables/deals/columns/code", owner, expect=200)
+    (item,) = (await api.call("GET", "/api/trash?kind=column", owner, expect=200))["items"]
+
+    async def write(n: int) -> int:
+        if n % 2:
+            return await _status(api, "POST", "/api/data/deals", owner, json={"name": f"new{n}"})
+        path = f"/api/data/deals/{ids[n % 5]}"
+        return await _status(api, "PATCH", path, owner, json={"name": f"w{n}"})
+
+    writers = [asyncio.create_task(write(n)) for n in range(N)]
+    await asyncio.sleep(0)
+    await api.call("POST", f"/api/trash/{item['id']}/restore", owner, expect=200)
+    statuses = await asyncio.gather(*writers)
+    assert set(statuses) <= {200, 201}, statuses
+    listed = (await api.call("GET", "/api/data/deals?limit=100", owner, expect=200))["items"]
+    assert len(listed) == 5 + N // 2 == len({r["id"] for r in listed})
+    codes = {r["id"]: r.get("code") for r in listed}
+    assert [codes[i] for i in ids] == [f"c{i}" for i in range(5)]  # every value came back
+    for row_id in ids:
+        await _history_is_one_chain(api, owner, "deals", row_id)
+    await _unique_holds(api, owner, "deals", "code")
