@@ -295,3 +295,40 @@ async def test_twenty_writers_while_a_column_is_restored(api, client, owner, cre
     for row_id in ids:
         await _history_is_one_chain(api, owner, "deals", row_id)
     await _unique_holds(api, owner, "deals", "code")
+
+
+# ---- schema items: twenty deletes of one column, twenty restores of one table ---------------
+
+
+async def test_twenty_deletes_of_one_column_put_one_item_in_the_trash(api, owner, create_table):
+    await create_table(owner, "deals", COLUMNS)
+    for i in range(5):
+        await api.call("POST", "/api/data/deals", owner, expect=201, json={"code": f"c{i}"})
+    path = "/api/meta/tables/deals/columns/code"
+    statuses = await asyncio.gather(*(_status(api, "DELETE", path, owner) for _ in range(N)))
+    assert statuses.count(200) == 1 and set(statuses) <= {200, 404, 409}, statuses
+    db = tenant_db(api.client, owner)
+    assert await db[TRASH].count_documents({"kind": "column"}) == 1
+    assert await db[TRASH].count_documents({"kind": "column_value"}) == 5
+    (item,) = (await api.call("GET", "/api/trash?kind=column", owner, expect=200))["items"]
+    await api.call("POST", f"/api/trash/{item['id']}/restore", owner, expect=200)
+    rows = (await api.call("GET", "/api/data/deals", owner, expect=200))["items"]
+    assert sorted(r["code"] for r in rows) == [f"c{i}" for i in range(5)]
+    await _unique_holds(api, owner, "deals", "code")
+
+
+async def test_twenty_restores_of_one_table_bring_it_back_once(api, owner, create_table):
+    await create_table(owner, "deals", COLUMNS)
+    for i in range(5):
+        await api.call("POST", "/api/data/deals", owner, expect=201, json={"code": f"c{i}"})
+    await api.call("DELETE", "/api/meta/tables/deals", owner, expect=204)
+    (item,) = (await api.call("GET", "/api/trash?kind=table", owner, expect=200))["items"]
+    path = f"/api/trash/{item['id']}/restore"
+    statuses = await asyncio.gather(*(_status(api, "POST", path, owner) for _ in range(N)))
+    assert statuses.count(200) == 1 and set(statuses) <= {200, 404, 409}, statuses
+    tables = await api.call("GET", "/api/meta/tables", owner, expect=200)
+    assert [t["key"] for t in tables["items"]].count("deals") == 1
+    rows = (await api.call("GET", "/api/data/deals", owner, expect=200))["items"]
+    assert sorted(r["code"] for r in rows) == [f"c{i}" for i in range(5)]
+    await _unique_holds(api, owner, "deals", "code")
+    assert await tenant_db(api.client, owner)[TRASH].count_documents({}) == 0
