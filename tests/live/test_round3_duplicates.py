@@ -4,6 +4,8 @@ bounds it at once."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from tests.support.api import make_settings
@@ -42,10 +44,13 @@ async def test_a_table_named_twice_is_subscribed_and_replayed_once(client, api, 
 # ---- a renewed token narrows the connection at once -----------------------------------------
 
 
+CAP = 3
+
+
 @pytest.fixture
 def settings():
     # no periodic re-check during the test: only what the renewal itself does counts
-    return make_settings(events_recheck_seconds=3600.0)
+    return make_settings(events_recheck_seconds=3600.0, events_max_connections_per_user=CAP)
 
 
 async def test_a_renewal_with_a_narrower_token_stops_what_it_does_not_cover(
@@ -66,3 +71,22 @@ async def test_a_renewal_with_a_narrower_token_stops_what_it_does_not_cover(
     gone = {(f.get("table"), f.get("campaigns")) for f in frames if f["type"] == "unsubscribed"}
     assert gone == {("deals", None), (None, True)}, frames
     await live.ws.close()
+
+
+async def test_twenty_streams_opened_at_once_take_at_most_the_users_cap(client, owner):
+    async def open_stream():
+        return await client.get(
+            "/api/events",
+            headers={
+                "Authorization": f"Bearer {owner.access_token}",
+                "Accept": "text/event-stream",
+            },
+        )
+
+    responses = await asyncio.gather(*(open_stream() for _ in range(20)))
+    statuses = sorted(r.status for r in responses)
+    assert statuses == [200] * CAP + [429] * (20 - CAP), statuses
+    refused = next(r for r in responses if r.status == 429)
+    assert (await refused.json())["error"]["code"] == "too_many_connections"
+    for response in responses:
+        response.close()
