@@ -21,15 +21,18 @@ from crm_core.accounts.tokens import ApiTokenService
 from crm_core.accounts.users import UserService
 from crm_core.admin.service import AdminService, BrokerStats
 from crm_core.audit.service import AuditTrail
+from crm_core.files.attachments import AttachmentType, FileService
 from crm_core.files.exports import ExportService
 from crm_core.files.imports import ImportQueue, ImportService, bind_legacy_jobs
 from crm_core.live.events import LiveAudit, LiveCampaignEvents
 from crm_core.live.service import LiveService
+from crm_core.platform.cursors import PageCursors
 from crm_core.platform.eventbus import make_event_bus
 from crm_core.platform.outbox import Outbox
 from crm_core.platform.registry import Registry
 from crm_core.platform.settings import Settings
 from crm_core.platform.storage import Database, Storage
+from crm_core.platform.storage.blobs import blob_store
 from crm_core.sms.names import CAMPAIGNS
 from crm_core.sms.providers import make_provider
 from crm_core.sms.service import CampaignService, SmsQueue, counts
@@ -113,6 +116,7 @@ class Services:
     admin: AdminService  # the operator's panel (/admin)
     imports: ImportService  # CSV/XLSX import and export
     exports: ExportService
+    files: FileService  # issue #23: uploaded files, the attachment column type's values
     # services: the account domains
     roles: RoleService
     users: UserService
@@ -167,14 +171,19 @@ def build_services(
     storage = storage or Storage(settings)
     queue = TaskQueue()
     column_types = default_column_types()
+    # uploaded files and the column type whose cells hold them (crm_core/files/attachments.py)
+    files = FileService(settings, blob_store(storage), column_types)
+    column_types.register(AttachmentType(files))
     for column_type in extra_column_types:
         column_types.register(column_type)
     validators = default_validators()
     # the company's audit trail: the domains that change things tell it (docs/history.md)
-    trail = AuditTrail(settings.audit_retention_days)
+    # list cursors are signed with a key of SECRET_KEY (crm_core/platform/cursors.py)
+    cursors = PageCursors(settings.secret_key)
+    trail = AuditTrail(settings.audit_retention_days, cursors)
     shares = ShareService(column_types, trail)  # its audit sink becomes `told` below
     roles = RoleService(shares, trail)
-    users = UserService(roles, settings.bcrypt_rounds, trail)
+    users = UserService(roles, settings.bcrypt_rounds, trail, cursors)
     tenants = TenantService(ensure_builtin_tables, trail)
     aliases = AliasService()
     auth = AuthService(settings, storage, users, tenants, trail)
@@ -191,6 +200,7 @@ def build_services(
         validators,
         events=webhooks,
         trash=RowTrash(TrashSettings(settings.trash_retention_days)),
+        cursors=cursors,
     )
     if settings.crm_env == "test":  # the crash test's barrier (tests/history/test_crash.py)
         rows.changes.pause_table = settings.history_pause_before_revision
@@ -230,7 +240,10 @@ def build_services(
         rows=rows,
         aggregates=AggregateService(rows),
         imports=ImportService(rows, settings, aliases, outbox, queue, audit=trail),
-        exports=ExportService(rows, settings.export_max_concurrent, aliases, audit=trail),
+        exports=ExportService(
+            rows, settings.export_max_concurrent, aliases, audit=trail, files=files
+        ),
+        files=files,
         admin=AdminService(settings, storage, auth, sms, webhooks),
         tenants=tenants,
         roles=roles,
@@ -241,7 +254,15 @@ def build_services(
         webhooks=webhooks,
         tokens=ApiTokenService(storage, trail),
         outbox=outbox,
-        trash=TrashService(column_types, rows.changes, trail, schema=meta, purges=outbox),
+        trash=TrashService(
+            column_types,
+            rows.changes,
+            trail,
+            schema=meta,
+            purges=outbox,
+            cursors=cursors,
+            files=files,
+        ),
         audit_trail=trail,
         queue=queue,
         live=live,

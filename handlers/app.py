@@ -17,6 +17,7 @@ from handlers import (
     admin,
     aggregate,
     aliases,
+    attachments,
     audit,
     auth,
     data,
@@ -59,6 +60,7 @@ ROUTE_TABLES: list[RouteTable] = [
     aliases.routes,
     sms.routes,
     files.routes,
+    attachments.routes,  # issue #23: /api/files
     webhooks.routes,
     tokens.routes,
     history.routes,  # row history (its entity copies: entities.routes)

@@ -18,7 +18,16 @@ routes = RouteTable("audit")
 async def list_audit(call: Call, query: AuditQuery) -> AuditPage:
     """Newest first; `action` (e.g. `table.deleted`), `actor` (a user id), `since`/`until`
     (ISO times) narrow it. Append-only: no route changes an entry."""
-    items, total = await call.services.audit_trail.page(
-        call.ctx, query.action, query.actor, query.since, query.until, query.limit, query.offset
+    items, total, following = await call.services.audit_trail.page(
+        call.ctx,
+        query.action,
+        query.actor,
+        query.since,
+        query.until,
+        query.limit,
+        query.offset,
+        query.cursor,
     )
-    return AuditPage(items=[AuditEntryOut.from_document(d) for d in items], total=total)
+    return AuditPage(
+        items=[AuditEntryOut.from_document(d) for d in items], total=total, next_cursor=following
+    )

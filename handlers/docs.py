@@ -43,12 +43,14 @@ DOCS_CSP = (
 routes = RouteTable("docs")
 
 _ERROR_TEXT = {
-    400: "Bad input: `validation_error`, `invalid_json` or `invalid_filter`",
+    400: "Bad input: `validation_error`, `invalid_json`, `invalid_filter` or `invalid_cursor`",
     401: "`unauthorized`: no, expired, revoked or invalid access token",
     403: "`forbidden`: the caller lacks the permission or access this needs, or "
     "`password_change_required` until a temporary password is changed",
     404: "`not_found`: no such object in the caller's tenant",
     409: "`conflict`: duplicate key, stale version or a state that forbids this",
+    412: "`precondition_failed`: the object changed since the version sent in `If-Match` "
+    "(`details` name the current version, also in `ETag`)",
     413: "`payload_too_large`: the body is larger than `MAX_BODY_BYTES`",
     415: "`unsupported_media_type`: the body is not `application/json`",
     429: "`rate_limited`: too many attempts, see `Retry-After`",
@@ -181,6 +183,16 @@ class OpenApiBuilder:
                 if "description" in prop:
                     param["description"] = prop["description"]
                 parameters.append(param)
+        parameters += [
+            {
+                "name": name,
+                "in": "header",
+                "required": False,
+                "description": description,
+                "schema": {"type": "string"},
+            }
+            for name, description in route.request_headers
+        ]
         if parameters:
             operation["parameters"] = parameters
         if route.body is not None:
@@ -224,6 +236,11 @@ class OpenApiBuilder:
 
     def _success(self, route: RouteSpec) -> dict[str, Any]:
         ok: dict[str, Any] = {"description": HTTPStatus(route.status).phrase}
+        if route.response_headers:
+            ok["headers"] = {
+                name: {"description": description, "schema": {"type": "string"}}
+                for name, description in route.response_headers
+            }
         if route.status == 204:
             return ok
         if route.response_content is not None:  # downloads

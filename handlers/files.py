@@ -16,9 +16,11 @@ from crm_core.platform.errors import ValidationFailed
 from crm_core.tables.access import Level
 from handlers.routing import Call, RouteTable, TableAccess
 from models.files import (
+    ERROR_REPORT_CONTENT,
     EXPORT_CONTENT,
     UPLOAD_CONTENT,
     ConfirmIn,
+    ErrorReportQuery,
     ExportQuery,
     ImportList,
     ImportOut,
@@ -43,36 +45,44 @@ MULTIPART_ERRORS = (ValueError, AssertionError, KeyError, web.HTTPException, Htt
 async def _file_chunks(request: web.Request) -> tuple[AsyncIterator[bytes], str, str]:
     """The uploaded file as a stream: the `file` part of a multipart form, or the raw body."""
     if request.content_type.startswith("multipart/"):
-        try:
-            reader = await request.multipart()
-            part: Any = await reader.next()
-            while part is not None and getattr(part, "name", None) != "file":
-                await part.release()
-                part = await reader.next()
-        except MULTIPART_ERRORS:
-            raise ValidationFailed.field("file", "the multipart form cannot be read") from None
-        if part is None or not isinstance(part, BodyPartReader):
-            raise ValidationFailed.field("file", "send the file in a form field named 'file'")
-
-        async def from_part() -> AsyncIterator[bytes]:
-            while True:
-                try:
-                    chunk = await part.read_chunk(READ_BYTES)
-                except MULTIPART_ERRORS:
-                    raise ValidationFailed.field(
-                        "file", "the multipart form ends before the file does"
-                    ) from None
-                if not chunk:
-                    return
-                yield chunk
-
-        return from_part(), part.filename or "upload", part.headers.get("Content-Type", "")
+        return await multipart_file(request)
 
     async def from_body() -> AsyncIterator[bytes]:
         async for chunk in request.content.iter_chunked(READ_BYTES):
             yield chunk
 
     return from_body(), "", request.content_type
+
+
+async def multipart_file(request: web.Request) -> tuple[AsyncIterator[bytes], str, str]:
+    """The `file` part of a multipart form as a stream, its file name and declared type; 400
+    naming `file` when the form cannot be read or has no such part."""
+    if not request.content_type.startswith("multipart/"):
+        raise ValidationFailed.field("file", "send the file as a multipart form field 'file'")
+    try:
+        reader = await request.multipart()
+        part: Any = await reader.next()
+        while part is not None and getattr(part, "name", None) != "file":
+            await part.release()
+            part = await reader.next()
+    except MULTIPART_ERRORS:
+        raise ValidationFailed.field("file", "the multipart form cannot be read") from None
+    if part is None or not isinstance(part, BodyPartReader):
+        raise ValidationFailed.field("file", "send the file in a form field named 'file'")
+
+    async def from_part() -> AsyncIterator[bytes]:
+        while True:
+            try:
+                chunk = await part.read_chunk(READ_BYTES)
+            except MULTIPART_ERRORS:
+                raise ValidationFailed.field(
+                    "file", "the multipart form ends before the file does"
+                ) from None
+            if not chunk:
+                return
+            yield chunk
+
+    return from_part(), part.filename or "upload", part.headers.get("Content-Type", "")
 
 
 @routes.post(
@@ -150,6 +160,41 @@ async def confirm_import(call: Call, body: ConfirmIn, import_id: ObjectId) -> Im
     import is not in state `uploaded`."""
     job = await call.services.imports.confirm(call.ctx, call.tbl, str(import_id), body)
     return import_out(job)
+
+
+@routes.get(
+    f"{IMPORT}/errors",
+    access=WRITE,
+    summary="The rows an import left out, to fix and import again",
+    query=ErrorReportQuery,
+    response_content=ERROR_REPORT_CONTENT,
+)
+async def import_error_report(
+    call: Call, query: ErrorReportQuery, import_id: ObjectId
+) -> web.StreamResponse:
+    """For a `skip_invalid` import: every row it left out (not only the first 1000 of
+    `errors`), with the cells as read from the file and each reason. `format=csv` (default)
+    writes the file's own columns, then `error_row` (the row in the file, the header being
+    row 1) and `error_reason` (`column: reason; ...`): fix the cells and upload it again (the
+    two extra columns map to nothing). `format=json`: `[{row, cells, errors: [{field, column,
+    message}]}]`. Empty for any other import, and until a skip_invalid import has run."""
+    chunks, filename = await call.services.imports.error_report(
+        call.ctx, call.tbl, str(import_id), query.format
+    )
+    content_type = "text/csv; charset=utf-8" if query.format == "csv" else "application/json"
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": content_type,
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            "Cache-Control": "no-store",
+        }
+    )
+    response.enable_chunked_encoding()
+    await response.prepare(call.request)
+    async for chunk in chunks:
+        await response.write(chunk)
+    await response.write_eof()
+    return response
 
 
 @routes.delete(IMPORT, access=WRITE, summary="Discard an import", status=204, errors=(409,))

@@ -165,6 +165,10 @@ class RouteSpec:
     # reachable with a temporary password (POST /api/auth/password, me, logout); every other
     # authenticated route answers 403 `password_change_required` until the password changes
     allow_pending_password: bool = False
+    # request headers the route reads and response headers it sets, documented as OpenAPI
+    # header parameters and success headers (name -> description): `If-Match`, `ETag`
+    request_headers: tuple[tuple[str, str], ...] = ()
+    response_headers: tuple[tuple[str, str], ...] = ()
     # what the handler receives after `call`, read from its signature (see `handler_arguments`)
     arguments: tuple[Argument, ...] = ()
 

@@ -9,6 +9,7 @@ from handlers.routing import Call, Permission, Public, RouteTable
 from models.sms import (
     CampaignIn,
     CampaignList,
+    CampaignListQuery,
     CampaignOut,
     CampaignPreview,
     MessageOut,
@@ -64,11 +65,18 @@ async def preview_campaign(call: Call, body: CampaignIn) -> CampaignPreview:
 
 
 @routes.get(
-    "/api/sms/campaigns", access=READ, summary="Campaigns, newest first", response=CampaignList
+    "/api/sms/campaigns",
+    access=READ,
+    summary="Campaigns, newest first",
+    query=CampaignListQuery,
+    response=CampaignList,
 )
-async def list_campaigns(call: Call) -> CampaignList:
-    campaigns = await call.services.sms.list_campaigns(call.ctx)
-    return CampaignList(items=[campaign_out(c) for c in campaigns])
+async def list_campaigns(call: Call, query: CampaignListQuery) -> CampaignList:
+    """`limit` at a time (1000); the next page by `cursor` (`next_cursor`)."""
+    campaigns, following = await call.services.sms.list_campaigns(
+        call.ctx, query.limit, query.cursor
+    )
+    return CampaignList(items=[campaign_out(c) for c in campaigns], next_cursor=following)
 
 
 @routes.get(
@@ -91,12 +99,13 @@ async def get_campaign(call: Call, campaign_id: str) -> CampaignOut:
     errors=(404,),
 )
 async def list_messages(call: Call, query: MessageQuery, campaign_id: str) -> MessagePage:
-    messages, total = await call.services.sms.messages(call.ctx, campaign_id, query)
+    messages, total, following = await call.services.sms.messages(call.ctx, campaign_id, query)
     return MessagePage(
         items=[message_out(m) for m in messages],
         total=total,
         limit=query.limit,
         offset=query.offset,
+        next_cursor=following,
     )
 
 

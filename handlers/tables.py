@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from aiohttp import web
+
+from crm_core.platform.errors import ValidationFailed
+from crm_core.platform.versions import IF_MATCH
 from crm_core.tables.access import Level
 from crm_core.tables.bodies import (
     ColumnAddIn,
@@ -15,6 +19,7 @@ from crm_core.tables.bodies import (
     ViewOut,
 )
 from crm_core.tables.meta import NamedTable
+from handlers.data import ETAG_HEADER, IF_MATCH_HEADER, if_match, tagged
 from handlers.routing import Authenticated, Call, Permission, RouteTable, TableAccess
 
 routes = RouteTable("meta")
@@ -26,6 +31,19 @@ COLUMN = "/api/meta/tables/{table}/columns/{column}"
 def table_out(named: NamedTable) -> TableOut:
     """A table as the caller sees it, with the tenant's display names."""
     return TableOut.from_table(named.table, named.names)
+
+
+def tagged_table(named: NamedTable, status: int = 200) -> web.Response:
+    """The definition with its `version` as `ETag`."""
+    return tagged(table_out(named).model_dump(mode="json"), named.table.version, status)
+
+
+def expected_version(call: Call, query: VersionQuery) -> int | None:
+    """The version an edit is based on: `If-Match` (412 when stale) or `?version=N` (409)."""
+    expected = if_match(call)
+    if expected is not None and query.version is not None:
+        raise ValidationFailed.field(IF_MATCH, "give either If-Match or version, not both")
+    return expected if expected is not None else query.version
 
 
 @routes.get(
@@ -54,10 +72,15 @@ async def create_table(call: Call, body: TableIn) -> TableOut:
 
 
 @routes.get(
-    TABLE, access=TableAccess(level=Level.READ), summary="A table's definition", response=TableOut
+    TABLE,
+    access=TableAccess(level=Level.READ),
+    summary="A table's definition",
+    response=TableOut,
+    response_headers=ETAG_HEADER,
 )
-async def get_table(call: Call) -> TableOut:
-    return table_out(await call.services.meta.named(call.ctx, call.tbl))
+async def get_table(call: Call) -> web.Response:
+    """`ETag` is the definition's `version`, for `If-Match` on its edits."""
+    return tagged_table(await call.services.meta.named(call.ctx, call.tbl))
 
 
 @routes.patch(
@@ -67,12 +90,17 @@ async def get_table(call: Call) -> TableOut:
     query=VersionQuery,
     body=TablePatch,
     response=TableOut,
-    errors=(409,),
+    errors=(409, 412),
+    request_headers=IF_MATCH_HEADER,
+    response_headers=ETAG_HEADER,
 )
-async def patch_table(call: Call, body: TablePatch, query: VersionQuery) -> TableOut:
-    """Changes the display name; the key never changes. 409 on a stale `version`."""
-    table = await call.services.meta.rename_table(call.ctx, call.tbl, body.name, query.version)
-    return table_out(table)
+async def patch_table(call: Call, body: TablePatch, query: VersionQuery) -> web.Response:
+    """Changes the display name; the key never changes. 409 on a stale `version`, 412 on a
+    stale `If-Match`."""
+    version = expected_version(call, query)
+    return tagged_table(
+        await call.services.meta.rename_table(call.ctx, call.tbl, body.name, version)
+    )
 
 
 @routes.delete(
@@ -81,10 +109,12 @@ async def patch_table(call: Call, body: TablePatch, query: VersionQuery) -> Tabl
     summary="Delete a table and its rows",
     query=VersionQuery,
     status=204,
-    errors=(409,),
+    errors=(409, 412),
+    request_headers=IF_MATCH_HEADER,
 )
 async def delete_table(call: Call, query: VersionQuery) -> None:
-    await call.services.meta.delete_table(call.ctx, call.tbl, query.version)
+    version = expected_version(call, query)
+    await call.services.meta.delete_table(call.ctx, call.tbl, version)
 
 
 @routes.post(
@@ -96,12 +126,15 @@ async def delete_table(call: Call, query: VersionQuery) -> None:
     body_factory=lambda services: services.meta.models.column_add_in,
     response=TableOut,
     status=201,
-    errors=(409,),
+    errors=(409, 412),
+    request_headers=IF_MATCH_HEADER,
+    response_headers=ETAG_HEADER,
 )
-async def add_column(call: Call, body: ColumnAddIn, query: VersionQuery) -> TableOut:
+async def add_column(call: Call, body: ColumnAddIn, query: VersionQuery) -> web.Response:
     """A required column on a table with rows needs a `default`, which fills those rows."""
-    table = await call.services.meta.add_column(call.ctx, call.tbl, body.root, query.version)
-    return table_out(table)
+    version = expected_version(call, query)
+    table = await call.services.meta.add_column(call.ctx, call.tbl, body.root, version)
+    return tagged_table(table, 201)
 
 
 @routes.patch(
@@ -112,19 +145,22 @@ async def add_column(call: Call, body: ColumnAddIn, query: VersionQuery) -> Tabl
     body=ColumnPatch,
     body_factory=lambda services: services.meta.models.column_patch,
     response=TableOut,
-    errors=(409,),
+    errors=(409, 412),
+    request_headers=IF_MATCH_HEADER,
+    response_headers=ETAG_HEADER,
 )
 async def change_column(
     call: Call, body: ColumnPatch, query: VersionQuery, column: str
-) -> TableOut:
+) -> web.Response:
     """Changing `type` converts every row, or answers 409 with the number of rows that would
     fail (or the values that would repeat in a unique column) and changes nothing. Options
     given replace the list: kept ids keep their rows, removed options are cleared from rows,
     new ones get fresh ids (never reused). While values are rewritten, writes of the column
     wait, then answer 409 `schema_changing` with `Retry-After`; another change of the table
     meanwhile is 409 `schema_changing` too."""
-    table = await call.services.meta.change_column(call.ctx, call.tbl, column, body, query.version)
-    return table_out(table)
+    version = expected_version(call, query)
+    table = await call.services.meta.change_column(call.ctx, call.tbl, column, body, version)
+    return tagged_table(table)
 
 
 @routes.delete(
@@ -133,11 +169,14 @@ async def change_column(
     summary="Delete a column and its values",
     query=VersionQuery,
     response=TableOut,
-    errors=(409,),
+    errors=(409, 412),
+    request_headers=IF_MATCH_HEADER,
+    response_headers=ETAG_HEADER,
 )
-async def delete_column(call: Call, query: VersionQuery, column: str) -> TableOut:
-    table = await call.services.meta.delete_column(call.ctx, call.tbl, column, query.version)
-    return table_out(table)
+async def delete_column(call: Call, query: VersionQuery, column: str) -> web.Response:
+    version = expected_version(call, query)
+    table = await call.services.meta.delete_column(call.ctx, call.tbl, column, version)
+    return tagged_table(table)
 
 
 @routes.get(

@@ -115,8 +115,12 @@ def table_schemas(call: Call, table: Table, alias: AliasRecord | None) -> dict[s
             "total": {"type": "integer"},
             "limit": {"type": "integer"},
             "offset": {"type": "integer"},
+            "next_cursor": {
+                "type": ["string", "null"],
+                "description": "Give it as `cursor` for the next page; null on the last page",
+            },
         },
-        "required": ["items", "total", "limit", "offset"],
+        "required": ["items", "total", "limit", "offset", "next_cursor"],
     }
     return {
         f"Row_{table.key}": row,

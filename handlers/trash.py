@@ -30,11 +30,14 @@ SIGNED_IN = Authenticated()
 )
 async def list_trash(call: Call, query: TrashQuery) -> TrashPage:
     """What the caller may restore, newest first: rows of the tables they may write, columns
-    of the tables they manage, the tables they own (every table with `tables.all`)."""
-    items, total = await call.services.trash.list_page(
-        call.ctx, query.kind, query.table, query.limit, query.offset
+    of the tables they manage, the tables they own (every table with `tables.all`); page by
+    `cursor` (each page's `next_cursor`) or `offset` (at most 10000)."""
+    items, total, following = await call.services.trash.list_page(
+        call.ctx, query.kind, query.table, query.limit, query.offset, query.cursor
     )
-    return TrashPage(items=[TrashItemOut.from_document(d) for d in items], total=total)
+    return TrashPage(
+        items=[TrashItemOut.from_document(d) for d in items], total=total, next_cursor=following
+    )
 
 
 @routes.post(

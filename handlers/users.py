@@ -5,7 +5,7 @@ from __future__ import annotations
 from bson import ObjectId
 
 from handlers.routing import Call, Permission, RouteTable
-from models.access import UserCreateIn, UserList, UserPatch
+from models.access import UserCreateIn, UserList, UserListQuery, UserPatch
 from models.accounts import TemporaryPasswordOut, UserOut, user_out
 
 routes = RouteTable("users")
@@ -13,9 +13,17 @@ USER = "/api/users/{user_id}"
 READ, MANAGE = Permission(code="users.read"), Permission(code="users.manage")
 
 
-@routes.get("/api/users", access=READ, summary="The company's users", response=UserList)
-async def list_users(call: Call) -> UserList:
-    return UserList(items=[user_out(u) for u in await call.services.users.list_users(call.ctx)])
+@routes.get(
+    "/api/users",
+    access=READ,
+    summary="The company's users",
+    query=UserListQuery,
+    response=UserList,
+)
+async def list_users(call: Call, query: UserListQuery) -> UserList:
+    """By email, `limit` at a time (1000); the next page by `cursor` (`next_cursor`)."""
+    users, following = await call.services.users.list_users(call.ctx, query.limit, query.cursor)
+    return UserList(items=[user_out(u) for u in users], next_cursor=following)
 
 
 @routes.post(

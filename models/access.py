@@ -10,7 +10,14 @@ from beanie import PydanticObjectId
 from pydantic import EmailStr, Field, field_validator
 
 from models.accounts import PasswordField, UserOut, normalise_email
-from models.base import InputModel, OutputModel, StoredRecord
+from models.base import (
+    NEXT_CURSOR_DESCRIPTION,
+    Cursor,
+    InputModel,
+    OutputModel,
+    QueryModel,
+    StoredRecord,
+)
 
 # The permission catalogue: the codes a role may hold (docs/api.md "Roles, users, shares,
 # aliases"); the built-in roles that hold them are in crm_core/accounts/permissions.py.
@@ -108,8 +115,14 @@ class UserPatch(InputModel):
     is_active: bool | None = None
 
 
+class UserListQuery(QueryModel):
+    limit: int = Field(default=1000, ge=1, le=1000)
+    cursor: Cursor = None
+
+
 class UserList(OutputModel):
     items: list[UserOut]
+    next_cursor: str | None = Field(description=NEXT_CURSOR_DESCRIPTION)
 
 
 class ShareIn(InputModel):

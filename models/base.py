@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic_core import PydanticCustomError
 
 # Named schemas that are not pydantic models (a row, the filter language): `component(name)`
 # marks where one is used, and the OpenAPI builder (handlers/docs.py) registers the schema under
@@ -93,6 +94,49 @@ class ErrorResponse(OutputModel):
 class StatusOut(OutputModel):
     status: str
 
+
+# ---- pages: `offset` up to a maximum, then `cursor` (docs/api.md "Pages and cursors") ------
+
+MAX_OFFSET = 10_000
+CURSOR_MAX_LENGTH = 4096
+
+
+def _offset_in_reach(value: int) -> int:
+    if value > MAX_OFFSET:
+        raise PydanticCustomError(
+            "offset_too_deep",
+            "must be at most {maximum}; page further with cursor (each page's next_cursor)",
+            {"maximum": MAX_OFFSET},
+        )
+    return value
+
+
+Offset = Annotated[
+    int,
+    Field(ge=0),
+    AfterValidator(_offset_in_reach),
+    WithJsonSchema(
+        {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": MAX_OFFSET,
+            "description": f"Items to skip, at most {MAX_OFFSET}; deeper pages by `cursor`",
+        }
+    ),
+]
+Cursor = Annotated[
+    str | None,
+    Field(
+        default=None,
+        min_length=1,
+        max_length=CURSOR_MAX_LENGTH,
+        description="The `next_cursor` of the previous page: the page after it (opaque)",
+    ),
+]
+NEXT_CURSOR_DESCRIPTION = (
+    "Give it as `cursor` for the next page; null on the last page. Bound to this list, sort "
+    "and filter, valid for a day"
+)
 
 SORT_ORDER = Literal["asc", "desc"]
 # the `filters` query parameter: JSON text whose content is a `Filter` (the schema is named in

@@ -83,6 +83,42 @@ class ExportQuery(QueryModel):
     )
 
 
+class ErrorReportQuery(QueryModel):
+    format: Literal["csv", "json"] = Field(
+        default="csv",
+        description="`csv`: the file's columns, `error_row`, `error_reason` (fix and import "
+        "again); `json`: `[{row, cells, errors}]`",
+    )
+
+
+ERROR_REPORT_CONTENT: dict[str, Any] = {
+    CSV_CONTENT_TYPE: {"schema": {"type": "string", "description": "UTF-8 CSV, with a BOM"}},
+    "application/json": {
+        "schema": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "row": {"type": "integer", "description": "The row in the file"},
+                    "cells": {"type": "object", "description": "File column name to cell"},
+                    "errors": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "field": {"type": "string"},
+                                "column": {"type": ["string", "null"]},
+                                "message": {"type": "string"},
+                            },
+                        },
+                    },
+                },
+            },
+        }
+    },
+}
+
+
 class UploadQuery(QueryModel):
     format: Literal["csv", "xlsx"] | None = Field(
         default=None, description="Default: detected from the content"
@@ -158,6 +194,12 @@ class PreviewOut(OutputModel):
     mapping: Mapping
     unmapped: list[str] = Field(description="File columns that go nowhere")
     rows: list[PreviewRow]
+    failing_rows: int | None = Field(
+        default=None,
+        description="How many rows of the whole file would fail with this mapping (what "
+        "all_or_nothing would refuse, skip_invalid leave out); null for a file of more than "
+        "5000 rows, which the import's own validation pass counts",
+    )
 
 
 class ImportOut(OutputModel):
@@ -213,3 +255,45 @@ def import_out(job: dict[str, Any], preview: PreviewOut | None = None) -> Import
         updated_at=job["updated_at"],
         finished_at=job.get("finished_at"),
     )
+
+
+# ---- attachments (POST /api/files, docs/api.md "Files") -------------------------------------
+
+FILE_UPLOAD_CONTENT: dict[str, Any] = {
+    "multipart/form-data": {
+        "schema": {
+            "type": "object",
+            "properties": {"file": {"type": "string", "format": "binary"}},
+            "required": ["file"],
+        }
+    }
+}
+FILE_DOWNLOAD_CONTENT: dict[str, Any] = {
+    "application/octet-stream": {
+        "schema": {
+            "type": "string",
+            "format": "binary",
+            "description": "The file's bytes; Content-Type is the type sniffed at upload",
+        }
+    }
+}
+
+
+class FileOut(OutputModel):
+    id: str = Field(description="Put it in an attachment column's list to attach the file")
+    name: str = Field(description="The uploaded file's name, without path parts or controls")
+    size: int = Field(description="Bytes")
+    content_type: str = Field(description="Read from the file's bytes, not from the client")
+    sha256: str = Field(description="Hex SHA-256 of the bytes")
+    created_at: datetime
+
+    @classmethod
+    def from_record(cls, record: Any) -> FileOut:
+        return cls(
+            id=str(record.id),
+            name=record.name,
+            size=record.size,
+            content_type=record.content_type,
+            sha256=record.sha256,
+            created_at=record.created_at,
+        )

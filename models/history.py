@@ -9,7 +9,14 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from models.base import InputModel, OutputModel, QueryModel
+from models.base import (
+    NEXT_CURSOR_DESCRIPTION,
+    Cursor,
+    InputModel,
+    Offset,
+    OutputModel,
+    QueryModel,
+)
 
 
 class Actor(OutputModel):
@@ -29,7 +36,8 @@ class AuditActor(OutputModel):
 
 class HistoryQuery(QueryModel):
     limit: int = Field(default=50, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0, le=10_000_000)
+    offset: Offset = 0
+    cursor: Cursor = None
     column: str | None = Field(
         default=None, max_length=64, description="Only the revisions that changed this column"
     )
@@ -63,10 +71,15 @@ class RevisionOut(OutputModel):
 class HistoryPage(OutputModel):
     items: list[RevisionOut]
     total: int
+    next_cursor: str | None = Field(description=NEXT_CURSOR_DESCRIPTION)
 
     @classmethod
     def from_page(cls, page: dict[str, Any]) -> HistoryPage:
-        return cls(items=[RevisionOut.from_document(d) for d in page["items"]], total=page["total"])
+        return cls(
+            items=[RevisionOut.from_document(d) for d in page["items"]],
+            total=page["total"],
+            next_cursor=page["next_cursor"],
+        )
 
 
 TrashKind = Literal["row", "column", "table"]
@@ -76,7 +89,8 @@ class TrashQuery(QueryModel):
     kind: TrashKind | None = None
     table: str | None = Field(default=None, max_length=64)
     limit: int = Field(default=50, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0, le=10_000_000)
+    offset: Offset = 0
+    cursor: Cursor = None
 
 
 class TrashItemOut(OutputModel):
@@ -118,6 +132,7 @@ class RestoredDefinitionOut(OutputModel):
 class TrashPage(OutputModel):
     items: list[TrashItemOut]
     total: int
+    next_cursor: str | None = Field(description=NEXT_CURSOR_DESCRIPTION)
 
 
 class TrashRestoreIn(InputModel):
@@ -137,7 +152,8 @@ class AuditQuery(QueryModel):
     since: datetime | None = None
     until: datetime | None = None
     limit: int = Field(default=50, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0, le=10_000_000)
+    offset: Offset = 0
+    cursor: Cursor = None
 
     @field_validator("since", "until", mode="before")
     @classmethod
@@ -175,3 +191,4 @@ class AuditEntryOut(OutputModel):
 class AuditPage(OutputModel):
     items: list[AuditEntryOut]
     total: int
+    next_cursor: str | None = Field(description=NEXT_CURSOR_DESCRIPTION)

@@ -8,7 +8,14 @@ from typing import Annotated, Any, Literal
 from bson import ObjectId
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
-from models.base import InputModel, OutputModel, QueryModel
+from models.base import (
+    NEXT_CURSOR_DESCRIPTION,
+    Cursor,
+    InputModel,
+    Offset,
+    OutputModel,
+    QueryModel,
+)
 
 MESSAGE_STATUSES = (
     "pending",
@@ -134,8 +141,14 @@ class CampaignOut(OutputModel):
     created_at: datetime
 
 
+class CampaignListQuery(QueryModel):
+    limit: int = Field(default=1000, ge=1, le=1000)
+    cursor: Cursor = None
+
+
 class CampaignList(OutputModel):
     items: list[CampaignOut]
+    next_cursor: str | None = Field(description=NEXT_CURSOR_DESCRIPTION)
 
 
 class MessageOut(OutputModel):
@@ -177,10 +190,13 @@ class Page(OutputModel):
 
 class MessagePage(Page):
     items: list[MessageOut]
+    next_cursor: str | None = Field(description=NEXT_CURSOR_DESCRIPTION)
 
 
 class MessageQuery(PageQuery):
     limit: int = Field(default=50, ge=1, le=1000)
+    offset: Offset = 0
+    cursor: Cursor = None
     status: MessageStatus | None = None
 
 

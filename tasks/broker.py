@@ -255,6 +255,8 @@ async def start_broker(services: Services, consumer_name: str | None = None) -> 
     broker.state.trash = services.trash  # a trashed table's rows, dropped once expired
     broker.state.history = services.rows.changes  # revisions a stopped process left unstored
     broker.state.column_types = services.column_types
+    broker.state.attachments = services.files  # the orphan sweep (crm_core/files/attachments.py)
+    broker.state.attachments_storage = storage
     queue = BrokerQueue(broker)
     services.queue.connect(
         sms=queue, imports=queue, webhooks=WebhookBrokerQueue(broker), probe=queue
@@ -348,6 +350,10 @@ async def _sweep(broker: AsyncBroker, settings: Settings) -> None:
             await outbox.sweep(dispatch)
         except Exception as exc:  # the database away: the next round tries again; one line
             log.warning("outbox sweep failed: %r", exc, exc_info=not is_database_unreachable(exc))
+        try:  # uploaded files never attached (at most every few minutes)
+            await broker.state.attachments.sweep(broker.state.attachments_storage)
+        except Exception as exc:  # the database away: the next round tries again; one line
+            log.warning("file sweep failed: %r", exc, exc_info=not is_database_unreachable(exc))
 
 
 @contextlib.asynccontextmanager

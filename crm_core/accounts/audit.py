@@ -1,4 +1,4 @@
-"""What the account domains tell the company's audit trail (crm_core/audit/service.py
+"""What the domains tell the company's audit trail (crm_core/audit/service.py
 `AuditTrail`, passed in by crm_core/services.py; docs/history.md "Audit trail"): sign-ins and
 failed ones, password changes, users, roles, API tokens and the company's settings."""
 
@@ -10,8 +10,10 @@ from crm_core.accounts.context import TenantContext
 from crm_core.platform.storage.types import Database
 
 
-class AccountsAudit(Protocol):
-    """Appends entries; a failure to record is logged by the trail, never raised."""
+class AuditSink(Protocol):
+    """The company's audit trail as every domain that changes things sees it (tables,
+    columns, shares and the trash; files; SMS; webhooks and their automatic disable; the
+    accounts): appends entries; a failure to record is logged by the trail, never raised."""
 
     async def record(
         self,

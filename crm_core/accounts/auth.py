@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import bcrypt
 from cachetools import LRUCache
 
-from crm_core.accounts.audit import AccountsAudit, user_target
+from crm_core.accounts.audit import AuditSink, user_target
 from crm_core.accounts.cache import DefinitionCache, ValidatedDocuments
 from crm_core.accounts.context import TenantContext
 from crm_core.accounts.grants import check_token_scope
@@ -72,7 +72,7 @@ class AuthService:
         storage: Storage,
         users: UserService,
         tenants: TenantService,
-        audit: AccountsAudit,
+        audit: AuditSink,
     ) -> None:
         self.settings = settings
         self.audit = audit

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from bson import ObjectId
 
-from crm_core.accounts.audit import AccountsAudit, diff
+from crm_core.accounts.audit import AuditSink, diff
 from crm_core.accounts.cache import roles_changed
 from crm_core.accounts.context import TenantContext
 from crm_core.accounts.grants import check_grant
@@ -35,7 +35,7 @@ class RoleService:
     (crm_core/accounts/cache.py), so every process re-reads permissions at its next request;
     deleting a role ends its shares."""
 
-    def __init__(self, shares: RoleShares, audit: AccountsAudit) -> None:
+    def __init__(self, shares: RoleShares, audit: AuditSink) -> None:
         self.shares = shares
         self.audit = audit
 

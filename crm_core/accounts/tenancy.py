@@ -13,7 +13,7 @@ import phonenumbers
 from bson import ObjectId
 from pydantic import BaseModel
 
-from crm_core.accounts.audit import AccountsAudit, diff
+from crm_core.accounts.audit import AuditSink, diff
 from crm_core.accounts.context import TenantContext
 from crm_core.accounts.permissions import BUILTIN_ROLES
 from crm_core.accounts.roles import ROLES
@@ -71,7 +71,7 @@ class TenantService:
     settings invalidates itself there.
     """
 
-    def __init__(self, builtin_tables: CompanyTables, audit: AccountsAudit) -> None:
+    def __init__(self, builtin_tables: CompanyTables, audit: AuditSink) -> None:
         self.builtin_tables = builtin_tables
         self.audit = audit
 

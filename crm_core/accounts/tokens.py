@@ -23,7 +23,7 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from crm_core.accounts.audit import AccountsAudit
+from crm_core.accounts.audit import AuditSink
 from crm_core.accounts.auth import build_context
 from crm_core.accounts.context import TenantContext
 from crm_core.accounts.grants import check_grant, check_token_scope
@@ -48,7 +48,7 @@ def is_api_token(bearer: str) -> bool:
 
 
 class ApiTokenService:
-    def __init__(self, storage: Storage, audit: AccountsAudit) -> None:
+    def __init__(self, storage: Storage, audit: AuditSink) -> None:
         self.storage = storage
         self.audit = audit
 

@@ -15,12 +15,13 @@ from datetime import UTC, datetime
 
 from bson import ObjectId
 
-from crm_core.accounts.audit import AccountsAudit, diff, user_target
+from crm_core.accounts.audit import AuditSink, diff, user_target
 from crm_core.accounts.context import TenantContext
 from crm_core.accounts.grants import check_grant
 from crm_core.accounts.roles import RoleService
 from crm_core.accounts.security import hash_password, new_temporary_password
 from crm_core.accounts.sessions import end_all_sessions
+from crm_core.platform.cursors import PageCursors, PageScope, after, next_cursor
 from crm_core.platform.errors import Conflict, Forbidden, NotFound
 from crm_core.platform.storage import DuplicateKeyError, system_collection
 from models.access import UserCreateIn, UserPatch
@@ -30,13 +31,32 @@ log = logging.getLogger(__name__)
 
 
 class UserService:
-    def __init__(self, roles: RoleService, bcrypt_rounds: int, audit: AccountsAudit) -> None:
+    def __init__(
+        self,
+        roles: RoleService,
+        bcrypt_rounds: int,
+        audit: AuditSink,
+        cursors: PageCursors | None = None,
+    ) -> None:
         self.roles = roles
         self.audit = audit
         self.bcrypt_rounds = bcrypt_rounds
+        self.cursors = cursors or PageCursors.ephemeral()
 
-    async def list_users(self, ctx: TenantContext) -> list[User]:
-        return await User.find(User.tenant_id == ctx.tenant.id).sort("+email").to_list()
+    async def list_users(
+        self, ctx: TenantContext, limit: int = 1000, cursor: str | None = None
+    ) -> tuple[list[User], str | None]:
+        """By email (unique: the order is total), `limit` at a time after `cursor`, and the
+        next page's cursor (crm_core/platform/cursors.py); served by `tenant_email`."""
+        scope = PageScope("users", (("email", 1),))
+        query: dict[str, object] = {"tenant_id": ctx.tenant.id}
+        if cursor is not None:
+            keys = self.cursors.read(scope, ctx.tenant_id, ctx.user_id, cursor)
+            query.update(after(scope.sort, keys))
+        users = await User.find(query).sort("+email").limit(limit + 1).to_list()
+        docs = [{"email": u.email} for u in users]
+        following = next_cursor(self.cursors, scope, ctx.tenant_id, ctx.user_id, docs, limit)
+        return users[:limit], following
 
     async def get_user(self, ctx: TenantContext, user_id: ObjectId) -> User:
         user = await User.get(user_id)

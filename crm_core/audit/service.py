@@ -3,9 +3,9 @@ webhooks, tables and columns, imports, exports, SMS campaigns and settings, who 
 failed to), and when (`_audit` in the company's database, docs/history.md).
 
 Append-only: the services that change those things call `record` (or `record_in` outside a
-signed-in request) through a protocol each domain declares (crm_core/tables/history.py
-`AuditSink`, crm_core/accounts/audit.py `AccountsAudit`, crm_core/webhooks/service.py
-`WebhookAudit`...); no route edits an entry. Entries expire after `AUDIT_RETENTION_DAYS` (a TTL
+signed-in request) through one protocol, crm_core/accounts/audit.py `AuditSink`, which
+the domains above accounts share (crm_core/services.py passes this trail in); no route edits an
+entry. Entries expire after `AUDIT_RETENTION_DAYS` (a TTL
 index on `expires_at`). `address` is the request's client address (`CLIENT_ADDRESS`, set by
 the access middleware from the address the login throttle counts); None outside a request."""
 
@@ -19,6 +19,7 @@ from bson import ObjectId
 
 from crm_core.accounts.context import TenantContext
 from crm_core.platform.clock import utcnow
+from crm_core.platform.cursors import PageCursors, PageScope, read_page
 from crm_core.platform.errors import ValidationFailed
 from crm_core.platform.logs import CLIENT_ADDRESS, REQUEST_ID
 from crm_core.platform.storage import DESCENDING, Database
@@ -37,8 +38,9 @@ def actor_of(ctx: TenantContext) -> dict[str, Any]:
 class AuditTrail:
     """Records and lists the company's audit entries."""
 
-    def __init__(self, retention_days: int = 365) -> None:
+    def __init__(self, retention_days: int = 365, cursors: PageCursors | None = None) -> None:
         self.retention_days = retention_days
+        self.cursors = cursors or PageCursors.ephemeral()
 
     async def record(
         self,
@@ -89,7 +91,8 @@ class AuditTrail:
         until: datetime | None,
         limit: int,
         offset: int,
-    ) -> tuple[list[dict[str, Any]], int]:
+        cursor: str | None = None,
+    ) -> tuple[list[dict[str, Any]], int, str | None]:
         """Newest first; each filter served by an index of `_audit` (crm_core/platform/
         indexes.py)."""
         query: dict[str, Any] = {}
@@ -107,7 +110,13 @@ class AuditTrail:
         if at:
             query["at"] = at
         entries = ctx.db[AUDIT]
-        cursor = entries.find(query).sort([("at", DESCENDING), ("_id", DESCENDING)])
-        items = await cursor.skip(offset).limit(limit).to_list(length=limit)
+        scope = PageScope(
+            "audit",
+            (("at", DESCENDING), ("_id", DESCENDING)),
+            {"action": action, "actor": actor, "since": since, "until": until},
+        )
+        items, following = await read_page(
+            self.cursors, ctx, scope, entries, query, limit, offset, cursor
+        )
         total = await entries.count_documents(query)
-        return items, total
+        return items, total, following

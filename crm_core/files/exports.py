@@ -34,22 +34,24 @@ from datetime import UTC, datetime, time, timedelta
 from typing import IO, Any, Protocol
 from zoneinfo import ZoneInfo
 
+from bson import ObjectId
+
+from crm_core.accounts.audit import AuditSink
 from crm_core.accounts.context import TenantContext
+from crm_core.files.attachments import FileService
+from crm_core.files.csvtext import csv_line, neutralise
 from crm_core.files.readers import REPORT_SHEET
 from crm_core.platform.errors import RateLimited, ValidationFailed
 from crm_core.platform.storage import find_in_batches, query_purpose
 from crm_core.tables.aliases import AliasService
 from crm_core.tables.columns import Column, ColumnType
+from crm_core.tables.computed import pipeline as computed
 from crm_core.tables.definitions import SYSTEM_FIELDS, Table
-from crm_core.tables.history import AuditSink
 from crm_core.tables.ordering import get_view, manual_rows
 from crm_core.tables.rows import CLIENT_QUERY, RowService
 from models.files import ExportQuery
 
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
 DELIMITERS = {"comma": ",", "semicolon": ";", "tab": "\t"}
-# characters some reader takes as a line end (str.splitlines, Excel, editors): quoted in CSV
-LINE_BREAKS = frozenset("\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
 XML_ILLEGAL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\r\ufffe\uffff]|_(?=x[0-9A-Fa-f]{4}_)")
 EXCEL_DIGITS = 15
 XLSX_MAX_ROWS = 1_048_575  # a sheet's 1,048,576 rows, one of them the header
@@ -86,11 +88,20 @@ class ExportPlan:
         return f"{self.table.key}-{now:%Y%m%d-%H%M%S}.{self.format}"
 
 
-def neutralise(text: str) -> str:
-    """Text a spreadsheet would evaluate as a formula, made inert (OWASP CSV injection); text
-    that starts with an apostrophe gets one more, so the import always takes exactly one off
-    (`FORMULA_QUOTED` in readers.py)."""
-    return "'" + text if text.startswith(FORMULA_START) else text
+async def _name_files(
+    ctx: TenantContext, files: FileService, batch: list[dict[str, Any]], keys: list[str]
+) -> None:
+    """Attachment cells of a batch as text: `name [id]` per file, `; ` between (the import
+    reads the ids back from the brackets)."""
+    held = {
+        v for doc in batch for key in keys for v in doc.get(key) or () if isinstance(v, ObjectId)
+    }
+    names = await files.names(ctx, held)
+    for doc in batch:
+        for key in keys:
+            value = doc.get(key)
+            if isinstance(value, list):
+                doc[key] = "; ".join(f"{names.get(v, '')} [{v}]".lstrip() for v in value)
 
 
 class ExportService:
@@ -100,10 +111,12 @@ class ExportService:
         max_concurrent: int,
         aliases: AliasService,
         audit: AuditSink | None = None,  # the company's audit trail (docs/history.md)
+        files: FileService | None = None,
     ) -> None:
         self.rows = rows
         self.audit = audit
         self.aliases = aliases
+        self.files = files  # names of attached files
         self.max_concurrent = max_concurrent
         self._running: dict[str, int] = {}
 
@@ -114,7 +127,9 @@ class ExportService:
         columns = await self._columns(ctx, table, query)
         if query.format == "xlsx":
             with query_purpose(CLIENT_QUERY):  # the client's filter, as the list route's
-                count = await table.collection(ctx).count_documents(where, limit=XLSX_MAX_ROWS + 1)
+                count = await computed.count_rows(
+                    ctx, table, self.rows.types, where, limit=XLSX_MAX_ROWS + 1
+                )
             if count > XLSX_MAX_ROWS:
                 raise ValidationFailed.field(
                     "format", f"a sheet holds at most {XLSX_MAX_ROWS} rows: export as csv"
@@ -201,22 +216,41 @@ class ExportService:
     async def batches(
         self, ctx: TenantContext, plan: ExportPlan
     ) -> AsyncIterator[list[dict[str, Any]]]:
+        """The plan's rows a batch at a time; attachment cells as `name [id]; name [id]`."""
+        file_keys = [
+            c.key for c in plan.columns if c.column_type is not None and c.column_type.holds_files
+        ]
+        async for batch in self._rows(ctx, plan):
+            if file_keys and self.files is not None:
+                await _name_files(ctx, self.files, batch, file_keys)
+            yield batch
+
+    async def _rows(
+        self, ctx: TenantContext, plan: ExportPlan
+    ) -> AsyncIterator[list[dict[str, Any]]]:
         collection = plan.table.collection(ctx)
         if plan.sort is None:  # the caller's manual order
             batch: list[dict[str, Any]] = []
+            computed.refuse_computed(plan.table, plan.query, "sort")
             async for doc in manual_rows(ctx, plan.table, plan.query, BATCH):
                 batch.append(doc)
-                if len(batch) >= BATCH:
-                    yield batch
+                if len(batch) >= BATCH:  # with the computed values, by the database
+                    yield await computed.add_values(ctx, plan.table, self.rows.types, batch)
                     batch = []
             if batch:
-                yield batch
+                yield await computed.add_values(ctx, plan.table, self.rows.types, batch)
             return
         else:
             sort = list(plan.sort)
             if not any(key == "_id" for key, _ in sort):
                 sort.append(("_id", sort[-1][1] if sort else 1))
-            source = find_in_batches(collection, plan.query, sort, BATCH)
+            if computed.has_computed(plan.table):  # one pipeline computes their values
+                types = self.rows.types
+                source = computed.sorted_batches(
+                    ctx, plan.table, types, plan.query, sort, BATCH, CLIENT_QUERY
+                )
+            else:
+                source = find_in_batches(collection, plan.query, sort, BATCH)
         async for batch in source:
             yield batch
 
@@ -247,11 +281,11 @@ class ExportService:
         text = _ru_csv_text if plan.locale == "ru" else _csv_text
         delimiter = plan.delimiter
         parts: list[str] = ["\ufeff"] if plan.bom else []
-        parts.append(_csv_line([neutralise(c.header) for c in plan.columns], delimiter))
+        parts.append(csv_line([neutralise(c.header) for c in plan.columns], delimiter))
         async for batch in self.batches(ctx, plan):
             for doc in batch:
                 cells = [text(self.cell(ctx, c, doc)) for c in plan.columns]
-                parts.append(_csv_line(cells, delimiter))
+                parts.append(csv_line(cells, delimiter))
             yield "".join(parts).encode("utf-8")
             parts = []
         if parts:
@@ -290,26 +324,6 @@ class ExportService:
             raise
         target.seek(0)
         return target
-
-
-def _csv_line(cells: list[str | None], delimiter: str) -> str:
-    """One CSV record: a field is quoted when it holds the delimiter, a quote or anything a
-    reader may take as a line end, and when it is an empty text (an empty field is None)."""
-    out = []
-    for cell in cells:
-        if cell is None:
-            out.append("")
-        elif (
-            cell == ""
-            or delimiter in cell
-            or '"' in cell
-            or not LINE_BREAKS.isdisjoint(cell)
-            or cell != cell.strip(" ")
-        ):
-            out.append('"' + cell.replace('"', '""') + '"')
-        else:
-            out.append(cell)
-    return delimiter.join(out) + "\r\n"
 
 
 def unambiguous(moment: datetime) -> bool:

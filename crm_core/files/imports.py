@@ -26,14 +26,18 @@ import re
 import tempfile
 import time
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import date, datetime, timedelta
+from datetime import time as time_of_day
 from typing import IO, Any, Protocol
 
+import orjson
 from bson import ObjectId
 
+from crm_core.accounts.audit import AuditSink
 from crm_core.accounts.context import TenantContext
 from crm_core.files.cells import CellError as BadCell
 from crm_core.files.cells import read_cell
+from crm_core.files.csvtext import csv_line, neutralise
 from crm_core.files.readers import (
     CSV_DELIMITERS,
     SAMPLE_BYTES,
@@ -60,7 +64,7 @@ from crm_core.platform.storage import Database
 from crm_core.tables.access import Level, require
 from crm_core.tables.aliases import AliasService
 from crm_core.tables.definitions import TABLES, Table, load_table, utcnow
-from crm_core.tables.history import ACTOR_TYPE, AuditSink
+from crm_core.tables.history import ACTOR_TYPE
 from crm_core.tables.rows import RowService
 from crm_core.tables.upsert import Plan, apply_plan, check_upsert_column, plan_batch, undo
 from models.files import CellError, ConfirmIn, PreviewOut, PreviewRow, UploadQuery
@@ -70,6 +74,10 @@ log = logging.getLogger(__name__)
 JOBS = "_jobs"
 FILES = "_import_files"
 JOURNAL = "_import_journal"
+# skip_invalid: the rows left out, with their cells and reasons (the error report)
+REJECTS = "_import_rejects"
+# the preview counts the failing rows of files up to this size (PreviewOut.failing_rows)
+CHECK_MAX_ROWS = 5000
 CHUNK_BYTES = 1024 * 1024
 PREVIEW_ROWS = 10
 MAX_STORED_ERRORS = 1000
@@ -289,6 +297,7 @@ class ImportService:
         )
         await ctx.db[FILES].create_index([("job_id", 1), ("n", 1)], name="job_chunk")
         await ctx.db[JOURNAL].create_index([("job_id", 1), ("batch", 1)], name="job_batch")
+        await ctx.db[REJECTS].create_index([("job_id", 1), ("row", 1)], name="job_row")
 
     async def _store(
         self, ctx: TenantContext, job_id: ObjectId, chunks: AsyncIterator[bytes], local: IO[bytes]
@@ -378,6 +387,8 @@ class ImportService:
         candidates: dict[str, str] = {}
         for source in ("key", "name", "alias"):
             for column in table.columns:
+                if table.column_type(column).computed:
+                    continue  # computed on read, never imported (docs/computed.md)
                 text = alias_names.get(column.key) if source == "alias" else getattr(column, source)
                 if text:
                     candidates.setdefault(_normal(text), column.key)
@@ -415,6 +426,13 @@ class ImportService:
                         {
                             "field": f"mapping.{header[:64]}",
                             "message": f"unknown column '{key[:64]}'",
+                        }
+                    )
+                elif table.column_type(table.column(key)).computed:  # type: ignore[arg-type]
+                    errors.append(
+                        {
+                            "field": f"mapping.{header[:64]}",
+                            "message": f"'{key[:64]}' is a computed column: it is not imported",
                         }
                     )
                 elif key in used:
@@ -512,7 +530,59 @@ class ImportService:
             mapping={m["header"]: m["column"] for m in mapping},
             unmapped=[m["header"] for m in mapping if not m["column"]],
             rows=rows,
+            failing_rows=await self.failing_rows(ctx, table, job, mapping, upsert_on),
         )
+
+    async def failing_rows(
+        self,
+        ctx: TenantContext,
+        table: Table,
+        job: dict[str, Any],
+        mapping: list[dict[str, Any]],
+        upsert_on: str | None,
+    ) -> int | None:
+        """How many rows of an uploaded file would fail with `mapping`: every row read and
+        checked as the import's validation pass does (nothing written), for a file of at most
+        `CHECK_MAX_ROWS` rows; remembered in the job for that mapping."""
+        total = job.get("rows_total")
+        if job.get("state") != "uploaded" or total is None or total > CHECK_MAX_ROWS:
+            return None
+        checked = job.get("check") or {}
+        if checked.get("mapping") == mapping and checked.get("upsert_on") == upsert_on:
+            return int(checked["failing_rows"])
+        keys = [m["column"] for m in mapping]
+        unique = [c.key for c in table.columns if c.unique]
+        seen: dict[str, dict[int, int]] = {key: {} for key in unique}
+        failing: set[int] = set()
+        with tempfile.NamedTemporaryFile(prefix="crm-check-") as local:
+            await self._copy_upload(ctx, job, local)
+            source = RowSource(local.name, FileInfo(**job["file"]))
+            await asyncio.to_thread(source.__enter__)
+            try:
+                rows = source.numbered()
+                size = self.settings.import_batch_size
+                while batch := await asyncio.to_thread(source.take, rows, size):
+                    parsed = [(n, *_parse_row(ctx, table, keys, cells)) for n, cells in batch]
+                    plan = await _plan(self.rows, ctx, table, parsed, upsert_on)
+                    _repeats_across_batches(plan, seen)
+                    failing |= {e["position"] for e in plan.errors}
+            finally:
+                await asyncio.to_thread(source.__exit__, None, None, None)
+        check = {"mapping": mapping, "upsert_on": upsert_on, "failing_rows": len(failing)}
+        await ctx.db[JOBS].update_one(
+            {"_id": job["_id"], "state": "uploaded"}, {"$set": {"check": check}}
+        )
+        return len(failing)
+
+    @staticmethod
+    async def _copy_upload(ctx: TenantContext, job: dict[str, Any], local: IO[bytes]) -> None:
+        """The stored upload's chunks into `local`, in order."""
+        async for doc in ctx.db[FILES].find({"job_id": job["_id"]}, {"n": 1}).sort("n", 1):
+            chunk = await ctx.db[FILES].find_one({"_id": doc["_id"]})
+            if chunk is None:  # the upload was removed under the job
+                raise ImportFailed("the uploaded file is gone")
+            local.write(chunk["data"])
+        local.flush()
 
     def _check_upsert(self, table: Table, mapping: list[dict[str, Any]], upsert_on: str) -> None:
         check_upsert_column(table, upsert_on)
@@ -604,6 +674,48 @@ class ImportService:
             await ctx.db[JOBS].delete_one({"_id": job_id})
         await ctx.db[FILES].delete_many({"job_id": job_id})
         await ctx.db[JOURNAL].delete_many({"job_id": job_id})
+        await ctx.db[REJECTS].delete_many({"job_id": job_id})
+
+    async def error_report(
+        self, ctx: TenantContext, table: Table, job_id: str, fmt: str
+    ) -> tuple[AsyncIterator[bytes], str]:
+        """The rows a `skip_invalid` import left out (empty for any other import): as CSV, the
+        file's own columns with the cells as read, then `error_row` (its row in the file) and
+        `error_reason` (`column: reason; ...`), to fix and import again; as JSON, a list of
+        `{row, cells: {column: value}, errors: [{field, column, message}]}`."""
+        job = await self.get(ctx, table, job_id)
+        columns = list(job.get("columns") or [])
+        cursor = ctx.db[REJECTS].find({"job_id": job["_id"]}).sort("row", 1)
+
+        async def as_csv() -> AsyncIterator[bytes]:
+            parts = ["\ufeff", csv_line([neutralise(c) for c in [*columns, *REPORT_COLUMNS]], ",")]
+            async for reject in cursor:
+                cells = [_report_text(c) for c in reject["cells"][: len(columns)]]
+                cells += [None] * (len(columns) - len(cells))
+                reason = "; ".join(
+                    f"{e.get('column') or e['field'] or 'row'}: {e['message']}"
+                    for e in reject["errors"]
+                )
+                parts.append(csv_line([*cells, str(reject["row"]), neutralise(reason)], ","))
+                if len(parts) >= 500:
+                    yield "".join(parts).encode("utf-8")
+                    parts = []
+            yield "".join(parts).encode("utf-8")
+
+        async def as_json() -> AsyncIterator[bytes]:
+            yield b"["
+            first = True
+            async for reject in cursor:
+                item = {
+                    "row": reject["row"],
+                    "cells": dict(zip(columns, reject["cells"], strict=False)),
+                    "errors": reject["errors"],
+                }
+                yield (b"" if first else b",") + orjson.dumps(item)
+                first = False
+            yield b"]"
+
+        return (as_csv() if fmt == "csv" else as_json()), f"{table.key}-import-errors.{fmt}"
 
     # ---- the background task ------------------------------------------------------------------
 
@@ -702,12 +814,7 @@ class ImportService:
         keys = [m["column"] for m in job["mapping"]]
         progress = Progress({m["column"]: m["header"] for m in job["mapping"] if m["column"]})
         with tempfile.NamedTemporaryFile(prefix="crm-import-") as local:
-            async for doc in ctx.db[FILES].find({"job_id": job["_id"]}, {"n": 1}).sort("n", 1):
-                chunk = await ctx.db[FILES].find_one({"_id": doc["_id"]})
-                if chunk is None:  # the upload was removed under the job
-                    raise ImportFailed("the uploaded file is gone")
-                local.write(chunk["data"])
-            local.flush()
+            await self._copy_upload(ctx, job, local)
             info = FileInfo(**job["file"])
             if job["mode"] == "all_or_nothing":
                 await self._pass(
@@ -780,7 +887,9 @@ class ImportService:
                             f"Row {first['position']}: {first['field']} {first['message']} "
                             "(the data changed since it was validated); nothing was kept"
                         )
-                    await self._write(ctx, table, job, batch_number, plan, strict, progress)
+                    late = await self._write(ctx, table, job, batch_number, plan, strict, progress)
+                    if not strict:
+                        await _record_rejects(ctx, job, batch, [*plan.errors, *late], progress)
                 progress.rows_done += len(batch)
                 batch_number += 1
                 await lease.keep()
@@ -806,12 +915,15 @@ class ImportService:
         plan: Plan,
         strict: bool,
         progress: Progress,
-    ) -> None:
+    ) -> list[dict[str, Any]]:
+        """Write the batch's valid rows; answers the errors found while writing (skip-invalid:
+        a unique value a concurrent writer took)."""
         invalid = plan.invalid_positions
         valid = plan.without(invalid)
         progress.skipped += len(invalid)
+        late: list[dict[str, Any]] = []
         if not valid.creates and not valid.updates:
-            return
+            return late
         await ctx.db[JOURNAL].insert_one(
             {
                 "job_id": job["_id"],
@@ -824,7 +936,7 @@ class ImportService:
             await apply_plan(ctx, table, valid, self.rows)
             progress.created += len(valid.creates)
             progress.updated += len(valid.updates)
-            return
+            return late
         except Conflict:
             if strict:
                 raise
@@ -836,18 +948,17 @@ class ImportService:
                 progress.skipped += 1
                 position = (single.creates or [(single.updates[0].position, {})])[0][0]
                 field = exc.details[0]["field"] if exc.details else ""
-                progress.add_errors(
-                    [
-                        {
-                            "position": position,
-                            "field": field,
-                            "message": "already used by another row",
-                        }
-                    ]
-                )
+                error = {
+                    "position": position,
+                    "field": field,
+                    "message": "already used by another row",
+                }
+                progress.add_errors([error])
+                late.append(error)
                 continue
             progress.created += len(single.creates)
             progress.updated += len(single.updates)
+        return late
 
     async def _rollback(self, ctx: TenantContext, job: dict[str, Any]) -> None:
         table_key = job["table"]
@@ -862,6 +973,7 @@ class ImportService:
             await undo(ctx, table, entry["inserted"], entry["originals"])
             await self.rows.clear_references(ctx, table, entry["inserted"])
         await journal.delete_many({"job_id": job["_id"]})
+        await ctx.db[REJECTS].delete_many({"job_id": job["_id"]})
 
     async def _finish(
         self, ctx: TenantContext, job: dict[str, Any], state: str, **fields: Any
@@ -871,6 +983,65 @@ class ImportService:
             {"_id": job["_id"]},
             {"$set": {"state": state, "finished_at": now, "updated_at": now, **fields}},
         )
+
+
+REPORT_COLUMNS = ("error_row", "error_reason")
+TAKEN = "already used by another row"
+
+
+def _report_text(cell: object) -> str | None:
+    """A rejected cell as the CSV report writes it (booleans as the import reads them)."""
+    if cell is None:
+        return None
+    if isinstance(cell, bool):
+        return "true" if cell else "false"
+    if isinstance(cell, float):
+        return repr(cell)
+    return neutralise(str(cell))
+
+
+def _plain(cell: object) -> object:
+    """A cell as stored in the error report: JSON's own types, anything else as text."""
+    if cell is None or isinstance(cell, bool | int | float | str):
+        return cell
+    if isinstance(cell, dict):  # a cell the reader refused
+        return None
+    if isinstance(cell, datetime | date | time_of_day):
+        return cell.isoformat()
+    return str(cell)
+
+
+async def _record_rejects(
+    ctx: TenantContext,
+    job: dict[str, Any],
+    batch: list[tuple[int, Any]],
+    errors: list[dict[str, Any]],
+    progress: Progress,
+) -> None:
+    """skip_invalid: each row left out, with its cells as read and every reason."""
+    if not errors:
+        return
+    reasons: dict[int, list[dict[str, Any]]] = {}
+    for error in errors:
+        reasons.setdefault(error["position"], []).append(
+            {
+                "field": error["field"],
+                "column": progress.headers.get(error["field"]),
+                "message": error["message"],
+            }
+        )
+    cells = dict(batch)
+    await ctx.db[REJECTS].insert_many(
+        [
+            {
+                "job_id": job["_id"],
+                "row": number,
+                "cells": [_plain(c) for c in cells.get(number) or []],
+                "errors": found,
+            }
+            for number, found in sorted(reasons.items())
+        ]
+    )
 
 
 ENDED = ("completed", "failed", "cancelled")
@@ -883,7 +1054,7 @@ async def bind_legacy_jobs(db: Database) -> list[str]:
     key perhaps used again), so the job is bound to no table and, if it had not ended,
     cancelled: it never writes into another table of the same key."""
     bound = cancelled = 0
-    legacy = db[JOBS].find({"table_id": {"$exists": False}}, {"table": 1, "state": 1})
+    legacy = db[JOBS].find({"table_id": None}, {"table": 1, "state": 1})  # none or missing
     async for job in legacy:
         table = await db[TABLES].find_one({"key": job.get("table")}, {"_id": 1})
         if table is not None and table["_id"].generation_time <= job["_id"].generation_time:
@@ -896,9 +1067,7 @@ async def bind_legacy_jobs(db: Database) -> list[str]:
                 message = "The table was deleted; the import stopped"
                 changes |= {"state": "cancelled", "message": message, "finished_at": now}
                 cancelled += 1
-        await db[JOBS].update_one(
-            {"_id": job["_id"], "table_id": {"$exists": False}}, {"$set": changes}
-        )
+        await db[JOBS].update_one({"_id": job["_id"], "table_id": None}, {"$set": changes})
     if not bound and not cancelled:
         return []
     return [f"import jobs bound to their tables: {bound}, cancelled: {cancelled}"]

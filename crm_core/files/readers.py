@@ -371,6 +371,67 @@ def formulas_without_values(stream: IO[bytes], title: str) -> dict[tuple[int, in
     return found
 
 
+@dataclass(frozen=True)
+class MergedRange:
+    """A merged range of a sheet (1-based rows, 0-based columns, bounds included)."""
+
+    first_row: int
+    first_column: int
+    last_row: int
+    last_column: int
+
+
+def merged_ranges(stream: IO[bytes], title: str) -> list[MergedRange]:
+    """The sheet's merged ranges (`<mergeCells>`, written after the rows: read from the zip
+    before the rows are)."""
+    from defusedxml.ElementTree import iterparse
+    from openpyxl.utils.cell import range_boundaries
+
+    found: list[MergedRange] = []
+    try:
+        stream.seek(0)
+        with zipfile.ZipFile(stream) as archive:
+            path = _sheet_part(archive, title)
+            if path is None:
+                return []
+            with archive.open(path) as part:
+                for _, element in iterparse(part):
+                    if element.tag == f"{SHEET_NS}mergeCell":
+                        bounds = range_boundaries(element.get("ref", ""))
+                        low_col, low_row, high_col, high_row = (int(b or 0) for b in bounds)
+                        if low_col and low_row and high_col and high_row:
+                            found.append(MergedRange(low_row, low_col - 1, high_row, high_col - 1))
+                    element.clear()
+    except Exception:  # a damaged part: the rows' reader names it
+        return []
+    return found
+
+
+def fill_merged(rows: Iterator[list[Any]], ranges: list[MergedRange]) -> Iterator[list[Any]]:
+    """Rows (numbered from 1) with every cell of a merged range holding the value of the
+    range's top-left cell, which is where Excel keeps it (docs/integrations.md "Merged cells");
+    rows that start a range are read before the rows below it."""
+    if not ranges:
+        yield from rows
+        return
+    values: dict[MergedRange, object] = {}
+    for number, row in enumerate(rows, 1):
+        for merged in ranges:
+            if not merged.first_row <= number <= merged.last_row:
+                continue
+            if number == merged.first_row:
+                top_left = row[merged.first_column] if merged.first_column < len(row) else None
+                values[merged] = top_left
+            value = values.get(merged)
+            if value is None:
+                continue
+            if len(row) <= merged.last_column:
+                row += [None] * (merged.last_column + 1 - len(row))
+            for column in range(merged.first_column, merged.last_column + 1):
+                row[column] = value
+        yield row
+
+
 class RowSource:
     """The rows of a stored upload: `header` then numbered data rows (numbered as in a
     spreadsheet: the header is row `header_row`, 1 by default; rows above it are titles and
@@ -396,7 +457,8 @@ class RowSource:
             self.declared = declared_rows(sheet)
             self._uncarried = report_cells(self._workbook, sheet.title)
             self._formulas = formulas_without_values(self._stream, sheet.title)
-            self._rows = ([xlsx_cell(v) for v in row] for row in xlsx_rows(sheet))
+            cells = ([xlsx_cell(v) for v in row] for row in xlsx_rows(sheet))
+            self._rows = fill_merged(cells, merged_ranges(self._stream, sheet.title))
         else:
             assert self.info.encoding and self.info.delimiter
             rows = csv_rows(self._stream, self.info.encoding, DELIMITER_NAMES[self.info.delimiter])

@@ -21,13 +21,14 @@ import bson
 from bson import ObjectId
 from bson.codec_options import CodecOptions
 
+from crm_core.accounts.audit import AuditSink
 from crm_core.accounts.context import TenantContext
 from crm_core.platform import metrics
 from crm_core.platform.clock import utcnow
 from crm_core.platform.eventbus import EventBus
 from crm_core.platform.storage import Database
 from crm_core.tables.definitions import Table
-from crm_core.tables.history import AuditSink, LiveChange
+from crm_core.tables.history import LiveChange
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,19 @@ class LiveAudit:
                 await self.publisher.access_changed(ctx.tenant_id)
         except Exception:
             log.exception("live event for %s could not be published", action)
+
+    async def record_in(
+        self,
+        db: Database,
+        actor: dict[str, Any],
+        action: str,
+        target: dict[str, Any],
+        changes: dict[str, Any] | None = None,
+        address: str | None = None,
+    ) -> None:
+        """Entries outside a signed-in request (sign-ins, the system) change no schema or
+        access a subscriber holds: recorded only."""
+        await self.trail.record_in(db, actor, action, target, changes, address)
 
 
 class CampaignFinished(Protocol):

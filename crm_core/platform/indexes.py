@@ -142,6 +142,12 @@ TENANT_INDEXES: tuple[IndexSpec, ...] = (
     ),
     IndexSpec("_import_files", (("job_id", 1), ("n", 1)), "job_chunk", serves="an upload's chunks"),
     IndexSpec(
+        "_import_rejects",
+        (("job_id", 1), ("row", 1)),
+        "job_row",
+        serves="a skip_invalid import's error report, in file order",
+    ),
+    IndexSpec(
         "_import_journal", (("job_id", 1), ("batch", 1)), "job_batch", serves="an import's undo"
     ),
     IndexSpec(
@@ -191,15 +197,15 @@ TENANT_INDEXES: tuple[IndexSpec, ...] = (
     ),
     IndexSpec(
         "_trash",
-        (("table", 1), ("deleted_at", -1)),
-        "table_deleted_at",
+        (("table", 1), ("deleted_at", -1), ("_id", -1)),
+        "table_deleted_at_id",
         serves="the trash of the tables the caller may write, newest first",
     ),
     IndexSpec("_trash", (("row_id", 1),), "row_id", serves="is this row in the trash"),
     IndexSpec(
         "_trash",
-        (("kind", 1), ("deleted_at", -1)),
-        "kind_deleted_at",
+        (("kind", 1), ("deleted_at", -1), ("_id", -1)),
+        "kind_deleted_at_id",
         serves="the deleted tables in the trash, newest first",
     ),
     IndexSpec(
@@ -211,6 +217,32 @@ TENANT_INDEXES: tuple[IndexSpec, ...] = (
         "unrecorded",
         sparse=True,
         serves="deletions whose revision a stopped process left unstored (history recovery)",
+    ),
+    IndexSpec(
+        "_trash",
+        (("files", 1),),
+        "files",
+        sparse=True,
+        serves="does a row in the trash hold this uploaded file (attachments)",
+    ),
+    # attachments (crm_core/files/attachments.py, docs/storage.md "Files")
+    IndexSpec(
+        "_attachments",
+        (("attached", 1), ("created_at", 1)),
+        "attached_created_at",
+        serves="the sweeper: files never attached, uploaded before the grace period",
+    ),
+    IndexSpec(
+        "_attachments",
+        (("attached", 1), ("checked_at", 1)),
+        "attached_checked_at",
+        serves="the sweeper: attached files not checked for a grace period",
+    ),
+    IndexSpec(
+        "_tables",
+        (("columns.type", 1),),
+        "column_types",
+        serves="the tables with columns of the types that hold files",
     ),
     IndexSpec(
         "_trash",

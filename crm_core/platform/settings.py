@@ -159,6 +159,12 @@ class Settings(BaseSettings):
     # an import (uploading or running) without a heartbeat for this long lost its process
     import_stale_seconds: float = Field(default=120.0, gt=0, le=86_400)
     export_max_concurrent: int = Field(default=2, ge=1)
+    # attachments (docs/storage.md "Files"): the largest upload, where the embedded engine keeps
+    # the bytes (unset: a temporary directory of the process), and how long an uploaded file
+    # may stay unattached to any row before the sweeper removes it
+    file_max_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
+    files_dir: str | None = None
+    file_orphan_grace_seconds: float = Field(default=86_400.0, ge=0, le=30 * 86_400)
     # embedded mode: authenticated requests at work at once (the others wait their turn before
     # any work); the one database thread serves them in turn anyway, and a short queue on the
     # event loop keeps cheap requests (/health) answered promptly under load. 0: no limit

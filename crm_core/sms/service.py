@@ -27,9 +27,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from beanie import PydanticObjectId
 from bson import ObjectId
 
+from crm_core.accounts.audit import AuditSink
 from crm_core.accounts.context import TenantContext
 from crm_core.platform import metrics
 from crm_core.platform.clock import as_utc, utcnow
+from crm_core.platform.cursors import PageCursors, PageScope, read_page
 from crm_core.platform.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from crm_core.platform.ids import object_id
 from crm_core.platform.outbox import Lease, Outbox, Work, work_key
@@ -61,7 +63,6 @@ from crm_core.sms.delivery import (
 from crm_core.sms.names import CAMPAIGNS, MESSAGES
 from crm_core.tables.access import Level, require
 from crm_core.tables.definitions import load_table
-from crm_core.tables.history import AuditSink
 from crm_core.tables.rows import CLIENT_QUERY, RowService
 from models.accounts import Tenant
 from models.sms import (
@@ -315,6 +316,7 @@ class CampaignService:
         providers: Callable[[], SmsProvider] | None = None,
     ) -> None:
         self.settings = settings
+        self.cursors = PageCursors(settings.secret_key)
         self.audit = audit
         self.rows = rows
         self.outbox = outbox
@@ -535,32 +537,40 @@ class CampaignService:
             raise NotFound("Campaign not found")
         return await _with_counters(ctx.db, doc)
 
-    async def list_campaigns(self, ctx: TenantContext) -> list[CampaignRecord]:
-        """The newest 1,000 campaigns."""
-        docs = await ctx.db[CAMPAIGNS].find().sort("_id", -1).limit(1000).to_list(None)
-        return [await _with_counters(ctx.db, doc) for doc in docs]
+    async def list_campaigns(
+        self, ctx: TenantContext, limit: int = 1000, cursor: str | None = None
+    ) -> tuple[list[CampaignRecord], str | None]:
+        """Newest first, `limit` at a time after `cursor`, and the next page's cursor."""
+        scope = PageScope("campaigns", (("_id", -1),))
+        docs, following = await read_page(
+            self.cursors, ctx, scope, ctx.db[CAMPAIGNS], {}, limit, cursor=cursor
+        )
+        return [await _with_counters(ctx.db, doc) for doc in docs], following
 
     async def messages(
         self, ctx: TenantContext, campaign_id: str, query: MessageQuery
-    ) -> tuple[list[MessageRecord], int]:
-        """A page of the campaign's messages in creation order, and their total, which the
-        campaign's counters give (by status: it may lag a claim being recorded at that moment
-        by the claim's size)."""
+    ) -> tuple[list[MessageRecord], int, str | None]:
+        """A page of the campaign's messages in creation order (from `offset` or after
+        `cursor`), their total, which the campaign's counters give (by status: it may lag a
+        claim being recorded at that moment by the claim's size), and the next page's cursor."""
         campaign = await self.get(ctx, campaign_id)
         where: dict[str, Any] = {"campaign_id": campaign.id}
         if query.status is not None:
             where["status"] = query.status
-        docs = (
-            await ctx.db[MESSAGES]
-            .find(where, max_time_ms=ctx.max_time_ms)
-            .sort("_id", 1)
-            .skip(query.offset)
-            .limit(query.limit)
-            .to_list(query.limit)
+        scope = PageScope(f"messages:{campaign.id}", (("_id", 1),), query.status)
+        docs, following = await read_page(
+            self.cursors,
+            ctx,
+            scope,
+            ctx.db[MESSAGES],
+            where,
+            query.limit,
+            query.offset,
+            query.cursor,
         )
         totals = campaign.totals()
         total = totals.total if query.status is None else getattr(totals, query.status)
-        return [MessageRecord.model_validate(d) for d in docs], total
+        return [MessageRecord.model_validate(d) for d in docs], total, following
 
     async def stop_list(
         self, ctx: TenantContext, limit: int, offset: int

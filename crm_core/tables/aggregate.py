@@ -43,6 +43,7 @@ from crm_core.tables.columns import (
     ColumnType,
     render_datetime,
 )
+from crm_core.tables.computed.pipeline import value_type, with_computed_stages
 from crm_core.tables.definitions import Table, load_table
 from crm_core.tables.rows import CLIENT_QUERY, RowService
 from models.accounts import User
@@ -99,7 +100,7 @@ def _target(table: Table, key: str) -> Target | None:
     column = table.column(key)
     if column is None:
         return None
-    column_type = table.column_type(column)
+    column_type = value_type(table, column)  # a computed column's: its result kind's
     caps = column_type.capabilities
     is_date = PERIOD in caps
     numeric = NUMERIC in caps or (
@@ -173,6 +174,10 @@ def parse_group_by(table: Table, text: str | None) -> list[Group]:
         target = _target(table, key)
         if target is None:
             raise ValidationFailed.field("group_by", f"unknown column '{key[:64]}'")
+        if target.column_type is not None and target.column_type.holds_files:
+            raise ValidationFailed.field(
+                "group_by", f"'{key[:64]}' holds files: rows are not grouped by their files"
+            )
         if bucket and not target.is_date:
             raise ValidationFailed.field(
                 "group_by", f"'{key[:64]}' is not a date: a bucket (:{bucket[:16]}) needs a date"
@@ -495,6 +500,8 @@ class AggregateService:
         self, ctx: TenantContext, table: Table, request: AggregateRequest
     ) -> AggregateResult:
         pipeline, groups, metrics = self.pipeline(ctx, table, request)
+        keys = [g.key for g in groups] + [m.target.key for m in metrics if m.target is not None]
+        pipeline = await with_computed_stages(ctx, table, self.rows.types, pipeline, keys)
         sort = parse_sort(request.sort, groups, metrics)
         cursor = table.collection(ctx).aggregate(pipeline, maxTimeMS=ctx.max_time_ms)
         with query_purpose(CLIENT_QUERY):  # the client's filter, audited like the list's

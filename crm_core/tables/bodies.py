@@ -15,10 +15,13 @@ from crm_core.platform.registry import Registry
 from crm_core.tables.columns import SETTINGS_FIELDS, Column, ColumnType, SelectOptionIn
 from crm_core.tables.filters import check_filters_param, default_filter_operators
 from models.base import (
+    NEXT_CURSOR_DESCRIPTION,
     SCHEMA_COMPONENTS,
     SORT_ORDER,
+    Cursor,
     FiltersParam,
     InputModel,
+    Offset,
     OutputModel,
     QueryModel,
     component,
@@ -158,7 +161,11 @@ def _models_for(type_classes: tuple[type[ColumnType], ...]) -> ColumnModels:
     for type_class in type_classes:
         for name, info in type_class.settings_model.model_fields.items():
             if name not in (*ColumnPatch.model_fields, *SETTINGS_FIELDS, *settings):
-                annotation: Any = Annotated[(info.annotation, *info.metadata)]
+                annotation: Any = (
+                    Annotated[(info.annotation, *info.metadata)]
+                    if info.metadata
+                    else info.annotation
+                )
                 settings[name] = (annotation | None, Field(None, description=info.description))
     column_patch = create_model(
         "ColumnPatch",
@@ -202,6 +209,19 @@ class ColumnOut(OutputModel):
     scale: int | None = Field(default=None, description="decimal, currency: digits after the point")
     currency: str | None = Field(default=None, description="currency: the ISO 4217 code")
     max: int | None = Field(default=None, description="rating: the highest rating")
+    formula: str | None = Field(default=None, description="For formula columns: the expression")
+    link: str | None = Field(
+        default=None,
+        description="For lookup columns: their link column; for rollups: the "
+        "rolled-up table's link column",
+    )
+    column: str | None = Field(
+        default=None, description="For lookups and rollups: the other table's column they read"
+    )
+    function: str | None = Field(default=None, description="For rollups: how values roll up")
+    result: Literal["number", "text", "boolean", "date"] | None = Field(
+        default=None, description="For computed columns: the kind of their values"
+    )
 
     @classmethod
     def from_column(cls, column: Column, alias: str | None = None) -> Self:
@@ -274,7 +294,8 @@ class RowListQuery(RowGetQuery):
         description="Several keys, comma-separated, `-` for descending: `-doc_date,company_name`",
     )
     limit: int = Field(default=50, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0, le=10_000_000)
+    offset: Offset = 0
+    cursor: Cursor = None
 
 
 # ---- rows and filters as named schemas (docs/api.md "Generating a client") -----------------
@@ -311,6 +332,12 @@ ROW_SYSTEM_FIELDS: dict[str, Any] = {
     "_updated_at": {"type": "string", "format": "date-time", "readOnly": True},
     "_created_by": {"type": ["string", "null"], "description": "A user id", "readOnly": True},
     "_updated_by": {"type": ["string", "null"], "description": "A user id", "readOnly": True},
+    "_version": {
+        "type": "integer",
+        "description": "The row's version, counting its writes: its ETag, for If-Match "
+        "(docs/api.md)",
+        "readOnly": True,
+    },
 }
 FILTER_OPERATOR_NAMES = [op.name for op in default_filter_operators()]
 FILTER_VALUE_ITEM: dict[str, Any] = {
@@ -341,8 +368,12 @@ SCHEMA_COMPONENTS.update(
         },
         "RowPatchItem": {
             "type": "object",
-            "description": "A bulk update item: the row's `id` and the values to change",
-            "properties": {"id": {"type": "string"}},
+            "description": "A bulk update item: the row's `id`, the values to change and, "
+            "optionally, the `_version` the change is based on (412 when the row is at another)",
+            "properties": {
+                "id": {"type": "string"},
+                "_version": {"type": "integer", "minimum": 0},
+            },
             "required": ["id"],
             "additionalProperties": component("ColumnValueIn"),
         },
@@ -354,8 +385,12 @@ SCHEMA_COMPONENTS.update(
                 "total": {"type": "integer"},
                 "limit": {"type": "integer"},
                 "offset": {"type": "integer"},
+                "next_cursor": {
+                    "type": ["string", "null"],
+                    "description": NEXT_CURSOR_DESCRIPTION,
+                },
             },
-            "required": ["items", "total", "limit", "offset"],
+            "required": ["items", "total", "limit", "offset", "next_cursor"],
         },
         "RowList": {
             "type": "object",

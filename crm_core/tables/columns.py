@@ -23,7 +23,7 @@ import string
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 from urllib.parse import urlsplit
 
 import email_validator
@@ -35,6 +35,7 @@ from crm_core.platform.ids import parse_object_id
 from crm_core.platform.phones import InvalidPhone, normalise_phone
 from crm_core.platform.registry import Registry
 from crm_core.platform.values import ValueContext as ValueContext
+from crm_core.tables.computed.syntax import MAX_FORMULA_CHARS
 from crm_core.tables.currencies import MINOR_UNITS
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -234,11 +235,14 @@ class ColumnType:
     # values are rows of the table named by the column's `table` setting (`target_table`)
     links_rows: ClassVar[bool] = False
     sms_recipient: ClassVar[bool] = False  # values can be SMS recipients
+    holds_files: ClassVar[bool] = False  # values are uploaded files (crm_core/files/attachments.py)
     # values are numbered by the server from the table's sequence when a row is created
     # (crm_core/tables/sequences.py); a write that gives one is a 400 naming the column
     numbered: ClassVar[bool] = False
     sortable: ClassVar[bool] = True  # rows can be sorted by the column
     unique_values: ClassVar[bool] = True  # a column may be `unique` (values are hashable)
+    # values are computed on read inside the database, never written (crm_core/tables/computed)
+    computed: ClassVar[bool] = False
 
     # ---- values ---------------------------------------------------------------------------
 
@@ -1313,6 +1317,85 @@ def referring_query(types: Iterable[ColumnType], table_key: str) -> dict[str, An
     return {"columns": {"$elemMatch": {"type": {"$in": names}, "table": table_key}}}
 
 
+# ---- computed columns (crm_core/tables/computed/, docs/computed.md) ---------------------------
+
+COLUMN_KEY = r"^[a-z][a-z0-9_]{0,62}$"
+
+
+class FormulaSettings(NoSettings):
+    formula: str = Field(
+        min_length=1,
+        max_length=MAX_FORMULA_CHARS,
+        description="The expression, e.g. `{total_sum} * 1.2` (docs/computed.md)",
+    )
+
+
+class LookupSettings(NoSettings):
+    link: str = Field(pattern=COLUMN_KEY, description="A link column of this table")
+    column: str = Field(pattern=COLUMN_KEY, description="The linked table's column to show")
+
+
+class RollupSettings(NoSettings):
+    table: str = Field(pattern=COLUMN_KEY, description="The table whose rows are rolled up")
+    link: str = Field(
+        pattern=COLUMN_KEY, description="That table's link column pointing at this table"
+    )
+    column: str | None = Field(
+        default=None, pattern=COLUMN_KEY, description="That table's column (not for count)"
+    )
+    function: Literal["count", "sum", "avg", "min", "max", "concat"] = Field(
+        description="How the linked rows' values are rolled up"
+    )
+
+
+class ComputedColumnType(ColumnType):
+    """Values computed by the database when rows are read (crm_core/tables/computed): never
+    written, so a value given in a write is refused; filters apply by the result's kind."""
+
+    computed = True
+    capabilities = frozenset()  # the list path filters by the result's kind instead
+    value_annotation = type(None)
+    value_schema = {"description": "Computed on read; read-only"}
+
+    def coerce(
+        self, column: Column, value: object, vctx: ValueContext, lenient: bool = False
+    ) -> object:
+        raise ColumnValueError("is a computed column and read-only")
+
+    def render(self, column: Column, stored: object) -> object:
+        return render_datetime(stored) if isinstance(stored, datetime) else stored
+
+    def check_definition(self, column: Column, vctx: ValueContext) -> None:
+        for flag in ("required", "unique", "indexed"):
+            if getattr(column, flag):
+                raise DefinitionError(flag, f"a computed column cannot be {flag}")
+
+    def needs_conversion(self, old: Column, new: Column) -> bool:
+        return False  # nothing is stored
+
+    def plain_index(self, column: Column) -> bool:
+        return False
+
+    def random_value(self, column: Column, rng: random.Random) -> None:
+        return None
+
+
+class FormulaType(ComputedColumnType):
+    name = "formula"
+    settings_model = FormulaSettings  # parsed and checked against the table's columns by
+    # crm_core/tables/computed/definitions.py, which knows the other columns
+
+
+class LookupType(ComputedColumnType):
+    name = "lookup"
+    settings_model = LookupSettings
+
+
+class RollupType(ComputedColumnType):
+    name = "rollup"
+    settings_model = RollupSettings
+
+
 BUILTIN_COLUMN_TYPES: tuple[type[ColumnType], ...] = (
     StringType,
     IntegerType,
@@ -1333,6 +1416,9 @@ BUILTIN_COLUMN_TYPES: tuple[type[ColumnType], ...] = (
     PercentType,
     RatingType,
     AutonumberType,
+    FormulaType,
+    LookupType,
+    RollupType,
 )
 
 

@@ -40,6 +40,7 @@ from bson import ObjectId
 
 from crm_core.accounts.context import TenantContext
 from crm_core.platform.clock import utcnow
+from crm_core.platform.cursors import merge_after
 from crm_core.platform.errors import NotFound
 from crm_core.platform.logs import REQUEST_ID
 from crm_core.platform.registry import Registry
@@ -54,12 +55,13 @@ from crm_core.platform.storage import (
 )
 from crm_core.tables.columns import ColumnType, render_datetime
 from crm_core.tables.definitions import SYSTEM_FIELDS, TABLES, Table
-from crm_core.tables.updates import REVISION_FIELD
+from crm_core.tables.updates import REVISION_FIELD, VERSION_FIELD, row_version
 from models.accounts import Tenant
 
 log = logging.getLogger(__name__)
 
 HISTORY = "_history"
+HISTORY_ORDER = [("seq", DESCENDING), ("_id", DESCENDING)]  # newest first (`table_row_seq`)
 UNRECORDED_FIELD = "_unrecorded"  # on a row: written at this time, its revision not yet stored
 UNRECORDED_ITEM = "unrecorded"  # the same on a row's trash item (a delete)
 UNRECORDED_INDEX = "unrecorded"  # sparse: only the rows a crash left marked are in it
@@ -102,19 +104,6 @@ class RowEvents(Protocol):
         items: list[dict[str, Any]],
         hooks: list[ObjectId] | None = None,
     ) -> int: ...
-
-
-class AuditSink(Protocol):
-    """The company's audit trail (crm_core/audit/service.py `AuditTrail`): the
-    tables domain tells it of changes to tables, columns, shares and the trash."""
-
-    async def record(
-        self,
-        ctx: TenantContext,
-        action: str,
-        target: dict[str, Any],
-        changes: dict[str, Any] | None = None,
-    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -175,6 +164,7 @@ def render_row(table: Table, doc: dict[str, Any]) -> dict[str, Any]:
     for field in SYSTEM_FIELDS:
         value = doc.get(field)
         row[field] = render_datetime(value) if isinstance(value, datetime) else value
+    row[VERSION_FIELD] = row_version(doc)
     return row
 
 
@@ -457,14 +447,18 @@ class ChangeLog:
         limit: int,
         offset: int,
         column: str | None = None,
+        after: dict[str, Any] | None = None,
     ) -> tuple[list[dict[str, Any]], int]:
-        """A row's revisions, newest first (one query served by `table_row_seq`)."""
+        """A row's revisions, newest first (one query served by `table_row_seq`), those after
+        a cursor's keys when `after` (crm_core/platform/cursors.py) is given."""
         query: dict[str, Any] = {"table": table.key, "row": row_id}
         if column is not None:
             query[f"changes.{column}"] = {"$exists": True}
         history = ctx.db[HISTORY]
-        cursor = history.find(query).sort([("seq", DESCENDING), ("_id", DESCENDING)])
-        docs = await cursor.skip(offset).limit(limit).to_list(length=limit)
+        cursor = history.find(merge_after(query, after)).sort(HISTORY_ORDER)
+        if offset:
+            cursor = cursor.skip(offset)
+        docs = await cursor.limit(limit).to_list(length=limit)
         total = await history.count_documents(query)
         return docs, total
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bson import ObjectId
 from pydantic import BaseModel
 
+from crm_core.accounts.audit import AuditSink
 from crm_core.accounts.cache import tables_changed
 from crm_core.accounts.context import TenantContext
 from crm_core.platform.errors import Conflict, NotFound, StaleTableVersion, ValidationFailed
@@ -24,6 +25,7 @@ from crm_core.platform.storage import (
     skip_missing_index_options,
     update_each,
 )
+from crm_core.platform.versions import IfMatch, PreconditionFailed
 from crm_core.tables import fence, ordering, sequences
 from crm_core.tables.access import visible_filter
 from crm_core.tables.aliases import ALIASES
@@ -36,6 +38,7 @@ from crm_core.tables.columns import (
     DefinitionError,
     referring_query,
 )
+from crm_core.tables.computed.definitions import outside_dependents, settle_columns
 from crm_core.tables.definitions import (
     RESERVED_COLUMN_KEYS,
     TABLES,
@@ -45,7 +48,7 @@ from crm_core.tables.definitions import (
     save_definition,
     utcnow,
 )
-from crm_core.tables.history import AuditSink, unrecorded_index
+from crm_core.tables.history import unrecorded_index
 from crm_core.tables.trash import KEPT_WITH_TABLE, SchemaTrash
 from crm_core.tables.validators import ColumnValidator
 from models.access import AliasRecord
@@ -88,6 +91,24 @@ class NamedTable:
 
     table: Table
     names: AliasRecord | None = None
+
+
+@contextlib.asynccontextmanager
+async def stale_as_precondition(
+    ctx: TenantContext, table: Table, version: int | None
+) -> AsyncIterator[None]:
+    """A definition edit sent with `If-Match` (an `IfMatch` version) that finds the table at
+    another version, before it or in the write's own filter (`save_definition`), answers 412
+    naming the current version rather than the 409 of `?version=N`."""
+    try:
+        yield
+    except StaleTableVersion:
+        if not isinstance(version, IfMatch):
+            raise
+        current = await ctx.db[TABLES].find_one({"_id": table.id}, {"version": 1})
+        if current is None:
+            raise NotFound(f"Table '{table.key}' not found") from None
+        raise PreconditionFailed.at(version, int(current["version"])) from None
 
 
 class MetaService:
@@ -170,6 +191,8 @@ class MetaService:
             errors += await self._target_errors(ctx, column, data.key, f"columns.{index}")
         if errors:
             raise ValidationFailed(f"{errors[0]['field']}: {errors[0]['message']}", errors)
+        paths = {c.key: f"columns.{i}." for i, c in enumerate(columns)}
+        columns = await settle_columns(ctx, self.types, data.key, columns, paths=paths)
         now = utcnow()
         table_id = ObjectId()
         doc = {
@@ -207,14 +230,19 @@ class MetaService:
     async def rename_table(
         self, ctx: TenantContext, table: Table, name: str | None, version: int | None
     ) -> NamedTable:
-        check_version(table, version)
-        if name is not None:
-            before = table.doc.get("name")
-            table = await save_definition(ctx, table, {"name": name})
-            await self._audit(ctx, "table.renamed", table, None, {"name": [before, name]})
+        async with stale_as_precondition(ctx, table, version):
+            check_version(table, version)
+            if name is not None:
+                before = table.doc.get("name")
+                table = await save_definition(ctx, table, {"name": name})
+                await self._audit(ctx, "table.renamed", table, None, {"name": [before, name]})
         return await self.named(ctx, table)
 
     async def delete_table(self, ctx: TenantContext, table: Table, version: int | None) -> None:
+        async with stale_as_precondition(ctx, table, version):
+            await self._delete_table(ctx, table, version)
+
+    async def _delete_table(self, ctx: TenantContext, table: Table, version: int | None) -> None:
         check_version(table, version)
         if table.doc.get("builtin"):
             raise Conflict(f"The built-in table '{table.key}' cannot be deleted")
@@ -226,6 +254,9 @@ class MetaService:
                 f"Link columns of {', '.join(sorted(referring))} point at this table; "
                 "delete or change them first"
             )
+        rollups = await outside_dependents(ctx, self.types, table.key, None)
+        if rollups:
+            raise Conflict(f"Computed columns read this table: {', '.join(rollups)}")
         # into the trash first (the definition, what others keep of the table; its rows stay
         # in its collection): a crash then leaves the table in place and an item to purge
         item = None
@@ -253,7 +284,8 @@ class MetaService:
     async def add_column(
         self, ctx: TenantContext, table: Table, column_in: BaseModel, version: int | None
     ) -> NamedTable:
-        changed = await self._add_column(ctx, table, column_in, version)
+        async with stale_as_precondition(ctx, table, version):
+            changed = await self._add_column(ctx, table, column_in, version)
         added = changed.columns[-1]
         await self._audit(ctx, "column.added", changed, added.key, {"type": added.type})
         return await self.named(ctx, changed)
@@ -272,6 +304,8 @@ class MetaService:
             raise ValidationFailed.field("key", f"a table has at most {MAX_COLUMNS} columns")
         column = self._normalise_column(ctx, raw, "", None)
         _raise(await self._target_errors(ctx, column, table.key, ""))
+        wanted = [*table.columns, column]
+        column = (await settle_columns(ctx, self.types, table.key, wanted, subject=column.key))[-1]
         rows = table.collection(ctx)
         if column.required:
             if column.default is None:
@@ -314,7 +348,8 @@ class MetaService:
     ) -> NamedTable:
         """Changing the type converts every row, or answers 409 with what would fail
         (crm_core/tables/fence.py keeps writes of the column out meanwhile)."""
-        changed = await self._change_column(ctx, table, key, patch, version)
+        async with stale_as_precondition(ctx, table, version):
+            changed = await self._change_column(ctx, table, key, patch, version)
         fields = patch.model_dump(exclude_unset=True)
         await self._audit(ctx, "column.changed", changed, key, {"fields": sorted(fields)})
         return await self.named(ctx, changed)
@@ -330,6 +365,11 @@ class MetaService:
         force = bool(changes.pop("force", False))
         merged = self._merge_patch(table, current, changes)
         column = self._normalise_column(ctx, merged, "", current)
+        wanted = [column if c.key == key else c for c in table.columns]
+        settled = await settle_columns(
+            ctx, self.types, table.key, wanted, table.columns, subject=key
+        )
+        column = next(c for c in settled if c.key == key)
         new_type = self.types.get(column.type)
         removed = new_type.removed_values(current, column)
         if not removed and not new_type.needs_conversion(current, column):
@@ -496,7 +536,8 @@ class MetaService:
     async def delete_column(
         self, ctx: TenantContext, table: Table, key: str, version: int | None
     ) -> NamedTable:
-        changed = await self._delete_column(ctx, table, key, version)
+        async with stale_as_precondition(ctx, table, version):
+            changed = await self._delete_column(ctx, table, key, version)
         await self._audit(ctx, "column.deleted", changed, key)
         return await self.named(ctx, changed)
 
@@ -510,6 +551,7 @@ class MetaService:
         if column.predefined:
             raise Conflict(f"'{key}' is a predefined column of '{table.key}' and cannot be removed")
         columns = [c for c in table.columns if c.key != key]
+        await settle_columns(ctx, self.types, table.key, columns, table.columns)
         # the item first, the values after the definition no longer has the column (no write
         # sets it then): a crash in between leaves the values in the rows, where the restore
         # finds them too

@@ -48,6 +48,14 @@ def _ids_below(rank: str) -> dict[str, Any]:
     return {"$lte": ObjectId(head)} if rest > "8" else {"$lt": ObjectId(head)}
 
 
+def _ids_above(rank: str) -> dict[str, Any]:
+    """The `_id` condition of the rows whose implicit rank is above `rank` (a cursor's)."""
+    if len(rank) < 24:
+        return {"$gte": ObjectId(rank.ljust(24, "0"))}
+    head, rest = rank[:24], rank[24:]
+    return {"$gte": ObjectId(head)} if rest < "8" else {"$gt": ObjectId(head)}
+
+
 def rank_between(low: str, high: str | None) -> str:
     """A rank strictly between `low` ("" for the start) and `high` (None for the end)."""
     result = []
@@ -101,10 +109,14 @@ async def _unmoved(
     descending: bool = False,
     below: str | None = None,
     projection: dict[str, Any] | None = None,
+    above: str | None = None,
 ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-    """Rows matching `query` the user never moved, by `_id`, with their implicit ranks."""
+    """Rows matching `query` the user never moved, by `_id`, with their implicit ranks
+    (those between `above` and `below` when given)."""
     rows, orders = table.collection(ctx), ctx.db[ORDERS]
     bound = {"_id": _ids_below(below)} if below is not None else {}
+    if above is not None:
+        bound = _and(bound, {"_id": _ids_above(above)})
     last: ObjectId | None = None
     while True:
         after = {"_id": {"$lt" if descending else "$gt": last}} if last is not None else {}
@@ -142,14 +154,18 @@ async def _moved(
     descending: bool = False,
     below: str | None = None,
     projection: dict[str, Any] | None = None,
+    above: str | None = None,
 ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-    """Rows matching `query` the user moved, by rank (entries whose row is gone are skipped)."""
+    """Rows matching `query` the user moved, by rank (entries whose row is gone are skipped),
+    those ranked between `above` and `below` when given."""
     rows, orders = table.collection(ctx), ctx.db[ORDERS]
     last: str | None = None
     while True:
         rank: dict[str, Any] = {}
         if below is not None:
             rank["$lt"] = below
+        if above is not None:
+            rank["$gt"] = above
         if last is not None:
             rank["$lt" if descending else "$gt"] = last
         where: dict[str, Any] = {"table": table.key, "user": ctx.user_id}
@@ -217,18 +233,25 @@ async def _merged(
 
 
 async def manual_page(
-    ctx: TenantContext, table: Table, query: dict[str, Any], offset: int, limit: int
-) -> list[dict[str, Any]]:
-    """One page of rows matching `query` in the caller's manual order."""
+    ctx: TenantContext,
+    table: Table,
+    query: dict[str, Any],
+    offset: int,
+    limit: int,
+    after: str | None = None,
+) -> list[tuple[str, dict[str, Any]]]:
+    """One page of rows matching `query` in the caller's manual order, each with its rank:
+    from `offset`, or after the rank `after` (a cursor's: both streams start there, so the
+    page costs what its length costs at any depth)."""
     need = offset + limit
     batch = min(max(need, 1), 1000)
     cost = Cost()
     streams = [
-        _moved(ctx, table, query, cost, batch),
-        _unmoved(ctx, table, query, cost, batch),
+        _moved(ctx, table, query, cost, batch, above=after),
+        _unmoved(ctx, table, query, cost, batch, above=after),
     ]
     items = await _merged(streams, False, need)
-    return [doc for _, doc in items[offset:]]
+    return items[offset:]
 
 
 async def manual_rows(

@@ -6,11 +6,19 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from bson import ObjectId
 
 from crm_core.accounts.context import TenantContext
+from crm_core.platform.cursors import (
+    PageCursors,
+    PageScope,
+    after,
+    check_offset,
+    merge_after,
+    next_cursor,
+)
 from crm_core.platform.errors import Conflict, NotFound, ValidationFailed
 from crm_core.platform.ids import object_id
 from crm_core.platform.registry import Registry
@@ -18,10 +26,12 @@ from crm_core.platform.storage import (
     ASCENDING,
     DESCENDING,
     BulkWriteError,
+    Collection,
     DuplicateKeyError,
     query_purpose,
     update_each,
 )
+from crm_core.platform.versions import PreconditionFailed
 from crm_core.tables import fence, ordering, upsert
 from crm_core.tables.access import Level, access_level
 from crm_core.tables.bodies import (
@@ -38,9 +48,11 @@ from crm_core.tables.columns import (
     ColumnValueError,
     referring_query,
 )
+from crm_core.tables.computed import pipeline as computed
 from crm_core.tables.definitions import SYSTEM_FIELDS, TABLES, Table, load_table, utcnow
-from crm_core.tables.filters import FilterBuilder, FilterEnv, table_fields
+from crm_core.tables.filters import FilterBuilder, FilterEnv
 from crm_core.tables.history import (
+    HISTORY_ORDER,
     UNRECORDED_FIELD,
     Action,
     Change,
@@ -52,7 +64,14 @@ from crm_core.tables.ordering import forget_rows, manual_page
 from crm_core.tables.references import VisibleReferences
 from crm_core.tables.sequences import number_rows
 from crm_core.tables.trash import RowTrash, TrashSettings
-from crm_core.tables.updates import REVISION_FIELD, set_unset, unique_conflict
+from crm_core.tables.updates import (
+    REVISION_FIELD,
+    VERSION_FIELD,
+    at_version,
+    row_version,
+    set_unset,
+    unique_conflict,
+)
 from crm_core.tables.validators import ColumnValidator
 from models.history import HistoryQuery
 
@@ -149,8 +168,13 @@ class RowValues:
         known = {}
         for key, value in body.items():
             column = self.table.column(key)
+            if column is not None and self.table.column_type(column).computed:
+                self._error(key, "is a computed column and read-only")
+                continue
             if column is None:
-                if key == "id" or key in SYSTEM_FIELDS:
+                if key == VERSION_FIELD:
+                    self._error(key, "is read-only; send the version as If-Match")
+                elif key == "id" or key in SYSTEM_FIELDS:
                     self._error(key, "is read-only")
                 else:
                     self._error(key, "unknown column")
@@ -167,6 +191,13 @@ class RowValues:
             raise ValidationFailed(f"{first['field']}: {first['message']}", self.errors)
 
 
+def _referenced(value: object) -> list[Any]:
+    """The references a stored value holds: none, one, or a list's items (attachments)."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else [value]
+
+
 MAX_SORT_KEYS = 5
 
 
@@ -180,7 +211,9 @@ class RowService:
         validators: Registry[ColumnValidator],
         events: RowEvents | None = None,
         trash: RowTrash | None = None,
+        cursors: PageCursors | None = None,
     ) -> None:
+        self.cursors = cursors or PageCursors.ephemeral()
         self.types = types
         self.filters = filters
         self.validators = validators
@@ -210,7 +243,7 @@ class RowService:
             if not column_type.references:
                 continue
             key = column.key
-            values = {doc[key] for _, doc in docs if doc.get(key) is not None}
+            values = {v for _, doc in docs for v in _referenced(doc.get(key))}
             if not values:
                 continue
             missing = await column_type.missing_references(refs, column, list(values))
@@ -218,7 +251,7 @@ class RowService:
             errors += [
                 {"field": f"{path}{key}", "message": message}
                 for path, doc in docs
-                if doc.get(key) in missing
+                if any(v in missing for v in _referenced(doc.get(key)))
             ]
         for group in table.doc.get("require_any") or [] if whole_rows else []:
             for path, doc in docs:
@@ -295,7 +328,7 @@ class RowService:
     ) -> dict[str, Any]:
         """The MongoDB query for a filter (already parsed from JSON); 400 invalid_filter."""
         env = FilterEnv(ctx.values, now or datetime.now(UTC))
-        return self.filters.translate(filters, table_fields(table.columns, self.types), env)
+        return self.filters.translate(filters, computed.filter_fields(table, self.types), env)
 
     def render(self, table: Table, doc: dict[str, Any]) -> dict[str, Any]:
         return render_row(table, doc)
@@ -308,7 +341,7 @@ class RowService:
         doc = await table.collection(ctx).find_one({"_id": parse_row_id(row_id)})
         if doc is None:
             raise NotFound("Row not found")
-        row = self.render(table, doc)
+        row = (await self.with_computed(ctx, table, [self.render(table, doc)]))[0]
         await self.expand(ctx, table, [row], expand_keys(expand))
         return row
 
@@ -324,10 +357,10 @@ class RowService:
             await table.collection(ctx).insert_one(doc)
         except DuplicateKeyError as exc:
             raise unique_conflict(exc) from None
-        doc = (await self.settled(ctx, table, [doc], keys))[0]
+        table, [doc] = await self.settled(ctx, table, [doc], keys)
         row = self.render(table, doc)
         await self.changes.record(ctx, table, [Change(None, doc)], rendered=[row])
-        return row
+        return (await self.with_computed(ctx, table, [row]))[0]
 
     async def update(
         self,
@@ -336,7 +369,11 @@ class RowService:
         row_id: str,
         body: object,
         action: Action = "updated",
+        expected: int | None = None,
     ) -> dict[str, Any]:
+        """Change the given columns; with `expected` (If-Match), only while the row is still
+        at that version: the version is part of the update's filter, so of concurrent
+        writes sent with the same version exactly one lands (412 for the others)."""
         oid = parse_row_id(row_id)
         table, keys = await self.fenced(ctx, table, [body], creating=False)
         checker = self.checker(table, ctx)
@@ -353,25 +390,41 @@ class RowService:
             await self.check_rules(ctx, table, [("", set_values)], whole_rows=False)
         stamp = self.stamp(ctx, created=False)
         update = set_unset({**set_values, **stamp}, unset)
+        where = {"_id": oid} if expected is None else {"_id": oid, **at_version(expected)}
         try:
             before = await table.collection(ctx).find_one_and_update(
-                {"_id": oid}, update, return_document=False
+                where, update, return_document=False
             )
         except DuplicateKeyError as exc:
             raise unique_conflict(exc) from None
         if before is None:
-            raise NotFound("Row not found")
+            await self._stale_or_missing(ctx, table, oid, expected)
         after = {k: v for k, v in {**before, **set_values, **stamp}.items() if k not in unset}
         after[REVISION_FIELD] = int(before.get(REVISION_FIELD) or 0) + 1
-        after = (await self.settled(ctx, table, [after], keys))[0]
+        table, [after] = await self.settled(ctx, table, [after], keys)
         row = self.render(table, after)
         await self.changes.record(ctx, table, [Change(before, after)], action, rendered=[row])
-        return row
+        return (await self.with_computed(ctx, table, [row]))[0]
 
-    async def delete(self, ctx: TenantContext, table: Table, row_id: str) -> None:
+    async def delete(
+        self, ctx: TenantContext, table: Table, row_id: str, expected: int | None = None
+    ) -> None:
+        """To the trash; with `expected` (If-Match), only while the row is at that version
+        (the delete's own filter: a write landing first makes it 412)."""
         oid = parse_row_id(row_id)
-        if not await self.to_trash(ctx, table, {"_id": oid}):
+        where = {"_id": oid} if expected is None else {"_id": oid, **at_version(expected)}
+        if not await self.to_trash(ctx, table, where, guarded=expected is not None):
+            await self._stale_or_missing(ctx, table, oid, expected)
+
+    async def _stale_or_missing(
+        self, ctx: TenantContext, table: Table, oid: ObjectId, expected: int | None
+    ) -> NoReturn:
+        """A write by id that matched nothing: 412 naming the current version when the row is
+        there at another one, else 404."""
+        current = await table.collection(ctx).find_one({"_id": oid}, {REVISION_FIELD: 1})
+        if current is None or expected is None:
             raise NotFound("Row not found")
+        raise PreconditionFailed.at(expected, row_version(current))
 
     # ---- bulk -----------------------------------------------------------------------------
 
@@ -401,7 +454,7 @@ class RowService:
             # a concurrent writer took a unique value between the check and the insert
             await collection.delete_many({"_id": {"$in": [d["_id"] for d in docs]}})
             raise unique_conflict(exc) from None
-        docs = await self.settled(ctx, table, docs, keys)
+        table, docs = await self.settled(ctx, table, docs, keys)
         rows = [self.render(table, doc) for doc in docs]
         await self.changes.record(ctx, table, [Change(None, d) for d in docs], rendered=rows)
         if not full_rows:
@@ -415,6 +468,7 @@ class RowService:
         table, keys = await self.fenced(ctx, table, items, creating=False)
         errors: list[dict[str, Any]] = []
         changes: list[tuple[ObjectId, dict[str, Any], list[str]]] = []
+        versions: dict[ObjectId, int] = {}  # the `_version` each item is based on, if given
         seen: set[ObjectId] = set()
         for index, item in enumerate(items):
             if not isinstance(item, dict):
@@ -422,6 +476,7 @@ class RowService:
                 continue
             body = dict(item)
             raw_id = body.pop("id", None)
+            version = body.pop(VERSION_FIELD, None)
             try:
                 oid = parse_row_id(raw_id)
             except NotFound:
@@ -431,6 +486,13 @@ class RowService:
                 errors.append({"field": f"items.{index}.id", "message": "repeats another item"})
                 continue
             seen.add(oid)
+            if version is not None:
+                if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+                    errors.append(
+                        {"field": f"items.{index}.{VERSION_FIELD}", "message": "not a version"}
+                    )
+                else:
+                    versions[oid] = version
             checker = self.checker(table, ctx, f"items.{index}.")
             set_values, unset = checker.for_update(body)
             errors.extend(checker.errors)
@@ -446,6 +508,7 @@ class RowService:
         ]
         if missing:
             raise NotFound(f"{len(missing)} rows not found", missing)
+        _check_versions(ids, originals, versions)
         await self.check_rules(
             ctx,
             table,
@@ -458,9 +521,15 @@ class RowService:
         stamp = self.stamp(ctx, created=False)
         operations = []
         for oid, set_values, unset in changes:
-            operations.append(({"_id": oid}, set_unset({**set_values, **stamp}, unset)))
+            where = {"_id": oid}
+            if oid in versions:  # the version the item was based on, in the write's filter
+                where.update(at_version(versions[oid]))
+            operations.append((where, set_unset({**set_values, **stamp}, unset)))
         try:
-            await update_each(collection, operations, ordered=True)
+            if versions:
+                await self._versioned_updates(collection, operations, originals, versions)
+            else:
+                await update_each(collection, operations, ordered=True)
         except (BulkWriteError, DuplicateKeyError) as exc:
             # a concurrent writer took a unique value after the check: put the batch back
             for oid, doc in originals.items():
@@ -472,6 +541,29 @@ class RowService:
             ctx, table, [Change(originals[oid], docs[oid]) for oid in ids if oid in docs]
         )
         return [self.render(table, docs[oid]) for oid in ids if oid in docs]
+
+    @staticmethod
+    async def _versioned_updates(
+        collection: Collection,
+        operations: list[tuple[dict[str, Any], dict[str, Any]]],
+        originals: dict[ObjectId, dict[str, Any]],
+        versions: dict[ObjectId, int],
+    ) -> None:
+        """Apply the items one at a time, each conditional on its version; when one finds
+        its row written meanwhile, put back the ones applied (all or nothing) and answer 412
+        naming that item."""
+        applied: list[ObjectId] = []
+        for index, (where, update) in enumerate(operations):
+            result = await collection.update_one(where, update)
+            oid = where["_id"]
+            if result.matched_count:
+                applied.append(oid)
+                continue
+            for done in applied:
+                await collection.replace_one({"_id": done}, originals[done])
+            current = await collection.find_one({"_id": oid}, {REVISION_FIELD: 1})
+            now = row_version(current or {})
+            raise PreconditionFailed.at(versions[oid], now, f"items.{index}.{VERSION_FIELD}")
 
     async def bulk_write(
         self, ctx: TenantContext, table: Table, body: BulkCreateIn, full_rows: bool
@@ -511,6 +603,7 @@ class RowService:
         where = self.query(ctx, table, filters)
         if not where:
             raise ValidationFailed.field("filters", "must have at least one condition")
+        computed.refuse_computed(table, where)
         return where
 
     async def move(
@@ -544,12 +637,23 @@ class RowService:
     ) -> dict[str, Any]:
         """`GET /api/data/{table}`: the page the query asks for (its filter parsed and
         translated here, docs/filters.md; its sort, `sort_spec`; its `expand`ed link columns)
-        as `{"items", "total", "limit", "offset"}`."""
+        as `{"items", "total", "limit", "offset", "next_cursor"}`: from `offset`, or after
+        `cursor` (crm_core/platform/cursors.py), bound to this table, sort and filter."""
+        check_offset(query.offset, query.cursor)
         sort = self.sort_spec(table, query.sort_by, query.sort_order, query.sort)
-        where = self.query(ctx, table, self.filters.parse_param(query.filters))
-        items, total = await self.page(ctx, table, where, sort, query.limit, query.offset)
+        filters = self.filters.parse_param(query.filters)
+        where = self.query(ctx, table, filters)
+        items, total, cursor = await self.page(
+            ctx, table, where, sort, query.limit, query.offset, query.cursor, filters
+        )
         await self.expand(ctx, table, items, expand_keys(query.expand))
-        return {"items": items, "total": total, "limit": query.limit, "offset": query.offset}
+        return {
+            "items": items,
+            "total": total,
+            "limit": query.limit,
+            "offset": query.offset,
+            "next_cursor": cursor,
+        }
 
     async def page(
         self,
@@ -559,24 +663,105 @@ class RowService:
         sort: list[tuple[str, int]] | None,
         limit: int,
         offset: int,
-    ) -> tuple[list[dict[str, Any]], int]:
-        """One page and the total; `sort=None` is the caller's manual order."""
+        cursor: str | None = None,
+        filters: object = None,
+    ) -> tuple[list[dict[str, Any]], int, str | None]:
+        """One page, the total and the next page's cursor; `sort=None` is the caller's manual
+        order. The page is read with one row more than `limit`: whether a next page exists."""
+        if computed.has_computed(table):
+            if cursor is not None:
+                raise ValidationFailed.field(
+                    "cursor", "a table with computed columns pages by offset (docs/computed.md)"
+                )
+            items, total = await self.computed_page(ctx, table, query, sort, limit, offset)
+            return items, total, None
         collection = table.collection(ctx)
         max_time = ctx.max_time_ms
+        scope = self.page_scope(table, sort, filters)
+        keys = None if cursor is None else self.cursors.read(scope, *_caller(ctx), cursor)
         if sort is None:
-            docs = await manual_page(ctx, table, query, offset, limit)
+            after_rank = None if keys is None else str(keys[0])
+            ranked = await manual_page(ctx, table, query, offset, limit + 1, after_rank)
+            docs = [doc for _, doc in ranked]
+            last = [{"rank": rank} for rank, _ in ranked]
         else:
-            if not any(field == "_id" for field, _ in sort):
-                direction = sort[-1][1] if sort else ASCENDING
-                sort = [*sort, ("_id", direction)]  # ties broken by _id: pages never overlap
-            cursor = (
-                collection.find(query, max_time_ms=max_time).sort(sort).skip(offset).limit(limit)
-            )
+            sort = list(scope.sort)
+            where = query if keys is None else merge_after(query, after(sort, keys))
+            found = collection.find(where, max_time_ms=max_time).sort(sort)
+            if offset:
+                found = found.skip(offset)
             with query_purpose(CLIENT_QUERY):
-                docs = await cursor.to_list(length=limit)
+                docs = await found.limit(limit + 1).to_list(length=limit + 1)
+            last = docs
         with query_purpose(CLIENT_QUERY):
             total = await collection.count_documents(query, maxTimeMS=max_time)
+        following = next_cursor(self.cursors, scope, *_caller(ctx), last, limit)
+        return [self.render(table, d) for d in docs[:limit]], total, following
+
+    @staticmethod
+    def page_scope(table: Table, sort: list[tuple[str, int]] | None, filters: object) -> PageScope:
+        """What a page's cursor is bound to; the sort ends with `_id` (ties broken by it:
+        pages never overlap) or is the manual order (`rank`)."""
+        if sort is None:
+            return PageScope(f"rows:{table.key}", (("rank", ASCENDING),), filters)
+        if not any(field == "_id" for field, _ in sort):
+            direction = sort[-1][1] if sort else ASCENDING
+            sort = [*sort, ("_id", direction)]
+        return PageScope(f"rows:{table.key}", tuple(sort), filters)
+
+    async def computed_page(
+        self,
+        ctx: TenantContext,
+        table: Table,
+        query: dict[str, Any],
+        sort: list[tuple[str, int]] | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """`page` of a table with computed columns: one aggregation pipeline computes what the
+        filter, the sort and the page need (crm_core/tables/computed/pipeline.py)."""
+        collection = table.collection(ctx)
+        max_time = ctx.max_time_ms
+        if sort is None:  # the manual order reads stored rows, then their computed values
+            computed.refuse_computed(table, query, "sort")
+            ranked = await manual_page(ctx, table, query, offset, limit, None)
+            docs = [doc for _, doc in ranked]
+            rows = await self.with_computed(ctx, table, [self.render(table, d) for d in docs])
+            with query_purpose(CLIENT_QUERY):
+                total = await collection.count_documents(query, maxTimeMS=max_time)
+            return rows, total
+        if not any(field == "_id" for field, _ in sort):
+            sort = [*sort, ("_id", sort[-1][1] if sort else ASCENDING)]
+        plan = await computed.build_plan(ctx, table, self.types)
+        shapes = computed.page_pipelines(plan, query, sort, offset, limit)
+        with query_purpose(CLIENT_QUERY):
+            docs = await collection.aggregate(shapes.rows, maxTimeMS=max_time).to_list(None)
+            if shapes.faceted:  # the page and its total from one pass
+                counted = docs[0]["total"] if docs else []
+                docs = docs[0]["rows"] if docs else []
+                total = int(counted[0]["n"]) if counted else 0
+            else:
+                total = await collection.count_documents(shapes.stored, maxTimeMS=max_time)
         return [self.render(table, d) for d in docs], total
+
+    async def with_computed(
+        self, ctx: TenantContext, table: Table, rows: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Rendered rows with the values of the table's computed columns, computed by the
+        database (a copy of each row; webhooks and history keep the stored values)."""
+        if not rows or not computed.has_computed(table):
+            return rows
+        docs = [{"_id": ObjectId(r["id"])} for r in rows]
+        found = await computed.add_values(ctx, table, self.types, docs)
+        result = []
+        for row, values in zip(rows, found, strict=True):
+            extra = {
+                c.key: table.column_type(c).render(c, values[c.key])
+                for c in computed.computed_columns(table)
+                if c.key in values
+            }
+            result.append({**row, **extra})
+        return result
 
     @staticmethod
     def sort_spec(
@@ -669,11 +854,14 @@ class RowService:
         query: dict[str, Any],
         batch: ObjectId | None = None,
         client_query: bool = False,
+        guarded: bool = False,
     ) -> int:
         """Move the rows the query selects to the trash by chunks: copied there first (a
         crash leaves a row in both places, never in neither), then removed from the table,
         their order entries forgotten, links to them cleared, a `deleted` revision recorded
-        and the listeners told. Answers how many rows went."""
+        and the listeners told. Answers how many rows went. `guarded`: the removal repeats
+        `query` (a version condition), and a row written meanwhile stays, its copy taken
+        back from the trash."""
         collection = table.collection(ctx)
         if client_query:
             with query_purpose(CLIENT_QUERY):
@@ -689,8 +877,16 @@ class RowService:
                 doc[REVISION_FIELD] = int(doc.get(REVISION_FIELD) or 0) + 1
             await self.trash.put_rows(ctx, table, docs, batch)
             gone = [d["_id"] for d in docs]
-            result = await collection.delete_many({"_id": {"$in": gone}})
+            removal: dict[str, Any] = {"_id": {"$in": gone}}
+            result = await collection.delete_many(
+                {"$and": [query, removal]} if guarded else removal
+            )
             deleted += int(result.deleted_count)
+            if guarded and result.deleted_count < len(docs):
+                kept = {d["_id"] async for d in collection.find(removal, {"_id": 1})}
+                await self.trash.take_back(ctx, table, [d for d in docs if d["_id"] in kept])
+                docs = [d for d in docs if d["_id"] not in kept]
+                gone = [d["_id"] for d in docs]
             await forget_rows(ctx, table.key, gone)
             await self.clear_references(ctx, table, gone, referring)
             await self.changes.record(ctx, table, [Change(d, None) for d in docs])
@@ -700,15 +896,27 @@ class RowService:
         self, ctx: TenantContext, table: Table, row_id: str, query: HistoryQuery
     ) -> dict[str, Any]:
         """`GET .../{id}/history`: the row's revisions, newest first (`{items, total}`); 404
-        for a row that never had one and is not in the table."""
+        for a row that is neither in the table nor in the trash as one of its rows."""
         oid = parse_row_id(row_id)
         if query.column is not None and table.column(query.column) is None:
             raise ValidationFailed.field("column", f"'{query.column[:64]}' is not a column")
         await self._known_row(ctx, table, oid)
-        items, total = await self.changes.page(
-            ctx, table, oid, query.limit, query.offset, query.column
+        check_offset(query.offset, query.cursor)
+        scope = PageScope(f"history:{table.key}:{oid}", tuple(HISTORY_ORDER), query.column)
+        keys = (
+            None if query.cursor is None else self.cursors.read(scope, *_caller(ctx), query.cursor)
         )
-        return {"items": items, "total": total}
+        items, total = await self.changes.page(
+            ctx,
+            table,
+            oid,
+            query.limit + 1,
+            query.offset,
+            query.column,
+            None if keys is None else after(scope.sort, keys),
+        )
+        following = next_cursor(self.cursors, scope, *_caller(ctx), items, query.limit)
+        return {"items": items[: query.limit], "total": total, "next_cursor": following}
 
     async def _known_row(self, ctx: TenantContext, table: Table, oid: ObjectId) -> None:
         """404 unless the row is this table's, in it or in the trash: revisions are keyed by
@@ -761,15 +969,17 @@ class RowService:
 
     async def settled(
         self, ctx: TenantContext, table: Table, docs: list[dict[str, Any]], keys: set[str]
-    ) -> list[dict[str, Any]]:
-        """The written rows as they are once the write is settled against the definition
-        that holds now (read again only when a column changed form meanwhile)."""
+    ) -> tuple[Table, list[dict[str, Any]]]:
+        """The definition that holds now and the written rows as they are once the write is
+        settled against it (read again only when a column changed form meanwhile): the rows
+        are rendered and recorded under that definition, not the one the write validated
+        against (a value converted to a decimal meanwhile is answered as one)."""
         current = await fence.settle(ctx, table, [d["_id"] for d in docs], keys)
         if current is table:
-            return docs
+            return table, docs
         ids = [d["_id"] for d in docs]
         found = {d["_id"]: d async for d in current.collection(ctx).find({"_id": {"$in": ids}})}
-        return [found.get(d["_id"], d) for d in docs]
+        return current, [found.get(d["_id"], d) for d in docs]
 
     # ---- helpers --------------------------------------------------------------------------
 
@@ -814,6 +1024,33 @@ class RowService:
                     f"Item {index}: the value of unique column '{key}' is already used",
                     [{"field": f"items.{index}.{key}", "message": "already used by another row"}],
                 )
+
+
+def _check_versions(
+    ids: list[ObjectId], originals: dict[ObjectId, dict[str, Any]], versions: dict[ObjectId, int]
+) -> None:
+    """412 naming every item whose row is no longer at the `_version` it was based on (the
+    writes check again, atomically, each in its own filter)."""
+    stale = []
+    for index, oid in enumerate(ids):
+        if oid in versions and row_version(originals[oid]) != versions[oid]:
+            current = row_version(originals[oid])
+            stale.append(
+                {
+                    "field": f"items.{index}.{VERSION_FIELD}",
+                    "message": f"current version is {current}",
+                    "current": current,
+                }
+            )
+    if stale:
+        raise PreconditionFailed(
+            f"{len(stale)} rows changed since the versions sent; read them again", stale
+        )
+
+
+def _caller(ctx: TenantContext) -> tuple[str, str]:
+    """Whose cursor it is: the company and the user (a cursor works for its caller only)."""
+    return ctx.tenant_id, ctx.user_id
 
 
 def expand_keys(text: str | None) -> list[str]:

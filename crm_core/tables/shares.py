@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from bson import ObjectId
 
+from crm_core.accounts.audit import AuditSink
 from crm_core.accounts.context import TenantContext
 from crm_core.accounts.grants import check_grant, check_token_scope
 from crm_core.accounts.roles import ROLES
@@ -23,7 +24,6 @@ from crm_core.tables.access import (
 )
 from crm_core.tables.columns import ColumnType
 from crm_core.tables.definitions import load_table
-from crm_core.tables.history import AuditSink
 from models.access import ShareIn, ShareRecord
 from models.accounts import User
 

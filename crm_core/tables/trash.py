@@ -8,6 +8,9 @@ Items (`kind`):
   expires_at, batch}`; `doc` is the stored row, `links` the rows of other tables (or its own)
   whose link column pointed at it (`[{table, column, rows}]`: the delete cleared them, the
   restore puts them back where the link is still empty), `batch` groups a bulk delete's rows;
+  `files` lists the uploaded files the row's attachment columns hold (absent when none): they
+  stay while the row is in the trash, come back with it, and a purge releases them
+  (`TrashedFiles`);
 - `column`: `{..., column, doc: the column's definition, alias: its display name}` and one
   `column_value` child per row that held a value (`{parent, row_id, value}`, expiring with it);
 - `table`: `{..., doc: the definition, collection, owner_id, kept: {collection: [docs]}}`: the
@@ -25,9 +28,11 @@ from typing import Any, Protocol
 
 from bson import ObjectId
 
+from crm_core.accounts.audit import AuditSink
 from crm_core.accounts.context import TenantContext
 from crm_core.accounts.grants import check_token_scope
 from crm_core.platform.clock import as_utc, utcnow
+from crm_core.platform.cursors import PageCursors, PageScope, read_page
 from crm_core.platform.errors import Conflict, NotFound, ValidationFailed
 from crm_core.platform.outbox import Work
 from crm_core.platform.registry import Registry
@@ -41,7 +46,6 @@ from crm_core.tables.history import (
     UNRECORDED_FIELD,
     UNRECORDED_ITEM,
     Action,
-    AuditSink,
     Change,
     actor_of,
     render_row,
@@ -86,6 +90,23 @@ class RestoredRows(Protocol):
         rendered: list[dict[str, Any]] | None = None,
         hooks: list[ObjectId] | None = None,
     ) -> int: ...
+
+
+class TrashedFiles(Protocol):
+    """Who keeps uploaded files (crm_core/files/attachments.py `FileService`): told the files
+    of a purged row, it removes those nothing else holds."""
+
+    async def release(self, ctx: TenantContext, file_ids: list[ObjectId]) -> int: ...
+
+
+def row_files(table: Table, doc: dict[str, Any]) -> list[ObjectId]:
+    """The uploaded files a row's attachment columns hold."""
+    found: list[ObjectId] = []
+    for column in table.columns:
+        value = doc.get(column.key)
+        if isinstance(value, list) and table.column_type(column).holds_files:
+            found += [v for v in value if isinstance(v, ObjectId) and v not in found]
+    return found
 
 
 def row_name(table: Table, doc: dict[str, Any]) -> str:
@@ -135,7 +156,22 @@ class RowTrash:
             }
             for doc in docs
         ]
+        for item in items:
+            if files := row_files(table, item["doc"]):
+                item["files"] = files  # index-served: who holds a file (crm_core/files)
         await ctx.db[TRASH].insert_many(items, ordered=False)
+
+    async def take_back(self, ctx: TenantContext, table: Table, docs: list[dict[str, Any]]) -> None:
+        """Remove the copies `put_rows` made of rows that stayed in the table after all (a
+        guarded delete that a concurrent write outran)."""
+        for doc in docs:
+            await ctx.db[TRASH].delete_one(
+                {
+                    "row_id": doc["_id"],
+                    "table": table.key,
+                    f"doc.{REVISION_FIELD}": doc.get(REVISION_FIELD),
+                }
+            )
 
     async def links_to(
         self, ctx: TenantContext, table: Table, ids: list[ObjectId]
@@ -281,6 +317,9 @@ class SchemaRestorer(Protocol):
         ...
 
 
+TRASH_ORDER = (("deleted_at", DESCENDING), ("_id", DESCENDING))  # index `table_deleted_at_id`
+
+
 class TrashService:
     """`/api/trash`: what the caller may restore: rows of the tables they may write, columns
     of the tables they manage, the tables they own (all of them with `tables.all`)."""
@@ -292,12 +331,16 @@ class TrashService:
         audit: AuditSink | None = None,
         schema: SchemaRestorer | None = None,
         purges: PurgeQueue | None = None,
+        files: TrashedFiles | None = None,
+        cursors: PageCursors | None = None,
     ) -> None:
         self.types = types
         self.changes = changes
         self.audit = audit
         self.schema = schema
         self.purges = purges
+        self.files = files
+        self.cursors = cursors or PageCursors.ephemeral()
 
     async def _levels(self, ctx: TenantContext) -> dict[str, tuple[Level, Any]]:
         """The caller's level on each visible table, with the table's id."""
@@ -322,7 +365,10 @@ class TrashService:
         table_key: str | None,
         limit: int,
         offset: int,
-    ) -> tuple[list[dict[str, Any]], int]:
+        cursor: str | None = None,
+    ) -> tuple[list[dict[str, Any]], int, str | None]:
+        """Newest first: a page from `offset` or after `cursor`, the total and the next
+        page's cursor (crm_core/platform/cursors.py)."""
         levels = await self._levels(ctx)
         if table_key is not None:
             levels = {k: v for k, v in levels.items() if k == table_key}
@@ -340,13 +386,15 @@ class TrashService:
             extra = {} if table_key is None else {"table": table_key}
             branches.append({"kind": "table", **tables, **extra})
         if not branches:  # deleted tables asked by a token whose scope stops below manage
-            return [], 0
+            return [], 0, None
         query: dict[str, Any] = branches[0] if len(branches) == 1 else {"$or": branches}
         trash = ctx.db[TRASH]
-        cursor = trash.find(query, {"doc": 0, "kept": 0}).sort([("deleted_at", DESCENDING)])
-        items = await cursor.skip(offset).limit(limit).to_list(length=limit)
+        scope = PageScope("trash", TRASH_ORDER, {"kind": kind, "table": table_key})
+        items, following = await read_page(
+            self.cursors, ctx, scope, trash, query, limit, offset, cursor, {"doc": 0, "kept": 0}
+        )
         total = await trash.count_documents(query)
-        return items, total
+        return items, total, following
 
     async def _found(self, ctx: TenantContext, item_id: ObjectId) -> dict[str, Any]:
         item = await ctx.db[TRASH].find_one({"_id": item_id, "kind": {"$in": LISTED_KINDS}})
@@ -540,6 +588,8 @@ class TrashService:
             item, _ = await self._item(ctx, item_id)
             await ctx.db[TRASH].delete_many({"parent": item["_id"]})
             await ctx.db[TRASH].delete_one({"_id": item["_id"]})
+            if self.files is not None and item.get("files"):
+                await self.files.release(ctx, list(item["files"]))
         await self._audit(ctx, "trash.purged", item)
 
     async def purge_expired(

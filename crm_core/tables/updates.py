@@ -12,6 +12,21 @@ from crm_core.platform.errors import Conflict
 _INDEX_NAME = re.compile(r"index:\s+u_([a-z][a-z0-9_]*)")
 
 REVISION_FIELD = "_rev"  # the row's write counter: a revision's `seq` (tables/history.py)
+# the same counter as the API names it: a row's `_version`, its ETag (crm_core/platform/
+# versions.py); one counter, stored as `_rev`, answered as `_version` (docs/storage.md)
+VERSION_FIELD = "_version"
+
+
+def row_version(doc: Mapping[str, Any]) -> int:
+    """A stored row's version (0 for a row written before the counter existed)."""
+    return int(doc.get(REVISION_FIELD) or 0)
+
+
+def at_version(version: int) -> dict[str, Any]:
+    """The condition 'the row is still at `version`', part of a write's own filter."""
+    if version == 0:
+        return {REVISION_FIELD: {"$in": [None, 0]}}
+    return {REVISION_FIELD: version}
 
 
 def set_unset(set_values: Mapping[str, Any], unset: Iterable[str] = ()) -> dict[str, Any]:

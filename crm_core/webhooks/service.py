@@ -32,6 +32,7 @@ from beanie import PydanticObjectId
 from bson import ObjectId
 from yarl import URL
 
+from crm_core.accounts.audit import AuditSink
 from crm_core.accounts.cache import ListenerCache, webhooks_changed
 from crm_core.accounts.context import TenantContext
 from crm_core.platform.clock import utcnow
@@ -92,29 +93,6 @@ class CampaignCounts(Protocol):
     async def __call__(self, db: Database, campaign: dict[str, Any]) -> dict[str, int]: ...
 
 
-class WebhookAudit(Protocol):
-    """The company's audit trail (crm_core/audit/service.py `AuditTrail`, passed in by
-    crm_core/services.py): changes to webhooks and their automatic disable."""
-
-    async def record(
-        self,
-        ctx: TenantContext,
-        action: str,
-        target: dict[str, Any],
-        changes: dict[str, Any] | None = None,
-    ) -> None: ...
-
-    async def record_in(
-        self,
-        db: Database,
-        actor: dict[str, Any],
-        action: str,
-        target: dict[str, Any],
-        changes: dict[str, Any] | None = None,
-        address: str | None = None,
-    ) -> None: ...
-
-
 # who disables a webhook after failed deliveries (docs/history.md "Audit trail")
 DELIVERY_ACTOR = {"type": "system", "id": None, "name": "webhook delivery"}
 AUDITED_FIELDS = ("name", "url", "events", "tables", "is_active")
@@ -168,7 +146,7 @@ class WebhookService:
         queue: WebhookQueue,
         owners: OwnerRights,
         campaign_counts: CampaignCounts,
-        audit: WebhookAudit,
+        audit: AuditSink,
         resolver: AbstractResolver | None = None,
     ) -> None:
         self.settings = settings

@@ -177,6 +177,7 @@ async def test_every_write_open_to_any_user_refuses_a_token_without_scope(api, c
     assert {(r.method, r.openapi_path) for r in open_writes} == {
         ("POST", "/api/auth/logout"),
         ("POST", "/api/auth/password"),
+        ("POST", "/api/files"),
         ("POST", "/api/shares"),
         ("DELETE", "/api/shares/{share_id}"),
         ("POST", "/api/tokens"),

@@ -13,8 +13,8 @@ from urllib.parse import quote
 import pytest
 
 from crm_core.tables import meta as meta_module
-from crm_core.tables.rows import RowService
 from tests.support.api import rows_of, tenant_db
+from tests.support.concurrency import HeldWriter
 
 
 async def _table(api, owner, columns: list[dict[str, Any]], key: str = "t") -> None:
@@ -43,22 +43,6 @@ async def _until(condition) -> None:
             return
         await asyncio.sleep(0.005)
     raise AssertionError("the condition never held")
-
-
-class HeldWriter:
-    """Holds row writes after validation (before the write) until released."""
-
-    def __init__(self, monkeypatch) -> None:
-        self.reached = asyncio.Event()
-        self.release = asyncio.Event()
-        original = RowService.check_rules
-
-        async def held(service, ctx, table, docs, whole_rows=True):
-            await original(service, ctx, table, docs, whole_rows)
-            self.reached.set()
-            await self.release.wait()
-
-        monkeypatch.setattr(RowService, "check_rules", held)
 
 
 def hold_conversion(monkeypatch, during) -> None:

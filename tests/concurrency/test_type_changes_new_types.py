@@ -10,6 +10,7 @@ import pytest
 from bson.decimal128 import Decimal128
 
 from tests.support.api import rows_of
+from tests.support.concurrency import HeldWriter
 
 OPTIONS = [{"id": 1, "label": "A"}, {"id": 2, "label": "B"}]
 CASES = [
@@ -58,3 +59,29 @@ async def test_twenty_writers_during_a_change_into_a_new_type(
         assert all(r["v"] in ([1], [2]) for r in stored)
     if kind is Decimal128:
         assert sorted(r["v"].to_decimal() for r in stored) == list(range(200))
+
+
+async def test_a_write_validated_before_a_change_into_decimal_answers_the_decimal(
+    api, owner, monkeypatch
+):
+    """The write lands after the change converted the column: it is answered (and recorded)
+    under the definition that holds now, its value as the decimal string, never a 500."""
+    await api.call(
+        "POST",
+        "/api/meta/tables",
+        owner,
+        expect=201,
+        json={"key": "t", "columns": [{"key": "v", "type": "integer"}]},
+    )
+    row = await api.call("POST", "/api/data/t", owner, expect=201, json={"v": 1})
+    writer = HeldWriter(monkeypatch)
+    patch = asyncio.create_task(
+        api.call("PATCH", f"/api/data/t/{row['id']}", owner, expect=200, json={"v": 5})
+    )
+    await writer.reached.wait()
+    change = {"type": "decimal", "scale": 2}
+    await api.call("PATCH", "/api/meta/tables/t/columns/v", owner, expect=200, json=change)
+    writer.release.set()
+    assert (await patch)["v"] == "5.00"
+    history = await api.call("GET", f"/api/data/t/{row['id']}/history", owner, expect=200)
+    assert history["items"][0]["changes"]["v"]["after"] == "5.00"

@@ -53,7 +53,7 @@ async def test_rows_have_named_schemas(client):
         assert _schema(row["get"], "200") == {"$ref": REF + "Row"}
         assert _schema(rows["get"], "200") == {"$ref": REF + "RowPage"}
     assert set(schemas["Row"]["properties"]) == {
-        "id", "_created_at", "_updated_at", "_created_by", "_updated_by",
+        "id", "_created_at", "_updated_at", "_created_by", "_updated_by", "_version",
     }  # fmt: skip
     assert schemas["Row"]["additionalProperties"] == {"$ref": REF + "ColumnValue"}
     assert schemas["RowIn"]["additionalProperties"] == {"$ref": REF + "ColumnValueIn"}

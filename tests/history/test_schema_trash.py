@@ -261,6 +261,6 @@ async def test_a_token_below_manage_lists_no_deleted_tables(api, owner, create_t
     )
     bearer = {"Authorization": f"Bearer {token['token']}"}
     page = await api.call("GET", "/api/trash?kind=table", headers=bearer, expect=200)
-    assert page == {"items": [], "total": 0}
+    assert page == {"items": [], "total": 0, "next_cursor": None}
     (item,) = await _trash(api, owner, kind="table")
     await api.call("POST", f"/api/trash/{item['id']}/restore", headers=bearer, expect=403)

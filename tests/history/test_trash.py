@@ -41,7 +41,8 @@ async def test_a_deleted_row_vanishes_and_comes_back(api, owner, client, create_
     assert item["name"] == "Keep me" and item["deleted_by"]["id"] == owner.user_id
     assert item["expires_at"] > item["deleted_at"]
     restored = await api.call("POST", f"/api/trash/{item['id']}/restore", owner, expect=200)
-    assert restored == {**row, "_updated_at": restored["_updated_at"]}
+    # the deletion and the restore are the row's next two writes (its _version, docs/api.md)
+    assert restored == {**row, "_updated_at": restored["_updated_at"], "_version": 3}
     assert await api.call("GET", path, owner, expect=200) == restored
     # restore twice: the item is gone, 404
     again = await api.call("POST", f"/api/trash/{item['id']}/restore", owner, expect=404)
@@ -130,7 +131,7 @@ async def test_the_trash_follows_the_table_access(api, owner, create_table, crea
     await api.call("DELETE", f"/api/data/deals/{row['id']}", owner, expect=204)
     (item,) = (await _trash(api, owner))["items"]
     viewer = await create_user(owner, "viewer")
-    assert (await _trash(api, viewer)) == {"items": [], "total": 0}
+    assert (await _trash(api, viewer)) == {"items": [], "total": 0, "next_cursor": None}
     await api.call("POST", f"/api/trash/{item['id']}/restore", viewer, expect=404)
     await api.call("DELETE", f"/api/trash/{item['id']}", viewer, expect=404)
     stranger = await api.register()

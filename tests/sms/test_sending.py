@@ -143,4 +143,4 @@ async def test_message_page_totals_follow_the_campaign(sms_api, gateway):
     failed = await sms_api.call("GET", f"{base}?status=failed", owner, expect=200)
     assert failed["total"] == 1 and failed["items"][0]["status"] == "failed"
     none = await sms_api.call("GET", f"{base}?status=unknown", owner, expect=200)
-    assert none == {"items": [], "total": 0, "limit": 50, "offset": 0}
+    assert none == {"items": [], "total": 0, "limit": 50, "offset": 0, "next_cursor": None}

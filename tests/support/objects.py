@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tests.support.api import ENTITY_ROWS, Account, Factories, unique_number
+from tests.support.attachments import upload
 
 # How to make an existing object for each path parameter of the declared routes, in a tenant,
 # for the generated permission-matrix and isolation suites. A route with a new `{name}` needs
@@ -180,3 +181,10 @@ async def _import_id(objects: TenantObjects, entity: str | None) -> str:
     )
     assert resp.status == 201, await resp.text()
     return (await resp.json())["id"]
+
+
+@path_param("file_id")
+async def _file(objects: TenantObjects, entity: str | None) -> str:
+    # uploaded by the caller: its uploader may download a file no row holds yet (text, which
+    # the suites read as text)
+    return str((await upload(objects.api, objects.caller, b"a text file", "notes.txt"))["id"])
