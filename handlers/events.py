@@ -162,7 +162,8 @@ async def create_ticket(call: Call) -> EventsTicket:
 
 
 def split_tables(tables: str | None) -> list[str]:
-    return [t.strip() for t in (tables or "").split(",") if t.strip()]
+    """The `tables` list, each key once (a key named twice would replay its events twice)."""
+    return list(dict.fromkeys(t.strip() for t in (tables or "").split(",") if t.strip()))
 
 
 async def subscribe_from_query(
@@ -375,6 +376,8 @@ async def renew(services: Services, connection: Connection, token: str) -> None:
 
     viewer.ctx, viewer.authenticate = ctx, again
     connection.offer(frame("ready", {"user_id": ctx.user_id, "renewed": True}))
+    # the new token's scope holds from now, not from the next periodic re-check
+    await services.live.hub.recheck(viewer)
 
 
 async def write_frames(

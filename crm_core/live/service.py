@@ -189,7 +189,8 @@ class LiveService:
             return None
         limit = self.settings.events_replay_max
         start = ObjectId.from_datetime(since.generation_time)
-        where = {"_id": {"$gte": start}, "table": table.key}
+        # after the table was made: a deleted table's events stay out of a new one of its key
+        where = {"_id": {"$gte": start, "$gt": table.id}, "table": table.key}
         cursor = ctx.db[HISTORY].find(where).sort("_id", 1).limit(limit + 1)
         revisions = [r for r in await cursor.to_list(length=limit + 1) if r["_id"] != since]
         if len(revisions) > limit:

@@ -338,10 +338,14 @@ class MetaService:
             }
             saved = await save_definition(ctx, table, changes)
         except Conflict:
-            await self._drop_indexes(ctx, table, column.key)
-            if numbered:
+            # another change won: undo only what the definition that holds now does not use
+            # (a concurrent add of the same column may have won with these indexes and numbers)
+            stored = await self._indexes_as_stored(ctx, table, column.key)
+            if numbered and stored is None:
                 await rows.update_many({}, {"$unset": {column.key: ""}})
+                await self._numbers_as_stored(ctx, table, column.key)
             raise
+        await self._indexes_as_stored(ctx, saved, column.key)
         if numbered:  # rows created while the column was being added
             await sequences.number_existing(ctx, saved, column)
         return saved
@@ -406,10 +410,12 @@ class MetaService:
         await self._swap_indexes(ctx, table, current, column)
         columns = [column if c.key == key else c for c in table.columns]
         try:
-            return await save_definition(ctx, table, {"columns": columns})
+            saved = await save_definition(ctx, table, {"columns": columns})
         except Conflict:
-            await self._swap_indexes(ctx, table, column, current)
+            await self._indexes_as_stored(ctx, table, key)
             raise
+        await self._indexes_as_stored(ctx, saved, key)
+        return saved
 
     async def _rewrite_values(
         self,
@@ -612,8 +618,9 @@ class MetaService:
         try:
             updated = await save_definition(ctx, table, {"columns": [*table.columns, column]})
         except Conflict:
-            await self._drop_indexes(ctx, table, key)
+            await self._indexes_as_stored(ctx, table, key)
             raise
+        await self._indexes_as_stored(ctx, updated, key)
         if item.get("alias"):
             await ctx.db[ALIASES].update_one(
                 {"table": table.key, f"columns.{key}": {"$exists": False}},
@@ -798,12 +805,49 @@ class MetaService:
                 [{"field": "unique", "message": "existing rows repeat values"}],
             ) from None
 
-    async def _drop_indexes(self, ctx: TenantContext, table: Table, key: str) -> None:
+    async def _drop_indexes(
+        self, ctx: TenantContext, table: Table, key: str, keep: frozenset[str] = frozenset()
+    ) -> None:
         rows = table.collection(ctx)
         existing = await rows.index_information()
         for name in (unique_index_name(key), plain_index_name(key)):
-            if name in existing:
-                await rows.drop_index(name)
+            if name in existing and name not in keep:
+                with contextlib.suppress(OperationFailure):  # dropped by a concurrent change
+                    await rows.drop_index(name)
+
+    async def _stored_column(self, ctx: TenantContext, table: Table, key: str) -> Column | None:
+        doc = await ctx.db[TABLES].find_one({"_id": table.doc["_id"]})
+        return None if doc is None else Table(doc, self.types).column(key)
+
+    async def _indexes_as_stored(self, ctx: TenantContext, table: Table, key: str) -> Column | None:
+        """The column's indexes as the stored definition wants them, after a change of it was
+        saved or lost to a concurrent one; answers the stored column (None: not there).
+
+        Concurrent changes of one column (two adds, two restores, two PATCHes) each build
+        indexes before their optimistic save, so the loser must not drop what the winner's
+        definition uses. The loser reads the definition, drops the rest, then reads it again
+        and builds what it wants now; the winner builds them after its save. Whichever order
+        the steps run in, the last one leaves the indexes the stored column needs."""
+        stored = await self._stored_column(ctx, table, key)
+        keep = frozenset(self._index_names(stored)) if stored is not None else frozenset()
+        await self._drop_indexes(ctx, table, key, keep)
+        stored = await self._stored_column(ctx, table, key)
+        if stored is not None:
+            with contextlib.suppress(Conflict):  # values repeated meanwhile: kept as they are
+                await self._create_indexes(ctx, table, stored)
+        return stored
+
+    async def _numbers_as_stored(self, ctx: TenantContext, table: Table, key: str) -> None:
+        """After a lost add of a numbered column cleared its numbers: a concurrent add of the
+        same column that won meanwhile numbers the rows left without (the winner numbers once
+        more after its save too)."""
+        doc = await ctx.db[TABLES].find_one({"_id": table.doc["_id"]})
+        if doc is None:
+            return
+        stored = Table(doc, self.types)
+        column = stored.column(key)
+        if column is not None and stored.column_type(column).numbered:
+            await sequences.number_existing(ctx, stored, column)
 
 
 def _hashable(value: object) -> object:

@@ -896,10 +896,11 @@ class RowService:
         self, ctx: TenantContext, table: Table, row_id: str, query: HistoryQuery
     ) -> dict[str, Any]:
         """`GET .../{id}/history`: the row's revisions, newest first (`{items, total}`); 404
-        for a row that never had one and is not in the table."""
+        for a row that is neither in the table nor in the trash as one of its rows."""
         oid = parse_row_id(row_id)
         if query.column is not None and table.column(query.column) is None:
             raise ValidationFailed.field("column", f"'{query.column[:64]}' is not a column")
+        await self._known_row(ctx, table, oid)
         check_offset(query.offset, query.cursor)
         scope = PageScope(f"history:{table.key}:{oid}", tuple(HISTORY_ORDER), query.column)
         keys = (
@@ -914,10 +915,17 @@ class RowService:
             query.column,
             None if keys is None else after(scope.sort, keys),
         )
-        if not total and await table.collection(ctx).find_one({"_id": oid}, {"_id": 1}) is None:
-            raise NotFound("Row not found")
         following = next_cursor(self.cursors, scope, *_caller(ctx), items, query.limit)
         return {"items": items[: query.limit], "total": total, "next_cursor": following}
+
+    async def _known_row(self, ctx: TenantContext, table: Table, oid: ObjectId) -> None:
+        """404 unless the row is this table's, in it or in the trash: revisions are keyed by
+        the table's key, and a deleted table's rows must not be read through a new table
+        given its key (docs/history.md "Routes")."""
+        if await table.collection(ctx).find_one({"_id": oid}, {"_id": 1}) is not None:
+            return
+        if not await self.trash.holds_row(ctx, table, oid):
+            raise NotFound("Row not found")
 
     async def revert(
         self, ctx: TenantContext, table: Table, row_id: str, revision_id: str
@@ -926,6 +934,7 @@ class RowService:
         that differ, validated like one; a `reverted` revision). 409 for a row in the trash
         or a revision after which the row was in the trash."""
         oid = parse_row_id(row_id)
+        await self._known_row(ctx, table, oid)
         revision = await self.changes.revision(ctx, table, oid, object_id(revision_id, "Revision"))
         current = await table.collection(ctx).find_one({"_id": oid})
         if current is None:

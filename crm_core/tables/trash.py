@@ -37,6 +37,7 @@ from crm_core.platform.errors import Conflict, NotFound, ValidationFailed
 from crm_core.platform.outbox import Work
 from crm_core.platform.registry import Registry
 from crm_core.platform.storage import DESCENDING, Database, DuplicateKeyError
+from crm_core.tables import fence
 from crm_core.tables.access import SHARES, Level, access_level, visible_filter
 from crm_core.tables.aliases import ALIASES
 from crm_core.tables.columns import Column, ColumnType, referring_query
@@ -196,7 +197,10 @@ class RowTrash:
         }
 
     async def holds_row(self, ctx: TenantContext, table: Table, row_id: ObjectId) -> bool:
-        found = await ctx.db[TRASH].find_one({"row_id": row_id, "table": table.key}, {"_id": 1})
+        """Whether the row is in the trash as a row of this table (not of a deleted table
+        whose key was reused since)."""
+        query = {"row_id": row_id, "table": table.key, "table_id": table.doc.get("_id")}
+        found = await ctx.db[TRASH].find_one(query, {"_id": 1})
         return found is not None
 
 
@@ -338,11 +342,12 @@ class TrashService:
         self.files = files
         self.cursors = cursors or PageCursors.ephemeral()
 
-    async def _levels(self, ctx: TenantContext) -> dict[str, Level]:
-        levels: dict[str, Level] = {}
+    async def _levels(self, ctx: TenantContext) -> dict[str, tuple[Level, Any]]:
+        """The caller's level on each visible table, with the table's id."""
+        levels: dict[str, tuple[Level, Any]] = {}
         async for doc in ctx.db[TABLES].find(await visible_filter(ctx)):
             table = Table(doc, self.types)
-            levels[table.key] = await access_level(ctx, table)
+            levels[table.key] = (await access_level(ctx, table), doc.get("_id"))
         return levels
 
     def _tables_filter(self, ctx: TenantContext) -> dict[str, Any] | None:
@@ -370,8 +375,12 @@ class TrashService:
         branches: list[dict[str, Any]] = []
         for listed, needed in (("row", Level.WRITE), ("column", Level.MANAGE)):
             if kind in (None, listed):
-                keys = [k for k, level in levels.items() if level >= needed]
-                branches.append({"table": {"$in": keys}, "kind": listed})
+                held = {k: i for k, (level, i) in levels.items() if level >= needed}
+                # by id too: a deleted table's items stay out of a new table of its key
+                ids = list(held.values())
+                branches.append(
+                    {"table": {"$in": list(held)}, "table_id": {"$in": ids}, "kind": listed}
+                )
         tables = self._tables_filter(ctx)
         if kind in (None, "table") and tables is not None:
             extra = {} if table_key is None else {"table": table_key}
@@ -477,8 +486,12 @@ class TrashService:
         self, ctx: TenantContext, table: Table, item: dict[str, Any]
     ) -> dict[str, Any]:
         stored = item["doc"]
-        keys = {c.key for c in table.columns}
-        doc = {k: v for k, v in stored.items() if k in keys or k.startswith("_")}
+        doc = {k: v for k, v in stored.items() if k.startswith("_")}
+        for column in table.columns:  # today's columns, each value in today's form or left out
+            if column.key in stored:
+                value, ok = held_value(table, column, stored[column.key], ctx)
+                if ok:
+                    doc[column.key] = value
         doc[REVISION_FIELD] = int(stored.get(REVISION_FIELD) or 0) + 1
         doc[UNRECORDED_FIELD] = utcnow()  # cleared once the restore's revision is stored
         try:
@@ -487,11 +500,28 @@ class TrashService:
             if await table.collection(ctx).find_one({"_id": doc["_id"]}, {"_id": 1}):
                 raise Conflict("The row is already in its table") from None
             raise unique_conflict(exc) from None
+        table, doc = await self._settled(ctx, table, doc)
         await ctx.db[TRASH].delete_one({"_id": item["_id"]})
         await self._relink(ctx, table, doc["_id"], item.get("links") or [])
         await self.changes.record(ctx, table, [Change(None, doc)], "restored")
         await self._audit(ctx, "trash.restored", item)
         return render_row(table, doc)
+
+    async def _settled(
+        self, ctx: TenantContext, table: Table, doc: dict[str, Any]
+    ) -> tuple[Table, dict[str, Any]]:
+        """The restored row under the definition that holds now: a column deleted or changed
+        while the restore ran keeps no value of its old form (crm_core/tables/fence.py, the
+        same pass as any row write); a value the new form cannot hold is left out."""
+        keys = {k for k in doc if not k.startswith("_")}
+        try:
+            current = await fence.settle(ctx, table, [doc["_id"]], keys)
+        except fence.SchemaChanging:
+            current = await load_table(ctx, self.types, table.key)
+        if current is table:
+            return table, doc
+        found = await current.collection(ctx).find_one({"_id": doc["_id"]})
+        return current, dict(found) if found is not None else doc
 
     async def _relink(
         self, ctx: TenantContext, table: Table, row_id: ObjectId, links: list[dict[str, Any]]
@@ -584,6 +614,17 @@ async def purge_table(db: Database, item: dict[str, Any]) -> None:
         if "table" in item:  # its rows deleted before it (else they expire by themselves)
             await db[TRASH].delete_many({"table": item["table"], "table_id": item["table_id"]})
     await db[TRASH].delete_one({"_id": item["_id"]})
+
+
+def held_value(
+    table: Table, column: Column, value: object, ctx: TenantContext
+) -> tuple[object, bool]:
+    """A trashed row's value in the column's form today: as stored when it holds, else as
+    the column's type reads it (a type change since converted the table's rows, not the
+    trash's); (None, False) when it cannot be held, so it is left out."""
+    if table.column_type(column).numbered or fence.holds(table.types, column, value, ctx):
+        return value, True  # a number the server gave stays (its type reads no input)
+    return fence.convert_one(table.types, column, column, value, ctx)
 
 
 def check_ids(raw: list[str]) -> dict[int, ObjectId]:

@@ -416,8 +416,28 @@ class WebhookService:
             .sort("_id", 1)
             .to_list(MAX_REPLAY)
         )
-        await self._requeue(ctx, originals)
-        return len(originals)
+        claimed = await self._claim_replay(ctx, originals)
+        await self._requeue(ctx, claimed)
+        return len(claimed)
+
+    async def _claim_replay(
+        self, ctx: TenantContext, originals: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """The originals this replay sends again: each claimed by one conditional update, so
+        replays asked at once send every event once; the claim lapses after a lease (a
+        process that stopped before sending leaves it to the next replay)."""
+        if not originals:
+            return []
+        now, token = utcnow(), ObjectId()
+        ids = [o["_id"] for o in originals]
+        free = {"$or": [{"replay_claim_until": None}, {"replay_claim_until": {"$lte": now}}]}
+        await ctx.db[DELIVERIES].update_many(
+            {"_id": {"$in": ids}, "replayed": {"$ne": True}, **free},
+            {"$set": {"replay_claim": token, "replay_claim_until": now + self._lease()}},
+        )
+        mine = ctx.db[DELIVERIES].find({"_id": {"$in": ids}, "replay_claim": token}, {"_id": 1})
+        won = {d["_id"] async for d in mine}
+        return [o for o in originals if o["_id"] in won]
 
     async def _requeue(
         self, ctx: TenantContext, originals: list[dict[str, Any]]
