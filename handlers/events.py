@@ -66,6 +66,24 @@ Frames: `row.created`, `row.updated` (`changed` columns), `row.deleted`, `row.re
 `row`; control frames `ready`, `subscribed`, `unsubscribed`, `error`, `reload`, `heartbeat`,
 `close`. Tokens are never read from the URL (a one-time ticket is)."""
 
+# Before OpenAPI 3.2 (`itemSchema`), the schema of a `text/event-stream` answer describes each
+# of its events, not the stream as one string (docs/api.md "Live events")
+SSE_EVENT_SCHEMA = {
+    "type": "object",
+    "description": "One event of the stream; `: heartbeat` comments keep it open",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"type": "string", "description": "The frame's `type` (`row.created`, ...)"},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "description": "The frame, a JSON object whose `type` is the event's name",
+        },
+        "id": {"type": "string", "description": "The event id (row events): `Last-Event-ID`"},
+        "retry": {"type": "integer", "description": "Milliseconds before reconnecting"},
+    },
+}
+
 
 async def authenticate(services: Services, bearer: str) -> TenantContext:
     """The viewer's context now (401 for anything not current)."""
@@ -108,7 +126,7 @@ def open_connection(
     query=EventsQuery,
     errors=(400, 401, 429),
     description=DESCRIPTION,
-    response_content={"text/event-stream": {"schema": {"type": "string"}}},
+    response_content={"text/event-stream": {"schema": SSE_EVENT_SCHEMA}},
 )
 async def events(call: Call, query: EventsQuery) -> web.StreamResponse:
     request = call.request

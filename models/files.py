@@ -268,14 +268,20 @@ FILE_UPLOAD_CONTENT: dict[str, Any] = {
         }
     }
 }
-FILE_DOWNLOAD_CONTENT: dict[str, Any] = {
-    "application/octet-stream": {
-        "schema": {
-            "type": "string",
-            "format": "binary",
-            "description": "The file's bytes; Content-Type is the type sniffed at upload",
-        }
+# The Content-Type is the one sniffed at upload (image/png, text/plain, ...; bytes without a
+# known signature are application/octet-stream), so the answer's media range is any type;
+# application/octet-stream comes first for the client generators that read only known types
+_FILE_BYTES: dict[str, Any] = {
+    "schema": {
+        "type": "string",
+        "format": "binary",
+        "description": "The file's bytes; Content-Type is the type sniffed at upload "
+        "(application/octet-stream when none is recognised)",
     }
+}
+FILE_DOWNLOAD_CONTENT: dict[str, Any] = {
+    "application/octet-stream": _FILE_BYTES,
+    "*/*": _FILE_BYTES,
 }
 
 

@@ -2,11 +2,12 @@
 endpoint and the SMS.ru gateway of the fuzzed service, so that webhooks and campaigns succeed.
 
 - `POST /hook...`: any webhook delivery or ping; answers 200.
-- `POST /sms/send`: SMS.ru's send call (docs/sms.md). It answers as SMS.ru does when the
-  message is accepted, except for two texts the fuzz hooks send on purpose:
-  `fuzz-unknown` gets an unreadable answer, so the message's fate is `unknown` (what
-  `POST /api/sms/messages/{id}/resolve` is for); `fuzz-hold` gets no answer until
-  `POST /release`, so the campaign is still sending while the hooks cancel it.
+- `POST /sms/send`: SMS.ru's send call (docs/sms.md), `to[NUMBER]=text` for each number of a
+  batch. It answers as SMS.ru does when the messages are accepted, except for two texts the
+  fuzz hooks send on purpose: `fuzz-unknown` gets an unreadable answer, so the message's
+  fate is `unknown` (what `POST /api/sms/messages/{id}/resolve` is for); `fuzz-hold` gets no
+  answer until `POST /release`, so the campaign is still sending while the hooks cancel it.
+- `POST /sms/cost`: SMS.ru's price call, 3.5 per number (the campaign preview's `price`).
 
 Prints `http://127.0.0.1:PORT` on its first line once it listens; runs until killed.
 """
@@ -33,20 +34,34 @@ class Receiver(BaseHTTPRequestHandler):
             self._answer(200, b"released")
         elif self.path.startswith("/sms/send"):
             self._sms(parse_qs(body.decode("utf-8", "replace")))
+        elif self.path.startswith("/sms/cost"):
+            self._cost(parse_qs(body.decode("utf-8", "replace")))
         elif self.path.startswith("/hook"):
             self._answer(200, b"ok")
         else:
             self._answer(404, b"no such endpoint")
 
     def _sms(self, form: dict[str, list[str]]) -> None:
-        number, text = form.get("to", [""])[0], form.get("msg", [""])[0]
-        if "fuzz-unknown" in text:
+        # `to[NUMBER]=text` for up to 100 numbers, as the service sends (crm_core/sms/providers.py)
+        messages = {
+            k[3:-1]: v[0] for k, v in form.items() if k.startswith("to[") and k.endswith("]")
+        }
+        texts = " ".join(messages.values())
+        if "fuzz-unknown" in texts:
             self._answer(200, b"<html>not what SMS.ru answers</html>")
             return
-        if "fuzz-hold" in text:
+        if "fuzz-hold" in texts:
             _released.wait(HOLD_SECONDS)
-        sms = {number: {"status": "OK", "status_code": 100, "sms_id": f"fuzz-{next(_ids)}"}}
+        sms = {
+            number: {"status": "OK", "status_code": 100, "sms_id": f"fuzz-{next(_ids)}"}
+            for number in messages
+        }
         answer = {"status": "OK", "status_code": 100, "sms": sms, "balance": 100.0}
+        self._answer(200, json.dumps(answer).encode(), "application/json")
+
+    def _cost(self, form: dict[str, list[str]]) -> None:
+        numbers = [k for k in form if k.startswith("to[")]
+        answer = {"status": "OK", "status_code": 100, "total_cost": 3.5 * len(numbers)}
         self._answer(200, json.dumps(answer).encode(), "application/json")
 
     def _answer(self, status: int, body: bytes, content_type: str = "text/plain") -> None:

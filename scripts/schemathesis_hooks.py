@@ -14,6 +14,7 @@ scripts/fuzz_summary.py reads to list the operations that never answered 2xx.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -44,6 +45,7 @@ def _call(
     *,
     raw: str | None = None,
     base: str = BASE_URL,
+    again: bool = True,
 ):
     headers = {"Content-Type": "text/csv" if raw is not None else "application/json"}
     if token:
@@ -59,12 +61,20 @@ def _call(
             text = response.read()
             return response.status, json.loads(text) if text[:1] in (b"{", b"[") else None
     except urllib.error.HTTPError as exc:
+        if exc.code == 401 and again and token is not None and token == _STATE["token"]:
+            # the owner's token ended by a way the hooks did not see: sign in again, once
+            _CHECK["token"] = True
+            return _call(method, path, body, _token(), raw=raw, base=base, again=False)
         return exc.code, None
 
 
 _LOCK = threading.RLock()  # the run may have several workers; the seeding re-enters it
 # the owner's password changes when a rewritten `POST /api/auth/password` succeeds (after_call)
 _STATE: dict[str, object] = {"token": None, "registered": False, "password": PASSWORD}
+# Whether the token may have been ended since it was last seen working: checking it with
+# `GET /api/auth/me` before every request doubled the requests of the run, so it is checked
+# only after an answer that may have ended it (_note_changes, in after_call).
+_CHECK = {"token": True, "tables": True, "webhook": True}
 
 
 @schemathesis.auth(refresh_interval=None)
@@ -72,9 +82,12 @@ class FuzzOwner:
     def get(self, case, ctx):
         with _LOCK:
             token = _STATE["token"]
+            if token is not None and not _CHECK["token"]:
+                return token
             if token is not None:
-                status, _ = _call("GET", "/api/auth/me", token=str(token))
+                status, _ = _call("GET", "/api/auth/me", token=str(token), again=False)
                 if status == 200:
+                    _CHECK["token"] = False
                     return token
             status, tokens = 0, None
             if not _STATE["registered"]:
@@ -91,6 +104,7 @@ class FuzzOwner:
                 status, tokens = _call("POST", "/api/auth/login", credentials)
             assert tokens is not None, f"could not sign in the fuzzing owner ({status})"
             _STATE["token"] = tokens["access_token"]
+            _CHECK["token"] = False
             return _STATE["token"]
 
     def set(self, case, data, ctx):
@@ -152,11 +166,13 @@ def _token() -> str:
 def _seed() -> dict[str, object]:
     """Create (once) and top up the seeded objects; answers their ids."""
     token = _token()
-    if _SEED:
+    if _SEED and _CHECK.get("tables", True):
         # a fuzzed DELETE /api/meta/tables/{table} may have dropped a seeded table: seed again
+        _CHECK["tables"] = False
         for key in (LINKED_TABLE, SEED_TABLE):
             if _call("GET", f"/api/meta/tables/{key}", token=token)[0] == 404:
                 _SEED.clear()
+                _ROWS.clear()
                 break
     if not _SEED:
         _call(
@@ -191,20 +207,43 @@ def _seed() -> dict[str, object]:
         _SEED["campaign_id"] = campaign["id"] if campaign else None
     if not _SEED.get("cancelled_id"):
         _SEED["cancelled_id"] = _cancelled_campaign(token)
-    if _call("GET", f"/api/webhooks/{_SEED.get('webhook_id')}", token=token)[0] != 200:
-        _SEED["webhook_id"] = _webhook(token, "seed")
+    if _CHECK.get("webhook", True):
+        _CHECK["webhook"] = False
+        if _call("GET", f"/api/webhooks/{_SEED.get('webhook_id')}", token=token)[0] != 200:
+            _SEED["webhook_id"] = _webhook(token, "seed")
     return _SEED
+
+
+_ROWS: dict[str, list[str]] = {}  # the ids _top_up found per base, until rows may be gone
 
 
 def _top_up(base: str, make_row, token: str) -> list[str]:
     """The ids of up to 50 rows under `base`, creating rows until there are MIN_ROWS."""
+    if base in _ROWS:
+        return _ROWS[base]
     status, page = _call("GET", f"{base}?limit=50", token=token)
     ids = [row["id"] for row in (page or {}).get("items", [])]
     while len(ids) < MIN_ROWS:
         status, row = _call("POST", base, make_row(len(ids)), token)
         assert row is not None, f"could not seed a row in {base} ({status})"
         ids.append(row["id"])
+    _ROWS[base] = ids
     return ids
+
+
+def _note_changes(method: str, path: str, status: int) -> None:
+    """What an answer may have ended or removed, to look up again before it is used: the
+    owner's token (any 401; a sign-out, a password or a user changed), the seeded tables, the
+    seeded webhook, the rows known (any delete)."""
+    changed = status < 300 and method != "GET"
+    if status == 401 or (changed and path.startswith(("/api/auth/", "/api/users/"))):
+        _CHECK["token"] = True
+    if status >= 300:
+        return
+    if method == "DELETE" or path.endswith("/bulk-delete") or path.startswith("/api/trash"):
+        _ROWS.clear()
+        _CHECK["tables"] = _CHECK["tables"] or path.startswith("/api/meta/tables/")
+        _CHECK["webhook"] = _CHECK["webhook"] or path.startswith("/api/webhooks/")
 
 
 # the built-in tables' own routes, with the least a valid row needs
@@ -448,6 +487,9 @@ def _rewrite_webhooks(case, seed: dict[str, object], n: int) -> None:
         return
     hook_id = _webhook(token, f"throwaway-{n}") if method == "DELETE" else seed["webhook_id"]
     case.path_parameters = {**case.path_parameters, "webhook_id": hook_id}
+    if "delivery_id" in case.path_parameters and hook_id:
+        delivery_id = _finished_delivery(str(hook_id), token)
+        case.path_parameters = {**case.path_parameters, "delivery_id": delivery_id}
     if method == "PATCH":
         case.body = {"name": f"Fuzz seed {n}", "is_active": True}
     elif method == "GET" and path.endswith("/deliveries"):
@@ -519,6 +561,208 @@ def _rewrite_account(case, seed: dict[str, object], n: int) -> None:
         }
 
 
+# ---- history, trash, aggregates, SMS lists and callbacks, deliveries, live events ---------
+#
+# A revert needs a revision of the row (the hooks change the row first, then revert it to the
+# revision before), a restore or a purge a row in the trash (a throwaway row deleted first), an
+# aggregate the seeded table's columns, the stop list E.164 numbers, SMS.ru's callback the hash
+# it signs with (sha256 of the server's SMSRU_API_ID and the data), a redelivery a finished
+# delivery of the seeded webhook. `GET /api/events` answers SSE only with `Accept:
+# text/event-stream`, and then streams until the connection closes: the hooks open it with a
+# session of its own and end that session a moment later (docs/api.md "Live events": a revoked
+# token closes its connections), so the stream ends with its `close` frame and a 200.
+
+SMSRU_API_ID = os.environ.get("CRM_FUZZ_SMSRU_API_ID", "")  # the service's, set by scripts/fuzz
+SSE_SECONDS = 1.0  # how long the hooks' SSE stream stays open before its session is ended
+SSE_STREAMS = 3  # SSE streams the hooks open in a run
+
+
+def _row_base(path: str) -> str:
+    """`/api/data/fuzz_deals` or the built-in route (`/api/leads`) a row path is under."""
+    entity = next((prefix for prefix in ENTITIES if path.startswith(prefix)), None)
+    return entity or f"/api/data/{SEED_TABLE}"
+
+
+def _rows_of(base: str, token: str) -> tuple[list[str], object]:
+    make_row = ENTITIES.get(base, _row)
+    return _top_up(base, make_row, token), make_row
+
+
+def _revision(base: str, row_id: str, make_row, token: str, n: int) -> str | None:
+    """A revision of the row to go back to: the row is changed first, so the revision before
+    that change differs from the row as it is."""
+    _call("PATCH", f"{base}/{row_id}", make_row(n + 1000), token)
+    _status, page = _call("GET", f"{base}/{row_id}/history?limit=5", token=token)
+    items = [r for r in (page or {}).get("items", []) if r["action"] != "deleted"]
+    return str(items[min(1, len(items) - 1)]["id"]) if items else None
+
+
+def _trashed_row(token: str, n: int) -> str | None:
+    """The trash item of a throwaway row of the seeded table, deleted for the purpose."""
+    base = f"/api/data/{SEED_TABLE}"
+    _status, row = _call("POST", base, _row(n), token)
+    if row is None:
+        return None
+    _call("DELETE", f"{base}/{row['id']}", token=token)
+    _status, page = _call("GET", f"/api/trash?kind=row&table={SEED_TABLE}&limit=20", token=token)
+    items = (page or {}).get("items", [])
+    return next((str(i["id"]) for i in items if i.get("row_id") == row["id"]), None)
+
+
+def _aggregate_query(builtin: bool, n: int) -> dict[str, object]:
+    if builtin:
+        return [{}, {"metrics": "count", "group_by": "_created_at:month"}][n % 2]
+    return [
+        {"group_by": "kind", "metrics": "count,sum:amount,avg:price", "sort": "-count"},
+        {
+            "group_by": "day:month,done",
+            "metrics": "min:day,max:amount,count_distinct:email",
+            "filters": json.dumps([{"field": "amount", "op": "gte", "value": -(10**6)}]),
+        },
+        {"metrics": "count"},
+    ][n % 3]
+
+
+def _rewrite_rows_extra(case, seed: dict[str, object], n: int) -> None:
+    """History, reverts and aggregates of the seeded table's rows and the built-in tables'."""
+    path, token = case.operation.path, _token()
+    base = _row_base(path)
+    builtin = not base.startswith("/api/data/")
+    params = dict(case.path_parameters or {})
+    if "table" in params:
+        params["table"] = SEED_TABLE
+    if path.endswith("/aggregate"):
+        case.query = _aggregate_query(builtin, n)
+    else:
+        rows, make_row = _rows_of(base, token)
+        params["row_id"] = rows[n % len(rows)]
+        if path.endswith("/revert"):
+            params["revision_id"] = _revision(base, params["row_id"], make_row, token, n)
+        else:
+            case.query = {"column": "title"} if n % 2 and not builtin else {}
+    case.path_parameters = params
+
+
+def _rewrite_trash(case, seed: dict[str, object], n: int) -> None:
+    token = _token()
+    if case.operation.path == "/api/trash/restore":
+        ids = [_trashed_row(token, n), _trashed_row(token, n + 1)]
+        case.body = {"ids": [i for i in ids if i]}
+    else:  # restore or purge one item
+        case.path_parameters = {"item_id": _trashed_row(token, n)}
+
+
+def _phones(n: int) -> list[str]:
+    return [f"+7916555{n % 10_000:04d}", f"8 (916) 556-{n % 100:02d}-{n % 77:02d}"]
+
+
+def _rewrite_sms_more(case, seed: dict[str, object], n: int) -> None:
+    """The preview (a campaign's body), the stop list (numbers) and SMS.ru's signed callback."""
+    path = case.operation.path
+    if path.endswith("/preview"):
+        case.body = _campaign(n)
+    elif path.endswith("/stop-list"):
+        case.body = {"phones": _phones(n)}
+    else:  # /api/sms/callbacks/smsru: a report on an id the service may not know (ignored)
+        data = [f"sms_status\nfuzz-{n}\n{[103, 104, 105][n % 3]}\n{1_700_000_000 + n}"]
+        digest = hashlib.sha256((SMSRU_API_ID + "".join(data)).encode()).hexdigest()
+        case.body = {"data[]": data, "hash": digest}
+
+
+# a PNG signature and a few bytes: the service sniffs `image/png` (docs/api.md "Files")
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(8) + b"fuzz"
+
+
+def _uploaded_file(token: str) -> str | None:
+    """An attachment file the owner uploaded (held by no row yet: its uploader may read it)."""
+    boundary = secrets.token_hex(8)
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="fuzz.png"'
+            "\r\nContent-Type: image/png\r\n\r\n"
+        ).encode()
+        + PNG
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    request = urllib.request.Request(  # noqa: S310 - loopback URL set by scripts/fuzz
+        f"{BASE_URL}/api/files",
+        data=body,
+        headers={
+            "Authorization": f"Bearer {token}",
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+        },
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            return str(json.loads(response.read())["id"])
+    except urllib.error.HTTPError:
+        return None
+
+
+def _rewrite_attachments(case, seed: dict[str, object], n: int) -> None:
+    if case.method.upper() == "POST":
+        case.body = {"file": PNG + str(n).encode()}
+    else:
+        case.path_parameters = {"file_id": _uploaded_file(_token())}
+
+
+def _sendable_form(case) -> None:
+    """A multipart field's name goes into a MIME header, where a control character is not
+    allowed (the service rightly answers 400 naming `file`): positive cases keep the fields
+    whose names can be sent."""
+    body = getattr(case, "body", None)
+    if isinstance(body, dict):
+        case.body = {
+            k: v for k, v in body.items() if not any(ord(c) < 32 or c == "\x7f" for c in k)
+        }
+
+
+def _finished_delivery(hook_id: str, token: str) -> str | None:
+    """A finished delivery of the webhook's events (not a ping); a row is made when there is
+    none yet, whose `row.created` delivery the local receiver takes at once."""
+    deadline = time.monotonic() + 10
+    made = False
+    while time.monotonic() < deadline:
+        path = f"/api/webhooks/{hook_id}/deliveries?status=succeeded&limit=20"
+        _status, page = _call("GET", path, token=token)
+        items = [d for d in (page or {}).get("items", []) if d.get("event") != "ping"]
+        if items:
+            return str(items[0]["id"])
+        if not made:
+            _call("POST", f"/api/data/{SEED_TABLE}", _row(0), token)
+            made = True
+        time.sleep(0.1)
+    return None
+
+
+def _no_stream(case) -> None:
+    """Without the hooks' session ending it, an SSE answer to a valid token never ends."""
+    headers = {k: v for k, v in (case.headers or {}).items() if k.lower() != "accept"}
+    case.headers = headers
+
+
+def _sse(case, seed: dict[str, object], n: int) -> None:
+    """An SSE stream on a session of its own, ended SSE_SECONDS later (its `close` frame).
+    A few suffice: each takes SSE_SECONDS; the others answer 400 naming `Accept`."""
+    if n >= SSE_STREAMS:
+        return
+    credentials = {"email": EMAIL, "password": str(_STATE["password"])}
+    _status, tokens = _call("POST", "/api/auth/login", credentials)
+    if tokens is None:
+        return
+    session = tokens["access_token"]
+    case.headers = {
+        **(case.headers or {}),
+        "Authorization": f"Bearer {session}",
+        "Accept": "text/event-stream",
+    }
+    case.query = [{"tables": SEED_TABLE}, {"tables": SEED_TABLE, "campaigns": True}, {}][n % 3]
+    timer = threading.Timer(SSE_SECONDS, _call, ("POST", "/api/auth/logout", {}, session))
+    timer.daemon = True
+    timer.start()
+
+
 ACCOUNT_PATHS = ("/api/auth/login", "/api/auth/refresh", "/api/auth/password")
 
 
@@ -532,6 +776,16 @@ def _rewriter(path: str, method: str):
         return _rewrite_meta
     if path.startswith("/api/sms/") and path.endswith(("/cancel", "/resolve")):
         return _rewrite_sms
+    if path.startswith("/api/sms/") and path.endswith(("/preview", "/stop-list", "/smsru")):
+        return None if (path, method) == ("/api/sms/stop-list", "GET") else _rewrite_sms_more
+    if path.startswith("/api/trash/"):
+        return _rewrite_trash
+    if path == "/api/events":
+        return _sse
+    if path.startswith("/api/files"):
+        return _rewrite_attachments
+    if path.endswith(("/history", "/revert", "/aggregate")):
+        return _rewrite_rows_extra
     if path in ACCOUNT_PATHS or (path, method) == ("/api/users", "POST"):
         return _rewrite_account
     if path.startswith(("/api/data/", "/api/shares", "/api/sms/campaigns", *ENTITIES)):
@@ -581,6 +835,10 @@ def before_call(ctx, case, **kwargs):
         _loopback_url(case)
     if not negative:
         _known_timezone(case)
+    if path == "/api/events":
+        _no_stream(case)  # only the hooks' own SSE calls (_sse) may stream
+    if path == "/api/files" and not negative:
+        _sendable_form(case)
     rewrite = _rewriter(path, method)
     if rewrite is None or negative:
         return  # negative cases must stay invalid: the checks expect them refused
@@ -590,6 +848,9 @@ def before_call(ctx, case, **kwargs):
         if n % 2:
             return  # keep the fuzzed data
         rewrite(case, _seed(), n // 2)  # n // 2: the how-many-th rewrite
+        headers = case.headers or {}
+        if rewrite is not _sse and "Authorization" in headers:  # the token may be new since
+            case.headers = {**headers, "Authorization": f"Bearer {_token()}"}
 
 
 @schemathesis.hook
@@ -600,6 +861,7 @@ def after_call(ctx, case, response):
             # every session ended and the password is the new one: the answer signs in again
             _STATE["password"] = case.body["new_password"]
             _STATE["token"] = response.json()["access_token"]
+        _note_changes(method, path, status)
         if ANSWERS:
             with open(ANSWERS, "a", encoding="utf-8") as answers:
                 answers.write(f"{method} {path} {status}\n")

@@ -70,6 +70,19 @@ async def test_upload_sniffs_the_type_and_download_streams_it_back(api, client, 
     assert f"filename*=UTF-8''{quote('Фото 1.png', safe='')}" in disposition
 
 
+async def test_a_download_answers_a_type_its_document_allows(api, client, owner):
+    """The answer's Content-Type is the sniffed one (image/png here): the document's media
+    range for the download must cover it (Schemathesis' content-type check in scripts/fuzz)."""
+    document = await (await client.get("/api/openapi.json")).json()
+    answers = document["paths"]["/api/files/{file_id}"]["get"]["responses"]["200"]["content"]
+    stored = await upload(api, owner, PNG + b"picture")
+    resp = await download(client, owner, stored["id"])
+    main, sub = resp.headers["Content-Type"].split(";")[0].split("/")
+    assert main == "image" and sub == "png"
+    ranges = [tuple(key.split("/")) for key in answers]
+    assert any(m in ("*", main) and s in ("*", sub) for m, s in ranges), ranges
+
+
 async def test_a_name_that_tries_to_break_the_header_is_made_safe(api, client, owner):
     body, headers = raw_form(b"plain text", b"..\\a%22b%0D%0AX-Evil: 1;%07.html")
     resp = await client.post("/api/files", data=body, headers={**owner.headers, **headers})

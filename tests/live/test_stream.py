@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 
+import orjson
 import pytest
+from jsonschema import Draft202012Validator
 
 from handlers.routing import SERVICES
 from tests.support.api import Api, make_settings
@@ -85,6 +87,28 @@ async def test_sse_resumes_from_last_event_id(client, api: Api, owner, factories
     event = await stream.expect("row.created")
     assert event["data"]["row_id"] == second["id"]
     stream.response.close()
+
+
+async def test_sse_events_fit_the_documented_schema(client, api: Api, owner, factories):
+    """Each event of an SSE answer fits the schema the document gives `text/event-stream`
+    (before OpenAPI 3.2 it describes one event; Schemathesis checks it so); ending the session
+    ends the stream with its `close` event (what scripts/fuzz relies on)."""
+    await deals(factories, owner)
+    document = await (await client.get("/api/openapi.json")).json()
+    answers = document["paths"]["/api/events"]["get"]["responses"]["200"]["content"]
+    validator = Draft202012Validator(answers["text/event-stream"]["schema"])
+    stream = await sse_connect(client, "/api/events?tables=deals", owner.access_token)
+    await stream.expect("subscribed")
+    await api.call("POST", "/api/data/deals", owner, expect=201, json={"title": "1"})
+    created = await stream.expect("row.created")
+    await api.call("POST", "/api/auth/logout", owner, expect=204, json={})
+    closed = await stream.expect("close")
+    assert closed["data"]["reason"] == "session_ended"
+    assert (await stream.next())["event"] == "_eof"
+    for event in (created, closed):
+        sent = {**event, "data": orjson.dumps(event["data"]).decode()}
+        assert list(validator.iter_errors(sent)) == [], sent
+        assert event["data"]["type"] == event["event"]
 
 
 async def test_a_client_that_falls_behind_is_closed_4408(client, api: Api, owner, factories):
