@@ -936,23 +936,31 @@ class RowService:
         oid = parse_row_id(row_id)
         await self._known_row(ctx, table, oid)
         revision = await self.changes.revision(ctx, table, oid, object_id(revision_id, "Revision"))
-        current = await table.collection(ctx).find_one({"_id": oid})
-        if current is None:
-            if await self.trash.holds_row(ctx, table, oid):
-                raise Conflict("The row is in the trash: restore it first")
-            raise NotFound("Row not found")
         if revision["action"] == "deleted":
             raise Conflict("The row was in the trash after that revision")
         state = await self.changes.state_after(ctx, table, revision)
-        row = self.render(table, current)
-        body = {  # a number the server gave stays (an autonumber added after the revision)
-            c.key: state.get(c.key)
-            for c in table.columns
-            if state.get(c.key) != row.get(c.key) and not table.column_type(c).numbered
-        }
-        if not body:
-            return row
-        return await self.update(ctx, table, row_id, body, action="reverted")
+        while True:
+            current = await table.collection(ctx).find_one({"_id": oid})
+            if current is None:
+                if await self.trash.holds_row(ctx, table, oid):
+                    raise Conflict("The row is in the trash: restore it first")
+                raise NotFound("Row not found")
+            row = self.render(table, current)
+            body = {  # a number the server gave stays (an autonumber added after the revision)
+                c.key: state.get(c.key)
+                for c in table.columns
+                if state.get(c.key) != row.get(c.key) and not table.column_type(c).numbered
+            }
+            if not body:
+                return row
+            # only over the version just read: a write that came between would make this
+            # one change less than it says (or nothing, a version with no revision); read again
+            try:
+                return await self.update(
+                    ctx, table, row_id, body, action="reverted", expected=row_version(current)
+                )
+            except PreconditionFailed:
+                continue
 
     # ---- the fence against schema changes (crm_core/tables/fence.py) ----------------------
 
