@@ -3,9 +3,10 @@ through the API, and page through a row with many revisions.
 
     .venv/bin/python -m benchmarks.bench_history [--updates 2000] [--revisions 10000]
 
-and, for the figure before history, the same script against main's code:
+and, for a figure before a change, the same script against another checkout's code (its
+path in place of OTHER_CHECKOUT):
 
-    PYTHONPATH=/work/main .venv/bin/python benchmarks/bench_history.py --updates 2000
+    PYTHONPATH=OTHER_CHECKOUT .venv/bin/python benchmarks/bench_history.py --updates 2000
 
 Prints ms per update (embedded database, one process, loopback HTTP), the best of 3 rounds,
 and, when the code has history, ms per page of the long history.
