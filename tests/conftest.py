@@ -18,10 +18,10 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from crm_core.platform import logs
 from crm_core.platform.settings import Settings
-from crm_core.platform.storage import OperationFailure, QueryLog, recording
+from crm_core.platform.storage import QueryLog, recording
 from handlers.app import create_app
 from handlers.routing import SERVICES
-from tests.support.api import Account, Api, Factories, make_settings
+from tests.support.api import Account, Api, Factories, database_names, make_settings
 from tests.support.sms_gateway import FakeGateway
 from tests.support.tools import NOT_RUN, free_port, missing_tool
 from tests.support.webhook_receiver import Receiver
@@ -39,20 +39,9 @@ async def client(aiohttp_client: Any, settings: Settings) -> AsyncIterator[TestC
     if settings.mongodb_url:  # a shared server: each test leaves it empty for the next
         storage = test_client.app[SERVICES].storage
         if storage.client is not None:
-            for name in await _database_names(storage):
+            for name in await database_names(storage):
                 if name.startswith(settings.crm_db_prefix):
                     await storage.client.drop_database(name)
-
-
-async def _database_names(storage: Any) -> list[str]:
-    """The server's databases; mongoeco's `listDatabases` fails once a database holds a
-    Decimal128 (it sizes every document), so then the system database and each tenant's."""
-    try:
-        return list(await storage.client.list_database_names())
-    except OperationFailure:
-        tenants = storage.system_db["tenants"].find({}, {"_id": 1})
-        names = [storage.tenant_db_name(str(t["_id"])) async for t in tenants]
-        return [storage.system_db.name, *names]
 
 
 @pytest.fixture

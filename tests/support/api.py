@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from crm_core.platform.settings import Settings
+from crm_core.platform.storage import OperationFailure
 from handlers.routing import SERVICES
 
 TEST_SECRET = "test-secret-key-that-is-long-enough-0123456789"
@@ -273,3 +274,14 @@ class Factories:
         body = {"name": "c", "text": "t", "recipients": [{"phone": "+79161234567"}], **body}
         created = await self.api.call("POST", "/api/sms/campaigns", account, expect=202, json=body)
         return await wait_done(self.api, account, created["id"]) if wait else created
+
+
+async def database_names(storage: Any) -> list[str]:
+    """The server's databases; mongoeco's `listDatabases` fails once a database holds a
+    Decimal128 (it sizes every document), so then the system database and each tenant's."""
+    try:
+        return list(await storage.client.list_database_names())
+    except OperationFailure:
+        tenants = storage.system_db["tenants"].find({}, {"_id": 1})
+        names = [storage.tenant_db_name(str(t["_id"])) async for t in tenants]
+        return [storage.system_db.name, *names]
