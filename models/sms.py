@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from bson import ObjectId
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
@@ -17,20 +17,6 @@ from models.base import (
     QueryModel,
 )
 
-MESSAGE_STATUSES = (
-    "pending",
-    "sending",
-    "sent",
-    "failed",
-    "invalid",
-    "cancelled",
-    "unknown",
-    "delivered",
-    "undelivered",
-    "expired",
-    "blocked",
-    "limited",
-)
 MessageStatus = Literal[
     "pending",
     "sending",
@@ -45,6 +31,7 @@ MessageStatus = Literal[
     "blocked",
     "limited",
 ]
+MESSAGE_STATUSES: tuple[str, ...] = get_args(MessageStatus)  # the same, in this order
 # what a delivery report may make of a `sent` message (docs/sms.md, "Delivery reports")
 FINAL_DELIVERY = ("delivered", "undelivered", "expired")
 # messages the provider accepted: the delivery rate's denominator
