@@ -1,8 +1,9 @@
 """The list path of a table with computed columns (docs/computed.md "Listing"): one aggregation
 pipeline instead of find(): `$match` on stored fields first (index-served as the find's filter
 is), then the computed columns the filter and the sort need (`$lookup` + `$addFields`, in
-dependency order), `$match` on computed fields, `$sort`, `$skip`, `$limit`, and only then the
-computed columns the page shows but nothing selected or sorted by."""
+dependency order), `$match` on computed fields, the cursor's condition, `$sort`, `$skip`,
+`$limit`, and only then the computed columns the page shows but nothing selected or sorted
+by."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from datetime import UTC, datetime, time
 from typing import Any
 
 from crm_core.accounts.context import TenantContext
+from crm_core.platform.cursors import merge_after
 from crm_core.platform.errors import ValidationFailed
 from crm_core.platform.registry import Registry
 from crm_core.platform.storage import query_purpose
@@ -242,17 +244,28 @@ def page_pipelines(
     sort: list[tuple[str, int]],
     offset: int,
     limit: int,
+    after: dict[str, Any] | None = None,
 ) -> PagePipelines:
+    """The page of `query` in `sort` order from `offset`, or after a cursor (`after`, the
+    condition crm_core/platform/cursors.py builds from its keys; docs/computed.md "Cursor
+    pages"): merged into the stored `$match` when the sort and the filter read stored fields
+    only (served by the sort's index), else a `$match` after the sort's computed values exist
+    and before the `$sort` (in the page's arm of the `$facet`, so the total counts every row)."""
     computed = set(plan.stages)
     stored, on_computed = split_query(query, computed)
+    sorted_by_computed = any(key in computed for key, _ in sort)
+    early = after is not None and not sorted_by_computed and not on_computed
+    first = merge_after(stored, after) if early else stored
     done: set[str] = set()
-    head: list[dict[str, Any]] = [{"$match": stored}] if stored else []
+    head: list[dict[str, Any]] = [{"$match": first}] if first else []
     selecting = plan.for_keys(sorted(field_names(on_computed) & computed), done)
     head += selecting
     if on_computed:
         head.append({"$match": on_computed})
-    sorting = plan.for_keys([k for k, _ in sort if k in computed], done)
-    tail = [*sorting, {"$sort": dict(sort)}]
+    tail = plan.for_keys([k for k, _ in sort if k in computed], done)
+    if after is not None and not early:
+        tail.append({"$match": after})
+    tail.append({"$sort": dict(sort)})
     if offset:
         tail.append({"$skip": offset})
     tail.append({"$limit": limit})
