@@ -137,6 +137,7 @@ COMPANY_SORTS = [
     "sort=shout,-name",
     "sort=base",
     "sort=-name,base",
+    "sort=name,-score",
     "sort_by=manual",
     f"sort=-score&{filters({'field': 'deal_count', 'op': 'gte', 'value': 1})}",
     f"sort=name&{filters({'field': 'score', 'op': 'gt', 'value': 15})}",
@@ -342,6 +343,15 @@ async def test_where_the_cursor_condition_goes(api, owner, client):
             sort_at = stages.index("$sort")
             assert stages[sort_at - 1] == "$match" and "$addFields" in stages[: sort_at - 1]
             assert stages[0] == "$lookup" and "$skip" not in stages
+        cursor = page["next_cursor"]
+    cursor = None
+    for _ in range(2):  # a stored first key: its range narrows the stored `$match` too
+        with recording() as log:
+            page = await api.call("GET", listing("companies", "sort=name,-score", 5, cursor), owner)
+        record = next(r for r in log.records if r.collection == collection)
+        if cursor is not None:
+            assert record.stages[0] == "$match" and ("name", "$gte") in record.conditions
+            assert "$addFields" in record.stages[: record.stages.index("$sort")]
         cursor = page["next_cursor"]
     on_rollup = filters({"field": "deal_count", "op": "gte", "value": 1})
     first = await api.call("GET", listing("companies", f"sort=base&{on_rollup}", 5), owner)

@@ -250,12 +250,16 @@ def page_pipelines(
     condition crm_core/platform/cursors.py builds from its keys; docs/computed.md "Cursor
     pages"): merged into the stored `$match` when the sort and the filter read stored fields
     only (served by the sort's index), else a `$match` after the sort's computed values exist
-    and before the `$sort` (in the page's arm of the `$facet`, so the total counts every row)."""
+    and before the `$sort` (in the page's arm of the `$facet`, so the total counts every row;
+    without a `$facet`, its top-level conditions on stored fields, such as the range on a
+    stored first sort key, also narrow the stored `$match`)."""
     computed = set(plan.stages)
     stored, on_computed = split_query(query, computed)
     sorted_by_computed = any(key in computed for key, _ in sort)
     early = after is not None and not sorted_by_computed and not on_computed
-    first = merge_after(stored, after) if early else stored
+    first = stored
+    if after is not None and not on_computed:
+        first = merge_after(stored, after if early else stored_part(after, computed))
     done: set[str] = set()
     head: list[dict[str, Any]] = [{"$match": first}] if first else []
     selecting = plan.for_keys(sorted(field_names(on_computed) & computed), done)
@@ -275,6 +279,15 @@ def page_pipelines(
         return PagePipelines([*head, *tail], stored)
     facet = {"$facet": {"rows": tail, "total": [{"$count": "n"}]}}
     return PagePipelines([*head, facet], stored, faceted=True)
+
+
+def stored_part(condition: dict[str, Any], computed: set[str]) -> dict[str, Any]:
+    """The top-level conditions of `condition` on stored fields: each is implied by it."""
+    return {
+        key: value
+        for key, value in condition.items()
+        if not key.startswith("$") and key.split(".")[0] not in computed
+    }
 
 
 def values_pipeline(plan: Plan, ids: list[Any]) -> list[dict[str, Any]]:
