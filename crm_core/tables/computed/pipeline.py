@@ -7,6 +7,7 @@ by."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time
@@ -149,8 +150,21 @@ async def build_plan(
             plan.stages[column.key] = await _rollup_stages(ctx, types, column, plan)
         else:
             expr = compile_formula(parse(formula_of(column)), env)
+            if result_kind(column) is Kind.NUMBER:
+                expr = finite(expr)
             plan.stages[column.key] = [{"$addFields": {column.key: expr}}]
     return plan
+
+
+def finite(expr: Expr) -> Expr:
+    """A number column's value, blank when it is not finite (an overflow past the doubles'
+    range, or NaN from inf - inf; docs/computed.md "Blanks"): NaN compares and sorts apart
+    from every number, differently on each engine, and a cursor after it would find nothing
+    (docs/computed.md "Cursor pages")."""
+    within = {
+        "$and": [{"$gte": ["$$v", -sys.float_info.max]}, {"$lte": ["$$v", sys.float_info.max]}]
+    }
+    return {"$let": {"vars": {"v": expr}, "in": {"$cond": [within, "$$v", None]}}}
 
 
 async def _lookup_stages(
@@ -213,6 +227,7 @@ async def _rollup_stages(
     function = setting(column, "function")
     value = setting(column, "column") or "_id"
     projection: dict[str, Any] = {"_id": 0, value: 1} if value != "_id" else {"_id": 1}
+    rolled = _rollup_value(function, f"${temp}.{value}", f"${temp}")
     return [
         {
             "$lookup": {
@@ -223,7 +238,7 @@ async def _rollup_stages(
                 "as": temp,
             }
         },
-        {"$addFields": {column.key: _rollup_value(function, f"${temp}.{value}", f"${temp}")}},
+        {"$addFields": {column.key: rolled if function not in ("sum", "avg") else finite(rolled)}},
     ]
 
 
