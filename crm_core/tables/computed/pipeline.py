@@ -29,7 +29,7 @@ from crm_core.tables.columns import (
     StringType,
 )
 from crm_core.tables.computed.checker import Kind
-from crm_core.tables.computed.compiler import CompileEnv, Expr, compile_formula
+from crm_core.tables.computed.compiler import CompileEnv, Expr, compile_formula, operators
 from crm_core.tables.computed.definitions import formula_of, result_kind, setting, uses
 from crm_core.tables.computed.syntax import parse
 from crm_core.tables.definitions import Table, load_table
@@ -150,17 +150,22 @@ async def build_plan(
             plan.stages[column.key] = await _rollup_stages(ctx, types, column, plan)
         else:
             expr = compile_formula(parse(formula_of(column)), env)
-            if result_kind(column) is Kind.NUMBER:
+            if result_kind(column) is Kind.NUMBER and operators(expr) & ARITHMETIC:
                 expr = finite(expr)
             plan.stages[column.key] = [{"$addFields": {column.key: expr}}]
     return plan
+
+
+# the operators that can make a number past the doubles' range from stored (finite) values
+ARITHMETIC = {"$add", "$subtract", "$multiply", "$divide"}
 
 
 def finite(expr: Expr) -> Expr:
     """A number column's value, blank when it is not finite (an overflow past the doubles'
     range, or NaN from inf - inf; docs/computed.md "Blanks"): NaN compares and sorts apart
     from every number, differently on each engine, and a cursor after it would find nothing
-    (docs/computed.md "Cursor pages")."""
+    (docs/computed.md "Cursor pages"). Only formulas with arithmetic and sums can overflow:
+    stored numbers are finite."""
     within = {
         "$and": [{"$gte": ["$$v", -sys.float_info.max]}, {"$lte": ["$$v", sys.float_info.max]}]
     }
