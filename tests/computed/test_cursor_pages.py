@@ -184,18 +184,35 @@ def _order_key(item: dict[str, Any], key: str) -> tuple[Any, ...]:
     return (value is not None, value if value is not None else 0, item["id"])
 
 
-@pytest.mark.parametrize("params", ["sort=score", "sort=-deal_sum", "sort=base", "sort=-due"])
-async def test_writes_between_pages_neither_repeat_nor_lose_rows(api, owner, params):
-    """Between pages: companies created and deleted, deals added and removed (a rollup and the
-    formula over it change), a stored value the formula reads changed. Each page is exactly
-    the rows that, when it is read, sort after the cursor's keys: so a row present throughout
-    whose sort value stayed is answered once, and none is answered twice unless its own value
-    moved it back past the cursor."""
-    company_ids, _ = await world(api, owner, 30)
-    key, descending = params.removeprefix("sort=").lstrip("-"), "=-" in params
+WITH_DEALS = filters({"field": "deal_count", "op": "gte", "value": 1})
+BASE_UP_TO_2 = filters({"field": "base", "op": "lte", "value": 2})
+
+
+@pytest.mark.parametrize(
+    ("sort", "where"),
+    [
+        ("score", ""),
+        ("-deal_sum", ""),
+        ("base", ""),
+        ("-due", ""),
+        ("-score", WITH_DEALS),
+        ("deal_count", BASE_UP_TO_2),
+        ("base", WITH_DEALS),
+    ],
+)
+async def test_writes_between_pages_neither_repeat_nor_lose_rows(api, owner, sort, where):
+    """Between pages: companies created and deleted, deals added and deleted (a rollup and
+    the formula over it change), a stored value the formula reads changed. Each page is
+    exactly the rows that, when it is read, match the filter and sort after the cursor's keys:
+    so a row in the list throughout whose sort value stayed is answered once, and a row is
+    answered twice only when its own value moved it back past the cursor."""
+    company_ids, deal_ids = await world(api, owner, 30)
+    key, descending = sort.lstrip("-"), sort.startswith("-")
+    params = f"sort={sort}" + (f"&{where}" if where else "")
     rng = random.Random(5)
     deleted: set[str] = set()
     moved: set[str] = set()  # rows whose sort value a write changed
+    always: set[str] | None = None  # rows in the (filtered) list at every look
     seen: list[str] = []
     cursor, last = None, None
     for _ in range(100):
@@ -210,27 +227,34 @@ async def test_writes_between_pages_neither_repeat_nor_lose_rows(api, owner, par
                 if (_order_key(i, key) < bound if descending else _order_key(i, key) > bound)
             ]
         assert ids(page["items"]) == ids(expected[:4])
+        assert page["total"] == now["total"]
+        always = set(ids(now["items"])) if always is None else always & set(ids(now["items"]))
         seen += ids(page["items"])
         cursor = page["next_cursor"]
         if cursor is None:
             break
         last = page["items"][-1]
         before = {i["id"]: i.get(key) for i in now["items"]}
-        await _write_between_pages(api, owner, rng, company_ids, deleted)
+        await _write_between_pages(api, owner, rng, company_ids, deal_ids, deleted)
         after = await api.call("GET", listing("companies", params, 1000), owner, expect=200)
         moved |= {i["id"] for i in after["items"] if before.get(i["id"], i.get(key)) != i.get(key)}
+        always &= set(ids(after["items"]))
     else:
         raise AssertionError("the pages never ended")
-    throughout = set(company_ids[:30]) - deleted
-    steady = throughout - moved
     assert moved, "no write changed a sort value: the test would prove less than it says"
+    assert always and deleted, "nothing stayed or nothing was deleted"
     repeated = {i for i in seen if seen.count(i) > 1}
     assert repeated <= moved, "a row whose value stayed was answered twice"
-    assert steady - set(seen) == set(), "a row present throughout was missed"
+    assert (always - moved) - set(seen) == set(), "a row in the list throughout was missed"
 
 
 async def _write_between_pages(
-    api, owner, rng: random.Random, company_ids: list[str], deleted: set[str]
+    api,
+    owner,
+    rng: random.Random,
+    company_ids: list[str],
+    deal_ids: list[str],
+    deleted: set[str],
 ) -> None:
     live = [c for c in company_ids if c not in deleted]
     created = await Factories(api).rows(owner, "companies", [company(rng) for _ in range(2)])
@@ -239,9 +263,12 @@ async def _write_between_pages(
     await api.call("DELETE", f"/api/data/companies/{victim}", owner, expect=204)
     deleted.add(victim)
     live.remove(victim)
-    target = rng.choice(live)  # a deal more: its company's rollup and score change
+    target = rng.choice(live)  # a deal more: its company's rollups and score change
     deal = {"title": "w", "amount": rng.choice([10, 20]), "company": target}
-    await api.call("POST", "/api/data/deals", owner, json=deal, expect=201)
+    made = await api.call("POST", "/api/data/deals", owner, json=deal, expect=201)
+    deal_ids.append(made["id"])
+    gone = deal_ids.pop(rng.randrange(len(deal_ids)))  # a deal less: another company's too
+    await api.call("DELETE", f"/api/data/deals/{gone}", owner, expect=204)
     changed = rng.choice(live)  # a stored value the formulas read
     body = {"base": rng.choice([1, 2, 3, None])}
     await api.call("PATCH", f"/api/data/companies/{changed}", owner, json=body, expect=200)
