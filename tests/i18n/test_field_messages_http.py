@@ -214,3 +214,48 @@ async def test_the_default_language_translates_field_messages_too(aiohttp_client
     assert answer["error"]["message"] == "password: обязательное поле"
     english = await api.call("POST", "/api/users", owner, expect=400, json={}, headers=EN)
     assert english["error"]["message"] == "password: Field required"
+
+
+async def test_reading_the_body_and_the_query(api, owner, factories):
+    """What the routing says before a model sees the input (handlers/routing.py) is Russian
+    too: a body that is not an object, a key given twice, a parameter given twice, a body that
+    is not JSON."""
+    await factories.table(owner)
+    english, russian = await both(api, owner, "POST", "/api/users", [1])
+    assert english["message"] == "body: must be a JSON object"
+    assert russian["message"] == "body: должно быть объектом JSON"
+
+    raw = b'{"full_name": "A", "full_name": "B"}'
+    headers = {"Content-Type": "application/json"}
+    for language, expected in (
+        ("en", "full_name: given twice in one object"),
+        ("ru", "full_name: указано дважды в одном объекте"),
+    ):
+        answer = await api.call(
+            "POST",
+            "/api/users",
+            owner,
+            expect=400,
+            data=raw,
+            headers={**headers, "Accept-Language": language},
+        )
+        assert answer["error"]["message"] == expected
+        assert answer["error"]["details"][0]["field"] == "full_name"
+
+    english, russian = await both(api, owner, "GET", "/api/data/t?limit=1&limit=2")
+    assert english["message"] == "limit: given more than once; give it once"
+    assert russian["message"] == "limit: указано несколько раз; укажите один раз"
+
+    answer = await api.call(
+        "POST",
+        "/api/users",
+        owner,
+        expect=415,
+        data=b"email=a",
+        headers={"Content-Type": "text/plain", **RU},
+    )
+    assert answer["error"]["code"] == "unsupported_media_type"
+    assert answer["error"]["message"] == (
+        "Тело запроса должно быть JSON, а не 'text/plain': отправьте "
+        "'Content-Type: application/json'"
+    )
