@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
@@ -47,15 +47,17 @@ from crm_core.platform.registry import Registry
 from crm_core.platform.storage import (
     ASCENDING,
     DESCENDING,
+    BulkWriteError,
     Collection,
     Database,
+    DuplicateKeyError,
     Storage,
     system_collection,
     update_each,
 )
 from crm_core.tables.columns import ColumnType, render_datetime
 from crm_core.tables.definitions import SYSTEM_FIELDS, TABLES, Table
-from crm_core.tables.updates import REVISION_FIELD, VERSION_FIELD, row_version
+from crm_core.tables.updates import REVISION_FIELD, VERSION_FIELD, at_version, row_version
 from models.accounts import Tenant
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,18 @@ TRASH = "_trash"  # crm_core/tables/trash.py (which imports this module)
 
 Action = Literal["created", "updated", "deleted", "restored", "reverted"]
 ActorType = Literal["user", "token", "import", "system"]
+# why the server changed stored values by itself (docs/history.md "Changes the server makes"):
+# the `name` of a system revision's actor
+SystemReason = Literal[
+    "column_type_changed",  # a column's type changed: its values converted (or cleared: force)
+    "column_changed",  # options removed, a shorter max_length...: values cleared or cut
+    "column_change_undone",  # a conversion that failed half-way put back
+    "link_target_deleted",  # a link cleared: the row it named went to the trash
+    "link_target_restored",  # the link put back: that row came back from the trash
+]
+SYSTEM_BATCH = 1000  # rows of a server-made change written with one bulk write
+SYSTEM_RETRIES = 20  # times a row written meanwhile is read again before it is left as it is
+SYSTEM_MARK = "_system_"  # `_system_<id>` on a row: written by that server-made change
 EVENTS: dict[str, str] = {
     "created": "row.created",
     "updated": "row.updated",
@@ -265,6 +279,18 @@ class ChangeLog:
         for event, event_items in items.items():
             await self._publish(ctx, table, event, event_items, hooks)
         return len(revisions)
+
+    async def tell_updates(
+        self,
+        ctx: TenantContext,
+        table: Table,
+        items: list[dict[str, Any]],
+        live: list[LiveChange],
+    ) -> None:
+        """`row.updated` of revisions stored elsewhere (a server-made change, `SystemChange`):
+        to the live clients, then the webhooks."""
+        await self._push_live(ctx, table, live)
+        await self._publish(ctx, table, EVENTS["updated"], items, None)
 
     async def _push_live(self, ctx: TenantContext, table: Table, changes: list[LiveChange]) -> None:
         """Live events (docs/api.md "Live events"), after the revisions are stored (a client
@@ -484,6 +510,210 @@ class ChangeLog:
             if doc["_id"] == revision["_id"]:
                 break
         return state
+
+
+def system_actor(reason: SystemReason) -> dict[str, Any]:
+    """The actor of a revision the server made by itself: `system`, named by its reason."""
+    return {"type": "system", "id": None, "name": reason}
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    """One row's part of a server-made change: applied only while the row is at `version`
+    and still holds the stored values `expect` it was computed from; `changes` are the
+    revision's, in the API's shapes."""
+
+    row: ObjectId
+    version: int
+    expect: dict[str, Any]
+    set: dict[str, Any]
+    unset: tuple[str, ...]
+    changes: dict[str, dict[str, object]]
+
+
+# a row read again after another write outran a rewrite: its rewrite now (None: nothing to do)
+Redo = Callable[[dict[str, Any]], Rewrite | None]
+# how a batch of conditional updates is written (`update_each`; tests hook the caller's)
+BulkUpdate = Callable[..., Any]
+
+
+class SystemChange:
+    """A change of stored row values the server makes by itself (docs/history.md "Changes
+    the server makes"): a column's conversion, a link cleared when its row went to the
+    trash. Like any write it adds one to each row's version in the same atomic update as the
+    values (so an `If-Match` of the version before answers 412) and leaves one revision per
+    row (actor `system`, named by the reason), so a row's revisions stay contiguous.
+
+    Rows go by batches of `SYSTEM_BATCH`: one bulk write of updates conditional on each
+    row's version and values, each setting this change's own mark (`_system_<id>`); one read
+    of the marks tells which applied (a bulk write answers only counts); one `insert_many` of
+    their revisions; one bulk clear of the marks. A row another write changed between the read
+    and the bulk is read again and rewritten alone (`redo`), the version added atomically
+    (`$inc`) and answered by the update itself, so its revision's `seq` is exact."""
+
+    def __init__(
+        self,
+        ctx: TenantContext,
+        table: Table,
+        reason: SystemReason,
+        redo: Redo,
+        write: BulkUpdate = update_each,
+        tell: ChangeLog | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.table = table
+        self.reason = reason
+        self.redo = redo
+        self.write = write
+        self.tell = tell  # row events and live events (None: a schema change tells nobody)
+        self.mark = f"{SYSTEM_MARK}{ObjectId()}"
+        self.at = utcnow()
+        self.applied: list[Rewrite] = []  # what stands, in order (an undo takes it back)
+        self.round_trips = 0  # database calls made (docs/history.md gives the figure)
+
+    @property
+    def rows(self) -> Collection:
+        return self.ctx.db[self.table.collection_name]
+
+    def _update(self, rewrite: Rewrite) -> dict[str, Any]:
+        update: dict[str, Any] = {"$set": {**rewrite.set, UNRECORDED_FIELD: self.at}}
+        if rewrite.unset:
+            update["$unset"] = dict.fromkeys(rewrite.unset, "")
+        return update
+
+    def operation(self, rewrite: Rewrite) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The conditional update of one row in a batch: its version and values as read."""
+        where = {"_id": rewrite.row, **at_version(rewrite.version), **rewrite.expect}
+        update = self._update(rewrite)
+        update["$set"].update({REVISION_FIELD: rewrite.version + 1, self.mark: True})
+        return where, update
+
+    async def apply(self, rewrites: Sequence[Rewrite]) -> list[Rewrite]:
+        """Write, record and (with `tell`) tell every rewrite; answers those that applied.
+        A duplicate key (a unique column) is raised once what applied is recorded."""
+        done: list[Rewrite] = []
+        for start in range(0, len(rewrites), SYSTEM_BATCH):
+            chunk = list(rewrites[start : start + SYSTEM_BATCH])
+            failure: Exception | None = None
+            try:
+                self.round_trips += 1
+                await self.write(self.rows, [self.operation(r) for r in chunk], ordered=False)
+            except (BulkWriteError, DuplicateKeyError) as exc:
+                failure = exc
+            applied, missed = await self._read_marks(chunk)
+            await self._record(applied, marked=True)
+            done.extend(applied)
+            if failure is not None:
+                raise failure
+            alone = await self._one_by_one(missed)
+            await self._record(alone, marked=False)
+            done.extend(alone)
+        return done
+
+    async def _read_marks(self, chunk: list[Rewrite]) -> tuple[list[Rewrite], list[Rewrite]]:
+        by_id = {r.row: r for r in chunk}
+        query = {"_id": {"$in": list(by_id)}, self.mark: {"$exists": True}}
+        self.round_trips += 1
+        found = {d["_id"] async for d in self.rows.find(query, {"_id": 1})}
+        return [r for r in chunk if r.row in found], [r for r in chunk if r.row not in found]
+
+    async def _one_by_one(self, missed: list[Rewrite]) -> list[Rewrite]:
+        """Rows another write changed first: each read again and rewritten on the values it
+        holds now, the version added by the update itself (whatever it is by then)."""
+        done: list[Rewrite] = []
+        for rewrite in missed:
+            current: Rewrite | None = rewrite
+            for _ in range(SYSTEM_RETRIES):
+                self.round_trips += 1
+                doc = await self.rows.find_one({"_id": rewrite.row})
+                current = None if doc is None else self.redo(doc)
+                if current is None:
+                    break
+                update = self._update(current)
+                update["$inc"] = {REVISION_FIELD: 1}
+                self.round_trips += 1
+                after = await self.rows.find_one_and_update(
+                    {"_id": current.row, **current.expect},
+                    update,
+                    {REVISION_FIELD: 1},
+                    return_document=True,
+                )
+                if after is not None:
+                    done.append(replace(current, version=row_version(after) - 1))
+                    break
+            else:
+                log.warning(
+                    "table %s row %s: written again %d times while the server changed it (%s)",
+                    self.table.key,
+                    rewrite.row,
+                    SYSTEM_RETRIES,
+                    self.reason,
+                )
+        return done
+
+    async def _record(self, applied: list[Rewrite], marked: bool) -> None:
+        """The revisions of what applied, then their marks cleared (a row written again
+        meanwhile keeps the newer write's `_unrecorded`), then the listeners told."""
+        if not applied:
+            return
+        self.applied.extend(applied)
+        request_id = REQUEST_ID.get()
+        revisions = [
+            {
+                "_id": ObjectId(),
+                "table": self.table.key,
+                "row": r.row,
+                "seq": r.version + 1,
+                "at": self.at,
+                "actor": system_actor(self.reason),
+                "action": "updated",
+                "changes": r.changes,
+                "request_id": None if request_id == "-" else request_id,
+            }
+            for r in applied
+        ]
+        self.round_trips += 1
+        await self.ctx.db[HISTORY].insert_many(revisions, ordered=False)
+        clear: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        for r in applied:
+            unset = {UNRECORDED_FIELD: "", self.mark: ""} if marked else {UNRECORDED_FIELD: ""}
+            clear.append(({"_id": r.row, REVISION_FIELD: r.version + 1}, {"$unset": unset}))
+        self.round_trips += 1
+        await update_each(self.rows, clear, ordered=False)
+        if marked:  # rows written again since: only this change's mark goes
+            self.round_trips += 1
+            await self.rows.update_many(
+                {"_id": {"$in": [r.row for r in applied]}, self.mark: {"$exists": True}},
+                {"$unset": {self.mark: ""}},
+            )
+        if self.tell is not None:
+            await self._tell(applied, revisions)
+
+    async def _tell(self, applied: list[Rewrite], revisions: list[dict[str, Any]]) -> None:
+        """`row.updated` to the webhooks and the live clients, as for a PATCH: the rows as
+        they are now, the columns changed and their values before."""
+        assert self.tell is not None
+        self.round_trips += 1
+        docs = {
+            d["_id"]: d async for d in self.rows.find({"_id": {"$in": [r.row for r in applied]}})
+        }
+        items: list[dict[str, Any]] = []
+        live: list[LiveChange] = []
+        for rewrite, revision in zip(applied, revisions, strict=True):
+            after = docs.get(rewrite.row)
+            if after is None:  # gone to the trash since: its deletion tells
+                continue
+            before = {k: v for k, v in after.items() if k not in rewrite.set}
+            before.update(rewrite.expect)
+            before[REVISION_FIELD] = rewrite.version
+            row = render_row(self.table, after)
+            items.append(_event_item("updated", row, rewrite.changes))
+            live.append(
+                LiveChange(
+                    revision["_id"], EVENTS["updated"], before, after, row, list(rewrite.changes)
+                )
+            )
+        await self.tell.tell_updates(self.ctx, self.table, items, live)
 
 
 async def unrecorded_index(rows: Collection) -> None:
