@@ -55,7 +55,7 @@ from crm_core.platform.storage import (
     system_collection,
     update_each,
 )
-from crm_core.tables.columns import ColumnType, render_datetime
+from crm_core.tables.columns import Column, ColumnType, render_datetime
 from crm_core.tables.definitions import SYSTEM_FIELDS, TABLES, Table
 from crm_core.tables.updates import REVISION_FIELD, VERSION_FIELD, at_version, row_version
 from models.accounts import Tenant
@@ -166,6 +166,17 @@ def render_value(table: Table, key: str, value: object) -> object:
     if value is None or column is None:
         return None
     return table.column_type(column).render(column, value)
+
+
+def render_stored(types: Registry[ColumnType], column: Column, value: object) -> object:
+    """A stored value as `column` answers it, for a revision of a server-made change: one the
+    column's type cannot read (a write's value of another form) is shown as stored."""
+    if value is None:
+        return None
+    try:
+        return types.get(column.type).render(column, value)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return value if isinstance(value, str | int | float | bool) else str(value)
 
 
 def render_row(table: Table, doc: dict[str, Any]) -> dict[str, Any]:
@@ -559,8 +570,10 @@ class SystemChange:
         redo: Redo,
         write: BulkUpdate = update_each,
         tell: ChangeLog | None = None,
+        batch: int = SYSTEM_BATCH,
     ) -> None:
         self.ctx = ctx
+        self.batch = batch
         self.table = table
         self.reason = reason
         self.redo = redo
@@ -588,12 +601,18 @@ class SystemChange:
         update["$set"].update({REVISION_FIELD: rewrite.version + 1, self.mark: True})
         return where, update
 
-    async def apply(self, rewrites: Sequence[Rewrite]) -> list[Rewrite]:
+    async def apply(
+        self,
+        rewrites: Sequence[Rewrite],
+        duplicate: Callable[[Rewrite], Rewrite] | None = None,
+    ) -> list[Rewrite]:
         """Write, record and (with `tell`) tell every rewrite; answers those that applied.
-        A duplicate key (a unique column) is raised once what applied is recorded."""
+        A duplicate key (a unique column) is raised once what applied is recorded, unless
+        `duplicate` says what to write instead (the rows of that batch are then written one
+        at a time)."""
         done: list[Rewrite] = []
-        for start in range(0, len(rewrites), SYSTEM_BATCH):
-            chunk = list(rewrites[start : start + SYSTEM_BATCH])
+        for start in range(0, len(rewrites), self.batch):
+            chunk = list(rewrites[start : start + self.batch])
             failure: Exception | None = None
             try:
                 self.round_trips += 1
@@ -603,9 +622,9 @@ class SystemChange:
             applied, missed = await self._read_marks(chunk)
             await self._record(applied, marked=True)
             done.extend(applied)
-            if failure is not None:
+            if failure is not None and duplicate is None:
                 raise failure
-            alone = await self._one_by_one(missed)
+            alone = await self._one_by_one(missed, duplicate)
             await self._record(alone, marked=False)
             done.extend(alone)
         return done
@@ -617,27 +636,38 @@ class SystemChange:
         found = {d["_id"] async for d in self.rows.find(query, {"_id": 1})}
         return [r for r in chunk if r.row in found], [r for r in chunk if r.row not in found]
 
-    async def _one_by_one(self, missed: list[Rewrite]) -> list[Rewrite]:
-        """Rows another write changed first: each read again and rewritten on the values it
-        holds now, the version added by the update itself (whatever it is by then)."""
+    async def _one_by_one(
+        self, missed: list[Rewrite], duplicate: Callable[[Rewrite], Rewrite] | None
+    ) -> list[Rewrite]:
+        """Rows another write changed first (or, with `duplicate`, whose new value another
+        row holds in a unique column: `duplicate` says what to write instead): each read again
+        and rewritten on the values it holds now, the version added by the update itself."""
         done: list[Rewrite] = []
         for rewrite in missed:
-            current: Rewrite | None = rewrite
+            taken = False
             for _ in range(SYSTEM_RETRIES):
                 self.round_trips += 1
                 doc = await self.rows.find_one({"_id": rewrite.row})
                 current = None if doc is None else self.redo(doc)
+                if current is not None and taken and duplicate is not None:
+                    current = duplicate(current)
                 if current is None:
                     break
                 update = self._update(current)
                 update["$inc"] = {REVISION_FIELD: 1}
                 self.round_trips += 1
-                after = await self.rows.find_one_and_update(
-                    {"_id": current.row, **current.expect},
-                    update,
-                    {REVISION_FIELD: 1},
-                    return_document=True,
-                )
+                try:
+                    after = await self.rows.find_one_and_update(
+                        {"_id": current.row, **current.expect},
+                        update,
+                        {REVISION_FIELD: 1},
+                        return_document=True,
+                    )
+                except DuplicateKeyError:
+                    if duplicate is None:
+                        raise
+                    taken = True
+                    continue
                 if after is not None:
                     done.append(replace(current, version=row_version(after) - 1))
                     break
