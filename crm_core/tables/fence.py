@@ -28,7 +28,6 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Iterable
-from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -42,8 +41,6 @@ from crm_core.platform.registry import Registry
 from crm_core.platform.storage import DuplicateKeyError
 from crm_core.tables.columns import Column, ColumnType, ColumnValueError
 from crm_core.tables.definitions import TABLES, Table, utcnow
-from crm_core.tables.history import Rewrite, SystemChange, SystemReason, render_stored
-from crm_core.tables.updates import REVISION_FIELD, row_version
 
 log = logging.getLogger(__name__)
 
@@ -281,16 +278,11 @@ async def convert_values(
     new: Table,
     keys: list[str],
     query: dict[str, Any],
-    reason: SystemReason | None = None,
 ) -> list[tuple[ObjectId, str]]:
     """Convert the values of `keys` in the rows `query` selects from their form under `old`
     to the one under `new`, each only if it is still what was read (a compare-and-set). A value
     the new type cannot hold, or that would repeat a unique value, is removed and reported as
-    (row id, key). With `reason` (the schema change's own pass) each row's version goes up
-    and it gets a system revision (crm_core/tables/history.py `SystemChange`); without, the
-    rows are a write's own, settled before its revision is recorded (part of that write)."""
-    if reason is not None:
-        return await _convert_as_system(ctx, old, new, keys, query, reason)
+    (row id, key)."""
     rows = new.collection(ctx)
     dropped: list[tuple[ObjectId, str]] = []
     pairs = [(old.column(k), new.column(k)) for k in keys]
@@ -321,62 +313,6 @@ async def convert_values(
                     after.key,
                 )
                 dropped.append((row["_id"], after.key))
-    return dropped
-
-
-async def _convert_as_system(
-    ctx: TenantContext,
-    old: Table,
-    new: Table,
-    keys: list[str],
-    query: dict[str, Any],
-    reason: SystemReason,
-) -> list[tuple[ObjectId, str]]:
-    """`convert_values` as a server-made change: batched, each row's version up by one."""
-    pairs = [(b, a) for b, a in ((old.column(k), new.column(k)) for k in keys) if b and a]
-
-    def plan(row: dict[str, Any]) -> Rewrite | None:
-        expect: dict[str, Any] = {}
-        values: dict[str, Any] = {}
-        changes: dict[str, dict[str, object]] = {}
-        for before, after in pairs:
-            if after.key not in row or holds(new.types, after, row[after.key], ctx):
-                continue
-            value = row[after.key]
-            target, ok = convert_one(old.types, before, after, value, ctx)
-            if ok and same_value(target, value):
-                continue
-            expect[after.key] = value
-            if ok:
-                values[after.key] = target
-            changes[after.key] = {
-                "before": render_stored(old.types, before, value),
-                "after": render_stored(new.types, after, target) if ok else None,
-            }
-        if not expect:
-            return None
-        unset = tuple(k for k in expect if k not in values)
-        return Rewrite(row["_id"], row_version(row), expect, values, unset, changes)
-
-    def without_values(rewrite: Rewrite) -> Rewrite:
-        """A converted value another row holds in a unique column: not kept."""
-        changes = {k: {**c, "after": None} for k, c in rewrite.changes.items()}
-        return replace(rewrite, set={}, unset=tuple(rewrite.expect), changes=changes)
-
-    projection = {**dict.fromkeys(keys, 1), REVISION_FIELD: 1}
-    rewrites = [
-        r for r in [plan(row) async for row in new.collection(ctx).find(query, projection)] if r
-    ]
-    change = SystemChange(ctx, new, reason, plan)
-    applied = await change.apply(rewrites, duplicate=without_values)
-    dropped = [(r.row, k) for r in applied for k in r.unset]
-    for row_id, key in dropped:
-        log.warning(
-            "table %s row %s: a value of '%s' written against the old type was not kept",
-            new.key,
-            row_id,
-            key,
-        )
     return dropped
 
 

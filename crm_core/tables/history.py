@@ -142,6 +142,18 @@ class LiveRows(Protocol):
     ) -> None: ...
 
 
+class TellsUpdates(Protocol):
+    """Who tells `row.updated` of revisions a server-made change stored (`ChangeLog`)."""
+
+    async def tell_updates(
+        self,
+        ctx: TenantContext,
+        table: Table,
+        items: list[dict[str, Any]],
+        live: list[LiveChange],
+    ) -> None: ...
+
+
 @dataclass(frozen=True)
 class Change:
     """One row's change: the stored document before (None: it did not exist) and after
@@ -569,7 +581,7 @@ class SystemChange:
         reason: SystemReason,
         redo: Redo,
         write: BulkUpdate = update_each,
-        tell: ChangeLog | None = None,
+        tell: TellsUpdates | None = None,
         batch: int = SYSTEM_BATCH,
     ) -> None:
         self.ctx = ctx
@@ -734,7 +746,7 @@ class SystemChange:
             if after is None:  # gone to the trash since: its deletion tells
                 continue
             before = {k: v for k, v in after.items() if k not in rewrite.set}
-            before.update(rewrite.expect)
+            before.update((k, v) for k, v in rewrite.expect.items() if not _condition(v))
             before[REVISION_FIELD] = rewrite.version
             row = render_row(self.table, after)
             items.append(_event_item("updated", row, rewrite.changes))
@@ -744,6 +756,81 @@ class SystemChange:
                 )
             )
         await self.tell.tell_updates(self.ctx, self.table, items, live)
+
+
+# ---- links cleared and put back (docs/history.md "Changes the server makes") ----------
+
+
+async def unlink(
+    ctx: TenantContext, table: Table, key: str, ids: list[ObjectId], changes: TellsUpdates
+) -> int:
+    """Clear the link column `key` of `table` where it names one of `ids` (rows gone to the
+    trash): each row cleared gets its version up, a system revision `link_target_deleted`
+    and `row.updated` (a linked row that disappears changes what the row shows). By batches
+    of `SYSTEM_BATCH`; answers how many rows were cleared."""
+    gone = set(ids)
+
+    def plan(row: dict[str, Any]) -> Rewrite | None:
+        value = row.get(key)
+        if value not in gone:
+            return None  # linked elsewhere since it was read
+        before = render_value(table, key, value)
+        return Rewrite(
+            row=row["_id"],
+            version=row_version(row),
+            expect={key: value},
+            set={},
+            unset=(key,),
+            changes={key: {"before": before, "after": None}},
+        )
+
+    change = SystemChange(ctx, table, "link_target_deleted", plan, tell=changes)
+    cleared = 0
+    pending: list[Rewrite] = []
+    cursor = table.collection(ctx).find({key: {"$in": ids}}, {key: 1, REVISION_FIELD: 1})
+    async for row in cursor:
+        if (rewrite := plan(row)) is not None:
+            pending.append(rewrite)
+        if len(pending) >= SYSTEM_BATCH:
+            cleared += len(await change.apply(pending))
+            pending = []
+    cleared += len(await change.apply(pending))
+    return cleared
+
+
+async def relink(
+    ctx: TenantContext,
+    table: Table,
+    key: str,
+    target: ObjectId,
+    ids: list[ObjectId],
+    changes: TellsUpdates,
+) -> int:
+    """The links `unlink` cleared point at `target` again (it came back from the trash),
+    in the rows of `ids` whose column nobody filled since: each a write of the server's like
+    the clear (`link_target_restored`). Answers how many rows were linked again."""
+    after = render_value(table, key, target)
+
+    def plan(row: dict[str, Any]) -> Rewrite | None:
+        if row.get(key) is not None:
+            return None  # linked elsewhere since the clear: the new link stays
+        return Rewrite(
+            row=row["_id"],
+            version=row_version(row),
+            expect={key: {"$exists": False}},
+            set={key: target},
+            unset=(),
+            changes={key: {"before": None, "after": after}},
+        )
+
+    change = SystemChange(ctx, table, "link_target_restored", plan, tell=changes)
+    linked = 0
+    for start in range(0, len(ids), SYSTEM_BATCH):
+        query = {"_id": {"$in": ids[start : start + SYSTEM_BATCH]}, key: {"$exists": False}}
+        rows = table.collection(ctx).find(query, {key: 1, REVISION_FIELD: 1})
+        pending = [r for r in [plan(row) async for row in rows] if r is not None]
+        linked += len(await change.apply(pending))
+    return linked
 
 
 async def unrecorded_index(rows: Collection) -> None:
@@ -758,6 +845,12 @@ def fold(state: dict[str, object], changes: dict[str, dict[str, object]]) -> Non
             state.pop(key, None)
         else:
             state[key] = change["after"]
+
+
+def _condition(value: object) -> bool:
+    """Whether an expected value of a `Rewrite` is a query condition (`{"$exists": False}`)
+    rather than a stored value."""
+    return isinstance(value, dict) and any(str(k).startswith("$") for k in value)
 
 
 def _event_item(kind: str, row: dict[str, Any], diff: dict[str, Any]) -> dict[str, Any]:

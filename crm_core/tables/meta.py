@@ -404,9 +404,7 @@ class MetaService:
         reason: SystemReason = (
             "column_type_changed" if current.type != column.type else "column_changed"
         )
-        await fence.convert_values(
-            ctx, table, updated, [key], {key: {"$exists": True}}, reason=reason
-        )
+        await convert_as_system(ctx, table, updated, [key], {key: {"$exists": True}}, reason)
         return updated
 
     async def _change_definition(
@@ -941,7 +939,7 @@ class _Conversion:
             "column_type_changed" if old.type != new.type else "column_changed"
         )
 
-    def target(self, value: Any) -> tuple[object, bool]:
+    def target(self, value: object) -> tuple[object, bool]:
         """(the value in the new form, True); (_CLEAR, False) when it is cleared; (None,
         False) when it cannot be converted."""
         if value in self.removed:
@@ -975,7 +973,7 @@ class _Conversion:
     def redo(self, row: dict[str, Any]) -> Rewrite | None:
         """A row written while the conversion ran, read again: its rewrite now (None: its
         value is already in the new form, or cannot be held; the pass after the swap,
-        `fence.convert_values`, takes care of that one)."""
+        `convert_as_system`, takes care of that one)."""
         if self.new.key not in row:
             return None
         value = row[self.new.key]
@@ -1010,3 +1008,62 @@ class _Conversion:
             return dataclasses.replace(self.inverse(done), version=row_version(row))
 
         return again
+
+
+async def convert_as_system(
+    ctx: TenantContext,
+    old: Table,
+    new: Table,
+    keys: list[str],
+    query: dict[str, Any],
+    reason: SystemReason,
+) -> list[tuple[ObjectId, str]]:
+    """`fence.convert_values` as a server-made change (the change's own pass after the swap):
+    each row's version goes up and it gets a system revision (history.py `SystemChange`),
+    by batches; a value the new type cannot hold, or that another row holds in a unique
+    column, is removed. Answers those as (row id, key)."""
+    pairs = [(b, a) for b, a in ((old.column(k), new.column(k)) for k in keys) if b and a]
+
+    def plan(row: dict[str, Any]) -> Rewrite | None:
+        expect: dict[str, Any] = {}
+        values: dict[str, Any] = {}
+        changes: dict[str, dict[str, object]] = {}
+        for before, after in pairs:
+            if after.key not in row or fence.holds(new.types, after, row[after.key], ctx):
+                continue
+            value = row[after.key]
+            target, ok = fence.convert_one(old.types, before, after, value, ctx)
+            if ok and fence.same_value(target, value):
+                continue
+            expect[after.key] = value
+            if ok:
+                values[after.key] = target
+            changes[after.key] = {
+                "before": render_stored(old.types, before, value),
+                "after": render_stored(new.types, after, target) if ok else None,
+            }
+        if not expect:
+            return None
+        unset = tuple(k for k in expect if k not in values)
+        return Rewrite(row["_id"], row_version(row), expect, values, unset, changes)
+
+    def without_values(rewrite: Rewrite) -> Rewrite:
+        """A converted value another row holds in a unique column: not kept."""
+        changes = {k: {**c, "after": None} for k, c in rewrite.changes.items()}
+        return dataclasses.replace(rewrite, set={}, unset=tuple(rewrite.expect), changes=changes)
+
+    projection = {**dict.fromkeys(keys, 1), REVISION_FIELD: 1}
+    rewrites = [
+        r for r in [plan(row) async for row in new.collection(ctx).find(query, projection)] if r
+    ]
+    change = SystemChange(ctx, new, reason, plan)
+    applied = await change.apply(rewrites, duplicate=without_values)
+    dropped = [(r.row, k) for r in applied for k in r.unset]
+    for row_id, key in dropped:
+        log.warning(
+            "table %s row %s: a value of '%s' written against the old type was not kept",
+            new.key,
+            row_id,
+            key,
+        )
+    return dropped

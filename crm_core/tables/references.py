@@ -1,6 +1,5 @@
 """What reference column types (link, user) may see: the caller's answer to
-`crm_core.tables.columns.References`, built by the row service for one check; and the links
-the server clears when the rows they name go (docs/history.md "Changes the server makes")."""
+`crm_core.tables.columns.References`, built by the row service for one check."""
 
 from __future__ import annotations
 
@@ -14,9 +13,7 @@ from crm_core.platform.registry import Registry
 from crm_core.platform.storage import system_collection
 from crm_core.tables.access import Level, access_level
 from crm_core.tables.columns import ColumnType
-from crm_core.tables.definitions import Table, load_table
-from crm_core.tables.history import SYSTEM_BATCH, ChangeLog, Rewrite, SystemChange, render_value
-from crm_core.tables.updates import REVISION_FIELD, row_version
+from crm_core.tables.definitions import load_table
 from models.accounts import User
 
 
@@ -43,40 +40,3 @@ class VisibleReferences:
             {"_id": 1},
         )
         return {str(d["_id"]) async for d in cursor}
-
-
-async def unlink(
-    ctx: TenantContext, table: Table, key: str, ids: list[ObjectId], changes: ChangeLog
-) -> int:
-    """Clear the link column `key` of `table` where it names one of `ids` (rows gone to the
-    trash): each row cleared gets its version up, a system revision `link_target_deleted`
-    and `row.updated` (a linked row that disappears changes what the row shows). By batches
-    of `SYSTEM_BATCH`; answers how many rows were cleared."""
-    gone = set(ids)
-
-    def plan(row: dict[str, Any]) -> Rewrite | None:
-        value = row.get(key)
-        if value not in gone:
-            return None  # linked elsewhere since it was read
-        before = render_value(table, key, value)
-        return Rewrite(
-            row=row["_id"],
-            version=row_version(row),
-            expect={key: value},
-            set={},
-            unset=(key,),
-            changes={key: {"before": before, "after": None}},
-        )
-
-    change = SystemChange(ctx, table, "link_target_deleted", plan, tell=changes)
-    cleared = 0
-    pending: list[Rewrite] = []
-    cursor = table.collection(ctx).find({key: {"$in": ids}}, {key: 1, REVISION_FIELD: 1})
-    async for row in cursor:
-        if (rewrite := plan(row)) is not None:
-            pending.append(rewrite)
-        if len(pending) >= SYSTEM_BATCH:
-            cleared += len(await change.apply(pending))
-            pending = []
-    cleared += len(await change.apply(pending))
-    return cleared

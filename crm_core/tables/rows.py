@@ -59,9 +59,10 @@ from crm_core.tables.history import (
     ChangeLog,
     RowEvents,
     render_row,
+    unlink,
 )
 from crm_core.tables.ordering import forget_rows, manual_page
-from crm_core.tables.references import VisibleReferences, unlink
+from crm_core.tables.references import VisibleReferences
 from crm_core.tables.sequences import number_rows
 from crm_core.tables.trash import RowTrash, TrashSettings
 from crm_core.tables.updates import (
@@ -289,7 +290,7 @@ class RowService:
     ) -> None:
         """Deleted rows: link columns that pointed at them are cleared, never left dangling;
         each row cleared is a write of the server's (its version, a system revision,
-        `row.updated`: crm_core/tables/references.py `unlink`)."""
+        `row.updated`: crm_core/tables/history.py `unlink`)."""
         if not ids:
             return
         if referring is None:
