@@ -716,20 +716,30 @@ class SystemChange:
         ]
         self.round_trips += 1
         await self.ctx.db[HISTORY].insert_many(revisions, ordered=False)
-        clear: list[tuple[dict[str, Any], dict[str, Any]]] = []
-        for r in applied:
+        await self._clear(applied, marked)
+        if self.tell is not None:
+            await self._tell(applied, revisions)
+
+    async def _clear(self, applied: list[Rewrite], marked: bool) -> None:
+        """This change's marks go. One row's `_unrecorded` too, while the row is at the
+        version this change made (a row written again keeps the newer write's); a batch's are
+        left to `recover`, which finds their revisions and only clears them, as for any
+        batch write ("Crash between a write and its revision")."""
+        if len(applied) == 1:
+            (one,) = applied
             unset = {UNRECORDED_FIELD: "", self.mark: ""} if marked else {UNRECORDED_FIELD: ""}
-            clear.append(({"_id": r.row, REVISION_FIELD: r.version + 1}, {"$unset": unset}))
-        self.round_trips += 1
-        await update_each(self.rows, clear, ordered=False)
-        if marked:  # rows written again since: only this change's mark goes
+            self.round_trips += 1
+            result = await self.rows.update_one(
+                {"_id": one.row, REVISION_FIELD: one.version + 1}, {"$unset": unset}
+            )
+            if result.matched_count or not marked:
+                return
+        if marked:
             self.round_trips += 1
             await self.rows.update_many(
                 {"_id": {"$in": [r.row for r in applied]}, self.mark: {"$exists": True}},
                 {"$unset": {self.mark: ""}},
             )
-        if self.tell is not None:
-            await self._tell(applied, revisions)
 
     async def _tell(self, applied: list[Rewrite], revisions: list[dict[str, Any]]) -> None:
         """`row.updated` to the webhooks and the live clients, as for a PATCH: the rows as
