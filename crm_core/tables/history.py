@@ -82,6 +82,7 @@ SystemReason = Literal[
     "column_change_undone",  # a conversion that failed half-way put back
     "link_target_deleted",  # a link cleared: the row it named went to the trash
     "link_target_restored",  # the link put back: that row came back from the trash
+    "import_rolled_back",  # a failed import's updates undone: the values from before it
 ]
 SYSTEM_BATCH = 1000  # rows of a server-made change written with one bulk write
 SYSTEM_RETRIES = 20  # times a row written meanwhile is read again before it is left as it is
@@ -841,6 +842,55 @@ async def relink(
         pending = [r for r in [plan(row) async for row in rows] if r is not None]
         linked += len(await change.apply(pending))
     return linked
+
+
+async def put_back(
+    ctx: TenantContext,
+    table: Table,
+    inserted: list[ObjectId],
+    originals: list[dict[str, Any]],
+    changes: TellsUpdates | None,
+) -> int:
+    """Undo a failed import's written batch (crm_core/files/imports.py): the rows it created
+    go, the rows it updated get their column values from before it back. Those were recorded
+    (revisions, `row.updated`), so putting them back is a write of the server's, not a return
+    to the old version: each row's version goes up, with a system revision
+    `import_rolled_back` and `row.updated`. Answers how many rows were put back."""
+    rows = table.collection(ctx)
+    if inserted:
+        await rows.delete_many({"_id": {"$in": inserted}})
+    by_id = {o["_id"]: o for o in originals}
+
+    def plan(row: dict[str, Any]) -> Rewrite | None:
+        original = by_id.get(row["_id"])
+        if original is None:
+            return None
+        keys = [c.key for c in table.columns if row.get(c.key) != original.get(c.key)]
+        if not keys:
+            return None
+        return Rewrite(
+            row=row["_id"],
+            version=row_version(row),
+            expect={k: row[k] if k in row else {"$exists": False} for k in keys},
+            set={k: original[k] for k in keys if k in original},
+            unset=tuple(k for k in keys if k not in original),
+            changes={
+                k: {
+                    "before": render_value(table, k, row.get(k)),
+                    "after": render_value(table, k, original.get(k)),
+                }
+                for k in keys
+            },
+        )
+
+    change = SystemChange(ctx, table, "import_rolled_back", plan, tell=changes)
+    done = 0
+    ids = list(by_id)
+    for start in range(0, len(ids), SYSTEM_BATCH):
+        found = rows.find({"_id": {"$in": ids[start : start + SYSTEM_BATCH]}})
+        pending = [r for r in [plan(row) async for row in found] if r is not None]
+        done += len(await change.apply(pending))
+    return done
 
 
 async def unrecorded_index(rows: Collection) -> None:

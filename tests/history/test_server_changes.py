@@ -13,8 +13,10 @@ from bson import ObjectId
 
 from crm_core.tables import meta as meta_module
 from crm_core.tables.history import UNRECORDED_FIELD
+from handlers.app import create_app
 from handlers.routing import SERVICES
-from tests.support.api import rows_of, tenant_db
+from tests.support.api import Api, make_settings, rows_of, tenant_db
+from tests.support.files import confirm, finished, make_table, stored, upload
 from tests.support.history import replay
 from tests.support.webhook_receiver import make_hook, wait_for
 
@@ -241,3 +243,52 @@ async def test_a_link_cleared_by_its_rows_delete_is_a_new_version_and_a_system_r
     assert await _seqs(client, owner, "deals", deal["id"]) == [1, 2, 3]
     assert replay(history["items"]) == {"title": "D", "firm": firm["id"]}
     await _no_marks(client, owner, "deals")
+
+
+async def test_a_failed_imports_updates_put_back_are_a_new_version_not_the_old_one(
+    aiohttp_client, monkeypatch
+):
+    """A failed import undoes its written batches; an update it made was recorded (a
+    revision, `row.updated`), so the values from before it come back as a system revision
+    and a new version: the history stays contiguous, an ETag is never given twice."""
+    from crm_core.files import imports
+    from crm_core.platform.errors import Conflict
+
+    client = await aiohttp_client(create_app(make_settings(import_batch_size=2)))
+    api = Api(client)
+    owner = await api.register()
+    await make_table(api, owner)
+    ann = await api.call(
+        "POST",
+        "/api/data/people",
+        owner,
+        expect=201,
+        json={"name": "Ann", "email": "ann@example.com", "amount": 1},
+    )
+    real_apply = imports.apply_plan
+    calls: list[Any] = []
+
+    async def failing_second_batch(ctx, table, plan, rows=None):
+        calls.append(plan)
+        if len(calls) == 2:
+            raise Conflict("The value of unique column 'email' is already used by another row")
+        await real_apply(ctx, table, plan, rows)
+
+    monkeypatch.setattr(imports, "apply_plan", failing_second_batch)
+    csv = (
+        b"name,email,amount\nAnn,ann@example.com,5\nBob,bob@example.com,2\nCid,cid@example.com,3\n"
+    )
+    _, job = await upload(client, owner, csv)
+    await confirm(api, owner, job, upsert_on="email")
+    done = await finished(api, owner, job)
+    assert done["state"] == "failed"
+    path = f"/api/data/people/{ann['id']}"
+    got = await api.call("GET", path, owner, expect=200)
+    assert got["amount"] == 1 and got["_version"] == 3
+    assert [r["name"] for r in await stored(api, owner)] == ["Ann"]
+    history = await api.call("GET", f"{path}/history", owner, expect=200)
+    assert [i["actor"]["type"] for i in history["items"]] == ["system", "import", "user"]
+    assert history["items"][0]["actor"] == _system("import_rolled_back")
+    assert history["items"][0]["changes"] == {"amount": {"before": 5.0, "after": 1.0}}
+    assert await _seqs(client, owner, "people", ann["id"]) == [1, 2, 3]
+    assert replay(history["items"])["amount"] == 1.0
