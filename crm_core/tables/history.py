@@ -87,6 +87,9 @@ SystemReason = Literal[
 SYSTEM_BATCH = 1000  # rows of a server-made change written with one bulk write
 SYSTEM_RETRIES = 20  # times a row written meanwhile is read again before it is left as it is
 SYSTEM_MARK = "_system_"  # `_system_<id>` on a row: written by that server-made change
+# rows of a batch whose revisions are stored, and marks cleared, with one call: a call holds
+# the database a short while (mongoeco, the real-driver lane, serves one call at a time)
+SYSTEM_STEP = 100
 EVENTS: dict[str, str] = {
     "created": "row.created",
     "updated": "row.updated",
@@ -569,11 +572,12 @@ class SystemChange:
     row (actor `system`, named by the reason), so a row's revisions stay contiguous.
 
     Rows go by batches of `SYSTEM_BATCH`: one bulk write of updates conditional on each
-    row's version and values, each setting this change's own mark (`_system_<id>`); one read
-    of the marks tells which applied (a bulk write answers only counts); one `insert_many` of
-    their revisions; one bulk clear of the marks. A row another write changed between the read
-    and the bulk is read again and rewritten alone (`redo`), the version added atomically
-    (`$inc`) and answered by the update itself, so its revision's `seq` is exact."""
+    row's version and values, each setting this change's own mark (`_system_<id>`); when it
+    matched fewer rows than it holds, one read of the marks tells which (a bulk write answers
+    only counts); then, by steps of `SYSTEM_STEP` rows, one `insert_many` of their revisions
+    and one clear of the marks. A row another write changed between the read and the bulk is
+    read again and rewritten alone (`redo`), the version added atomically (`$inc`) and
+    answered by the update itself, so its revision's `seq` is exact."""
 
     def __init__(
         self,
@@ -627,18 +631,25 @@ class SystemChange:
         for start in range(0, len(rewrites), self.batch):
             chunk = list(rewrites[start : start + self.batch])
             failure: Exception | None = None
+            matched: object = None
             try:
                 self.round_trips += 1
-                await self.write(self.rows, [self.operation(r) for r in chunk], ordered=False)
+                operations = [self.operation(r) for r in chunk]
+                matched = await self.write(self.rows, operations, ordered=False)
             except (BulkWriteError, DuplicateKeyError) as exc:
                 failure = exc
-            applied, missed = await self._read_marks(chunk)
-            await self._record(applied, marked=True)
+            if failure is None and matched == len(chunk):
+                applied, missed = chunk, list[Rewrite]()  # each update found its row as read
+            else:
+                applied, missed = await self._read_marks(chunk)
+            for step in range(0, len(applied), SYSTEM_STEP):
+                await self._record(applied[step : step + SYSTEM_STEP], marked=True)
             done.extend(applied)
             if failure is not None and duplicate is None:
                 raise failure
             alone = await self._one_by_one(missed, duplicate)
-            await self._record(alone, marked=False)
+            for step in range(0, len(alone), SYSTEM_STEP):
+                await self._record(alone[step : step + SYSTEM_STEP], marked=False)
             done.extend(alone)
         return done
 
