@@ -47,10 +47,10 @@ from crm_core.platform.registry import Registry
 from crm_core.platform.storage import (
     ASCENDING,
     DESCENDING,
-    BulkWriteError,
     Collection,
     Database,
     DuplicateKeyError,
+    OperationFailure,
     Storage,
     system_collection,
     update_each,
@@ -624,9 +624,9 @@ class SystemChange:
         duplicate: Callable[[Rewrite], Rewrite] | None = None,
     ) -> list[Rewrite]:
         """Write, record and (with `tell`) tell every rewrite; answers those that applied.
-        A duplicate key (a unique column) is raised once what applied is recorded, unless
-        `duplicate` says what to write instead (the rows of that batch are then written one
-        at a time)."""
+        A failed bulk write (a duplicate key in a unique column) is raised once what applied
+        is recorded, unless `duplicate` says what to write instead (the rows of that batch are
+        then written one at a time)."""
         done: list[Rewrite] = []
         for start in range(0, len(rewrites), self.batch):
             chunk = list(rewrites[start : start + self.batch])
@@ -636,7 +636,7 @@ class SystemChange:
                 self.round_trips += 1
                 operations = [self.operation(r) for r in chunk]
                 matched = await self.write(self.rows, operations, ordered=False)
-            except (BulkWriteError, DuplicateKeyError) as exc:
+            except OperationFailure as exc:  # a duplicate key (BulkWriteError, DuplicateKeyError)
                 failure = exc
             if failure is None and matched == len(chunk):
                 applied, missed = chunk, list[Rewrite]()  # each update found its row as read

@@ -292,3 +292,43 @@ async def test_a_failed_imports_updates_put_back_are_a_new_version_not_the_old_o
     assert history["items"][0]["changes"] == {"amount": {"before": 5.0, "after": 1.0}}
     assert await _seqs(client, owner, "people", ann["id"]) == [1, 2, 3]
     assert replay(history["items"])["amount"] == 1.0
+
+
+async def test_a_conversion_undone_half_way_leaves_two_system_revisions(
+    api, client, owner, monkeypatch
+):
+    """The rows a failed conversion had converted get their values back as a write too: one
+    version more and a `column_change_undone` revision, never a version given twice."""
+    monkeypatch.setattr(meta_module, "CONVERSION_BATCH", 2)
+    await _table(api, owner, "t", [{"key": "v", "type": "integer"}])
+    created = await api.call(
+        "POST", "/api/data/t/bulk", owner, expect=201, json={"items": [{"v": i} for i in range(6)]}
+    )
+    ids = [r["id"] for r in created["items"]]
+    original = meta_module.update_each
+    calls: list[int] = []
+
+    async def failing(collection, updates, ordered=True):
+        calls.append(len(updates))
+        if len(calls) == 2:  # the conversion's second batch: a unique value taken meanwhile
+            raise meta_module.DuplicateKeyError("E11000 duplicate key error")
+        return await original(collection, updates, ordered=ordered)
+
+    monkeypatch.setattr(meta_module, "update_each", failing)
+    await api.call(
+        "PATCH", "/api/meta/tables/t/columns/v", owner, expect=409, json={"type": "string"}
+    )
+    stored = {str(r["_id"]): r async for r in (await rows_of(client, owner, "t")).find({})}
+    assert {type(r["v"]) for r in stored.values()} == {int}
+    for row_id in ids[:2]:  # converted by the first batch, then put back
+        assert stored[row_id]["_rev"] == 3
+        assert await _seqs(client, owner, "t", row_id) == [1, 2, 3]
+        page = await api.call("GET", f"/api/data/t/{row_id}/history", owner, expect=200)
+        assert [i["actor"]["name"] for i in page["items"][:2]] == [
+            "column_change_undone",
+            "column_type_changed",
+        ]
+        assert replay(page["items"]) == {"v": stored[row_id]["v"]}
+    for row_id in ids[2:]:  # never reached
+        assert stored[row_id]["_rev"] == 1
+    await _no_marks(client, owner, "t")
