@@ -15,6 +15,7 @@ from bson import ObjectId
 from crm_core.tables import meta as meta_module
 from handlers.routing import SERVICES
 from tests.support.api import rows_of, tenant_db
+from tests.support.concurrency import HeldWriter
 from tests.support.history import replay
 
 WRITERS = 20
@@ -163,3 +164,50 @@ async def test_twenty_writers_with_if_match_during_a_type_change_lose_nothing(
     db = tenant_db(client, owner)
     assert await services.rows.changes.recover(db, services.column_types, timedelta(0)) == 0
     await _contiguous(client, owner, ids)
+
+
+async def test_a_write_of_the_old_type_converted_by_the_change_keeps_its_own_revision(
+    api, client, owner, monkeypatch
+):
+    """A PATCH validated against the old type lands during the conversion; the conversion
+    converts it (a version more, a system revision) before the PATCH records its revision:
+    that revision keeps the PATCH's own version, so the history is 1, 2 (the PATCH), 3 (the
+    conversion), never 3 twice."""
+    await api.call(
+        "POST",
+        "/api/meta/tables",
+        owner,
+        expect=201,
+        json={"key": "t", "columns": [{"key": "v", "type": "integer"}]},
+    )
+    row = await api.call("POST", "/api/data/t", owner, expect=201, json={"v": 1})
+    writer = HeldWriter(monkeypatch)
+    update = asyncio.create_task(
+        api.call("PATCH", f"/api/data/t/{row['id']}", owner, json={"v": 777})
+    )
+    await writer.reached.wait()  # validated as an integer
+    rows = await rows_of(client, owner, "t")
+
+    async def before(n: int) -> None:
+        if n == 0:  # the PATCH lands between the conversion's read and its bulk write
+            writer.release.set()
+            for _ in range(2000):
+                if await rows.count_documents({"v": 777}):
+                    return
+                await asyncio.sleep(0.005)
+            raise AssertionError("the PATCH never landed")
+
+    hold_each_batch(monkeypatch, before)
+    await api.call(
+        "PATCH", "/api/meta/tables/t/columns/v", owner, expect=200, json={"type": "string"}
+    )
+    await update
+    stored = await rows.find_one({})
+    assert stored["v"] == "777" and stored["_rev"] == 3
+    history = await api.call("GET", f"/api/data/t/{row['id']}/history", owner, expect=200)
+    assert [(i["actor"]["type"], i["changes"]["v"]["after"]) for i in history["items"]] == [
+        ("system", "777"),
+        ("user", "777"),
+        ("user", 1),
+    ]
+    await _contiguous(client, owner, [row["id"]])
