@@ -45,9 +45,10 @@ from typing import Any, NoReturn, TypeVar, cast
 from zoneinfo import ZoneInfo
 
 import mongomock_motor
-from bson import ObjectId
+from bson import Decimal128, Int64, ObjectId
 from mongomock import OperationFailure
 from mongomock import aggregate as _mongomock_aggregate
+from mongomock import collection as _mongomock_collection
 from mongomock import filtering as _mongomock_filtering
 from mongomock import helpers as _mongomock_helpers
 from mongomock.collection import Collection as MongomockCollection
@@ -496,13 +497,60 @@ def _iter_documents(self: MongomockCollection, spec: object) -> Iterator[MongoDo
     """mongomock's `Collection._iter_documents`, with the store looked up by named `_id`s."""
     ids = _named_ids(spec)
     if ids is None:
-        return _ORIGINAL_ITER_DOCUMENTS(self, spec)
+        return _scan(self, spec)
     store = self._store
     if store.is_empty:  # expires TTL'd documents, as every read of the store does
         filter_applies(spec, {})  # mongomock validates the filter even then
         return iter(())
     found = [doc for doc in map(store._documents.get, ids) if doc is not None]
     return (doc for doc in found if filter_applies(_without_named_id(spec), doc))
+
+
+def _scan(self: MongomockCollection, spec: object) -> Iterator[MongoDocument]:
+    """mongomock's scan of every document (its `Collection._iter_documents`), with the
+    filter's leading plain equalities tested first (`_leading_equalities`)."""
+    equalities = _leading_equalities(spec)
+    if not equalities:
+        return _ORIGINAL_ITER_DOCUMENTS(self, spec)
+    store = self._store
+    if store.is_empty:
+        filter_applies(spec, {})
+    return (
+        doc
+        for doc in list(store.documents)
+        if not _unequal(equalities, doc) and filter_applies(spec, doc)
+    )
+
+
+_MISSING = object()
+_EQUALITY_TYPES = (str, int, ObjectId)  # exactly these types (a bool is not an int here)
+
+
+def _leading_equalities(spec: object) -> list[tuple[str, object, type]]:
+    """The conditions at the start of a filter that compare a top-level field with a string,
+    an integer or an ObjectId: (field, value, its type). mongomock tests a filter's conditions
+    in order and stops at the first that fails, so a document whose field holds a value of
+    that same type and another value fails there, before any later condition is looked at
+    (or could raise): such documents are skipped without it. Any other document (the field
+    missing, an array, a number of another type) goes through mongomock's filter."""
+    found: list[tuple[str, object, type]] = []
+    if not isinstance(spec, dict):
+        return found
+    for key, value in spec.items():
+        kind = type(value)
+        if type(key) is not str or key[:1] == "$" or "." in key or kind not in _EQUALITY_TYPES:
+            break
+        found.append((key, value, kind))
+    return found
+
+
+def _unequal(equalities: list[tuple[str, object, type]], doc: MongoDocument) -> bool:
+    """Does one of the leading equalities fail for `doc` on a value of the same type?"""
+    for key, value, kind in equalities:
+        held = doc.get(key, _MISSING)
+        if type(held) is kind and held != value:
+            return True
+    return False
 
 
 def _without_named_id(spec: object) -> object:
@@ -542,9 +590,10 @@ def _get_dataset(
     window = keys[start:stop]
     if pairs[0][1] < 0:
         window.reverse()
+    equalities = _leading_equalities(spec)
     for key in window:
         doc = documents.get(key)
-        if doc is not None and filter_applies(spec, doc):
+        if doc is not None and not _unequal(equalities, doc) and filter_applies(spec, doc):
             yield self._copy_only_fields(doc, fields, as_class)
 
 
@@ -1025,7 +1074,7 @@ def _iter_documents_for_update(self: MongomockCollection, spec: object) -> Itera
 def _stored_copies(store: Any, documents: Iterator[MongoDocument]) -> Iterator[MongoDocument]:
     for document in documents:
         key = document["_id"]
-        copied = copy.deepcopy(document)
+        copied = _plain_copy(document)
         _writable(store)[_hashdict(key) if isinstance(key, dict) else key] = copied
         yield copied
 
@@ -1104,6 +1153,63 @@ setattr(CollectionStore, "drop", _store_drop)  # noqa: B010
 setattr(CollectionStore, "create_index", _store_create_index)  # noqa: B010
 setattr(CollectionStore, "drop_index", _store_drop_index)  # noqa: B010
 setattr(DatabaseStore, "rename", _store_rename)  # noqa: B010
+
+
+# ---- mongomock's own copies and counts, cheaper with the same results ----------------------
+# mongomock deep-copies each document an update matches (to tell whether it changed) and each
+# value a `$set` stores, with `copy.deepcopy`, whose memo and reduce protocol cost more than
+# the copy: a stored document is dicts and lists of immutable values, so `_plain_copy` copies
+# the dicts and lists and shares the values (anything else still goes to `copy.deepcopy`).
+# `count_documents` with a limit stops at the limit instead of matching every document, and
+# the PyMongo version checks mongomock makes on every insert parse their version once.
+
+_IMMUTABLE = frozenset(
+    {str, int, float, bool, type(None), bytes, ObjectId, datetime, date, Decimal128, Int64}
+)
+
+
+def _plain_copy(value: Any, memo: dict[int, object] | None = None) -> Any:
+    """A deep copy of a stored value: dicts and lists copied, immutable values shared."""
+    kind = type(value)
+    if kind in _IMMUTABLE:
+        return value
+    if kind is dict:
+        return {key: _plain_copy(item) for key, item in value.items()}
+    if kind is list:
+        return [_plain_copy(item) for item in value]
+    return copy.deepcopy(value, memo)
+
+
+class _MongomockCopy:
+    """The `copy` module as mongomock's collection and aggregation code sees it."""
+
+    deepcopy = staticmethod(_plain_copy)
+    copy = staticmethod(copy.copy)
+
+
+class _MongomockVersion:
+    """`packaging.version` as mongomock's collection code sees it: each version parsed once."""
+
+    parse = staticmethod(functools.lru_cache(maxsize=64)(_mongomock_collection.version.parse))
+
+
+def _count_documents(self: MongomockCollection, filter: object, **kwargs: object) -> int:
+    """mongomock's `count_documents`; with a limit (and no other option than `skip`), the
+    matching stops once `skip + limit` documents matched."""
+    limit, skip = kwargs.get("limit"), kwargs.get("skip", 0)
+    simple = set(kwargs) <= {"limit", "skip"} and type(skip) is int and skip >= 0
+    if not simple or type(limit) is not int or limit <= 0:
+        return _ORIGINAL_COUNT_DOCUMENTS(self, filter, **kwargs)
+    spec = _mongomock_helpers.patch_datetime_awareness_in_document(filter)
+    found = sum(1 for _ in itertools.islice(self._iter_documents(spec), skip + limit))
+    return min(max(found - skip, 0), limit)
+
+
+_ORIGINAL_COUNT_DOCUMENTS: Callable[..., int] = MongomockCollection.count_documents
+setattr(MongomockCollection, "count_documents", _count_documents)  # noqa: B010
+setattr(_mongomock_collection, "copy", _MongomockCopy)  # noqa: B010
+setattr(_mongomock_aggregate, "copy", _MongomockCopy)  # noqa: B010
+setattr(_mongomock_collection, "version", _MongomockVersion)  # noqa: B010
 
 
 @dataclass(frozen=True)
