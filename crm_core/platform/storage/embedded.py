@@ -902,7 +902,30 @@ def _expr_array_elem_at(parser: Any, value: object) -> object:
     return array[int(index)]
 
 
+def _expr_literal(parser: Any, value: object) -> object:
+    """`$literal`: its value, unparsed (as mongomock's; reached without its operator-list
+    lookups, which cost more than the rest of an update pipeline's `$set` of a document)."""
+    return value
+
+
+def _expr_subtract(parser: Any, value: object) -> object:
+    """`$subtract` of two numbers (int or float); other operands (dates, null, a missing
+    field, a wrong arity) as mongomock evaluates them."""
+    if isinstance(value, list) and len(value) == 2:
+        try:
+            first, second = parser.parse(value[0]), parser.parse(value[1])
+        except KeyError:
+            first = second = None
+        if type(first) in _NUMBERS and type(second) in _NUMBERS:
+            return first - second
+    return parser._handle_arithmetic_operator("$subtract", value)
+
+
+_NUMBERS = (int, float)
+
 EXPRESSIONS: dict[str, Callable[[Any, object], object]] = {
+    "$literal": _expr_literal,
+    "$subtract": _expr_subtract,
     "$reduce": _expr_reduce,
     "$arrayElemAt": _expr_array_elem_at,
     "$not": _expr_not,
@@ -1072,11 +1095,19 @@ def _iter_documents_for_update(self: MongomockCollection, spec: object) -> Itera
 
 
 def _stored_copies(store: Any, documents: Iterator[MongoDocument]) -> Iterator[MongoDocument]:
+    global _replaced
     for document in documents:
         key = document["_id"]
         copied = _plain_copy(document)
         _writable(store)[_hashdict(key) if isinstance(key, dict) else key] = copied
+        _replaced = (copied, document)
         yield copied
+
+
+# (the copy an update changes, the document it replaced in the store): mongomock's update
+# next takes a deep copy of that copy to tell whether the update changed it; the replaced
+# document, never changed once stored, is that copy already (`_MongomockCopy.deepcopy`)
+_replaced: tuple[MongoDocument, MongoDocument] | None = None
 
 
 _SHARED = "_crm_shared"  # a store's attribute: [its mapping snapshots are reading, how many]
@@ -1168,6 +1199,42 @@ _IMMUTABLE = frozenset(
 )
 
 
+# mongomock's own walks of a document (every insert makes its stored datetimes naive and
+# millisecond-precise; a read with `tz_aware` gives them UTC back): the same results, without
+# testing every plain value against each container type first
+_PLAIN = frozenset({str, int, float, bool, type(None), bytes, ObjectId, Decimal128, Int64})
+_ORIGINAL_PATCH_DATETIMES: Callable[[Any], Any] = (
+    _mongomock_helpers.patch_datetime_awareness_in_document
+)
+_ORIGINAL_AWARE_DATETIMES: Callable[[Any], Any] = (
+    _mongomock_helpers.make_datetime_timezone_aware_in_document
+)
+
+
+def _patch_datetimes(value: Any) -> Any:
+    """mongomock's `patch_datetime_awareness_in_document`."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    if kind is dict:
+        return {key: _patch_datetimes(item) for key, item in value.items()}
+    if kind is list:
+        return [_patch_datetimes(item) for item in value]
+    return _ORIGINAL_PATCH_DATETIMES(value)
+
+
+def _aware_datetimes(value: Any) -> Any:
+    """mongomock's `make_datetime_timezone_aware_in_document`."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    if kind is dict:
+        return {key: _aware_datetimes(item) for key, item in value.items()}
+    if kind is list:
+        return [_aware_datetimes(item) for item in value]
+    return _ORIGINAL_AWARE_DATETIMES(value)
+
+
 def _plain_copy(value: Any, memo: dict[int, object] | None = None) -> Any:
     """A deep copy of a stored value: dicts and lists copied, immutable values shared."""
     kind = type(value)
@@ -1180,10 +1247,21 @@ def _plain_copy(value: Any, memo: dict[int, object] | None = None) -> Any:
     return copy.deepcopy(value, memo)
 
 
+def _update_snapshot(value: Any, memo: dict[int, object] | None = None) -> Any:
+    """mongomock's deep copy: the document an update's copy replaced in the store stands for
+    a copy of it (`_stored_copies`), anything else is copied by `_plain_copy`."""
+    global _replaced
+    if _replaced is not None and value is _replaced[0]:
+        original = _replaced[1]
+        _replaced = None
+        return original
+    return _plain_copy(value, memo)
+
+
 class _MongomockCopy:
     """The `copy` module as mongomock's collection and aggregation code sees it."""
 
-    deepcopy = staticmethod(_plain_copy)
+    deepcopy = staticmethod(_update_snapshot)
     copy = staticmethod(copy.copy)
 
 
@@ -1210,6 +1288,9 @@ setattr(MongomockCollection, "count_documents", _count_documents)  # noqa: B010
 setattr(_mongomock_collection, "copy", _MongomockCopy)  # noqa: B010
 setattr(_mongomock_aggregate, "copy", _MongomockCopy)  # noqa: B010
 setattr(_mongomock_collection, "version", _MongomockVersion)  # noqa: B010
+setattr(_mongomock_helpers, "patch_datetime_awareness_in_document", _patch_datetimes)  # noqa: B010
+setattr(_mongomock_helpers, "make_datetime_timezone_aware_in_document", _aware_datetimes)  # noqa: B010
+make_datetime_timezone_aware_in_document = _aware_datetimes
 
 
 @dataclass(frozen=True)
