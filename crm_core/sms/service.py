@@ -1276,10 +1276,13 @@ class SmsSender:
         if len(answers) != len(messages):  # a provider bug, as above
             answers = [AmbiguousSendError("the provider's answer does not match")] * len(messages)
         outcomes = [self._outcome(m, a) for m, a in zip(messages, answers, strict=True)]
+        states: dict[str, int] = {}
         for outcome in outcomes:
             # metrics: a transient failure put back to pending is counted as a retry
             state = "retry" if outcome.status == "pending" else outcome.status
-            metrics.sms_message(state, self.provider.name)
+            states[state] = states.get(state, 0) + 1
+        for state, n in states.items():  # one count per state and request
+            metrics.SMS_MESSAGES.labels(state, self.provider.name).inc(n)
         return outcomes
 
     def _outcome(self, message: Outgoing, answer: str | SendError) -> SendOutcome:

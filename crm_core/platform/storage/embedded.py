@@ -46,6 +46,7 @@ from zoneinfo import ZoneInfo
 
 import mongomock_motor
 from bson import Decimal128, Int64, ObjectId
+from bson.errors import InvalidDocument
 from mongomock import OperationFailure
 from mongomock import aggregate as _mongomock_aggregate
 from mongomock import collection as _mongomock_collection
@@ -515,9 +516,15 @@ def _scan(self: MongomockCollection, spec: object) -> Iterator[MongoDocument]:
     store = self._store
     if store.is_empty:
         filter_applies(spec, {})
-    return (
+    key, value, kind = equalities[0]
+    candidates = [
         doc
         for doc in list(store.documents)
+        if type(held := doc.get(key, _MISSING)) is not kind or held == value
+    ]
+    return (
+        doc
+        for doc in candidates
         if not _unequal(equalities, doc) and filter_applies(spec, doc)
     )
 
@@ -1235,6 +1242,16 @@ def _aware_datetimes(value: Any) -> Any:
     return _ORIGINAL_AWARE_DATETIMES(value)
 
 
+def _check_field_names(data: Mapping[str, Any]) -> None:
+    """mongomock's check that no field name of an inserted document, at any depth, holds the
+    null character; plain values are not tested for being mappings first."""
+    for key, value in data.items():
+        if "\0" in key:
+            raise InvalidDocument(f"Field names cannot contain the null character (found: {key})")
+        if type(value) not in _PLAIN and isinstance(value, Mapping):
+            _check_field_names(value)
+
+
 def _plain_copy(value: Any, memo: dict[int, object] | None = None) -> Any:
     """A deep copy of a stored value: dicts and lists copied, immutable values shared."""
     kind = type(value)
@@ -1288,6 +1305,7 @@ setattr(MongomockCollection, "count_documents", _count_documents)  # noqa: B010
 setattr(_mongomock_collection, "copy", _MongomockCopy)  # noqa: B010
 setattr(_mongomock_aggregate, "copy", _MongomockCopy)  # noqa: B010
 setattr(_mongomock_collection, "version", _MongomockVersion)  # noqa: B010
+setattr(_mongomock_collection, "_recursive_key_check_null_character", _check_field_names)  # noqa: B010
 setattr(_mongomock_helpers, "patch_datetime_awareness_in_document", _patch_datetimes)  # noqa: B010
 setattr(_mongomock_helpers, "make_datetime_timezone_aware_in_document", _aware_datetimes)  # noqa: B010
 make_datetime_timezone_aware_in_document = _aware_datetimes
