@@ -504,12 +504,12 @@ def _iter_documents(self: MongomockCollection, spec: object) -> Iterator[MongoDo
         filter_applies(spec, {})  # mongomock validates the filter even then
         return iter(())
     found = [doc for doc in map(store._documents.get, ids) if doc is not None]
-    return (doc for doc in found if filter_applies(_without_named_id(spec), doc))
+    return filter(_matcher(_without_named_id(spec)), found)
 
 
 def _scan(self: MongomockCollection, spec: object) -> Iterator[MongoDocument]:
-    """mongomock's scan of every document (its `Collection._iter_documents`), with the
-    filter's leading plain equalities tested first (`_leading_equalities`)."""
+    """mongomock's scan of every document (its `Collection._iter_documents`), the filter's
+    leading plain equalities tested first (`_matcher`)."""
     equalities = _leading_equalities(spec)
     if not equalities:
         return _ORIGINAL_ITER_DOCUMENTS(self, spec)
@@ -522,11 +522,7 @@ def _scan(self: MongomockCollection, spec: object) -> Iterator[MongoDocument]:
         for doc in list(store.documents)
         if type(held := doc.get(key, _MISSING)) is not kind or held == value
     ]
-    return (
-        doc
-        for doc in candidates
-        if not _unequal(equalities, doc) and filter_applies(spec, doc)
-    )
+    return filter(_matcher(spec), candidates)
 
 
 _MISSING = object()
@@ -535,29 +531,44 @@ _EQUALITY_TYPES = (str, int, ObjectId)  # exactly these types (a bool is not an 
 
 def _leading_equalities(spec: object) -> list[tuple[str, object, type]]:
     """The conditions at the start of a filter that compare a top-level field with a string,
-    an integer or an ObjectId: (field, value, its type). mongomock tests a filter's conditions
-    in order and stops at the first that fails, so a document whose field holds a value of
-    that same type and another value fails there, before any later condition is looked at
-    (or could raise): such documents are skipped without it. Any other document (the field
-    missing, an array, a number of another type) goes through mongomock's filter."""
+    an integer or an ObjectId: (field, value, its type)."""
     found: list[tuple[str, object, type]] = []
     if not isinstance(spec, dict):
         return found
     for key, value in spec.items():
         kind = type(value)
-        if type(key) is not str or key[:1] == "$" or "." in key or kind not in _EQUALITY_TYPES:
+        if type(key) is not str or key[:1] in ("$", "") or "." in key:
+            break
+        if kind not in _EQUALITY_TYPES:
             break
         found.append((key, value, kind))
     return found
 
 
-def _unequal(equalities: list[tuple[str, object, type]], doc: MongoDocument) -> bool:
-    """Does one of the leading equalities fail for `doc` on a value of the same type?"""
-    for key, value, kind in equalities:
-        held = doc.get(key, _MISSING)
-        if type(held) is kind and held != value:
-            return True
-    return False
+def _matcher(spec: object) -> Callable[[MongoDocument], bool]:
+    """`filter_applies(spec, document)` as a test of documents, with the filter's leading
+    plain equalities (`_leading_equalities`) decided here where they can be. mongomock tests
+    a filter's conditions in order and stops at the first that fails; a plain equality on a
+    top-level field compares with `==` a value that is not an array. So a document whose
+    field holds a value of the equality's own type fails there when it differs (before any
+    later condition is looked at, or could raise) and passes it when equal; a filter made only
+    of such equalities, all passed, matches. Any other document (the field missing, an array,
+    a number of another type) goes through mongomock's filter."""
+    equalities = _leading_equalities(spec)
+    if not equalities:
+        return functools.partial(filter_applies, spec)
+    complete = isinstance(spec, dict) and len(equalities) == len(spec)
+
+    def matches(doc: MongoDocument) -> bool:
+        for key, value, kind in equalities:
+            held = doc.get(key, _MISSING)
+            if type(held) is not kind:
+                return filter_applies(spec, doc)
+            if held != value:
+                return False
+        return complete or filter_applies(spec, doc)
+
+    return matches
 
 
 def _without_named_id(spec: object) -> object:
@@ -597,10 +608,10 @@ def _get_dataset(
     window = keys[start:stop]
     if pairs[0][1] < 0:
         window.reverse()
-    equalities = _leading_equalities(spec)
+    matches = _matcher(spec)
     for key in window:
         doc = documents.get(key)
-        if doc is not None and not _unequal(equalities, doc) and filter_applies(spec, doc):
+        if doc is not None and matches(doc):
             yield self._copy_only_fields(doc, fields, as_class)
 
 
