@@ -190,3 +190,61 @@ def test_plain_copy_copies_containers_and_shares_immutable_values():
     assert copied["a"] is not value["a"] and copied["a"][1] is not value["a"][1]
     assert copied["a"][1]["b"][0] is MARK and copied["d"] is value["d"]
     assert copied["c"][1] is not value["c"][1]  # a tuple goes to copy.deepcopy
+
+
+SET_VALUES: list[Any] = [
+    "ascii",
+    "Здравствуйте",
+    "\ud800",  # a lone surrogate: BSON cannot hold it
+    0,
+    2**63 - 1,
+    -(2**63),
+    2**63,
+    2**70,
+    1.5,
+    float("nan"),
+    True,
+    None,
+    MARK,
+    embedded.datetime(2026, 1, 2, 3, 4, 5),
+    embedded.datetime(2026, 1, 2, 3, 4, 5, tzinfo=embedded.UTC),
+    [1, [2]],
+    {"a": 1},
+    Int64(3),
+]
+
+
+@pytest.mark.parametrize("name", ["a", "$a", "a\0b", "0"])
+@pytest.mark.parametrize("value", SET_VALUES, ids=repr)
+def test_set_sets_what_mongomocks_set_sets(name, value):
+    """`$set` of one field (`_set_field`) against mongomock's own `_set_updater`: the same
+    document, or the same error."""
+    answers = []
+    for updater in (embedded._set_field, embedded._ORIGINAL_SET_UPDATER):
+        for doc in ({"x": 1}, [1, 2]):
+            try:
+                updater(doc, name, value)
+                answers.append(repr(doc))
+            except Exception as exc:  # noqa: BLE001 - the error is the answer
+                answers.append(type(exc).__name__)
+    assert answers[:2] == answers[2:]
+
+
+async def test_set_skips_the_trial_encoding_of_plain_values(api, owner, client, monkeypatch):
+    collection = tenant_db(client, owner)["things"]
+    await collection.insert_one({"_id": 1})
+    encoded: list[object] = []
+    real = mongomock_collection.BSON.encode
+
+    def counting(document: object, *args: Any, **kwargs: Any) -> bytes:
+        encoded.append(document)
+        return real(document, *args, **kwargs)
+
+    monkeypatch.setattr(mongomock_collection.BSON, "encode", counting)
+    moment = embedded.datetime(2026, 1, 2, tzinfo=embedded.UTC)
+    values = {"s": "sending", "n": 1, "at": moment, "by": MARK, "ok": True, "none": None}
+    assert (await collection.update_one({"_id": 1}, {"$set": values})).modified_count == 1
+    assert encoded == []
+    with pytest.raises(OverflowError):
+        await collection.update_one({"_id": 1}, {"$set": {"big": 2**70}})
+    assert len(encoded) == 1

@@ -1299,6 +1299,34 @@ class _MongomockVersion:
     parse = staticmethod(functools.lru_cache(maxsize=64)(_mongomock_collection.version.parse))
 
 
+_ORIGINAL_SET_UPDATER: Callable[[Any, str, Any], None] = _mongomock_collection._set_updater
+_ENCODABLE = frozenset({bool, type(None), ObjectId, float})  # BSON encodes any such value
+_INT64 = range(-(2**63), 2**63)
+
+
+def _set_field(doc: Any, field_name: str, value: Any) -> None:
+    """mongomock's `$set` of one field (`_set_updater`), which first encodes the value to BSON
+    to refuse what BSON cannot hold: a value BSON always encodes (an ASCII string, a 64-bit
+    integer, a naive datetime as every update's values are made, a boolean, null, a float, an
+    ObjectId) is set without the trial encoding; anything else, a list or a field name it
+    refuses go through mongomock's."""
+    kind = type(value)
+    if (
+        type(doc) is dict
+        and (
+            kind in _ENCODABLE
+            or (kind is str and value.isascii())
+            or (kind is int and value in _INT64)
+            or (kind is datetime and value.tzinfo is None)
+        )
+        and "\0" not in field_name
+        and field_name[:1] != "$"
+    ):
+        doc[field_name] = value
+        return
+    _ORIGINAL_SET_UPDATER(doc, field_name, value)
+
+
 def _count_documents(self: MongomockCollection, filter: object, **kwargs: object) -> int:
     """mongomock's `count_documents`; with a limit (and no other option than `skip`), the
     matching stops once `skip + limit` documents matched."""
@@ -1317,6 +1345,11 @@ setattr(_mongomock_collection, "copy", _MongomockCopy)  # noqa: B010
 setattr(_mongomock_aggregate, "copy", _MongomockCopy)  # noqa: B010
 setattr(_mongomock_collection, "version", _MongomockVersion)  # noqa: B010
 setattr(_mongomock_collection, "_recursive_key_check_null_character", _check_field_names)  # noqa: B010
+if _mongomock_collection.BSON and not (
+    _mongomock_helpers.PYMONGO_VERSION < _mongomock_collection.version.parse("3.6")
+):  # field names checked, no `check_keys`: the only way `_set_updater` validates here
+    setattr(_mongomock_collection, "_set_updater", _set_field)  # noqa: B010
+    _mongomock_collection._updaters["$set"] = _set_field
 setattr(_mongomock_helpers, "patch_datetime_awareness_in_document", _patch_datetimes)  # noqa: B010
 setattr(_mongomock_helpers, "make_datetime_timezone_aware_in_document", _aware_datetimes)  # noqa: B010
 make_datetime_timezone_aware_in_document = _aware_datetimes
