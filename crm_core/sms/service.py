@@ -1302,7 +1302,7 @@ class SmsSender:
         states: dict[str, int] = {}
         for outcome in outcomes:
             # metrics: a transient failure put back to pending is counted as a retry
-            state = "retry" if outcome.status == "pending" else outcome.status
+            state: str = "retry" if outcome.status == "pending" else outcome.status
             states[state] = states.get(state, 0) + 1
         for state, n in states.items():  # one count per state and request
             metrics.SMS_MESSAGES.labels(state, self.provider.name).inc(n)

@@ -49,7 +49,7 @@ from bson import Decimal128, Int64, ObjectId
 from bson.errors import InvalidDocument
 from mongomock import OperationFailure
 from mongomock import aggregate as _mongomock_aggregate
-from mongomock import collection as _mongomock_collection
+from mongomock import collection as _mongomock_collection_module
 from mongomock import filtering as _mongomock_filtering
 from mongomock import helpers as _mongomock_helpers
 from mongomock.collection import Collection as MongomockCollection
@@ -167,6 +167,7 @@ def _call_shape(
 
 # typed as Any: the stubs present these classes as motor's, whose signatures we narrow
 mm: Any = mongomock_motor
+_mongomock_collection: Any = _mongomock_collection_module  # mongomock's module: untyped
 
 
 Result = TypeVar("Result")
@@ -1331,12 +1332,14 @@ def _count_documents(self: MongomockCollection, filter: object, **kwargs: object
     """mongomock's `count_documents`; with a limit (and no other option than `skip`), the
     matching stops once `skip + limit` documents matched."""
     limit, skip = kwargs.get("limit"), kwargs.get("skip", 0)
-    simple = set(kwargs) <= {"limit", "skip"} and type(skip) is int and skip >= 0
-    if not simple or type(limit) is not int or limit <= 0:
+    if set(kwargs) - {"limit", "skip"} or type(skip) is not int or type(limit) is not int:
         return _ORIGINAL_COUNT_DOCUMENTS(self, filter, **kwargs)
-    spec = _mongomock_helpers.patch_datetime_awareness_in_document(filter)
-    found = sum(1 for _ in itertools.islice(self._iter_documents(spec), skip + limit))
-    return min(max(found - skip, 0), limit)
+    if skip < 0 or limit <= 0:
+        return _ORIGINAL_COUNT_DOCUMENTS(self, filter, **kwargs)
+    spec = _patch_datetimes(filter)
+    inner: Any = self  # mongomock's collection: untyped
+    found = sum(1 for _ in itertools.islice(inner._iter_documents(spec), skip + limit))
+    return int(min(max(found - skip, 0), limit))
 
 
 _ORIGINAL_COUNT_DOCUMENTS: Callable[..., int] = MongomockCollection.count_documents
