@@ -2,9 +2,11 @@
 
 mongomock-motor's in-memory stand-in for MongoDB, its calls run one at a time on a worker
 thread of their own so the event loop keeps answering while it scans; two of mongomock's read
-paths are patched to use `_id` the way MongoDB's `_id` index does (below); every call reports
-to the query recorder; its stored documents are copied on write and its changes counted, for
-snapshots (below). It is for a trial, a demo and the test suite, in one process.
+paths are patched to use `_id` the way MongoDB's `_id` index does (below); a filter's leading
+plain equalities are decided without mongomock's filter, and its copies, counts and `$set` are
+cheaper, with the same results (below; docs/operations.md, "Embedded limits"); every call
+reports to the query recorder; its stored documents are copied on write and its changes
+counted, for snapshots (below). It is for a trial, a demo and the test suite, in one process.
 
 What it does not guarantee: durability (data lives in this process's memory; with
 `EMBEDDED_DATA_DIR` a crash loses the changes since the last snapshot, crm_core/platform/
