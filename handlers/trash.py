@@ -68,7 +68,8 @@ async def restore_item(call: Call, item_id: ObjectId) -> dict[str, object]:
 )
 async def restore_items(call: Call, body: TrashRestoreIn) -> RestoredOut:
     """A bulk delete's rows at once: every id is looked up first (404 names `ids.N`); a
-    unique value taken names `ids.N.<column>` in a 409 after the others are restored."""
+    unique value taken names `ids.N.<column>` in a 409 after the others are restored, an item
+    purged (or being restored) meanwhile `ids.N`; an id repeated, in any case, counts once."""
     rows = await call.services.trash.restore_many(call.ctx, check_ids(body.ids))
     return RestoredOut(items=rows)
 

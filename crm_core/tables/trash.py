@@ -631,6 +631,8 @@ class TrashService:
             try:
                 async with claimed(ctx, item, "restore"):
                     rows.append(await self._restore_row(ctx, table, item))
+            except NotFound as exc:  # purged since it was looked up
+                conflicts.append({"field": f"ids.{index}", "message": exc.message})
             except Conflict as exc:
                 field = (exc.details or [{}])[0].get("field", "")
                 conflicts.append(
@@ -697,17 +699,18 @@ def held_value(
 
 
 def check_ids(raw: list[str]) -> dict[int, ObjectId]:
-    """The ids by their place in the request; a repeated id keeps its first place only, so it
-    is restored once (as a bulk delete's repeated ids are deleted once)."""
+    """The ids by their place in the request; a repeated id (in either case of its hex
+    digits) keeps its first place only, so it is restored once (as a bulk delete's repeated
+    ids are deleted once)."""
     errors: list[dict[str, str]] = []
     ids: dict[int, ObjectId] = {}
-    seen: set[str] = set()
+    seen: set[ObjectId] = set()
     for index, value in enumerate(raw):
         if not ObjectId.is_valid(value):
             errors.append({"field": f"ids.{index}", "message": "not a trash item id"})
-        elif value not in seen:
-            seen.add(value)
-            ids[index] = ObjectId(value)
+        elif (item_id := ObjectId(value)) not in seen:
+            seen.add(item_id)
+            ids[index] = item_id
     if errors:
         raise ValidationFailed(f"{errors[0]['field']}: {errors[0]['message']}", errors)
     return ids

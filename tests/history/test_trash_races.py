@@ -8,6 +8,7 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
+from bson import ObjectId
 from crm_core.platform.clock import utcnow
 from crm_core.tables import fence, trash
 from crm_core.tables.meta import MetaService
@@ -162,3 +163,49 @@ async def test_a_row_purge_during_its_restore_is_a_409(api, owner, create_table,
     await restore
     await api.call("GET", f"/api/data/deals/{row['id']}", owner, expect=200)
     assert await db[TRASH].count_documents({}) == 0
+
+
+async def test_an_id_repeated_in_another_case_is_restored_once(api, owner, create_table):
+    await create_table(owner, "deals", COLUMNS)
+    row = await api.call("POST", "/api/data/deals", owner, expect=201, json={"name": "a"})
+    await api.call("DELETE", f"/api/data/deals/{row['id']}", owner, expect=204)
+    item = await tenant_db(api.client, owner)[TRASH].find_one({"kind": "row"})
+    ids = [str(item["_id"]), str(item["_id"]).upper()]
+    done = await api.call("POST", "/api/trash/restore", owner, expect=200, json={"ids": ids})
+    assert [r["id"] for r in done["items"]] == [row["id"]]
+    history = await api.call("GET", f"/api/data/deals/{row['id']}/history", owner, expect=200)
+    assert [r["action"] for r in history["items"]].count("restored") == 1
+
+
+async def test_a_bulk_restore_meeting_a_purge_names_the_purged_item(
+    api, owner, create_table, monkeypatch
+):
+    await create_table(owner, "deals", COLUMNS)
+    rows = [
+        await api.call("POST", "/api/data/deals", owner, expect=201, json={"name": n})
+        for n in ("a", "b")
+    ]
+    ids = [r["id"] for r in rows]
+    await api.call("POST", "/api/data/deals/bulk-delete", owner, expect=200, json={"ids": ids})
+    db = tenant_db(api.client, owner)
+    items = {i["row_id"]: str(i["_id"]) async for i in db[TRASH].find({"kind": "row"})}
+    item_ids = [items[ObjectId(i)] for i in ids]
+    held = Held()
+    original = fence.settle
+
+    async def settle_held(*args, **kwargs):  # the first row is back; the second waits
+        await held.wait()
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(fence, "settle", settle_held)
+    bulk = asyncio.create_task(
+        api.call("POST", "/api/trash/restore", owner, expect=409, json={"ids": item_ids})
+    )
+    await held.reached.wait()
+    monkeypatch.setattr(fence, "settle", original)
+    await api.call("DELETE", f"/api/trash/{item_ids[1]}", owner, expect=204)
+    held.release.set()
+    error = await bulk
+    assert error["error"]["details"] == [{"field": "ids.1", "message": "Trash item not found"}]
+    await api.call("GET", f"/api/data/deals/{ids[0]}", owner, expect=200)
+    await api.call("GET", f"/api/data/deals/{ids[1]}", owner, expect=404)
