@@ -346,7 +346,8 @@ async def release_item(db: Database, item: dict[str, Any], claim_id: ObjectId) -
 @asynccontextmanager
 async def claimed(ctx: TenantContext, item: dict[str, Any], op: str) -> AsyncIterator[None]:
     """Run the block holding the item: 409 when a restore or purge holds it, 404 when it is
-    gone (or expired, for a restore); the claim is given back when the block fails."""
+    gone (or expired, for a restore). A restore that fails gives its claim back; a purge that
+    fails keeps it (it may have dropped the rows already): only another purge finishes it."""
     claim_id = await claim_item(ctx.db, item, op)
     if claim_id is None:
         now = utcnow()
@@ -357,7 +358,8 @@ async def claimed(ctx: TenantContext, item: dict[str, Any], op: str) -> AsyncIte
     try:
         yield
     except BaseException:
-        await release_item(ctx.db, item, claim_id)
+        if op == "restore":
+            await release_item(ctx.db, item, claim_id)
         raise
 
 

@@ -8,7 +8,10 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from bson import ObjectId
+
+from crm_core.accounts.auth import context_for_user
 from crm_core.platform.clock import utcnow
 from crm_core.tables import fence, trash
 from crm_core.tables.meta import MetaService
@@ -209,3 +212,41 @@ async def test_a_bulk_restore_meeting_a_purge_names_the_purged_item(
     assert error["error"]["details"] == [{"field": "ids.1", "message": "Trash item not found"}]
     await api.call("GET", f"/api/data/deals/{ids[0]}", owner, expect=200)
     await api.call("GET", f"/api/data/deals/{ids[1]}", owner, expect=404)
+
+
+class Killed(BaseException):
+    """The process dies here (nothing after it runs, no clean-up)."""
+
+
+async def test_a_purge_killed_after_the_drop_is_finished_by_the_next_never_restored(
+    api, owner, create_table, monkeypatch
+):
+    item, collection = await _deleted_table(api, owner, create_table)
+    db = tenant_db(api.client, owner)
+    services = api.client.app[SERVICES]
+    ctx = await context_for_user(services.storage, owner.tenant_id, owner.user_id)
+    original = type(db).drop_collection
+
+    async def drop_then_die(self, *args, **kwargs):
+        await original(self, *args, **kwargs)
+        raise Killed
+
+    monkeypatch.setattr(type(db), "drop_collection", drop_then_die)
+    with pytest.raises(Killed):
+        await services.trash.purge(ctx, item["_id"])
+    monkeypatch.setattr(type(db), "drop_collection", original)
+    assert collection not in await db.list_collection_names()
+    left = await db[TRASH].find_one({"_id": item["_id"]})
+    assert left is not None and left["claim"]["op"] == "purge"
+    # the rows are gone: the item never comes back as an empty table, now or once the
+    # claim's lease has passed
+    await api.call("POST", f"/api/trash/{item['_id']}/restore", owner, expect=409)
+    later = utcnow() + timedelta(seconds=trash.CLAIM_LEASE_SECONDS + 1)
+    monkeypatch.setattr(trash, "utcnow", lambda: later)
+    await api.call("POST", f"/api/trash/{item['_id']}/restore", owner, expect=409)
+    await api.call("GET", "/api/meta/tables/deals", owner, expect=404)
+    # the next purge (the user's, or the expiry's work) finishes it, once
+    await api.call("DELETE", f"/api/trash/{item['_id']}", owner, expect=204)
+    assert await db[TRASH].count_documents({}) == 0
+    outbox = services.storage.system_db["task_outbox"]
+    assert await outbox.count_documents({}) == 0
