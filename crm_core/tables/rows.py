@@ -59,6 +59,7 @@ from crm_core.tables.history import (
     ChangeLog,
     RowEvents,
     render_row,
+    unlink,
 )
 from crm_core.tables.ordering import forget_rows, manual_page
 from crm_core.tables.references import VisibleReferences
@@ -264,14 +265,15 @@ class RowService:
                     )
         _raise_errors(errors)
 
-    async def referring_columns(self, ctx: TenantContext, table: Table) -> list[tuple[str, str]]:
-        """(rows collection, column key) of every link column that points at this table."""
+    async def referring_columns(self, ctx: TenantContext, table: Table) -> list[tuple[Table, str]]:
+        """(table, column key) of every link column that points at this table."""
         query = referring_query(self.types, table.key)
         found = []
-        async for doc in ctx.db[TABLES].find(query, {"key": 1, "columns": 1, "collection": 1}):
-            for column in map(Column.from_doc, doc["columns"]):
+        async for doc in ctx.db[TABLES].find(query):
+            referring = Table(doc, self.types)
+            for column in referring.columns:
                 if self._target(column) == table.key:
-                    found.append((str(doc.get("collection") or doc["key"]), column.key))
+                    found.append((referring, column.key))
         return found
 
     def _target(self, column: Column) -> str | None:
@@ -284,17 +286,17 @@ class RowService:
         ctx: TenantContext,
         table: Table,
         ids: list[ObjectId],
-        referring: list[tuple[str, str]] | None = None,
+        referring: list[tuple[Table, str]] | None = None,
     ) -> None:
-        """Deleted rows: link columns that pointed at them are cleared, never left dangling."""
+        """Deleted rows: link columns that pointed at them are cleared, never left dangling;
+        each row cleared is a write of the server's (its version, a system revision,
+        `row.updated`: crm_core/tables/history.py `unlink`)."""
         if not ids:
             return
         if referring is None:
             referring = await self.referring_columns(ctx, table)
-        for collection, column_key in referring:
-            await ctx.db[collection].update_many(
-                {column_key: {"$in": ids}}, {"$unset": {column_key: ""}}
-            )
+        for other, column_key in referring:
+            await unlink(ctx, other, column_key, ids, self.changes)
 
     async def expand(
         self, ctx: TenantContext, table: Table, rows: list[dict[str, Any]], keys: list[str]
@@ -987,7 +989,12 @@ class RowService:
             return table, docs
         ids = [d["_id"] for d in docs]
         found = {d["_id"]: d async for d in current.collection(ctx).find({"_id": {"$in": ids}})}
-        return current, [found.get(d["_id"], d) for d in docs]
+        # the write's revision keeps the write's own version: a conversion of the schema
+        # change may have added its own since (with its own revision, docs/history.md)
+        return current, [
+            {**found[d["_id"]], REVISION_FIELD: d.get(REVISION_FIELD)} if d["_id"] in found else d
+            for d in docs
+        ]
 
     # ---- helpers --------------------------------------------------------------------------
 

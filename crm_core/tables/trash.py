@@ -49,7 +49,9 @@ from crm_core.tables.history import (
     UNRECORDED_ITEM,
     Action,
     Change,
+    LiveChange,
     actor_of,
+    relink,
     render_row,
 )
 from crm_core.tables.ordering import ORDERS, VIEWS
@@ -98,6 +100,16 @@ class RestoredRows(Protocol):
         rendered: list[dict[str, Any]] | None = None,
         hooks: list[ObjectId] | None = None,
     ) -> int: ...
+
+    async def tell_updates(
+        self,
+        ctx: TenantContext,
+        table: Table,
+        items: list[dict[str, Any]],
+        live: list[LiveChange],
+    ) -> None:
+        """`row.updated` of links put back (crm_core/tables/history.py `relink`)."""
+        ...
 
 
 class TrashedFiles(Protocol):
@@ -593,7 +605,8 @@ class TrashService:
         self, ctx: TenantContext, table: Table, row_id: ObjectId, links: list[dict[str, Any]]
     ) -> None:
         """The links the delete cleared point at the row again, where the referring row still
-        exists, its column still links to this table and nobody filled it since."""
+        exists, its column still links to this table and nobody filled it since (each such
+        row a write of the server's: crm_core/tables/history.py `relink`)."""
         for link in links:
             try:
                 referring = await load_table(ctx, self.types, link["table"])
@@ -604,10 +617,8 @@ class TrashService:
                 continue
             if referring.column_type(column).target_table(column) != table.key:
                 continue
-            await referring.collection(ctx).update_many(
-                {"_id": {"$in": link["rows"]}, column.key: {"$exists": False}},
-                {"$set": {column.key: row_id}},
-            )
+            # a write of the server's: versions up, system revisions (docs/history.md)
+            await relink(ctx, referring, column.key, row_id, link["rows"], self.changes)
 
     async def restore_many(
         self, ctx: TenantContext, ids: dict[int, ObjectId]
