@@ -26,7 +26,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
@@ -36,12 +35,13 @@ from typing import Any, NoReturn
 import pytest
 
 from tests.support.tools import free_port
+from tests.support.waits import DEADLINE, until, until_sync
 
 ROOT = Path(__file__).resolve().parents[2]
 MONGOECO_VERSION = "4.11.0"  # as scripts/test-mongoeco
 MONGOECO_VENV = ROOT / ".venv-mongoeco"
 LOOPBACK = "127.0.0.1"
-START_TIMEOUT = 60.0  # seconds: a cold `crm serve` imports a lot on a busy 2-core machine
+START_TIMEOUT = DEADLINE  # bounds a hang: a cold `crm serve` imports a lot on a busy 2-core machine
 
 
 def missing_tool(message: str) -> NoReturn:
@@ -60,11 +60,9 @@ def port_open(port: int, host: str = LOOPBACK) -> bool:
 
 
 def wait_until(condition: Callable[[], bool], what: str, timeout: float = START_TIMEOUT) -> None:
-    """Poll `condition` until it holds; an AssertionError naming `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+    """Poll `condition` until it holds; an AssertionError naming `what` after `timeout` (which
+    only bounds a hang: tests/support/waits.py)."""
+    until_sync(condition, what, timeout)
 
 
 # ---- processes -------------------------------------------------------------------------------
@@ -504,10 +502,7 @@ def running(*processes: ManagedProcess) -> Iterator[None]:
             process.terminate()
 
 
-async def eventually(condition: Any, what: str, timeout: float = 300) -> None:
+async def eventually(condition: Any, what: str, timeout: float = DEADLINE) -> None:
     """Polls the coroutine function `condition` until it answers true; fails naming `what`
-    after `timeout` seconds (generous: real processes on a shared 2-core machine)."""
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
+    after `timeout` seconds (only bounds a hang: real processes on a shared 2-core machine)."""
+    await until(condition, what, timeout, interval=0.1)
