@@ -25,8 +25,19 @@ def unique_number() -> int:
     return next(_counter)
 
 
+# The real driver's waits in tests (mongoeco is one Python process, slow on a loaded CI
+# machine): they only bound a hang, so a busy server is never taken for a gone one (2 s, the
+# default, answered 503 mid-test under load). Tests of an outage set short ones themselves.
+PATIENT_DATABASE: dict[str, int] = {
+    "mongodb_server_selection_timeout_ms": 60_000,
+    "mongodb_connect_timeout_ms": 60_000,  # also the driver's heartbeat wait
+    "mongodb_socket_timeout_ms": 120_000,
+}
+
+
 def make_settings(**overrides: Any) -> Settings:
     values: dict[str, Any] = {
+        **PATIENT_DATABASE,
         "crm_env": "test",
         "secret_key": TEST_SECRET,
         "bcrypt_rounds": 4,
