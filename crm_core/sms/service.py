@@ -895,8 +895,9 @@ class SmsSender:
         # one read of the batch: its pending messages, and what an earlier delivery of this
         # task left in `sending` (bounded by the batch size; no `$in`, slow on the embedded db)
         unfinished = await self._read(db, {"batch": batch, "campaign_id": cid})
-        # a delivery after another: this task's again, or the outbox's new task once Redis
-        # forgot the first (docs/sms.md "Counters": it may have stopped before an `$inc`)
+        # a delivery after another (this task's again, or the outbox's new task once Redis
+        # forgot the first), which may have stopped before an `$inc`:
+        # docs/sms.md "How a worker sends: claims, outcomes, counters"
         if any(m.claimed_by is not None for m in unfinished):
             await self._needs_repair(db, cid)
         if any(m.status == "sending" and m.claimed_by == task_id for m in unfinished):
