@@ -395,15 +395,15 @@ def pydantic_details(exc: ValidationError) -> list[dict[str, Any]]:
     details = []
     for err in exc.errors(include_url=False):
         loc = ".".join(str(part) for part in err["loc"]) or "body"
-        message = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
-        details.append({"field": loc, "message": message})
+        # translated by its type and ctx where it is rendered (crm_core/platform/i18n.py)
+        details.append({"field": loc, "message": i18n.pydantic_message(err)})
     return details
 
 
 def validation_error(exc: ValidationError) -> ValidationFailed:
     details = pydantic_details(exc)
     first = details[0]
-    return ValidationFailed(f"{first['field']}: {first['message']}", details)
+    return ValidationFailed(i18n.field_message(first["field"], first["message"]), details)
 
 
 def is_json_content_type(content_type: str) -> bool:

@@ -30,12 +30,20 @@ class CrmError(Exception):
         super().__init__(self.message)
 
     def to_body(self, translate: Callable[[str], str] = str) -> dict[str, Any]:
-        """The response's `error` body, its message passed through `translate` (the request's
-        language: handlers/routing.py `error_response` gives crm_core/platform/i18n.py's)."""
+        """The response's `error` body, its message and each detail's `message` passed through
+        `translate` (the request's language: handlers/routing.py `error_response` gives
+        crm_core/platform/i18n.py's); the detail's other keys (`field`...) stay as they are."""
         body: dict[str, Any] = {"code": self.code, "message": translate(self.message)}
         if self.details:
-            body["details"] = self.details
+            body["details"] = [_translated(detail, translate) for detail in self.details]
         return {"error": body}
+
+
+def _translated(detail: dict[str, Any], translate: Callable[[str], str]) -> dict[str, Any]:
+    message = detail.get("message")
+    if not isinstance(message, str):
+        return detail
+    return {**detail, "message": translate(message)}
 
 
 class ValidationFailed(CrmError):
