@@ -26,7 +26,7 @@ import pytest
 from aiohttp import web
 
 from crm_core.accounts.auth import context_for_user
-from crm_core.files.imports import FILES, JOBS, JOURNAL
+from crm_core.files.imports import FILES, IMPORT_RUN, JOBS, JOURNAL
 from crm_core.platform.outbox import OUTBOX
 from crm_core.platform.storage import Storage
 from crm_core.services import build_services
@@ -199,8 +199,10 @@ async def test_an_import_whose_runner_died_is_taken_over_when_its_lease_expires(
 ) -> None:
     # the embedded database, tasks in the API process (in-memory broker): a runner that dies
     # mid-import leaves its job `importing`; the outbox's sweeper queues it again once the
-    # lease expires, and the new delivery undoes the dead runner's rows and imports once
-    settings = make_settings(import_stale_seconds=0.5, import_batch_size=2)
+    # lease expires, and the new delivery undoes the dead runner's rows and imports once.
+    # The lease and the heartbeat last an hour, far beyond a live batch however loaded the
+    # machine (0.5 s took a slow live batch for a dead runner's); the dead runner's are aged
+    settings = make_settings(import_stale_seconds=3600, import_batch_size=2)
     app = create_app(settings)
     client = await aiohttp_client(app)
     api = Api(client)
@@ -240,6 +242,14 @@ async def test_an_import_whose_runner_died_is_taken_over_when_its_lease_expires(
     left = await ctx.db[JOBS].find_one({"_id": ObjectId(job["id"])})
     assert left["state"] == "importing"
     assert await ctx.db[JOURNAL].count_documents({}) == 1
+    # an hour later: its heartbeat is stale and its outbox entry due
+    long_ago = datetime(2000, 1, 1, tzinfo=UTC)
+    await ctx.db[JOBS].update_one({"_id": left["_id"]}, {"$set": {"heartbeat_at": long_ago}})
+    entry = {"kind": IMPORT_RUN, "tenant_id": owner.tenant_id}
+    aged = await services.storage.system_db[OUTBOX].update_one(
+        entry, {"$set": {"due_at": long_ago}}
+    )
+    assert aged.matched_count == 1
     done = await finished(api, owner, job)
     assert (done["state"], done["created"], done["rows_done"]) == ("completed", 6, 6)
     names = sorted(r["name"] for r in await stored(api, owner))
