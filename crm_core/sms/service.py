@@ -905,7 +905,10 @@ class SmsSender:
         # one read of the batch: its pending messages, and what an earlier delivery of this
         # task left in `sending` (bounded by the batch size; no `$in`, slow on the embedded db)
         unfinished = await self._read(db, {"batch": batch, "campaign_id": cid})
-        if any(m.claimed_by == task_id for m in unfinished):  # a redelivery of this task
+        # a delivery after another (this task's again, or the outbox's new task once Redis
+        # forgot the first), which may have stopped before an `$inc`:
+        # docs/sms.md "How a worker sends: claims, outcomes, counters"
+        if any(m.claimed_by is not None for m in unfinished):
             await self._needs_repair(db, cid)
         if any(m.status == "sending" and m.claimed_by == task_id for m in unfinished):
             await self._abandoned(db, cid, batch, task_id, unfinished)
@@ -996,7 +999,7 @@ class SmsSender:
             return 0
         await lease.keep()
         cid = message["campaign_id"]
-        if message.get("claimed_by") == task_id:  # a redelivery of this task
+        if message.get("claimed_by") is not None:  # a delivery after another (as a batch's)
             await self._needs_repair(db, cid)
         await self._expire_claims(db, cid, {"_id": message["_id"]})
         query = {"_id": message["_id"], "status": "pending"}
@@ -1384,9 +1387,10 @@ class SmsSender:
         return int(result.modified_count)
 
     async def _needs_repair(self, db: Database, campaign_id: ObjectId) -> None:
-        """A delivery that may have lost a counter move (a redelivered task, whose earlier
-        delivery stopped between a message write and its `$inc`; a claim taken over) flags the
-        campaign: its counters are recounted when it completes."""
+        """A delivery that may have lost a counter move (a delivery after another, which
+        stopped between a message write and its `$inc`: the same task redelivered, or the
+        outbox's new task after Redis forgot it; a claim taken over) flags the campaign: its
+        counters are recounted when it completes."""
         await db[CAMPAIGNS].update_one({"_id": campaign_id}, {"$set": {"repair": True}})
 
     async def _finish(self, db: Database, tenant_id: str, campaign_id: ObjectId) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import ClientSession
 
-from tests.support.api import TEST_SECRET, Api
+from tests.support.api import PATIENT_DATABASE, TEST_SECRET, Api
 from tests.support.servers import CrmServe
 
 
@@ -30,8 +30,10 @@ class RemoteClient:
 
 def crm_env(**settings: Any) -> dict[str, str]:
     """Environment for `crm serve` / `crm worker` in these tests (test settings, cheap
-    bcrypt), plus `settings` by their environment names."""
+    bcrypt, patient database waits: tests/support/api.py `PATIENT_DATABASE`), plus `settings`
+    by their environment names."""
     env = {"CRM_ENV": "test", "SECRET_KEY": TEST_SECRET, "BCRYPT_ROUNDS": "4"}
+    env.update({key.upper(): str(value) for key, value in PATIENT_DATABASE.items()})
     env.update({key.upper(): str(value) for key, value in settings.items()})
     return env
 
