@@ -74,6 +74,11 @@ class Breaker:
         self.probing = False
         self.next_probe = now + self.probe_seconds
 
+    def probe_now(self) -> None:
+        """Let the next call probe Redis without waiting for the interval (Redis is known to
+        be back: an operator's restart, a test)."""
+        self.next_probe = 0.0
+
     def release(self) -> None:
         """A call let through ended with neither answer (cancelled): another may probe."""
         self.probing = False
