@@ -241,7 +241,7 @@ class Scanner:
         for template in self.templates(node, scope, 0):
             if template is None:
                 self.unmatchable.append(Unmatchable(where, ast.unparse(node)))
-            elif shape(template) != "{}":  # not a message given on whole
+            elif template and shape(template) != "{}":  # not a message given on whole
                 self.found.append(Found(template, where))
 
     def templates(self, node: ast.expr, scope: Scope, depth: int) -> Iterator[str | None]:
@@ -348,9 +348,21 @@ def _detail_message(call: ast.Call) -> ast.expr | None:
 
 
 def _value_name(value: ast.expr) -> str:
+    """A placeholder's name for an f-string's value: `{budget.quota}` is `{quota}`,
+    `{len(failures)}` is `{failures}`, `{NAMES[scope]}` is `{NAMES}`."""
     assert isinstance(value, ast.FormattedValue)
-    names = [n.id for n in ast.walk(value.value) if isinstance(n, ast.Name)]
-    return names[0] if names else "value"
+    node: ast.expr = value.value
+    while True:
+        if isinstance(node, ast.Name):
+            return node.id
+        if isinstance(node, ast.Attribute):
+            return node.attr
+        if isinstance(node, ast.Call):
+            node = node.args[0] if node.args else node.func
+        elif isinstance(node, ast.Subscript):
+            node = node.value
+        else:
+            return "value"
 
 
 def _own_nodes(scope: ast.AST) -> Iterator[ast.AST]:
