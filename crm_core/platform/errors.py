@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from crm_core.platform.i18n import field_message
+
 
 class CrmError(Exception):
     """Root of every error a client may see.
@@ -53,7 +55,10 @@ class ValidationFailed(CrmError):
 
     @classmethod
     def field(cls, field: str, message: str) -> ValidationFailed:
-        return cls(f"{field}: {message}", [{"field": field, "message": message}])
+        """`field: message`, the field's path never translated and its complaint translated on
+        its own (docs/api.md "Languages"): a template of the catalog that begins with a value
+        ("{what} not found") does not swallow the path."""
+        return cls(field_message(field, message), [{"field": field, "message": message}])
 
 
 class InvalidJson(CrmError):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from crm_core.platform import i18n
+from crm_core.platform import errors, i18n
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("crm_core", "handlers", "models", "tasks")
@@ -417,3 +417,34 @@ def test_every_message_has_a_russian_entry(scanned):
         f"{len(missing)} messages have no entry in crm_core/locale/ru/LC_MESSAGES/crm.po:\n"
         f"{listed}"
     )
+
+
+# ---- how a message made by hand is matched ---------------------------------------------------
+
+
+def test_a_field_path_is_kept_and_its_complaint_translated_on_its_own():
+    """`f"{field}: {message}"` made by hand: a template beginning with a value ("{what} not
+    found") does not take the path along as its value."""
+    assert i18n.translate("rows.0.link: row not found", "ru") == "rows.0.link: строка не найдена"
+    assert i18n.translate("amount: expected a number, got a string", "ru") == (
+        "amount: ожидалось: число; получено: строка"
+    )
+    # a path whose complaint is not a message of its own is matched as a whole
+    assert i18n.translate("data[3]: the sms id is missing or too long", "ru") == (
+        "data[3]: id SMS отсутствует или слишком длинный"
+    )
+    error = errors.ValidationFailed.field("link", "row not found")
+    assert error.to_body(lambda m: i18n.translate(m, "ru")) == {
+        "error": {
+            "code": "validation_error",
+            "message": "link: строка не найдена",
+            "details": [{"field": "link", "message": "строка не найдена"}],
+        }
+    }
+    assert error.to_body()["error"]["message"] == "link: row not found"
+
+
+def test_an_or_in_a_message_the_catalog_does_not_know_stays_english():
+    """pydantic's choices' "or" is translated by its msgid, never by matching any text."""
+    assert i18n.translate("Nothing or something", "ru") == "Nothing or something"
+    assert i18n.translate("stage: x or y", "ru") == "stage: x or y"
