@@ -214,9 +214,8 @@ class Scanner:
             _, keyword = self.sinks[node.name]
             arguments = node.args
             positional = [*arguments.posonlyargs, *arguments.args]
-            defaults = dict(
-                zip([a.arg for a in positional][-len(arguments.defaults) :], arguments.defaults)
-            ) if arguments.defaults else {}
+            with_defaults = positional[len(positional) - len(arguments.defaults) :]
+            defaults = {a.arg: d for a, d in zip(with_defaults, arguments.defaults, strict=True)}
             for arg, default in zip(arguments.kwonlyargs, arguments.kw_defaults, strict=True):
                 if default is not None:
                     defaults[arg.arg] = default
@@ -414,8 +413,7 @@ def test_every_message_has_a_russian_entry(scanned):
             missing.setdefault(found.template, found.where)
     listed = "\n".join(f"  {where}: {template!r}" for template, where in sorted(missing.items()))
     assert not missing, (
-        f"{len(missing)} messages have no entry in crm_core/locale/ru/LC_MESSAGES/crm.po:\n"
-        f"{listed}"
+        f"{len(missing)} messages have no entry in crm_core/locale/ru/LC_MESSAGES/crm.po:\n{listed}"
     )
 
 
