@@ -224,9 +224,16 @@ def translate(message: str, language: str | None = None) -> str:
 
 def gettext(msgid: str, **values: object) -> str:
     """The page text `msgid` (an English template) in the request's language, its `{name}`
-    placeholders filled from `values` (the /admin templates' `_`)."""
+    placeholders filled from `values` (the /admin templates' `_`). A message that is not a
+    msgid itself (an error's, `_(error.message)` on the panel's error page) is translated as an
+    answer's is: by the template it matches, its values in turn."""
     found = catalog(LANGUAGE.get())
-    text = msgid if found is None else found.by_id.get(msgid, msgid)
+    if found is None:
+        text = msgid
+    elif msgid in found.by_id and not isinstance(msgid, Text):
+        text = found.by_id[msgid]
+    else:
+        text = found.translate(msgid)
     return _fill(text, {name: str(value) for name, value in values.items()})
 
 
