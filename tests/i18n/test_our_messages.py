@@ -155,6 +155,7 @@ class Scanner:
                                 (node.value, function)
                             )
         self.resolving: set[tuple[int, str]] = set()
+        self.words: list[str] = []  # English words spliced into messages as values
         self.found: list[Found] = []
         self.unmatchable: list[Unmatchable] = []
 
@@ -253,6 +254,9 @@ class Scanner:
             elif node.value is not None:  # None: the class's default (test_messages.py)
                 yield None
         elif isinstance(node, ast.JoinedStr):
+            for value in node.values:
+                if isinstance(value, ast.FormattedValue):
+                    self.words.extend(self.spliced_words(value.value, scope))
             yield "".join(
                 str(v.value) if isinstance(v, ast.Constant) else f"{{{_value_name(v)}}}"
                 for v in node.values
@@ -275,10 +279,55 @@ class Scanner:
             yield from self._call_templates(node, scope, depth)
         elif isinstance(node, ast.Attribute) and node.attr in ("message", "msg"):
             return  # `exc.message`: the exception's message, scanned where it is made
-        elif isinstance(node, ast.Subscript | ast.Dict):
-            return  # `errors[0]["message"]`: a detail's, scanned where it is made
+        elif isinstance(node, ast.Subscript):
+            yield from self._item_templates(node, scope, depth)
+        elif isinstance(node, ast.Dict):
+            return  # a JSON schema's `{"message": {...}}`, not a message
         else:
             yield None
+
+    def spliced_words(self, node: ast.expr, scope: Scope) -> list[str]:
+        """The English words our code splices into a message as a value: what a function of
+        ours returns (`_json_type(value)`: "a number") or a dict of ours holds
+        (`_SCOPE_NAMES[scope]`: "API token"); each is translated in turn, so each needs an
+        entry too. A value from elsewhere (a key, a number, a client's text) is kept as is."""
+        if isinstance(node, ast.Call) and _name(node.func) in self.returns:
+            found = []
+            for value, _ in self.returns[_name(node.func) or ""]:
+                if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                    found.append(value.value)
+            # only a function that names words (not one returning a key or an id)
+            return found if len(found) > 1 else []
+        if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name):
+            current: Scope | None = scope
+            while current is not None and node.value.id not in current.assigned:
+                current = current.outer
+            if current is not None:
+                return [
+                    item.value
+                    for value in current.assigned[node.value.id]
+                    if isinstance(value, ast.Dict)
+                    for item in value.values
+                    if isinstance(item, ast.Constant) and isinstance(item.value, str)
+                ]
+        return []
+
+    def _item_templates(
+        self, node: ast.Subscript, scope: Scope, depth: int
+    ) -> Iterator[str | None]:
+        """`TOO_MANY[scope]`: each message of a dict of ours; `errors[0]["message"]`, a
+        detail's, is scanned where it is made."""
+        if not isinstance(node.value, ast.Name):
+            return
+        current: Scope | None = scope
+        while current is not None and node.value.id not in current.assigned:
+            current = current.outer
+        if current is None:
+            return
+        for value in current.assigned[node.value.id]:
+            if isinstance(value, ast.Dict):
+                for item in value.values:
+                    yield from self.templates(item, current, depth + 1)
 
     def _name_templates(self, name: str, scope: Scope, depth: int) -> Iterator[str | None]:
         current: Scope | None = scope
@@ -397,6 +446,14 @@ def test_the_scan_finds_what_it_is_meant_to(scanned):
     assert "is not a whole number" in templates  # CellError, a MESSAGE_EXCEPTIONS subclass
     assert {"_invalid", "Problem"} <= set(scanned.sinks)  # functions passing a message on
     assert any(shape(t) == "unknown operator '{}'" for t in templates)  # an f-string
+
+
+def test_every_word_spliced_into_a_message_has_a_russian_entry(scanned):
+    """`expected {expected}, got {_json_type(value)}`: the words our code puts in as values
+    are translated in turn, so they are in the catalog too."""
+    assert {"a number", "a string", "an object"} <= set(scanned.words)
+    missing = sorted(set(scanned.words) - set(russian().by_id))
+    assert missing == [], f"add to crm_core/locale/ru/LC_MESSAGES/crm.po: {missing}"
 
 
 def test_every_message_can_be_matched(scanned):
