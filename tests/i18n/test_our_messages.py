@@ -156,6 +156,10 @@ class Scanner:
                             )
         self.resolving: set[tuple[int, str]] = set()
         self.words: list[str] = []  # English words spliced into messages as values
+        # function -> {parameter: (position, the templates it is spliced into)}
+        self.splicers: dict[str, dict[str, tuple[int, list[str]]]] = {}
+        # a spliced word: (the word, the messages it makes in its place)
+        self.spliced: list[tuple[str, list[str]]] = []
         self.found: list[Found] = []
         self.unmatchable: list[Unmatchable] = []
 
@@ -196,17 +200,51 @@ class Scanner:
                         if not isinstance(call, ast.Call):
                             continue
                         argument = self.message_argument(call)
-                        if isinstance(argument, ast.JoinedStr):  # f"{path}: {message}"
-                            argument = _detail_message(call)
+                        if isinstance(argument, ast.JoinedStr):
+                            self._note_splicer(function, params, argument)
+                            argument = _detail_message(call)  # f"{path}: {message}"
                         if isinstance(argument, ast.Name) and argument.id in params:
                             self.sinks[function.name] = (params.index(argument.id), argument.id)
                             grown = True
                             break
 
+    def _note_splicer(
+        self,
+        function: ast.FunctionDef | ast.AsyncFunctionDef,
+        params: list[str],
+        message: ast.JoinedStr,
+    ) -> None:
+        """`def check_grant(..., what)` raising f"You cannot {what} ...": its callers' `what`
+        ("change a role with") is a word spliced into a message."""
+        for value in message.values:
+            if isinstance(value, ast.FormattedValue) and isinstance(value.value, ast.Name):
+                name = value.value.id
+                if name in params and (function.name, name) not in NOT_WORDS:
+                    spliced = self.splicers.setdefault(function.name, {})
+                    _, messages = spliced.setdefault(name, (params.index(name), []))
+                    messages.append(self._joined(message))
+
     def scan(self) -> None:
         self.find_forwarders()
         for relative, tree in self.trees:
             self._scan_scope(relative, tree, None)
+        # the words callers give a function that splices them into a message
+        for _, tree in self.trees:
+            scope = Scope.of(tree, None)
+            for call in ast.walk(tree):
+                if not isinstance(call, ast.Call):
+                    continue
+                spliced = self.splicers.get(_name(call.func) or "")
+                if spliced is None or _name(call.func) in self.sinks:
+                    continue
+                for name, (position, messages) in spliced.items():
+                    given = [item.value for item in call.keywords if item.arg == name]
+                    given += call.args[position : position + 1]
+                    for argument in given:
+                        for word in self.templates(argument, scope, 0):
+                            if word and shape(word) != "{}":
+                                made = [m.replace(f"{{{name}}}", word) for m in messages]
+                                self.spliced.append((word, made))
 
     def _scan_scope(self, relative: str, node: ast.AST, outer: Scope | None) -> None:
         scope = Scope.of(node, outer)
@@ -257,10 +295,7 @@ class Scanner:
             for value in node.values:
                 if isinstance(value, ast.FormattedValue):
                     self.words.extend(self.spliced_words(value.value, scope))
-            yield "".join(
-                str(v.value) if isinstance(v, ast.Constant) else f"{{{_value_name(v)}}}"
-                for v in node.values
-            )
+            yield self._joined(node)
         elif isinstance(node, ast.IfExp):
             yield from self.templates(node.body, scope, depth + 1)
             yield from self.templates(node.orelse, scope, depth + 1)
@@ -286,6 +321,13 @@ class Scanner:
         else:
             yield None
 
+    @staticmethod
+    def _joined(node: ast.JoinedStr) -> str:
+        return "".join(
+            str(v.value) if isinstance(v, ast.Constant) else f"{{{_value_name(v)}}}"
+            for v in node.values
+        )
+
     def spliced_words(self, node: ast.expr, scope: Scope) -> list[str]:
         """The English words our code splices into a message as a value: what a function of
         ours returns (`_json_type(value)`: "a number") or a dict of ours holds
@@ -296,8 +338,7 @@ class Scanner:
             for value, _ in self.returns[_name(node.func) or ""]:
                 if isinstance(value, ast.Constant) and isinstance(value.value, str):
                     found.append(value.value)
-            # only a function that names words (not one returning a key or an id)
-            return found if len(found) > 1 else []
+            return found
         if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name):
             current: Scope | None = scope
             while current is not None and node.value.id not in current.assigned:
@@ -362,6 +403,16 @@ class Scanner:
             return
         yield None
 
+
+# parameters spliced into a message whose values are not words to translate
+NOT_WORDS = frozenset(
+    {
+        ("expect", "text"),  # a formula's token: f"expected '{text}', found ..."
+        ("literal_int", "what"),  # a formula function's argument, as the formula names it
+        ("check_version", "expected"),  # a version number
+        ("coerce", "value"),  # a client's value: f"{value} is not an option of this column"
+    }
+)
 
 # calls whose value is a message already made (an exception's text, an error's translation)
 PASS_THROUGH_CALLS = frozenset({"str", "translate", "field_message", "pydantic_message"})
@@ -453,6 +504,22 @@ def test_every_word_spliced_into_a_message_has_a_russian_entry(scanned):
     are translated in turn, so they are in the catalog too."""
     assert {"a number", "a string", "an object"} <= set(scanned.words)
     missing = sorted(set(scanned.words) - set(russian().by_id))
+    assert missing == [], f"add to crm_core/locale/ru/LC_MESSAGES/crm.po: {missing}"
+
+
+def test_every_word_a_caller_splices_into_a_message_has_a_russian_entry(scanned):
+    """`check_token_scope(ctx, "change the password")` raising f"... does not cover: {action}":
+    the word, or the whole message it makes ("Row" in f"{what} not found": "Row not found"),
+    is in the catalog."""
+    assert any(word == "change the password" for word, _ in scanned.spliced)
+    known = {shape(msgid) for msgid in russian().by_id}
+    missing = sorted(
+        {
+            word
+            for word, made in scanned.spliced
+            if word not in russian().by_id and not any(shape(m) in known for m in made)
+        }
+    )
     assert missing == [], f"add to crm_core/locale/ru/LC_MESSAGES/crm.po: {missing}"
 
 
