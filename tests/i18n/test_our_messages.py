@@ -200,6 +200,12 @@ class Scanner:
                         if not isinstance(call, ast.Call):
                             continue
                         argument = self.message_argument(call)
+                        if isinstance(argument, ast.Name) and argument.id not in params:
+                            # `message = f"... {action} ..."` then `raise Forbidden(message)`
+                            made = Scope.of(function, None).assigned.get(argument.id, [])
+                            for value in made:
+                                if isinstance(value, ast.JoinedStr):
+                                    self._note_splicer(function, params, value)
                         if isinstance(argument, ast.JoinedStr):
                             self._note_splicer(function, params, argument)
                             argument = _detail_message(call)  # f"{path}: {message}"
