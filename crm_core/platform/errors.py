@@ -6,8 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from crm_core.platform.i18n import field_message
-
 
 class CrmError(Exception):
     """Root of every error a client may see.
@@ -55,10 +53,7 @@ class ValidationFailed(CrmError):
 
     @classmethod
     def field(cls, field: str, message: str) -> ValidationFailed:
-        """`field: message`, the field's path never translated and its complaint translated on
-        its own (docs/api.md "Languages"): a template of the catalog that begins with a value
-        ("{what} not found") does not swallow the path."""
-        return cls(field_message(field, message), [{"field": field, "message": message}])
+        return cls(f"{field}: {message}", [{"field": field, "message": message}])
 
 
 class InvalidJson(CrmError):
