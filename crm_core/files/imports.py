@@ -64,9 +64,9 @@ from crm_core.platform.storage import Database
 from crm_core.tables.access import Level, require
 from crm_core.tables.aliases import AliasService
 from crm_core.tables.definitions import TABLES, Table, load_table, utcnow
-from crm_core.tables.history import ACTOR_TYPE
+from crm_core.tables.history import ACTOR_TYPE, put_back
 from crm_core.tables.rows import RowService
-from crm_core.tables.upsert import Plan, apply_plan, check_upsert_column, plan_batch, undo
+from crm_core.tables.upsert import Plan, apply_plan, check_upsert_column, plan_batch
 from models.files import CellError, ConfirmIn, PreviewOut, PreviewRow, UploadQuery
 
 log = logging.getLogger(__name__)
@@ -970,7 +970,8 @@ class ImportService:
                 break  # the table is gone, and its rows with it
             if job.get("table_id", table.id) != table.id:
                 break  # another table of the same key: the job's rows went with its own
-            await undo(ctx, table, entry["inserted"], entry["originals"])
+            # a write of the server's: versions up, system revisions (docs/history.md)
+            await put_back(ctx, table, entry["inserted"], entry["originals"], self.rows.changes)
             await self.rows.clear_references(ctx, table, entry["inserted"])
         await journal.delete_many({"job_id": job["_id"]})
         await ctx.db[REJECTS].delete_many({"job_id": job["_id"]})

@@ -841,6 +841,16 @@ def request_size(settings: Settings, provider: SmsProvider) -> int:
     return max(1, min(provider.batch_limit, math.floor(settings.sms_rate_per_second / 10)))
 
 
+@dataclass(frozen=True)
+class Answered:
+    """A claim whose requests were answered, not yet recorded: its id, its messages and their
+    outcomes, in order."""
+
+    claim: ObjectId
+    claimed: list[Outgoing]
+    results: list[SendOutcome]
+
+
 FIELDS = {"phone": 1, "text": 1, "attempts": 1, "seq": 1, "status": 1, "claimed_by": 1}
 OUTCOME_FIELDS = ("status", "error", "provider_id", "sent_at", "provider_code")
 
@@ -1146,10 +1156,13 @@ class SmsSender:
             for start in range(0, len(pending), size):
                 chunk = pending[start : start + size]
                 await lease.keep()
+                # the claim's place is held while it takes rate slots and sends; its outcomes
+                # are recorded after, while the next claim already sends
                 async with self.capacity.claims:
-                    moves = await self._send_claim(
+                    answered = await self._send_claim(
                         db, tenant_id, campaign_id, query, chunk, task_id
                     )
+                moves = await self._record_answers(db, tenant_id, campaign_id, answered)
                 sent += moves.get("sent", 0)
                 retried += moves.get("pending", 0)
             if not retried:
@@ -1165,23 +1178,33 @@ class SmsSender:
         query: dict[str, Any],
         chunk: list[Outgoing],
         task_id: str,
-    ) -> dict[str, int]:
-        """One claim: its rate slots, the claim, its requests of up to `request_size` messages
-        (concurrent, each at its last message's slot), the provider ids kept for delivery
-        reports, and the outcomes recorded. Returns the status moves."""
+    ) -> Answered | None:
+        """One claim: its rate slots, the claim, and its requests of up to `request_size`
+        messages (concurrent, each at its last message's slot). Returns what they answered
+        (`_record_answers` records it), None when nothing was claimed."""
         chunk = await self._drop_stopped(db, campaign_id, chunk)
         if not chunk:
-            return {}
+            return None
         slots = await self.limiter.wait(tenant_id, len(chunk))
         claim, claimed = await self._claim(db, campaign_id, query, chunk, task_id)
         if not claimed:
-            return {}
+            return None
         size = request_size(self.settings, self.provider)
         requests = [
             self._request(claimed[i : i + size], slots[min(i + size, len(slots)) - 1])
             for i in range(0, len(claimed), size)
         ]
         results = [r for answers in await asyncio.gather(*requests) for r in answers]
+        return Answered(claim, claimed, results)
+
+    async def _record_answers(
+        self, db: Database, tenant_id: str, campaign_id: ObjectId, answered: Answered | None
+    ) -> dict[str, int]:
+        """A claim's answers: the provider ids kept for delivery reports, then the outcomes
+        recorded. Returns the status moves."""
+        if answered is None:
+            return {}
+        claimed, results = answered.claimed, answered.results
         if self.reports is not None:  # before the outcome: a report may come at once
             sent = [
                 (m.id, r.provider_id)
@@ -1189,7 +1212,7 @@ class SmsSender:
                 if r.status == "sent" and r.provider_id
             ]
             await remember_sent(self.reports, self.provider.name, tenant_id, campaign_id, sent)
-        return await self._record(db, campaign_id, claim, claimed, results)
+        return await self._record(db, campaign_id, answered.claim, claimed, results)
 
     async def _drop_stopped(
         self, db: Database, campaign_id: ObjectId, chunk: list[Outgoing]
@@ -1276,10 +1299,13 @@ class SmsSender:
         if len(answers) != len(messages):  # a provider bug, as above
             answers = [AmbiguousSendError("the provider's answer does not match")] * len(messages)
         outcomes = [self._outcome(m, a) for m, a in zip(messages, answers, strict=True)]
+        states: dict[str, int] = {}
         for outcome in outcomes:
             # metrics: a transient failure put back to pending is counted as a retry
-            state = "retry" if outcome.status == "pending" else outcome.status
-            metrics.sms_message(state, self.provider.name)
+            state: str = "retry" if outcome.status == "pending" else outcome.status
+            states[state] = states.get(state, 0) + 1
+        for state, n in states.items():  # one count per state and request
+            metrics.SMS_MESSAGES.labels(state, self.provider.name).inc(n)
         return outcomes
 
     def _outcome(self, message: Outgoing, answer: str | SendError) -> SendOutcome:

@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
@@ -49,13 +49,15 @@ from crm_core.platform.storage import (
     DESCENDING,
     Collection,
     Database,
+    DuplicateKeyError,
+    OperationFailure,
     Storage,
     system_collection,
     update_each,
 )
-from crm_core.tables.columns import ColumnType, render_datetime
+from crm_core.tables.columns import Column, ColumnType, render_datetime
 from crm_core.tables.definitions import SYSTEM_FIELDS, TABLES, Table
-from crm_core.tables.updates import REVISION_FIELD, VERSION_FIELD, row_version
+from crm_core.tables.updates import REVISION_FIELD, VERSION_FIELD, at_version, row_version
 from models.accounts import Tenant
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,22 @@ TRASH = "_trash"  # crm_core/tables/trash.py (which imports this module)
 
 Action = Literal["created", "updated", "deleted", "restored", "reverted"]
 ActorType = Literal["user", "token", "import", "system"]
+# why the server changed stored values by itself (docs/history.md "Changes the server makes"):
+# the `name` of a system revision's actor
+SystemReason = Literal[
+    "column_type_changed",  # a column's type changed: its values converted (or cleared: force)
+    "column_changed",  # options removed, a shorter max_length...: values cleared or cut
+    "column_change_undone",  # a conversion that failed half-way put back
+    "link_target_deleted",  # a link cleared: the row it named went to the trash
+    "link_target_restored",  # the link put back: that row came back from the trash
+    "import_rolled_back",  # a failed import's updates undone: the values from before it
+]
+SYSTEM_BATCH = 1000  # rows of a server-made change written with one bulk write
+SYSTEM_RETRIES = 20  # times a row written meanwhile is read again before it is left as it is
+SYSTEM_MARK = "_system_"  # `_system_<id>` on a row: written by that server-made change
+# rows of a batch whose revisions are stored, and marks cleared, with one call: a call holds
+# the database a short while (mongoeco, the real-driver lane, serves one call at a time)
+SYSTEM_STEP = 100
 EVENTS: dict[str, str] = {
     "created": "row.created",
     "updated": "row.updated",
@@ -128,6 +146,18 @@ class LiveRows(Protocol):
     ) -> None: ...
 
 
+class TellsUpdates(Protocol):
+    """Who tells `row.updated` of revisions a server-made change stored (`ChangeLog`)."""
+
+    async def tell_updates(
+        self,
+        ctx: TenantContext,
+        table: Table,
+        items: list[dict[str, Any]],
+        live: list[LiveChange],
+    ) -> None: ...
+
+
 @dataclass(frozen=True)
 class Change:
     """One row's change: the stored document before (None: it did not exist) and after
@@ -152,6 +182,17 @@ def render_value(table: Table, key: str, value: object) -> object:
     if value is None or column is None:
         return None
     return table.column_type(column).render(column, value)
+
+
+def render_stored(types: Registry[ColumnType], column: Column, value: object) -> object:
+    """A stored value as `column` answers it, for a revision of a server-made change: one the
+    column's type cannot read (a write's value of another form) is shown as stored."""
+    if value is None:
+        return None
+    try:
+        return types.get(column.type).render(column, value)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return value if isinstance(value, str | int | float | bool) else str(value)
 
 
 def render_row(table: Table, doc: dict[str, Any]) -> dict[str, Any]:
@@ -265,6 +306,18 @@ class ChangeLog:
         for event, event_items in items.items():
             await self._publish(ctx, table, event, event_items, hooks)
         return len(revisions)
+
+    async def tell_updates(
+        self,
+        ctx: TenantContext,
+        table: Table,
+        items: list[dict[str, Any]],
+        live: list[LiveChange],
+    ) -> None:
+        """`row.updated` of revisions stored elsewhere (a server-made change, `SystemChange`):
+        to the live clients, then the webhooks."""
+        await self._push_live(ctx, table, live)
+        await self._publish(ctx, table, EVENTS["updated"], items, None)
 
     async def _push_live(self, ctx: TenantContext, table: Table, changes: list[LiveChange]) -> None:
         """Live events (docs/api.md "Live events"), after the revisions are stored (a client
@@ -486,6 +539,371 @@ class ChangeLog:
         return state
 
 
+def system_actor(reason: SystemReason) -> dict[str, Any]:
+    """The actor of a revision the server made by itself: `system`, named by its reason."""
+    return {"type": "system", "id": None, "name": reason}
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    """One row's part of a server-made change: applied only while the row is at `version`
+    and still holds the stored values `expect` it was computed from; `changes` are the
+    revision's, in the API's shapes."""
+
+    row: ObjectId
+    version: int
+    expect: dict[str, Any]
+    set: dict[str, Any]
+    unset: tuple[str, ...]
+    changes: dict[str, dict[str, object]]
+
+
+# a row read again after another write outran a rewrite: its rewrite now (None: nothing to do)
+Redo = Callable[[dict[str, Any]], Rewrite | None]
+# how a batch of conditional updates is written (`update_each`; tests hook the caller's)
+BulkUpdate = Callable[..., Any]
+
+
+class SystemChange:
+    """A change of stored row values the server makes by itself (docs/history.md "Changes
+    the server makes"): a column's conversion, a link cleared when its row went to the
+    trash. Like any write it adds one to each row's version in the same atomic update as the
+    values (so an `If-Match` of the version before answers 412) and leaves one revision per
+    row (actor `system`, named by the reason), so a row's revisions stay contiguous.
+
+    Rows go by batches of `SYSTEM_BATCH`: one bulk write of updates conditional on each
+    row's version and values, each setting this change's own mark (`_system_<id>`); when it
+    matched fewer rows than it holds, one read of the marks tells which (a bulk write answers
+    only counts); then, by steps of `SYSTEM_STEP` rows, one `insert_many` of their revisions
+    and one clear of the marks. A row another write changed between the read and the bulk is
+    read again and rewritten alone (`redo`), the version added atomically (`$inc`) and
+    answered by the update itself, so its revision's `seq` is exact."""
+
+    def __init__(
+        self,
+        ctx: TenantContext,
+        table: Table,
+        reason: SystemReason,
+        redo: Redo,
+        write: BulkUpdate = update_each,
+        tell: TellsUpdates | None = None,
+        batch: int = SYSTEM_BATCH,
+    ) -> None:
+        self.ctx = ctx
+        self.batch = batch
+        self.table = table
+        self.reason = reason
+        self.redo = redo
+        self.write = write
+        self.tell = tell  # row events and live events (None: a schema change tells nobody)
+        self.mark = f"{SYSTEM_MARK}{ObjectId()}"
+        self.at = utcnow()
+        self.applied: list[Rewrite] = []  # what stands, in order (an undo takes it back)
+        self.round_trips = 0  # database calls made (docs/history.md gives the figure)
+
+    @property
+    def rows(self) -> Collection:
+        return self.ctx.db[self.table.collection_name]
+
+    def _update(self, rewrite: Rewrite) -> dict[str, Any]:
+        update: dict[str, Any] = {"$set": {**rewrite.set, UNRECORDED_FIELD: self.at}}
+        if rewrite.unset:
+            update["$unset"] = dict.fromkeys(rewrite.unset, "")
+        return update
+
+    def operation(self, rewrite: Rewrite) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The conditional update of one row in a batch: its version and values as read."""
+        where = {"_id": rewrite.row, **at_version(rewrite.version), **rewrite.expect}
+        update = self._update(rewrite)
+        update["$set"].update({REVISION_FIELD: rewrite.version + 1, self.mark: True})
+        return where, update
+
+    async def apply(
+        self,
+        rewrites: Sequence[Rewrite],
+        duplicate: Callable[[Rewrite], Rewrite] | None = None,
+    ) -> list[Rewrite]:
+        """Write, record and (with `tell`) tell every rewrite; answers those that applied.
+        A failed bulk write (a duplicate key in a unique column) is raised once what applied
+        is recorded, unless `duplicate` says what to write instead (the rows of that batch are
+        then written one at a time)."""
+        done: list[Rewrite] = []
+        for start in range(0, len(rewrites), self.batch):
+            chunk = list(rewrites[start : start + self.batch])
+            failure: Exception | None = None
+            matched: object = None
+            try:
+                self.round_trips += 1
+                operations = [self.operation(r) for r in chunk]
+                matched = await self.write(self.rows, operations, ordered=False)
+            except OperationFailure as exc:  # a duplicate key (BulkWriteError, DuplicateKeyError)
+                failure = exc
+            if failure is None and matched == len(chunk):
+                applied, missed = chunk, list[Rewrite]()  # each update found its row as read
+            else:
+                applied, missed = await self._read_marks(chunk)
+            for step in range(0, len(applied), SYSTEM_STEP):
+                await self._record(applied[step : step + SYSTEM_STEP], marked=True)
+            done.extend(applied)
+            if failure is not None and duplicate is None:
+                raise failure
+            alone = await self._one_by_one(missed, duplicate)
+            for step in range(0, len(alone), SYSTEM_STEP):
+                await self._record(alone[step : step + SYSTEM_STEP], marked=False)
+            done.extend(alone)
+        return done
+
+    async def _read_marks(self, chunk: list[Rewrite]) -> tuple[list[Rewrite], list[Rewrite]]:
+        by_id = {r.row: r for r in chunk}
+        query = {"_id": {"$in": list(by_id)}, self.mark: {"$exists": True}}
+        self.round_trips += 1
+        found = {d["_id"] async for d in self.rows.find(query, {"_id": 1})}
+        return [r for r in chunk if r.row in found], [r for r in chunk if r.row not in found]
+
+    async def _one_by_one(
+        self, missed: list[Rewrite], duplicate: Callable[[Rewrite], Rewrite] | None
+    ) -> list[Rewrite]:
+        """Rows another write changed first (or, with `duplicate`, whose new value another
+        row holds in a unique column: `duplicate` says what to write instead): each read again
+        and rewritten on the values it holds now, the version added by the update itself."""
+        done: list[Rewrite] = []
+        for rewrite in missed:
+            taken = False
+            for _ in range(SYSTEM_RETRIES):
+                self.round_trips += 1
+                doc = await self.rows.find_one({"_id": rewrite.row})
+                current = None if doc is None else self.redo(doc)
+                if current is not None and taken and duplicate is not None:
+                    current = duplicate(current)
+                if current is None:
+                    break
+                update = self._update(current)
+                update["$inc"] = {REVISION_FIELD: 1}
+                self.round_trips += 1
+                try:
+                    after = await self.rows.find_one_and_update(
+                        {"_id": current.row, **current.expect},
+                        update,
+                        {REVISION_FIELD: 1},
+                        return_document=True,
+                    )
+                except DuplicateKeyError:
+                    if duplicate is None:
+                        raise
+                    taken = True
+                    continue
+                if after is not None:
+                    done.append(replace(current, version=row_version(after) - 1))
+                    break
+            else:
+                log.warning(
+                    "table %s row %s: written again %d times while the server changed it (%s)",
+                    self.table.key,
+                    rewrite.row,
+                    SYSTEM_RETRIES,
+                    self.reason,
+                )
+        return done
+
+    async def _record(self, applied: list[Rewrite], marked: bool) -> None:
+        """The revisions of what applied, then their marks cleared (a row written again
+        meanwhile keeps the newer write's `_unrecorded`), then the listeners told."""
+        if not applied:
+            return
+        self.applied.extend(applied)
+        request_id = REQUEST_ID.get()
+        revisions = [
+            {
+                "_id": ObjectId(),
+                "table": self.table.key,
+                "row": r.row,
+                "seq": r.version + 1,
+                "at": self.at,
+                "actor": system_actor(self.reason),
+                "action": "updated",
+                "changes": r.changes,
+                "request_id": None if request_id == "-" else request_id,
+            }
+            for r in applied
+        ]
+        self.round_trips += 1
+        await self.ctx.db[HISTORY].insert_many(revisions, ordered=False)
+        await self._clear(applied, marked)
+        if self.tell is not None:
+            await self._tell(applied, revisions)
+
+    async def _clear(self, applied: list[Rewrite], marked: bool) -> None:
+        """This change's marks go. One row's `_unrecorded` too, while the row is at the
+        version this change made (a row written again keeps the newer write's); a batch's are
+        left to `recover`, which finds their revisions and only clears them, as for any
+        batch write ("Crash between a write and its revision")."""
+        if len(applied) == 1:
+            (one,) = applied
+            unset = {UNRECORDED_FIELD: "", self.mark: ""} if marked else {UNRECORDED_FIELD: ""}
+            self.round_trips += 1
+            result = await self.rows.update_one(
+                {"_id": one.row, REVISION_FIELD: one.version + 1}, {"$unset": unset}
+            )
+            if result.matched_count or not marked:
+                return
+        if marked:
+            self.round_trips += 1
+            await self.rows.update_many(
+                {"_id": {"$in": [r.row for r in applied]}, self.mark: {"$exists": True}},
+                {"$unset": {self.mark: ""}},
+            )
+
+    async def _tell(self, applied: list[Rewrite], revisions: list[dict[str, Any]]) -> None:
+        """`row.updated` to the webhooks and the live clients, as for a PATCH: the rows as
+        they are now, the columns changed and their values before."""
+        assert self.tell is not None
+        self.round_trips += 1
+        docs = {
+            d["_id"]: d async for d in self.rows.find({"_id": {"$in": [r.row for r in applied]}})
+        }
+        items: list[dict[str, Any]] = []
+        live: list[LiveChange] = []
+        for rewrite, revision in zip(applied, revisions, strict=True):
+            after = docs.get(rewrite.row)
+            if after is None:  # gone to the trash since: its deletion tells
+                continue
+            before = {k: v for k, v in after.items() if k not in rewrite.set}
+            before.update((k, v) for k, v in rewrite.expect.items() if not _condition(v))
+            before[REVISION_FIELD] = rewrite.version
+            row = render_row(self.table, after)
+            items.append(_event_item("updated", row, rewrite.changes))
+            live.append(
+                LiveChange(
+                    revision["_id"], EVENTS["updated"], before, after, row, list(rewrite.changes)
+                )
+            )
+        await self.tell.tell_updates(self.ctx, self.table, items, live)
+
+
+# ---- links cleared and put back (docs/history.md "Changes the server makes") ----------
+
+
+async def unlink(
+    ctx: TenantContext, table: Table, key: str, ids: list[ObjectId], changes: TellsUpdates
+) -> int:
+    """Clear the link column `key` of `table` where it names one of `ids` (rows gone to the
+    trash): each row cleared gets its version up, a system revision `link_target_deleted`
+    and `row.updated` (a linked row that disappears changes what the row shows). By batches
+    of `SYSTEM_BATCH`; answers how many rows were cleared."""
+    gone = set(ids)
+
+    def plan(row: dict[str, Any]) -> Rewrite | None:
+        value = row.get(key)
+        if value not in gone:
+            return None  # linked elsewhere since it was read
+        before = render_value(table, key, value)
+        return Rewrite(
+            row=row["_id"],
+            version=row_version(row),
+            expect={key: value},
+            set={},
+            unset=(key,),
+            changes={key: {"before": before, "after": None}},
+        )
+
+    change = SystemChange(ctx, table, "link_target_deleted", plan, tell=changes)
+    cleared = 0
+    pending: list[Rewrite] = []
+    cursor = table.collection(ctx).find({key: {"$in": ids}}, {key: 1, REVISION_FIELD: 1})
+    async for row in cursor:
+        if (rewrite := plan(row)) is not None:
+            pending.append(rewrite)
+        if len(pending) >= SYSTEM_BATCH:
+            cleared += len(await change.apply(pending))
+            pending = []
+    cleared += len(await change.apply(pending))
+    return cleared
+
+
+async def relink(
+    ctx: TenantContext,
+    table: Table,
+    key: str,
+    target: ObjectId,
+    ids: list[ObjectId],
+    changes: TellsUpdates,
+) -> int:
+    """The links `unlink` cleared point at `target` again (it came back from the trash),
+    in the rows of `ids` whose column nobody filled since: each a write of the server's like
+    the clear (`link_target_restored`). Answers how many rows were linked again."""
+    after = render_value(table, key, target)
+
+    def plan(row: dict[str, Any]) -> Rewrite | None:
+        if row.get(key) is not None:
+            return None  # linked elsewhere since the clear: the new link stays
+        return Rewrite(
+            row=row["_id"],
+            version=row_version(row),
+            expect={key: {"$exists": False}},
+            set={key: target},
+            unset=(),
+            changes={key: {"before": None, "after": after}},
+        )
+
+    change = SystemChange(ctx, table, "link_target_restored", plan, tell=changes)
+    linked = 0
+    for start in range(0, len(ids), SYSTEM_BATCH):
+        query = {"_id": {"$in": ids[start : start + SYSTEM_BATCH]}, key: {"$exists": False}}
+        rows = table.collection(ctx).find(query, {key: 1, REVISION_FIELD: 1})
+        pending = [r for r in [plan(row) async for row in rows] if r is not None]
+        linked += len(await change.apply(pending))
+    return linked
+
+
+async def put_back(
+    ctx: TenantContext,
+    table: Table,
+    inserted: list[ObjectId],
+    originals: list[dict[str, Any]],
+    changes: TellsUpdates | None,
+) -> int:
+    """Undo a failed import's written batch (crm_core/files/imports.py): the rows it created
+    go, the rows it updated get their column values from before it back. Those were recorded
+    (revisions, `row.updated`), so putting them back is a write of the server's, not a return
+    to the old version: each row's version goes up, with a system revision
+    `import_rolled_back` and `row.updated`. Answers how many rows were put back."""
+    rows = table.collection(ctx)
+    if inserted:
+        await rows.delete_many({"_id": {"$in": inserted}})
+    by_id = {o["_id"]: o for o in originals}
+
+    def plan(row: dict[str, Any]) -> Rewrite | None:
+        original = by_id.get(row["_id"])
+        if original is None:
+            return None
+        keys = [c.key for c in table.columns if row.get(c.key) != original.get(c.key)]
+        if not keys:
+            return None
+        return Rewrite(
+            row=row["_id"],
+            version=row_version(row),
+            expect={k: row[k] if k in row else {"$exists": False} for k in keys},
+            set={k: original[k] for k in keys if k in original},
+            unset=tuple(k for k in keys if k not in original),
+            changes={
+                k: {
+                    "before": render_value(table, k, row.get(k)),
+                    "after": render_value(table, k, original.get(k)),
+                }
+                for k in keys
+            },
+        )
+
+    change = SystemChange(ctx, table, "import_rolled_back", plan, tell=changes)
+    done = 0
+    ids = list(by_id)
+    for start in range(0, len(ids), SYSTEM_BATCH):
+        found = rows.find({"_id": {"$in": ids[start : start + SYSTEM_BATCH]}})
+        pending = [r for r in [plan(row) async for row in found] if r is not None]
+        done += len(await change.apply(pending))
+    return done
+
+
 async def unrecorded_index(rows: Collection) -> None:
     """The rows a stopped process left marked (`UNRECORDED_FIELD`): only they are in it."""
     await rows.create_index([(UNRECORDED_FIELD, ASCENDING)], name=UNRECORDED_INDEX, sparse=True)
@@ -498,6 +916,12 @@ def fold(state: dict[str, object], changes: dict[str, dict[str, object]]) -> Non
             state.pop(key, None)
         else:
             state[key] = change["after"]
+
+
+def _condition(value: object) -> bool:
+    """Whether an expected value of a `Rewrite` is a query condition (`{"$exists": False}`)
+    rather than a stored value."""
+    return isinstance(value, dict) and any(str(k).startswith("$") for k in value)
 
 
 def _event_item(kind: str, row: dict[str, Any], diff: dict[str, Any]) -> dict[str, Any]:

@@ -4,6 +4,7 @@ delete columns, converting every row when a column changes type."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -48,8 +49,16 @@ from crm_core.tables.definitions import (
     save_definition,
     utcnow,
 )
-from crm_core.tables.history import unrecorded_index
+from crm_core.tables.history import (
+    Redo,
+    Rewrite,
+    SystemChange,
+    SystemReason,
+    render_stored,
+    unrecorded_index,
+)
 from crm_core.tables.trash import KEPT_WITH_TABLE, SchemaTrash
+from crm_core.tables.updates import REVISION_FIELD, row_version
 from crm_core.tables.validators import ColumnValidator
 from models.access import AliasRecord
 
@@ -392,7 +401,10 @@ class MetaService:
         columns = [column if c.key == key else c for c in table.columns]
         updated = await fence.finish(ctx, marked, {"columns": columns})
         # the writes validated before the marker that landed during the conversion
-        await fence.convert_values(ctx, table, updated, [key], {key: {"$exists": True}})
+        reason: SystemReason = (
+            "column_type_changed" if current.type != column.type else "column_changed"
+        )
+        await convert_as_system(ctx, table, updated, [key], {key: {"$exists": True}}, reason)
         return updated
 
     async def _change_definition(
@@ -433,33 +445,26 @@ class MetaService:
         this change wrote)."""
         key = new.key
         rows = table.collection(ctx)
-        updates: list[tuple[ObjectId, Any, Any]] = []
-        cleared: list[tuple[ObjectId, Any]] = []
+        plan = _Conversion(self.types, ctx, old, new, removed, force)
+        updates: list[Rewrite] = []
+        cleared: list[Rewrite] = []
         failures: list[str] = []
         reason = ""
         final: dict[Any, list[str]] = {}
-        async for row in rows.find({key: {"$exists": True}}, {key: 1}):
+        async for row in rows.find({key: {"$exists": True}}, {key: 1, REVISION_FIELD: 1}):
             value = row[key]
-            if value in removed:
-                cleared.append((row["_id"], value))
+            target, ok = plan.target(value)
+            if not ok and target is _CLEAR:
+                cleared.append(plan.rewrite(row, None))
                 continue
-            if fence.holds(self.types, new, value, ctx) and not self.types.get(
-                old.type
-            ).needs_conversion(old, new):
-                target = value
-            else:
-                target, ok = fence.convert_one(self.types, old, new, value, ctx)
-                if not ok and force:
-                    cleared.append((row["_id"], value))
-                    continue
-                if not ok:
-                    failures.append(str(row["_id"]))
-                    reason = reason or _reason(self.types, old, new, value, ctx)
-                    continue
+            if not ok:
+                failures.append(str(row["_id"]))
+                reason = reason or _reason(self.types, old, new, value, ctx)
+                continue
             if new.unique:
                 final.setdefault(_hashable(target), []).append(str(row["_id"]))
             if not fence.same_value(target, value):
-                updates.append((row["_id"], value, target))
+                updates.append(plan.rewrite(row, target))
         if failures:
             raise _unconvertible(key, new.type, failures, reason)
         _raise_collisions(key, new.type, final)
@@ -470,30 +475,25 @@ class MetaService:
                     f"{missing} rows have no value for '{key}'",
                     [{"field": "required", "message": f"{missing} rows are empty"}],
                 )
-        done: list[tuple[ObjectId, Any, Any]] = []
+        # each row's version goes up with its value, and it gets a system revision
+        # (docs/history.md "Changes the server makes")
+        change = SystemChange(
+            ctx, table, plan.reason, plan.redo, write=update_each, batch=CONVERSION_BATCH
+        )
         try:
-            for start in range(0, len(updates), CONVERSION_BATCH):
-                batch = updates[start : start + CONVERSION_BATCH]
-                await update_each(
-                    rows,
-                    [({"_id": i, key: old_v}, {"$set": {key: new_v}}) for i, old_v, new_v in batch],
-                    ordered=False,
-                )
-                done.extend(batch)
+            await change.apply(updates)
         except (DuplicateKeyError, BulkWriteError, OperationFailure) as exc:
-            done.extend(updates[len(done) : len(done) + CONVERSION_BATCH])
-            await update_each(
-                rows,
-                [({"_id": i, key: new_v}, {"$set": {key: old_v}}) for i, old_v, new_v in done],
-                ordered=False,
+            undone = plan.undo(change.applied)
+            undo = SystemChange(
+                ctx, table, "column_change_undone", undone, update_each, batch=CONVERSION_BATCH
             )
+            await undo.apply([plan.inverse(r) for r in change.applied])
             log.warning("conversion of %s.%s undone: %s", table.key, key, exc)
             raise Conflict(
                 f"Converting '{key}' failed half-way and was undone; nothing was changed",
                 [{"field": key, "message": "a converted value collided with another row"}],
             ) from None
-        for row_id, value in cleared:
-            await rows.update_one({"_id": row_id, key: value}, {"$unset": {key: ""}})
+        await change.apply(cleared)
 
     async def _swap_indexes(
         self, ctx: TenantContext, table: Table, current: Column, column: Column
@@ -915,3 +915,155 @@ def _table_exists(key: str) -> Conflict:
     return Conflict(
         f"A table with key '{key}' already exists", [{"field": "key", "message": "already exists"}]
     )
+
+
+_CLEAR = object()  # a value a conversion clears (an option removed, or `force`)
+
+
+class _Conversion:
+    """One column change's rewrite of a stored value (`MetaService._rewrite_values`): what it
+    becomes, the row's `Rewrite` (its version goes up, a system revision), and the undo."""
+
+    def __init__(
+        self,
+        types: Registry[ColumnType],
+        ctx: TenantContext,
+        old: Column,
+        new: Column,
+        removed: list[Any],
+        force: bool,
+    ) -> None:
+        self.types, self.ctx, self.old, self.new = types, ctx, old, new
+        self.removed, self.force = removed, force
+        self.reason: SystemReason = (
+            "column_type_changed" if old.type != new.type else "column_changed"
+        )
+
+    def target(self, value: object) -> tuple[object, bool]:
+        """(the value in the new form, True); (_CLEAR, False) when it is cleared; (None,
+        False) when it cannot be converted."""
+        if value in self.removed:
+            return _CLEAR, False
+        old_type = self.types.get(self.old.type)
+        if fence.holds(self.types, self.new, value, self.ctx) and not old_type.needs_conversion(
+            self.old, self.new
+        ):
+            return value, True
+        target, ok = fence.convert_one(self.types, self.old, self.new, value, self.ctx)
+        if not ok and self.force:
+            return _CLEAR, False
+        return target, ok
+
+    def rewrite(self, row: dict[str, Any], target: object) -> Rewrite:
+        """`target` None: the value is cleared."""
+        key, value = self.new.key, row[self.new.key]
+        change = {
+            "before": render_stored(self.types, self.old, value),
+            "after": render_stored(self.types, self.new, target),
+        }
+        return Rewrite(
+            row=row["_id"],
+            version=row_version(row),
+            expect={key: value},
+            set={} if target is None else {key: target},
+            unset=(key,) if target is None else (),
+            changes={key: change},
+        )
+
+    def redo(self, row: dict[str, Any]) -> Rewrite | None:
+        """A row written while the conversion ran, read again: its rewrite now (None: its
+        value is already in the new form, or cannot be held; the pass after the swap,
+        `convert_as_system`, takes care of that one)."""
+        if self.new.key not in row:
+            return None
+        value = row[self.new.key]
+        target, ok = self.target(value)
+        if not ok:
+            return self.rewrite(row, None) if target is _CLEAR else None
+        return None if fence.same_value(target, value) else self.rewrite(row, target)
+
+    def inverse(self, done: Rewrite) -> Rewrite:
+        """The undo of a conversion that stands (the value back, its version one more)."""
+        key = self.new.key
+        before = done.changes[key]
+        return Rewrite(
+            row=done.row,
+            version=done.version + 1,
+            expect={key: done.set[key]},
+            set={key: done.expect[key]},
+            unset=(),
+            changes={key: {"before": before["after"], "after": before["before"]}},
+        )
+
+    def undo(self, applied: list[Rewrite]) -> Redo:
+        """For a converted row written again before the undo reached it: its value goes back
+        only while it is still the converted one."""
+        by_row = {r.row: r for r in applied}
+        key = self.new.key
+
+        def again(row: dict[str, Any]) -> Rewrite | None:
+            done = by_row.get(row["_id"])
+            if done is None or key not in row or not fence.same_value(row[key], done.set[key]):
+                return None
+            return dataclasses.replace(self.inverse(done), version=row_version(row))
+
+        return again
+
+
+async def convert_as_system(
+    ctx: TenantContext,
+    old: Table,
+    new: Table,
+    keys: list[str],
+    query: dict[str, Any],
+    reason: SystemReason,
+) -> list[tuple[ObjectId, str]]:
+    """`fence.convert_values` as a server-made change (the change's own pass after the swap):
+    each row's version goes up and it gets a system revision (history.py `SystemChange`),
+    by batches; a value the new type cannot hold, or that another row holds in a unique
+    column, is removed. Answers those as (row id, key)."""
+    pairs = [(b, a) for b, a in ((old.column(k), new.column(k)) for k in keys) if b and a]
+
+    def plan(row: dict[str, Any]) -> Rewrite | None:
+        expect: dict[str, Any] = {}
+        values: dict[str, Any] = {}
+        changes: dict[str, dict[str, object]] = {}
+        for before, after in pairs:
+            if after.key not in row or fence.holds(new.types, after, row[after.key], ctx):
+                continue
+            value = row[after.key]
+            target, ok = fence.convert_one(old.types, before, after, value, ctx)
+            if ok and fence.same_value(target, value):
+                continue
+            expect[after.key] = value
+            if ok:
+                values[after.key] = target
+            changes[after.key] = {
+                "before": render_stored(old.types, before, value),
+                "after": render_stored(new.types, after, target) if ok else None,
+            }
+        if not expect:
+            return None
+        unset = tuple(k for k in expect if k not in values)
+        return Rewrite(row["_id"], row_version(row), expect, values, unset, changes)
+
+    def without_values(rewrite: Rewrite) -> Rewrite:
+        """A converted value another row holds in a unique column: not kept."""
+        changes = {k: {**c, "after": None} for k, c in rewrite.changes.items()}
+        return dataclasses.replace(rewrite, set={}, unset=tuple(rewrite.expect), changes=changes)
+
+    projection = {**dict.fromkeys(keys, 1), REVISION_FIELD: 1}
+    rewrites = [
+        r for r in [plan(row) async for row in new.collection(ctx).find(query, projection)] if r
+    ]
+    change = SystemChange(ctx, new, reason, plan)
+    applied = await change.apply(rewrites, duplicate=without_values)
+    dropped = [(r.row, k) for r in applied for k in r.unset]
+    for row_id, key in dropped:
+        log.warning(
+            "table %s row %s: a value of '%s' written against the old type was not kept",
+            new.key,
+            row_id,
+            key,
+        )
+    return dropped

@@ -59,6 +59,7 @@ from crm_core.tables.history import (
     ChangeLog,
     RowEvents,
     render_row,
+    unlink,
 )
 from crm_core.tables.ordering import forget_rows, manual_page
 from crm_core.tables.references import VisibleReferences
@@ -264,14 +265,15 @@ class RowService:
                     )
         _raise_errors(errors)
 
-    async def referring_columns(self, ctx: TenantContext, table: Table) -> list[tuple[str, str]]:
-        """(rows collection, column key) of every link column that points at this table."""
+    async def referring_columns(self, ctx: TenantContext, table: Table) -> list[tuple[Table, str]]:
+        """(table, column key) of every link column that points at this table."""
         query = referring_query(self.types, table.key)
         found = []
-        async for doc in ctx.db[TABLES].find(query, {"key": 1, "columns": 1, "collection": 1}):
-            for column in map(Column.from_doc, doc["columns"]):
+        async for doc in ctx.db[TABLES].find(query):
+            referring = Table(doc, self.types)
+            for column in referring.columns:
                 if self._target(column) == table.key:
-                    found.append((str(doc.get("collection") or doc["key"]), column.key))
+                    found.append((referring, column.key))
         return found
 
     def _target(self, column: Column) -> str | None:
@@ -284,17 +286,17 @@ class RowService:
         ctx: TenantContext,
         table: Table,
         ids: list[ObjectId],
-        referring: list[tuple[str, str]] | None = None,
+        referring: list[tuple[Table, str]] | None = None,
     ) -> None:
-        """Deleted rows: link columns that pointed at them are cleared, never left dangling."""
+        """Deleted rows: link columns that pointed at them are cleared, never left dangling;
+        each row cleared is a write of the server's (its version, a system revision,
+        `row.updated`: crm_core/tables/history.py `unlink`)."""
         if not ids:
             return
         if referring is None:
             referring = await self.referring_columns(ctx, table)
-        for collection, column_key in referring:
-            await ctx.db[collection].update_many(
-                {column_key: {"$in": ids}}, {"$unset": {column_key: ""}}
-            )
+        for other, column_key in referring:
+            await unlink(ctx, other, column_key, ids, self.changes)
 
     async def expand(
         self, ctx: TenantContext, table: Table, rows: list[dict[str, Any]], keys: list[str]
@@ -668,18 +670,14 @@ class RowService:
     ) -> tuple[list[dict[str, Any]], int, str | None]:
         """One page, the total and the next page's cursor; `sort=None` is the caller's manual
         order. The page is read with one row more than `limit`: whether a next page exists."""
-        if computed.has_computed(table):
-            if cursor is not None:
-                raise ValidationFailed.field(
-                    "cursor", "a table with computed columns pages by offset (docs/computed.md)"
-                )
-            items, total = await self.computed_page(ctx, table, query, sort, limit, offset)
-            return items, total, None
+        if sort is not None and computed.has_computed(table):
+            return await self.computed_page(ctx, table, query, sort, limit, offset, cursor, filters)
         collection = table.collection(ctx)
         max_time = ctx.max_time_ms
         scope = self.page_scope(table, sort, filters)
         keys = None if cursor is None else self.cursors.read(scope, *_caller(ctx), cursor)
         if sort is None:
+            computed.refuse_computed(table, query, "sort")  # the order reads stored rows
             after_rank = None if keys is None else str(keys[0])
             ranked = await manual_page(ctx, table, query, offset, limit + 1, after_rank)
             docs = [doc for _, doc in ranked]
@@ -696,7 +694,8 @@ class RowService:
         with query_purpose(CLIENT_QUERY):
             total = await collection.count_documents(query, maxTimeMS=max_time)
         following = next_cursor(self.cursors, scope, *_caller(ctx), last, limit)
-        return [self.render(table, d) for d in docs[:limit]], total, following
+        rows = [self.render(table, d) for d in docs[:limit]]
+        return await self.with_computed(ctx, table, rows), total, following
 
     @staticmethod
     def page_scope(table: Table, sort: list[tuple[str, int]] | None, filters: object) -> PageScope:
@@ -714,26 +713,24 @@ class RowService:
         ctx: TenantContext,
         table: Table,
         query: dict[str, Any],
-        sort: list[tuple[str, int]] | None,
+        sort: list[tuple[str, int]],
         limit: int,
         offset: int,
-    ) -> tuple[list[dict[str, Any]], int]:
+        cursor: str | None = None,
+        filters: object = None,
+    ) -> tuple[list[dict[str, Any]], int, str | None]:
         """`page` of a table with computed columns: one aggregation pipeline computes what the
-        filter, the sort and the page need (crm_core/tables/computed/pipeline.py)."""
+        filter, the sort and the page need, the cursor's condition (the plain list's `after`)
+        applied where the sort's values exist (crm_core/tables/computed/pipeline.py)."""
         collection = table.collection(ctx)
         max_time = ctx.max_time_ms
-        if sort is None:  # the manual order reads stored rows, then their computed values
-            computed.refuse_computed(table, query, "sort")
-            ranked = await manual_page(ctx, table, query, offset, limit, None)
-            docs = [doc for _, doc in ranked]
-            rows = await self.with_computed(ctx, table, [self.render(table, d) for d in docs])
-            with query_purpose(CLIENT_QUERY):
-                total = await collection.count_documents(query, maxTimeMS=max_time)
-            return rows, total
-        if not any(field == "_id" for field, _ in sort):
-            sort = [*sort, ("_id", sort[-1][1] if sort else ASCENDING)]
+        scope = self.page_scope(table, sort, filters)
+        keys = None if cursor is None else self.cursors.read(scope, *_caller(ctx), cursor)
+        condition = None if keys is None else after(scope.sort, keys)
         plan = await computed.build_plan(ctx, table, self.types)
-        shapes = computed.page_pipelines(plan, query, sort, offset, limit)
+        shapes = computed.page_pipelines(
+            plan, query, list(scope.sort), offset, limit + 1, condition
+        )
         with query_purpose(CLIENT_QUERY):
             docs = await collection.aggregate(shapes.rows, maxTimeMS=max_time).to_list(None)
             if shapes.faceted:  # the page and its total from one pass
@@ -742,7 +739,8 @@ class RowService:
                 total = int(counted[0]["n"]) if counted else 0
             else:
                 total = await collection.count_documents(shapes.stored, maxTimeMS=max_time)
-        return [self.render(table, d) for d in docs], total
+        following = next_cursor(self.cursors, scope, *_caller(ctx), docs, limit)
+        return [self.render(table, d) for d in docs[:limit]], total, following
 
     async def with_computed(
         self, ctx: TenantContext, table: Table, rows: list[dict[str, Any]]
@@ -987,7 +985,12 @@ class RowService:
             return table, docs
         ids = [d["_id"] for d in docs]
         found = {d["_id"]: d async for d in current.collection(ctx).find({"_id": {"$in": ids}})}
-        return current, [found.get(d["_id"], d) for d in docs]
+        # the write's revision keeps the write's own version: a conversion of the schema
+        # change may have added its own since (with its own revision, docs/history.md)
+        return current, [
+            {**found[d["_id"]], REVISION_FIELD: d.get(REVISION_FIELD)} if d["_id"] in found else d
+            for d in docs
+        ]
 
     # ---- helpers --------------------------------------------------------------------------
 

@@ -184,17 +184,20 @@ async def update_each(
     collection: Collection,
     updates: list[tuple[dict[str, Any], dict[str, Any]]],
     ordered: bool = True,
-) -> None:
+) -> int:
     """Apply many single-document updates: one `bulk_write` on a real server, one update at a
     time on the embedded database, whose `bulk_write` does not take current PyMongo's
-    `UpdateOne`. Either way a duplicate key raises (BulkWriteError or DuplicateKeyError)."""
+    `UpdateOne`. Either way a duplicate key raises (BulkWriteError or DuplicateKeyError).
+    Answers how many of the updates matched a document."""
     if not updates:
-        return
+        return 0
     if is_embedded(collection):
+        matched = 0
         for query, update in updates:
-            await collection.update_one(query, update)
-        return
-    await collection.bulk_write([UpdateOne(q, u) for q, u in updates], ordered=ordered)
+            matched += (await collection.update_one(query, update)).matched_count
+        return matched
+    result = await collection.bulk_write([UpdateOne(q, u) for q, u in updates], ordered=ordered)
+    return int(result.matched_count)
 
 
 async def find_in_batches(
