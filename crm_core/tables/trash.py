@@ -49,7 +49,7 @@ from crm_core.tables.history import (
     UNRECORDED_ITEM,
     Action,
     Change,
-    LiveChange,
+    TellsUpdates,
     actor_of,
     relink,
     render_row,
@@ -88,8 +88,9 @@ class TrashSettings:
     retention_days: int = 30
 
 
-class RestoredRows(Protocol):
-    """Who records restored rows (crm_core/tables/history.py `ChangeLog`)."""
+class RestoredRows(TellsUpdates, Protocol):
+    """Who records restored rows and tells `row.updated` of the links put back
+    (crm_core/tables/history.py `ChangeLog`, `relink`)."""
 
     async def record(
         self,
@@ -100,16 +101,6 @@ class RestoredRows(Protocol):
         rendered: list[dict[str, Any]] | None = None,
         hooks: list[ObjectId] | None = None,
     ) -> int: ...
-
-    async def tell_updates(
-        self,
-        ctx: TenantContext,
-        table: Table,
-        items: list[dict[str, Any]],
-        live: list[LiveChange],
-    ) -> None:
-        """`row.updated` of links put back (crm_core/tables/history.py `relink`)."""
-        ...
 
 
 class TrashedFiles(Protocol):

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import ClientSession, FormData
 
-from tests.support.remote import crm_env, remote_api
+from tests.support.remote import remote_api, serve_behind
 from tests.support.servers import CrmServe, TcpProxy
 
 RECOVERY = 90.0
@@ -27,22 +27,8 @@ async def _status(http: ClientSession, method: str, url: str, **kwargs: Any) -> 
 async def test_round3_routes_answer_503_while_the_database_is_cut(
     logs, db_proxy: TcpProxy, http: ClientSession
 ):
-    serve = CrmServe(
-        logs / "serve.log",
-        crm_env(
-            mongodb_url=db_proxy.uri,
-            mongodb_server_selection_timeout_ms=1000,
-            mongodb_connect_timeout_ms=1000,
-        ),
-    )
-    serve.start()
-    try:
+    async with serve_behind(logs, db_proxy.uri) as serve:
         await _round3_outage(serve, db_proxy, http)
-    except BaseException:
-        print(f"crm serve's log ({serve.log_path}):\n{serve.log_tail(80)}")
-        raise
-    finally:
-        serve.terminate()
 
 
 async def _round3_outage(serve: CrmServe, proxy: TcpProxy, http: ClientSession) -> None:

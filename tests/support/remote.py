@@ -3,6 +3,9 @@ environment those processes run with."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from aiohttp import ClientSession
@@ -40,3 +43,26 @@ def crm_env(**settings: Any) -> dict[str, str]:
 
 def remote_api(http: ClientSession, server: CrmServe) -> Api:
     return Api(RemoteClient(http, server.url))  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def serve_behind(logs: Path, database_url: str) -> AsyncIterator[CrmServe]:
+    """A started `crm serve` on `database_url` (a proxy an outage test cuts) with short
+    database waits, so a cut shows as 503 within a second; its log's tail is printed when
+    the body fails, and the process is stopped either way."""
+    serve = CrmServe(
+        logs / "serve.log",
+        crm_env(
+            mongodb_url=database_url,
+            mongodb_server_selection_timeout_ms=1000,
+            mongodb_connect_timeout_ms=1000,
+        ),
+    )
+    serve.start()
+    try:
+        yield serve
+    except BaseException:
+        print(f"crm serve's log ({serve.log_path}):\n{serve.log_tail(80)}")
+        raise
+    finally:
+        serve.terminate()
