@@ -960,8 +960,8 @@ async def roll_back(
             return None  # written since the failed write: that write stays
         return rewrite
 
-    change = SystemChange(ctx, table, reason, redo, tell=changes)
-    return len(await change.apply(list(plans.values())))
+    system = SystemChange(ctx, table, reason, redo, tell=changes)
+    return len(await system.apply(list(plans.values())))
 
 
 async def unrecorded_index(rows: Collection) -> None:
