@@ -121,7 +121,7 @@ async def test_a_failed_bulk_update_is_put_back_as_a_new_version(api, client, ow
 async def test_a_failed_upsert_batch_keeps_a_write_that_landed_before_its_put_back(
     api, client, owner, monkeypatch
 ):
-    a, b = await _setup(api, owner)
+    a, _ = await _setup(api, owner)
     _take_email_after_the_check(api, owner, monkeypatch, upsert_module, "_check_unique")
     landed = _write_before_the_put_back(api, owner, monkeypatch, upsert_module, a["id"])
     items = [{"code": "A", "v": 1}, {"code": "B", "email": "taken@example.com"}]
