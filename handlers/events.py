@@ -28,6 +28,7 @@ from crm_core.live.hub import (
     frame,
 )
 from crm_core.live.tickets import LiveTickets
+from crm_core.platform import i18n
 from crm_core.platform.errors import (
     CrmError,
     PasswordChangeRequired,
@@ -197,9 +198,13 @@ async def subscribe_or_tell(
 
 
 def error_frame(error: CrmError, extra: dict[str, Any] | None = None) -> Frame:
-    body: dict[str, Any] = {"code": error.code, "message": error.message, **(extra or {})}
+    """An `error` frame: the error's body as a response would carry it, its `message` (and its
+    details') in the connection's language: its opening request's `Accept-Language`, else
+    `DEFAULT_LANGUAGE` (docs/api.md "Languages"); the `code` and `field`s stay."""
+    rendered = error.to_body(i18n.translate)["error"]
+    body: dict[str, Any] = {"code": error.code, "message": rendered["message"], **(extra or {})}
     if error.details:
-        body["details"] = error.details
+        body["details"] = rendered["details"]
     return frame("error", body)
 
 

@@ -53,8 +53,8 @@ async def restore_item(call: Call, item_id: ObjectId) -> dict[str, object]:
     back with its values and indexes, a table with its rows, shares, display names, views and
     orders; they answer `{id, kind, table, column}`. 409 names the column whose unique value
     another row took meanwhile (`<column>`), the column key (`column`) or table key (`key`)
-    taken since, or says the table's key was reused; 404 once the item is restored or
-    purged (restore twice: 404)."""
+    taken since, or says the table's key was reused, or that a purge or another restore of the
+    item runs; 404 once the item is restored or purged (restore twice: 404)."""
     return await call.services.trash.restore(call.ctx, item_id)
 
 
@@ -68,14 +68,16 @@ async def restore_item(call: Call, item_id: ObjectId) -> dict[str, object]:
 )
 async def restore_items(call: Call, body: TrashRestoreIn) -> RestoredOut:
     """A bulk delete's rows at once: every id is looked up first (404 names `ids.N`); a
-    unique value taken names `ids.N.<column>` in a 409 after the others are restored."""
+    unique value taken names `ids.N.<column>` in a 409 after the others are restored, an item
+    purged (or being restored) meanwhile `ids.N`; an id repeated, in any case, counts once."""
     rows = await call.services.trash.restore_many(call.ctx, check_ids(body.ids))
     return RestoredOut(items=rows)
 
 
 @routes.delete(
-    ITEM, access=SIGNED_IN, summary="Purge an item of the trash", status=204, errors=(404,)
+    ITEM, access=SIGNED_IN, summary="Purge an item of the trash", status=204, errors=(404, 409)
 )
 async def purge_item(call: Call, item_id: ObjectId) -> None:
-    """Gone for good: a table's rows (and its rows in the trash), a column's values."""
+    """Gone for good: a table's rows (and its rows in the trash), a column's values. 409 while
+    a restore of the item runs (a restore meeting a purge is a 409 too)."""
     await call.services.trash.purge(call.ctx, item_id)

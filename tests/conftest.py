@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import socket
-import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -22,8 +19,9 @@ from crm_core.platform.storage import QueryLog, recording
 from handlers.app import create_app
 from handlers.routing import SERVICES
 from tests.support.api import Account, Api, Factories, database_names, make_settings
+from tests.support.servers import RedisServer
 from tests.support.sms_gateway import FakeGateway
-from tests.support.tools import NOT_RUN, free_port, missing_tool
+from tests.support.tools import NOT_RUN, missing_tool
 from tests.support.webhook_receiver import Receiver
 
 
@@ -147,43 +145,18 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A private redis-server for the module (without one: fails under CI, else skipped and
     listed at the end of the run)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
+    if shutil.which("redis-server") is None:
         missing_tool(
             "redis-server",
             "the Redis-backed SMS, metrics and shutdown tests",
             "apt-get install redis-server, or run ./scripts/test",
         )
-    port = free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    process = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-        except OSError:
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
-    process.terminate()
-    process.wait(timeout=10)
+    # started once its log says it is ready, on a port that moves if another process took it
+    # first (tests/support/servers.py)
+    server = RedisServer(tmp_path_factory.mktemp("redis") / "redis.log")
+    server.start()
+    yield server.url
+    server.terminate()
 
 
 @pytest.fixture

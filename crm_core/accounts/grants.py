@@ -65,11 +65,23 @@ def check_token_scope(
     cap = ctx.table_level_cap
     if level is not None and cap is not None and cap >= level:
         return
-    needs = []
-    if permission is not None:
-        needs.append(f"the '{permission}' permission")
-    if level is not None:
-        name = next(n for n, v in LEVEL_NAMES.items() if v == level)
-        needs.append(f"table_access '{name}'")
-    scope = " or ".join(needs) if needs else "a signed-in session (sign in; tokens cannot)"
-    raise Forbidden(f"This API token's scope does not cover: {action}. It needs {scope}")
+    # each case a whole message, so each is a msgid of its own (docs/api.md "Languages")
+    name = None if level is None else next(n for n, v in LEVEL_NAMES.items() if v == level)
+    if permission is not None and name is not None:
+        message = (
+            f"This API token's scope does not cover: {action}. "
+            f"It needs the '{permission}' permission or table_access '{name}'"
+        )
+    elif permission is not None:
+        message = (
+            f"This API token's scope does not cover: {action}. "
+            f"It needs the '{permission}' permission"
+        )
+    elif name is not None:
+        message = f"This API token's scope does not cover: {action}. It needs table_access '{name}'"
+    else:
+        message = (
+            f"This API token's scope does not cover: {action}. "
+            "It needs a signed-in session (sign in; tokens cannot)"
+        )
+    raise Forbidden(message)

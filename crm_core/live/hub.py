@@ -53,6 +53,7 @@ POLICY_VIOLATION = 1008
 UNAUTHORIZED = 4401
 PASSWORD_CHANGE = 4403
 SLOW_CLIENT = 4408
+SERVICE_RESTART = 1012  # RFC 6455: reconnect (here: with `since`, events were missed)
 TOO_MANY = 4429
 
 Authenticate = Callable[[], Awaitable[TenantContext]]
@@ -283,6 +284,22 @@ class LiveHub:
         for connections in list(self.tenants.values()):
             for connection in list(connections):
                 connection.close(closing)
+
+    def events_missed(self) -> None:
+        """The bus was cut off from the other processes (crm_core/platform/eventbus.py `gap`):
+        every connection closes (1012) so that its client resumes with `since`, replayed
+        from the row history (docs/api.md "Live events", "Resume")."""
+        count = sum(len(connections) for connections in self.tenants.values())
+        if count:
+            metrics.LIVE_DROPS.labels("events_missed").inc(count)
+            log.warning("live events: %d connections closed to resume after a gap", count)
+        self.close_all(
+            Closing(
+                SERVICE_RESTART,
+                "events_missed",
+                "Live events from other servers were interrupted; reconnect with since",
+            )
+        )
 
     # ---- events from the bus --------------------------------------------------------------
 

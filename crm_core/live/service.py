@@ -66,6 +66,7 @@ class LiveService:
             self.access_of,
         )
         bus.listen(self.hub.receive)
+        bus.on_gap(self.hub.events_missed)
 
     async def start(self) -> None:
         """The API process: read the bus, re-check viewers."""

@@ -134,8 +134,7 @@ class ApiLimiter:
                     await self._incr(taken_key, taken_slot.budget.window + 1, -1)
                 states = [t.state for _, t in taken] + [Taken(budget, budget.quota, reset).state]
                 raise RateLimited(
-                    f"Too many requests for this {_SCOPE_NAMES[scope]} "
-                    f"({budget.quota} per {budget.window} s); try again in {reset} s",
+                    TOO_MANY[scope].format(quota=budget.quota, window=budget.window, reset=reset),
                     details=[{"limit": scope, "quota": budget.quota, "window": budget.window}],
                     headers={
                         "Retry-After": str(reset),
@@ -169,4 +168,10 @@ class ApiLimiter:
             await client.aclose()
 
 
-_SCOPE_NAMES = {"token": "API token", "user": "user", "company": "company"}
+# one whole message per scope, so each is a msgid of its own (docs/api.md "Languages")
+AGAIN = "({quota} per {window} s); try again in {reset} s"
+TOO_MANY = {
+    "token": "Too many requests for this API token " + AGAIN,
+    "user": "Too many requests for this user " + AGAIN,
+    "company": "Too many requests for this company " + AGAIN,
+}

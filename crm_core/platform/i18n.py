@@ -91,6 +91,14 @@ class Catalog:
             return found
         if depth >= MAX_DEPTH:
             return message
+        path = FIELD_PATH.fullmatch(message)
+        if path is not None:
+            # `rows.0.link: row not found`: the path kept, the complaint translated on its own,
+            # before a template that begins with a value ("{what} not found") could take both
+            complaint = self.translate(path.group("message"), depth + 1)
+            if complaint != path.group("message"):
+                layout = self.by_id.get(FIELD_MESSAGE, FIELD_MESSAGE)
+                return _fill(layout, {"field": path.group("field"), "message": complaint})
         for template in self.templates:
             match = template.pattern.fullmatch(message)
             if match is None:
@@ -149,6 +157,8 @@ class Text(str):
 
 
 FIELD_MESSAGE = "{field}: {message}"  # a request's error message: its first field's complaint
+# a message made as `f"{field}: {message}"` by hand: a field's path (`rows.0.amount`, `data[]`)
+FIELD_PATH = re.compile(r"(?P<field>[A-Za-z_][\w.\[\]-]*): (?P<message>.+)", re.DOTALL)
 
 
 def field_message(field: str, message: str) -> Text:
@@ -184,19 +194,24 @@ def catalog(language: str) -> Catalog | None:
     with path.open("rb") as handle:
         messages = read_mo(handle)
     plain: dict[str, str] = {}
+    plain_ids: dict[str, str] = {}  # found by a `Text`'s msgid only
     templates: list[Template] = []
     for message in messages:
         if not message.id or not isinstance(message.id, str) or not message.string:
             continue
         translation = str(message.string)
-        if PLACEHOLDER.search(message.id):
+        if message.id in TEXT_ONLY:
+            plain_ids[message.id] = translation
+        elif PLACEHOLDER.search(message.id):
             templates.append(_template(message.id, translation))
         else:
             plain[message.id] = translation
     # the most specific template first: the longest literal text
     templates.sort(key=lambda t: -len(PLACEHOLDER.sub("", t.msgid)))
     return Catalog(
-        plain, tuple(templates), {**plain, **{t.msgid: t.translation for t in templates}}
+        plain,
+        tuple(templates),
+        {**plain, **plain_ids, **{t.msgid: t.translation for t in templates}},
     )
 
 
@@ -209,9 +224,16 @@ def translate(message: str, language: str | None = None) -> str:
 
 def gettext(msgid: str, **values: object) -> str:
     """The page text `msgid` (an English template) in the request's language, its `{name}`
-    placeholders filled from `values` (the /admin templates' `_`)."""
+    placeholders filled from `values` (the /admin templates' `_`). A message that is not a
+    msgid itself (an error's, `_(error.message)` on the panel's error page) is translated as an
+    answer's is: by the template it matches, its values in turn."""
     found = catalog(LANGUAGE.get())
-    text = msgid if found is None else found.by_id.get(msgid, msgid)
+    if found is None:
+        text = msgid
+    elif msgid in found.by_id and not isinstance(msgid, Text):
+        text = found.by_id[msgid]
+    else:
+        text = found.translate(msgid)
     return _fill(text, {name: str(value) for name, value in values.items()})
 
 
@@ -360,6 +382,9 @@ TRANSLATED_CONTEXT = frozenset({"error", "field_type", "encoding_error"})
 # `ctx` values that list choices as pydantic writes them: "'a', 'b' or 'c'"
 CHOICES_CONTEXT = frozenset({"expected", "expected_schemes"})
 CHOICES = "{choices} or {choice}"  # the msgid of the last "or"
+# msgids a `Text` names but no English text is matched against: "{choices} or {choice}" would
+# match any message with an " or " in it ("the sms id is missing or too long")
+TEXT_ONLY = frozenset({CHOICES})
 _REPR = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s,'\"]+")
 _CHOICES = re.compile(
     rf"(?P<choices>(?:{_REPR.pattern})(?:, (?:{_REPR.pattern}))*) or (?P<choice>{_REPR.pattern})"

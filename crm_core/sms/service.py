@@ -841,6 +841,16 @@ def request_size(settings: Settings, provider: SmsProvider) -> int:
     return max(1, min(provider.batch_limit, math.floor(settings.sms_rate_per_second / 10)))
 
 
+@dataclass(frozen=True)
+class Answered:
+    """A claim whose requests were answered, not yet recorded: its id, its messages and their
+    outcomes, in order."""
+
+    claim: ObjectId
+    claimed: list[Outgoing]
+    results: list[SendOutcome]
+
+
 FIELDS = {"phone": 1, "text": 1, "attempts": 1, "seq": 1, "status": 1, "claimed_by": 1}
 OUTCOME_FIELDS = ("status", "error", "provider_id", "sent_at", "provider_code")
 
@@ -895,7 +905,10 @@ class SmsSender:
         # one read of the batch: its pending messages, and what an earlier delivery of this
         # task left in `sending` (bounded by the batch size; no `$in`, slow on the embedded db)
         unfinished = await self._read(db, {"batch": batch, "campaign_id": cid})
-        if any(m.claimed_by == task_id for m in unfinished):  # a redelivery of this task
+        # a delivery after another (this task's again, or the outbox's new task once Redis
+        # forgot the first), which may have stopped before an `$inc`:
+        # docs/sms.md "How a worker sends: claims, outcomes, counters"
+        if any(m.claimed_by is not None for m in unfinished):
             await self._needs_repair(db, cid)
         if any(m.status == "sending" and m.claimed_by == task_id for m in unfinished):
             await self._abandoned(db, cid, batch, task_id, unfinished)
@@ -986,7 +999,7 @@ class SmsSender:
             return 0
         await lease.keep()
         cid = message["campaign_id"]
-        if message.get("claimed_by") == task_id:  # a redelivery of this task
+        if message.get("claimed_by") is not None:  # a delivery after another (as a batch's)
             await self._needs_repair(db, cid)
         await self._expire_claims(db, cid, {"_id": message["_id"]})
         query = {"_id": message["_id"], "status": "pending"}
@@ -1146,10 +1159,13 @@ class SmsSender:
             for start in range(0, len(pending), size):
                 chunk = pending[start : start + size]
                 await lease.keep()
+                # the claim's place is held while it takes rate slots and sends; its outcomes
+                # are recorded after, while the next claim already sends
                 async with self.capacity.claims:
-                    moves = await self._send_claim(
+                    answered = await self._send_claim(
                         db, tenant_id, campaign_id, query, chunk, task_id
                     )
+                moves = await self._record_answers(db, tenant_id, campaign_id, answered)
                 sent += moves.get("sent", 0)
                 retried += moves.get("pending", 0)
             if not retried:
@@ -1165,23 +1181,33 @@ class SmsSender:
         query: dict[str, Any],
         chunk: list[Outgoing],
         task_id: str,
-    ) -> dict[str, int]:
-        """One claim: its rate slots, the claim, its requests of up to `request_size` messages
-        (concurrent, each at its last message's slot), the provider ids kept for delivery
-        reports, and the outcomes recorded. Returns the status moves."""
+    ) -> Answered | None:
+        """One claim: its rate slots, the claim, and its requests of up to `request_size`
+        messages (concurrent, each at its last message's slot). Returns what they answered
+        (`_record_answers` records it), None when nothing was claimed."""
         chunk = await self._drop_stopped(db, campaign_id, chunk)
         if not chunk:
-            return {}
+            return None
         slots = await self.limiter.wait(tenant_id, len(chunk))
         claim, claimed = await self._claim(db, campaign_id, query, chunk, task_id)
         if not claimed:
-            return {}
+            return None
         size = request_size(self.settings, self.provider)
         requests = [
             self._request(claimed[i : i + size], slots[min(i + size, len(slots)) - 1])
             for i in range(0, len(claimed), size)
         ]
         results = [r for answers in await asyncio.gather(*requests) for r in answers]
+        return Answered(claim, claimed, results)
+
+    async def _record_answers(
+        self, db: Database, tenant_id: str, campaign_id: ObjectId, answered: Answered | None
+    ) -> dict[str, int]:
+        """A claim's answers: the provider ids kept for delivery reports, then the outcomes
+        recorded. Returns the status moves."""
+        if answered is None:
+            return {}
+        claimed, results = answered.claimed, answered.results
         if self.reports is not None:  # before the outcome: a report may come at once
             sent = [
                 (m.id, r.provider_id)
@@ -1189,7 +1215,7 @@ class SmsSender:
                 if r.status == "sent" and r.provider_id
             ]
             await remember_sent(self.reports, self.provider.name, tenant_id, campaign_id, sent)
-        return await self._record(db, campaign_id, claim, claimed, results)
+        return await self._record(db, campaign_id, answered.claim, claimed, results)
 
     async def _drop_stopped(
         self, db: Database, campaign_id: ObjectId, chunk: list[Outgoing]
@@ -1276,10 +1302,13 @@ class SmsSender:
         if len(answers) != len(messages):  # a provider bug, as above
             answers = [AmbiguousSendError("the provider's answer does not match")] * len(messages)
         outcomes = [self._outcome(m, a) for m, a in zip(messages, answers, strict=True)]
+        states: dict[str, int] = {}
         for outcome in outcomes:
             # metrics: a transient failure put back to pending is counted as a retry
-            state = "retry" if outcome.status == "pending" else outcome.status
-            metrics.sms_message(state, self.provider.name)
+            state: str = "retry" if outcome.status == "pending" else outcome.status
+            states[state] = states.get(state, 0) + 1
+        for state, n in states.items():  # one count per state and request
+            metrics.SMS_MESSAGES.labels(state, self.provider.name).inc(n)
         return outcomes
 
     def _outcome(self, message: Outgoing, answer: str | SendError) -> SendOutcome:
@@ -1358,9 +1387,10 @@ class SmsSender:
         return int(result.modified_count)
 
     async def _needs_repair(self, db: Database, campaign_id: ObjectId) -> None:
-        """A delivery that may have lost a counter move (a redelivered task, whose earlier
-        delivery stopped between a message write and its `$inc`; a claim taken over) flags the
-        campaign: its counters are recounted when it completes."""
+        """A delivery that may have lost a counter move (a delivery after another, which
+        stopped between a message write and its `$inc`: the same task redelivered, or the
+        outbox's new task after Redis forgot it; a claim taken over) flags the campaign: its
+        counters are recounted when it completes."""
         await db[CAMPAIGNS].update_one({"_id": campaign_id}, {"$set": {"repair": True}})
 
     async def _finish(self, db: Database, tenant_id: str, campaign_id: ObjectId) -> None:

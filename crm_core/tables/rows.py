@@ -668,18 +668,14 @@ class RowService:
     ) -> tuple[list[dict[str, Any]], int, str | None]:
         """One page, the total and the next page's cursor; `sort=None` is the caller's manual
         order. The page is read with one row more than `limit`: whether a next page exists."""
-        if computed.has_computed(table):
-            if cursor is not None:
-                raise ValidationFailed.field(
-                    "cursor", "a table with computed columns pages by offset (docs/computed.md)"
-                )
-            items, total = await self.computed_page(ctx, table, query, sort, limit, offset)
-            return items, total, None
+        if sort is not None and computed.has_computed(table):
+            return await self.computed_page(ctx, table, query, sort, limit, offset, cursor, filters)
         collection = table.collection(ctx)
         max_time = ctx.max_time_ms
         scope = self.page_scope(table, sort, filters)
         keys = None if cursor is None else self.cursors.read(scope, *_caller(ctx), cursor)
         if sort is None:
+            computed.refuse_computed(table, query, "sort")  # the order reads stored rows
             after_rank = None if keys is None else str(keys[0])
             ranked = await manual_page(ctx, table, query, offset, limit + 1, after_rank)
             docs = [doc for _, doc in ranked]
@@ -696,7 +692,8 @@ class RowService:
         with query_purpose(CLIENT_QUERY):
             total = await collection.count_documents(query, maxTimeMS=max_time)
         following = next_cursor(self.cursors, scope, *_caller(ctx), last, limit)
-        return [self.render(table, d) for d in docs[:limit]], total, following
+        rows = [self.render(table, d) for d in docs[:limit]]
+        return await self.with_computed(ctx, table, rows), total, following
 
     @staticmethod
     def page_scope(table: Table, sort: list[tuple[str, int]] | None, filters: object) -> PageScope:
@@ -714,26 +711,24 @@ class RowService:
         ctx: TenantContext,
         table: Table,
         query: dict[str, Any],
-        sort: list[tuple[str, int]] | None,
+        sort: list[tuple[str, int]],
         limit: int,
         offset: int,
-    ) -> tuple[list[dict[str, Any]], int]:
+        cursor: str | None = None,
+        filters: object = None,
+    ) -> tuple[list[dict[str, Any]], int, str | None]:
         """`page` of a table with computed columns: one aggregation pipeline computes what the
-        filter, the sort and the page need (crm_core/tables/computed/pipeline.py)."""
+        filter, the sort and the page need, the cursor's condition (the plain list's `after`)
+        applied where the sort's values exist (crm_core/tables/computed/pipeline.py)."""
         collection = table.collection(ctx)
         max_time = ctx.max_time_ms
-        if sort is None:  # the manual order reads stored rows, then their computed values
-            computed.refuse_computed(table, query, "sort")
-            ranked = await manual_page(ctx, table, query, offset, limit, None)
-            docs = [doc for _, doc in ranked]
-            rows = await self.with_computed(ctx, table, [self.render(table, d) for d in docs])
-            with query_purpose(CLIENT_QUERY):
-                total = await collection.count_documents(query, maxTimeMS=max_time)
-            return rows, total
-        if not any(field == "_id" for field, _ in sort):
-            sort = [*sort, ("_id", sort[-1][1] if sort else ASCENDING)]
+        scope = self.page_scope(table, sort, filters)
+        keys = None if cursor is None else self.cursors.read(scope, *_caller(ctx), cursor)
+        condition = None if keys is None else after(scope.sort, keys)
         plan = await computed.build_plan(ctx, table, self.types)
-        shapes = computed.page_pipelines(plan, query, sort, offset, limit)
+        shapes = computed.page_pipelines(
+            plan, query, list(scope.sort), offset, limit + 1, condition
+        )
         with query_purpose(CLIENT_QUERY):
             docs = await collection.aggregate(shapes.rows, maxTimeMS=max_time).to_list(None)
             if shapes.faceted:  # the page and its total from one pass
@@ -742,7 +737,8 @@ class RowService:
                 total = int(counted[0]["n"]) if counted else 0
             else:
                 total = await collection.count_documents(shapes.stored, maxTimeMS=max_time)
-        return [self.render(table, d) for d in docs], total
+        following = next_cursor(self.cursors, scope, *_caller(ctx), docs, limit)
+        return [self.render(table, d) for d in docs[:limit]], total, following
 
     async def with_computed(
         self, ctx: TenantContext, table: Table, rows: list[dict[str, Any]]

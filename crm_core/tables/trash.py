@@ -22,6 +22,8 @@ Items (`kind`):
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
@@ -47,7 +49,7 @@ from crm_core.tables.history import (
     UNRECORDED_ITEM,
     Action,
     Change,
-    LiveChange,
+    TellsUpdates,
     actor_of,
     relink,
     render_row,
@@ -64,6 +66,12 @@ CHUNK = 1000
 KEPT_WITH_TABLE = (SHARES, ALIASES, VIEWS, ORDERS)
 TRASH_PURGE = "trash.purge"  # outbox work: drop a trashed table's rows once it expired
 PURGE_LEASE_SECONDS = 300.0
+# `claim: {op, id, until}` on an item: the restore or purge working on it; a second one meets
+# it and answers 409, so a purge and a restore of one item never both run (docs/history.md
+# "Trash"). A crashed holder's claim lapses after the lease; a purge's is only taken by a purge.
+CLAIM = "claim"
+CLAIM_LEASE_SECONDS = 120.0
+BUSY_MESSAGE = "The trash item is being restored or purged; try again"
 
 
 class PurgeQueue(Protocol):
@@ -80,8 +88,9 @@ class TrashSettings:
     retention_days: int = 30
 
 
-class RestoredRows(Protocol):
-    """Who records restored rows (crm_core/tables/history.py `ChangeLog`)."""
+class RestoredRows(TellsUpdates, Protocol):
+    """Who records restored rows and tells `row.updated` of the links put back
+    (crm_core/tables/history.py `ChangeLog`, `relink`)."""
 
     async def record(
         self,
@@ -92,16 +101,6 @@ class RestoredRows(Protocol):
         rendered: list[dict[str, Any]] | None = None,
         hooks: list[ObjectId] | None = None,
     ) -> int: ...
-
-    async def tell_updates(
-        self,
-        ctx: TenantContext,
-        table: Table,
-        items: list[dict[str, Any]],
-        live: list[LiveChange],
-    ) -> None:
-        """`row.updated` of links put back (crm_core/tables/history.py `relink`)."""
-        ...
 
 
 class TrashedFiles(Protocol):
@@ -312,6 +311,61 @@ def purge_work(tenant_id: str, item: dict[str, Any]) -> Work:
     )
 
 
+async def claim_item(db: Database, item: dict[str, Any], op: str) -> ObjectId | None:
+    """Take the item for a restore or a purge (`op`) in one conditional update: answers the
+    claim's id, or None when another holds it (or it is gone, or, for a restore, expired)."""
+    now = utcnow()
+    lapsed = {f"{CLAIM}.until": {"$lt": now}}
+    free: list[dict[str, Any]] = [
+        {CLAIM: {"$exists": False}},
+        {f"{CLAIM}.op": op, **lapsed},
+    ]
+    if op == "purge":  # a crashed restore may be finished by a purge, never the other way
+        free.append({f"{CLAIM}.op": "restore", **lapsed})
+    query: dict[str, Any] = {"_id": item["_id"], "$or": free}
+    if op == "restore":  # an expired item waits for its purge (the TTL or the outbox)
+        query["expires_at"] = {"$gt": now}
+    claim_id = ObjectId()
+    until = now + timedelta(seconds=CLAIM_LEASE_SECONDS)
+    update: dict[str, Any] = {"$set": {CLAIM: {"op": op, "id": claim_id, "until": until}}}
+    if op == "restore":  # neither the TTL nor the outbox's purge takes it while it is held
+        update["$max"] = {"expires_at": until}
+    claimed = await db[TRASH].find_one_and_update(
+        query,
+        update,
+        projection={"_id": 1},
+        return_document=True,
+    )
+    return claim_id if claimed is not None else None
+
+
+async def release_item(db: Database, item: dict[str, Any], claim_id: ObjectId) -> None:
+    """Give a claim back (the restore or purge failed and changed nothing)."""
+    await db[TRASH].update_one(
+        {"_id": item["_id"], f"{CLAIM}.id": claim_id}, {"$unset": {CLAIM: ""}}
+    )
+
+
+@asynccontextmanager
+async def claimed(ctx: TenantContext, item: dict[str, Any], op: str) -> AsyncIterator[None]:
+    """Run the block holding the item: 409 when a restore or purge holds it, 404 when it is
+    gone (or expired, for a restore). A restore that fails gives its claim back; a purge that
+    fails keeps it (it may have dropped the rows already): only another purge finishes it."""
+    claim_id = await claim_item(ctx.db, item, op)
+    if claim_id is None:
+        now = utcnow()
+        current = await ctx.db[TRASH].find_one({"_id": item["_id"]}, {"expires_at": 1})
+        if current is None or (op == "restore" and as_utc(current["expires_at"]) <= now):
+            raise NotFound("Trash item not found")
+        raise Conflict(BUSY_MESSAGE)
+    try:
+        yield
+    except BaseException:
+        if op == "restore":
+            await release_item(ctx.db, item, claim_id)
+        raise
+
+
 class SchemaRestorer(Protocol):
     """Puts columns and tables back (crm_core/tables/meta.py `MetaService`: indexes, the
     definition's version, the caches)."""
@@ -449,11 +503,14 @@ class TrashService:
         reused. Answers the restored row, or `{id, kind, table, column?}`."""
         item = await self._found(ctx, item_id)
         if item["kind"] == "table":
-            return await self._restore_table(ctx, await self._table_item(ctx, item))
+            item = await self._table_item(ctx, item)
+            async with claimed(ctx, item, "restore"):
+                return await self._restore_table(ctx, item)
         item, table = await self._item(ctx, item_id)
-        if item["kind"] == "column":
-            return await self._restore_column(ctx, table, item)
-        return await self._restore_row(ctx, table, item)
+        async with claimed(ctx, item, "restore"):
+            if item["kind"] == "column":
+                return await self._restore_column(ctx, table, item)
+            return await self._restore_row(ctx, table, item)
 
     def _restorer(self) -> SchemaRestorer:
         if self.schema is None:
@@ -576,7 +633,10 @@ class TrashService:
         rows, conflicts = [], []
         for index, item, table in found:
             try:
-                rows.append(await self._restore_row(ctx, table, item))
+                async with claimed(ctx, item, "restore"):
+                    rows.append(await self._restore_row(ctx, table, item))
+            except NotFound as exc:  # purged since it was looked up
+                conflicts.append({"field": f"ids.{index}", "message": exc.message})
             except Conflict as exc:
                 field = (exc.details or [{}])[0].get("field", "")
                 conflicts.append(
@@ -592,13 +652,15 @@ class TrashService:
         item = await self._found(ctx, item_id)
         if item["kind"] == "table":
             await self._table_item(ctx, item)
-            await purge_table(ctx.db, item)
+            async with claimed(ctx, item, "purge"):
+                await purge_table(ctx.db, item)
             if self.purges is not None:
                 await self.purges.done(purge_work(ctx.tenant_id, item).key)
         else:
             item, _ = await self._item(ctx, item_id)
-            await ctx.db[TRASH].delete_many({"parent": item["_id"]})
-            await ctx.db[TRASH].delete_one({"_id": item["_id"]})
+            async with claimed(ctx, item, "purge"):
+                await ctx.db[TRASH].delete_many({"parent": item["_id"]})
+                await ctx.db[TRASH].delete_one({"_id": item["_id"]})
             if self.files is not None and item.get("files"):
                 await self.files.release(ctx, list(item["files"]))
         await self._audit(ctx, "trash.purged", item)
@@ -612,6 +674,8 @@ class TrashService:
         item = await db[TRASH].find_one({"_id": ObjectId(item_id)})
         if item is not None and as_utc(item["expires_at"]) > utcnow():
             return False
+        if item is not None and await claim_item(db, item, "purge") is None:
+            return False  # a restore holds it: due again later, then it finds the table back
         gone = {"_id": ObjectId(item_id), "collection": collection, "table_id": ObjectId(table_id)}
         await purge_table(db, item or gone)
         return True
@@ -639,17 +703,18 @@ def held_value(
 
 
 def check_ids(raw: list[str]) -> dict[int, ObjectId]:
-    """The ids by their place in the request; a repeated id keeps its first place only, so it
-    is restored once (as a bulk delete's repeated ids are deleted once)."""
+    """The ids by their place in the request; a repeated id (in either case of its hex
+    digits) keeps its first place only, so it is restored once (as a bulk delete's repeated
+    ids are deleted once)."""
     errors: list[dict[str, str]] = []
     ids: dict[int, ObjectId] = {}
-    seen: set[str] = set()
+    seen: set[ObjectId] = set()
     for index, value in enumerate(raw):
         if not ObjectId.is_valid(value):
             errors.append({"field": f"ids.{index}", "message": "not a trash item id"})
-        elif value not in seen:
-            seen.add(value)
-            ids[index] = ObjectId(value)
+        elif (item_id := ObjectId(value)) not in seen:
+            seen.add(item_id)
+            ids[index] = item_id
     if errors:
         raise ValidationFailed(f"{errors[0]['field']}: {errors[0]['message']}", errors)
     return ids

@@ -25,15 +25,15 @@ class ColumnValidator:
         return column_type.name in self.types
 
 
-def _digits(value: object, lengths: tuple[int, ...], what: str) -> list[int]:
+def _digits(value: object, lengths: tuple[int, int], what: str) -> list[int]:
     if (
         not isinstance(value, str)
         or not value.isdigit()
         or not value.isascii()
         or len(value) not in lengths
     ):
-        sizes = " or ".join(str(n) for n in lengths)
-        raise ColumnValueError(f"{what} must be {sizes} digits")
+        short, long = lengths  # the "or" in the template, to be translated with it
+        raise ColumnValueError(f"{what} must be {short} or {long} digits")
     return [int(ch) for ch in value]
 
 

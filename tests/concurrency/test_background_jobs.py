@@ -4,12 +4,11 @@ the old job does not show under the new table."""
 
 from __future__ import annotations
 
-import asyncio
-
 from handlers.app import create_app
 from handlers.routing import SERVICES
 from tests.support.api import Api, make_settings
 from tests.support.files import make_table, upload
+from tests.support.waits import until
 
 
 async def test_deleting_a_table_cancels_its_import_and_a_new_table_gets_nothing(
@@ -40,11 +39,11 @@ async def test_deleting_a_table_cancels_its_import_and_a_new_table_gets_nothing(
     db = client.app[SERVICES].storage.tenant_db(owner.tenant_id)
     from bson import ObjectId
 
-    for _ in range(3000):
+    async def ended() -> dict | None:
         stored = await db["_jobs"].find_one({"_id": ObjectId(job["id"])})
-        if stored["state"] in ("completed", "failed", "cancelled"):
-            break
-        await asyncio.sleep(0.01)
+        return stored if stored["state"] in ("completed", "failed", "cancelled") else None
+
+    stored = await until(ended, "the import to end")
     assert stored["state"] == "cancelled"
     assert stored["message"] == "The table was deleted; the import stopped"
     assert len(calls) == 2  # it stopped at the first write after the deletion

@@ -15,6 +15,7 @@ import pytest
 from crm_core.tables import meta as meta_module
 from tests.support.api import rows_of, tenant_db
 from tests.support.concurrency import HeldWriter
+from tests.support.waits import until
 
 
 async def _table(api, owner, columns: list[dict[str, Any]], key: str = "t") -> None:
@@ -38,11 +39,7 @@ async def _count_gte(api, owner, value: int) -> int:
 
 async def _until(condition) -> None:
     """Wait for a condition another task makes true (bounded: a hang fails the test)."""
-    for _ in range(2000):
-        if await condition():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError("the condition never held")
+    await until(condition, "the condition", interval=0.005)
 
 
 def hold_conversion(monkeypatch, during) -> None:

@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from crm_core.platform import logs, tracing
 from crm_core.platform.settings import SettingsError, load_settings
 from handlers.app import create_app
+from handlers.routing import SERVICES
 from tests.support.api import TEST_SECRET, Api, make_settings, sent_campaign
 from tests.support.logs import crashing_client, wait_for_text
 
@@ -99,6 +100,9 @@ async def test_the_trace_continues_into_the_task_that_sends_an_sms(traced, spans
     owner = await Api(traced).register()
     spans.clear()
     await sent_campaign(Api(traced), owner)
+    # the message is `sent` a moment before its task returns and its span ends: wait for the
+    # in-process broker's running tasks (a barrier, not a pause)
+    await traced.app[SERVICES].queue.probe.broker.wait_all()
     finished = spans.get_finished_spans()
     (post,) = [s for s in finished if s.name == "POST /api/sms/campaigns"]
     tasks = [s for s in finished if s.name.startswith("execute/crm.sms")]

@@ -10,6 +10,7 @@ import pytest
 from aiohttp import ClientSession, ClientTimeout
 
 from tests.support.servers import MongoecoServer, RedisServer, TcpProxy
+from tests.support.waits import DEADLINE
 
 
 @pytest.fixture
@@ -46,7 +47,7 @@ def redis_server(logs: Path) -> Iterator[RedisServer]:
 
 @pytest.fixture
 async def http() -> AsyncIterator[ClientSession]:
-    async with ClientSession(timeout=ClientTimeout(total=60)) as session:
+    async with ClientSession(timeout=ClientTimeout(total=DEADLINE)) as session:
         yield session
 
 

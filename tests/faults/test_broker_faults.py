@@ -18,6 +18,7 @@ import gc
 import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,9 @@ import pytest
 from aiohttp import web
 
 from crm_core.accounts.auth import context_for_user
-from crm_core.files.imports import FILES, JOBS, JOURNAL
+from crm_core.files.imports import FILES, IMPORT_RUN, JOBS, JOURNAL
 from crm_core.platform.outbox import OUTBOX
+from crm_core.platform.storage import Storage
 from crm_core.services import build_services
 from handlers.app import create_app
 from handlers.routing import SERVICES
@@ -45,6 +47,7 @@ from tests.support.servers import (
     running,
 )
 from tests.support.sms_gateway import FakeGateway, phone, redis_settings
+from tests.support.waits import DEADLINE, until
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
@@ -128,7 +131,7 @@ async def test_redis_killed_mid_campaign_and_back_empty_every_message_sent_once(
         first = await api.call(
             "POST", "/api/sms/campaigns", owner, expect=202, json=campaign("a", 0, 60)
         )
-        await asyncio.wait_for(gate.reached.wait(), 5)
+        await asyncio.wait_for(gate.reached.wait(), DEADLINE)
         redis_server.kill()  # mid-campaign: 20 sent, 40 waiting, Redis gone with its stream
         gate.opened.set()
         # while Redis is down a new campaign is accepted, stored and recorded, never a 500
@@ -141,7 +144,7 @@ async def test_redis_killed_mid_campaign_and_back_empty_every_message_sent_once(
         )
         assert due == 3  # its three batches wait in the outbox for the broker
         redis_server.start()  # empty: no stream, no consumer group, no task
-        done = [await wait_done(api, owner, c["id"], timeout=60) for c in (first, second)]
+        done = [await wait_done(api, owner, c["id"]) for c in (first, second)]
     assert [d["counts"]["sent"] for d in done] == [60, 25]
     assert [d["counts"]["unknown"] for d in done] == [0, 0]
     per_phone = gateway.accepted_per_phone()
@@ -165,7 +168,7 @@ async def test_a_worker_dead_mid_batch_while_redis_forgets_its_task_no_duplicate
     created = await api.call(
         "POST", "/api/sms/campaigns", owner, expect=202, json=campaign("crash", 0, 40)
     )
-    await asyncio.wait_for(hanging.hung.wait(), 20)
+    await asyncio.wait_for(hanging.hung.wait(), DEADLINE)
     # the worker dies with a claim in flight: its tasks stop where they are, and Redis forgets
     # them (restarted empty), so no redelivery of the same task will ever come
     for task in asyncio.all_tasks() - before:
@@ -175,7 +178,7 @@ async def test_a_worker_dead_mid_batch_while_redis_forgets_its_task_no_duplicate
     db = app[SERVICES].storage.tenant_db(owner.tenant_id)
     assert await db["_sms_messages"].count_documents({"status": "sending"}) > 0
     async with worker(app, settings, "survivor"):
-        done = await wait_done(api, owner, created["id"], timeout=60)
+        done = await wait_done(api, owner, created["id"])
     counts = done["counts"]
     assert done["status"] == "completed"
     assert counts["sent"] + counts["unknown"] == 40 and counts["unknown"] > 0
@@ -196,8 +199,10 @@ async def test_an_import_whose_runner_died_is_taken_over_when_its_lease_expires(
 ) -> None:
     # the embedded database, tasks in the API process (in-memory broker): a runner that dies
     # mid-import leaves its job `importing`; the outbox's sweeper queues it again once the
-    # lease expires, and the new delivery undoes the dead runner's rows and imports once
-    settings = make_settings(import_stale_seconds=0.5, import_batch_size=2)
+    # lease expires, and the new delivery undoes the dead runner's rows and imports once.
+    # The lease and the heartbeat last an hour, far beyond a live batch however loaded the
+    # machine (0.5 s took a slow live batch for a dead runner's); the dead runner's are aged
+    settings = make_settings(import_stale_seconds=3600, import_batch_size=2)
     app = create_app(settings)
     client = await aiohttp_client(app)
     api = Api(client)
@@ -223,9 +228,12 @@ async def test_an_import_whose_runner_died_is_taken_over_when_its_lease_expires(
     )
     assert status == 201
     await confirm(api, owner, job)
-    await asyncio.wait_for(wrote_one.wait(), 10)
-    while not runner_task:
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(wrote_one.wait(), DEADLINE)
+
+    async def dying() -> bool:
+        return bool(runner_task)
+
+    await until(dying, "the runner to reach its second batch")
     imports._write = real_write  # type: ignore[method-assign]
     runner_task[0].cancel()  # the runner dies: its job stays `importing`, one batch written
     ctx = await context_for_user(services.storage, owner.tenant_id, owner.user_id)
@@ -234,6 +242,14 @@ async def test_an_import_whose_runner_died_is_taken_over_when_its_lease_expires(
     left = await ctx.db[JOBS].find_one({"_id": ObjectId(job["id"])})
     assert left["state"] == "importing"
     assert await ctx.db[JOURNAL].count_documents({}) == 1
+    # an hour later: its heartbeat is stale and its outbox entry due
+    long_ago = datetime(2000, 1, 1, tzinfo=UTC)
+    await ctx.db[JOBS].update_one({"_id": left["_id"]}, {"$set": {"heartbeat_at": long_ago}})
+    entry = {"kind": IMPORT_RUN, "tenant_id": owner.tenant_id}
+    aged = await services.storage.system_db[OUTBOX].update_one(
+        entry, {"$set": {"due_at": long_ago}}
+    )
+    assert aged.matched_count == 1
     done = await finished(api, owner, job)
     assert (done["state"], done["created"], done["rows_done"]) == ("completed", 6, 6)
     names = sorted(r["name"] for r in await stored(api, owner))
@@ -267,7 +283,7 @@ async def test_an_upload_whose_process_stopped_fails_with_its_reason(aiohttp_cli
     upload_task = asyncio.create_task(
         imports_upload(services, ctx, table, stalled(), UploadQuery())
     )
-    await asyncio.wait_for(sent_first.wait(), 10)
+    await asyncio.wait_for(sent_first.wait(), DEADLINE)
     jobs = await api.call("GET", "/api/data/people/imports", owner, expect=200)
     job = jobs["items"][0]
     assert job["state"] == "uploading"
@@ -370,7 +386,8 @@ async def test_a_crm_worker_sigkilled_mid_batch_and_redis_restarted_empty(
                 expect=202,
                 json={"name": "k", "text": "t", "recipients": [{"phone": p} for p in numbers]},
             )
-            await asyncio.to_thread(gateway.stalled.wait, 60)
+            stalled = await asyncio.to_thread(gateway.stalled.wait, DEADLINE)
+            assert stalled, "the worker never reached the held request"
             doomed.kill()  # SIGKILL with a claim in flight: its messages stay `sending`
             redis_server.kill()
             redis_server.start()  # and Redis forgets the dead worker's tasks
@@ -403,10 +420,17 @@ async def test_crm_serve_sigkilled_mid_import_the_job_completes_after_restart(
 ) -> None:
     # no Redis: `crm serve` runs the import itself; killed mid-import, its job is `importing`
     # in the database; the restarted process's sweeper finds it (its lease expired, its
-    # heartbeat stale), undoes the dead runner's rows and imports the file once
-    common = {"mongodb_url": mongoeco.uri, "import_stale_seconds": 1, "webhook_sweep_seconds": 0.2}
-    slow = CrmServe(logs / "serve-1.log", crm_env(import_batch_size=1, **common))
-    fast = CrmServe(logs / "serve-2.log", crm_env(import_batch_size=500, **common))
+    # heartbeat stale), undoes the dead runner's rows and imports the file once. The restarted
+    # process counts a heartbeat stale after an hour, far beyond any batch of its own however
+    # loaded the machine (after 1 s, a slow batch of 500 rows was taken over while it ran);
+    # the dead runner's heartbeat is aged past that instead of waited for
+    common = {"mongodb_url": mongoeco.uri, "webhook_sweep_seconds": 0.2}
+    slow = CrmServe(
+        logs / "serve-1.log", crm_env(import_batch_size=1, import_stale_seconds=1, **common)
+    )
+    fast = CrmServe(
+        logs / "serve-2.log", crm_env(import_batch_size=500, import_stale_seconds=3600, **common)
+    )
     total = 900
     try:
         with running(slow):
@@ -426,6 +450,7 @@ async def test_crm_serve_sigkilled_mid_import_the_job_completes_after_restart(
 
             await eventually(writing, "the import to write rows")
             slow.kill()
+        await asyncio.to_thread(_age_the_heartbeat, mongoeco.uri, owner.tenant_id, job["id"])
         with running(fast):
             api = remote_api(http, fast)  # the same SECRET_KEY: the owner's token holds
             done = await finished(api, owner, job)
@@ -436,3 +461,18 @@ async def test_crm_serve_sigkilled_mid_import_the_job_completes_after_restart(
         raise
     assert (done["state"], done["created"]) == ("completed", total), done
     assert sorted(names) == sorted(f"R{i}" for i in range(total))  # each row once
+
+
+def _age_the_heartbeat(uri: str, tenant_id: str, job_id: str) -> None:
+    """The killed runner's last heartbeat, made an hour old (as if the restart came an hour
+    later): its job is `importing`."""
+    from bson import ObjectId
+    from pymongo import MongoClient
+
+    name = Storage(make_settings(mongodb_url=uri)).tenant_db_name(tenant_id)
+    with MongoClient(uri, tz_aware=True) as client:
+        aged = client[name][JOBS].update_one(
+            {"_id": ObjectId(job_id), "state": "importing"},
+            {"$set": {"heartbeat_at": datetime(2000, 1, 1, tzinfo=UTC)}},
+        )
+        assert aged.matched_count == 1, "the killed runner's job is not `importing`"

@@ -32,7 +32,7 @@ from crm_core.platform.settings import SettingsError, load_settings
 from handlers.app import create_app
 from handlers.routing import SERVICES
 from tests.support.api import make_settings
-from tests.support.remote import crm_env, remote_api
+from tests.support.remote import crm_env, remote_api, serve_behind
 from tests.support.servers import (
     CrmServe,
     TcpProxy,
@@ -214,22 +214,8 @@ async def wait_for(
 
 
 async def test_the_database_gone_for_5_s_under_load(logs, db_proxy: TcpProxy, http):
-    serve = CrmServe(
-        logs / "serve.log",
-        crm_env(
-            mongodb_url=db_proxy.uri,
-            mongodb_server_selection_timeout_ms=1000,
-            mongodb_connect_timeout_ms=1000,
-        ),
-    )
-    serve.start()
-    try:
+    async with serve_behind(logs, db_proxy.uri) as serve:
         await _outage_under_load(serve, db_proxy, http)
-    except BaseException:
-        print(f"crm serve's log ({serve.log_path}):\n{serve.log_tail(80)}")
-        raise
-    finally:
-        serve.terminate()
 
 
 async def _outage_under_load(serve: CrmServe, proxy: TcpProxy, http: ClientSession) -> None:

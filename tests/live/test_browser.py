@@ -17,6 +17,9 @@ from playwright import sync_api as playwright_api
 from handlers.app import create_app
 from tests.support.api import make_settings
 from tests.support.browser import CHROMIUM_FLAGS, chromium_path
+from tests.support.waits import DEADLINE
+
+WAIT_MS = DEADLINE * 1000  # playwright's waits: bound a hang, never decide
 
 PAGE = """<!doctype html>
 <html><body data-state="connecting"><ul id="rows"></ul>
@@ -144,12 +147,14 @@ def test_a_created_row_appears_in_both_pages_and_not_for_a_stranger(server, brow
         page.goto(f"{base}/live-test#t={token}")
     expect = playwright_api.expect
     for page in pages[:2]:
-        expect(page.locator("body")).to_have_attribute("data-state", "subscribed")
-    expect(pages[2].locator("body")).to_have_attribute("data-state", "error:not_found")
+        expect(page.locator("body")).to_have_attribute("data-state", "subscribed", timeout=WAIT_MS)
+    expect(pages[2].locator("body")).to_have_attribute(
+        "data-state", "error:not_found", timeout=WAIT_MS
+    )
 
     call(api, "POST", f"{base}/api/data/deals", owner, title="Appears live")
     for page in pages[:2]:
-        expect(page.locator("#rows li")).to_have_text(["Appears live"], timeout=1000)
+        expect(page.locator("#rows li")).to_have_text(["Appears live"], timeout=WAIT_MS)
     pages[2].evaluate("barrier()")  # every frame queued before the pong has arrived
     assert pages[2].locator("#rows li").count() == 0
     context.close()

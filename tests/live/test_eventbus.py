@@ -9,6 +9,7 @@ import asyncio
 import pytest
 
 from crm_core.platform.eventbus import EventBus, RedisEventBus, make_event_bus
+from tests.support.waits import DEADLINE
 
 pytestmark = pytest.mark.asyncio
 
@@ -46,16 +47,17 @@ async def test_through_redis_each_process_gets_each_message_once(clean_redis):
     try:
         for bus in (a, b):
             await bus.start()
-        await asyncio.wait_for(asyncio.gather(a.subscribed.wait(), b.subscribed.wait()), 10)
+        subscribed = asyncio.gather(a.subscribed.wait(), b.subscribed.wait())
+        await asyncio.wait_for(subscribed, DEADLINE)
         await a.publish(b"first")
         await a.publish(b"last")
-        await asyncio.wait_for(arrived.wait(), 10)
+        await asyncio.wait_for(arrived.wait(), DEADLINE)
         # a message of b reaching a through the channel comes after a's own two did: by then
         # a duplicate of them from Redis would have arrived
         back = asyncio.Event()
         a.listen(lambda message: back.set() if message == b"from b" else None)
         await b.publish(b"from b")
-        await asyncio.wait_for(back.wait(), 10)
+        await asyncio.wait_for(back.wait(), DEADLINE)
         assert on_a == [b"first", b"last", b"from b"]  # its own directly, never again
         assert on_b == [b"first", b"last", b"from b"]
     finally:

@@ -13,6 +13,7 @@ from aiohttp import ClientSession, ClientTimeout
 from tests.support.live import LiveSocket, ready
 from tests.support.remote import crm_env, remote_api
 from tests.support.servers import CrmServe, ManagedProcess, MongoecoServer, RedisServer
+from tests.support.waits import DEADLINE
 
 pytestmark = pytest.mark.asyncio(loop_scope="function")
 
@@ -48,7 +49,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
 
 @pytest.fixture
 async def http() -> AsyncIterator[ClientSession]:
-    async with ClientSession(timeout=ClientTimeout(total=60)) as session:
+    async with ClientSession(timeout=ClientTimeout(total=DEADLINE)) as session:
         yield session
 
 

@@ -228,7 +228,7 @@ async def test_queue_depth_and_worker_heartbeats_with_redis(aiohttp_client, clea
         )
     )
     try:
-        await wait_done(api, owner, created["id"], timeout=20)
+        await wait_done(api, owner, created["id"])
         for _ in range(100):
             text = await scrape(client)
             if value(text, "crm_workers_alive") == 1:

@@ -192,7 +192,7 @@ async def test_sigterm_stops_a_worker_mid_campaign_without_sending_twice(
     # a worker started afterwards sends what is left (if anything) and resends nothing
     second = asyncio.Event()
     follower = asyncio.create_task(run_worker(settings, second, storage=storage))
-    done = await wait_done(api, owner, created["id"], timeout=30)
+    done = await wait_done(api, owner, created["id"])
     second.set()
     await asyncio.wait_for(follower, timeout=30)
     assert done["counts"]["sent"] == 40 and done["counts"]["unknown"] == 0

@@ -13,6 +13,7 @@ from handlers.app import create_app
 from handlers.routing import SERVICES
 from tests.support.api import Api, wait_done
 from tests.support.sms_gateway import callback_hash, gateway_settings, phone, status_entry
+from tests.support.waits import DEADLINE
 
 CALLBACK = "/api/sms/callbacks/smsru"
 
@@ -146,7 +147,7 @@ async def test_callback_is_refused_without_smsru(aiohttp_client):
     assert resp.status == 403
 
 
-async def wait_counts(api, owner, cid, timeout=15.0, **expected):
+async def wait_counts(api, owner, cid, timeout=DEADLINE, **expected):
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
@@ -185,7 +186,7 @@ async def test_without_callbacks_the_sweeper_polls_status_until_final(aiohttp_cl
     by_id = {m["provider_id"]: m for m in await messages(api, owner, cid)}
     assert by_id[ids[2]]["provider_code"] == 108 and by_id[ids[2]]["provider_text"] == "rejected"
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
+    deadline = loop.time() + DEADLINE
     while await status_polls(storage):
         assert loop.time() < deadline
         await asyncio.sleep(0.05)
@@ -206,7 +207,7 @@ async def test_status_polls_give_up(aiohttp_client, gateway):
     storage = client.app[SERVICES].storage
     owner, cid = await sent_campaign(api, 1)
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + 15
+    deadline = loop.time() + DEADLINE
     while await status_polls(storage):  # never final: given up, the poll ends
         assert loop.time() < deadline
         await asyncio.sleep(0.05)

@@ -13,6 +13,7 @@ from crm_core.sms.service import SMS_BATCH, quiet_wait
 from handlers.routing import SERVICES
 from models.accounts import QuietHours
 from tests.support.sms_gateway import phone
+from tests.support.waits import DEADLINE
 
 NIGHT = QuietHours(start="21:00", end="09:00")
 
@@ -105,7 +106,7 @@ async def test_a_campaign_due_in_quiet_hours_waits_for_their_end(sms_api, sms_cl
     storage = sms_client.app[SERVICES].storage
     entries = storage.system_db[OUTBOX]
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
+    deadline = loop.time() + DEADLINE
     while True:  # the batch ran, found the company quiet, and put its entry back to the end
         entry = await entries.find_one({"kind": SMS_BATCH, "tenant_id": owner.tenant_id})
         due = entry["due_at"].replace(tzinfo=UTC)

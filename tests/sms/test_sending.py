@@ -84,6 +84,33 @@ async def test_a_redelivery_repairs_counters_its_stopped_delivery_left_behind(
     assert "repair" not in stored
 
 
+async def test_the_outboxs_new_task_repairs_counters_a_killed_worker_left_behind(
+    sms_api, sms_client, gateway
+):
+    """The first delivery recorded its claim as sent and was SIGKILLed before moving the
+    counters, and Redis forgot its task: the outbox's sweeper queues the batch again as a NEW
+    task. That delivery has nothing left to send, yet the campaign completes with the
+    messages' true counts (it stayed `sending` for good; tests/faults/test_broker_faults.py)."""
+    owner = await sms_api.register()
+    services = sms_client.app[SERVICES]
+    db = services.storage.tenant_db(owner.tenant_id)
+    cid = ObjectId()
+    await db["_sms_campaigns"].insert_one(campaign_doc(owner, cid, {"sending": 2}))
+    await db["_sms_messages"].insert_many(
+        [
+            message_doc(cid, n, "sent", claimed_by="killed", attempts=1, provider_id=f"p-{n}")
+            for n in range(2)
+        ]
+    )
+    runtime = services.sms_queue.broker.state.sms
+    assert await send_batch(runtime, "outbox-again", owner.tenant_id, str(cid), 0) == {"sent": 0}
+    assert gateway.received == []  # nothing sent twice
+    seen = await sms_api.call("GET", f"/api/sms/campaigns/{cid}", owner, expect=200)
+    assert seen["status"] == "completed"
+    assert seen["counts"] == {**ZERO, "sent": 2, "total": 2, "delivery_rate": 0.0}
+    assert "repair" not in await db["_sms_campaigns"].find_one({"_id": cid})
+
+
 async def test_a_first_delivery_does_not_complete_while_counters_show_work(
     sms_api, sms_client, gateway
 ):

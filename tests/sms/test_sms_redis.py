@@ -16,6 +16,7 @@ from handlers.routing import SERVICES
 from tasks.broker import receiving, start_broker, stop_broker
 from tests.support.api import Api, wait_done
 from tests.support.sms_gateway import SlotRecorder, max_in_window, phone, redis_settings
+from tests.support.waits import DEADLINE, until
 
 
 class FreezingLimiter:
@@ -70,7 +71,7 @@ async def test_campaign_completes_through_redis_with_two_workers(
                 "recipients": [{"phone": phone(i), "n": i} for i in range(25)],
             },
         )
-        done = await wait_done(api, owner, created["id"], timeout=20)
+        done = await wait_done(api, owner, created["id"])
     finally:
         for broker, context in workers:
             await context.__aexit__(None, None, None)
@@ -115,11 +116,17 @@ async def test_a_dead_workers_task_is_redelivered_and_nobody_gets_two(
     # a second worker takes them over once they have been idle for the redelivery timeout
     broker_b = await start_broker(build_services(settings, app[SERVICES].storage), "survivor")
     async with receiving(broker_b, settings):
-        done = await wait_done(api, owner, created["id"], timeout=30)
+        done = await wait_done(api, owner, created["id"])
+
+        async def acknowledged() -> bool:
+            # A's own tasks too: the campaign may complete (the outbox queues its work again)
+            # before they have been idle for the redelivery timeout and B takes them
+            return (await redis.xpending("crm:tasks", "crm-workers"))["pending"] == 0
+
+        await until(acknowledged, "every task to be acknowledged")
     assert done["counts"]["sent"] == 30 and done["counts"]["unknown"] == 0
     per_phone = gateway.accepted_per_phone()
     assert len(per_phone) == 30 and set(per_phone.values()) == {1}
-    assert (await redis.xpending("crm:tasks", "crm-workers"))["pending"] == 0
     await redis.aclose()
     await stop_broker(broker_b)
     # the dead worker's frozen tasks are cleared away with the test
@@ -144,7 +151,7 @@ async def test_api_runs_redis_tasks_itself_with_the_embedded_database(
         expect=202,
         json={"name": "in-process", "text": "t", "recipients": [{"phone": phone(1)}]},
     )
-    done = await wait_done(api, owner, created["id"], timeout=10)
+    done = await wait_done(api, owner, created["id"])
     assert done["counts"]["sent"] == 1
 
 
@@ -168,12 +175,13 @@ async def test_worker_loop_starts_receives_and_stops(clean_redis, gateway):
     stop = asyncio.Event()
     worker = asyncio.create_task(run_worker(settings, stop))
     redis = Redis.from_url(clean_redis)
-    for _ in range(100):  # the worker's consumer joins the group when it starts listening
+
+    async def joined() -> list:  # the worker's consumer joins the group when it listens
         groups = await redis.xinfo_groups("crm:tasks") if await redis.exists("crm:tasks") else []
-        if groups and groups[0]["consumers"] >= 1:
-            break
-        await asyncio.sleep(0.05)
-    assert groups and groups[0]["name"] == b"crm-workers"
+        return groups if groups and groups[0]["consumers"] >= 1 else []
+
+    groups = await until(joined, "the worker's consumer to join the group")
+    assert groups[0]["name"] == b"crm-workers"
     stop.set()
-    await asyncio.wait_for(worker, timeout=10)
+    await asyncio.wait_for(worker, timeout=DEADLINE)
     await redis.aclose()

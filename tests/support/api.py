@@ -4,7 +4,6 @@ readers of what a tenant has stored."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from aiohttp.test_utils import TestClient
 from crm_core.platform.settings import Settings
 from crm_core.platform.storage import OperationFailure
 from handlers.routing import SERVICES
+from tests.support.waits import DEADLINE, until
 
 TEST_SECRET = "test-secret-key-that-is-long-enough-0123456789"
 _counter = itertools.count()
@@ -25,8 +25,19 @@ def unique_number() -> int:
     return next(_counter)
 
 
+# The real driver's waits in tests (mongoeco is one Python process, slow on a loaded CI
+# machine): they only bound a hang, so a busy server is never taken for a gone one (2 s, the
+# default, answered 503 mid-test under load). Tests of an outage set short ones themselves.
+PATIENT_DATABASE: dict[str, int] = {
+    "mongodb_server_selection_timeout_ms": 60_000,
+    "mongodb_connect_timeout_ms": 60_000,  # also the driver's heartbeat wait
+    "mongodb_socket_timeout_ms": 120_000,
+}
+
+
 def make_settings(**overrides: Any) -> Settings:
     values: dict[str, Any] = {
+        **PATIENT_DATABASE,
         "crm_env": "test",
         "secret_key": TEST_SECRET,
         "bcrypt_rounds": 4,
@@ -172,14 +183,15 @@ async def sent_campaign(api: Api, account: Account) -> tuple[str, str]:
         expect=202,
         json={"name": "c", "text": "t", "recipients": [{"phone": "+79161234567"}]},
     )
-    for _ in range(200):
+
+    async def sent() -> str | None:
         page = await api.call(
             "GET", f"/api/sms/campaigns/{campaign['id']}/messages", account, expect=200
         )
-        if page["items"][0]["status"] == "sent":
-            return campaign["id"], page["items"][0]["id"]
-        await asyncio.sleep(0.01)
-    raise AssertionError("the campaign was not sent")
+        message = page["items"][0]
+        return str(message["id"]) if message["status"] == "sent" else None
+
+    return campaign["id"], await until(sent, "the campaign's message to be sent")
 
 
 # the table that tests/tables/test_tables.py and others build: every common column kind
@@ -218,18 +230,24 @@ async def rows_of(client: TestClient, account: Account, table_key: str) -> Any:
     return db[table.get("collection") or table_key]
 
 
-async def wait_done(api: Api, account: Account, campaign_id: str, timeout: float = 10.0) -> Any:
-    """The campaign once it is completed or cancelled with nothing left pending or sending."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
+async def wait_done(api: Api, account: Account, campaign_id: str, timeout: float = DEADLINE) -> Any:
+    """The campaign once it is completed or cancelled with nothing left pending or sending
+    (`timeout` only bounds a hang, tests/support/waits.py)."""
+
+    last: list[Any] = [None]
+
+    async def done() -> Any:
         campaign = await api.call("GET", f"/api/sms/campaigns/{campaign_id}", account, expect=200)
-        if campaign["status"] in ("completed", "cancelled") and not (
+        last[0] = campaign
+        settled = campaign["status"] in ("completed", "cancelled") and not (
             campaign["counts"]["pending"] or campaign["counts"]["sending"]
-        ):
-            return campaign
-        assert loop.time() < deadline, campaign
-        await asyncio.sleep(0.01)
+        )
+        return campaign if settled else None
+
+    try:
+        return await until(done, f"campaign {campaign_id} to be done", timeout)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last seen: {last[0]}") from None
 
 
 class Factories:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+from tests.support.waits import until
 
 COLUMNS = [
     {"key": "name", "type": "string", "required": True, "name": "Full name"},
@@ -40,14 +40,20 @@ async def upload(client, account, data, table="people", query="", content_type="
 
 
 async def finished(api, account, job, table="people"):
-    for _ in range(3000):
-        current = await api.call(
+    """The import job once it is `completed` or `failed` (tests/support/waits.py: the deadline
+    only bounds a hang)."""
+    last = [None]
+
+    async def done():
+        last[0] = await api.call(
             "GET", f"/api/data/{table}/imports/{job['id']}", account, expect=200
         )
-        if current["state"] in ("completed", "failed"):
-            return current
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"the import did not finish: {current}")
+        return last[0] if last[0]["state"] in ("completed", "failed") else None
+
+    try:
+        return await until(done, f"import {job['id']} to finish")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last seen: {last[0]}") from None
 
 
 async def confirm(api, account, job, table="people", expect=202, **body):

@@ -16,7 +16,9 @@ import orjson
 from aiohttp import ClientResponse, ClientSession, ClientWebSocketResponse, WSMsgType
 from aiohttp.test_utils import TestClient
 
-WAIT = 10.0  # a bound on waiting for a frame that must come (never a pass condition)
+from tests.support.waits import DEADLINE
+
+WAIT = DEADLINE  # a bound on waiting for a frame that must come (never a pass condition)
 
 
 class LiveSocket:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 from typing import Any
 
 from handlers.app import create_app
+from tests.support.waits import until
 
 
 def read(path: Path) -> str:
@@ -16,12 +16,15 @@ def read(path: Path) -> str:
 
 async def wait_for_text(path: Path, needle: str) -> str:
     """Access lines are written by a thread: wait until `needle` is in the file."""
-    for _ in range(500):
+
+    async def written() -> str | None:
         text = read(path)
-        if needle in text:
-            return text
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{needle!r} never reached {path}: {text!r}")
+        return text if needle in text else None
+
+    try:
+        return await until(written, f"{needle!r} in {path}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the file holds: {read(path)!r}") from None
 
 
 async def crashing_client(aiohttp_client: Any, settings: Any) -> Any:

@@ -8,10 +8,12 @@ import asyncio
 from typing import Any
 
 from crm_core.platform.outbox import OUTBOX
+from tests.support.waits import DEADLINE
 
 
-async def outbox_drained(storage: Any, timeout: float = 30.0) -> int:
-    """The number of outbox entries once it reaches 0 (or what is left after `timeout`)."""
+async def outbox_drained(storage: Any, timeout: float = DEADLINE) -> int:
+    """The number of outbox entries once it reaches 0 (or what is left after `timeout`, which
+    only bounds a hang: tests/support/waits.py)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:

@@ -3,11 +3,14 @@ environment those processes run with."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from aiohttp import ClientSession
 
-from tests.support.api import TEST_SECRET, Api
+from tests.support.api import PATIENT_DATABASE, TEST_SECRET, Api
 from tests.support.servers import CrmServe
 
 
@@ -30,11 +33,36 @@ class RemoteClient:
 
 def crm_env(**settings: Any) -> dict[str, str]:
     """Environment for `crm serve` / `crm worker` in these tests (test settings, cheap
-    bcrypt), plus `settings` by their environment names."""
+    bcrypt, patient database waits: tests/support/api.py `PATIENT_DATABASE`), plus `settings`
+    by their environment names."""
     env = {"CRM_ENV": "test", "SECRET_KEY": TEST_SECRET, "BCRYPT_ROUNDS": "4"}
+    env.update({key.upper(): str(value) for key, value in PATIENT_DATABASE.items()})
     env.update({key.upper(): str(value) for key, value in settings.items()})
     return env
 
 
 def remote_api(http: ClientSession, server: CrmServe) -> Api:
     return Api(RemoteClient(http, server.url))  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def serve_behind(logs: Path, database_url: str) -> AsyncIterator[CrmServe]:
+    """A started `crm serve` on `database_url` (a proxy an outage test cuts) with short
+    database waits, so a cut shows as 503 within a second; its log's tail is printed when
+    the body fails, and the process is stopped either way."""
+    serve = CrmServe(
+        logs / "serve.log",
+        crm_env(
+            mongodb_url=database_url,
+            mongodb_server_selection_timeout_ms=1000,
+            mongodb_connect_timeout_ms=1000,
+        ),
+    )
+    serve.start()
+    try:
+        yield serve
+    except BaseException:
+        print(f"crm serve's log ({serve.log_path}):\n{serve.log_tail(80)}")
+        raise
+    finally:
+        serve.terminate()

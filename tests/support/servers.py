@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import shutil
 import signal
@@ -26,7 +27,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
@@ -36,12 +36,13 @@ from typing import Any, NoReturn
 import pytest
 
 from tests.support.tools import free_port
+from tests.support.waits import DEADLINE, until, until_sync
 
 ROOT = Path(__file__).resolve().parents[2]
 MONGOECO_VERSION = "4.11.0"  # as scripts/test-mongoeco
 MONGOECO_VENV = ROOT / ".venv-mongoeco"
 LOOPBACK = "127.0.0.1"
-START_TIMEOUT = 60.0  # seconds: a cold `crm serve` imports a lot on a busy 2-core machine
+START_TIMEOUT = DEADLINE  # bounds a hang: a cold `crm serve` imports a lot on a busy 2-core machine
 
 
 def missing_tool(message: str) -> NoReturn:
@@ -60,19 +61,32 @@ def port_open(port: int, host: str = LOOPBACK) -> bool:
 
 
 def wait_until(condition: Callable[[], bool], what: str, timeout: float = START_TIMEOUT) -> None:
-    """Poll `condition` until it holds; an AssertionError naming `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+    """Poll `condition` until it holds; an AssertionError naming `what` after `timeout` (which
+    only bounds a hang: tests/support/waits.py)."""
+    until_sync(condition, what, timeout)
 
 
 # ---- processes -------------------------------------------------------------------------------
 
 
+class PortTaken(AssertionError):
+    """The process could not listen: another one took its port after `free_port()` chose it."""
+
+
+PORT_TAKEN = ("address already in use", "errno 98")  # aiohttp, asyncio, redis-server
+PORT_ATTEMPTS = 5
+
+
 class ManagedProcess:
     """One subprocess with its output in `log_path`; `start()` may be called again after a
-    stop (the log file is appended to, with a marker line per start)."""
+    stop (the log file is appended to, with a marker line per start).
+
+    Started means ready: a subclass names the line its process prints once it serves
+    (`ready_line`, looked for in the log since this start, so a line of an earlier start or
+    another process on the port cannot stand for it) and may check more (`wait_ready`).
+    A process given no port gets a free one; if another process takes that port before ours
+    listens, the start moves to a new free port (`PortTaken`). Once started, the port is kept:
+    a restart must come back on the address its clients know."""
 
     def __init__(
         self,
@@ -89,11 +103,33 @@ class ManagedProcess:
         self.cwd = cwd or log_path.parent
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.port_chosen = False  # a free port chosen here: may move until the first start
+        self._mark = 0  # where this start's output begins in the log
+
+    def ready_line(self) -> str | None:
+        """What the process prints once it serves (None: no such line)."""
+        return None
+
+    def move_to(self, port: int) -> None:
+        """Use `port` instead (subclasses with a port: before their first start)."""
+        raise NotImplementedError
 
     def start(self) -> None:
         assert not self.running, f"{self.name} is already running"
         self.starts += 1
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            try:
+                self._start_once()
+                break
+            except PortTaken:
+                if not self.port_chosen or attempt == PORT_ATTEMPTS:
+                    raise
+                self.move_to(free_port())
+        self.port_chosen = False  # a restart comes back on this address
+
+    def _start_once(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._mark = len(self.log_text())
         with self.log_path.open("ab") as log:
             log.write(f"---- start {self.starts}: {' '.join(self.argv)}\n".encode())
             log.flush()
@@ -105,17 +141,26 @@ class ManagedProcess:
                 env=self.env,
                 cwd=self.cwd,
             )
+        line = self.ready_line()
+        if line is not None:
+            self._wait(lambda: line in self.started_log(), f"{line!r} in its log")
         self.wait_ready()
 
+    def started_log(self) -> str:
+        """The log since the current (or last) start."""
+        return self.log_text()[self._mark :]
+
     def wait_ready(self) -> None:
-        """Subclasses wait for their readiness sign; the base only checks it did not exit."""
+        """Subclasses wait for more than their ready line; the base checks it did not exit."""
         self._check_alive()
 
     def _check_alive(self) -> None:
         assert self.process is not None
         code = self.process.poll()
         if code is not None:
-            raise AssertionError(
+            started = self.started_log()
+            error = PortTaken if any(s in started.lower() for s in PORT_TAKEN) else AssertionError
+            raise error(
                 f"{self.name} exited with status {code} while starting; its log ends:\n"
                 + self.log_tail()
             )
@@ -127,6 +172,8 @@ class ManagedProcess:
 
         try:
             wait_until(ready, f"{self.name}: {what}")
+        except PortTaken:
+            raise
         except AssertionError as exc:
             if "timed out" in str(exc):
                 raise AssertionError(f"{exc}; its log ends:\n{self.log_tail()}") from None
@@ -238,12 +285,20 @@ class MongoecoServer(ManagedProcess):
 
     def __init__(self, log_path: Path, port: int | None = None) -> None:
         self.port = port or free_port()
-        argv = [mongoeco_python(), str(ROOT / "scripts" / "mongoeco_server.py")]
-        super().__init__("mongoeco", [*argv, "--port", str(self.port)], log_path)
+        self.script = [mongoeco_python(), str(ROOT / "scripts" / "mongoeco_server.py")]
+        super().__init__("mongoeco", [*self.script, "--port", str(self.port)], log_path)
+        self.port_chosen = port is None
 
     @property
     def uri(self) -> str:
         return mongodb_uri(self.port)
+
+    def move_to(self, port: int) -> None:
+        self.port = port
+        self.argv = [*self.script, "--port", str(port)]
+
+    def ready_line(self) -> str:
+        return f"mongodb://{LOOPBACK}:{self.port}/"  # printed once it listens
 
     def wait_ready(self) -> None:
         self._wait(lambda: port_open(self.port), f"listening on {self.port}")
@@ -360,6 +415,7 @@ class ThreadedApp:
         from aiohttp import web
 
         self.port = port or free_port()
+        self.port_chosen = port is None  # may move if another process takes it first
         self._runner = web.AppRunner(app, access_log=None)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="threaded-app")
@@ -373,10 +429,19 @@ class ThreadedApp:
 
         async def serve() -> None:
             await self._runner.setup()
-            await web.TCPSite(self._runner, LOOPBACK, self.port).start()
+            for attempt in range(1, PORT_ATTEMPTS + 1):
+                try:
+                    await web.TCPSite(self._runner, LOOPBACK, self.port).start()
+                    return
+                except OSError as exc:  # taken since `free_port()` chose it
+                    if exc.errno != errno.EADDRINUSE or not self.port_chosen:
+                        raise
+                    if attempt == PORT_ATTEMPTS:
+                        raise
+                    self.port = free_port()
 
         self._thread.start()
-        asyncio.run_coroutine_threadsafe(serve(), self._loop).result(timeout=30)
+        asyncio.run_coroutine_threadsafe(serve(), self._loop).result(timeout=DEADLINE)
         return self
 
     def close(self) -> None:
@@ -401,9 +466,14 @@ class RedisServer(ManagedProcess):
                 "redis-server is not on the PATH (apt-get install redis-server): this test "
                 "did NOT run"
             )
+        self.binary = binary
         self.port = port or free_port()
-        argv = [
-            binary,
+        super().__init__("redis", self._argv(log_path), log_path)
+        self.port_chosen = port is None
+
+    def _argv(self, log_path: Path) -> list[str]:
+        return [
+            self.binary,
             "--port",
             str(self.port),
             "--bind",
@@ -415,11 +485,17 @@ class RedisServer(ManagedProcess):
             "--dir",
             str(log_path.parent),
         ]
-        super().__init__("redis", argv, log_path)
+
+    def move_to(self, port: int) -> None:
+        self.port = port
+        self.argv = self._argv(self.log_path)
 
     @property
     def url(self) -> str:
         return f"redis://{LOOPBACK}:{self.port}/0"
+
+    def ready_line(self) -> str:
+        return "Ready to accept connections"
 
     def wait_ready(self) -> None:
         self._wait(lambda: port_open(self.port), f"listening on {self.port}")
@@ -457,10 +533,19 @@ class CrmServe(ManagedProcess):
         self.port = port or free_port()
         argv = [crm_executable(), "serve", "--host", LOOPBACK, "--port", str(self.port)]
         super().__init__(f"crm serve :{self.port}", argv, log_path, crm_environment(env))
+        self.port_chosen = port is None
 
     @property
     def url(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
+
+    def move_to(self, port: int) -> None:
+        self.port = port
+        self.name = f"crm serve :{port}"
+        self.argv = [*self.argv[:-1], str(port)]
+
+    def ready_line(self) -> str:
+        return f"Running on {self.url}"  # aiohttp's line once this process listens
 
     def wait_ready(self) -> None:
         self._wait(self._healthy, "GET /health answering 200")
@@ -480,14 +565,9 @@ class CrmWorker(ManagedProcess):
 
     def __init__(self, log_path: Path, env: Mapping[str, str]) -> None:
         super().__init__("crm worker", [crm_executable(), "worker"], log_path, crm_environment(env))
-        self._mark = 0
 
-    def start(self) -> None:
-        self._mark = len(self.log_text())
-        super().start()
-
-    def wait_ready(self) -> None:
-        self._wait(lambda: self.READY_LINE in self.log_text()[self._mark :], "its ready line")
+    def ready_line(self) -> str:
+        return self.READY_LINE
 
 
 @contextlib.contextmanager
@@ -504,10 +584,7 @@ def running(*processes: ManagedProcess) -> Iterator[None]:
             process.terminate()
 
 
-async def eventually(condition: Any, what: str, timeout: float = 300) -> None:
+async def eventually(condition: Any, what: str, timeout: float = DEADLINE) -> None:
     """Polls the coroutine function `condition` until it answers true; fails naming `what`
-    after `timeout` seconds (generous: real processes on a shared 2-core machine)."""
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
+    after `timeout` seconds (only bounds a hang: real processes on a shared 2-core machine)."""
+    await until(condition, what, timeout, interval=0.1)

@@ -34,15 +34,18 @@ def gateway_settings(gateway: FakeGateway, **overrides: Any) -> Settings:
 
 
 def redis_settings(redis_url: str, gateway: FakeGateway, **overrides: Any) -> Settings:
-    """Settings for SMS through Redis and the fake gateway, with short timeouts."""
+    """Settings for SMS through Redis and the fake gateway, with short timeouts. Not too
+    short: the fake gateway answers in the test's own process, which a loaded machine slows
+    down, and a send that times out after the gateway accepted it is `unknown` (0.2 s did
+    that under load); the redelivery must exceed the longest send (2 attempts)."""
     values: dict[str, Any] = {
         "redis_url": redis_url,
         "sms_rate_per_second": 20,
         "sms_batch_size": 10,
-        "sms_send_timeout_seconds": 0.2,
+        "sms_send_timeout_seconds": 2.0,
         "sms_max_attempts": 2,
         "sms_retry_base_seconds": 0.05,
-        "sms_redelivery_seconds": 1.0,
+        "sms_redelivery_seconds": 5.0,
         "api_runs_tasks": False,
     }
     values.update(overrides)

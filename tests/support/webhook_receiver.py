@@ -4,7 +4,6 @@ check, and API helpers that register webhooks and wait for their deliveries."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
@@ -17,6 +16,7 @@ import orjson
 from aiohttp import web
 
 from tests.support.api import Api
+from tests.support.waits import until
 
 
 @dataclass
@@ -95,11 +95,7 @@ async def make_hook(api: Api, account, url: str, **fields: Any) -> dict[str, Any
 
 
 async def wait_for(condition, what: str = "condition") -> None:
-    for _ in range(2000):  # a generous cap for a loaded machine; no timing is asserted
-        if await condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
+    await until(condition, what)  # the deadline only bounds a hang (tests/support/waits.py)
 
 
 async def deliveries(api: Api, account, hook_id: str, **query: Any) -> list[dict[str, Any]]:

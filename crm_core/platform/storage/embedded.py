@@ -2,9 +2,11 @@
 
 mongomock-motor's in-memory stand-in for MongoDB, its calls run one at a time on a worker
 thread of their own so the event loop keeps answering while it scans; two of mongomock's read
-paths are patched to use `_id` the way MongoDB's `_id` index does (below); every call reports
-to the query recorder; its stored documents are copied on write and its changes counted, for
-snapshots (below). It is for a trial, a demo and the test suite, in one process.
+paths are patched to use `_id` the way MongoDB's `_id` index does (below); a filter's leading
+plain equalities are decided without mongomock's filter, and its copies, counts and `$set` are
+cheaper, with the same results (below; docs/operations.md, "Embedded limits"); every call
+reports to the query recorder; its stored documents are copied on write and its changes
+counted, for snapshots (below). It is for a trial, a demo and the test suite, in one process.
 
 What it does not guarantee: durability (data lives in this process's memory; with
 `EMBEDDED_DATA_DIR` a crash loses the changes since the last snapshot, crm_core/platform/
@@ -45,9 +47,11 @@ from typing import Any, NoReturn, TypeVar, cast
 from zoneinfo import ZoneInfo
 
 import mongomock_motor
-from bson import ObjectId
+from bson import Decimal128, Int64, ObjectId
+from bson.errors import InvalidDocument
 from mongomock import OperationFailure
 from mongomock import aggregate as _mongomock_aggregate
+from mongomock import collection as _mongomock_collection_module
 from mongomock import filtering as _mongomock_filtering
 from mongomock import helpers as _mongomock_helpers
 from mongomock.collection import Collection as MongomockCollection
@@ -165,6 +169,7 @@ def _call_shape(
 
 # typed as Any: the stubs present these classes as motor's, whose signatures we narrow
 mm: Any = mongomock_motor
+_mongomock_collection: Any = _mongomock_collection_module  # mongomock's module: untyped
 
 
 Result = TypeVar("Result")
@@ -496,13 +501,77 @@ def _iter_documents(self: MongomockCollection, spec: object) -> Iterator[MongoDo
     """mongomock's `Collection._iter_documents`, with the store looked up by named `_id`s."""
     ids = _named_ids(spec)
     if ids is None:
-        return _ORIGINAL_ITER_DOCUMENTS(self, spec)
+        return _scan(self, spec)
     store = self._store
     if store.is_empty:  # expires TTL'd documents, as every read of the store does
         filter_applies(spec, {})  # mongomock validates the filter even then
         return iter(())
     found = [doc for doc in map(store._documents.get, ids) if doc is not None]
-    return (doc for doc in found if filter_applies(_without_named_id(spec), doc))
+    return filter(_matcher(_without_named_id(spec)), found)
+
+
+def _scan(self: MongomockCollection, spec: object) -> Iterator[MongoDocument]:
+    """mongomock's scan of every document (its `Collection._iter_documents`), the filter's
+    leading plain equalities tested first (`_matcher`)."""
+    equalities = _leading_equalities(spec)
+    if not equalities:
+        return _ORIGINAL_ITER_DOCUMENTS(self, spec)
+    store = self._store
+    if store.is_empty:
+        filter_applies(spec, {})
+    key, value, kind = equalities[0]
+    candidates = [
+        doc
+        for doc in list(store.documents)
+        if type(held := doc.get(key, _MISSING)) is not kind or held == value
+    ]
+    return filter(_matcher(spec), candidates)
+
+
+_MISSING = object()
+_EQUALITY_TYPES = (str, int, ObjectId)  # exactly these types (a bool is not an int here)
+
+
+def _leading_equalities(spec: object) -> list[tuple[str, object, type]]:
+    """The conditions at the start of a filter that compare a top-level field with a string,
+    an integer or an ObjectId: (field, value, its type)."""
+    found: list[tuple[str, object, type]] = []
+    if not isinstance(spec, dict):
+        return found
+    for key, value in spec.items():
+        kind = type(value)
+        if type(key) is not str or key[:1] in ("$", "") or "." in key:
+            break
+        if kind not in _EQUALITY_TYPES:
+            break
+        found.append((key, value, kind))
+    return found
+
+
+def _matcher(spec: object) -> Callable[[MongoDocument], bool]:
+    """`filter_applies(spec, document)` as a test of documents, with the filter's leading
+    plain equalities (`_leading_equalities`) decided here where they can be. mongomock tests
+    a filter's conditions in order and stops at the first that fails; a plain equality on a
+    top-level field compares with `==` a value that is not an array. So a document whose
+    field holds a value of the equality's own type fails there when it differs (before any
+    later condition is looked at, or could raise) and passes it when equal; a filter made only
+    of such equalities, all passed, matches. Any other document (the field missing, an array,
+    a number of another type) goes through mongomock's filter."""
+    equalities = _leading_equalities(spec)
+    if not equalities:
+        return functools.partial(filter_applies, spec)
+    complete = isinstance(spec, dict) and len(equalities) == len(spec)
+
+    def matches(doc: MongoDocument) -> bool:
+        for key, value, kind in equalities:
+            held = doc.get(key, _MISSING)
+            if type(held) is not kind:
+                return filter_applies(spec, doc)
+            if held != value:
+                return False
+        return complete or filter_applies(spec, doc)
+
+    return matches
 
 
 def _without_named_id(spec: object) -> object:
@@ -542,9 +611,10 @@ def _get_dataset(
     window = keys[start:stop]
     if pairs[0][1] < 0:
         window.reverse()
+    matches = _matcher(spec)
     for key in window:
         doc = documents.get(key)
-        if doc is not None and filter_applies(spec, doc):
+        if doc is not None and matches(doc):
             yield self._copy_only_fields(doc, fields, as_class)
 
 
@@ -853,7 +923,30 @@ def _expr_array_elem_at(parser: Any, value: object) -> object:
     return array[int(index)]
 
 
+def _expr_literal(parser: Any, value: object) -> object:
+    """`$literal`: its value, unparsed (as mongomock's; reached without its operator-list
+    lookups, which cost more than the rest of an update pipeline's `$set` of a document)."""
+    return value
+
+
+def _expr_subtract(parser: Any, value: object) -> object:
+    """`$subtract` of two numbers (int or float); other operands (dates, null, a missing
+    field, a wrong arity) as mongomock evaluates them."""
+    if isinstance(value, list) and len(value) == 2:
+        try:
+            first, second = parser.parse(value[0]), parser.parse(value[1])
+        except KeyError:
+            first = second = None
+        if type(first) in _NUMBERS and type(second) in _NUMBERS:
+            return first - second
+    return parser._handle_arithmetic_operator("$subtract", value)
+
+
+_NUMBERS = (int, float)
+
 EXPRESSIONS: dict[str, Callable[[Any, object], object]] = {
+    "$literal": _expr_literal,
+    "$subtract": _expr_subtract,
     "$reduce": _expr_reduce,
     "$arrayElemAt": _expr_array_elem_at,
     "$not": _expr_not,
@@ -1023,11 +1116,19 @@ def _iter_documents_for_update(self: MongomockCollection, spec: object) -> Itera
 
 
 def _stored_copies(store: Any, documents: Iterator[MongoDocument]) -> Iterator[MongoDocument]:
+    global _replaced
     for document in documents:
         key = document["_id"]
-        copied = copy.deepcopy(document)
+        copied = _plain_copy(document)
         _writable(store)[_hashdict(key) if isinstance(key, dict) else key] = copied
+        _replaced = (copied, document)
         yield copied
+
+
+# (the copy an update changes, the document it replaced in the store): mongomock's update
+# next takes a deep copy of that copy to tell whether the update changed it; the replaced
+# document, never changed once stored, is that copy already (`_MongomockCopy.deepcopy`)
+_replaced: tuple[MongoDocument, MongoDocument] | None = None
 
 
 _SHARED = "_crm_shared"  # a store's attribute: [its mapping snapshots are reading, how many]
@@ -1104,6 +1205,159 @@ setattr(CollectionStore, "drop", _store_drop)  # noqa: B010
 setattr(CollectionStore, "create_index", _store_create_index)  # noqa: B010
 setattr(CollectionStore, "drop_index", _store_drop_index)  # noqa: B010
 setattr(DatabaseStore, "rename", _store_rename)  # noqa: B010
+
+
+# ---- mongomock's own copies and counts, cheaper with the same results ----------------------
+# mongomock deep-copies each document an update matches (to tell whether it changed) and each
+# value a `$set` stores, with `copy.deepcopy`, whose memo and reduce protocol cost more than
+# the copy: a stored document is dicts and lists of immutable values, so `_plain_copy` copies
+# the dicts and lists and shares the values (anything else still goes to `copy.deepcopy`).
+# `count_documents` with a limit stops at the limit instead of matching every document, and
+# the PyMongo version checks mongomock makes on every insert parse their version once.
+
+_IMMUTABLE = frozenset(
+    {str, int, float, bool, type(None), bytes, ObjectId, datetime, date, Decimal128, Int64}
+)
+
+
+# mongomock's own walks of a document (every insert makes its stored datetimes naive and
+# millisecond-precise; a read with `tz_aware` gives them UTC back): the same results, without
+# testing every plain value against each container type first
+_PLAIN = frozenset({str, int, float, bool, type(None), bytes, ObjectId, Decimal128, Int64})
+_ORIGINAL_PATCH_DATETIMES: Callable[[Any], Any] = (
+    _mongomock_helpers.patch_datetime_awareness_in_document
+)
+_ORIGINAL_AWARE_DATETIMES: Callable[[Any], Any] = (
+    _mongomock_helpers.make_datetime_timezone_aware_in_document
+)
+
+
+def _patch_datetimes(value: Any) -> Any:
+    """mongomock's `patch_datetime_awareness_in_document`."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    if kind is dict:
+        return {key: _patch_datetimes(item) for key, item in value.items()}
+    if kind is list:
+        return [_patch_datetimes(item) for item in value]
+    return _ORIGINAL_PATCH_DATETIMES(value)
+
+
+def _aware_datetimes(value: Any) -> Any:
+    """mongomock's `make_datetime_timezone_aware_in_document`."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    if kind is dict:
+        return {key: _aware_datetimes(item) for key, item in value.items()}
+    if kind is list:
+        return [_aware_datetimes(item) for item in value]
+    return _ORIGINAL_AWARE_DATETIMES(value)
+
+
+def _check_field_names(data: Mapping[str, Any]) -> None:
+    """mongomock's check that no field name of an inserted document, at any depth, holds the
+    null character; plain values are not tested for being mappings first."""
+    for key, value in data.items():
+        if "\0" in key:
+            raise InvalidDocument(f"Field names cannot contain the null character (found: {key})")
+        if type(value) not in _PLAIN and isinstance(value, Mapping):
+            _check_field_names(value)
+
+
+def _plain_copy(value: Any, memo: dict[int, object] | None = None) -> Any:
+    """A deep copy of a stored value: dicts and lists copied, immutable values shared."""
+    kind = type(value)
+    if kind in _IMMUTABLE:
+        return value
+    if kind is dict:
+        return {key: _plain_copy(item) for key, item in value.items()}
+    if kind is list:
+        return [_plain_copy(item) for item in value]
+    return copy.deepcopy(value, memo)
+
+
+def _update_snapshot(value: Any, memo: dict[int, object] | None = None) -> Any:
+    """mongomock's deep copy: the document an update's copy replaced in the store stands for
+    a copy of it (`_stored_copies`), anything else is copied by `_plain_copy`."""
+    global _replaced
+    if _replaced is not None and value is _replaced[0]:
+        original = _replaced[1]
+        _replaced = None
+        return original
+    return _plain_copy(value, memo)
+
+
+class _MongomockCopy:
+    """The `copy` module as mongomock's collection and aggregation code sees it."""
+
+    deepcopy = staticmethod(_update_snapshot)
+    copy = staticmethod(copy.copy)
+
+
+class _MongomockVersion:
+    """`packaging.version` as mongomock's collection code sees it: each version parsed once."""
+
+    parse = staticmethod(functools.lru_cache(maxsize=64)(_mongomock_collection.version.parse))
+
+
+_ORIGINAL_SET_UPDATER: Callable[[Any, str, Any], None] = _mongomock_collection._set_updater
+_ENCODABLE = frozenset({bool, type(None), ObjectId, float})  # BSON encodes any such value
+_INT64 = range(-(2**63), 2**63)
+
+
+def _set_field(doc: Any, field_name: str, value: Any) -> None:
+    """mongomock's `$set` of one field (`_set_updater`), which first encodes the value to BSON
+    to refuse what BSON cannot hold: a value BSON always encodes (an ASCII string, a 64-bit
+    integer, a naive datetime as every update's values are made, a boolean, null, a float, an
+    ObjectId) is set without the trial encoding; anything else, a list or a field name it
+    refuses go through mongomock's."""
+    kind = type(value)
+    if (
+        type(doc) is dict
+        and (
+            kind in _ENCODABLE
+            or (kind is str and value.isascii())
+            or (kind is int and value in _INT64)
+            or (kind is datetime and value.tzinfo is None)
+        )
+        and "\0" not in field_name
+        and field_name[:1] != "$"
+    ):
+        doc[field_name] = value
+        return
+    _ORIGINAL_SET_UPDATER(doc, field_name, value)
+
+
+def _count_documents(self: MongomockCollection, filter: object, **kwargs: object) -> int:
+    """mongomock's `count_documents`; with a limit (and no other option than `skip`), the
+    matching stops once `skip + limit` documents matched."""
+    limit, skip = kwargs.get("limit"), kwargs.get("skip", 0)
+    if set(kwargs) - {"limit", "skip"} or type(skip) is not int or type(limit) is not int:
+        return _ORIGINAL_COUNT_DOCUMENTS(self, filter, **kwargs)
+    if skip < 0 or limit <= 0:
+        return _ORIGINAL_COUNT_DOCUMENTS(self, filter, **kwargs)
+    spec = _patch_datetimes(filter)
+    inner: Any = self  # mongomock's collection: untyped
+    found = sum(1 for _ in itertools.islice(inner._iter_documents(spec), skip + limit))
+    return int(min(max(found - skip, 0), limit))
+
+
+_ORIGINAL_COUNT_DOCUMENTS: Callable[..., int] = MongomockCollection.count_documents
+setattr(MongomockCollection, "count_documents", _count_documents)  # noqa: B010
+setattr(_mongomock_collection, "copy", _MongomockCopy)  # noqa: B010
+setattr(_mongomock_aggregate, "copy", _MongomockCopy)  # noqa: B010
+setattr(_mongomock_collection, "version", _MongomockVersion)  # noqa: B010
+setattr(_mongomock_collection, "_recursive_key_check_null_character", _check_field_names)  # noqa: B010
+if _mongomock_collection.BSON and not (
+    _mongomock_helpers.PYMONGO_VERSION < _mongomock_collection.version.parse("3.6")
+):  # field names checked, no `check_keys`: the only way `_set_updater` validates here
+    setattr(_mongomock_collection, "_set_updater", _set_field)  # noqa: B010
+    _mongomock_collection._updaters["$set"] = _set_field
+setattr(_mongomock_helpers, "patch_datetime_awareness_in_document", _patch_datetimes)  # noqa: B010
+setattr(_mongomock_helpers, "make_datetime_timezone_aware_in_document", _aware_datetimes)  # noqa: B010
+make_datetime_timezone_aware_in_document = _aware_datetimes
 
 
 @dataclass(frozen=True)

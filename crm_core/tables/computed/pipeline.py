@@ -1,17 +1,20 @@
 """The list path of a table with computed columns (docs/computed.md "Listing"): one aggregation
 pipeline instead of find(): `$match` on stored fields first (index-served as the find's filter
 is), then the computed columns the filter and the sort need (`$lookup` + `$addFields`, in
-dependency order), `$match` on computed fields, `$sort`, `$skip`, `$limit`, and only then the
-computed columns the page shows but nothing selected or sorted by."""
+dependency order), `$match` on computed fields, the cursor's condition, `$sort`, `$skip`,
+`$limit`, and only then the computed columns the page shows but nothing selected or sorted
+by."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time
 from typing import Any
 
 from crm_core.accounts.context import TenantContext
+from crm_core.platform.cursors import merge_after
 from crm_core.platform.errors import ValidationFailed
 from crm_core.platform.registry import Registry
 from crm_core.platform.storage import query_purpose
@@ -26,7 +29,7 @@ from crm_core.tables.columns import (
     StringType,
 )
 from crm_core.tables.computed.checker import Kind
-from crm_core.tables.computed.compiler import CompileEnv, Expr, compile_formula
+from crm_core.tables.computed.compiler import CompileEnv, Expr, compile_formula, operators
 from crm_core.tables.computed.definitions import formula_of, result_kind, setting, uses
 from crm_core.tables.computed.syntax import parse
 from crm_core.tables.definitions import Table, load_table
@@ -147,8 +150,26 @@ async def build_plan(
             plan.stages[column.key] = await _rollup_stages(ctx, types, column, plan)
         else:
             expr = compile_formula(parse(formula_of(column)), env)
+            if result_kind(column) is Kind.NUMBER and operators(expr) & ARITHMETIC:
+                expr = finite(expr)
             plan.stages[column.key] = [{"$addFields": {column.key: expr}}]
     return plan
+
+
+# the operators that can make a number past the doubles' range from stored (finite) values
+ARITHMETIC = {"$add", "$subtract", "$multiply", "$divide"}
+
+
+def finite(expr: Expr) -> Expr:
+    """A number column's value, blank when it is not finite (an overflow past the doubles'
+    range, or NaN from inf - inf; docs/computed.md "Blanks"): NaN compares and sorts apart
+    from every number, differently on each engine, and a cursor after it would find nothing
+    (docs/computed.md "Cursor pages"). Only formulas with arithmetic and sums can overflow:
+    stored numbers are finite."""
+    within = {
+        "$and": [{"$gte": ["$$v", -sys.float_info.max]}, {"$lte": ["$$v", sys.float_info.max]}]
+    }
+    return {"$let": {"vars": {"v": expr}, "in": {"$cond": [within, "$$v", None]}}}
 
 
 async def _lookup_stages(
@@ -211,6 +232,7 @@ async def _rollup_stages(
     function = setting(column, "function")
     value = setting(column, "column") or "_id"
     projection: dict[str, Any] = {"_id": 0, value: 1} if value != "_id" else {"_id": 1}
+    rolled = _rollup_value(function, f"${temp}.{value}", f"${temp}")
     return [
         {
             "$lookup": {
@@ -221,7 +243,7 @@ async def _rollup_stages(
                 "as": temp,
             }
         },
-        {"$addFields": {column.key: _rollup_value(function, f"${temp}.{value}", f"${temp}")}},
+        {"$addFields": {column.key: rolled if function not in ("sum", "avg") else finite(rolled)}},
     ]
 
 
@@ -242,17 +264,32 @@ def page_pipelines(
     sort: list[tuple[str, int]],
     offset: int,
     limit: int,
+    after: dict[str, Any] | None = None,
 ) -> PagePipelines:
+    """The page of `query` in `sort` order from `offset`, or after a cursor (`after`, the
+    condition crm_core/platform/cursors.py builds from its keys; docs/computed.md "Cursor
+    pages"): merged into the stored `$match` when the sort and the filter read stored fields
+    only (served by the sort's index), else a `$match` after the sort's computed values exist
+    and before the `$sort` (in the page's arm of the `$facet`, so the total counts every row;
+    without a `$facet`, its top-level conditions on stored fields, such as the range on a
+    stored first sort key, also narrow the stored `$match`)."""
     computed = set(plan.stages)
     stored, on_computed = split_query(query, computed)
+    sorted_by_computed = any(key in computed for key, _ in sort)
+    early = after is not None and not sorted_by_computed and not on_computed
+    first = stored
+    if after is not None and not on_computed:
+        first = merge_after(stored, after if early else stored_part(after, computed))
     done: set[str] = set()
-    head: list[dict[str, Any]] = [{"$match": stored}] if stored else []
+    head: list[dict[str, Any]] = [{"$match": first}] if first else []
     selecting = plan.for_keys(sorted(field_names(on_computed) & computed), done)
     head += selecting
     if on_computed:
         head.append({"$match": on_computed})
-    sorting = plan.for_keys([k for k, _ in sort if k in computed], done)
-    tail = [*sorting, {"$sort": dict(sort)}]
+    tail = plan.for_keys([k for k, _ in sort if k in computed], done)
+    if after is not None and not early:
+        tail.append({"$match": after})
+    tail.append({"$sort": dict(sort)})
     if offset:
         tail.append({"$skip": offset})
     tail.append({"$limit": limit})
@@ -262,6 +299,15 @@ def page_pipelines(
         return PagePipelines([*head, *tail], stored)
     facet = {"$facet": {"rows": tail, "total": [{"$count": "n"}]}}
     return PagePipelines([*head, facet], stored, faceted=True)
+
+
+def stored_part(condition: dict[str, Any], computed: set[str]) -> dict[str, Any]:
+    """The top-level conditions of `condition` on stored fields: each is implied by it."""
+    return {
+        key: value
+        for key, value in condition.items()
+        if not key.startswith("$") and key.split(".")[0] not in computed
+    }
 
 
 def values_pipeline(plan: Plan, ids: list[Any]) -> list[dict[str, Any]]:
