@@ -12,7 +12,13 @@ from crm_core.platform.settings import Settings
 from crm_core.platform.storage import Storage
 from crm_core.sms.providers import SmsProvider
 from crm_core.sms.ratelimit import SlotLimiter
-from crm_core.sms.service import CampaignEvents, SendCapacity, SmsSender, claim_size
+from crm_core.sms.service import (
+    CampaignEvents,
+    SendCapacity,
+    SmsSender,
+    claim_size,
+    request_size,
+)
 
 
 @dataclass
@@ -31,7 +37,9 @@ class SmsRuntime:
         """The domain's sender on this process's provider, limiter and capacity (read at each
         task: a test may swap the limiter of a running worker)."""
         if self.capacity is None:
-            self.capacity = SendCapacity(claim_size(self.settings))
+            self.capacity = SendCapacity(
+                claim_size(self.settings), request_size(self.settings, self.provider)
+            )
         return SmsSender(
             self.settings,
             self.provider,

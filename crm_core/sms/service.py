@@ -822,15 +822,20 @@ def claim_size(settings: Settings) -> int:
 @dataclass
 class SendCapacity:
     """What one process sends at once: claims in flight (so that no claim takes its rate slots
-    while it could not use them) and requests in flight (the HTTP client's connection pool:
-    more would wait for a connection inside their send timeout)."""
+    while it could not use them: as many as the requests they make fit in the pool) and
+    requests in flight (the HTTP client's connection pool: more would wait for a connection
+    inside their send timeout). A claim takes its slots and waits for the first before it
+    marks its messages, so claims in flight beyond the one sending wait on the rate unclaimed
+    and each starts the moment the claim before it has its last slot."""
 
     claim_size: int
+    request_size: int = 1  # messages per provider request (`request_size`)
     claims: asyncio.Semaphore = field(init=False)
     requests: asyncio.Semaphore = field(init=False)
 
     def __post_init__(self) -> None:
-        self.claims = asyncio.Semaphore(max(1, SENDS_IN_FLIGHT // self.claim_size))
+        per_claim = -(-self.claim_size // max(1, self.request_size))
+        self.claims = asyncio.Semaphore(max(1, SENDS_IN_FLIGHT // per_claim))
         self.requests = asyncio.Semaphore(SENDS_IN_FLIGHT)
 
 

@@ -83,6 +83,8 @@ SystemReason = Literal[
     "link_target_deleted",  # a link cleared: the row it named went to the trash
     "link_target_restored",  # the link put back: that row came back from the trash
     "import_rolled_back",  # a failed import's updates undone: the values from before it
+    "bulk_update_rolled_back",  # a bulk update that failed half-way: its written rows put back
+    "upsert_rolled_back",  # an upsert batch that failed half-way: its updated rows put back
 ]
 SYSTEM_BATCH = 1000  # rows of a server-made change written with one bulk write
 SYSTEM_RETRIES = 20  # times a row written meanwhile is read again before it is left as it is
@@ -256,13 +258,15 @@ class ChangeLog:
         action: Action | None = None,
         rendered: list[dict[str, Any]] | None = None,
         hooks: list[ObjectId] | None = None,
+        actor: dict[str, Any] | None = None,
     ) -> int:
         """Record a revision of every change that changed a column value and tell the
         listeners; answers how many revisions were recorded. `action`: the same for every
         change (restored, reverted), else read from the change. `rendered`: the rows as
-        already rendered for the answer, in `changes` order."""
+        already rendered for the answer, in `changes` order. `actor`: the server's own
+        (`system_actor`) instead of the caller's."""
         now = utcnow()
-        actor = actor_of(ctx)
+        actor = actor or actor_of(ctx)
         request_id = REQUEST_ID.get()
         revisions: list[dict[str, Any]] = []
         items: dict[str, list[dict[str, Any]]] = {}
@@ -860,16 +864,24 @@ async def put_back(
     table: Table,
     inserted: list[ObjectId],
     originals: list[dict[str, Any]],
-    changes: TellsUpdates | None,
+    changes: ChangeLog | None,
 ) -> int:
     """Undo a failed import's written batch (crm_core/files/imports.py): the rows it created
     go, the rows it updated get their column values from before it back. Those were recorded
-    (revisions, `row.updated`), so putting them back is a write of the server's, not a return
-    to the old version: each row's version goes up, with a system revision
-    `import_rolled_back` and `row.updated`. Answers how many rows were put back."""
+    (revisions, `row.created`/`row.updated`), so putting them back is a write of the server's,
+    not a return to the old version: a created row leaves a `deleted` revision (the next
+    `seq`, every value going to null) and `row.deleted`; an updated row's version goes up,
+    with a system revision `import_rolled_back` and `row.updated`. Answers how many rows
+    were put back."""
     rows = table.collection(ctx)
-    if inserted:
-        await rows.delete_many({"_id": {"$in": inserted}})
+    gone: list[dict[str, Any]] = []
+    for oid in inserted:  # the row as removed: its revision's `seq` and values are exact
+        doc = await rows.find_one_and_delete({"_id": oid})
+        if doc is not None:
+            gone.append({**doc, REVISION_FIELD: row_version(doc) + 1})
+    if gone and changes is not None:
+        actor = system_actor("import_rolled_back")
+        await changes.record(ctx, table, [Change(d, None) for d in gone], actor=actor)
     by_id = {o["_id"]: o for o in originals}
 
     def plan(row: dict[str, Any]) -> Rewrite | None:
@@ -902,6 +914,54 @@ async def put_back(
         pending = [r for r in [plan(row) async for row in found] if r is not None]
         done += len(await change.apply(pending))
     return done
+
+
+async def roll_back(
+    ctx: TenantContext,
+    table: Table,
+    written: Sequence[Change],
+    reason: SystemReason,
+    changes: TellsUpdates,
+) -> int:
+    """Undo the updates a bulk write made before it failed (crm_core/tables/rows.py
+    `bulk_update`, crm_core/tables/upsert.py `apply_plan`), once their revisions are
+    recorded: a write of the server's, forward like any other (docs/history.md "Changes the
+    server makes"). Each row whose version is still the one the failed write gave it
+    (`Change.after`) gets the column values from before it back, its version up and a
+    system revision `reason`; a row someone wrote since keeps that write. Answers how many
+    rows were put back."""
+    plans: dict[ObjectId, Rewrite] = {}
+    for change in written:
+        before, after = change.before, change.after
+        if before is None or after is None:
+            continue
+        keys = changed_columns(table, before, after)
+        if not keys:
+            continue
+        version = row_version(after)
+        plans[after["_id"]] = Rewrite(
+            row=after["_id"],
+            version=version,
+            expect={REVISION_FIELD: version},  # also when the row is written again alone
+            set={k: before[k] for k in keys if k in before},
+            unset=tuple(k for k in keys if k not in before),
+            changes={
+                k: {
+                    "before": render_value(table, k, after.get(k)),
+                    "after": render_value(table, k, before.get(k)),
+                }
+                for k in keys
+            },
+        )
+
+    def redo(row: dict[str, Any]) -> Rewrite | None:
+        rewrite = plans.get(row["_id"])
+        if rewrite is None or row_version(row) != rewrite.version:
+            return None  # written since the failed write: that write stays
+        return rewrite
+
+    system = SystemChange(ctx, table, reason, redo, tell=changes)
+    return len(await system.apply(list(plans.values())))
 
 
 async def unrecorded_index(rows: Collection) -> None:

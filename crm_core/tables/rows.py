@@ -26,7 +26,6 @@ from crm_core.platform.storage import (
     ASCENDING,
     DESCENDING,
     BulkWriteError,
-    Collection,
     DuplicateKeyError,
     query_purpose,
     update_each,
@@ -59,6 +58,7 @@ from crm_core.tables.history import (
     ChangeLog,
     RowEvents,
     render_row,
+    roll_back,
     unlink,
 )
 from crm_core.tables.ordering import forget_rows, manual_page
@@ -72,12 +72,14 @@ from crm_core.tables.updates import (
     row_version,
     set_unset,
     unique_conflict,
+    written_row,
 )
 from crm_core.tables.validators import ColumnValidator
 from models.history import HistoryQuery
 
 log = logging.getLogger(__name__)
 EVENT_CHUNK = 500  # rows read per round when a by-filter write must tell webhooks what changed
+WRITE_MARK = "_write_"  # `_write_<id>` on a row: written by that update-by-filter (a moment)
 
 # the filter and sort of these queries are the client's (audited apart:
 # crm_core/platform/indexes.py)
@@ -521,51 +523,47 @@ class RowService:
         )
         await self._check_unique(ctx, table, [s for _, s, _ in changes], exclude=ids)
         stamp = self.stamp(ctx, created=False)
-        operations = []
-        for oid, set_values, unset in changes:
-            where = {"_id": oid}
-            if oid in versions:  # the version the item was based on, in the write's filter
-                where.update(at_version(versions[oid]))
-            operations.append((where, set_unset({**set_values, **stamp}, unset)))
+        # one write per row that answers the row as it was before it (exact `before`, and the
+        # version it gave: `seq` = that + 1), so no read-back can see a later write's version
+        written: list[Change] = []
         try:
-            if versions:
-                await self._versioned_updates(collection, operations, originals, versions)
-            else:
-                await update_each(collection, operations, ordered=True)
+            for index, (oid, set_values, unset) in enumerate(changes):
+                where = {"_id": oid}
+                if oid in versions:  # the version the item was based on, in the write's filter
+                    where.update(at_version(versions[oid]))
+                update = set_unset({**set_values, **stamp}, unset)
+                before = await collection.find_one_and_update(where, update, return_document=False)
+                if before is not None:
+                    written.append(
+                        Change(before, written_row(before, {**set_values, **stamp}, unset))
+                    )
+                elif oid in versions:  # written meanwhile: all or nothing, 412 naming it
+                    await self._undo_bulk(ctx, table, written)
+                    current = await collection.find_one({"_id": oid}, {REVISION_FIELD: 1})
+                    now = row_version(current or {})
+                    raise PreconditionFailed.at(
+                        versions[oid], now, f"items.{index}.{VERSION_FIELD}"
+                    )
+                # else gone to the trash meanwhile: not answered, as before
         except (BulkWriteError, DuplicateKeyError) as exc:
             # a concurrent writer took a unique value after the check: put the batch back
-            for oid, doc in originals.items():
-                await collection.replace_one({"_id": oid}, doc)
+            await self._undo_bulk(ctx, table, written)
             raise unique_conflict(exc) from None
-        table = await fence.settle(ctx, table, ids, keys)
-        docs = {d["_id"]: d async for d in collection.find({"_id": {"$in": ids}})}
+        table, docs = await self.settled(ctx, table, [c.after for c in written if c.after], keys)
+        befores = [c.before for c in written]
         await self.changes.record(
-            ctx, table, [Change(originals[oid], docs[oid]) for oid in ids if oid in docs]
+            ctx, table, [Change(b, d) for b, d in zip(befores, docs, strict=True)]
         )
-        return [self.render(table, docs[oid]) for oid in ids if oid in docs]
+        return [self.render(table, doc) for doc in docs]
 
-    @staticmethod
-    async def _versioned_updates(
-        collection: Collection,
-        operations: list[tuple[dict[str, Any], dict[str, Any]]],
-        originals: dict[ObjectId, dict[str, Any]],
-        versions: dict[ObjectId, int],
-    ) -> None:
-        """Apply the items one at a time, each conditional on its version; when one finds
-        its row written meanwhile, put back the ones applied (all or nothing) and answer 412
-        naming that item."""
-        applied: list[ObjectId] = []
-        for index, (where, update) in enumerate(operations):
-            result = await collection.update_one(where, update)
-            oid = where["_id"]
-            if result.matched_count:
-                applied.append(oid)
-                continue
-            for done in applied:
-                await collection.replace_one({"_id": done}, originals[done])
-            current = await collection.find_one({"_id": oid}, {REVISION_FIELD: 1})
-            now = row_version(current or {})
-            raise PreconditionFailed.at(versions[oid], now, f"items.{index}.{VERSION_FIELD}")
+    async def _undo_bulk(self, ctx: TenantContext, table: Table, written: list[Change]) -> None:
+        """A bulk update that failed half-way: the rows it wrote are recorded (their
+        revisions), then put back by a write of the server's (`bulk_update_rolled_back`,
+        docs/history.md "Changes the server makes"), conditional on the version it gave them."""
+        if not written:
+            return
+        await self.changes.record(ctx, table, written)
+        await roll_back(ctx, table, written, "bulk_update_rolled_back", self.changes)
 
     async def bulk_write(
         self, ctx: TenantContext, table: Table, body: BulkCreateIn, full_rows: bool
@@ -821,7 +819,8 @@ class RowService:
                         f"Many rows cannot share one value of unique column '{key}'",
                         [{"field": f"values.{key}", "message": "unique column"}],
                     )
-        update = set_unset({**set_values, **self.stamp(ctx, created=False)}, unset)
+        values = {**set_values, **self.stamp(ctx, created=False)}
+        update = set_unset(values, unset)
         # every row's revision names what changed in it: go by chunks of ids
         with query_purpose(CLIENT_QUERY):
             ids = [d["_id"] async for d in collection.find(query, {"_id": 1})]
@@ -830,15 +829,63 @@ class RowService:
             chunk = {"$and": [query, {"_id": {"$in": ids[start : start + EVENT_CHUNK]}}]}
             before = {d["_id"]: d async for d in collection.find(chunk)}
             try:
-                result = await collection.update_many(chunk, update)
-            except DuplicateKeyError as exc:
+                written = await self._write_as_read(ctx, table, query, before, update)
+            except (BulkWriteError, DuplicateKeyError) as exc:
                 raise unique_conflict(exc) from None
-            matched += int(result.matched_count)
-            current = await fence.settle(ctx, table, list(before), keys)
-            after = collection.find({"_id": {"$in": list(before)}})
-            pairs = [Change(before[d["_id"]], d) async for d in after]
-            await self.changes.record(ctx, current, pairs)
+            matched += len(written)
+            current, docs = await self.settled(
+                ctx, table, [written_row(b, values, unset) for b in written], keys
+            )
+            await self.changes.record(
+                ctx, current, [Change(b, d) for b, d in zip(written, docs, strict=True)]
+            )
         return matched
+
+    @staticmethod
+    async def _write_as_read(
+        ctx: TenantContext,
+        table: Table,
+        query: dict[str, Any],
+        rows: dict[ObjectId, dict[str, Any]],
+        update: dict[str, Any],
+    ) -> list[dict[str, Any]]:
+        """Update `rows` (as just read), each conditional on the version read, with one bulk
+        write that also sets this write's own mark; answers each written row as it was before
+        its update (its revision's `seq` is that version + 1: exact, with no read-back that a
+        later write could outrun). When fewer matched, one read of the marks tells which; a row
+        written meanwhile is updated again alone, the update answering the row before it
+        (`find_one_and_update`), if it still matches `query`. Round trips per chunk: the bulk
+        write and the clear of its marks, +1 (the marks read) when a row was written meanwhile,
+        +1 per such row."""
+        collection = table.collection(ctx)
+        mark = f"{WRITE_MARK}{ObjectId()}"
+        marked = {**update, "$set": {**update["$set"], mark: True}}
+        operations = [
+            ({"_id": oid, **at_version(row_version(d))}, marked) for oid, d in rows.items()
+        ]
+        matched = await update_each(collection, operations, ordered=False)
+        if matched == len(operations):
+            applied = set(rows)
+        else:
+            found = collection.find(
+                {"_id": {"$in": list(rows)}, mark: {"$exists": True}}, {"_id": 1}
+            )
+            applied = {d["_id"] async for d in found}
+        if applied:
+            await collection.update_many(
+                {"_id": {"$in": list(applied)}, mark: {"$exists": True}}, {"$unset": {mark: ""}}
+            )
+        written = [rows[oid] for oid in rows if oid in applied]
+        for oid in rows:
+            if oid in applied:
+                continue
+            with query_purpose(CLIENT_QUERY):
+                before = await collection.find_one_and_update(
+                    {"$and": [query, {"_id": oid}]}, update, return_document=False
+                )
+            if before is not None:
+                written.append(before)
+        return written
 
     async def delete_where(self, ctx: TenantContext, table: Table, query: dict[str, Any]) -> int:
         return await self.to_trash(ctx, table, query, batch=ObjectId(), client_query=True)

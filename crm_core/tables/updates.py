@@ -40,6 +40,19 @@ def set_unset(set_values: Mapping[str, Any], unset: Iterable[str] = ()) -> dict[
     return update
 
 
+def written_row(
+    before: Mapping[str, Any], set_values: Mapping[str, Any], unset: Iterable[str] = ()
+) -> dict[str, Any]:
+    """The row as `set_unset(set_values, unset)` left it, from the row as it was just before
+    (the update's own answer: `find_one_and_update`, return the document before): its values
+    and the version that update gave it (`seq` of its revision), with no read-back that a
+    later write could outrun (docs/history.md)."""
+    gone = set(unset)
+    after = {k: v for k, v in {**before, **set_values}.items() if k not in gone}
+    after[REVISION_FIELD] = row_version(before) + 1
+    return after
+
+
 def unique_conflict(exc: Exception) -> Conflict:
     """The 409 for a duplicate key error of a unique column's index, naming the column."""
     details: dict[str, Any] = getattr(exc, "details", None) or {}

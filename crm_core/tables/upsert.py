@@ -17,13 +17,19 @@ from bson import ObjectId
 
 from crm_core.accounts.context import TenantContext
 from crm_core.platform.errors import Conflict, CrmError, ValidationFailed
-from crm_core.platform.storage import BulkWriteError, DuplicateKeyError, update_each
+from crm_core.platform.storage import BulkWriteError, DuplicateKeyError
 from crm_core.tables import fence
 from crm_core.tables.columns import Column
 from crm_core.tables.definitions import Table
-from crm_core.tables.history import Change
+from crm_core.tables.history import Change, ChangeLog, roll_back
 from crm_core.tables.sequences import number_rows
-from crm_core.tables.updates import REVISION_FIELD, set_unset, unique_conflict
+from crm_core.tables.updates import (
+    REVISION_FIELD,
+    row_version,
+    set_unset,
+    unique_conflict,
+    written_row,
+)
 
 
 class RowChecker(Protocol):
@@ -65,6 +71,11 @@ class RowWriter(Protocol):
 
     async def record_changes(self, ctx: TenantContext, table: Table, changes: list[Change]) -> int:
         """Record the rows' revisions and tell the listeners (crm_core/tables/history.py)."""
+        ...
+
+    @property
+    def changes(self) -> ChangeLog:
+        """The one path of row changes (a server-made put-back goes through it too)."""
         ...
 
 
@@ -249,47 +260,67 @@ async def apply_plan(
 ) -> None:
     """Write a valid plan; on a unique conflict undo this batch and raise 409. With `rows`,
     the written rows' revisions are recorded and told to the listeners (row.created,
-    row.updated: crm_core/tables/history.py)."""
+    row.updated: crm_core/tables/history.py). Each update answers the row as it was before
+    it (`find_one_and_update`), so its revision's `before` and `seq` are the write's own, not
+    a read that another write could outrun."""
     collection = table.collection(ctx)
     await number_rows(ctx, table, [d for _, d in plan.creates])
+    written: list[Change] = []
     try:
         if plan.creates:
             await collection.insert_many([d for _, d in plan.creates], ordered=True)
-        operations = []
         for update in plan.updates:
             change = set_unset(update.set_values, update.unset)
-            operations.append(({"_id": update.row_id}, change))
-        await update_each(collection, operations, ordered=True)
+            before = await collection.find_one_and_update(
+                {"_id": update.row_id}, change, return_document=False
+            )
+            if before is not None:  # else gone to the trash since the plan read it
+                after = written_row(before, update.set_values, update.unset)
+                written.append(Change(before, after))
     except (BulkWriteError, DuplicateKeyError) as exc:
-        await undo(ctx, table, plan.inserted_ids, [u.original for u in plan.updates])
+        await undo(ctx, table, plan.inserted_ids, written, rows)
         raise unique_conflict(exc) from None
     keys: set[str] = set()
     for _, doc in plan.creates:
         keys.update(doc)
     for update in plan.updates:
         keys.update(update.set_values, update.unset)
-    written = [*plan.inserted_ids, *(u.row_id for u in plan.updates)]
+    written_ids = [*plan.inserted_ids, *(c.before["_id"] for c in written if c.before)]
     # a schema change that ran meanwhile: the written values take the form that holds now
-    await fence.settle(ctx, table, written, keys)
+    await fence.settle(ctx, table, written_ids, keys)
+    changes = [Change(None, doc) for _, doc in plan.creates] + written
     if rows is not None:
-        changes = [Change(None, doc) for _, doc in plan.creates]
-        for update in plan.updates:
-            merged = {**update.original, **update.set_values}
-            after = {k: v for k, v in merged.items() if k not in update.unset}
-            after[REVISION_FIELD] = int(update.original.get(REVISION_FIELD) or 0) + 1
-            changes.append(Change(update.original, after))
         await rows.record_changes(ctx, table, changes)
 
 
 async def undo(
-    ctx: TenantContext, table: Table, inserted: list[ObjectId], originals: list[dict[str, Any]]
+    ctx: TenantContext,
+    table: Table,
+    inserted: list[ObjectId],
+    written: list[Change],
+    rows: RowWriter | None = None,
 ) -> None:
-    """Remove rows a failed batch inserted and put back the rows it updated."""
+    """Undo a batch that failed half-way: remove the rows it inserted (not recorded yet: no
+    revision, nobody told) and put back the rows it updated. Those updates gave versions, so
+    with `rows` they are recorded and put back by a write of the server's
+    (`upsert_rolled_back`, docs/history.md "Changes the server makes"), conditional on the
+    version each update gave: a row written since keeps that write."""
     collection = table.collection(ctx)
     if inserted:
         await collection.delete_many({"_id": {"$in": inserted}})
-    for original in originals:
-        await collection.replace_one({"_id": original["_id"]}, original)
+    if not written:
+        return
+    if rows is None:  # nobody records: the values from before, as the update found them
+        for change in written:
+            assert change.before is not None and change.after is not None
+            version = row_version(change.after)
+            await collection.replace_one(
+                {"_id": change.before["_id"], REVISION_FIELD: version},
+                {**change.before, REVISION_FIELD: version + 1},
+            )
+        return
+    await rows.record_changes(ctx, table, written)
+    await roll_back(ctx, table, written, "upsert_rolled_back", rows.changes)
 
 
 def raise_plan_errors(plan: Plan, prefix: str = "items.") -> None:
