@@ -14,6 +14,14 @@ them back), a purge removes those no other row or trash item holds, and files ne
 are removed by the sweeper `FILE_ORPHAN_GRACE_SECONDS` after their upload; attached files are
 checked again every grace period and removed once nothing holds them (a trash item expired by
 its TTL, a table or column deleted).
+
+A file is never removed under a row write that is attaching it (docs/operations.md "Faults: a
+file removed while being attached"): the write's existence check marks the file (`attached`,
+`checked_at` now) in the same conditional update that finds it stored, and removal claims the
+file (`state: removing`) only if no write has marked it for `WRITE_LEASE_SECONDS` (nor, for the
+sweeper, for the grace period). A claimed file fails the check of any later write; a purge
+that finds a file marked within the lease leaves it to the sweeper, which takes it once the
+lease has passed and nothing holds it.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import random
 import re
 import time
 import unicodedata
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
@@ -63,6 +71,7 @@ NAME_MAX = 200
 MAX_FILES_PER_CELL = 100
 SWEEP_BATCH = 500
 SWEEP_START_DELAY = 60.0
+WRITE_LEASE_SECONDS = 60.0  # a write's check to its insert takes far less (a bound, not a wait)
 FALLBACK_TYPE = "application/octet-stream"
 ID_IN_BRACKETS = re.compile(r"\[([0-9a-fA-F]{24})\]")
 ID_TOKEN = re.compile(r"[\s,;]+")
@@ -136,6 +145,9 @@ class FileService:
         self.types = types
         # the first sweep waits a minute: a process that starts has recovery work to do first
         self._next_sweep = time.monotonic() + SWEEP_START_DELAY
+        self.clock: Callable[[], datetime] = utcnow
+        # tests hold a row write here, between its check of the files and its insert
+        self.after_check: Callable[[list[ObjectId]], Awaitable[None]] | None = None
 
     # ---- upload and download ------------------------------------------------------------------
 
@@ -257,10 +269,18 @@ class FileService:
     # ---- the column type's questions ----------------------------------------------------------
 
     async def existing(self, ctx: TenantContext, ids: Iterable[ObjectId]) -> set[ObjectId]:
-        """Those of `ids` that are stored files of the caller's company."""
+        """Those of `ids` that are stored files of the caller's company, each marked as being
+        attached now (the module docstring: no removal claims it within the lease)."""
         wanted = list(set(ids))
-        cursor = ctx.db[FILES].find({"_id": {"$in": wanted}, "state": "stored"}, {"_id": 1})
-        return {doc["_id"] async for doc in cursor}
+        if not wanted:
+            return set()
+        stored = {"_id": {"$in": wanted}, "state": "stored"}
+        mark = {"$set": {"attached": True, "checked_at": self.clock()}}
+        await ctx.db[FILES].update_many(stored, mark)
+        found = {doc["_id"] async for doc in ctx.db[FILES].find(stored, {"_id": 1})}
+        if self.after_check is not None:
+            await self.after_check(sorted(found))
+        return found
 
     async def names(self, ctx: TenantContext, ids: Iterable[ObjectId]) -> dict[ObjectId, str]:
         wanted = list(set(ids))
@@ -274,11 +294,41 @@ class FileService:
     async def release(self, ctx: TenantContext, file_ids: Iterable[ObjectId]) -> int:
         """Trash purge: remove those of the files no row or trash item holds any longer."""
         removed = 0
+        now = self.clock()
         for file_id in set(file_ids):
-            if not await self._held_anywhere(ctx.db, file_id):
+            if await self._held_anywhere(ctx.db, file_id):
+                continue
+            if await self._claimed(ctx.db, file_id, now, {}):
                 await self._remove(ctx.db, file_id)
                 removed += 1
+            else:  # a write marked it within the lease: the sweeper decides once it has passed
+                grace = timedelta(seconds=self.settings.file_orphan_grace_seconds)
+                due = now - grace + timedelta(seconds=WRITE_LEASE_SECONDS)
+                await ctx.db[FILES].update_one(
+                    {"_id": file_id, "checked_at": {"$gt": due}}, {"$set": {"checked_at": due}}
+                )
         return removed
+
+    async def _claimed(
+        self, db: Database, file_id: ObjectId, now: datetime, query: dict[str, Any]
+    ) -> bool:
+        """Claim a file nothing held a moment ago for removal (`state: removing`), unless a
+        write marked it within the lease (`query`: the sweeper's own condition as well); True
+        once claimed and still held by nothing."""
+        lease = now - timedelta(seconds=WRITE_LEASE_SECONDS)
+        unmarked = {"$or": [{"checked_at": {"$exists": False}}, {"checked_at": {"$lt": lease}}]}
+        claim = await db[FILES].update_one(
+            {**query, "_id": file_id, **unmarked}, {"$set": {"state": "removing"}}
+        )
+        if claim.modified_count != 1:
+            return False
+        if await self._held_anywhere(db, file_id):  # a row written before the lease began
+            await db[FILES].update_one(
+                {"_id": file_id, "state": "removing"},
+                {"$set": {"state": "stored", "attached": True, "checked_at": now}},
+            )
+            return False
+        return True
 
     async def _remove(self, db: Database, file_id: ObjectId) -> None:
         await self.blobs.delete(db, file_id)
@@ -305,7 +355,7 @@ class FileService:
                     await db[FILES].update_one(
                         {"_id": doc["_id"]}, {"$set": {"attached": True, "checked_at": now}}
                     )
-                else:
+                elif await self._claimed(db, doc["_id"], now, query):
                     await self._remove(db, doc["_id"])
                     removed += 1
         return removed

@@ -16,8 +16,11 @@ budget: remaining `r`, seconds to reset `t`).
 
 With `REDIS_URL` the counters live in Redis (through `limits`' storage), so every process
 shares one budget; when Redis does not answer, each process counts in its own memory until it
-answers again (a warning once per outage), as the sign-in limits do. Without `REDIS_URL`, in
-this process's memory.
+answers again, as the sign-in limits do. The process's breaker of that Redis (crm_core/platform/
+breaker.py, docs/operations.md "Faults: Redis and rate limits") decides: after a failure the
+counters go to memory at once, one call per second probes Redis, and the first answer brings
+the counting back to Redis (one WARNING per outage, one INFO on recovery). Without
+`REDIS_URL`, in this process's memory.
 """
 
 from __future__ import annotations
@@ -25,12 +28,15 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.errors import StorageError
 
+from crm_core.platform.breaker import Breaker, breaker_for
 from crm_core.platform.errors import RateLimited
 
 log = logging.getLogger(__name__)
@@ -38,6 +44,7 @@ log = logging.getLogger(__name__)
 KEY_PREFIX = "crm:apilimits"
 REDIS_TIMEOUT_SECONDS = 1.0
 SCOPES = ("token", "user", "company")  # most specific first: a refusal gives back less
+T = TypeVar("T")
 
 
 def parse_limit(text: str) -> RateLimitItem:
@@ -51,17 +58,55 @@ def parse_limit(text: str) -> RateLimitItem:
 def limit_storage(redis_url: str | None, key_prefix: str = KEY_PREFIX) -> Storage:
     """Counters in Redis (through redis-py's asyncio client, already used by the task broker)
     under `key_prefix`, or in this process's memory without `redis_url`. A Redis that hangs
-    costs a call at most REDIS_TIMEOUT_SECONDS; every failure of Redis is one StorageError."""
+    costs a call at most REDIS_TIMEOUT_SECONDS, and only the breaker's probe pays it: every
+    failure of Redis, and every call while the breaker is open, is one StorageError."""
     if redis_url:
-        return RedisStorage(
-            f"async+{redis_url}",
+        return GuardedRedisStorage(f"async+{redis_url}", breaker_for(redis_url), key_prefix)
+    return MemoryStorage()
+
+
+class GuardedRedisStorage(RedisStorage):
+    """`limits`' Redis storage behind a breaker: while it is open, the counter calls fail at
+    once (StorageError) instead of waiting for a Redis that does not answer."""
+
+    def __init__(self, uri: str, breaker: Breaker, key_prefix: str) -> None:
+        super().__init__(
+            uri,
             implementation="redispy",
             key_prefix=key_prefix,
             wrap_exceptions=True,
             socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
             socket_timeout=REDIS_TIMEOUT_SECONDS,
         )
-    return MemoryStorage()
+        self.breaker = breaker
+
+    async def _guarded(self, call: Callable[[], Awaitable[T]]) -> T:
+        if not self.breaker.allow():
+            raise StorageError(ConnectionError("Redis is gone around while it does not answer"))
+        try:
+            value = await call()
+        except (StorageError, OSError, TimeoutError) as exc:
+            self.breaker.failure(exc)
+            raise
+        except BaseException:
+            self.breaker.release()
+            raise
+        self.breaker.success()
+        return value
+
+    async def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        return await self._guarded(
+            lambda: super(GuardedRedisStorage, self).incr(key, expiry, amount)
+        )
+
+    async def get(self, key: str) -> int:
+        return await self._guarded(lambda: super(GuardedRedisStorage, self).get(key))
+
+    async def get_expiry(self, key: str) -> float:
+        return await self._guarded(lambda: super(GuardedRedisStorage, self).get_expiry(key))
+
+    async def clear(self, key: str) -> None:
+        await self._guarded(lambda: super(GuardedRedisStorage, self).clear(key))
 
 
 @dataclass(frozen=True)
@@ -151,14 +196,11 @@ class ApiLimiter:
     async def _incr(self, key: str, expiry: int, amount: int) -> int:
         try:
             value = await self.storage.incr(key, expiry, amount)
-        except (StorageError, OSError, TimeoutError) as exc:
-            if not self.degraded:
-                self.degraded = True
-                log.warning("API limits: Redis does not answer (%s); counting in this process", exc)
+        except (StorageError, OSError, TimeoutError):
+            # the breaker logged the outage (one WARNING); memory until Redis answers again
+            self.degraded = True
             return await self.fallback.incr(key, expiry, amount)
-        if self.degraded:
-            self.degraded = False
-            log.warning("API limits: Redis answers again; counting there")
+        self.degraded = False
         return value
 
     async def close(self) -> None:

@@ -15,6 +15,7 @@ import pytest
 from aiohttp import FormData
 from bson import ObjectId
 
+from crm_core.files.attachments import WRITE_LEASE_SECONDS
 from crm_core.platform.clock import utcnow
 from handlers.routing import SERVICES
 from tests.support.api import make_settings, rows_of, tenant_db
@@ -206,8 +207,11 @@ async def test_files_follow_their_rows_into_the_trash_and_out(api, client, owner
     item = trash["items"][0]
     await api.call("POST", f"/api/trash/{item['id']}/restore", owner, expect=200)
     assert (await download(client, owner, alone["id"])).status == 200
-    # deleted again and purged: `alone` goes, `shared` stays (the second row holds it)
+    # deleted again and purged (a write lease after the rows were written: crm_core/files/
+    # attachments.py): `alone` goes, `shared` stays (the second row holds it)
     await api.call("DELETE", f"/api/data/deals/{first['id']}", owner, expect=204)
+    lease = timedelta(seconds=WRITE_LEASE_SECONDS + 1)
+    client.app[SERVICES].files.clock = lambda: utcnow() + lease
     trash = await api.call("GET", "/api/trash", owner, expect=200)
     await api.call("DELETE", f"/api/trash/{trash['items'][0]['id']}", owner, expect=204)
     files = tenant_db(client, owner)["_attachments"]
