@@ -4,7 +4,10 @@
 Messages are written in English across the code; they are translated once, where an error is
 rendered into a response (`CrmError.to_body`), from gettext catalogs keyed by the English
 template: `crm_core/locale/<language>/LC_MESSAGES/crm.po`, compiled to `crm.mo` by
-scripts/install (and the Dockerfile). A msgid may name placeholders (`"{field}: {message}"`): a
+scripts/install, scripts/serve and the Dockerfile. A `crm.mo` missing or older than its
+`crm.po` (a checkout that pulled new messages without installing again) is not trusted: the
+`.po` is read instead, with one WARNING, so a message is never answered in English for want of
+a compile. A msgid may name placeholders (`"{field}: {message}"`): a
 message matches it when the template's text surrounds the values, and each value is translated
 in turn when it is itself a message of the catalog (a field's complaint, a service's name). A
 message no template matches stays English; the `code` never changes.
@@ -27,6 +30,7 @@ models can raise has no translation.
 from __future__ import annotations
 
 import contextvars
+import logging
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -34,7 +38,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from babel.messages.catalog import Catalog as BabelCatalog
 from babel.messages.mofile import read_mo
+from babel.messages.pofile import read_po
+
+log = logging.getLogger(__name__)
 
 LANGUAGES = ("en", "ru")
 SOURCE = "en"  # the language the messages are written in
@@ -184,15 +192,38 @@ def catalog_file(language: str) -> Path:
     return LOCALE_DIR / language / "LC_MESSAGES" / f"{DOMAIN}.mo"
 
 
+def _read_messages(language: str) -> BabelCatalog | None:
+    """`language`'s messages: the compiled `.mo`, or its `.po` when the `.mo` is missing or
+    older (fuzzy entries left out, as `pybabel compile` leaves them); None when neither is."""
+    compiled = catalog_file(language)
+    source = compiled.with_suffix(".po")
+    if compiled.exists() and (
+        not source.exists() or compiled.stat().st_mtime >= source.stat().st_mtime
+    ):
+        with compiled.open("rb") as handle:
+            return read_mo(handle)
+    if not source.exists():
+        return None
+    log.warning(
+        "%s is missing or older than %s: reading the .po (./scripts/install compiles it)",
+        compiled,
+        source.name,
+    )
+    with source.open("rb") as handle:
+        messages = read_po(handle)
+    for message in list(messages):
+        if message.fuzzy and message.id:
+            messages.delete(message.id, message.context)
+    return messages
+
+
 @cache
 def catalog(language: str) -> Catalog | None:
-    """The compiled catalog of `language` (read once per process), None for the source
-    language or when it was not compiled (scripts/install compiles it)."""
-    path = catalog_file(language)
-    if language == SOURCE or not path.exists():
+    """The catalog of `language` (read once per process), None for the source language or
+    when it has none."""
+    messages = None if language == SOURCE else _read_messages(language)
+    if messages is None:
         return None
-    with path.open("rb") as handle:
-        messages = read_mo(handle)
     plain: dict[str, str] = {}
     plain_ids: dict[str, str] = {}  # found by a `Text`'s msgid only
     templates: list[Template] = []

@@ -4,6 +4,7 @@ the catalog translates every message id, and an answer's `message` follows `Acce
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -54,6 +55,54 @@ def test_the_compiled_catalog_is_there():
     """scripts/install compiles the catalogs; without them the service answers in English."""
     assert i18n.catalog_file("ru").exists(), "run ./scripts/install (pybabel compile)"
     assert i18n.catalog("ru") is not None
+
+
+def _locale_copy(tmp_path, monkeypatch, compiled: bool):
+    """crm_core/locale copied to `tmp_path` (with its compiled catalog or without), and the
+    i18n module pointed at it with its per-process cache emptied."""
+    source = i18n.LOCALE_DIR / "ru" / "LC_MESSAGES"
+    target = tmp_path / "ru" / "LC_MESSAGES"
+    target.mkdir(parents=True)
+    (target / "crm.po").write_bytes((source / "crm.po").read_bytes())
+    if compiled:
+        (target / "crm.mo").write_bytes((source / "crm.mo").read_bytes())
+    monkeypatch.setattr(i18n, "LOCALE_DIR", tmp_path)
+    i18n.catalog.cache_clear()
+    return target
+
+
+@pytest.fixture
+def fresh_catalogs():
+    i18n.catalog.cache_clear()
+    yield
+    i18n.catalog.cache_clear()
+
+
+def test_without_a_compiled_catalog_the_po_is_read(tmp_path, monkeypatch, fresh_catalogs):
+    """A checkout that pulled new messages without installing again (no crm.mo, or an older
+    one) answers from crm.po, never in English for want of a compile."""
+    _locale_copy(tmp_path, monkeypatch, compiled=False)
+    found = i18n.catalog("ru")
+    assert found is not None
+    assert found.translate("Field required") == "обязательное поле"
+
+
+def test_a_compiled_catalog_older_than_its_po_is_not_trusted(tmp_path, monkeypatch, fresh_catalogs):
+    target = _locale_copy(tmp_path, monkeypatch, compiled=True)
+    po = target / "crm.po"
+    text = po.read_text(encoding="utf-8")
+    assert 'msgstr "обязательное поле"' in text
+    po.write_text(text.replace('msgstr "обязательное поле"', 'msgstr "поле обязательно"'))
+    mo = target / "crm.mo"
+    os.utime(mo, (po.stat().st_mtime - 60, po.stat().st_mtime - 60))
+    found = i18n.catalog("ru")
+    assert found is not None
+    assert found.translate("Field required") == "поле обязательно"
+    os.utime(mo, (po.stat().st_mtime + 60, po.stat().st_mtime + 60))
+    i18n.catalog.cache_clear()
+    newer = i18n.catalog("ru")
+    assert newer is not None
+    assert newer.translate("Field required") == "обязательное поле"
 
 
 @pytest.mark.parametrize(
