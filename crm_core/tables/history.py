@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -657,6 +657,22 @@ class SystemChange:
             done.extend(alone)
         return done
 
+    async def apply_rows(self, rows: AsyncIterable[dict[str, Any]]) -> int:
+        """Plan each row of `rows` (a cursor of the rows to change, as read) with `redo` and
+        apply the rewrites by batches, without holding more than a batch: answers how many
+        applied."""
+        applied = 0
+        pending: list[Rewrite] = []
+        async for row in rows:
+            if (rewrite := self.redo(row)) is not None:
+                pending.append(rewrite)
+            if len(pending) >= self.batch:
+                applied += len(await self.apply(pending))
+                pending = []
+        if pending:
+            applied += len(await self.apply(pending))
+        return applied
+
     async def _read_marks(self, chunk: list[Rewrite]) -> tuple[list[Rewrite], list[Rewrite]]:
         by_id = {r.row: r for r in chunk}
         query = {"_id": {"$in": list(by_id)}, self.mark: {"$exists": True}}
@@ -811,17 +827,8 @@ async def unlink(
         )
 
     change = SystemChange(ctx, table, "link_target_deleted", plan, tell=changes)
-    cleared = 0
-    pending: list[Rewrite] = []
-    cursor = table.collection(ctx).find({key: {"$in": ids}}, {key: 1, REVISION_FIELD: 1})
-    async for row in cursor:
-        if (rewrite := plan(row)) is not None:
-            pending.append(rewrite)
-        if len(pending) >= SYSTEM_BATCH:
-            cleared += len(await change.apply(pending))
-            pending = []
-    cleared += len(await change.apply(pending))
-    return cleared
+    rows = table.collection(ctx).find({key: {"$in": ids}}, {key: 1, REVISION_FIELD: 1})
+    return await change.apply_rows(rows)
 
 
 async def relink(
@@ -850,13 +857,8 @@ async def relink(
         )
 
     change = SystemChange(ctx, table, "link_target_restored", plan, tell=changes)
-    linked = 0
-    for start in range(0, len(ids), SYSTEM_BATCH):
-        query = {"_id": {"$in": ids[start : start + SYSTEM_BATCH]}, key: {"$exists": False}}
-        rows = table.collection(ctx).find(query, {key: 1, REVISION_FIELD: 1})
-        pending = [r for r in [plan(row) async for row in rows] if r is not None]
-        linked += len(await change.apply(pending))
-    return linked
+    query = {"_id": {"$in": ids}, key: {"$exists": False}}
+    return await change.apply_rows(table.collection(ctx).find(query, {key: 1, REVISION_FIELD: 1}))
 
 
 async def put_back(
@@ -886,34 +888,10 @@ async def put_back(
 
     def plan(row: dict[str, Any]) -> Rewrite | None:
         original = by_id.get(row["_id"])
-        if original is None:
-            return None
-        keys = [c.key for c in table.columns if row.get(c.key) != original.get(c.key)]
-        if not keys:
-            return None
-        return Rewrite(
-            row=row["_id"],
-            version=row_version(row),
-            expect={k: row[k] if k in row else {"$exists": False} for k in keys},
-            set={k: original[k] for k in keys if k in original},
-            unset=tuple(k for k in keys if k not in original),
-            changes={
-                k: {
-                    "before": render_value(table, k, row.get(k)),
-                    "after": render_value(table, k, original.get(k)),
-                }
-                for k in keys
-            },
-        )
+        return None if original is None else _values_back(table, row, original)
 
     change = SystemChange(ctx, table, "import_rolled_back", plan, tell=changes)
-    done = 0
-    ids = list(by_id)
-    for start in range(0, len(ids), SYSTEM_BATCH):
-        found = rows.find({"_id": {"$in": ids[start : start + SYSTEM_BATCH]}})
-        pending = [r for r in [plan(row) async for row in found] if r is not None]
-        done += len(await change.apply(pending))
-    return done
+    return await change.apply_rows(rows.find({"_id": {"$in": list(by_id)}}))
 
 
 async def roll_back(
@@ -935,24 +913,9 @@ async def roll_back(
         before, after = change.before, change.after
         if before is None or after is None:
             continue
-        keys = changed_columns(table, before, after)
-        if not keys:
-            continue
-        version = row_version(after)
-        plans[after["_id"]] = Rewrite(
-            row=after["_id"],
-            version=version,
-            expect={REVISION_FIELD: version},  # also when the row is written again alone
-            set={k: before[k] for k in keys if k in before},
-            unset=tuple(k for k in keys if k not in before),
-            changes={
-                k: {
-                    "before": render_value(table, k, after.get(k)),
-                    "after": render_value(table, k, before.get(k)),
-                }
-                for k in keys
-            },
-        )
+        rewrite = _values_back(table, after, before, by_version=True)
+        if rewrite is not None:
+            plans[after["_id"]] = rewrite
 
     def redo(row: dict[str, Any]) -> Rewrite | None:
         rewrite = plans.get(row["_id"])
@@ -962,6 +925,37 @@ async def roll_back(
 
     system = SystemChange(ctx, table, reason, redo, tell=changes)
     return len(await system.apply(list(plans.values())))
+
+
+def _values_back(
+    table: Table, row: dict[str, Any], target: dict[str, Any], by_version: bool = False
+) -> Rewrite | None:
+    """The rewrite giving `row` (as stored now) the column values of `target` back (an undo);
+    None when nothing differs. It applies while the row is at its version and still holds the
+    values it changes, or with `by_version` while it is at its version only (also when it is
+    written again alone)."""
+    keys = changed_columns(table, row, target)
+    if not keys:
+        return None
+    version = row_version(row)
+    return Rewrite(
+        row=row["_id"],
+        version=version,
+        expect=(
+            {REVISION_FIELD: version}
+            if by_version
+            else {k: row[k] if k in row else {"$exists": False} for k in keys}
+        ),
+        set={k: target[k] for k in keys if k in target},
+        unset=tuple(k for k in keys if k not in target),
+        changes={
+            k: {
+                "before": render_value(table, k, row.get(k)),
+                "after": render_value(table, k, target.get(k)),
+            }
+            for k in keys
+        },
+    )
 
 
 async def unrecorded_index(rows: Collection) -> None:
