@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -42,6 +43,7 @@ def redis_server(logs: Path) -> Iterator[RedisServer]:
     server = RedisServer(logs / "redis.log")
     server.start()
     yield server
+    server.signal(signal.SIGCONT)  # a test may leave it stopped
     server.terminate()
 
 

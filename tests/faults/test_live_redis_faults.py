@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,17 +28,8 @@ RECOVERY = 60.0
 
 
 @pytest.fixture
-def redis(logs: Path) -> Iterator[RedisServer]:
-    server = RedisServer(logs / "redis.log")
-    server.start()
-    yield server
-    server.signal(signal.SIGCONT)
-    server.terminate()
-
-
-@pytest.fixture
-def settings(redis: RedisServer) -> Settings:
-    return make_settings(redis_url=redis.url)
+def settings(redis_server: RedisServer) -> Settings:
+    return make_settings(redis_url=redis_server.url)
 
 
 async def _subscribed(client: Any, token: str, table: str, **extra: Any) -> LiveSocket:
@@ -61,7 +50,7 @@ async def _two_processes(api, aiohttp_client, create_table) -> tuple[Any, Any]:
 
 
 async def test_redis_killed_closes_the_other_process_subscribers_and_since_replays(
-    api, aiohttp_client, create_table, redis, caplog
+    api, aiohttp_client, create_table, redis_server, caplog
 ):
     caplog.set_level(logging.INFO)
     owner, other = await _two_processes(api, aiohttp_client, create_table)
@@ -72,9 +61,9 @@ async def test_redis_killed_closes_the_other_process_subscribers_and_since_repla
         seen = await live.expect("row.created")  # through Redis
         assert seen["row_id"] == first["id"]
 
-        redis.kill()
+        redis_server.kill()
         missed = await api.call("POST", "/api/data/deals", owner, expect=201, json={"title": "b"})
-        redis.start()  # the same port, empty
+        redis_server.start()  # the same port, empty
         async with asyncio.timeout(RECOVERY):  # heartbeats come meanwhile: one bound in all
             closed = await live.closed()
         assert closed["ws_code"] == 1012 and closed["reason"] == "events_missed"
@@ -93,7 +82,7 @@ async def test_redis_killed_closes_the_other_process_subscribers_and_since_repla
 
 
 async def test_redis_stopped_keeps_writes_answering_and_tells_subscribers_when_back(
-    api, aiohttp_client, create_table, redis, caplog
+    api, aiohttp_client, create_table, redis_server, caplog
 ):
     caplog.set_level(logging.INFO)
     owner, other = await _two_processes(api, aiohttp_client, create_table)
@@ -104,7 +93,7 @@ async def test_redis_stopped_keeps_writes_answering_and_tells_subscribers_when_b
         seen = await live.expect("row.created")
         assert seen["row_id"] == mark["id"]
 
-        redis.signal(signal.SIGSTOP)  # accepts connections, answers nothing
+        redis_server.signal(signal.SIGSTOP)  # accepts connections, answers nothing
         items = [{"title": f"r{i}"} for i in range(40)]
         async with asyncio.timeout(HANG_GUARD):  # each event used to wait 5 s on Redis
             done = await api.call(
@@ -117,7 +106,7 @@ async def test_redis_stopped_keeps_writes_answering_and_tells_subscribers_when_b
         async with asyncio.timeout(RECOVERY):
             while bus.subscribed.is_set():
                 await asyncio.sleep(0.05)
-        redis.signal(signal.SIGCONT)
+        redis_server.signal(signal.SIGCONT)
         async with asyncio.timeout(RECOVERY):  # heartbeats come meanwhile: one bound in all
             closed = await live.closed()
         assert closed["ws_code"] == 1012 and closed["reason"] == "events_missed"

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,17 +26,8 @@ REQUESTS = 10
 
 
 @pytest.fixture
-def redis(logs: Path) -> Iterator[RedisServer]:
-    server = RedisServer(logs / "redis.log")
-    server.start()
-    yield server
-    server.signal(signal.SIGCONT)
-    server.terminate()
-
-
-@pytest.fixture
-def settings(redis: RedisServer) -> Settings:
-    return make_settings(redis_url=redis.url)
+def settings(redis_server: RedisServer) -> Settings:
+    return make_settings(redis_url=redis_server.url)
 
 
 @pytest.fixture
@@ -67,19 +56,19 @@ async def _user_count_in_redis(url: str) -> int:
 
 
 async def test_a_stopped_redis_costs_one_timeout_not_one_per_request(
-    api, redis, redis_calls, caplog
+    api, redis_server, redis_calls, caplog
 ):
     caplog.set_level(logging.INFO)
     owner = await api.register()
     limiter = api.client.app[API_LIMITER]
     await api.call("GET", "/api/auth/me", owner, expect=200)
-    shared_before = await _user_count_in_redis(redis.url)
+    shared_before = await _user_count_in_redis(redis_server.url)
     assert shared_before >= 1 and not limiter.degraded
 
-    gate = breaker.breaker_for(redis.url)
+    gate = breaker.breaker_for(redis_server.url)
     now = [1000.0]
     gate.clock = lambda: now[0]  # the probe interval never passes unless the test moves it
-    redis.signal(signal.SIGSTOP)
+    redis_server.signal(signal.SIGSTOP)
     redis_calls.clear()
     for _ in range(REQUESTS):
         await api.call("GET", "/api/auth/me", owner, expect=200)
@@ -92,7 +81,7 @@ async def test_a_stopped_redis_costs_one_timeout_not_one_per_request(
         await api.call("GET", "/api/auth/me", owner, expect=200)
     assert len(redis_calls) == 2 and gate.open
 
-    redis.signal(signal.SIGCONT)
+    redis_server.signal(signal.SIGCONT)
     now[0] += breaker.PROBE_SECONDS
     redis_calls.clear()
     for _ in range(3):
@@ -102,7 +91,7 @@ async def test_a_stopped_redis_costs_one_timeout_not_one_per_request(
     assert len(redis_calls) >= 3
     # the three counted in Redis (plus, at most, the increments that timed out while it was
     # stopped: a stopped Redis still runs what sat in its socket once it continues)
-    shared_after = await _user_count_in_redis(redis.url)
+    shared_after = await _user_count_in_redis(redis_server.url)
     assert shared_before + 3 <= shared_after <= shared_before + 3 + 2
     warnings = [r for r in caplog.records if "does not answer" in r.getMessage()]
     recovered = [r for r in caplog.records if "answers again" in r.getMessage()]
@@ -110,11 +99,11 @@ async def test_a_stopped_redis_costs_one_timeout_not_one_per_request(
     assert [r.levelno for r in recovered] == [logging.INFO]
 
 
-async def test_one_breaker_per_redis_is_shared_by_its_users(redis):
+async def test_one_breaker_per_redis_is_shared_by_its_users(redis_server):
     from crm_core.accounts.ratelimit import login_limit_storage
     from crm_core.platform.apilimits import limit_storage
 
-    api_storage: Any = limit_storage(redis.url)
-    login_storage: Any = login_limit_storage(redis.url)
-    assert api_storage.breaker is login_storage.breaker is breaker.breaker_for(redis.url)
+    api_storage: Any = limit_storage(redis_server.url)
+    login_storage: Any = login_limit_storage(redis_server.url)
+    assert api_storage.breaker is login_storage.breaker is breaker.breaker_for(redis_server.url)
     assert breaker.breaker_for("redis://127.0.0.1:1/0") is not api_storage.breaker
