@@ -1232,28 +1232,28 @@ _ORIGINAL_AWARE_DATETIMES: Callable[[Any], Any] = (
 )
 
 
-def _patch_datetimes(value: Any) -> Any:
-    """mongomock's `patch_datetime_awareness_in_document`."""
-    kind = type(value)
-    if kind in _PLAIN:
-        return value
-    if kind is dict:
-        return {key: _patch_datetimes(item) for key, item in value.items()}
-    if kind is list:
-        return [_patch_datetimes(item) for item in value]
-    return _ORIGINAL_PATCH_DATETIMES(value)
+def _past_plain_values(leaf: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """mongomock's walk `leaf` over a document, which leaves the plain values (`_PLAIN`) as
+    they are without calling it for each: dicts and lists are walked here, the rest is
+    `leaf`'s."""
+
+    def walk(value: Any) -> Any:
+        kind = type(value)
+        if kind in _PLAIN:
+            return value
+        if kind is dict:
+            return {key: walk(item) for key, item in value.items()}
+        if kind is list:
+            return [walk(item) for item in value]
+        return leaf(value)
+
+    return walk
 
 
-def _aware_datetimes(value: Any) -> Any:
-    """mongomock's `make_datetime_timezone_aware_in_document`."""
-    kind = type(value)
-    if kind in _PLAIN:
-        return value
-    if kind is dict:
-        return {key: _aware_datetimes(item) for key, item in value.items()}
-    if kind is list:
-        return [_aware_datetimes(item) for item in value]
-    return _ORIGINAL_AWARE_DATETIMES(value)
+# mongomock's `patch_datetime_awareness_in_document` and
+# `make_datetime_timezone_aware_in_document`
+_patch_datetimes = _past_plain_values(_ORIGINAL_PATCH_DATETIMES)
+_aware_datetimes = _past_plain_values(_ORIGINAL_AWARE_DATETIMES)
 
 
 def _check_field_names(data: Mapping[str, Any]) -> None:
